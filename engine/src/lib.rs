@@ -1,0 +1,1 @@
+//! The DeFiBus broker engine.
