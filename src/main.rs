@@ -1,1 +1,52 @@
-fn main() {}
+//! `defibus`: the one command line that fronts every DeFiBus process and tool.
+//!
+//! Servers (broker, nameserver, GSL, SGS, proxy, standalone) arrive with the issues that build
+//! them; each is a thin wrapper over its crate's `run(listener, config, shutdown)`.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "defibus",
+    version,
+    about = "DeFiBus-rs: a message bus for financial services (RPC + MQ)",
+    long_about = "DeFiBus-rs: a message bus for financial services (RPC + MQ).\n\n\
+        Every service is one topic named [area]-[serviceId], e.g. A10-20190001.\n\
+        Logs go to stderr; set the level with --log-level or RUST_LOG."
+)]
+struct Cli {
+    /// Log level: error, warn, info, debug or trace (RUST_LOG, if set, takes precedence).
+    #[arg(long, global = true, default_value = "info")]
+    log_level: log::LevelFilter,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Inspect a queue's segment files on disk (read-only).
+    #[command(subcommand)]
+    Log(cmd::log::LogCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::new()
+        .filter_level(cli.log_level)
+        .parse_default_env()
+        .format_timestamp_micros()
+        .init();
+    let result = match cli.command {
+        Command::Log(command) => cmd::log::run(command),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            log::error!("{error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
