@@ -1,1 +1,1 @@
-//! (being written)
+//! Control-plane payloads.
