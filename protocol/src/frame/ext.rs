@@ -39,7 +39,8 @@ impl ExtError {
 
 /// One optional header field: `[tag: u16][len: u16][value: len bytes]`.
 ///
-/// Tag 0 marks the end; everything after it is zero padding up to [`EXT_ALIGN`]. Readers skip
+/// Tag 0, or the end of the extension, ends the fields; everything after the last field is
+/// zero padding up to [`EXT_ALIGN`] (possibly shorter than a tag). Readers skip
 /// tags they do not know, which is how optional fields are added without a version bump.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExtField<'a> {
@@ -70,11 +71,12 @@ impl<'a> Iterator for ExtFields<'a> {
         let at = self.at;
         let rest = self.bytes.get(at..).filter(|r| !r.is_empty())?;
         self.at = self.bytes.len(); // Stop after an error or the end marker.
-        let Some(head) = rest.get(..4) else {
-            return Some(Err(ExtError::Truncated { at }));
+        // Padding may be shorter than a tag; a lone trailing byte counts as a zero tag here
+        // and is then judged as padding.
+        let tag = match rest {
+            [low, high, ..] => u16::from_le_bytes([*low, *high]),
+            _ => 0,
         };
-        let tag = u16::from_le_bytes(array_at(head, 0));
-        let len = u16::from_le_bytes(array_at(head, 2)) as usize;
         if tag == 0 {
             return if rest.iter().all(|&b| b == 0) {
                 None
@@ -82,6 +84,10 @@ impl<'a> Iterator for ExtFields<'a> {
                 Some(Err(ExtError::PaddingNotZero { at }))
             };
         }
+        let Some(head) = rest.get(..4) else {
+            return Some(Err(ExtError::Truncated { at }));
+        };
+        let len = u16::from_le_bytes(array_at(head, 2)) as usize;
         let Some(value) = rest.get(4..4 + len) else {
             return Some(Err(ExtError::Truncated { at }));
         };
@@ -124,6 +130,20 @@ mod tests {
             ExtFields::new(b).collect()
         }
         assert_eq!(fields(&[0; 8]), []);
+        assert_eq!(
+            fields(&[1, 0, 1, 0, 9, 0, 0, 0]),
+            [Ok(ExtField {
+                tag: 1,
+                value: &[9]
+            })]
+        );
+        assert_eq!(
+            fields(&[1, 0, 0, 0, 0, 0, 0, 5]),
+            [
+                Ok(ExtField { tag: 1, value: &[] }),
+                Err(ExtError::PaddingNotZero { at: 4 })
+            ]
+        );
         assert_eq!(
             fields(&[0, 0, 0, 0, 1, 0, 0, 0]),
             [Err(ExtError::PaddingNotZero { at: 0 })]
