@@ -154,6 +154,36 @@ proptest! {
     }
 }
 
+#[test]
+fn control_bodies_stay_aligned_for_in_place_access() {
+    let config = TopicConfig::new(&"A10-20190001".parse().unwrap());
+    let body = control::encode(&config).unwrap();
+    let mut ext = Vec::new();
+    encode_ext(
+        &[ExtField {
+            tag: 9,
+            value: b"abc",
+        }],
+        &mut ext,
+    )
+    .unwrap();
+    let mut wire = Vec::new();
+    encode_frame(
+        &FrameMeta::request(Command::CreateTopic, 1),
+        &ext,
+        &body,
+        &mut wire,
+    )
+    .unwrap();
+    // Socket buffers start aligned; the header and padded extension keep the body so.
+    let mut aligned = rkyv::util::AlignedVec::<16>::new();
+    aligned.extend_from_slice(&wire);
+    let frame = Framer::default().parse(&aligned).unwrap();
+    let archived = control::access::<TopicConfig>(frame.body).unwrap();
+    assert_eq!(archived.topic.as_str(), "A10-20190001");
+    assert_eq!(archived.max_queue_depth, 500);
+}
+
 // ---------------------------------------------------------------- record batches
 
 /// An owned property, so strategies can generate them; borrowed as a [`Property`] to encode.

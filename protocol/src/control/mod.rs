@@ -251,6 +251,12 @@ mod tests {
     }
 
     #[test]
+    fn errors_cross_threads() {
+        fn send_sync<T: Send + Sync + 'static>() {}
+        send_sync::<ControlError>();
+    }
+
+    #[test]
     fn garbage_is_a_decode_error_naming_the_type() {
         let err = decode::<ErrorReply>(&[0xFF; 3]).unwrap_err();
         assert!(err.to_string().contains("ErrorReply"), "{err}");

@@ -141,7 +141,8 @@ const _: () = {
     assert!(EXT_LEN_MAX_DEFAULT % EXT_ALIGN == 0);
 };
 
-/// Reads `N` bytes at `at`; callers guarantee `b.len() >= at + N` (checked at every call site).
+/// Reads `N` bytes at `at`. Callers check the length first; should one not, this yields zeros
+/// (which every validator then rejects) rather than panicking on untrusted input.
 pub(crate) fn array_at<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
     let mut out = [0u8; N];
     if let Some(src) = b.get(at..at + N) {
