@@ -12,6 +12,7 @@
 //! limit, and says why input was rejected.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod codes;
 pub mod control;

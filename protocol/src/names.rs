@@ -51,20 +51,21 @@ impl Area {
     /// Parses an area code from raw bytes (as found in a record property).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, NameError> {
         const KIND: &str = "area code";
-        let code: [u8; AREA_LEN] = bytes
-            .try_into()
-            .map_err(|_| NameError::new(KIND, bytes, "must be exactly 3 characters"))?;
-        if !code
-            .iter()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
-        {
-            return Err(NameError::new(
-                KIND,
-                bytes,
-                "must be uppercase letters A-Z or digits 0-9",
-            ));
+        if bytes.len() != AREA_LEN {
+            return Err(NameError::new(KIND, bytes, "must be exactly 3 characters"));
         }
-        Ok(Self(code))
+        Self::from_bytes_checked(bytes).ok_or_else(|| {
+            NameError::new(KIND, bytes, "must be uppercase letters A-Z or digits 0-9")
+        })
+    }
+
+    /// Like [`Self::from_bytes`] without building an error, so record decoding never
+    /// allocates on bad input.
+    pub(crate) fn from_bytes_checked(bytes: &[u8]) -> Option<Self> {
+        let code: [u8; AREA_LEN] = bytes.try_into().ok()?;
+        code.iter()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+            .then_some(Self(code))
     }
 
     /// The three ASCII bytes of the code.

@@ -465,7 +465,7 @@ impl Property<'_> {
                 let ms: [u8; 8] = value.try_into().map_err(|_| malformed.clone())?;
                 Property::DeadlineMs(u64::from_le_bytes(ms))
             }
-            tag::AREA => Property::Area(Area::from_bytes(value).map_err(|_| malformed.clone())?),
+            tag::AREA => Property::Area(Area::from_bytes_checked(value).ok_or(malformed)?),
             tag::TAG => Property::Tag(utf8(value)?),
             tag::USER => {
                 let (&key_len, rest) = value.split_first().ok_or_else(|| malformed.clone())?;
