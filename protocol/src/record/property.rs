@@ -1,0 +1,196 @@
+//! Record properties: typed well-known ones and user key/values.
+
+use super::BuildError;
+use crate::names::{AREA_LEN, Area};
+
+/// Why a record's properties section was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PropertyError {
+    /// A property runs past the end of the section.
+    #[error("property with tag {tag} at byte {at} runs past the end")]
+    Truncated {
+        /// The property's tag.
+        tag: u8,
+        /// Its byte position in the section.
+        at: usize,
+    },
+    /// A well-known property has the wrong size or encoding.
+    #[error("property with tag {tag} at byte {at} is malformed")]
+    Malformed {
+        /// The property's tag.
+        tag: u8,
+        /// Its byte position in the section.
+        at: usize,
+    },
+}
+
+/// Property tags. Tags below [`tag::USER`] are well-known; unknown ones are skipped by readers
+/// that do not know them (they surface as [`Property::Unknown`]), so new ones can be added.
+pub mod tag {
+    /// Client id of the requester, where the reply goes. UTF-8.
+    pub const REPLY_TO: u8 = 1;
+    /// Opaque id pairing a reply with its request.
+    pub const CORRELATION_ID: u8 = 2;
+    /// Absolute deadline, Unix ms, `u64` little-endian: a request past it is never delivered.
+    pub const DEADLINE_MS: u8 = 3;
+    /// Area of the producer, three ASCII characters.
+    pub const AREA: u8 = 4;
+    /// Dark-launch and filtering tag. UTF-8.
+    pub const TAG: u8 = 5;
+    /// A user key/value: `[key_len: u8][key: UTF-8][value]`.
+    pub const USER: u8 = 0x80;
+}
+
+/// Largest encoded property value.
+pub const PROPERTY_LEN_MAX: usize = u16::MAX as usize;
+
+/// One record property, borrowed from the batch bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Property<'a> {
+    /// Where the reply goes: the requester's client id.
+    ReplyTo(&'a str),
+    /// Pairs a reply with its request.
+    CorrelationId(&'a [u8]),
+    /// Absolute deadline in Unix milliseconds.
+    DeadlineMs(u64),
+    /// The producer's area.
+    Area(Area),
+    /// Dark-launch or filtering tag.
+    Tag(&'a str),
+    /// An application key/value.
+    User {
+        /// The key, UTF-8, at most 255 bytes.
+        key: &'a str,
+        /// The value.
+        value: &'a [u8],
+    },
+    /// A property from a newer writer; kept so it can be forwarded untouched.
+    Unknown {
+        /// Its tag.
+        tag: u8,
+        /// Its raw value.
+        value: &'a [u8],
+    },
+}
+
+impl Property<'_> {
+    pub(crate) fn tag(&self) -> u8 {
+        match self {
+            Self::ReplyTo(_) => tag::REPLY_TO,
+            Self::CorrelationId(_) => tag::CORRELATION_ID,
+            Self::DeadlineMs(_) => tag::DEADLINE_MS,
+            Self::Area(_) => tag::AREA,
+            Self::Tag(_) => tag::TAG,
+            Self::User { .. } => tag::USER,
+            Self::Unknown { tag, .. } => *tag,
+        }
+    }
+
+    /// Bytes this property takes in a record, tag and length included.
+    pub fn encoded_len(&self) -> usize {
+        3 + match self {
+            Self::ReplyTo(s) | Self::Tag(s) => s.len(),
+            Self::CorrelationId(b) | Self::Unknown { value: b, .. } => b.len(),
+            Self::DeadlineMs(_) => 8,
+            Self::Area(_) => AREA_LEN,
+            Self::User { key, value } => 1 + key.len() + value.len(),
+        }
+    }
+
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) -> Result<(), BuildError> {
+        let len = self.encoded_len() - 3;
+        if len > PROPERTY_LEN_MAX {
+            return Err(BuildError::PropertyTooLarge {
+                tag: self.tag(),
+                len,
+            });
+        }
+        out.push(self.tag());
+        out.extend_from_slice(&(len as u16).to_le_bytes());
+        match self {
+            Self::ReplyTo(s) | Self::Tag(s) => out.extend_from_slice(s.as_bytes()),
+            Self::CorrelationId(b) | Self::Unknown { value: b, .. } => out.extend_from_slice(b),
+            Self::DeadlineMs(ms) => out.extend_from_slice(&ms.to_le_bytes()),
+            Self::Area(area) => out.extend_from_slice(area.as_bytes()),
+            Self::User { key, value } => {
+                let key_len =
+                    u8::try_from(key.len()).map_err(|_| BuildError::PropertyTooLarge {
+                        tag: tag::USER,
+                        len,
+                    })?;
+                out.push(key_len);
+                out.extend_from_slice(key.as_bytes());
+                out.extend_from_slice(value);
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn decode(tag: u8, value: &[u8], at: usize) -> Result<Property<'_>, PropertyError> {
+        let malformed = PropertyError::Malformed { tag, at };
+        let utf8 = |b| std::str::from_utf8(b).map_err(|_| malformed.clone());
+        Ok(match tag {
+            tag::REPLY_TO => Property::ReplyTo(utf8(value)?),
+            tag::CORRELATION_ID => Property::CorrelationId(value),
+            tag::DEADLINE_MS => {
+                let ms: [u8; 8] = value.try_into().map_err(|_| malformed.clone())?;
+                Property::DeadlineMs(u64::from_le_bytes(ms))
+            }
+            tag::AREA => Property::Area(Area::from_bytes_checked(value).ok_or(malformed)?),
+            tag::TAG => Property::Tag(utf8(value)?),
+            tag::USER => {
+                let (&key_len, rest) = value.split_first().ok_or_else(|| malformed.clone())?;
+                if rest.len() < key_len as usize {
+                    return Err(malformed);
+                }
+                let (key, value) = rest.split_at(key_len as usize);
+                Property::User {
+                    key: utf8(key)?,
+                    value,
+                }
+            }
+            _ => Property::Unknown { tag, value },
+        })
+    }
+}
+
+/// Iterates the properties of a record; yields an error once and then stops on malformed input.
+#[derive(Clone, Debug)]
+pub struct Properties<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Properties<'a> {
+    /// Iterates an encoded properties section.
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes, at: 0 }
+    }
+}
+
+impl<'a> Iterator for Properties<'a> {
+    type Item = Result<Property<'a>, PropertyError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = self.bytes.get(self.at..).filter(|r| !r.is_empty())?;
+        let start = self.at;
+        let tag = rest[0];
+        let Some(len) = rest
+            .get(1..3)
+            .map(|l| u16::from_le_bytes([l[0], l[1]]) as usize)
+        else {
+            self.at = self.bytes.len();
+            return Some(Err(PropertyError::Truncated { tag, at: start }));
+        };
+        let Some(value) = rest.get(3..3 + len) else {
+            self.at = self.bytes.len();
+            return Some(Err(PropertyError::Truncated { tag, at: start }));
+        };
+        self.at += 3 + len;
+        let property = Property::decode(tag, value, start);
+        if property.is_err() {
+            self.at = self.bytes.len();
+        }
+        Some(property)
+    }
+}
