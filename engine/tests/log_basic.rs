@@ -86,21 +86,27 @@ fn round_trip_on_real_files_in_sync_mode() {
 #[test]
 fn async_mode_flushes_on_its_own() {
     run(|| async {
-        let storage = FaultyStorage::new();
-        let mut config = small_config("/q");
-        config.flush = FlushMode::Async {
-            interval_ms: 1,
-            bytes: 1 << 20,
-        };
-        let log = Log::open_with(storage.clone(), config).await.unwrap();
-        let appended = log.append(batch(3, 10, 1)).await.unwrap();
-        // The flusher's timer, not a test sleep, makes it durable: poll until synced.
-        while log.synced_offset() < appended.next_offset {
-            glommio::yield_if_needed().await;
-            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+        for (interval_ms, bytes) in [(1, 1 << 20), (60_000, 100)] {
+            let storage = FaultyStorage::new();
+            let mut config = small_config("/q");
+            config.flush = FlushMode::Async { interval_ms, bytes };
+            let log = Log::open_with(storage.clone(), config).await.unwrap();
+            let appended = log.append(batch(3, 100, 1)).await.unwrap();
+            assert_eq!(
+                log.read(0, 10).await.unwrap().len(),
+                1,
+                "readable before the flush"
+            );
+            // The flusher (its timer, or the byte threshold) makes it durable without a
+            // flush() call; the test only yields until it has.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while log.synced_offset() < appended.next_offset {
+                assert!(std::time::Instant::now() < deadline, "flusher never ran");
+                futures_lite::future::yield_now().await;
+            }
+            assert!(storage.stats().fdatasyncs >= 1);
+            log.close().await.unwrap();
         }
-        assert!(storage.stats().fdatasyncs >= 1);
-        log.close().await.unwrap();
     });
 }
 
