@@ -114,9 +114,8 @@ impl NameserverConfig {
 
     /// Checks that every setting is usable and that the settings agree with each other.
     pub fn validate(&self) -> Result<(), NameserverError> {
-        let invalid = |key: &'static str, reason: String| {
-            Err(NameserverError::ConfigInvalid { key, reason })
-        };
+        let invalid =
+            |key: &'static str, reason: String| Err(NameserverError::ConfigInvalid { key, reason });
         if self.broker_expiry_ms == 0 {
             return invalid("broker_expiry_ms", "must be at least 1".into());
         }

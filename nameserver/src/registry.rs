@@ -10,8 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use protocol::control::{
-    BrokerRegistration, BrokerSummary, ClusterInfo, ControlError, QueueRoute, TopicInfo,
-    TopicRoute,
+    BrokerRegistration, BrokerSummary, ClusterInfo, ControlError, QueueRoute, TopicInfo, TopicRoute,
 };
 
 use crate::routing::queue_shard;
@@ -267,7 +266,10 @@ fn same_routes(a: &BrokerRegistration, b: &BrokerRegistration) -> bool {
         && a.area == b.area
         && a.address == b.address
         && a.shard_ports == b.shard_ports
-        && a.topics.iter().map(topic_shape).eq(b.topics.iter().map(topic_shape))
+        && a.topics
+            .iter()
+            .map(topic_shape)
+            .eq(b.topics.iter().map(topic_shape))
 }
 
 #[cfg(test)]
@@ -336,7 +338,11 @@ mod tests {
         assert!(registry.sweep(just_before.mono).is_empty());
         let at_expiry = t0.after(EXPIRY);
         let route = registry.topic_route("A10-1", at_expiry.mono).unwrap();
-        assert_eq!(route.queues.len(), 1, "expired broker a is no longer routed");
+        assert_eq!(
+            route.queues.len(),
+            1,
+            "expired broker a is no longer routed"
+        );
         assert_eq!(route.queues[0].broker_id, "b");
         let expired = registry.sweep(at_expiry.mono);
         assert_eq!(expired.len(), 1);
@@ -354,9 +360,15 @@ mod tests {
         let mut reg = broker("a", &[1], vec![topic("A10-1", 2, 2, 2)]);
         registry.register(reg.clone(), now).unwrap();
         reg.topics[0].queue_depths = vec![5, 9];
-        assert_eq!(registry.register(reg.clone(), now).unwrap(), Registered::Refreshed);
+        assert_eq!(
+            registry.register(reg.clone(), now).unwrap(),
+            Registered::Refreshed
+        );
         reg.topics[0].write_queue_count = 1;
-        assert_eq!(registry.register(reg.clone(), now).unwrap(), Registered::Changed);
+        assert_eq!(
+            registry.register(reg.clone(), now).unwrap(),
+            Registered::Changed
+        );
         let info = registry.cluster_info(now.mono);
         assert_eq!(info.brokers.len(), 1);
         assert_eq!(info.brokers[0].last_heartbeat_ms, now.unix_ms);
@@ -376,9 +388,13 @@ mod tests {
         );
         let err = registry.register(dup, now).unwrap_err();
         assert!(err.to_string().contains("topics"), "{err}");
-        let err = registry.register(broker("a", &[0], vec![]), now).unwrap_err();
+        let err = registry
+            .register(broker("a", &[0], vec![]), now)
+            .unwrap_err();
         assert!(err.to_string().contains("shard_ports"), "{err}");
-        let err = registry.register(broker("a", &[], vec![]), now).unwrap_err();
+        let err = registry
+            .register(broker("a", &[], vec![]), now)
+            .unwrap_err();
         assert!(err.to_string().contains("shard_ports"), "{err}");
         let mut bad_area = broker("a", &[1], vec![]);
         bad_area.area = "a10".into();

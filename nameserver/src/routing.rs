@@ -49,8 +49,14 @@ mod tests {
     #[test]
     fn fnv1a64_matches_the_published_test_vectors() {
         assert_eq!(fnv1a64_append(FNV_OFFSET_BASIS, b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a64_append(FNV_OFFSET_BASIS, b"a"), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(fnv1a64_append(FNV_OFFSET_BASIS, b"foobar"), 0x8594_4171_f739_67e8);
+        assert_eq!(
+            fnv1a64_append(FNV_OFFSET_BASIS, b"a"),
+            0xaf63_dc4c_8601_ec8c
+        );
+        assert_eq!(
+            fnv1a64_append(FNV_OFFSET_BASIS, b"foobar"),
+            0x8594_4171_f739_67e8
+        );
     }
 
     #[test]
@@ -75,7 +81,11 @@ mod tests {
         ];
         for &(topic, queue_id, shards, hash, shard) in pinned {
             assert_eq!(queue_hash(topic, queue_id), hash, "{topic}/{queue_id}");
-            assert_eq!(queue_shard(topic, queue_id, shards), shard, "{topic}/{queue_id}");
+            assert_eq!(
+                queue_shard(topic, queue_id, shards),
+                shard,
+                "{topic}/{queue_id}"
+            );
         }
     }
 
