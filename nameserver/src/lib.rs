@@ -17,6 +17,8 @@
 //! in), [`routing`] the queue → shard mapping, `command` the answer to each request,
 //! `connection` one socket, `server` accept loop and sweep, `handle` the threaded form.
 
+#![warn(missing_docs)]
+
 mod command;
 mod connection;
 mod error;
