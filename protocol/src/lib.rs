@@ -6,7 +6,8 @@
 //! - [`record`]: the record batch, the unit that travels producer → socket → disk → consumer
 //!   without being re-encoded;
 //! - [`names`]: area codes, service ids, topics (`[area]-[serviceId]`), group and client ids;
-//! - [`control`]: control-plane payloads as rkyv archives, validated on access.
+//! - [`control`]: control-plane payloads as rkyv archives, validated on access;
+//! - [`data`]: data-plane addressing of record batch frames (header-extension fields).
 //!
 //! Every decoder here takes untrusted bytes: it never panics, never allocates past a caller's
 //! limit, and says why input was rejected.
@@ -16,6 +17,7 @@
 
 pub mod codes;
 pub mod control;
+pub mod data;
 pub mod frame;
 pub mod names;
 pub mod record;

@@ -6,10 +6,14 @@ use proptest::prelude::*;
 
 use protocol::codes::{Command, Status};
 use protocol::control::{
-    self, BrokerRegistration, BrokerSummary, ClusterInfo, Deployment, ErrorReply, FlushMode,
-    GslResolveReply, GslResolveRequest, GslUpdate, QueueRoute, ServiceRecord, ServiceState,
-    TopicConfig, TopicInfo, TopicRoute,
+    self, BrokerId, BrokerRegistration, BrokerStats, BrokerSummary, ClientHeartbeat, ClusterInfo,
+    CommitOffset, Credit, Deployment, ErrorReply, FetchOffset, FlushMode, GroupQueueStats,
+    GslResolveReply, GslResolveRequest, GslUpdate, HeartbeatAck, OffsetReply, ProduceAck,
+    QueueRoute, QueueStats, RegisterAck, ServiceRecord, ServiceState, ShardStats, StartPosition,
+    Subscribe, SubscribeAck, SubscriptionMode, TopicConfig, TopicInfo, TopicList, TopicName,
+    TopicRoute, Unsubscribe,
 };
+use protocol::data::BatchAddress;
 use protocol::frame::{
     ExtField, FrameHeader, FrameLimits, FrameMeta, Framer, HEADER_LEN, encode_ext, encode_frame,
 };
@@ -444,5 +448,111 @@ proptest! {
         round_trip(&GslResolveReply { deployments: deployments.clone() })?;
         round_trip(&GslUpdate { service_id, deployments })?;
         round_trip(&ErrorReply { status, message })?;
+    }
+}
+
+// ---------------------------------------------------------------- data plane
+
+proptest! {
+    #[test]
+    fn batch_addresses_round_trip(
+        topic in ".{0,20}", queue_id in any::<u32>(), subscription_id in any::<Option<u64>>(),
+    ) {
+        let address = BatchAddress { topic: &topic, queue_id, subscription_id };
+        let mut ext = Vec::new();
+        address.encode(&mut ext).unwrap();
+        prop_assert_eq!(BatchAddress::decode(&ext).unwrap(), address);
+    }
+
+    #[test]
+    fn batch_address_decoding_never_panics(ext in vec(any::<u8>(), 0..64)) {
+        let _ = BatchAddress::decode(&ext);
+    }
+}
+
+fn subscription_mode() -> impl Strategy<Value = SubscriptionMode> {
+    prop_oneof![
+        Just(SubscriptionMode::Clustering),
+        Just(SubscriptionMode::Broadcast)
+    ]
+}
+
+fn start_position() -> impl Strategy<Value = StartPosition> {
+    prop_oneof![
+        Just(StartPosition::Committed),
+        Just(StartPosition::Earliest),
+        Just(StartPosition::Latest)
+    ]
+}
+
+prop_compose! {
+    fn subscribe()(
+        topic in text(), group in text(), client_id in text(), area in text(),
+        mode in subscription_mode(), start in start_position(), credit_messages in any::<u32>(),
+    ) -> Subscribe {
+        Subscribe { topic, group, client_id, area, mode, start, credit_messages }
+    }
+}
+
+prop_compose! {
+    fn queue_stats()(
+        topic in text(), queue_id in any::<u32>(), shard_id in any::<u32>(),
+        start_offset in any::<u64>(), next_offset in any::<u64>(),
+        expired_requests in any::<u64>(),
+        groups in vec((text(), text(), any::<u64>(), any::<Option<u64>>()), 0..3),
+    ) -> QueueStats {
+        let groups = groups
+            .into_iter()
+            .map(|(group, client_id, delivered_offset, committed_offset)| GroupQueueStats {
+                group, client_id, delivered_offset, committed_offset,
+            })
+            .collect();
+        QueueStats {
+            topic, queue_id, shard_id, start_offset, next_offset, expired_requests, groups,
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn data_plane_payloads_round_trip(
+        client_id in text(), area in text(), broker_id in text(),
+        shard_id in any::<u32>(), shard_count in any::<u32>(),
+        queue_id in any::<u32>(), base_offset in any::<u64>(), next_offset in any::<u64>(),
+        subscribe in subscribe(),
+        subscription_id in any::<u64>(), queue_ids in vec(any::<u32>(), 0..8),
+        messages in any::<u32>(), offset in any::<Option<u64>>(),
+    ) {
+        round_trip(&ClientHeartbeat { client_id, area })?;
+        round_trip(&HeartbeatAck { broker_id, shard_id, shard_count })?;
+        round_trip(&ProduceAck { queue_id, base_offset, next_offset })?;
+        round_trip(&FetchOffset {
+            topic: subscribe.topic.clone(), group: subscribe.group.clone(), queue_id,
+        })?;
+        round_trip(&subscribe)?;
+        round_trip(&SubscribeAck { subscription_id, queue_ids })?;
+        round_trip(&Credit { subscription_id, messages })?;
+        round_trip(&CommitOffset { subscription_id, queue_id, offset: base_offset })?;
+        round_trip(&OffsetReply { offset })?;
+        round_trip(&Unsubscribe { subscription_id })?;
+    }
+
+    #[test]
+    fn admin_payloads_round_trip(
+        topic in text(), topics in vec(topic_info(), 0..4), broker_id in text(),
+        shards in vec((any::<u32>(), any::<u64>(), any::<u64>(), any::<u64>()), 0..4),
+        queues in vec(queue_stats(), 0..4), expiry_ms in any::<u64>(),
+    ) {
+        round_trip(&TopicName { topic })?;
+        round_trip(&TopicList { topics })?;
+        let shards = shards
+            .into_iter()
+            .map(|(shard_id, connections, bad_frames, replies)| ShardStats {
+                shard_id, connections, bad_frames, replies,
+            })
+            .collect();
+        round_trip(&BrokerStats { broker_id: broker_id.clone(), shards, queues })?;
+        round_trip(&RegisterAck { expiry_ms })?;
+        round_trip(&BrokerId { broker_id })?;
     }
 }

@@ -24,12 +24,23 @@ use rkyv::{Archive, Deserialize, Serialize};
 use crate::codes::{Status, UnknownStatus};
 use crate::names::NameError;
 
+mod admin;
 mod broker;
+mod data;
 mod service;
 
+pub use admin::{
+    BrokerId, BrokerStats, GroupQueueStats, QueueStats, RegisterAck, ShardStats, TopicList,
+    TopicName,
+};
 pub use broker::{
     BrokerRegistration, BrokerSummary, ClusterInfo, MAX_QUEUE_DEPTH_DEFAULT, QUEUE_COUNT_DEFAULT,
     QueueRoute, RETENTION_AGE_MS_DEFAULT, TopicConfig, TopicInfo, TopicRoute,
+};
+pub use data::{
+    ClientHeartbeat, CommitOffset, Credit, FetchOffset, HEARTBEAT_INTERVAL_MS_DEFAULT,
+    HeartbeatAck, OffsetReply, ProduceAck, StartPosition, Subscribe, SubscribeAck,
+    SubscriptionMode, Unsubscribe,
 };
 pub use service::{
     Deployment, GslResolveReply, GslResolveRequest, GslUpdate, ServiceRecord, ServiceState,
@@ -245,6 +256,24 @@ mod tests {
             align_of::<service::ArchivedDeployment>(),
             align_of::<service::ArchivedGslResolveReply>(),
             align_of::<service::ArchivedGslUpdate>(),
+            align_of::<data::ArchivedClientHeartbeat>(),
+            align_of::<data::ArchivedHeartbeatAck>(),
+            align_of::<data::ArchivedProduceAck>(),
+            align_of::<data::ArchivedSubscribe>(),
+            align_of::<data::ArchivedSubscribeAck>(),
+            align_of::<data::ArchivedCredit>(),
+            align_of::<data::ArchivedCommitOffset>(),
+            align_of::<data::ArchivedFetchOffset>(),
+            align_of::<data::ArchivedOffsetReply>(),
+            align_of::<data::ArchivedUnsubscribe>(),
+            align_of::<admin::ArchivedTopicName>(),
+            align_of::<admin::ArchivedTopicList>(),
+            align_of::<admin::ArchivedBrokerStats>(),
+            align_of::<admin::ArchivedQueueStats>(),
+            align_of::<admin::ArchivedGroupQueueStats>(),
+            align_of::<admin::ArchivedShardStats>(),
+            align_of::<admin::ArchivedRegisterAck>(),
+            align_of::<admin::ArchivedBrokerId>(),
             align_of::<rkyv::Archived<u64>>(),
         ];
         assert!(aligns.iter().all(|&a| a <= ARCHIVE_ALIGN), "{aligns:?}");

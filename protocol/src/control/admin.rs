@@ -1,0 +1,106 @@
+//! Broker admin and registration replies: topic names and lists, statistics, and the
+//! nameserver's answers to a broker (`docs/ARCHITECTURE.md` §4.1).
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use super::{ControlError, TopicInfo};
+use crate::names::Topic;
+
+/// A topic named alone: the body of `DeleteTopic` and `TopicRoute`.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct TopicName {
+    /// The topic, `[area]-[serviceId]`.
+    pub topic: String,
+}
+
+impl TopicName {
+    /// The topic, parsed.
+    pub fn topic(&self) -> Result<Topic, ControlError> {
+        Ok(self.topic.parse()?)
+    }
+}
+
+/// Every topic a broker holds: the answer to `ListTopics`.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct TopicList {
+    /// The topics, sorted by name.
+    pub topics: Vec<TopicInfo>,
+}
+
+/// One consumer group's progress on one queue.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct GroupQueueStats {
+    /// The group (for broadcast, `group` + `/` + client id).
+    pub group: String,
+    /// The member the queue is assigned to, empty when none is.
+    pub client_id: String,
+    /// Next offset the broker will push.
+    pub delivered_offset: u64,
+    /// The committed offset, if any.
+    pub committed_offset: Option<u64>,
+}
+
+/// One queue's statistics.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct QueueStats {
+    /// The topic.
+    pub topic: String,
+    /// The queue id.
+    pub queue_id: u32,
+    /// The shard owning the queue.
+    pub shard_id: u32,
+    /// Oldest retained offset.
+    pub start_offset: u64,
+    /// Offset the next appended record gets.
+    pub next_offset: u64,
+    /// Request records dropped because their deadline passed before delivery.
+    pub expired_requests: u64,
+    /// Progress of each group subscribed to the queue.
+    pub groups: Vec<GroupQueueStats>,
+}
+
+/// One shard's statistics.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct ShardStats {
+    /// The shard id.
+    pub shard_id: u32,
+    /// Open client connections.
+    pub connections: u64,
+    /// Frames refused as malformed, oversized or cut off (their connections were closed).
+    pub bad_frames: u64,
+    /// Replies appended to the shard's reply queue.
+    pub replies: u64,
+}
+
+/// Runtime statistics of a broker: the answer to `Stats`.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct BrokerStats {
+    /// The broker's id.
+    pub broker_id: String,
+    /// Per shard, by shard id.
+    pub shards: Vec<ShardStats>,
+    /// Per queue, sorted by topic then queue id.
+    pub queues: Vec<QueueStats>,
+}
+
+/// Nameserver → broker: the registration was recorded.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct RegisterAck {
+    /// The broker is dropped from routes if no registration arrives within this many ms.
+    pub expiry_ms: u64,
+}
+
+/// A broker named alone: the body of `BrokerUnregister`.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct BrokerId {
+    /// The broker's id within its cluster.
+    pub broker_id: String,
+}
