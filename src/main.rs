@@ -27,6 +27,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a nameserver: brokers register with it, clients ask it where a topic's queues live.
+    ///
+    /// A broker that stops registering is dropped after broker_expiry_ms. Run several for
+    /// redundancy; each is independent. Stops cleanly on SIGTERM or SIGINT.
+    Nameserver(nameserver::cli::NameserverArgs),
     /// Inspect a queue's segment files on disk (read-only).
     #[command(subcommand)]
     Log(cmd::log::LogCommand),
@@ -40,6 +45,9 @@ fn main() -> std::process::ExitCode {
         .format_timestamp_micros()
         .init();
     let result = match cli.command {
+        Command::Nameserver(args) => nameserver::cli::cli_main(&args)
+            .map(|()| std::process::ExitCode::SUCCESS)
+            .map_err(anyhow::Error::from),
         Command::Log(command) => cmd::log::run(command),
     };
     match result {
