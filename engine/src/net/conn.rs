@@ -7,7 +7,7 @@
 //! other connections are not affected. A connection silent for `idle_timeout_ms` is closed.
 
 use std::cell::{Cell, RefCell};
-use std::net::Shutdown;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -43,12 +43,20 @@ pub(crate) struct Conn {
 
 impl Conn {
     /// Closes the connection: the writer drains and stops, the reader sees end of stream.
-    pub async fn shutdown(&self) {
+    pub fn shutdown(&self) {
         self.outbox.close();
-        let stream = self.stream.clone();
-        let result = stream.borrow().shutdown(Shutdown::Both).await;
-        if let Err(e) = result {
-            log::debug!("connection {}: shutdown: {e}", self.id);
+        let fd = self.stream.borrow().as_raw_fd();
+        #[allow(unsafe_code)]
+        // SAFETY: `fd` belongs to the stream `self` holds, so it is open; shutdown(2) only
+        // changes the socket's state (glommio's own `shutdown` does the same, but is async and
+        // would hold the stream's borrow across an await).
+        let result = unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        if result != 0 {
+            log::debug!(
+                "connection {}: shutdown: {}",
+                self.id,
+                std::io::Error::last_os_error()
+            );
         }
     }
 }
@@ -119,7 +127,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     conn.outbox.close();
     writer.await;
     super::dispatch::disconnected(&shard, &conn).await;
-    conn.shutdown().await;
+    conn.shutdown();
 }
 
 async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut reader: Half) -> Result<(), String> {
@@ -225,7 +233,7 @@ async fn write_loop(conn: Rc<Conn>, mut writer: Half) {
         }
         if let Err(e) = writer.write_all(&wbuf).await {
             log::debug!("connection {}: write: {e}", conn.id);
-            conn.shutdown().await;
+            conn.shutdown();
             return;
         }
         if wbuf.capacity() > 4 * WRITE_BATCH_BYTES {

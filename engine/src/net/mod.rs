@@ -63,7 +63,7 @@ pub(crate) async fn sweep_loop(shard: Rc<Shard>) {
                 shard.id,
                 conn.client_id.borrow()
             );
-            conn.shutdown().await;
+            conn.shutdown();
         }
     }
 }
@@ -72,7 +72,7 @@ pub(crate) async fn sweep_loop(shard: Rc<Shard>) {
 pub(crate) async fn close_all(shard: &Rc<Shard>) {
     let conns: Vec<Rc<conn::Conn>> = shard.conns.borrow().values().cloned().collect();
     for conn in conns {
-        conn.shutdown().await;
+        conn.shutdown();
     }
     let deadline = Instant::now() + Duration::from_secs(2);
     while !shard.conns.borrow().is_empty() && Instant::now() < deadline {
