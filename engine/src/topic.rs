@@ -22,17 +22,9 @@ use crate::error::{BrokerError, Reject};
 /// Name of the registry file in the data directory.
 pub const REGISTRY_FILE: &str = "topics.rkyv";
 
-/// The shard that owns queue `queue_id` of `topic`: FNV-1a 64 of the topic's bytes then the
-/// queue id's little-endian bytes, modulo the shard count. Stable across restarts and builds.
+/// The shard that owns queue `queue_id` of `topic` (see [`protocol::routing`]).
 pub fn owner_shard(topic: &str, queue_id: u32, shard_count: usize) -> usize {
-    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut hash = OFFSET_BASIS;
-    for &b in topic.as_bytes().iter().chain(&queue_id.to_le_bytes()) {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(PRIME);
-    }
-    (hash % shard_count.max(1) as u64) as usize
+    protocol::routing::queue_shard(topic, queue_id, shard_count)
 }
 
 /// Directory of one queue's log.

@@ -14,7 +14,7 @@
 //!   command line that the `defibus-nameserver` binary and `defibus nameserver` share.
 //!
 //! Module map: [`config`] settings, [`registry`] the brokers and routes (pure, clock passed
-//! in), [`routing`] the queue → shard mapping, `command` the answer to each request,
+//! in), [`protocol::routing`] the queue → shard mapping, `command` the answer to each request,
 //! `connection` one socket, `server` accept loop and sweep, `handle` the threaded form.
 
 #![warn(missing_docs)]
@@ -28,7 +28,6 @@ mod server;
 pub mod cli;
 pub mod config;
 pub mod registry;
-pub mod routing;
 
 pub use config::NameserverConfig;
 pub use error::NameserverError;

@@ -13,7 +13,7 @@ use protocol::control::{
     BrokerRegistration, BrokerSummary, ClusterInfo, ControlError, QueueRoute, TopicInfo, TopicRoute,
 };
 
-use crate::routing::queue_shard;
+use protocol::routing::queue_shard;
 
 /// A moment, on the monotonic clock (for expiry) and the wall clock (for reports).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,9 +2,9 @@
 
 mod support;
 
-use nameserver::routing::queue_shard;
 use protocol::codes::Status;
 use protocol::control::QueueRoute;
+use protocol::routing::queue_shard;
 use support::{Client, broker, start_nameserver, topic};
 
 const TOPIC: &str = "A10-20190001";

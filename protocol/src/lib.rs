@@ -21,3 +21,4 @@ pub mod data;
 pub mod frame;
 pub mod names;
 pub mod record;
+pub mod routing;

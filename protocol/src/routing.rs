@@ -5,9 +5,8 @@
 //! and the nameserver must agree on the mapping bit for bit, so it is defined once, here,
 //! over plain bytes: FNV-1a (64-bit) of the topic's UTF-8 bytes followed by the queue id as a
 //! little-endian `u32`, modulo the shard count.
-//!
-//! This belongs in `protocol` beside the other cross-process contracts; it lives here until
-//! it moves there, and the pinned values in the tests below must move with it unchanged.
+//! The pinned values in the tests below are part of the contract: changing them moves
+//! queues between shards of existing data directories.
 
 /// FNV-1a 64-bit offset basis.
 const FNV_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
