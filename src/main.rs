@@ -32,6 +32,12 @@ enum Command {
     /// A broker that stops registering is dropped after broker_expiry_ms. Run several for
     /// redundancy; each is independent. Stops cleanly on SIGTERM or SIGINT.
     Nameserver(nameserver::cli::NameserverArgs),
+    /// Run a broker: one shard per core, each on its own port (port_base + shard).
+    ///
+    /// Settings come from the TOML file given with --config (defaults documented in
+    /// engine::config and broker.toml); the flags override it. Prints `shard <id> port <port>`
+    /// per shard on stdout. Stops cleanly on SIGTERM or SIGINT.
+    Broker(engine::cli::BrokerArgs),
     /// Inspect a queue's segment files on disk (read-only).
     #[command(subcommand)]
     Log(cmd::log::LogCommand),
@@ -46,6 +52,9 @@ fn main() -> std::process::ExitCode {
         .init();
     let result = match cli.command {
         Command::Nameserver(args) => nameserver::cli::cli_main(&args)
+            .map(|()| std::process::ExitCode::SUCCESS)
+            .map_err(anyhow::Error::from),
+        Command::Broker(args) => engine::cli::cli_main(&args)
             .map(|()| std::process::ExitCode::SUCCESS)
             .map_err(anyhow::Error::from),
         Command::Log(command) => cmd::log::run(command),

@@ -59,7 +59,7 @@ const _: () = {
 };
 
 /// The whole broker configuration (`defibus-broker --config broker.toml`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerConfig {
     /// Unique id within the cluster. Default `broker-a`.
@@ -103,7 +103,7 @@ pub struct BrokerConfig {
 }
 
 /// Bounds on everything a peer can make the broker hold.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Open connections per shard; more are accepted and closed at once. Default 10000.
@@ -125,7 +125,7 @@ pub struct Limits {
 }
 
 /// Log settings of every queue.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
     /// Segment size, bytes. Default 1 GiB.
@@ -302,6 +302,13 @@ impl BrokerConfig {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_example_file_lists_exactly_the_defaults() {
+        let example = include_str!("../broker.toml");
+        let parsed = super::BrokerConfig::from_toml(example).unwrap();
+        assert_eq!(parsed, super::BrokerConfig::default());
+    }
+
     use super::*;
 
     #[test]

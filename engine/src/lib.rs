@@ -12,6 +12,7 @@
 
 mod admin;
 pub mod broker;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod file;

@@ -1,0 +1,105 @@
+//! The broker's command line, shared by `defibus-broker` and `defibus broker`.
+
+use std::path::PathBuf;
+
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::{Broker, BrokerConfig, BrokerError};
+
+/// Runs a DeFiBus broker: one shard per core, each on its own port (port_base + shard).
+///
+/// Settings come from the TOML file given with --config (every field optional, defaults
+/// documented in engine::config); the flags below override it. Logs go to stderr; set the
+/// level with RUST_LOG (default info). The actual ports are printed on stdout, one line per
+/// shard: `shard <id> port <port>`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BrokerArgs {
+    /// TOML configuration file.
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// Broker id, unique within the cluster.
+    #[arg(long)]
+    pub broker_id: Option<String>,
+    /// Cluster name.
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// Area code (three uppercase letters or digits).
+    #[arg(long)]
+    pub area: Option<String>,
+    /// Address to listen on.
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// First port; shard n listens on port_base + n (0: ephemeral ports).
+    #[arg(long)]
+    pub port_base: Option<u16>,
+    /// Number of shards (0: one per core).
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// Data directory.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Nameserver address host:port; repeat for several.
+    #[arg(long = "nameserver")]
+    pub nameservers: Vec<String>,
+}
+
+impl BrokerArgs {
+    /// The configuration these arguments describe: the file (or the defaults), then the flags.
+    pub fn to_config(&self) -> Result<BrokerConfig, BrokerError> {
+        let mut config = match &self.config {
+            Some(path) => BrokerConfig::load(path)?,
+            None => BrokerConfig::default(),
+        };
+        apply_overrides(&mut config, self.clone());
+        Ok(config)
+    }
+}
+
+/// Runs a broker in the foreground until SIGTERM or SIGINT, then shuts it down cleanly.
+///
+/// Prints the actual ports on stdout, one line per shard: `shard <id> port <port>`. Logging is
+/// left to the caller.
+pub fn cli_main(args: &BrokerArgs) -> Result<(), BrokerError> {
+    let config = args.to_config()?;
+    let mut signals = Signals::new([SIGTERM, SIGINT]).map_err(|source| BrokerError::Io {
+        op: "installing signal handlers",
+        path: PathBuf::new(),
+        source,
+    })?;
+    let broker = Broker::start(config)?;
+    for (shard, port) in broker.shard_ports().iter().enumerate() {
+        println!("shard {shard} port {port}");
+    }
+    if let Some(signal) = signals.forever().next() {
+        log::info!("signal {signal}: shutting down");
+    }
+    broker.shutdown()
+}
+
+fn apply_overrides(config: &mut BrokerConfig, args: BrokerArgs) {
+    if let Some(v) = args.broker_id {
+        config.broker_id = v;
+    }
+    if let Some(v) = args.cluster {
+        config.cluster = v;
+    }
+    if let Some(v) = args.area {
+        config.area = v;
+    }
+    if let Some(v) = args.listen {
+        config.listen_address = v;
+    }
+    if let Some(v) = args.port_base {
+        config.port_base = v;
+    }
+    if let Some(v) = args.shards {
+        config.shards = v;
+    }
+    if let Some(v) = args.data_dir {
+        config.data_dir = v;
+    }
+    if !args.nameservers.is_empty() {
+        config.nameservers = args.nameservers;
+    }
+}
