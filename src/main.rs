@@ -27,6 +27,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a whole bus in one process: nameserver + broker (all cores), data in ./defibus-data.
+    ///
+    /// Prints where each part listens. Stops cleanly on SIGTERM or SIGINT.
+    Standalone(cmd::standalone::StandaloneArgs),
     /// Run a nameserver: brokers register with it, clients ask it where a topic's queues live.
     ///
     /// A broker that stops registering is dropped after broker_expiry_ms. Run several for
@@ -51,6 +55,9 @@ fn main() -> std::process::ExitCode {
         .format_timestamp_micros()
         .init();
     let result = match cli.command {
+        Command::Standalone(args) => {
+            cmd::standalone::run(args).map(|()| std::process::ExitCode::SUCCESS)
+        }
         Command::Nameserver(args) => nameserver::cli::cli_main(&args)
             .map(|()| std::process::ExitCode::SUCCESS)
             .map_err(anyhow::Error::from),

@@ -22,8 +22,16 @@ pub struct Broker {
 impl Broker {
     /// Starts every shard on its own thread; returns once every shard listens (or the first
     /// error, after stopping the shards that did start).
-    pub fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
+    pub fn start(mut config: BrokerConfig) -> Result<Broker, BrokerError> {
         config.validate()?;
+        // glommio's io_uring openat of a directory fails with EBADF on a relative path, so
+        // every path the shards derive must be absolute.
+        config.data_dir =
+            std::path::absolute(&config.data_dir).map_err(|source| BrokerError::Io {
+                op: "resolving the data directory",
+                path: config.data_dir.clone(),
+                source,
+            })?;
         let count = config.shard_count();
         let io_memory = io_memory_per_shard(&config, count);
         let config = Arc::new(config);
