@@ -44,6 +44,9 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// Work deferred to the client's task thread.
+pub(crate) type Task = Box<dyn FnOnce() + Send>;
+
 /// Called with a reply, or with the error that ended the wait.
 pub(crate) type ReplyCallback = Box<dyn FnOnce(Result<Reply>) + Send>;
 
@@ -55,7 +58,7 @@ pub(crate) struct ClientInner {
     pub(crate) isolation: Isolation,
     pub(crate) replies: Arc<ReplyRegistry>,
     pub(crate) timer: Timer,
-    tasks: Mutex<Option<SyncSender<Box<dyn FnOnce() + Send>>>>,
+    tasks: Mutex<Option<SyncSender<Task>>>,
     closed: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
     stop: Mutex<Option<SyncSender<()>>>,
@@ -87,7 +90,7 @@ impl Client {
             backoff_min: config.reconnect_backoff_min,
             backoff_max: config.reconnect_backoff_max,
         });
-        let (task_tx, task_rx) = mpsc::sync_channel::<Box<dyn FnOnce() + Send>>(TASKS_MAX);
+        let (task_tx, task_rx) = mpsc::sync_channel::<Task>(TASKS_MAX);
         let (stop_tx, stop_rx) = mpsc::sync_channel::<()>(1);
         let inner = Arc::new(ClientInner {
             routes: RouteCache::new(
@@ -174,7 +177,7 @@ impl ClientInner {
 
     /// Runs `task` on the client's task thread: work a reader thread must not do itself
     /// (a retry that may connect to another broker).
-    pub(crate) fn spawn_task(&self, task: Box<dyn FnOnce() + Send>) -> Result<()> {
+    pub(crate) fn spawn_task(&self, task: Task) -> Result<()> {
         let tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
         let sender = tasks.as_ref().ok_or(ClientError::Closed)?;
         sender.try_send(task).map_err(|e| match e {

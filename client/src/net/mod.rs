@@ -21,6 +21,9 @@ pub(crate) enum PeerKind {
     Nameserver,
 }
 
+/// A pool key: the endpoint, and whether it is a broker (connections differ by handshake).
+type SlotKey = (String, bool);
+
 /// One endpoint's slot: its connection and its reconnect pacing.
 struct Slot {
     conn: Option<Arc<Connection>>,
@@ -42,7 +45,7 @@ pub(crate) struct PoolConfig {
 /// client.
 pub(crate) struct Pool {
     config: PoolConfig,
-    slots: Mutex<HashMap<(String, bool), Arc<Mutex<Slot>>>>,
+    slots: Mutex<HashMap<SlotKey, Arc<Mutex<Slot>>>>,
 }
 
 impl Pool {
