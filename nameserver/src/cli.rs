@@ -1,0 +1,162 @@
+//! The command line: `defibus-nameserver` and the root CLI's `defibus nameserver` share it.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use log::info;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::config::NameserverConfig;
+use crate::error::NameserverError;
+use crate::server::run;
+
+/// Nameserver options: a TOML file, and flags that override its settings one by one.
+#[derive(clap::Args, Clone, Debug, Default, PartialEq, Eq)]
+pub struct NameserverArgs {
+    /// TOML configuration file; `nameserver.toml` in the nameserver crate lists every key with
+    /// its default. Without it, the defaults apply. Flags below override the file.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 0.0.0.0:9876]; port 0 picks a free port.
+    #[arg(long, value_name = "ADDR")]
+    pub listen_addr: Option<SocketAddr>,
+    /// Drop a broker whose last registration is older than this, in ms [default: 9000,
+    /// three missed registrations at the brokers' 3000 ms interval].
+    #[arg(long, value_name = "MS")]
+    pub broker_expiry_ms: Option<u64>,
+    /// How often expired brokers are removed, in ms [default: 1000].
+    #[arg(long, value_name = "MS")]
+    pub sweep_interval_ms: Option<u64>,
+    /// Most connections open at once; more are closed at once [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Close a connection that sends nothing for this long, in ms [default: 60000].
+    #[arg(long, value_name = "MS")]
+    pub idle_timeout_ms: Option<u64>,
+    /// Largest request frame accepted, in bytes [default: 4194304].
+    #[arg(long, value_name = "BYTES")]
+    pub frame_len_max: Option<usize>,
+}
+
+impl NameserverArgs {
+    /// The configuration: the file's (or the defaults), each flag given overriding its
+    /// setting, validated.
+    pub fn to_config(&self) -> Result<NameserverConfig, NameserverError> {
+        let mut config = match &self.config {
+            Some(path) => NameserverConfig::from_file(path)?,
+            None => NameserverConfig::default(),
+        };
+        let Self {
+            config: _,
+            listen_addr,
+            broker_expiry_ms,
+            sweep_interval_ms,
+            max_connections,
+            idle_timeout_ms,
+            frame_len_max,
+        } = self.clone();
+        if let Some(v) = listen_addr {
+            config.listen_addr = v;
+        }
+        if let Some(v) = broker_expiry_ms {
+            config.broker_expiry_ms = v;
+        }
+        if let Some(v) = sweep_interval_ms {
+            config.sweep_interval_ms = v;
+        }
+        if let Some(v) = max_connections {
+            config.max_connections = v;
+        }
+        if let Some(v) = idle_timeout_ms {
+            config.idle_timeout_ms = v;
+        }
+        if let Some(v) = frame_len_max {
+            config.frame_len_max = v;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Runs a nameserver in the foreground until SIGTERM or SIGINT, then shuts it down cleanly.
+/// Logging is the caller's to set up.
+pub fn cli_main(args: &NameserverArgs) -> Result<(), NameserverError> {
+    let config = args.to_config()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| NameserverError::Runtime { source })?;
+    runtime.block_on(async move {
+        let addr = config.listen_addr;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| NameserverError::Bind { addr, source })?;
+        let shutdown = termination_signal()?;
+        run(listener, config, shutdown).await
+    })
+}
+
+/// Completes on the first SIGTERM or SIGINT. The handlers are installed before this returns,
+/// so a failure to install them stops startup instead of leaving an unkillable server.
+fn termination_signal() -> Result<impl Future<Output = ()>, NameserverError> {
+    let install = |kind: SignalKind, name: &'static str| {
+        signal(kind).map_err(|source| NameserverError::Signal {
+            signal: name,
+            source,
+        })
+    };
+    let mut term = install(SignalKind::terminate(), "SIGTERM")?;
+    let mut int = install(SignalKind::interrupt(), "SIGINT")?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        info!("{name} received, shutting down");
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: NameserverArgs,
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ns.toml");
+        std::fs::write(&path, "broker_expiry_ms = 12000\nmax_connections = 7\n").unwrap();
+        let cli = Cli::try_parse_from([
+            "ns",
+            "--config",
+            path.to_str().unwrap(),
+            "--max-connections",
+            "9",
+            "--listen-addr",
+            "127.0.0.1:0",
+        ])
+        .unwrap();
+        let config = cli.args.to_config().unwrap();
+        assert_eq!(config.broker_expiry_ms, 12_000);
+        assert_eq!(config.max_connections, 9);
+        assert_eq!(config.listen_addr.to_string(), "127.0.0.1:0");
+        assert_eq!(config.idle_timeout_ms, 60_000);
+    }
+
+    #[test]
+    fn invalid_overrides_and_missing_files_are_reported() {
+        let cli = Cli::try_parse_from(["ns", "--broker-expiry-ms", "0"]).unwrap();
+        let err = cli.args.to_config().unwrap_err();
+        assert!(err.to_string().contains("broker_expiry_ms"), "{err}");
+        let cli = Cli::try_parse_from(["ns", "--config", "/nonexistent/ns.toml"]).unwrap();
+        let err = cli.args.to_config().unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/ns.toml"), "{err}");
+    }
+}

@@ -1,0 +1,221 @@
+//! Every setting and limit of the nameserver, with its default and why.
+//!
+//! Read from TOML (`nameserver.toml` beside this crate lists every key with its default), then
+//! overridden by command-line flags ([`crate::cli`]), then checked by
+//! [`NameserverConfig::validate`] before the server starts.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use protocol::frame::{EXT_LEN_MAX_DEFAULT, FRAME_LEN_MAX_DEFAULT, FrameLimits, HEADER_LEN};
+use serde::{Deserialize, Serialize};
+
+use crate::error::NameserverError;
+
+/// Default port: the one RocketMQ and DeFiBus nameservers have always used, so existing
+/// firewall rules and habits carry over.
+pub const LISTEN_PORT_DEFAULT: u16 = 9876;
+/// Default listen address: every interface, port [`LISTEN_PORT_DEFAULT`].
+pub const LISTEN_ADDR_DEFAULT: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), LISTEN_PORT_DEFAULT);
+/// How often brokers register (their `register_interval_ms` default); registration is the
+/// heartbeat.
+pub const BROKER_REGISTER_INTERVAL_MS_DEFAULT: u64 = 3_000;
+/// Registrations a broker may miss before it is dropped.
+pub const BROKER_EXPIRY_INTERVALS_DEFAULT: u64 = 3;
+/// Default broker expiry: [`BROKER_EXPIRY_INTERVALS_DEFAULT`] register intervals, 9 s.
+pub const BROKER_EXPIRY_MS_DEFAULT: u64 =
+    BROKER_EXPIRY_INTERVALS_DEFAULT * BROKER_REGISTER_INTERVAL_MS_DEFAULT;
+/// Default sweep interval: a third of a register interval, so an expired broker lingers in
+/// the registry at most a second past its expiry (routes never list it, see
+/// [`crate::registry`]).
+pub const SWEEP_INTERVAL_MS_DEFAULT: u64 = 1_000;
+/// Default limit on open connections. Each may buffer up to `frame_len_max` bytes, so this
+/// times [`FRAME_LEN_MAX_NAMESERVER_DEFAULT`] bounds receive-buffer memory (4 GiB at worst,
+/// reached only by peers sending maximal frames on every connection at once).
+pub const MAX_CONNECTIONS_DEFAULT: usize = 1_024;
+/// Default idle timeout: a connection that sends nothing for 60 s is closed, as DeFiBus
+/// closes idle connections. Brokers register every 3 s and never get near it.
+pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 60_000;
+/// Default frame limit: 4 MiB. Nameserver frames are control archives; the largest is a
+/// registration, about 100 bytes per topic plus 8 per queue, so 4 MiB holds a broker with
+/// 10,000 topics of 32 queues each.
+pub const FRAME_LEN_MAX_NAMESERVER_DEFAULT: usize = 4 << 20;
+/// The smallest frame limit accepted: a header and a small registration.
+pub const FRAME_LEN_MIN: usize = 4 << 10;
+
+const _: () = {
+    assert!(BROKER_EXPIRY_MS_DEFAULT == 9_000);
+    assert!(SWEEP_INTERVAL_MS_DEFAULT < BROKER_EXPIRY_MS_DEFAULT);
+    assert!(IDLE_TIMEOUT_MS_DEFAULT > BROKER_EXPIRY_MS_DEFAULT);
+    assert!(FRAME_LEN_MIN > HEADER_LEN);
+    assert!(FRAME_LEN_MIN <= FRAME_LEN_MAX_NAMESERVER_DEFAULT);
+    assert!(FRAME_LEN_MAX_NAMESERVER_DEFAULT <= FRAME_LEN_MAX_DEFAULT);
+};
+
+/// The nameserver's settings. Every field has a default, so an empty TOML file is valid.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NameserverConfig {
+    /// Address to listen on. Default `0.0.0.0:9876` ([`LISTEN_ADDR_DEFAULT`]); port 0 picks a
+    /// free port (tests, `defibus standalone`).
+    pub listen_addr: SocketAddr,
+    /// A broker whose last registration is older than this is no longer routed to and is
+    /// dropped by the next sweep; sent to brokers in `RegisterAck`. Default 9000 ms: three
+    /// missed registrations at the brokers' default 3000 ms interval
+    /// ([`BROKER_EXPIRY_MS_DEFAULT`]).
+    pub broker_expiry_ms: u64,
+    /// How often expired brokers are removed and logged. Default 1000 ms
+    /// ([`SWEEP_INTERVAL_MS_DEFAULT`]); must be below `broker_expiry_ms`.
+    pub sweep_interval_ms: u64,
+    /// Most connections open at once; further connections are closed at once. Default 1024
+    /// ([`MAX_CONNECTIONS_DEFAULT`]).
+    pub max_connections: usize,
+    /// A connection that sends nothing for this long is closed. Default 60000 ms
+    /// ([`IDLE_TIMEOUT_MS_DEFAULT`]).
+    pub idle_timeout_ms: u64,
+    /// Largest request frame accepted, header included, in bytes; a larger one is answered
+    /// with `FrameTooLarge` from its header alone and the connection closed. Default 4 MiB
+    /// ([`FRAME_LEN_MAX_NAMESERVER_DEFAULT`]), at least [`FRAME_LEN_MIN`].
+    pub frame_len_max: usize,
+}
+
+impl Default for NameserverConfig {
+    fn default() -> Self {
+        Self {
+            listen_addr: LISTEN_ADDR_DEFAULT,
+            broker_expiry_ms: BROKER_EXPIRY_MS_DEFAULT,
+            sweep_interval_ms: SWEEP_INTERVAL_MS_DEFAULT,
+            max_connections: MAX_CONNECTIONS_DEFAULT,
+            idle_timeout_ms: IDLE_TIMEOUT_MS_DEFAULT,
+            frame_len_max: FRAME_LEN_MAX_NAMESERVER_DEFAULT,
+        }
+    }
+}
+
+impl NameserverConfig {
+    /// Parses a TOML document; `path` only names the source in errors.
+    pub fn from_toml_str(toml_text: &str, path: &Path) -> Result<Self, NameserverError> {
+        toml::from_str(toml_text).map_err(|source| NameserverError::ConfigParse {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Reads and parses a TOML file. The result is not yet validated.
+    pub fn from_file(path: &Path) -> Result<Self, NameserverError> {
+        let text = std::fs::read_to_string(path).map_err(|source| NameserverError::ConfigRead {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml_str(&text, path)
+    }
+
+    /// Checks that every setting is usable and that the settings agree with each other.
+    pub fn validate(&self) -> Result<(), NameserverError> {
+        let invalid =
+            |key: &'static str, reason: String| Err(NameserverError::ConfigInvalid { key, reason });
+        if self.broker_expiry_ms == 0 {
+            return invalid("broker_expiry_ms", "must be at least 1".into());
+        }
+        if self.sweep_interval_ms == 0 || self.sweep_interval_ms >= self.broker_expiry_ms {
+            return invalid(
+                "sweep_interval_ms",
+                format!(
+                    "{} must be at least 1 and below broker_expiry_ms ({})",
+                    self.sweep_interval_ms, self.broker_expiry_ms
+                ),
+            );
+        }
+        if self.max_connections == 0 {
+            return invalid("max_connections", "must be at least 1".into());
+        }
+        if self.idle_timeout_ms == 0 {
+            return invalid("idle_timeout_ms", "must be at least 1".into());
+        }
+        if !(FRAME_LEN_MIN..=FRAME_LEN_MAX_DEFAULT).contains(&self.frame_len_max) {
+            return invalid(
+                "frame_len_max",
+                format!(
+                    "{} is outside {FRAME_LEN_MIN}..={FRAME_LEN_MAX_DEFAULT}",
+                    self.frame_len_max
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Broker expiry as a duration.
+    pub fn broker_expiry(&self) -> Duration {
+        Duration::from_millis(self.broker_expiry_ms)
+    }
+
+    /// Sweep interval as a duration.
+    pub fn sweep_interval(&self) -> Duration {
+        Duration::from_millis(self.sweep_interval_ms)
+    }
+
+    /// Idle timeout as a duration.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    /// The framer limits: `frame_len_max`, and an extension limit no larger (nameserver
+    /// commands use no extension fields, but tolerate a small one from newer peers).
+    pub fn frame_limits(&self) -> FrameLimits {
+        FrameLimits {
+            frame_len_max: self.frame_len_max,
+            ext_len_max: EXT_LEN_MAX_DEFAULT.min(self.frame_len_max),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_an_empty_file_means_defaults() {
+        let config = NameserverConfig::default();
+        config.validate().unwrap();
+        assert_eq!(
+            NameserverConfig::from_toml_str("", Path::new("x")).unwrap(),
+            config
+        );
+        assert_eq!(config.listen_addr.to_string(), "0.0.0.0:9876");
+    }
+
+    #[test]
+    fn the_example_file_lists_every_default() {
+        let example = include_str!("../nameserver.toml");
+        let uncommented: String = example
+            .lines()
+            .map(|line| line.strip_prefix("# ").unwrap_or(line))
+            .filter(|line| line.contains(" = "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let parsed = NameserverConfig::from_toml_str(&uncommented, Path::new("example")).unwrap();
+        assert_eq!(parsed, NameserverConfig::default());
+        let keys = uncommented.lines().count();
+        assert_eq!(keys, 6, "one line per setting:\n{uncommented}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused_by_name() {
+        let err = NameserverConfig::from_toml_str("brokr_expiry_ms = 1", Path::new("ns.toml"))
+            .unwrap_err();
+        assert!(err.to_string().contains("ns.toml"), "{err}");
+        let config = NameserverConfig {
+            sweep_interval_ms: 9_000,
+            ..Default::default()
+        };
+        let err = config.validate().unwrap_err();
+        assert!(err.to_string().contains("sweep_interval_ms"), "{err}");
+        let config = NameserverConfig {
+            frame_len_max: 10,
+            ..Default::default()
+        };
+        assert!(config.validate().is_err());
+    }
+}
