@@ -481,3 +481,161 @@ fn response_result(endpoint: &str, frame: FrameBytes) -> Result<FrameBytes> {
         .unwrap_or_else(|_| format!("(no detail from {endpoint})"));
     Err(ClientError::from_status(frame.header.status, message))
 }
+
+#[cfg(test)]
+mod tests {
+    //! The connection against a scripted peer on loopback: handshake, responses matched by
+    //! request id out of order, pushes routed by subscription, failure of pending calls.
+
+    use super::*;
+    use protocol::data::BatchAddress;
+    use protocol::frame::{Frame, encode_frame};
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+
+    fn read_frame(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(FrameHeader, Vec<u8>)> {
+        let framer = Framer::default();
+        loop {
+            if let Ok(Frame { header, body, .. }) = framer.parse(buf) {
+                let len = header.frame_len() as usize;
+                let body = body.to_vec();
+                buf.drain(..len);
+                return Some((header, body));
+            }
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    fn respond(stream: &mut TcpStream, request: &FrameHeader, body: &[u8]) {
+        let mut out = Vec::new();
+        encode_frame(
+            &FrameMeta::response(request, Status::Ok),
+            &[],
+            body,
+            &mut out,
+        )
+        .unwrap();
+        stream.write_all(&out).unwrap();
+    }
+
+    struct Pushes(mpsc::Sender<u64>);
+    impl PushSink for Pushes {
+        fn on_push(&self, _conn: &Arc<Connection>, frame: FrameBytes) {
+            let address = BatchAddress::decode(&frame.ext).unwrap();
+            self.0.send(address.subscription_id.unwrap()).unwrap();
+        }
+    }
+
+    #[test]
+    fn handshake_out_of_order_responses_pushes_and_disconnect() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = listener.local_addr().unwrap().to_string();
+        let peer = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut buf = Vec::new();
+            let (hello, body) = read_frame(&mut stream, &mut buf).unwrap();
+            assert_eq!(
+                hello.command(),
+                Ok(Command::Heartbeat),
+                "heartbeat comes first"
+            );
+            let heartbeat = control::decode::<ClientHeartbeat>(&body).unwrap();
+            assert_eq!(heartbeat.client_id, "me@1#A10");
+            let ack = HeartbeatAck {
+                broker_id: "b".into(),
+                shard_id: 0,
+                shard_count: 1,
+            };
+            respond(&mut stream, &hello, &control::encode(&ack).unwrap());
+            // Two requests, answered in reverse order.
+            let (first, _) = read_frame(&mut stream, &mut buf).unwrap();
+            let (second, _) = read_frame(&mut stream, &mut buf).unwrap();
+            respond(&mut stream, &second, b"second");
+            respond(&mut stream, &first, b"first");
+            // A push for subscription 9, then one for an unknown subscription.
+            for subscription in [9u64, 10] {
+                let mut ext = Vec::new();
+                BatchAddress::new("A10-1", 0)
+                    .with_subscription(subscription)
+                    .encode(&mut ext)
+                    .unwrap();
+                let mut out = Vec::new();
+                let meta = FrameMeta::oneway(Command::Push, 0).without_body_crc();
+                encode_frame(&meta, &ext, b"batch", &mut out).unwrap();
+                stream.write_all(&out).unwrap();
+            }
+            // A third request is left unanswered: the connection drops instead.
+            read_frame(&mut stream, &mut buf).unwrap();
+        });
+        let handshake = Handshake {
+            heartbeat: ClientHeartbeat {
+                client_id: "me@1#A10".into(),
+                area: "A10".into(),
+            },
+        };
+        let conn =
+            Connection::open(&endpoint, Some(handshake), None, Duration::from_secs(10)).unwrap();
+        assert_eq!(conn.ack.get().unwrap().broker_id, "b");
+        let (pushes, pushed) = mpsc::channel();
+        conn.add_subscription(9, Arc::new(Pushes(pushes)));
+        let (tx, rx) = mpsc::channel();
+        for label in ["first", "second"] {
+            let tx = tx.clone();
+            conn.call_with(
+                Command::Stats,
+                &[],
+                &[],
+                Box::new(move |r| tx.send((label, r.map(|f| f.body.to_vec()))).unwrap()),
+            )
+            .unwrap();
+        }
+        let mut answers: Vec<_> = (0..2)
+            .map(|_| rx.recv_timeout(Duration::from_secs(10)).unwrap())
+            .map(|(label, body)| (label, String::from_utf8(body.unwrap()).unwrap()))
+            .collect();
+        answers.sort();
+        assert_eq!(
+            answers,
+            [("first", "first".into()), ("second", "second".into())]
+        );
+        assert_eq!(pushed.recv_timeout(Duration::from_secs(10)).unwrap(), 9);
+        let err = conn
+            .call(Command::Stats, &[], &[], Duration::from_secs(10))
+            .unwrap_err();
+        assert!(matches!(err, ClientError::Disconnected { .. }), "{err}");
+        assert!(conn.is_closed());
+        assert!(
+            pushed.try_recv().is_err(),
+            "the unknown subscription's push was dropped"
+        );
+        assert!(matches!(
+            conn.send_oneway(Command::Credit, &[], &[]),
+            Err(ClientError::Disconnected { .. })
+        ));
+        peer.join().unwrap();
+    }
+
+    #[test]
+    fn a_silent_peer_is_a_timeout_and_a_dead_port_an_io_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = listener.local_addr().unwrap().to_string();
+        let conn = Connection::open(&endpoint, None, None, Duration::from_secs(10)).unwrap();
+        let err = conn
+            .call(Command::TopicRoute, &[], &[], Duration::from_millis(20))
+            .unwrap_err();
+        assert!(matches!(err, ClientError::Timeout { .. }), "{err}");
+        assert!(
+            conn.pending.lock().unwrap().callbacks.is_empty(),
+            "the wait was forgotten"
+        );
+        conn.close();
+        drop(listener);
+        let err = Connection::open(&endpoint, None, None, Duration::from_secs(1)).unwrap_err();
+        assert!(matches!(err, ClientError::Io { .. }), "{err}");
+    }
+}
