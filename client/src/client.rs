@@ -235,7 +235,13 @@ fn maintain(client: &Weak<ClientInner>, stop: &Receiver<()>) {
         let Some(client) = client.upgrade() else {
             return;
         };
-        for conn in client.pool.connections() {
+        // Nameserver connections carry no heartbeat: only broker ones can be judged silent.
+        for conn in client
+            .pool
+            .connections()
+            .iter()
+            .filter(|c| c.sends_heartbeats())
+        {
             if conn.idle_for() > interval * 3 {
                 log::warn!(
                     "{}: nothing received for {:?}; closing",

@@ -138,6 +138,8 @@ pub(crate) struct ConsumerInner {
     received: Mutex<Receiver<Delivery>>,
     closed: AtomicBool,
     wake: (Mutex<bool>, Condvar),
+    /// When the route was last invalidated after a failed subscribe.
+    route_invalidated: Mutex<Option<Instant>>,
 }
 
 /// A consumer; see the module docs. Pull-style ([`Consumer::subscribe`], then
@@ -305,6 +307,7 @@ impl ConsumerInner {
             received: Mutex::new(rx),
             closed: AtomicBool::new(false),
             wake: (Mutex::new(false), Condvar::new()),
+            route_invalidated: Mutex::new(None),
         });
         // The first pass reports a topic nobody routes; brokers that do not answer yet are
         // retried by the supervisor.
@@ -444,9 +447,17 @@ impl ConsumerInner {
                         .insert(endpoint.clone(), session);
                 }
                 Err(e) => {
-                    if e.status().is_some() {
+                    // The broker may be gone or back on other ports: refetch the route, at
+                    // most once per second so a dead broker does not flood the nameservers.
+                    let mut last = self
+                        .route_invalidated
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                        *last = Some(Instant::now());
                         self.client.routes.invalidate(&self.options.topic);
                     }
+                    drop(last);
                     log::debug!(
                         "{endpoint}: subscribe to {} failed: {e}",
                         self.options.topic

@@ -147,12 +147,8 @@ fn send_request(
 ) {
     let fail_or_retry = |error: ClientError, broker: Option<String>| {
         if error.is_retryable() && attempt < client.config.retries && !client.is_closed() {
-            if matches!(
-                error,
-                ClientError::Status { .. } | ClientError::NoRoute { .. }
-            ) {
-                client.routes.invalidate(&topic);
-            }
+            // The broker may have moved (restarted on other ports) or lost the queue.
+            client.routes.invalidate(&topic);
             let retry = client.clone();
             let (topic, bytes) = (topic.clone(), bytes.clone());
             let queued = client.spawn_task(Box::new(move || {

@@ -156,6 +156,11 @@ impl Connection {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// True for broker connections, which heartbeat and so must hear back regularly.
+    pub(crate) fn sends_heartbeats(&self) -> bool {
+        self.heartbeat.is_some()
+    }
+
     /// Time since the last frame arrived.
     pub(crate) fn idle_for(&self) -> Duration {
         let last = Duration::from_millis(self.last_read_ms.load(Ordering::Relaxed));

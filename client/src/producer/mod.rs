@@ -337,10 +337,8 @@ impl ProducerInner {
             }
             job.avoid_broker = Some(target.broker_id.clone());
         }
-        if matches!(
-            error,
-            ClientError::NoRoute { .. } | ClientError::Status { .. }
-        ) {
+        if error.is_retryable() {
+            // The broker may have moved (restarted on other ports) or lost the queue.
             client.routes.invalidate(&job.topic);
         }
         if error.is_retryable() && job.attempt < client.config.retries && !client.is_closed() {
