@@ -1,14 +1,37 @@
 //! The DeFiBus broker engine.
 //!
 //! - [`log`]: the durable, segmented storage of one queue (partition);
-//! - [`file`]: the one home for on-disk file names and directory fsync.
+//! - [`file`]: the one home for on-disk file names and directory fsync;
+//! - [`config`]: the broker's configuration and limits;
+//! - [`broker`]: the public entry, [`Broker`];
+//! - internally, the data path: `shard` (one executor per core) → `net` (connections,
+//!   dispatch) → `topic` / `queue` (owned queues) → `group` / `push` (consumption) →
+//!   `offsets`, `rr` (request-reply), `mesh` (between shards), `admin`, `register`.
 
 #![deny(unsafe_code)]
 
+mod admin;
+pub mod broker;
+pub mod config;
+pub mod error;
 pub mod file;
+mod group;
 pub mod log;
+mod mesh;
+mod net;
+mod notify;
+mod offsets;
+mod push;
+mod queue;
+mod register;
+mod rr;
+mod shard;
 pub mod testing;
+pub mod topic;
 
+pub use crate::broker::Broker;
+pub use crate::config::BrokerConfig;
+pub use crate::error::{BrokerError, Reject};
 pub use crate::log::{
     Appended, FlushMode, Log, LogConfig, LogError, RecoveryReport, RetentionReport,
     storage::{DmaStorage, Storage},

@@ -1,0 +1,248 @@
+//! Topic administration and statistics.
+//!
+//! Shard 0 owns the registry: it validates a change, persists it (`topic::store_registry`),
+//! applies it locally, broadcasts it and waits until every shard applied it, and only then
+//! answers, so a client that created a topic may produce to any shard at once.
+
+use std::rc::Rc;
+
+use protocol::codes::Status;
+use protocol::control::{GroupQueueStats, QueueStats, ShardStats, TopicConfig, TopicInfo};
+
+use crate::error::Reject;
+use crate::mesh::{self, MeshMsg, MeshReply, ShardSnapshot, TopicChange};
+use crate::shard::{Shard, close_queue, open_topic};
+
+/// `CreateTopic` (`create`) or `UpdateTopic`, on shard 0.
+pub(crate) async fn upsert_topic(
+    shard: &Rc<Shard>,
+    config: TopicConfig,
+    create: bool,
+) -> Result<(), Reject> {
+    crate::topic::validate_config(&config)?;
+    {
+        let mut registry = shard.registry.borrow_mut();
+        let exists = registry.contains_key(&config.topic);
+        if create && exists {
+            return Err(Reject::new(
+                Status::TopicExists,
+                format!("topic {} exists", config.topic),
+            ));
+        }
+        if !create && !exists {
+            return Err(Reject::new(
+                Status::UnknownTopic,
+                format!("no topic {}", config.topic),
+            ));
+        }
+        registry.insert(config.topic.clone(), config.clone());
+        if let Err(e) = crate::topic::store_registry(&shard.config.data_dir, &registry) {
+            log::error!("shard 0: persisting the topic registry: {e}");
+            registry.remove(&config.topic);
+            return Err(Reject::new(Status::StorageError, e.to_string()));
+        }
+    }
+    log::info!(
+        "topic {} {}",
+        config.topic,
+        if create { "created" } else { "updated" }
+    );
+    broadcast(shard, TopicChange::Upsert(config)).await;
+    Ok(())
+}
+
+/// `DeleteTopic`, on shard 0: the topic's queues are closed and their data removed.
+pub(crate) async fn delete_topic(shard: &Rc<Shard>, topic: String) -> Result<(), Reject> {
+    {
+        let mut registry = shard.registry.borrow_mut();
+        let Some(old) = registry.remove(&topic) else {
+            return Err(Reject::new(
+                Status::UnknownTopic,
+                format!("no topic {topic}"),
+            ));
+        };
+        if let Err(e) = crate::topic::store_registry(&shard.config.data_dir, &registry) {
+            log::error!("shard 0: persisting the topic registry: {e}");
+            registry.insert(topic, old);
+            return Err(Reject::new(Status::StorageError, e.to_string()));
+        }
+    }
+    log::info!("topic {topic} deleted");
+    broadcast(shard, TopicChange::Delete(topic.clone())).await;
+    let dir = crate::topic::topic_dir(&shard.config.data_dir, &topic);
+    if let Err(e) = std::fs::remove_dir_all(&dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            log::warn!("removing {}: {e}", dir.display());
+        }
+    }
+    Ok(())
+}
+
+/// Applies `change` here, then on every other shard, and waits for them.
+async fn broadcast(shard: &Rc<Shard>, change: TopicChange) {
+    let copy = match &change {
+        TopicChange::Upsert(config) => TopicChange::Upsert(config.clone()),
+        TopicChange::Delete(topic) => TopicChange::Delete(topic.clone()),
+    };
+    apply_change(shard, copy).await;
+    let origin = shard.id;
+    mesh::call_all(shard, |token| MeshMsg::ApplyTopic {
+        origin,
+        token,
+        change: match &change {
+            TopicChange::Upsert(config) => TopicChange::Upsert(config.clone()),
+            TopicChange::Delete(topic) => TopicChange::Delete(topic.clone()),
+        },
+    })
+    .await;
+}
+
+/// Applies a registry change on this shard: opens or closes owned queues, rebalances groups.
+pub(crate) async fn apply_change(shard: &Rc<Shard>, change: TopicChange) {
+    match change {
+        TopicChange::Upsert(config) => {
+            let previous = shard.topics.borrow_mut().remove(&config.topic);
+            let opened = open_topic(
+                &shard.config,
+                shard.id,
+                shard.count,
+                &config,
+                previous.as_ref(),
+            )
+            .await;
+            let entry = match opened {
+                Ok(entry) => entry,
+                Err(e) => {
+                    log::error!(
+                        "shard {}: opening queues of {}: {e}",
+                        shard.id,
+                        config.topic
+                    );
+                    return;
+                }
+            };
+            if let Some(previous) = previous {
+                let dropped = previous.queues.into_iter().skip(entry.queues.len());
+                for queue in dropped.flatten() {
+                    close_queue(shard.id, queue).await;
+                }
+            }
+            shard
+                .topics
+                .borrow_mut()
+                .insert(config.topic.clone(), entry);
+            crate::group::rebalance_topic(shard, &config.topic);
+        }
+        TopicChange::Delete(topic) => {
+            crate::group::drop_topic(shard, &topic);
+            let entry = shard.topics.borrow_mut().remove(&topic);
+            for queue in entry.into_iter().flat_map(|e| e.queues).flatten() {
+                close_queue(shard.id, queue).await;
+            }
+        }
+    }
+}
+
+/// This shard's statistics.
+pub(crate) fn snapshot(shard: &Shard) -> ShardSnapshot {
+    let mut queues = Vec::new();
+    let groups = shard.groups.borrow();
+    for entry in shard.topics.borrow().values() {
+        for queue in entry.queues.iter().flatten() {
+            let groups = groups
+                .iter()
+                .filter(|(key, _)| key.topic == entry.config.topic)
+                .filter_map(|(key, group)| {
+                    let slot = group.slots.get(&queue.id)?;
+                    let client_id = slot
+                        .owner
+                        .and_then(|id| shard.subs.borrow().get(&id).map(|s| s.client_id.clone()))
+                        .unwrap_or_default();
+                    Some(GroupQueueStats {
+                        group: key.group.clone(),
+                        client_id,
+                        delivered_offset: slot.position.get(),
+                        committed_offset: shard.offsets.get(&key.topic, &key.group, queue.id),
+                    })
+                })
+                .collect();
+            queues.push(QueueStats {
+                topic: entry.config.topic.clone(),
+                queue_id: queue.id,
+                shard_id: shard.id as u32,
+                start_offset: queue.log.start_offset(),
+                next_offset: queue.log.next_offset(),
+                expired_requests: queue.expired_requests.get(),
+                groups,
+            });
+        }
+    }
+    ShardSnapshot {
+        shard: ShardStats {
+            shard_id: shard.id as u32,
+            connections: shard.conns.borrow().len() as u64,
+            bad_frames: shard.counters.bad_frames.get(),
+            replies: shard.counters.replies.get(),
+        },
+        queues,
+    }
+}
+
+/// Every shard's statistics, merged and sorted.
+pub(crate) async fn collect(shard: &Rc<Shard>) -> (Vec<ShardStats>, Vec<QueueStats>) {
+    let origin = shard.id;
+    let replies = mesh::call_all(shard, |token| MeshMsg::Collect { origin, token }).await;
+    let mut shards = Vec::with_capacity(shard.count);
+    let mut queues = Vec::new();
+    let local = snapshot(shard);
+    for snapshot in std::iter::once(local).chain(replies.into_iter().filter_map(|r| match r {
+        MeshReply::Stats(s) => Some(s),
+        MeshReply::Done => None,
+    })) {
+        shards.push(snapshot.shard);
+        queues.extend(snapshot.queues);
+    }
+    shards.sort_by_key(|s| s.shard_id);
+    queues.sort_by(|a, b| (&a.topic, a.queue_id).cmp(&(&b.topic, b.queue_id)));
+    (shards, queues)
+}
+
+/// Every topic with its queues' depths: the body of `ListTopics` and of registrations.
+///
+/// A queue's depth is what the most advanced clustering group has yet to be pushed (DeFiBus:
+/// the minimum over online unicast groups); zero while no group consumes it.
+pub(crate) async fn topic_infos(shard: &Rc<Shard>) -> Vec<TopicInfo> {
+    let (_, queues) = collect(shard).await;
+    let configs: Vec<TopicConfig> = shard
+        .topics
+        .borrow()
+        .values()
+        .map(|t| t.config.clone())
+        .collect();
+    let mut infos: Vec<TopicInfo> = configs
+        .into_iter()
+        .map(|c| TopicInfo {
+            queue_depths: vec![0; c.queue_count as usize],
+            topic: c.topic,
+            queue_count: c.queue_count,
+            read_queue_count: c.read_queue_count,
+            write_queue_count: c.write_queue_count,
+            flush_mode: c.flush_mode,
+            max_queue_depth: c.max_queue_depth,
+        })
+        .collect();
+    infos.sort_by(|a, b| a.topic.cmp(&b.topic));
+    for q in queues {
+        let Ok(at) = infos.binary_search_by(|i| i.topic.as_str().cmp(&q.topic)) else {
+            continue;
+        };
+        let delivered = q.groups.iter().map(|g| g.delivered_offset).max();
+        if let (Some(delivered), Some(depth)) = (
+            delivered,
+            infos[at].queue_depths.get_mut(q.queue_id as usize),
+        ) {
+            *depth = q.next_offset.saturating_sub(delivered);
+        }
+    }
+    infos
+}

@@ -1,0 +1,191 @@
+//! The public entry: start a broker's shards, learn their ports, shut them down.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, mpsc};
+use std::time::Duration;
+
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+
+use crate::config::BrokerConfig;
+use crate::error::BrokerError;
+use crate::shard::{self, MESH_CHANNEL_CAPACITY, ShardStart};
+
+/// A running broker: one pinned executor thread per shard.
+pub struct Broker {
+    broker_id: String,
+    ports: Vec<u16>,
+    stop: Arc<AtomicBool>,
+    handles: Vec<ExecutorJoinHandle<Result<(), BrokerError>>>,
+}
+
+impl Broker {
+    /// Starts every shard on its own thread; returns once every shard listens (or the first
+    /// error, after stopping the shards that did start).
+    pub fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
+        config.validate()?;
+        let count = config.shard_count();
+        let io_memory = io_memory_per_shard(&config, count);
+        let config = Arc::new(config);
+        let stop = Arc::new(AtomicBool::new(false));
+        let ports_cell = Arc::new(OnceLock::new());
+        let mesh = MeshBuilder::full(count, MESH_CHANNEL_CAPACITY);
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut handles = Vec::with_capacity(count);
+        for id in 0..count {
+            let start = ShardStart {
+                id,
+                count,
+                config: config.clone(),
+                mesh: mesh.clone(),
+                stop: stop.clone(),
+                ports: ports_cell.clone(),
+                ready: ready_tx.clone(),
+            };
+            let spawned = LocalExecutorBuilder::new(Placement::Fixed(id % cpus))
+                .name(&format!("defibus-shard-{id}"))
+                .io_memory(io_memory)
+                .spin_before_park(Duration::from_micros(config.spin_before_park_us))
+                .spawn(move || shard::run(start));
+            match spawned {
+                Ok(handle) => handles.push(handle),
+                Err(e) => {
+                    stop.store(true, Ordering::Release);
+                    join_all(handles);
+                    return Err(BrokerError::Shard {
+                        shard: id,
+                        reason: format!("cannot start its executor: {e}"),
+                    });
+                }
+            }
+        }
+        drop(ready_tx);
+        let mut ports = vec![0u16; count];
+        let mut first_error = None;
+        for _ in 0..count {
+            match ready_rx.recv() {
+                Ok((id, Ok(port))) => ports[id] = port,
+                Ok((_, Err(e))) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(_) => {
+                    first_error.get_or_insert(BrokerError::Shard {
+                        shard: 0,
+                        reason: "a shard thread ended before listening".into(),
+                    });
+                    break;
+                }
+            }
+        }
+        if let Some(error) = first_error {
+            stop.store(true, Ordering::Release);
+            join_all(handles);
+            return Err(error);
+        }
+        let _ = ports_cell.set(ports.clone());
+        log::info!(
+            "broker {} ({} shards) listening on ports {ports:?}",
+            config.broker_id,
+            count
+        );
+        Ok(Broker {
+            broker_id: config.broker_id.clone(),
+            ports,
+            stop,
+            handles,
+        })
+    }
+
+    /// The port each shard listens on, by shard id.
+    pub fn shard_ports(&self) -> Vec<u16> {
+        self.ports.clone()
+    }
+
+    /// The broker's id.
+    pub fn broker_id(&self) -> &str {
+        &self.broker_id
+    }
+
+    /// Stops accepting, closes connections, unregisters from the nameservers, flushes and
+    /// closes every log, and joins the shard threads.
+    pub fn shutdown(mut self) -> Result<(), BrokerError> {
+        self.stop.store(true, Ordering::Release);
+        let mut first_error = None;
+        for (id, handle) in std::mem::take(&mut self.handles).into_iter().enumerate() {
+            match handle.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(BrokerError::Shard {
+                        shard: id,
+                        reason: format!("thread failed: {e}"),
+                    });
+                }
+            }
+        }
+        log::info!("broker {} stopped", self.broker_id);
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        // Not shut down explicitly (a panicking test): still stop the threads cleanly.
+        self.stop.store(true, Ordering::Release);
+        join_all(std::mem::take(&mut self.handles));
+    }
+}
+
+fn join_all(handles: Vec<ExecutorJoinHandle<Result<(), BrokerError>>>) {
+    for handle in handles {
+        let _ = handle.join();
+    }
+}
+
+/// Raises RLIMIT_MEMLOCK so every shard can register its IO memory with io_uring, and says
+/// which path is in use. When the limit cannot be raised (not root), shrinks each shard's IO
+/// memory to fit what is allowed, since glommio would otherwise only warn and run slower.
+fn io_memory_per_shard(config: &BrokerConfig, shards: usize) -> usize {
+    // Room for the rings themselves besides the buffers.
+    const RING_SLACK_BYTES: u64 = 1 << 20;
+    let wanted = config.io_memory_bytes as u64 * shards as u64 + RING_SLACK_BYTES;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: getrlimit writes into the struct we pass and reads nothing else.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } == 0;
+    if got && (limit.rlim_cur == libc::RLIM_INFINITY || limit.rlim_cur >= wanted) {
+        log::info!(
+            "IO memory: registered buffers, {} bytes per shard (memlock limit suffices)",
+            config.io_memory_bytes
+        );
+        return config.io_memory_bytes;
+    }
+    let raised = libc::rlimit {
+        rlim_cur: wanted.max(limit.rlim_cur),
+        rlim_max: wanted.max(limit.rlim_max),
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: setrlimit only reads the struct we pass.
+    let set = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raised) } == 0;
+    if set {
+        log::info!(
+            "IO memory: raised RLIMIT_MEMLOCK to {wanted} bytes; registered buffers, {} bytes per shard",
+            config.io_memory_bytes
+        );
+        return config.io_memory_bytes;
+    }
+    let allowed = limit.rlim_cur.saturating_sub(RING_SLACK_BYTES) / shards.max(1) as u64;
+    let fitted = (allowed as usize).max(64 << 10);
+    log::warn!(
+        "IO memory: cannot raise RLIMIT_MEMLOCK from {} to {wanted} bytes ({}); registered buffers shrunk to {fitted} bytes per shard",
+        limit.rlim_cur,
+        std::io::Error::last_os_error()
+    );
+    fitted
+}

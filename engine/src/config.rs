@@ -1,0 +1,333 @@
+//! The broker's configuration: every limit and default in one place, read from TOML.
+//!
+//! Each field's default is written in its doc comment and in a `*_DEFAULT` constant; the
+//! `const` block at the end asserts how the limits relate, so a change that breaks a relation
+//! fails to compile rather than at 3 a.m.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use protocol::frame::{EXT_LEN_MAX_DEFAULT, FrameLimits, HEADER_LEN};
+use serde::Deserialize;
+
+use crate::error::BrokerError;
+use crate::log::config as log_config;
+
+/// Most shards a broker runs; the client directory keeps one bit per shard in a `u64`.
+pub const SHARDS_MAX: usize = 64;
+/// Default first port: shard `n` listens on `port_base + n`. RocketMQ's broker port.
+pub const PORT_BASE_DEFAULT: u16 = 10911;
+/// Default interval of registrations with every nameserver, ms.
+pub const REGISTER_INTERVAL_MS_DEFAULT: u64 = 3000;
+/// Default interval clients are told to heartbeat at, ms (`HeartbeatAck` does not carry it;
+/// it is the protocol's default).
+pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = protocol::control::HEARTBEAT_INTERVAL_MS_DEFAULT;
+/// Default time without a heartbeat after which a consumer is dead: three heartbeats, ms.
+pub const CONSUMER_TIMEOUT_MS_DEFAULT: u64 = 3 * HEARTBEAT_INTERVAL_MS_DEFAULT;
+/// Default longest pause of a queue handed over from a live member, waiting for its commit, ms.
+pub const REVOKE_TIMEOUT_MS_DEFAULT: u64 = 3000;
+/// Default time a connection may stay silent before it is closed, ms (DeFiBus: 60 s).
+pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 60_000;
+/// Default IO memory glommio registers per shard: its own default, 10 MiB.
+pub const IO_MEMORY_BYTES_DEFAULT: usize = 10 << 20;
+/// Default open connections per shard.
+pub const CONNECTIONS_PER_SHARD_MAX_DEFAULT: usize = 10_000;
+/// Default requests one connection may have in progress before the broker stops reading it.
+pub const INFLIGHT_REQUESTS_MAX_DEFAULT: usize = 256;
+/// Default frames queued for writing to one connection before producers of them wait.
+pub const OUTBOUND_FRAMES_MAX_DEFAULT: usize = 1024;
+/// Default largest batch a producer may send, bytes: the log's default.
+pub const BATCH_LEN_MAX_DEFAULT: usize = log_config::DEFAULT_BATCH_LEN_MAX;
+/// Default largest frame, bytes: one largest batch plus header and largest extension.
+pub const FRAME_LEN_MAX_DEFAULT: usize = HEADER_LEN + EXT_LEN_MAX_DEFAULT + BATCH_LEN_MAX_DEFAULT;
+/// Default initial size of a connection's receive buffer, bytes.
+pub const READ_BUFFER_BYTES_DEFAULT: usize = 64 << 10;
+/// Default bytes read from a queue per push round.
+pub const PUSH_READ_BYTES_DEFAULT: usize = 256 << 10;
+/// Default subscriptions one connection may hold.
+pub const SUBSCRIPTIONS_PER_CONNECTION_MAX_DEFAULT: usize = 1024;
+
+const _: () = {
+    assert!(CONSUMER_TIMEOUT_MS_DEFAULT > HEARTBEAT_INTERVAL_MS_DEFAULT);
+    assert!(IDLE_TIMEOUT_MS_DEFAULT > CONSUMER_TIMEOUT_MS_DEFAULT);
+    assert!(FRAME_LEN_MAX_DEFAULT >= HEADER_LEN + BATCH_LEN_MAX_DEFAULT);
+    assert!(BATCH_LEN_MAX_DEFAULT <= log_config::BATCH_LEN_MAX_LIMIT);
+    assert!(READ_BUFFER_BYTES_DEFAULT >= HEADER_LEN);
+    assert!(PUSH_READ_BYTES_DEFAULT <= log_config::DEFAULT_TAIL_CACHE_BYTES);
+    assert!(INFLIGHT_REQUESTS_MAX_DEFAULT <= OUTBOUND_FRAMES_MAX_DEFAULT);
+    assert!(SHARDS_MAX <= u64::BITS as usize);
+};
+
+/// The whole broker configuration (`defibus-broker --config broker.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Unique id within the cluster. Default `broker-a`.
+    pub broker_id: String,
+    /// Cluster name. Default `DefaultCluster`.
+    pub cluster: String,
+    /// Area code of the broker's data centre. Default `A10`.
+    pub area: String,
+    /// Address every shard listens on. Default `0.0.0.0`.
+    pub listen_address: String,
+    /// Address advertised to nameservers; default: `listen_address`, or `127.0.0.1` when that
+    /// is the unspecified address.
+    pub advertise_address: Option<String>,
+    /// Shard `n` listens on `port_base + n`; 0 gives every shard an ephemeral port (tests).
+    /// Default 10911.
+    pub port_base: u16,
+    /// Shards (executors, one per core); 0 means one per available core. Default 0.
+    pub shards: usize,
+    /// Where queues, offsets, replies and the topic registry live. Default `./defibus-data/broker`.
+    pub data_dir: PathBuf,
+    /// Nameserver addresses (`host:port`) registered with. Default none.
+    pub nameservers: Vec<String>,
+    /// Interval of registrations, ms. Default 3000.
+    pub register_interval_ms: u64,
+    /// A subscribed connection with no heartbeat for this long is closed and its queues
+    /// reassigned, ms. Default 9000 (three heartbeats).
+    pub consumer_timeout_ms: u64,
+    /// Longest pause of a queue handed over from a live member, waiting for it to commit what
+    /// it was pushed, ms. Default 3000.
+    pub revoke_timeout_ms: u64,
+    /// A connection that sends nothing for this long is closed, ms. Default 60000.
+    pub idle_timeout_ms: u64,
+    /// Executors spin this long before parking, µs (a wake-up costs ~25 µs). Default 0.
+    pub spin_before_park_us: u64,
+    /// IO memory glommio registers per shard, bytes. Default 10 MiB.
+    pub io_memory_bytes: usize,
+    /// Bounds on connections, requests and buffers.
+    pub limits: Limits,
+    /// Storage settings every queue log is opened with.
+    pub storage: StorageConfig,
+}
+
+/// Bounds on everything a peer can make the broker hold.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Open connections per shard; more are accepted and closed at once. Default 10000.
+    pub connections_per_shard_max: usize,
+    /// Requests in progress per connection before reading it pauses. Default 256.
+    pub inflight_requests_max: usize,
+    /// Frames queued for writing per connection before their producers wait. Default 1024.
+    pub outbound_frames_max: usize,
+    /// Largest frame accepted, bytes. Default 8 MiB + 64 KiB + 40.
+    pub frame_len_max: usize,
+    /// Largest record batch accepted, bytes. Default 8 MiB.
+    pub batch_len_max: usize,
+    /// Initial receive buffer per connection, bytes. Default 64 KiB.
+    pub read_buffer_bytes: usize,
+    /// Bytes read from a queue per push round. Default 256 KiB.
+    pub push_read_bytes: usize,
+    /// Subscriptions per connection. Default 1024.
+    pub subscriptions_per_connection_max: usize,
+}
+
+/// Log settings of every queue.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Segment size, bytes. Default 1 GiB.
+    pub segment_bytes_max: u64,
+    /// Async-flush interval, ms. Default 10.
+    pub flush_interval_ms: u64,
+    /// Buffered bytes that start an async flush early. Default 1 MiB.
+    pub flush_bytes: u64,
+    /// Recent data served from memory per queue, bytes. Default 16 MiB.
+    pub tail_cache_bytes: usize,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            broker_id: "broker-a".into(),
+            cluster: "DefaultCluster".into(),
+            area: "A10".into(),
+            listen_address: "0.0.0.0".into(),
+            advertise_address: None,
+            port_base: PORT_BASE_DEFAULT,
+            shards: 0,
+            data_dir: PathBuf::from("./defibus-data/broker"),
+            nameservers: Vec::new(),
+            register_interval_ms: REGISTER_INTERVAL_MS_DEFAULT,
+            consumer_timeout_ms: CONSUMER_TIMEOUT_MS_DEFAULT,
+            revoke_timeout_ms: REVOKE_TIMEOUT_MS_DEFAULT,
+            idle_timeout_ms: IDLE_TIMEOUT_MS_DEFAULT,
+            spin_before_park_us: 0,
+            io_memory_bytes: IO_MEMORY_BYTES_DEFAULT,
+            limits: Limits::default(),
+            storage: StorageConfig::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            connections_per_shard_max: CONNECTIONS_PER_SHARD_MAX_DEFAULT,
+            inflight_requests_max: INFLIGHT_REQUESTS_MAX_DEFAULT,
+            outbound_frames_max: OUTBOUND_FRAMES_MAX_DEFAULT,
+            frame_len_max: FRAME_LEN_MAX_DEFAULT,
+            batch_len_max: BATCH_LEN_MAX_DEFAULT,
+            read_buffer_bytes: READ_BUFFER_BYTES_DEFAULT,
+            push_read_bytes: PUSH_READ_BYTES_DEFAULT,
+            subscriptions_per_connection_max: SUBSCRIPTIONS_PER_CONNECTION_MAX_DEFAULT,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes_max: log_config::DEFAULT_SEGMENT_BYTES_MAX,
+            flush_interval_ms: log_config::DEFAULT_FLUSH_INTERVAL_MS,
+            flush_bytes: log_config::DEFAULT_FLUSH_BYTES,
+            tail_cache_bytes: log_config::DEFAULT_TAIL_CACHE_BYTES,
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// Parses a TOML document; absent fields take their defaults.
+    pub fn from_toml(text: &str) -> Result<Self, BrokerError> {
+        toml::from_str(text).map_err(|e| BrokerError::Config {
+            reason: e.to_string(),
+        })
+    }
+
+    /// Reads and parses a TOML file.
+    pub fn load(path: &std::path::Path) -> Result<Self, BrokerError> {
+        let text = std::fs::read_to_string(path).map_err(|source| BrokerError::Io {
+            op: "read config",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text)
+    }
+
+    /// The number of shards to run: `shards`, or one per available core.
+    pub fn shard_count(&self) -> usize {
+        if self.shards > 0 {
+            self.shards
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(SHARDS_MAX))
+        }
+    }
+
+    /// The address advertised to nameservers and clients.
+    pub fn advertised_address(&self) -> String {
+        match &self.advertise_address {
+            Some(address) => address.clone(),
+            None if self.listen_address == "0.0.0.0" || self.listen_address == "::" => {
+                "127.0.0.1".into()
+            }
+            None => self.listen_address.clone(),
+        }
+    }
+
+    /// The frame limits connections enforce.
+    pub fn frame_limits(&self) -> FrameLimits {
+        FrameLimits {
+            frame_len_max: self.limits.frame_len_max,
+            ext_len_max: EXT_LEN_MAX_DEFAULT,
+        }
+    }
+
+    /// Idle timeout as a duration.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    /// Checks names and how the limits relate; says which field is wrong.
+    pub fn validate(&self) -> Result<(), BrokerError> {
+        let fail = |reason: String| Err(BrokerError::Config { reason });
+        if self.broker_id.is_empty() || self.cluster.is_empty() {
+            return fail("broker_id and cluster must not be empty".into());
+        }
+        if let Err(e) = self.area.parse::<protocol::names::Area>() {
+            return fail(format!("area: {e}"));
+        }
+        if self.shards > SHARDS_MAX {
+            return fail(format!("shards {} exceeds {SHARDS_MAX}", self.shards));
+        }
+        if self.port_base != 0 && usize::from(self.port_base) + self.shard_count() > 65536 {
+            return fail(format!(
+                "port_base {} leaves no port for every shard",
+                self.port_base
+            ));
+        }
+        let l = &self.limits;
+        if l.batch_len_max == 0 || l.batch_len_max > log_config::BATCH_LEN_MAX_LIMIT {
+            return fail(format!(
+                "limits.batch_len_max {} out of range",
+                l.batch_len_max
+            ));
+        }
+        if l.frame_len_max < HEADER_LEN + l.batch_len_max {
+            return fail(format!(
+                "limits.frame_len_max {} must hold a header and a batch of batch_len_max {}",
+                l.frame_len_max, l.batch_len_max
+            ));
+        }
+        let positive = [
+            (
+                "limits.connections_per_shard_max",
+                l.connections_per_shard_max,
+            ),
+            ("limits.inflight_requests_max", l.inflight_requests_max),
+            ("limits.outbound_frames_max", l.outbound_frames_max),
+            ("limits.read_buffer_bytes", l.read_buffer_bytes),
+            ("limits.push_read_bytes", l.push_read_bytes),
+            (
+                "limits.subscriptions_per_connection_max",
+                l.subscriptions_per_connection_max,
+            ),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return fail(format!("{name} must be at least 1"));
+        }
+        let intervals = [
+            ("register_interval_ms", self.register_interval_ms),
+            ("consumer_timeout_ms", self.consumer_timeout_ms),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+            ("storage.flush_interval_ms", self.storage.flush_interval_ms),
+        ];
+        if let Some((name, _)) = intervals.iter().find(|(_, v)| *v == 0) {
+            return fail(format!("{name} must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_toml_overrides_them() {
+        BrokerConfig::default().validate().unwrap();
+        let config = BrokerConfig::from_toml(
+            "broker_id = \"b1\"\nport_base = 0\n[limits]\ninflight_requests_max = 8\n",
+        )
+        .unwrap();
+        assert_eq!(config.broker_id, "b1");
+        assert_eq!(config.limits.inflight_requests_max, 8);
+        assert_eq!(config.idle_timeout_ms, IDLE_TIMEOUT_MS_DEFAULT);
+        let err = BrokerConfig::from_toml("nope = 1").unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+        let bad = BrokerConfig {
+            limits: Limits {
+                frame_len_max: 10,
+                ..Limits::default()
+            },
+            ..BrokerConfig::default()
+        };
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("frame_len_max")
+        );
+    }
+}

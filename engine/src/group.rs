@@ -1,0 +1,216 @@
+//! Consumer groups on one shard: membership, and which member each owned queue is pushed to.
+//!
+//! A consumer subscribes on a connection to every shard, so every shard sees every live member
+//! and assigns the queues *it owns* the same way: members sorted by client id, queue `q` goes to
+//! member `q % n`. Membership changes on subscribe, unsubscribe, connection close and heartbeat
+//! loss (the connection is closed). A queue leaving a live member is paused until that member
+//! commits what it was pushed, or `revoke_timeout_ms` passes; a queue leaving a dead member
+//! moves at once and restarts from the committed offset (at-least-once). A broadcast
+//! subscription is a group of its own, keyed `group/client_id`, and gets every queue.
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::time::Duration;
+
+use protocol::control::{StartPosition, SubscriptionMode};
+
+use crate::net::conn::Conn;
+use crate::notify::Notify;
+use crate::queue::Queue;
+use crate::shard::Shard;
+
+/// A group as offsets and assignment know it: topic and group name (for broadcast, with the
+/// client id appended).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct GroupKey {
+    pub topic: String,
+    pub group: String,
+}
+
+/// One subscription of a connection.
+pub(crate) struct Subscription {
+    pub id: u64,
+    pub conn: Rc<Conn>,
+    pub key: GroupKey,
+    pub client_id: String,
+    pub mode: SubscriptionMode,
+    pub start: StartPosition,
+    /// Records the broker may still push.
+    pub credit: Cell<u64>,
+    /// Notified when credit is granted or the subscription ends.
+    pub credit_changed: Notify,
+    pub closed: Cell<bool>,
+}
+
+impl Subscription {
+    /// Ends the subscription: its push tasks stop at their next step.
+    pub fn close(&self) {
+        self.closed.set(true);
+        self.credit_changed.notify();
+    }
+}
+
+/// Who a queue is pushed to, and the task doing it.
+#[derive(Default)]
+pub(crate) struct Slot {
+    pub owner: Option<u64>,
+    /// Next offset to push; shared with the push task.
+    pub position: Rc<Cell<u64>>,
+    /// The push (or handover) task; dropping it cancels it.
+    pub task: Option<glommio::Task<()>>,
+}
+
+/// One group's members and queue slots on this shard.
+#[derive(Default)]
+pub(crate) struct Group {
+    /// Client id → subscription id, sorted by client id.
+    pub members: BTreeMap<String, u64>,
+    /// Owned queue id → slot.
+    pub slots: HashMap<u32, Slot>,
+}
+
+/// Adds `sub` to its group (replacing an older subscription of the same client) and rebalances.
+pub(crate) fn join(shard: &Rc<Shard>, sub: Rc<Subscription>) {
+    let key = sub.key.clone();
+    let replaced = shard
+        .groups
+        .borrow_mut()
+        .entry(key.clone())
+        .or_default()
+        .members
+        .insert(sub.client_id.clone(), sub.id);
+    if let Some(old) = replaced.filter(|&old| old != sub.id) {
+        if let Some(old) = shard.subs.borrow_mut().remove(&old) {
+            old.close();
+        }
+    }
+    shard.subs.borrow_mut().insert(sub.id, sub);
+    rebalance(shard, &key);
+}
+
+/// Removes a subscription (unsubscribe, connection closed) and rebalances its group at once.
+pub(crate) fn leave(shard: &Rc<Shard>, subscription_id: u64) {
+    let Some(sub) = shard.subs.borrow_mut().remove(&subscription_id) else {
+        return;
+    };
+    sub.close();
+    {
+        let mut groups = shard.groups.borrow_mut();
+        if let Some(group) = groups.get_mut(&sub.key) {
+            if group.members.get(&sub.client_id) == Some(&subscription_id) {
+                group.members.remove(&sub.client_id);
+            }
+        }
+    }
+    rebalance(shard, &sub.key);
+}
+
+/// Rebalances every group of `topic` (its queues changed).
+pub(crate) fn rebalance_topic(shard: &Rc<Shard>, topic: &str) {
+    let keys: Vec<GroupKey> = shard
+        .groups
+        .borrow()
+        .keys()
+        .filter(|k| k.topic == topic)
+        .cloned()
+        .collect();
+    for key in keys {
+        rebalance(shard, &key);
+    }
+}
+
+/// Stops every group of a deleted topic.
+pub(crate) fn drop_topic(shard: &Rc<Shard>, topic: &str) {
+    shard.groups.borrow_mut().retain(|k, _| k.topic != topic);
+}
+
+/// Brings the group's slots in line with its members: see the module documentation.
+pub(crate) fn rebalance(shard: &Rc<Shard>, key: &GroupKey) {
+    let owned = shard.readable_queues(&key.topic);
+    let mut groups = shard.groups.borrow_mut();
+    let Some(group) = groups.get_mut(key) else {
+        return;
+    };
+    let members: Vec<u64> = group.members.values().copied().collect();
+    group.slots.retain(|q, _| owned.contains(q));
+    for &queue_id in &owned {
+        let desired = (!members.is_empty()).then(|| members[queue_id as usize % members.len()]);
+        let slot = group.slots.entry(queue_id).or_default();
+        if slot.owner == desired && (slot.task.is_some() || desired.is_none()) {
+            continue;
+        }
+        let previous = slot.owner;
+        slot.owner = desired;
+        slot.task = None; // cancels whatever pushed this queue before
+        let Some(new_owner) = desired else { continue };
+        let Some(sub) = shard.subs.borrow().get(&new_owner).cloned() else {
+            continue;
+        };
+        let Some(queue) = shard.queue(&key.topic, queue_id) else {
+            continue;
+        };
+        let previous_alive = previous
+            .filter(|&p| p != new_owner)
+            .and_then(|p| shard.subs.borrow().get(&p).map(|s| !s.closed.get()))
+            .unwrap_or(false);
+        let handover = previous_alive.then(|| slot.position.get());
+        let position = slot.position.clone();
+        let shard = shard.clone();
+        slot.task = Some(glommio::spawn_local(async move {
+            if let Some(delivered) = handover {
+                wait_for_commit(&shard, &sub, queue.id, delivered).await;
+            }
+            let start = start_offset(&shard, &sub, &queue);
+            position.set(start);
+            log::debug!(
+                "shard {}: {}/{} → {} from offset {start}",
+                shard.id,
+                sub.key.group,
+                queue.id,
+                sub.client_id
+            );
+            let read_bytes = shard.config.limits.push_read_bytes;
+            drop(shard);
+            crate::push::run(sub, queue, position, read_bytes).await;
+        }));
+    }
+    if group.members.is_empty() {
+        groups.remove(key);
+    }
+}
+
+/// Where a subscription starts on a queue: the committed offset, else its start position.
+fn start_offset(shard: &Shard, sub: &Subscription, queue: &Queue) -> u64 {
+    let committed = shard.offsets.get(&sub.key.topic, &sub.key.group, queue.id);
+    match (sub.start, committed) {
+        (StartPosition::Earliest, _) => queue.log.start_offset(),
+        (_, Some(offset)) => offset.max(queue.log.start_offset()),
+        (StartPosition::Committed, None) => queue.log.start_offset(),
+        (StartPosition::Latest, None) => queue.log.next_offset(),
+    }
+}
+
+/// The revoke pause: waits until the group committed `delivered` on the queue, or the revoke
+/// timeout passes, so two members never consume one queue at once.
+async fn wait_for_commit(shard: &Shard, sub: &Subscription, queue_id: u32, delivered: u64) {
+    let timeout = Duration::from_millis(shard.config.revoke_timeout_ms);
+    let wait = async {
+        loop {
+            let seen = shard.offsets.changed.generation();
+            let committed = shard.offsets.get(&sub.key.topic, &sub.key.group, queue_id);
+            if committed.is_some_and(|c| c >= delivered) {
+                return Ok(());
+            }
+            shard.offsets.changed.wait(seen).await;
+        }
+    };
+    if glommio::timer::timeout(timeout, wait).await.is_err() {
+        log::info!(
+            "shard {}: {}/{queue_id} handed to {} after the revoke timeout, uncommitted below {delivered}",
+            shard.id,
+            sub.key.group,
+            sub.client_id
+        );
+    }
+}

@@ -1,0 +1,215 @@
+//! Messages between shards over the glommio channel mesh, and how a shard receives them.
+//!
+//! Every shard runs one receiver task per peer. A receiver never waits on another shard: work
+//! that may wait (appending a forwarded produce, applying a topic change) runs in its own task,
+//! so two shards sending to each other can never deadlock on full channels.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use glommio::channels::channel_mesh::Receivers;
+use glommio::channels::local_channel;
+use protocol::control::{QueueStats, ShardStats, TopicConfig};
+use protocol::frame::FrameBytes;
+
+use crate::net::outbox::Outbound;
+use crate::shard::Shard;
+
+/// A message from one shard to another.
+pub(crate) enum MeshMsg {
+    /// A request from a client of shard `origin`, for a queue (or registry) this shard owns.
+    Forward {
+        origin: usize,
+        conn_id: u64,
+        frame: FrameBytes,
+    },
+    /// The encoded response to a forwarded request, for connection `conn_id` of the receiver.
+    Response { conn_id: u64, frame: Vec<u8> },
+    /// Shard 0 changed the registry: apply, then answer [`MeshReply::Done`] to `token`.
+    ApplyTopic {
+        origin: usize,
+        token: u64,
+        change: TopicChange,
+    },
+    /// Report this shard's statistics to `token`.
+    Collect { origin: usize, token: u64 },
+    /// The answer to a call.
+    Reply { token: u64, reply: MeshReply },
+    /// A client identified itself on a connection of `shard`.
+    ClientUp { client_id: String, shard: usize },
+    /// The last connection of a client on `shard` closed.
+    ClientDown { client_id: String, shard: usize },
+    /// A reply for a requester connected to the receiving shard.
+    ReplyPush {
+        client_id: String,
+        topic: String,
+        queue_id: u32,
+        batch: Bytes,
+    },
+}
+
+/// A registry change broadcast by shard 0.
+pub(crate) enum TopicChange {
+    /// A topic was created or updated.
+    Upsert(TopicConfig),
+    /// A topic was deleted.
+    Delete(String),
+}
+
+/// The answer to a call over the mesh.
+pub(crate) enum MeshReply {
+    /// Done (a topic change was applied).
+    Done,
+    /// One shard's statistics.
+    Stats(ShardSnapshot),
+}
+
+/// What one shard reports for `Stats`, `ListTopics` and registration.
+pub(crate) struct ShardSnapshot {
+    pub shard: ShardStats,
+    pub queues: Vec<QueueStats>,
+}
+
+/// Starts one receiver task per peer; dropping the returned tasks stops them.
+pub(crate) fn spawn_receivers(
+    shard: &Rc<Shard>,
+    mut receivers: Receivers<MeshMsg>,
+) -> Vec<glommio::Task<()>> {
+    receivers
+        .streams()
+        .into_iter()
+        .map(|(peer, receiver)| {
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                while let Some(msg) = receiver.recv().await {
+                    receive(&shard, msg);
+                }
+                log::debug!("shard {}: mesh from shard {peer} closed", shard.id);
+            })
+        })
+        .collect()
+}
+
+fn receive(shard: &Rc<Shard>, msg: MeshMsg) {
+    match msg {
+        MeshMsg::Forward {
+            origin,
+            conn_id,
+            frame,
+        } => {
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                let response = crate::net::dispatch::serve_forwarded(&shard, &frame).await;
+                shard
+                    .send_to(
+                        origin,
+                        MeshMsg::Response {
+                            conn_id,
+                            frame: response,
+                        },
+                    )
+                    .await;
+            })
+            .detach();
+        }
+        MeshMsg::Response { conn_id, frame } => {
+            let conn = shard.conns.borrow().get(&conn_id).cloned();
+            if let Some(conn) = conn {
+                if conn.outbox.try_send(Outbound::Frame(frame)).is_err() {
+                    log::debug!(
+                        "shard {}: connection {conn_id} cannot take a relayed response",
+                        shard.id
+                    );
+                }
+            }
+        }
+        MeshMsg::ApplyTopic {
+            origin,
+            token,
+            change,
+        } => {
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                crate::admin::apply_change(&shard, change).await;
+                let reply = MeshReply::Done;
+                shard.send_to(origin, MeshMsg::Reply { token, reply }).await;
+            })
+            .detach();
+        }
+        MeshMsg::Collect { origin, token } => {
+            let reply = MeshReply::Stats(crate::admin::snapshot(shard));
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                shard.send_to(origin, MeshMsg::Reply { token, reply }).await;
+            })
+            .detach();
+        }
+        MeshMsg::Reply { token, reply } => {
+            let sender = shard.calls.borrow().get(&token).cloned();
+            if let Some(sender) = sender {
+                let _ = sender.try_send(reply);
+            }
+        }
+        MeshMsg::ClientUp {
+            client_id,
+            shard: at,
+        } => {
+            shard.directory.borrow_mut().remote_up(client_id, at);
+        }
+        MeshMsg::ClientDown {
+            client_id,
+            shard: at,
+        } => {
+            shard.directory.borrow_mut().remote_down(&client_id, at);
+        }
+        MeshMsg::ReplyPush {
+            client_id,
+            topic,
+            queue_id,
+            batch,
+        } => crate::rr::deliver_local(shard, &client_id, Rc::from(topic), queue_id, batch),
+    }
+}
+
+/// Longest wait for every shard to answer a call.
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Sends a message built by `make(token)` to every other shard and collects their replies.
+pub(crate) async fn call_all(shard: &Rc<Shard>, make: impl Fn(u64) -> MeshMsg) -> Vec<MeshReply> {
+    let peers = shard.count - 1;
+    if peers == 0 {
+        return Vec::new();
+    }
+    let token = shard.next_id();
+    let (sender, receiver) = local_channel::new_bounded(peers);
+    shard.calls.borrow_mut().insert(token, Rc::new(sender));
+    let mut expected = 0;
+    for peer in (0..shard.count).filter(|&p| p != shard.id) {
+        if shard.send_to(peer, make(token)).await {
+            expected += 1;
+        }
+    }
+    let mut replies = Vec::with_capacity(expected);
+    let collect = async {
+        while replies.len() < expected {
+            match receiver.recv().await {
+                Some(reply) => replies.push(reply),
+                None => break,
+            }
+        }
+        Ok(())
+    };
+    // A peer that is shutting down may never answer; nobody waits on it for long.
+    if glommio::timer::timeout(CALL_TIMEOUT, collect)
+        .await
+        .is_err()
+    {
+        log::warn!(
+            "shard {}: {} of {expected} shards did not answer within {CALL_TIMEOUT:?}",
+            shard.id,
+            expected - replies.len()
+        );
+    }
+    shard.calls.borrow_mut().remove(&token);
+    replies
+}

@@ -1,0 +1,244 @@
+//! One client connection: a reader (the connection's task) and a writer task draining the
+//! connection's bounded [`Outbox`].
+//!
+//! The reader frames with [`Framer::split_frame`] over one `BytesMut`, so frames are split off
+//! without copying. A garbage, oversized or cut-off frame is answered with an error response
+//! (carrying the request id when the header could be trusted) and the connection is closed;
+//! other connections are not affected. A connection silent for `idle_timeout_ms` is closed.
+
+use std::cell::{Cell, RefCell};
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::BytesMut;
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use glommio::net::TcpStream;
+use glommio::sync::Semaphore;
+use protocol::codes::Status;
+use protocol::frame::{FrameError, FrameFault, FrameHeader, Framer, HEADER_LEN, HeaderError};
+
+use super::outbox::{Outbound, Outbox, error_response};
+use crate::shard::Shard;
+
+/// Most bytes handed to one socket read: bounds the zero-fill of the receive buffer.
+const READ_CHUNK_MAX: usize = 256 << 10;
+/// Most bytes gathered from the outbox into one socket write.
+const WRITE_BATCH_BYTES: usize = 256 << 10;
+
+/// A connection as the rest of the shard sees it.
+pub(crate) struct Conn {
+    pub id: u64,
+    pub outbox: Outbox,
+    /// Set by the first heartbeat (or subscribe): replies to this id come here.
+    pub client_id: RefCell<Option<String>>,
+    /// When the last frame arrived; the sweeper closes subscribed connections gone silent.
+    pub last_seen: Cell<Instant>,
+    /// Subscriptions made on this connection.
+    pub subs: RefCell<Vec<u64>>,
+    stream: Rc<RefCell<TcpStream>>,
+}
+
+impl Conn {
+    /// Closes the connection: the writer drains and stops, the reader sees end of stream.
+    pub fn shutdown(&self) {
+        self.outbox.close();
+        let fd = self.stream.borrow().as_raw_fd();
+        #[allow(unsafe_code)]
+        // SAFETY: `fd` belongs to the stream `self` holds, so it is open; shutdown(2) only
+        // changes the socket's state (glommio's own `shutdown` does the same, but is async and
+        // would hold the stream's borrow across an await).
+        let result = unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        if result != 0 {
+            log::debug!(
+                "connection {}: shutdown: {}",
+                self.id,
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
+/// Polls the shared stream; borrows it only for the duration of one poll, so the reader and
+/// the writer task can each hold one.
+struct Half(Rc<RefCell<TcpStream>>);
+
+impl AsyncRead for Half {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Half {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)
+    }
+}
+
+/// Serves one accepted connection until it closes.
+pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    let peer = stream
+        .peer_addr()
+        .map_or_else(|_| "?".to_owned(), |a| a.to_string());
+    if let Err(e) = stream.set_nodelay(true) {
+        log::debug!("{peer}: set_nodelay: {e}");
+    }
+    if let Err(e) = stream.set_read_timeout(Some(shard.config.idle_timeout())) {
+        log::warn!("{peer}: cannot set the idle timeout: {e}");
+    }
+    let stream = Rc::new(RefCell::new(stream));
+    let conn = Rc::new(Conn {
+        id: shard.next_id(),
+        outbox: Outbox::new(shard.config.limits.outbound_frames_max),
+        client_id: RefCell::new(None),
+        last_seen: Cell::new(Instant::now()),
+        subs: RefCell::new(Vec::new()),
+        stream: stream.clone(),
+    });
+    shard.conns.borrow_mut().insert(conn.id, conn.clone());
+    log::debug!("shard {}: connection {} from {peer}", shard.id, conn.id);
+    let writer = glommio::spawn_local(write_loop(conn.clone(), Half(stream.clone())));
+    let ended = read_loop(&shard, &conn, Half(stream)).await;
+    match ended {
+        Ok(()) => log::debug!("shard {}: {peer} closed the connection", shard.id),
+        Err(reason) => log::info!(
+            "shard {}: closing connection from {peer}: {reason}",
+            shard.id
+        ),
+    }
+    conn.outbox.close();
+    writer.await;
+    super::dispatch::disconnected(&shard, &conn).await;
+    conn.shutdown();
+}
+
+async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut reader: Half) -> Result<(), String> {
+    let framer = Framer::new(shard.config.frame_limits());
+    let read_buffer_bytes = shard.config.limits.read_buffer_bytes;
+    let inflight = Rc::new(Semaphore::new(
+        shard.config.limits.inflight_requests_max as u64,
+    ));
+    let mut buf = BytesMut::with_capacity(read_buffer_bytes);
+    loop {
+        loop {
+            match framer.split_frame(&mut buf) {
+                Ok(Some(frame)) => {
+                    conn.last_seen.set(Instant::now());
+                    super::dispatch::dispatch(shard, conn, frame, &inflight).await;
+                    if conn.outbox.is_closed() {
+                        return Ok(());
+                    }
+                }
+                Ok(None) | Err(FrameError::Incomplete { .. }) => break,
+                Err(FrameError::Invalid { offset, reason }) => {
+                    let header = trusted_header(&buf, &reason);
+                    refuse(shard, conn, &header, reason.status(), &reason.to_string()).await;
+                    return Err(format!("invalid frame at byte {offset}: {reason}"));
+                }
+            }
+        }
+        let len = buf.len();
+        if buf.capacity() - len < HEADER_LEN {
+            buf.reserve(read_buffer_bytes);
+        }
+        let chunk = (buf.capacity() - len).min(READ_CHUNK_MAX);
+        buf.resize(len + chunk, 0);
+        let read = reader.read(&mut buf[len..]).await;
+        let n = match read {
+            Ok(n) => n,
+            Err(e) => {
+                buf.truncate(len);
+                return Err(if e.kind() == std::io::ErrorKind::TimedOut {
+                    format!("idle for {} ms", shard.config.idle_timeout_ms)
+                } else {
+                    format!("read: {e}")
+                });
+            }
+        };
+        buf.truncate(len + n);
+        if n == 0 {
+            if buf.is_empty() || shard.stopping.get() {
+                return Ok(());
+            }
+            let header = match framer.check(&buf) {
+                Err(FrameError::Incomplete { .. }) if buf.len() >= HEADER_LEN => {
+                    FrameHeader::decode(&buf).unwrap_or_default()
+                }
+                _ => FrameHeader::default(),
+            };
+            let message = format!("connection closed {} bytes into a frame", buf.len());
+            refuse(shard, conn, &header, Status::MalformedFrame, &message).await;
+            return Err(message);
+        }
+    }
+}
+
+/// The header to answer a bad frame with: the frame's own when its checksum held (so the
+/// request id is known), otherwise a blank one (request id 0).
+fn trusted_header(buf: &[u8], fault: &FrameFault) -> FrameHeader {
+    let untrusted = matches!(
+        fault,
+        FrameFault::Header(
+            HeaderError::BadMagic { .. }
+                | HeaderError::HeaderChecksum { .. }
+                | HeaderError::UnsupportedVersion { .. }
+        )
+    );
+    if untrusted {
+        return FrameHeader::default();
+    }
+    FrameHeader::decode(buf).unwrap_or_default()
+}
+
+/// Answers a bad frame and closes the outbox behind the answer.
+async fn refuse(shard: &Shard, conn: &Conn, header: &FrameHeader, status: Status, message: &str) {
+    shard
+        .counters
+        .bad_frames
+        .set(shard.counters.bad_frames.get() + 1);
+    let response = error_response(header, status, message);
+    let _ = conn.outbox.send(Outbound::Frame(response)).await;
+    conn.outbox.close();
+}
+
+async fn write_loop(conn: Rc<Conn>, mut writer: Half) {
+    let mut wbuf = Vec::with_capacity(64 << 10);
+    loop {
+        let seen = conn.outbox.readable.generation();
+        wbuf.clear();
+        if conn.outbox.drain_into(&mut wbuf, WRITE_BATCH_BYTES) == 0 {
+            if conn.outbox.is_closed() {
+                break;
+            }
+            conn.outbox.readable.wait(seen).await;
+            continue;
+        }
+        if let Err(e) = writer.write_all(&wbuf).await {
+            log::debug!("connection {}: write: {e}", conn.id);
+            conn.shutdown();
+            return;
+        }
+        if wbuf.capacity() > 4 * WRITE_BATCH_BYTES {
+            wbuf = Vec::with_capacity(64 << 10);
+        }
+    }
+    let _ = writer.flush().await;
+}

@@ -1,0 +1,431 @@
+//! What each command does.
+//!
+//! Connection-bound commands (heartbeat, subscribe, credit, unsubscribe) are served inline by
+//! the reader, so a `SubscribeAck` is queued before the subscription's first push. Commands that
+//! may wait on storage or other shards run as tasks, at most `inflight_requests_max` per
+//! connection: past that the reader stops reading, which is the connection's back pressure.
+//! Queue-addressed and admin commands that this shard does not own are forwarded over the mesh
+//! to the owner (shard 0 for topic changes), and the owner's response relayed back.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use bytes::BytesMut;
+use glommio::sync::Semaphore;
+use protocol::codes::{Command, Status};
+use protocol::control::{
+    self, BrokerStats, ClientHeartbeat, CommitOffset, Credit, FetchOffset, HeartbeatAck,
+    OffsetReply, ProduceAck, Subscribe, SubscribeAck, SubscriptionMode, TopicConfig, TopicList,
+    TopicName, Unsubscribe,
+};
+use protocol::data::BatchAddress;
+use protocol::frame::{FrameBytes, FrameHeader, flag};
+
+use super::conn::Conn;
+use super::outbox::{Outbound, error_response, response};
+use crate::error::Reject;
+use crate::group::{self, GroupKey, Subscription};
+use crate::mesh::MeshMsg;
+use crate::notify::Notify;
+use crate::shard::Shard;
+
+/// What serving a request produced.
+enum Served {
+    /// The response body (empty for commands answered with an empty body).
+    Body(Vec<u8>),
+    /// Another shard owns what the request addresses.
+    Forward(usize),
+}
+
+/// Serves one frame read from `conn`.
+pub(crate) async fn dispatch(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    frame: FrameBytes,
+    inflight: &Rc<Semaphore>,
+) {
+    let header = frame.header;
+    if header.flags & flag::RESPONSE != 0 {
+        log::debug!("connection {}: ignoring a response frame", conn.id);
+        return;
+    }
+    let oneway = header.flags & flag::ONEWAY != 0;
+    let command = match header.command() {
+        Ok(command) => command,
+        Err(e) => {
+            let out = error_response(&header, Status::UnknownCommand, &e.to_string());
+            let _ = conn.outbox.send(Outbound::Frame(out)).await;
+            return;
+        }
+    };
+    let inline = match command {
+        Command::Heartbeat => Some(heartbeat(shard, conn, &frame).await.map(Some)),
+        Command::Credit => Some(credit(shard, conn, &frame).map(|()| Some(Vec::new()))),
+        Command::Subscribe => Some(subscribe(shard, conn, &frame).await.map(|()| None)),
+        Command::Unsubscribe => Some(unsubscribe(shard, conn, &frame).map(|()| Some(Vec::new()))),
+        _ => None,
+    };
+    if let Some(result) = inline {
+        answer(conn, &header, oneway, result).await;
+        return;
+    }
+    let Ok(permit) = inflight.acquire_static_permit(1).await else {
+        return;
+    };
+    let shard = shard.clone();
+    let conn = conn.clone();
+    glommio::spawn_local(async move {
+        let result = match command {
+            Command::CommitOffset => commit(&shard, &conn, &frame).await.map(Served::Body),
+            _ => serve(&shard, &frame).await,
+        };
+        match result {
+            Ok(Served::Forward(owner)) => {
+                let msg = MeshMsg::Forward {
+                    origin: shard.id,
+                    conn_id: conn.id,
+                    frame,
+                };
+                if !shard.send_to(owner, msg).await {
+                    let reject =
+                        Reject::new(Status::ShuttingDown, format!("shard {owner} is stopping"));
+                    answer(&conn, &header, oneway, Err(reject)).await;
+                }
+            }
+            Ok(Served::Body(body)) => answer(&conn, &header, oneway, Ok(Some(body))).await,
+            Err(reject) => answer(&conn, &header, oneway, Err(reject)).await,
+        }
+        drop(permit);
+    })
+    .detach();
+}
+
+/// Queues the response to a request: `Ok(None)` when the handler answered itself.
+async fn answer(
+    conn: &Conn,
+    header: &FrameHeader,
+    oneway: bool,
+    result: Result<Option<Vec<u8>>, Reject>,
+) {
+    let out = match result {
+        Ok(None) => return,
+        Ok(Some(_)) if oneway => return,
+        Ok(Some(body)) => response(header, Status::Ok, &body),
+        Err(reject) => {
+            log::debug!(
+                "connection {}: command {:#06x} refused: {reject}",
+                conn.id,
+                header.command
+            );
+            if oneway {
+                return;
+            }
+            error_response(header, reject.status, &reject.message)
+        }
+    };
+    let _ = conn.outbox.send(Outbound::Frame(out)).await;
+}
+
+/// Serves a request forwarded by another shard; returns the encoded response.
+pub(crate) async fn serve_forwarded(shard: &Rc<Shard>, frame: &FrameBytes) -> Vec<u8> {
+    match serve(shard, frame).await {
+        Ok(Served::Body(body)) => response(&frame.header, Status::Ok, &body),
+        Ok(Served::Forward(owner)) => error_response(
+            &frame.header,
+            Status::Internal,
+            &format!("shard {} and shard {owner} disagree on ownership", shard.id),
+        ),
+        Err(reject) => error_response(&frame.header, reject.status, &reject.message),
+    }
+}
+
+/// Commands that need no connection state: produce, request, reply, offsets, admin.
+async fn serve(shard: &Rc<Shard>, frame: &FrameBytes) -> Result<Served, Reject> {
+    let command = frame
+        .header
+        .command()
+        .map_err(|e| Reject::new(Status::UnknownCommand, e.to_string()))?;
+    match command {
+        Command::Produce | Command::Request => produce(shard, frame).await,
+        Command::Reply => crate::rr::handle_reply(shard, frame)
+            .await
+            .map(Served::Body),
+        Command::FetchOffset => {
+            let request: FetchOffset = control::decode(&frame.body)?;
+            request.validate()?;
+            let owner = owner(shard, &request.topic, request.queue_id, false)?;
+            if owner != shard.id {
+                return Ok(Served::Forward(owner));
+            }
+            let offset = shard
+                .offsets
+                .get(&request.topic, &request.group, request.queue_id);
+            Ok(Served::Body(control::encode(&OffsetReply { offset })?))
+        }
+        Command::CreateTopic | Command::UpdateTopic | Command::DeleteTopic if shard.id != 0 => {
+            Ok(Served::Forward(0))
+        }
+        Command::CreateTopic | Command::UpdateTopic => {
+            let config: TopicConfig = control::decode(&frame.body)?;
+            let create = command == Command::CreateTopic;
+            crate::admin::upsert_topic(shard, config, create).await?;
+            Ok(Served::Body(Vec::new()))
+        }
+        Command::DeleteTopic => {
+            let request: TopicName = control::decode(&frame.body)?;
+            request.topic()?;
+            crate::admin::delete_topic(shard, request.topic).await?;
+            Ok(Served::Body(Vec::new()))
+        }
+        Command::ListTopics => {
+            let topics = crate::admin::topic_infos(shard).await;
+            Ok(Served::Body(control::encode(&TopicList { topics })?))
+        }
+        Command::Stats => {
+            let (shards, queues) = crate::admin::collect(shard).await;
+            let stats = BrokerStats {
+                broker_id: shard.config.broker_id.clone(),
+                shards,
+                queues,
+            };
+            Ok(Served::Body(control::encode(&stats)?))
+        }
+        Command::Push | Command::ReplyPush => Err(Reject::new(
+            Status::InvalidArgument,
+            format!("{command} is sent by brokers, not to them"),
+        )),
+        _ => Err(Reject::new(
+            Status::UnknownCommand,
+            format!("{command} is not served by a broker"),
+        )),
+    }
+}
+
+/// The shard owning queue `queue_id` of `topic`, after checking it exists (and is writable).
+fn owner(shard: &Shard, topic: &str, queue_id: u32, write: bool) -> Result<usize, Reject> {
+    let topics = shard.topics.borrow();
+    let Some(entry) = topics.get(topic) else {
+        return Err(Reject::new(
+            Status::UnknownTopic,
+            format!("no topic {topic}"),
+        ));
+    };
+    let limit = if write {
+        entry.config.write_queue_count
+    } else {
+        entry.config.queue_count
+    };
+    if queue_id >= limit {
+        return Err(Reject::new(
+            Status::InvalidArgument,
+            format!("queue {queue_id} of {topic} is not in 0..{limit}"),
+        ));
+    }
+    Ok(crate::topic::owner_shard(topic, queue_id, shard.count))
+}
+
+/// `Produce` and `Request`: append the batch to its queue; acknowledged per the topic's flush.
+async fn produce(shard: &Rc<Shard>, frame: &FrameBytes) -> Result<Served, Reject> {
+    let address = BatchAddress::decode(&frame.ext)?;
+    let owner = owner(shard, address.topic, address.queue_id, true)?;
+    if owner != shard.id {
+        return Ok(Served::Forward(owner));
+    }
+    let Some(queue) = shard.queue(address.topic, address.queue_id) else {
+        return Err(Reject::new(Status::Internal, "owned queue is not open"));
+    };
+    let appended = queue.append(BytesMut::from(&frame.body[..])).await?;
+    let ack = ProduceAck {
+        queue_id: address.queue_id,
+        base_offset: appended.base_offset,
+        next_offset: appended.next_offset,
+    };
+    Ok(Served::Body(control::encode(&ack)?))
+}
+
+async fn heartbeat(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    frame: &FrameBytes,
+) -> Result<Vec<u8>, Reject> {
+    let heartbeat: ClientHeartbeat = control::decode(&frame.body)?;
+    heartbeat.validate()?;
+    identify(shard, conn, &heartbeat.client_id).await;
+    let ack = HeartbeatAck {
+        broker_id: shard.config.broker_id.clone(),
+        shard_id: shard.id as u32,
+        shard_count: shard.count as u32,
+    };
+    Ok(control::encode(&ack)?)
+}
+
+/// Records which client a connection belongs to, here and (on its first connection to this
+/// shard) on every other shard, so replies find it.
+async fn identify(shard: &Rc<Shard>, conn: &Rc<Conn>, client_id: &str) {
+    if conn.client_id.borrow().as_deref() == Some(client_id) {
+        return;
+    }
+    let previous = conn.client_id.replace(Some(client_id.to_owned()));
+    if let Some(previous) = previous {
+        forget_client(shard, conn, &previous).await;
+    }
+    let first = shard.directory.borrow_mut().local_up(client_id, conn.id);
+    if first {
+        for peer in (0..shard.count).filter(|&p| p != shard.id) {
+            let msg = MeshMsg::ClientUp {
+                client_id: client_id.to_owned(),
+                shard: shard.id,
+            };
+            shard.send_to(peer, msg).await;
+        }
+    }
+}
+
+async fn forget_client(shard: &Rc<Shard>, conn: &Conn, client_id: &str) {
+    let last = shard.directory.borrow_mut().local_down(client_id, conn.id);
+    if last {
+        for peer in (0..shard.count).filter(|&p| p != shard.id) {
+            let msg = MeshMsg::ClientDown {
+                client_id: client_id.to_owned(),
+                shard: shard.id,
+            };
+            shard.send_to(peer, msg).await;
+        }
+    }
+}
+
+/// Cleans up after a closed connection: its subscriptions leave their groups (their queues
+/// move at once) and the directory forgets it.
+pub(crate) async fn disconnected(shard: &Rc<Shard>, conn: &Rc<Conn>) {
+    let subs = std::mem::take(&mut *conn.subs.borrow_mut());
+    for id in subs {
+        group::leave(shard, id);
+    }
+    shard.conns.borrow_mut().remove(&conn.id);
+    let client_id = conn.client_id.borrow_mut().take();
+    if let Some(client_id) = client_id {
+        forget_client(shard, conn, &client_id).await;
+    }
+}
+
+/// Answers itself (the ack must precede the first push), hence `()`.
+async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: &FrameBytes) -> Result<(), Reject> {
+    let request: Subscribe = control::decode(&frame.body)?;
+    request.validate()?;
+    if conn.subs.borrow().len() >= shard.config.limits.subscriptions_per_connection_max {
+        return Err(Reject::new(
+            Status::SystemBusy,
+            "too many subscriptions on this connection",
+        ));
+    }
+    let Some(queue_ids) = shard.topics.borrow().get(&request.topic).map(|t| {
+        let ids = (0..t.queues.len() as u32).filter(|&q| t.queues[q as usize].is_some());
+        ids.collect::<Vec<u32>>()
+    }) else {
+        return Err(Reject::new(
+            Status::UnknownTopic,
+            format!("no topic {}", request.topic),
+        ));
+    };
+    identify(shard, conn, &request.client_id).await;
+    let group = match request.mode {
+        SubscriptionMode::Clustering => request.group.clone(),
+        SubscriptionMode::Broadcast => format!("{}/{}", request.group, request.client_id),
+    };
+    let sub = Rc::new(Subscription {
+        id: shard.next_id(),
+        conn: conn.clone(),
+        key: GroupKey {
+            topic: request.topic.clone(),
+            group,
+        },
+        client_id: request.client_id.clone(),
+        mode: request.mode,
+        start: request.start,
+        credit: Cell::new(u64::from(request.credit_messages)),
+        credit_changed: Notify::new(),
+        closed: Cell::new(false),
+    });
+    let ack = SubscribeAck {
+        subscription_id: sub.id,
+        queue_ids,
+    };
+    // The ack is queued before the group starts pushing, so it reaches the client first.
+    let out = response(&frame.header, Status::Ok, &control::encode(&ack)?);
+    conn.outbox
+        .send(Outbound::Frame(out))
+        .await
+        .map_err(|_| Reject::new(Status::ShuttingDown, "closing"))?;
+    conn.subs.borrow_mut().push(sub.id);
+    log::info!(
+        "shard {}: {} subscribed to {} as {} ({:?})",
+        shard.id,
+        sub.client_id,
+        sub.key.topic,
+        sub.key.group,
+        sub.mode
+    );
+    group::join(shard, sub);
+    Ok(())
+}
+
+/// The subscription `id` if it belongs to `conn`.
+fn own_subscription(shard: &Shard, conn: &Conn, id: u64) -> Result<Rc<Subscription>, Reject> {
+    shard
+        .subs
+        .borrow()
+        .get(&id)
+        .filter(|s| s.conn.id == conn.id)
+        .cloned()
+        .ok_or_else(|| {
+            Reject::new(
+                Status::InvalidArgument,
+                format!("no subscription {id} on this connection"),
+            )
+        })
+}
+
+fn credit(shard: &Shard, conn: &Conn, frame: &FrameBytes) -> Result<(), Reject> {
+    let grant = control::access::<Credit>(&frame.body)?;
+    let sub = own_subscription(shard, conn, grant.subscription_id.to_native())?;
+    sub.credit.set(
+        sub.credit
+            .get()
+            .saturating_add(u64::from(grant.messages.to_native())),
+    );
+    sub.credit_changed.notify();
+    Ok(())
+}
+
+fn unsubscribe(shard: &Rc<Shard>, conn: &Conn, frame: &FrameBytes) -> Result<(), Reject> {
+    let request = control::access::<Unsubscribe>(&frame.body)?;
+    let id = request.subscription_id.to_native();
+    own_subscription(shard, conn, id)?;
+    conn.subs.borrow_mut().retain(|&s| s != id);
+    group::leave(shard, id);
+    Ok(())
+}
+
+async fn commit(shard: &Rc<Shard>, conn: &Conn, frame: &FrameBytes) -> Result<Vec<u8>, Reject> {
+    let request = control::decode::<CommitOffset>(&frame.body)?;
+    let sub = own_subscription(shard, conn, request.subscription_id)?;
+    if shard.queue(&sub.key.topic, request.queue_id).is_none() {
+        return Err(Reject::new(
+            Status::NotOwner,
+            format!(
+                "queue {} of {} is not owned by shard {}",
+                request.queue_id, sub.key.topic, shard.id
+            ),
+        ));
+    }
+    shard
+        .offsets
+        .commit(
+            &sub.key.topic,
+            &sub.key.group,
+            request.queue_id,
+            request.offset,
+        )
+        .await?;
+    Ok(Vec::new())
+}

@@ -1,0 +1,81 @@
+//! The network side of a shard: its listener, connections and request dispatch.
+//!
+//! - [`conn`]: one connection's read and write loops;
+//! - [`outbox`]: a connection's bounded queue of outgoing frames and their encoding;
+//! - [`dispatch`]: what each command does.
+
+pub(crate) mod conn;
+pub(crate) mod dispatch;
+pub(crate) mod outbox;
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use glommio::net::TcpListener;
+
+use crate::shard::Shard;
+
+/// Accepts connections until the task is dropped; refuses (closes) those past the limit.
+pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    let max = shard.config.limits.connections_per_shard_max;
+    let mut refused_logged = false;
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                if shard.conns.borrow().len() >= max {
+                    if !refused_logged {
+                        log::warn!("shard {}: {max} connections open; refusing more", shard.id);
+                        refused_logged = true;
+                    }
+                    drop(stream);
+                    continue;
+                }
+                refused_logged = false;
+                glommio::spawn_local(conn::serve(shard.clone(), stream)).detach();
+            }
+            Err(e) => {
+                // Typically EMFILE: back off instead of spinning on the error.
+                log::warn!("shard {}: accept: {e}", shard.id);
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Closes subscribed connections that stopped heartbeating, so their queues move on.
+pub(crate) async fn sweep_loop(shard: Rc<Shard>) {
+    let timeout = Duration::from_millis(shard.config.consumer_timeout_ms);
+    let period = (timeout / 3).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    loop {
+        glommio::timer::sleep(period).await;
+        let now = Instant::now();
+        let dead: Vec<Rc<conn::Conn>> = shard
+            .conns
+            .borrow()
+            .values()
+            .filter(|c| !c.subs.borrow().is_empty())
+            .filter(|c| now.duration_since(c.last_seen.get()) > timeout)
+            .cloned()
+            .collect();
+        for conn in dead {
+            log::info!(
+                "shard {}: consumer {:?} missed heartbeats for {timeout:?}; closing its connection",
+                shard.id,
+                conn.client_id.borrow()
+            );
+            conn.shutdown();
+        }
+    }
+}
+
+/// Closes every connection and waits (briefly) for their tasks to clean up.
+pub(crate) async fn close_all(shard: &Rc<Shard>) {
+    let conns: Vec<Rc<conn::Conn>> = shard.conns.borrow().values().cloned().collect();
+    for conn in conns {
+        conn.shutdown();
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !shard.conns.borrow().is_empty() && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+}

@@ -1,0 +1,113 @@
+//! Committed consumer offsets of one shard: a journal on [`Log`] in sync mode.
+//!
+//! Each commit appends one record (key `topic \n group \n queue`, value the offset as `u64` LE)
+//! and is acknowledged only once the append resolved, i.e. after an fdatasync covered it (group
+//! commit batches concurrent commits into one fdatasync). At open the journal is replayed in
+//! order; the last record of a key wins. The shard owning a queue owns its offsets, so no
+//! offset is ever written by two shards.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::Path;
+
+use bytes::BytesMut;
+use protocol::record::{BatchBuilder, BatchView, MessageType, Record};
+
+use crate::log::{FlushMode, Log, LogConfig, LogError};
+use crate::notify::Notify;
+
+/// Bytes read per replay step.
+const REPLAY_READ_BYTES: usize = 1 << 20;
+
+/// The committed offsets of every (topic, group, queue) this shard owns.
+pub(crate) struct Offsets {
+    journal: Log,
+    committed: RefCell<HashMap<String, u64>>,
+    /// Notified after every durable commit; handovers wait on it.
+    pub changed: Notify,
+}
+
+fn key(topic: &str, group: &str, queue_id: u32) -> String {
+    format!("{topic}\n{group}\n{queue_id}")
+}
+
+impl Offsets {
+    /// Opens the journal in `dir` and replays it.
+    pub async fn open(dir: &Path) -> Result<Self, LogError> {
+        let mut config = LogConfig::new(dir);
+        config.flush = FlushMode::Sync;
+        config.segment_bytes_max = 64 << 20;
+        config.tail_cache_bytes = 1 << 20;
+        let journal = Log::open(config).await?;
+        let mut committed = HashMap::new();
+        let mut offset = journal.start_offset();
+        while offset < journal.next_offset() {
+            let batches = journal.read(offset, REPLAY_READ_BYTES).await?;
+            if batches.is_empty() {
+                break;
+            }
+            for batch in &batches {
+                let view = BatchView::parse(batch, protocol::record::BATCH_LEN_MAX)
+                    .map_err(|source| LogError::InvalidBatch { source })?;
+                for record in view.records().filter(|r| r.offset() >= offset) {
+                    if let (Ok(k), Ok(v)) = (
+                        std::str::from_utf8(record.key()),
+                        <[u8; 8]>::try_from(record.value()),
+                    ) {
+                        committed.insert(k.to_owned(), u64::from_le_bytes(v));
+                    }
+                }
+                offset = view.next_offset();
+            }
+        }
+        Ok(Self {
+            journal,
+            committed: RefCell::new(committed),
+            changed: Notify::new(),
+        })
+    }
+
+    /// The committed offset, if any.
+    pub fn get(&self, topic: &str, group: &str, queue_id: u32) -> Option<u64> {
+        self.committed
+            .borrow()
+            .get(&key(topic, group, queue_id))
+            .copied()
+    }
+
+    /// Records a commit; resolves once it is durable.
+    pub async fn commit(
+        &self,
+        topic: &str,
+        group: &str,
+        queue_id: u32,
+        offset: u64,
+    ) -> Result<(), LogError> {
+        let key = key(topic, group, queue_id);
+        let mut builder = BatchBuilder::new(protocol::record::BATCH_LEN_MAX);
+        let value = offset.to_le_bytes();
+        builder
+            .push(&Record {
+                timestamp_ms: 0,
+                message_type: MessageType::Event,
+                key: key.as_bytes(),
+                properties: &[],
+                value: &value,
+            })
+            .map_err(|e| LogError::Config {
+                reason: format!("offset record for {key:?}: {e}"),
+            })?;
+        let Some(batch) = builder.finish() else {
+            return Ok(());
+        };
+        self.journal.append(BytesMut::from(&batch[..])).await?;
+        self.committed.borrow_mut().insert(key, offset);
+        self.changed.notify();
+        Ok(())
+    }
+
+    /// Makes everything durable and stops the journal's flusher.
+    pub async fn close(self) -> Result<(), LogError> {
+        self.journal.close().await
+    }
+}

@@ -1,0 +1,346 @@
+//! One shard: a glommio executor pinned to a core, owning its queues, connections, groups,
+//! offsets and reply queue. Shards share nothing mutable; they talk over the channel mesh
+//! ([`crate::mesh`]).
+//!
+//! A shard's life: join the mesh → load the topic registry and open the queues it owns, its
+//! offset journal and its reply queue → listen → report its port → serve until the broker's
+//! stop flag is set → stop accepting, close connections, flush and close every log.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use glommio::channels::channel_mesh::{MeshBuilder, Senders};
+use glommio::channels::local_channel::LocalSender;
+use glommio::net::TcpListener;
+use protocol::control::TopicConfig;
+
+use crate::config::BrokerConfig;
+use crate::error::BrokerError;
+use crate::group::{Group, GroupKey, Subscription};
+use crate::mesh::{MeshMsg, MeshReply};
+use crate::net::conn::Conn;
+use crate::offsets::Offsets;
+use crate::queue::Queue;
+use crate::rr::{Directory, ReplyLog};
+
+/// Frames a mesh channel between two shards holds before senders wait.
+pub(crate) const MESH_CHANNEL_CAPACITY: usize = 1024;
+/// How often a shard checks the broker's stop flag, ms.
+const STOP_POLL_MS: u64 = 20;
+
+/// A topic as one shard sees it: its configuration and the queues this shard owns.
+pub(crate) struct TopicEntry {
+    /// The topic's name, shared by its queues and pushes.
+    pub name: Rc<str>,
+    /// The configuration, as last applied.
+    pub config: TopicConfig,
+    /// Index = queue id; `Some` for the queues this shard owns.
+    pub queues: Vec<Option<Rc<Queue>>>,
+}
+
+/// Counters reported by `Stats`.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub bad_frames: Cell<u64>,
+    pub replies: Cell<u64>,
+}
+
+/// Everything one shard owns. Lives in its executor as `Rc<Shard>`.
+pub(crate) struct Shard {
+    pub id: usize,
+    pub count: usize,
+    pub config: Arc<BrokerConfig>,
+    pub topics: RefCell<HashMap<String, TopicEntry>>,
+    /// Shard 0 only: the durable registry, the source of every topic change.
+    pub registry: RefCell<BTreeMap<String, TopicConfig>>,
+    pub conns: RefCell<HashMap<u64, Rc<Conn>>>,
+    pub subs: RefCell<HashMap<u64, Rc<Subscription>>>,
+    pub groups: RefCell<HashMap<GroupKey, Group>>,
+    pub offsets: Offsets,
+    pub replies: ReplyLog,
+    pub directory: RefCell<Directory>,
+    pub mesh: Senders<MeshMsg>,
+    /// Outstanding mesh calls by token: where their replies go.
+    pub calls: RefCell<HashMap<u64, Rc<LocalSender<MeshReply>>>>,
+    pub counters: Counters,
+    pub stopping: Cell<bool>,
+    /// Every shard's port, set by the broker once all listen.
+    ports: Arc<OnceLock<Vec<u16>>>,
+    next_id: Cell<u64>,
+}
+
+impl Shard {
+    /// A fresh id for a connection, subscription or mesh call, unique within this shard
+    /// (subscription ids carry the shard id in their top byte, so they are broker-unique).
+    pub fn next_id(&self) -> u64 {
+        let id = self.next_id.get() + 1;
+        self.next_id.set(id);
+        ((self.id as u64) << 56) | id
+    }
+
+    /// Every shard's listening port, by shard id; empty until all shards listen.
+    pub fn ports(&self) -> Vec<u16> {
+        self.ports.get().cloned().unwrap_or_default()
+    }
+
+    /// The queue this shard owns, or `None`.
+    pub fn queue(&self, topic: &str, queue_id: u32) -> Option<Rc<Queue>> {
+        self.topics
+            .borrow()
+            .get(topic)
+            .and_then(|t| t.queues.get(queue_id as usize))
+            .and_then(Clone::clone)
+    }
+
+    /// Owned, readable queue ids of `topic`, ascending.
+    pub fn readable_queues(&self, topic: &str) -> Vec<u32> {
+        let topics = self.topics.borrow();
+        let Some(entry) = topics.get(topic) else {
+            return Vec::new();
+        };
+        let readable = entry.config.read_queue_count as usize;
+        entry
+            .queues
+            .iter()
+            .take(readable)
+            .enumerate()
+            .filter(|(_, q)| q.is_some())
+            .map(|(id, _)| id as u32)
+            .collect()
+    }
+
+    /// Sends `msg` to shard `to` over the mesh; false if that shard is gone (shutting down).
+    pub async fn send_to(&self, to: usize, msg: MeshMsg) -> bool {
+        match self.mesh.send_to(to, msg).await {
+            Ok(()) => true,
+            Err(e) => {
+                log::debug!("shard {}: mesh send to shard {to} failed: {e}", self.id);
+                false
+            }
+        }
+    }
+}
+
+/// What the broker hands each shard thread.
+pub(crate) struct ShardStart {
+    pub id: usize,
+    pub count: usize,
+    pub config: Arc<BrokerConfig>,
+    pub mesh: MeshBuilder<MeshMsg, glommio::channels::channel_mesh::Full>,
+    pub stop: Arc<AtomicBool>,
+    pub ports: Arc<OnceLock<Vec<u16>>>,
+    pub ready: mpsc::Sender<(usize, Result<u16, BrokerError>)>,
+}
+
+/// The body of a shard's executor: runs until the stop flag is set.
+pub(crate) async fn run(start: ShardStart) -> Result<(), BrokerError> {
+    let ShardStart {
+        id,
+        count,
+        config,
+        mesh,
+        stop,
+        ports,
+        ready,
+    } = start;
+    let shard_error = |reason: String| BrokerError::Shard { shard: id, reason };
+    let (senders, receivers) = mesh
+        .join()
+        .await
+        .map_err(|e| shard_error(format!("cannot join the shard mesh: {e}")))?;
+    let opened = open(id, count, config.clone(), senders, ports).await;
+    let shard = match opened {
+        Ok(shard) => Rc::new(shard),
+        Err(e) => {
+            let reason = e.to_string();
+            let _ = ready.send((id, Err(e)));
+            return Err(shard_error(reason));
+        }
+    };
+    let port = if config.port_base == 0 {
+        0
+    } else {
+        config.port_base + id as u16
+    };
+    let address = format!("{}:{port}", config.listen_address);
+    let listener = match TcpListener::bind(&address) {
+        Ok(listener) => listener,
+        Err(e) => {
+            let error = BrokerError::Io {
+                op: "listen on",
+                path: address.into(),
+                source: e.into(),
+            };
+            let reason = error.to_string();
+            let _ = ready.send((id, Err(error)));
+            close(shard).await;
+            return Err(shard_error(reason));
+        }
+    };
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(port);
+    log::info!(
+        "shard {id}/{count} listening on {}:{port}",
+        config.listen_address
+    );
+
+    let mesh_tasks = crate::mesh::spawn_receivers(&shard, receivers);
+    let accept = glommio::spawn_local(crate::net::accept_loop(shard.clone(), listener));
+    let sweeper = glommio::spawn_local(crate::net::sweep_loop(shard.clone()));
+    let register = (id == 0).then(|| glommio::spawn_local(crate::register::run(shard.clone())));
+    let _ = ready.send((id, Ok(port)));
+
+    while !stop.load(Ordering::Acquire) {
+        glommio::timer::sleep(Duration::from_millis(STOP_POLL_MS)).await;
+    }
+    log::info!("shard {id}: shutting down");
+    shard.stopping.set(true);
+    drop(accept);
+    drop(sweeper);
+    if let Some(register) = register {
+        drop(register);
+        crate::register::unregister(&shard).await;
+    }
+    crate::net::close_all(&shard).await;
+    // Peers may still be relaying to us; let our mesh receivers finish what is queued.
+    glommio::timer::sleep(Duration::from_millis(STOP_POLL_MS)).await;
+    drop(mesh_tasks);
+    close(shard).await;
+    Ok(())
+}
+
+/// Builds the shard: topics from the registry, owned queues, offsets and replies.
+async fn open(
+    id: usize,
+    count: usize,
+    config: Arc<BrokerConfig>,
+    mesh: Senders<MeshMsg>,
+    ports: Arc<OnceLock<Vec<u16>>>,
+) -> Result<Shard, BrokerError> {
+    let log_error = |what: String| {
+        move |source| BrokerError::Log {
+            shard: id,
+            what,
+            source,
+        }
+    };
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| BrokerError::Io {
+        op: "create data directory",
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let registry = crate::topic::load_registry(&config.data_dir)?;
+    let offsets_dir = config.data_dir.join("offsets").join(format!("shard-{id}"));
+    let offsets = Offsets::open(&offsets_dir)
+        .await
+        .map_err(log_error(format!(
+            "offset journal {}",
+            offsets_dir.display()
+        )))?;
+    let replies_dir = config.data_dir.join("replies").join(format!("shard-{id}"));
+    let replies = ReplyLog::open(&config, &replies_dir)
+        .await
+        .map_err(log_error(format!("reply queue {}", replies_dir.display())))?;
+    let mut topics = HashMap::new();
+    for topic in registry.values() {
+        let entry = open_topic(&config, id, count, topic, None)
+            .await
+            .map_err(log_error(format!("topic {}", topic.topic)))?;
+        topics.insert(topic.topic.clone(), entry);
+    }
+    log::info!(
+        "shard {id}: {} topics, {} owned queues",
+        topics.len(),
+        topics
+            .values()
+            .map(|t: &TopicEntry| t.queues.iter().flatten().count())
+            .sum::<usize>()
+    );
+    Ok(Shard {
+        id,
+        count,
+        config,
+        topics: RefCell::new(topics),
+        registry: RefCell::new(if id == 0 { registry } else { BTreeMap::new() }),
+        conns: RefCell::new(HashMap::new()),
+        subs: RefCell::new(HashMap::new()),
+        groups: RefCell::new(HashMap::new()),
+        offsets,
+        replies,
+        directory: RefCell::new(Directory::default()),
+        mesh,
+        calls: RefCell::new(HashMap::new()),
+        counters: Counters::default(),
+        stopping: Cell::new(false),
+        ports,
+        next_id: Cell::new(0),
+    })
+}
+
+/// The entry of `config` on shard `id`: reuses the queues of `previous` that stay, opens the
+/// owned queues it lacks. Queues past a shrunk `queue_count` are left to the caller to close.
+pub(crate) async fn open_topic(
+    config: &BrokerConfig,
+    id: usize,
+    count: usize,
+    topic: &TopicConfig,
+    previous: Option<&TopicEntry>,
+) -> Result<TopicEntry, crate::log::LogError> {
+    let name: Rc<str> = previous.map_or_else(|| Rc::from(topic.topic.as_str()), |p| p.name.clone());
+    let mut queues = Vec::with_capacity(topic.queue_count as usize);
+    for queue_id in 0..topic.queue_count {
+        let kept = previous.and_then(|p| p.queues.get(queue_id as usize).cloned().flatten());
+        let queue = match kept {
+            Some(queue) => Some(queue),
+            None if crate::topic::owner_shard(&topic.topic, queue_id, count) == id => Some(
+                Rc::new(Queue::open(config, topic, name.clone(), queue_id).await?),
+            ),
+            None => None,
+        };
+        queues.push(queue);
+    }
+    Ok(TopicEntry {
+        name,
+        config: topic.clone(),
+        queues,
+    })
+}
+
+/// Flushes and closes every log of the shard.
+async fn close(shard: Rc<Shard>) {
+    let id = shard.id;
+    shard.groups.borrow_mut().clear();
+    shard.subs.borrow_mut().clear();
+    let topics: Vec<TopicEntry> = shard.topics.borrow_mut().drain().map(|(_, t)| t).collect();
+    for queue in topics.into_iter().flat_map(|t| t.queues).flatten() {
+        close_queue(id, queue).await;
+    }
+    let Ok(shard) = Rc::try_unwrap(shard) else {
+        log::warn!(
+            "shard {id}: tasks still hold the shard at close; offsets and replies are flushed by their drop"
+        );
+        return;
+    };
+    if let Err(e) = shard.offsets.close().await {
+        log::error!("shard {id}: closing the offset journal: {e}");
+    }
+    if let Err(e) = shard.replies.close().await {
+        log::error!("shard {id}: closing the reply queue: {e}");
+    }
+}
+
+/// Flushes a queue's log and closes it if nothing else holds it.
+pub(crate) async fn close_queue(shard_id: usize, queue: Rc<Queue>) {
+    let name = format!("{}/{}", queue.topic, queue.id);
+    let result = match Rc::try_unwrap(queue) {
+        Ok(queue) => queue.log.close().await,
+        Err(queue) => queue.log.flush().await,
+    };
+    if let Err(e) = result {
+        log::error!("shard {shard_id}: closing queue {name}: {e}");
+    }
+}

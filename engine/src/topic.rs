@@ -1,0 +1,142 @@
+//! Topics: which shard owns which queue, and the durable registry of topic configurations.
+//!
+//! Shard 0 is the only writer of the registry file `<data>/topics.rkyv` (an archived
+//! `Vec<TopicConfig>`). Every shard reads it once at start; afterwards shard 0 broadcasts each
+//! change over the mesh and waits until every shard applied it before answering the admin.
+//!
+//! Durability protocol of a registry change:
+//! 1. write the whole registry to `topics.rkyv.tmp`;
+//! 2. fsync `topics.rkyv.tmp`;
+//! 3. rename it over `topics.rkyv` (atomic: a crash leaves the old or the new file);
+//! 4. fsync `<data>` so the rename itself survives.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use protocol::codes::Status;
+use protocol::control::{self, TopicConfig};
+
+use crate::error::{BrokerError, Reject};
+
+/// Name of the registry file in the data directory.
+pub const REGISTRY_FILE: &str = "topics.rkyv";
+
+/// The shard that owns queue `queue_id` of `topic`: FNV-1a 64 of the topic's bytes then the
+/// queue id's little-endian bytes, modulo the shard count. Stable across restarts and builds.
+pub fn owner_shard(topic: &str, queue_id: u32, shard_count: usize) -> usize {
+    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = OFFSET_BASIS;
+    for &b in topic.as_bytes().iter().chain(&queue_id.to_le_bytes()) {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(PRIME);
+    }
+    (hash % shard_count.max(1) as u64) as usize
+}
+
+/// Directory of one queue's log.
+pub fn queue_dir(data_dir: &Path, topic: &str, queue_id: u32) -> PathBuf {
+    data_dir
+        .join("queues")
+        .join(topic)
+        .join(queue_id.to_string())
+}
+
+/// Directory of all of a topic's queues.
+pub fn topic_dir(data_dir: &Path, topic: &str) -> PathBuf {
+    data_dir.join("queues").join(topic)
+}
+
+/// Reads the registry; an absent file is an empty registry.
+pub fn load_registry(data_dir: &Path) -> Result<BTreeMap<String, TopicConfig>, BrokerError> {
+    let path = data_dir.join(REGISTRY_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(source) => {
+            return Err(BrokerError::Io {
+                op: "read topic registry",
+                path,
+                source,
+            });
+        }
+    };
+    let configs = control::decode::<Vec<TopicConfig>>(&bytes).map_err(|e| BrokerError::Config {
+        reason: format!("topic registry {} is corrupt: {e}", path.display()),
+    })?;
+    Ok(configs.into_iter().map(|c| (c.topic.clone(), c)).collect())
+}
+
+/// Writes the registry atomically (see the module's durability protocol).
+pub fn store_registry(
+    data_dir: &Path,
+    topics: &BTreeMap<String, TopicConfig>,
+) -> Result<(), BrokerError> {
+    let configs: Vec<TopicConfig> = topics.values().cloned().collect();
+    let bytes = control::encode(&configs).map_err(|e| BrokerError::Config {
+        reason: format!("cannot encode topic registry: {e}"),
+    })?;
+    let path = data_dir.join(REGISTRY_FILE);
+    let tmp = data_dir.join(format!("{REGISTRY_FILE}.tmp"));
+    let io = |op: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| BrokerError::Io { op, path, source }
+    };
+    let mut file = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
+    file.write_all(&bytes).map_err(io("write", &tmp))?;
+    file.sync_all().map_err(io("fsync", &tmp))?;
+    drop(file);
+    std::fs::rename(&tmp, &path).map_err(io("rename", &path))?;
+    std::fs::File::open(data_dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(io("fsync directory", data_dir))
+}
+
+/// Checks an admin's topic configuration, with the status to answer when it is wrong.
+pub fn validate_config(config: &TopicConfig) -> Result<(), Reject> {
+    config.validate()?;
+    if config.queue_count > QUEUE_COUNT_MAX {
+        return Err(Reject::new(
+            Status::InvalidArgument,
+            format!(
+                "queue_count {} exceeds {QUEUE_COUNT_MAX}",
+                config.queue_count
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Most queues a topic may have on one broker (DeFiBus dynamic queues stop at 1024).
+pub const QUEUE_COUNT_MAX: u32 = 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_is_stable_and_spreads() {
+        assert_eq!(owner_shard("A10-1", 0, 1), 0);
+        let owners: Vec<usize> = (0..16).map(|q| owner_shard("A10-1", q, 2)).collect();
+        assert!(owners.contains(&0) && owners.contains(&1), "{owners:?}");
+        assert_eq!(
+            owners,
+            (0..16)
+                .map(|q| owner_shard("A10-1", q, 2))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn registry_round_trips_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(load_registry(dir.path()).unwrap().is_empty());
+        let mut topics = BTreeMap::new();
+        let config = TopicConfig::new(&"A10-1".parse().unwrap());
+        topics.insert(config.topic.clone(), config);
+        store_registry(dir.path(), &topics).unwrap();
+        assert_eq!(load_registry(dir.path()).unwrap(), topics);
+        assert!(!dir.path().join("topics.rkyv.tmp").exists());
+    }
+}
