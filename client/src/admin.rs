@@ -1,0 +1,173 @@
+//! Administration: topics on brokers, routes and cluster state from nameservers, statistics.
+
+use std::sync::Arc;
+
+use protocol::codes::Command;
+use protocol::control::{
+    self, BrokerStats, ClusterInfo, TopicConfig, TopicInfo, TopicList, TopicName, TopicRoute,
+};
+use protocol::names::Topic;
+
+use crate::client::{Client, ClientInner};
+use crate::error::{ClientError, Result};
+use crate::net::PeerKind;
+
+/// Admin calls. Broker calls take a broker endpoint (`host:port` of any shard: a shard
+/// forwards what it does not own); cluster calls find the brokers through the nameservers.
+#[derive(Clone)]
+pub struct Admin {
+    client: Arc<ClientInner>,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Admin")
+    }
+}
+
+impl Admin {
+    /// Admin calls through `client`'s connections.
+    pub fn new(client: &Client) -> Self {
+        Self {
+            client: client.inner.clone(),
+        }
+    }
+
+    /// Creates a topic on one broker.
+    pub fn create_topic(&self, broker: &str, config: &TopicConfig) -> Result<()> {
+        config.topic.parse::<Topic>()?;
+        self.broker_call(
+            broker,
+            Command::CreateTopic,
+            &control::encode(config).map_err(local)?,
+        )
+        .map(drop)
+    }
+
+    /// Changes a topic's configuration on one broker.
+    pub fn update_topic(&self, broker: &str, config: &TopicConfig) -> Result<()> {
+        config.topic.parse::<Topic>()?;
+        self.broker_call(
+            broker,
+            Command::UpdateTopic,
+            &control::encode(config).map_err(local)?,
+        )
+        .map(drop)
+    }
+
+    /// Deletes a topic and its data on one broker.
+    pub fn delete_topic(&self, broker: &str, topic: &str) -> Result<()> {
+        topic.parse::<Topic>()?;
+        let body = control::encode(&TopicName {
+            topic: topic.to_owned(),
+        })
+        .map_err(local)?;
+        self.broker_call(broker, Command::DeleteTopic, &body)
+            .map(drop)
+    }
+
+    /// The topics one broker holds.
+    pub fn list_topics(&self, broker: &str) -> Result<Vec<TopicInfo>> {
+        let frame = self.broker_call(broker, Command::ListTopics, &[])?;
+        Ok(control::decode::<TopicList>(&frame.body)
+            .map_err(|e| ClientError::control(broker, e))?
+            .topics)
+    }
+
+    /// One broker's runtime statistics.
+    pub fn stats(&self, broker: &str) -> Result<BrokerStats> {
+        let frame = self.broker_call(broker, Command::Stats, &[])?;
+        control::decode::<BrokerStats>(&frame.body).map_err(|e| ClientError::control(broker, e))
+    }
+
+    /// The live brokers, from the first nameserver that answers.
+    pub fn cluster_info(&self) -> Result<ClusterInfo> {
+        let mut last_error = None;
+        for nameserver in &self.client.config.nameservers {
+            let answer = self
+                .client
+                .pool
+                .get(nameserver, PeerKind::Nameserver)
+                .and_then(|conn| {
+                    conn.call(
+                        Command::ClusterInfo,
+                        &[],
+                        &[],
+                        self.client.config.request_timeout,
+                    )
+                })
+                .and_then(|frame| {
+                    control::decode::<ClusterInfo>(&frame.body)
+                        .map_err(|e| ClientError::control(nameserver, e))
+                });
+            match answer {
+                Ok(info) => return Ok(info),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error
+            .unwrap_or_else(|| ClientError::InvalidArgument("no nameserver configured".into())))
+    }
+
+    /// The route of `topic`, fetched now from the nameservers (and cached for producers).
+    pub fn topic_route(&self, topic: &str) -> Result<TopicRoute> {
+        topic.parse::<Topic>()?;
+        Ok(self
+            .client
+            .routes
+            .refresh(&self.client.pool, topic)?
+            .route
+            .clone())
+    }
+
+    /// Creates a topic on every live broker of `cluster` (every broker when `None`), as the
+    /// nameservers list them; returns the broker ids it was created on. A broker that already
+    /// has the topic counts as done.
+    pub fn create_topic_on_cluster(
+        &self,
+        cluster: Option<&str>,
+        config: &TopicConfig,
+    ) -> Result<Vec<String>> {
+        let info = self.cluster_info()?;
+        let mut created = Vec::new();
+        for broker in info
+            .brokers
+            .iter()
+            .filter(|b| cluster.is_none_or(|c| b.cluster == c))
+        {
+            let Some(port) = broker.shard_ports.first() else {
+                continue;
+            };
+            let endpoint = format!("{}:{port}", broker.address);
+            match self.create_topic(&endpoint, config) {
+                Ok(())
+                | Err(ClientError::Status {
+                    status: protocol::codes::Status::TopicExists,
+                    ..
+                }) => created.push(broker.broker_id.clone()),
+                Err(e) => return Err(e),
+            }
+        }
+        if created.is_empty() {
+            return Err(ClientError::NoRoute {
+                topic: config.topic.clone(),
+            });
+        }
+        Ok(created)
+    }
+
+    fn broker_call(
+        &self,
+        broker: &str,
+        command: Command,
+        body: &[u8],
+    ) -> Result<protocol::frame::FrameBytes> {
+        let conn = self.client.broker(broker)?;
+        conn.call(command, &[], body, self.client.config.request_timeout)
+    }
+}
+
+/// An encoding failure of our own payload.
+fn local(error: control::ControlError) -> ClientError {
+    ClientError::control("(local)", error)
+}

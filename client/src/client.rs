@@ -1,0 +1,423 @@
+//! The shared core every producer, consumer, requester and admin of one client uses: its
+//! identity, connection pool, route cache, pending replies and background threads.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use protocol::control::ClientHeartbeat;
+use protocol::data::BatchAddress;
+use protocol::frame::FrameBytes;
+use protocol::names::ClientId;
+use protocol::record::{BATCH_LEN_MAX, BatchView, MessageType};
+
+use crate::config::{ClientConfig, PENDING_REPLIES_MAX, default_client_id};
+use crate::error::{ClientError, Result};
+use crate::message::{ReceivedMessage, Reply};
+use crate::net::{Handshake, PeerKind, Pool, PoolConfig, ReplySink};
+use crate::route::{CachedRoute, Isolation, RouteCache};
+use crate::timer::Timer;
+
+/// Clients created in this process, numbering default client ids.
+static INSTANCES: AtomicU64 = AtomicU64::new(0);
+
+/// Bound on deferred tasks (send retries) queued for the task thread.
+const TASKS_MAX: usize = 64 * 1024;
+
+/// A handle to a DeFiBus client: cheap to clone, shared by the producers, consumers,
+/// requesters, responders and admins built from it. The connections and background threads
+/// end when the last handle and the last role built from it are dropped, or at
+/// [`Client::close`].
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<ClientInner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("client_id", &self.inner.client_id)
+            .finish()
+    }
+}
+
+/// Work deferred to the client's task thread.
+pub(crate) type Task = Box<dyn FnOnce() + Send>;
+
+/// Called with a reply, or with the error that ended the wait.
+pub(crate) type ReplyCallback = Box<dyn FnOnce(Result<Reply>) + Send>;
+
+pub(crate) struct ClientInner {
+    pub(crate) config: ClientConfig,
+    pub(crate) client_id: ClientId,
+    pub(crate) pool: Pool,
+    pub(crate) routes: RouteCache,
+    pub(crate) isolation: Isolation,
+    pub(crate) replies: Arc<ReplyRegistry>,
+    pub(crate) timer: Timer,
+    tasks: Mutex<Option<SyncSender<Task>>>,
+    closed: AtomicBool,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    stop: Mutex<Option<SyncSender<()>>>,
+}
+
+impl Client {
+    /// Creates a client: starts its timer, task and maintenance threads. Connections are
+    /// opened on first use.
+    pub fn new(config: ClientConfig) -> Result<Self> {
+        let instance = INSTANCES.fetch_add(1, Ordering::Relaxed);
+        let client_id = config
+            .client_id
+            .clone()
+            .unwrap_or_else(|| default_client_id(config.area, instance));
+        let replies = Arc::new(ReplyRegistry::default());
+        let io = |source| ClientError::Io {
+            endpoint: "(local)".into(),
+            source,
+        };
+        let pool = Pool::new(PoolConfig {
+            handshake: Handshake {
+                heartbeat: ClientHeartbeat {
+                    client_id: client_id.to_string(),
+                    area: config.area.to_string(),
+                },
+            },
+            replies: replies.clone(),
+            connect_timeout: config.connect_timeout,
+            backoff_min: config.reconnect_backoff_min,
+            backoff_max: config.reconnect_backoff_max,
+        });
+        let (task_tx, task_rx) = mpsc::sync_channel::<Task>(TASKS_MAX);
+        let (stop_tx, stop_rx) = mpsc::sync_channel::<()>(1);
+        let inner = Arc::new(ClientInner {
+            routes: RouteCache::new(
+                config.nameservers.clone(),
+                config.request_timeout,
+                config.route_refresh_interval,
+            ),
+            client_id,
+            pool,
+            isolation: Isolation::default(),
+            replies,
+            timer: Timer::start("defibus-timer").map_err(io)?,
+            tasks: Mutex::new(Some(task_tx)),
+            closed: AtomicBool::new(false),
+            threads: Mutex::default(),
+            stop: Mutex::new(Some(stop_tx)),
+            config,
+        });
+        let tasks = std::thread::Builder::new()
+            .name("defibus-tasks".into())
+            .spawn(move || {
+                for task in task_rx {
+                    task();
+                }
+            })
+            .map_err(io)?;
+        let weak = Arc::downgrade(&inner);
+        let maintenance = std::thread::Builder::new()
+            .name("defibus-maintain".into())
+            .spawn(move || maintain(&weak, &stop_rx))
+            .map_err(io)?;
+        inner
+            .threads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend([tasks, maintenance]);
+        log::info!("client {} started", inner.client_id);
+        Ok(Self { inner })
+    }
+
+    /// The id brokers know this client by.
+    pub fn client_id(&self) -> &str {
+        self.inner.client_id.as_str()
+    }
+
+    /// Requests still waiting for their replies.
+    pub fn pending_replies(&self) -> usize {
+        self.inner.replies.len()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// Closes every connection and stops the background threads; calls in flight fail with
+    /// [`ClientError::Disconnected`] or [`ClientError::Closed`]. Roles built from this client
+    /// stop working.
+    pub fn close(&self) {
+        self.inner.close();
+    }
+}
+
+impl ClientInner {
+    /// The route of `topic`, from the cache or the nameservers.
+    pub(crate) fn route(&self, topic: &str) -> Result<Arc<CachedRoute>> {
+        if self.is_closed() {
+            return Err(ClientError::Closed);
+        }
+        self.routes.get(&self.pool, topic)
+    }
+
+    /// The connection to a broker shard.
+    pub(crate) fn broker(&self, endpoint: &str) -> Result<Arc<crate::net::Connection>> {
+        if self.is_closed() {
+            return Err(ClientError::Closed);
+        }
+        self.pool.get(endpoint, PeerKind::Broker)
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Runs `task` on the client's task thread: work a reader thread must not do itself
+    /// (a retry that may connect to another broker).
+    pub(crate) fn spawn_task(&self, task: Task) -> Result<()> {
+        let tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+        let sender = tasks.as_ref().ok_or(ClientError::Closed)?;
+        sender.try_send(task).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => {
+                ClientError::InvalidArgument("too many retries queued".into())
+            }
+            mpsc::TrySendError::Disconnected(_) => ClientError::Closed,
+        })
+    }
+
+    fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.stop
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        self.tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        self.pool.close_all();
+        self.replies.fail_all();
+        self.timer.stop();
+        let threads =
+            std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
+        for thread in threads {
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
+        }
+        log::info!("client {} closed", self.client_id);
+    }
+}
+
+impl Drop for ClientInner {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The maintenance loop: heartbeats every interval on every broker connection, closes
+/// connections silent for three intervals, refreshes cached routes.
+fn maintain(client: &Weak<ClientInner>, stop: &Receiver<()>) {
+    let mut last_refresh = Instant::now();
+    loop {
+        let Some(interval) = client.upgrade().map(|c| c.config.heartbeat_interval) else {
+            return;
+        };
+        match stop.recv_timeout(interval) {
+            Err(RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        let Some(client) = client.upgrade() else {
+            return;
+        };
+        // Nameserver connections carry no heartbeat: only broker ones can be judged silent.
+        for conn in client
+            .pool
+            .connections()
+            .iter()
+            .filter(|c| c.sends_heartbeats())
+        {
+            if conn.idle_for() > interval * 3 {
+                log::warn!(
+                    "{}: nothing received for {:?}; closing",
+                    conn.endpoint(),
+                    conn.idle_for()
+                );
+                conn.close();
+            } else if let Err(e) = conn.heartbeat() {
+                log::debug!("{}: heartbeat not sent: {e}", conn.endpoint());
+            }
+        }
+        if last_refresh.elapsed() >= client.config.route_refresh_interval {
+            last_refresh = Instant::now();
+            for topic in client.routes.topics() {
+                if let Err(e) = client.routes.refresh(&client.pool, &topic) {
+                    log::debug!("route refresh of {topic} failed: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// Replies awaited by this client's requesters, by correlation id.
+#[derive(Default)]
+pub(crate) struct ReplyRegistry {
+    waiting: Mutex<HashMap<u64, ReplyCallback>>,
+    next: AtomicU64,
+}
+
+impl ReplyRegistry {
+    /// Registers a wait and returns its correlation id.
+    pub(crate) fn register(&self, callback: ReplyCallback) -> Result<u64> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        if waiting.len() >= PENDING_REPLIES_MAX {
+            return Err(ClientError::InvalidArgument(format!(
+                "more than {PENDING_REPLIES_MAX} requests awaiting replies"
+            )));
+        }
+        waiting.insert(id, callback);
+        Ok(id)
+    }
+
+    /// Ends the wait for `id` with `result`; false when it already ended.
+    pub(crate) fn complete(&self, id: u64, result: Result<Reply>) -> bool {
+        let callback = self
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+        match callback {
+            Some(callback) => {
+                callback(result);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Requests still awaiting replies.
+    pub(crate) fn len(&self) -> usize {
+        self.waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    fn fail_all(&self) {
+        let waiting =
+            std::mem::take(&mut *self.waiting.lock().unwrap_or_else(PoisonError::into_inner));
+        for (_, callback) in waiting {
+            callback(Err(ClientError::Closed));
+        }
+    }
+}
+
+/// The correlation id of request `id` as it travels: 16 lowercase hex digits, readable in
+/// logs and by clients in any language.
+pub(crate) fn encode_correlation(id: u64) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let hex = format!("{id:016x}");
+    out.copy_from_slice(hex.as_bytes());
+    out
+}
+
+/// The id in a correlation id this client produced; `None` for anyone else's.
+pub(crate) fn decode_correlation(bytes: &[u8]) -> Option<u64> {
+    if bytes.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(bytes).ok()?, 16).ok()
+}
+
+impl ReplySink for ReplyRegistry {
+    fn on_reply_push(&self, endpoint: &str, frame: FrameBytes) {
+        let (topic, queue_id) = match BatchAddress::decode(&frame.ext) {
+            Ok(address) => (address.topic.to_owned(), address.queue_id),
+            Err(e) => {
+                log::warn!("{endpoint}: reply push with a bad address dropped: {e}");
+                return;
+            }
+        };
+        let batch = match BatchView::parse(&frame.body, BATCH_LEN_MAX) {
+            Ok(batch) => batch,
+            Err(e) => {
+                log::warn!("{endpoint}: reply push with a bad batch dropped: {e}");
+                return;
+            }
+        };
+        for record in batch.records() {
+            if record.message_type() != MessageType::Reply {
+                continue;
+            }
+            let Some(id) = record.correlation_id().and_then(decode_correlation) else {
+                log::debug!("{endpoint}: reply without our correlation id dropped");
+                continue;
+            };
+            let reply = ReceivedMessage::from_record(&record, &topic, queue_id, endpoint);
+            if !self.complete(id, Ok(reply)) {
+                log::debug!("{endpoint}: late reply {id} dropped (timed out or answered)");
+            }
+        }
+    }
+}
+
+/// Waits for `deadline` on the timer, then ends the reply wait `id` with a timeout.
+pub(crate) fn schedule_reply_timeout(
+    client: &ClientInner,
+    id: u64,
+    deadline: Instant,
+    timeout: Duration,
+) {
+    let replies = Arc::downgrade(&client.replies);
+    client.timer.schedule(
+        deadline,
+        Box::new(move || {
+            if let Some(replies) = replies.upgrade() {
+                replies.complete(id, Err(ClientError::Timeout { after: timeout }));
+            }
+        }),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn correlation_ids_round_trip_and_reject_foreign_ones() {
+        for id in [0, 1, 0xdead_beef, u64::MAX] {
+            assert_eq!(decode_correlation(&encode_correlation(id)), Some(id));
+        }
+        assert_eq!(decode_correlation(b"not-ours"), None);
+        assert_eq!(decode_correlation(b"zzzzzzzzzzzzzzzz"), None);
+    }
+
+    #[test]
+    fn the_registry_completes_each_wait_once() {
+        let registry = ReplyRegistry::default();
+        let (tx, rx) = mpsc::channel();
+        let ids: Vec<u64> = (0..3)
+            .map(|i| {
+                let tx = tx.clone();
+                registry
+                    .register(Box::new(move |r| tx.send((i, r.is_ok())).unwrap()))
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(registry.len(), 3);
+        assert!(registry.complete(ids[1], Err(ClientError::Closed)));
+        assert!(!registry.complete(ids[1], Err(ClientError::Closed)));
+        assert_eq!(rx.try_recv().unwrap(), (1, false));
+        registry.fail_all();
+        assert_eq!(registry.len(), 0);
+        let mut rest: Vec<_> = rx.try_iter().map(|(i, _)| i).collect();
+        rest.sort();
+        assert_eq!(rest, [0, 2]);
+    }
+}

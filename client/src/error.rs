@@ -1,0 +1,165 @@
+//! The one error type of the SDK.
+
+use std::time::Duration;
+
+use protocol::codes::Status;
+use protocol::control::ControlError;
+use protocol::names::NameError;
+use protocol::record::BuildError;
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No answer came before the deadline; for a request-reply call, no reply.
+    #[error("timed out after {after:?}")]
+    Timeout {
+        /// How long the call waited.
+        after: Duration,
+    },
+    /// The server answered with an error status.
+    #[error("server refused: {status}: {message}")]
+    Status {
+        /// The status (unknown codes from a newer server map to [`Status::Internal`]; the
+        /// message then names the code).
+        status: Status,
+        /// The server's detail, from its `ErrorReply`.
+        message: String,
+    },
+    /// A socket operation failed.
+    #[error("{endpoint}: {source}")]
+    Io {
+        /// The peer, `host:port`.
+        endpoint: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The connection closed while the call was in flight, or is waiting to be re-established.
+    #[error("{endpoint}: disconnected")]
+    Disconnected {
+        /// The peer, `host:port`.
+        endpoint: String,
+    },
+    /// No nameserver knows the topic, or the route has no usable queue.
+    #[error("no route to topic {topic}")]
+    NoRoute {
+        /// The topic.
+        topic: String,
+    },
+    /// A topic, group, area or client id is not well formed.
+    #[error(transparent)]
+    InvalidName(#[from] NameError),
+    /// A message cannot be encoded (key or property too large, batch over its limit).
+    #[error("cannot encode message: {0}")]
+    Encode(#[from] BuildError),
+    /// The peer sent something this client cannot read: a bad frame, batch or control body.
+    #[error("{endpoint}: protocol violation: {reason}")]
+    Protocol {
+        /// The peer, `host:port`.
+        endpoint: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// An argument is out of range.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The client, producer or consumer was closed.
+    #[error("closed")]
+    Closed,
+}
+
+impl ClientError {
+    /// The error a server's status and `ErrorReply` message stand for.
+    pub(crate) fn from_status(code: u16, message: String) -> Self {
+        match Status::try_from(code) {
+            Ok(status) => Self::Status { status, message },
+            Err(unknown) => Self::Status {
+                status: Status::Internal,
+                message: format!("{unknown}: {message}"),
+            },
+        }
+    }
+
+    /// True when the same call may succeed if made again, perhaps on another queue or broker.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Status { status, .. } => status.is_retryable(),
+            Self::Io { .. } | Self::Disconnected { .. } | Self::Timeout { .. } => true,
+            Self::NoRoute { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// The status, when the server refused the call.
+    pub fn status(&self) -> Option<Status> {
+        match self {
+            Self::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn protocol(endpoint: &str, reason: impl ToString) -> Self {
+        Self::Protocol {
+            endpoint: endpoint.to_owned(),
+            reason: reason.to_string(),
+        }
+    }
+
+    pub(crate) fn control(endpoint: &str, error: ControlError) -> Self {
+        Self::protocol(endpoint, error)
+    }
+
+    /// A copy for fanning one failure out to several waiters; `io::Error` is not `Clone`, so
+    /// its kind and message are kept.
+    pub(crate) fn duplicate(&self) -> Self {
+        match self {
+            Self::Timeout { after } => Self::Timeout { after: *after },
+            Self::Status { status, message } => Self::Status {
+                status: *status,
+                message: message.clone(),
+            },
+            Self::Io { endpoint, source } => Self::Io {
+                endpoint: endpoint.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            Self::Disconnected { endpoint } => Self::Disconnected {
+                endpoint: endpoint.clone(),
+            },
+            Self::NoRoute { topic } => Self::NoRoute {
+                topic: topic.clone(),
+            },
+            Self::InvalidName(e) => Self::InvalidName(e.clone()),
+            Self::Encode(e) => Self::Encode(e.clone()),
+            Self::Protocol { endpoint, reason } => Self::Protocol {
+                endpoint: endpoint.clone(),
+                reason: reason.clone(),
+            },
+            Self::InvalidArgument(s) => Self::InvalidArgument(s.clone()),
+            Self::Closed => Self::Closed,
+        }
+    }
+}
+
+/// The result of a client call.
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_and_classify() {
+        let err = ClientError::from_status(301, "queue 3 full".into());
+        assert_eq!(err.status(), Some(Status::QueueDepthExceeded));
+        assert!(err.is_retryable());
+        let err = ClientError::from_status(9999, "new".into());
+        assert_eq!(err.status(), Some(Status::Internal));
+        assert!(err.to_string().contains("9999"), "{err}");
+        assert!(!ClientError::Closed.is_retryable());
+        let io = ClientError::Io {
+            endpoint: "h:1".into(),
+            source: std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+        };
+        assert!(matches!(io.duplicate(), ClientError::Io { .. }));
+    }
+}

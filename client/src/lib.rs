@@ -1,0 +1,56 @@
+//! The DeFiBus Rust SDK.
+//!
+//! No async runtime of its own: blocking `std::net` sockets, one reader thread per connection
+//! that completes requests by id and dispatches pushes, writes on the caller's thread under a
+//! lock. Sync calls block with a timeout; async calls return runtime-agnostic futures, so the
+//! SDK works from plain threads, from tokio, or from anything else.
+//!
+//! - [`Client`]: identity, connection pool (one connection per broker shard or nameserver,
+//!   reconnected with jittered backoff), route cache, heartbeats;
+//! - [`Producer`]: sync, async, callback and oneway sends; optional batching with linger;
+//!   round-robin or key-hash queue choice, own area first; retry on another queue;
+//! - [`Consumer`]: clustering or broadcast; handler or pull style; credit window; auto or
+//!   manual commit; resubscribes after reconnects;
+//! - [`Requester`] and [`Responder`]: request-reply with deadlines and typed timeouts;
+//! - [`Admin`]: topics, routes, cluster info and statistics.
+//!
+//! ```no_run
+//! use client::{Client, ClientConfig, Message, Producer};
+//! let client = Client::new(ClientConfig::new(["127.0.0.1:9876"], "A10")?)?;
+//! let producer = Producer::new(&client)?;
+//! let sent = producer.send(Message::new("A10-20190001", b"hello".to_vec()))?;
+//! println!("stored at offset {} of queue {}", sent.offset, sent.queue_id);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod admin;
+mod backoff;
+mod client;
+pub mod config;
+mod consumer;
+mod error;
+mod message;
+mod net;
+mod producer;
+mod route;
+mod rr;
+mod slot;
+mod timer;
+
+pub use admin::Admin;
+pub use backoff::Backoff;
+pub use client::Client;
+pub use config::ClientConfig;
+pub use consumer::{CommitMode, ConsumeMode, Consumer, ConsumerOptions, StartFrom};
+pub use error::{ClientError, Result};
+pub use message::{Message, ReceivedMessage, Reply};
+pub use producer::{Producer, QueueSelector, SendFuture, SendResult};
+pub use route::QueueTarget;
+pub use rr::{ReplyFuture, Requester, Responder};
+
+/// Protocol types that appear in this crate's API (topic configs, routes, statistics).
+pub use protocol::control::{BrokerStats, ClusterInfo, TopicConfig, TopicInfo, TopicRoute};
+pub use protocol::record::MessageType;

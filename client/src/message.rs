@@ -1,0 +1,254 @@
+//! Messages as applications build and receive them, and their record encoding.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use protocol::names::Area;
+use protocol::record::{BatchBuilder, MessageType, Property, Record, RecordView};
+
+use crate::error::Result;
+
+/// A message to send: a topic, an optional key, a value and properties.
+///
+/// ```
+/// let message = client::Message::new("A10-20190001", b"hello".to_vec())
+///     .with_key(b"order-42".to_vec())
+///     .with_tag("gray")
+///     .with_property("trace", b"abc".to_vec());
+/// assert_eq!(message.topic(), "A10-20190001");
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Message {
+    topic: String,
+    key: Vec<u8>,
+    value: Vec<u8>,
+    tag: Option<String>,
+    properties: Vec<(String, Vec<u8>)>,
+}
+
+impl Message {
+    /// A message for `topic` (`[area]-[serviceId]`) carrying `value`.
+    pub fn new(topic: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        Self {
+            topic: topic.into(),
+            value: value.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the key; with key-hash queue selection, equal keys go to one queue, in order.
+    pub fn with_key(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.key = key.into();
+        self
+    }
+
+    /// Sets the dark-launch or filtering tag.
+    pub fn with_tag(mut self, tag: impl Into<String>) -> Self {
+        self.tag = Some(tag.into());
+        self
+    }
+
+    /// Adds a user property (key at most 255 bytes).
+    pub fn with_property(mut self, key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        self.properties.push((key.into(), value.into()));
+        self
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The key; empty when none was set.
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// The value.
+    pub fn value(&self) -> &[u8] {
+        &self.value
+    }
+
+    /// The tag, if set.
+    pub fn tag(&self) -> Option<&str> {
+        self.tag.as_deref()
+    }
+
+    /// The user properties, in the order added.
+    pub fn properties(&self) -> &[(String, Vec<u8>)] {
+        &self.properties
+    }
+
+    /// Appends this message to `builder` as one record of `message_type`, with the sender's
+    /// area and the request-reply properties in `extra`.
+    pub(crate) fn append_to(
+        &self,
+        builder: &mut BatchBuilder,
+        message_type: MessageType,
+        area: Area,
+        extra: &[Property<'_>],
+    ) -> Result<()> {
+        let mut properties = Vec::with_capacity(2 + extra.len() + self.properties.len());
+        properties.extend_from_slice(extra);
+        properties.push(Property::Area(area));
+        if let Some(tag) = &self.tag {
+            properties.push(Property::Tag(tag));
+        }
+        for (key, value) in &self.properties {
+            properties.push(Property::User { key, value });
+        }
+        builder.push(&Record {
+            timestamp_ms: now_ms() as i64,
+            message_type,
+            key: &self.key,
+            properties: &properties,
+            value: &self.value,
+        })?;
+        Ok(())
+    }
+}
+
+/// A message as a consumer, responder or requester receives it: an owned copy of one record
+/// with where it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    /// The topic.
+    pub topic: String,
+    /// The queue id on its broker.
+    pub queue_id: u32,
+    /// The record's offset in its queue.
+    pub offset: u64,
+    /// The broker endpoint (`host:port`) that delivered it.
+    pub endpoint: String,
+    /// Create time, Unix milliseconds.
+    pub timestamp_ms: i64,
+    /// Event, request or reply.
+    pub message_type: MessageType,
+    /// The key; empty when none was set.
+    pub key: Vec<u8>,
+    /// The value.
+    pub value: Vec<u8>,
+    /// The dark-launch or filtering tag.
+    pub tag: Option<String>,
+    /// The sender's area.
+    pub area: Option<Area>,
+    /// On requests and replies: the requester's client id.
+    pub reply_to: Option<String>,
+    /// On requests and replies: the id pairing them.
+    pub correlation_id: Option<Vec<u8>>,
+    /// On requests: the absolute deadline, Unix milliseconds.
+    pub deadline_ms: Option<u64>,
+    /// User properties, in the order they were added.
+    pub properties: Vec<(String, Vec<u8>)>,
+}
+
+impl ReceivedMessage {
+    /// Copies `record` out of its batch.
+    pub(crate) fn from_record(
+        record: &RecordView<'_>,
+        topic: &str,
+        queue_id: u32,
+        endpoint: &str,
+    ) -> Self {
+        let mut message = Self {
+            topic: topic.to_owned(),
+            queue_id,
+            offset: record.offset(),
+            endpoint: endpoint.to_owned(),
+            timestamp_ms: record.timestamp_ms(),
+            message_type: record.message_type(),
+            key: record.key().to_vec(),
+            value: record.value().to_vec(),
+            tag: None,
+            area: None,
+            reply_to: None,
+            correlation_id: None,
+            deadline_ms: None,
+            properties: Vec::new(),
+        };
+        // The batch was validated when parsed, so property errors cannot occur here.
+        for property in record.properties().flatten() {
+            match property {
+                Property::ReplyTo(v) => message.reply_to = Some(v.to_owned()),
+                Property::CorrelationId(v) => message.correlation_id = Some(v.to_vec()),
+                Property::DeadlineMs(v) => message.deadline_ms = Some(v),
+                Property::Area(v) => message.area = Some(v),
+                Property::Tag(v) => message.tag = Some(v.to_owned()),
+                Property::User { key, value } => {
+                    message.properties.push((key.to_owned(), value.to_vec()))
+                }
+                Property::Unknown { .. } => {}
+            }
+        }
+        message
+    }
+
+    /// The value of the first user property named `key`.
+    pub fn property(&self, key: &str) -> Option<&[u8]> {
+        self.properties
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// True for a request whose deadline has passed: nobody waits for its reply any more.
+    pub fn is_expired(&self) -> bool {
+        self.deadline_ms.is_some_and(|deadline| deadline < now_ms())
+    }
+}
+
+/// A reply to a request, as the requester receives it.
+pub type Reply = ReceivedMessage;
+
+/// The wall clock in Unix milliseconds, which deadlines and timestamps are measured in.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::record::{BATCH_LEN_MAX, BatchView};
+
+    #[test]
+    fn messages_encode_to_records_and_come_back() {
+        let area: Area = "A10".parse().unwrap();
+        let mut builder = BatchBuilder::new(BATCH_LEN_MAX);
+        let message = Message::new("A10-1", b"v".to_vec())
+            .with_key(b"k".to_vec())
+            .with_tag("gray")
+            .with_property("p", b"1".to_vec());
+        message
+            .append_to(&mut builder, MessageType::Event, area, &[])
+            .unwrap();
+        Message::new("A10-1", b"w".to_vec())
+            .append_to(
+                &mut builder,
+                MessageType::Request,
+                area,
+                &[
+                    Property::ReplyTo("me@1#A10"),
+                    Property::CorrelationId(b"c"),
+                    Property::DeadlineMs(5),
+                ],
+            )
+            .unwrap();
+        let bytes = builder.finish().unwrap();
+        let batch = BatchView::parse(&bytes, BATCH_LEN_MAX).unwrap();
+        let got: Vec<_> = batch
+            .records()
+            .map(|r| ReceivedMessage::from_record(&r, "A10-1", 3, "h:1"))
+            .collect();
+        assert_eq!(got[0].value, b"v");
+        assert_eq!(got[0].key, b"k");
+        assert_eq!(got[0].tag.as_deref(), Some("gray"));
+        assert_eq!(got[0].property("p"), Some(&b"1"[..]));
+        assert_eq!(got[0].area, Some(area));
+        assert_eq!((got[1].offset, got[1].queue_id), (1, 3));
+        assert_eq!(got[1].message_type, MessageType::Request);
+        assert_eq!(got[1].reply_to.as_deref(), Some("me@1#A10"));
+        assert!(got[1].is_expired());
+        assert!(!got[0].is_expired());
+    }
+}

@@ -1,0 +1,646 @@
+//! One multiplexed connection to a broker or nameserver.
+//!
+//! Writes happen on the caller's thread under a mutex; one reader thread per connection
+//! completes pending requests by request id and hands pushes to their subscription or to the
+//! client's reply registry. So a request costs one wake-up: the reader's.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use protocol::codes::{Command, Status};
+use protocol::control::{self, ClientHeartbeat, ErrorReply, HeartbeatAck};
+use protocol::frame::{FrameBytes, FrameHeader, FrameMeta, Framer, HEADER_LEN, flag};
+
+use crate::config::{READ_CHUNK_BYTES, WRITE_COPY_BYTES_MAX};
+use crate::error::{ClientError, Result};
+use crate::slot::slot;
+
+/// What a pending request is completed with: the response frame when its status is `Ok`,
+/// else the error the status and `ErrorReply` stand for.
+pub(crate) type Callback = Box<dyn FnOnce(Result<FrameBytes>) + Send>;
+
+/// Receives `Push` frames of one subscription, on the connection's reader thread.
+pub(crate) trait PushSink: Send + Sync {
+    /// One pushed batch frame; must not block for long.
+    fn on_push(&self, conn: &Arc<Connection>, frame: FrameBytes);
+}
+
+/// Receives `ReplyPush` frames, on the reader thread of whichever connection they arrive on.
+pub(crate) trait ReplySink: Send + Sync {
+    /// One reply batch frame; must not block for long.
+    fn on_reply_push(&self, endpoint: &str, frame: FrameBytes);
+}
+
+/// The first frame a broker connection sends, and the heartbeat after it.
+#[derive(Clone, Debug)]
+pub(crate) struct Handshake {
+    pub(crate) heartbeat: ClientHeartbeat,
+}
+
+struct Writer {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Pending {
+    callbacks: HashMap<u64, Callback>,
+    closed: bool,
+}
+
+/// A live connection; see the module docs.
+pub(crate) struct Connection {
+    endpoint: String,
+    writer: Mutex<Writer>,
+    pending: Mutex<Pending>,
+    next_request_id: AtomicU64,
+    subscriptions: Mutex<HashMap<u64, Arc<dyn PushSink>>>,
+    replies: Option<Arc<dyn ReplySink>>,
+    close_listeners: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
+    closed: AtomicBool,
+    opened: Instant,
+    /// Milliseconds after `opened` when the last frame arrived; shows a dead peer.
+    last_read_ms: AtomicU64,
+    heartbeat: Option<Handshake>,
+    ack: OnceLock<HeartbeatAck>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("endpoint", &self.endpoint)
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+impl Connection {
+    /// Connects to `endpoint` (`host:port`), starts the reader thread and, for a broker
+    /// (`handshake` given), sends the first heartbeat and waits for its ack.
+    pub(crate) fn open(
+        endpoint: &str,
+        handshake: Option<Handshake>,
+        replies: Option<Arc<dyn ReplySink>>,
+        connect_timeout: Duration,
+    ) -> Result<Arc<Self>> {
+        let io = |source| ClientError::Io {
+            endpoint: endpoint.to_owned(),
+            source,
+        };
+        let addrs: Vec<SocketAddr> = endpoint.to_socket_addrs().map_err(io)?.collect();
+        let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address resolved");
+        let mut stream = None;
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, connect_timeout) {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last = e,
+            }
+        }
+        let stream = stream.ok_or_else(|| io(last))?;
+        stream.set_nodelay(true).map_err(io)?;
+        let reader = stream.try_clone().map_err(io)?;
+        let conn = Arc::new(Self {
+            endpoint: endpoint.to_owned(),
+            writer: Mutex::new(Writer {
+                stream,
+                buf: Vec::with_capacity(WRITE_COPY_BYTES_MAX + HEADER_LEN),
+            }),
+            pending: Mutex::default(),
+            next_request_id: AtomicU64::new(1),
+            subscriptions: Mutex::default(),
+            replies,
+            close_listeners: Mutex::default(),
+            closed: AtomicBool::new(false),
+            opened: Instant::now(),
+            last_read_ms: AtomicU64::new(0),
+            heartbeat: handshake,
+            ack: OnceLock::new(),
+        });
+        let run = conn.clone();
+        std::thread::Builder::new()
+            .name(format!("defibus-read-{endpoint}"))
+            .spawn(move || run.read_loop(reader))
+            .map_err(io)?;
+        if conn.heartbeat.is_some() {
+            let ack = conn
+                .heartbeat_call(connect_timeout)
+                .inspect_err(|_| conn.close())?;
+            log::debug!(
+                "connected to {endpoint}: broker {} shard {} of {}",
+                ack.broker_id,
+                ack.shard_id,
+                ack.shard_count
+            );
+            let _ = conn.ack.set(ack);
+        } else {
+            log::debug!("connected to {endpoint}");
+        }
+        Ok(conn)
+    }
+
+    /// The peer, `host:port`.
+    pub(crate) fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// True once the socket failed or [`Self::close`] was called.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// True for broker connections, which heartbeat and so must hear back regularly.
+    pub(crate) fn sends_heartbeats(&self) -> bool {
+        self.heartbeat.is_some()
+    }
+
+    /// Time since the last frame arrived.
+    pub(crate) fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_read_ms.load(Ordering::Relaxed));
+        self.opened.elapsed().saturating_sub(last)
+    }
+
+    /// Calls `listener` once the connection closes (at once if it already has).
+    pub(crate) fn on_close(&self, listener: Box<dyn Fn() + Send + Sync>) {
+        let mut listeners = self
+            .close_listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.is_closed() {
+            drop(listeners);
+            listener();
+        } else {
+            listeners.push(listener);
+        }
+    }
+
+    /// Routes `Push` frames of `subscription_id` to `sink`.
+    pub(crate) fn add_subscription(&self, subscription_id: u64, sink: Arc<dyn PushSink>) {
+        self.subscriptions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(subscription_id, sink);
+    }
+
+    /// Stops routing pushes of `subscription_id`.
+    pub(crate) fn remove_subscription(&self, subscription_id: u64) {
+        self.subscriptions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&subscription_id);
+    }
+
+    /// Shuts the socket; the reader thread then fails every pending request and exits.
+    pub(crate) fn close(&self) {
+        if let Ok(writer) = self.writer.lock() {
+            let _ = writer.stream.shutdown(Shutdown::Both);
+        }
+        self.mark_closed();
+    }
+
+    /// Sends a request and calls `callback` with its response, on the reader thread. When
+    /// sending fails the error is returned and `callback` is dropped uncalled. Returns the
+    /// request id, for [`Self::forget`].
+    pub(crate) fn call_with(
+        &self,
+        command: Command,
+        ext: &[u8],
+        body: &[u8],
+        callback: Callback,
+    ) -> Result<u64> {
+        let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            if pending.closed {
+                return Err(self.disconnected());
+            }
+            pending.callbacks.insert(request_id, callback);
+        }
+        let mut meta = FrameMeta::request(command, request_id);
+        if command.carries_record_batch() {
+            meta = meta.without_body_crc();
+        }
+        if let Err(e) = self.write_frame(&meta, ext, body) {
+            self.forget(request_id);
+            return Err(e);
+        }
+        Ok(request_id)
+    }
+
+    /// Sends a request and blocks for its response for at most `timeout`.
+    pub(crate) fn call(
+        &self,
+        command: Command,
+        ext: &[u8],
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<FrameBytes> {
+        let (completer, waiter) = slot();
+        let request_id = self.call_with(
+            command,
+            ext,
+            body,
+            Box::new(move |result| {
+                completer.complete(result);
+            }),
+        )?;
+        let result = waiter.wait(timeout);
+        if result.is_err() {
+            self.forget(request_id);
+        }
+        result
+    }
+
+    /// Sends a request that expects no response.
+    pub(crate) fn send_oneway(&self, command: Command, ext: &[u8], body: &[u8]) -> Result<()> {
+        let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let mut meta = FrameMeta::oneway(command, request_id);
+        if command.carries_record_batch() {
+            meta = meta.without_body_crc();
+        }
+        self.write_frame(&meta, ext, body)
+    }
+
+    /// Drops a pending request (after its caller gave up); a late response is then ignored.
+    /// Returns its callback, so a timer can complete it with a timeout.
+    pub(crate) fn forget(&self, request_id: u64) -> Option<Callback> {
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .callbacks
+            .remove(&request_id)
+    }
+
+    /// Sends a heartbeat whose ack only proves liveness; failures close the connection through
+    /// the reader thread, so nothing waits for it.
+    pub(crate) fn heartbeat(&self) -> Result<()> {
+        let Some(handshake) = &self.heartbeat else {
+            return Ok(());
+        };
+        let body = control::encode(&handshake.heartbeat)
+            .map_err(|e| ClientError::control(&self.endpoint, e))?;
+        let endpoint = self.endpoint.clone();
+        self.call_with(
+            Command::Heartbeat,
+            &[],
+            &body,
+            Box::new(move |result| {
+                if let Err(e) = result {
+                    log::debug!("{endpoint}: heartbeat failed: {e}");
+                }
+            }),
+        )
+        .map(drop)
+    }
+
+    fn heartbeat_call(&self, timeout: Duration) -> Result<HeartbeatAck> {
+        let Some(handshake) = &self.heartbeat else {
+            return Err(ClientError::InvalidArgument(
+                "no heartbeat configured".into(),
+            ));
+        };
+        let body = control::encode(&handshake.heartbeat)
+            .map_err(|e| ClientError::control(&self.endpoint, e))?;
+        let frame = self.call(Command::Heartbeat, &[], &body, timeout)?;
+        control::decode::<HeartbeatAck>(&frame.body)
+            .map_err(|e| ClientError::control(&self.endpoint, e))
+    }
+
+    fn disconnected(&self) -> ClientError {
+        ClientError::Disconnected {
+            endpoint: self.endpoint.clone(),
+        }
+    }
+
+    fn write_frame(&self, meta: &FrameMeta, ext: &[u8], body: &[u8]) -> Result<()> {
+        let header = FrameHeader::seal(meta, ext, body)
+            .map_err(|e| ClientError::InvalidArgument(format!("unencodable frame: {e}")))?;
+        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.is_closed() {
+            return Err(self.disconnected());
+        }
+        let Writer { stream, buf } = &mut *writer;
+        buf.clear();
+        buf.extend_from_slice(&header.encode());
+        buf.extend_from_slice(ext);
+        let result = if body.len() <= WRITE_COPY_BYTES_MAX {
+            buf.extend_from_slice(body);
+            stream.write_all(buf)
+        } else {
+            stream.write_all(buf).and_then(|()| stream.write_all(body))
+        };
+        if let Err(source) = result {
+            // A partial write leaves the stream mid-frame: nothing more can go on it.
+            let _ = stream.shutdown(Shutdown::Both);
+            drop(writer);
+            self.mark_closed();
+            return Err(ClientError::Io {
+                endpoint: self.endpoint.clone(),
+                source,
+            });
+        }
+        Ok(())
+    }
+
+    fn mark_closed(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let callbacks = {
+            let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            pending.closed = true;
+            std::mem::take(&mut pending.callbacks)
+        };
+        for (_, callback) in callbacks {
+            callback(Err(self.disconnected()));
+        }
+        self.subscriptions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        let listeners = std::mem::take(
+            &mut *self
+                .close_listeners
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for listener in listeners {
+            listener();
+        }
+        log::debug!("connection to {} closed", self.endpoint);
+    }
+
+    fn read_loop(self: Arc<Self>, mut stream: TcpStream) {
+        let framer = Framer::default();
+        let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+        'read: loop {
+            let len = buf.len();
+            buf.resize(len + READ_CHUNK_BYTES, 0);
+            let n = match stream.read(&mut buf[len..]) {
+                Ok(0) => {
+                    buf.truncate(len);
+                    break;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                    buf.truncate(len);
+                    continue;
+                }
+                Err(e) => {
+                    buf.truncate(len);
+                    if !self.is_closed() {
+                        log::debug!("{}: read failed: {e}", self.endpoint);
+                    }
+                    break;
+                }
+            };
+            buf.truncate(len + n);
+            self.last_read_ms
+                .store(self.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
+            loop {
+                match framer.split_frame(&mut buf) {
+                    Ok(Some(frame)) => self.dispatch(frame),
+                    Ok(None) => break,
+                    Err(e) => {
+                        log::warn!("{}: bad frame, closing: {e}", self.endpoint);
+                        break 'read;
+                    }
+                }
+            }
+        }
+        let _ = stream.shutdown(Shutdown::Both);
+        self.mark_closed();
+    }
+
+    fn dispatch(self: &Arc<Self>, frame: FrameBytes) {
+        let header = frame.header;
+        if header.flags & flag::RESPONSE != 0 {
+            let callback = self
+                .pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .callbacks
+                .remove(&header.request_id);
+            if let Some(callback) = callback {
+                callback(response_result(&self.endpoint, frame));
+            }
+            return;
+        }
+        match header.command() {
+            Ok(Command::Push) => {
+                let Ok(address) = protocol::data::BatchAddress::decode(&frame.ext) else {
+                    log::warn!("{}: push without a valid address dropped", self.endpoint);
+                    return;
+                };
+                let Some(subscription_id) = address.subscription_id else {
+                    log::warn!("{}: push without a subscription id dropped", self.endpoint);
+                    return;
+                };
+                let sink = self
+                    .subscriptions
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(&subscription_id)
+                    .cloned();
+                match sink {
+                    Some(sink) => sink.on_push(self, frame),
+                    None => log::debug!(
+                        "{}: push for unknown subscription {subscription_id} dropped",
+                        self.endpoint
+                    ),
+                }
+            }
+            Ok(Command::ReplyPush) => match &self.replies {
+                Some(replies) => replies.on_reply_push(&self.endpoint, frame),
+                None => log::debug!("{}: unexpected reply push dropped", self.endpoint),
+            },
+            Ok(Command::Heartbeat) if header.flags & flag::ONEWAY == 0 => {
+                // A broker probing us: answer with an empty ack so it sees us alive.
+                let meta = FrameMeta::response(&header, Status::Ok);
+                let _ = self.write_frame(&meta, &[], &[]);
+            }
+            other => log::debug!(
+                "{}: ignoring request {:?} ({:#06x})",
+                self.endpoint,
+                other,
+                header.command
+            ),
+        }
+    }
+}
+
+/// The result a response frame stands for.
+fn response_result(endpoint: &str, frame: FrameBytes) -> Result<FrameBytes> {
+    if frame.header.status == Status::Ok.code() {
+        return Ok(frame);
+    }
+    let message = control::decode::<ErrorReply>(&frame.body)
+        .map(|reply| reply.message)
+        .unwrap_or_else(|_| format!("(no detail from {endpoint})"));
+    Err(ClientError::from_status(frame.header.status, message))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The connection against a scripted peer on loopback: handshake, responses matched by
+    //! request id out of order, pushes routed by subscription, failure of pending calls.
+
+    use super::*;
+    use protocol::data::BatchAddress;
+    use protocol::frame::{Frame, encode_frame};
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+
+    fn read_frame(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(FrameHeader, Vec<u8>)> {
+        let framer = Framer::default();
+        loop {
+            if let Ok(Frame { header, body, .. }) = framer.parse(buf) {
+                let len = header.frame_len() as usize;
+                let body = body.to_vec();
+                buf.drain(..len);
+                return Some((header, body));
+            }
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    fn respond(stream: &mut TcpStream, request: &FrameHeader, body: &[u8]) {
+        let mut out = Vec::new();
+        encode_frame(
+            &FrameMeta::response(request, Status::Ok),
+            &[],
+            body,
+            &mut out,
+        )
+        .unwrap();
+        stream.write_all(&out).unwrap();
+    }
+
+    struct Pushes(mpsc::Sender<u64>);
+    impl PushSink for Pushes {
+        fn on_push(&self, _conn: &Arc<Connection>, frame: FrameBytes) {
+            let address = BatchAddress::decode(&frame.ext).unwrap();
+            self.0.send(address.subscription_id.unwrap()).unwrap();
+        }
+    }
+
+    #[test]
+    fn handshake_out_of_order_responses_pushes_and_disconnect() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = listener.local_addr().unwrap().to_string();
+        let peer = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut buf = Vec::new();
+            let (hello, body) = read_frame(&mut stream, &mut buf).unwrap();
+            assert_eq!(
+                hello.command(),
+                Ok(Command::Heartbeat),
+                "heartbeat comes first"
+            );
+            let heartbeat = control::decode::<ClientHeartbeat>(&body).unwrap();
+            assert_eq!(heartbeat.client_id, "me@1#A10");
+            let ack = HeartbeatAck {
+                broker_id: "b".into(),
+                shard_id: 0,
+                shard_count: 1,
+            };
+            respond(&mut stream, &hello, &control::encode(&ack).unwrap());
+            // Two requests, answered in reverse order.
+            let (first, _) = read_frame(&mut stream, &mut buf).unwrap();
+            let (second, _) = read_frame(&mut stream, &mut buf).unwrap();
+            respond(&mut stream, &second, b"second");
+            respond(&mut stream, &first, b"first");
+            // A push for subscription 9, then one for an unknown subscription.
+            for subscription in [9u64, 10] {
+                let mut ext = Vec::new();
+                BatchAddress::new("A10-1", 0)
+                    .with_subscription(subscription)
+                    .encode(&mut ext)
+                    .unwrap();
+                let mut out = Vec::new();
+                let meta = FrameMeta::oneway(Command::Push, 0).without_body_crc();
+                encode_frame(&meta, &ext, b"batch", &mut out).unwrap();
+                stream.write_all(&out).unwrap();
+            }
+            // A third request is left unanswered: the connection drops instead.
+            read_frame(&mut stream, &mut buf).unwrap();
+        });
+        let handshake = Handshake {
+            heartbeat: ClientHeartbeat {
+                client_id: "me@1#A10".into(),
+                area: "A10".into(),
+            },
+        };
+        let conn =
+            Connection::open(&endpoint, Some(handshake), None, Duration::from_secs(10)).unwrap();
+        assert_eq!(conn.ack.get().unwrap().broker_id, "b");
+        let (pushes, pushed) = mpsc::channel();
+        conn.add_subscription(9, Arc::new(Pushes(pushes)));
+        let (tx, rx) = mpsc::channel();
+        for label in ["first", "second"] {
+            let tx = tx.clone();
+            conn.call_with(
+                Command::Stats,
+                &[],
+                &[],
+                Box::new(move |r| tx.send((label, r.map(|f| f.body.to_vec()))).unwrap()),
+            )
+            .unwrap();
+        }
+        let mut answers: Vec<_> = (0..2)
+            .map(|_| rx.recv_timeout(Duration::from_secs(10)).unwrap())
+            .map(|(label, body)| (label, String::from_utf8(body.unwrap()).unwrap()))
+            .collect();
+        answers.sort();
+        assert_eq!(
+            answers,
+            [("first", "first".into()), ("second", "second".into())]
+        );
+        assert_eq!(pushed.recv_timeout(Duration::from_secs(10)).unwrap(), 9);
+        let err = conn
+            .call(Command::Stats, &[], &[], Duration::from_secs(10))
+            .unwrap_err();
+        assert!(matches!(err, ClientError::Disconnected { .. }), "{err}");
+        assert!(conn.is_closed());
+        assert!(
+            pushed.try_recv().is_err(),
+            "the unknown subscription's push was dropped"
+        );
+        assert!(matches!(
+            conn.send_oneway(Command::Credit, &[], &[]),
+            Err(ClientError::Disconnected { .. })
+        ));
+        peer.join().unwrap();
+    }
+
+    #[test]
+    fn a_silent_peer_is_a_timeout_and_a_dead_port_an_io_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = listener.local_addr().unwrap().to_string();
+        let conn = Connection::open(&endpoint, None, None, Duration::from_secs(10)).unwrap();
+        let err = conn
+            .call(Command::TopicRoute, &[], &[], Duration::from_millis(20))
+            .unwrap_err();
+        assert!(matches!(err, ClientError::Timeout { .. }), "{err}");
+        assert!(
+            conn.pending.lock().unwrap().callbacks.is_empty(),
+            "the wait was forgotten"
+        );
+        conn.close();
+        drop(listener);
+        let err = Connection::open(&endpoint, None, None, Duration::from_secs(1)).unwrap_err();
+        assert!(matches!(err, ClientError::Io { .. }), "{err}");
+    }
+}

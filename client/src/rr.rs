@@ -1,0 +1,341 @@
+//! Request-reply (DESIGN §5): the requester sends a request record carrying its client id as
+//! `reply_to`, a unique correlation id and a deadline; a responder consumes it and answers on
+//! the broker that pushed it; that broker pushes the reply to the requester's connection.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use protocol::codes::Command;
+use protocol::control::{self, ProduceAck};
+use protocol::record::{BatchBuilder, MessageType, Property};
+
+use crate::client::{Client, ClientInner, encode_correlation, schedule_reply_timeout};
+use crate::consumer::{ConsumeMode, Consumer, ConsumerOptions, Delivery, StartFrom};
+use crate::error::{ClientError, Result};
+use crate::message::{Message, ReceivedMessage, Reply, now_ms};
+use crate::producer::address_ext;
+use crate::slot::{Waiter, slot};
+
+/// Sends requests and waits for their replies. Cheap to clone.
+#[derive(Clone)]
+pub struct Requester {
+    client: Arc<ClientInner>,
+}
+
+impl std::fmt::Debug for Requester {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Requester")
+            .field("client_id", &self.client.client_id)
+            .finish()
+    }
+}
+
+impl Requester {
+    /// A requester replying to `client`'s id.
+    pub fn new(client: &Client) -> Self {
+        Self {
+            client: client.inner.clone(),
+        }
+    }
+
+    /// Sends `message` as a request and blocks for its reply; ends with
+    /// [`ClientError::Timeout`] at `now + timeout`, which is also the request's deadline on
+    /// the broker (an undelivered request past it is dropped there).
+    pub fn request(&self, message: Message, timeout: Duration) -> Result<Reply> {
+        let (completer, waiter) = slot();
+        let deadline = Instant::now() + timeout;
+        let id = self.start(
+            message,
+            timeout,
+            Box::new(move |result| {
+                completer.complete(result);
+            }),
+        )?;
+        let result = waiter.wait_until(deadline, timeout);
+        if result.is_err() {
+            // Drop the registration so a late reply finds nothing.
+            self.client.replies.complete(id, Err(ClientError::Closed));
+        }
+        result
+    }
+
+    /// Sends `message` as a request and returns a future of the reply, usable from any
+    /// async runtime; it ends with [`ClientError::Timeout`] at the deadline.
+    pub fn request_async(&self, message: Message, timeout: Duration) -> ReplyFuture {
+        let (completer, waiter) = slot();
+        let failed = completer.clone();
+        if let Err(e) = self.request_with_callback(message, timeout, move |result| {
+            completer.complete(result);
+        }) {
+            failed.complete(Err(e));
+        }
+        ReplyFuture(waiter)
+    }
+
+    /// Sends `message` as a request and calls `callback` with the reply or the error that
+    /// ended the wait (at the latest the timeout), on a client thread; the callback must not
+    /// block for long.
+    pub fn request_with_callback(
+        &self,
+        message: Message,
+        timeout: Duration,
+        callback: impl FnOnce(Result<Reply>) + Send + 'static,
+    ) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let id = self.start(message, timeout, Box::new(callback))?;
+        schedule_reply_timeout(&self.client, id, deadline, timeout);
+        Ok(())
+    }
+
+    /// Registers the wait, then sends the request; returns the correlation id.
+    fn start(
+        &self,
+        message: Message,
+        timeout: Duration,
+        callback: crate::client::ReplyCallback,
+    ) -> Result<u64> {
+        let client = &self.client;
+        let id = client.replies.register(callback)?;
+        let correlation = encode_correlation(id);
+        let deadline_ms = now_ms() + timeout.as_millis() as u64;
+        let mut builder = BatchBuilder::new(client.config.batch_bytes_max);
+        let appended = message.append_to(
+            &mut builder,
+            MessageType::Request,
+            client.config.area,
+            &[
+                Property::ReplyTo(client.client_id.as_str()),
+                Property::CorrelationId(&correlation),
+                Property::DeadlineMs(deadline_ms),
+            ],
+        );
+        let sent = appended.and_then(|()| {
+            let bytes = builder
+                .finish()
+                .ok_or_else(|| ClientError::InvalidArgument("empty batch".into()))?;
+            send_request(
+                client,
+                id,
+                message.topic().to_owned(),
+                bytes.into(),
+                0,
+                None,
+            );
+            Ok(())
+        });
+        if let Err(e) = sent {
+            let reported = e.duplicate();
+            client.replies.complete(id, Err(e));
+            return Err(reported);
+        }
+        Ok(id)
+    }
+}
+
+/// Sends a request batch to a queue of `topic`. A refused or failed send is retried on
+/// another queue while retries last; the final failure ends the reply wait `id`.
+fn send_request(
+    client: &Arc<ClientInner>,
+    id: u64,
+    topic: String,
+    bytes: bytes::Bytes,
+    attempt: u32,
+    avoid_broker: Option<String>,
+) {
+    let fail_or_retry = |error: ClientError, broker: Option<String>| {
+        if error.is_retryable() && attempt < client.config.retries && !client.is_closed() {
+            // The broker may have moved (restarted on other ports) or lost the queue.
+            client.routes.invalidate(&topic);
+            let retry = client.clone();
+            let (topic, bytes) = (topic.clone(), bytes.clone());
+            let queued = client.spawn_task(Box::new(move || {
+                send_request(&retry, id, topic, bytes, attempt + 1, broker);
+            }));
+            if let Err(e) = queued {
+                client.replies.complete(id, Err(e));
+            }
+        } else {
+            client.replies.complete(id, Err(error));
+        }
+    };
+    let route = match client.route(&topic) {
+        Ok(route) => route,
+        Err(e) => return fail_or_retry(e, avoid_broker),
+    };
+    let Some(target) = route.choose(
+        None,
+        client.config.area.as_str(),
+        &client.isolation,
+        avoid_broker.as_deref(),
+    ) else {
+        return fail_or_retry(
+            ClientError::NoRoute {
+                topic: topic.clone(),
+            },
+            avoid_broker,
+        );
+    };
+    let connected = client.broker(&target.endpoint).and_then(|conn| {
+        let ext = address_ext(&topic, target.queue_id)?;
+        Ok((conn, ext))
+    });
+    let (conn, ext) = match connected {
+        Ok(v) => v,
+        Err(e) => {
+            client
+                .isolation
+                .isolate(&target, client.config.queue_isolation);
+            return fail_or_retry(e, Some(target.broker_id));
+        }
+    };
+    let on_ack = {
+        let client = client.clone();
+        let topic = topic.clone();
+        let bytes = bytes.clone();
+        let target = target.clone();
+        let endpoint = conn.endpoint().to_owned();
+        move |result: Result<protocol::frame::FrameBytes>| {
+            let ack = result.and_then(|frame| {
+                control::decode::<ProduceAck>(&frame.body)
+                    .map_err(|e| ClientError::control(&endpoint, e))
+            });
+            match ack {
+                Ok(_) => client.isolation.lift(&target),
+                Err(e) => {
+                    if e.is_retryable() {
+                        client
+                            .isolation
+                            .isolate(&target, client.config.queue_isolation);
+                    }
+                    if e.is_retryable() && attempt < client.config.retries && !client.is_closed() {
+                        let retry = client.clone();
+                        let broker = Some(target.broker_id.clone());
+                        let queued = client.spawn_task(Box::new(move || {
+                            send_request(&retry, id, topic, bytes, attempt + 1, broker);
+                        }));
+                        if let Err(e) = queued {
+                            client.replies.complete(id, Err(e));
+                        }
+                    } else {
+                        client.replies.complete(id, Err(e));
+                    }
+                }
+            }
+        }
+    };
+    if let Err(e) = conn.call_with(Command::Request, &ext, &bytes, Box::new(on_ack)) {
+        fail_or_retry(e, Some(target.broker_id));
+    }
+}
+
+/// The future of a reply.
+pub struct ReplyFuture(Waiter<Reply>);
+
+impl Future for ReplyFuture {
+    type Output = Result<Reply>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl std::fmt::Debug for ReplyFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReplyFuture")
+    }
+}
+
+/// Answers requests on a topic: consumes it in a clustering group and turns each handler
+/// return value into the reply.
+#[derive(Debug)]
+pub struct Responder {
+    consumer: Consumer,
+}
+
+impl Responder {
+    /// Consumes requests of `topic` in `group` and replies with `handler`'s return value
+    /// (the reply's value). Requests already past their deadline are skipped: nobody waits for
+    /// them. Replies go to the broker connection that pushed the request.
+    pub fn start(
+        client: &Client,
+        topic: &str,
+        group: &str,
+        handler: impl FnMut(&ReceivedMessage) -> Vec<u8> + Send + 'static,
+    ) -> Result<Self> {
+        // Requests waiting from before the start are answered too while their deadline lasts;
+        // older ones are skipped as expired.
+        let options = ConsumerOptions::new(topic, group, ConsumeMode::Clustering)
+            .start_from(StartFrom::Committed);
+        let inner = client.inner.clone();
+        let mut handler = handler;
+        let consumer = Consumer::start_deliveries(client, options, move |delivery: &Delivery| {
+            let request = &delivery.message;
+            if request.message_type != MessageType::Request {
+                log::debug!("responder skips a non-request record at {}", request.offset);
+                return;
+            }
+            if request.is_expired() {
+                log::debug!(
+                    "request at offset {} expired before handling",
+                    request.offset
+                );
+                return;
+            }
+            let value = handler(request);
+            if request.is_expired() {
+                log::debug!("request at offset {} expired while handled", request.offset);
+                return;
+            }
+            if let Err(e) = reply(&inner, delivery, value) {
+                log::warn!("reply to {:?} not sent: {e}", request.reply_to);
+            }
+        })?;
+        Ok(Self { consumer })
+    }
+
+    /// Stops answering: commits, unsubscribes and stops the handler thread.
+    pub fn close(self) -> Result<()> {
+        self.consumer.close()
+    }
+}
+
+/// Sends `value` as the reply to the request in `delivery`, on the connection it came on.
+fn reply(client: &ClientInner, delivery: &Delivery, value: Vec<u8>) -> Result<()> {
+    let request = &delivery.message;
+    let (Some(reply_to), Some(correlation)) = (&request.reply_to, &request.correlation_id) else {
+        return Err(ClientError::InvalidArgument(
+            "request without reply_to or correlation id".into(),
+        ));
+    };
+    let mut builder = BatchBuilder::new(client.config.batch_bytes_max);
+    Message::new(request.topic.clone(), value).append_to(
+        &mut builder,
+        MessageType::Reply,
+        client.config.area,
+        &[
+            Property::ReplyTo(reply_to),
+            Property::CorrelationId(correlation),
+        ],
+    )?;
+    let bytes = builder
+        .finish()
+        .ok_or_else(|| ClientError::InvalidArgument("empty batch".into()))?;
+    let ext = address_ext(&request.topic, request.queue_id)?;
+    let endpoint = delivery.conn.endpoint().to_owned();
+    delivery
+        .conn
+        .call_with(
+            Command::Reply,
+            &ext,
+            &bytes,
+            Box::new(move |result| {
+                if let Err(e) = result {
+                    log::debug!("{endpoint}: reply refused: {e}");
+                }
+            }),
+        )
+        .map(drop)
+}
