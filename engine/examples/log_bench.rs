@@ -1,0 +1,402 @@
+//! Log append micro-benchmark: our log against raw glommio DMA writes, in one run.
+//!
+//! Prints (a) raw `DmaStreamWriter` sequential write MB/s with a final fdatasync, the ceiling;
+//! (b) async-mode append MB/s and records/s with 1 KiB records in ~64 KiB batches; (c) sync-mode
+//! (group commit) append MB/s and appends/s with 1, 16 and 256 concurrent appenders, each append
+//! a batch of 16 × 1 KiB records. Every figure is printed beside its ratio to (a), and the goals of
+//! DESIGN.md §8 (async ≥ 70% of raw, sync with 256 appenders ≥ 30%) are marked PASS or MISS.
+//!
+//! Everything runs on one glommio `LocalExecutor` pinned to one CPU.
+//!
+//! ```text
+//! cargo run --release -p defibus-engine --example log_bench [-- --help]
+//! ```
+
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use engine::log::{FlushMode, Log, LogConfig};
+use futures_lite::AsyncWriteExt;
+use glommio::io::{DmaFile, DmaStreamWriterBuilder};
+use glommio::{LocalExecutorBuilder, Placement};
+use protocol::record::{BATCH_LEN_MAX, BatchBuilder, Record};
+
+const HELP: &str = "\
+log_bench: append throughput of engine::log against raw glommio DMA writes
+
+USAGE:
+    cargo run --release -p defibus-engine --example log_bench [-- OPTIONS]
+
+OPTIONS:
+    --dir DIR          directory to write in; a temporary directory is made inside it
+                       and removed at the end [env DEFIBUS_BENCH_DIR; default: the system
+                       temporary directory]
+    --total-mib N      bytes written by the raw and async phases [default 1024]
+    --sync-mib N       byte cap of each sync phase [default 256]
+    --seconds S        time cap of each phase [default 8]
+    --cpu N            CPU to pin the executor to [default 0]
+    --smoke            a few MiB only, for CI: checks the bench runs, not the figures
+    -h, --help         this text
+
+Record sizes: 1 KiB values. Async phase: ~64 KiB batches (62 records). Sync phases: each
+append is one batch of 16 records (~17 KiB), from 1, 16 and 256 concurrent appenders.
+Goals (DESIGN.md 8): async >= 70% of raw; sync with 256 appenders >= 30% of raw.
+";
+
+const RECORD_VALUE_BYTES: usize = 1024;
+const ASYNC_BATCH_BYTES: usize = 64 << 10;
+const SYNC_BATCH_RECORDS: usize = 16;
+const SYNC_CONCURRENCY: [usize; 3] = [1, 16, 256];
+const ASYNC_GOAL: f64 = 0.70;
+const SYNC_256_GOAL: f64 = 0.30;
+const SEGMENT_BYTES_MAX: u64 = 1 << 30;
+const MIB: u64 = 1 << 20;
+
+struct Options {
+    dir: Option<PathBuf>,
+    total_bytes: u64,
+    sync_bytes: u64,
+    phase_time_max: Duration,
+    cpu: usize,
+    smoke: bool,
+}
+
+fn parse_options() -> Result<Options, String> {
+    let mut options = Options {
+        dir: std::env::var_os("DEFIBUS_BENCH_DIR").map(PathBuf::from),
+        total_bytes: 1024 * MIB,
+        sync_bytes: 256 * MIB,
+        phase_time_max: Duration::from_secs(8),
+        cpu: 0,
+        smoke: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
+        let number = |name: &str, text: String| {
+            text.parse::<u64>()
+                .map_err(|e| format!("{name} {text:?}: {e}"))
+        };
+        match arg.as_str() {
+            "-h" | "--help" => {
+                print!("{HELP}");
+                std::process::exit(0);
+            }
+            "--dir" => options.dir = Some(PathBuf::from(value("--dir")?)),
+            "--total-mib" => options.total_bytes = number(&arg, value(&arg)?)? * MIB,
+            "--sync-mib" => options.sync_bytes = number(&arg, value(&arg)?)? * MIB,
+            "--seconds" => {
+                options.phase_time_max = Duration::from_secs(number(&arg, value(&arg)?)?)
+            }
+            "--cpu" => options.cpu = number(&arg, value(&arg)?)? as usize,
+            "--smoke" => options.smoke = true,
+            other => return Err(format!("unknown argument {other:?}; see --help")),
+        }
+    }
+    if options.smoke {
+        options.total_bytes = options.total_bytes.min(8 * MIB);
+        options.sync_bytes = options.sync_bytes.min(2 * MIB);
+        options.phase_time_max = options.phase_time_max.min(Duration::from_secs(2));
+    }
+    Ok(options)
+}
+
+/// Lets the executor lock the 10 MiB of IO buffers glommio registers (the default limit here is
+/// 8 MiB, and glommio only warns and runs slower when registration fails). Says which path is used.
+fn raise_memlock() -> String {
+    let wanted: libc::rlim_t = 512 << 20;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) != 0 {
+            return "RLIMIT_MEMLOCK unknown".into();
+        }
+        if limit.rlim_cur >= wanted {
+            return format!("RLIMIT_MEMLOCK already {} MiB", limit.rlim_cur >> 20);
+        }
+        let raised = libc::rlimit {
+            rlim_cur: wanted,
+            rlim_max: limit.rlim_max.max(wanted),
+        };
+        if libc::setrlimit(libc::RLIMIT_MEMLOCK, &raised) == 0 {
+            "RLIMIT_MEMLOCK raised to 512 MiB: registered IO buffers in use".into()
+        } else {
+            format!(
+                "RLIMIT_MEMLOCK stays {} KiB: glommio may fall back to unregistered buffers",
+                limit.rlim_cur >> 10
+            )
+        }
+    }
+}
+
+/// One batch of `records` records with 1 KiB values, unstamped.
+fn batch_template(records: usize) -> Bytes {
+    let value: Vec<u8> = (0..RECORD_VALUE_BYTES)
+        .map(|i| (i * 31 % 251) as u8)
+        .collect();
+    let mut builder =
+        BatchBuilder::with_capacity(BATCH_LEN_MAX, records * (RECORD_VALUE_BYTES + 64));
+    for i in 0..records {
+        builder
+            .push(&Record {
+                timestamp_ms: 1_700_000_000_000 + i as i64,
+                value: &value,
+                ..Record::default()
+            })
+            .expect("a 1 KiB record fits");
+    }
+    Bytes::from(builder.finish().expect("records were pushed"))
+}
+
+/// Records of 1 KiB that fit a batch of `batch_bytes`.
+fn records_per_batch(batch_bytes: usize) -> usize {
+    let one = batch_template(1).len();
+    let per_record = batch_template(2).len() - one;
+    1 + (batch_bytes - one) / per_record
+}
+
+struct Measured {
+    bytes: u64,
+    appends: u64,
+    records: u64,
+    elapsed: Duration,
+}
+
+impl Measured {
+    fn mb_per_s(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.elapsed.as_secs_f64()
+    }
+    fn per_s(&self, count: u64) -> f64 {
+        count as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// (a) Sequential O_DIRECT writes of 1 MiB aligned buffers through `DmaStreamWriter`, with 4
+/// writes in flight, then fdatasync: what the device gives glommio with no log in the way.
+async fn raw_dma(dir: &Path, total_bytes: u64, time_max: Duration) -> Measured {
+    let path = dir.join("raw-dma.bin");
+    let file = DmaFile::create(&path).await.expect("create the raw file");
+    let mut writer = DmaStreamWriterBuilder::new(file)
+        .with_buffer_size(1 << 20)
+        .with_write_behind(4)
+        .build();
+    let chunk: Vec<u8> = (0..1 << 20).map(|i| (i * 7 % 253) as u8).collect();
+    let started = Instant::now();
+    let mut bytes = 0u64;
+    while bytes < total_bytes && started.elapsed() < time_max {
+        writer.write_all(&chunk).await.expect("raw write");
+        bytes += chunk.len() as u64;
+    }
+    writer.sync().await.expect("raw fdatasync");
+    let elapsed = started.elapsed();
+    writer.close().await.expect("close the raw file");
+    std::fs::remove_file(&path).expect("remove the raw file");
+    Measured {
+        bytes,
+        appends: bytes >> 20,
+        records: 0,
+        elapsed,
+    }
+}
+
+fn log_config(dir: &Path, flush: FlushMode) -> LogConfig {
+    let mut config = LogConfig::new(dir);
+    config.segment_bytes_max = SEGMENT_BYTES_MAX;
+    config.flush = flush;
+    config
+}
+
+/// (b) One appender, async flush: append ~64 KiB batches back to back, then flush. Each append
+/// copies the batch from a template into a fresh buffer, as a broker's socket read would.
+async fn async_append(dir: &Path, total_bytes: u64, time_max: Duration) -> Measured {
+    let records = records_per_batch(ASYNC_BATCH_BYTES);
+    let template = batch_template(records);
+    let flush = FlushMode::Async {
+        interval_ms: 1000,
+        bytes: 4 << 20,
+    };
+    let log = Log::open(log_config(dir, flush))
+        .await
+        .expect("open the async log");
+    let started = Instant::now();
+    let mut appends = 0u64;
+    while appends * (template.len() as u64) < total_bytes && started.elapsed() < time_max {
+        log.append(BytesMut::from(&template[..]))
+            .await
+            .expect("async append");
+        appends += 1;
+    }
+    log.flush().await.expect("final flush");
+    let elapsed = started.elapsed();
+    log.close().await.expect("close the async log");
+    Measured {
+        bytes: appends * template.len() as u64,
+        appends,
+        records: appends * records as u64,
+        elapsed,
+    }
+}
+
+/// (c) `concurrency` appenders in sync mode, each appending 16 × 1 KiB batches and waiting for
+/// each ack (after fdatasync) before the next.
+async fn sync_append(
+    dir: &Path,
+    concurrency: usize,
+    total_bytes: u64,
+    time_max: Duration,
+) -> Measured {
+    let template = batch_template(SYNC_BATCH_RECORDS);
+    let log = Rc::new(
+        Log::open(log_config(dir, FlushMode::Sync))
+            .await
+            .expect("open the sync log"),
+    );
+    let appends_max = total_bytes / template.len() as u64;
+    let appends = Rc::new(Cell::new(0u64));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (log, appends, template) = (log.clone(), appends.clone(), template.clone());
+            glommio::spawn_local(async move {
+                while appends.get() < appends_max && started.elapsed() < time_max {
+                    appends.set(appends.get() + 1);
+                    log.append(BytesMut::from(&template[..]))
+                        .await
+                        .expect("sync append");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await;
+    }
+    let elapsed = started.elapsed();
+    let log = Rc::try_unwrap(log).unwrap_or_else(|_| panic!("appenders hold no log"));
+    log.close().await.expect("close the sync log");
+    let appends = appends.get();
+    Measured {
+        bytes: appends * template.len() as u64,
+        appends,
+        records: appends * SYNC_BATCH_RECORDS as u64,
+        elapsed,
+    }
+}
+
+fn verdict(ratio: f64, goal: f64) -> &'static str {
+    if ratio >= goal { "PASS" } else { "MISS" }
+}
+
+fn main() {
+    let options = match parse_options() {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("log_bench: {message}");
+            std::process::exit(2);
+        }
+    };
+    let memlock = raise_memlock();
+    let base = options.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let dir = tempfile::Builder::new()
+        .prefix("log-bench-")
+        .tempdir_in(&base)
+        .unwrap_or_else(|e| panic!("cannot make a directory in {}: {e}", base.display()));
+    let dir_path = dir.path().to_path_buf();
+    let cpu = options.cpu;
+    println!("log_bench: {memlock}");
+    println!(
+        "dir {}, executor pinned to CPU {cpu}, raw/async up to {} MiB, sync up to {} MiB, \
+         {:?} per phase{}",
+        dir_path.display(),
+        options.total_bytes >> 20,
+        options.sync_bytes >> 20,
+        options.phase_time_max,
+        if options.smoke { " (smoke)" } else { "" }
+    );
+    let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+        .name("log-bench")
+        .spawn(move || async move { run(&dir_path, &options).await })
+        .expect("the pinned executor starts");
+    handle.join().expect("the bench executor finishes");
+    drop(dir);
+}
+
+async fn run(dir: &Path, options: &Options) {
+    let phase_dir = |name: &str| {
+        let path = dir.join(name);
+        std::fs::create_dir_all(&path).expect("make the phase directory");
+        path
+    };
+    let raw = raw_dma(dir, options.total_bytes, options.phase_time_max).await;
+    let raw_mb_s = raw.mb_per_s();
+    println!();
+    println!(
+        "(a) raw DMA write (1 MiB buffers, 4 in flight, + fdatasync): {:>8.1} MB/s  100%   \
+         ({} MiB in {:.2} s)",
+        raw_mb_s,
+        raw.bytes >> 20,
+        raw.elapsed.as_secs_f64()
+    );
+
+    let records = records_per_batch(ASYNC_BATCH_BYTES);
+    let a = async_append(
+        &phase_dir("async"),
+        options.total_bytes,
+        options.phase_time_max,
+    )
+    .await;
+    let ratio = a.mb_per_s() / raw_mb_s;
+    println!(
+        "(b) log append, async, {records} x 1 KiB per batch:        {:>8.1} MB/s  {:>4.0}%   \
+         ({} MiB in {:.2} s) goal >= {:.0}%: {}",
+        a.mb_per_s(),
+        ratio * 100.0,
+        a.bytes >> 20,
+        a.elapsed.as_secs_f64(),
+        ASYNC_GOAL * 100.0,
+        verdict(ratio, ASYNC_GOAL)
+    );
+    println!(
+        "    records/s {:.0}, appends/s {:.0}",
+        a.per_s(a.records),
+        a.per_s(a.appends)
+    );
+
+    for concurrency in SYNC_CONCURRENCY {
+        let s = sync_append(
+            &phase_dir(&format!("sync-{concurrency}")),
+            concurrency,
+            options.sync_bytes,
+            options.phase_time_max,
+        )
+        .await;
+        let ratio = s.mb_per_s() / raw_mb_s;
+        let goal = if concurrency == 256 {
+            format!(
+                " goal >= {:.0}%: {}",
+                SYNC_256_GOAL * 100.0,
+                verdict(ratio, SYNC_256_GOAL)
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "(c) log append, sync, {concurrency:>3} appenders x 16 x 1 KiB: {:>8.1} MB/s  {:>4.0}%   \
+             ({} MiB in {:.2} s){goal}",
+            s.mb_per_s(),
+            ratio * 100.0,
+            s.bytes >> 20,
+            s.elapsed.as_secs_f64()
+        );
+        println!(
+            "    appends/s {:.0}, records/s {:.0}",
+            s.per_s(s.appends),
+            s.per_s(s.records)
+        );
+    }
+}

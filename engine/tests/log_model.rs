@@ -1,0 +1,482 @@
+//! A randomized model test of the segment log: thousands of seeded operations (append, read,
+//! flush, close and reopen, crash, retention by size) run against the log and against a plain
+//! in-memory model (`offset → record value`), and after each one the two must agree.
+//!
+//! Small segments make rolls frequent. Runs on real files (`DmaStorage` in a temporary
+//! directory) and on the in-memory `FaultyStorage`, which can also simulate a crash: in sync mode
+//! every acknowledged append must survive it; in async mode everything up to the last `flush()`.
+//!
+//! `DEFIBUS_MODEL_SEED` replays a run; `DEFIBUS_MODEL_OPS` sets the operation count.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use common::{ReadBatch, batch_of, parse_batch, read_whole_log, run_local, seed_from_env};
+use engine::log::testing::FaultyStorage;
+use engine::log::{FlushMode, Log, LogConfig, LogError, Storage};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const SEGMENT_BYTES_MAX: u64 = 64 << 10;
+const RETENTION_BYTES_MAX: u64 = 5 * SEGMENT_BYTES_MAX;
+const RECORD_BYTES_MAX: usize = 4 << 10;
+const OPS_DEFAULT: usize = 3000;
+
+fn config(dir: PathBuf, flush: FlushMode) -> LogConfig {
+    let mut config = LogConfig::new(dir);
+    config.segment_bytes_max = SEGMENT_BYTES_MAX;
+    config.index_interval_bytes = 4096;
+    config.tail_cache_bytes = 32 << 10;
+    config.retention_bytes_max = Some(RETENTION_BYTES_MAX);
+    config.flush = flush;
+    config
+}
+
+fn async_mode() -> FlushMode {
+    // Long enough that only the test's own flush() calls, and the size bound, flush.
+    FlushMode::Async {
+        interval_ms: 60_000,
+        bytes: 256 << 10,
+    }
+}
+
+/// The two ways the model test gets a log, and whether it can simulate a crash.
+trait Backend {
+    type S: Storage;
+    async fn open(&self, config: LogConfig) -> Result<Log<Self::S>, LogError>;
+    /// Throws away everything not made durable; false when the backend cannot.
+    fn crash(&self) -> bool;
+    /// The segment files' base offsets, when the backend has real files to look at.
+    fn segment_bases(&self) -> Option<Vec<u64>>;
+}
+
+struct Dma {
+    dir: tempfile::TempDir,
+}
+
+impl Backend for Dma {
+    type S = engine::log::DmaStorage;
+    async fn open(&self, config: LogConfig) -> Result<Log<Self::S>, LogError> {
+        Log::open(config).await
+    }
+    fn crash(&self) -> bool {
+        false
+    }
+    fn segment_bases(&self) -> Option<Vec<u64>> {
+        let mut bases: Vec<u64> = std::fs::read_dir(self.dir.path())
+            .expect("the log directory lists")
+            .filter_map(|entry| {
+                let name = entry.ok()?.file_name().into_string().ok()?;
+                name.strip_suffix(".log")?.parse().ok()
+            })
+            .collect();
+        bases.sort_unstable();
+        Some(bases)
+    }
+}
+
+struct Faulty {
+    storage: FaultyStorage,
+}
+
+impl Backend for Faulty {
+    type S = FaultyStorage;
+    async fn open(&self, config: LogConfig) -> Result<Log<Self::S>, LogError> {
+        Log::open_with(self.storage.clone(), config).await
+    }
+    fn crash(&self) -> bool {
+        self.storage.crash();
+        true
+    }
+    fn segment_bases(&self) -> Option<Vec<u64>> {
+        None
+    }
+}
+
+/// What the log should hold.
+#[derive(Default)]
+struct Model {
+    /// Offset of `values[0]`.
+    start: u64,
+    values: Vec<Vec<u8>>,
+    /// Base offsets of the batches still in the log: reads start at these, retention cuts at one.
+    batch_bases: BTreeSet<u64>,
+    /// Everything below this offset is durable (sync acks, or an async flush()).
+    durable_next: u64,
+}
+
+impl Model {
+    fn next(&self) -> u64 {
+        self.start + self.values.len() as u64
+    }
+
+    fn value(&self, offset: u64) -> &[u8] {
+        &self.values[(offset - self.start) as usize]
+    }
+
+    fn drop_before(&mut self, start: u64) {
+        let dropped = (start - self.start) as usize;
+        self.values.drain(..dropped);
+        self.start = start;
+        self.batch_bases = self.batch_bases.split_off(&start);
+    }
+
+    fn truncate_to(&mut self, next: u64) {
+        self.values.truncate((next - self.start) as usize);
+        self.batch_bases.retain(|&b| b < next);
+        self.durable_next = self.durable_next.min(next);
+    }
+
+    /// Checks batches read back against the model, from `offset` on.
+    fn check_batches(&self, offset: u64, batches: &[ReadBatch], context: &str) {
+        let mut expected_base = None;
+        for batch in batches {
+            match expected_base {
+                None => {
+                    assert!(
+                        batch.base_offset <= offset && offset < batch.next_offset,
+                        "{context}: first batch [{}, {}) does not hold offset {offset}",
+                        batch.base_offset,
+                        batch.next_offset
+                    );
+                    assert!(
+                        self.batch_bases.contains(&batch.base_offset),
+                        "{context}: a batch starts at {}, where the model has no batch start",
+                        batch.base_offset
+                    );
+                }
+                Some(base) => assert_eq!(
+                    batch.base_offset, base,
+                    "{context}: batches are not contiguous"
+                ),
+            }
+            assert!(
+                batch.next_offset <= self.next(),
+                "{context}: batch [{}, {}) runs past the model's next offset {}",
+                batch.base_offset,
+                batch.next_offset,
+                self.next()
+            );
+            for (i, value) in batch.values.iter().enumerate() {
+                let at = batch.base_offset + i as u64;
+                assert!(
+                    value.as_slice() == self.value(at),
+                    "{context}: record at offset {at} holds {} bytes that differ from the {} \
+                     bytes appended",
+                    value.len(),
+                    self.value(at).len()
+                );
+            }
+            expected_base = Some(batch.next_offset);
+        }
+    }
+}
+
+fn is_out_of_range(error: &LogError) -> bool {
+    matches!(error, LogError::OffsetOutOfRange { .. })
+}
+
+/// Runs `ops` seeded operations against a log on `backend` and the model.
+async fn run_model<B: Backend>(backend: B, flush: FlushMode, seed: u64, ops: usize, dir: PathBuf) {
+    let sync = matches!(flush, FlushMode::Sync);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut model = Model::default();
+    let mut log = backend
+        .open(config(dir.clone(), flush.clone()))
+        .await
+        .expect("a new log opens");
+    let mut counts = [0usize; 7];
+    for op in 0..ops {
+        let context = format!("seed {seed}, op {op}");
+        let choice = rng.random_range(0..100);
+        match choice {
+            // Append 1-5 records of 0 B to 4 KiB.
+            0..45 => {
+                counts[0] += 1;
+                let count = rng.random_range(1..=5);
+                let values: Vec<Vec<u8>> = (0..count)
+                    .map(|_| {
+                        let len = rng.random_range(0..=RECORD_BYTES_MAX);
+                        (0..len).map(|_| rng.random()).collect()
+                    })
+                    .collect();
+                let refs: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+                let appended = log
+                    .append(batch_of(&refs))
+                    .await
+                    .unwrap_or_else(|e| panic!("{context}: append failed: {e}"));
+                assert_eq!(
+                    (appended.base_offset, appended.next_offset),
+                    (model.next(), model.next() + count as u64),
+                    "{context}: append stamped the wrong offsets"
+                );
+                model.batch_bases.insert(model.next());
+                model.values.extend(values);
+                if sync {
+                    model.durable_next = model.next();
+                }
+                assert_eq!(log.next_offset(), model.next(), "{context}: next_offset");
+            }
+            // Read from a random offset in the log, with a random byte budget.
+            45..75 => {
+                counts[1] += 1;
+                if model.next() == model.start {
+                    continue;
+                }
+                let offset = rng.random_range(model.start..model.next());
+                let max_bytes = rng.random_range(1..=96 << 10);
+                let context = format!("{context}: read({offset}, {max_bytes})");
+                let bytes = log
+                    .read(offset, max_bytes)
+                    .await
+                    .unwrap_or_else(|e| panic!("{context} failed: {e}"));
+                assert!(!bytes.is_empty(), "{context}: returned nothing");
+                let total: usize = bytes.iter().map(|b| b.len()).sum();
+                assert!(
+                    bytes.len() == 1 || total <= max_bytes,
+                    "{context}: returned {} batches of {total} bytes in all, over the budget",
+                    bytes.len()
+                );
+                let batches: Vec<ReadBatch> =
+                    bytes.iter().map(|b| parse_batch(b, &context)).collect();
+                model.check_batches(offset, &batches, &context);
+            }
+            // Reads at the edges: at the end, and below the start.
+            75..80 => {
+                counts[2] += 1;
+                let at_end = log
+                    .read(model.next(), 4096)
+                    .await
+                    .unwrap_or_else(|e| panic!("{context}: read at next_offset failed: {e}"));
+                assert!(
+                    at_end.is_empty(),
+                    "{context}: read at next_offset {} returned data",
+                    model.next()
+                );
+                if model.start > 0 {
+                    let below = rng.random_range(0..model.start);
+                    match log.read(below, 4096).await {
+                        Err(e) if is_out_of_range(&e) => {}
+                        other => panic!(
+                            "{context}: read at {below}, below start_offset {}, gave {:?} \
+                             instead of an out-of-range error",
+                            model.start,
+                            other.map(|b| b.len())
+                        ),
+                    }
+                }
+            }
+            80..86 => {
+                counts[3] += 1;
+                log.flush()
+                    .await
+                    .unwrap_or_else(|e| panic!("{context}: flush failed: {e}"));
+                model.durable_next = model.next();
+            }
+            // Close and reopen: nothing is lost, whatever the flush mode.
+            86..90 => {
+                counts[4] += 1;
+                log.close()
+                    .await
+                    .unwrap_or_else(|e| panic!("{context}: close failed: {e}"));
+                log = backend
+                    .open(config(dir.clone(), flush.clone()))
+                    .await
+                    .unwrap_or_else(|e| panic!("{context}: reopen after close failed: {e}"));
+                model.durable_next = model.next();
+                check_whole_log(&log, &model, &context).await;
+            }
+            // Crash: drop the log without closing it and lose what was not durable.
+            90..94 => {
+                if !backend.crash() {
+                    continue;
+                }
+                counts[5] += 1;
+                drop(log);
+                log = backend
+                    .open(config(dir.clone(), flush.clone()))
+                    .await
+                    .unwrap_or_else(|e| panic!("{context}: reopen after crash failed: {e}"));
+                let recovered = log.next_offset();
+                assert!(
+                    (model.durable_next..=model.next()).contains(&recovered),
+                    "{context}: after a crash the log ends at {recovered}; everything below {} \
+                     was durable and nothing past {} was appended",
+                    model.durable_next,
+                    model.next()
+                );
+                assert_eq!(
+                    log.start_offset(),
+                    model.start,
+                    "{context}: start_offset after crash"
+                );
+                model.truncate_to(recovered);
+                check_whole_log(&log, &model, &context).await;
+            }
+            // Retention by size: whole segments go from the front.
+            _ => {
+                counts[6] += 1;
+                let before = (log.start_offset(), log.size_bytes(), log.segment_count());
+                log.apply_retention(now_ms())
+                    .await
+                    .unwrap_or_else(|e| panic!("{context}: apply_retention failed: {e}"));
+                let after = (log.start_offset(), log.size_bytes(), log.segment_count());
+                check_retention(&backend, &model, before, after, &context);
+                model.drop_before(after.0);
+                assert_eq!(log.next_offset(), model.next(), "{context}: next_offset");
+            }
+        }
+    }
+    check_whole_log(&log, &model, &format!("seed {seed}, end")).await;
+    log.close().await.expect("close at the end");
+    println!(
+        "seed {seed}: {ops} ops (appends {}, reads {}, edge reads {}, flushes {}, reopens {}, \
+         crashes {}, retention {}); log ends at [{}, {})",
+        counts[0],
+        counts[1],
+        counts[2],
+        counts[3],
+        counts[4],
+        counts[5],
+        counts[6],
+        model.start,
+        model.next()
+    );
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// `before` and `after` are `(start_offset, size_bytes, segment_count)`.
+fn check_retention<B: Backend>(
+    backend: &B,
+    model: &Model,
+    before: (u64, u64, usize),
+    after: (u64, u64, usize),
+    context: &str,
+) {
+    let context =
+        format!("{context}: retention took (start, bytes, segments) {before:?} -> {after:?}");
+    assert!(after.0 >= before.0, "{context}: start_offset went back");
+    assert!(
+        after.0 <= model.next(),
+        "{context}: start_offset passed the end"
+    );
+    assert!(after.2 >= 1, "{context}: no segment left");
+    if before.1 <= RETENTION_BYTES_MAX {
+        assert_eq!(
+            before, after,
+            "{context}: deleted data under the size limit"
+        );
+    }
+    if after.0 != before.0 {
+        assert!(
+            model.batch_bases.contains(&after.0),
+            "{context}: the new start is not a batch boundary"
+        );
+        assert!(
+            after.2 < before.2 && after.1 < before.1,
+            "{context}: start moved but no segment went"
+        );
+    } else {
+        assert_eq!(
+            after.2, before.2,
+            "{context}: segments went but start stayed"
+        );
+    }
+    assert!(
+        after.1 <= RETENTION_BYTES_MAX || after.2 == 1,
+        "{context}: still over {RETENTION_BYTES_MAX} bytes with segments to spare"
+    );
+    if let Some(bases) = backend.segment_bases() {
+        assert_eq!(
+            bases.len(),
+            after.2,
+            "{context}: segment files on disk {bases:?} disagree with segment_count"
+        );
+        assert_eq!(
+            bases.first().copied(),
+            Some(after.0),
+            "{context}: the oldest segment file does not start at start_offset"
+        );
+    }
+}
+
+async fn check_whole_log<S: Storage>(log: &Log<S>, model: &Model, context: &str) {
+    assert_eq!(
+        (log.start_offset(), log.next_offset()),
+        (model.start, model.next()),
+        "{context}: the log's [start, next) differs from the model's"
+    );
+    let batches = read_whole_log(log, context).await;
+    model.check_batches(model.start, &batches, context);
+    let bases: BTreeSet<u64> = batches.iter().map(|b| b.base_offset).collect();
+    assert_eq!(
+        bases, model.batch_bases,
+        "{context}: batch boundaries differ"
+    );
+}
+
+fn ops() -> usize {
+    std::env::var("DEFIBUS_MODEL_OPS")
+        .map(|n| n.parse().expect("DEFIBUS_MODEL_OPS is a number"))
+        .unwrap_or(OPS_DEFAULT)
+}
+
+#[test]
+fn model_dma_storage_async() {
+    let seed = seed_from_env("DEFIBUS_MODEL_SEED");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().to_path_buf();
+    run_local(run_model(Dma { dir }, async_mode(), seed, ops(), path));
+}
+
+#[test]
+fn model_dma_storage_sync() {
+    let seed = seed_from_env("DEFIBUS_MODEL_SEED");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().to_path_buf();
+    run_local(run_model(
+        Dma { dir },
+        FlushMode::Sync,
+        seed,
+        ops() / 4,
+        path,
+    ));
+}
+
+#[test]
+fn model_faulty_storage_sync_with_crashes() {
+    let seed = seed_from_env("DEFIBUS_MODEL_SEED");
+    let backend = Faulty {
+        storage: FaultyStorage::new(),
+    };
+    run_local(run_model(
+        backend,
+        FlushMode::Sync,
+        seed,
+        ops(),
+        PathBuf::from("/faulty"),
+    ));
+}
+
+#[test]
+fn model_faulty_storage_async_with_crashes() {
+    let seed = seed_from_env("DEFIBUS_MODEL_SEED");
+    let backend = Faulty {
+        storage: FaultyStorage::new(),
+    };
+    run_local(run_model(
+        backend,
+        async_mode(),
+        seed,
+        ops(),
+        PathBuf::from("/faulty"),
+    ));
+}
