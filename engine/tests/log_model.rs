@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use common::{ReadBatch, batch_of, parse_batch, read_whole_log, run_local, seed_from_env};
 use engine::log::testing::FaultyStorage;
-use engine::log::{FlushMode, Log, LogConfig, LogError, Storage};
+use engine::log::{Appended, FlushMode, Log, LogConfig, LogError, Storage};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -42,14 +42,22 @@ fn async_mode() -> FlushMode {
     }
 }
 
-/// The two ways the model test gets a log, and whether it can simulate a crash.
+/// The two ways the model test gets a log; the in-memory one can also crash and inject faults.
 trait Backend {
     type S: Storage;
     async fn open(&self, config: LogConfig) -> Result<Log<Self::S>, LogError>;
-    /// Throws away everything not made durable; false when the backend cannot.
-    fn crash(&self) -> bool;
-    /// The segment files' base offsets, when the backend has real files to look at.
-    fn segment_bases(&self) -> Option<Vec<u64>>;
+    /// The in-memory storage, when this backend is one.
+    fn faulty(&self) -> Option<&FaultyStorage>;
+    /// Base offsets of the segment files (`<base-offset:020>.log`), sorted.
+    fn segment_bases(&self) -> Vec<u64>;
+}
+
+fn segment_bases_of(names: impl Iterator<Item = String>) -> Vec<u64> {
+    let mut bases: Vec<u64> = names
+        .filter_map(|name| name.strip_suffix(".log")?.parse().ok())
+        .collect();
+    bases.sort_unstable();
+    bases
 }
 
 struct Dma {
@@ -61,24 +69,18 @@ impl Backend for Dma {
     async fn open(&self, config: LogConfig) -> Result<Log<Self::S>, LogError> {
         Log::open(config).await
     }
-    fn crash(&self) -> bool {
-        false
+    fn faulty(&self) -> Option<&FaultyStorage> {
+        None
     }
-    fn segment_bases(&self) -> Option<Vec<u64>> {
-        let mut bases: Vec<u64> = std::fs::read_dir(self.dir.path())
-            .expect("the log directory lists")
-            .filter_map(|entry| {
-                let name = entry.ok()?.file_name().into_string().ok()?;
-                name.strip_suffix(".log")?.parse().ok()
-            })
-            .collect();
-        bases.sort_unstable();
-        Some(bases)
+    fn segment_bases(&self) -> Vec<u64> {
+        let entries = std::fs::read_dir(self.dir.path()).expect("the log directory lists");
+        segment_bases_of(entries.filter_map(|e| e.ok()?.file_name().into_string().ok()))
     }
 }
 
 struct Faulty {
     storage: FaultyStorage,
+    dir: PathBuf,
 }
 
 impl Backend for Faulty {
@@ -86,12 +88,16 @@ impl Backend for Faulty {
     async fn open(&self, config: LogConfig) -> Result<Log<Self::S>, LogError> {
         Log::open_with(self.storage.clone(), config).await
     }
-    fn crash(&self) -> bool {
-        self.storage.crash();
-        true
+    fn faulty(&self) -> Option<&FaultyStorage> {
+        Some(&self.storage)
     }
-    fn segment_bases(&self) -> Option<Vec<u64>> {
-        None
+    fn segment_bases(&self) -> Vec<u64> {
+        let paths = self.storage.paths();
+        let names = paths
+            .iter()
+            .filter(|p| p.parent() == Some(self.dir.as_path()))
+            .filter_map(|p| Some(p.file_name()?.to_str()?.to_owned()));
+        segment_bases_of(names)
     }
 }
 
@@ -114,6 +120,25 @@ impl Model {
 
     fn value(&self, offset: u64) -> &[u8] {
         &self.values[(offset - self.start) as usize]
+    }
+
+    /// Records an acknowledged append of `values`.
+    fn push_acked(&mut self, appended: Appended, values: Vec<Vec<u8>>, sync: bool, context: &str) {
+        assert_eq!(
+            (appended.base_offset, appended.next_offset),
+            (self.next(), self.next() + values.len() as u64),
+            "{context}: append stamped the wrong offsets"
+        );
+        self.push_unacked(values);
+        if sync {
+            self.durable_next = self.next();
+        }
+    }
+
+    /// Records an append that failed: it may or may not survive a crash.
+    fn push_unacked(&mut self, values: Vec<Vec<u8>>) {
+        self.batch_bases.insert(self.next());
+        self.values.extend(values);
     }
 
     fn drop_before(&mut self, start: u64) {
@@ -184,44 +209,28 @@ async fn run_model<B: Backend>(backend: B, flush: FlushMode, seed: u64, ops: usi
     let mut rng = StdRng::seed_from_u64(seed);
     let mut model = Model::default();
     let mut log = backend
-        .open(config(dir.clone(), flush.clone()))
+        .open(config(dir.clone(), flush))
         .await
         .expect("a new log opens");
-    let mut counts = [0usize; 7];
+    let mut counts = Counts::default();
     for op in 0..ops {
         let context = format!("seed {seed}, op {op}");
         let choice = rng.random_range(0..100);
         match choice {
             // Append 1-5 records of 0 B to 4 KiB.
             0..45 => {
-                counts[0] += 1;
-                let count = rng.random_range(1..=5);
-                let values: Vec<Vec<u8>> = (0..count)
-                    .map(|_| {
-                        let len = rng.random_range(0..=RECORD_BYTES_MAX);
-                        (0..len).map(|_| rng.random()).collect()
-                    })
-                    .collect();
-                let refs: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+                counts.appends += 1;
+                let values = random_values(&mut rng);
                 let appended = log
-                    .append(batch_of(&refs))
+                    .append(batch_of(&as_slices(&values)))
                     .await
                     .unwrap_or_else(|e| panic!("{context}: append failed: {e}"));
-                assert_eq!(
-                    (appended.base_offset, appended.next_offset),
-                    (model.next(), model.next() + count as u64),
-                    "{context}: append stamped the wrong offsets"
-                );
-                model.batch_bases.insert(model.next());
-                model.values.extend(values);
-                if sync {
-                    model.durable_next = model.next();
-                }
+                model.push_acked(appended, values, sync, &context);
                 assert_eq!(log.next_offset(), model.next(), "{context}: next_offset");
             }
             // Read from a random offset in the log, with a random byte budget.
-            45..75 => {
-                counts[1] += 1;
+            45..72 => {
+                counts.reads += 1;
                 if model.next() == model.start {
                     continue;
                 }
@@ -243,9 +252,9 @@ async fn run_model<B: Backend>(backend: B, flush: FlushMode, seed: u64, ops: usi
                     bytes.iter().map(|b| parse_batch(b, &context)).collect();
                 model.check_batches(offset, &batches, &context);
             }
-            // Reads at the edges: at the end, and below the start.
-            75..80 => {
-                counts[2] += 1;
+            // Reads at the edges: at the end (empty), past it and below the start (errors).
+            72..77 => {
+                counts.edge_reads += 1;
                 let at_end = log
                     .read(model.next(), 4096)
                     .await
@@ -255,6 +264,16 @@ async fn run_model<B: Backend>(backend: B, flush: FlushMode, seed: u64, ops: usi
                     "{context}: read at next_offset {} returned data",
                     model.next()
                 );
+                let past = model.next() + rng.random_range(1..1000);
+                match log.read(past, 4096).await {
+                    Err(e) if is_out_of_range(&e) => {}
+                    other => panic!(
+                        "{context}: read at {past}, past next_offset {}, gave {:?} instead of \
+                         an out-of-range error",
+                        model.next(),
+                        other.map(|b| b.len())
+                    ),
+                }
                 if model.start > 0 {
                     let below = rng.random_range(0..model.start);
                     match log.read(below, 4096).await {
@@ -268,56 +287,84 @@ async fn run_model<B: Backend>(backend: B, flush: FlushMode, seed: u64, ops: usi
                     }
                 }
             }
-            80..86 => {
-                counts[3] += 1;
+            77..83 => {
+                counts.flushes += 1;
                 log.flush()
                     .await
                     .unwrap_or_else(|e| panic!("{context}: flush failed: {e}"));
                 model.durable_next = model.next();
             }
             // Close and reopen: nothing is lost, whatever the flush mode.
-            86..90 => {
-                counts[4] += 1;
+            83..87 => {
+                counts.reopens += 1;
                 log.close()
                     .await
                     .unwrap_or_else(|e| panic!("{context}: close failed: {e}"));
                 log = backend
-                    .open(config(dir.clone(), flush.clone()))
+                    .open(config(dir.clone(), flush))
                     .await
                     .unwrap_or_else(|e| panic!("{context}: reopen after close failed: {e}"));
                 model.durable_next = model.next();
                 check_whole_log(&log, &model, &context).await;
             }
-            // Crash: drop the log without closing it and lose what was not durable.
-            90..94 => {
-                if !backend.crash() {
+            // Crash: drop the log without closing it and lose what was not durable, keeping a
+            // random torn prefix of the rest.
+            87..91 => {
+                let Some(storage) = backend.faulty() else {
                     continue;
-                }
-                counts[5] += 1;
+                };
+                counts.crashes += 1;
                 drop(log);
-                log = backend
-                    .open(config(dir.clone(), flush.clone()))
-                    .await
-                    .unwrap_or_else(|e| panic!("{context}: reopen after crash failed: {e}"));
-                let recovered = log.next_offset();
+                storage.crash_random(rng.random());
+                log =
+                    reopen_and_recover(&backend, config(dir.clone(), flush), &mut model, &context)
+                        .await;
+            }
+            // A short write from the kernel: the log must write the rest and carry on.
+            91..94 => {
+                let Some(storage) = backend.faulty() else {
+                    continue;
+                };
+                counts.short_writes += 1;
+                storage.short_write_next(rng.random_range(1..4096));
+            }
+            // A failed write or fdatasync: the log refuses further appends, and after a reopen
+            // (with or without a crash) holds everything durable and nothing it never took.
+            94..95 => {
+                let Some(storage) = backend.faulty() else {
+                    continue;
+                };
+                counts.io_faults += 1;
+                let after = rng.random_range(0..3);
+                let fsync = rng.random_bool(0.5);
+                if fsync {
+                    storage.fail_fdatasync_after(after);
+                } else {
+                    storage.fail_write_after(after);
+                }
+                let context = format!(
+                    "{context}: {} fails after {after} more successes",
+                    if fsync { "fdatasync" } else { "write" }
+                );
+                let error = surface_fault(&log, &mut rng, &mut model, sync, &context).await;
+                let refused = log.append(batch_of(&[&b"after the fault"[..]])).await;
                 assert!(
-                    (model.durable_next..=model.next()).contains(&recovered),
-                    "{context}: after a crash the log ends at {recovered}; everything below {} \
-                     was durable and nothing past {} was appended",
-                    model.durable_next,
-                    model.next()
+                    refused.is_err(),
+                    "{context}: the log took an append after failing with {error}"
                 );
-                assert_eq!(
-                    log.start_offset(),
-                    model.start,
-                    "{context}: start_offset after crash"
-                );
-                model.truncate_to(recovered);
-                check_whole_log(&log, &model, &context).await;
+                drop(log);
+                if rng.random_bool(0.5) {
+                    storage.crash_random(rng.random());
+                } else {
+                    storage.clear_faults();
+                }
+                log =
+                    reopen_and_recover(&backend, config(dir.clone(), flush), &mut model, &context)
+                        .await;
             }
             // Retention by size: whole segments go from the front.
             _ => {
-                counts[6] += 1;
+                counts.retentions += 1;
                 let before = (log.start_offset(), log.size_bytes(), log.segment_count());
                 log.apply_retention(now_ms())
                     .await
@@ -332,18 +379,100 @@ async fn run_model<B: Backend>(backend: B, flush: FlushMode, seed: u64, ops: usi
     check_whole_log(&log, &model, &format!("seed {seed}, end")).await;
     log.close().await.expect("close at the end");
     println!(
-        "seed {seed}: {ops} ops (appends {}, reads {}, edge reads {}, flushes {}, reopens {}, \
-         crashes {}, retention {}); log ends at [{}, {})",
-        counts[0],
-        counts[1],
-        counts[2],
-        counts[3],
-        counts[4],
-        counts[5],
-        counts[6],
+        "seed {seed}: {ops} ops {counts:?}; the log ends at [{}, {})",
         model.start,
         model.next()
     );
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    appends: usize,
+    reads: usize,
+    edge_reads: usize,
+    flushes: usize,
+    reopens: usize,
+    crashes: usize,
+    short_writes: usize,
+    io_faults: usize,
+    retentions: usize,
+}
+
+fn random_values(rng: &mut StdRng) -> Vec<Vec<u8>> {
+    let count = rng.random_range(1..=5);
+    (0..count)
+        .map(|_| {
+            let len = rng.random_range(0..=RECORD_BYTES_MAX);
+            (0..len).map(|_| rng.random()).collect()
+        })
+        .collect()
+}
+
+fn as_slices(values: &[Vec<u8>]) -> Vec<&[u8]> {
+    values.iter().map(Vec::as_slice).collect()
+}
+
+/// Appends and flushes until the injected fault fails one of them; returns that error.
+async fn surface_fault<S: Storage>(
+    log: &Log<S>,
+    rng: &mut StdRng,
+    model: &mut Model,
+    sync: bool,
+    context: &str,
+) -> LogError {
+    // At most 2 more successes of each kind are allowed, and every round writes and syncs.
+    for _ in 0..10 {
+        for _ in 0..rng.random_range(1..=3) {
+            let values = random_values(rng);
+            match log.append(batch_of(&as_slices(&values))).await {
+                Ok(appended) => model.push_acked(appended, values, sync, context),
+                Err(error) => {
+                    model.push_unacked(values);
+                    return error;
+                }
+            }
+        }
+        match log.flush().await {
+            Ok(()) => model.durable_next = model.next(),
+            Err(error) => return error,
+        }
+    }
+    panic!("{context}: the injected fault never failed an append or a flush");
+}
+
+/// Opens the log after a crash or a failure and checks it holds every durable record, nothing
+/// that was never appended, and a whole number of batches; the model forgets what was lost.
+async fn reopen_and_recover<B: Backend>(
+    backend: &B,
+    config: LogConfig,
+    model: &mut Model,
+    context: &str,
+) -> Log<B::S> {
+    let log = backend
+        .open(config)
+        .await
+        .unwrap_or_else(|e| panic!("{context}: reopen after the crash failed: {e}"));
+    let recovered = log.next_offset();
+    assert!(
+        (model.durable_next..=model.next()).contains(&recovered),
+        "{context}: after the crash the log ends at {recovered}; everything below {} was durable \
+         and nothing past {} was appended",
+        model.durable_next,
+        model.next()
+    );
+    assert!(
+        recovered == model.next() || model.batch_bases.contains(&recovered),
+        "{context}: the log recovered to {recovered}, inside a batch"
+    );
+    assert_eq!(
+        log.start_offset(),
+        model.start,
+        "{context}: start_offset after the crash"
+    );
+    model.truncate_to(recovered);
+    model.durable_next = recovered;
+    check_whole_log(&log, model, context).await;
+    log
 }
 
 fn now_ms() -> i64 {
@@ -394,18 +523,17 @@ fn check_retention<B: Backend>(
         after.1 <= RETENTION_BYTES_MAX || after.2 == 1,
         "{context}: still over {RETENTION_BYTES_MAX} bytes with segments to spare"
     );
-    if let Some(bases) = backend.segment_bases() {
-        assert_eq!(
-            bases.len(),
-            after.2,
-            "{context}: segment files on disk {bases:?} disagree with segment_count"
-        );
-        assert_eq!(
-            bases.first().copied(),
-            Some(after.0),
-            "{context}: the oldest segment file does not start at start_offset"
-        );
-    }
+    let bases = backend.segment_bases();
+    assert_eq!(
+        bases.len(),
+        after.2,
+        "{context}: segment files {bases:?} disagree with segment_count"
+    );
+    assert_eq!(
+        bases.first().copied(),
+        Some(after.0),
+        "{context}: the oldest segment file does not start at start_offset"
+    );
 }
 
 async fn check_whole_log<S: Storage>(log: &Log<S>, model: &Model, context: &str) {
@@ -456,6 +584,7 @@ fn model_faulty_storage_sync_with_crashes() {
     let seed = seed_from_env("DEFIBUS_MODEL_SEED");
     let backend = Faulty {
         storage: FaultyStorage::new(),
+        dir: PathBuf::from("/faulty"),
     };
     run_local(run_model(
         backend,
@@ -471,6 +600,7 @@ fn model_faulty_storage_async_with_crashes() {
     let seed = seed_from_env("DEFIBUS_MODEL_SEED");
     let backend = Faulty {
         storage: FaultyStorage::new(),
+        dir: PathBuf::from("/faulty"),
     };
     run_local(run_model(
         backend,
