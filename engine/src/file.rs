@@ -1,0 +1,93 @@
+//! File names and directory durability: the one place that knows how a queue's files are named.
+//!
+//! A queue directory holds, per segment, `<base-offset:020>.log` (record batches) and
+//! `<base-offset:020>.idx` (its sparse offset index). The base offset is zero-padded to 20
+//! digits, the width of `u64::MAX`, so names sort in offset order.
+
+use std::path::{Path, PathBuf};
+
+use crate::log::storage::Storage;
+
+/// Suffix of a segment's record batch file.
+pub const LOG_SUFFIX: &str = ".log";
+/// Suffix of a segment's sparse offset index file.
+pub const INDEX_SUFFIX: &str = ".idx";
+/// Digits of a base offset in a file name: enough for `u64::MAX`.
+pub const BASE_OFFSET_DIGITS: usize = 20;
+
+const _: () = assert!(u64::MAX.ilog10() as usize + 1 == BASE_OFFSET_DIGITS);
+
+/// What a file in a queue directory is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentFileKind {
+    /// `<base>.log`
+    Log,
+    /// `<base>.idx`
+    Index,
+}
+
+/// Name of the log file of the segment starting at `base_offset`.
+pub fn log_file_name(base_offset: u64) -> String {
+    format!("{base_offset:020}{LOG_SUFFIX}")
+}
+
+/// Name of the index file of the segment starting at `base_offset`.
+pub fn index_file_name(base_offset: u64) -> String {
+    format!("{base_offset:020}{INDEX_SUFFIX}")
+}
+
+/// Path of the log file of the segment starting at `base_offset` in `dir`.
+pub fn log_path(dir: &Path, base_offset: u64) -> PathBuf {
+    dir.join(log_file_name(base_offset))
+}
+
+/// Path of the index file of the segment starting at `base_offset` in `dir`.
+pub fn index_path(dir: &Path, base_offset: u64) -> PathBuf {
+    dir.join(index_file_name(base_offset))
+}
+
+/// Parses a segment file name; `None` for any other file (temporary files, foreign files).
+pub fn parse_segment_file_name(name: &str) -> Option<(u64, SegmentFileKind)> {
+    let (stem, kind) = if let Some(stem) = name.strip_suffix(LOG_SUFFIX) {
+        (stem, SegmentFileKind::Log)
+    } else if let Some(stem) = name.strip_suffix(INDEX_SUFFIX) {
+        (stem, SegmentFileKind::Index)
+    } else {
+        return None;
+    };
+    if stem.len() != BASE_OFFSET_DIGITS || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok().map(|base| (base, kind))
+}
+
+/// Makes the creation, removal or truncation of entries in `dir` durable.
+///
+/// A new file's name lives in its directory; until the directory is synced a crash can lose
+/// the file even if its data was fdatasynced.
+pub async fn fsync_directory<S: Storage>(storage: &S, dir: &Path) -> std::io::Result<()> {
+    storage.fsync_dir(dir).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_sort() {
+        assert_eq!(log_file_name(42), "00000000000000000042.log");
+        assert_eq!(index_file_name(u64::MAX), "18446744073709551615.idx");
+        assert_eq!(
+            parse_segment_file_name("00000000000000000042.log"),
+            Some((42, SegmentFileKind::Log))
+        );
+        assert_eq!(
+            parse_segment_file_name("18446744073709551615.idx"),
+            Some((u64::MAX, SegmentFileKind::Index))
+        );
+        assert_eq!(parse_segment_file_name("42.log"), None);
+        assert_eq!(parse_segment_file_name("0000000000000000004x.log"), None);
+        assert_eq!(parse_segment_file_name("00000000000000000042.tmp"), None);
+        assert!(log_file_name(9) < log_file_name(10));
+    }
+}

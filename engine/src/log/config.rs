@@ -1,0 +1,140 @@
+//! Configuration of one log, its defaults, and the limits they must respect.
+
+use std::path::PathBuf;
+
+use crate::log::error::LogError;
+
+/// Default largest segment file: 1 GiB, Kafka's default; big enough that rolls are rare.
+pub const DEFAULT_SEGMENT_BYTES_MAX: u64 = 1 << 30;
+/// Default spacing of sparse index entries: one per 4 KiB of log, one device block.
+pub const DEFAULT_INDEX_INTERVAL_BYTES: u32 = 4096;
+/// Default async flush interval.
+pub const DEFAULT_FLUSH_INTERVAL_MS: u64 = 10;
+/// Default buffered bytes that trigger an async flush before the interval ends.
+pub const DEFAULT_FLUSH_BYTES: u64 = 1 << 20;
+/// Default memory for recent batches served to tailing consumers.
+pub const DEFAULT_TAIL_CACHE_BYTES: usize = 16 << 20;
+/// Default largest batch accepted by `append`.
+pub const DEFAULT_BATCH_LEN_MAX: usize = 8 << 20;
+
+/// Largest `segment_bytes_max` accepted. Index entries store file positions as `u32`, and one
+/// batch may start just below the limit, so limit + largest batch must fit in `u32`.
+pub const SEGMENT_BYTES_MAX_LIMIT: u64 = 2 << 30;
+/// Largest `batch_len_max` accepted: the protocol's own limit.
+pub const BATCH_LEN_MAX_LIMIT: usize = protocol::record::BATCH_LEN_MAX;
+/// Async mode stops acknowledging appends from the buffer once this many multiples of the
+/// flush threshold are waiting to be written; appends then wait for the flush (back pressure).
+pub const ASYNC_BUFFER_FLUSH_MULTIPLE: u64 = 4;
+
+const _: () = {
+    assert!(SEGMENT_BYTES_MAX_LIMIT + BATCH_LEN_MAX_LIMIT as u64 <= u32::MAX as u64);
+    assert!(DEFAULT_SEGMENT_BYTES_MAX <= SEGMENT_BYTES_MAX_LIMIT);
+    assert!(DEFAULT_BATCH_LEN_MAX <= BATCH_LEN_MAX_LIMIT);
+    assert!(DEFAULT_BATCH_LEN_MAX as u64 <= DEFAULT_SEGMENT_BYTES_MAX);
+    assert!((DEFAULT_INDEX_INTERVAL_BYTES as u64) < DEFAULT_SEGMENT_BYTES_MAX);
+    assert!(DEFAULT_FLUSH_BYTES <= DEFAULT_SEGMENT_BYTES_MAX);
+    assert!(DEFAULT_FLUSH_INTERVAL_MS > 0);
+    assert!(ASYNC_BUFFER_FLUSH_MULTIPLE >= 2);
+};
+
+/// When appends become durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushMode {
+    /// `append` resolves once the batch is in memory; a background flusher writes and
+    /// fdatasyncs every `interval_ms`, or as soon as `bytes` are buffered.
+    Async {
+        /// Longest time a batch waits in memory before it is written and synced.
+        interval_ms: u64,
+        /// Buffered bytes that start a flush at once.
+        bytes: u64,
+    },
+    /// `append` resolves only after an fdatasync covered the batch (group commit: one
+    /// fdatasync acknowledges every append buffered before it started).
+    Sync,
+}
+
+/// Configuration of one log (one queue). Build with [`LogConfig::new`] and override fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Directory holding the segment files; created if missing.
+    pub dir: PathBuf,
+    /// A segment rolls when the next batch would take it past this size. Default 1 GiB.
+    pub segment_bytes_max: u64,
+    /// One index entry per this many bytes of log. Default 4096.
+    pub index_interval_bytes: u32,
+    /// Durability of appends. Default `Async { interval_ms: 10, bytes: 1 MiB }`.
+    pub flush: FlushMode,
+    /// Retention by total size: oldest segments are deleted past it. Default none.
+    pub retention_bytes_max: Option<u64>,
+    /// Retention by age of a segment's newest append. Default none.
+    pub retention_age_ms: Option<u64>,
+    /// Memory for recent batches served without disk reads. Default 16 MiB. Batches not yet
+    /// written to disk are always kept, even past this bound.
+    pub tail_cache_bytes: usize,
+    /// Largest batch `append` accepts. Default 8 MiB.
+    pub batch_len_max: usize,
+}
+
+impl LogConfig {
+    /// A configuration with the documented defaults, storing in `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            segment_bytes_max: DEFAULT_SEGMENT_BYTES_MAX,
+            index_interval_bytes: DEFAULT_INDEX_INTERVAL_BYTES,
+            flush: FlushMode::Async {
+                interval_ms: DEFAULT_FLUSH_INTERVAL_MS,
+                bytes: DEFAULT_FLUSH_BYTES,
+            },
+            retention_bytes_max: None,
+            retention_age_ms: None,
+            tail_cache_bytes: DEFAULT_TAIL_CACHE_BYTES,
+            batch_len_max: DEFAULT_BATCH_LEN_MAX,
+        }
+    }
+
+    /// Checks how the fields relate; says which one is wrong.
+    pub fn validate(&self) -> Result<(), LogError> {
+        let fail = |reason: String| Err(LogError::Config { reason });
+        if self.segment_bytes_max == 0 || self.segment_bytes_max > SEGMENT_BYTES_MAX_LIMIT {
+            return fail(format!(
+                "segment_bytes_max {} must be in 1..={SEGMENT_BYTES_MAX_LIMIT}",
+                self.segment_bytes_max
+            ));
+        }
+        if self.batch_len_max == 0 || self.batch_len_max > BATCH_LEN_MAX_LIMIT {
+            return fail(format!(
+                "batch_len_max {} must be in 1..={BATCH_LEN_MAX_LIMIT}",
+                self.batch_len_max
+            ));
+        }
+        if self.index_interval_bytes == 0 {
+            return fail("index_interval_bytes must be at least 1".into());
+        }
+        if let FlushMode::Async { interval_ms, bytes } = self.flush {
+            if interval_ms == 0 || bytes == 0 {
+                return fail(format!(
+                    "async flush needs interval_ms > 0 and bytes > 0, got {interval_ms} ms, {bytes} bytes"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        LogConfig::new("/tmp/x").validate().unwrap();
+    }
+
+    #[test]
+    fn rejects_oversized_segments() {
+        let mut config = LogConfig::new("/tmp/x");
+        config.segment_bytes_max = SEGMENT_BYTES_MAX_LIMIT + 1;
+        assert!(matches!(config.validate(), Err(LogError::Config { .. })));
+    }
+}

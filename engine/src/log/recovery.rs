@@ -1,0 +1,495 @@
+//! Recovery: turning what `open` finds on disk into a consistent log.
+//!
+//! Every segment but the last was sealed (log and index fdatasynced) before the next one was
+//! created, so its end is trusted: only its index is checked for shape and rebuilt if missing
+//! or malformed. The last (tail) segment may end in a torn write: its index entries are
+//! checked against the log, its batches are verified (checksums, offset continuity) from the
+//! last good index entry on, and whatever follows the last valid batch is cut off.
+
+use std::{collections::BTreeMap, path::Path, rc::Rc};
+
+use protocol::record::{BATCH_HEADER_LEN, BATCH_LEN_MAX, BatchHeader, BatchView};
+
+use crate::{
+    file::{self, SegmentFileKind},
+    log::{
+        LogConfig, LogError,
+        index::{IndexEntry, SparseIndex, decode_entries},
+        segment::{BlockWriter, PendingWrite, Segment, SegmentFiles, align_down, write_pending},
+        storage::Storage,
+    },
+};
+
+/// Bytes read at a time while scanning a segment.
+const SCAN_CHUNK_BYTES: u64 = 1 << 20;
+
+/// What `open` found on disk and what it repaired.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Segments found (0 for a new log).
+    pub segments: usize,
+    /// Oldest offset in the log.
+    pub start_offset: u64,
+    /// Offset the next append gets.
+    pub next_offset: u64,
+    /// Batches verified in the tail segment.
+    pub tail_batches_verified: u64,
+    /// Bytes cut from the tail segment (torn or corrupt data; zero padding is not counted).
+    pub bytes_truncated: u64,
+    /// Why the tail was cut, if it was.
+    pub truncation_reason: Option<String>,
+    /// Base offsets of segments whose index was missing or malformed and rebuilt by scanning.
+    pub indexes_rebuilt: Vec<u64>,
+    /// Index entries dropped because they were malformed or did not match the log.
+    pub index_entries_dropped: usize,
+    /// Index files without a log file, removed.
+    pub orphan_indexes_removed: usize,
+}
+
+/// The recovered segments.
+pub(crate) struct Recovered<F> {
+    pub(crate) segments: BTreeMap<u64, Segment<F>>,
+    pub(crate) next_offset: u64,
+    pub(crate) report: RecoveryReport,
+}
+
+/// Opens every segment in `config.dir` (creating the directory), repairing the tail.
+pub(crate) async fn recover<S: Storage>(
+    storage: &S,
+    config: &LogConfig,
+) -> Result<Recovered<S::File>, LogError> {
+    let dir = &config.dir;
+    storage
+        .create_dir_all(dir)
+        .await
+        .map_err(|e| LogError::io("create directory", dir, e))?;
+    let names = storage
+        .list_dir(dir)
+        .await
+        .map_err(|e| LogError::io("list directory", dir, e))?;
+    let mut log_bases = Vec::new();
+    let mut index_bases = Vec::new();
+    for name in &names {
+        match file::parse_segment_file_name(name) {
+            Some((base, SegmentFileKind::Log)) => log_bases.push(base),
+            Some((base, SegmentFileKind::Index)) => index_bases.push(base),
+            None => ::log::debug!("ignoring {name} in {}", dir.display()),
+        }
+    }
+    log_bases.sort_unstable();
+    let mut report = RecoveryReport {
+        segments: log_bases.len(),
+        ..RecoveryReport::default()
+    };
+    let mut dir_changed = false;
+    for base in index_bases {
+        if log_bases.binary_search(&base).is_err() {
+            let path = file::index_path(dir, base);
+            ::log::warn!("removing index {} that has no log file", path.display());
+            storage
+                .remove(&path)
+                .await
+                .map_err(|e| LogError::io("remove", &path, e))?;
+            report.orphan_indexes_removed += 1;
+            dir_changed = true;
+        }
+    }
+    let mut segments = BTreeMap::new();
+    let tail_base = log_bases.last().copied();
+    for &base in &log_bases {
+        let is_tail = Some(base) == tail_base;
+        let opened = open_segment(storage, config, base, is_tail, &mut report).await?;
+        dir_changed |= opened.created_index;
+        segments.insert(base, opened.segment);
+    }
+    if dir_changed {
+        file::fsync_directory(storage, dir)
+            .await
+            .map_err(|e| LogError::io("fsync directory", dir, e))?;
+    }
+    let mut previous: Option<&Segment<S::File>> = None;
+    for segment in segments.values() {
+        if let Some(previous) = previous {
+            if previous.next_offset != segment.base_offset {
+                ::log::warn!(
+                    "{}: segment {} ends at offset {} but the next starts at {}",
+                    dir.display(),
+                    previous.base_offset,
+                    previous.next_offset,
+                    segment.base_offset
+                );
+            }
+        }
+        previous = Some(segment);
+    }
+    let next_offset = segments.values().next_back().map_or(0, |s| s.next_offset);
+    if segments.is_empty() {
+        segments.insert(0, Segment::new(0, config.index_interval_bytes));
+    }
+    report.start_offset = segments.keys().next().copied().unwrap_or(0);
+    report.next_offset = next_offset;
+    Ok(Recovered {
+        segments,
+        next_offset,
+        report,
+    })
+}
+
+struct Opened<F> {
+    segment: Segment<F>,
+    created_index: bool,
+}
+
+async fn open_segment<S: Storage>(
+    storage: &S,
+    config: &LogConfig,
+    base: u64,
+    is_tail: bool,
+    report: &mut RecoveryReport,
+) -> Result<Opened<S::File>, LogError> {
+    let log_path = file::log_path(&config.dir, base);
+    let index_path = file::index_path(&config.dir, base);
+    let log = storage
+        .open(&log_path)
+        .await
+        .map_err(|e| LogError::io("open", &log_path, e))?;
+    let file_len = storage
+        .len(&log)
+        .await
+        .map_err(|e| LogError::io("file length", &log_path, e))?;
+    let index_file = match storage.open(&index_path).await {
+        Ok(f) => Some(f),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(LogError::io("open", &index_path, e)),
+    };
+    let index_bytes = match &index_file {
+        Some(f) => {
+            let len = storage
+                .len(f)
+                .await
+                .map_err(|e| LogError::io("file length", &index_path, e))?;
+            storage
+                .read_at(f, 0, len as usize)
+                .await
+                .map_err(|e| LogError::io("read", &index_path, e))?
+        }
+        None => bytes::Bytes::new(),
+    };
+    let decoded = decode_entries(&index_bytes, file_len);
+    let mut rebuilt = index_file.is_none() || decoded.dropped > 0;
+    let mut dropped = decoded.dropped;
+    let decoded_len = decoded.entries.len();
+    let reader = Reader {
+        storage,
+        file: &log,
+        path: &log_path,
+        base,
+    };
+    // Find the last index entry that points at the batch it names.
+    let mut entries = decoded.entries;
+    while let Some(last) = entries.last().copied() {
+        if reader.entry_matches(last, is_tail).await? {
+            break;
+        }
+        entries.pop();
+        dropped += 1;
+        rebuilt = true;
+        if !is_tail {
+            // A sealed segment's index is all or nothing: rebuild it whole.
+            dropped += entries.len();
+            entries.clear();
+        }
+    }
+    let (start_position, start_offset) = entries.last().map_or((0, base), |e| {
+        (u64::from(e.position), base + u64::from(e.relative_offset))
+    });
+    let mut index = SparseIndex::new(entries, config.index_interval_bytes);
+    let scan = reader
+        .scan(start_position, start_offset, file_len, is_tail, &mut index)
+        .await?;
+    report.index_entries_dropped += dropped;
+    let mut valid_end = scan.valid_end;
+    if let Stop::Invalid(reason) = &scan.stop {
+        let cut = file_len - scan.valid_end;
+        if is_tail {
+            ::log::warn!(
+                "{}: cutting {cut} bytes at position {} of the tail segment: {reason}",
+                log_path.display(),
+                scan.valid_end
+            );
+            storage
+                .truncate(&log, scan.valid_end)
+                .await
+                .map_err(|e| LogError::io("truncate", &log_path, e))?;
+            storage
+                .fdatasync(&log)
+                .await
+                .map_err(|e| LogError::io("fdatasync", &log_path, e))?;
+            report.bytes_truncated += cut;
+            report.truncation_reason = Some(reason.clone());
+        } else {
+            // Sealed segments are trusted; serve what is valid and leave the file as it is.
+            ::log::warn!(
+                "{}: sealed segment has {cut} invalid bytes at position {}: {reason}",
+                log_path.display(),
+                scan.valid_end
+            );
+            valid_end = scan.valid_end;
+        }
+    }
+    if is_tail {
+        report.tail_batches_verified = scan.batches;
+    }
+    let encoded = index.encode();
+    let index_stale = rebuilt || index.entries().len() != decoded_len;
+    let created_index = index_file.is_none();
+    if rebuilt {
+        ::log::warn!(
+            "{}: index missing or malformed ({dropped} entries dropped), rebuilt by scanning",
+            index_path.display()
+        );
+        report.indexes_rebuilt.push(base);
+    }
+    let index_file = if index_stale {
+        rewrite_index(storage, &index_path, &encoded).await?
+    } else {
+        match index_file {
+            Some(f) => f,
+            None => rewrite_index(storage, &index_path, &encoded).await?,
+        }
+    };
+    let index_alignment = storage.alignment(&index_file);
+    let index_block = align_down(encoded.len() as u64, index_alignment);
+    let index_writer = BlockWriter::resume(index_block, encoded[index_block as usize..].to_vec());
+    let log_writer = if is_tail {
+        let block = align_down(valid_end, storage.alignment(&log));
+        let tail = storage
+            .read_at(&log, block, (valid_end - block) as usize)
+            .await
+            .map_err(|e| LogError::io("read", &log_path, e))?;
+        BlockWriter::resume(block, tail.to_vec())
+    } else {
+        BlockWriter::sealed(valid_end)
+    };
+    let mut segment = Segment::new(base, config.index_interval_bytes);
+    segment.next_offset = scan.next_offset;
+    segment.max_append_time_ms = scan.last_append_time_ms;
+    segment.index = index;
+    segment.log = log_writer;
+    segment.index_writer = index_writer;
+    segment.sealed = !is_tail;
+    segment.files = Some(Rc::new(SegmentFiles {
+        log,
+        index: index_file,
+        log_path,
+        index_path,
+    }));
+    Ok(Opened {
+        segment,
+        created_index,
+    })
+}
+
+/// Writes a whole index file afresh and fdatasyncs it.
+async fn rewrite_index<S: Storage>(
+    storage: &S,
+    path: &Path,
+    encoded: &[u8],
+) -> Result<S::File, LogError> {
+    let file = storage
+        .create(path)
+        .await
+        .map_err(|e| LogError::io("create", path, e))?;
+    let write = PendingWrite {
+        position: 0,
+        data: encoded.to_vec(),
+    };
+    write_pending(storage, &file, path, &write).await?;
+    storage
+        .fdatasync(&file)
+        .await
+        .map_err(|e| LogError::io("fdatasync", path, e))?;
+    Ok(file)
+}
+
+/// Why a scan stopped.
+#[derive(Debug)]
+enum Stop {
+    /// At the end of the file, or at zero padding followed only by zeros.
+    End,
+    /// At invalid data: the reason.
+    Invalid(String),
+}
+
+#[derive(Debug)]
+struct Scan {
+    valid_end: u64,
+    next_offset: u64,
+    last_append_time_ms: i64,
+    batches: u64,
+    stop: Stop,
+}
+
+struct Reader<'a, S: Storage> {
+    storage: &'a S,
+    file: &'a S::File,
+    path: &'a Path,
+    base: u64,
+}
+
+impl<S: Storage> Reader<'_, S> {
+    async fn read(&self, position: u64, len: u64) -> Result<bytes::Bytes, LogError> {
+        self.storage
+            .read_at(self.file, position, len as usize)
+            .await
+            .map_err(|e| LogError::io("read", self.path, e))
+    }
+
+    /// Whether the batch at the entry's position is valid and carries the entry's offset
+    /// (for the tail, fully parsed with checksums; for sealed segments, its header).
+    async fn entry_matches(&self, entry: IndexEntry, verify: bool) -> Result<bool, LogError> {
+        let position = u64::from(entry.position);
+        let head = self.read(position, BATCH_HEADER_LEN as u64).await?;
+        let Ok(header) = BatchHeader::decode(&head) else {
+            return Ok(false);
+        };
+        if header.validate(BATCH_LEN_MAX).is_err()
+            || header.base_offset != self.base + u64::from(entry.relative_offset)
+        {
+            return Ok(false);
+        }
+        if verify {
+            let bytes = self.read(position, u64::from(header.batch_len)).await?;
+            return Ok(BatchView::parse(&bytes, BATCH_LEN_MAX).is_ok());
+        }
+        Ok(true)
+    }
+
+    /// Walks batches from `position` (holding offset `expected`) to `file_len`, checking each
+    /// header and offset continuity, and with `verify` every checksum; feeds `index`.
+    async fn scan(
+        &self,
+        mut position: u64,
+        mut expected: u64,
+        file_len: u64,
+        verify: bool,
+        index: &mut SparseIndex,
+    ) -> Result<Scan, LogError> {
+        let mut scan = Scan {
+            valid_end: position,
+            next_offset: expected,
+            last_append_time_ms: i64::MIN,
+            batches: 0,
+            stop: Stop::End,
+        };
+        let mut need = 0u64;
+        while position < file_len {
+            let len = SCAN_CHUNK_BYTES.max(need).min(file_len - position);
+            let chunk = self.read(position, len).await?;
+            let at_eof = position + chunk.len() as u64 >= file_len;
+            let mut at = 0usize;
+            loop {
+                let rest = &chunk[at..];
+                let here = position + at as u64;
+                if rest.len() < BATCH_HEADER_LEN {
+                    if at_eof {
+                        if !rest.is_empty() && rest.iter().any(|&b| b != 0) {
+                            scan.stop = Stop::Invalid(format!(
+                                "torn batch header: {} bytes at the end",
+                                rest.len()
+                            ));
+                        }
+                        scan.valid_end = here;
+                        return Ok(self.finish(scan, here, file_len).await?);
+                    }
+                    break;
+                }
+                let header = match BatchHeader::decode(rest) {
+                    Ok(h) => h,
+                    Err(e) => return self.stop(scan, here, e.to_string()),
+                };
+                if header.batch_len == 0 {
+                    // Zero padding after the last batch, or garbage after a zero length.
+                    return Ok(self.finish(scan, here, file_len).await?);
+                }
+                if let Err(e) = header.validate(BATCH_LEN_MAX) {
+                    return self.stop(scan, here, e.to_string());
+                }
+                let batch_len = header.batch_len as usize;
+                if rest.len() < batch_len {
+                    if at_eof {
+                        return self.stop(
+                            scan,
+                            here,
+                            format!(
+                                "torn batch: {batch_len} bytes declared, {} in the file",
+                                rest.len()
+                            ),
+                        );
+                    }
+                    if at == 0 {
+                        need = batch_len as u64;
+                    }
+                    break;
+                }
+                if verify {
+                    if let Err(e) = BatchView::parse(rest, BATCH_LEN_MAX) {
+                        return self.stop(scan, here, e.to_string());
+                    }
+                }
+                if header.base_offset != expected {
+                    return self.stop(
+                        scan,
+                        here,
+                        format!(
+                            "batch has base offset {} where {expected} was expected",
+                            header.base_offset
+                        ),
+                    );
+                }
+                let relative = u32::try_from(expected - self.base).unwrap_or(u32::MAX);
+                index.on_batch(relative, here);
+                expected = header.next_offset();
+                scan.next_offset = expected;
+                scan.last_append_time_ms = header.append_time_ms;
+                scan.batches += 1;
+                at += batch_len;
+                scan.valid_end = position + at as u64;
+            }
+            position += at as u64;
+        }
+        Ok(scan)
+    }
+
+    fn stop(&self, mut scan: Scan, position: u64, reason: String) -> Result<Scan, LogError> {
+        scan.valid_end = position;
+        scan.stop = Stop::Invalid(reason);
+        Ok(scan)
+    }
+
+    /// The scan reached a zero length or the end: the rest must be zero padding, else it is
+    /// garbage to cut.
+    async fn finish(&self, mut scan: Scan, position: u64, file_len: u64) -> Result<Scan, LogError> {
+        scan.valid_end = position;
+        if matches!(scan.stop, Stop::Invalid(_)) {
+            return Ok(scan);
+        }
+        let mut at = position;
+        while at < file_len {
+            let len = SCAN_CHUNK_BYTES.min(file_len - at);
+            let chunk = self.read(at, len).await?;
+            if let Some(i) = chunk.iter().position(|&b| b != 0) {
+                scan.stop = Stop::Invalid(format!(
+                    "non-zero byte at position {} after the last batch",
+                    at + i as u64
+                ));
+                return Ok(scan);
+            }
+            if chunk.is_empty() {
+                break;
+            }
+            at += chunk.len() as u64;
+        }
+        Ok(scan)
+    }
+}
