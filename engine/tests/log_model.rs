@@ -6,16 +6,23 @@
 //! directory) and on the in-memory `FaultyStorage`, which can also simulate a crash: in sync mode
 //! every acknowledged append must survive it; in async mode everything up to the last `flush()`.
 //!
-//! `DEFIBUS_MODEL_SEED` replays a run; `DEFIBUS_MODEL_OPS` sets the operation count.
+//! `DEFIBUS_MODEL_SEED` replays a run; `DEFIBUS_MODEL_OPS` sets the operation count;
+//! `DEFIBUS_MODEL_TRACE=1` prints every operation to stderr; `DEFIBUS_MODEL_RESTARTS=1` also
+//! restarts without a power loss after injected IO faults.
 
 mod common;
 
+use std::cell::Cell;
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::Bytes;
 
 use common::{ReadBatch, batch_of, parse_batch, read_whole_log, run_local, seed_from_env};
-use engine::log::testing::FaultyStorage;
 use engine::log::{Appended, FlushMode, Log, LogConfig, LogError, Storage};
+use engine::testing::FaultyStorage;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -44,10 +51,10 @@ fn async_mode() -> FlushMode {
 
 /// The two ways the model test gets a log; the in-memory one can also crash and inject faults.
 trait Backend {
-    type S: Storage;
+    type S: Storage + 'static;
     async fn open(&self, config: LogConfig) -> Result<Log<Self::S>, LogError>;
     /// The in-memory storage, when this backend is one.
-    fn faulty(&self) -> Option<&FaultyStorage>;
+    fn faulty(&self) -> Option<&Faulty>;
     /// Base offsets of the segment files (`<base-offset:020>.log`), sorted.
     fn segment_bases(&self) -> Vec<u64>;
 }
@@ -69,7 +76,7 @@ impl Backend for Dma {
     async fn open(&self, config: LogConfig) -> Result<Log<Self::S>, LogError> {
         Log::open(config).await
     }
-    fn faulty(&self) -> Option<&FaultyStorage> {
+    fn faulty(&self) -> Option<&Faulty> {
         None
     }
     fn segment_bases(&self) -> Vec<u64> {
@@ -78,18 +85,128 @@ impl Backend for Dma {
     }
 }
 
+/// `FaultyStorage` as seen by one incarnation of the process: after a simulated crash, IO from
+/// an older incarnation fails, as a dead process does no more IO. (A dropped `Log` detaches its
+/// committer, which would otherwise go on writing into the storage after the crash.)
+#[derive(Clone)]
+struct Incarnation {
+    storage: FaultyStorage,
+    epoch: u64,
+    current: Rc<Cell<u64>>,
+}
+
+impl Incarnation {
+    fn alive(&self) -> io::Result<()> {
+        if self.epoch == self.current.get() {
+            Ok(())
+        } else {
+            Err(io::Error::other("IO from before a simulated crash"))
+        }
+    }
+}
+
+impl Storage for Incarnation {
+    type File = <FaultyStorage as Storage>::File;
+    type Buffer = <FaultyStorage as Storage>::Buffer;
+
+    async fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.alive()?;
+        self.storage.create_dir_all(dir).await
+    }
+    async fn create(&self, path: &Path) -> io::Result<Self::File> {
+        self.alive()?;
+        self.storage.create(path).await
+    }
+    async fn open(&self, path: &Path) -> io::Result<Self::File> {
+        self.alive()?;
+        self.storage.open(path).await
+    }
+    fn alignment(&self, file: &Self::File) -> u64 {
+        self.storage.alignment(file)
+    }
+    fn alloc_buffer(&self, file: &Self::File, len: usize) -> Self::Buffer {
+        self.storage.alloc_buffer(file, len)
+    }
+    async fn write_at(&self, file: &Self::File, buf: Self::Buffer, pos: u64) -> io::Result<usize> {
+        self.alive()?;
+        self.storage.write_at(file, buf, pos).await
+    }
+    async fn read_at(&self, file: &Self::File, pos: u64, len: usize) -> io::Result<Bytes> {
+        self.alive()?;
+        self.storage.read_at(file, pos, len).await
+    }
+    async fn fdatasync(&self, file: &Self::File) -> io::Result<()> {
+        self.alive()?;
+        self.storage.fdatasync(file).await
+    }
+    async fn truncate(&self, file: &Self::File, len: u64) -> io::Result<()> {
+        self.alive()?;
+        self.storage.truncate(file, len).await
+    }
+    async fn len(&self, file: &Self::File) -> io::Result<u64> {
+        self.alive()?;
+        self.storage.len(file).await
+    }
+    async fn remove(&self, path: &Path) -> io::Result<()> {
+        self.alive()?;
+        self.storage.remove(path).await
+    }
+    async fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
+        self.alive()?;
+        self.storage.list_dir(dir).await
+    }
+    async fn fsync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.alive()?;
+        self.storage.fsync_dir(dir).await
+    }
+}
+
 struct Faulty {
     storage: FaultyStorage,
+    epoch: Rc<Cell<u64>>,
     dir: PathBuf,
 }
 
-impl Backend for Faulty {
-    type S = FaultyStorage;
-    async fn open(&self, config: LogConfig) -> Result<Log<Self::S>, LogError> {
-        Log::open_with(self.storage.clone(), config).await
+impl Faulty {
+    fn new(dir: &str) -> Self {
+        Self {
+            storage: FaultyStorage::new(),
+            epoch: Rc::default(),
+            dir: PathBuf::from(dir),
+        }
     }
-    fn faulty(&self) -> Option<&FaultyStorage> {
-        Some(&self.storage)
+
+    /// A simulated process death without power loss: written data stays, even unsynced.
+    fn restart(&self) {
+        self.epoch.set(self.epoch.get() + 1);
+        self.storage.clear_faults();
+    }
+
+    /// A simulated power loss that keeps none of the unsynced writes.
+    fn lose_power(&self) {
+        self.epoch.set(self.epoch.get() + 1);
+        self.storage.crash(|_, _| 0);
+    }
+
+    /// A simulated power loss, keeping a torn prefix of unsynced writes chosen by `seed`.
+    fn crash(&self, seed: u64) {
+        self.epoch.set(self.epoch.get() + 1);
+        self.storage.crash_random(seed);
+    }
+}
+
+impl Backend for Faulty {
+    type S = Incarnation;
+    async fn open(&self, config: LogConfig) -> Result<Log<Self::S>, LogError> {
+        let incarnation = Incarnation {
+            storage: self.storage.clone(),
+            epoch: self.epoch.get(),
+            current: self.epoch.clone(),
+        };
+        Log::open_with(incarnation, config).await
+    }
+    fn faulty(&self) -> Option<&Faulty> {
+        Some(self)
     }
     fn segment_bases(&self) -> Vec<u64> {
         let paths = self.storage.paths();
@@ -206,6 +323,7 @@ fn is_out_of_range(error: &LogError) -> bool {
 /// Runs `ops` seeded operations against a log on `backend` and the model.
 async fn run_model<B: Backend>(backend: B, flush: FlushMode, seed: u64, ops: usize, dir: PathBuf) {
     let sync = matches!(flush, FlushMode::Sync);
+    let trace = std::env::var_os("DEFIBUS_MODEL_TRACE").is_some();
     let mut rng = StdRng::seed_from_u64(seed);
     let mut model = Model::default();
     let mut log = backend
@@ -216,6 +334,19 @@ async fn run_model<B: Backend>(backend: B, flush: FlushMode, seed: u64, ops: usi
     for op in 0..ops {
         let context = format!("seed {seed}, op {op}");
         let choice = rng.random_range(0..100);
+        if trace {
+            eprintln!(
+                "{context}: choice {choice}, model [{}, {}) durable below {}; log [{}, {}), {} \
+                 segments, files {:?}",
+                model.start,
+                model.next(),
+                model.durable_next,
+                log.start_offset(),
+                log.next_offset(),
+                log.segment_count(),
+                backend.segment_bases()
+            );
+        }
         match choice {
             // Append 1-5 records of 0 B to 4 KiB.
             0..45 => {
@@ -310,30 +441,30 @@ async fn run_model<B: Backend>(backend: B, flush: FlushMode, seed: u64, ops: usi
             // Crash: drop the log without closing it and lose what was not durable, keeping a
             // random torn prefix of the rest.
             87..91 => {
-                let Some(storage) = backend.faulty() else {
+                let Some(faulty) = backend.faulty() else {
                     continue;
                 };
                 counts.crashes += 1;
                 drop(log);
-                storage.crash_random(rng.random());
-                log =
-                    reopen_and_recover(&backend, config(dir.clone(), flush), &mut model, &context)
-                        .await;
+                faulty.crash(rng.random());
+                let config = config(dir.clone(), flush);
+                log = reopen_and_recover(&backend, config, &mut model, true, &context).await;
             }
             // A short write from the kernel: the log must write the rest and carry on.
             91..94 => {
-                let Some(storage) = backend.faulty() else {
+                let Some(faulty) = backend.faulty() else {
                     continue;
                 };
                 counts.short_writes += 1;
-                storage.short_write_next(rng.random_range(1..4096));
+                faulty.storage.short_write_next(rng.random_range(1..4096));
             }
             // A failed write or fdatasync: the log refuses further appends, and after a reopen
             // (with or without a crash) holds everything durable and nothing it never took.
             94..95 => {
-                let Some(storage) = backend.faulty() else {
+                let Some(faulty) = backend.faulty() else {
                     continue;
                 };
+                let storage = &faulty.storage;
                 counts.io_faults += 1;
                 let after = rng.random_range(0..3);
                 let fsync = rng.random_bool(0.5);
@@ -353,14 +484,16 @@ async fn run_model<B: Backend>(backend: B, flush: FlushMode, seed: u64, ops: usi
                     "{context}: the log took an append after failing with {error}"
                 );
                 drop(log);
-                if rng.random_bool(0.5) {
-                    storage.crash_random(rng.random());
+                // A restart without power loss recovers unsynced writes, which exposes the bug
+                // `recovered_tail_is_durable_before_it_is_served` shows; opt in until it is fixed.
+                let crashed = !restarts_enabled() || rng.random_bool(0.5);
+                if crashed {
+                    faulty.crash(rng.random());
                 } else {
-                    storage.clear_faults();
+                    faulty.restart();
                 }
-                log =
-                    reopen_and_recover(&backend, config(dir.clone(), flush), &mut model, &context)
-                        .await;
+                let config = config(dir.clone(), flush);
+                log = reopen_and_recover(&backend, config, &mut model, crashed, &context).await;
             }
             // Retention by size: whole segments go from the front.
             _ => {
@@ -413,7 +546,7 @@ fn as_slices(values: &[Vec<u8>]) -> Vec<&[u8]> {
 }
 
 /// Appends and flushes until the injected fault fails one of them; returns that error.
-async fn surface_fault<S: Storage>(
+async fn surface_fault<S: Storage + 'static>(
     log: &Log<S>,
     rng: &mut StdRng,
     model: &mut Model,
@@ -442,10 +575,15 @@ async fn surface_fault<S: Storage>(
 
 /// Opens the log after a crash or a failure and checks it holds every durable record, nothing
 /// that was never appended, and a whole number of batches; the model forgets what was lost.
+///
+/// After a crash everything left on the storage is durable. After a plain reopen, records that
+/// were written but never synced may be recovered; whether recovery makes them durable is
+/// checked by `recovered_tail_is_durable_before_it_is_served`, not here.
 async fn reopen_and_recover<B: Backend>(
     backend: &B,
     config: LogConfig,
     model: &mut Model,
+    crashed: bool,
     context: &str,
 ) -> Log<B::S> {
     let log = backend
@@ -453,6 +591,14 @@ async fn reopen_and_recover<B: Backend>(
         .await
         .unwrap_or_else(|e| panic!("{context}: reopen after the crash failed: {e}"));
     let recovered = log.next_offset();
+    if std::env::var_os("DEFIBUS_MODEL_TRACE").is_some() {
+        eprintln!(
+            "{context}: reopened at [{}, {recovered}), segment files {:?}, {:?}",
+            log.start_offset(),
+            backend.segment_bases(),
+            log.recovery_report()
+        );
+    }
     assert!(
         (model.durable_next..=model.next()).contains(&recovered),
         "{context}: after the crash the log ends at {recovered}; everything below {} was durable \
@@ -460,17 +606,37 @@ async fn reopen_and_recover<B: Backend>(
         model.durable_next,
         model.next()
     );
-    assert!(
-        recovered == model.next() || model.batch_bases.contains(&recovered),
-        "{context}: the log recovered to {recovered}, inside a batch"
-    );
+    if recovered != model.next() && !model.batch_bases.contains(&recovered) {
+        let appended = model.batch_bases.range(..recovered).next_back().copied();
+        let last = match log.read(recovered.saturating_sub(1), 1).await {
+            Ok(batches) => batches
+                .first()
+                .map(|b| format!("{:?}", parse_batch(b, context).offsets_and_lens())),
+            Err(e) => Some(format!("read error {e}")),
+        };
+        let tail: Vec<_> = read_whole_log(&log, context)
+            .await
+            .iter()
+            .rev()
+            .take(4)
+            .map(ReadBatch::offsets_and_lens)
+            .collect();
+        let model_tail: Vec<_> = model.batch_bases.iter().rev().take(4).collect();
+        panic!(
+            "{context}: the log recovered to {recovered}, inside the batch appended at \
+             {appended:?}; its last batch read back is {last:?}; last batches {tail:?}, model's \
+             last batch bases {model_tail:?}"
+        );
+    }
     assert_eq!(
         log.start_offset(),
         model.start,
         "{context}: start_offset after the crash"
     );
     model.truncate_to(recovered);
-    model.durable_next = recovered;
+    if crashed {
+        model.durable_next = recovered;
+    }
     check_whole_log(&log, model, context).await;
     log
 }
@@ -523,20 +689,22 @@ fn check_retention<B: Backend>(
         after.1 <= RETENTION_BYTES_MAX || after.2 == 1,
         "{context}: still over {RETENTION_BYTES_MAX} bytes with segments to spare"
     );
+    // A segment gets its file with its first write: in async mode several recent segments may
+    // have none yet.
     let bases = backend.segment_bases();
-    assert_eq!(
-        bases.len(),
-        after.2,
-        "{context}: segment files {bases:?} disagree with segment_count"
+    assert!(
+        bases.len() <= after.2,
+        "{context}: more segment files {bases:?} than segments"
     );
-    assert_eq!(
-        bases.first().copied(),
-        Some(after.0),
-        "{context}: the oldest segment file does not start at start_offset"
-    );
+    if let Some(&oldest) = bases.first() {
+        assert_eq!(
+            oldest, after.0,
+            "{context}: the oldest segment file {bases:?} does not start at start_offset"
+        );
+    }
 }
 
-async fn check_whole_log<S: Storage>(log: &Log<S>, model: &Model, context: &str) {
+async fn check_whole_log<S: Storage + 'static>(log: &Log<S>, model: &Model, context: &str) {
     assert_eq!(
         (log.start_offset(), log.next_offset()),
         (model.start, model.next()),
@@ -549,6 +717,10 @@ async fn check_whole_log<S: Storage>(log: &Log<S>, model: &Model, context: &str)
         bases, model.batch_bases,
         "{context}: batch boundaries differ"
     );
+}
+
+fn restarts_enabled() -> bool {
+    std::env::var_os("DEFIBUS_MODEL_RESTARTS").is_some()
 }
 
 fn ops() -> usize {
@@ -582,10 +754,7 @@ fn model_dma_storage_sync() {
 #[test]
 fn model_faulty_storage_sync_with_crashes() {
     let seed = seed_from_env("DEFIBUS_MODEL_SEED");
-    let backend = Faulty {
-        storage: FaultyStorage::new(),
-        dir: PathBuf::from("/faulty"),
-    };
+    let backend = Faulty::new("/faulty");
     run_local(run_model(
         backend,
         FlushMode::Sync,
@@ -598,10 +767,7 @@ fn model_faulty_storage_sync_with_crashes() {
 #[test]
 fn model_faulty_storage_async_with_crashes() {
     let seed = seed_from_env("DEFIBUS_MODEL_SEED");
-    let backend = Faulty {
-        storage: FaultyStorage::new(),
-        dir: PathBuf::from("/faulty"),
-    };
+    let backend = Faulty::new("/faulty");
     run_local(run_model(
         backend,
         async_mode(),
@@ -609,4 +775,48 @@ fn model_faulty_storage_async_with_crashes() {
         ops(),
         PathBuf::from("/faulty"),
     ));
+}
+
+/// A batch whose fdatasync failed is still in the file; a plain restart (no power loss)
+/// recovers it and serves it, and a `flush()` then reports success without syncing it. Recovery
+/// must make the tail it accepts durable: otherwise a power loss later takes back records that
+/// readers saw and that `flush()` promised, and their offsets are reused by other records.
+#[test]
+fn recovered_tail_is_durable_before_it_is_served() {
+    let faulty = Faulty::new("/faulty");
+    let mut config = config(faulty.dir.clone(), FlushMode::Sync);
+    config.retention_bytes_max = None;
+    run_local(async {
+        let log = faulty.open(config.clone()).await.unwrap();
+        log.append(batch_of(&[b"durable"])).await.unwrap();
+        faulty.storage.fail_fdatasync_after(0);
+        let failed = log.append(batch_of(&[b"never synced"])).await;
+        assert!(
+            failed.is_err(),
+            "the injected fdatasync failure was not reported"
+        );
+        drop(log);
+
+        // The process restarts; the page cache still holds the unsynced write.
+        faulty.restart();
+        let log = faulty.open(config.clone()).await.unwrap();
+        let served = log.next_offset();
+        let batches = read_whole_log(&log, "after the restart").await;
+        log.flush().await.expect("flush after the restart");
+        drop(log);
+
+        // Power is lost; what the reopened log served and flushed must still be there.
+        faulty.lose_power();
+        let log = faulty.open(config.clone()).await.unwrap();
+        assert_eq!(
+            log.next_offset(),
+            served,
+            "after a restart the log served offsets [0, {served}) ({} batches) and flush() \
+             returned Ok, but after a power loss it ends at {}: records readers saw are gone and \
+             their offsets will be reused",
+            batches.len(),
+            log.next_offset()
+        );
+        log.close().await.unwrap();
+    });
 }

@@ -57,6 +57,14 @@ pub struct ReadBatch {
     pub values: Vec<Vec<u8>>,
 }
 
+impl ReadBatch {
+    /// `(base_offset, next_offset, value lengths)`, for failure messages.
+    pub fn offsets_and_lens(&self) -> (u64, u64, Vec<usize>) {
+        let lens = self.values.iter().map(Vec::len).collect();
+        (self.base_offset, self.next_offset, lens)
+    }
+}
+
 /// Parses one batch as returned by `Log::read`, panicking with `context` if it is not a whole,
 /// valid batch (header, batch checksum and every record checksum).
 pub fn parse_batch(bytes: &[u8], context: &str) -> ReadBatch {
@@ -78,7 +86,7 @@ pub fn parse_batch(bytes: &[u8], context: &str) -> ReadBatch {
 
 /// Reads every batch in `[log.start_offset(), log.next_offset())` and checks they are valid and
 /// contiguous: each batch starts where the previous one ended.
-pub async fn read_whole_log<S: Storage>(log: &Log<S>, context: &str) -> Vec<ReadBatch> {
+pub async fn read_whole_log<S: Storage + 'static>(log: &Log<S>, context: &str) -> Vec<ReadBatch> {
     let start = log.start_offset();
     let end = log.next_offset();
     let mut out = Vec::new();
