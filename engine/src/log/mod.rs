@@ -381,6 +381,17 @@ async fn read_from_disk<S: Storage>(
                 break;
             }
             if header.next_offset() > range.offset {
+                if out.is_empty() && header.base_offset > range.offset {
+                    // The index pointed past the batch holding the offset.
+                    return Err(LogError::Corrupt {
+                        path: path.to_path_buf(),
+                        position: position + at as u64,
+                        reason: format!(
+                            "batch at base offset {} found where offset {} was expected",
+                            header.base_offset, range.offset
+                        ),
+                    });
+                }
                 if !out.is_empty() && total + batch_len > range.max_bytes {
                     return Ok(out);
                 }

@@ -34,7 +34,8 @@ pub struct RecoveryReport {
     pub next_offset: u64,
     /// Batches verified in the tail segment.
     pub tail_batches_verified: u64,
-    /// Bytes cut from the tail segment (torn or corrupt data; zero padding is not counted).
+    /// Bytes cut from the tail segment: torn or corrupt data, with any zero padding between
+    /// the last valid batch and it. Zero padding alone is left in place and not counted.
     pub bytes_truncated: u64,
     /// Why the tail was cut, if it was.
     pub truncation_reason: Option<String>,
@@ -400,7 +401,7 @@ impl<S: Storage> Reader<'_, S> {
                             ));
                         }
                         scan.valid_end = here;
-                        return Ok(self.finish(scan, here, file_len).await?);
+                        return self.finish(scan, here, file_len).await;
                     }
                     break;
                 }
@@ -410,7 +411,7 @@ impl<S: Storage> Reader<'_, S> {
                 };
                 if header.batch_len == 0 {
                     // Zero padding after the last batch, or garbage after a zero length.
-                    return Ok(self.finish(scan, here, file_len).await?);
+                    return self.finish(scan, here, file_len).await;
                 }
                 if let Err(e) = header.validate(BATCH_LEN_MAX) {
                     return self.stop(scan, here, e.to_string());

@@ -270,8 +270,13 @@ mod tests {
         assert_eq!(p.data, vec![1, 1, 2, 2, 2]);
         w.complete(p);
         assert!(w.take_pending(13, 4).is_none());
-        // Full blocks only.
+        // Full blocks only: nothing until a block past the written length fills.
         w.push(&[3; 2]);
-        assert!(w.take_pending(align_down(w.logical_len(), 4), 4).is_some());
+        assert!(w.take_pending(align_down(w.logical_len(), 4), 4).is_none());
+        w.push(&[4; 4]);
+        let p = w.take_pending(align_down(w.logical_len(), 4), 4).unwrap();
+        assert_eq!((p.position, p.data.len()), (12, 4));
+        w.complete(p);
+        assert_eq!((w.written_len(), w.logical_len()), (16, 19));
     }
 }

@@ -63,6 +63,7 @@ impl Storage for DmaStorage {
     }
 
     async fn create(&self, path: &Path) -> io::Result<DmaFile> {
+        probe_iopoll_with_data(path).await?;
         Ok(OpenOptions::new()
             .read(true)
             .write(true)
@@ -73,6 +74,7 @@ impl Storage for DmaStorage {
     }
 
     async fn open(&self, path: &Path) -> io::Result<DmaFile> {
+        probe_iopoll_with_data(path).await?;
         Ok(OpenOptions::new()
             .read(true)
             .write(true)
@@ -130,4 +132,39 @@ impl Storage for DmaStorage {
         directory.close().await?;
         Ok(synced?)
     }
+}
+
+thread_local! {
+    /// Devices on which this executor thread already let glommio probe for iopoll.
+    static PROBED_DEVICES: std::cell::RefCell<std::collections::HashSet<u64>> =
+        std::cell::RefCell::new(std::collections::HashSet::new());
+}
+
+/// Works around a glommio 0.9 probe that can enable the iopoll ring on devices without poll
+/// queues (e.g. virtio-blk), after which every read fails with EOPNOTSUPP.
+///
+/// The first `DmaFile` a thread opens on a device decides, once per thread, whether that
+/// device supports polled IO, by reading the first block of *that* file. On an empty file
+/// the read ends at EOF without reaching the device and "succeeds", so a log whose first file
+/// is a freshly created segment would be misjudged. Before the first open on a device, this
+/// opens a one-block file holding data so the probe reads from the device and sees the truth.
+async fn probe_iopoll_with_data(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let device = std::fs::metadata(dir)?.dev();
+    if PROBED_DEVICES.with(|probed| probed.borrow().contains(&device)) {
+        return Ok(());
+    }
+    let probe = dir.join(".defibus-iopoll-probe");
+    std::fs::write(&probe, [0xA5u8; 4096])?;
+    let opened = DmaFile::open(&probe).await;
+    let removed = std::fs::remove_file(&probe);
+    opened?.close().await?;
+    removed?;
+    PROBED_DEVICES.with(|probed| probed.borrow_mut().insert(device));
+    Ok(())
 }

@@ -1,0 +1,104 @@
+//! Helpers shared by the log tests.
+#![allow(dead_code)]
+
+use std::future::Future;
+
+use bytes::{Bytes, BytesMut};
+use engine::{Log, Storage};
+use glommio::LocalExecutorBuilder;
+use protocol::record::{
+    BATCH_LEN_MAX, BatchBuilder, BatchHeader, BatchView, CRC_START, MessageType, Record,
+};
+
+/// Runs `f` on a fresh glommio executor and waits for it.
+pub fn run<F, Fut>(f: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    LocalExecutorBuilder::default()
+        .spawn(f)
+        .expect("spawn executor")
+        .join()
+        .expect("executor thread");
+}
+
+/// A valid batch of `records` records whose values are `value_len` bytes of `seed`.
+pub fn batch(records: u32, value_len: usize, seed: u8) -> BytesMut {
+    let value = vec![seed; value_len];
+    let mut builder = BatchBuilder::new(BATCH_LEN_MAX);
+    for i in 0..records {
+        builder
+            .push(&Record {
+                timestamp_ms: 1_700_000_000_000 + i64::from(i),
+                message_type: MessageType::Event,
+                key: b"k",
+                properties: &[],
+                value: &value,
+            })
+            .expect("push record");
+    }
+    BytesMut::from(&builder.finish().expect("non-empty")[..])
+}
+
+/// What a test appended: stamped base offset and the unstamped bytes.
+#[derive(Clone, Debug)]
+pub struct Expected {
+    pub base_offset: u64,
+    pub next_offset: u64,
+    pub bytes: Bytes,
+}
+
+/// Appends and remembers what was appended.
+pub async fn append<S: Storage>(log: &Log<S>, b: BytesMut, expected: &mut Vec<Expected>) {
+    let bytes = Bytes::copy_from_slice(&b);
+    let appended = log.append(b).await.expect("append");
+    expected.push(Expected {
+        base_offset: appended.base_offset,
+        next_offset: appended.next_offset,
+        bytes,
+    });
+}
+
+/// Checks that a read batch is the expected one (stamped fields aside).
+pub fn same_batch(got: &[u8], want: &Expected) {
+    let view = BatchView::parse(got, BATCH_LEN_MAX).expect("read batch parses");
+    assert_eq!(view.base_offset(), want.base_offset);
+    assert_eq!(view.next_offset(), want.next_offset);
+    assert_eq!(&got[CRC_START..], &want.bytes[CRC_START..]);
+    assert_eq!(&got[..8], &want.bytes[..8]);
+}
+
+/// Reads at every offset and checks the first batch returned contains it, then reads the
+/// whole log in chunks and compares it with `expected`.
+pub async fn check_all_reads<S: Storage>(log: &Log<S>, expected: &[Expected]) {
+    let start = log.start_offset();
+    let first = expected.partition_point(|e| e.next_offset <= start);
+    let expected = &expected[first..];
+    assert_eq!(
+        log.next_offset(),
+        expected.last().map_or(start, |e| e.next_offset)
+    );
+    let mut i = 0;
+    for offset in start..log.next_offset() {
+        while expected[i].next_offset <= offset {
+            i += 1;
+        }
+        let got = log.read(offset, 1).await.expect("read");
+        assert_eq!(got.len(), 1, "offset {offset}");
+        same_batch(&got[0], &expected[i]);
+    }
+    let mut offset = start;
+    let mut i = 0;
+    while offset < log.next_offset() {
+        let got = log.read(offset, 3000).await.expect("read");
+        assert!(!got.is_empty());
+        for b in got {
+            same_batch(&b, &expected[i]);
+            i += 1;
+            offset = BatchHeader::decode(&b).unwrap().next_offset();
+        }
+    }
+    assert_eq!(i, expected.len());
+    assert!(log.read(log.next_offset(), 100).await.unwrap().is_empty());
+}
