@@ -34,7 +34,7 @@ const CHILD_ENV: &str = "DEFIBUS_CRASH_CHILD";
 const CHILD_ROUND_ENV: &str = "DEFIBUS_CRASH_CHILD_ROUND";
 /// The name of the test function, for the child's `--exact` filter.
 const TEST_NAME: &str = "sync_acks_survive_kill_9";
-const ROUNDS_DEFAULT: u32 = 20;
+const ROUNDS_DEFAULT: u32 = 30;
 const APPENDERS: u32 = 8;
 /// Small, so segments roll every few dozen appends and crashes land around rolls too.
 const SEGMENT_BYTES_MAX: u64 = 48 << 10;
@@ -253,6 +253,8 @@ fn run_parent() {
     // Every batch ever acknowledged, by base offset, over all rounds.
     let mut acked: BTreeMap<u64, Ack> = BTreeMap::new();
     let mut kills_before_first_ack = 0;
+    let mut unacked_in_log = 0;
+    let mut truncations = 0;
 
     for round in 0..rounds {
         let context = format!("seed {seed}, round {round}");
@@ -343,17 +345,24 @@ fn run_parent() {
             }
         }
         let acked_before = acked.len();
-        let (next_offset, segments) = verify_and_extend(dir.path(), &mut acked, round, &context)
+        let recovered = verify_and_extend(dir.path(), &mut acked, round, &context)
             .unwrap_or_else(|message| panic!("{message}\nchild stderr:\n{child_stderr}"));
+        unacked_in_log = recovered.unacked_batches;
+        truncations += usize::from(recovered.bytes_truncated > 0);
         println!(
-            "{context}: killed after {} acks (+{extra_delay:?}); recovered {} acked batches, \
-             next_offset {next_offset}, {segments} segments",
+            "{context}: killed {extra_delay:?} after ack {acks_wanted} ({} acks in all); all \
+             {acked_before} acked batches recovered ({} unacked ones in the log), {} torn bytes cut; \
+             next_offset {}, {} segments",
             round_acks.len(),
-            acked_before,
+            recovered.unacked_batches,
+            recovered.bytes_truncated,
+            recovered.next_offset,
+            recovered.segments
         );
     }
     println!(
-        "{rounds} rounds in {:?} ({kills_before_first_ack} kills before the first ack)",
+        "{rounds} rounds in {:?}: {kills_before_first_ack} kills before the first ack, \
+         {unacked_in_log} unacknowledged batches survived, {truncations} recoveries cut a torn tail",
         started.elapsed()
     );
 }
@@ -364,6 +373,16 @@ fn kill_and_reap(child: &mut Child) {
     child.wait().expect("reap the killed child");
 }
 
+/// What one recovery found.
+struct Recovered {
+    next_offset: u64,
+    segments: usize,
+    /// Batches in the log that were never acknowledged: appends cut short by the kill.
+    unacked_batches: usize,
+    /// Torn tail bytes recovery cut off.
+    bytes_truncated: u64,
+}
+
 /// Reopens the log, checks it against every ack so far, appends one batch at `next_offset` and
 /// closes it. Returns the next offset and segment count, or what is wrong.
 fn verify_and_extend(
@@ -371,7 +390,7 @@ fn verify_and_extend(
     acked: &mut BTreeMap<u64, Ack>,
     round: u32,
     context: &str,
-) -> Result<(u64, usize), String> {
+) -> Result<Recovered, String> {
     run_local(async {
         let log = Log::open(config(dir))
             .await
@@ -474,11 +493,15 @@ fn verify_and_extend(
                 id,
             },
         );
-        let next_offset = log.next_offset();
-        let segments = log.segment_count();
+        let recovered = Recovered {
+            next_offset: log.next_offset(),
+            segments: log.segment_count(),
+            unacked_batches: found.len() + 1 - acked.len(),
+            bytes_truncated: log.recovery_report().bytes_truncated,
+        };
         log.close()
             .await
             .map_err(|e| format!("{context}: close after recovery failed: {e}"))?;
-        Ok((next_offset, segments))
+        Ok(recovered)
     })
 }
