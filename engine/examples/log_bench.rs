@@ -13,14 +13,15 @@
 //! ```
 
 use std::cell::Cell;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use engine::log::{FlushMode, Log, LogConfig};
+use engine::log::{DmaStorage, FlushMode, Log, LogConfig, Storage};
 use futures_lite::AsyncWriteExt;
-use glommio::io::{DmaFile, DmaStreamWriterBuilder};
+use glommio::io::{DmaFile, DmaStreamWriterBuilder, OpenOptions};
 use glommio::{LocalExecutorBuilder, Placement};
 use protocol::record::{BATCH_LEN_MAX, BatchBuilder, Record};
 
@@ -35,8 +36,10 @@ OPTIONS:
                        and removed at the end [env DEFIBUS_BENCH_DIR; default: the system
                        temporary directory]
     --total-mib N      bytes written by the raw and async phases [default 1024]
-    --sync-mib N       byte cap of each sync phase [default 256]
+    --sync-mib N       byte cap of each sync phase [default 1024]
     --seconds S        time cap of each phase [default 8]
+    --async-flush-mib N  async mode flushes once N MiB are buffered (or every second)
+                       [default 4]
     --cpu N            CPU to pin the executor to [default 0]
     --smoke            a few MiB only, for CI: checks the bench runs, not the figures
     -h, --help         this text
@@ -59,6 +62,7 @@ struct Options {
     dir: Option<PathBuf>,
     total_bytes: u64,
     sync_bytes: u64,
+    async_flush_bytes: u64,
     phase_time_max: Duration,
     cpu: usize,
     smoke: bool,
@@ -68,7 +72,8 @@ fn parse_options() -> Result<Options, String> {
     let mut options = Options {
         dir: std::env::var_os("DEFIBUS_BENCH_DIR").map(PathBuf::from),
         total_bytes: 1024 * MIB,
-        sync_bytes: 256 * MIB,
+        sync_bytes: 1024 * MIB,
+        async_flush_bytes: 4 * MIB,
         phase_time_max: Duration::from_secs(8),
         cpu: 0,
         smoke: false,
@@ -88,6 +93,9 @@ fn parse_options() -> Result<Options, String> {
             "--dir" => options.dir = Some(PathBuf::from(value("--dir")?)),
             "--total-mib" => options.total_bytes = number(&arg, value(&arg)?)? * MIB,
             "--sync-mib" => options.sync_bytes = number(&arg, value(&arg)?)? * MIB,
+            "--async-flush-mib" => {
+                options.async_flush_bytes = number(&arg, value(&arg)?)?.max(1) * MIB
+            }
             "--seconds" => {
                 options.phase_time_max = Duration::from_secs(number(&arg, value(&arg)?)?)
             }
@@ -161,11 +169,81 @@ fn records_per_batch(batch_bytes: usize) -> usize {
     1 + (batch_bytes - one) / per_record
 }
 
+/// `DmaStorage` that counts what the log asks of the device, so the bench can print writes and
+/// fdatasyncs per append (how well group commit groups). A few `Cell` updates per IO.
+#[derive(Clone, Default)]
+struct CountingStorage {
+    inner: DmaStorage,
+    counts: Rc<IoCounts>,
+}
+
+#[derive(Default)]
+struct IoCounts {
+    writes: Cell<u64>,
+    bytes_written: Cell<u64>,
+    fdatasyncs: Cell<u64>,
+}
+
+impl Storage for CountingStorage {
+    type File = <DmaStorage as Storage>::File;
+    type Buffer = <DmaStorage as Storage>::Buffer;
+
+    async fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(dir).await
+    }
+    async fn create(&self, path: &Path) -> io::Result<Self::File> {
+        self.inner.create(path).await
+    }
+    async fn open(&self, path: &Path) -> io::Result<Self::File> {
+        self.inner.open(path).await
+    }
+    fn alignment(&self, file: &Self::File) -> u64 {
+        self.inner.alignment(file)
+    }
+    fn alloc_buffer(&self, file: &Self::File, len: usize) -> Self::Buffer {
+        self.inner.alloc_buffer(file, len)
+    }
+    async fn write_at(&self, file: &Self::File, buf: Self::Buffer, pos: u64) -> io::Result<usize> {
+        let written = self.inner.write_at(file, buf, pos).await?;
+        let counts = &self.counts;
+        counts.writes.set(counts.writes.get() + 1);
+        counts
+            .bytes_written
+            .set(counts.bytes_written.get() + written as u64);
+        Ok(written)
+    }
+    async fn read_at(&self, file: &Self::File, pos: u64, len: usize) -> io::Result<Bytes> {
+        self.inner.read_at(file, pos, len).await
+    }
+    async fn fdatasync(&self, file: &Self::File) -> io::Result<()> {
+        self.counts.fdatasyncs.set(self.counts.fdatasyncs.get() + 1);
+        self.inner.fdatasync(file).await
+    }
+    async fn truncate(&self, file: &Self::File, len: u64) -> io::Result<()> {
+        self.inner.truncate(file, len).await
+    }
+    async fn len(&self, file: &Self::File) -> io::Result<u64> {
+        self.inner.len(file).await
+    }
+    async fn remove(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove(path).await
+    }
+    async fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
+        self.inner.list_dir(dir).await
+    }
+    async fn fsync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.inner.fsync_dir(dir).await
+    }
+}
+
 struct Measured {
     bytes: u64,
     appends: u64,
     records: u64,
     elapsed: Duration,
+    writes: u64,
+    bytes_written: u64,
+    fdatasyncs: u64,
 }
 
 impl Measured {
@@ -175,13 +253,31 @@ impl Measured {
     fn per_s(&self, count: u64) -> f64 {
         count as f64 / self.elapsed.as_secs_f64()
     }
+    fn io_line(&self) -> String {
+        format!(
+            "{} writes of {:.0} KiB on average, {} fdatasyncs ({:.1} appends per fdatasync)",
+            self.writes,
+            self.bytes_written as f64 / self.writes.max(1) as f64 / 1024.0,
+            self.fdatasyncs,
+            self.appends as f64 / self.fdatasyncs.max(1) as f64
+        )
+    }
 }
 
 /// (a) Sequential O_DIRECT writes of 1 MiB aligned buffers through `DmaStreamWriter`, with 4
 /// writes in flight, then fdatasync: what the device gives glommio with no log in the way.
 async fn raw_dma(dir: &Path, total_bytes: u64, time_max: Duration) -> Measured {
     let path = dir.join("raw-dma.bin");
-    let file = DmaFile::create(&path).await.expect("create the raw file");
+    // Not `DmaFile::create`: glommio decides whether a device supports polled IO by reading the
+    // first file opened on it, and an empty file makes it guess wrong (reads then fail with
+    // EOPNOTSUPP). One block of data up front keeps the probe honest; it is overwritten.
+    std::fs::write(&path, vec![0u8; 4096]).expect("create the raw file");
+    let file: DmaFile = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .dma_open(&path)
+        .await
+        .expect("open the raw file");
     let mut writer = DmaStreamWriterBuilder::new(file)
         .with_buffer_size(1 << 20)
         .with_write_behind(4)
@@ -202,6 +298,9 @@ async fn raw_dma(dir: &Path, total_bytes: u64, time_max: Duration) -> Measured {
         appends: bytes >> 20,
         records: 0,
         elapsed,
+        writes: bytes >> 20,
+        bytes_written: bytes,
+        fdatasyncs: 1,
     }
 }
 
@@ -214,14 +313,16 @@ fn log_config(dir: &Path, flush: FlushMode) -> LogConfig {
 
 /// (b) One appender, async flush: append ~64 KiB batches back to back, then flush. Each append
 /// copies the batch from a template into a fresh buffer, as a broker's socket read would.
-async fn async_append(dir: &Path, total_bytes: u64, time_max: Duration) -> Measured {
+async fn async_append(dir: &Path, options: &Options) -> Measured {
+    let (total_bytes, time_max) = (options.total_bytes, options.phase_time_max);
     let records = records_per_batch(ASYNC_BATCH_BYTES);
     let template = batch_template(records);
     let flush = FlushMode::Async {
         interval_ms: 1000,
-        bytes: 4 << 20,
+        bytes: options.async_flush_bytes,
     };
-    let log = Log::open(log_config(dir, flush))
+    let storage = CountingStorage::default();
+    let log = Log::open_with(storage.clone(), log_config(dir, flush))
         .await
         .expect("open the async log");
     let started = Instant::now();
@@ -235,11 +336,15 @@ async fn async_append(dir: &Path, total_bytes: u64, time_max: Duration) -> Measu
     log.flush().await.expect("final flush");
     let elapsed = started.elapsed();
     log.close().await.expect("close the async log");
+    let counts = &storage.counts;
     Measured {
         bytes: appends * template.len() as u64,
         appends,
         records: appends * records as u64,
         elapsed,
+        writes: counts.writes.get(),
+        bytes_written: counts.bytes_written.get(),
+        fdatasyncs: counts.fdatasyncs.get(),
     }
 }
 
@@ -252,8 +357,9 @@ async fn sync_append(
     time_max: Duration,
 ) -> Measured {
     let template = batch_template(SYNC_BATCH_RECORDS);
+    let storage = CountingStorage::default();
     let log = Rc::new(
-        Log::open(log_config(dir, FlushMode::Sync))
+        Log::open_with(storage.clone(), log_config(dir, FlushMode::Sync))
             .await
             .expect("open the sync log"),
     );
@@ -280,11 +386,15 @@ async fn sync_append(
     let log = Rc::try_unwrap(log).unwrap_or_else(|_| panic!("appenders hold no log"));
     log.close().await.expect("close the sync log");
     let appends = appends.get();
+    let counts = &storage.counts;
     Measured {
         bytes: appends * template.len() as u64,
         appends,
         records: appends * SYNC_BATCH_RECORDS as u64,
         elapsed,
+        writes: counts.writes.get(),
+        bytes_written: counts.bytes_written.get(),
+        fdatasyncs: counts.fdatasyncs.get(),
     }
 }
 
@@ -344,12 +454,7 @@ async fn run(dir: &Path, options: &Options) {
     );
 
     let records = records_per_batch(ASYNC_BATCH_BYTES);
-    let a = async_append(
-        &phase_dir("async"),
-        options.total_bytes,
-        options.phase_time_max,
-    )
-    .await;
+    let a = async_append(&phase_dir("async"), options).await;
     let ratio = a.mb_per_s() / raw_mb_s;
     println!(
         "(b) log append, async, {records} x 1 KiB per batch:        {:>8.1} MB/s  {:>4.0}%   \
@@ -362,9 +467,10 @@ async fn run(dir: &Path, options: &Options) {
         verdict(ratio, ASYNC_GOAL)
     );
     println!(
-        "    records/s {:.0}, appends/s {:.0}",
+        "    records/s {:.0}, appends/s {:.0}; {}",
         a.per_s(a.records),
-        a.per_s(a.appends)
+        a.per_s(a.appends),
+        a.io_line()
     );
 
     for concurrency in SYNC_CONCURRENCY {
@@ -394,9 +500,10 @@ async fn run(dir: &Path, options: &Options) {
             s.elapsed.as_secs_f64()
         );
         println!(
-            "    appends/s {:.0}, records/s {:.0}",
+            "    appends/s {:.0}, records/s {:.0}; {}",
             s.per_s(s.appends),
-            s.per_s(s.records)
+            s.per_s(s.records),
+            s.io_line()
         );
     }
 }
