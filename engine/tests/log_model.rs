@@ -820,3 +820,93 @@ fn recovered_tail_is_durable_before_it_is_served() {
         log.close().await.unwrap();
     });
 }
+
+/// Dropping a `Log` without `close()` detaches its committer, which goes on writing what was
+/// buffered. Opening the same directory again right away must not let a second writer in: it
+/// must either refuse, or see every append the dropped log acknowledged.
+#[test]
+fn reopening_a_dropped_log_keeps_its_acknowledged_appends() {
+    for (buffered, value_len) in [(1, 100), (8, 4096), (40, 4096), (60, 16 << 10)] {
+        let context = format!("{buffered} buffered batches of {value_len} bytes");
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut config = config(dir.path().to_path_buf(), async_mode());
+        config.retention_bytes_max = None;
+        config.segment_bytes_max = 1 << 30;
+        run_local(drop_and_reopen(config, buffered, value_len, context));
+    }
+}
+
+async fn drop_and_reopen(config: LogConfig, buffered: u32, value_len: usize, context: String) {
+    let value_of = |log: &str, i: u32| {
+        let mut value = format!("{log} log, batch {i};").into_bytes();
+        value.resize(value_len, b'.');
+        value
+    };
+    let first = Log::open(config.clone()).await.unwrap();
+    let mut acked = Vec::new();
+    // One flush first, so the segment file exists and only appends are in flight at the drop.
+    let value = value_of("first", 0);
+    acked.push((
+        first.append(batch_of(&[&value])).await.unwrap().base_offset,
+        value,
+    ));
+    first.flush().await.unwrap();
+    for i in 1..=buffered {
+        let value = value_of("first", i);
+        let appended = first.append(batch_of(&[&value])).await.unwrap();
+        acked.push((appended.base_offset, value));
+    }
+    let acked_next = first.next_offset();
+    drop(first);
+
+    let second = match Log::open(config.clone()).await {
+        Ok(log) => log,
+        // Refusing while the dropped log still writes is a correct answer too.
+        Err(e) => {
+            println!("{context}: reopen refused while the dropped log was still writing: {e}");
+            return;
+        }
+    };
+    let reopened_next = second.next_offset();
+    for i in 0..buffered {
+        let value = value_of("second", i);
+        let appended = second.append(batch_of(&[&value])).await.unwrap();
+        acked.push((appended.base_offset, value));
+    }
+    if let Err(e) = second.close().await {
+        panic!(
+            "{context}: the log reopened right after a drop (at offset {reopened_next}; the \
+             dropped one acknowledged up to {acked_next}) failed to close: {e}"
+        );
+    }
+
+    let third = Log::open(config.clone()).await.unwrap();
+    let batches = read_whole_log(&third, &context).await;
+    third.close().await.unwrap();
+    let mut lost = Vec::new();
+    for (offset, value) in &acked {
+        let found = batches
+            .iter()
+            .find(|b| b.base_offset == *offset)
+            .map(|b| b.values[0].as_slice());
+        if found != Some(value.as_slice()) {
+            let name = |v: &[u8]| {
+                let end = v.iter().position(|&b| b == b';').unwrap_or(v.len());
+                String::from_utf8_lossy(&v[..end]).into_owned()
+            };
+            lost.push(format!(
+                "offset {offset}: {:?} now holds {:?}",
+                name(value),
+                found.map(name)
+            ));
+        }
+    }
+    assert!(
+        lost.is_empty() && reopened_next == acked_next,
+        "{context}: the dropped log acknowledged offsets [0, {acked_next}); the log reopened \
+         right after it started at {reopened_next}; {} acknowledged appends lost or \
+         overwritten, first {:#?}",
+        lost.len(),
+        &lost[..lost.len().min(3)]
+    );
+}
