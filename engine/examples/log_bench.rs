@@ -57,6 +57,8 @@ const ASYNC_GOAL: f64 = 0.70;
 const SYNC_256_GOAL: f64 = 0.30;
 const SEGMENT_BYTES_MAX: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
+/// The raw write + fdatasync loop needs only a couple of seconds to settle.
+const RAW_SYNC_TIME_MAX: Duration = Duration::from_secs(2);
 
 struct Options {
     dir: Option<PathBuf>,
@@ -304,6 +306,45 @@ async fn raw_dma(dir: &Path, total_bytes: u64, time_max: Duration) -> Measured {
     }
 }
 
+/// Sequential `write_at` of one sync-phase batch (rounded up to the block size) followed by an
+/// fdatasync, one at a time: what one sync appender could get with no log in the way.
+async fn raw_write_fdatasync(dir: &Path, batch_len: usize, time_max: Duration) -> Measured {
+    let path = dir.join("raw-sync.bin");
+    std::fs::write(&path, vec![0u8; 4096]).expect("create the raw sync file");
+    let file: DmaFile = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .dma_open(&path)
+        .await
+        .expect("open the raw sync file");
+    let len = file.align_up(batch_len as u64) as usize;
+    let started = Instant::now();
+    let mut ops = 0u64;
+    while started.elapsed() < time_max {
+        let mut buf = file.alloc_dma_buffer(len);
+        buf.as_bytes_mut().fill(0x5a);
+        let written = file
+            .write_at(buf, ops * len as u64)
+            .await
+            .expect("raw write");
+        assert_eq!(written, len, "short raw write");
+        file.fdatasync().await.expect("raw fdatasync");
+        ops += 1;
+    }
+    let elapsed = started.elapsed();
+    file.close().await.expect("close the raw sync file");
+    std::fs::remove_file(&path).expect("remove the raw sync file");
+    Measured {
+        bytes: ops * batch_len as u64,
+        appends: ops,
+        records: 0,
+        elapsed,
+        writes: ops,
+        bytes_written: ops * len as u64,
+        fdatasyncs: ops,
+    }
+}
+
 fn log_config(dir: &Path, flush: FlushMode) -> LogConfig {
     let mut config = LogConfig::new(dir);
     config.segment_bytes_max = SEGMENT_BYTES_MAX;
@@ -479,6 +520,20 @@ async fn run(dir: &Path, options: &Options) {
         a.io_line()
     );
 
+    let sync_batch_len = batch_template(SYNC_BATCH_RECORDS).len();
+    let raw_sync = raw_write_fdatasync(
+        dir,
+        sync_batch_len,
+        options.phase_time_max.min(RAW_SYNC_TIME_MAX),
+    )
+    .await;
+    println!(
+        "(c) raw write + fdatasync of one {sync_batch_len}-byte batch at a time: {:.0}/s \
+         ({:.0} us each), the ceiling of one sync appender",
+        raw_sync.per_s(raw_sync.appends),
+        1e6 / raw_sync.per_s(raw_sync.appends)
+    );
+
     for concurrency in SYNC_CONCURRENCY {
         let s = sync_append(
             &phase_dir(&format!("sync-{concurrency}")),
@@ -511,5 +566,25 @@ async fn run(dir: &Path, options: &Options) {
             s.per_s(s.records),
             s.io_line()
         );
+        if concurrency == 1 {
+            println!(
+                "    {:.0}% of raw write + fdatasync one at a time",
+                100.0 * s.per_s(s.appends) / raw_sync.per_s(raw_sync.appends)
+            );
+        }
     }
+
+    // The device is shared and its speed drifts; a second raw run shows by how much.
+    let again = raw_dma(dir, options.total_bytes, options.phase_time_max).await;
+    let drift = again.mb_per_s() / raw_mb_s - 1.0;
+    println!(
+        "(a) raw DMA write again at the end:                           {:>8.1} MB/s  {:>4.0}%{}",
+        again.mb_per_s(),
+        100.0 * again.mb_per_s() / raw_mb_s,
+        if drift.abs() > 0.2 {
+            "   the device drifted by more than 20% during the run: ratios are rough"
+        } else {
+            ""
+        }
+    );
 }
