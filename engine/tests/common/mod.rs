@@ -1,13 +1,19 @@
 //! Helpers shared by the log integration tests: building batches, running a future on a
-//! glommio executor, reading a whole log back and checking every batch on the way.
+//! glommio executor, reading a whole log back and checking every batch on the way, and a
+//! `FaultyStorage` seen through process incarnations so a simulated crash stops the old one.
 
 // Each test binary compiles this module and uses only part of it.
 #![allow(dead_code)]
 
+use std::cell::Cell;
 use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 use engine::log::{Log, Storage};
+use engine::testing::FaultyStorage;
 use glommio::{LocalExecutorBuilder, Placement};
 use protocol::record::{BATCH_LEN_MAX, BatchBuilder, BatchView, Record};
 
@@ -140,4 +146,123 @@ pub async fn read_whole_log<S: Storage + 'static>(log: &Log<S>, context: &str) -
         tail.len()
     );
     out
+}
+
+/// `FaultyStorage` as seen by one incarnation of the process: after a simulated crash, IO from
+/// an older incarnation fails, as a dead process does no more IO. (A dropped `Log` detaches its
+/// committer, which would otherwise go on writing into the storage after the crash.)
+#[derive(Clone)]
+pub struct Incarnation {
+    storage: FaultyStorage,
+    epoch: u64,
+    current: Rc<Cell<u64>>,
+}
+
+impl Incarnation {
+    fn alive(&self) -> io::Result<()> {
+        if self.epoch == self.current.get() {
+            Ok(())
+        } else {
+            Err(io::Error::other("IO from before a simulated crash"))
+        }
+    }
+}
+
+impl Storage for Incarnation {
+    type File = <FaultyStorage as Storage>::File;
+    type Buffer = <FaultyStorage as Storage>::Buffer;
+
+    async fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.alive()?;
+        self.storage.create_dir_all(dir).await
+    }
+    async fn create(&self, path: &Path) -> io::Result<Self::File> {
+        self.alive()?;
+        self.storage.create(path).await
+    }
+    async fn open(&self, path: &Path) -> io::Result<Self::File> {
+        self.alive()?;
+        self.storage.open(path).await
+    }
+    fn alignment(&self, file: &Self::File) -> u64 {
+        self.storage.alignment(file)
+    }
+    fn alloc_buffer(&self, file: &Self::File, len: usize) -> Self::Buffer {
+        self.storage.alloc_buffer(file, len)
+    }
+    async fn write_at(&self, file: &Self::File, buf: Self::Buffer, pos: u64) -> io::Result<usize> {
+        self.alive()?;
+        self.storage.write_at(file, buf, pos).await
+    }
+    async fn read_at(&self, file: &Self::File, pos: u64, len: usize) -> io::Result<Bytes> {
+        self.alive()?;
+        self.storage.read_at(file, pos, len).await
+    }
+    async fn fdatasync(&self, file: &Self::File) -> io::Result<()> {
+        self.alive()?;
+        self.storage.fdatasync(file).await
+    }
+    async fn truncate(&self, file: &Self::File, len: u64) -> io::Result<()> {
+        self.alive()?;
+        self.storage.truncate(file, len).await
+    }
+    async fn len(&self, file: &Self::File) -> io::Result<u64> {
+        self.alive()?;
+        self.storage.len(file).await
+    }
+    async fn remove(&self, path: &Path) -> io::Result<()> {
+        self.alive()?;
+        self.storage.remove(path).await
+    }
+    async fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
+        self.alive()?;
+        self.storage.list_dir(dir).await
+    }
+    async fn fsync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.alive()?;
+        self.storage.fsync_dir(dir).await
+    }
+}
+
+pub struct Faulty {
+    pub storage: FaultyStorage,
+    epoch: Rc<Cell<u64>>,
+    pub dir: PathBuf,
+}
+
+impl Faulty {
+    pub fn new(dir: &str) -> Self {
+        Self {
+            storage: FaultyStorage::new(),
+            epoch: Rc::default(),
+            dir: PathBuf::from(dir),
+        }
+    }
+
+    /// The storage as the process now running sees it.
+    pub fn incarnation(&self) -> Incarnation {
+        Incarnation {
+            storage: self.storage.clone(),
+            epoch: self.epoch.get(),
+            current: self.epoch.clone(),
+        }
+    }
+
+    /// A simulated process death without power loss: written data stays, even unsynced.
+    pub fn restart(&self) {
+        self.epoch.set(self.epoch.get() + 1);
+        self.storage.clear_faults();
+    }
+
+    /// A simulated power loss that keeps none of the unsynced writes.
+    pub fn lose_power(&self) {
+        self.epoch.set(self.epoch.get() + 1);
+        self.storage.crash(|_, _| 0);
+    }
+
+    /// A simulated power loss, keeping a torn prefix of unsynced writes chosen by `seed`.
+    pub fn crash(&self, seed: u64) {
+        self.epoch.set(self.epoch.get() + 1);
+        self.storage.crash_random(seed);
+    }
 }
