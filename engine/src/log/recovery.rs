@@ -4,7 +4,9 @@
 //! created, so its end is trusted: only its index is checked for shape and rebuilt if missing
 //! or malformed. The last (tail) segment may end in a torn write: its index entries are
 //! checked against the log, its batches are verified (checksums, offset continuity) from the
-//! last good index entry on, and whatever follows the last valid batch is cut off.
+//! last good index entry on, and whatever follows the last valid batch is cut off. Then the
+//! tail's files and the directory are synced, because everything recovery serves is from then
+//! on treated as durable (`docs/ARCHITECTURE.md` §3.1, step 3).
 
 use std::{collections::BTreeMap, path::Path, rc::Rc};
 
@@ -82,7 +84,6 @@ pub(crate) async fn recover<S: Storage>(
         segments: log_bases.len(),
         ..RecoveryReport::default()
     };
-    let mut dir_changed = false;
     for base in index_bases {
         if log_bases.binary_search(&base).is_err() {
             let path = file::index_path(dir, base);
@@ -92,7 +93,6 @@ pub(crate) async fn recover<S: Storage>(
                 .await
                 .map_err(|e| LogError::io("remove", &path, e))?;
             report.orphan_indexes_removed += 1;
-            dir_changed = true;
         }
     }
     let mut segments = BTreeMap::new();
@@ -100,14 +100,21 @@ pub(crate) async fn recover<S: Storage>(
     for &base in &log_bases {
         let is_tail = Some(base) == tail_base;
         let opened = open_segment(storage, config, base, is_tail, &mut report).await?;
-        dir_changed |= opened.created_index;
         segments.insert(base, opened.segment);
     }
-    if dir_changed {
-        file::fsync_directory(storage, dir)
-            .await
-            .map_err(|e| LogError::io("fsync directory", dir, e))?;
+    // What is served from now on is treated as durable, so make it so: the tail may hold
+    // writes whose fdatasync failed or never ran (the process died, the page cache kept them),
+    // and the directory may hold entries never fsynced. Sealed segments were synced before
+    // their successor was created.
+    if let Some(tail) = tail_base.and_then(|base| segments.get(&base)) {
+        if let Some(files) = &tail.files {
+            sync_file(storage, &files.log, &files.log_path).await?;
+            sync_file(storage, &files.index, &files.index_path).await?;
+        }
     }
+    file::fsync_directory(storage, dir)
+        .await
+        .map_err(|e| LogError::io("fsync directory", dir, e))?;
     let mut previous: Option<&Segment<S::File>> = None;
     for segment in segments.values() {
         if let Some(previous) = previous {
@@ -138,7 +145,6 @@ pub(crate) async fn recover<S: Storage>(
 
 struct Opened<F> {
     segment: Segment<F>,
-    created_index: bool,
 }
 
 async fn open_segment<S: Storage>(
@@ -218,14 +224,11 @@ async fn open_segment<S: Storage>(
                 log_path.display(),
                 scan.valid_end
             );
+            // Made durable with the rest of the tail once every segment is open.
             storage
                 .truncate(&log, scan.valid_end)
                 .await
                 .map_err(|e| LogError::io("truncate", &log_path, e))?;
-            storage
-                .fdatasync(&log)
-                .await
-                .map_err(|e| LogError::io("fdatasync", &log_path, e))?;
             report.bytes_truncated += cut;
             report.truncation_reason = Some(reason.clone());
         } else {
@@ -243,7 +246,6 @@ async fn open_segment<S: Storage>(
     }
     let encoded = index.encode();
     let index_stale = rebuilt || index.entries().len() != decoded_len;
-    let created_index = index_file.is_none();
     if rebuilt {
         ::log::warn!(
             "{}: index missing or malformed ({dropped} entries dropped), rebuilt by scanning",
@@ -285,10 +287,14 @@ async fn open_segment<S: Storage>(
         log_path,
         index_path,
     }));
-    Ok(Opened {
-        segment,
-        created_index,
-    })
+    Ok(Opened { segment })
+}
+
+async fn sync_file<S: Storage>(storage: &S, file: &S::File, path: &Path) -> Result<(), LogError> {
+    storage
+        .fdatasync(file)
+        .await
+        .map_err(|e| LogError::io("fdatasync", path, e))
 }
 
 /// Writes a whole index file afresh and fdatasyncs it.
