@@ -189,9 +189,13 @@ struct IoCounts {
 impl Storage for CountingStorage {
     type File = <DmaStorage as Storage>::File;
     type Buffer = <DmaStorage as Storage>::Buffer;
+    type Lock = <DmaStorage as Storage>::Lock;
 
     async fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         self.inner.create_dir_all(dir).await
+    }
+    async fn lock(&self, path: &Path) -> io::Result<Self::Lock> {
+        self.inner.lock(path).await
     }
     async fn create(&self, path: &Path) -> io::Result<Self::File> {
         self.inner.create(path).await

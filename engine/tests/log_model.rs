@@ -705,7 +705,8 @@ fn recovered_tail_is_durable_before_it_is_served() {
 
 /// Dropping a `Log` without `close()` detaches its committer, which goes on writing what was
 /// buffered. Opening the same directory again right away must not let a second writer in: it
-/// must either refuse, or see every append the dropped log acknowledged.
+/// must refuse (`LogError::Locked`) until the dropped log's committer is done, and the log
+/// opened after that must see every append the dropped log acknowledged.
 #[test]
 fn reopening_a_dropped_log_keeps_its_acknowledged_appends() {
     for (buffered, value_len) in [(1, 100), (8, 4096), (40, 4096), (60, 16 << 10)] {
@@ -741,14 +742,28 @@ async fn drop_and_reopen(config: LogConfig, buffered: u32, value_len: usize, con
     let acked_next = first.next_offset();
     drop(first);
 
-    let second = match Log::open(config.clone()).await {
-        Ok(log) => log,
-        // Refusing while the dropped log still writes is a correct answer too.
-        Err(e) => {
-            println!("{context}: reopen refused while the dropped log was still writing: {e}");
-            return;
+    // While the dropped log's committer still writes, the directory is locked and a second
+    // open must refuse, naming the lock; once it is done, an open succeeds and must see every
+    // acknowledged append (checked below either way).
+    let lock_path = config.dir.join(engine::file::LOCK_FILE_NAME);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut refusals = 0u32;
+    let second = loop {
+        match Log::open(config.clone()).await {
+            Ok(log) => break log,
+            Err(LogError::Locked { path }) => {
+                assert_eq!(path, lock_path, "{context}: the error names another lock");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{context}: the dropped log still holds the lock after 30 s"
+                );
+                refusals += 1;
+                glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            Err(e) => panic!("{context}: reopening right after a drop failed: {e}"),
         }
     };
+    println!("{context}: reopen refused {refusals} times while the dropped log was writing");
     let reopened_next = second.next_offset();
     for i in 0..buffered {
         let value = value_of("second", i);

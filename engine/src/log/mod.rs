@@ -75,9 +75,13 @@ impl<F> State<F> {
     }
 }
 
-/// What the log and its committer task share.
+/// What the log and its committer task share. The committer keeps it alive until its last
+/// write, so the directory lock it holds outlives a dropped `Log` for exactly as long as
+/// something may still write to the directory.
 pub(crate) struct Shared<S: Storage> {
     pub(crate) storage: S,
+    /// Exclusive lock on the directory's lock file: one writer per directory.
+    _lock: S::Lock,
     pub(crate) config: LogConfig,
     pub(crate) state: RefCell<State<S::File>>,
     pub(crate) commit: Commit,
@@ -107,9 +111,23 @@ fn now_ms() -> i64 {
 
 impl<S: Storage + 'static> Log<S> {
     /// Opens (recovering) or creates the log in `config.dir` on `storage`, and starts its
-    /// committer task on the current glommio executor.
+    /// committer task on the current glommio executor. Fails with [`LogError::Locked`] while
+    /// another log (or the committer of a dropped one, still writing) holds the directory.
     pub async fn open_with(storage: S, config: LogConfig) -> Result<Self, LogError> {
         config.validate()?;
+        let dir = &config.dir;
+        storage
+            .create_dir_all(dir)
+            .await
+            .map_err(|e| LogError::io("create directory", dir, e))?;
+        let lock_path = crate::file::lock_path(dir);
+        let lock = match storage.lock(&lock_path).await {
+            Ok(lock) => lock,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return Err(LogError::Locked { path: lock_path });
+            }
+            Err(e) => return Err(LogError::io("lock", lock_path, e)),
+        };
         let recovered = recovery::recover(&storage, &config).await?;
         let next_offset = recovered.next_offset;
         let first_unsealed = recovered
@@ -128,6 +146,7 @@ impl<S: Storage + 'static> Log<S> {
         };
         let shared = Rc::new(Shared {
             storage,
+            _lock: lock,
             config,
             state: RefCell::new(state),
             commit: Commit::new(next_offset),

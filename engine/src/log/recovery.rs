@@ -56,16 +56,12 @@ pub(crate) struct Recovered<F> {
     pub(crate) report: RecoveryReport,
 }
 
-/// Opens every segment in `config.dir` (creating the directory), repairing the tail.
+/// Opens every segment in `config.dir` (which exists and is locked), repairing the tail.
 pub(crate) async fn recover<S: Storage>(
     storage: &S,
     config: &LogConfig,
 ) -> Result<Recovered<S::File>, LogError> {
     let dir = &config.dir;
-    storage
-        .create_dir_all(dir)
-        .await
-        .map_err(|e| LogError::io("create directory", dir, e))?;
     let names = storage
         .list_dir(dir)
         .await

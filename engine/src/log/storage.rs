@@ -20,9 +20,14 @@ pub trait Storage {
     type File;
     /// A buffer suitable for [`Storage::write_at`] on a file (aligned memory for O_DIRECT).
     type Buffer: AsRef<[u8]> + AsMut<[u8]>;
+    /// An exclusive lock on a file, released when dropped (or when the process dies).
+    type Lock;
 
     /// Creates `dir` and its parents if missing.
     async fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Creates `path` if missing and locks it exclusively without waiting; fails with
+    /// [`io::ErrorKind::WouldBlock`] while another holder, in this process or another, has it.
+    async fn lock(&self, path: &Path) -> io::Result<Self::Lock>;
     /// Creates `path`, or truncates it to zero length if it exists, open for reading and writing.
     async fn create(&self, path: &Path) -> io::Result<Self::File>;
     /// Opens an existing `path` for reading and writing.
@@ -56,10 +61,16 @@ pub struct DmaStorage;
 impl Storage for DmaStorage {
     type File = DmaFile;
     type Buffer = DmaBuffer;
+    type Lock = FileLock;
 
     async fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         // Runs once per open; a blocking mkdir is cheaper than another io_uring round trip.
         std::fs::create_dir_all(dir)
+    }
+
+    async fn lock(&self, path: &Path) -> io::Result<FileLock> {
+        // Runs once per open; glommio has no flock.
+        FileLock::try_lock(path)
     }
 
     async fn create(&self, path: &Path) -> io::Result<DmaFile> {
@@ -131,6 +142,42 @@ impl Storage for DmaStorage {
         let synced = directory.sync().await;
         directory.close().await?;
         Ok(synced?)
+    }
+}
+
+/// An exclusive `flock` on an open file, held until this is dropped (the descriptor closes) or
+/// the process dies. `flock` locks belong to the open file description, so a second open of the
+/// same file conflicts even within one process, unlike `fcntl` record locks.
+#[derive(Debug)]
+pub struct FileLock {
+    _file: std::fs::File,
+}
+
+impl FileLock {
+    /// Opens (creating) `path` and locks it, failing with `WouldBlock` if it is held.
+    pub fn try_lock(path: &Path) -> io::Result<Self> {
+        use std::os::fd::AsRawFd;
+
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        flock_exclusive_nonblocking(file.as_raw_fd())?;
+        Ok(Self { _file: file })
+    }
+}
+
+#[allow(unsafe_code)] // flock(2) has no safe wrapper in std for our MSRV
+fn flock_exclusive_nonblocking(fd: std::os::fd::RawFd) -> io::Result<()> {
+    // SAFETY: flock only reads the descriptor number; `fd` is open for the whole call.
+    let rc = unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        // EWOULDBLOCK maps to io::ErrorKind::WouldBlock.
+        Err(io::Error::last_os_error())
     }
 }
 

@@ -171,10 +171,15 @@ impl Incarnation {
 impl Storage for Incarnation {
     type File = <FaultyStorage as Storage>::File;
     type Buffer = <FaultyStorage as Storage>::Buffer;
+    type Lock = <FaultyStorage as Storage>::Lock;
 
     async fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         self.alive()?;
         self.storage.create_dir_all(dir).await
+    }
+    async fn lock(&self, path: &Path) -> io::Result<Self::Lock> {
+        self.alive()?;
+        self.storage.lock(path).await
     }
     async fn create(&self, path: &Path) -> io::Result<Self::File> {
         self.alive()?;
@@ -248,10 +253,11 @@ impl Faulty {
         }
     }
 
-    /// A simulated process death without power loss: written data stays, even unsynced.
+    /// A simulated process death without power loss: written data stays, even unsynced; the
+    /// dead process's locks are released.
     pub fn restart(&self) {
         self.epoch.set(self.epoch.get() + 1);
-        self.storage.clear_faults();
+        self.storage.restart();
     }
 
     /// A simulated power loss that keeps none of the unsynced writes.
