@@ -195,6 +195,10 @@ thread_local! {
 /// the read ends at EOF without reaching the device and "succeeds", so a log whose first file
 /// is a freshly created segment would be misjudged. Before the first open on a device, this
 /// opens a one-block file holding data so the probe reads from the device and sees the truth.
+///
+/// Opens that start before the first probe finished probe too (it is cheap and only happens
+/// once per device per thread), each with its own file: a shared name let one probe remove
+/// the file while another was opening it.
 async fn probe_iopoll_with_data(path: &Path) -> io::Result<()> {
     use std::os::unix::fs::MetadataExt;
 
@@ -206,7 +210,12 @@ async fn probe_iopoll_with_data(path: &Path) -> io::Result<()> {
     if PROBED_DEVICES.with(|probed| probed.borrow().contains(&device)) {
         return Ok(());
     }
-    let probe = dir.join(".defibus-iopoll-probe");
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let sequence = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = dir.join(crate::file::iopoll_probe_file_name(
+        std::process::id(),
+        sequence,
+    ));
     std::fs::write(&probe, [0xA5u8; 4096])?;
     let opened = DmaFile::open(&probe).await;
     let removed = std::fs::remove_file(&probe);
@@ -214,4 +223,44 @@ async fn probe_iopoll_with_data(path: &Path) -> io::Result<()> {
     removed?;
     PROBED_DEVICES.with(|probed| probed.borrow_mut().insert(device));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two logs opening files in one directory at once on a fresh thread both run the iopoll
+    /// probe; with a shared probe file one removed it under the other.
+    #[test]
+    fn concurrent_first_opens_on_one_thread_do_not_share_a_probe_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        for name in ["a", "b", "c", "d"] {
+            std::fs::write(path.join(name), [1u8; 4096]).unwrap();
+        }
+        // A new thread: its executor has not probed any device yet.
+        let handle = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(move || async move {
+                let storage = DmaStorage;
+                let opens: Vec<_> = ["a", "b", "c", "d"]
+                    .into_iter()
+                    .map(|name| {
+                        let path = path.join(name);
+                        glommio::spawn_local(async move { storage.open(&path).await })
+                    })
+                    .collect();
+                for open in opens {
+                    let file = open.await.expect("opening while another open probes");
+                    file.close().await.unwrap();
+                }
+                let leftovers: Vec<_> = std::fs::read_dir(&path)
+                    .unwrap()
+                    .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .filter(|n| n.starts_with(crate::file::IOPOLL_PROBE_PREFIX))
+                    .collect();
+                assert!(leftovers.is_empty(), "probe files left: {leftovers:?}");
+            })
+            .unwrap();
+        handle.join().unwrap();
+    }
 }
