@@ -38,7 +38,7 @@ OPTIONS:
     --total-mib N      bytes written by the raw and async phases [default 1024]
     --sync-mib N       byte cap of each sync phase [default 1024]
     --seconds S        time cap of each phase [default 8]
-    --async-flush-mib N  async mode flushes once N MiB are buffered (or every second)
+    --async-flush-mib N  async mode syncs once N MiB are unsynced (or every second)
                        [default 4]
     --cpu N            CPU to pin the executor to [default 0]
     --smoke            a few MiB only, for CI: checks the bench runs, not the figures
@@ -206,10 +206,15 @@ impl Storage for CountingStorage {
     fn alignment(&self, file: &Self::File) -> u64 {
         self.inner.alignment(file)
     }
-    fn alloc_buffer(&self, file: &Self::File, len: usize) -> Self::Buffer {
-        self.inner.alloc_buffer(file, len)
+    fn alloc_buffer(&self, len: usize) -> Self::Buffer {
+        self.inner.alloc_buffer(len)
     }
-    async fn write_at(&self, file: &Self::File, buf: Self::Buffer, pos: u64) -> io::Result<usize> {
+    async fn write_at(
+        &self,
+        file: &Self::File,
+        buf: std::rc::Rc<Self::Buffer>,
+        pos: u64,
+    ) -> io::Result<usize> {
         let written = self.inner.write_at(file, buf, pos).await?;
         let counts = &self.counts;
         counts.writes.set(counts.writes.get() + 1);

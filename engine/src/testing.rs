@@ -16,7 +16,7 @@ use std::{
 
 use bytes::Bytes;
 
-use crate::log::storage::Storage;
+use crate::log::storage::{IoBuffer, Storage};
 
 /// Alignment [`FaultyStorage`] reports unless configured otherwise: a typical device block.
 pub const DEFAULT_ALIGNMENT: u64 = 4096;
@@ -322,6 +322,12 @@ impl AsMut<[u8]> for MemBuffer {
     }
 }
 
+impl IoBuffer for MemBuffer {
+    fn truncate(&mut self, len: usize) {
+        self.0.truncate(len);
+    }
+}
+
 impl Storage for FaultyStorage {
     type File = MemHandle;
     type Buffer = MemBuffer;
@@ -397,12 +403,12 @@ impl Storage for FaultyStorage {
         self.state.borrow().alignment
     }
 
-    fn alloc_buffer(&self, _file: &MemHandle, len: usize) -> MemBuffer {
+    fn alloc_buffer(&self, len: usize) -> MemBuffer {
         // Poison the content so a caller relying on zeroed buffers is caught.
         MemBuffer(vec![0xAB; len])
     }
 
-    async fn write_at(&self, file: &MemHandle, buf: MemBuffer, pos: u64) -> io::Result<usize> {
+    async fn write_at(&self, file: &MemHandle, buf: Rc<MemBuffer>, pos: u64) -> io::Result<usize> {
         let mut state = self.state.borrow_mut();
         let alignment = state.alignment;
         if pos % alignment != 0 || buf.0.len() as u64 % alignment != 0 {

@@ -16,8 +16,12 @@ use crate::{
     file::{self, SegmentFileKind},
     log::{
         LogConfig, LogError,
+        config::WRITE_CHUNK_BYTES,
         index::{IndexEntry, SparseIndex, decode_entries},
-        segment::{BlockWriter, PendingWrite, Segment, SegmentFiles, align_down, write_pending},
+        segment::{
+            BlockWriter, ChunkWriter, PendingWrite, Segment, SegmentFiles, align_down,
+            write_pending,
+        },
         storage::Storage,
     },
 };
@@ -50,8 +54,8 @@ pub struct RecoveryReport {
 }
 
 /// The recovered segments.
-pub(crate) struct Recovered<F> {
-    pub(crate) segments: BTreeMap<u64, Segment<F>>,
+pub(crate) struct Recovered<F, B> {
+    pub(crate) segments: BTreeMap<u64, Segment<F, B>>,
     pub(crate) next_offset: u64,
     pub(crate) report: RecoveryReport,
 }
@@ -60,7 +64,7 @@ pub(crate) struct Recovered<F> {
 pub(crate) async fn recover<S: Storage>(
     storage: &S,
     config: &LogConfig,
-) -> Result<Recovered<S::File>, LogError> {
+) -> Result<Recovered<S::File, S::Buffer>, LogError> {
     let dir = &config.dir;
     let names = storage
         .list_dir(dir)
@@ -111,7 +115,7 @@ pub(crate) async fn recover<S: Storage>(
     file::fsync_directory(storage, dir)
         .await
         .map_err(|e| LogError::io("fsync directory", dir, e))?;
-    let mut previous: Option<&Segment<S::File>> = None;
+    let mut previous: Option<&Segment<S::File, S::Buffer>> = None;
     for segment in segments.values() {
         if let Some(previous) = previous {
             if previous.next_offset != segment.base_offset {
@@ -139,8 +143,8 @@ pub(crate) async fn recover<S: Storage>(
     })
 }
 
-struct Opened<F> {
-    segment: Segment<F>,
+struct Opened<F, B> {
+    segment: Segment<F, B>,
 }
 
 async fn open_segment<S: Storage>(
@@ -149,7 +153,7 @@ async fn open_segment<S: Storage>(
     base: u64,
     is_tail: bool,
     report: &mut RecoveryReport,
-) -> Result<Opened<S::File>, LogError> {
+) -> Result<Opened<S::File, S::Buffer>, LogError> {
     let log_path = file::log_path(&config.dir, base);
     let index_path = file::index_path(&config.dir, base);
     let log = storage
@@ -266,9 +270,9 @@ async fn open_segment<S: Storage>(
             .read_at(&log, block, (valid_end - block) as usize)
             .await
             .map_err(|e| LogError::io("read", &log_path, e))?;
-        BlockWriter::resume(block, tail.to_vec())
+        ChunkWriter::resume(block, &tail, storage.alloc_buffer(WRITE_CHUNK_BYTES))
     } else {
-        BlockWriter::sealed(valid_end)
+        ChunkWriter::sealed(valid_end)
     };
     let mut segment = Segment::new(base, config.index_interval_bytes);
     segment.next_offset = scan.next_offset;

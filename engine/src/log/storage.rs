@@ -4,7 +4,7 @@
 //! [`crate::testing::FaultyStorage`] keeps files in memory and injects faults. Keeping glommio
 //! behind this seam also keeps a move to another io_uring runtime cheap.
 
-use std::{io, path::Path};
+use std::{io, path::Path, rc::Rc};
 
 use bytes::Bytes;
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
@@ -13,13 +13,14 @@ use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
 /// lives inside one glommio executor), so no `Send` bounds are wanted.
 ///
 /// Writes take an aligned buffer from [`Storage::alloc_buffer`] and an aligned position; a
-/// write may be short (fewer bytes than asked), which the caller must handle.
+/// write may be short (fewer bytes than asked), which the caller must handle. The caller keeps
+/// a reference to the buffer it writes (`Rc`), to finish a short write and to reuse it.
 #[allow(async_fn_in_trait)] // single-threaded executor: futures are never sent across threads
 pub trait Storage {
     /// An open file, readable and writable.
     type File;
-    /// A buffer suitable for [`Storage::write_at`] on a file (aligned memory for O_DIRECT).
-    type Buffer: AsRef<[u8]> + AsMut<[u8]>;
+    /// A buffer suitable for [`Storage::write_at`] on any file (aligned memory for O_DIRECT).
+    type Buffer: IoBuffer;
     /// An exclusive lock on a file, released when dropped (or when the process dies).
     type Lock;
 
@@ -35,9 +36,14 @@ pub trait Storage {
     /// Alignment of positions and lengths for [`Storage::write_at`], a power of two.
     fn alignment(&self, file: &Self::File) -> u64;
     /// A buffer of `len` bytes (a multiple of the alignment); its content is unspecified.
-    fn alloc_buffer(&self, file: &Self::File, len: usize) -> Self::Buffer;
-    /// Writes `buf` at the aligned position `pos`; returns how many bytes were written.
-    async fn write_at(&self, file: &Self::File, buf: Self::Buffer, pos: u64) -> io::Result<usize>;
+    fn alloc_buffer(&self, len: usize) -> Self::Buffer;
+    /// Writes all of `buf` at the aligned position `pos`; returns how many bytes were written.
+    async fn write_at(
+        &self,
+        file: &Self::File,
+        buf: Rc<Self::Buffer>,
+        pos: u64,
+    ) -> io::Result<usize>;
     /// Reads up to `len` bytes at any position; fewer at the end of the file.
     async fn read_at(&self, file: &Self::File, pos: u64, len: usize) -> io::Result<Bytes>;
     /// Makes the file's data (and the metadata needed to read it) durable.
@@ -52,6 +58,19 @@ pub trait Storage {
     async fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// Makes creations and removals of entries in `dir` durable.
     async fn fsync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// A buffer the log copies batches into and hands to [`Storage::write_at`].
+pub trait IoBuffer: AsRef<[u8]> + AsMut<[u8]> {
+    /// Shortens the buffer to its first `len` bytes (at most its length); a write of it then
+    /// writes only those.
+    fn truncate(&mut self, len: usize);
+}
+
+impl IoBuffer for DmaBuffer {
+    fn truncate(&mut self, len: usize) {
+        self.trim_to_size(len);
+    }
 }
 
 /// The product storage: glommio DMA files (O_DIRECT through io_uring).
@@ -97,12 +116,14 @@ impl Storage for DmaStorage {
         file.alignment()
     }
 
-    fn alloc_buffer(&self, file: &DmaFile, len: usize) -> DmaBuffer {
-        file.alloc_dma_buffer(len)
+    fn alloc_buffer(&self, len: usize) -> DmaBuffer {
+        // Not the executor's registered-buffer arena (10 MiB per executor): a log keeps its
+        // write buffers for its lifetime, and a shard holds many logs.
+        glommio::allocate_dma_buffer_global(len)
     }
 
-    async fn write_at(&self, file: &DmaFile, buf: DmaBuffer, pos: u64) -> io::Result<usize> {
-        Ok(file.write_at(buf, pos).await?)
+    async fn write_at(&self, file: &DmaFile, buf: Rc<DmaBuffer>, pos: u64) -> io::Result<usize> {
+        Ok(file.write_rc_at(buf, pos).await?)
     }
 
     async fn read_at(&self, file: &DmaFile, pos: u64, len: usize) -> io::Result<Bytes> {

@@ -192,10 +192,15 @@ impl Storage for Incarnation {
     fn alignment(&self, file: &Self::File) -> u64 {
         self.storage.alignment(file)
     }
-    fn alloc_buffer(&self, file: &Self::File, len: usize) -> Self::Buffer {
-        self.storage.alloc_buffer(file, len)
+    fn alloc_buffer(&self, len: usize) -> Self::Buffer {
+        self.storage.alloc_buffer(len)
     }
-    async fn write_at(&self, file: &Self::File, buf: Self::Buffer, pos: u64) -> io::Result<usize> {
+    async fn write_at(
+        &self,
+        file: &Self::File,
+        buf: std::rc::Rc<Self::Buffer>,
+        pos: u64,
+    ) -> io::Result<usize> {
         self.alive()?;
         self.storage.write_at(file, buf, pos).await
     }
