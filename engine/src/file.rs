@@ -2,7 +2,9 @@
 //!
 //! A queue directory holds, per segment, `<base-offset:020>.log` (record batches) and
 //! `<base-offset:020>.idx` (its sparse offset index). The base offset is zero-padded to 20
-//! digits, the width of `u64::MAX`, so names sort in offset order.
+//! digits, the width of `u64::MAX`, so names sort in offset order. It also holds [`LOCK_FILE_NAME`],
+//! the file whose exclusive lock marks the one log writing the directory, and briefly the
+//! iopoll probe files of [`iopoll_probe_file_name`].
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +14,11 @@ use crate::log::storage::Storage;
 pub const LOG_SUFFIX: &str = ".log";
 /// Suffix of a segment's sparse offset index file.
 pub const INDEX_SUFFIX: &str = ".idx";
+/// Name of the file a log locks (exclusively) in its directory for as long as it may write.
+/// It stays after the log closes: removing it would race with the next log locking it.
+pub const LOCK_FILE_NAME: &str = "LOCK";
+/// Prefix of the one-block files `DmaStorage` creates and removes to steer glommio's iopoll probe.
+pub const IOPOLL_PROBE_PREFIX: &str = ".defibus-iopoll-probe";
 /// Digits of a base offset in a file name: enough for `u64::MAX`.
 pub const BASE_OFFSET_DIGITS: usize = 20;
 
@@ -44,6 +51,17 @@ pub fn log_path(dir: &Path, base_offset: u64) -> PathBuf {
 /// Path of the index file of the segment starting at `base_offset` in `dir`.
 pub fn index_path(dir: &Path, base_offset: u64) -> PathBuf {
     dir.join(index_file_name(base_offset))
+}
+
+/// Path of the lock file of the log in `dir`.
+pub fn lock_path(dir: &Path) -> PathBuf {
+    dir.join(LOCK_FILE_NAME)
+}
+
+/// Name of an iopoll probe file unique to this process (`pid`) and probe (`sequence`), so
+/// probes running at once never share a file.
+pub fn iopoll_probe_file_name(pid: u32, sequence: u64) -> String {
+    format!("{IOPOLL_PROBE_PREFIX}.{pid}.{sequence}")
 }
 
 /// Parses a segment file name; `None` for any other file (temporary files, foreign files).
@@ -89,5 +107,8 @@ mod tests {
         assert_eq!(parse_segment_file_name("0000000000000000004x.log"), None);
         assert_eq!(parse_segment_file_name("00000000000000000042.tmp"), None);
         assert!(log_file_name(9) < log_file_name(10));
+        assert_eq!(parse_segment_file_name(LOCK_FILE_NAME), None);
+        assert_eq!(parse_segment_file_name(&iopoll_probe_file_name(7, 3)), None);
+        assert_ne!(iopoll_probe_file_name(7, 3), iopoll_probe_file_name(7, 4));
     }
 }

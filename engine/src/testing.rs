@@ -3,6 +3,8 @@
 //! [`FaultyStorage`] keeps files in memory and remembers which writes were made durable, so a
 //! test can inject short writes, write and fdatasync errors, and crashes that keep only synced
 //! data plus a torn prefix of unsynced writes; a fresh `Log` then opens on the same storage.
+//! File locks are modelled too: a crash or a process restart releases them all, as the kernel
+//! does for a dead process.
 
 use std::{
     cell::RefCell,
@@ -14,7 +16,7 @@ use std::{
 
 use bytes::Bytes;
 
-use crate::log::storage::Storage;
+use crate::log::storage::{IoBuffer, Storage};
 
 /// Alignment [`FaultyStorage`] reports unless configured otherwise: a typical device block.
 pub const DEFAULT_ALIGNMENT: u64 = 4096;
@@ -73,6 +75,10 @@ struct State {
     /// Directory entries as of each file's directory's last fsync: what a crash keeps.
     durable_names: BTreeMap<PathBuf, Rc<RefCell<MemFile>>>,
     dirs: BTreeSet<PathBuf>,
+    /// Locked paths, each with the token of the [`MemLock`] holding it.
+    locks: BTreeMap<PathBuf, u64>,
+    /// Token of the next lock taken.
+    next_lock_token: u64,
     alignment: u64,
     faults: Faults,
     stats: StorageStats,
@@ -199,7 +205,8 @@ impl FaultyStorage {
         self.state.borrow().files.keys().cloned().collect()
     }
 
-    /// Simulates a power loss. Every file keeps its synced content plus the first
+    /// Simulates a power loss, which also ends the process (its locks are released). Every
+    /// file keeps its synced content plus the first
     /// `keep(path, unsynced_bytes)` bytes of its unsynced writes, applied in order (the last
     /// one torn); directory entries not made durable by a directory fsync are lost (created
     /// files vanish, removed files come back). Faults are cleared. Open handles from before
@@ -241,6 +248,20 @@ impl FaultyStorage {
         state.durable_names = files.clone();
         state.files = files;
         state.faults = Faults::default();
+        state.locks.clear();
+    }
+
+    /// Simulates the death of the process without a power loss: its locks are released and
+    /// faults cleared; files keep everything written, synced or not.
+    pub fn restart(&self) {
+        let mut state = self.state.borrow_mut();
+        state.locks.clear();
+        state.faults = Faults::default();
+    }
+
+    /// Whether `path` is locked now.
+    pub fn is_locked(&self, path: &Path) -> bool {
+        self.state.borrow().locks.contains_key(path)
     }
 
     /// A crash that keeps a pseudo-random torn prefix of each file's unsynced writes.
@@ -265,6 +286,26 @@ impl FaultyStorage {
     }
 }
 
+/// A lock taken on [`FaultyStorage`]; dropping it releases the lock unless a crash or restart
+/// already did (and someone else may hold it now).
+#[derive(Debug)]
+pub struct MemLock {
+    state: std::rc::Weak<RefCell<State>>,
+    path: PathBuf,
+    token: u64,
+}
+
+impl Drop for MemLock {
+    fn drop(&mut self) {
+        if let Some(state) = self.state.upgrade() {
+            let mut state = state.borrow_mut();
+            if state.locks.get(&self.path) == Some(&self.token) {
+                state.locks.remove(&self.path);
+            }
+        }
+    }
+}
+
 /// An aligned-by-contract buffer for [`FaultyStorage`].
 #[derive(Debug)]
 pub struct MemBuffer(Vec<u8>);
@@ -281,13 +322,49 @@ impl AsMut<[u8]> for MemBuffer {
     }
 }
 
+impl IoBuffer for MemBuffer {
+    fn truncate(&mut self, len: usize) {
+        self.0.truncate(len);
+    }
+}
+
 impl Storage for FaultyStorage {
     type File = MemHandle;
     type Buffer = MemBuffer;
+    type Lock = MemLock;
 
     async fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         self.state.borrow_mut().dirs.insert(dir.to_path_buf());
         Ok(())
+    }
+
+    async fn lock(&self, path: &Path) -> io::Result<MemLock> {
+        let mut state = self.state.borrow_mut();
+        if state.locks.contains_key(path) {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("{} is locked", path.display()),
+            ));
+        }
+        let parent = path.parent().unwrap_or(Path::new(""));
+        if !state.dirs.contains(parent) {
+            return Err(not_found(parent));
+        }
+        if !state.files.contains_key(path) {
+            // Like open(O_CREAT): the file exists from now on, its name not yet durable.
+            state.files.insert(
+                path.to_path_buf(),
+                Rc::new(RefCell::new(MemFile::default())),
+            );
+        }
+        let token = state.next_lock_token;
+        state.next_lock_token += 1;
+        state.locks.insert(path.to_path_buf(), token);
+        Ok(MemLock {
+            state: Rc::downgrade(&self.state),
+            path: path.to_path_buf(),
+            token,
+        })
     }
 
     async fn create(&self, path: &Path) -> io::Result<MemHandle> {
@@ -326,12 +403,12 @@ impl Storage for FaultyStorage {
         self.state.borrow().alignment
     }
 
-    fn alloc_buffer(&self, _file: &MemHandle, len: usize) -> MemBuffer {
+    fn alloc_buffer(&self, len: usize) -> MemBuffer {
         // Poison the content so a caller relying on zeroed buffers is caught.
         MemBuffer(vec![0xAB; len])
     }
 
-    async fn write_at(&self, file: &MemHandle, buf: MemBuffer, pos: u64) -> io::Result<usize> {
+    async fn write_at(&self, file: &MemHandle, buf: Rc<MemBuffer>, pos: u64) -> io::Result<usize> {
         let mut state = self.state.borrow_mut();
         let alignment = state.alignment;
         if pos % alignment != 0 || buf.0.len() as u64 % alignment != 0 {

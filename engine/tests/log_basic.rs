@@ -190,3 +190,44 @@ fn retention_by_size_and_by_age() {
         log.close().await.unwrap();
     });
 }
+
+#[test]
+fn a_second_open_of_a_directory_is_refused_until_the_first_log_is_gone() {
+    run(|| async {
+        // Real files: a flock on the directory's LOCK file.
+        let dir = tempfile::tempdir().unwrap();
+        let config = small_config(dir.path().to_str().unwrap());
+        let lock_path = engine::file::lock_path(dir.path());
+        let first = Log::open(config.clone()).await.unwrap();
+        let refused = Log::open(config.clone()).await.err();
+        assert!(
+            matches!(&refused, Some(LogError::Locked { path }) if *path == lock_path),
+            "{refused:?}"
+        );
+        first.close().await.unwrap();
+        Log::open(config).await.unwrap().close().await.unwrap();
+
+        // In memory: the same, and a crash (the process dies) releases the lock.
+        let storage = FaultyStorage::new();
+        let config = small_config("/q");
+        let lock_path = engine::file::lock_path(std::path::Path::new("/q"));
+        let first = Log::open_with(storage.clone(), config.clone())
+            .await
+            .unwrap();
+        assert!(storage.is_locked(&lock_path));
+        assert!(matches!(
+            Log::open_with(storage.clone(), config.clone()).await,
+            Err(LogError::Locked { .. })
+        ));
+        storage.crash(|_, _| 0);
+        assert!(!storage.is_locked(&lock_path));
+        let second = Log::open_with(storage.clone(), config.clone())
+            .await
+            .unwrap();
+        // The crashed log's lock guard must not release the new holder's lock.
+        drop(first);
+        assert!(storage.is_locked(&lock_path));
+        second.close().await.unwrap();
+        assert!(!storage.is_locked(&lock_path));
+    });
+}

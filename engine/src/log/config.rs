@@ -22,9 +22,17 @@ pub const DEFAULT_BATCH_LEN_MAX: usize = 8 << 20;
 pub const SEGMENT_BYTES_MAX_LIMIT: u64 = 2 << 30;
 /// Largest `batch_len_max` accepted: the protocol's own limit.
 pub const BATCH_LEN_MAX_LIMIT: usize = protocol::record::BATCH_LEN_MAX;
-/// Async mode stops acknowledging appends from the buffer once this many multiples of the
-/// flush threshold are waiting to be written; appends then wait for the flush (back pressure).
-pub const ASYNC_BUFFER_FLUSH_MULTIPLE: u64 = 4;
+/// Appends copy batches into aligned buffers of this size ("chunks"); the committer writes a
+/// chunk as soon as it is full. Big enough that a write costs little per byte, small enough
+/// that several are in flight at once. A multiple of every device block size.
+pub const WRITE_CHUNK_BYTES: usize = 1 << 20;
+/// Chunk writes a log keeps in flight at once, like a write-behind stream.
+pub const WRITES_IN_FLIGHT_MAX: usize = 4;
+/// Async mode: once this many appended bytes wait to be written, an append resolves only when
+/// writes brought them below it again (back pressure).
+pub const ASYNC_UNWRITTEN_BYTES_MAX: u64 = 8 << 20;
+/// Chunk buffers a log keeps for reuse when they come back from a write.
+pub const FREE_CHUNKS_MAX: usize = 4;
 
 const _: () = {
     assert!(SEGMENT_BYTES_MAX_LIMIT + BATCH_LEN_MAX_LIMIT as u64 <= u32::MAX as u64);
@@ -34,18 +42,25 @@ const _: () = {
     assert!((DEFAULT_INDEX_INTERVAL_BYTES as u64) < DEFAULT_SEGMENT_BYTES_MAX);
     assert!(DEFAULT_FLUSH_BYTES <= DEFAULT_SEGMENT_BYTES_MAX);
     assert!(DEFAULT_FLUSH_INTERVAL_MS > 0);
-    assert!(ASYNC_BUFFER_FLUSH_MULTIPLE >= 2);
+    assert!(WRITE_CHUNK_BYTES.is_power_of_two() && WRITE_CHUNK_BYTES >= 4096);
+    assert!(WRITES_IN_FLIGHT_MAX >= 1);
+    // Back pressure must leave room for the chunks in flight plus one being filled, or appends
+    // would wait for writes that cannot start.
+    assert!(ASYNC_UNWRITTEN_BYTES_MAX >= ((WRITES_IN_FLIGHT_MAX + 1) * WRITE_CHUNK_BYTES) as u64);
 };
 
 /// When appends become durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlushMode {
-    /// `append` resolves once the batch is in memory; a background flusher writes and
-    /// fdatasyncs every `interval_ms`, or as soon as `bytes` are buffered.
+    /// `append` resolves once the batch is in memory (or, under back pressure, once enough
+    /// was written). The committer writes [`WRITE_CHUNK_BYTES`] chunks as they fill, several
+    /// at once, and fdatasyncs about every `interval_ms`, or once `bytes` are not yet synced,
+    /// and on `flush()`/`close()`. While writes are streaming, that fdatasync runs beside them
+    /// and covers what was written; the unfilled tail is written when the log goes idle.
     Async {
-        /// Longest time a batch waits in memory before it is written and synced.
+        /// About the longest time a batch stays unsynced (at most twice this under load).
         interval_ms: u64,
-        /// Buffered bytes that start a flush at once.
+        /// Unsynced bytes that start an fdatasync before the interval ends.
         bytes: u64,
     },
     /// `append` resolves only after an fdatasync covered the batch (group commit: one

@@ -61,6 +61,14 @@ pub enum LogError {
         /// What is wrong.
         reason: String,
     },
+    /// Another log holds the directory's lock: it is open in this or another process, or a
+    /// dropped log's committer is still writing what it had buffered. Opening a second writer
+    /// would hand out offsets the first one already acknowledged.
+    #[error("log directory is in use: {path} is locked by another open log")]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
     /// The configuration is inconsistent.
     #[error("invalid log configuration: {reason}")]
     Config {

@@ -51,9 +51,9 @@ pub struct Appended {
 }
 
 /// Mutable state of a log, borrowed only between awaits.
-pub(crate) struct State<F> {
+pub(crate) struct State<F, B> {
     /// Every segment, by base offset; the last is the active one.
-    pub(crate) segments: BTreeMap<u64, Segment<F>>,
+    pub(crate) segments: BTreeMap<u64, Segment<F, B>>,
     /// Base offset of the oldest segment not yet sealed (synced for good).
     pub(crate) first_unsealed: u64,
     pub(crate) next_offset: u64,
@@ -61,7 +61,7 @@ pub(crate) struct State<F> {
     pub(crate) cache: TailCache,
 }
 
-impl<F> State<F> {
+impl<F, B> State<F, B> {
     pub(crate) fn cache_evict_written(&mut self, written_offset: u64) {
         self.cache.evict(written_offset);
     }
@@ -75,13 +75,38 @@ impl<F> State<F> {
     }
 }
 
-/// What the log and its committer task share.
+/// What the log and its committer task share. The committer keeps it alive until its last
+/// write, so the directory lock it holds outlives a dropped `Log` for exactly as long as
+/// something may still write to the directory.
 pub(crate) struct Shared<S: Storage> {
     pub(crate) storage: S,
+    /// Exclusive lock on the directory's lock file: one writer per directory.
+    _lock: S::Lock,
     pub(crate) config: LogConfig,
-    pub(crate) state: RefCell<State<S::File>>,
+    pub(crate) state: RefCell<State<S::File, S::Buffer>>,
     pub(crate) commit: Commit,
     pub(crate) recovery: RecoveryReport,
+    /// Chunk buffers back from their write, for the next appends (at most
+    /// [`config::FREE_CHUNKS_MAX`]).
+    free_chunks: RefCell<Vec<S::Buffer>>,
+}
+
+impl<S: Storage> Shared<S> {
+    /// A chunk buffer for appends: a reused one, or a new one.
+    pub(crate) fn chunk_buffer(&self) -> S::Buffer {
+        self.free_chunks
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| self.storage.alloc_buffer(config::WRITE_CHUNK_BYTES))
+    }
+
+    /// Takes back a chunk buffer after its write, if it is whole and the pool has room.
+    pub(crate) fn recycle_chunk_buffer(&self, buf: S::Buffer) {
+        let mut free = self.free_chunks.borrow_mut();
+        if buf.as_ref().len() == config::WRITE_CHUNK_BYTES && free.len() < config::FREE_CHUNKS_MAX {
+            free.push(buf);
+        }
+    }
 }
 
 /// The log of one queue. Lives inside one glommio executor; share it as `Rc<Log>` between
@@ -107,9 +132,23 @@ fn now_ms() -> i64 {
 
 impl<S: Storage + 'static> Log<S> {
     /// Opens (recovering) or creates the log in `config.dir` on `storage`, and starts its
-    /// committer task on the current glommio executor.
+    /// committer task on the current glommio executor. Fails with [`LogError::Locked`] while
+    /// another log (or the committer of a dropped one, still writing) holds the directory.
     pub async fn open_with(storage: S, config: LogConfig) -> Result<Self, LogError> {
         config.validate()?;
+        let dir = &config.dir;
+        storage
+            .create_dir_all(dir)
+            .await
+            .map_err(|e| LogError::io("create directory", dir, e))?;
+        let lock_path = crate::file::lock_path(dir);
+        let lock = match storage.lock(&lock_path).await {
+            Ok(lock) => lock,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return Err(LogError::Locked { path: lock_path });
+            }
+            Err(e) => return Err(LogError::io("lock", lock_path, e)),
+        };
         let recovered = recovery::recover(&storage, &config).await?;
         let next_offset = recovered.next_offset;
         let first_unsealed = recovered
@@ -128,10 +167,12 @@ impl<S: Storage + 'static> Log<S> {
         };
         let shared = Rc::new(Shared {
             storage,
+            _lock: lock,
             config,
             state: RefCell::new(state),
             commit: Commit::new(next_offset),
             recovery: recovered.report,
+            free_chunks: RefCell::new(Vec::new()),
         });
         let committer = glommio::spawn_local(commit::run(shared.clone()));
         Ok(Self {
@@ -140,9 +181,10 @@ impl<S: Storage + 'static> Log<S> {
         })
     }
 
-    /// Validates the batch, stamps its base offset and append time in place, and appends it.
-    /// In `Sync` mode resolves only after an fdatasync covered it; in `Async` mode once it is
-    /// buffered (or, under back pressure, once the buffer drained).
+    /// Validates the batch, stamps its base offset and append time in place, and appends it
+    /// (copying it into the log's aligned write buffers). In `Sync` mode resolves only after
+    /// an fdatasync covered it; in `Async` mode once it is buffered (or, under back pressure,
+    /// once writes brought the unwritten bytes below [`config::ASYNC_UNWRITTEN_BYTES_MAX`]).
     pub async fn append(&self, mut batch: BytesMut) -> Result<Appended, LogError> {
         let shared = &*self.shared;
         shared.commit.check_poisoned()?;
@@ -170,28 +212,42 @@ impl<S: Storage + 'static> Log<S> {
                 let segment = Segment::new(base_offset, shared.config.index_interval_bytes);
                 state.segments.insert(base_offset, segment);
             }
-            if let Some(active) = state.segments.values_mut().next_back() {
-                active.append(&bytes, base_offset, next_offset, append_time_ms);
-            }
+            let mut alloc = || shared.chunk_buffer();
+            let filled = state
+                .segments
+                .values_mut()
+                .next_back()
+                .is_some_and(|active| {
+                    active.append(&bytes, base_offset, next_offset, append_time_ms, &mut alloc)
+                });
             let written = shared.commit.written_offset();
             state.cache.push(bytes, base_offset, next_offset, written);
             state.next_offset = next_offset;
             state.size_bytes += len;
-            Appended {
-                base_offset,
-                next_offset,
-            }
+            (
+                Appended {
+                    base_offset,
+                    next_offset,
+                },
+                filled || roll,
+            )
         };
-        let was_clean = shared.commit.unwritten_bytes() == 0;
-        shared.commit.on_append(len);
+        let (appended, chunk_ready) = appended;
+        let commit = &shared.commit;
+        let was_clean = commit.unsynced_bytes() == 0;
+        commit.on_append(len);
         match shared.config.flush {
-            FlushMode::Sync => shared.commit.wait_synced(appended.next_offset).await?,
+            FlushMode::Sync => commit.wait_synced(appended.next_offset).await?,
             FlushMode::Async { bytes, .. } => {
-                let unwritten = shared.commit.unwritten_bytes();
-                if unwritten >= bytes * config::ASYNC_BUFFER_FLUSH_MULTIPLE {
-                    shared.commit.wait_synced(appended.next_offset).await?;
-                } else if was_clean || unwritten >= bytes {
-                    shared.commit.kick();
+                // The committer starts writes as chunks fill, and its interval timer when the
+                // log turns dirty.
+                if chunk_ready || was_clean || commit.unsynced_bytes() >= bytes {
+                    commit.kick();
+                }
+                if commit.unwritten_bytes() >= config::ASYNC_UNWRITTEN_BYTES_MAX {
+                    commit
+                        .wait_unwritten_below(config::ASYNC_UNWRITTEN_BYTES_MAX)
+                        .await?;
                 }
             }
         }

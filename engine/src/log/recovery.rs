@@ -4,7 +4,9 @@
 //! created, so its end is trusted: only its index is checked for shape and rebuilt if missing
 //! or malformed. The last (tail) segment may end in a torn write: its index entries are
 //! checked against the log, its batches are verified (checksums, offset continuity) from the
-//! last good index entry on, and whatever follows the last valid batch is cut off.
+//! last good index entry on, and whatever follows the last valid batch is cut off. Then the
+//! tail's files and the directory are synced, because everything recovery serves is from then
+//! on treated as durable (`docs/ARCHITECTURE.md` §3.1, step 3).
 
 use std::{collections::BTreeMap, path::Path, rc::Rc};
 
@@ -14,8 +16,12 @@ use crate::{
     file::{self, SegmentFileKind},
     log::{
         LogConfig, LogError,
+        config::WRITE_CHUNK_BYTES,
         index::{IndexEntry, SparseIndex, decode_entries},
-        segment::{BlockWriter, PendingWrite, Segment, SegmentFiles, align_down, write_pending},
+        segment::{
+            BlockWriter, ChunkWriter, PendingWrite, Segment, SegmentFiles, align_down,
+            write_pending,
+        },
         storage::Storage,
     },
 };
@@ -48,22 +54,18 @@ pub struct RecoveryReport {
 }
 
 /// The recovered segments.
-pub(crate) struct Recovered<F> {
-    pub(crate) segments: BTreeMap<u64, Segment<F>>,
+pub(crate) struct Recovered<F, B> {
+    pub(crate) segments: BTreeMap<u64, Segment<F, B>>,
     pub(crate) next_offset: u64,
     pub(crate) report: RecoveryReport,
 }
 
-/// Opens every segment in `config.dir` (creating the directory), repairing the tail.
+/// Opens every segment in `config.dir` (which exists and is locked), repairing the tail.
 pub(crate) async fn recover<S: Storage>(
     storage: &S,
     config: &LogConfig,
-) -> Result<Recovered<S::File>, LogError> {
+) -> Result<Recovered<S::File, S::Buffer>, LogError> {
     let dir = &config.dir;
-    storage
-        .create_dir_all(dir)
-        .await
-        .map_err(|e| LogError::io("create directory", dir, e))?;
     let names = storage
         .list_dir(dir)
         .await
@@ -82,7 +84,6 @@ pub(crate) async fn recover<S: Storage>(
         segments: log_bases.len(),
         ..RecoveryReport::default()
     };
-    let mut dir_changed = false;
     for base in index_bases {
         if log_bases.binary_search(&base).is_err() {
             let path = file::index_path(dir, base);
@@ -92,7 +93,6 @@ pub(crate) async fn recover<S: Storage>(
                 .await
                 .map_err(|e| LogError::io("remove", &path, e))?;
             report.orphan_indexes_removed += 1;
-            dir_changed = true;
         }
     }
     let mut segments = BTreeMap::new();
@@ -100,15 +100,22 @@ pub(crate) async fn recover<S: Storage>(
     for &base in &log_bases {
         let is_tail = Some(base) == tail_base;
         let opened = open_segment(storage, config, base, is_tail, &mut report).await?;
-        dir_changed |= opened.created_index;
         segments.insert(base, opened.segment);
     }
-    if dir_changed {
-        file::fsync_directory(storage, dir)
-            .await
-            .map_err(|e| LogError::io("fsync directory", dir, e))?;
+    // What is served from now on is treated as durable, so make it so: the tail may hold
+    // writes whose fdatasync failed or never ran (the process died, the page cache kept them),
+    // and the directory may hold entries never fsynced. Sealed segments were synced before
+    // their successor was created.
+    if let Some(tail) = tail_base.and_then(|base| segments.get(&base)) {
+        if let Some(files) = &tail.files {
+            sync_file(storage, &files.log, &files.log_path).await?;
+            sync_file(storage, &files.index, &files.index_path).await?;
+        }
     }
-    let mut previous: Option<&Segment<S::File>> = None;
+    file::fsync_directory(storage, dir)
+        .await
+        .map_err(|e| LogError::io("fsync directory", dir, e))?;
+    let mut previous: Option<&Segment<S::File, S::Buffer>> = None;
     for segment in segments.values() {
         if let Some(previous) = previous {
             if previous.next_offset != segment.base_offset {
@@ -136,9 +143,8 @@ pub(crate) async fn recover<S: Storage>(
     })
 }
 
-struct Opened<F> {
-    segment: Segment<F>,
-    created_index: bool,
+struct Opened<F, B> {
+    segment: Segment<F, B>,
 }
 
 async fn open_segment<S: Storage>(
@@ -147,7 +153,7 @@ async fn open_segment<S: Storage>(
     base: u64,
     is_tail: bool,
     report: &mut RecoveryReport,
-) -> Result<Opened<S::File>, LogError> {
+) -> Result<Opened<S::File, S::Buffer>, LogError> {
     let log_path = file::log_path(&config.dir, base);
     let index_path = file::index_path(&config.dir, base);
     let log = storage
@@ -218,14 +224,11 @@ async fn open_segment<S: Storage>(
                 log_path.display(),
                 scan.valid_end
             );
+            // Made durable with the rest of the tail once every segment is open.
             storage
                 .truncate(&log, scan.valid_end)
                 .await
                 .map_err(|e| LogError::io("truncate", &log_path, e))?;
-            storage
-                .fdatasync(&log)
-                .await
-                .map_err(|e| LogError::io("fdatasync", &log_path, e))?;
             report.bytes_truncated += cut;
             report.truncation_reason = Some(reason.clone());
         } else {
@@ -243,7 +246,6 @@ async fn open_segment<S: Storage>(
     }
     let encoded = index.encode();
     let index_stale = rebuilt || index.entries().len() != decoded_len;
-    let created_index = index_file.is_none();
     if rebuilt {
         ::log::warn!(
             "{}: index missing or malformed ({dropped} entries dropped), rebuilt by scanning",
@@ -268,9 +270,9 @@ async fn open_segment<S: Storage>(
             .read_at(&log, block, (valid_end - block) as usize)
             .await
             .map_err(|e| LogError::io("read", &log_path, e))?;
-        BlockWriter::resume(block, tail.to_vec())
+        ChunkWriter::resume(block, &tail, storage.alloc_buffer(WRITE_CHUNK_BYTES))
     } else {
-        BlockWriter::sealed(valid_end)
+        ChunkWriter::sealed(valid_end)
     };
     let mut segment = Segment::new(base, config.index_interval_bytes);
     segment.next_offset = scan.next_offset;
@@ -285,10 +287,14 @@ async fn open_segment<S: Storage>(
         log_path,
         index_path,
     }));
-    Ok(Opened {
-        segment,
-        created_index,
-    })
+    Ok(Opened { segment })
+}
+
+async fn sync_file<S: Storage>(storage: &S, file: &S::File, path: &Path) -> Result<(), LogError> {
+    storage
+        .fdatasync(file)
+        .await
+        .map_err(|e| LogError::io("fdatasync", path, e))
 }
 
 /// Writes a whole index file afresh and fdatasyncs it.

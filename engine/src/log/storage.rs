@@ -4,7 +4,7 @@
 //! [`crate::testing::FaultyStorage`] keeps files in memory and injects faults. Keeping glommio
 //! behind this seam also keeps a move to another io_uring runtime cheap.
 
-use std::{io, path::Path};
+use std::{io, path::Path, rc::Rc};
 
 use bytes::Bytes;
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
@@ -13,16 +13,22 @@ use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
 /// lives inside one glommio executor), so no `Send` bounds are wanted.
 ///
 /// Writes take an aligned buffer from [`Storage::alloc_buffer`] and an aligned position; a
-/// write may be short (fewer bytes than asked), which the caller must handle.
+/// write may be short (fewer bytes than asked), which the caller must handle. The caller keeps
+/// a reference to the buffer it writes (`Rc`), to finish a short write and to reuse it.
 #[allow(async_fn_in_trait)] // single-threaded executor: futures are never sent across threads
 pub trait Storage {
     /// An open file, readable and writable.
     type File;
-    /// A buffer suitable for [`Storage::write_at`] on a file (aligned memory for O_DIRECT).
-    type Buffer: AsRef<[u8]> + AsMut<[u8]>;
+    /// A buffer suitable for [`Storage::write_at`] on any file (aligned memory for O_DIRECT).
+    type Buffer: IoBuffer;
+    /// An exclusive lock on a file, released when dropped (or when the process dies).
+    type Lock;
 
     /// Creates `dir` and its parents if missing.
     async fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Creates `path` if missing and locks it exclusively without waiting; fails with
+    /// [`io::ErrorKind::WouldBlock`] while another holder, in this process or another, has it.
+    async fn lock(&self, path: &Path) -> io::Result<Self::Lock>;
     /// Creates `path`, or truncates it to zero length if it exists, open for reading and writing.
     async fn create(&self, path: &Path) -> io::Result<Self::File>;
     /// Opens an existing `path` for reading and writing.
@@ -30,9 +36,14 @@ pub trait Storage {
     /// Alignment of positions and lengths for [`Storage::write_at`], a power of two.
     fn alignment(&self, file: &Self::File) -> u64;
     /// A buffer of `len` bytes (a multiple of the alignment); its content is unspecified.
-    fn alloc_buffer(&self, file: &Self::File, len: usize) -> Self::Buffer;
-    /// Writes `buf` at the aligned position `pos`; returns how many bytes were written.
-    async fn write_at(&self, file: &Self::File, buf: Self::Buffer, pos: u64) -> io::Result<usize>;
+    fn alloc_buffer(&self, len: usize) -> Self::Buffer;
+    /// Writes all of `buf` at the aligned position `pos`; returns how many bytes were written.
+    async fn write_at(
+        &self,
+        file: &Self::File,
+        buf: Rc<Self::Buffer>,
+        pos: u64,
+    ) -> io::Result<usize>;
     /// Reads up to `len` bytes at any position; fewer at the end of the file.
     async fn read_at(&self, file: &Self::File, pos: u64, len: usize) -> io::Result<Bytes>;
     /// Makes the file's data (and the metadata needed to read it) durable.
@@ -49,6 +60,19 @@ pub trait Storage {
     async fn fsync_dir(&self, dir: &Path) -> io::Result<()>;
 }
 
+/// A buffer the log copies batches into and hands to [`Storage::write_at`].
+pub trait IoBuffer: AsRef<[u8]> + AsMut<[u8]> {
+    /// Shortens the buffer to its first `len` bytes (at most its length); a write of it then
+    /// writes only those.
+    fn truncate(&mut self, len: usize);
+}
+
+impl IoBuffer for DmaBuffer {
+    fn truncate(&mut self, len: usize) {
+        self.trim_to_size(len);
+    }
+}
+
 /// The product storage: glommio DMA files (O_DIRECT through io_uring).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DmaStorage;
@@ -56,10 +80,16 @@ pub struct DmaStorage;
 impl Storage for DmaStorage {
     type File = DmaFile;
     type Buffer = DmaBuffer;
+    type Lock = FileLock;
 
     async fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         // Runs once per open; a blocking mkdir is cheaper than another io_uring round trip.
         std::fs::create_dir_all(dir)
+    }
+
+    async fn lock(&self, path: &Path) -> io::Result<FileLock> {
+        // Runs once per open; glommio has no flock.
+        FileLock::try_lock(path)
     }
 
     async fn create(&self, path: &Path) -> io::Result<DmaFile> {
@@ -86,12 +116,14 @@ impl Storage for DmaStorage {
         file.alignment()
     }
 
-    fn alloc_buffer(&self, file: &DmaFile, len: usize) -> DmaBuffer {
-        file.alloc_dma_buffer(len)
+    fn alloc_buffer(&self, len: usize) -> DmaBuffer {
+        // Not the executor's registered-buffer arena (10 MiB per executor): a log keeps its
+        // write buffers for its lifetime, and a shard holds many logs.
+        glommio::allocate_dma_buffer_global(len)
     }
 
-    async fn write_at(&self, file: &DmaFile, buf: DmaBuffer, pos: u64) -> io::Result<usize> {
-        Ok(file.write_at(buf, pos).await?)
+    async fn write_at(&self, file: &DmaFile, buf: Rc<DmaBuffer>, pos: u64) -> io::Result<usize> {
+        Ok(file.write_rc_at(buf, pos).await?)
     }
 
     async fn read_at(&self, file: &DmaFile, pos: u64, len: usize) -> io::Result<Bytes> {
@@ -134,6 +166,42 @@ impl Storage for DmaStorage {
     }
 }
 
+/// An exclusive `flock` on an open file, held until this is dropped (the descriptor closes) or
+/// the process dies. `flock` locks belong to the open file description, so a second open of the
+/// same file conflicts even within one process, unlike `fcntl` record locks.
+#[derive(Debug)]
+pub struct FileLock {
+    _file: std::fs::File,
+}
+
+impl FileLock {
+    /// Opens (creating) `path` and locks it, failing with `WouldBlock` if it is held.
+    pub fn try_lock(path: &Path) -> io::Result<Self> {
+        use std::os::fd::AsRawFd;
+
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        flock_exclusive_nonblocking(file.as_raw_fd())?;
+        Ok(Self { _file: file })
+    }
+}
+
+#[allow(unsafe_code)] // flock(2) has no safe wrapper in std for our MSRV
+fn flock_exclusive_nonblocking(fd: std::os::fd::RawFd) -> io::Result<()> {
+    // SAFETY: flock only reads the descriptor number; `fd` is open for the whole call.
+    let rc = unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        // EWOULDBLOCK maps to io::ErrorKind::WouldBlock.
+        Err(io::Error::last_os_error())
+    }
+}
+
 thread_local! {
     /// Devices on which this executor thread already let glommio probe for iopoll.
     static PROBED_DEVICES: std::cell::RefCell<std::collections::HashSet<u64>> =
@@ -148,6 +216,10 @@ thread_local! {
 /// the read ends at EOF without reaching the device and "succeeds", so a log whose first file
 /// is a freshly created segment would be misjudged. Before the first open on a device, this
 /// opens a one-block file holding data so the probe reads from the device and sees the truth.
+///
+/// Opens that start before the first probe finished probe too (it is cheap and only happens
+/// once per device per thread), each with its own file: a shared name let one probe remove
+/// the file while another was opening it.
 async fn probe_iopoll_with_data(path: &Path) -> io::Result<()> {
     use std::os::unix::fs::MetadataExt;
 
@@ -159,7 +231,12 @@ async fn probe_iopoll_with_data(path: &Path) -> io::Result<()> {
     if PROBED_DEVICES.with(|probed| probed.borrow().contains(&device)) {
         return Ok(());
     }
-    let probe = dir.join(".defibus-iopoll-probe");
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let sequence = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = dir.join(crate::file::iopoll_probe_file_name(
+        std::process::id(),
+        sequence,
+    ));
     std::fs::write(&probe, [0xA5u8; 4096])?;
     let opened = DmaFile::open(&probe).await;
     let removed = std::fs::remove_file(&probe);
@@ -167,4 +244,44 @@ async fn probe_iopoll_with_data(path: &Path) -> io::Result<()> {
     removed?;
     PROBED_DEVICES.with(|probed| probed.borrow_mut().insert(device));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two logs opening files in one directory at once on a fresh thread both run the iopoll
+    /// probe; with a shared probe file one removed it under the other.
+    #[test]
+    fn concurrent_first_opens_on_one_thread_do_not_share_a_probe_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        for name in ["a", "b", "c", "d"] {
+            std::fs::write(path.join(name), [1u8; 4096]).unwrap();
+        }
+        // A new thread: its executor has not probed any device yet.
+        let handle = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(move || async move {
+                let storage = DmaStorage;
+                let opens: Vec<_> = ["a", "b", "c", "d"]
+                    .into_iter()
+                    .map(|name| {
+                        let path = path.join(name);
+                        glommio::spawn_local(async move { storage.open(&path).await })
+                    })
+                    .collect();
+                for open in opens {
+                    let file = open.await.expect("opening while another open probes");
+                    file.close().await.unwrap();
+                }
+                let leftovers: Vec<_> = std::fs::read_dir(&path)
+                    .unwrap()
+                    .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .filter(|n| n.starts_with(crate::file::IOPOLL_PROBE_PREFIX))
+                    .collect();
+                assert!(leftovers.is_empty(), "probe files left: {leftovers:?}");
+            })
+            .unwrap();
+        handle.join().unwrap();
+    }
 }
