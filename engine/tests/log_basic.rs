@@ -84,6 +84,28 @@ fn round_trip_on_real_files_in_sync_mode() {
 }
 
 #[test]
+fn a_relative_directory_works_like_an_absolute_one() {
+    run(|| async {
+        // glommio's directory open once failed on a relative path (EBADF).
+        let dir = tempfile::tempdir_in(".").unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        let relative = dir.path().strip_prefix(&cwd).unwrap();
+        assert!(relative.is_relative());
+        let mut config = small_config(relative.to_str().unwrap());
+        config.flush = FlushMode::Sync;
+        let log = Log::open(config.clone()).await.unwrap();
+        let mut expected = Vec::new();
+        for i in 0..10u32 {
+            append(&log, batch(2, 300, i as u8), &mut expected).await;
+        }
+        log.close().await.unwrap();
+        let log = Log::open(config).await.unwrap();
+        check_all_reads(&log, &expected).await;
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
 fn async_mode_flushes_on_its_own() {
     run(|| async {
         for (interval_ms, bytes) in [(1, 1 << 20), (60_000, 100)] {

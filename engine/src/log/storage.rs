@@ -159,7 +159,10 @@ impl Storage for DmaStorage {
     }
 
     async fn fsync_dir(&self, dir: &Path) -> io::Result<()> {
-        let directory = glommio::io::Directory::open(dir).await?;
+        // glommio opens a directory through io_uring with no base descriptor, so a relative
+        // path fails with EBADF: resolve it first.
+        let dir = std::path::absolute(dir)?;
+        let directory = glommio::io::Directory::open(&dir).await?;
         let synced = directory.sync().await;
         directory.close().await?;
         Ok(synced?)
