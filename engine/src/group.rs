@@ -57,6 +57,9 @@ pub(crate) struct Slot {
     pub owner: Option<u64>,
     /// Next offset to push; shared with the push task.
     pub position: Rc<Cell<u64>>,
+    /// Where the current owner's pushes began: if `position` is still there, the owner was
+    /// pushed nothing and a handover has nothing to wait for.
+    pub started_at: Rc<Cell<u64>>,
     /// The push (or handover) task; dropping it cancels it.
     pub task: Option<glommio::Task<()>>,
 }
@@ -154,8 +157,10 @@ pub(crate) fn rebalance(shard: &Rc<Shard>, key: &GroupKey) {
             .filter(|&p| p != new_owner)
             .and_then(|p| shard.subs.borrow().get(&p).map(|s| !s.closed.get()))
             .unwrap_or(false);
-        let handover = previous_alive.then(|| slot.position.get());
+        let (started_at, delivered) = (slot.started_at.get(), slot.position.get());
+        let handover = (previous_alive && delivered > started_at).then_some(delivered);
         let position = slot.position.clone();
+        let started = slot.started_at.clone();
         let shard = shard.clone();
         slot.task = Some(glommio::spawn_local(async move {
             if let Some(delivered) = handover {
@@ -163,6 +168,7 @@ pub(crate) fn rebalance(shard: &Rc<Shard>, key: &GroupKey) {
             }
             let start = start_offset(&shard, &sub, &queue);
             position.set(start);
+            started.set(start);
             log::debug!(
                 "shard {}: {}/{} → {} from offset {start}",
                 shard.id,

@@ -203,7 +203,6 @@ fn three_broadcast_instances_each_get_every_message() {
 /// offset ("uncommitted below 0" in the log). Every rebalance of a fresh group stalls its
 /// moved queues for the revoke timeout; the scenarios above take ~3 s longer for it.
 #[test]
-#[ignore = "bug: a queue never committed waits the full revoke timeout on rebalance although nothing was pushed"]
 fn a_joining_member_gets_untouched_queues_before_the_revoke_timeout() {
     let topic = "A10-3004";
     let cluster = Cluster::start(1, 2);

@@ -386,20 +386,19 @@ fn own_subscription(shard: &Shard, conn: &Conn, id: u64) -> Result<Rc<Subscripti
 }
 
 fn credit(shard: &Shard, conn: &Conn, frame: &FrameBytes) -> Result<(), Reject> {
-    let grant = control::access::<Credit>(&frame.body)?;
-    let sub = own_subscription(shard, conn, grant.subscription_id.to_native())?;
-    sub.credit.set(
-        sub.credit
-            .get()
-            .saturating_add(u64::from(grant.messages.to_native())),
-    );
+    // `decode`, not `access`: a body is 8-aligned within its frame, not in the receive
+    // buffer, where the frames before it may have any length.
+    let grant = control::decode::<Credit>(&frame.body)?;
+    let sub = own_subscription(shard, conn, grant.subscription_id)?;
+    sub.credit
+        .set(sub.credit.get().saturating_add(u64::from(grant.messages)));
     sub.credit_changed.notify();
     Ok(())
 }
 
 fn unsubscribe(shard: &Rc<Shard>, conn: &Conn, frame: &FrameBytes) -> Result<(), Reject> {
-    let request = control::access::<Unsubscribe>(&frame.body)?;
-    let id = request.subscription_id.to_native();
+    let request = control::decode::<Unsubscribe>(&frame.body)?;
+    let id = request.subscription_id;
     own_subscription(shard, conn, id)?;
     conn.subs.borrow_mut().retain(|&s| s != id);
     group::leave(shard, id);
