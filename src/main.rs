@@ -14,12 +14,18 @@ use clap::{Parser, Subcommand};
     about = "DeFiBus-rs: a message bus for financial services (RPC + MQ)",
     long_about = "DeFiBus-rs: a message bus for financial services (RPC + MQ).\n\n\
         Every service is one topic named [area]-[serviceId], e.g. A10-20190001.\n\
-        Logs go to stderr; set the level with --log-level or RUST_LOG."
+        Logs go to stderr; set the level with --log-level or RUST_LOG.\n\n\
+        Quick start: `defibus standalone` in one terminal, then in another:\n  \
+        defibus admin topic create --topic A10-20190001\n  \
+        defibus produce --topic A10-20190001 hello\n  \
+        defibus consume --topic A10-20190001 --group G1 --count 1",
+    after_long_help = cmd::shared::EXIT_CODES_HELP
 )]
 struct Cli {
-    /// Log level: error, warn, info, debug or trace (RUST_LOG, if set, takes precedence).
-    #[arg(long, global = true, default_value = "info")]
-    log_level: log::LevelFilter,
+    /// Log level: error, warn, info, debug or trace [default: info for servers, warn for
+    /// client commands]. RUST_LOG, if set, takes precedence.
+    #[arg(long, global = true)]
+    log_level: Option<log::LevelFilter>,
 
     #[command(subcommand)]
     command: Command,
@@ -45,12 +51,58 @@ enum Command {
     /// Inspect a queue's segment files on disk (read-only).
     #[command(subcommand)]
     Log(cmd::log::LogCommand),
+    /// Administer topics on the brokers of a cluster: create, update, delete, list, stats.
+    #[command(after_long_help = cmd::shared::EXIT_CODES_HELP)]
+    Admin(cmd::admin::AdminArgs),
+    /// Send a message (or each line of stdin) to a topic; prints queue and offset per message.
+    #[command(after_long_help = cmd::shared::EXIT_CODES_HELP)]
+    Produce(cmd::produce::ProduceArgs),
+    /// Print a topic's messages as a member of a consumer group, committing what was printed.
+    ///
+    /// Prints one line per message: queue, offset, key, tag and the value as text. Runs until
+    /// --count messages, --timeout-ms without one, or Ctrl-C/SIGTERM; commits on the way out.
+    #[command(after_long_help = cmd::shared::EXIT_CODES_HELP)]
+    Consume(cmd::consume::ConsumeArgs),
+    /// Send a request to a service topic and print the reply's value.
+    #[command(after_long_help = cmd::shared::EXIT_CODES_HELP)]
+    Request(cmd::request::RequestArgs),
+    /// Answer a service topic's requests (--echo or --upper) until Ctrl-C/SIGTERM.
+    ///
+    /// Prints each request handled and its reply. A stand-in service for demos and tests.
+    #[command(after_long_help = cmd::shared::EXIT_CODES_HELP)]
+    Respond(cmd::respond::RespondArgs),
+}
+
+impl Command {
+    /// Servers log their life at info; client tools keep stderr for warnings and errors.
+    fn default_log_level(&self) -> log::LevelFilter {
+        match self {
+            Command::Standalone(_) | Command::Nameserver(_) | Command::Broker(_) => {
+                log::LevelFilter::Info
+            }
+            _ => log::LevelFilter::Warn,
+        }
+    }
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            // --help and --version are "errors" printed on stdout; they succeed.
+            let _ = error.print();
+            return if error.use_stderr() {
+                std::process::ExitCode::from(cmd::shared::EXIT_USAGE)
+            } else {
+                std::process::ExitCode::SUCCESS
+            };
+        }
+    };
     env_logger::Builder::new()
-        .filter_level(cli.log_level)
+        .filter_level(
+            cli.log_level
+                .unwrap_or_else(|| cli.command.default_log_level()),
+        )
         .parse_default_env()
         .format_timestamp_micros()
         .init();
@@ -65,12 +117,198 @@ fn main() -> std::process::ExitCode {
             .map(|()| std::process::ExitCode::SUCCESS)
             .map_err(anyhow::Error::from),
         Command::Log(command) => cmd::log::run(command),
+        Command::Admin(args) => cmd::admin::run(args),
+        Command::Produce(args) => cmd::produce::run(args),
+        Command::Consume(args) => cmd::consume::run(args),
+        Command::Request(args) => cmd::request::run(args),
+        Command::Respond(args) => cmd::respond::run(args),
     };
     match result {
         Ok(code) => code,
         Err(error) => {
             log::error!("{error:#}");
-            std::process::ExitCode::FAILURE
+            exit_code(&error)
         }
+    }
+}
+
+/// 2 when the command gave up waiting (a client timeout anywhere in the cause chain), else 1.
+fn exit_code(error: &anyhow::Error) -> std::process::ExitCode {
+    let timed_out = error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<client::ClientError>(),
+            Some(client::ClientError::Timeout { .. })
+        )
+    });
+    if timed_out {
+        std::process::ExitCode::from(cmd::shared::EXIT_TIMEOUT)
+    } else {
+        std::process::ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("defibus").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    /// Every command of the README tour parses (the tour itself runs in scripts/tour.sh).
+    #[test]
+    fn the_tour_parses() {
+        let tour: &[&[&str]] = &[
+            &["standalone"],
+            &[
+                "admin",
+                "topic",
+                "create",
+                "--topic",
+                "A10-20190001",
+                "--queues",
+                "4",
+                "--flush",
+                "sync",
+                "--max-queue-depth",
+                "500",
+                "--retention-age-ms",
+                "none",
+            ],
+            &["admin", "topic", "list"],
+            &["admin", "topic", "stats", "--topic", "A10-20190001"],
+            &[
+                "produce",
+                "--topic",
+                "A10-20190001",
+                "--key",
+                "order-42",
+                "hello",
+            ],
+            &[
+                "produce",
+                "--topic",
+                "A10-20190001",
+                "--property",
+                "trace=t1",
+            ],
+            &[
+                "consume",
+                "--topic",
+                "A10-20190001",
+                "--group",
+                "G1",
+                "--from",
+                "earliest",
+                "--count",
+                "4",
+                "--timeout-ms",
+                "5000",
+            ],
+            &[
+                "respond",
+                "--topic",
+                "A10-20190002",
+                "--group",
+                "svc",
+                "--upper",
+            ],
+            &["request", "--topic", "A10-20190002", "hello"],
+        ];
+        for args in tour {
+            if let Err(e) = parse(args) {
+                panic!("{args:?}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn bus_flags_have_defaults_and_repeat() {
+        let Cli {
+            command: Command::Produce(args),
+            ..
+        } = parse(&["produce", "--topic", "A10-1", "x"]).unwrap()
+        else {
+            panic!("not produce");
+        };
+        let debug = format!("{args:?}");
+        assert!(debug.contains("\"127.0.0.1:9876\""), "{debug}");
+        let cli = parse(&[
+            "admin",
+            "topic",
+            "list",
+            "--nameserver",
+            "10.0.0.1:9876",
+            "--nameserver",
+            "10.0.0.2:9876",
+        ])
+        .unwrap();
+        let Command::Admin(args) = cli.command else {
+            panic!("not admin");
+        };
+        let debug = format!("{args:?}");
+        assert!(
+            debug.contains("10.0.0.1:9876") && debug.contains("10.0.0.2:9876"),
+            "{debug}"
+        );
+        assert!(!debug.contains("127.0.0.1:9876"), "{debug}");
+    }
+
+    #[test]
+    fn bad_command_lines_are_refused() {
+        let refused: &[&[&str]] = &[
+            // Not [area]-[serviceId].
+            &["produce", "--topic", "orders", "x"],
+            // --count repeats MESSAGE; it means nothing for stdin.
+            &["produce", "--topic", "A10-1", "--count", "3"],
+            &["produce", "--topic", "A10-1", "--property", "novalue", "x"],
+            // A responder needs a handler, and only one.
+            &["respond", "--topic", "A10-1", "--group", "g"],
+            &[
+                "respond", "--topic", "A10-1", "--group", "g", "--echo", "--upper",
+            ],
+            &[
+                "consume", "--topic", "A10-1", "--group", "g", "--from", "middle",
+            ],
+            &["request", "--topic", "A10-1"],
+            &[
+                "admin", "topic", "create", "--topic", "A10-1", "--flush", "never",
+            ],
+            &[
+                "admin",
+                "topic",
+                "create",
+                "--topic",
+                "A10-1",
+                "--retention-age-ms",
+                "0",
+            ],
+            &["produce", "--topic", "A10-1", "--area", "a10", "x"],
+        ];
+        for args in refused {
+            assert!(parse(args).is_err(), "{args:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn timeouts_anywhere_in_the_cause_chain_exit_with_2() {
+        let timeout = anyhow::Error::new(client::ClientError::Timeout {
+            after: std::time::Duration::from_secs(3),
+        })
+        .context("no reply from A10-1");
+        assert_eq!(
+            exit_code(&timeout),
+            std::process::ExitCode::from(cmd::shared::EXIT_TIMEOUT)
+        );
+        assert_eq!(
+            exit_code(&anyhow::anyhow!("broken")),
+            std::process::ExitCode::FAILURE
+        );
     }
 }

@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# Runs the README's five-minute tour end to end and fails on any unexpected output.
+#
+# It starts `defibus standalone` on ephemeral ports with a temporary data directory (so it
+# runs beside anything else, in CI too), points every command at it through
+# DEFIBUS_NAMESERVER, and runs each tour command exactly as README.md writes it, with
+# `cargo run --release --` replaced by the binary. Every command line below must appear
+# verbatim in README.md: a tour edit that is not mirrored here fails this script.
+#
+# Usage: scripts/tour.sh            (builds target/release/defibus first)
+#        DEFIBUS=path/to/defibus scripts/tour.sh
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+readme="$root/README.md"
+if [[ -z ${DEFIBUS:-} ]]; then
+    cargo build --release --locked -p defibus --manifest-path "$root/Cargo.toml" -q
+    DEFIBUS="$root/target/release/defibus"
+fi
+export DEFIBUS
+
+work=$(mktemp -d)
+standalone_pid=
+responder_pid=
+cleanup() {
+    # Stop what is still running (after a failure) before its data directory goes.
+    for pid in $responder_pid $standalone_pid; do
+        kill -TERM "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+fail() {
+    echo "tour.sh: FAIL: $*" >&2
+    exit 1
+}
+
+# Lines of $2 must match the glob patterns of $1, line for line.
+match_lines() {
+    local -a want got
+    mapfile -t want <<<"$1"
+    mapfile -t got <<<"$2"
+    ((${#want[@]} == ${#got[@]})) || return 1
+    local i
+    for i in "${!want[@]}"; do
+        # shellcheck disable=SC2053 # the expected line is a glob pattern
+        [[ ${got[$i]} == ${want[$i]} ]] || return 1
+    done
+}
+
+# step EXIT_CODE 'README command line' [expected stderr glob] <<<'expected stdout globs'
+# Runs the command as README.md writes it; checks its exit code, its stdout line by line,
+# and that stderr is empty (or matches the given glob).
+step() {
+    local code=$1 line=$2 want_err=${3:-} want_out
+    want_out=$(cat)
+    grep -qxF -- "$line" "$readme" || fail "not in README.md: $line"
+    echo "\$ $line"
+    local command=${line//cargo run --release --/\"\$DEFIBUS\"}
+    local got=0
+    eval "$command" >"$work/out" 2>"$work/err" || got=$?
+    cat "$work/out"
+    [[ $got == "$code" ]] || fail "exit code $got, expected $code: $line$(printf '\n')$(cat "$work/err")"
+    match_lines "$want_out" "$(cat "$work/out")" ||
+        fail "unexpected stdout of: $line$(printf '\nexpected:\n')$want_out"
+    if [[ -z $want_err ]]; then
+        [[ ! -s $work/err ]] || fail "unexpected stderr of: $line$(printf '\n')$(cat "$work/err")"
+    else
+        # shellcheck disable=SC2053
+        [[ $(cat "$work/err") == $want_err ]] ||
+            fail "unexpected stderr of: $line$(printf '\n')$(cat "$work/err")"
+    fi
+}
+
+# Terminal 1: the bus.
+grep -qxF 'cargo run --release -- standalone' "$readme" || fail "README.md lost the run command"
+"$DEFIBUS" standalone --data-dir "$work/data" --nameserver-addr 127.0.0.1:0 --port-base 0 \
+    >"$work/standalone.out" 2>"$work/standalone.err" &
+standalone_pid=$!
+for _ in $(seq 100); do
+    grep -q '^Stop with Ctrl-C' "$work/standalone.out" && break
+    kill -0 "$standalone_pid" 2>/dev/null || fail "standalone exited: $(cat "$work/standalone.err")"
+    sleep 0.1
+done
+DEFIBUS_NAMESERVER=$(awk '$1 == "nameserver" { print $2 }' "$work/standalone.out")
+[[ -n $DEFIBUS_NAMESERVER ]] || fail "standalone printed no nameserver address"
+export DEFIBUS_NAMESERVER
+# The broker registers with the nameserver just after it starts listening.
+for _ in $(seq 100); do
+    "$DEFIBUS" admin topic list >/dev/null 2>&1 && break
+    sleep 0.1
+done
+
+# Terminal 2: the tour.
+step 0 'cargo run --release -- admin topic create --topic A10-20190001 --queues 4' <<'EOF'
+created A10-20190001 on broker-a: 4 queues, flush async, max depth 500
+A10-20190001 is routable (* ms)
+EOF
+step 0 'cargo run --release -- admin topic list' <<'EOF'
+BROKER    TOPIC         QUEUES  READ/WRITE  FLUSH  MAX_DEPTH  DEPTHS
+broker-a  A10-20190001  4       4/4         async  500        0,0,0,0
+EOF
+step 0 'cargo run --release -- produce --topic A10-20190001 "hello, bus"' <<'EOF'
+queue=0 offset=0 broker=broker-a
+EOF
+step 0 "printf 'one\ntwo\nthree\n' | cargo run --release -- produce --topic A10-20190001 --key order-42 --tag gray" <<'EOF'
+queue=0 offset=1 broker=broker-a
+queue=0 offset=2 broker=broker-a
+queue=0 offset=3 broker=broker-a
+EOF
+step 0 'cargo run --release -- consume --topic A10-20190001 --group G1 --count 4' <<'EOF'
+queue=0 offset=0 key=- tag=- value=hello, bus
+queue=0 offset=1 key=order-42 tag=gray value=one
+queue=0 offset=2 key=order-42 tag=gray value=two
+queue=0 offset=3 key=order-42 tag=gray value=three
+EOF
+step 0 'cargo run --release -- consume --topic A10-20190001 --group G1 --timeout-ms 1000' <<'EOF'
+EOF
+step 0 'cargo run --release -- admin topic stats --topic A10-20190001' <<'EOF'
+BROKER    TOPIC         QUEUE  START  NEXT  EXPIRED  GROUP  DELIVERED  COMMITTED  LAG
+broker-a  A10-20190001  0      0      4     0        -      -          -          -
+broker-a  A10-20190001  1      0      0     0        -      -          -          -
+broker-a  A10-20190001  2      0      0     0        -      -          -          -
+broker-a  A10-20190001  3      0      0     0        -      -          -          -
+EOF
+step 0 'cargo run --release -- admin topic create --topic A10-20190002 --queues 2 --flush sync' <<'EOF'
+created A10-20190002 on broker-a: 2 queues, flush sync, max depth 500
+A10-20190002 is routable (* ms)
+EOF
+
+responder='cargo run --release -- respond --topic A10-20190002 --group upper-svc --upper &'
+grep -qxF -- "$responder" "$readme" || fail "not in README.md: $responder"
+echo "\$ $responder"
+"$DEFIBUS" respond --topic A10-20190002 --group upper-svc --upper \
+    >"$work/respond.out" 2>"$work/respond.err" &
+responder_pid=$!
+step 0 'cargo run --release -- request --topic A10-20190002 "hello, service"' <<'EOF'
+HELLO, SERVICE
+EOF
+grep -qxF 'kill %1; wait' "$readme" || fail "README.md lost 'kill %1; wait'"
+echo '$ kill %1; wait'
+kill -TERM "$responder_pid"
+code=0
+wait "$responder_pid" || code=$?
+responder_pid=
+cat "$work/respond.out"
+[[ $code == 0 ]] || fail "respond exited with $code: $(cat "$work/respond.err")"
+[[ ! -s $work/respond.err ]] || fail "unexpected stderr of respond: $(cat "$work/respond.err")"
+match_lines "responding to A10-20190002 as group upper-svc; stop with Ctrl-C
+queue=0 offset=0 key=- tag=- value=hello, service -> HELLO, SERVICE" "$(cat "$work/respond.out")" ||
+    fail "unexpected stdout of respond"
+
+step 0 'cargo run --release -- request --topic A10-20190002 --timeout-ms 1000 "anyone there?"; echo "exit code $?"' \
+    '*ERROR defibus] no reply from A10-20190002 (is a responder running?*): timed out after 1s' <<'EOF'
+exit code 2
+EOF
+
+# Terminal 1 again: Ctrl-C stops the bus cleanly.
+kill -INT "$standalone_pid"
+code=0
+wait "$standalone_pid" || code=$?
+standalone_pid=
+[[ $code == 0 ]] || fail "standalone exited with $code: $(cat "$work/standalone.err")"
+if grep -E ' (WARN|ERROR) ' "$work/standalone.err" | grep -v 'RLIMIT_MEMLOCK'; then
+    fail "the bus logged warnings or errors during the tour"
+fi
+echo "tour.sh: the README tour ran as written"

@@ -1,0 +1,505 @@
+//! `defibus admin topic create|update|delete|list|stats`: topic administration over the
+//! client's `Admin`, applied on every broker the nameservers list (or one, with `--broker`).
+
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use client::{Admin, ClientError, TopicConfig, TopicInfo};
+use protocol::codes::Status;
+use protocol::control::FlushMode;
+use protocol::names::Topic;
+
+use super::shared::{BusArgs, table};
+
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    bus: BusArgs,
+    /// Talk to this broker (host:port of any of its shards) instead of every broker the
+    /// nameservers list.
+    #[arg(long, value_name = "HOST:PORT", global = true)]
+    broker: Option<String>,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCommand {
+    /// Topics: create, change, delete, list, statistics.
+    #[command(subcommand)]
+    Topic(TopicCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum TopicCommand {
+    /// Create a topic on every broker; a broker that already has it is left unchanged.
+    ///
+    /// Brokers tell the nameservers about new topics at their next registration (every 3 s
+    /// by default), so create then waits until the nameservers route the topic to every
+    /// broker it was created on: producers and consumers started afterwards find it. Not
+    /// routed within 10 s exits with code 2 (the topic was created). With --broker it does
+    /// not wait.
+    Create {
+        /// The topic, [area]-[serviceId], e.g. A10-20190001.
+        #[arg(long)]
+        topic: Topic,
+        #[command(flatten)]
+        settings: TopicSettings,
+    },
+    /// Change a topic's settings on every broker that has it; unset flags keep their values.
+    ///
+    /// Brokers do not report retention yet, so unless --retention-age-ms / --retention-bytes
+    /// are given, update sets them to the defaults (3 days, no byte limit). Routes show a new
+    /// queue count after the broker's next registration (every 3 s by default).
+    Update {
+        /// The topic, [area]-[serviceId].
+        #[arg(long)]
+        topic: Topic,
+        #[command(flatten)]
+        settings: TopicSettings,
+    },
+    /// Delete a topic and its data on every broker that has it.
+    Delete {
+        /// The topic, [area]-[serviceId].
+        #[arg(long)]
+        topic: Topic,
+    },
+    /// Print a table of topics: queues, flush mode, depth limit and per-queue depths.
+    List,
+    /// Print per-queue offsets and, per consumer group, delivered and committed offsets.
+    ///
+    /// Brokers report the groups that have a live member; LAG is NEXT minus COMMITTED (or
+    /// minus START before the group's first commit).
+    Stats {
+        /// Only this topic.
+        #[arg(long)]
+        topic: Option<Topic>,
+    },
+}
+
+/// Topic settings; on create an unset flag takes the protocol default.
+#[derive(Args, Debug, Default)]
+struct TopicSettings {
+    /// Queues per broker [create default: 4].
+    #[arg(long)]
+    queues: Option<u32>,
+    /// When a produce is acknowledged: async (once buffered) or sync (after fdatasync)
+    /// [create default: async].
+    #[arg(long, value_enum)]
+    flush: Option<Flush>,
+    /// Unconsumed messages a queue may hold before produces are refused [create default:
+    /// 500].
+    #[arg(long)]
+    max_queue_depth: Option<u64>,
+    /// Delete data older than this many ms, or `none` [default: 259200000, three days].
+    #[arg(long, value_name = "MS|none")]
+    retention_age_ms: Option<Limit>,
+    /// Delete the oldest data past this many bytes per queue, or `none` [default: none].
+    #[arg(long, value_name = "BYTES|none")]
+    retention_bytes: Option<Limit>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Flush {
+    /// Acknowledge once written to the shard's buffer; flushed on an interval or size.
+    Async,
+    /// Acknowledge after fdatasync (group-committed with concurrent appends).
+    Sync,
+}
+
+impl From<Flush> for FlushMode {
+    fn from(flush: Flush) -> Self {
+        match flush {
+            Flush::Async => FlushMode::Async,
+            Flush::Sync => FlushMode::Sync,
+        }
+    }
+}
+
+/// A retention limit: a positive number, or `none` for no limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Limit(Option<u64>);
+
+impl FromStr for Limit {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "none" {
+            return Ok(Self(None));
+        }
+        match s.parse::<u64>() {
+            Ok(0) => Err("0 would delete every message; use `none` for no limit".into()),
+            Ok(n) => Ok(Self(Some(n))),
+            Err(e) => Err(format!("expected a number or `none`: {e}")),
+        }
+    }
+}
+
+impl TopicSettings {
+    /// `config` with the flags that were given applied.
+    fn apply(&self, mut config: TopicConfig) -> TopicConfig {
+        if let Some(queues) = self.queues {
+            config.queue_count = queues;
+            config.read_queue_count = queues;
+            config.write_queue_count = queues;
+        }
+        if let Some(flush) = self.flush {
+            config.flush_mode = flush.into();
+        }
+        if let Some(depth) = self.max_queue_depth {
+            config.max_queue_depth = depth;
+        }
+        if let Some(Limit(age)) = self.retention_age_ms {
+            config.retention_age_ms = age;
+        }
+        if let Some(Limit(bytes)) = self.retention_bytes {
+            config.retention_bytes = bytes;
+        }
+        config
+    }
+}
+
+/// How long `create` waits for the nameservers to route a new topic: three registrations
+/// at the default `register_interval_ms` (3000), and a margin.
+const ROUTE_WAIT_MAX: Duration = Duration::from_secs(10);
+/// How often `create` asks the nameservers for the new topic's route.
+const ROUTE_POLL: Duration = Duration::from_millis(200);
+
+/// A broker to administer: its id (or the address given) and a shard endpoint.
+struct Broker {
+    id: String,
+    endpoint: String,
+}
+
+pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
+    let client = args.bus.connect()?;
+    let admin = Admin::new(&client);
+    let brokers = brokers(&admin, args.broker.as_deref())?;
+    let AdminCommand::Topic(command) = args.command;
+    match command {
+        TopicCommand::Create { topic, settings } => {
+            create(&admin, &brokers, &topic, &settings)?;
+            if args.broker.is_none() {
+                wait_for_route(&admin, &brokers, &topic)?;
+            }
+            Ok(())
+        }
+        TopicCommand::Update { topic, settings } => update(&admin, &brokers, &topic, &settings),
+        TopicCommand::Delete { topic } => delete(&admin, &brokers, &topic),
+        TopicCommand::List => list(&admin, &brokers),
+        TopicCommand::Stats { topic } => stats(&admin, &brokers, topic.as_ref()),
+    }?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The broker given with `--broker`, else every live broker the nameservers know.
+fn brokers(admin: &Admin, broker: Option<&str>) -> anyhow::Result<Vec<Broker>> {
+    if let Some(endpoint) = broker {
+        return Ok(vec![Broker {
+            id: endpoint.to_owned(),
+            endpoint: endpoint.to_owned(),
+        }]);
+    }
+    let info = admin
+        .cluster_info()
+        .context("asking the nameservers for the brokers")?;
+    let mut brokers: Vec<Broker> = info
+        .brokers
+        .iter()
+        .filter_map(|b| {
+            let port = b.shard_ports.first()?;
+            Some(Broker {
+                id: b.broker_id.clone(),
+                endpoint: format!("{}:{port}", b.address),
+            })
+        })
+        .collect();
+    if brokers.is_empty() {
+        bail!("the nameservers know no live broker (is one running and registered?)");
+    }
+    brokers.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(brokers)
+}
+
+fn create(
+    admin: &Admin,
+    brokers: &[Broker],
+    topic: &Topic,
+    settings: &TopicSettings,
+) -> anyhow::Result<()> {
+    let config = settings.apply(TopicConfig::new(topic));
+    config.validate().context("topic settings")?;
+    for broker in brokers {
+        match admin.create_topic(&broker.endpoint, &config) {
+            Ok(()) => println!(
+                "created {topic} on {}: {} queues, flush {}, max depth {}",
+                broker.id,
+                config.queue_count,
+                flush_name(config.flush_mode),
+                config.max_queue_depth
+            ),
+            Err(ClientError::Status {
+                status: Status::TopicExists,
+                ..
+            }) => println!(
+                "{topic} already exists on {}: left unchanged (use `admin topic update`)",
+                broker.id
+            ),
+            Err(e) => {
+                return Err(e).with_context(|| format!("creating {topic} on {}", broker.id));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Waits until the nameservers route `topic` to every one of `brokers`.
+fn wait_for_route(admin: &Admin, brokers: &[Broker], topic: &Topic) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let name = topic.to_string();
+    loop {
+        let missing: Vec<&str> = match admin.topic_route(&name) {
+            Ok(route) => brokers
+                .iter()
+                .filter(|b| !route.queues.iter().any(|q| q.broker_id == b.id))
+                .map(|b| b.id.as_str())
+                .collect(),
+            Err(e) if e.is_retryable() => brokers.iter().map(|b| b.id.as_str()).collect(),
+            Err(e) => return Err(e).context("asking the nameservers for the route"),
+        };
+        if missing.is_empty() {
+            println!("{topic} is routable ({} ms)", started.elapsed().as_millis());
+            return Ok(());
+        }
+        if started.elapsed() >= ROUTE_WAIT_MAX {
+            return Err(anyhow::Error::new(ClientError::Timeout {
+                after: ROUTE_WAIT_MAX,
+            })
+            .context(format!(
+                "{topic} was created, but the nameservers do not route it to {} yet \
+                 (are those brokers registered with these nameservers?)",
+                missing.join(", ")
+            )));
+        }
+        std::thread::sleep(ROUTE_POLL);
+    }
+}
+
+fn update(
+    admin: &Admin,
+    brokers: &[Broker],
+    topic: &Topic,
+    settings: &TopicSettings,
+) -> anyhow::Result<()> {
+    if settings.retention_age_ms.is_none() && settings.retention_bytes.is_none() {
+        log::warn!("brokers do not report retention: update sets it to the defaults");
+    }
+    let mut updated = 0;
+    for broker in brokers {
+        let topics = admin
+            .list_topics(&broker.endpoint)
+            .with_context(|| format!("listing the topics of {}", broker.id))?;
+        let Some(current) = topics.iter().find(|t| t.topic == topic.to_string()) else {
+            println!("{topic} does not exist on {}: skipped", broker.id);
+            continue;
+        };
+        let config = settings.apply(TopicConfig {
+            queue_count: current.queue_count,
+            read_queue_count: current.read_queue_count,
+            write_queue_count: current.write_queue_count,
+            flush_mode: current.flush_mode,
+            max_queue_depth: current.max_queue_depth,
+            ..TopicConfig::new(topic)
+        });
+        config.validate().context("topic settings")?;
+        admin
+            .update_topic(&broker.endpoint, &config)
+            .with_context(|| format!("updating {topic} on {}", broker.id))?;
+        println!(
+            "updated {topic} on {}: {} queues, flush {}, max depth {}",
+            broker.id,
+            config.queue_count,
+            flush_name(config.flush_mode),
+            config.max_queue_depth
+        );
+        updated += 1;
+    }
+    if updated == 0 {
+        bail!("no broker has topic {topic}");
+    }
+    Ok(())
+}
+
+fn delete(admin: &Admin, brokers: &[Broker], topic: &Topic) -> anyhow::Result<()> {
+    let mut deleted = 0;
+    for broker in brokers {
+        match admin.delete_topic(&broker.endpoint, &topic.to_string()) {
+            Ok(()) => {
+                println!("deleted {topic} on {}", broker.id);
+                deleted += 1;
+            }
+            Err(ClientError::Status {
+                status: Status::UnknownTopic,
+                ..
+            }) => println!("{topic} does not exist on {}: skipped", broker.id),
+            Err(e) => {
+                return Err(e).with_context(|| format!("deleting {topic} on {}", broker.id));
+            }
+        }
+    }
+    if deleted == 0 {
+        bail!("no broker has topic {topic}");
+    }
+    Ok(())
+}
+
+fn list(admin: &Admin, brokers: &[Broker]) -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    for broker in brokers {
+        let topics = admin
+            .list_topics(&broker.endpoint)
+            .with_context(|| format!("listing the topics of {}", broker.id))?;
+        rows.extend(topics.iter().map(|t| topic_row(&broker.id, t)));
+    }
+    print!(
+        "{}",
+        table(
+            &[
+                "BROKER",
+                "TOPIC",
+                "QUEUES",
+                "READ/WRITE",
+                "FLUSH",
+                "MAX_DEPTH",
+                "DEPTHS"
+            ],
+            &rows
+        )
+    );
+    Ok(())
+}
+
+fn topic_row(broker: &str, topic: &TopicInfo) -> Vec<String> {
+    let depths: Vec<String> = topic.queue_depths.iter().map(u64::to_string).collect();
+    vec![
+        broker.to_owned(),
+        topic.topic.clone(),
+        topic.queue_count.to_string(),
+        format!("{}/{}", topic.read_queue_count, topic.write_queue_count),
+        flush_name(topic.flush_mode).to_owned(),
+        topic.max_queue_depth.to_string(),
+        depths.join(","),
+    ]
+}
+
+fn stats(admin: &Admin, brokers: &[Broker], topic: Option<&Topic>) -> anyhow::Result<()> {
+    let topic = topic.map(Topic::to_string);
+    let mut rows = Vec::new();
+    for broker in brokers {
+        let stats = admin
+            .stats(&broker.endpoint)
+            .with_context(|| format!("reading the statistics of {}", broker.id))?;
+        let queues = stats
+            .queues
+            .iter()
+            .filter(|q| topic.as_ref().is_none_or(|t| *t == q.topic));
+        for queue in queues {
+            let cells = |group: &str, delivered: String, committed: String, lag: String| {
+                vec![
+                    broker.id.clone(),
+                    queue.topic.clone(),
+                    queue.queue_id.to_string(),
+                    queue.start_offset.to_string(),
+                    queue.next_offset.to_string(),
+                    queue.expired_requests.to_string(),
+                    group.to_owned(),
+                    delivered,
+                    committed,
+                    lag,
+                ]
+            };
+            if queue.groups.is_empty() {
+                rows.push(cells("-", "-".into(), "-".into(), "-".into()));
+            }
+            for group in &queue.groups {
+                let committed = group.committed_offset;
+                rows.push(cells(
+                    &group.group,
+                    group.delivered_offset.to_string(),
+                    committed.map_or("-".into(), |c| c.to_string()),
+                    queue
+                        .next_offset
+                        .saturating_sub(committed.unwrap_or(queue.start_offset))
+                        .to_string(),
+                ));
+            }
+        }
+    }
+    print!(
+        "{}",
+        table(
+            &[
+                "BROKER",
+                "TOPIC",
+                "QUEUE",
+                "START",
+                "NEXT",
+                "EXPIRED",
+                "GROUP",
+                "DELIVERED",
+                "COMMITTED",
+                "LAG"
+            ],
+            &rows
+        )
+    );
+    Ok(())
+}
+
+fn flush_name(mode: FlushMode) -> &'static str {
+    match mode {
+        FlushMode::Async => "async",
+        FlushMode::Sync => "sync",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_positive_numbers_or_none() {
+        assert_eq!("none".parse::<Limit>(), Ok(Limit(None)));
+        assert_eq!("60000".parse::<Limit>(), Ok(Limit(Some(60_000))));
+        assert!("0".parse::<Limit>().unwrap_err().contains("none"));
+        assert!("-1".parse::<Limit>().is_err());
+    }
+
+    #[test]
+    fn settings_override_only_what_was_given() {
+        let topic: Topic = "A10-20190001".parse().unwrap();
+        let defaults = TopicConfig::new(&topic);
+        assert_eq!(TopicSettings::default().apply(defaults.clone()), defaults);
+        let settings = TopicSettings {
+            queues: Some(8),
+            flush: Some(Flush::Sync),
+            retention_age_ms: Some(Limit(None)),
+            ..TopicSettings::default()
+        };
+        let config = settings.apply(defaults.clone());
+        assert_eq!(
+            (
+                config.queue_count,
+                config.read_queue_count,
+                config.write_queue_count
+            ),
+            (8, 8, 8)
+        );
+        assert_eq!(config.flush_mode, FlushMode::Sync);
+        assert_eq!(config.retention_age_ms, None);
+        assert_eq!(config.max_queue_depth, defaults.max_queue_depth);
+    }
+}

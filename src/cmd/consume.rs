@@ -1,0 +1,113 @@
+//! `defibus consume`: print a topic's messages as a member of a consumer group, committing
+//! what was printed; stops after `--count`, after `--timeout-ms` without a message, or on
+//! SIGINT/SIGTERM, and commits on the way out.
+
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use client::{ClientError, ConsumeMode, Consumer, ConsumerOptions, StartFrom};
+use protocol::names::{GroupName, Topic};
+
+use super::shared::{BusArgs, message_line, stop_on_signal};
+
+/// How often the wait for a message looks at the stop flag.
+const STOP_POLL: Duration = Duration::from_millis(100);
+
+#[derive(Args, Debug)]
+pub struct ConsumeArgs {
+    #[command(flatten)]
+    bus: BusArgs,
+    /// The topic, [area]-[serviceId], e.g. A10-20190001.
+    #[arg(long)]
+    topic: Topic,
+    /// The consumer group: members of one group share the topic's queues.
+    #[arg(long)]
+    group: GroupName,
+    /// Receive every message, whatever other members of the group receive (offsets are kept
+    /// per member).
+    #[arg(long)]
+    broadcast: bool,
+    /// Where to start when the group has no committed offset on a queue (`earliest` always
+    /// starts at the oldest message).
+    #[arg(long, value_enum, default_value_t = Start::Committed)]
+    from: Start,
+    /// Stop after this many messages.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Stop after this long without a message; with --count, fewer messages exit with code 2.
+    #[arg(long, value_name = "MS")]
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Start {
+    /// The group's committed offset; the oldest message when there is none.
+    Committed,
+    /// The oldest retained message, even if the group committed past it.
+    Earliest,
+    /// The next message produced, when the group has no committed offset.
+    Latest,
+}
+
+impl From<Start> for StartFrom {
+    fn from(start: Start) -> Self {
+        match start {
+            Start::Committed => StartFrom::Committed,
+            Start::Earliest => StartFrom::Earliest,
+            Start::Latest => StartFrom::Latest,
+        }
+    }
+}
+
+pub fn run(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
+    let stop = stop_on_signal()?;
+    let client = args.bus.connect()?;
+    let mode = if args.broadcast {
+        ConsumeMode::Broadcast
+    } else {
+        ConsumeMode::Clustering
+    };
+    let options = ConsumerOptions::new(args.topic.to_string(), args.group.to_string(), mode)
+        .start_from(args.from.into());
+    let consumer = Consumer::subscribe_with(&client, options)
+        .with_context(|| format!("subscribing to {} as group {}", args.topic, args.group))?;
+    let idle_max = args.timeout_ms.map(Duration::from_millis);
+    let mut received = 0u64;
+    let mut last = Instant::now();
+    let outcome = loop {
+        if args.count.is_some_and(|count| received >= count) {
+            break Ok(());
+        }
+        if stop.load(Ordering::Relaxed) {
+            log::info!("signal received: closing");
+            break Ok(());
+        }
+        if let Some(idle_max) = idle_max.filter(|max| last.elapsed() >= *max) {
+            break match args.count {
+                Some(count) => Err(anyhow::Error::new(ClientError::Timeout { after: idle_max })
+                    .context(format!(
+                        "{received} of {count} messages before {} ms without one",
+                        idle_max.as_millis()
+                    ))),
+                None => Ok(()),
+            };
+        }
+        match consumer.recv(STOP_POLL) {
+            Ok(Some(message)) => {
+                println!("{}", message_line(&message));
+                received += 1;
+                last = Instant::now();
+            }
+            Ok(None) => {}
+            Err(e) => break Err(anyhow::Error::new(e).context("receiving")),
+        }
+    };
+    // Closing commits what was printed, also after an error or a timeout.
+    let closed = consumer.close().context("committing offsets on close");
+    outcome?;
+    closed?;
+    Ok(ExitCode::SUCCESS)
+}

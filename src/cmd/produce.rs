@@ -1,0 +1,58 @@
+//! `defibus produce`: send one message (or each line of stdin) and print where it was stored.
+
+use std::io::BufRead;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use client::{Producer, QueueSelector};
+
+use super::shared::{BusArgs, MessageArgs};
+
+#[derive(Args, Debug)]
+pub struct ProduceArgs {
+    #[command(flatten)]
+    bus: BusArgs,
+    #[command(flatten)]
+    message: MessageArgs,
+    /// Send MESSAGE this many times.
+    #[arg(long, default_value_t = 1, requires = "value")]
+    count: u64,
+    /// The message value (text); without it, every line of stdin is sent as one message.
+    #[arg(value_name = "MESSAGE")]
+    value: Option<String>,
+}
+
+pub fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
+    let client = args.bus.connect()?;
+    // With a key, equal keys must land on one queue to keep their order.
+    let selector = if args.message.key.is_some() {
+        QueueSelector::KeyHash
+    } else {
+        QueueSelector::RoundRobin
+    };
+    let producer = Producer::with_selector(&client, selector).context("starting the producer")?;
+    let send = |value: String| -> anyhow::Result<()> {
+        let sent = producer
+            .send(args.message.message(value))
+            .with_context(|| format!("sending to {}", args.message.topic))?;
+        println!(
+            "queue={} offset={} broker={}",
+            sent.queue_id, sent.offset, sent.broker_id
+        );
+        Ok(())
+    };
+    match &args.value {
+        Some(value) => {
+            for _ in 0..args.count {
+                send(value.clone())?;
+            }
+        }
+        None => {
+            for line in std::io::stdin().lock().lines() {
+                send(line.context("reading stdin")?)?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

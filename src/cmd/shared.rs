@@ -1,0 +1,195 @@
+//! What the client commands share: how to reach the bus, how a message is described on the
+//! command line and printed, tables, and stopping on a signal.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
+use clap::Args;
+use client::{Client, ClientConfig, Message, ReceivedMessage};
+use protocol::names::{Area, Topic};
+use signal_hook::consts::{SIGINT, SIGTERM};
+
+/// Exit code of a command that gave up waiting: no reply, no acknowledgement, or fewer
+/// messages than `--count` before `--timeout-ms`.
+pub const EXIT_TIMEOUT: u8 = 2;
+/// Exit code of a command line clap refuses (sysexits `EX_USAGE`); clap's own 2 would be
+/// mistaken for a timeout.
+pub const EXIT_USAGE: u8 = 64;
+
+/// The exit-code table every command's `--help` shows.
+pub const EXIT_CODES_HELP: &str = "Exit codes:\n  \
+    0   success\n  \
+    1   failure (the error is logged on stderr)\n  \
+    2   timed out: no reply, no acknowledgement, or fewer than --count messages in time\n  \
+    64  bad command line";
+
+/// How a client command reaches the bus.
+#[derive(Args, Debug)]
+pub struct BusArgs {
+    /// Nameserver address, host:port; repeat the flag to list several (each is tried in turn).
+    #[arg(
+        long = "nameserver",
+        value_name = "HOST:PORT",
+        default_value = "127.0.0.1:9876",
+        env = "DEFIBUS_NAMESERVER",
+        global = true
+    )]
+    pub nameservers: Vec<String>,
+    /// Area of this client: sent to brokers, preferred when choosing queues.
+    #[arg(long, default_value = "A10", global = true)]
+    pub area: Area,
+}
+
+impl BusArgs {
+    /// A client for these nameservers and area; connections open on first use.
+    pub fn connect(&self) -> anyhow::Result<Client> {
+        let config = ClientConfig::new(self.nameservers.iter().cloned(), self.area.as_str())
+            .context("client configuration")?;
+        Client::new(config).context("starting the client")
+    }
+}
+
+/// What a produced message or request carries besides its value.
+#[derive(Args, Debug)]
+pub struct MessageArgs {
+    /// The topic: one service in one area, named [area]-[serviceId], e.g. A10-20190001.
+    #[arg(long)]
+    pub topic: Topic,
+    /// Message key; messages with the same key go to the same queue, in order.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Tag, for dark launch and filtering.
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// A user property, key=value; repeat the flag for several.
+    #[arg(long = "property", value_name = "KEY=VALUE")]
+    pub properties: Vec<Property>,
+}
+
+impl MessageArgs {
+    /// A message with these settings carrying `value`.
+    pub fn message(&self, value: impl Into<Vec<u8>>) -> Message {
+        let mut message = Message::new(self.topic.to_string(), value);
+        if let Some(key) = &self.key {
+            message = message.with_key(key.as_bytes().to_vec());
+        }
+        if let Some(tag) = &self.tag {
+            message = message.with_tag(tag.as_str());
+        }
+        for Property { key, value } in &self.properties {
+            message = message.with_property(key.as_str(), value.as_bytes().to_vec());
+        }
+        message
+    }
+}
+
+/// A `key=value` user property from the command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Property {
+    pub key: String,
+    pub value: String,
+}
+
+impl FromStr for Property {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once('=') {
+            Some((key, value)) if !key.is_empty() => Ok(Self {
+                key: key.to_owned(),
+                value: value.to_owned(),
+            }),
+            _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+        }
+    }
+}
+
+/// One received message as a line: `queue=Q offset=O key=K tag=G value=V`, key and tag `-`
+/// when absent, the value last as (lossy) UTF-8 text since it may hold spaces.
+pub fn message_line(message: &ReceivedMessage) -> String {
+    let key = if message.key.is_empty() {
+        "-".into()
+    } else {
+        String::from_utf8_lossy(&message.key)
+    };
+    format!(
+        "queue={} offset={} key={key} tag={} value={}",
+        message.queue_id,
+        message.offset,
+        message.tag.as_deref().unwrap_or("-"),
+        String::from_utf8_lossy(&message.value)
+    )
+}
+
+/// Rows under a header, each column as wide as its widest cell, two spaces apart.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let padded: Vec<String> = cells
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        padded.join("  ").trim_end().to_owned() + "\n"
+    };
+    let mut out = line(&mut header.iter().copied());
+    for row in rows {
+        out += &line(&mut row.iter().map(String::as_str));
+    }
+    out
+}
+
+/// A flag raised by the first SIGINT or SIGTERM, for commands that run until stopped and
+/// then close cleanly. A second signal while the flag is up exits at once (code 1), so a
+/// stuck close can still be interrupted.
+pub fn stop_on_signal() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 1, stop.clone())
+            .context("installing signal handlers")?;
+        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
+    }
+    Ok(stop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_need_a_key_and_an_equals_sign() {
+        assert_eq!(
+            "trace=a=b".parse::<Property>().unwrap(),
+            Property {
+                key: "trace".into(),
+                value: "a=b".into()
+            }
+        );
+        assert!("=v".parse::<Property>().is_err());
+        assert!("novalue".parse::<Property>().is_err());
+        assert_eq!("empty=".parse::<Property>().unwrap().value, "");
+    }
+
+    #[test]
+    fn tables_align_columns_and_trim_line_ends() {
+        let out = table(
+            &["TOPIC", "QUEUES", "DEPTHS"],
+            &[
+                vec!["A10-1".into(), "4".into(), "0,0".into()],
+                vec!["A10-20190001".into(), "16".into(), "".into()],
+            ],
+        );
+        assert_eq!(
+            out,
+            "TOPIC         QUEUES  DEPTHS\n\
+             A10-1         4       0,0\n\
+             A10-20190001  16\n"
+        );
+    }
+}
