@@ -148,33 +148,41 @@ pub fn run_window<T: Send>(
     worker: impl Fn(usize, &Shared) -> anyhow::Result<T> + Sync,
 ) -> anyhow::Result<(Throughput, Vec<T>)> {
     let shared = Shared::default();
-    let (throughput, results) = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
+    std::thread::scope(|scope| {
+        let spawned = (0..threads)
             .map(|index| {
                 let (shared, worker) = (&shared, &worker);
-                scope.spawn(move || {
-                    let result = worker(index, shared);
-                    if result.is_err() {
-                        shared.stop.store(true, Ordering::Release);
-                    }
-                    result
-                })
+                std::thread::Builder::new()
+                    .name(format!("bench-{label}-{index}"))
+                    .spawn_scoped(scope, move || {
+                        let result = worker(index, shared);
+                        if result.is_err() {
+                            shared.stop.store(true, Ordering::Release);
+                        }
+                        result
+                    })
             })
-            .collect();
+            .collect::<Result<Vec<_>, _>>();
+        let handles = match spawned {
+            Ok(handles) => handles,
+            Err(e) => {
+                // The scope joins the workers that did start once they see the stop.
+                shared.stop.store(true, Ordering::Release);
+                return Err(anyhow::Error::new(e).context(format!("starting {label} workers")));
+            }
+        };
         let throughput = watch(label, window, &shared);
         shared.stop.store(true, Ordering::Release);
-        let results: Vec<_> = handles
+        let results = handles
             .into_iter()
             .map(|handle| {
                 handle
                     .join()
                     .unwrap_or_else(|_| Err(anyhow::anyhow!("a {label} worker panicked")))
             })
-            .collect();
-        (throughput, results)
-    });
-    let results = results.into_iter().collect::<anyhow::Result<Vec<T>>>()?;
-    Ok((throughput, results))
+            .collect::<anyhow::Result<Vec<T>>>()?;
+        Ok((throughput, results))
+    })
 }
 
 /// Like [`run_window`] for closed-loop workers that return histograms; merges them.
