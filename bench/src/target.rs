@@ -1,0 +1,187 @@
+//! What the workloads run against: an embedded nameserver + broker started here (the default)
+//! or a running cluster reached through its nameserver (`--target`).
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use client::{Admin, Client, ClientConfig, TopicConfig};
+
+use crate::cli::{Flush, GlobalArgs};
+
+/// How often the embedded broker registers, ms: short, so a new topic is routed at once.
+const EMBEDDED_REGISTER_INTERVAL_MS: u64 = 200;
+/// How long a new broker or topic may take to appear in the nameserver's answers.
+const ROUTE_WAIT: Duration = Duration::from_secs(20);
+/// Unconsumed messages per queue before produces would be refused: far above any run, so
+/// the benchmark measures the data path and never the circuit breaker.
+const BENCH_MAX_QUEUE_DEPTH: u64 = 1 << 40;
+
+/// The cluster under test.
+pub enum Target {
+    Embedded {
+        nameserver: nameserver::NameserverHandle,
+        broker: engine::Broker,
+        /// Kept so the temporary data directory lives as long as the broker.
+        _data: Option<tempfile::TempDir>,
+    },
+    Remote {
+        nameserver: String,
+    },
+}
+
+impl Target {
+    /// Starts the embedded cluster, or checks that `--target` answers.
+    pub fn start(args: &GlobalArgs) -> anyhow::Result<Self> {
+        if let Some(nameserver) = &args.target {
+            let target = Target::Remote {
+                nameserver: nameserver.clone(),
+            };
+            let client = target.client(args, |c| c)?;
+            let info = Admin::new(&client)
+                .cluster_info()
+                .with_context(|| format!("asking {nameserver} for its cluster"))?;
+            log::info!("target {nameserver}: {} live brokers", info.brokers.len());
+            return Ok(target);
+        }
+        let nameserver = nameserver::start(nameserver::NameserverConfig {
+            listen_addr: "127.0.0.1:0".parse().expect("constant address"),
+            ..nameserver::NameserverConfig::default()
+        })
+        .context("starting the embedded nameserver")?;
+        let (data_dir, data) = match &args.data_dir {
+            Some(dir) => (dir.clone(), None),
+            None => {
+                let dir = tempfile::Builder::new()
+                    .prefix("defibus-bench-")
+                    .tempdir()
+                    .context("creating a temporary data directory")?;
+                (dir.path().to_path_buf(), Some(dir))
+            }
+        };
+        let broker = engine::Broker::start(engine::BrokerConfig {
+            broker_id: "bench-broker".into(),
+            area: args.area.clone(),
+            listen_address: "127.0.0.1".into(),
+            port_base: 0,
+            shards: args.shards,
+            data_dir,
+            nameservers: vec![nameserver.local_addr().to_string()],
+            register_interval_ms: EMBEDDED_REGISTER_INTERVAL_MS,
+            spin_before_park_us: args.spin_before_park_us,
+            ..engine::BrokerConfig::default()
+        })
+        .context("starting the embedded broker")?;
+        log::info!(
+            "embedded nameserver {}, broker shard ports {:?}",
+            nameserver.local_addr(),
+            broker.shard_ports()
+        );
+        let target = Target::Embedded {
+            nameserver,
+            broker,
+            _data: data,
+        };
+        target.wait_for_brokers(args)?;
+        Ok(target)
+    }
+
+    /// Waits until the nameserver lists a live broker, so topics can be created on it.
+    fn wait_for_brokers(&self, args: &GlobalArgs) -> anyhow::Result<()> {
+        let client = self.client(args, |c| c)?;
+        let admin = Admin::new(&client);
+        let deadline = Instant::now() + ROUTE_WAIT;
+        while !admin
+            .cluster_info()
+            .is_ok_and(|info| !info.brokers.is_empty())
+        {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "no broker registered with the nameserver after {ROUTE_WAIT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// A description for the report.
+    pub fn describe(&self, args: &GlobalArgs) -> String {
+        match self {
+            Target::Embedded { broker, .. } => format!(
+                "embedded broker, {} shards, spin_before_park_us {}",
+                broker.shard_ports().len(),
+                args.spin_before_park_us
+            ),
+            Target::Remote { nameserver } => format!("cluster of nameserver {nameserver}"),
+        }
+    }
+
+    fn nameserver(&self) -> String {
+        match self {
+            Target::Embedded { nameserver, .. } => nameserver.local_addr().to_string(),
+            Target::Remote { nameserver } => nameserver.clone(),
+        }
+    }
+
+    /// A new client of the cluster, its config adjusted by `adjust`.
+    pub fn client(
+        &self,
+        args: &GlobalArgs,
+        adjust: impl FnOnce(ClientConfig) -> ClientConfig,
+    ) -> anyhow::Result<Client> {
+        let config = ClientConfig::new([self.nameserver()], &args.area)
+            .with_context(|| format!("area {:?}", args.area))?;
+        Client::new(adjust(config)).context("starting a client")
+    }
+
+    /// Creates a fresh topic for `workload` on every broker and waits until it is routed.
+    pub fn create_topic(
+        &self,
+        args: &GlobalArgs,
+        workload: &str,
+        queues: u32,
+        flush: Flush,
+    ) -> anyhow::Result<String> {
+        let unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        // Service ids hold letters, digits, '_' and '.' only.
+        let service = workload.replace('-', "_");
+        let topic = format!("{}-bench.{service}.{unix_ms}", args.area);
+        let mut config = TopicConfig::new(&topic.parse().context("benchmark topic name")?);
+        config.queue_count = queues;
+        config.read_queue_count = queues;
+        config.write_queue_count = queues;
+        config.flush_mode = flush.into();
+        config.max_queue_depth = BENCH_MAX_QUEUE_DEPTH;
+        let client = self.client(args, |c| c)?;
+        let admin = Admin::new(&client);
+        let brokers = admin
+            .create_topic_on_cluster(None, &config)
+            .with_context(|| format!("creating topic {topic}"))?;
+        let expected = queues as usize * brokers.len();
+        let deadline = Instant::now() + ROUTE_WAIT;
+        loop {
+            match admin.topic_route(&topic) {
+                Ok(route) if route.queues.len() >= expected => return Ok(topic),
+                _ if Instant::now() >= deadline => {
+                    anyhow::bail!("topic {topic} not routed after {ROUTE_WAIT:?}")
+                }
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    /// Stops the embedded cluster; a remote one is left as it is.
+    pub fn shutdown(self) -> anyhow::Result<()> {
+        if let Target::Embedded {
+            nameserver, broker, ..
+        } = self
+        {
+            broker.shutdown().context("stopping the embedded broker")?;
+            nameserver
+                .shutdown()
+                .context("stopping the embedded nameserver")?;
+        }
+        Ok(())
+    }
+}
