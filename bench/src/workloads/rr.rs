@@ -12,13 +12,6 @@ use crate::target::Target;
 pub const NAME: &str = "rr";
 /// The echo responders' consumer group.
 const RESPONDER_GROUP: &str = "bench-echo";
-/// The responder's credit window: so large that it is never refilled within a run.
-///
-/// Workaround, not tuning: the broker reads `Credit` archives in place from its receive
-/// buffer, where they sit misaligned whenever the frames before them on the connection do
-/// not add up to a multiple of 8 bytes; it refuses them (`MalformedFrame`), so a responder
-/// with the default window of 1000 starves after 1000 requests. Remove once fixed.
-const RESPONDER_CREDIT_WINDOW: u32 = 1 << 30;
 
 pub fn run(
     target: &Target,
@@ -27,8 +20,7 @@ pub fn run(
     baseline: Option<Baseline>,
 ) -> anyhow::Result<Comparison> {
     let topic = target.create_topic(global, NAME, args.queues, args.flush)?;
-    let responder_client =
-        target.client(global, |c| c.with_credit_window(RESPONDER_CREDIT_WINDOW))?;
+    let responder_client = target.client(global, |c| c)?;
     let responder = Responder::start(&responder_client, &topic, RESPONDER_GROUP, |request| {
         request.value.clone()
     })
