@@ -44,6 +44,8 @@ pub const FRAME_LEN_MAX_DEFAULT: usize = HEADER_LEN + EXT_LEN_MAX_DEFAULT + BATC
 pub const READ_BUFFER_BYTES_DEFAULT: usize = 64 << 10;
 /// Default bytes read from a queue per push round.
 pub const PUSH_READ_BYTES_DEFAULT: usize = 256 << 10;
+/// Default interval between retention passes over a shard's queues, ms.
+pub const RETENTION_CHECK_INTERVAL_MS_DEFAULT: u64 = 60_000;
 /// Default subscriptions one connection may hold.
 pub const SUBSCRIPTIONS_PER_CONNECTION_MAX_DEFAULT: usize = 1024;
 
@@ -136,6 +138,9 @@ pub struct StorageConfig {
     pub flush_bytes: u64,
     /// Recent data served from memory per queue, bytes. Default 16 MiB.
     pub tail_cache_bytes: usize,
+    /// How often each shard applies its topics' retention (size and age) to the queues it
+    /// owns, deleting whole old segments, ms. Default 60000.
+    pub retention_check_interval_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -184,6 +189,7 @@ impl Default for StorageConfig {
             flush_interval_ms: log_config::DEFAULT_FLUSH_INTERVAL_MS,
             flush_bytes: log_config::DEFAULT_FLUSH_BYTES,
             tail_cache_bytes: log_config::DEFAULT_TAIL_CACHE_BYTES,
+            retention_check_interval_ms: RETENTION_CHECK_INTERVAL_MS_DEFAULT,
         }
     }
 }
@@ -292,6 +298,10 @@ impl BrokerConfig {
             ("consumer_timeout_ms", self.consumer_timeout_ms),
             ("idle_timeout_ms", self.idle_timeout_ms),
             ("storage.flush_interval_ms", self.storage.flush_interval_ms),
+            (
+                "storage.retention_check_interval_ms",
+                self.storage.retention_check_interval_ms,
+            ),
         ];
         if let Some((name, _)) = intervals.iter().find(|(_, v)| *v == 0) {
             return fail(format!("{name} must be at least 1"));

@@ -25,6 +25,7 @@ mod offsets;
 mod push;
 mod queue;
 mod register;
+mod retention;
 mod rr;
 mod shard;
 pub mod testing;

@@ -191,6 +191,7 @@ pub(crate) async fn run(start: ShardStart) -> Result<(), BrokerError> {
     let mesh_tasks = crate::mesh::spawn_receivers(&shard, receivers);
     let accept = glommio::spawn_local(crate::net::accept_loop(shard.clone(), listener));
     let sweeper = glommio::spawn_local(crate::net::sweep_loop(shard.clone()));
+    let retention = glommio::spawn_local(crate::retention::run(shard.clone()));
     let register = (id == 0).then(|| glommio::spawn_local(crate::register::run(shard.clone())));
     let _ = ready.send((id, Ok(port)));
 
@@ -201,6 +202,7 @@ pub(crate) async fn run(start: ShardStart) -> Result<(), BrokerError> {
     shard.stopping.set(true);
     drop(accept);
     drop(sweeper);
+    drop(retention);
     if let Some(register) = register {
         drop(register);
         crate::register::unregister(&shard).await;
