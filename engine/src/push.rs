@@ -66,6 +66,7 @@ pub(crate) async fn run(
             queue.appended.wait(seen).await;
             continue;
         }
+        let mut not_durable = false;
         for batch in batches {
             if sub.closed.get() {
                 return;
@@ -78,6 +79,11 @@ pub(crate) async fn run(
                 );
                 return;
             };
+            if next_offset > queue.pushable_end() {
+                // Not durable yet (sync topic): wait for the append that covers it.
+                not_durable = true;
+                break;
+            }
             if expired {
                 queue
                     .expired_requests
@@ -100,6 +106,9 @@ pub(crate) async fn run(
             if credit == 0 {
                 break;
             }
+        }
+        if not_durable {
+            queue.appended.wait(seen).await;
         }
     }
 }

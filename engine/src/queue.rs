@@ -22,6 +22,8 @@ pub(crate) struct Queue {
     pub appended: Notify,
     /// Request records skipped at push time because their deadline had passed.
     pub expired_requests: Cell<u64>,
+    /// Sync-flush topic: consumers are pushed only what is durable.
+    sync: bool,
 }
 
 impl Queue {
@@ -40,7 +42,20 @@ impl Queue {
             log,
             appended: Notify::new(),
             expired_requests: Cell::new(0),
+            sync: topic.flush_mode == TopicFlushMode::Sync,
         })
+    }
+
+    /// Records below this offset may be pushed to consumers: in a sync topic only what an
+    /// fdatasync covered (a concurrent append may sit in the tail cache, not yet durable), so
+    /// a consumer never acts on a record that a crash could take back; in an async topic,
+    /// everything appended.
+    pub fn pushable_end(&self) -> u64 {
+        if self.sync {
+            self.log.synced_offset()
+        } else {
+            self.log.next_offset()
+        }
     }
 
     /// Appends one batch (stamping it) and wakes tailing readers once the append resolved,
