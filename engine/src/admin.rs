@@ -229,6 +229,8 @@ pub(crate) async fn topic_infos(shard: &Rc<Shard>) -> Vec<TopicInfo> {
             write_queue_count: c.write_queue_count,
             flush_mode: c.flush_mode,
             max_queue_depth: c.max_queue_depth,
+            retention_bytes: c.retention_bytes,
+            retention_age_ms: c.retention_age_ms,
         })
         .collect();
     infos.sort_by(|a, b| a.topic.cmp(&b.topic));

@@ -39,6 +39,12 @@ fn topics_are_created_listed_updated_and_deleted_across_shards() {
     assert_eq!(names, ["A10-1001", "A10-1002"]);
     assert_eq!(list.topics[0].queue_count, 4);
     assert_eq!(list.topics[1].flush_mode, FlushMode::Sync);
+    // Retention travels with the topic, so an update can keep what it does not change.
+    assert_eq!(
+        list.topics[0].retention_age_ms,
+        Some(control::RETENTION_AGE_MS_DEFAULT)
+    );
+    assert_eq!(list.topics[0].retention_bytes, None);
 
     other.call_ok(
         Command::UpdateTopic,

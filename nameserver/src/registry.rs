@@ -288,6 +288,7 @@ mod tests {
             flush_mode: FlushMode::Async,
             max_queue_depth: 500,
             queue_depths: vec![0; queues as usize],
+            ..TopicInfo::default()
         }
     }
 

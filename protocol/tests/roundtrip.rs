@@ -325,10 +325,11 @@ prop_compose! {
         topic in text(), queue_count in any::<u32>(), read_queue_count in any::<u32>(),
         write_queue_count in any::<u32>(), flush_mode in flush_mode(),
         max_queue_depth in any::<u64>(), queue_depths in vec(any::<u64>(), 0..8),
+        retention_bytes in any::<Option<u64>>(), retention_age_ms in any::<Option<u64>>(),
     ) -> TopicInfo {
         TopicInfo {
             topic, queue_count, read_queue_count, write_queue_count, flush_mode,
-            max_queue_depth, queue_depths,
+            max_queue_depth, queue_depths, retention_bytes, retention_age_ms,
         }
     }
 }

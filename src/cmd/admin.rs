@@ -51,9 +51,8 @@ enum TopicCommand {
     },
     /// Change a topic's settings on every broker that has it; unset flags keep their values.
     ///
-    /// Brokers do not report retention yet, so unless --retention-age-ms / --retention-bytes
-    /// are given, update sets them to the defaults (3 days, no byte limit). Routes show a new
-    /// queue count after the broker's next registration (every 3 s by default).
+    /// Routes show a new queue count after the broker's next registration (every 3 s by
+    /// default).
     Update {
         /// The topic, [area]-[serviceId].
         #[arg(long)]
@@ -294,9 +293,6 @@ fn update(
     topic: &Topic,
     settings: &TopicSettings,
 ) -> anyhow::Result<()> {
-    if settings.retention_age_ms.is_none() && settings.retention_bytes.is_none() {
-        log::warn!("brokers do not report retention: update sets it to the defaults");
-    }
     let mut updated = 0;
     for broker in brokers {
         let topics = admin
@@ -312,6 +308,8 @@ fn update(
             write_queue_count: current.write_queue_count,
             flush_mode: current.flush_mode,
             max_queue_depth: current.max_queue_depth,
+            retention_bytes: current.retention_bytes,
+            retention_age_ms: current.retention_age_ms,
             ..TopicConfig::new(topic)
         });
         config.validate().context("topic settings")?;

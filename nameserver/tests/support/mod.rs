@@ -48,6 +48,7 @@ pub fn topic(name: &str, queues: u32, read: u32, write: u32) -> TopicInfo {
         flush_mode: FlushMode::Async,
         max_queue_depth: 500,
         queue_depths: vec![0; queues as usize],
+        ..TopicInfo::default()
     }
 }
 

@@ -31,6 +31,10 @@ pub struct TopicInfo {
     pub max_queue_depth: u64,
     /// Current unconsumed depth of each queue, index = queue id; producers steer by it.
     pub queue_depths: Vec<u64>,
+    /// Bytes a queue keeps before its oldest segments are deleted; `None`: no size limit.
+    pub retention_bytes: Option<u64>,
+    /// Age after which a queue's segments are deleted, ms; `None`: no age limit.
+    pub retention_age_ms: Option<u64>,
 }
 
 impl TopicInfo {
@@ -288,6 +292,7 @@ mod tests {
                 flush_mode: FlushMode::Sync,
                 max_queue_depth: 500,
                 queue_depths: vec![0, 3],
+                ..TopicInfo::default()
             }],
         };
         reg.validate().unwrap();
