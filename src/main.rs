@@ -42,6 +42,18 @@ enum Command {
     /// A broker that stops registering is dropped after broker_expiry_ms. Run several for
     /// redundancy; each is independent. Stops cleanly on SIGTERM or SIGINT.
     Nameserver(nameserver::cli::NameserverArgs),
+    /// Run a GSL (service location): resolves a service id to its deployments, nearby first.
+    ///
+    /// SGS pushes every service's deployments to it; the directory is kept crash-safe under
+    /// --data-dir. Stops cleanly on SIGTERM or SIGINT.
+    Gsl(gsl::cli::GslArgs),
+    /// Run an SGS (service governance), or manage services on one with `sgs service ...`.
+    ///
+    /// The server keeps the durable registry of services, creates and deletes their topics on
+    /// the brokers of each area ([areas.X] in --config) and keeps GSL current. Stops cleanly on
+    /// SIGTERM or SIGINT.
+    #[command(after_long_help = cmd::shared::EXIT_CODES_HELP)]
+    Sgs(cmd::sgs::SgsCliArgs),
     /// Run a broker: one shard per core, each on its own port (port_base + shard).
     ///
     /// Settings come from the TOML file given with --config (defaults documented in
@@ -77,9 +89,11 @@ impl Command {
     /// Servers log their life at info; client tools keep stderr for warnings and errors.
     fn default_log_level(&self) -> log::LevelFilter {
         match self {
-            Command::Standalone(_) | Command::Nameserver(_) | Command::Broker(_) => {
-                log::LevelFilter::Info
-            }
+            Command::Standalone(_)
+            | Command::Nameserver(_)
+            | Command::Broker(_)
+            | Command::Gsl(_) => log::LevelFilter::Info,
+            Command::Sgs(args) if args.is_server() => log::LevelFilter::Info,
             _ => log::LevelFilter::Warn,
         }
     }
@@ -113,6 +127,10 @@ fn main() -> std::process::ExitCode {
         Command::Nameserver(args) => nameserver::cli::cli_main(&args)
             .map(|()| std::process::ExitCode::SUCCESS)
             .map_err(anyhow::Error::from),
+        Command::Gsl(args) => gsl::cli::cli_main(&args)
+            .map(|()| std::process::ExitCode::SUCCESS)
+            .map_err(anyhow::Error::from),
+        Command::Sgs(args) => cmd::sgs::run(args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Broker(args) => engine::cli::cli_main(&args)
             .map(|()| std::process::ExitCode::SUCCESS)
             .map_err(anyhow::Error::from),
@@ -258,6 +276,51 @@ mod tests {
             "{debug}"
         );
         assert!(!debug.contains("127.0.0.1:9876"), "{debug}");
+    }
+
+    #[test]
+    fn service_commands_parse() {
+        let accepted: &[&[&str]] = &[
+            &["gsl"],
+            &[
+                "gsl",
+                "--listen-addr",
+                "127.0.0.1:0",
+                "--data-dir",
+                "/tmp/g",
+            ],
+            &["sgs"],
+            &["sgs", "--config", "sgs.toml", "--gsl", "127.0.0.1:9877"],
+            &[
+                "sgs", "service", "apply", "--id", "20190001", "--name", "payments", "--owner",
+                "team-pay", "--areas", "A10,B20", "--queues", "8", "--flush", "sync",
+            ],
+            &["sgs", "service", "deploy", "--id", "20190001"],
+            &[
+                "sgs",
+                "service",
+                "offline",
+                "--id",
+                "20190001",
+                "--sgs",
+                "10.0.0.1:9878",
+            ],
+            &["sgs", "service", "list"],
+            &["sgs", "service", "show", "--id", "20190001"],
+        ];
+        for args in accepted {
+            if let Err(e) = parse(args) {
+                panic!("{args:?}: {e}");
+            }
+        }
+        let refused: &[&[&str]] = &[
+            &["sgs", "service", "apply", "--id", "20190001"],
+            &["sgs", "service", "deploy"],
+            &["sgs", "--data-dir", "/tmp/s", "service", "list"],
+        ];
+        for args in refused {
+            assert!(parse(args).is_err(), "{args:?} was accepted");
+        }
     }
 
     #[test]

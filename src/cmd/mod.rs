@@ -4,5 +4,6 @@ pub mod log;
 pub mod produce;
 pub mod request;
 pub mod respond;
+pub mod sgs;
 pub mod shared;
 pub mod standalone;

@@ -1,8 +1,10 @@
 //! `defibus standalone`: a whole bus in one process, for a first run and for development.
 //!
-//! It runs a nameserver and a broker (all cores) with data under `./defibus-data`, registers
-//! the broker with the nameserver, prints where everything listens, and stops cleanly on
-//! SIGTERM or SIGINT. Later issues add GSL, SGS and the proxy to it.
+//! It runs a nameserver, a broker (all cores), a GSL and an SGS with data under
+//! `./defibus-data`, registers the broker with the nameserver, configures the SGS with the
+//! local area (this broker's cluster and this nameserver) as its one area and GSL, prints
+//! where everything listens, and stops cleanly on SIGTERM or SIGINT. A later issue adds the
+//! proxy.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,6 +34,12 @@ pub struct StandaloneArgs {
     /// Area code of this bus (three uppercase letters or digits).
     #[arg(long, default_value = "A10")]
     area: String,
+    /// GSL (service location) listen address.
+    #[arg(long, default_value = "127.0.0.1:9877")]
+    gsl_addr: SocketAddr,
+    /// SGS (service governance) listen address.
+    #[arg(long, default_value = "127.0.0.1:9878")]
+    sgs_addr: SocketAddr,
 }
 
 pub fn run(args: StandaloneArgs) -> anyhow::Result<()> {
@@ -51,7 +59,26 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         nameservers: vec![nameserver_addr.to_string()],
         ..engine::BrokerConfig::default()
     };
+    let cluster = broker_config.cluster.clone();
     let broker = engine::Broker::start(broker_config).context("starting the broker")?;
+    let gsl = gsl::start(gsl::GslConfig {
+        listen_addr: args.gsl_addr,
+        data_dir: args.data_dir.join("gsl"),
+        ..gsl::GslConfig::default()
+    })
+    .context("starting the GSL")?;
+    let local_area = sgs::config::AreaConfig {
+        cluster,
+        nameservers: vec![nameserver_addr.to_string()],
+    };
+    let sgs = sgs::start(sgs::SgsConfig {
+        listen_addr: args.sgs_addr,
+        data_dir: args.data_dir.join("sgs"),
+        gsl_endpoints: vec![gsl.local_addr().to_string()],
+        areas: [(args.area.clone(), local_area)].into_iter().collect(),
+        ..sgs::SgsConfig::default()
+    })
+    .context("starting the SGS")?;
     println!("DeFiBus standalone is running (area {}):", args.area);
     println!("  nameserver  {nameserver_addr}");
     let ports: Vec<String> = broker.shard_ports().iter().map(u16::to_string).collect();
@@ -60,11 +87,15 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         broker.broker_id(),
         ports.join(", ")
     );
+    println!("  gsl         {}", gsl.local_addr());
+    println!("  sgs         {} (area {})", sgs.local_addr(), args.area);
     println!("  data        {}", args.data_dir.display());
     println!("Stop with Ctrl-C or SIGTERM.");
     if let Some(signal) = signals.forever().next() {
         log::info!("signal {signal}: shutting down");
     }
+    sgs.shutdown().context("shutting down the SGS")?;
+    gsl.shutdown().context("shutting down the GSL")?;
     broker.shutdown().context("shutting down the broker")?;
     nameserver
         .shutdown()

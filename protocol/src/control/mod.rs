@@ -43,7 +43,8 @@ pub use data::{
     SubscriptionMode, Unsubscribe,
 };
 pub use service::{
-    Deployment, GslResolveReply, GslResolveRequest, GslUpdate, ServiceRecord, ServiceState,
+    Deployment, GslResolveReply, GslResolveRequest, GslUpdate, ServiceIdRequest, ServiceList,
+    ServiceRecord, ServiceState,
 };
 
 /// The alignment every control archive needs in memory: the largest field is a `u64`.

@@ -130,6 +130,29 @@ pub struct GslUpdate {
     pub deployments: Vec<Deployment>,
 }
 
+/// A service named alone: the body of `ServiceDeploy`, `ServiceOffline` and `ServiceShow`.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct ServiceIdRequest {
+    /// The service id (`20190001`).
+    pub service_id: String,
+}
+
+impl ServiceIdRequest {
+    /// The service id, parsed.
+    pub fn service_id(&self) -> Result<ServiceId, ControlError> {
+        Ok(self.service_id.parse()?)
+    }
+}
+
+/// Every service SGS holds: the answer to `ServiceList` (whose request body is empty).
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct ServiceList {
+    /// The services, sorted by service id.
+    pub services: Vec<ServiceRecord>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,5 +185,45 @@ mod tests {
             caller_area: "Z9".into(),
         };
         assert!(request.parse().is_err());
+    }
+
+    #[test]
+    fn sgs_bodies_round_trip() {
+        let record = ServiceRecord {
+            service_id: "20190001".into(),
+            name: "payments".into(),
+            owner: "team-pay".into(),
+            deployed_areas: vec!["A10".into(), "B20".into()],
+            queue_count: 8,
+            max_queue_depth: 500,
+            flush_mode: FlushMode::Sync,
+            state: ServiceState::Offline,
+        };
+        let list = ServiceList {
+            services: vec![record.clone(), ServiceRecord::default()],
+        };
+        let bytes = super::super::encode(&list).unwrap();
+        assert_eq!(super::super::decode::<ServiceList>(&bytes).unwrap(), list);
+        let request = ServiceIdRequest {
+            service_id: "20190001".into(),
+        };
+        let bytes = super::super::encode(&request).unwrap();
+        let decoded: ServiceIdRequest = super::super::decode(&bytes).unwrap();
+        assert_eq!(decoded.service_id().unwrap().as_str(), "20190001");
+        let bad = ServiceIdRequest {
+            service_id: "2019-0001".into(),
+        };
+        assert!(matches!(bad.service_id(), Err(ControlError::Name(_))));
+        let update = GslUpdate {
+            service_id: "20190001".into(),
+            deployments: vec![Deployment {
+                area: "A10".into(),
+                topic: "A10-20190001".into(),
+                cluster: "c1".into(),
+                nameservers: vec!["127.0.0.1:9876".into()],
+            }],
+        };
+        let bytes = super::super::encode(&update).unwrap();
+        assert_eq!(super::super::decode::<GslUpdate>(&bytes).unwrap(), update);
     }
 }

@@ -1,0 +1,116 @@
+//! The command line of `defibus gsl`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use log::info;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::config::GslConfig;
+use crate::error::GslError;
+use crate::server::run;
+
+/// GSL options: a TOML file, and flags that override its settings.
+#[derive(clap::Args, Clone, Debug, Default, PartialEq, Eq)]
+pub struct GslArgs {
+    /// TOML configuration file; `gsl.toml` in the gsl crate lists every key with its default.
+    /// Without it, the defaults apply. Flags below override the file.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 0.0.0.0:9877]; port 0 picks a free port.
+    #[arg(long, value_name = "ADDR")]
+    pub listen_addr: Option<SocketAddr>,
+    /// Directory of the durable service directory [default: ./gsl-data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl GslArgs {
+    /// The configuration: the file's (or the defaults), each flag given overriding its
+    /// setting, validated.
+    pub fn to_config(&self) -> Result<GslConfig, GslError> {
+        let mut config = match &self.config {
+            Some(path) => GslConfig::from_file(path)?,
+            None => GslConfig::default(),
+        };
+        if let Some(v) = self.listen_addr {
+            config.listen_addr = v;
+        }
+        if let Some(v) = &self.data_dir {
+            config.data_dir = v.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Runs a GSL in the foreground until SIGTERM or SIGINT, then shuts it down cleanly.
+/// Logging is the caller's to set up.
+pub fn cli_main(args: &GslArgs) -> Result<(), GslError> {
+    let config = args.to_config()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| GslError::Runtime { source })?;
+    runtime.block_on(async move {
+        let addr = config.listen_addr;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| GslError::Bind { addr, source })?;
+        let shutdown = termination_signal()?;
+        run(listener, config, shutdown).await
+    })
+}
+
+/// Completes on the first SIGTERM or SIGINT; the handlers are installed before it returns.
+fn termination_signal() -> Result<impl Future<Output = ()>, GslError> {
+    let install = |kind: SignalKind, name: &'static str| {
+        signal(kind).map_err(|source| GslError::Signal {
+            signal: name,
+            source,
+        })
+    };
+    let mut term = install(SignalKind::terminate(), "SIGTERM")?;
+    let mut int = install(SignalKind::interrupt(), "SIGINT")?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        info!("{name} received, shutting down");
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: GslArgs,
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gsl.toml");
+        std::fs::write(&path, "services_max = 7\ndata_dir = \"/var/gsl\"\n").unwrap();
+        let cli = Cli::try_parse_from([
+            "gsl",
+            "--config",
+            path.to_str().unwrap(),
+            "--data-dir",
+            "/tmp/g",
+        ])
+        .unwrap();
+        let config = cli.args.to_config().unwrap();
+        assert_eq!(config.services_max, 7);
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/g"));
+        let cli = Cli::try_parse_from(["gsl", "--config", "/nonexistent/gsl.toml"]).unwrap();
+        let err = cli.args.to_config().unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/gsl.toml"), "{err}");
+    }
+}

@@ -1,0 +1,222 @@
+//! One client or SGS connection: read frames, answer them in order, close on a fault.
+//!
+//! Requests are answered in the order they arrive, and every answer to the frames one read
+//! brought in goes out in one write. The receive buffer holds at most one partial frame
+//! beyond what was read, and the framer refuses a frame larger than `frame_len_max` from its
+//! header, so a connection never buffers more than about `frame_len_max` bytes.
+//!
+//! A frame that cannot be parsed, an unknown command or an undecodable body is answered with
+//! an error (by request id when the header is intact, with request id 0 when it is not) and
+//! the connection is closed: after such a fault the stream's frame boundaries cannot be
+//! trusted. Other connections never notice.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use log::{debug, info, warn};
+use protocol::codes::Status;
+use protocol::frame::{FrameError, FrameHeader, FrameMeta, HEADER_LEN, MAGIC, encode_frame, flag};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::command::{self, Answer, Shared};
+
+/// Initial receive buffer; GSL requests are small, and the framer reserves room for a
+/// larger frame once its header says how large.
+const READ_BUF_INITIAL: usize = 4 << 10;
+/// Answers are written once this many bytes are pending, even mid-batch, so a peer
+/// pipelining resolves without reading cannot grow the write buffer without bound.
+const WRITE_BATCH_MAX: usize = 256 << 10;
+
+/// Serves one connection until the peer closes it, a fault closes it, it idles past the
+/// timeout, or `shutdown` changes.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    debug!("connection from {peer}");
+    let mut connection = Connection {
+        shared,
+        peer,
+        buf: BytesMut::with_capacity(READ_BUF_INITIAL),
+        out: Vec::new(),
+    };
+    let result = connection.run(&mut stream, &mut shutdown).await;
+    // Flush whatever was answered before the close, then close our side cleanly.
+    let flushed = match result {
+        Ok(()) => connection.flush(&mut stream).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = flushed {
+        debug!("connection from {peer}: {e}");
+    }
+    let _ = stream.shutdown().await;
+    debug!("connection from {peer} closed");
+}
+
+struct Connection {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    buf: BytesMut,
+    out: Vec<u8>,
+}
+
+/// Whether the connection goes on after the frames in the buffer were answered.
+#[derive(PartialEq, Eq)]
+enum Next {
+    Read,
+    Close,
+}
+
+impl Connection {
+    async fn run(
+        &mut self,
+        stream: &mut TcpStream,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> std::io::Result<()> {
+        let idle_timeout = self.shared.config.idle_timeout();
+        loop {
+            if self.answer_buffered(stream).await? == Next::Close {
+                return Ok(());
+            }
+            self.flush(stream).await?;
+            let read = tokio::select! {
+                read = tokio::time::timeout(idle_timeout, stream.read_buf(&mut self.buf)) => read,
+                _ = shutdown.changed() => {
+                    debug!("closing connection from {} for shutdown", self.peer);
+                    return Ok(());
+                }
+            };
+            match read {
+                Err(_elapsed) => {
+                    debug!(
+                        "closing connection from {}: idle for {} ms",
+                        self.peer, self.shared.config.idle_timeout_ms
+                    );
+                    return Ok(());
+                }
+                Ok(Ok(0)) => {
+                    self.closed_by_peer();
+                    return Ok(());
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// Answers every complete frame in the buffer.
+    async fn answer_buffered(&mut self, stream: &mut TcpStream) -> std::io::Result<Next> {
+        loop {
+            let frame = match self.shared.framer.split_frame(&mut self.buf) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return Ok(Next::Read),
+                Err(FrameError::Invalid { offset, reason }) => {
+                    let status = reason.status();
+                    info!(
+                        "closing connection from {}: invalid frame at byte {offset}: {reason}",
+                        self.peer
+                    );
+                    let message = format!("invalid frame at byte {offset}: {reason}");
+                    self.answer_fault(status, message);
+                    return Ok(Next::Close);
+                }
+                // `split_frame` reports a partial frame as `Ok(None)`; should that change,
+                // waiting for more bytes is still the right response.
+                Err(FrameError::Incomplete { .. }) => return Ok(Next::Read),
+            };
+            let header = frame.header;
+            let answer = command::handle(&self.shared, &header, &frame.body);
+            let close = answer.close;
+            if close {
+                info!(
+                    "closing connection from {} after request {} (command {:#06x}): {}",
+                    self.peer, header.request_id, header.command, answer.status
+                );
+            }
+            // A oneway request expects no answer, unless it is the reason for closing.
+            if header.flags & flag::ONEWAY == 0 || close {
+                self.push_answer(FrameMeta::response(&header, answer.status), &answer);
+            }
+            if close {
+                return Ok(Next::Close);
+            }
+            if self.out.len() >= WRITE_BATCH_MAX {
+                self.flush(stream).await?;
+            }
+        }
+    }
+
+    /// The peer closed its side. A partial frame left in the buffer is answered (the peer
+    /// may still read) when its header is intact.
+    fn closed_by_peer(&mut self) {
+        if self.buf.is_empty() {
+            debug!("connection from {} closed by the peer", self.peer);
+            return;
+        }
+        let needed = intact_header(&self.buf).map_or(HEADER_LEN as u64, |h| h.frame_len());
+        info!(
+            "connection from {} closed mid-frame: {} of {needed} bytes received",
+            self.peer,
+            self.buf.len()
+        );
+        let message = format!(
+            "connection closed mid-frame: {} of {needed} bytes received",
+            self.buf.len()
+        );
+        self.answer_fault(Status::MalformedFrame, message);
+    }
+
+    /// Queues the error answer to a frame that could not be parsed: to its request id when
+    /// the header is intact, else to request id 0, which no request uses for a reply that
+    /// matters, so the peer sees why it is being disconnected.
+    fn answer_fault(&mut self, status: Status, message: String) {
+        let meta = match intact_header(&self.buf) {
+            Some(header) => FrameMeta::response(&header, status),
+            None => FrameMeta {
+                command: 0,
+                flags: flag::RESPONSE,
+                request_id: 0,
+                status: status.code(),
+            },
+        };
+        let answer = Answer::fatal(status, message);
+        self.push_answer(meta, &answer);
+    }
+
+    fn push_answer(&mut self, meta: FrameMeta, answer: &Answer) {
+        if let Err(e) = encode_frame(&meta, &[], &answer.body, &mut self.out) {
+            // Only a body past 4 GiB fails to frame; answer with the status alone.
+            warn!(
+                "cannot frame a {}-byte answer to {}: {e}",
+                answer.body.len(),
+                self.peer
+            );
+            let meta = FrameMeta {
+                status: Status::Internal.code(),
+                ..meta
+            };
+            let body = command::error_body(Status::Internal, e.to_string());
+            let _ = encode_frame(&meta, &[], &body, &mut self.out);
+        }
+    }
+
+    async fn flush(&mut self, stream: &mut TcpStream) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            stream.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+}
+
+/// The header at the start of `buf`, if it is complete, starts with the magic and its
+/// checksum matches: only then is its request id worth answering to.
+fn intact_header(buf: &[u8]) -> Option<FrameHeader> {
+    let header = FrameHeader::decode(buf).ok()?;
+    (header.magic == MAGIC && header.compute_header_crc() == header.header_crc32c).then_some(header)
+}

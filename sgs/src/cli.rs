@@ -1,0 +1,130 @@
+//! The command line of `defibus sgs`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use log::info;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::config::SgsConfig;
+use crate::error::SgsError;
+use crate::server::run;
+
+/// SGS options: a TOML file, and flags that override its settings.
+#[derive(clap::Args, Clone, Debug, Default, PartialEq, Eq)]
+pub struct SgsArgs {
+    /// TOML configuration file; `sgs.toml` in the sgs crate lists every key with its default.
+    /// Without it, the defaults apply. Flags below override the file.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 0.0.0.0:9878]; port 0 picks a free port.
+    #[arg(long, value_name = "ADDR")]
+    pub listen_addr: Option<SocketAddr>,
+    /// Directory of the durable service registry [default: ./sgs-data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// GSL endpoint to push services to, `host:port`; repeat for several [default:
+    /// 127.0.0.1:9877]. Replaces the file's list.
+    #[arg(long = "gsl", value_name = "ADDR")]
+    pub gsl_endpoints: Vec<String>,
+}
+
+impl SgsArgs {
+    /// The configuration: the file's (or the defaults), each flag given overriding its
+    /// setting, validated.
+    pub fn to_config(&self) -> Result<SgsConfig, SgsError> {
+        let mut config = match &self.config {
+            Some(path) => SgsConfig::from_file(path)?,
+            None => SgsConfig::default(),
+        };
+        if let Some(v) = self.listen_addr {
+            config.listen_addr = v;
+        }
+        if let Some(v) = &self.data_dir {
+            config.data_dir = v.clone();
+        }
+        if !self.gsl_endpoints.is_empty() {
+            config.gsl_endpoints = self.gsl_endpoints.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Runs an SGS in the foreground until SIGTERM or SIGINT, then shuts it down cleanly.
+/// Logging is the caller's to set up.
+pub fn cli_main(args: &SgsArgs) -> Result<(), SgsError> {
+    let config = args.to_config()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| SgsError::Runtime { source })?;
+    runtime.block_on(async move {
+        let addr = config.listen_addr;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| SgsError::Bind { addr, source })?;
+        let shutdown = termination_signal()?;
+        run(listener, config, shutdown).await
+    })
+}
+
+/// Completes on the first SIGTERM or SIGINT; the handlers are installed before it returns.
+fn termination_signal() -> Result<impl Future<Output = ()>, SgsError> {
+    let install = |kind: SignalKind, name: &'static str| {
+        signal(kind).map_err(|source| SgsError::Signal {
+            signal: name,
+            source,
+        })
+    };
+    let mut term = install(SignalKind::terminate(), "SIGTERM")?;
+    let mut int = install(SignalKind::interrupt(), "SIGINT")?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        info!("{name} received, shutting down");
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: SgsArgs,
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sgs.toml");
+        let text = "attempts = 7\n[areas.A10]\ncluster = \"c\"\nnameservers = [\"h:9876\"]\n";
+        std::fs::write(&path, text).unwrap();
+        let cli = Cli::try_parse_from([
+            "sgs",
+            "--config",
+            path.to_str().unwrap(),
+            "--data-dir",
+            "/tmp/s",
+            "--gsl",
+            "g1:9877",
+            "--gsl",
+            "g2:9877",
+        ])
+        .unwrap();
+        let config = cli.args.to_config().unwrap();
+        assert_eq!(config.attempts, 7);
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/s"));
+        assert_eq!(config.gsl_endpoints, ["g1:9877", "g2:9877"]);
+        assert_eq!(config.areas["A10"].cluster, "c");
+        let cli = Cli::try_parse_from(["sgs", "--config", "/nonexistent/sgs.toml"]).unwrap();
+        let err = cli.args.to_config().unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/sgs.toml"), "{err}");
+    }
+}
