@@ -33,7 +33,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a whole bus in one process: nameserver + broker (all cores), data in ./defibus-data.
+    /// Run a whole bus in one process: nameserver, broker (all cores), GSL and SGS; data in
+    /// ./defibus-data.
     ///
     /// Prints where each part listens. Stops cleanly on SIGTERM or SIGINT.
     Standalone(cmd::standalone::StandaloneArgs),
