@@ -158,6 +158,12 @@ mod tests {
         assert_eq!(config.ws_window_messages, 9);
         assert_eq!(config.nameservers, ["127.0.0.1:1", "127.0.0.1:2"]);
         let cli = Cli::try_parse_from(["proxy", "--area", "bad"]).unwrap();
-        assert!(cli.args.to_config().unwrap_err().to_string().contains("area"));
+        assert!(
+            cli.args
+                .to_config()
+                .unwrap_err()
+                .to_string()
+                .contains("area")
+        );
     }
 }

@@ -168,10 +168,7 @@ impl ProxyConfig {
             return bad("publish_batch_max", "at least 1");
         }
         if self.request_timeout_ms == 0 || self.request_timeout_ms > self.request_timeout_ms_max {
-            return bad(
-                "request_timeout_ms",
-                "between 1 and request_timeout_ms_max",
-            );
+            return bad("request_timeout_ms", "between 1 and request_timeout_ms_max");
         }
         if self.webhook_attempts_max == 0 {
             return bad("webhook_attempts_max", "at least 1");

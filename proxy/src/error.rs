@@ -155,9 +155,7 @@ impl ApiError {
                 status: Status::InvalidName | Status::InvalidArgument | Status::FrameTooLarge,
                 ..
             } => Self::bad_request(message),
-            ClientError::Status { status, .. } if !status.is_retryable() => {
-                Self::internal(message)
-            }
+            ClientError::Status { status, .. } if !status.is_retryable() => Self::internal(message),
             ClientError::Status { .. }
             | ClientError::Io { .. }
             | ClientError::Disconnected { .. }
@@ -182,7 +180,13 @@ impl From<ClientError> for ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
     }
 }
 
@@ -201,8 +205,13 @@ mod tests {
 
     #[test]
     fn client_errors_map_to_documented_statuses() {
-        let no_route = ClientError::NoRoute { topic: "A10-1".into() };
-        assert_eq!(ApiError::from_client(&no_route).status, StatusCode::NOT_FOUND);
+        let no_route = ClientError::NoRoute {
+            topic: "A10-1".into(),
+        };
+        assert_eq!(
+            ApiError::from_client(&no_route).status,
+            StatusCode::NOT_FOUND
+        );
         let timeout = ClientError::Timeout {
             after: Duration::from_millis(5),
         };

@@ -64,7 +64,11 @@ struct Hook {
 
 impl Hook {
     fn info(&self) -> HookInfo {
-        let mut info = self.info.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let mut info = self
+            .info
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         info.delivered = self.delivered.load(Ordering::Relaxed);
         info.failed_attempts = self.failed_attempts.load(Ordering::Relaxed);
         info.given_up = self.given_up.load(Ordering::Relaxed);
@@ -159,8 +163,9 @@ impl Webhooks {
             given_up: AtomicU64::new(0),
         });
         let client_config =
-            crate::state::client_config(config, &request.identity.area, Some(&client_id))
-                .map_err(|e| CreateError::Client(client::ClientError::InvalidArgument(e.to_string())))?;
+            crate::state::client_config(config, &request.identity.area, Some(&client_id)).map_err(
+                |e| CreateError::Client(client::ClientError::InvalidArgument(e.to_string())),
+            )?;
         let client = Client::new(client_config).map_err(CreateError::Client)?;
         let options = client::ConsumerOptions::new(
             request.topic.clone(),
@@ -210,7 +215,10 @@ impl Webhooks {
     pub fn renew(&self, owner: &str) -> usize {
         self.last_seen_lock()
             .insert(owner.to_owned(), Instant::now());
-        self.lock().values().filter(|r| r.hook.owner == owner).count()
+        self.lock()
+            .values()
+            .filter(|r| r.hook.owner == owner)
+            .count()
     }
 
     /// Removes (blocking) the subscriptions whose owner sent no heartbeat for `lease`.
@@ -218,8 +226,10 @@ impl Webhooks {
         let now = Instant::now();
         let expired: Vec<String> = {
             let seen = self.last_seen_lock();
-            let stale =
-                |owner: &str| seen.get(owner).is_none_or(|t| now.duration_since(*t) > lease);
+            let stale = |owner: &str| {
+                seen.get(owner)
+                    .is_none_or(|t| now.duration_since(*t) > lease)
+            };
             self.lock()
                 .iter()
                 .filter(|(_, r)| stale(&r.hook.owner))
@@ -246,7 +256,9 @@ impl Webhooks {
     }
 
     fn last_seen_lock(&self) -> MutexGuard<'_, HashMap<String, Instant>> {
-        self.last_seen.lock().unwrap_or_else(PoisonError::into_inner)
+        self.last_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 

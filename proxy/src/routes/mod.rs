@@ -56,7 +56,10 @@ mod tests {
         assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
         for (method, path) in ROUTES {
             let operation = &doc["paths"][path][method];
-            assert!(operation.is_object(), "{method} {path} missing from openapi.json");
+            assert!(
+                operation.is_object(),
+                "{method} {path} missing from openapi.json"
+            );
             assert!(
                 operation["responses"].is_object(),
                 "{method} {path} has no responses"
@@ -66,8 +69,19 @@ mod tests {
             .as_object()
             .unwrap()
             .values()
-            .map(|p| p.as_object().unwrap().len())
+            .map(|p| {
+                let methods = ["get", "post", "put", "patch", "delete"];
+                p.as_object()
+                    .unwrap()
+                    .keys()
+                    .filter(|k| methods.contains(&k.as_str()))
+                    .count()
+            })
             .sum();
-        assert_eq!(documented, ROUTES.len(), "openapi.json documents a route not served");
+        assert_eq!(
+            documented,
+            ROUTES.len(),
+            "openapi.json documents a route not served"
+        );
     }
 }

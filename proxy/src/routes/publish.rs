@@ -88,7 +88,11 @@ pub async fn publish(
         })
         .collect();
     match first_error {
-        None => Ok((StatusCode::OK, Json(serde_json::json!({ "results": items }))).into_response()),
+        None => Ok((
+            StatusCode::OK,
+            Json(serde_json::json!({ "results": items })),
+        )
+            .into_response()),
         // The batch is answered with its first failure's status; `results` tells which
         // messages were stored, so a caller can retry only the others.
         Some(error) => {

@@ -58,7 +58,12 @@ pub async fn create(
         .map_err(|e| ApiError::internal(format!("subscribe task failed: {e}")))?;
     match created {
         Ok(info) => {
-            log::info!("webhook subscription {} to {} -> {}", info.id, info.topic, info.url);
+            log::info!(
+                "webhook subscription {} to {} -> {}",
+                info.id,
+                info.topic,
+                info.url
+            );
             Ok((StatusCode::CREATED, Json(info)))
         }
         Err(CreateError::TooMany) => Err(ApiError::too_many(format!(

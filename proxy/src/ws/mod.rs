@@ -75,7 +75,10 @@ impl Sessions {
     /// Forgets `client_id` if `generation` still holds it.
     fn unregister(&self, client_id: &str, generation: u64) {
         let mut live = self.lock();
-        if live.get(client_id).is_some_and(|e| e.generation == generation) {
+        if live
+            .get(client_id)
+            .is_some_and(|e| e.generation == generation)
+        {
             live.remove(client_id);
         }
     }
@@ -135,7 +138,11 @@ impl Sessions {
 
 /// Upgrades to a WebSocket session, or 429 when `ws_sessions_max` sessions are open.
 pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
-    if !state.shared.sessions.try_admit(state.config.ws_sessions_max) {
+    if !state
+        .shared
+        .sessions
+        .try_admit(state.config.ws_sessions_max)
+    {
         return ApiError::too_many(format!(
             "{} WebSocket sessions open",
             state.config.ws_sessions_max

@@ -128,7 +128,9 @@ pub async fn run(state: AppState, socket: WebSocket) {
         Ok(bus) => bus,
         Err(error) => {
             let _ = outbox.send(ServerFrame::error(None, &error)).await;
-            let _ = close_tx.send((CLOSE_GOING_AWAY, "bus unavailable".into())).await;
+            let _ = close_tx
+                .send((CLOSE_GOING_AWAY, "bus unavailable".into()))
+                .await;
             let _ = writer.await;
             state.shared.sessions.unregister(&client_id, generation);
             let _ = done_tx.send(true);
@@ -328,7 +330,8 @@ impl Bus {
                 let requester = self.requester.clone();
                 let outbox = self.link.outbox.clone();
                 tokio::spawn(async move {
-                    let frame = match request_reply(requester, message.to_message(), timeout).await {
+                    let frame = match request_reply(requester, message.to_message(), timeout).await
+                    {
                         Ok(reply) => ServerFrame::Reply {
                             reference,
                             message: DeliveredMessage::from(&reply),
