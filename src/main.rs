@@ -42,6 +42,12 @@ enum Command {
     /// A broker that stops registering is dropped after broker_expiry_ms. Run several for
     /// redundancy; each is independent. Stops cleanly on SIGTERM or SIGINT.
     Nameserver(nameserver::cli::NameserverArgs),
+    /// Run the proxy: HTTP/1.1 JSON and WebSocket access to the bus for any language.
+    ///
+    /// Endpoints are described at GET /openapi.json; settings and defaults in the proxy
+    /// crate's proxy.toml. Prints `proxy listening on http://ADDR`. Stops cleanly on SIGTERM
+    /// or SIGINT.
+    Proxy(proxy::cli::ProxyArgs),
     /// Run a broker: one shard per core, each on its own port (port_base + shard).
     ///
     /// Settings come from the TOML file given with --config (defaults documented in
@@ -77,7 +83,10 @@ impl Command {
     /// Servers log their life at info; client tools keep stderr for warnings and errors.
     fn default_log_level(&self) -> log::LevelFilter {
         match self {
-            Command::Standalone(_) | Command::Nameserver(_) | Command::Broker(_) => {
+            Command::Standalone(_)
+            | Command::Nameserver(_)
+            | Command::Broker(_)
+            | Command::Proxy(_) => {
                 log::LevelFilter::Info
             }
             _ => log::LevelFilter::Warn,
@@ -111,6 +120,9 @@ fn main() -> std::process::ExitCode {
             cmd::standalone::run(args).map(|()| std::process::ExitCode::SUCCESS)
         }
         Command::Nameserver(args) => nameserver::cli::cli_main(&args)
+            .map(|()| std::process::ExitCode::SUCCESS)
+            .map_err(anyhow::Error::from),
+        Command::Proxy(args) => proxy::cli::cli_main(&args)
             .map(|()| std::process::ExitCode::SUCCESS)
             .map_err(anyhow::Error::from),
         Command::Broker(args) => engine::cli::cli_main(&args)

@@ -2,7 +2,8 @@
 //!
 //! It runs a nameserver and a broker (all cores) with data under `./defibus-data`, registers
 //! the broker with the nameserver, prints where everything listens, and stops cleanly on
-//! SIGTERM or SIGINT. Later issues add GSL, SGS and the proxy to it.
+//! SIGTERM or SIGINT. It also runs the proxy (HTTP and WebSocket access) unless `--no-proxy`.
+//! Later issues add GSL and SGS to it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,6 +33,12 @@ pub struct StandaloneArgs {
     /// Area code of this bus (three uppercase letters or digits).
     #[arg(long, default_value = "A10")]
     area: String,
+    /// Proxy (HTTP and WebSocket) listen address; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    proxy_addr: SocketAddr,
+    /// Do not start the proxy.
+    #[arg(long)]
+    no_proxy: bool,
 }
 
 pub fn run(args: StandaloneArgs) -> anyhow::Result<()> {
@@ -52,6 +59,17 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         ..engine::BrokerConfig::default()
     };
     let broker = engine::Broker::start(broker_config).context("starting the broker")?;
+    let proxy = if args.no_proxy {
+        None
+    } else {
+        let proxy_config = proxy::ProxyConfig {
+            listen_addr: args.proxy_addr,
+            nameservers: vec![nameserver_addr.to_string()],
+            area: args.area.clone(),
+            ..proxy::ProxyConfig::default()
+        };
+        Some(proxy::start(proxy_config).context("starting the proxy")?)
+    };
     println!("DeFiBus standalone is running (area {}):", args.area);
     println!("  nameserver  {nameserver_addr}");
     let ports: Vec<String> = broker.shard_ports().iter().map(u16::to_string).collect();
@@ -60,10 +78,16 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         broker.broker_id(),
         ports.join(", ")
     );
+    if let Some(proxy) = &proxy {
+        println!("  proxy       http://{}", proxy.local_addr());
+    }
     println!("  data        {}", args.data_dir.display());
     println!("Stop with Ctrl-C or SIGTERM.");
     if let Some(signal) = signals.forever().next() {
         log::info!("signal {signal}: shutting down");
+    }
+    if let Some(proxy) = proxy {
+        proxy.shutdown().context("shutting down the proxy")?;
     }
     broker.shutdown().context("shutting down the broker")?;
     nameserver
