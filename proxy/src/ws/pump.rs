@@ -127,7 +127,30 @@ impl SessionLink {
 /// A running subscription of a session.
 pub struct Subscription {
     stop: Arc<AtomicBool>,
+    /// Opened once `subscribed` is queued, so no push precedes it on the socket.
+    gate: Gate,
     kind: Kind,
+}
+
+/// A flag the pump or responder waits on before its first push.
+#[derive(Clone, Default)]
+pub struct Gate(Arc<AtomicBool>);
+
+impl Gate {
+    fn open(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    /// Waits until the gate opens; false when `stopped` says to give up first.
+    fn wait(&self, stopped: impl Fn() -> bool) -> bool {
+        while !self.0.load(Ordering::Acquire) {
+            if stopped() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
 }
 
 enum Kind {
@@ -144,24 +167,43 @@ impl Subscription {
         commit_interval: Duration,
     ) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
+        let gate = Gate::default();
         let thread = std::thread::Builder::new()
             .name(format!("proxy-pump-{id}"))
             .spawn({
                 let stop = stop.clone();
-                move || pump(&id, consumer, &link, &stop, commit_interval)
+                let gate = gate.clone();
+                move || {
+                    let stopped = || stop.load(Ordering::Acquire);
+                    if gate.wait(stopped) {
+                        pump(&id, &consumer, &link, &stop, commit_interval);
+                    }
+                    // Manual commit: closing commits nothing more, so unacked messages come
+                    // again.
+                    if let Err(e) = consumer.close() {
+                        log::debug!("subscription {id}: close: {e}");
+                    }
+                }
             })?;
         Ok(Self {
             stop,
+            gate,
             kind: Kind::Messages(Some(thread)),
         })
     }
 
-    /// Wraps a responder started with [`responder_handler`].
-    pub fn requests(responder: Responder) -> Self {
+    /// Wraps a responder started with [`responder_handler`] and `gate`.
+    pub fn requests(responder: Responder, gate: Gate) -> Self {
         Self {
             stop: Arc::new(AtomicBool::new(false)),
+            gate,
             kind: Kind::Requests(Some(responder)),
         }
+    }
+
+    /// Lets pushes flow; called once `subscribed` is queued.
+    pub fn open(&self) {
+        self.gate.open();
     }
 
     /// Stops the subscription (blocking): the pump makes its last commit if everything it
@@ -187,7 +229,7 @@ impl Subscription {
 
 fn pump(
     id: &str,
-    consumer: Consumer,
+    consumer: &Consumer,
     link: &SessionLink,
     stop: &AtomicBool,
     commit_interval: Duration,
@@ -238,10 +280,6 @@ fn pump(
     {
         log::debug!("subscription {id}: final commit failed: {e}");
     }
-    // Manual commit: closing commits nothing more, so unacked messages come again.
-    if let Err(e) = consumer.close() {
-        log::debug!("subscription {id}: close: {e}");
-    }
 }
 
 /// Replies awaited from the client, by delivery id.
@@ -276,8 +314,10 @@ impl PendingReplies {
 pub fn responder_handler(
     id: String,
     link: SessionLink,
+    gate: Gate,
 ) -> impl FnMut(&ReceivedMessage) -> Vec<u8> + Send + 'static {
     move |request: &ReceivedMessage| {
+        gate.wait(|| link.closed.load(Ordering::Acquire));
         let deadline = request
             .deadline_ms
             .map(|ms| ms.saturating_sub(now_ms()))

@@ -18,7 +18,7 @@ use crate::error::ApiError;
 use crate::routes::{request_reply, request_timeout};
 use crate::state::{AppState, client_config};
 use crate::ws::protocol::{ClientFrame, ServerFrame, outgoing};
-use crate::ws::pump::{PendingReplies, SessionLink, Subscription, Window, responder_handler};
+use crate::ws::pump::{Gate, PendingReplies, SessionLink, Subscription, Window, responder_handler};
 
 /// WebSocket close code "going away" (proxy shutdown or replaced session).
 const CLOSE_GOING_AWAY: u16 = 1001;
@@ -251,14 +251,19 @@ impl Bus {
                 start,
                 responder,
             } => {
-                let frame = match self.subscribe(topic, group, mode, start, responder).await {
-                    Ok(subscription) => ServerFrame::Subscribed {
-                        reference,
-                        subscription,
-                    },
-                    Err(error) => ServerFrame::error(reference, &error),
-                };
-                self.send(frame).await;
+                match self.subscribe(topic, group, mode, start, responder).await {
+                    Ok(subscription) => {
+                        let frame = ServerFrame::Subscribed {
+                            reference,
+                            subscription: subscription.clone(),
+                        };
+                        self.send(frame).await;
+                        if let Some(running) = self.subscriptions.get(&subscription) {
+                            running.open();
+                        }
+                    }
+                    Err(error) => self.send(ServerFrame::error(reference, &error)).await,
+                }
             }
             ClientFrame::Unsubscribe {
                 reference,
@@ -390,9 +395,10 @@ impl Bus {
         let subscription_id = id.clone();
         let running = tokio::task::spawn_blocking(move || {
             if responder {
-                let handler = responder_handler(subscription_id, link);
+                let gate = Gate::default();
+                let handler = responder_handler(subscription_id, link, gate.clone());
                 let responder = Responder::start(&client, &topic, &group, handler)?;
-                return Ok(Subscription::requests(responder));
+                return Ok(Subscription::requests(responder, gate));
             }
             let options = ConsumerOptions::new(topic, group, mode.into())
                 .start_from(start.into())
