@@ -86,9 +86,7 @@ impl Command {
             Command::Standalone(_)
             | Command::Nameserver(_)
             | Command::Broker(_)
-            | Command::Proxy(_) => {
-                log::LevelFilter::Info
-            }
+            | Command::Proxy(_) => log::LevelFilter::Info,
             _ => log::LevelFilter::Warn,
         }
     }

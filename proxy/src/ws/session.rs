@@ -250,21 +250,19 @@ impl Bus {
                 mode,
                 start,
                 responder,
-            } => {
-                match self.subscribe(topic, group, mode, start, responder).await {
-                    Ok(subscription) => {
-                        let frame = ServerFrame::Subscribed {
-                            reference,
-                            subscription: subscription.clone(),
-                        };
-                        self.send(frame).await;
-                        if let Some(running) = self.subscriptions.get(&subscription) {
-                            running.open();
-                        }
+            } => match self.subscribe(topic, group, mode, start, responder).await {
+                Ok(subscription) => {
+                    let frame = ServerFrame::Subscribed {
+                        reference,
+                        subscription: subscription.clone(),
+                    };
+                    self.send(frame).await;
+                    if let Some(running) = self.subscriptions.get(&subscription) {
+                        running.open();
                     }
-                    Err(error) => self.send(ServerFrame::error(reference, &error)).await,
                 }
-            }
+                Err(error) => self.send(ServerFrame::error(reference, &error)).await,
+            },
             ClientFrame::Unsubscribe {
                 reference,
                 subscription,

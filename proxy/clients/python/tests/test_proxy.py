@@ -175,3 +175,33 @@ def test_bad_inputs_get_the_documented_errors(bus, proxy, http):
     error = json.loads(ws.recv())
     assert error == {"type": "error", "ref": 7, "code": "unknown_topic", "message": error["message"]}
     ws.close()
+
+
+def test_examples_run(bus, proxy):
+    """The examples, as a user runs them."""
+    import os
+    import sys
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    env = dict(os.environ, DEFIBUS_PROXY=proxy.url)
+    bus.create_topic("A10-8007")
+
+    def run(script, *args):
+        return subprocess.run([sys.executable, str(examples / script), *args], env=env,
+                              capture_output=True, text=True, timeout=WAIT)
+
+    published = run("publish.py", "A10-8007", "from the example")
+    assert published.returncode == 0 and published.stdout.startswith("queue="), published.stderr
+    responder = subprocess.Popen([sys.executable, "-u", str(examples / "respond.py"), "A10-8007",
+                                  "example-svc"], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert "responding" in responder.stdout.readline()
+        for _ in range(20):
+            replied = run("request.py", "A10-8007", "shout")
+            if replied.returncode == 0:
+                break
+        assert replied.stdout.strip() == "SHOUT", replied.stderr
+    finally:
+        responder.terminate()
+        responder.wait()
