@@ -108,6 +108,10 @@ fn bad_inputs_get_the_documented_errors() {
 
     let (status, body) = bus.post("/v1/request", r#"{"topic":"A10-9999","value":"x"}"#);
     assert_eq!(status, 404, "{body}");
+    assert_eq!(
+        body,
+        json!({"error": {"code": "unknown_topic", "message": "no route to topic A10-9999"}})
+    );
 
     let big = json!({"topic": "A10-7003", "value": "x".repeat(8192)}).to_string();
     let (status, body) = bus.post("/v1/publish", &big);
@@ -229,9 +233,12 @@ fn webhook_subscription_pushes_retries_and_unsubscribes() {
     assert_eq!(push["subscription"], id.as_str());
     assert_eq!(push["message"]["value"], "pushed");
 
+    // The proxy counts the delivery once it has read the answer.
+    defibus_tests::wait_for("the delivery to be counted", WAIT, || {
+        bus.get(&format!("/v1/subscriptions/{id}")).1["delivered"] == 1
+    });
     let (status, info) = bus.get(&format!("/v1/subscriptions/{id}"));
     assert_eq!(status, 200);
-    assert_eq!(info["delivered"], 1);
     assert_eq!(info["failed_attempts"], 2);
     assert_eq!(info["given_up"], 0);
 
@@ -270,6 +277,9 @@ fn webhook_gives_up_after_the_last_attempt_and_goes_on() {
     }
     let push = received.recv_timeout(WAIT).expect("the second message");
     assert_eq!(push["message"]["value"], "kept");
+    defibus_tests::wait_for("the delivery to be counted", WAIT, || {
+        bus.get(&format!("/v1/subscriptions/{id}")).1["delivered"] == 1
+    });
     let (_, info) = bus.get(&format!("/v1/subscriptions/{id}"));
     assert_eq!(info["given_up"], 1, "{info}");
     assert!(received.recv_timeout(Duration::from_millis(200)).is_err());
