@@ -76,7 +76,7 @@ step() {
 
 # Terminal 1: the bus.
 grep -qxF 'cargo run --release -- standalone' "$readme" || fail "README.md lost the run command"
-"$DEFIBUS" standalone --data-dir "$work/data" --nameserver-addr 127.0.0.1:0 --port-base 0 \
+"$DEFIBUS" standalone --data-dir "$work/data" --nameserver-addr 127.0.0.1:0 --port-base 0 --proxy-addr 127.0.0.1:0 \
     >"$work/standalone.out" 2>"$work/standalone.err" &
 standalone_pid=$!
 for _ in $(seq 100); do

@@ -55,6 +55,12 @@ enum Command {
     /// SIGTERM or SIGINT.
     #[command(after_long_help = cmd::shared::EXIT_CODES_HELP)]
     Sgs(cmd::sgs::SgsCliArgs),
+    /// Run the proxy: HTTP/1.1 JSON and WebSocket access to the bus for any language.
+    ///
+    /// Endpoints are described at GET /openapi.json; settings and defaults in the proxy
+    /// crate's proxy.toml. Prints `proxy listening on http://ADDR`. Stops cleanly on SIGTERM
+    /// or SIGINT.
+    Proxy(proxy::cli::ProxyArgs),
     /// Run a broker: one shard per core, each on its own port (port_base + shard).
     ///
     /// Settings come from the TOML file given with --config (defaults documented in
@@ -95,6 +101,7 @@ impl Command {
             | Command::Broker(_)
             | Command::Gsl(_) => log::LevelFilter::Info,
             Command::Sgs(args) if args.is_server() => log::LevelFilter::Info,
+            Command::Proxy(_) => log::LevelFilter::Info,
             _ => log::LevelFilter::Warn,
         }
     }
@@ -132,6 +139,9 @@ fn main() -> std::process::ExitCode {
             .map(|()| std::process::ExitCode::SUCCESS)
             .map_err(anyhow::Error::from),
         Command::Sgs(args) => cmd::sgs::run(args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Proxy(args) => proxy::cli::cli_main(&args)
+            .map(|()| std::process::ExitCode::SUCCESS)
+            .map_err(anyhow::Error::from),
         Command::Broker(args) => engine::cli::cli_main(&args)
             .map(|()| std::process::ExitCode::SUCCESS)
             .map_err(anyhow::Error::from),

@@ -2,9 +2,9 @@
 //!
 //! It runs a nameserver, a broker (all cores), a GSL and an SGS with data under
 //! `./defibus-data`, registers the broker with the nameserver, configures the SGS with the
-//! local area (this broker's cluster and this nameserver) as its one area and GSL, prints
-//! where everything listens, and stops cleanly on SIGTERM or SIGINT. A later issue adds the
-//! proxy.
+//! local area (this broker's cluster and this nameserver) as its one area and GSL, and runs
+//! the proxy (HTTP and WebSocket access) unless `--no-proxy`; it prints where everything
+//! listens, and stops cleanly on SIGTERM or SIGINT.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,6 +40,12 @@ pub struct StandaloneArgs {
     /// SGS (service governance) listen address.
     #[arg(long, default_value = "127.0.0.1:9878")]
     sgs_addr: SocketAddr,
+    /// Proxy (HTTP and WebSocket) listen address; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    proxy_addr: SocketAddr,
+    /// Do not start the proxy.
+    #[arg(long)]
+    no_proxy: bool,
 }
 
 pub fn run(args: StandaloneArgs) -> anyhow::Result<()> {
@@ -79,6 +85,17 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         ..sgs::SgsConfig::default()
     })
     .context("starting the SGS")?;
+    let proxy = if args.no_proxy {
+        None
+    } else {
+        let proxy_config = proxy::ProxyConfig {
+            listen_addr: args.proxy_addr,
+            nameservers: vec![nameserver_addr.to_string()],
+            area: args.area.clone(),
+            ..proxy::ProxyConfig::default()
+        };
+        Some(proxy::start(proxy_config).context("starting the proxy")?)
+    };
     println!("DeFiBus standalone is running (area {}):", args.area);
     println!("  nameserver  {nameserver_addr}");
     let ports: Vec<String> = broker.shard_ports().iter().map(u16::to_string).collect();
@@ -89,10 +106,16 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     );
     println!("  gsl         {}", gsl.local_addr());
     println!("  sgs         {} (area {})", sgs.local_addr(), args.area);
+    if let Some(proxy) = &proxy {
+        println!("  proxy       http://{}", proxy.local_addr());
+    }
     println!("  data        {}", args.data_dir.display());
     println!("Stop with Ctrl-C or SIGTERM.");
     if let Some(signal) = signals.forever().next() {
         log::info!("signal {signal}: shutting down");
+    }
+    if let Some(proxy) = proxy {
+        proxy.shutdown().context("shutting down the proxy")?;
     }
     sgs.shutdown().context("shutting down the SGS")?;
     gsl.shutdown().context("shutting down the GSL")?;

@@ -1,0 +1,121 @@
+"""HTTP/1.1 JSON calls to the proxy, with the standard library only."""
+
+import json
+import urllib.error
+import urllib.request
+
+from .errors import ProxyError, ProxyTimeout
+
+
+class HttpClient:
+    """Calls the proxy's HTTP API at ``base_url`` (e.g. ``http://127.0.0.1:8080``)."""
+
+    def __init__(self, base_url, identity=None, timeout=30.0):
+        self.base_url = base_url.rstrip("/")
+        self.identity = identity
+        self.timeout = timeout
+
+    def publish(self, topic, value, key=None, tag=None, properties=None):
+        """Publishes one message; returns where it was stored (topic, broker_id, queue_id,
+        offset)."""
+        body = _message(topic, value, key, tag, properties)
+        return self._call("POST", "/v1/publish", self._with_identity(body))
+
+    def publish_batch(self, messages):
+        """Publishes several messages (dicts with topic, value, key?, tag?, properties?);
+        returns one result per message."""
+        body = self._with_identity({"messages": list(messages)})
+        return self._call("POST", "/v1/publish", body)["results"]
+
+    def request(self, topic, value, timeout_ms=None, key=None, tag=None, properties=None):
+        """Sends a request and returns the reply message (dict with ``value``); raises
+        :class:`ProxyTimeout` when no reply comes before ``timeout_ms``."""
+        body = _message(topic, value, key, tag, properties)
+        if timeout_ms is not None:
+            body["timeout_ms"] = timeout_ms
+        return self._call("POST", "/v1/request", self._with_identity(body))
+
+    def subscribe_webhook(self, topic, group, url, mode="clustering", start="committed"):
+        """Asks the proxy to POST every message of ``topic`` to ``url``; returns the
+        subscription (``id`` and counters)."""
+        body = {
+            "identity": self._require_identity(),
+            "topic": topic,
+            "group": group,
+            "mode": mode,
+            "start": start,
+            "url": url,
+        }
+        return self._call("POST", "/v1/subscriptions", body)
+
+    def subscription(self, subscription_id):
+        """A webhook subscription and its delivery counters."""
+        return self._call("GET", f"/v1/subscriptions/{subscription_id}")
+
+    def unsubscribe_webhook(self, subscription_id):
+        self._call("DELETE", f"/v1/subscriptions/{subscription_id}")
+
+    def heartbeat(self):
+        """Renews the lease of this identity's webhook subscriptions."""
+        return self._call("POST", "/v1/heartbeat", {"identity": self._require_identity()})
+
+    def post_raw(self, path, data, content_type="application/json"):
+        """POSTs raw bytes; returns (status, parsed JSON or None). For tests and tools."""
+        request = urllib.request.Request(
+            self.base_url + path, data=data, method="POST", headers={"content-type": content_type}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return response.status, _parse(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, _parse(error.read())
+
+    def _with_identity(self, body):
+        if self.identity is not None:
+            body["identity"] = self.identity.to_json()
+        return body
+
+    def _require_identity(self):
+        if self.identity is None:
+            raise ValueError("this call needs an identity: HttpClient(url, identity=...)")
+        return self.identity.to_json()
+
+    def _call(self, method, path, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"content-type": "application/json"} if data is not None else {}
+        request = urllib.request.Request(
+            self.base_url + path, data=data, method=method, headers=headers
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return _parse(response.read())
+        except urllib.error.HTTPError as error:
+            raise _error(error.code, _parse(error.read())) from None
+
+
+def _message(topic, value, key, tag, properties):
+    body = {"topic": topic, "value": value}
+    if key is not None:
+        body["key"] = key
+    if tag is not None:
+        body["tag"] = tag
+    if properties:
+        body["properties"] = dict(properties)
+    return body
+
+
+def _parse(raw):
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def _error(status, body):
+    error = (body or {}).get("error", {}) if isinstance(body, dict) else {}
+    code = error.get("code", "unknown")
+    message = error.get("message", "")
+    cls = ProxyTimeout if code == "timeout" else ProxyError
+    return cls(status, code, message)

@@ -1,0 +1,384 @@
+"""A WebSocket session with the proxy (``GET /v1/stream``), with reconnection.
+
+Threads: a reader (owns the socket, reconnects it), a dispatcher (runs subscription
+callbacks and request handlers, in arrival order) and a heartbeat sender. A message is
+acked when its callback returns (``auto_ack``) or when the callback calls
+:meth:`Delivery.ack`; the proxy commits only acked messages, so after a reconnect -- or a
+proxy restart -- every unacked message is delivered again (at least once: dedupe on
+``(topic, queue_id, offset)`` if a repeat matters).
+"""
+
+import itertools
+import json
+import logging
+import queue
+import threading
+import time
+
+import websocket
+
+from .errors import ProxyError, ProxyTimeout
+
+log = logging.getLogger("defibus_proxy")
+
+_STOP = object()
+
+
+class Delivery:
+    """A pushed message: ``message`` is the dict (topic, queue_id, offset, value, ...)."""
+
+    def __init__(self, client, epoch, delivery_id, message):
+        self._client = client
+        self._epoch = epoch
+        self.delivery_id = delivery_id
+        self.message = message
+        self.acked = False
+
+    @property
+    def value(self):
+        return self.message["value"]
+
+    def ack(self):
+        """Acknowledges the message; nothing happens if the session it came on is gone
+        (the message will come again)."""
+        if not self.acked:
+            self.acked = True
+            self._client._send_in_epoch(self._epoch, {"type": "ack", "delivery": self.delivery_id})
+
+
+class Subscription:
+    """A subscription kept across reconnects."""
+
+    def __init__(self, topic, group, mode, start, responder, callback, auto_ack):
+        self.topic = topic
+        self.group = group
+        self.mode = mode
+        self.start = start
+        self.responder = responder
+        self.callback = callback
+        self.auto_ack = auto_ack
+        self.server_id = None
+
+    def _frame(self, ref):
+        return {
+            "type": "subscribe",
+            "ref": ref,
+            "topic": self.topic,
+            "group": self.group,
+            "mode": self.mode,
+            "start": self.start,
+            "responder": self.responder,
+        }
+
+
+class _Pending:
+    def __init__(self):
+        self.done = threading.Event()
+        self.frame = None
+        self.error = None
+        self.subscription = None
+
+
+class StreamClient:
+    """A WebSocket session. ``url`` is the proxy's base URL (``http://host:port``) or the
+    stream URL (``ws://host:port/v1/stream``)."""
+
+    def __init__(
+        self,
+        url,
+        identity,
+        reconnect=True,
+        heartbeat_interval=3.0,
+        backoff_min=0.1,
+        backoff_max=2.0,
+        timeout=30.0,
+    ):
+        if url.startswith("http"):
+            url = "ws" + url[len("http"):].rstrip("/") + "/v1/stream"
+        self.url = url
+        self.identity = identity
+        self.reconnect = reconnect
+        self.heartbeat_interval = heartbeat_interval
+        self.backoff_min = backoff_min
+        self.backoff_max = backoff_max
+        self.timeout = timeout
+        self.client_id = None
+        self.reconnects = 0
+        self._ws = None
+        self._epoch = 0
+        self._send_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._connected = threading.Event()
+        self._closing = threading.Event()
+        self._refs = itertools.count(1)
+        self._pending = {}
+        self._subscriptions = []
+        self._by_server_id = {}
+        self._work = queue.Queue()
+        self._threads = []
+
+    # -- life ------------------------------------------------------------------------------
+
+    def connect(self):
+        """Opens the session (hello); raises on failure. Returns self."""
+        self._open()
+        for target, name in (
+            (self._read_loop, "reader"),
+            (self._dispatch_loop, "dispatcher"),
+            (self._heartbeat_loop, "heartbeat"),
+        ):
+            thread = threading.Thread(target=target, name=f"defibus-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def close(self):
+        """Says goodbye and stops every thread."""
+        if self._closing.is_set():
+            return
+        self._closing.set()
+        try:
+            self._send({"type": "goodbye"})
+        except (ConnectionError, websocket.WebSocketException, OSError):
+            pass
+        self._work.put(_STOP)
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._drop_socket()
+
+    def __enter__(self):
+        return self.connect()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- calls -----------------------------------------------------------------------------
+
+    def publish(self, topic, value, key=None, tag=None, properties=None):
+        """Publishes one message; returns where it was stored."""
+        frame = _message("publish", topic, value, key, tag, properties)
+        return self._call(frame)
+
+    def request(self, topic, value, timeout_ms=3000, key=None, tag=None, properties=None):
+        """Sends a request and returns the reply message (dict with ``value``); raises
+        :class:`ProxyTimeout` at the deadline."""
+        frame = _message("request", topic, value, key, tag, properties)
+        frame["timeout_ms"] = timeout_ms
+        return self._call(frame, timeout=timeout_ms / 1000 + self.timeout)["message"]
+
+    def subscribe(self, topic, group, callback, mode="clustering", start="committed", auto_ack=True):
+        """Calls ``callback(delivery)`` for each message of ``topic``, in order, on the
+        dispatcher thread; with ``auto_ack`` the message is acked when the callback returns
+        without raising."""
+        return self._add(Subscription(topic, group, mode, start, False, callback, auto_ack))
+
+    def respond(self, topic, group, handler):
+        """Answers requests of ``topic`` as a member of ``group``: ``handler(message)``
+        returns the reply value (a str)."""
+        return self._add(Subscription(topic, group, "clustering", "committed", True, handler, False))
+
+    def unsubscribe(self, subscription):
+        with self._state_lock:
+            if subscription in self._subscriptions:
+                self._subscriptions.remove(subscription)
+            server_id = subscription.server_id
+        if server_id is not None:
+            self._call({"type": "unsubscribe", "subscription": server_id})
+
+    def heartbeat(self):
+        """A heartbeat round trip (the heartbeat thread sends them without waiting)."""
+        return self._call({"type": "heartbeat"})
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _add(self, subscription):
+        # The reader registers the subscription as it reads `subscribed`, before any push.
+        self._call(subscription._frame(None), subscription=subscription)
+        with self._state_lock:
+            self._subscriptions.append(subscription)
+        return subscription
+
+    def _call(self, frame, timeout=None, subscription=None):
+        timeout = self.timeout if timeout is None else timeout
+        if not self._connected.wait(timeout):
+            raise ConnectionError("not connected to the proxy")
+        ref = next(self._refs)
+        frame = dict(frame, ref=ref)
+        pending = _Pending()
+        pending.subscription = subscription
+        self._pending[ref] = pending
+        try:
+            self._send(frame)
+            if not pending.done.wait(timeout):
+                raise ProxyTimeout(0, "timeout", f"no answer to {frame['type']} in {timeout} s")
+        finally:
+            self._pending.pop(ref, None)
+        if pending.error is not None:
+            raise pending.error
+        return pending.frame
+
+    def _send(self, frame):
+        with self._send_lock:
+            if self._ws is None:
+                raise ConnectionError("not connected to the proxy")
+            self._ws.send(json.dumps(frame))
+
+    def _send_in_epoch(self, epoch, frame):
+        with self._send_lock:
+            if self._ws is None or epoch != self._epoch:
+                return
+            try:
+                self._ws.send(json.dumps(frame))
+            except (websocket.WebSocketException, OSError) as error:
+                log.debug("send failed: %s", error)
+
+    def _open(self):
+        """Connects, says hello and re-subscribes; frames that arrive meanwhile are handled."""
+        ws = websocket.create_connection(self.url, timeout=self.timeout)
+        ws.send(json.dumps({"type": "hello", "identity": self.identity.to_json()}))
+        welcome = self._recv_until(ws, lambda f: f.get("type") in ("welcome", "error"))
+        if welcome.get("type") != "welcome":
+            ws.close()
+            raise ProxyError(0, welcome.get("code"), welcome.get("message"))
+        with self._send_lock:
+            self._epoch += 1
+            self._ws = ws
+        self.client_id = welcome["client_id"]
+        with self._state_lock:
+            subscriptions = list(self._subscriptions)
+            self._by_server_id.clear()
+        for subscription in subscriptions:
+            ref = f"resubscribe-{next(self._refs)}"
+            ws.send(json.dumps(subscription._frame(ref)))
+            answer = self._recv_until(ws, lambda f, ref=ref: f.get("ref") == ref)
+            if answer.get("type") != "subscribed":
+                raise ProxyError(0, answer.get("code"), answer.get("message"))
+            with self._state_lock:
+                subscription.server_id = answer["subscription"]
+                self._by_server_id[subscription.server_id] = subscription
+        ws.settimeout(0.5)
+        self._connected.set()
+
+    def _recv_until(self, ws, wanted):
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            frame = json.loads(ws.recv())
+            if wanted(frame):
+                return frame
+            self._handle(frame)
+        raise ProxyTimeout(0, "timeout", "the proxy did not answer")
+
+    def _read_loop(self):
+        while not self._closing.is_set():
+            try:
+                text = self._ws.recv()
+            except websocket.WebSocketTimeoutException:
+                continue
+            except (websocket.WebSocketException, OSError, AttributeError) as error:
+                if self._closing.is_set():
+                    return
+                log.info("proxy connection lost: %s", error)
+                self._lost()
+                if not self.reconnect or not self._reconnect():
+                    return
+                continue
+            if not text:
+                continue
+            try:
+                self._handle(json.loads(text))
+            except ValueError:
+                log.warning("unparsable frame from the proxy: %r", text[:200])
+
+    def _lost(self):
+        self._connected.clear()
+        self._drop_socket()
+        for pending in list(self._pending.values()):
+            pending.error = ConnectionError("connection to the proxy lost")
+            pending.done.set()
+
+    def _reconnect(self):
+        backoff = self.backoff_min
+        while not self._closing.is_set():
+            try:
+                self._open()
+                self.reconnects += 1
+                log.info("reconnected to the proxy as %s", self.client_id)
+                return True
+            except (websocket.WebSocketException, OSError, ProxyError, ValueError) as error:
+                log.debug("reconnect failed: %s", error)
+                self._drop_socket()
+            time.sleep(backoff)
+            backoff = min(backoff * 2, self.backoff_max)
+        return False
+
+    def _drop_socket(self):
+        with self._send_lock:
+            ws, self._ws = self._ws, None
+        if ws is not None:
+            try:
+                ws.close(timeout=0.2)
+            except (websocket.WebSocketException, OSError):
+                pass
+
+    def _handle(self, frame):
+        kind = frame.get("type")
+        if kind in ("message", "request"):
+            with self._state_lock:
+                subscription = self._by_server_id.get(frame.get("subscription"))
+            if subscription is None:
+                log.debug("push for unknown subscription %s", frame.get("subscription"))
+                return
+            delivery = Delivery(self, self._epoch, frame["delivery"], frame["message"])
+            self._work.put((subscription, kind, delivery))
+            return
+        ref = frame.get("ref")
+        pending = self._pending.get(ref) if ref is not None else None
+        if pending is None:
+            if kind == "error":
+                log.warning("proxy error: %s: %s", frame.get("code"), frame.get("message"))
+            return
+        if kind == "subscribed" and pending.subscription is not None:
+            with self._state_lock:
+                pending.subscription.server_id = frame["subscription"]
+                self._by_server_id[frame["subscription"]] = pending.subscription
+        if kind == "error":
+            cls = ProxyTimeout if frame.get("code") == "timeout" else ProxyError
+            pending.error = cls(0, frame.get("code"), frame.get("message"))
+        pending.frame = frame
+        pending.done.set()
+
+    def _dispatch_loop(self):
+        while True:
+            item = self._work.get()
+            if item is _STOP:
+                return
+            subscription, kind, delivery = item
+            try:
+                if kind == "request":
+                    value = subscription.callback(delivery.message)
+                    self._send_in_epoch(
+                        delivery._epoch,
+                        {"type": "reply", "delivery": delivery.delivery_id, "value": str(value)},
+                    )
+                else:
+                    subscription.callback(delivery)
+                    if subscription.auto_ack:
+                        delivery.ack()
+            except Exception:  # noqa: BLE001 - a callback's failure must not stop the loop
+                log.exception("callback for %s failed; the message is not acked", subscription.topic)
+
+    def _heartbeat_loop(self):
+        while not self._closing.wait(self.heartbeat_interval):
+            if self._connected.is_set():
+                self._send_in_epoch(self._epoch, {"type": "heartbeat"})
+
+
+def _message(kind, topic, value, key, tag, properties):
+    frame = {"type": kind, "topic": topic, "value": value}
+    if key is not None:
+        frame["key"] = key
+    if tag is not None:
+        frame["tag"] = tag
+    if properties:
+        frame["properties"] = dict(properties)
+    return frame

@@ -1,0 +1,176 @@
+"""Fixtures: a real bus (`defibus standalone --no-proxy`) and a real proxy process
+(`defibus proxy`) that tests may kill and restart on the same port.
+
+The `defibus` binary comes from $DEFIBUS_BIN, else target/debug/defibus at the repository
+root (scripts/python-tests.sh builds it)."""
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from defibus_proxy import HttpClient, Identity, StreamClient  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[4]
+DEFIBUS = os.environ.get("DEFIBUS_BIN", str(REPO / "target" / "debug" / "defibus"))
+WAIT = 30.0
+
+
+class Process:
+    """A child process whose stdout is read line by line on a thread."""
+
+    def __init__(self, args, ready):
+        self.args = [str(a) for a in args]
+        self.proc = subprocess.Popen(
+            self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        self.lines = queue.Queue()
+        self.stderr = []
+        threading.Thread(target=self._read, args=(self.proc.stdout, self.lines.put), daemon=True).start()
+        threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr.append), daemon=True).start()
+        self.match = self.wait_for(ready)
+
+    @staticmethod
+    def _read(stream, sink):
+        for line in stream:
+            sink(line)
+
+    def wait_for(self, pattern, timeout=WAIT):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.1)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"{self.args} exited: {''.join(self.stderr)[-2000:]}")
+                continue
+            found = re.search(pattern, line)
+            if found:
+                return found
+        raise TimeoutError(f"{self.args}: no line matching {pattern!r}")
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=WAIT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def defibus(*args, check=True, timeout=WAIT):
+    """Runs a defibus client command; returns its CompletedProcess."""
+    result = subprocess.run(
+        [DEFIBUS, *map(str, args)], capture_output=True, text=True, timeout=timeout
+    )
+    if check and result.returncode != 0:
+        raise RuntimeError(f"defibus {args}: {result.returncode}: {result.stderr}")
+    return result
+
+
+class Bus:
+    def __init__(self, nameserver, standalone):
+        self.nameserver = nameserver
+        self.standalone = standalone
+
+    def create_topic(self, topic, queues=2):
+        defibus("admin", "topic", "create", "--nameserver", self.nameserver, "--topic", topic,
+                "--queues", queues)
+
+
+class Proxy:
+    """A `defibus proxy` process; restart() brings it back on the same address."""
+
+    def __init__(self, nameserver, listen="127.0.0.1:0"):
+        self.nameserver = nameserver
+        self.process = None
+        self.start(listen)
+
+    def start(self, listen):
+        self.process = Process(
+            [DEFIBUS, "proxy", "--listen-addr", listen, "--nameserver", self.nameserver],
+            r"proxy listening on (http://\S+)",
+        )
+        self.url = self.process.match.group(1)
+        self.addr = self.url[len("http://"):]
+
+    def kill(self):
+        self.process.stop(signal.SIGKILL)
+
+    def restart(self):
+        deadline = time.monotonic() + WAIT
+        while True:
+            try:
+                return self.start(self.addr)
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def bus():
+    with tempfile.TemporaryDirectory() as data:
+        standalone = Process(
+            [DEFIBUS, "standalone", "--no-proxy", "--data-dir", data, "--nameserver-addr",
+             "127.0.0.1:0", "--port-base", "0", "--shards", "1"],
+            r"^\s*nameserver\s+(\S+)",
+        )
+        nameserver = standalone.match.group(1)
+        deadline = time.monotonic() + WAIT
+        while defibus("admin", "topic", "list", "--nameserver", nameserver, check=False).returncode:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the broker never registered")
+            time.sleep(0.1)
+        yield Bus(nameserver, standalone)
+        standalone.stop()
+
+
+@pytest.fixture()
+def proxy(bus):
+    proxy = Proxy(bus.nameserver)
+    yield proxy
+    proxy.process.stop()
+
+
+def identity(instance):
+    return Identity(system="pytest", area="A10", group="tests", instance=instance)
+
+
+@pytest.fixture()
+def http(proxy):
+    return HttpClient(proxy.url, identity=identity("http"))
+
+
+@pytest.fixture()
+def stream_factory(proxy):
+    clients = []
+
+    def make(instance, **kwargs):
+        client = StreamClient(proxy.url, identity(instance), **kwargs).connect()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+def wait_until(what, condition, timeout=WAIT):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -1,0 +1,169 @@
+//! The command line: `defibus-proxy` and the root CLI's `defibus proxy` share it.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::config::ProxyConfig;
+use crate::error::ProxyError;
+use crate::server::run;
+
+/// Proxy options: a TOML file, and flags that override its settings one by one.
+#[derive(clap::Args, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProxyArgs {
+    /// TOML configuration file; `proxy.toml` in the proxy crate lists every key with its
+    /// default. Without it, the defaults apply. Flags below override the file.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// HTTP/WebSocket listen address [default: 0.0.0.0:8080]; port 0 picks a free port.
+    #[arg(long, value_name = "ADDR")]
+    pub listen_addr: Option<SocketAddr>,
+    /// A nameserver, host:port; repeat for several [default: 127.0.0.1:9876].
+    #[arg(long = "nameserver", value_name = "ADDR")]
+    pub nameservers: Vec<String>,
+    /// Area of the proxy's own client [default: A10].
+    #[arg(long, value_name = "AREA")]
+    pub area: Option<String>,
+    /// Largest HTTP body or WebSocket message, in bytes [default: 1048576].
+    #[arg(long, value_name = "BYTES")]
+    pub body_bytes_max: Option<usize>,
+    /// Reply wait of a request without timeout_ms, in ms [default: 3000].
+    #[arg(long, value_name = "MS")]
+    pub request_timeout_ms: Option<u64>,
+    /// Webhook attempts per message before it is given up [default: 5].
+    #[arg(long, value_name = "N")]
+    pub webhook_attempts_max: Option<u32>,
+    /// Per-session window of unacked WebSocket pushes [default: 256].
+    #[arg(long, value_name = "N")]
+    pub ws_window_messages: Option<usize>,
+}
+
+impl ProxyArgs {
+    /// The configuration: the file's (or the defaults), each flag given overriding its
+    /// setting, validated.
+    pub fn to_config(&self) -> Result<ProxyConfig, ProxyError> {
+        let mut config = match &self.config {
+            Some(path) => ProxyConfig::from_file(path)?,
+            None => ProxyConfig::default(),
+        };
+        let Self {
+            config: _,
+            listen_addr,
+            nameservers,
+            area,
+            body_bytes_max,
+            request_timeout_ms,
+            webhook_attempts_max,
+            ws_window_messages,
+        } = self.clone();
+        if let Some(v) = listen_addr {
+            config.listen_addr = v;
+        }
+        if !nameservers.is_empty() {
+            config.nameservers = nameservers;
+        }
+        if let Some(v) = area {
+            config.area = v;
+        }
+        if let Some(v) = body_bytes_max {
+            config.body_bytes_max = v;
+        }
+        if let Some(v) = request_timeout_ms {
+            config.request_timeout_ms = v;
+        }
+        if let Some(v) = webhook_attempts_max {
+            config.webhook_attempts_max = v;
+        }
+        if let Some(v) = ws_window_messages {
+            config.ws_window_messages = v;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Runs a proxy in the foreground until SIGTERM or SIGINT, then shuts it down cleanly.
+/// Prints `proxy listening on http://ADDR` on stdout once bound. Logging is the caller's.
+pub fn cli_main(args: &ProxyArgs) -> Result<(), ProxyError> {
+    let config = args.to_config()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(ProxyError::Runtime)?;
+    runtime.block_on(async move {
+        let addr = config.listen_addr;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ProxyError::Bind { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| ProxyError::Bind { addr, source })?;
+        println!("proxy listening on http://{local}");
+        let shutdown = termination_signal()?;
+        run(listener, config, shutdown).await
+    })
+}
+
+/// Completes on the first SIGTERM or SIGINT; the handlers are installed before it returns.
+fn termination_signal() -> Result<impl Future<Output = ()>, ProxyError> {
+    let install = |kind: SignalKind, name: &'static str| {
+        signal(kind).map_err(|source| ProxyError::Signal {
+            signal: name,
+            source,
+        })
+    };
+    let mut term = install(SignalKind::terminate(), "SIGTERM")?;
+    let mut int = install(SignalKind::interrupt(), "SIGINT")?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        log::info!("{name} received, shutting down");
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ProxyArgs,
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxy.toml");
+        std::fs::write(&path, "area = \"B20\"\nws_window_messages = 7\n").unwrap();
+        let cli = Cli::try_parse_from([
+            "proxy",
+            "--config",
+            path.to_str().unwrap(),
+            "--ws-window-messages",
+            "9",
+            "--nameserver",
+            "127.0.0.1:1",
+            "--nameserver",
+            "127.0.0.1:2",
+        ])
+        .unwrap();
+        let config = cli.args.to_config().unwrap();
+        assert_eq!(config.area, "B20");
+        assert_eq!(config.ws_window_messages, 9);
+        assert_eq!(config.nameservers, ["127.0.0.1:1", "127.0.0.1:2"]);
+        let cli = Cli::try_parse_from(["proxy", "--area", "bad"]).unwrap();
+        assert!(
+            cli.args
+                .to_config()
+                .unwrap_err()
+                .to_string()
+                .contains("area")
+        );
+    }
+}

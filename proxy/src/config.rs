@@ -1,0 +1,223 @@
+//! Every setting and limit of the proxy, with its default and why.
+//!
+//! Read from TOML (`proxy.toml` beside this crate lists every key with its default), then
+//! overridden by command-line flags ([`crate::cli`]), then checked by [`ProxyConfig::validate`]
+//! before the server starts.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ProxyError;
+
+/// Default listen address: every interface, port 8080.
+pub const LISTEN_ADDR_DEFAULT: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080);
+/// Default largest HTTP body or WebSocket message accepted: 1 MiB, the client's default batch
+/// bound, so one accepted publish always fits one record batch.
+pub const BODY_BYTES_MAX_DEFAULT: usize = 1 << 20;
+/// Default bound on messages in one batch publish.
+pub const PUBLISH_BATCH_MAX_DEFAULT: usize = 1_000;
+/// Default wait for a reply when a request names no timeout: 3 s, the client's default.
+pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 3_000;
+/// Longest wait for a reply a caller may ask for: 60 s. An HTTP request holds a connection
+/// (and a pending-reply slot) for that long.
+pub const REQUEST_TIMEOUT_MS_MAX_DEFAULT: u64 = 60_000;
+/// Default webhook delivery attempts per message before the give-up policy applies.
+pub const WEBHOOK_ATTEMPTS_MAX_DEFAULT: u32 = 5;
+/// Default first delay between webhook attempts; it doubles per attempt.
+pub const WEBHOOK_BACKOFF_MIN_MS_DEFAULT: u64 = 100;
+/// Default longest delay between webhook attempts.
+pub const WEBHOOK_BACKOFF_MAX_MS_DEFAULT: u64 = 5_000;
+/// Default timeout of one webhook POST, connect included.
+pub const WEBHOOK_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+/// Default bound on webhook subscriptions alive at once.
+pub const SUBSCRIPTIONS_MAX_DEFAULT: usize = 1_024;
+/// Default lease of a webhook subscription: it is removed when its identity sends no
+/// heartbeat (`POST /v1/heartbeat`) for this long. Zero keeps subscriptions until deleted.
+pub const SUBSCRIPTION_LEASE_MS_DEFAULT: u64 = 0;
+/// Default bound on WebSocket sessions at once; each holds a bus client (threads, sockets).
+pub const WS_SESSIONS_MAX_DEFAULT: usize = 256;
+/// Default per-session window: pushes sent to a WebSocket client and not yet acked. Past it,
+/// the session's subscriptions stop taking messages from the broker until acks come.
+pub const WS_WINDOW_MESSAGES_DEFAULT: usize = 256;
+/// Default silence after which a WebSocket session is closed: 30 s (ten 3 s heartbeats).
+pub const WS_IDLE_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// Default bound on frames queued to one WebSocket client.
+pub const WS_OUTBOX_FRAMES_DEFAULT: usize = 1_024;
+/// Default interval of offset commits for WebSocket subscriptions. A commit is made only when
+/// every message handed out is acked; once this has passed since the last commit, the
+/// subscription stops fetching until its acks catch up, so redelivery after a crash is
+/// bounded by about one interval of messages plus the window.
+pub const WS_COMMIT_INTERVAL_MS_DEFAULT: u64 = 1_000;
+
+/// Subscriptions (message and responder) one WebSocket session may hold at once.
+pub const WS_SESSION_SUBSCRIPTIONS_MAX: usize = 64;
+/// How long a new session with an identity already connected waits for the old session to
+/// close (its consumers unsubscribed, its client closed) before going on anyway.
+pub const WS_REPLACE_WAIT: Duration = Duration::from_secs(10);
+
+const _: () = {
+    assert!(REQUEST_TIMEOUT_MS_DEFAULT <= REQUEST_TIMEOUT_MS_MAX_DEFAULT);
+    assert!(WEBHOOK_BACKOFF_MIN_MS_DEFAULT <= WEBHOOK_BACKOFF_MAX_MS_DEFAULT);
+    assert!(WS_WINDOW_MESSAGES_DEFAULT <= WS_OUTBOX_FRAMES_DEFAULT);
+    assert!(BODY_BYTES_MAX_DEFAULT <= 16 << 20);
+};
+
+/// The proxy's settings. Every field has a default, so an empty TOML file is valid.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// HTTP and WebSocket listen address; port 0 picks a free port.
+    pub listen_addr: SocketAddr,
+    /// Nameservers (`host:port`) the proxy's bus clients find brokers through.
+    pub nameservers: Vec<String>,
+    /// Area of the proxy's shared client (HTTP publish and request); WebSocket sessions use
+    /// their identity's area.
+    pub area: String,
+    /// Largest HTTP body or WebSocket text message, in bytes; larger bodies get 413.
+    pub body_bytes_max: usize,
+    /// Most messages in one batch publish.
+    pub publish_batch_max: usize,
+    /// Reply wait of a request that names no `timeout_ms`.
+    pub request_timeout_ms: u64,
+    /// Longest `timeout_ms` a request may ask for; more is refused with 400.
+    pub request_timeout_ms_max: u64,
+    /// Webhook delivery attempts per message; after the last failure the message is given
+    /// up: counted in the subscription's `given_up`, logged at WARN, and committed past (the
+    /// subscription goes on with the next message).
+    pub webhook_attempts_max: u32,
+    /// First delay between webhook attempts; it doubles per attempt up to the maximum.
+    pub webhook_backoff_min_ms: u64,
+    /// Longest delay between webhook attempts.
+    pub webhook_backoff_max_ms: u64,
+    /// Timeout of one webhook POST.
+    pub webhook_timeout_ms: u64,
+    /// Most webhook subscriptions at once.
+    pub subscriptions_max: usize,
+    /// Webhook subscriptions whose identity sent no heartbeat for this long are removed;
+    /// 0 keeps them until deleted.
+    pub subscription_lease_ms: u64,
+    /// Most WebSocket sessions at once.
+    pub ws_sessions_max: usize,
+    /// Per-session window of pushes not yet acked.
+    pub ws_window_messages: usize,
+    /// A session that sends nothing (not even a heartbeat) for this long is closed.
+    pub ws_idle_timeout_ms: u64,
+    /// Frames queued to one WebSocket client at most.
+    pub ws_outbox_frames: usize,
+    /// Commit interval of WebSocket subscriptions (see [`WS_COMMIT_INTERVAL_MS_DEFAULT`]).
+    pub ws_commit_interval_ms: u64,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            listen_addr: LISTEN_ADDR_DEFAULT,
+            nameservers: vec!["127.0.0.1:9876".to_owned()],
+            area: "A10".to_owned(),
+            body_bytes_max: BODY_BYTES_MAX_DEFAULT,
+            publish_batch_max: PUBLISH_BATCH_MAX_DEFAULT,
+            request_timeout_ms: REQUEST_TIMEOUT_MS_DEFAULT,
+            request_timeout_ms_max: REQUEST_TIMEOUT_MS_MAX_DEFAULT,
+            webhook_attempts_max: WEBHOOK_ATTEMPTS_MAX_DEFAULT,
+            webhook_backoff_min_ms: WEBHOOK_BACKOFF_MIN_MS_DEFAULT,
+            webhook_backoff_max_ms: WEBHOOK_BACKOFF_MAX_MS_DEFAULT,
+            webhook_timeout_ms: WEBHOOK_TIMEOUT_MS_DEFAULT,
+            subscriptions_max: SUBSCRIPTIONS_MAX_DEFAULT,
+            subscription_lease_ms: SUBSCRIPTION_LEASE_MS_DEFAULT,
+            ws_sessions_max: WS_SESSIONS_MAX_DEFAULT,
+            ws_window_messages: WS_WINDOW_MESSAGES_DEFAULT,
+            ws_idle_timeout_ms: WS_IDLE_TIMEOUT_MS_DEFAULT,
+            ws_outbox_frames: WS_OUTBOX_FRAMES_DEFAULT,
+            ws_commit_interval_ms: WS_COMMIT_INTERVAL_MS_DEFAULT,
+        }
+    }
+}
+
+impl ProxyConfig {
+    /// Reads a TOML file; keys it leaves out keep their defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ProxyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ProxyError::ConfigRead {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ProxyError::ConfigParse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Checks every setting; the first bad one is named in the error.
+    pub fn validate(&self) -> Result<(), ProxyError> {
+        let bad = |field: &'static str, reason: &'static str| {
+            Err(ProxyError::InvalidConfig { field, reason })
+        };
+        if self.nameservers.is_empty() {
+            return bad("nameservers", "at least one nameserver is needed");
+        }
+        if self.area.parse::<protocol::names::Area>().is_err() {
+            return bad("area", "three uppercase ASCII letters or digits");
+        }
+        if self.body_bytes_max < 1024 || self.body_bytes_max > 16 << 20 {
+            return bad("body_bytes_max", "between 1 KiB and 16 MiB");
+        }
+        if self.publish_batch_max == 0 {
+            return bad("publish_batch_max", "at least 1");
+        }
+        if self.request_timeout_ms == 0 || self.request_timeout_ms > self.request_timeout_ms_max {
+            return bad("request_timeout_ms", "between 1 and request_timeout_ms_max");
+        }
+        if self.webhook_attempts_max == 0 {
+            return bad("webhook_attempts_max", "at least 1");
+        }
+        if self.webhook_backoff_min_ms > self.webhook_backoff_max_ms {
+            return bad("webhook_backoff_min_ms", "at most webhook_backoff_max_ms");
+        }
+        if self.webhook_timeout_ms == 0 {
+            return bad("webhook_timeout_ms", "at least 1");
+        }
+        if self.ws_window_messages == 0 || self.ws_window_messages > self.ws_outbox_frames {
+            return bad("ws_window_messages", "between 1 and ws_outbox_frames");
+        }
+        if self.ws_idle_timeout_ms == 0 {
+            return bad("ws_idle_timeout_ms", "at least 1");
+        }
+        if self.ws_commit_interval_ms == 0 {
+            return bad("ws_commit_interval_ms", "at least 1");
+        }
+        Ok(())
+    }
+
+    /// [`Self::request_timeout_ms`] as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_the_shipped_file_matches_them() {
+        ProxyConfig::default().validate().unwrap();
+        let shipped: ProxyConfig =
+            toml::from_str(include_str!("../proxy.toml")).expect("proxy.toml parses");
+        assert_eq!(shipped, ProxyConfig::default());
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let config = ProxyConfig {
+            ws_window_messages: 0,
+            ..ProxyConfig::default()
+        };
+        let err = config.validate().unwrap_err();
+        assert!(err.to_string().contains("ws_window_messages"), "{err}");
+        let err = toml::from_str::<ProxyConfig>("no_such_key = 1").unwrap_err();
+        assert!(err.to_string().contains("no_such_key"), "{err}");
+    }
+}

@@ -1,0 +1,234 @@
+//! The proxy's errors: [`ProxyError`] for starting and running the server, [`ApiError`] for
+//! what one HTTP call or WebSocket command answers, with its HTTP status and stable code.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use client::ClientError;
+use protocol::codes::Status;
+
+/// Why the proxy could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The configuration file could not be read.
+    #[error("reading {path}: {source}")]
+    ConfigRead {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration file is not valid TOML for [`crate::ProxyConfig`].
+    #[error("parsing {path}: {source}")]
+    ConfigParse {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// A setting is out of range.
+    #[error("invalid setting {field}: {reason}")]
+    InvalidConfig {
+        /// The setting's key.
+        field: &'static str,
+        /// What it must be.
+        reason: &'static str,
+    },
+    /// The listen address could not be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Serving failed (accept loop error).
+    #[error("serving: {0}")]
+    Serve(#[source] std::io::Error),
+    /// The tokio runtime or the server thread could not be created.
+    #[error("starting the runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// A signal handler could not be installed.
+    #[error("installing the {signal} handler: {source}")]
+    Signal {
+        /// The signal.
+        signal: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The proxy's own bus client could not be created.
+    #[error("creating the bus client: {0}")]
+    Client(#[source] ClientError),
+    /// The server thread panicked.
+    #[error("the proxy thread panicked")]
+    Panicked,
+}
+
+/// A failed API call: the HTTP status, a stable machine-readable code and a message for
+/// humans. Serialized as `{"error": {"code": ..., "message": ...}}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The HTTP status of the answer.
+    pub status: StatusCode,
+    /// Stable code: `bad_request`, `payload_too_large`, `not_found`, `unknown_topic`, `conflict`,
+    /// `timeout`, `unavailable`, `too_many`, `internal`.
+    pub code: &'static str,
+    /// What went wrong, for humans.
+    pub message: String,
+}
+
+impl ApiError {
+    /// 400: the request is malformed or an argument is out of range.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    /// 404: the named resource does not exist.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 409: the resource exists already.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
+    /// 413: the body is over `body_bytes_max`.
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("body over the limit of {limit} bytes"),
+        )
+    }
+
+    /// 429: a bound (subscriptions, sessions) is reached.
+    pub fn too_many(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many", message)
+    }
+
+    /// 504: no reply came before the deadline.
+    pub fn timeout(after: Duration) -> Self {
+        Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            format!("no reply within {} ms", after.as_millis()),
+        )
+    }
+
+    /// 500: a bug or an unexpected failure inside the proxy.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The answer to a failed bus call: unknown topic → 404, a timeout → 504, a refused or
+    /// malformed argument → 400, an unreachable or unavailable broker → 503.
+    pub fn from_client(error: &ClientError) -> Self {
+        let message = error.to_string();
+        match error {
+            ClientError::NoRoute { .. }
+            | ClientError::Status {
+                status: Status::UnknownTopic,
+                ..
+            } => Self::new(StatusCode::NOT_FOUND, "unknown_topic", message),
+            ClientError::Timeout { after } => Self::timeout(*after),
+            ClientError::InvalidName(_)
+            | ClientError::InvalidArgument(_)
+            | ClientError::Encode(_) => Self::bad_request(message),
+            ClientError::Status {
+                status: Status::InvalidName | Status::InvalidArgument | Status::FrameTooLarge,
+                ..
+            } => Self::bad_request(message),
+            ClientError::Status { status, .. } if !status.is_retryable() => Self::internal(message),
+            ClientError::Status { .. }
+            | ClientError::Io { .. }
+            | ClientError::Disconnected { .. }
+            | ClientError::Protocol { .. }
+            | ClientError::Closed => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+            }
+        }
+    }
+
+    /// The JSON body: `{"error": {"code", "message"}}`.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({ "error": { "code": self.code, "message": self.message } })
+    }
+}
+
+impl From<ClientError> for ApiError {
+    fn from(error: ClientError) -> Self {
+        Self::from_client(&error)
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            log::debug!("answering {self}");
+        }
+        (self.status, Json(self.body())).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_errors_map_to_documented_statuses() {
+        let no_route = ClientError::NoRoute {
+            topic: "A10-1".into(),
+        };
+        assert_eq!(
+            ApiError::from_client(&no_route).status,
+            StatusCode::NOT_FOUND
+        );
+        let timeout = ClientError::Timeout {
+            after: Duration::from_millis(5),
+        };
+        assert_eq!(
+            ApiError::from_client(&timeout).status,
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        let gone = ClientError::Disconnected {
+            endpoint: "h:1".into(),
+        };
+        assert_eq!(
+            ApiError::from_client(&gone).status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let bad = ClientError::InvalidArgument("x".into());
+        assert_eq!(ApiError::from_client(&bad).status, StatusCode::BAD_REQUEST);
+        let body = ApiError::from_client(&bad).body();
+        assert_eq!(body["error"]["code"], "bad_request");
+    }
+}

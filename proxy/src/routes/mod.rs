@@ -1,0 +1,87 @@
+//! The HTTP API: one module per resource. [`ROUTES`] lists every (method, path) the router
+//! serves; a test checks that the OpenAPI document describes each of them.
+
+mod heartbeat;
+mod openapi;
+mod publish;
+mod request;
+mod subscriptions;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+
+use crate::state::AppState;
+
+pub use request::{request_reply, request_timeout};
+
+/// Every route: (method, path in OpenAPI form).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("post", "/v1/publish"),
+    ("post", "/v1/request"),
+    ("post", "/v1/subscriptions"),
+    ("get", "/v1/subscriptions/{id}"),
+    ("delete", "/v1/subscriptions/{id}"),
+    ("post", "/v1/heartbeat"),
+    ("get", "/v1/stream"),
+    ("get", "/openapi.json"),
+];
+
+/// The router of the whole API, WebSocket endpoint included.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.body_bytes_max;
+    Router::new()
+        .route("/v1/publish", post(publish::publish))
+        .route("/v1/request", post(request::request))
+        .route("/v1/subscriptions", post(subscriptions::create))
+        .route(
+            "/v1/subscriptions/{id}",
+            get(subscriptions::show).delete(subscriptions::remove),
+        )
+        .route("/v1/heartbeat", post(heartbeat::heartbeat))
+        .route("/v1/stream", get(crate::ws::upgrade))
+        .route("/openapi.json", get(openapi::document))
+        .fallback(|| async { crate::error::ApiError::not_found("no such endpoint") })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openapi_document_describes_every_route() {
+        let doc: serde_json::Value = serde_json::from_str(openapi::OPENAPI_JSON).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+        for (method, path) in ROUTES {
+            let operation = &doc["paths"][path][method];
+            assert!(
+                operation.is_object(),
+                "{method} {path} missing from openapi.json"
+            );
+            assert!(
+                operation["responses"].is_object(),
+                "{method} {path} has no responses"
+            );
+        }
+        let documented: usize = doc["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|p| {
+                let methods = ["get", "post", "put", "patch", "delete"];
+                p.as_object()
+                    .unwrap()
+                    .keys()
+                    .filter(|k| methods.contains(&k.as_str()))
+                    .count()
+            })
+            .sum();
+        assert_eq!(
+            documented,
+            ROUTES.len(),
+            "openapi.json documents a route not served"
+        );
+    }
+}

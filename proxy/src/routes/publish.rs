@@ -1,0 +1,131 @@
+//! `POST /v1/publish`: one message (`{"topic", "value", ...}`) or a batch
+//! (`{"messages": [...]}`), each stored before the answer.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use crate::api::{Identity, JsonBody, OutgoingMessage, Stored, parse_json};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// A single publish: the message's fields at the top level.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Single {
+    #[serde(default)]
+    identity: Option<Identity>,
+    topic: String,
+    value: String,
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    tag: Option<String>,
+    #[serde(default)]
+    properties: BTreeMap<String, String>,
+}
+
+/// A batch publish.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Batch {
+    #[serde(default)]
+    identity: Option<Identity>,
+    messages: Vec<OutgoingMessage>,
+}
+
+pub async fn publish(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<serde_json::Value>,
+) -> Result<Response, ApiError> {
+    let is_batch = body.get("messages").is_some();
+    let bytes = body.to_string();
+    let (identity, messages) = if is_batch {
+        let batch: Batch = parse_json(bytes.as_bytes())?;
+        (batch.identity, batch.messages)
+    } else {
+        let single: Single = parse_json(bytes.as_bytes())?;
+        let message = OutgoingMessage {
+            topic: single.topic,
+            value: single.value,
+            key: single.key,
+            tag: single.tag,
+            properties: single.properties,
+        };
+        (single.identity, vec![message])
+    };
+    if let Some(identity) = &identity {
+        identity.validate()?;
+    }
+    if messages.is_empty() {
+        return Err(ApiError::bad_request("messages is empty"));
+    }
+    if messages.len() > state.config.publish_batch_max {
+        return Err(ApiError::bad_request(format!(
+            "{} messages: at most {} per publish",
+            messages.len(),
+            state.config.publish_batch_max
+        )));
+    }
+    for message in &messages {
+        message.validate()?;
+    }
+    let results = send_all(&state, messages).await?;
+    if !is_batch {
+        let result = results.into_iter().next().expect("one message, one result");
+        return result.map(|stored| Json(stored).into_response());
+    }
+    let first_error = results.iter().find_map(|r| r.as_ref().err()).cloned();
+    let items: Vec<serde_json::Value> = results
+        .into_iter()
+        .map(|r| match r {
+            Ok(stored) => serde_json::to_value(stored).unwrap_or_default(),
+            Err(e) => e.body(),
+        })
+        .collect();
+    match first_error {
+        None => Ok((
+            StatusCode::OK,
+            Json(serde_json::json!({ "results": items })),
+        )
+            .into_response()),
+        // The batch is answered with its first failure's status; `results` tells which
+        // messages were stored, so a caller can retry only the others.
+        Some(error) => {
+            let mut body = error.body();
+            body["results"] = serde_json::Value::Array(items);
+            Ok((error.status, Json(body)).into_response())
+        }
+    }
+}
+
+/// Sends every message concurrently and waits for each acknowledgement. The client may
+/// block the sending thread (connecting, writing), so this runs on the blocking pool.
+async fn send_all(
+    state: &AppState,
+    messages: Vec<OutgoingMessage>,
+) -> Result<Vec<Result<Stored, ApiError>>, ApiError> {
+    let shared = state.shared.clone();
+    let timeout = state.config.request_timeout();
+    tokio::task::spawn_blocking(move || {
+        let pending: Vec<_> = messages
+            .iter()
+            .map(|m| shared.producer.send_async(m.to_message()))
+            .collect();
+        pending
+            .into_iter()
+            .map(|future| {
+                future
+                    .wait(timeout)
+                    .map(Stored::from)
+                    .map_err(ApiError::from)
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("publish task failed: {e}")))
+}

@@ -1,0 +1,107 @@
+//! `POST /v1/subscriptions` (webhook push), `GET` and `DELETE /v1/subscriptions/{id}`. The
+//! delivery and give-up policy is in [`crate::webhook`].
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+
+use crate::api::{Identity, JsonBody, Mode, Start};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::webhook::{CreateError, HookInfo, HookRequest};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    identity: Identity,
+    topic: String,
+    group: String,
+    #[serde(default)]
+    mode: Mode,
+    #[serde(default)]
+    start: Start,
+    /// Where to POST each message: `http://host:port/path`.
+    url: String,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<CreateBody>,
+) -> Result<(StatusCode, Json<HookInfo>), ApiError> {
+    body.identity.validate()?;
+    body.topic
+        .parse::<protocol::names::Topic>()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    body.group
+        .parse::<protocol::names::GroupName>()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if !body.url.starts_with("http://") || body.url.len() <= "http://".len() {
+        return Err(ApiError::bad_request(format!(
+            "url {:?}: an http:// URL is needed",
+            body.url
+        )));
+    }
+    let id = format!("sub-{}", state.next_id());
+    let request = HookRequest {
+        identity: body.identity,
+        topic: body.topic,
+        group: body.group,
+        mode: body.mode,
+        start: body.start,
+        url: body.url,
+    };
+    let shared = state.shared.clone();
+    let config = state.config.clone();
+    let created = tokio::task::spawn_blocking(move || shared.webhooks.create(id, request, &config))
+        .await
+        .map_err(|e| ApiError::internal(format!("subscribe task failed: {e}")))?;
+    match created {
+        Ok(info) => {
+            log::info!(
+                "webhook subscription {} to {} -> {}",
+                info.id,
+                info.topic,
+                info.url
+            );
+            Ok((StatusCode::CREATED, Json(info)))
+        }
+        Err(CreateError::TooMany) => Err(ApiError::too_many(format!(
+            "{} webhook subscriptions exist",
+            state.config.subscriptions_max
+        ))),
+        Err(CreateError::Duplicate(existing)) => Err(ApiError::conflict(format!(
+            "this identity already subscribes to the topic as {existing}"
+        ))),
+        Err(CreateError::Client(e)) => Err(ApiError::from(e)),
+    }
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<HookInfo>, ApiError> {
+    state
+        .shared
+        .webhooks
+        .info(&id)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no subscription {id}")))
+}
+
+pub async fn remove(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let shared = state.shared.clone();
+    let lookup = id.clone();
+    let removed = tokio::task::spawn_blocking(move || shared.webhooks.remove(&lookup))
+        .await
+        .map_err(|e| ApiError::internal(format!("unsubscribe task failed: {e}")))?;
+    if removed {
+        log::info!("webhook subscription {id} removed");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("no subscription {id}")))
+    }
+}

@@ -1,0 +1,89 @@
+//! What every route and session shares: the configuration, the proxy's own bus client (HTTP
+//! publish and request), the webhook subscriptions and the WebSocket sessions.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use client::{Client, ClientConfig, Producer, Requester};
+
+use crate::config::ProxyConfig;
+use crate::error::ProxyError;
+use crate::webhook::Webhooks;
+use crate::ws::Sessions;
+
+/// The router's state; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The settings in force.
+    pub config: Arc<ProxyConfig>,
+    /// Everything else.
+    pub shared: Arc<Shared>,
+}
+
+/// The proxy's bus roles and registries.
+pub struct Shared {
+    /// The proxy's own client: HTTP publishes and requests (replies come back to its id).
+    pub client: Client,
+    /// Publishes of the HTTP API.
+    pub producer: Producer,
+    /// Requests of the HTTP API.
+    pub requester: Requester,
+    /// Webhook subscriptions.
+    pub webhooks: Webhooks,
+    /// Live WebSocket sessions.
+    pub sessions: Sessions,
+    next_id: AtomicU64,
+}
+
+impl AppState {
+    /// Creates the shared client and empty registries. No connection is made yet.
+    pub fn new(config: ProxyConfig) -> Result<Self, ProxyError> {
+        let client_config = client_config(&config, &config.area, None)?;
+        let client = Client::new(client_config).map_err(ProxyError::Client)?;
+        let producer = Producer::new(&client).map_err(ProxyError::Client)?;
+        let requester = Requester::new(&client);
+        Ok(Self {
+            shared: Arc::new(Shared {
+                client,
+                producer,
+                requester,
+                webhooks: Webhooks::default(),
+                sessions: Sessions::default(),
+                next_id: AtomicU64::new(1),
+            }),
+            config: Arc::new(config),
+        })
+    }
+
+    /// A number unique in this proxy's life (subscription and delivery ids).
+    pub fn next_id(&self) -> u64 {
+        self.shared.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Stops every session and subscription and closes the shared client; blocking.
+    pub fn close(&self) {
+        self.shared.sessions.close_all();
+        self.shared.webhooks.close_all();
+        self.shared.client.close();
+    }
+}
+
+/// The client configuration for `area` (and `client_id`, else the generated default).
+pub fn client_config(
+    config: &ProxyConfig,
+    area: &str,
+    client_id: Option<&str>,
+) -> Result<ClientConfig, ProxyError> {
+    let invalid = |field| ProxyError::InvalidConfig {
+        field,
+        reason: "not a valid bus name",
+    };
+    let client_config =
+        ClientConfig::new(config.nameservers.iter().cloned(), area).map_err(|_| invalid("area"))?;
+    match client_id {
+        Some(id) => client_config
+            .with_client_id(id)
+            .map_err(|_| invalid("client_id")),
+        None => Ok(client_config),
+    }
+}

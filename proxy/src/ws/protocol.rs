@@ -1,0 +1,262 @@
+//! The WebSocket protocol: one JSON object per text message, tagged by `type`.
+//!
+//! A session begins with `hello` (the identity); any other first message closes it. Commands
+//! may carry a `ref` (any JSON value) that the proxy echoes in the answer. Pushed messages
+//! carry a `delivery` id: a `message` is acked with `ack`, a `request` is answered with
+//! `reply`. Offsets are committed to the broker only once every message pushed on the
+//! subscription is acked, so an unacked message is delivered again after a reconnect or a
+//! proxy restart (at least once: a message acked shortly before a crash may come again).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::{DeliveredMessage, Identity, Mode, OutgoingMessage, Start, Stored};
+
+/// What a client sends.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientFrame {
+    /// The first message: who the client is.
+    Hello {
+        /// The client's identity; the session's bus client id derives from it.
+        identity: Identity,
+    },
+    /// Keeps the session alive; answered with `heartbeat`.
+    Heartbeat {
+        /// Echoed.
+        #[serde(default, rename = "ref")]
+        reference: Option<serde_json::Value>,
+    },
+    /// Subscribe to a topic's messages, or (`responder: true`) to its requests.
+    Subscribe {
+        /// Echoed.
+        #[serde(default, rename = "ref")]
+        reference: Option<serde_json::Value>,
+        /// The topic.
+        topic: String,
+        /// The consumer or responder group.
+        group: String,
+        /// Clustering (default) or broadcast; responders are always clustering.
+        #[serde(default)]
+        mode: Mode,
+        /// Where a group with no committed offset starts.
+        #[serde(default)]
+        start: Start,
+        /// Receive the topic's requests and answer them with `reply`.
+        #[serde(default)]
+        responder: bool,
+    },
+    /// Ends a subscription.
+    Unsubscribe {
+        /// Echoed.
+        #[serde(default, rename = "ref")]
+        reference: Option<serde_json::Value>,
+        /// The id from `subscribed`.
+        subscription: String,
+    },
+    /// Publishes one message; answered with `published`.
+    Publish {
+        /// Echoed.
+        #[serde(default, rename = "ref")]
+        reference: Option<serde_json::Value>,
+        /// The topic.
+        topic: String,
+        /// The payload.
+        value: String,
+        /// Optional key.
+        #[serde(default)]
+        key: Option<String>,
+        /// Optional tag.
+        #[serde(default)]
+        tag: Option<String>,
+        /// User properties.
+        #[serde(default)]
+        properties: BTreeMap<String, String>,
+    },
+    /// Sends a request; answered with `reply` (same `ref`) or `error` (`timeout`).
+    Request {
+        /// Echoed; needed to match the reply.
+        #[serde(default, rename = "ref")]
+        reference: Option<serde_json::Value>,
+        /// The service topic.
+        topic: String,
+        /// The payload.
+        value: String,
+        /// Optional key.
+        #[serde(default)]
+        key: Option<String>,
+        /// Optional tag.
+        #[serde(default)]
+        tag: Option<String>,
+        /// User properties.
+        #[serde(default)]
+        properties: BTreeMap<String, String>,
+        /// Reply wait; default `request_timeout_ms`.
+        #[serde(default)]
+        timeout_ms: Option<u64>,
+    },
+    /// Answers a pushed `request`.
+    Reply {
+        /// The request's delivery id.
+        delivery: u64,
+        /// The reply payload.
+        value: String,
+    },
+    /// Acknowledges pushed messages: `delivery`, or several in `deliveries`.
+    Ack {
+        /// One delivery id.
+        #[serde(default)]
+        delivery: Option<u64>,
+        /// Several delivery ids.
+        #[serde(default)]
+        deliveries: Vec<u64>,
+    },
+    /// Ends the session cleanly.
+    Goodbye {},
+}
+
+/// What the proxy sends.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// Answers `hello`.
+    Welcome {
+        /// The session's bus client id.
+        client_id: String,
+        /// The per-session window of unacked pushes.
+        window: usize,
+        /// Close after this much silence.
+        idle_timeout_ms: u64,
+    },
+    /// Answers `heartbeat`.
+    Heartbeat {
+        /// Echoed.
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<serde_json::Value>,
+    },
+    /// Answers `subscribe`.
+    Subscribed {
+        /// Echoed.
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<serde_json::Value>,
+        /// The subscription's id in this session.
+        subscription: String,
+    },
+    /// Answers `unsubscribe`.
+    Unsubscribed {
+        /// Echoed.
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<serde_json::Value>,
+        /// The subscription.
+        subscription: String,
+    },
+    /// Answers `publish`.
+    Published {
+        /// Echoed.
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<serde_json::Value>,
+        /// Where it was stored.
+        #[serde(flatten)]
+        stored: Stored,
+    },
+    /// The reply to this client's `request`.
+    Reply {
+        /// Echoed from the request.
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<serde_json::Value>,
+        /// The reply.
+        message: DeliveredMessage,
+    },
+    /// A message of a subscription; ack it.
+    Message {
+        /// The subscription.
+        subscription: String,
+        /// Ack with this id.
+        delivery: u64,
+        /// The message.
+        message: DeliveredMessage,
+    },
+    /// A request for this client's responder subscription; answer with `reply`.
+    Request {
+        /// The subscription.
+        subscription: String,
+        /// Reply with this id.
+        delivery: u64,
+        /// The request (its `deadline_ms` says until when a reply is awaited).
+        message: DeliveredMessage,
+    },
+    /// A command failed, or the session is ending for a reason.
+    Error {
+        /// Echoed from the failed command.
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<serde_json::Value>,
+        /// Stable code, as in HTTP error bodies.
+        code: &'static str,
+        /// For humans.
+        message: String,
+    },
+    /// Answers `goodbye`; the proxy closes the session after it.
+    Goodbye {},
+}
+
+impl ServerFrame {
+    /// The error answer to a command.
+    pub fn error(reference: Option<serde_json::Value>, error: &crate::error::ApiError) -> Self {
+        Self::Error {
+            reference,
+            code: error.code,
+            message: error.message.clone(),
+        }
+    }
+}
+
+/// The message of a `publish` or `request` command.
+pub fn outgoing(
+    topic: String,
+    value: String,
+    key: Option<String>,
+    tag: Option<String>,
+    properties: BTreeMap<String, String>,
+) -> OutgoingMessage {
+    OutgoingMessage {
+        topic,
+        value,
+        key,
+        tag,
+        properties,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_parse_and_render() {
+        let frame: ClientFrame = serde_json::from_str(
+            r#"{"type":"subscribe","ref":1,"topic":"A10-1","group":"g","mode":"broadcast"}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            frame,
+            ClientFrame::Subscribe {
+                mode: Mode::Broadcast,
+                responder: false,
+                ..
+            }
+        ));
+        let err = serde_json::from_str::<ClientFrame>(r#"{"type":"ack","delivery":1,"x":2}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains('x'), "{err}");
+        let out = serde_json::to_value(ServerFrame::Subscribed {
+            reference: Some(1.into()),
+            subscription: "s1".into(),
+        })
+        .unwrap();
+        assert_eq!(
+            out,
+            serde_json::json!({"type":"subscribed","ref":1,"subscription":"s1"})
+        );
+    }
+}

@@ -1,0 +1,439 @@
+//! One WebSocket connection: `hello`, then commands until `goodbye`, silence, a replacing
+//! session, a socket error or proxy shutdown; then every subscription is closed (committing
+//! only acked messages) and the session's bus client with them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
+use client::{Client, ConsumerOptions, Producer, Requester, Responder};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, watch};
+
+use crate::api::{DeliveredMessage, Identity, Mode, Start, Stored, parse_json};
+use crate::config::{WS_REPLACE_WAIT, WS_SESSION_SUBSCRIPTIONS_MAX};
+use crate::error::ApiError;
+use crate::routes::{request_reply, request_timeout};
+use crate::state::{AppState, client_config};
+use crate::ws::protocol::{ClientFrame, ServerFrame, outgoing};
+use crate::ws::pump::{Gate, PendingReplies, SessionLink, Subscription, Window, responder_handler};
+
+/// WebSocket close code "going away" (proxy shutdown or replaced session).
+const CLOSE_GOING_AWAY: u16 = 1001;
+/// WebSocket close code "policy violation" (no hello, silence).
+const CLOSE_POLICY: u16 = 1008;
+
+/// The bus side of an identified session.
+struct Bus {
+    state: AppState,
+    client: Client,
+    producer: Producer,
+    requester: Requester,
+    link: SessionLink,
+    subscriptions: HashMap<String, Subscription>,
+    next_subscription: u64,
+}
+
+pub async fn run(state: AppState, socket: WebSocket) {
+    let (mut sink, mut stream) = socket.split();
+    let (outbox, mut outbox_rx) = mpsc::channel::<ServerFrame>(state.config.ws_outbox_frames);
+    let (close_tx, mut close_rx) = mpsc::channel::<(u16, String)>(1);
+    // The writer owns the sink: frames from the session and the pumps, then a close frame.
+    let writer = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                frame = outbox_rx.recv() => {
+                    let Some(frame) = frame else { break };
+                    let text = match serde_json::to_string(&frame) {
+                        Ok(text) => text,
+                        Err(e) => { log::error!("unserializable frame {frame:?}: {e}"); continue }
+                    };
+                    if sink.send(WsMessage::Text(text.into())).await.is_err() {
+                        return;
+                    }
+                }
+                close = close_rx.recv() => {
+                    // Flush what is queued, then close.
+                    while let Ok(frame) = outbox_rx.try_recv() {
+                        if let Ok(text) = serde_json::to_string(&frame) {
+                            let _ = sink.send(WsMessage::Text(text.into())).await;
+                        }
+                    }
+                    let (code, reason) = close.unwrap_or((CLOSE_GOING_AWAY, String::new()));
+                    let frame = CloseFrame { code, reason: reason.into() };
+                    let _ = sink.send(WsMessage::Close(Some(frame))).await;
+                    break;
+                }
+            }
+        }
+    });
+    let idle = Duration::from_millis(state.config.ws_idle_timeout_ms);
+    let mut shutdown = state.shared.sessions.shutdown_signal();
+
+    // The first message must be a hello.
+    let hello = tokio::select! {
+        _ = shutdown.wait_for(|s| *s) => Ok(None),
+        frame = tokio::time::timeout(idle, next_frame(&mut stream, &state)) => frame,
+    };
+    let identity = match hello {
+        Ok(Some(Ok(ClientFrame::Hello { identity }))) => identity,
+        Ok(Some(Ok(_))) => {
+            let error = ApiError::bad_request("the first message must be a hello");
+            let _ = outbox.send(ServerFrame::error(None, &error)).await;
+            let _ = close_tx.send((CLOSE_POLICY, "no hello".into())).await;
+            let _ = writer.await;
+            return;
+        }
+        Ok(Some(Err(error))) => {
+            let _ = outbox.send(ServerFrame::error(None, &error)).await;
+            let _ = close_tx.send((CLOSE_POLICY, "bad hello".into())).await;
+            let _ = writer.await;
+            return;
+        }
+        Ok(None) | Err(_) => {
+            drop(outbox);
+            let _ = writer.await;
+            return;
+        }
+    };
+    if let Err(error) = identity.validate() {
+        let _ = outbox.send(ServerFrame::error(None, &error)).await;
+        let _ = close_tx.send((CLOSE_POLICY, "bad identity".into())).await;
+        let _ = writer.await;
+        return;
+    }
+
+    let client_id = identity.client_id();
+    let generation = state.next_id();
+    let (done_tx, done_rx) = watch::channel(false);
+    let (mut stop, replaced) = state
+        .shared
+        .sessions
+        .register(&client_id, generation, done_rx);
+    if let Some(mut old) = replaced {
+        log::info!("session {client_id}: replacing the previous session");
+        let _ = tokio::time::timeout(WS_REPLACE_WAIT, old.wait_for(|done| *done)).await;
+    }
+    let closed = Arc::new(AtomicBool::new(false));
+    let link = SessionLink {
+        outbox: outbox.clone(),
+        window: Arc::new(Window::new(state.config.ws_window_messages)),
+        deliveries: Arc::new(AtomicU64::new(1)),
+        closed: closed.clone(),
+        replies: Arc::new(PendingReplies::default()),
+    };
+    let mut bus = match Bus::connect(&state, &identity, link).await {
+        Ok(bus) => bus,
+        Err(error) => {
+            let _ = outbox.send(ServerFrame::error(None, &error)).await;
+            let _ = close_tx
+                .send((CLOSE_GOING_AWAY, "bus unavailable".into()))
+                .await;
+            let _ = writer.await;
+            state.shared.sessions.unregister(&client_id, generation);
+            let _ = done_tx.send(true);
+            return;
+        }
+    };
+    log::info!("session {client_id}: open");
+    let _ = outbox
+        .send(ServerFrame::Welcome {
+            client_id: client_id.clone(),
+            window: state.config.ws_window_messages,
+            idle_timeout_ms: state.config.ws_idle_timeout_ms,
+        })
+        .await;
+
+    let close = loop {
+        let frame = tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => break (CLOSE_GOING_AWAY, "replaced by a new session"),
+            _ = shutdown.wait_for(|s| *s) => break (CLOSE_GOING_AWAY, "proxy shutting down"),
+            frame = tokio::time::timeout(idle, next_frame(&mut stream, &state)) => frame,
+        };
+        let frame = match frame {
+            Err(_) => break (CLOSE_POLICY, "idle timeout"),
+            Ok(None) => break (CLOSE_GOING_AWAY, ""),
+            Ok(Some(Err(error))) => {
+                // A malformed command is answered; the session goes on.
+                let _ = outbox.send(ServerFrame::error(None, &error)).await;
+                continue;
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if matches!(frame, ClientFrame::Goodbye {}) {
+            let _ = outbox.send(ServerFrame::Goodbye {}).await;
+            break (1000, "goodbye");
+        }
+        bus.handle(frame).await;
+    };
+    log::info!("session {client_id}: closing ({})", close.1);
+    closed.store(true, Ordering::Release);
+    bus.link.window.wake();
+    bus.link.replies.clear();
+    let _ = close_tx.send((close.0, close.1.to_owned())).await;
+    bus.close().await;
+    drop(outbox);
+    let _ = writer.await;
+    state.shared.sessions.unregister(&client_id, generation);
+    let _ = done_tx.send(true);
+}
+
+/// The next client frame: `None` at the end of the stream, `Err` for a malformed message.
+async fn next_frame(
+    stream: &mut futures_util::stream::SplitStream<WebSocket>,
+    state: &AppState,
+) -> Option<Result<ClientFrame, ApiError>> {
+    loop {
+        let message = match stream.next().await? {
+            Ok(message) => message,
+            Err(e) => {
+                log::debug!("WebSocket read: {e}");
+                let limit = state.config.body_bytes_max;
+                if e.to_string().contains("too long") || e.to_string().contains("too big") {
+                    return Some(Err(ApiError::payload_too_large(limit)));
+                }
+                return None;
+            }
+        };
+        return match message {
+            WsMessage::Text(text) => Some(parse_json(text.as_bytes())),
+            WsMessage::Binary(bytes) => Some(parse_json(&bytes)),
+            WsMessage::Close(_) => None,
+            WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
+        };
+    }
+}
+
+impl Bus {
+    /// Creates the session's bus client (id from the identity) and its roles.
+    async fn connect(
+        state: &AppState,
+        identity: &Identity,
+        link: SessionLink,
+    ) -> Result<Self, ApiError> {
+        let config = client_config(&state.config, &identity.area, Some(&identity.client_id()))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let (client, producer) = tokio::task::spawn_blocking(move || {
+            let client = Client::new(config)?;
+            let producer = Producer::new(&client)?;
+            Ok::<_, client::ClientError>((client, producer))
+        })
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+        let requester = Requester::new(&client);
+        Ok(Self {
+            state: state.clone(),
+            client,
+            producer,
+            requester,
+            link,
+            subscriptions: HashMap::new(),
+            next_subscription: 1,
+        })
+    }
+
+    async fn handle(&mut self, frame: ClientFrame) {
+        match frame {
+            ClientFrame::Hello { .. } => {
+                let error = ApiError::bad_request("hello was already received");
+                self.send(ServerFrame::error(None, &error)).await;
+            }
+            ClientFrame::Heartbeat { reference } => {
+                self.send(ServerFrame::Heartbeat { reference }).await;
+            }
+            ClientFrame::Subscribe {
+                reference,
+                topic,
+                group,
+                mode,
+                start,
+                responder,
+            } => match self.subscribe(topic, group, mode, start, responder).await {
+                Ok(subscription) => {
+                    let frame = ServerFrame::Subscribed {
+                        reference,
+                        subscription: subscription.clone(),
+                    };
+                    self.send(frame).await;
+                    if let Some(running) = self.subscriptions.get(&subscription) {
+                        running.open();
+                    }
+                }
+                Err(error) => self.send(ServerFrame::error(reference, &error)).await,
+            },
+            ClientFrame::Unsubscribe {
+                reference,
+                subscription,
+            } => {
+                let frame = match self.subscriptions.remove(&subscription) {
+                    Some(running) => {
+                        let _ = tokio::task::spawn_blocking(move || running.close()).await;
+                        ServerFrame::Unsubscribed {
+                            reference,
+                            subscription,
+                        }
+                    }
+                    None => ServerFrame::error(
+                        reference,
+                        &ApiError::not_found(format!("no subscription {subscription}")),
+                    ),
+                };
+                self.send(frame).await;
+            }
+            ClientFrame::Publish {
+                reference,
+                topic,
+                value,
+                key,
+                tag,
+                properties,
+            } => {
+                let message = outgoing(topic, value, key, tag, properties);
+                if let Err(error) = message.validate() {
+                    return self.send(ServerFrame::error(reference, &error)).await;
+                }
+                let producer = self.producer.clone();
+                let outbox = self.link.outbox.clone();
+                let timeout = self.state.config.request_timeout();
+                // Publishes run concurrently; each answer goes out when its ack comes.
+                tokio::spawn(async move {
+                    let sent = tokio::task::spawn_blocking(move || {
+                        producer.send_async(message.to_message()).wait(timeout)
+                    })
+                    .await;
+                    let frame = match sent {
+                        Ok(Ok(result)) => ServerFrame::Published {
+                            reference,
+                            stored: Stored::from(result),
+                        },
+                        Ok(Err(e)) => ServerFrame::error(reference, &ApiError::from(e)),
+                        Err(e) => ServerFrame::error(reference, &ApiError::internal(e.to_string())),
+                    };
+                    let _ = outbox.send(frame).await;
+                });
+            }
+            ClientFrame::Request {
+                reference,
+                topic,
+                value,
+                key,
+                tag,
+                properties,
+                timeout_ms,
+            } => {
+                let message = outgoing(topic, value, key, tag, properties);
+                let timeout = match request_timeout(&self.state, timeout_ms)
+                    .and_then(|t| message.validate().map(|()| t))
+                {
+                    Ok(timeout) => timeout,
+                    Err(error) => return self.send(ServerFrame::error(reference, &error)).await,
+                };
+                let requester = self.requester.clone();
+                let outbox = self.link.outbox.clone();
+                tokio::spawn(async move {
+                    let frame = match request_reply(requester, message.to_message(), timeout).await
+                    {
+                        Ok(reply) => ServerFrame::Reply {
+                            reference,
+                            message: DeliveredMessage::from(&reply),
+                        },
+                        Err(error) => ServerFrame::error(reference, &error),
+                    };
+                    let _ = outbox.send(frame).await;
+                });
+            }
+            ClientFrame::Reply { delivery, value } => {
+                if !self.link.replies.complete(delivery, value) {
+                    let error = ApiError::not_found(format!(
+                        "no request awaits a reply with delivery {delivery} (expired or answered)"
+                    ));
+                    self.send(ServerFrame::error(None, &error)).await;
+                }
+            }
+            ClientFrame::Ack {
+                delivery,
+                deliveries,
+            } => {
+                for delivery in delivery.into_iter().chain(deliveries) {
+                    if !self.link.window.ack(delivery) {
+                        log::debug!("ack of unknown delivery {delivery}");
+                    }
+                }
+            }
+            ClientFrame::Goodbye {} => {}
+        }
+    }
+
+    async fn subscribe(
+        &mut self,
+        topic: String,
+        group: String,
+        mode: Mode,
+        start: Start,
+        responder: bool,
+    ) -> Result<String, ApiError> {
+        if self.subscriptions.len() >= WS_SESSION_SUBSCRIPTIONS_MAX {
+            return Err(ApiError::too_many(format!(
+                "at most {WS_SESSION_SUBSCRIPTIONS_MAX} subscriptions per session"
+            )));
+        }
+        topic
+            .parse::<protocol::names::Topic>()
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        group
+            .parse::<protocol::names::GroupName>()
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let id = format!("s{}", self.next_subscription);
+        self.next_subscription += 1;
+        let client = self.client.clone();
+        let link = self.link.clone();
+        let commit_interval = Duration::from_millis(self.state.config.ws_commit_interval_ms);
+        let subscription_id = id.clone();
+        let running = tokio::task::spawn_blocking(move || {
+            if responder {
+                let gate = Gate::default();
+                let handler = responder_handler(subscription_id, link, gate.clone());
+                let responder = Responder::start(&client, &topic, &group, handler)?;
+                return Ok(Subscription::requests(responder, gate));
+            }
+            let options = ConsumerOptions::new(topic, group, mode.into())
+                .start_from(start.into())
+                .manual_commit();
+            let consumer = client::Consumer::subscribe_with(&client, options)?;
+            Subscription::messages(subscription_id, consumer, link, commit_interval).map_err(
+                |source| client::ClientError::Io {
+                    endpoint: "(local)".into(),
+                    source,
+                },
+            )
+        })
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+        self.subscriptions.insert(id.clone(), running);
+        Ok(id)
+    }
+
+    async fn send(&self, frame: ServerFrame) {
+        let _ = self.link.outbox.send(frame).await;
+    }
+
+    /// Closes every subscription, then the client (blocking work, off the runtime).
+    async fn close(self) {
+        let subscriptions: Vec<Subscription> = self.subscriptions.into_values().collect();
+        let client = self.client;
+        let producer = self.producer;
+        let closed = tokio::task::spawn_blocking(move || {
+            for subscription in subscriptions {
+                subscription.close();
+            }
+            drop(producer);
+            client.close();
+        })
+        .await;
+        if let Err(e) = closed {
+            log::error!("closing a session's subscriptions panicked: {e}");
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! The HTTP API against a real broker and nameserver: publish, request-reply, webhooks,
+//! heartbeats, and the documented errors.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use client::{ConsumeMode, Consumer, ConsumerOptions, Responder, StartFrom};
+use defibus_tests::{WAIT, client};
+use serde_json::json;
+
+use support::{Bus, identity};
+
+#[test]
+fn publish_single_and_batch_store_messages_a_consumer_reads() {
+    let bus = Bus::start(&["A10-7001"], |_| {});
+    let (status, stored) = bus.post(
+        "/v1/publish",
+        r#"{"topic":"A10-7001","value":"one","key":"k","tag":"t","properties":{"p":"v"}}"#,
+    );
+    assert_eq!(status, 200, "{stored}");
+    assert_eq!(stored["topic"], "A10-7001");
+    assert!(stored["offset"].is_u64());
+    let batch = json!({
+        "identity": identity("pub-1"),
+        "messages": [{"topic":"A10-7001","value":"two"}, {"topic":"A10-7001","value":"three"}],
+    });
+    let (status, body) = bus.post("/v1/publish", &batch.to_string());
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"].as_array().unwrap().len(), 2);
+
+    let reader = client(&bus.cluster.nameserver);
+    let consumer = Consumer::subscribe_with(
+        &reader,
+        ConsumerOptions::new("A10-7001", "check", ConsumeMode::Clustering)
+            .start_from(StartFrom::Earliest),
+    )
+    .unwrap();
+    let mut values = Vec::new();
+    while values.len() < 3 {
+        let m = consumer.recv(WAIT).unwrap().expect("three messages");
+        if m.value == b"one" {
+            assert_eq!(m.tag.as_deref(), Some("t"));
+            assert_eq!(m.property("p"), Some(&b"v"[..]));
+        }
+        values.push(String::from_utf8(m.value).unwrap());
+    }
+    values.sort();
+    assert_eq!(values, ["one", "three", "two"]);
+}
+
+#[test]
+fn request_carries_the_reply_or_times_out_with_504() {
+    let bus = Bus::start(&["A10-7002"], |_| {});
+    let (status, body) = bus.post(
+        "/v1/request",
+        r#"{"topic":"A10-7002","value":"nobody","timeout_ms":500}"#,
+    );
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(body["error"]["code"], "timeout");
+
+    let service = client(&bus.cluster.nameserver);
+    let responder = Responder::start(&service, "A10-7002", "upper", |r| {
+        r.value.to_ascii_uppercase()
+    })
+    .unwrap();
+    // The responder's subscription may take a moment to be assigned the queues.
+    let mut answered = None;
+    for _ in 0..20 {
+        let (status, body) = bus.post(
+            "/v1/request",
+            r#"{"topic":"A10-7002","value":"hello","timeout_ms":2000}"#,
+        );
+        if status == 200 {
+            answered = Some(body);
+            break;
+        }
+        assert_eq!(status, 504, "{body}");
+    }
+    let reply = answered.expect("a reply");
+    assert_eq!(reply["value"], "HELLO");
+    responder.close().unwrap();
+}
+
+#[test]
+fn bad_inputs_get_the_documented_errors() {
+    let bus = Bus::start(&["A10-7003"], |c| c.body_bytes_max = 4096);
+    let (status, body) = bus.post("/v1/publish", "{not json");
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "bad_request");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("malformed JSON")
+    );
+
+    let (status, body) = bus.post("/v1/publish", r#"{"topic":"A10-7003","valu":"x"}"#);
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("valu"));
+
+    let (status, body) = bus.post("/v1/publish", r#"{"topic":"A10-9999","value":"x"}"#);
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "unknown_topic");
+
+    let (status, body) = bus.post("/v1/request", r#"{"topic":"A10-9999","value":"x"}"#);
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(
+        body,
+        json!({"error": {"code": "unknown_topic", "message": "no route to topic A10-9999"}})
+    );
+
+    let big = json!({"topic": "A10-7003", "value": "x".repeat(8192)}).to_string();
+    let (status, body) = bus.post("/v1/publish", &big);
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"]["code"], "payload_too_large");
+
+    let bad_identity =
+        json!({"identity": {"system":"a b","area":"A10","group":"g","instance":"i"}});
+    let (status, body) = bus.post("/v1/heartbeat", &bad_identity.to_string());
+    assert_eq!(status, 400, "{body}");
+
+    let (status, _) = bus.post(
+        "/v1/request",
+        r#"{"topic":"A10-7003","value":"x","timeout_ms":999999999}"#,
+    );
+    assert_eq!(status, 400);
+
+    let (status, body) = bus.delete("/v1/subscriptions/sub-404");
+    assert_eq!(status, 404, "{body}");
+    let (status, _) = bus.get("/v1/nothing-here");
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn broker_unavailable_is_503() {
+    // A nameserver that nobody listens on: no route can be fetched.
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let bus = Bus::start(&[], |c| {
+        c.nameservers = vec![addr];
+        c.request_timeout_ms = 1000;
+    });
+    let (status, body) = bus.post("/v1/publish", r#"{"topic":"A10-7004","value":"x"}"#);
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable");
+}
+
+#[test]
+fn the_openapi_document_is_served() {
+    let bus = Bus::start(&[], |_| {});
+    let (status, doc) = bus.get("/openapi.json");
+    assert_eq!(status, 200);
+    for (method, path) in proxy::ROUTES {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path}");
+    }
+}
+
+/// A webhook receiver: answers `fail_first` requests with 500, then 200; sends each body
+/// it accepted.
+fn webhook_server(fail_first: usize) -> (String, mpsc::Receiver<serde_json::Value>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = 0;
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            seen += 1;
+            let status = if seen <= fail_first {
+                "500 Internal Server Error"
+            } else {
+                "200 OK"
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+            if seen > fail_first
+                && let Ok(json) = serde_json::from_slice(&body)
+            {
+                let _ = tx.send(json);
+            }
+        }
+    });
+    (url, rx)
+}
+
+#[test]
+fn webhook_subscription_pushes_retries_and_unsubscribes() {
+    let bus = Bus::start(&["A10-7005"], |c| {
+        c.webhook_backoff_min_ms = 10;
+        c.webhook_backoff_max_ms = 20;
+    });
+    // The first two attempts fail: the message comes on the third (of five).
+    let (url, received) = webhook_server(2);
+    let body = json!({
+        "identity": identity("hook-1"), "topic": "A10-7005", "group": "hooks",
+        "start": "earliest", "url": url,
+    });
+    let (status, sub) = bus.post("/v1/subscriptions", &body.to_string());
+    assert_eq!(status, 201, "{sub}");
+    let id = sub["id"].as_str().unwrap().to_owned();
+    let (status, again) = bus.post("/v1/subscriptions", &body.to_string());
+    assert_eq!(status, 409, "{again}");
+
+    let (status, _) = bus.post("/v1/publish", r#"{"topic":"A10-7005","value":"pushed"}"#);
+    assert_eq!(status, 200);
+    let push = received.recv_timeout(WAIT).expect("a webhook push");
+    assert_eq!(push["subscription"], id.as_str());
+    assert_eq!(push["message"]["value"], "pushed");
+
+    // The proxy counts the delivery once it has read the answer.
+    defibus_tests::wait_for("the delivery to be counted", WAIT, || {
+        bus.get(&format!("/v1/subscriptions/{id}")).1["delivered"] == 1
+    });
+    let (status, info) = bus.get(&format!("/v1/subscriptions/{id}"));
+    assert_eq!(status, 200);
+    assert_eq!(info["failed_attempts"], 2);
+    assert_eq!(info["given_up"], 0);
+
+    let (status, beat) = bus.post(
+        "/v1/heartbeat",
+        &json!({"identity": identity("hook-1")}).to_string(),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(beat["subscriptions"], 1);
+
+    let (status, _) = bus.delete(&format!("/v1/subscriptions/{id}"));
+    assert_eq!(status, 204);
+    let (status, _) = bus.get(&format!("/v1/subscriptions/{id}"));
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn webhook_gives_up_after_the_last_attempt_and_goes_on() {
+    let bus = Bus::start(&["A10-7006"], |c| {
+        c.webhook_attempts_max = 2;
+        c.webhook_backoff_min_ms = 10;
+        c.webhook_backoff_max_ms = 10;
+    });
+    // Both attempts at the first message fail; the second message is delivered.
+    let (url, received) = webhook_server(2);
+    let body = json!({
+        "identity": identity("hook-2"), "topic": "A10-7006", "group": "hooks",
+        "start": "earliest", "url": url,
+    });
+    let (status, sub) = bus.post("/v1/subscriptions", &body.to_string());
+    assert_eq!(status, 201, "{sub}");
+    let id = sub["id"].as_str().unwrap();
+    for value in ["lost", "kept"] {
+        let message = json!({"topic": "A10-7006", "value": value, "key": "same-queue"});
+        assert_eq!(bus.post("/v1/publish", &message.to_string()).0, 200);
+    }
+    let push = received.recv_timeout(WAIT).expect("the second message");
+    assert_eq!(push["message"]["value"], "kept");
+    defibus_tests::wait_for("the delivery to be counted", WAIT, || {
+        bus.get(&format!("/v1/subscriptions/{id}")).1["delivered"] == 1
+    });
+    let (_, info) = bus.get(&format!("/v1/subscriptions/{id}"));
+    assert_eq!(info["given_up"], 1, "{info}");
+    assert!(received.recv_timeout(Duration::from_millis(200)).is_err());
+}
+
+#[test]
+fn subscription_leases_expire_without_heartbeats() {
+    let bus = Bus::start(&["A10-7007"], |c| c.subscription_lease_ms = 300);
+    let (url, _received) = webhook_server(0);
+    let body = json!({
+        "identity": identity("leased"), "topic": "A10-7007", "group": "hooks", "url": url,
+    });
+    let (status, sub) = bus.post("/v1/subscriptions", &body.to_string());
+    assert_eq!(status, 201, "{sub}");
+    let id = sub["id"].as_str().unwrap();
+    defibus_tests::wait_for("the lease to expire", WAIT, || {
+        bus.get(&format!("/v1/subscriptions/{id}")).0 == 404
+    });
+}
