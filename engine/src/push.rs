@@ -9,7 +9,10 @@ use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use protocol::record::{BATCH_LEN_MAX, BatchView, MessageType};
+use protocol::record::{
+    BATCH_HEADER_LEN, BATCH_LEN_MAX, BatchHeader, MessageType, Properties, Property,
+    RECORD_HEADER_LEN,
+};
 
 use crate::group::Subscription;
 use crate::log::LogError;
@@ -114,13 +117,109 @@ pub(crate) async fn run(
 }
 
 /// The batch's next offset, record count, and whether every record is an expired request.
+///
+/// Reads only the header and, while the records are requests, each record's header and
+/// properties: no checksum pass. Every batch in the log was fully validated (checksums
+/// included) when it was appended or recovered, and the consumer checks them again; a push
+/// verifying them once more per delivery cost two passes over every byte it sends.
 fn inspect(batch: &Bytes) -> Option<(u64, u32, bool)> {
-    let view = BatchView::parse(batch, BATCH_LEN_MAX).ok()?;
+    let header = BatchHeader::decode(batch).ok()?;
+    header.validate(BATCH_LEN_MAX).ok()?;
+    let len = header.batch_len as usize;
+    let bytes = batch.get(..len)?;
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    let expired = view.records().all(|r| {
-        r.message_type() == MessageType::Request && r.deadline_ms().is_some_and(|d| d <= now_ms)
-    });
-    Some((view.next_offset(), view.record_count(), expired))
+    let expired = all_expired_requests(bytes, now_ms)?;
+    Some((header.next_offset(), header.record_count, expired))
+}
+
+/// Whether every record of `batch` (a whole batch, header included) is a request whose
+/// deadline is at or before `now_ms`; stops at the first record that is not. `None` when the
+/// record layout does not add up.
+fn all_expired_requests(batch: &[u8], now_ms: u64) -> Option<bool> {
+    let u16_at = |b: &[u8], at: usize| -> Option<u16> {
+        Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
+    };
+    let u32_at = |b: &[u8], at: usize| -> Option<usize> {
+        Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?) as usize)
+    };
+    let mut at = BATCH_HEADER_LEN;
+    while at < batch.len() {
+        let record = batch.get(at..)?;
+        let record_len = u32_at(record, 0)?;
+        let record = record.get(..record_len)?;
+        if record_len < RECORD_HEADER_LEN {
+            return None;
+        }
+        // Attributes hold the message type alone (validated at append).
+        if u16_at(record, 12)? != MessageType::Request as u16 {
+            return Some(false);
+        }
+        let key_len = usize::from(u16_at(record, 14)?);
+        let properties_len = u32_at(record, 24)?;
+        let start = RECORD_HEADER_LEN + key_len;
+        let properties = record.get(start..start + properties_len)?;
+        let deadline = Properties::new(properties)
+            .filter_map(Result::ok)
+            .find_map(|p| match p {
+                Property::DeadlineMs(d) => Some(d),
+                _ => None,
+            });
+        if deadline.is_none_or(|d| d > now_ms) {
+            return Some(false);
+        }
+        at += record_len;
+    }
+    Some(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::record::{BatchBuilder, BatchView, Record, stamp};
+
+    fn batch(records: &[(MessageType, Option<u64>)]) -> Bytes {
+        let mut builder = BatchBuilder::new(BATCH_LEN_MAX);
+        for (message_type, deadline) in records {
+            let properties: Vec<Property<'_>> =
+                deadline.iter().map(|d| Property::DeadlineMs(*d)).collect();
+            builder
+                .push(&Record {
+                    timestamp_ms: 1,
+                    message_type: *message_type,
+                    key: b"k",
+                    properties: &properties,
+                    value: b"value",
+                })
+                .unwrap();
+        }
+        let mut bytes = builder.finish().unwrap();
+        stamp(&mut bytes, 10, 2).unwrap();
+        Bytes::from(bytes)
+    }
+
+    #[test]
+    fn inspect_reads_offsets_and_expiry_like_a_full_parse() {
+        let cases = [
+            vec![(MessageType::Event, None)],
+            vec![
+                (MessageType::Request, Some(5)),
+                (MessageType::Request, Some(6)),
+            ],
+            vec![(MessageType::Request, Some(5)), (MessageType::Event, None)],
+            vec![(MessageType::Request, Some(u64::MAX))],
+            vec![(MessageType::Request, None)],
+        ];
+        let expected = [false, true, false, false, false];
+        for (records, expired) in cases.iter().zip(expected) {
+            let bytes = batch(records);
+            let view = BatchView::parse(&bytes, BATCH_LEN_MAX).unwrap();
+            let got = inspect(&bytes).unwrap();
+            assert_eq!(got, (view.next_offset(), view.record_count(), expired));
+        }
+        assert!(inspect(&Bytes::from_static(b"short")).is_none());
+        let whole = batch(&[(MessageType::Event, None)]);
+        assert!(inspect(&whole.slice(..whole.len() - 1)).is_none());
+    }
 }

@@ -4,6 +4,7 @@ mod batcher;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -67,7 +68,8 @@ pub(crate) struct ProducerInner {
     batcher: Option<Batcher>,
 }
 
-/// Acknowledges each message of a batch with its own offset.
+/// Acknowledges one message with its own offset. Each holds an in-flight permit, returned
+/// after it is called through [`ProducerInner::ack`] or [`ProducerInner::ack_all`].
 pub(crate) type Acker = Box<dyn FnOnce(Result<SendResult>) + Send>;
 
 /// A batch on its way: encoded once, re-sent unchanged on a retry.
@@ -93,18 +95,12 @@ impl Producer {
     /// A producer with the given queue selection.
     pub fn with_selector(client: &Client, selector: QueueSelector) -> Result<Self> {
         let config = &client.inner.config;
-        let inner = Arc::new_cyclic(|weak| ProducerInner {
+        let inner = Arc::new(ProducerInner {
             client: client.inner.clone(),
             selector,
             in_flight: Permits::new(config.in_flight_sends_max.max(1)),
-            batcher: (!config.batch_linger.is_zero()).then(|| {
-                Batcher::start(
-                    weak.clone(),
-                    config.batch_linger,
-                    config.batch_bytes_max,
-                    client.inner.config.area,
-                )
-            }),
+            batcher: (!config.batch_linger.is_zero())
+                .then(|| Batcher::start(config.batch_linger, config.batch_bytes_max, config.area)),
         });
         if let Some(batcher) = &inner.batcher {
             batcher.check_started()?;
@@ -135,8 +131,9 @@ impl Producer {
         message: Message,
         callback: impl FnOnce(Result<SendResult>) + Send + 'static,
     ) {
-        let acker = callback_with_permit(&self.inner, Box::new(callback));
-        ProducerInner::submit(&self.inner, message, acker);
+        // The permit goes back once the callback ran (see `ProducerInner::ack`).
+        self.inner.in_flight.acquire();
+        ProducerInner::submit(&self.inner, message, Box::new(callback));
     }
 
     fn submit_to_slot(&self, message: Message) -> Waiter<SendResult> {
@@ -207,36 +204,32 @@ impl Producer {
     }
 }
 
-/// Wraps `callback` so the in-flight permit is taken now and returned on completion.
-fn callback_with_permit(
-    inner: &Arc<ProducerInner>,
-    callback: Box<dyn FnOnce(Result<SendResult>) + Send>,
-) -> Acker {
-    inner.in_flight.acquire();
-    let permits = inner.clone();
-    Box::new(move |result| {
-        permits.in_flight.release();
-        callback(result);
-    })
-}
-
 impl ProducerInner {
+    /// Calls `acker` with `result` and returns its permit.
+    pub(crate) fn ack(&self, acker: Acker, result: Result<SendResult>) {
+        acker(result);
+        self.in_flight.release(1);
+    }
+
     /// Accepts one message: into the batcher, or straight out as a batch of one. Failures
     /// reach the acker.
     fn submit(inner: &Arc<Self>, message: Message, acker: Acker) {
         let key = (inner.selector == QueueSelector::KeyHash && !message.key().is_empty())
             .then(|| message.key().to_vec());
         if let Some(batcher) = &inner.batcher {
-            return batcher.submit(message, key, acker);
+            return batcher.submit(inner, &message, key, acker);
         }
         let client = &inner.client;
         let mut builder = BatchBuilder::new(client.config.batch_bytes_max);
         if let Err(e) = message.append_to(&mut builder, MessageType::Event, client.config.area, &[])
         {
-            return acker(Err(e));
+            return inner.ack(acker, Err(e));
         }
         let Some(bytes) = builder.finish() else {
-            return acker(Err(ClientError::InvalidArgument("empty batch".into())));
+            return inner.ack(
+                acker,
+                Err(ClientError::InvalidArgument("empty batch".into())),
+            );
         };
         Self::dispatch(
             inner,
@@ -298,6 +291,7 @@ impl ProducerInner {
                 match ack {
                     Ok(ack) => {
                         inner.client.isolation.lift(&target);
+                        let count = job.ackers.len();
                         for (i, acker) in job.ackers.into_iter().enumerate() {
                             acker(Ok(SendResult {
                                 topic: job.topic.clone(),
@@ -306,6 +300,8 @@ impl ProducerInner {
                                 offset: ack.base_offset + i as u64,
                             }));
                         }
+                        // One wake-up of a waiting sender per batch, not per message.
+                        inner.in_flight.release(count);
                     }
                     Err(e) => Self::retry_or_fail(&inner, job, e, Some(&target)),
                 }
@@ -359,19 +355,21 @@ impl ProducerInner {
             }));
             if let Err(e) = spawned {
                 if let Some(job) = job.lock().unwrap_or_else(PoisonError::into_inner).take() {
-                    fail_all(job, &e);
+                    fail_all(inner, job, &e);
                 }
             }
             return;
         }
-        fail_all(job, &error);
+        fail_all(inner, job, &error);
     }
 }
 
-fn fail_all(job: SendJob, error: &ClientError) {
+fn fail_all(inner: &ProducerInner, job: SendJob, error: &ClientError) {
+    let count = job.ackers.len();
     for acker in job.ackers {
         acker(Err(error.duplicate()));
     }
+    inner.in_flight.release(count);
 }
 
 /// The header extension addressing a batch to `queue_id` of `topic`.
@@ -407,55 +405,94 @@ impl SendFuture {
     }
 }
 
-/// A counting bound on sends in flight.
+/// A counting bound on sends in flight. Taking and returning permits is one atomic operation
+/// while nobody waits; the lock and condition variable are only for waiters, so returning a
+/// batch's permits costs no system call on the (reader) thread that acknowledges it.
 struct Permits {
-    used: Mutex<usize>,
+    used: AtomicUsize,
     max: usize,
+    /// Threads blocked in `acquire` or `wait_idle`.
+    waiters: AtomicUsize,
+    lock: Mutex<()>,
     changed: Condvar,
 }
 
 impl Permits {
     fn new(max: usize) -> Self {
         Self {
-            used: Mutex::new(0),
+            used: AtomicUsize::new(0),
             max,
+            waiters: AtomicUsize::new(0),
+            lock: Mutex::new(()),
             changed: Condvar::new(),
         }
     }
 
-    fn acquire(&self) {
-        let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
-        while *used >= self.max {
-            used = self
-                .changed
-                .wait(used)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-        *used += 1;
+    fn try_acquire(&self) -> bool {
+        self.used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                (used < self.max).then_some(used + 1)
+            })
+            .is_ok()
     }
 
-    fn release(&self) {
-        let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
-        *used = used.saturating_sub(1);
-        drop(used);
-        self.changed.notify_all();
+    fn acquire(&self) {
+        if self.try_acquire() {
+            return;
+        }
+        let mut guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        // Registered before the re-check, so a release either sees us or frees a permit the
+        // re-check finds (both sides use SeqCst).
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        while !self.try_acquire() {
+            guard = self
+                .changed
+                .wait(guard)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn release(&self, count: usize) {
+        if count == 0 {
+            return;
+        }
+        let _ = self
+            .used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                Some(used.saturating_sub(count))
+            });
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            // Taking the lock orders this wake-up after a waiter's re-check.
+            drop(self.lock.lock().unwrap_or_else(PoisonError::into_inner));
+            self.changed.notify_all();
+        }
     }
 
     fn wait_idle(&self, timeout: Duration) -> Result<()> {
         let deadline = std::time::Instant::now() + timeout;
-        let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
-        while *used > 0 {
+        if self.used.load(Ordering::SeqCst) == 0 {
+            return Ok(());
+        }
+        let mut guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let result = loop {
+            if self.used.load(Ordering::SeqCst) == 0 {
+                break Ok(());
+            }
             let now = std::time::Instant::now();
             if now >= deadline {
-                return Err(ClientError::Timeout { after: timeout });
+                break Err(ClientError::Timeout { after: timeout });
             }
-            used = self
+            guard = self
                 .changed
-                .wait_timeout(used, deadline - now)
+                .wait_timeout(guard, deadline - now)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
-        }
-        Ok(())
+        };
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        drop(guard);
+        result
     }
 }
 
@@ -471,12 +508,12 @@ mod tests {
         let waiter = permits.clone();
         let t = std::thread::spawn(move || {
             waiter.acquire();
-            waiter.release();
+            waiter.release(1);
         });
         assert!(permits.wait_idle(Duration::from_millis(5)).is_err());
-        permits.release();
+        permits.release(1);
         t.join().unwrap();
-        permits.release();
+        permits.release(1);
         permits.wait_idle(Duration::from_secs(5)).unwrap();
     }
 
