@@ -15,14 +15,13 @@
 //! - [`locator::ServiceLocator`] is the client side: cached, refreshed resolution.
 //!
 //! Module map: [`config`], [`directory`] (pure: services, checks, nearby order), [`store`]
-//! (the directory made durable, through [`svc::file`]), `command`
-//! (the answer to each request), `connection` (one socket), `server` (accept loop), `handle`
-//! (threaded form), [`rpc`] (a blocking frame connection, [`svc::rpc`] re-exported), [`locator`].
+//! (the directory made durable through [`svc::file`]), `command` (the answer to each request:
+//! the [`svc::connection`] handler), `server` (accept loop), `handle` (threaded form), [`rpc`]
+//! (a blocking frame connection, [`svc::rpc`] re-exported), [`locator`].
 
 #![warn(missing_docs)]
 
 mod command;
-mod connection;
 mod error;
 mod handle;
 mod server;
