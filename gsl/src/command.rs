@@ -5,14 +5,15 @@
 //! inline, under the store's lock: updates are rare (operator actions via SGS), the lock keeps
 //! the file's order that of memory, and resolves are not slowed beyond that one write.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
-use log::{debug, error, info};
+use log::{debug, info};
 use protocol::codes::{Command, Status};
-use protocol::control::{
-    self, ControlError, ErrorReply, GslResolveReply, GslResolveRequest, GslUpdate,
-};
+use protocol::control::{self, ControlError, GslResolveReply, GslResolveRequest, GslUpdate};
 use protocol::frame::{FrameHeader, Framer, flag};
+use svc::connection::{Answer, Handler};
 
 use crate::config::GslConfig;
 use crate::store::{Store, Updated};
@@ -41,64 +42,23 @@ impl Shared {
     }
 }
 
-/// The answer to one request.
-#[derive(Debug)]
-pub(crate) struct Answer {
-    /// The response status.
-    pub(crate) status: Status,
-    /// The reply archive, or an [`ErrorReply`] when `status` is not `Ok`.
-    pub(crate) body: Vec<u8>,
-    /// The peer does not speak this protocol as we do: answer, then close.
-    pub(crate) close: bool,
-}
-
-impl Answer {
-    fn ok(body: Vec<u8>) -> Self {
-        Self {
-            status: Status::Ok,
-            body,
-            close: false,
-        }
+impl Handler for Shared {
+    fn framer(&self) -> &Framer {
+        &self.framer
     }
 
-    /// An error the peer can correct and retry on the same connection.
-    pub(crate) fn refused(status: Status, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            body: error_body(status, message.into()),
-            close: false,
-        }
+    fn idle_timeout(&self) -> Duration {
+        self.config.idle_timeout()
     }
 
-    /// An error after which the connection is closed.
-    pub(crate) fn fatal(status: Status, message: impl Into<String>) -> Self {
-        Self {
-            close: true,
-            ..Self::refused(status, message)
-        }
+    /// A GSL answer needs no waiting: it is computed before the future is returned.
+    fn handle(
+        self: &Arc<Self>,
+        header: &FrameHeader,
+        body: &[u8],
+    ) -> impl Future<Output = Answer> + Send {
+        std::future::ready(handle(self, header, body))
     }
-
-    fn from_control_error(error: &ControlError) -> Self {
-        let status = error.status();
-        match error {
-            ControlError::Decode { .. } | ControlError::Misaligned { .. } => {
-                Self::fatal(status, error.to_string())
-            }
-            ControlError::Encode { .. } => {
-                error!("cannot encode a reply: {error}");
-                Self::refused(status, error.to_string())
-            }
-            _ => Self::refused(status, error.to_string()),
-        }
-    }
-}
-
-/// Archives an [`ErrorReply`]; an empty body if even that fails.
-pub(crate) fn error_body(status: Status, message: String) -> Vec<u8> {
-    control::encode(&ErrorReply::new(status, message)).unwrap_or_else(|e| {
-        error!("cannot encode an error reply: {e}");
-        Vec::new()
-    })
 }
 
 /// Answers one request frame.

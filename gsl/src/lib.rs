@@ -4,8 +4,8 @@
 //! them with `GslUpdate` (each update replaces the service's whole set; an empty set takes it
 //! out of resolution). `GslResolve(serviceId, callerArea)` answers the deployments, the
 //! caller's area first, then the others by area code. The directory is durable: every update
-//! is written to a snapshot file atomically before it is answered ([`store`], [`file`'s
-//! protocol](crate::store)), so a restarted GSL resolves every service at once; SGS also
+//! is written to a snapshot file atomically before it is answered ([`store`], [`svc::file`]'s
+//! protocol), so a restarted GSL resolves every service at once; SGS also
 //! re-pushes everything when it starts and periodically.
 //!
 //! - [`run`] serves on a listener until a shutdown future completes (tests start it on port
@@ -15,16 +15,14 @@
 //! - [`locator::ServiceLocator`] is the client side: cached, refreshed resolution.
 //!
 //! Module map: [`config`], [`directory`] (pure: services, checks, nearby order), [`store`]
-//! (the directory made durable), `file` (snapshot format, atomic replace, lock), `command`
-//! (the answer to each request), `connection` (one socket), `server` (accept loop), `handle`
-//! (threaded form), [`rpc`] (a blocking frame connection), [`locator`].
+//! (the directory made durable through [`svc::file`]), `command` (the answer to each request:
+//! the [`svc::connection`] handler), `server` (accept loop), `handle` (threaded form), [`rpc`]
+//! (a blocking frame connection, [`svc::rpc`] re-exported), [`locator`].
 
 #![warn(missing_docs)]
 
 mod command;
-mod connection;
 mod error;
-mod file;
 mod handle;
 mod server;
 
@@ -32,7 +30,7 @@ pub mod cli;
 pub mod config;
 pub mod directory;
 pub mod locator;
-pub mod rpc;
+pub use svc::rpc;
 pub mod store;
 
 pub use config::GslConfig;

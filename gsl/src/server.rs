@@ -11,7 +11,6 @@ use tokio::task::JoinSet;
 
 use crate::command::Shared;
 use crate::config::GslConfig;
-use crate::connection;
 use crate::error::GslError;
 use crate::store::Store;
 
@@ -75,7 +74,7 @@ pub(crate) async fn serve(
                     let shared = Arc::clone(&shared);
                     let stop = stop_rx.clone();
                     connections.spawn(async move {
-                        connection::serve(shared, stream, peer, stop).await;
+                        svc::connection::serve(shared, stream, peer, stop).await;
                         drop(permit);
                     });
                 }

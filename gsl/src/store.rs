@@ -1,7 +1,7 @@
 //! The directory made durable: every accepted update is on disk before it is answered.
 //!
 //! The whole directory is one snapshot file (`services.gsl`, format and durability protocol in
-//! [`crate::file`]) rewritten on every change. Updates come from SGS, one per operator action
+//! [`svc::file`]) rewritten on every change. Updates come from SGS, one per operator action
 //! (plus periodic re-pushes, which change nothing and write nothing), and a directory of
 //! 10,000 services is about 2 MB: rewriting it costs milliseconds, far less than the broker
 //! round trips of the deploy that caused it, and recovery is reading one file. A log of
@@ -22,7 +22,7 @@ use protocol::control::{self, GslUpdate};
 
 use crate::directory::{Directory, Limits, Refusal};
 use crate::error::GslError;
-use crate::file;
+use svc::file;
 
 /// The snapshot's file name in the data directory.
 pub const SNAPSHOT_FILE: &str = "services.gsl";

@@ -1,17 +1,17 @@
 //! What the nameserver answers to each request: decoding, the registry call, the reply.
 //!
 //! No IO here: [`handle`] turns one parsed request into one [`Answer`], and the connection
-//! decides what to write and whether to go on (see [`crate::connection`]).
+//! decides what to write and whether to go on (see [`svc::connection`]).
 
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use log::{debug, error, info};
+use log::{debug, info};
 use protocol::codes::{Command, Status};
-use protocol::control::{
-    self, BrokerId, BrokerRegistration, ControlError, ErrorReply, RegisterAck, TopicName,
-};
+use protocol::control::{self, BrokerId, BrokerRegistration, ControlError, RegisterAck, TopicName};
 use protocol::frame::{FrameHeader, Framer, flag};
+use svc::connection::{Answer, Handler};
 
 use crate::config::NameserverConfig;
 use crate::registry::{Registered, Registry, Timestamp};
@@ -41,69 +41,23 @@ impl Shared {
     }
 }
 
-/// The answer to one request.
-#[derive(Debug)]
-pub(crate) struct Answer {
-    /// The response status.
-    pub(crate) status: Status,
-    /// The response body: the reply archive, or an [`ErrorReply`] when `status` is not `Ok`.
-    pub(crate) body: Vec<u8>,
-    /// The request showed the peer does not speak this protocol as we do (unknown command,
-    /// undecodable body): answer, then close the connection.
-    pub(crate) close: bool,
-}
-
-impl Answer {
-    fn ok(body: Vec<u8>) -> Self {
-        Self {
-            status: Status::Ok,
-            body,
-            close: false,
-        }
+impl Handler for Shared {
+    fn framer(&self) -> &Framer {
+        &self.framer
     }
 
-    /// An error the peer can correct and retry on the same connection.
-    pub(crate) fn refused(status: Status, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            body: error_body(status, message.into()),
-            close: false,
-        }
+    fn idle_timeout(&self) -> Duration {
+        self.config.idle_timeout()
     }
 
-    /// An error after which the connection is closed.
-    pub(crate) fn fatal(status: Status, message: impl Into<String>) -> Self {
-        Self {
-            close: true,
-            ..Self::refused(status, message)
-        }
+    /// A nameserver answer needs no waiting: it is computed before the future is returned.
+    fn handle(
+        self: &Arc<Self>,
+        header: &FrameHeader,
+        body: &[u8],
+    ) -> impl Future<Output = Answer> + Send {
+        std::future::ready(handle(self, header, body))
     }
-
-    /// A payload that could not be decoded closes the connection; one that decoded but was
-    /// refused (a bad name, an inconsistent count) is answered and the connection kept.
-    fn from_control_error(error: &ControlError) -> Self {
-        let status = error.status();
-        match error {
-            ControlError::Decode { .. } | ControlError::Misaligned { .. } => {
-                Self::fatal(status, error.to_string())
-            }
-            ControlError::Encode { .. } => {
-                // Our own reply could not be archived: a bug or a reply past 4 GiB.
-                error!("cannot encode a reply: {error}");
-                Self::refused(status, error.to_string())
-            }
-            _ => Self::refused(status, error.to_string()),
-        }
-    }
-}
-
-/// Archives an [`ErrorReply`]; an empty body if even that fails, since the status alone
-/// still tells the peer what happened.
-pub(crate) fn error_body(status: Status, message: String) -> Vec<u8> {
-    control::encode(&ErrorReply::new(status, message)).unwrap_or_else(|e| {
-        error!("cannot encode an error reply: {e}");
-        Vec::new()
-    })
 }
 
 /// Answers one request frame.

@@ -14,13 +14,13 @@
 //!   command line that the `defibus-nameserver` binary and `defibus nameserver` share.
 //!
 //! Module map: [`config`] settings, [`registry`] the brokers and routes (pure, clock passed
-//! in), [`protocol::routing`] the queue → shard mapping, `command` the answer to each request,
-//! `connection` one socket, `server` accept loop and sweep, `handle` the threaded form.
+//! in), [`protocol::routing`] the queue → shard mapping, `command` the answer to each request
+//! (the [`svc::connection`] handler: the frame loop is shared), `server` accept loop and sweep,
+//! `handle` the threaded form.
 
 #![warn(missing_docs)]
 
 mod command;
-mod connection;
 mod error;
 mod handle;
 mod server;

@@ -12,7 +12,6 @@ use tokio::time::MissedTickBehavior;
 
 use crate::command::Shared;
 use crate::config::NameserverConfig;
-use crate::connection;
 use crate::error::NameserverError;
 
 /// Pause after an accept error that is not about one connection (out of file descriptors,
@@ -63,7 +62,7 @@ pub async fn run(
                     let shared = Arc::clone(&shared);
                     let stop = stop_rx.clone();
                     connections.spawn(async move {
-                        connection::serve(shared, stream, peer, stop).await;
+                        svc::connection::serve(shared, stream, peer, stop).await;
                         drop(permit);
                     });
                 }

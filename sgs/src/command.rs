@@ -10,15 +10,18 @@
 //! - offline: record `Offline`, push to GSL (callers stop resolving it), then drain every
 //!   area, then delete the topics. A drain that times out keeps every topic.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
-use log::{error, info};
+use log::info;
 use protocol::codes::{Command, Status};
 use protocol::control::{
-    self, ControlError, ErrorReply, ServiceIdRequest, ServiceList, ServiceRecord, ServiceState,
+    self, ControlError, ServiceIdRequest, ServiceList, ServiceRecord, ServiceState,
 };
 use protocol::frame::{FrameHeader, Framer, flag};
 use protocol::names::{ServiceId, Topic};
+use svc::connection::{Answer, Handler};
 
 use crate::brokers::AreaBrokers;
 use crate::config::{QUEUE_COUNT_MAX, SgsConfig};
@@ -54,64 +57,25 @@ impl Shared {
     }
 }
 
-/// The answer to one request.
-#[derive(Debug)]
-pub(crate) struct Answer {
-    /// The response status.
-    pub(crate) status: Status,
-    /// The reply archive, or an [`ErrorReply`] when `status` is not `Ok`.
-    pub(crate) body: Vec<u8>,
-    /// The peer does not speak this protocol as we do: answer, then close.
-    pub(crate) close: bool,
-}
-
-impl Answer {
-    fn ok(body: Vec<u8>) -> Self {
-        Self {
-            status: Status::Ok,
-            body,
-            close: false,
-        }
+impl Handler for Shared {
+    fn framer(&self) -> &Framer {
+        &self.framer
     }
 
-    /// An error the peer can correct and retry on the same connection.
-    pub(crate) fn refused(status: Status, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            body: error_body(status, message.into()),
-            close: false,
-        }
+    fn idle_timeout(&self) -> Duration {
+        self.config.idle_timeout()
     }
 
-    /// An error after which the connection is closed.
-    pub(crate) fn fatal(status: Status, message: impl Into<String>) -> Self {
-        Self {
-            close: true,
-            ..Self::refused(status, message)
-        }
+    /// A deploy or offline is answered when it is done (broker round trips, retries,
+    /// draining): the connection reads its next request only then. Shutdown waits for it
+    /// too, so an operation is never cut off half-way by a clean stop.
+    fn handle(
+        self: &Arc<Self>,
+        header: &FrameHeader,
+        body: &[u8],
+    ) -> impl Future<Output = Answer> + Send {
+        handle(self, header, body)
     }
-
-    fn from_control_error(error: &ControlError) -> Self {
-        let status = error.status();
-        match error {
-            ControlError::Decode { .. } | ControlError::Misaligned { .. } => {
-                Self::fatal(status, error.to_string())
-            }
-            ControlError::Encode { .. } => {
-                error!("cannot encode a reply: {error}");
-                Self::refused(status, error.to_string())
-            }
-            _ => Self::refused(status, error.to_string()),
-        }
-    }
-}
-
-/// Archives an [`ErrorReply`]; an empty body if even that fails.
-pub(crate) fn error_body(status: Status, message: String) -> Vec<u8> {
-    control::encode(&ErrorReply::new(status, message)).unwrap_or_else(|e| {
-        error!("cannot encode an error reply: {e}");
-        Vec::new()
-    })
 }
 
 /// Answers one request frame.

@@ -21,18 +21,17 @@
 //!   [`cli::SgsArgs`] is the command line of `defibus sgs`; [`client::SgsClient`] the
 //!   blocking client of `defibus sgs service ...`.
 //!
-//! Module map: [`config`], [`store`] (the registry made durable), `file` (snapshot format,
-//! atomic replace, lock), `command` (the answer to each request, and the order of each
-//! operation's steps), `brokers` (topics on an area's brokers), `gsl_push` (updates to GSL),
-//! `connection`, `server` (accept loop and GSL sync), `handle`, [`rpc`], [`client`].
+//! Module map: [`config`], [`store`] (the registry made durable through [`svc::file`]),
+//! `command` (the answer to each request, the [`svc::connection`] handler, and the order of
+//! each operation's steps), `brokers` (topics on an area's brokers), `gsl_push` (updates to
+//! GSL), `server` (accept loop and GSL sync), `handle`, [`rpc`] ([`svc::rpc`] re-exported),
+//! [`client`].
 
 #![warn(missing_docs)]
 
 mod brokers;
 mod command;
-mod connection;
 mod error;
-mod file;
 mod gsl_push;
 mod handle;
 mod server;
@@ -40,7 +39,7 @@ mod server;
 pub mod cli;
 pub mod client;
 pub mod config;
-pub mod rpc;
+pub use svc::rpc;
 pub mod store;
 
 pub use config::SgsConfig;

@@ -12,7 +12,6 @@ use tokio::time::MissedTickBehavior;
 
 use crate::command::Shared;
 use crate::config::SgsConfig;
-use crate::connection;
 use crate::error::SgsError;
 use crate::gsl_push;
 use crate::store::Store;
@@ -78,7 +77,7 @@ pub(crate) async fn serve(
                     let shared = Arc::clone(&shared);
                     let stop = stop_rx.clone();
                     connections.spawn(async move {
-                        connection::serve(shared, stream, peer, stop).await;
+                        svc::connection::serve(shared, stream, peer, stop).await;
                         drop(permit);
                     });
                 }

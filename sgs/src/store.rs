@@ -1,7 +1,7 @@
 //! The registry of services, durable: every change is on disk before it is answered.
 //!
 //! Stored as one snapshot file (`services.sgs`, format and durability protocol in
-//! [`crate::file`]) rewritten whole on every change, rather than in an embedded database:
+//! [`svc::file`]) rewritten whole on every change, rather than in an embedded database:
 //! changes are operator actions (a few a day), the registry of 10,000 services is about
 //! 2 MB, so a rewrite costs milliseconds next to the broker round trips of the deploy that
 //! caused it; recovery is reading one checksummed file; and there is no second storage engine
@@ -22,7 +22,7 @@ use protocol::control::{self, ServiceRecord};
 use protocol::names::ServiceId;
 
 use crate::error::SgsError;
-use crate::file;
+use svc::file;
 
 /// The snapshot's file name in the data directory.
 pub const SNAPSHOT_FILE: &str = "services.sgs";

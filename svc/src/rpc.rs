@@ -1,8 +1,7 @@
 //! A blocking request/response connection to a control server (GSL, SGS), over the frames
 //! of `protocol`: one call at a time, each waiting for the response with its request id.
 //!
-//! (This module is the same in `gsl` and `sgs`, which may not depend on each other; the
-//! client SDK's connection pool is the long-term home of these calls.)
+//! (The client SDK's connection pool is the long-term home of these calls.)
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};

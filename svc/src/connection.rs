@@ -1,4 +1,5 @@
-//! One client or SGS connection: read frames, answer them in order, close on a fault.
+//! One control connection (nameserver, GSL, SGS): read frames, answer them in order, close
+//! on a fault. Each server supplies only its command dispatch, as a [`Handler`].
 //!
 //! Requests are answered in the order they arrive, and every answer to the frames one read
 //! brought in goes out in one write. The receive buffer holds at most one partial frame
@@ -9,38 +10,126 @@
 //! an error (by request id when the header is intact, with request id 0 when it is not) and
 //! the connection is closed: after such a fault the stream's frame boundaries cannot be
 //! trusted. Other connections never notice.
+//!
+//! A request is answered when [`Handler::handle`] resolves: the connection reads its next
+//! request only then, and shutdown waits for it too.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
-use log::{debug, info, warn};
+use log::{debug, error, info, warn};
 use protocol::codes::Status;
-use protocol::frame::{FrameError, FrameHeader, FrameMeta, HEADER_LEN, MAGIC, encode_frame, flag};
+use protocol::control::{self, ControlError, ErrorReply};
+use protocol::frame::{
+    FrameError, FrameHeader, FrameMeta, Framer, HEADER_LEN, MAGIC, encode_frame, flag,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::command::{self, Answer, Shared};
-
-/// Initial receive buffer; GSL requests are small, and the framer reserves room for a
+/// Initial receive buffer; control requests are small, and the framer reserves room for a
 /// larger frame once its header says how large.
 const READ_BUF_INITIAL: usize = 4 << 10;
 /// Answers are written once this many bytes are pending, even mid-batch, so a peer
-/// pipelining resolves without reading cannot grow the write buffer without bound.
+/// pipelining requests without reading cannot grow the write buffer without bound.
 const WRITE_BATCH_MAX: usize = 256 << 10;
+
+/// What a server supplies to the frame loop: its limits and its answer to each request.
+pub trait Handler: Send + Sync + 'static {
+    /// The framer, with the server's frame limits.
+    fn framer(&self) -> &Framer;
+
+    /// How long a connection may stay silent before it is closed.
+    fn idle_timeout(&self) -> Duration;
+
+    /// Answers one request frame. The connection reads nothing more until it resolves.
+    fn handle(
+        self: &Arc<Self>,
+        header: &FrameHeader,
+        body: &[u8],
+    ) -> impl Future<Output = Answer> + Send;
+}
+
+/// The answer to one request.
+#[derive(Debug)]
+pub struct Answer {
+    /// The response status.
+    pub status: Status,
+    /// The response body: the reply archive, or an [`ErrorReply`] when `status` is not `Ok`.
+    pub body: Vec<u8>,
+    /// The request showed the peer does not speak this protocol as we do (unknown command,
+    /// undecodable body): answer, then close the connection.
+    pub close: bool,
+}
+
+impl Answer {
+    /// A success, with the reply archive `body`.
+    pub fn ok(body: Vec<u8>) -> Self {
+        Self {
+            status: Status::Ok,
+            body,
+            close: false,
+        }
+    }
+
+    /// An error the peer can correct and retry on the same connection.
+    pub fn refused(status: Status, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            body: error_body(status, message.into()),
+            close: false,
+        }
+    }
+
+    /// An error after which the connection is closed.
+    pub fn fatal(status: Status, message: impl Into<String>) -> Self {
+        Self {
+            close: true,
+            ..Self::refused(status, message)
+        }
+    }
+
+    /// A payload that could not be decoded closes the connection; one that decoded but was
+    /// refused (a bad name, an inconsistent count) is answered and the connection kept.
+    pub fn from_control_error(error: &ControlError) -> Self {
+        let status = error.status();
+        match error {
+            ControlError::Decode { .. } | ControlError::Misaligned { .. } => {
+                Self::fatal(status, error.to_string())
+            }
+            ControlError::Encode { .. } => {
+                // Our own reply could not be archived: a bug or a reply past 4 GiB.
+                error!("cannot encode a reply: {error}");
+                Self::refused(status, error.to_string())
+            }
+            _ => Self::refused(status, error.to_string()),
+        }
+    }
+}
+
+/// Archives an [`ErrorReply`]; an empty body if even that fails, since the status alone
+/// still tells the peer what happened.
+pub fn error_body(status: Status, message: String) -> Vec<u8> {
+    control::encode(&ErrorReply::new(status, message)).unwrap_or_else(|e| {
+        error!("cannot encode an error reply: {e}");
+        Vec::new()
+    })
+}
 
 /// Serves one connection until the peer closes it, a fault closes it, it idles past the
 /// timeout, or `shutdown` changes.
-pub(crate) async fn serve(
-    shared: Arc<Shared>,
+pub async fn serve<H: Handler>(
+    handler: Arc<H>,
     mut stream: TcpStream,
     peer: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
 ) {
     debug!("connection from {peer}");
     let mut connection = Connection {
-        shared,
+        handler,
         peer,
         buf: BytesMut::with_capacity(READ_BUF_INITIAL),
         out: Vec::new(),
@@ -58,8 +147,8 @@ pub(crate) async fn serve(
     debug!("connection from {peer} closed");
 }
 
-struct Connection {
-    shared: Arc<Shared>,
+struct Connection<H> {
+    handler: Arc<H>,
     peer: SocketAddr,
     buf: BytesMut,
     out: Vec<u8>,
@@ -72,13 +161,13 @@ enum Next {
     Close,
 }
 
-impl Connection {
+impl<H: Handler> Connection<H> {
     async fn run(
         &mut self,
         stream: &mut TcpStream,
         shutdown: &mut watch::Receiver<bool>,
     ) -> std::io::Result<()> {
-        let idle_timeout = self.shared.config.idle_timeout();
+        let idle_timeout = self.handler.idle_timeout();
         loop {
             if self.answer_buffered(stream).await? == Next::Close {
                 return Ok(());
@@ -95,7 +184,8 @@ impl Connection {
                 Err(_elapsed) => {
                     debug!(
                         "closing connection from {}: idle for {} ms",
-                        self.peer, self.shared.config.idle_timeout_ms
+                        self.peer,
+                        idle_timeout.as_millis()
                     );
                     return Ok(());
                 }
@@ -112,7 +202,7 @@ impl Connection {
     /// Answers every complete frame in the buffer.
     async fn answer_buffered(&mut self, stream: &mut TcpStream) -> std::io::Result<Next> {
         loop {
-            let frame = match self.shared.framer.split_frame(&mut self.buf) {
+            let frame = match self.handler.framer().split_frame(&mut self.buf) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return Ok(Next::Read),
                 Err(FrameError::Invalid { offset, reason }) => {
@@ -130,7 +220,7 @@ impl Connection {
                 Err(FrameError::Incomplete { .. }) => return Ok(Next::Read),
             };
             let header = frame.header;
-            let answer = command::handle(&self.shared, &header, &frame.body);
+            let answer = self.handler.handle(&header, &frame.body).await;
             let close = answer.close;
             if close {
                 info!(
@@ -200,7 +290,7 @@ impl Connection {
                 status: Status::Internal.code(),
                 ..meta
             };
-            let body = command::error_body(Status::Internal, e.to_string());
+            let body = error_body(Status::Internal, e.to_string());
             let _ = encode_frame(&meta, &[], &body, &mut self.out);
         }
     }

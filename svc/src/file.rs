@@ -1,8 +1,5 @@
 //! The state on disk: a snapshot file replaced atomically, and the lock on its directory.
 //!
-//! (This module is the same in `gsl` and `sgs`, which may not depend on each other; it
-//! belongs in a shared crate once a third service needs it.)
-//!
 //! # Snapshot format
 //!
 //! ```text
@@ -32,18 +29,18 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Bytes before the body.
-pub(crate) const HEADER_LEN: usize = 24;
+pub const HEADER_LEN: usize = 24;
 /// The only snapshot version written and read.
-pub(crate) const VERSION: u32 = 1;
+pub const VERSION: u32 = 1;
 /// Name of the lock file in the data directory.
-pub(crate) const LOCK_FILE: &str = "LOCK";
+pub const LOCK_FILE: &str = "LOCK";
 /// Suffix of the snapshot being written.
-pub(crate) const TMP_SUFFIX: &str = ".tmp";
+pub const TMP_SUFFIX: &str = ".tmp";
 
 const _: () = assert!(HEADER_LEN % 8 == 0, "the body must stay 8-aligned for rkyv");
 
 /// Frames `body` as a snapshot with `magic`.
-pub(crate) fn encode_snapshot(magic: &[u8; 8], body: &[u8]) -> Vec<u8> {
+pub fn encode_snapshot(magic: &[u8; 8], body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + body.len());
     out.extend_from_slice(magic);
     out.extend_from_slice(&VERSION.to_le_bytes());
@@ -57,7 +54,7 @@ pub(crate) fn encode_snapshot(magic: &[u8; 8], body: &[u8]) -> Vec<u8> {
 }
 
 /// The body of a snapshot with `magic`, or why `bytes` are not one.
-pub(crate) fn decode_snapshot<'a>(magic: &[u8; 8], bytes: &'a [u8]) -> Result<&'a [u8], String> {
+pub fn decode_snapshot<'a>(magic: &[u8; 8], bytes: &'a [u8]) -> Result<&'a [u8], String> {
     let Some(header) = bytes.get(..HEADER_LEN) else {
         return Err(format!("{} bytes, shorter than the header", bytes.len()));
     };
@@ -93,7 +90,7 @@ pub(crate) fn decode_snapshot<'a>(magic: &[u8; 8], bytes: &'a [u8]) -> Result<&'
 
 /// The directory holding the state, created (and made durable in its parent) if missing,
 /// with its lock taken. The lock is released when the returned file is dropped.
-pub(crate) fn open_dir(dir: &Path) -> std::io::Result<File> {
+pub fn open_dir(dir: &Path) -> std::io::Result<File> {
     if !dir.exists() {
         std::fs::create_dir_all(dir)?;
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -111,7 +108,7 @@ pub(crate) fn open_dir(dir: &Path) -> std::io::Result<File> {
 
 /// The snapshot at `path`, if there is one. A `.tmp` left by a crash mid-write is removed:
 /// it was never renamed, so it was never acknowledged.
-pub(crate) fn read_snapshot(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+pub fn read_snapshot(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
     let tmp = tmp_path(path);
     match std::fs::remove_file(&tmp) {
         Ok(()) => log::warn!("removed {}, left by an interrupted write", tmp.display()),
@@ -126,7 +123,7 @@ pub(crate) fn read_snapshot(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
 }
 
 /// Replaces the file at `path` with `bytes`, crash-safe (the module's durability protocol).
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = tmp_path(path);
     let mut file = File::create(&tmp)?;
     file.write_all(bytes)?;
@@ -138,7 +135,7 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()>
 }
 
 /// Makes the entries of `dir` (creations, renames, removals) durable.
-pub(crate) fn fsync_directory(dir: &Path) -> std::io::Result<()> {
+pub fn fsync_directory(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 

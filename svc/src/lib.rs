@@ -1,0 +1,14 @@
+//! Plumbing shared by the control servers (nameserver, GSL, SGS): what each would otherwise
+//! carry a copy of. It holds no domain logic and depends only on `protocol`, so depending on
+//! it keeps components apart (docs/ARCHITECTURE.md §1).
+//!
+//! - [`connection`]: the per-connection frame loop on tokio; a server supplies a
+//!   [`connection::Handler`], its command dispatch.
+//! - [`file`]: the snapshot format, its atomic replace and the data directory's lock.
+//! - [`rpc`]: a blocking request/response connection over `protocol` frames.
+
+#![warn(missing_docs)]
+
+pub mod connection;
+pub mod file;
+pub mod rpc;
