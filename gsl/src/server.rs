@@ -1,22 +1,16 @@
-//! The accept loop, the connection limit and shutdown.
+//! Starting the server: its state, its background tasks and [`svc::server::serve`], the accept
+//! loop with the connection limit and shutdown.
 
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
 
-use log::{error, info, warn};
+use log::info;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinSet;
+use tokio::sync::watch;
 
 use crate::command::Shared;
 use crate::config::GslConfig;
 use crate::error::GslError;
 use crate::store::Store;
-
-/// Pause after an accept error that is not about one connection (out of file descriptors,
-/// out of memory), so the loop does not spin while the condition lasts.
-const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Serves the GSL protocol on `listener` until `shutdown` completes.
 ///
@@ -53,65 +47,18 @@ pub(crate) async fn serve(
         config.max_connections
     );
     let shared = Shared::new(config, store);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let permits = Arc::new(Semaphore::new(shared.config.max_connections));
-    let mut connections = JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-                        warn!(
-                            "refusing connection from {peer}: {} connections open (max_connections)",
-                            shared.config.max_connections
-                        );
-                        continue;
-                    };
-                    // Requests are small and answered at once; Nagle would only delay them.
-                    let _ = stream.set_nodelay(true);
-                    let shared = Arc::clone(&shared);
-                    let stop = stop_rx.clone();
-                    connections.spawn(async move {
-                        svc::connection::serve(shared, stream, peer, stop).await;
-                        drop(permit);
-                    });
-                }
-                Err(e) if is_connection_error(&e) => {
-                    info!("accept on {local_addr}: {e}");
-                }
-                Err(e) => {
-                    warn!("accept on {local_addr} failed, pausing: {e}");
-                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
-                }
-            },
-            Some(done) = connections.join_next() => log_panic(done),
-        }
-    }
-    info!("GSL on {local_addr} shutting down");
-    // Every connection watches this; a send error only means none is left.
-    let _ = stop_tx.send(true);
-    while let Some(done) = connections.join_next().await {
-        log_panic(done);
-    }
+    let (stop_tx, _) = watch::channel(false);
+    let max_connections = shared.config.max_connections;
+    svc::server::serve(
+        "GSL",
+        listener,
+        local_addr,
+        shared,
+        max_connections,
+        stop_tx,
+        shutdown,
+    )
+    .await;
     info!("GSL on {local_addr} stopped");
     Ok(())
-}
-
-/// Errors that concern only the connection being accepted, which the peer already dropped.
-fn is_connection_error(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
-    matches!(
-        e.kind(),
-        ConnectionAborted | ConnectionRefused | ConnectionReset
-    )
-}
-
-fn log_panic(done: Result<(), tokio::task::JoinError>) {
-    if let Err(e) = done {
-        if e.is_panic() {
-            error!("a GSL task panicked: {e}");
-        }
-    }
 }

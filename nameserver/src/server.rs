@@ -1,22 +1,18 @@
-//! The accept loop, the connection limit, the expiry sweep and shutdown.
+//! Starting the nameserver: its registry, the expiry sweep and [`svc::server::serve`], the
+//! accept loop with the connection limit and shutdown.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use log::{error, info, warn};
+use log::{info, warn};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinSet;
+use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
 use crate::command::Shared;
 use crate::config::NameserverConfig;
 use crate::error::NameserverError;
-
-/// Pause after an accept error that is not about one connection (out of file descriptors,
-/// out of memory), so the loop does not spin while the condition lasts.
-const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Serves the nameserver protocol on `listener` until `shutdown` completes.
 ///
@@ -42,48 +38,18 @@ pub async fn run(
     let shared = Shared::new(config);
     let (stop_tx, stop_rx) = watch::channel(false);
     let sweeper = tokio::spawn(sweep(Arc::clone(&shared), stop_rx.clone()));
-    let permits = Arc::new(Semaphore::new(shared.config.max_connections));
-    let mut connections = JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-                        warn!(
-                            "refusing connection from {peer}: {} connections open (max_connections)",
-                            shared.config.max_connections
-                        );
-                        continue;
-                    };
-                    // Requests are small and answered at once; Nagle would only delay them.
-                    let _ = stream.set_nodelay(true);
-                    let shared = Arc::clone(&shared);
-                    let stop = stop_rx.clone();
-                    connections.spawn(async move {
-                        svc::connection::serve(shared, stream, peer, stop).await;
-                        drop(permit);
-                    });
-                }
-                Err(e) if is_connection_error(&e) => {
-                    info!("accept on {local_addr}: {e}");
-                }
-                Err(e) => {
-                    warn!("accept on {local_addr} failed, pausing: {e}");
-                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
-                }
-            },
-            Some(done) = connections.join_next() => log_panic(done),
-        }
-    }
-    info!("nameserver on {local_addr} shutting down");
-    // Every connection and the sweeper watch this; a send error only means none is left.
-    let _ = stop_tx.send(true);
-    while let Some(done) = connections.join_next().await {
-        log_panic(done);
-    }
-    log_panic(sweeper.await);
+    let max_connections = shared.config.max_connections;
+    svc::server::serve(
+        "nameserver",
+        listener,
+        local_addr,
+        shared,
+        max_connections,
+        stop_tx,
+        shutdown,
+    )
+    .await;
+    svc::server::log_panic("nameserver", sweeper.await);
     info!("nameserver on {local_addr} stopped");
     Ok(())
 }
@@ -107,23 +73,6 @@ async fn sweep(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 broker.silent_for.as_millis(),
                 shared.config.broker_expiry_ms
             );
-        }
-    }
-}
-
-/// Errors that concern only the connection being accepted, which the peer already dropped.
-fn is_connection_error(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
-    matches!(
-        e.kind(),
-        ConnectionAborted | ConnectionRefused | ConnectionReset
-    )
-}
-
-fn log_panic(done: Result<(), tokio::task::JoinError>) {
-    if let Err(e) = done {
-        if e.is_panic() {
-            error!("a nameserver task panicked: {e}");
         }
     }
 }

@@ -1,13 +1,12 @@
-//! The accept loop, the connection limit and shutdown.
+//! Starting the server: its state, its background tasks and [`svc::server::serve`], the accept
+//! loop with the connection limit and shutdown.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use log::{debug, error, info, warn};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinSet;
+use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
 use crate::command::Shared;
@@ -15,10 +14,6 @@ use crate::config::SgsConfig;
 use crate::error::SgsError;
 use crate::gsl_push;
 use crate::store::Store;
-
-/// Pause after an accept error that is not about one connection (out of file descriptors,
-/// out of memory), so the loop does not spin while the condition lasts.
-const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Serves the SGS protocol on `listener` until `shutdown` completes.
 ///
@@ -57,48 +52,18 @@ pub(crate) async fn serve(
     let shared = Shared::new(config, store);
     let (stop_tx, stop_rx) = watch::channel(false);
     let syncer = tokio::spawn(sync_gsl(Arc::clone(&shared), stop_rx.clone()));
-    let permits = Arc::new(Semaphore::new(shared.config.max_connections));
-    let mut connections = JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-                        warn!(
-                            "refusing connection from {peer}: {} connections open (max_connections)",
-                            shared.config.max_connections
-                        );
-                        continue;
-                    };
-                    // Requests are small and answered at once; Nagle would only delay them.
-                    let _ = stream.set_nodelay(true);
-                    let shared = Arc::clone(&shared);
-                    let stop = stop_rx.clone();
-                    connections.spawn(async move {
-                        svc::connection::serve(shared, stream, peer, stop).await;
-                        drop(permit);
-                    });
-                }
-                Err(e) if is_connection_error(&e) => {
-                    info!("accept on {local_addr}: {e}");
-                }
-                Err(e) => {
-                    warn!("accept on {local_addr} failed, pausing: {e}");
-                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
-                }
-            },
-            Some(done) = connections.join_next() => log_panic(done),
-        }
-    }
-    info!("SGS on {local_addr} shutting down");
-    // Every connection and the syncer watch this; a send error only means none is left.
-    let _ = stop_tx.send(true);
-    while let Some(done) = connections.join_next().await {
-        log_panic(done);
-    }
-    log_panic(syncer.await);
+    let max_connections = shared.config.max_connections;
+    svc::server::serve(
+        "SGS",
+        listener,
+        local_addr,
+        shared,
+        max_connections,
+        stop_tx,
+        shutdown,
+    )
+    .await;
+    svc::server::log_panic("SGS", syncer.await);
     info!("SGS on {local_addr} stopped");
     Ok(())
 }
@@ -136,23 +101,6 @@ async fn sync_gsl(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 shared.config.gsl_sync_interval_ms
             ),
             Err(e) => error!("the GSL sync panicked: {e}"),
-        }
-    }
-}
-
-/// Errors that concern only the connection being accepted, which the peer already dropped.
-fn is_connection_error(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
-    matches!(
-        e.kind(),
-        ConnectionAborted | ConnectionRefused | ConnectionReset
-    )
-}
-
-fn log_panic(done: Result<(), tokio::task::JoinError>) {
-    if let Err(e) = done {
-        if e.is_panic() {
-            error!("a SGS task panicked: {e}");
         }
     }
 }

@@ -6,9 +6,11 @@
 //!   [`connection::Handler`], its command dispatch.
 //! - [`file`]: the snapshot format, its atomic replace and the data directory's lock.
 //! - [`rpc`]: a blocking request/response connection over `protocol` frames.
+//! - [`server`]: the accept loop: connection limit, accept-error backoff, shutdown.
 
 #![warn(missing_docs)]
 
 pub mod connection;
 pub mod file;
 pub mod rpc;
+pub mod server;
