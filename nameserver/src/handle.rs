@@ -1,54 +1,28 @@
 //! A nameserver on its own thread, for embedding (`defibus standalone`) and blocking tests.
 
-use std::net::SocketAddr;
-use std::thread::JoinHandle;
-
-use tokio::sync::oneshot;
-
 use crate::config::NameserverConfig;
 use crate::error::NameserverError;
 use crate::server::run;
 
 /// A running nameserver started by [`start`]. Dropping it shuts the nameserver down and
 /// waits for it, as [`NameserverHandle::shutdown`] does.
-#[derive(Debug)]
-pub struct NameserverHandle {
-    local_addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<Result<(), NameserverError>>>,
-}
+pub type NameserverHandle = svc::handle::ServerHandle<NameserverError>;
 
-impl NameserverHandle {
-    /// The address the nameserver listens on (the real port when the config asked for 0).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+impl svc::handle::ServerError for NameserverError {
+    fn bind(addr: std::net::SocketAddr, source: std::io::Error) -> Self {
+        Self::Bind { addr, source }
     }
 
-    /// Stops accepting, closes every connection and waits for the server thread.
-    pub fn shutdown(mut self) -> Result<(), NameserverError> {
-        self.stop_and_join()
+    fn listener(addr: std::net::SocketAddr, source: std::io::Error) -> Self {
+        Self::Listener { addr, source }
     }
 
-    fn stop_and_join(&mut self) -> Result<(), NameserverError> {
-        if let Some(stop) = self.stop.take() {
-            // The server may have stopped already; then there is nothing to tell it.
-            let _ = stop.send(());
-        }
-        match self.thread.take() {
-            Some(thread) => thread.join().map_err(|_| NameserverError::Panicked)?,
-            None => Ok(()),
-        }
+    fn runtime(source: std::io::Error) -> Self {
+        Self::Runtime { source }
     }
-}
 
-impl Drop for NameserverHandle {
-    fn drop(&mut self) {
-        if let Err(e) = self.stop_and_join() {
-            log::error!(
-                "nameserver on {} stopped with an error: {e}",
-                self.local_addr
-            );
-        }
+    fn panicked() -> Self {
+        Self::Panicked
     }
 }
 
@@ -57,33 +31,9 @@ impl Drop for NameserverHandle {
 /// route lookups). Returns once the address is bound, so clients can connect at once.
 pub fn start(config: NameserverConfig) -> Result<NameserverHandle, NameserverError> {
     config.validate()?;
-    let addr = config.listen_addr;
-    let listener = std::net::TcpListener::bind(addr)
-        .map_err(|source| NameserverError::Bind { addr, source })?;
-    let setup = move |source| NameserverError::Listener { addr, source };
-    listener.set_nonblocking(true).map_err(setup)?;
-    let local_addr = listener.local_addr().map_err(setup)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| NameserverError::Runtime { source })?;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let thread = std::thread::Builder::new()
-        .name(format!("nameserver-{}", local_addr.port()))
-        .spawn(move || {
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).map_err(setup)?;
-                // A dropped handle ends the server as a sent stop does.
-                let shutdown = async {
-                    let _ = stopped.await;
-                };
-                run(listener, config, shutdown).await
-            })
-        })
-        .map_err(|source| NameserverError::Runtime { source })?;
-    Ok(NameserverHandle {
-        local_addr,
-        stop: Some(stop),
-        thread: Some(thread),
-    })
+    svc::handle::start(
+        "nameserver",
+        config.listen_addr,
+        move |listener, shutdown| run(listener, config, shutdown),
+    )
 }

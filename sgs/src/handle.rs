@@ -1,10 +1,5 @@
 //! A SGS on its own thread, for embedding (`defibus standalone`) and blocking tests.
 
-use std::net::SocketAddr;
-use std::thread::JoinHandle;
-
-use tokio::sync::oneshot;
-
 use crate::config::SgsConfig;
 use crate::error::SgsError;
 use crate::server::serve;
@@ -12,41 +7,23 @@ use crate::store::Store;
 
 /// A running SGS started by [`start`]. Dropping it shuts the SGS down and
 /// waits for it, as [`SgsHandle::shutdown`] does.
-#[derive(Debug)]
-pub struct SgsHandle {
-    local_addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<Result<(), SgsError>>>,
-}
+pub type SgsHandle = svc::handle::ServerHandle<SgsError>;
 
-impl SgsHandle {
-    /// The address the SGS listens on (the real port when the config asked for 0).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+impl svc::handle::ServerError for SgsError {
+    fn bind(addr: std::net::SocketAddr, source: std::io::Error) -> Self {
+        Self::Bind { addr, source }
     }
 
-    /// Stops accepting, closes every connection and waits for the server thread.
-    pub fn shutdown(mut self) -> Result<(), SgsError> {
-        self.stop_and_join()
+    fn listener(addr: std::net::SocketAddr, source: std::io::Error) -> Self {
+        Self::Listener { addr, source }
     }
 
-    fn stop_and_join(&mut self) -> Result<(), SgsError> {
-        if let Some(stop) = self.stop.take() {
-            // The server may have stopped already; then there is nothing to tell it.
-            let _ = stop.send(());
-        }
-        match self.thread.take() {
-            Some(thread) => thread.join().map_err(|_| SgsError::Panicked)?,
-            None => Ok(()),
-        }
+    fn runtime(source: std::io::Error) -> Self {
+        Self::Runtime { source }
     }
-}
 
-impl Drop for SgsHandle {
-    fn drop(&mut self) {
-        if let Err(e) = self.stop_and_join() {
-            log::error!("SGS on {} stopped with an error: {e}", self.local_addr);
-        }
+    fn panicked() -> Self {
+        Self::Panicked
     }
 }
 
@@ -56,33 +33,7 @@ impl Drop for SgsHandle {
 pub fn start(config: SgsConfig) -> Result<SgsHandle, SgsError> {
     config.validate()?;
     let store = Store::open(&config.data_dir)?;
-    let addr = config.listen_addr;
-    let listener =
-        std::net::TcpListener::bind(addr).map_err(|source| SgsError::Bind { addr, source })?;
-    let setup = move |source| SgsError::Listener { addr, source };
-    listener.set_nonblocking(true).map_err(setup)?;
-    let local_addr = listener.local_addr().map_err(setup)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| SgsError::Runtime { source })?;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let thread = std::thread::Builder::new()
-        .name(format!("sgs-{}", local_addr.port()))
-        .spawn(move || {
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).map_err(setup)?;
-                // A dropped handle ends the server as a sent stop does.
-                let shutdown = async {
-                    let _ = stopped.await;
-                };
-                serve(listener, config, store, shutdown).await
-            })
-        })
-        .map_err(|source| SgsError::Runtime { source })?;
-    Ok(SgsHandle {
-        local_addr,
-        stop: Some(stop),
-        thread: Some(thread),
+    svc::handle::start("SGS", config.listen_addr, move |listener, shutdown| {
+        serve(listener, config, store, shutdown)
     })
 }

@@ -4,6 +4,7 @@
 //!
 //! - [`connection`]: the per-connection frame loop on tokio; a server supplies a
 //!   [`connection::Handler`], its command dispatch.
+//! - [`handle`]: a server on its own thread and runtime, stopped through a handle.
 //! - [`file`]: the snapshot format, its atomic replace and the data directory's lock.
 //! - [`rpc`]: a blocking request/response connection over `protocol` frames.
 //! - [`server`]: the accept loop: connection limit, accept-error backoff, shutdown.
@@ -12,5 +13,6 @@
 
 pub mod connection;
 pub mod file;
+pub mod handle;
 pub mod rpc;
 pub mod server;
