@@ -25,6 +25,10 @@ impl svc::handle::ServerError for GslError {
     fn panicked() -> Self {
         Self::Panicked
     }
+
+    fn signal(signal: &'static str, source: std::io::Error) -> Self {
+        Self::Signal { signal, source }
+    }
 }
 
 /// Recovers the directory from `config.data_dir`, binds `config.listen_addr` and runs the GSL

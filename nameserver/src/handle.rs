@@ -24,6 +24,10 @@ impl svc::handle::ServerError for NameserverError {
     fn panicked() -> Self {
         Self::Panicked
     }
+
+    fn signal(signal: &'static str, source: std::io::Error) -> Self {
+        Self::Signal { signal, source }
+    }
 }
 
 /// Binds `config.listen_addr` and runs the nameserver on a new thread with a single-threaded

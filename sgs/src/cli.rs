@@ -1,11 +1,7 @@
 //! The command line of `defibus sgs`.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-
-use log::info;
-use tokio::signal::unix::{SignalKind, signal};
 
 use crate::config::SgsConfig;
 use crate::error::SgsError;
@@ -56,36 +52,8 @@ impl SgsArgs {
 /// Logging is the caller's to set up.
 pub fn cli_main(args: &SgsArgs) -> Result<(), SgsError> {
     let config = args.to_config()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| SgsError::Runtime { source })?;
-    runtime.block_on(async move {
-        let addr = config.listen_addr;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| SgsError::Bind { addr, source })?;
-        let shutdown = termination_signal()?;
-        run(listener, config, shutdown).await
-    })
-}
-
-/// Completes on the first SIGTERM or SIGINT; the handlers are installed before it returns.
-fn termination_signal() -> Result<impl Future<Output = ()>, SgsError> {
-    let install = |kind: SignalKind, name: &'static str| {
-        signal(kind).map_err(|source| SgsError::Signal {
-            signal: name,
-            source,
-        })
-    };
-    let mut term = install(SignalKind::terminate(), "SIGTERM")?;
-    let mut int = install(SignalKind::interrupt(), "SIGINT")?;
-    Ok(async move {
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        };
-        info!("{name} received, shutting down");
+    svc::signal::run_until_terminated(config.listen_addr, move |listener, shutdown| {
+        run(listener, config, shutdown)
     })
 }
 

@@ -25,6 +25,10 @@ impl svc::handle::ServerError for SgsError {
     fn panicked() -> Self {
         Self::Panicked
     }
+
+    fn signal(signal: &'static str, source: std::io::Error) -> Self {
+        Self::Signal { signal, source }
+    }
 }
 
 /// Recovers the registry from `config.data_dir`, binds `config.listen_addr` and runs the SGS

@@ -10,7 +10,8 @@ use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
 
-/// The errors a server reports for what [`start`] and its [`ServerHandle`] do.
+/// The errors a server reports for what [`start`], its [`ServerHandle`] and
+/// [`crate::signal::run_until_terminated`] do.
 pub trait ServerError: fmt::Display + Send + 'static {
     /// The listen address could not be bound.
     fn bind(addr: SocketAddr, source: std::io::Error) -> Self;
@@ -20,6 +21,8 @@ pub trait ServerError: fmt::Display + Send + 'static {
     fn runtime(source: std::io::Error) -> Self;
     /// The server thread panicked.
     fn panicked() -> Self;
+    /// Installing the handler for `signal` (e.g. `"SIGTERM"`) failed.
+    fn signal(signal: &'static str, source: std::io::Error) -> Self;
 }
 
 /// Completes when the [`ServerHandle`] is shut down or dropped: the server's shutdown

@@ -7,6 +7,7 @@
 //! - [`handle`]: a server on its own thread and runtime, stopped through a handle.
 //! - [`file`]: the snapshot format, its atomic replace and the data directory's lock.
 //! - [`rpc`]: a blocking request/response connection over `protocol` frames.
+//! - [`signal`]: running a server in the foreground until SIGTERM or SIGINT.
 //! - [`server`]: the accept loop: connection limit, accept-error backoff, shutdown.
 
 #![warn(missing_docs)]
@@ -16,3 +17,4 @@ pub mod file;
 pub mod handle;
 pub mod rpc;
 pub mod server;
+pub mod signal;
