@@ -1,52 +1,57 @@
-//! `defibus-bench`: load generation and latency measurement for DeFiBus-rs.
+//! `defibus-bench`: load generation and latency measurement for DeFiBus-rs, as a library so
+//! the root CLI runs it in-process (`defibus bench ...`) and as the `defibus-bench` binary.
 //!
 //! Module map: [`cli`] the command line; [`target`] the cluster under test (embedded or
-//! remote); [`measure`] the one measurement loop (warm-up, window, progress, histograms);
-//! [`workloads`] one module per workload; [`baselines`] one module per raw TCP baseline;
-//! [`report`] figures, ratios, table and JSON; [`goals`] the DESIGN §8 goals.
+//! remote); [`measure`] the one measurement loop (warm-up, window, progress, open-loop
+//! pacing); [`latency`] histograms and percentiles; [`workloads`] one module per workload;
+//! [`baselines`] the raw TCP and raw-protocol baselines; [`report`] figures, ratios, table and
+//! JSON; [`goals`] the DESIGN §8 goals; [`plot`] the SVG and PNG plots; [`limits`] the
+//! process limits the large workloads need.
+
+#![deny(unsafe_code)]
 
 mod baselines;
-mod cli;
+pub mod cli;
 mod goals;
+mod latency;
+mod limits;
 mod measure;
+mod plot;
 mod report;
 mod target;
 mod workloads;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+pub use crate::cli::Cli;
 
 use crate::baselines::{tcp_relay, tcp_stream};
-use crate::cli::{Cli, Flush, GlobalArgs, ProduceArgs, RrArgs, WorkloadCommand};
-use crate::report::{Baseline, Comparison, Report};
+use crate::cli::{Flush, GlobalArgs, ProduceArgs, RrArgs, WorkloadCommand};
+use crate::report::{Baseline, LoadAverage, Report, Section};
 use crate::target::Target;
-use crate::workloads::{produce, rr};
+use crate::workloads::{consume, e2e, fanout, overhead, produce, rr, scale};
 
-fn main() -> ExitCode {
-    // Progress lines share stderr with logs: only warnings and errors by default.
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    match run(Cli::parse()) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("defibus-bench: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+/// Runs one parsed command line: starts the target, runs the workload, prints the table and
+/// writes the JSON and plots asked for. Fails on a broken run; under `--smoke`, the exit
+/// code also says whether every figure was sane.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let global = &cli.global;
+    let load_at_start = LoadAverage::now();
     let target = Target::start(global)?;
     let described = target.describe(global);
-    let comparisons = run_workload(&target, global, &cli.workload);
+    let sections = run_workload(&target, global, &cli.workload);
     target.shutdown()?;
     let command = std::env::args().collect::<Vec<_>>().join(" ");
-    let report = Report::new(command, described, comparisons?);
+    let report = Report::new(command, described, load_at_start, sections?);
     print!("{}", report.table());
     if let Some(path) = &global.json {
         report.write_json(path)?;
         eprintln!("wrote {}", path.display());
+    }
+    if let Some(dir) = &global.plot_dir {
+        for path in plot::write_all(&report, dir)? {
+            eprintln!("wrote {}", path.display());
+        }
     }
     if global.smoke {
         let insane = report.insane_figures();
@@ -66,27 +71,55 @@ fn run_workload(
     target: &Target,
     global: &GlobalArgs,
     workload: &WorkloadCommand,
-) -> anyhow::Result<Vec<Comparison>> {
+) -> anyhow::Result<Vec<Section>> {
     match workload {
         WorkloadCommand::Produce(args) => {
             let baseline = stream_baseline(global, args)?;
-            Ok(vec![produce::run(target, global, args, baseline)?])
+            if args.sizes.is_empty() {
+                Ok(vec![produce::run(target, global, args, baseline)?.into()])
+            } else {
+                Ok(vec![
+                    produce::run_sizes(target, global, args, baseline.as_ref())?.into(),
+                ])
+            }
         }
         WorkloadCommand::Rr(args) => {
-            let baseline = relay_baseline(global, args)?;
-            Ok(vec![rr::run(target, global, args, baseline)?])
+            // The relay is a closed-loop baseline: an open loop stands alone.
+            let baseline = if args.rate.is_none() {
+                relay_baseline(global, args)?
+            } else {
+                None
+            };
+            Ok(vec![rr::run(target, global, args, baseline)?.into()])
         }
+        WorkloadCommand::Consume(args) => Ok(vec![consume::run(target, global, args)?.into()]),
+        WorkloadCommand::E2e(args) => Ok(vec![e2e::run(target, global, args)?.into()]),
+        WorkloadCommand::Fanout(args) => fanout::run(target, global, args),
+        WorkloadCommand::Scale(args) => scale::run(target, global, args),
+        WorkloadCommand::Overhead(args) => Ok(vec![overhead::run(target, global, args)?.into()]),
         WorkloadCommand::All(all) => {
             let produce_async = all.produce(Flush::Async);
             let produce_sync = all.produce(Flush::Sync);
             let rr_args = all.rr();
-            // One stream baseline bounds both produce runs.
+            // One stream baseline bounds both produce runs and the size sweep.
             let stream = stream_baseline(global, &produce_async)?;
-            Ok(vec![
-                produce::run(target, global, &produce_async, stream.clone())?,
-                produce::run(target, global, &produce_sync, stream)?,
-                rr::run(target, global, &rr_args, relay_baseline(global, &rr_args)?)?,
-            ])
+            let mut sections: Vec<Section> = vec![
+                produce::run(target, global, &produce_async, stream.clone())?.into(),
+                produce::run(target, global, &produce_sync, stream.clone())?.into(),
+            ];
+            let client_rr = rr::run(target, global, &rr_args, relay_baseline(global, &rr_args)?)?;
+            let overhead = overhead::beside(target, global, &all.overhead(), &client_rr)?;
+            sections.push(client_rr.into());
+            sections.push(overhead.into());
+            sections.push(rr::run(target, global, &all.rr_open(), None)?.into());
+            sections.push(consume::run(target, global, &all.consume())?.into());
+            sections.push(e2e::run(target, global, &all.e2e())?.into());
+            sections.extend(fanout::run(target, global, &all.fanout())?);
+            sections.extend(scale::run(target, global, &all.scale())?);
+            sections.push(
+                produce::run_sizes(target, global, &all.produce_sizes(), stream.as_ref())?.into(),
+            );
+            Ok(sections)
         }
     }
 }

@@ -1,10 +1,11 @@
 //! What the workloads run against: an embedded nameserver + broker started here (the default)
 //! or a running cluster reached through its nameserver (`--target`).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use client::{Admin, Client, ClientConfig, TopicConfig};
+use client::{Admin, Client, ClientConfig, TopicConfig, TopicRoute};
 
 use crate::cli::{Flush, GlobalArgs};
 
@@ -15,6 +16,19 @@ const ROUTE_WAIT: Duration = Duration::from_secs(20);
 /// Unconsumed messages per queue before produces would be refused: far above any run, so
 /// the benchmark measures the data path and never the circuit breaker.
 const BENCH_MAX_QUEUE_DEPTH: u64 = 1 << 40;
+/// Connections the embedded nameserver and each embedded broker shard accept: room for the
+/// scale sweep's largest default step (1,000 producer clients, each connected to the
+/// nameserver and to every shard) and everything else the run keeps open.
+pub const EMBEDDED_CONNECTIONS_MAX: usize = 16_384;
+/// Open files the process asks for: the scale sweep holds a socket per client connection on
+/// both ends, and each queue's segment, index and lock files, in this one process.
+const OPEN_FILES_WANTED: u64 = 1 << 17;
+/// Timeout of topic creation and deletion: a topic of a thousand queues creates or removes
+/// a thousand directories, each made durable, which takes seconds on a busy disk.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Topics created by this process, numbering their names so that topics created within the
+/// same millisecond differ.
+static TOPICS_CREATED: AtomicU64 = AtomicU64::new(0);
 
 /// The cluster under test.
 pub enum Target {
@@ -32,6 +46,7 @@ pub enum Target {
 impl Target {
     /// Starts the embedded cluster, or checks that `--target` answers.
     pub fn start(args: &GlobalArgs) -> anyhow::Result<Self> {
+        crate::limits::raise_open_files(OPEN_FILES_WANTED);
         if let Some(nameserver) = &args.target {
             let target = Target::Remote {
                 nameserver: nameserver.clone(),
@@ -45,6 +60,7 @@ impl Target {
         }
         let nameserver = nameserver::start(nameserver::NameserverConfig {
             listen_addr: "127.0.0.1:0".parse().expect("constant address"),
+            max_connections: EMBEDDED_CONNECTIONS_MAX,
             ..nameserver::NameserverConfig::default()
         })
         .context("starting the embedded nameserver")?;
@@ -68,6 +84,10 @@ impl Target {
             nameservers: vec![nameserver.local_addr().to_string()],
             register_interval_ms: EMBEDDED_REGISTER_INTERVAL_MS,
             spin_before_park_us: args.spin_before_park_us,
+            limits: engine::config::Limits {
+                connections_per_shard_max: EMBEDDED_CONNECTIONS_MAX,
+                ..engine::config::Limits::default()
+            },
             ..engine::BrokerConfig::default()
         })
         .context("starting the embedded broker")?;
@@ -144,16 +164,17 @@ impl Target {
         let unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
+        let sequence = TOPICS_CREATED.fetch_add(1, Ordering::Relaxed);
         // Service ids hold letters, digits, '_' and '.' only.
         let service = workload.replace('-', "_");
-        let topic = format!("{}-bench.{service}.{unix_ms}", args.area);
+        let topic = format!("{}-bench.{service}.{unix_ms}.{sequence}", args.area);
         let mut config = TopicConfig::new(&topic.parse().context("benchmark topic name")?);
         config.queue_count = queues;
         config.read_queue_count = queues;
         config.write_queue_count = queues;
         config.flush_mode = flush.into();
         config.max_queue_depth = BENCH_MAX_QUEUE_DEPTH;
-        let client = self.client(args, |c| c)?;
+        let client = self.client(args, |c| c.with_request_timeout(ADMIN_TIMEOUT))?;
         let admin = Admin::new(&client);
         let brokers = admin
             .create_topic_on_cluster(None, &config)
@@ -169,6 +190,35 @@ impl Target {
                 _ => std::thread::sleep(Duration::from_millis(50)),
             }
         }
+    }
+
+    /// The route of `topic` as the nameserver has it.
+    pub fn route(&self, args: &GlobalArgs, topic: &str) -> anyhow::Result<TopicRoute> {
+        let client = self.client(args, |c| c)?;
+        let route = Admin::new(&client)
+            .topic_route(topic)
+            .with_context(|| format!("fetching the route of {topic}"));
+        client.close();
+        route
+    }
+
+    /// Deletes `topic` and its data from every broker (so that a sweep's earlier steps do
+    /// not weigh on its later ones).
+    pub fn delete_topic(&self, args: &GlobalArgs, topic: &str) -> anyhow::Result<()> {
+        let client = self.client(args, |c| c.with_request_timeout(ADMIN_TIMEOUT))?;
+        let admin = Admin::new(&client);
+        let brokers = admin.cluster_info().context("listing the brokers")?.brokers;
+        for broker in brokers {
+            let Some(port) = broker.shard_ports.first() else {
+                continue;
+            };
+            let endpoint = format!("{}:{port}", broker.address);
+            admin
+                .delete_topic(&endpoint, topic)
+                .with_context(|| format!("deleting {topic} from {}", broker.broker_id))?;
+        }
+        client.close();
+        Ok(())
     }
 
     /// Stops the embedded cluster; a remote one is left as it is.

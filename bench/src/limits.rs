@@ -1,0 +1,56 @@
+//! Process limits the large workloads need: the scale sweep holds thousands of sockets
+//! (clients and the embedded broker's ends) and queue files in this one process.
+
+/// Raises the soft open-file limit to the hard one (any process may), and the hard one too
+/// when `wanted` is above it and the process is allowed to (CAP_SYS_RESOURCE). Returns the
+/// soft limit now in force, `None` where it cannot be read.
+pub fn raise_open_files(wanted: u64) -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: getrlimit writes into the struct we pass and reads nothing else.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    if !got {
+        return None;
+    }
+    if limit.rlim_cur >= wanted {
+        return Some(limit.rlim_cur);
+    }
+    for hard in [wanted.max(limit.rlim_max), limit.rlim_max] {
+        let raised = libc::rlimit {
+            rlim_cur: wanted.min(hard),
+            rlim_max: hard,
+        };
+        #[allow(unsafe_code)]
+        // SAFETY: setrlimit only reads the struct we pass.
+        let set = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0;
+        if set {
+            log::info!(
+                "open files: soft limit raised from {} to {} (hard {hard})",
+                limit.rlim_cur,
+                raised.rlim_cur
+            );
+            return Some(raised.rlim_cur);
+        }
+    }
+    log::warn!(
+        "open files: cannot raise the limit from {} towards {wanted} ({})",
+        limit.rlim_cur,
+        std::io::Error::last_os_error()
+    );
+    Some(limit.rlim_cur)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limit_never_goes_down() {
+        let before = raise_open_files(0).expect("readable on Linux");
+        assert!(raise_open_files(64).unwrap() >= before.min(64));
+        assert_eq!(raise_open_files(0), Some(raise_open_files(0).unwrap()));
+    }
+}
