@@ -43,9 +43,38 @@ pub fn raise_open_files(wanted: u64) -> Option<u64> {
     Some(limit.rlim_cur)
 }
 
+/// The soft open-file limit in force.
+pub fn open_files_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: getrlimit writes into the struct we pass and reads nothing else.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    got.then_some(limit.rlim_cur)
+}
+
+/// Files this process has open now (sockets and the embedded broker's queue files
+/// included).
+pub fn open_files() -> Option<u64> {
+    std::fs::read_dir("/proc/self/fd")
+        .ok()
+        .map(|entries| entries.count() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn open_files_are_counted_below_the_limit() {
+        let open = open_files().expect("Linux has /proc/self/fd");
+        let file = tempfile::tempfile().unwrap();
+        assert!(open_files().unwrap() > open);
+        drop(file);
+        assert!(open < open_files_limit().unwrap());
+    }
 
     #[test]
     fn the_limit_never_goes_down() {

@@ -123,6 +123,11 @@ impl Target {
         Ok(())
     }
 
+    /// Whether the broker runs in this process (so its resources are this process's).
+    pub fn is_embedded(&self) -> bool {
+        matches!(self, Target::Embedded { .. })
+    }
+
     /// A description for the report.
     pub fn describe(&self, args: &GlobalArgs) -> String {
         match self {

@@ -10,6 +10,11 @@
 //!
 //! Queues past a topic's limit are spread over several topics, bursts going to each in turn.
 //! Each step's topics are deleted after it, so later steps do not carry earlier queues.
+//!
+//! An embedded broker's queue files are this process's open files. Each step measures how
+//! many a queue holds; a later step that would pass the open-file limit is replaced by the
+//! largest round count that fits (and the sweep says so), rather than failing mid-way with
+//! the broker unable to open sockets or files.
 
 use std::time::Duration;
 
@@ -29,6 +34,10 @@ const QUEUES_PER_TOPIC_MAX: u32 = engine::topic::QUEUE_COUNT_MAX;
 /// Sends all clients of a step may have unacknowledged together; each client gets its share,
 /// but never less than two bursts (one in flight while the next fills).
 const IN_FLIGHT_TOTAL: usize = client::config::IN_FLIGHT_SENDS_MAX_DEFAULT;
+/// Share of the open-file limit a step may plan to use: room for sockets and the rest.
+const OPEN_FILES_SHARE: f64 = 0.85;
+/// Queue counts below this say too little about open files per queue to extrapolate from.
+const OPEN_FILES_SAMPLE_QUEUES_MIN: u32 = 100;
 /// Largest queue count a `--smoke` run tries; it runs the first step and the largest within
 /// this bound.
 const SMOKE_QUEUES_MAX: u32 = 100;
@@ -58,8 +67,35 @@ pub fn run(target: &Target, global: &GlobalArgs, args: &ScaleArgs) -> anyhow::Re
 fn queues(target: &Target, global: &GlobalArgs, args: &ScaleArgs) -> anyhow::Result<Sweep> {
     let name = "scale-queues";
     let steps = smoke_steps(global, &args.queue_steps, SMOKE_QUEUES_MAX);
-    let mut measured = Vec::new();
-    for &queues in &steps {
+    let mut measured: Vec<Step> = Vec::new();
+    let mut files_per_queue: Option<f64> = None;
+    let mut findings = Vec::new();
+    for &wanted in &steps {
+        let queues = match files_per_queue.filter(|_| target.is_embedded()) {
+            Some(per_queue) => match fitting_queues(wanted, per_queue) {
+                Fits::Yes => wanted,
+                Fits::Instead { queues, reason } => {
+                    let replace = measured
+                        .last()
+                        .is_none_or(|last| f64::from(queues) > last.x);
+                    findings.push(format!(
+                        "{} queues not run: {reason}{}",
+                        thousands(f64::from(wanted)),
+                        if replace {
+                            format!("; {} run instead", thousands(f64::from(queues)))
+                        } else {
+                            String::new()
+                        }
+                    ));
+                    if !replace {
+                        break;
+                    }
+                    queues
+                }
+            },
+            None => wanted,
+        };
+        let open_before = crate::limits::open_files();
         let topic_count = queues.div_ceil(QUEUES_PER_TOPIC_MAX);
         let topics = (0..topic_count)
             .map(|t| {
@@ -70,10 +106,20 @@ fn queues(target: &Target, global: &GlobalArgs, args: &ScaleArgs) -> anyhow::Res
             .collect::<anyhow::Result<Vec<_>>>()?;
         let label = format!("{name} {}", thousands(f64::from(queues)));
         let throughput = measure_step(target, global, args, &label, &topics, 1);
+        // Every queue was written by now, so its files are open: count them before deletion.
+        if let (Some(before), Some(after)) = (open_before, crate::limits::open_files()) {
+            if queues >= OPEN_FILES_SAMPLE_QUEUES_MIN {
+                let per_queue = after.saturating_sub(before) as f64 / f64::from(queues);
+                files_per_queue = Some(files_per_queue.unwrap_or(0.0).max(per_queue));
+            }
+        }
         for topic in &topics {
             target.delete_topic(global, topic)?;
         }
         measured.push(step(f64::from(queues), throughput?));
+        if queues != wanted {
+            break;
+        }
     }
     Ok(Sweep {
         workload: name.into(),
@@ -88,9 +134,64 @@ fn queues(target: &Target, global: &GlobalArgs, args: &ScaleArgs) -> anyhow::Res
         axis: "queues".into(),
         steps: measured,
         ratio: None,
-        finding: None,
+        finding: (!findings.is_empty()).then(|| findings.join("; ")),
     }
     .against_first(Metric::OpsPerS))
+}
+
+/// Whether a step of `queues` fits this process's open-file limit.
+enum Fits {
+    Yes,
+    /// It does not; `queues` (a round count) would.
+    Instead {
+        queues: u32,
+        reason: String,
+    },
+}
+
+/// Judges a step of `queues` at `per_queue` open files each, against the limit.
+fn fitting_queues(queues: u32, per_queue: f64) -> Fits {
+    let (Some(limit), Some(open)) = (
+        crate::limits::open_files_limit(),
+        crate::limits::open_files(),
+    ) else {
+        return Fits::Yes;
+    };
+    let budget = limit as f64 * OPEN_FILES_SHARE - open as f64;
+    let needed = per_queue * f64::from(queues);
+    if needed <= budget || per_queue <= 0.0 {
+        return Fits::Yes;
+    }
+    let fits = round_down((budget / per_queue).max(1.0) as u32);
+    Fits::Instead {
+        queues: fits,
+        reason: format!(
+            "the embedded broker holds {per_queue:.1} open files per queue (measured), {} \
+             for this step, over {:.0}% of this process's open-file limit of {} (the hard \
+             limit; raising it needs CAP_SYS_RESOURCE)",
+            thousands(needed),
+            OPEN_FILES_SHARE * 100.0,
+            thousands(limit as f64)
+        ),
+    }
+}
+
+/// The largest of 1, 2 or 5 × 10^k not above `n` (`n` ≥ 1).
+fn round_down(n: u32) -> u32 {
+    let mut best = 1;
+    let mut decade = 1u32;
+    while decade <= n {
+        for m in [1, 2, 5] {
+            if let Some(candidate) = decade.checked_mul(m).filter(|&c| c <= n) {
+                best = best.max(candidate);
+            }
+        }
+        let Some(next) = decade.checked_mul(10) else {
+            break;
+        };
+        decade = next;
+    }
+    best
 }
 
 /// Producer clients 1 → N on one topic.
@@ -320,6 +421,15 @@ fn batch_bytes_for(burst: usize, message_bytes: usize, area: &str) -> anyhow::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn round_counts_round_down() {
+        assert_eq!(round_down(1), 1);
+        assert_eq!(round_down(4), 2);
+        assert_eq!(round_down(5_333), 5_000);
+        assert_eq!(round_down(19_999), 10_000);
+        assert_eq!(round_down(u32::MAX), 2_000_000_000);
+    }
 
     #[test]
     fn a_burst_fills_its_batch_bound_to_the_send_threshold() {
