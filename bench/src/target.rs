@@ -158,14 +158,16 @@ impl Target {
         Client::new(adjust(config)).context("starting a client")
     }
 
-    /// Creates a fresh topic for `workload` on every broker and waits until it is routed.
-    pub fn create_topic(
-        &self,
-        args: &GlobalArgs,
+    /// Creates a fresh topic for `workload` on every broker and waits until it is routed. It
+    /// is deleted, data and all, when the returned handle drops: a full run writes tens of
+    /// gigabytes, which the disk need not keep.
+    pub fn create_topic<'a>(
+        &'a self,
+        args: &'a GlobalArgs,
         workload: &str,
         queues: u32,
         flush: Flush,
-    ) -> anyhow::Result<String> {
+    ) -> anyhow::Result<BenchTopic<'a>> {
         let unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
@@ -188,7 +190,13 @@ impl Target {
         let deadline = Instant::now() + ROUTE_WAIT;
         loop {
             match admin.topic_route(&topic) {
-                Ok(route) if route.queues.len() >= expected => return Ok(topic),
+                Ok(route) if route.queues.len() >= expected => {
+                    return Ok(BenchTopic {
+                        target: self,
+                        args,
+                        name: topic,
+                    });
+                }
                 _ if Instant::now() >= deadline => {
                     anyhow::bail!("topic {topic} not routed after {ROUTE_WAIT:?}")
                 }
@@ -207,9 +215,8 @@ impl Target {
         route
     }
 
-    /// Deletes `topic` and its data from every broker (so that a sweep's earlier steps do
-    /// not weigh on its later ones).
-    pub fn delete_topic(&self, args: &GlobalArgs, topic: &str) -> anyhow::Result<()> {
+    /// Deletes `topic` and its data from every broker.
+    fn delete_topic(&self, args: &GlobalArgs, topic: &str) -> anyhow::Result<()> {
         let client = self.client(args, |c| c.with_request_timeout(ADMIN_TIMEOUT))?;
         let admin = Admin::new(&client);
         let brokers = admin.cluster_info().context("listing the brokers")?.brokers;
@@ -238,5 +245,35 @@ impl Target {
                 .context("stopping the embedded nameserver")?;
         }
         Ok(())
+    }
+}
+
+/// A benchmark topic, deleted from every broker when dropped (see [`Target::create_topic`]).
+pub struct BenchTopic<'a> {
+    target: &'a Target,
+    args: &'a GlobalArgs,
+    name: String,
+}
+
+impl BenchTopic<'_> {
+    pub fn as_str(&self) -> &str {
+        &self.name
+    }
+}
+
+impl std::ops::Deref for BenchTopic<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for BenchTopic<'_> {
+    fn drop(&mut self) {
+        // The figures are measured by now: a topic left behind costs disk, not results.
+        if let Err(e) = self.target.delete_topic(self.args, &self.name) {
+            log::warn!("benchmark topic {} not deleted: {e:#}", self.name);
+        }
     }
 }

@@ -70,7 +70,7 @@ pub fn run(target: &Target, global: &GlobalArgs, args: &ConsumeArgs) -> anyhow::
     let (throughput, delivered) =
         measure::run_window(NAME, window, args.consumers, |_, shared| {
             let client = target.client(global, |c| c.with_credit_window(args.credit_window))?;
-            let options = ConsumerOptions::new(&topic, GROUP, ConsumeMode::Clustering)
+            let options = ConsumerOptions::new(topic.as_str(), GROUP, ConsumeMode::Clustering)
                 .start_from(StartFrom::Earliest);
             let consumer = Consumer::subscribe_with(&client, options).context("subscribing")?;
             let mut ends: HashMap<(String, u32), u64> = HashMap::new();

@@ -105,7 +105,8 @@ fn queues(target: &Target, global: &GlobalArgs, args: &ScaleArgs) -> anyhow::Res
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let label = format!("{name} {}", thousands(f64::from(queues)));
-        let throughput = measure_step(target, global, args, &label, &topics, 1);
+        let names: Vec<&str> = topics.iter().map(|t| t.as_str()).collect();
+        let throughput = measure_step(target, global, args, &label, &names, 1);
         // Every queue was written by now, so its files are open: count them before deletion.
         if let (Some(before), Some(after)) = (open_before, crate::limits::open_files()) {
             if queues >= OPEN_FILES_SAMPLE_QUEUES_MIN {
@@ -113,9 +114,7 @@ fn queues(target: &Target, global: &GlobalArgs, args: &ScaleArgs) -> anyhow::Res
                 files_per_queue = Some(files_per_queue.unwrap_or(0.0).max(per_queue));
             }
         }
-        for topic in &topics {
-            target.delete_topic(global, topic)?;
-        }
+        drop(topics);
         measured.push(step(f64::from(queues), throughput?));
         if queues != wanted {
             break;
@@ -210,10 +209,10 @@ fn connections(target: &Target, global: &GlobalArgs, args: &ScaleArgs) -> anyhow
     let mut measured = Vec::new();
     for &clients in &steps {
         let label = format!("{name} {}", thousands(clients as f64));
-        let throughput = measure_step(target, global, args, &label, &[topic.clone()], clients)?;
+        let throughput = measure_step(target, global, args, &label, &[topic.as_str()], clients)?;
         measured.push(step(clients as f64, throughput));
     }
-    target.delete_topic(global, &topic)?;
+    drop(topic);
     Ok(Sweep {
         workload: name.into(),
         setup: format!(
@@ -272,7 +271,7 @@ fn measure_step(
     global: &GlobalArgs,
     args: &ScaleArgs,
     label: &str,
-    topics: &[String],
+    topics: &[&str],
     clients: usize,
 ) -> anyhow::Result<Throughput> {
     let batch_bytes = batch_bytes_for(args.burst, args.message_bytes, &global.area)?;
@@ -321,7 +320,7 @@ fn measure_step(
                         for _ in 0..args.burst {
                             let meter = shared.meter.clone();
                             producer.send_with_callback(
-                                Message::new(topic.as_str(), value.clone()),
+                                Message::new(*topic, value.clone()),
                                 move |result| match result {
                                     Ok(_) => meter.record(1, message_bytes),
                                     Err(e) => {
@@ -358,7 +357,7 @@ fn warm(
     target: &Target,
     global: &GlobalArgs,
     label: &str,
-    topics: &[String],
+    topics: &[&str],
     producers: &[(Client, Producer)],
     message_bytes: usize,
 ) -> anyhow::Result<()> {
@@ -378,7 +377,7 @@ fn warm(
         for (topic, &queues) in topics.iter().zip(&queue_counts) {
             // The queue is chosen per batch, round robin: one flushed batch per queue.
             for _ in 0..queues {
-                producer.send_with_callback(Message::new(topic.as_str(), value.clone()), |r| {
+                producer.send_with_callback(Message::new(*topic, value.clone()), |r| {
                     if let Err(e) = r {
                         log::debug!("warming send failed: {e}");
                     }
