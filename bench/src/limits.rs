@@ -5,22 +5,22 @@
 /// when `wanted` is above it and the process is allowed to (CAP_SYS_RESOURCE). Returns the
 /// soft limit now in force, `None` where it cannot be read.
 pub fn raise_open_files(wanted: u64) -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    #[allow(unsafe_code)]
-    // SAFETY: getrlimit writes into the struct we pass and reads nothing else.
-    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
-    if !got {
-        return None;
-    }
+    let mut limit = open_files_rlimit()?;
     if limit.rlim_cur >= wanted {
         return Some(limit.rlim_cur);
     }
-    for hard in [wanted.max(limit.rlim_max), limit.rlim_max] {
+    // First both limits to `wanted` (needs CAP_SYS_RESOURCE when above the hard limit), then
+    // the soft limit to the hard one, which any process may do.
+    let attempts = [
+        (wanted, wanted.max(limit.rlim_max)),
+        (wanted.min(limit.rlim_max), limit.rlim_max),
+    ];
+    for (soft, hard) in attempts {
+        if soft <= limit.rlim_cur {
+            continue;
+        }
         let raised = libc::rlimit {
-            rlim_cur: wanted.min(hard),
+            rlim_cur: soft,
             rlim_max: hard,
         };
         #[allow(unsafe_code)]
@@ -28,23 +28,30 @@ pub fn raise_open_files(wanted: u64) -> Option<u64> {
         let set = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0;
         if set {
             log::info!(
-                "open files: soft limit raised from {} to {} (hard {hard})",
-                limit.rlim_cur,
-                raised.rlim_cur
+                "open files: soft limit raised from {} to {soft} (hard {hard})",
+                limit.rlim_cur
             );
-            return Some(raised.rlim_cur);
+            if soft >= wanted {
+                return Some(soft);
+            }
+            limit.rlim_cur = soft;
         }
     }
-    log::warn!(
-        "open files: cannot raise the limit from {} towards {wanted} ({})",
+    log::info!(
+        "open files: limit {} (hard {}), below the {wanted} asked for; raising the hard limit \
+         needs CAP_SYS_RESOURCE",
         limit.rlim_cur,
-        std::io::Error::last_os_error()
+        limit.rlim_max
     );
     Some(limit.rlim_cur)
 }
 
 /// The soft open-file limit in force.
 pub fn open_files_limit() -> Option<u64> {
+    open_files_rlimit().map(|limit| limit.rlim_cur)
+}
+
+fn open_files_rlimit() -> Option<libc::rlimit> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -52,7 +59,7 @@ pub fn open_files_limit() -> Option<u64> {
     #[allow(unsafe_code)]
     // SAFETY: getrlimit writes into the struct we pass and reads nothing else.
     let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
-    got.then_some(limit.rlim_cur)
+    got.then_some(limit)
 }
 
 /// Files this process has open now (sockets and the embedded broker's queue files

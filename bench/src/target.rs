@@ -24,8 +24,13 @@ pub const EMBEDDED_CONNECTIONS_MAX: usize = 16_384;
 /// both ends, and each queue's segment, index and lock files, in this one process.
 const OPEN_FILES_WANTED: u64 = 1 << 17;
 /// Timeout of topic creation and deletion: a topic of a thousand queues creates or removes
-/// a thousand directories, each made durable, which takes seconds on a busy disk.
-const ADMIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// a thousand directories, each made durable, which takes seconds on a busy disk. (The
+/// broker deletes on its executor thread: a 1,000-queue topic holding a gigabyte kept it
+/// from answering anything for about ten seconds here.)
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(180);
+/// Heartbeat period of the admin client: the client closes a connection silent for three
+/// periods, which must not happen while a broker is busy deleting.
+const ADMIN_HEARTBEAT: Duration = Duration::from_secs(ADMIN_TIMEOUT.as_secs() / 3);
 /// Topics created by this process, numbering their names so that topics created within the
 /// same millisecond differ.
 static TOPICS_CREATED: AtomicU64 = AtomicU64::new(0);
@@ -181,7 +186,10 @@ impl Target {
         config.write_queue_count = queues;
         config.flush_mode = flush.into();
         config.max_queue_depth = BENCH_MAX_QUEUE_DEPTH;
-        let client = self.client(args, |c| c.with_request_timeout(ADMIN_TIMEOUT))?;
+        // A broker that was busy (deleting the last step's topics) may have missed a
+        // registration and be briefly unknown to the nameserver.
+        self.wait_for_brokers(args)?;
+        let client = self.admin_client(args)?;
         let admin = Admin::new(&client);
         let brokers = admin
             .create_topic_on_cluster(None, &config)
@@ -215,9 +223,19 @@ impl Target {
         route
     }
 
+    /// A client for topic creation and deletion, patient with a busy broker.
+    fn admin_client(&self, args: &GlobalArgs) -> anyhow::Result<Client> {
+        self.client(args, |mut c| {
+            c.connect_timeout = ADMIN_TIMEOUT;
+            c.with_request_timeout(ADMIN_TIMEOUT)
+                .with_heartbeat_interval(ADMIN_HEARTBEAT)
+        })
+    }
+
     /// Deletes `topic` and its data from every broker.
     fn delete_topic(&self, args: &GlobalArgs, topic: &str) -> anyhow::Result<()> {
-        let client = self.client(args, |c| c.with_request_timeout(ADMIN_TIMEOUT))?;
+        let started = Instant::now();
+        let client = self.admin_client(args)?;
         let admin = Admin::new(&client);
         let brokers = admin.cluster_info().context("listing the brokers")?.brokers;
         for broker in brokers {
@@ -230,6 +248,7 @@ impl Target {
                 .with_context(|| format!("deleting {topic} from {}", broker.broker_id))?;
         }
         client.close();
+        log::info!("deleted {topic} in {:?}", started.elapsed());
         Ok(())
     }
 
