@@ -32,13 +32,18 @@ pub const SMOKE_DRAIN: Duration = Duration::from_secs(2);
 #[command(
     name = "defibus-bench",
     version,
-    about = "Load generator for DeFiBus-rs: workloads against a broker, beside raw TCP baselines",
+    about = "Load generator for DeFiBus-rs: workloads against a broker, beside baselines measured in the same run",
     long_about = "Load generator for DeFiBus-rs.\n\n\
         Starts an embedded nameserver + broker (data in a temporary directory) unless --target \
-        names a running nameserver. Each workload is measured after a warm-up, beside a raw \
-        loopback TCP baseline measured in the same run (--baseline=false skips it), and the \
-        DESIGN §8 goals are printed as PASS/MISS. A progress line goes to stderr, the summary \
-        table to stdout, and --json writes every figure to a file.\n\n\
+        names a running nameserver, and drives it with the real client and protocol. Each \
+        workload is measured after a warm-up, beside a baseline measured in the same run \
+        (raw loopback TCP, or the same exchange in raw protocol frames; --baseline=false \
+        skips the TCP ones) or as a sweep over rates, sizes, queues or connections, and the \
+        DESIGN §8 goals are printed as PASS/MISS. Latencies are HDR histograms (p50 to \
+        p99.99 and max); open-loop workloads time each message from its intended send time, \
+        so stalls are not hidden (coordinated omission). A progress line goes to stderr, the \
+        summary table to stdout; --json writes every figure to a file and --plot-dir draws \
+        SVG and PNG plots. `defibus bench` runs the same in-process.\n\n\
         MB are 10^6 bytes of message payload; latencies are microseconds."
 )]
 pub struct Cli {
@@ -67,8 +72,10 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "PATH")]
     pub json: Option<PathBuf>,
 
-    /// A seconds-long tiny run that only checks every figure is non-zero and finite (for CI);
-    /// exits non-zero otherwise.
+    /// A short tiny run that only checks every figure is non-zero and finite (for CI); exits
+    /// non-zero otherwise. Windows shrink to 0.3 s warm-up + 1 s, sweeps to two steps (rates,
+    /// sizes, the first and the largest of at most 100 queues and 10 clients), fan-out to two
+    /// consumers, the consume backlog to 20,000 records and drains to 2 s.
     #[arg(long, global = true)]
     pub smoke: bool,
 

@@ -5,8 +5,8 @@
 //! remote); [`measure`] the one measurement loop (warm-up, window, progress, open-loop
 //! pacing); [`latency`] histograms and percentiles; [`workloads`] one module per workload;
 //! [`baselines`] the raw TCP and raw-protocol baselines; [`report`] figures, ratios, table and
-//! JSON; [`goals`] the DESIGN §8 goals; [`plot`] the SVG and PNG plots; [`limits`] the
-//! process limits the large workloads need.
+//! JSON; [`goals`] the DESIGN §8 goals; [`plot`] the SVG and PNG plots; [`resources`] the
+//! open files and memory the large workloads hold and may hold.
 
 #![deny(unsafe_code)]
 
@@ -14,10 +14,10 @@ mod baselines;
 pub mod cli;
 mod goals;
 mod latency;
-mod limits;
 mod measure;
 mod plot;
 mod report;
+mod resources;
 mod target;
 mod workloads;
 

@@ -51,7 +51,7 @@ pub enum Target {
 impl Target {
     /// Starts the embedded cluster, or checks that `--target` answers.
     pub fn start(args: &GlobalArgs) -> anyhow::Result<Self> {
-        crate::limits::raise_open_files(OPEN_FILES_WANTED);
+        crate::resources::raise_open_files(OPEN_FILES_WANTED);
         if let Some(nameserver) = &args.target {
             let target = Target::Remote {
                 nameserver: nameserver.clone(),
@@ -126,11 +126,6 @@ impl Target {
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(())
-    }
-
-    /// Whether the broker runs in this process (so its resources are this process's).
-    pub fn is_embedded(&self) -> bool {
-        matches!(self, Target::Embedded { .. })
     }
 
     /// A description for the report.

@@ -188,7 +188,7 @@ pub struct ScaleArgs {
         default_value = "1,10,100,1000,10000",
         value_name = "N,..."
     )]
-    pub queue_steps: Vec<u32>,
+    pub queue_steps: Vec<u64>,
     /// Producer clients (connections) of the connections sweep.
     #[arg(
         long,
@@ -196,7 +196,7 @@ pub struct ScaleArgs {
         default_value = "1,10,100,1000",
         value_name = "N,..."
     )]
-    pub connection_steps: Vec<usize>,
+    pub connection_steps: Vec<u64>,
     /// Queues of the connections sweep's topic (per broker).
     #[arg(long, default_value_t = 4)]
     pub queues: u32,

@@ -11,10 +11,11 @@
 //! Queues past a topic's limit are spread over several topics, bursts going to each in turn.
 //! Each step's topics are deleted after it, so later steps do not carry earlier queues.
 //!
-//! An embedded broker's queue files are this process's open files. Each step measures how
-//! many a queue holds; a later step that would pass the open-file limit is replaced by the
-//! largest round count that fits (and the sweep says so), rather than failing mid-way with
-//! the broker unable to open sockets or files.
+//! An embedded broker's queue files and connections are this process's, and the clients
+//! always are. Each step measures what one queue or client holds (open files, memory); a
+//! later step that would pass the open-file limit or half the machine's available memory
+//! is replaced by the largest round count that fits (and the sweep says so), rather than
+//! failing mid-way with the broker unable to open sockets, or starving the machine.
 
 use std::time::Duration;
 
@@ -27,6 +28,7 @@ use protocol::record::{
 use crate::cli::{GlobalArgs, ScaleArgs, ScaleAxis};
 use crate::measure::{self, Throughput, thousands};
 use crate::report::{Measured, Metric, Section, Step, Sweep};
+use crate::resources::{self, Fit, UnitCost, Usage};
 use crate::target::Target;
 
 /// Most queues of one topic (the broker's limit).
@@ -34,15 +36,16 @@ const QUEUES_PER_TOPIC_MAX: u32 = engine::topic::QUEUE_COUNT_MAX;
 /// Sends all clients of a step may have unacknowledged together; each client gets its share,
 /// but never less than two bursts (one in flight while the next fills).
 const IN_FLIGHT_TOTAL: usize = client::config::IN_FLIGHT_SENDS_MAX_DEFAULT;
-/// Share of the open-file limit a step may plan to use: room for sockets and the rest.
-const OPEN_FILES_SHARE: f64 = 0.85;
-/// Queue counts below this say too little about open files per queue to extrapolate from.
-const OPEN_FILES_SAMPLE_QUEUES_MIN: u32 = 100;
+/// Steps smaller than this say too little about what one queue or client holds to
+/// extrapolate from.
+const COST_SAMPLE_UNITS_MIN: u64 = 100;
+/// Longest wait for the files of the last step (deleted topics, closed clients) to close.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Largest queue count a `--smoke` run tries; it runs the first step and the largest within
 /// this bound.
-const SMOKE_QUEUES_MAX: u32 = 100;
+const SMOKE_QUEUES_MAX: u64 = 100;
 /// Largest client count a `--smoke` run tries, likewise.
-const SMOKE_CLIENTS_MAX: usize = 10;
+const SMOKE_CLIENTS_MAX: u64 = 10;
 /// Longest wait for a step's last acknowledgements, and for each warming send.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Timeout of one produce request: generous, a thousand connections queue behind each other.
@@ -66,36 +69,9 @@ pub fn run(target: &Target, global: &GlobalArgs, args: &ScaleArgs) -> anyhow::Re
 /// Queues 1 → N, one producer client.
 fn queues(target: &Target, global: &GlobalArgs, args: &ScaleArgs) -> anyhow::Result<Sweep> {
     let name = "scale-queues";
-    let steps = smoke_steps(global, &args.queue_steps, SMOKE_QUEUES_MAX);
-    let mut measured: Vec<Step> = Vec::new();
-    let mut files_per_queue: Option<f64> = None;
-    let mut findings = Vec::new();
-    for &wanted in &steps {
-        let queues = match files_per_queue.filter(|_| target.is_embedded()) {
-            Some(per_queue) => match fitting_queues(wanted, per_queue) {
-                Fits::Yes => wanted,
-                Fits::Instead { queues, reason } => {
-                    let replace = measured
-                        .last()
-                        .is_none_or(|last| f64::from(queues) > last.x);
-                    findings.push(format!(
-                        "{} queues not run: {reason}{}",
-                        thousands(f64::from(wanted)),
-                        if replace {
-                            format!("; {} run instead", thousands(f64::from(queues)))
-                        } else {
-                            String::new()
-                        }
-                    ));
-                    if !replace {
-                        break;
-                    }
-                    queues
-                }
-            },
-            None => wanted,
-        };
-        let open_before = crate::limits::open_files();
+    let wanted = smoke_steps(global, &args.queue_steps, SMOKE_QUEUES_MAX);
+    let (steps, findings) = run_steps(&wanted, "queue", |queues| {
+        let queues = u32::try_from(queues).context("queue count")?;
         let topic_count = queues.div_ceil(QUEUES_PER_TOPIC_MAX);
         let topics = (0..topic_count)
             .map(|t| {
@@ -106,20 +82,9 @@ fn queues(target: &Target, global: &GlobalArgs, args: &ScaleArgs) -> anyhow::Res
             .collect::<anyhow::Result<Vec<_>>>()?;
         let label = format!("{name} {}", thousands(f64::from(queues)));
         let names: Vec<&str> = topics.iter().map(|t| t.as_str()).collect();
-        let throughput = measure_step(target, global, args, &label, &names, 1);
-        // Every queue was written by now, so its files are open: count them before deletion.
-        if let (Some(before), Some(after)) = (open_before, crate::limits::open_files()) {
-            if queues >= OPEN_FILES_SAMPLE_QUEUES_MIN {
-                let per_queue = after.saturating_sub(before) as f64 / f64::from(queues);
-                files_per_queue = Some(files_per_queue.unwrap_or(0.0).max(per_queue));
-            }
-        }
-        drop(topics);
-        measured.push(step(f64::from(queues), throughput?));
-        if queues != wanted {
-            break;
-        }
-    }
+        // Every queue is written once before the load: the sample then counts its files.
+        measure_step(target, global, args, &label, &names, 1)
+    })?;
     Ok(Sweep {
         workload: name.into(),
         setup: format!(
@@ -131,72 +96,17 @@ fn queues(target: &Target, global: &GlobalArgs, args: &ScaleArgs) -> anyhow::Res
             args.flush.name()
         ),
         axis: "queues".into(),
-        steps: measured,
+        steps,
         ratio: None,
-        finding: (!findings.is_empty()).then(|| findings.join("; ")),
+        finding: findings,
     }
     .against_first(Metric::OpsPerS))
-}
-
-/// Whether a step of `queues` fits this process's open-file limit.
-enum Fits {
-    Yes,
-    /// It does not; `queues` (a round count) would.
-    Instead {
-        queues: u32,
-        reason: String,
-    },
-}
-
-/// Judges a step of `queues` at `per_queue` open files each, against the limit.
-fn fitting_queues(queues: u32, per_queue: f64) -> Fits {
-    let (Some(limit), Some(open)) = (
-        crate::limits::open_files_limit(),
-        crate::limits::open_files(),
-    ) else {
-        return Fits::Yes;
-    };
-    let budget = limit as f64 * OPEN_FILES_SHARE - open as f64;
-    let needed = per_queue * f64::from(queues);
-    if needed <= budget || per_queue <= 0.0 {
-        return Fits::Yes;
-    }
-    let fits = round_down((budget / per_queue).max(1.0) as u32);
-    Fits::Instead {
-        queues: fits,
-        reason: format!(
-            "the embedded broker holds {per_queue:.1} open files per queue (measured), {} \
-             for this step, over {:.0}% of this process's open-file limit of {} (the hard \
-             limit; raising it needs CAP_SYS_RESOURCE)",
-            thousands(needed),
-            OPEN_FILES_SHARE * 100.0,
-            thousands(limit as f64)
-        ),
-    }
-}
-
-/// The largest of 1, 2 or 5 × 10^k not above `n` (`n` ≥ 1).
-fn round_down(n: u32) -> u32 {
-    let mut best = 1;
-    let mut decade = 1u32;
-    while decade <= n {
-        for m in [1, 2, 5] {
-            if let Some(candidate) = decade.checked_mul(m).filter(|&c| c <= n) {
-                best = best.max(candidate);
-            }
-        }
-        let Some(next) = decade.checked_mul(10) else {
-            break;
-        };
-        decade = next;
-    }
-    best
 }
 
 /// Producer clients 1 → N on one topic.
 fn connections(target: &Target, global: &GlobalArgs, args: &ScaleArgs) -> anyhow::Result<Sweep> {
     let name = "scale-connections";
-    let steps = smoke_steps(global, &args.connection_steps, SMOKE_CLIENTS_MAX);
+    let wanted = smoke_steps(global, &args.connection_steps, SMOKE_CLIENTS_MAX);
     let topic = target.create_topic(global, name, args.queues, args.flush)?;
     let route = target.route(global, &topic)?;
     let mut shards: Vec<(&str, u16)> = route
@@ -206,13 +116,11 @@ fn connections(target: &Target, global: &GlobalArgs, args: &ScaleArgs) -> anyhow
         .collect();
     shards.sort_unstable();
     shards.dedup();
-    let mut measured = Vec::new();
-    for &clients in &steps {
+    let (steps, findings) = run_steps(&wanted, "client", |clients| {
+        let clients = usize::try_from(clients).context("client count")?;
         let label = format!("{name} {}", thousands(clients as f64));
-        let throughput = measure_step(target, global, args, &label, &[topic.as_str()], clients)?;
-        measured.push(step(clients as f64, throughput));
-    }
-    drop(topic);
+        measure_step(target, global, args, &label, &[topic.as_str()], clients)
+    })?;
     Ok(Sweep {
         workload: name.into(),
         setup: format!(
@@ -229,11 +137,68 @@ fn connections(target: &Target, global: &GlobalArgs, args: &ScaleArgs) -> anyhow
             args.flush.name()
         ),
         axis: "clients".into(),
-        steps: measured,
+        steps,
         ratio: None,
-        finding: None,
+        finding: findings,
     }
     .against_first(Metric::OpsPerS))
+}
+
+/// Runs `run_step` for each count of `wanted` (queues or clients: the `unit`), learning from
+/// each step what one unit holds (open files, memory). A step that would not fit this
+/// process and machine is replaced by the largest round count that does, which ends the
+/// sweep; the findings say so. `run_step` returns its throughput and its usage sampled once
+/// every unit was opened and written once, before the load.
+fn run_steps(
+    wanted: &[u64],
+    unit: &str,
+    mut run_step: impl FnMut(u64) -> anyhow::Result<(Throughput, Option<Usage>)>,
+) -> anyhow::Result<(Vec<Step>, Option<String>)> {
+    let baseline = Usage::now();
+    let mut cost = UnitCost::default();
+    let mut steps: Vec<Step> = Vec::new();
+    let mut findings = Vec::new();
+    for &count in wanted {
+        // A deleted topic's queue files close after the deletion is answered.
+        if let Some(baseline) = baseline {
+            if !resources::settle(baseline.open_files, SETTLE_TIMEOUT) {
+                log::warn!("open files did not fall back after the last step");
+            }
+        }
+        // A step writes about what the last one did; the broker may cache all of it.
+        let data_bytes = steps.last().map_or(0, |s| s.measured.throughput().bytes);
+        let units = match resources::fit(count, cost, data_bytes, unit) {
+            Fit::Yes => count,
+            Fit::Instead { units, reason } => {
+                let replace = steps.last().is_none_or(|last| units as f64 > last.x);
+                findings.push(format!(
+                    "{} {unit}s not run: {reason}{}",
+                    thousands(count as f64),
+                    if replace {
+                        format!("; {} run instead", thousands(units as f64))
+                    } else {
+                        String::new()
+                    }
+                ));
+                if !replace {
+                    break;
+                }
+                units
+            }
+        };
+        let before = Usage::now();
+        let (throughput, warmed) = run_step(units)?;
+        if let (Some(before), Some(warmed)) = (before, warmed) {
+            if units >= COST_SAMPLE_UNITS_MIN {
+                cost.learn(before, warmed, units);
+            }
+        }
+        steps.push(step(units as f64, throughput));
+        if units != count {
+            break;
+        }
+    }
+    Ok((steps, (!findings.is_empty()).then(|| findings.join("; "))))
 }
 
 /// The non-zero steps; under `--smoke` only the first and the largest up to `smoke_max`.
@@ -265,7 +230,9 @@ fn step(x: f64, throughput: Throughput) -> Step {
     }
 }
 
-/// One step: `clients` producer clients sending bursts round the `topics`.
+/// One step: `clients` producer clients sending bursts round the `topics`. Returns the
+/// throughput, and what the process held once every client and queue was opened and written
+/// once, before the load.
 fn measure_step(
     target: &Target,
     global: &GlobalArgs,
@@ -273,7 +240,7 @@ fn measure_step(
     label: &str,
     topics: &[&str],
     clients: usize,
-) -> anyhow::Result<Throughput> {
+) -> anyhow::Result<(Throughput, Option<Usage>)> {
     let batch_bytes = batch_bytes_for(args.burst, args.message_bytes, &global.area)?;
     let in_flight = (IN_FLIGHT_TOTAL / clients).max(2 * args.burst);
     eprint!("\r\x1b[2K{label:<24} starting {clients} client(s)");
@@ -299,6 +266,7 @@ fn measure_step(
             &producers,
             args.message_bytes,
         )?;
+        let warmed = Usage::now();
         let value = vec![0xA5u8; args.message_bytes];
         let message_bytes = args.message_bytes as u64;
         let (throughput, _) = measure::run_window(
@@ -346,7 +314,7 @@ fn measure_step(
         for (client, _) in &producers {
             client.close();
         }
-        Ok(throughput)
+        Ok((throughput, warmed))
     });
     measured
 }
@@ -420,15 +388,6 @@ fn batch_bytes_for(burst: usize, message_bytes: usize, area: &str) -> anyhow::Re
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn round_counts_round_down() {
-        assert_eq!(round_down(1), 1);
-        assert_eq!(round_down(4), 2);
-        assert_eq!(round_down(5_333), 5_000);
-        assert_eq!(round_down(19_999), 10_000);
-        assert_eq!(round_down(u32::MAX), 2_000_000_000);
-    }
 
     #[test]
     fn a_burst_fills_its_batch_bound_to_the_send_threshold() {
