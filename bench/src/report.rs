@@ -248,16 +248,16 @@ impl Sweep {
 #[derive(Debug, Serialize)]
 #[serde(tag = "section", rename_all = "snake_case")]
 pub enum Section {
-    Comparison(ComparisonWithRows),
+    Comparison(Box<ComparisonWithRows>),
     Sweep(Sweep),
 }
 
 impl From<Comparison> for Section {
     fn from(comparison: Comparison) -> Self {
-        Section::Comparison(ComparisonWithRows {
+        Section::Comparison(Box::new(ComparisonWithRows {
             rows: comparison.rows(),
             comparison,
-        })
+        }))
     }
 }
 

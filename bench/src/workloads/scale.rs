@@ -257,7 +257,7 @@ fn measure_step(
             Ok((client, producer))
         })
         .collect::<anyhow::Result<Vec<(Client, Producer)>>>();
-    let measured = producers.and_then(|producers| {
+    producers.and_then(|producers| {
         warm(
             target,
             global,
@@ -315,8 +315,7 @@ fn measure_step(
             client.close();
         }
         Ok((throughput, warmed))
-    });
-    measured
+    })
 }
 
 /// Sends one batch from every client to every queue of `topics`, so that every route,
