@@ -30,6 +30,20 @@ use crate::report::{Metric, Report, Sweep};
 const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 const FONT_FAMILY: &str = "sans-serif";
 const SIZE_PX: (u32, u32) = (1000, 620);
+/// Line colours, distinct on white and for the common colour-vision deficiencies (the
+/// Tableau 10 palette): plotters' default palette has a pale yellow.
+const PALETTE: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
 
 /// One line of a chart, in data units.
 #[derive(Clone, Debug)]
@@ -281,9 +295,11 @@ fn extent(values: impl Iterator<Item = f64>, scale: Scale) -> (f64, f64) {
     match scale {
         Scale::Log => (lo / 1.5, hi * 1.5),
         Scale::Percentile => (0.0, hi.ceil().max(1.0)),
+        // Throughputs start at zero, so that a drop looks as large as it is.
+        Scale::Linear if lo >= 0.0 => (0.0, hi * 1.08 + 1e-9),
         Scale::Linear => {
-            let pad = ((hi - lo) * 0.08).max(hi.abs() * 0.05).max(1e-9);
-            ((lo - pad).min(0.0_f64.max(lo - pad)), hi + pad)
+            let pad = ((hi - lo) * 0.08).max(1e-9);
+            (lo - pad, hi + pad)
         }
     }
 }
@@ -349,7 +365,7 @@ where
         .draw()
         .map_err(fail)?;
     for (index, series) in chart.series.iter().enumerate() {
-        let color = Palette99::pick(index).to_rgba();
+        let color = PALETTE[index % PALETTE.len()].to_rgba();
         context
             .draw_series(LineSeries::new(
                 series.points.iter().copied(),

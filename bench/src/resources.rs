@@ -5,6 +5,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::measure::thousands;
+
 /// Share of the open-file limit a step may plan to use: room for sockets and the rest.
 const OPEN_FILES_SHARE: f64 = 0.85;
 /// Share of the machine's available memory a step may plan to use: the machine is shared.
@@ -166,11 +168,13 @@ pub fn fit(units: u64, cost: UnitCost, data_bytes: u64, unit: &str) -> Fit {
     if needed_files > files_budget {
         fits = fits.min(files_budget / cost.open_files);
         reasons.push(format!(
-            "{:.1} open files per {unit} (measured), {needed_files:.0} in all, over {:.0}% of \
-             this process's open-file limit of {limit} (the hard limit here; raising it needs \
+            "{:.1} open files per {unit} (measured), {} in all, over {:.0}% of this \
+             process's open-file limit of {} (the hard limit here; raising it needs \
              CAP_SYS_RESOURCE)",
             cost.open_files,
-            OPEN_FILES_SHARE * 100.0
+            thousands(needed_files),
+            OPEN_FILES_SHARE * 100.0,
+            thousands(limit as f64)
         ));
     }
     if needed_bytes > bytes_budget {

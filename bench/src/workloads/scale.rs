@@ -191,6 +191,11 @@ fn run_steps(
         if let (Some(before), Some(warmed)) = (before, warmed) {
             if units >= COST_SAMPLE_UNITS_MIN {
                 cost.learn(before, warmed, units);
+                log::info!(
+                    "a {unit} holds {:.1} open files and {:.2} MB (learned up to {units})",
+                    cost.open_files,
+                    cost.bytes / 1e6
+                );
             }
         }
         steps.push(step(units as f64, throughput));
