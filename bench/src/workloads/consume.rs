@@ -57,7 +57,10 @@ pub fn run(target: &Target, global: &GlobalArgs, args: &ConsumeArgs) -> anyhow::
     } else {
         args.messages
     };
-    anyhow::ensure!(messages > 0, "--messages must be at least 1");
+    anyhow::ensure!(
+        messages > 0 && args.consumers > 0,
+        "--messages and --consumers must be at least 1"
+    );
     let topic = target.create_topic(global, NAME, args.queues, args.flush)?;
     let filled_in = fill(target, global, args, &topic, messages)?;
     let read = Read::default();

@@ -116,7 +116,10 @@ pub fn run(target: &Target, global: &GlobalArgs, plan: &Plan<'_>) -> anyhow::Res
         plan.message_bytes >= TIMING_BYTES,
         "messages must hold at least {TIMING_BYTES} bytes to carry their send time"
     );
-    anyhow::ensure!(plan.producers > 0, "at least one producer is needed");
+    anyhow::ensure!(
+        plan.producers > 0 && !plan.subscribers.is_empty(),
+        "at least one producer and one consumer are needed"
+    );
     let consumers = plan
         .subscribers
         .iter()

@@ -16,6 +16,7 @@ pub fn run(
     global: &GlobalArgs,
     args: &OverheadArgs,
 ) -> anyhow::Result<Comparison> {
+    anyhow::ensure!(args.requesters > 0, "--requesters must be at least 1");
     let raw = raw(target, global, args)?;
     let client_rr = super::rr::run(target, global, &rr_args(args), None)?;
     Ok(compare(args, client_rr.ours, raw))

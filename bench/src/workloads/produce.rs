@@ -111,6 +111,7 @@ fn measure_size(
     topic: &str,
     message_bytes: usize,
 ) -> anyhow::Result<Throughput> {
+    anyhow::ensure!(args.producers > 0, "--producers must be at least 1");
     let (throughput, _) = measure::run_window(
         label,
         global.window(args.duration),

@@ -39,6 +39,7 @@ pub fn run(
     baseline: Option<Baseline>,
 ) -> anyhow::Result<Comparison> {
     let name = name(args);
+    anyhow::ensure!(args.requesters > 0, "--requesters must be at least 1");
     let topic = target.create_topic(global, name, args.queues, args.flush)?;
     let responder_client = target.client(global, |c| c)?;
     let responder = Responder::start(&responder_client, &topic, RESPONDER_GROUP, |request| {
