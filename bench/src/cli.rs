@@ -174,6 +174,16 @@ pub enum WorkloadCommand {
     /// and goals (produce async and sync, rr, client overhead, rr open loop, consume, e2e
     /// sweep, fanout, scale, produce sizes).
     All(AllArgs),
+    /// Redraw the plots of a saved run into --plot-dir from its --json file; runs nothing and
+    /// starts no broker.
+    Plot(PlotArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PlotArgs {
+    /// A report written by an earlier run with --json.
+    #[arg(long, value_name = "PATH")]
+    pub from: PathBuf,
 }
 
 /// Flush mode of the benchmark topic.

@@ -5,7 +5,7 @@
 //! [`new_histogram`] (0.1% resolution, up to a minute) and summarised here in microseconds.
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::measure::Throughput;
 
@@ -30,14 +30,14 @@ pub fn record_ns(histogram: &mut Histogram<u64>, ns: u64) {
 }
 
 /// One point of the percentile spectrum: the latency at `quantile`.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct SpectrumPoint {
     pub quantile: f64,
     pub us: f64,
 }
 
 /// Latency percentiles, µs, and the throughput of the run they came from.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Latency {
     pub samples: u64,
     pub mean_us: f64,

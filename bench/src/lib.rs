@@ -36,6 +36,19 @@ use crate::workloads::{consume, e2e, fanout, overhead, produce, rr, scale};
 /// code also says whether every figure was sane.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let global = &cli.global;
+    if let WorkloadCommand::Plot(args) = &cli.workload {
+        let dir = global.plot_dir.as_ref().ok_or_else(|| {
+            anyhow::anyhow!(
+                "plot needs --plot-dir: where to draw the plots of {}",
+                args.from.display()
+            )
+        })?;
+        let sections = report::read_sections(&args.from)?;
+        for path in plot::write_all(&sections, dir)? {
+            eprintln!("wrote {}", path.display());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let load_at_start = LoadAverage::now();
     let target = Target::start(global)?;
     let described = target.describe(global);
@@ -49,7 +62,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         eprintln!("wrote {}", path.display());
     }
     if let Some(dir) = &global.plot_dir {
-        for path in plot::write_all(&report, dir)? {
+        for path in plot::write_all(&report.sections, dir)? {
             eprintln!("wrote {}", path.display());
         }
     }
@@ -121,6 +134,7 @@ fn run_workload(
             );
             Ok(sections)
         }
+        WorkloadCommand::Plot(_) => anyhow::bail!("plot runs no workload"),
     }
 }
 

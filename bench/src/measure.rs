@@ -18,7 +18,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cli::Window;
 use crate::latency::{Latency, new_histogram, record_ns};
@@ -89,7 +89,7 @@ impl Shared {
 }
 
 /// Operations and bytes completed per second inside the window.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Throughput {
     pub seconds: f64,
     pub ops: u64,

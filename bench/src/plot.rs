@@ -24,7 +24,7 @@ use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::prelude::*;
 
 use crate::latency::Latency;
-use crate::report::{Metric, Report, Sweep};
+use crate::report::{self, Metric, Section, Sweep};
 
 /// DejaVu Sans (Bitstream Vera license, `bench/assets/DejaVuSans-LICENSE`).
 const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
@@ -75,12 +75,12 @@ struct Chart {
     series: Vec<Series>,
 }
 
-/// Draws every chart the report has data for into `dir`; returns the files written.
-pub fn write_all(report: &Report, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+/// Draws every chart `sections` have data for into `dir`; returns the files written.
+pub fn write_all(sections: &[Section], dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     register_font()?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut written = Vec::new();
-    for chart in charts(report) {
+    for chart in charts(sections) {
         let svg = dir.join(format!("{}.svg", chart.file));
         draw(SVGBackend::new(&svg, SIZE_PX).into_drawing_area(), &chart)
             .with_context(|| format!("drawing {}", svg.display()))?;
@@ -105,8 +105,8 @@ fn register_font() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The charts `report` has data for.
-fn charts(report: &Report) -> Vec<Chart> {
+/// The charts `sections` have data for.
+fn charts(sections: &[Section]) -> Vec<Chart> {
     let mut charts = Vec::new();
     let spectrum = |file: &str, title: &str, series: Vec<Series>| Chart {
         file: file.into(),
@@ -117,7 +117,7 @@ fn charts(report: &Report) -> Vec<Chart> {
         y_scale: Scale::Log,
         series,
     };
-    let rr = rr_spectra(report);
+    let rr = rr_spectra(sections);
     if !rr.is_empty() {
         charts.push(spectrum(
             "rr-latency-spectrum",
@@ -125,7 +125,7 @@ fn charts(report: &Report) -> Vec<Chart> {
             rr,
         ));
     }
-    if let Some(e2e) = report.sweeps().find(|s| s.workload == "e2e") {
+    if let Some(e2e) = report::sweeps(sections).find(|s| s.workload == "e2e") {
         let series = e2e
             .steps
             .iter()
@@ -143,8 +143,7 @@ fn charts(report: &Report) -> Vec<Chart> {
         ));
         charts.push(latency_vs_rate(e2e));
     }
-    let fanout: Vec<Series> = report
-        .comparisons()
+    let fanout: Vec<Series> = report::comparisons(sections)
         .filter(|c| c.workload.starts_with("fanout-"))
         .filter_map(|c| Some(spectrum_series(c.workload.clone(), c.ours.latency()?)))
         .collect();
@@ -155,7 +154,7 @@ fn charts(report: &Report) -> Vec<Chart> {
             fanout,
         ));
     }
-    if let Some(sizes) = report.sweeps().find(|s| s.workload.ends_with("-sizes")) {
+    if let Some(sizes) = report::sweeps(sections).find(|s| s.workload.ends_with("-sizes")) {
         charts.push(Chart {
             file: "produce-throughput-vs-size".into(),
             title: "Produce throughput vs message size".into(),
@@ -170,7 +169,7 @@ fn charts(report: &Report) -> Vec<Chart> {
         ("scale-queues", "queues"),
         ("scale-connections", "producer clients"),
     ] {
-        if let Some(sweep) = report.sweeps().find(|s| s.workload == workload) {
+        if let Some(sweep) = report::sweeps(sections).find(|s| s.workload == workload) {
             charts.push(Chart {
                 file: workload.into(),
                 title: format!("Produce throughput vs {x_desc} (flat cost)"),
@@ -188,14 +187,14 @@ fn charts(report: &Report) -> Vec<Chart> {
 
 /// Every request-reply latency of the run, each once: the client's (closed and open loop)
 /// and the baselines beside them.
-fn rr_spectra(report: &Report) -> Vec<Series> {
+fn rr_spectra(sections: &[Section]) -> Vec<Series> {
     let mut series: Vec<Series> = Vec::new();
     let mut add = |name: String, latency: &Latency| {
         if !series.iter().any(|s| s.name == name) {
             series.push(spectrum_series(name, latency));
         }
     };
-    for comparison in report.comparisons() {
+    for comparison in report::comparisons(sections) {
         let ours = match comparison.workload.as_str() {
             "rr" | "client-overhead" => "rr (client, closed loop)".to_owned(),
             "rr-open" => format!("rr-open ({})", rate_of(&comparison.setup)),
@@ -206,7 +205,7 @@ fn rr_spectra(report: &Report) -> Vec<Series> {
         }
         if let Some(baseline) = &comparison.baseline {
             if let Some(latency) = baseline.measured.latency() {
-                add(baseline.name.to_owned(), latency);
+                add(baseline.name.clone(), latency);
             }
         }
     }
@@ -339,6 +338,7 @@ where
     let mut context = ChartBuilder::on(&root)
         .caption(&chart.title, (FONT_FAMILY, 22))
         .margin(18)
+        .margin_right(48)
         .x_label_area_size(52)
         .y_label_area_size(80)
         .build_cartesian_2d(x, y)
@@ -443,7 +443,7 @@ mod tests {
     use super::*;
     use crate::latency::{new_histogram, record_ns};
     use crate::report::tests::{sweep, throughput};
-    use crate::report::{Comparison, Measured, Step};
+    use crate::report::{Comparison, Measured, Report, Step};
 
     fn latency(us_max: u64) -> Latency {
         let mut histogram = new_histogram();
@@ -492,7 +492,10 @@ mod tests {
             None,
             vec![rr.into(), e2e.into(), queues.into()],
         );
-        let files: Vec<String> = charts(&report).into_iter().map(|c| c.file).collect();
+        let files: Vec<String> = charts(&report.sections)
+            .into_iter()
+            .map(|c| c.file)
+            .collect();
         assert_eq!(
             files,
             [
@@ -503,7 +506,7 @@ mod tests {
             ]
         );
         let dir = tempfile::tempdir().unwrap();
-        let written = write_all(&report, dir.path()).unwrap();
+        let written = write_all(&report.sections, dir.path()).unwrap();
         assert_eq!(written.len(), 8);
         for file in written {
             let bytes = std::fs::read(&file).unwrap();

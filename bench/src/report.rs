@@ -8,14 +8,14 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Context;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::goals::{self, GoalCheck};
 use crate::latency::Latency;
 use crate::measure::{Throughput, thousands};
 
 /// One measured run, of a workload or a baseline.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Measured {
     /// Bytes per second only (a raw stream has no messages).
@@ -27,7 +27,7 @@ pub enum Measured {
 }
 
 /// A figure the table shows and the goals refer to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
     OpsPerS,
@@ -125,15 +125,15 @@ impl Measured {
 }
 
 /// A baseline run and how it was set up.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Baseline {
-    pub name: &'static str,
+    pub name: String,
     pub setup: String,
     pub measured: Measured,
 }
 
 /// A workload's result beside its baseline.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Comparison {
     /// `produce-async`, `produce-sync`, `rr`, ...: what goals refer to.
     pub workload: String,
@@ -147,7 +147,7 @@ pub struct Comparison {
 }
 
 /// One line of the table: a figure, its baseline, and ours / baseline.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Row {
     pub metric: Metric,
     pub ours: f64,
@@ -183,7 +183,7 @@ impl Comparison {
 }
 
 /// One setting of a sweep and what it measured.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Step {
     /// The setting as the table shows it, e.g. `1,000`.
     pub label: String,
@@ -199,7 +199,7 @@ pub struct Step {
 }
 
 /// What a sweep's ratio column divides by.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SweepRatio {
     pub metric: Metric,
     /// What the reference is, e.g. `first step` or `tcp-stream`.
@@ -208,7 +208,7 @@ pub struct SweepRatio {
 }
 
 /// One workload measured at several settings.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Sweep {
     /// `e2e`, `scale-queues`, `produce-sizes`, ...: what goals and plots refer to.
     pub workload: String,
@@ -245,7 +245,7 @@ impl Sweep {
 }
 
 /// A part of the report, in the order measured.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "section", rename_all = "snake_case")]
 pub enum Section {
     Comparison(Box<ComparisonWithRows>),
@@ -268,11 +268,40 @@ impl From<Sweep> for Section {
 }
 
 /// A comparison as written to JSON: with its rows, so ratios need no recomputation.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct ComparisonWithRows {
     #[serde(flatten)]
     pub comparison: Comparison,
     pub rows: Vec<Row>,
+}
+
+/// The comparisons among `sections`, in order.
+pub fn comparisons(sections: &[Section]) -> impl Iterator<Item = &Comparison> {
+    sections.iter().filter_map(|section| match section {
+        Section::Comparison(c) => Some(&c.comparison),
+        Section::Sweep(_) => None,
+    })
+}
+
+/// The sweeps among `sections`, in order.
+pub fn sweeps(sections: &[Section]) -> impl Iterator<Item = &Sweep> {
+    sections.iter().filter_map(|section| match section {
+        Section::Sweep(sweep) => Some(sweep),
+        Section::Comparison(_) => None,
+    })
+}
+
+/// The sections of a report written with `--json`, read back (to redraw its plots).
+pub fn read_sections(path: &Path) -> anyhow::Result<Vec<Section>> {
+    #[derive(Deserialize)]
+    struct Saved {
+        sections: Vec<Section>,
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let saved: Saved = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a report written by --json", path.display()))?;
+    Ok(saved.sections)
 }
 
 /// The machine the figures were measured on.
@@ -358,18 +387,12 @@ impl Report {
 
     /// The comparisons, in the order measured.
     pub fn comparisons(&self) -> impl Iterator<Item = &Comparison> {
-        self.sections.iter().filter_map(|section| match section {
-            Section::Comparison(c) => Some(&c.comparison),
-            Section::Sweep(_) => None,
-        })
+        comparisons(&self.sections)
     }
 
     /// The sweeps, in the order measured.
     pub fn sweeps(&self) -> impl Iterator<Item = &Sweep> {
-        self.sections.iter().filter_map(|section| match section {
-            Section::Sweep(sweep) => Some(sweep),
-            Section::Comparison(_) => None,
-        })
+        sweeps(&self.sections)
     }
 
     /// The summary table.
@@ -580,7 +603,7 @@ pub(crate) mod tests {
             concurrency: 1,
             ours: Measured::Throughput(throughput(ours_mb * 1e6 / 1024.0, ours_mb)),
             baseline: Some(Baseline {
-                name: "tcp-stream",
+                name: "tcp-stream".into(),
                 setup: "test".into(),
                 measured: Measured::Bandwidth(throughput(100.0, tcp_mb)),
             }),
@@ -639,6 +662,27 @@ pub(crate) mod tests {
             ]
         );
         assert!(report.table().contains("produce-async"));
+    }
+
+    #[test]
+    fn a_json_report_reads_back() {
+        let report = Report::new(
+            "test".into(),
+            "test".into(),
+            None,
+            vec![
+                produce("produce-async", 900.0, 4000.0).into(),
+                sweep("scale-queues", &[(1.0, 1000.0), (10.0, 900.0)]).into(),
+            ],
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("report.json");
+        report.write_json(&path).unwrap();
+        let sections = read_sections(&path).unwrap();
+        assert_eq!(comparisons(&sections).count(), 1);
+        let sweep = sweeps(&sections).next().unwrap();
+        assert_eq!(sweep.steps[1].measured.get(Metric::OpsPerS), Some(900.0));
+        assert!(read_sections(dir.path()).is_err());
     }
 
     #[test]

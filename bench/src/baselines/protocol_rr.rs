@@ -108,7 +108,7 @@ pub fn run(
             }
         }
         Ok(Baseline {
-            name: NAME,
+            name: NAME.into(),
             setup: format!(
                 "{} raw requester(s), {} B echo by a raw responder, blocking sockets, frames \
                  from the protocol crate only",
