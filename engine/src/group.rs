@@ -67,6 +67,9 @@ pub(crate) struct Slot {
 /// One group's members and queue slots on this shard.
 #[derive(Default)]
 pub(crate) struct Group {
+    /// A clustering (unicast) group, as opposed to one broadcast instance: only these count
+    /// towards a queue's depth.
+    pub clustering: bool,
     /// Client id → subscription id, sorted by client id.
     pub members: BTreeMap<String, u64>,
     /// Owned queue id → slot.
@@ -76,13 +79,12 @@ pub(crate) struct Group {
 /// Adds `sub` to its group (replacing an older subscription of the same client) and rebalances.
 pub(crate) fn join(shard: &Rc<Shard>, sub: Rc<Subscription>) {
     let key = sub.key.clone();
-    let replaced = shard
-        .groups
-        .borrow_mut()
-        .entry(key.clone())
-        .or_default()
-        .members
-        .insert(sub.client_id.clone(), sub.id);
+    let replaced = {
+        let mut groups = shard.groups.borrow_mut();
+        let group = groups.entry(key.clone()).or_default();
+        group.clustering = sub.mode == SubscriptionMode::Clustering;
+        group.members.insert(sub.client_id.clone(), sub.id)
+    };
     if let Some(old) = replaced.filter(|&old| old != sub.id) {
         if let Some(old) = shard.subs.borrow_mut().remove(&old) {
             old.close();

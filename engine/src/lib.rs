@@ -14,6 +14,7 @@ mod admin;
 pub mod broker;
 pub mod cli;
 pub mod config;
+mod depth;
 pub mod error;
 pub mod file;
 mod group;

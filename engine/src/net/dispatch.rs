@@ -234,6 +234,12 @@ async fn produce(shard: &Rc<Shard>, frame: &FrameBytes) -> Result<Served, Reject
     let Some(queue) = shard.queue(address.topic, address.queue_id) else {
         return Err(Reject::new(Status::Internal, "owned queue is not open"));
     };
+    let max_depth = shard
+        .topics
+        .borrow()
+        .get(address.topic)
+        .map_or(u64::MAX, |t| t.config.max_queue_depth);
+    crate::depth::admit(shard, &queue, max_depth)?;
     let appended = queue.append(BytesMut::from(&frame.body[..])).await?;
     let ack = ProduceAck {
         queue_id: address.queue_id,
