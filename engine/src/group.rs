@@ -1,7 +1,8 @@
 //! Consumer groups on one shard: membership, and which member each owned queue is pushed to.
 //!
 //! A consumer subscribes on a connection to every shard, so every shard sees every live member
-//! and assigns the queues *it owns* the same way: members sorted by client id, queue `q` goes to
+//! and assigns the queues *it owns* the same way: the members of the broker's own area if any
+//! is online (else all members, see [`nearby_members`]), sorted by client id; queue `q` goes to
 //! member `q % n`. Membership changes on subscribe, unsubscribe, connection close and heartbeat
 //! loss (the connection is closed). A queue leaving a live member is paused until that member
 //! commits what it was pushed, or `revoke_timeout_ms` passes; a queue leaving a dead member
@@ -34,6 +35,8 @@ pub(crate) struct Subscription {
     pub conn: Rc<Conn>,
     pub key: GroupKey,
     pub client_id: String,
+    /// The subscriber's area: nearby consume prefers members of the broker's own area.
+    pub area: String,
     pub mode: SubscriptionMode,
     pub start: StartPosition,
     /// Records the broker may still push.
@@ -137,7 +140,7 @@ pub(crate) fn rebalance(shard: &Rc<Shard>, key: &GroupKey) {
     let Some(group) = groups.get_mut(key) else {
         return;
     };
-    let members: Vec<u64> = group.members.values().copied().collect();
+    let members = nearby_members(shard, group);
     group.slots.retain(|q, _| owned.contains(q));
     for &queue_id in &owned {
         let desired = (!members.is_empty()).then(|| members[queue_id as usize % members.len()]);
@@ -186,6 +189,18 @@ pub(crate) fn rebalance(shard: &Rc<Shard>, key: &GroupKey) {
     if group.members.is_empty() {
         groups.remove(key);
     }
+}
+
+/// The members this shard's queues are spread over (nearby consume, DESIGN §6): those of the
+/// broker's own area while any is online, else every member, so the queues of an area whose
+/// consumers all died are taken over by the other areas' (multi-active) and return once one
+/// of its own subscribes again.
+fn nearby_members(shard: &Shard, group: &Group) -> Vec<u64> {
+    let all: Vec<u64> = group.members.values().copied().collect();
+    let subs = shard.subs.borrow();
+    let own_area = |id: &&u64| subs.get(id).is_some_and(|s| s.area == shard.config.area);
+    let local: Vec<u64> = all.iter().filter(own_area).copied().collect();
+    if local.is_empty() { all } else { local }
 }
 
 /// Where a subscription starts on a queue: the committed offset, else its start position.

@@ -346,6 +346,7 @@ async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: &FrameBytes) -> Re
             group,
         },
         client_id: request.client_id.clone(),
+        area: request.area.clone(),
         mode: request.mode,
         start: request.start,
         credit: Cell::new(u64::from(request.credit_messages)),
