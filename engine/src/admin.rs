@@ -197,7 +197,7 @@ pub(crate) async fn collect(shard: &Rc<Shard>) -> (Vec<ShardStats>, Vec<QueueSta
     let local = snapshot(shard);
     for snapshot in std::iter::once(local).chain(replies.into_iter().filter_map(|r| match r {
         MeshReply::Stats(s) => Some(s),
-        MeshReply::Done => None,
+        MeshReply::Done | MeshReply::RedirectTargets { .. } => None,
     })) {
         shards.push(snapshot.shard);
         queues.extend(snapshot.queues);
@@ -231,6 +231,7 @@ pub(crate) async fn topic_infos(shard: &Rc<Shard>) -> Vec<TopicInfo> {
             max_queue_depth: c.max_queue_depth,
             retention_bytes: c.retention_bytes,
             retention_age_ms: c.retention_age_ms,
+            redirects: c.redirects,
         })
         .collect();
     infos.sort_by(|a, b| a.topic.cmp(&b.topic));

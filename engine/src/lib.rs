@@ -25,6 +25,7 @@ mod notify;
 mod offsets;
 mod push;
 mod queue;
+mod redirect;
 mod register;
 mod retention;
 mod rr;

@@ -9,7 +9,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use glommio::channels::channel_mesh::Receivers;
 use glommio::channels::local_channel;
-use protocol::control::{QueueStats, ShardStats, TopicConfig};
+use protocol::control::{QueueStats, RedirectRule, ShardStats, TopicConfig};
 use protocol::frame::FrameBytes;
 
 use crate::net::outbox::Outbound;
@@ -33,6 +33,13 @@ pub(crate) enum MeshMsg {
     },
     /// Report this shard's statistics to `token`.
     Collect { origin: usize, token: u64 },
+    /// Report the queues of `topic` a redirect `rule` may send to (dark launch).
+    RedirectQuery {
+        origin: usize,
+        token: u64,
+        topic: String,
+        rule: RedirectRule,
+    },
     /// The answer to a call.
     Reply { token: u64, reply: MeshReply },
     /// A client identified itself on a connection of `shard`.
@@ -62,6 +69,8 @@ pub(crate) enum MeshReply {
     Done,
     /// One shard's statistics.
     Stats(ShardSnapshot),
+    /// The queues of shard `shard` that a redirect rule may send to.
+    RedirectTargets { shard: usize, queues: Vec<u32> },
 }
 
 /// What one shard reports for `Stats`, `ListTopics` and registration.
@@ -138,6 +147,22 @@ fn receive(shard: &Rc<Shard>, msg: MeshMsg) {
         }
         MeshMsg::Collect { origin, token } => {
             let reply = MeshReply::Stats(crate::admin::snapshot(shard));
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                shard.send_to(origin, MeshMsg::Reply { token, reply }).await;
+            })
+            .detach();
+        }
+        MeshMsg::RedirectQuery {
+            origin,
+            token,
+            topic,
+            rule,
+        } => {
+            let reply = MeshReply::RedirectTargets {
+                shard: shard.id,
+                queues: crate::redirect::local_targets(shard, &topic, &rule),
+            };
             let shard = shard.clone();
             glommio::spawn_local(async move {
                 shard.send_to(origin, MeshMsg::Reply { token, reply }).await;

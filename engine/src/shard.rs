@@ -17,7 +17,7 @@ use std::time::Duration;
 use glommio::channels::channel_mesh::{MeshBuilder, Senders};
 use glommio::channels::local_channel::LocalSender;
 use glommio::net::TcpListener;
-use protocol::control::TopicConfig;
+use protocol::control::{RedirectRule, TopicConfig};
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
@@ -41,6 +41,14 @@ pub(crate) struct TopicEntry {
     pub config: TopicConfig,
     /// Index = queue id; `Some` for the queues this shard owns.
     pub queues: Vec<Option<Rc<Queue>>>,
+}
+
+impl TopicEntry {
+    /// The dark-launch rules, copied out of the borrow; `None` (no copy) for the usual topic
+    /// without any.
+    pub fn redirects(&self) -> Option<Vec<RedirectRule>> {
+        (!self.config.redirects.is_empty()).then(|| self.config.redirects.clone())
+    }
 }
 
 /// Counters reported by `Stats`.

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use protocol::codes::Command;
+use protocol::codes::{Command, Status};
 use protocol::control::{self, ProduceAck};
 use protocol::data::BatchAddress;
 use protocol::record::{BatchBuilder, MessageType};
@@ -326,7 +326,9 @@ impl ProducerInner {
     ) {
         let client = &inner.client;
         if let Some(target) = target {
-            if error.is_retryable() {
+            // A dark-launch refusal says nothing about the queue's health: only that no
+            // selected instance consumes on that broker.
+            if error.is_retryable() && error.status() != Some(Status::NoRedirectTarget) {
                 client
                     .isolation
                     .isolate(target, client.config.queue_isolation);

@@ -35,6 +35,8 @@ enum Served {
     Body(Vec<u8>),
     /// Another shard owns what the request addresses.
     Forward(usize),
+    /// Another shard owns the queue a dark-launch rule re-addressed the request to.
+    ForwardFrame(usize, FrameBytes),
 }
 
 /// Serves one frame read from `conn`.
@@ -77,10 +79,16 @@ pub(crate) async fn dispatch(
     glommio::spawn_local(async move {
         let result = match command {
             Command::CommitOffset => commit(&shard, &conn, &frame).await.map(Served::Body),
-            _ => serve(&shard, &frame).await,
+            _ => serve(&shard, &frame, false).await,
         };
-        match result {
-            Ok(Served::Forward(owner)) => {
+        let forward = match result {
+            Ok(Served::Forward(owner)) => Ok((owner, frame)),
+            Ok(Served::ForwardFrame(owner, readdressed)) => Ok((owner, readdressed)),
+            Ok(Served::Body(body)) => Err(Ok(body)),
+            Err(reject) => Err(Err(reject)),
+        };
+        match forward {
+            Ok((owner, frame)) => {
                 let msg = MeshMsg::Forward {
                     origin: shard.id,
                     conn_id: conn.id,
@@ -92,8 +100,8 @@ pub(crate) async fn dispatch(
                     answer(&conn, &header, oneway, Err(reject)).await;
                 }
             }
-            Ok(Served::Body(body)) => answer(&conn, &header, oneway, Ok(Some(body))).await,
-            Err(reject) => answer(&conn, &header, oneway, Err(reject)).await,
+            Err(Ok(body)) => answer(&conn, &header, oneway, Ok(Some(body))).await,
+            Err(Err(reject)) => answer(&conn, &header, oneway, Err(reject)).await,
         }
         drop(permit);
     })
@@ -128,9 +136,9 @@ async fn answer(
 
 /// Serves a request forwarded by another shard; returns the encoded response.
 pub(crate) async fn serve_forwarded(shard: &Rc<Shard>, frame: &FrameBytes) -> Vec<u8> {
-    match serve(shard, frame).await {
+    match serve(shard, frame, true).await {
         Ok(Served::Body(body)) => response(&frame.header, Status::Ok, &body),
-        Ok(Served::Forward(owner)) => error_response(
+        Ok(Served::Forward(owner) | Served::ForwardFrame(owner, _)) => error_response(
             &frame.header,
             Status::Internal,
             &format!("shard {} and shard {owner} disagree on ownership", shard.id),
@@ -140,13 +148,14 @@ pub(crate) async fn serve_forwarded(shard: &Rc<Shard>, frame: &FrameBytes) -> Ve
 }
 
 /// Commands that need no connection state: produce, request, reply, offsets, admin.
-async fn serve(shard: &Rc<Shard>, frame: &FrameBytes) -> Result<Served, Reject> {
+/// `forwarded`: the frame came from another shard, which already looked for a better one.
+async fn serve(shard: &Rc<Shard>, frame: &FrameBytes, forwarded: bool) -> Result<Served, Reject> {
     let command = frame
         .header
         .command()
         .map_err(|e| Reject::new(Status::UnknownCommand, e.to_string()))?;
     match command {
-        Command::Produce | Command::Request => produce(shard, frame).await,
+        Command::Produce | Command::Request => produce(shard, frame, forwarded).await,
         Command::Reply => crate::rr::handle_reply(shard, frame)
             .await
             .map(Served::Body),
@@ -225,24 +234,36 @@ fn owner(shard: &Shard, topic: &str, queue_id: u32, write: bool) -> Result<usize
 }
 
 /// `Produce` and `Request`: append the batch to its queue; acknowledged per the topic's flush.
-async fn produce(shard: &Rc<Shard>, frame: &FrameBytes) -> Result<Served, Reject> {
+async fn produce(shard: &Rc<Shard>, frame: &FrameBytes, forwarded: bool) -> Result<Served, Reject> {
     let address = BatchAddress::decode(&frame.ext)?;
     let owner = owner(shard, address.topic, address.queue_id, true)?;
     if owner != shard.id {
         return Ok(Served::Forward(owner));
     }
-    let Some(queue) = shard.queue(address.topic, address.queue_id) else {
+    let (max_depth, redirects) = match shard.topics.borrow().get(address.topic) {
+        Some(t) => (t.config.max_queue_depth, t.redirects()),
+        None => (u64::MAX, None),
+    };
+    let mut queue_id = address.queue_id;
+    if let Some(rule) = redirects.as_deref().and_then(|rules| {
+        crate::redirect::matching_rule(rules, &frame.body, shard.config.limits.batch_len_max)
+    }) {
+        match crate::redirect::target(shard, frame, address.topic, queue_id, rule, forwarded)
+            .await?
+        {
+            crate::redirect::Target::Here(id) => queue_id = id,
+            crate::redirect::Target::Forward(owner, readdressed) => {
+                return Ok(Served::ForwardFrame(owner, readdressed));
+            }
+        }
+    }
+    let Some(queue) = shard.queue(address.topic, queue_id) else {
         return Err(Reject::new(Status::Internal, "owned queue is not open"));
     };
-    let max_depth = shard
-        .topics
-        .borrow()
-        .get(address.topic)
-        .map_or(u64::MAX, |t| t.config.max_queue_depth);
     crate::depth::admit(shard, &queue, max_depth)?;
     let appended = queue.append(BytesMut::from(&frame.body[..])).await?;
     let ack = ProduceAck {
-        queue_id: address.queue_id,
+        queue_id,
         base_offset: appended.base_offset,
         next_offset: appended.next_offset,
     };
