@@ -795,6 +795,15 @@ impl PushSink for SubscriptionSink {
             consumer.on_push(conn, &self.endpoint, self.subscription_id, &frame);
         }
     }
+
+    fn on_topic_changed(&self) {
+        if let Some(consumer) = self.consumer.upgrade() {
+            // Cheap here on the reader thread; the supervisor refetches the route and
+            // subscribes where queues appeared.
+            consumer.client.routes.invalidate(&consumer.options.topic);
+            consumer.wake_supervisor();
+        }
+    }
 }
 
 #[cfg(test)]

@@ -14,9 +14,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::Duration;
 
+use protocol::codes::Command;
 use protocol::control::{StartPosition, SubscriptionMode};
+use protocol::data::BatchAddress;
+use protocol::frame::{FrameMeta, encode_frame};
 
 use crate::net::conn::Conn;
+use crate::net::outbox::Outbound;
 use crate::notify::Notify;
 use crate::queue::Queue;
 use crate::shard::Shard;
@@ -125,6 +129,28 @@ pub(crate) fn rebalance_topic(shard: &Rc<Shard>, topic: &str) {
         .collect();
     for key in keys {
         rebalance(shard, &key);
+    }
+}
+
+/// Tells every subscriber of `topic` on this shard that its configuration changed
+/// (`TopicConfigChanged`, addressed like a push), so consumers refetch the route and subscribe
+/// where new queues appeared at once. A connection too backed up to take it is skipped: its
+/// consumer still follows the route at its next refresh.
+pub(crate) fn announce_change(shard: &Shard, topic: &str) {
+    for sub in shard.subs.borrow().values() {
+        if sub.key.topic != topic || sub.closed.get() {
+            continue;
+        }
+        let mut ext = Vec::new();
+        let address = BatchAddress::new(topic, 0).with_subscription(sub.id);
+        if address.encode(&mut ext).is_err() {
+            continue;
+        }
+        let mut frame = Vec::new();
+        let meta = FrameMeta::oneway(Command::TopicConfigChanged, 0);
+        if encode_frame(&meta, &ext, &[], &mut frame).is_ok() {
+            let _ = sub.conn.outbox.try_send(Outbound::Frame(frame));
+        }
     }
 }
 

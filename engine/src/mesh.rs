@@ -33,6 +33,16 @@ pub(crate) enum MeshMsg {
     },
     /// Report this shard's statistics to `token`.
     Collect { origin: usize, token: u64 },
+    /// Report what this shard sees of a dynamic topic (its consumers; whether its queues
+    /// among `retiring` are drained).
+    DynamicQuery {
+        origin: usize,
+        token: u64,
+        topic: String,
+        retiring: Vec<u32>,
+    },
+    /// Tell this shard's subscribers of `topic` that its configuration changed.
+    TopicChanged { topic: String },
     /// Report the queues of `topic` a redirect `rule` may send to (dark launch).
     RedirectQuery {
         origin: usize,
@@ -69,6 +79,8 @@ pub(crate) enum MeshReply {
     Done,
     /// One shard's statistics.
     Stats(ShardSnapshot),
+    /// One shard's view of a dynamic topic.
+    Dynamic(crate::dynamic::Observation),
     /// The queues of shard `shard` that a redirect rule may send to.
     RedirectTargets { shard: usize, queues: Vec<u32> },
 }
@@ -153,6 +165,20 @@ fn receive(shard: &Rc<Shard>, msg: MeshMsg) {
             })
             .detach();
         }
+        MeshMsg::DynamicQuery {
+            origin,
+            token,
+            topic,
+            retiring,
+        } => {
+            let reply = MeshReply::Dynamic(crate::dynamic::observe(shard, &topic, &retiring));
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                shard.send_to(origin, MeshMsg::Reply { token, reply }).await;
+            })
+            .detach();
+        }
+        MeshMsg::TopicChanged { topic } => crate::group::announce_change(shard, &topic),
         MeshMsg::RedirectQuery {
             origin,
             token,

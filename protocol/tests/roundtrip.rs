@@ -326,11 +326,12 @@ prop_compose! {
         write_queue_count in any::<u32>(), flush_mode in flush_mode(),
         max_queue_depth in any::<u64>(), queue_depths in vec(any::<u64>(), 0..8),
         retention_bytes in any::<Option<u64>>(), retention_age_ms in any::<Option<u64>>(),
-        redirects in vec(redirect_rule(), 0..3),
+        redirects in vec(redirect_rule(), 0..3), dynamic_queues in any::<bool>(),
     ) -> TopicInfo {
         TopicInfo {
             topic, queue_count, read_queue_count, write_queue_count, flush_mode,
             max_queue_depth, queue_depths, retention_bytes, retention_age_ms, redirects,
+            dynamic_queues,
         }
     }
 }
@@ -372,10 +373,11 @@ prop_compose! {
         write_queue_count in any::<u32>(), flush_mode in flush_mode(),
         max_queue_depth in any::<u64>(), retention_bytes in any::<Option<u64>>(),
         retention_age_ms in any::<Option<u64>>(), redirects in vec(redirect_rule(), 0..3),
+        dynamic_queues in any::<bool>(),
     ) -> TopicConfig {
         TopicConfig {
             topic, queue_count, read_queue_count, write_queue_count, flush_mode,
-            max_queue_depth, retention_bytes, retention_age_ms, redirects,
+            max_queue_depth, retention_bytes, retention_age_ms, redirects, dynamic_queues,
         }
     }
 }

@@ -107,6 +107,11 @@ struct TopicSettings {
     /// Remove every redirect rule before adding those given with --redirect.
     #[arg(long)]
     clear_redirects: bool,
+    /// Let the broker follow the consumers: read and write queue counts become the largest
+    /// number of same-area consumers of any clustering group (1 to 1024) [create default:
+    /// false].
+    #[arg(long, value_name = "BOOL")]
+    dynamic_queues: Option<bool>,
 }
 
 /// A `--redirect` rule as given on the command line.
@@ -185,6 +190,9 @@ impl TopicSettings {
         }
         if let Some(Limit(bytes)) = self.retention_bytes {
             config.retention_bytes = bytes;
+        }
+        if let Some(dynamic) = self.dynamic_queues {
+            config.dynamic_queues = dynamic;
         }
         if self.clear_redirects {
             config.redirects.clear();
@@ -349,6 +357,7 @@ fn update(
             retention_bytes: current.retention_bytes,
             retention_age_ms: current.retention_age_ms,
             redirects: current.redirects.clone(),
+            dynamic_queues: current.dynamic_queues,
             ..TopicConfig::new(topic)
         });
         config.validate().context("topic settings")?;

@@ -38,11 +38,22 @@ pub struct TwoAreas {
     /// Holds every broker's data until the topology is dropped.
     pub dir: tempfile::TempDir,
     shards: usize,
+    adjust: Box<dyn Fn(&mut BrokerConfig)>,
 }
 
 impl TwoAreas {
     /// Starts both areas with `brokers` brokers of `shards` shards each.
     pub fn start(brokers: usize, shards: usize) -> Self {
+        Self::start_with(brokers, shards, |_| {})
+    }
+
+    /// [`Self::start`], with `adjust` applied to every broker's configuration (also on
+    /// restarts).
+    pub fn start_with(
+        brokers: usize,
+        shards: usize,
+        adjust: impl Fn(&mut BrokerConfig) + 'static,
+    ) -> Self {
         let nameservers: Vec<NameserverHandle> =
             AREAS.iter().map(|_| start_nameserver(|_| {})).collect();
         let addresses: Vec<String> = nameservers
@@ -55,6 +66,7 @@ impl TwoAreas {
             admin_client: client_in(&addresses, AREAS[0], |c| c),
             dir,
             shards,
+            adjust: Box::new(adjust),
         };
         for (area, nameserver) in AREAS.iter().zip(nameservers) {
             topology.areas.push(AreaNodes {
@@ -87,7 +99,7 @@ impl TwoAreas {
     /// The configuration of a broker `broker_id` in `area`, registering with both
     /// nameservers, its data under the topology's directory.
     pub fn broker_config(&self, area: &str, broker_id: &str) -> BrokerConfig {
-        BrokerConfig {
+        let mut config = BrokerConfig {
             broker_id: broker_id.into(),
             cluster: "itests".into(),
             area: area.into(),
@@ -99,7 +111,9 @@ impl TwoAreas {
             register_interval_ms: REGISTER_INTERVAL_MS,
             io_memory_bytes: 512 << 10,
             ..BrokerConfig::default()
-        }
+        };
+        (self.adjust)(&mut config);
+        config
     }
 
     /// A client in `area` (2 s request timeout, 200 ms auto commits), adjusted by `adjust`.

@@ -28,6 +28,10 @@ pub(crate) type Callback = Box<dyn FnOnce(Result<FrameBytes>) + Send>;
 pub(crate) trait PushSink: Send + Sync {
     /// One pushed batch frame; must not block for long.
     fn on_push(&self, conn: &Arc<Connection>, frame: FrameBytes);
+
+    /// The broker says the subscription's topic changed (queues added or retired); must not
+    /// block for long.
+    fn on_topic_changed(&self) {}
 }
 
 /// Receives `ReplyPush` frames, on the reader thread of whichever connection they arrive on.
@@ -434,6 +438,21 @@ impl Connection {
             return;
         }
         match header.command() {
+            Ok(Command::TopicConfigChanged) => {
+                let subscription_id = protocol::data::BatchAddress::decode(&frame.ext)
+                    .ok()
+                    .and_then(|address| address.subscription_id);
+                let sink = subscription_id.and_then(|id| {
+                    self.subscriptions
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .get(&id)
+                        .cloned()
+                });
+                if let Some(sink) = sink {
+                    sink.on_topic_changed();
+                }
+            }
             Ok(Command::Push) => {
                 let Ok(address) = protocol::data::BatchAddress::decode(&frame.ext) else {
                     log::warn!("{}: push without a valid address dropped", self.endpoint);

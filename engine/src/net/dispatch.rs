@@ -224,10 +224,21 @@ fn owner(shard: &Shard, topic: &str, queue_id: u32, write: bool) -> Result<usize
     } else {
         entry.config.queue_count
     };
-    if queue_id >= limit {
+    if queue_id >= entry.config.queue_count {
         return Err(Reject::new(
             Status::InvalidArgument,
-            format!("queue {queue_id} of {topic} is not in 0..{limit}"),
+            format!(
+                "queue {queue_id} of {topic} is not in 0..{}",
+                entry.config.queue_count
+            ),
+        ));
+    }
+    if queue_id >= limit {
+        // The queue exists but takes no writes (a shrink in progress): the producer's route
+        // is stale, which NotOwner tells it to refetch before retrying elsewhere.
+        return Err(Reject::new(
+            Status::NotOwner,
+            format!("queue {queue_id} of {topic} takes no writes (writable: 0..{limit})"),
         ));
     }
     Ok(crate::topic::owner_shard(topic, queue_id, shard.count))

@@ -37,6 +37,8 @@ pub struct TopicInfo {
     pub retention_age_ms: Option<u64>,
     /// Dark-launch redirect rules.
     pub redirects: Vec<RedirectRule>,
+    /// The broker adjusts the queue counts to the consumers.
+    pub dynamic_queues: bool,
 }
 
 impl TopicInfo {
@@ -185,6 +187,11 @@ pub struct TopicConfig {
     pub retention_age_ms: Option<u64>,
     /// Dark-launch redirect rules, at most [`REDIRECTS_MAX`].
     pub redirects: Vec<RedirectRule>,
+    /// Dynamic queues (DESIGN §6): the broker sets the read and write queue counts to the
+    /// largest number of own-area consumers of any clustering group (1 to 1024), growing reads
+    /// before writes and shrinking writes before reads. Off by default: an explicit queue
+    /// count stays as the operator set it.
+    pub dynamic_queues: bool,
 }
 
 /// Most redirect rules a topic may have.
@@ -244,6 +251,7 @@ impl TopicConfig {
             retention_bytes: None,
             retention_age_ms: Some(RETENTION_AGE_MS_DEFAULT),
             redirects: Vec::new(),
+            dynamic_queues: false,
         }
     }
 
