@@ -145,3 +145,61 @@ fn a_stalled_consumers_queues_refuse_produces_and_messages_go_elsewhere() {
 fn value_of(m: &ReceivedMessage) -> String {
     String::from_utf8(m.value.clone()).expect("UTF-8 values")
 }
+
+/// A request to a service whose only responder is stuck fails at once with the depth status
+/// once its queues are full, instead of waiting out its deadline behind the backlog.
+#[test]
+fn requests_to_a_stuck_responder_fail_fast_at_the_depth_limit() {
+    const SERVICE: &str = "A10-7006";
+    let cluster = defibus_tests::Cluster::start(1, 1);
+    let mut config = defibus_tests::topic_config(SERVICE, 2, protocol::control::FlushMode::Async);
+    config.max_queue_depth = 20;
+    defibus_tests::create_topic(&cluster.admin(), &cluster.endpoints(), &config);
+
+    let (release, released) = mpsc::channel::<()>();
+    let released = Mutex::new(released);
+    let responder_client =
+        defibus_tests::client_with(&cluster.nameserver, |c| c.with_credit_window(4));
+    let responder = client::Responder::start(&responder_client, SERVICE, "stuck", move |_| {
+        let _ = released.lock().unwrap().recv();
+        b"late".to_vec()
+    })
+    .unwrap();
+    cluster.wait_for_assignment(SERVICE, "stuck", 2, &[responder_client.client_id()]);
+
+    // Requests pile up behind the one the responder is stuck on until both queues are full.
+    let requester_client = defibus_tests::client(&cluster.nameserver);
+    let requester = client::Requester::new(&requester_client);
+    let backlog: Vec<_> = (0..60)
+        .map(|i| {
+            requester.request_async(
+                Message::new(SERVICE, format!("backlog{i}")),
+                std::time::Duration::from_secs(5),
+            )
+        })
+        .collect();
+    wait_for("both queues at the depth limit", WAIT, || {
+        let stats = cluster.admin().stats(&cluster.endpoints()[0]).unwrap();
+        stats.queues.iter().filter(|q| q.topic == SERVICE).all(|q| {
+            q.groups
+                .iter()
+                .any(|g| q.next_offset - g.delivered_offset >= config.max_queue_depth)
+        })
+    });
+    let started = std::time::Instant::now();
+    let err = requester
+        .request(
+            Message::new(SERVICE, "ping"),
+            std::time::Duration::from_secs(20),
+        )
+        .expect_err("the service's queues are full");
+    assert_eq!(err.status(), Some(Status::QueueDepthExceeded), "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "failed fast, not at the 20 s deadline: {:?}",
+        started.elapsed()
+    );
+    drop(release);
+    drop(backlog);
+    responder.close().unwrap();
+}
