@@ -16,7 +16,7 @@ use bytes::Bytes;
 use protocol::codes::Status;
 use protocol::control::RedirectRule;
 use protocol::data::BatchAddress;
-use protocol::frame::FrameBytes;
+use protocol::frame::{FrameBytes, FrameHeader};
 use protocol::record::BatchView;
 
 use crate::error::Reject;
@@ -28,8 +28,8 @@ use crate::shard::Shard;
 pub(crate) enum Target {
     /// Queue `id` of this shard.
     Here(u32),
-    /// The re-addressed frame, for the shard owning its new queue.
-    Forward(usize, FrameBytes),
+    /// Queue `.1`, owned by shard `.0`: the frame is re-addressed and forwarded there.
+    Elsewhere(usize, u32),
 }
 
 /// The rule whose flag a record of `batch` carries as its tag, if any.
@@ -80,7 +80,6 @@ pub(crate) fn local_targets(shard: &Shard, topic: &str, rule: &RedirectRule) -> 
 /// the forward ends in a refusal the producer retries, never in a loop.
 pub(crate) async fn target(
     shard: &Rc<Shard>,
-    frame: &FrameBytes,
     topic: &str,
     queue_id: u32,
     rule: &RedirectRule,
@@ -106,7 +105,7 @@ pub(crate) async fn target(
             _ => None,
         });
         if let Some((owner, other)) = found {
-            return Ok(Target::Forward(owner, readdress(frame, topic, other)?));
+            return Ok(Target::Elsewhere(owner, other));
         }
     }
     Err(Reject::new(
@@ -119,18 +118,24 @@ pub(crate) async fn target(
     ))
 }
 
-/// `frame` addressed to `queue_id` of `topic` instead. The frame only travels the in-process
-/// mesh, where nothing checks the header's checksum again; its extension length is kept true.
-fn readdress(frame: &FrameBytes, topic: &str, queue_id: u32) -> Result<FrameBytes, Reject> {
+/// A produce frame with `header` and `body`, addressed to `queue_id` of `topic`. It only
+/// travels the in-process mesh, where nothing checks the header's checksum again; its
+/// extension length is kept true.
+pub(crate) fn readdress(
+    header: FrameHeader,
+    topic: &str,
+    queue_id: u32,
+    body: Bytes,
+) -> Result<FrameBytes, Reject> {
     let mut ext = Vec::new();
     BatchAddress::new(topic, queue_id)
         .encode(&mut ext)
         .map_err(|e| Reject::new(Status::InvalidArgument, e.to_string()))?;
-    let mut header = frame.header;
+    let mut header = header;
     header.ext_len = ext.len() as u32;
     Ok(FrameBytes {
         header,
         ext: Bytes::from(ext),
-        body: frame.body.clone(),
+        body,
     })
 }

@@ -10,7 +10,7 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use glommio::sync::Semaphore;
 use protocol::codes::{Command, Status};
 use protocol::control::{
@@ -19,7 +19,7 @@ use protocol::control::{
     TopicName, Unsubscribe,
 };
 use protocol::data::BatchAddress;
-use protocol::frame::{FrameBytes, FrameHeader, flag};
+use protocol::frame::{FrameBytes, FrameHeader, FrameMut, flag};
 
 use super::conn::Conn;
 use super::outbox::{Outbound, error_response, response};
@@ -39,11 +39,43 @@ enum Served {
     ForwardFrame(usize, FrameBytes),
 }
 
+/// A produced batch's body.
+enum Body {
+    /// Read on this shard: its own region of the receive buffer, stamped in place and kept by
+    /// the log without a copy.
+    Owned(BytesMut),
+    /// Forwarded from another shard: copied once to be stamped.
+    Shared(Bytes),
+}
+
+impl Body {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Self::Owned(bytes) => bytes,
+            Self::Shared(bytes) => bytes,
+        }
+    }
+
+    fn into_mut(self) -> BytesMut {
+        match self {
+            Self::Owned(bytes) => bytes,
+            Self::Shared(bytes) => BytesMut::from(&bytes[..]),
+        }
+    }
+
+    fn freeze(self) -> Bytes {
+        match self {
+            Self::Owned(bytes) => bytes.freeze(),
+            Self::Shared(bytes) => bytes,
+        }
+    }
+}
+
 /// Serves one frame read from `conn`.
 pub(crate) async fn dispatch(
     shard: &Rc<Shard>,
     conn: &Rc<Conn>,
-    frame: FrameBytes,
+    frame: FrameMut,
     inflight: &Rc<Semaphore>,
 ) {
     let header = frame.header;
@@ -60,14 +92,8 @@ pub(crate) async fn dispatch(
             return;
         }
     };
-    let inline = match command {
-        Command::Heartbeat => Some(heartbeat(shard, conn, &frame).await.map(Some)),
-        Command::Credit => Some(credit(shard, conn, &frame).map(|()| Some(Vec::new()))),
-        Command::Subscribe => Some(subscribe(shard, conn, &frame).await.map(|()| None)),
-        Command::Unsubscribe => Some(unsubscribe(shard, conn, &frame).map(|()| Some(Vec::new()))),
-        _ => None,
-    };
-    if let Some(result) = inline {
+    if is_inline(command) {
+        let result = serve_inline(shard, conn, command, &frame.freeze()).await;
         answer(conn, &header, oneway, result).await;
         return;
     }
@@ -77,17 +103,36 @@ pub(crate) async fn dispatch(
     let shard = shard.clone();
     let conn = conn.clone();
     glommio::spawn_local(async move {
-        let result = match command {
-            Command::CommitOffset => commit(&shard, &conn, &frame).await.map(Served::Body),
-            _ => serve(&shard, &frame, false).await,
+        // A produce keeps its body writable; everything else reads a frozen frame.
+        let (result, frozen) = match command {
+            Command::Produce | Command::Request => {
+                let (header, ext) = (frame.header, frame.ext);
+                let body = Body::Owned(frame.body);
+                (produce(&shard, header, ext, body, false).await, None)
+            }
+            Command::CommitOffset => {
+                let frame = frame.freeze();
+                let result = commit(&shard, &conn, &frame).await.map(Served::Body);
+                (result, Some(frame))
+            }
+            _ => {
+                let frame = frame.freeze();
+                (serve(&shard, &frame, false).await, Some(frame))
+            }
         };
-        let forward = match result {
-            Ok(Served::Forward(owner)) => Ok((owner, frame)),
-            Ok(Served::ForwardFrame(owner, readdressed)) => Ok((owner, readdressed)),
-            Ok(Served::Body(body)) => Err(Ok(body)),
+        let outcome = match result {
+            Ok(Served::Forward(owner)) => match frozen {
+                Some(frame) => Ok((owner, frame)),
+                None => Err(Err(Reject::new(
+                    Status::Internal,
+                    "a produce is forwarded re-addressed, never as read",
+                ))),
+            },
+            Ok(Served::ForwardFrame(owner, frame)) => Ok((owner, frame)),
+            Ok(Served::Body(body)) => Err(Ok(Some(body))),
             Err(reject) => Err(Err(reject)),
         };
-        match forward {
+        match outcome {
             Ok((owner, frame)) => {
                 let msg = MeshMsg::Forward {
                     origin: shard.id,
@@ -100,12 +145,38 @@ pub(crate) async fn dispatch(
                     answer(&conn, &header, oneway, Err(reject)).await;
                 }
             }
-            Err(Ok(body)) => answer(&conn, &header, oneway, Ok(Some(body))).await,
-            Err(Err(reject)) => answer(&conn, &header, oneway, Err(reject)).await,
+            Err(answered) => answer(&conn, &header, oneway, answered).await,
         }
         drop(permit);
     })
     .detach();
+}
+
+/// The connection-bound commands, served inline by the reader (see the module docs).
+fn is_inline(command: Command) -> bool {
+    matches!(
+        command,
+        Command::Heartbeat | Command::Credit | Command::Subscribe | Command::Unsubscribe
+    )
+}
+
+/// Serves a command [`is_inline`] accepts.
+async fn serve_inline(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    command: Command,
+    frame: &FrameBytes,
+) -> Result<Option<Vec<u8>>, Reject> {
+    match command {
+        Command::Heartbeat => heartbeat(shard, conn, frame).await.map(Some),
+        Command::Credit => credit(shard, conn, frame).map(|()| Some(Vec::new())),
+        Command::Subscribe => subscribe(shard, conn, frame).await.map(|()| None),
+        Command::Unsubscribe => unsubscribe(shard, conn, frame).map(|()| Some(Vec::new())),
+        other => Err(Reject::new(
+            Status::Internal,
+            format!("{other} is not served inline"),
+        )),
+    }
 }
 
 /// Queues the response to a request: `Ok(None)` when the handler answered itself.
@@ -155,7 +226,10 @@ async fn serve(shard: &Rc<Shard>, frame: &FrameBytes, forwarded: bool) -> Result
         .command()
         .map_err(|e| Reject::new(Status::UnknownCommand, e.to_string()))?;
     match command {
-        Command::Produce | Command::Request => produce(shard, frame, forwarded).await,
+        Command::Produce | Command::Request => {
+            let body = Body::Shared(frame.body.clone());
+            produce(shard, frame.header, frame.ext.clone(), body, forwarded).await
+        }
         Command::Reply => crate::rr::handle_reply(shard, frame)
             .await
             .map(Served::Body),
@@ -245,11 +319,22 @@ fn owner(shard: &Shard, topic: &str, queue_id: u32, write: bool) -> Result<usize
 }
 
 /// `Produce` and `Request`: append the batch to its queue; acknowledged per the topic's flush.
-async fn produce(shard: &Rc<Shard>, frame: &FrameBytes, forwarded: bool) -> Result<Served, Reject> {
-    let address = BatchAddress::decode(&frame.ext)?;
+async fn produce(
+    shard: &Rc<Shard>,
+    header: FrameHeader,
+    ext: Bytes,
+    body: Body,
+    forwarded: bool,
+) -> Result<Served, Reject> {
+    let address = BatchAddress::decode(&ext)?;
     let owner = owner(shard, address.topic, address.queue_id, true)?;
     if owner != shard.id {
-        return Ok(Served::Forward(owner));
+        let frame = FrameBytes {
+            header,
+            ext: ext.clone(),
+            body: body.freeze(),
+        };
+        return Ok(Served::ForwardFrame(owner, frame));
     }
     let (max_depth, redirects) = match shard.topics.borrow().get(address.topic) {
         Some(t) => (t.config.max_queue_depth, t.redirects()),
@@ -257,13 +342,13 @@ async fn produce(shard: &Rc<Shard>, frame: &FrameBytes, forwarded: bool) -> Resu
     };
     let mut queue_id = address.queue_id;
     if let Some(rule) = redirects.as_deref().and_then(|rules| {
-        crate::redirect::matching_rule(rules, &frame.body, shard.config.limits.batch_len_max)
+        crate::redirect::matching_rule(rules, body.as_slice(), shard.config.limits.batch_len_max)
     }) {
-        match crate::redirect::target(shard, frame, address.topic, queue_id, rule, forwarded)
-            .await?
-        {
+        match crate::redirect::target(shard, address.topic, queue_id, rule, forwarded).await? {
             crate::redirect::Target::Here(id) => queue_id = id,
-            crate::redirect::Target::Forward(owner, readdressed) => {
+            crate::redirect::Target::Elsewhere(owner, id) => {
+                let readdressed =
+                    crate::redirect::readdress(header, address.topic, id, body.freeze())?;
                 return Ok(Served::ForwardFrame(owner, readdressed));
             }
         }
@@ -272,7 +357,7 @@ async fn produce(shard: &Rc<Shard>, frame: &FrameBytes, forwarded: bool) -> Resu
         return Err(Reject::new(Status::Internal, "owned queue is not open"));
     };
     crate::depth::admit(shard, &queue, max_depth)?;
-    let appended = queue.append(BytesMut::from(&frame.body[..])).await?;
+    let appended = queue.append(body.into_mut()).await?;
     let ack = ProduceAck {
         queue_id,
         base_offset: appended.base_offset,
