@@ -26,8 +26,10 @@ use protocol::record::{BATCH_LEN_MAX, BatchView};
 
 use crate::client::{Client, ClientInner};
 use crate::error::{ClientError, Result};
+use crate::isolation::is_stall;
 use crate::message::ReceivedMessage;
 use crate::net::{Connection, PushSink};
+use crate::route::CachedRoute;
 use crate::slot::slot;
 
 /// How a group shares a topic's messages.
@@ -244,7 +246,8 @@ impl Consumer {
         self.inner.commit(true)
     }
 
-    /// Queues this member currently has subscriptions for, as (endpoint, live) pairs.
+    /// The broker shard endpoints this member has subscriptions on, as (endpoint, live)
+    /// pairs.
     pub fn endpoints(&self) -> Vec<(String, bool)> {
         let sessions = self
             .inner
@@ -423,13 +426,29 @@ impl ConsumerInner {
         };
         let endpoints = route.read_endpoints();
         for endpoint in &endpoints {
-            let live = self
+            if self.closed.load(Ordering::Acquire) {
+                break;
+            }
+            let existing = self
                 .sessions
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .get(endpoint)
-                .is_some_and(|s| !s.conn.is_closed());
-            if live || self.closed.load(Ordering::Acquire) {
+                .cloned();
+            if let Some(session) = existing {
+                if !session.conn.is_closed() {
+                    continue;
+                }
+                // A dead session is looked at once: it either stalled or went away.
+                self.sessions
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(endpoint);
+                if session.conn.closed_silent() {
+                    self.broker_stalled(&route, endpoint, "stopped answering heartbeats");
+                }
+            }
+            if self.client.stalled.is_isolated(endpoint) {
                 continue;
             }
             match self.subscribe_on(endpoint) {
@@ -445,6 +464,9 @@ impl ConsumerInner {
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .insert(endpoint.clone(), session);
+                }
+                Err(e) if is_stall(&e) => {
+                    self.broker_stalled(&route, endpoint, &format!("subscribe: {e}"));
                 }
                 Err(e) => {
                     // The broker may be gone or back on other ports: refetch the route, at
@@ -479,6 +501,19 @@ impl ConsumerInner {
             self.unsubscribe(&session);
         }
         Ok(())
+    }
+
+    /// Isolates the broker owning `endpoint` after it stalled: every one of its shards in
+    /// `route`, for `stalled_broker_isolation`, so no pass of the supervisor waits on it
+    /// again before then (DESIGN §6, consumer fault isolation).
+    fn broker_stalled(&self, route: &CachedRoute, endpoint: &str, why: &str) {
+        let broker_endpoints = route.broker_read_endpoints(endpoint);
+        let period = self.client.config.stalled_broker_isolation;
+        log::warn!(
+            "{endpoint} stalled ({why}); consumers of this client leave {} alone for {period:?}",
+            broker_endpoints.join(", ")
+        );
+        self.client.stalled.isolate(&broker_endpoints, period);
     }
 
     fn subscribe_on(self: &Arc<Self>, endpoint: &str) -> Result<Arc<Session>> {
@@ -560,7 +595,7 @@ impl ConsumerInner {
 
     fn unsubscribe(&self, session: &Session) {
         session.conn.remove_subscription(session.subscription_id);
-        if session.conn.is_closed() {
+        if session.conn.is_closed() || self.client.stalled.is_isolated(session.conn.endpoint()) {
             return;
         }
         let request = Unsubscribe {
@@ -622,6 +657,9 @@ impl ConsumerInner {
             let Some(session) = session.filter(|s| !s.conn.is_closed()) else {
                 continue; // Committed after the resubscribe.
             };
+            if self.client.stalled.is_isolated(&endpoint) {
+                continue; // Nobody waits on a stalled broker; committed after it recovers.
+            }
             let request = CommitOffset {
                 subscription_id: session.subscription_id,
                 queue_id,

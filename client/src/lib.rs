@@ -32,6 +32,7 @@ mod client;
 pub mod config;
 mod consumer;
 mod error;
+mod isolation;
 mod message;
 mod net;
 mod producer;

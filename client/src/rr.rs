@@ -167,7 +167,7 @@ fn send_request(
     };
     let Some(target) = route.choose(
         None,
-        client.config.area.as_str(),
+        &client.config,
         &client.isolation,
         avoid_broker.as_deref(),
     ) else {
@@ -185,9 +185,7 @@ fn send_request(
     let (conn, ext) = match connected {
         Ok(v) => v,
         Err(e) => {
-            client
-                .isolation
-                .isolate(&target, client.config.queue_isolation);
+            client.isolate_after(&target, &e);
             return fail_or_retry(e, Some(target.broker_id));
         }
     };
@@ -205,11 +203,7 @@ fn send_request(
             match ack {
                 Ok(_) => client.isolation.lift(&target),
                 Err(e) => {
-                    if e.is_retryable() {
-                        client
-                            .isolation
-                            .isolate(&target, client.config.queue_isolation);
-                    }
+                    client.isolate_after(&target, &e);
                     if e.is_retryable() && attempt < client.config.retries && !client.is_closed() {
                         let retry = client.clone();
                         let broker = Some(target.broker_id.clone());

@@ -67,6 +67,9 @@ pub(crate) struct Connection {
     replies: Option<Arc<dyn ReplySink>>,
     close_listeners: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
     closed: AtomicBool,
+    /// Set when the client closed the connection because the peer stopped answering
+    /// heartbeats: the peer stalled, rather than went away.
+    closed_silent: AtomicBool,
     opened: Instant,
     /// Milliseconds after `opened` when the last frame arrived; shows a dead peer.
     last_read_ms: AtomicU64,
@@ -123,6 +126,7 @@ impl Connection {
             replies,
             close_listeners: Mutex::default(),
             closed: AtomicBool::new(false),
+            closed_silent: AtomicBool::new(false),
             opened: Instant::now(),
             last_read_ms: AtomicU64::new(0),
             heartbeat: handshake,
@@ -207,6 +211,24 @@ impl Connection {
             let _ = writer.stream.shutdown(Shutdown::Both);
         }
         self.mark_closed();
+    }
+
+    /// Closes a connection whose peer stopped answering (nothing received for several
+    /// heartbeat intervals); [`Self::closed_silent`] tells it apart from a peer that left.
+    pub(crate) fn close_silent(&self) {
+        self.closed_silent.store(true, Ordering::Release);
+        self.close();
+    }
+
+    /// True when the connection was closed by [`Self::close_silent`].
+    pub(crate) fn closed_silent(&self) -> bool {
+        self.closed_silent.load(Ordering::Acquire)
+    }
+
+    /// Sends a heartbeat and waits up to `timeout` for its ack: proof the broker shard
+    /// serves requests. Fails for a connection without a handshake (not a broker).
+    pub(crate) fn ping(&self, timeout: Duration) -> Result<()> {
+        self.heartbeat_call(timeout).map(drop)
     }
 
     /// Sends a request and calls `callback` with its response, on the reader thread. When

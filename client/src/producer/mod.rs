@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use protocol::codes::{Command, Status};
+use protocol::codes::Command;
 use protocol::control::{self, ProduceAck};
 use protocol::data::BatchAddress;
 use protocol::record::{BatchBuilder, MessageType};
@@ -175,7 +175,7 @@ impl Producer {
         let route = client.route(message.topic())?;
         let key = self.key_of(&message);
         let target = route
-            .choose(key, client.config.area.as_str(), &client.isolation, None)
+            .choose(key, &client.config, &client.isolation, None)
             .ok_or_else(|| ClientError::NoRoute {
                 topic: message.topic().to_owned(),
             })?;
@@ -254,7 +254,7 @@ impl ProducerInner {
         };
         let chosen = route.choose(
             job.key.as_deref(),
-            client.config.area.as_str(),
+            &client.config,
             &client.isolation,
             job.avoid_broker.as_deref(),
         );
@@ -326,13 +326,7 @@ impl ProducerInner {
     ) {
         let client = &inner.client;
         if let Some(target) = target {
-            // A dark-launch refusal says nothing about the queue's health: only that no
-            // selected instance consumes on that broker.
-            if error.is_retryable() && error.status() != Some(Status::NoRedirectTarget) {
-                client
-                    .isolation
-                    .isolate(target, client.config.queue_isolation);
-            }
+            client.isolate_after(target, &error);
             job.avoid_broker = Some(target.broker_id.clone());
         }
         if error.is_retryable() {
