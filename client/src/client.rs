@@ -293,6 +293,16 @@ fn maintain(client: &Weak<ClientInner>, stop: &Receiver<()>) {
                 log::debug!("{}: heartbeat not sent: {e}", conn.endpoint());
             }
         }
+        for conn in client.pool.connections() {
+            let expired = conn.expire_pending(client.config.request_timeout);
+            if expired > 0 {
+                log::debug!(
+                    "{}: {expired} request(s) unanswered after {:?}",
+                    conn.endpoint(),
+                    client.config.request_timeout
+                );
+            }
+        }
         if last_refresh.elapsed() >= client.config.route_refresh_interval {
             last_refresh = Instant::now();
             for topic in client.routes.topics() {
