@@ -17,6 +17,7 @@ use protocol::record::{BATCH_LEN_MAX, BatchView, MessageType};
 use crate::config::{ClientConfig, PENDING_REPLIES_MAX, default_client_id};
 use crate::error::{ClientError, Result};
 use crate::isolation::{Cause, QueueIsolation, StalledBrokers};
+use crate::locator::{ServiceCache, ServiceLocator};
 use crate::message::{ReceivedMessage, Reply};
 use crate::net::{Handshake, PeerKind, Pool, PoolConfig, ReplySink};
 use crate::route::{CachedRoute, QueueTarget, RouteCache};
@@ -56,6 +57,7 @@ pub(crate) struct ClientInner {
     pub(crate) client_id: ClientId,
     pub(crate) pool: Pool,
     pub(crate) routes: RouteCache,
+    pub(crate) services: ServiceCache,
     pub(crate) isolation: QueueIsolation,
     pub(crate) stalled: StalledBrokers,
     pub(crate) replies: Arc<ReplyRegistry>,
@@ -101,6 +103,12 @@ impl Client {
                 config.nameservers.clone(),
                 config.request_timeout,
                 config.route_refresh_interval,
+            ),
+            services: ServiceCache::new(
+                config.gsl_endpoints.clone(),
+                config.area,
+                config.service_refresh_interval,
+                config.request_timeout,
             ),
             client_id,
             pool,
@@ -154,6 +162,11 @@ impl Client {
     /// The configuration in force.
     pub fn config(&self) -> &ClientConfig {
         &self.inner.config
+    }
+
+    /// Locates services by id through GSL ([`ClientConfig::with_gsl`]).
+    pub fn locator(&self) -> ServiceLocator {
+        ServiceLocator::new(self)
     }
 
     /// The queues this client's producers and requesters avoid now, after sends to them
@@ -260,8 +273,10 @@ impl Drop for ClientInner {
 }
 
 /// The maintenance loop: heartbeats every interval on every broker connection, closes
-/// connections silent for three intervals (marking them silent: the peer stalled), refreshes
-/// cached routes.
+/// connections silent for three intervals (marking them silent: the peer stalled), times out
+/// requests unanswered for `request_timeout` (so a send stuck on a stalled broker is retried
+/// elsewhere within one more interval), refreshes
+/// cached routes and service locations.
 fn maintain(client: &Weak<ClientInner>, stop: &Receiver<()>) {
     let mut last_refresh = Instant::now();
     loop {
@@ -311,6 +326,8 @@ fn maintain(client: &Weak<ClientInner>, stop: &Receiver<()>) {
                 }
             }
         }
+        // Each resolution refreshes itself once older than its interval.
+        client.services.refresh_stale(&client.pool);
     }
 }
 

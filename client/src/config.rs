@@ -40,6 +40,11 @@ pub const ISOLATION_PROBE_INTERVAL_DEFAULT: Duration = Duration::from_secs(1);
 pub const MIN_LOCAL_QUEUES_DEFAULT: usize = 1;
 /// Default time a consumer avoids a broker whose shards stalled (DeFiBus: 5 min).
 pub const STALLED_BROKER_ISOLATION_DEFAULT: Duration = Duration::from_secs(5 * 60);
+/// Default age past which a service's cached GSL resolution is refreshed: 30 s, the route
+/// refresh period, so a service's locations and its routes go stale together.
+pub const SERVICE_REFRESH_INTERVAL_DEFAULT: Duration = Duration::from_secs(30);
+/// Most services whose resolution a client caches; past it the oldest is dropped.
+pub const CACHED_SERVICES_MAX: usize = 10_000;
 /// First delay between reconnect attempts to one endpoint.
 pub const RECONNECT_BACKOFF_MIN_DEFAULT: Duration = Duration::from_millis(100);
 /// Longest delay between reconnect attempts to one endpoint.
@@ -68,6 +73,7 @@ const _: () = {
         ISOLATION_PROBE_INTERVAL_DEFAULT.as_nanos() < QUEUE_ISOLATION_DEFAULT.as_nanos(),
         "a probe must get a chance before the isolation ends by itself"
     );
+    assert!(CACHED_SERVICES_MAX > 0);
 };
 
 /// How a [`crate::Client`] connects, identifies itself and paces its background work.
@@ -119,6 +125,11 @@ pub struct ClientConfig {
     /// subscribe that timed out, or a subscribed connection closed for not answering
     /// heartbeats. Meanwhile the consumer neither waits on nor re-subscribes to it.
     pub stalled_broker_isolation: Duration,
+    /// GSL endpoints, `host:port`, tried in turn: where services are located for calls by
+    /// service id. Default none (calls by service id then fail, saying so).
+    pub gsl_endpoints: Vec<String>,
+    /// Age past which a service's cached resolution is refreshed.
+    pub service_refresh_interval: Duration,
     /// First delay between reconnect attempts.
     pub reconnect_backoff_min: Duration,
     /// Longest delay between reconnect attempts.
@@ -150,6 +161,8 @@ impl ClientConfig {
             isolation_probe_interval: ISOLATION_PROBE_INTERVAL_DEFAULT,
             min_local_queues: MIN_LOCAL_QUEUES_DEFAULT,
             stalled_broker_isolation: STALLED_BROKER_ISOLATION_DEFAULT,
+            gsl_endpoints: Vec::new(),
+            service_refresh_interval: SERVICE_REFRESH_INTERVAL_DEFAULT,
             reconnect_backoff_min: RECONNECT_BACKOFF_MIN_DEFAULT,
             reconnect_backoff_max: RECONNECT_BACKOFF_MAX_DEFAULT,
         })
@@ -200,6 +213,19 @@ impl ClientConfig {
     /// Sets [`Self::stalled_broker_isolation`].
     pub fn with_stalled_broker_isolation(mut self, period: Duration) -> Self {
         self.stalled_broker_isolation = period;
+        self
+    }
+
+    /// Locates services through these GSL endpoints ([`Self::gsl_endpoints`]), enabling
+    /// calls and subscriptions by service id.
+    pub fn with_gsl<S: Into<String>>(mut self, endpoints: impl IntoIterator<Item = S>) -> Self {
+        self.gsl_endpoints = endpoints.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets [`Self::service_refresh_interval`].
+    pub fn with_service_refresh_interval(mut self, interval: Duration) -> Self {
+        self.service_refresh_interval = interval;
         self
     }
 
@@ -295,6 +321,7 @@ mod tests {
         assert_eq!(config.min_local_queues, 1);
         assert_eq!(config.queue_isolation, Duration::from_secs(60));
         assert_eq!(config.stalled_broker_isolation, Duration::from_secs(300));
+        assert!(config.gsl_endpoints.is_empty());
         assert_eq!(config.clone().with_min_local_queues(0).min_local_queues, 1);
         assert!(config.with_client_id("bad id").is_err());
     }

@@ -165,6 +165,20 @@ impl Consumer {
         Self::subscribe_with(client, ConsumerOptions::new(topic, group, mode))
     }
 
+    /// Subscribes pull-style to service `service_id`: to the topic of its nearest routable
+    /// deployment (the client's own area's when there is one), located through GSL at this
+    /// call. A service instance serves the deployment of its area; callers elsewhere reach
+    /// it when their own area has none.
+    pub fn subscribe_service(
+        client: &Client,
+        service_id: &str,
+        group: &str,
+        mode: ConsumeMode,
+    ) -> Result<Self> {
+        let topic = service_topic(client, service_id)?;
+        Self::subscribe_with(client, ConsumerOptions::new(topic, group, mode))
+    }
+
     /// Subscribes pull-style with full options.
     pub fn subscribe_with(client: &Client, options: ConsumerOptions) -> Result<Self> {
         let inner = ConsumerInner::new(client, options)?;
@@ -239,6 +253,11 @@ impl Consumer {
             self.inner.processed(&delivery);
             Some(delivery.message)
         })
+    }
+
+    /// The topic consumed.
+    pub fn topic(&self) -> &str {
+        &self.inner.options.topic
     }
 
     /// Commits the offsets of everything consumed so far and waits for the brokers' acks.
@@ -782,6 +801,15 @@ impl ConsumerInner {
             }
         }
     }
+}
+
+/// The topic a subscriber of `service_id` consumes: its most preferred deployment's.
+pub(crate) fn service_topic(client: &Client, service_id: &str) -> Result<String> {
+    let topics = client.inner.service_topics(service_id)?;
+    Ok(topics
+        .into_iter()
+        .next()
+        .expect("service_topics is never empty"))
 }
 
 /// The supervisor: resubscribes after reconnects, follows route changes, auto-commits.

@@ -33,6 +33,7 @@ pub mod config;
 mod consumer;
 mod error;
 mod isolation;
+mod locator;
 mod message;
 mod net;
 mod producer;
@@ -47,11 +48,14 @@ pub use client::Client;
 pub use config::ClientConfig;
 pub use consumer::{CommitMode, ConsumeMode, Consumer, ConsumerOptions, StartFrom};
 pub use error::{ClientError, Result};
+pub use locator::ServiceLocator;
 pub use message::{Message, ReceivedMessage, Reply};
 pub use producer::{Producer, QueueSelector, SendFuture, SendResult};
 pub use route::QueueTarget;
 pub use rr::{ReplyFuture, Requester, Responder};
 
 /// Protocol types that appear in this crate's API (topic configs, routes, statistics).
-pub use protocol::control::{BrokerStats, ClusterInfo, TopicConfig, TopicInfo, TopicRoute};
+pub use protocol::control::{
+    BrokerStats, ClusterInfo, Deployment, TopicConfig, TopicInfo, TopicRoute,
+};
 pub use protocol::record::MessageType;

@@ -121,6 +121,20 @@ impl CachedRoute {
         )
         .map(QueueTarget::of)
     }
+
+    /// True when some writable queue is not isolated: a service deployment worth calling.
+    pub(crate) fn has_healthy_writable(&self, isolation: &QueueIsolation) -> bool {
+        let view = isolation.view();
+        self.route
+            .queues
+            .iter()
+            .any(|q| q.writable && !view.is_isolated(q))
+    }
+
+    /// True when some queue is writable.
+    pub(crate) fn has_writable(&self) -> bool {
+        self.route.queues.iter().any(|q| q.writable)
+    }
 }
 
 /// What a queue choice depends on besides the route.
@@ -218,6 +232,9 @@ pub(crate) struct RouteCache {
     request_timeout: Duration,
     refresh_interval: Duration,
     routes: Mutex<HashMap<String, Arc<CachedRoute>>>,
+    /// Nameservers GSL named for a topic (a service deployment in another area may be routed
+    /// only by that area's nameservers): asked before the configured ones.
+    topic_nameservers: Mutex<HashMap<String, Vec<String>>>,
     /// The nameserver to ask first: the one that answered last.
     preferred: AtomicUsize,
 }
@@ -233,7 +250,27 @@ impl RouteCache {
             request_timeout,
             refresh_interval,
             routes: Mutex::default(),
+            topic_nameservers: Mutex::default(),
             preferred: AtomicUsize::new(0),
+        }
+    }
+
+    /// Asks `nameservers` first for `topic`'s route (those of a service deployment, from
+    /// GSL); the configured nameservers remain the fallback.
+    pub(crate) fn set_topic_nameservers(&self, topic: &str, nameservers: &[String]) {
+        let mut known = self
+            .topic_nameservers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let extra: Vec<String> = nameservers
+            .iter()
+            .filter(|n| !self.nameservers.contains(n))
+            .cloned()
+            .collect();
+        if extra.is_empty() {
+            known.remove(topic);
+        } else {
+            known.insert(topic.to_owned(), extra);
         }
     }
 
@@ -287,17 +324,28 @@ impl RouteCache {
             topic: topic.to_owned(),
         })
         .map_err(|e| ClientError::control("(local)", e))?;
+        let own = self
+            .topic_nameservers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(topic)
+            .cloned()
+            .unwrap_or_default();
         let count = self.nameservers.len();
-        if count == 0 {
+        if count == 0 && own.is_empty() {
             return Err(ClientError::InvalidArgument(
                 "no nameserver configured".into(),
             ));
         }
         let first = self.preferred.load(Ordering::Relaxed);
-        let mut last_error = None;
-        for i in 0..count {
+        // The topic's own nameservers first, then the configured ones from the one that
+        // answered last; `None` marks an own one (it does not become preferred).
+        let order = own.iter().map(|n| (n, None)).chain((0..count).map(|i| {
             let index = (first + i) % count;
-            let endpoint = &self.nameservers[index];
+            (&self.nameservers[index], Some(index))
+        }));
+        let mut last_error = None;
+        for (endpoint, index) in order {
             let answer = pool
                 .get(endpoint, PeerKind::Control)
                 .and_then(|conn| conn.call(Command::TopicRoute, &[], &body, self.request_timeout))
@@ -307,7 +355,9 @@ impl RouteCache {
                 });
             match answer {
                 Ok(route) => {
-                    self.preferred.store(index, Ordering::Relaxed);
+                    if let Some(index) = index {
+                        self.preferred.store(index, Ordering::Relaxed);
+                    }
                     if route.queues.is_empty() {
                         return Err(ClientError::NoRoute {
                             topic: topic.to_owned(),

@@ -115,6 +115,28 @@ impl Producer {
         self.submit_to_slot(message).wait(timeout)
     }
 
+    /// Sends `message` to service `service_id`, located through GSL: to its nearest
+    /// deployment whose topic is routable and has a healthy writable queue, with the usual
+    /// retries there; when that fails with a retryable error, to the next deployment. The
+    /// message's own topic is replaced (build it with [`Message::for_service`]).
+    pub fn send_to_service(&self, service_id: &str, message: Message) -> Result<SendResult> {
+        let topics = self.inner.client.service_topics(service_id)?;
+        let mut last_error = None;
+        for topic in topics {
+            match self.send(message.clone().with_topic(topic.as_str())) {
+                Ok(sent) => return Ok(sent),
+                Err(e) if e.is_retryable() => {
+                    log::debug!(
+                        "service {service_id}: send to {topic} failed ({e}); next deployment"
+                    );
+                    last_error = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_error.expect("service_topics is never empty"))
+    }
+
     /// Sends `message` and returns a future of its acknowledgement; works under any async
     /// runtime, or none. The future ends with [`ClientError::Timeout`] if no acknowledgement
     /// comes in time.
