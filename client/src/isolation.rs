@@ -57,10 +57,22 @@ struct Entry {
     cause: Cause,
 }
 
-/// Queues avoided by a client's producers and requesters, keyed by (broker id, queue id).
+/// Isolated queues by broker id, then queue id (nested, so a check looks a route's queue up
+/// by `&str` without building a key).
+type Entries = HashMap<String, HashMap<u32, Entry>>;
+
+/// Queues avoided by a client's producers and requesters.
 #[derive(Debug, Default)]
 pub(crate) struct QueueIsolation {
-    entries: Mutex<HashMap<(String, u32), Entry>>,
+    entries: Mutex<Entries>,
+}
+
+/// Drops expired entries, and brokers left with none.
+fn purge(entries: &mut Entries, now: Instant) {
+    entries.retain(|_, queues| {
+        queues.retain(|_, e| e.until > now);
+        !queues.is_empty()
+    });
 }
 
 impl QueueIsolation {
@@ -69,9 +81,9 @@ impl QueueIsolation {
         let (address, shard_port) = split_endpoint(&target.endpoint);
         let now = Instant::now();
         let mut entries = self.lock();
-        entries.retain(|_, e| e.until > now);
-        entries.insert(
-            (target.broker_id.clone(), target.queue_id),
+        purge(&mut entries, now);
+        entries.entry(target.broker_id.clone()).or_default().insert(
+            target.queue_id,
             Entry {
                 address: address.to_owned(),
                 shard_port,
@@ -84,8 +96,11 @@ impl QueueIsolation {
     /// Lifts the isolation of `target`, after a send to it succeeded.
     pub(crate) fn lift(&self, target: &QueueTarget) {
         let mut entries = self.lock();
-        if !entries.is_empty() {
-            entries.remove(&(target.broker_id.clone(), target.queue_id));
+        if let Some(queues) = entries.get_mut(target.broker_id.as_str()) {
+            queues.remove(&target.queue_id);
+            if queues.is_empty() {
+                entries.remove(target.broker_id.as_str());
+            }
         }
     }
 
@@ -100,11 +115,11 @@ impl QueueIsolation {
     /// The shard endpoints of queues isolated as unreachable: what the prober pings. Drops
     /// expired entries on the way.
     pub(crate) fn unreachable_endpoints(&self) -> Vec<String> {
-        let now = Instant::now();
         let mut entries = self.lock();
-        entries.retain(|_, e| e.until > now);
+        purge(&mut entries, Instant::now());
         let endpoints: HashSet<String> = entries
             .values()
+            .flat_map(HashMap::values)
             .filter(|e| e.cause == Cause::Unreachable)
             .map(|e| format!("{}:{}", e.address, e.shard_port))
             .collect();
@@ -118,50 +133,60 @@ impl QueueIsolation {
     pub(crate) fn lift_endpoint(&self, endpoint: &str) -> usize {
         let (address, shard_port) = split_endpoint(endpoint);
         let mut entries = self.lock();
-        let before = entries.len();
-        entries.retain(|_, e| {
-            !(e.cause == Cause::Unreachable && e.address == address && e.shard_port == shard_port)
-        });
-        before - entries.len()
+        let mut lifted = 0;
+        for queues in entries.values_mut() {
+            let before = queues.len();
+            queues.retain(|_, e| {
+                !(e.cause == Cause::Unreachable
+                    && e.address == address
+                    && e.shard_port == shard_port)
+            });
+            lifted += before - queues.len();
+        }
+        entries.retain(|_, queues| !queues.is_empty());
+        lifted
     }
 
     /// Every queue isolated now, sorted.
     pub(crate) fn snapshot(&self) -> Vec<QueueTarget> {
         let now = Instant::now();
-        let mut queues: Vec<QueueTarget> = self
-            .lock()
+        let entries = self.lock();
+        let mut queues: Vec<QueueTarget> = entries
             .iter()
-            .filter(|(_, e)| e.until > now)
-            .map(|((broker_id, queue_id), e)| QueueTarget {
-                broker_id: broker_id.clone(),
-                endpoint: format!("{}:{}", e.address, e.shard_port),
-                queue_id: *queue_id,
+            .flat_map(|(broker_id, queues)| {
+                queues
+                    .iter()
+                    .filter(|(_, e)| e.until > now)
+                    .map(move |(queue_id, e)| QueueTarget {
+                        broker_id: broker_id.clone(),
+                        endpoint: format!("{}:{}", e.address, e.shard_port),
+                        queue_id: *queue_id,
+                    })
             })
             .collect();
         queues.sort_by(|a, b| (&a.broker_id, a.queue_id).cmp(&(&b.broker_id, b.queue_id)));
         queues
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<(String, u32), Entry>> {
+    fn lock(&self) -> MutexGuard<'_, Entries> {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 /// [`QueueIsolation`] held locked for a run of checks.
 pub(crate) struct IsolationView<'a> {
-    entries: MutexGuard<'a, HashMap<(String, u32), Entry>>,
+    entries: MutexGuard<'a, Entries>,
     now: Instant,
 }
 
 impl IsolationView<'_> {
     /// True when `queue`, as routed now, is isolated.
     pub(crate) fn is_isolated(&self, queue: &QueueRoute) -> bool {
-        if self.entries.is_empty() {
-            return false;
-        }
-        // The key is owned; a lookup by a borrowed pair would need a custom Borrow impl, and
-        // this only runs while something is isolated.
-        let Some(entry) = self.entries.get(&(queue.broker_id.clone(), queue.queue_id)) else {
+        let Some(entry) = self
+            .entries
+            .get(queue.broker_id.as_str())
+            .and_then(|queues| queues.get(&queue.queue_id))
+        else {
             return false;
         };
         entry.until > self.now

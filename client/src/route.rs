@@ -151,8 +151,11 @@ pub(crate) struct Choice<'a> {
     pub(crate) avoid_broker: Option<&'a str>,
 }
 
-/// Candidates (indexes into the writable queues) and which of them are usable.
-type Tier<'t> = (&'t Vec<usize>, &'t dyn Fn(usize) -> bool);
+/// Which queues a tier draws from, and which of those it may use.
+type Tier<'t> = (
+    &'t dyn Fn(&QueueRoute) -> bool,
+    &'t dyn Fn(&QueueRoute) -> bool,
+);
 
 /// Chooses among the writable queues of `queues` (sorted), nearby first (DESIGN §6):
 /// 1. the *pool* is the own area's writable queues while at least `min_local_queues` (and at
@@ -166,56 +169,54 @@ type Tier<'t> = (&'t Vec<usize>, &'t dyn Fn(usize) -> bool);
 /// 3. within that candidate set: by key hash over the set's base (the pool, or every area's
 ///    queues), stable while the route is, moving on to the next candidate when the hashed
 ///    queue is not one; else round robin by `turn` over the candidates.
+///
+/// It runs per send, so it allocates nothing: each tier re-walks the (short) queue list.
 pub(crate) fn choose_queue<'q>(
     queues: &'q [QueueRoute],
     choice: &Choice<'_>,
     is_isolated: &dyn Fn(&QueueRoute) -> bool,
 ) -> Option<&'q QueueRoute> {
-    let writable: Vec<&QueueRoute> = queues.iter().filter(|q| q.writable).collect();
-    if writable.is_empty() {
-        return None;
-    }
-    // One isolation check per queue, whatever the number of tiers tried.
-    let healthy: Vec<bool> = writable.iter().map(|q| !is_isolated(q)).collect();
-    let everywhere: Vec<usize> = (0..writable.len()).collect();
-    let local: Vec<usize> = everywhere
-        .iter()
-        .copied()
-        .filter(|&i| writable[i].area == choice.own_area)
-        .collect();
-    let healthy_local = local.iter().filter(|&&i| healthy[i]).count();
+    let writable = || queues.iter().filter(|q| q.writable);
+    let local = |q: &QueueRoute| q.area == choice.own_area;
+    let healthy_local = writable().filter(|q| local(q) && !is_isolated(q)).count();
     let nearby = healthy_local >= choice.min_local_queues.max(1);
-    let pool = if nearby { &local } else { &everywhere };
-    let last_resort = if local.is_empty() {
-        &everywhere
-    } else {
-        &local
-    };
-    let off_avoided = |i: usize| choice.avoid_broker != Some(writable[i].broker_id.as_str());
-    let healthy_off_avoided = |i: usize| healthy[i] && off_avoided(i);
-    let is_healthy = |i: usize| healthy[i];
-    let anything = |_: usize| true;
+    let any_local = writable().any(local);
+    let in_pool = |q: &QueueRoute| !nearby || local(q);
+    let in_last_resort = |q: &QueueRoute| !any_local || local(q);
+    let everywhere = |_: &QueueRoute| true;
+    let off_avoided = |q: &QueueRoute| choice.avoid_broker != Some(q.broker_id.as_str());
+    let healthy_off_avoided = |q: &QueueRoute| off_avoided(q) && !is_isolated(q);
+    let healthy = |q: &QueueRoute| !is_isolated(q);
+    let anything = |_: &QueueRoute| true;
     let tiers: [Tier<'_>; 5] = [
-        (pool, &healthy_off_avoided),
+        (&in_pool, &healthy_off_avoided),
         (&everywhere, &healthy_off_avoided),
-        (pool, &is_healthy),
-        (&everywhere, &is_healthy),
-        (last_resort, &anything),
+        (&in_pool, &healthy),
+        (&everywhere, &healthy),
+        (&in_last_resort, &anything),
     ];
-    tiers.iter().find_map(|(base, usable)| {
-        let index = match choice.key {
+    tiers.iter().find_map(|(in_base, usable)| {
+        let base = || writable().filter(|q| in_base(q));
+        match choice.key {
             Some(key) if !key.is_empty() => {
-                let start = (fnv1a64(key) % base.len() as u64) as usize;
-                (0..base.len())
-                    .map(|i| base[(start + i) % base.len()])
-                    .find(|&i| usable(i))
+                let len = base().count();
+                if len == 0 {
+                    return None;
+                }
+                let start = (fnv1a64(key) % len as u64) as usize;
+                base()
+                    .skip(start)
+                    .chain(base().take(start))
+                    .find(|q| usable(q))
             }
             _ => {
-                let candidates: Vec<usize> = base.iter().copied().filter(|&i| usable(i)).collect();
-                (!candidates.is_empty()).then(|| candidates[choice.turn % candidates.len()])
+                let len = base().filter(|q| usable(q)).count();
+                if len == 0 {
+                    return None;
+                }
+                base().filter(|q| usable(q)).nth(choice.turn % len)
             }
-        }?;
-        Some(writable[index])
+        }
     })
 }
 
