@@ -8,11 +8,16 @@
 //! - [`Client`]: identity, connection pool (one connection per broker shard or nameserver,
 //!   reconnected with jittered backoff), route cache, heartbeats;
 //! - [`Producer`]: sync, async, callback and oneway sends; optional batching with linger;
-//!   round-robin or key-hash queue choice, own area first; retry on another queue;
+//!   round-robin or key-hash queue choice, own area first (nearby send, `min_local_queues`);
+//!   retry on another broker; failed queues isolated until a probe hears their broker again;
 //! - [`Consumer`]: clustering or broadcast; handler or pull style; credit window; auto or
-//!   manual commit; resubscribes after reconnects;
+//!   manual commit; resubscribes after reconnects; leaves a stalled broker alone for a while;
 //! - [`Requester`] and [`Responder`]: request-reply with deadlines and typed timeouts;
-//! - [`Admin`]: topics, routes, cluster info and statistics.
+//! - [`Admin`]: topics, routes, cluster info and statistics;
+//! - [`ServiceLocator`] ([`Client::locator`], with [`ClientConfig::with_gsl`]): services by
+//!   id through GSL, nearest deployment first; every role above has a by-service-id form
+//!   ([`Producer::send_to_service`], [`Requester::request_service`],
+//!   [`Responder::start_service`], [`Consumer::subscribe_service`]).
 //!
 //! ```no_run
 //! use client::{Client, ClientConfig, Message, Producer};

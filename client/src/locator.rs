@@ -224,7 +224,7 @@ impl ClientInner {
 }
 
 /// Resolves service ids to their deployments through GSL, cached: a handle on a client's
-/// [`ServiceCache`], from [`Client::locator`]. Cheap to clone.
+/// resolution cache, from [`Client::locator`]. Cheap to clone.
 #[derive(Clone)]
 pub struct ServiceLocator {
     client: Arc<ClientInner>,
