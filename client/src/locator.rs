@@ -8,9 +8,9 @@
 //! services never resolved before.
 //!
 //! A call goes to the first deployment, nearest first, whose topic is routable and has a
-//! healthy writable queue (one not isolated); then to the first routable one at all; a
-//! deployment whose topic is unknown or unroutable is skipped. [`ServiceLocator`] is the
-//! public face.
+//! healthy writable queue (one not isolated); when that fails, to the routable ones before it
+//! (no healthy queue), then to those after it; a deployment whose topic is unknown or
+//! unroutable is skipped. [`ServiceLocator`] is the public face.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -182,10 +182,12 @@ impl ServiceCache {
 }
 
 impl ClientInner {
-    /// The topics to call `service_id` on, in order of preference: the deployments, nearest
-    /// first, whose routes have a healthy writable queue; then the other routable ones. The
-    /// route cache learns each deployment's nameservers on the way. Fails when none is
-    /// routable, naming why for each.
+    /// The topics to call `service_id` on, in order of preference: the first deployment
+    /// (nearest first) whose route has a healthy writable queue, then the routable ones
+    /// before it that have none, then every deployment after it, unchecked (a call only
+    /// gets there when the first fails, so the common path asks no nameserver about other
+    /// areas). The route cache learns each checked deployment's nameservers on the way.
+    /// Fails when no deployment is routable, naming why for each.
     pub(crate) fn service_topics(&self, service_id: &str) -> Result<Vec<String>> {
         let deployments = self.services.resolve(&self.pool, service_id)?;
         if deployments.is_empty() {
@@ -193,15 +195,21 @@ impl ClientInner {
                 service: service_id.to_owned(),
             });
         }
-        let mut healthy = Vec::new();
         let mut degraded = Vec::new();
         let mut skipped = Vec::new();
-        for deployment in deployments.iter() {
+        for (index, deployment) in deployments.iter().enumerate() {
             self.routes
                 .set_topic_nameservers(&deployment.topic, &deployment.nameservers);
             match self.route(&deployment.topic) {
                 Ok(route) if route.has_healthy_writable(&self.isolation) => {
-                    healthy.push(deployment.topic.clone());
+                    let rest = deployments[index + 1..].iter().map(|d| {
+                        self.routes.set_topic_nameservers(&d.topic, &d.nameservers);
+                        d.topic.clone()
+                    });
+                    let mut topics = vec![deployment.topic.clone()];
+                    topics.append(&mut degraded);
+                    topics.extend(rest);
+                    return Ok(topics);
                 }
                 Ok(route) if route.has_writable() => degraded.push(deployment.topic.clone()),
                 Ok(_) => skipped.push(format!("{}: no writable queue", deployment.topic)),
@@ -209,17 +217,17 @@ impl ClientInner {
                 Err(e) => skipped.push(format!("{}: {e}", deployment.topic)),
             }
         }
-        if healthy.is_empty() && degraded.is_empty() {
+        if degraded.is_empty() {
             return Err(ClientError::ServiceUnavailable {
                 service: service_id.to_owned(),
                 reason: format!("no deployment is routable: {}", skipped.join("; ")),
             });
         }
-        if !skipped.is_empty() {
-            log::debug!("service {service_id}: skipped {}", skipped.join("; "));
-        }
-        healthy.append(&mut degraded);
-        Ok(healthy)
+        log::debug!(
+            "service {service_id}: no deployment has a healthy queue; skipped {}",
+            skipped.join("; ")
+        );
+        Ok(degraded)
     }
 }
 
@@ -264,8 +272,8 @@ impl ServiceLocator {
             })
     }
 
-    /// The topics a call to `service_id` would try, in order: routable deployments, those
-    /// with a healthy writable queue first.
+    /// The topics a call to `service_id` would try, in order: the nearest deployment with a
+    /// healthy writable queue first (see the module docs).
     pub fn topics(&self, service_id: &str) -> Result<Vec<String>> {
         self.client.service_topics(service_id)
     }
