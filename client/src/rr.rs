@@ -62,6 +62,41 @@ impl Requester {
         result
     }
 
+    /// Sends `message` as a request to service `service_id`, located through GSL, and blocks
+    /// for the reply until `timeout`. The request goes to the nearest deployment whose topic
+    /// is routable and has a healthy writable queue; when it cannot be sent there (after
+    /// retries), to the next deployment. A request that was sent is never sent again: no
+    /// reply by the deadline is [`ClientError::Timeout`]. The message's own topic is
+    /// replaced (build it with [`Message::for_service`]).
+    pub fn request_service(
+        &self,
+        service_id: &str,
+        message: Message,
+        timeout: Duration,
+    ) -> Result<Reply> {
+        let deadline = Instant::now() + timeout;
+        let topics = self.client.service_topics(service_id)?;
+        let mut last_error = None;
+        for topic in topics {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match self.request(message.clone().with_topic(topic.as_str()), left) {
+                Ok(reply) => return Ok(reply),
+                Err(e @ ClientError::Timeout { .. }) => return Err(e),
+                Err(e) if e.is_retryable() => {
+                    log::debug!(
+                        "service {service_id}: request to {topic} not sent ({e}); next deployment"
+                    );
+                    last_error = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_error.unwrap_or(ClientError::Timeout { after: timeout }))
+    }
+
     /// Sends `message` as a request and returns a future of the reply, usable from any
     /// async runtime; it ends with [`ClientError::Timeout`] at the deadline.
     pub fn request_async(&self, message: Message, timeout: Duration) -> ReplyFuture {
@@ -167,7 +202,7 @@ fn send_request(
     };
     let Some(target) = route.choose(
         None,
-        client.config.area.as_str(),
+        &client.config,
         &client.isolation,
         avoid_broker.as_deref(),
     ) else {
@@ -185,9 +220,7 @@ fn send_request(
     let (conn, ext) = match connected {
         Ok(v) => v,
         Err(e) => {
-            client
-                .isolation
-                .isolate(&target, client.config.queue_isolation);
+            client.isolate_after(&target, &e);
             return fail_or_retry(e, Some(target.broker_id));
         }
     };
@@ -205,11 +238,7 @@ fn send_request(
             match ack {
                 Ok(_) => client.isolation.lift(&target),
                 Err(e) => {
-                    if e.is_retryable() {
-                        client
-                            .isolation
-                            .isolate(&target, client.config.queue_isolation);
-                    }
+                    client.isolate_after(&target, &e);
                     if e.is_retryable() && attempt < client.config.retries && !client.is_closed() {
                         let retry = client.clone();
                         let broker = Some(target.broker_id.clone());
@@ -294,6 +323,24 @@ impl Responder {
             }
         })?;
         Ok(Self { consumer })
+    }
+
+    /// Answers requests to service `service_id`: consumes the topic of its nearest routable
+    /// deployment (the client's own area's when there is one), located through GSL at this
+    /// call; otherwise as [`Self::start`].
+    pub fn start_service(
+        client: &Client,
+        service_id: &str,
+        group: &str,
+        handler: impl FnMut(&ReceivedMessage) -> Vec<u8> + Send + 'static,
+    ) -> Result<Self> {
+        let topic = crate::consumer::service_topic(client, service_id)?;
+        Self::start(client, &topic, group, handler)
+    }
+
+    /// The topic whose requests are answered.
+    pub fn topic(&self) -> &str {
+        self.consumer.topic()
     }
 
     /// Stops answering: commits, unsubscribes and stops the handler thread.

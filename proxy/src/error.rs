@@ -137,8 +137,8 @@ impl ApiError {
         }
     }
 
-    /// The answer to a failed bus call: unknown topic → 404, a timeout → 504, a refused or
-    /// malformed argument → 400, an unreachable or unavailable broker → 503.
+    /// The answer to a failed bus call: unknown topic or service → 404, a timeout → 504, a
+    /// refused or malformed argument → 400, an unreachable or unavailable broker → 503.
     pub fn from_client(error: &ClientError) -> Self {
         let message = error.to_string();
         match error {
@@ -147,6 +147,9 @@ impl ApiError {
                 status: Status::UnknownTopic,
                 ..
             } => Self::new(StatusCode::NOT_FOUND, "unknown_topic", message),
+            ClientError::NotDeployed { .. } => {
+                Self::new(StatusCode::NOT_FOUND, "unknown_service", message)
+            }
             ClientError::Timeout { after } => Self::timeout(*after),
             ClientError::InvalidName(_)
             | ClientError::InvalidArgument(_)
@@ -160,6 +163,7 @@ impl ApiError {
             | ClientError::Io { .. }
             | ClientError::Disconnected { .. }
             | ClientError::Protocol { .. }
+            | ClientError::ServiceUnavailable { .. }
             | ClientError::Closed => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
             }

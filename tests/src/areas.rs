@@ -2,14 +2,22 @@
 //! each with its own nameserver and brokers. Every broker registers with both nameservers,
 //! so a route lists the queues of both areas with their area, as one cluster spanning two
 //! data centres would; a client names its own area's nameserver first.
+//!
+//! [`TwoAreas::start_with_area_clusters`] gives each area its own cluster instead (as SGS
+//! deploys a service area by area), and [`TwoAreas::start_service_plane`] adds a GSL and an
+//! SGS that knows both areas.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use client::{Admin, Client, ClientConfig};
 use engine::{Broker, BrokerConfig};
+use gsl::{GslConfig, GslHandle};
 use nameserver::NameserverHandle;
-use protocol::control::FlushMode;
+use protocol::control::{FlushMode, ServiceRecord, ServiceState};
+use sgs::client::SgsClient;
+use sgs::config::AreaConfig;
+use sgs::{SgsConfig, SgsHandle};
 
 use crate::{
     REGISTER_INTERVAL_MS, assignment_on, create_topic, endpoint, start_broker, start_nameserver,
@@ -39,10 +47,13 @@ pub struct TwoAreas {
     pub dir: tempfile::TempDir,
     shards: usize,
     adjust: Box<dyn Fn(&mut BrokerConfig)>,
+    /// Whether each area is its own cluster (`itests-<area>`) rather than one `itests`.
+    cluster_per_area: bool,
 }
 
 impl TwoAreas {
-    /// Starts both areas with `brokers` brokers of `shards` shards each.
+    /// Starts both areas with `brokers` brokers of `shards` shards each, all in cluster
+    /// `itests`.
     pub fn start(brokers: usize, shards: usize) -> Self {
         Self::start_with(brokers, shards, |_| {})
     }
@@ -53,6 +64,21 @@ impl TwoAreas {
         brokers: usize,
         shards: usize,
         adjust: impl Fn(&mut BrokerConfig) + 'static,
+    ) -> Self {
+        Self::start_layout(brokers, shards, false, Box::new(adjust))
+    }
+
+    /// Like [`Self::start`], with each area its own cluster, `itests-<area>`: what an SGS
+    /// deploying a service area by area needs (it creates the topic on the area's cluster).
+    pub fn start_with_area_clusters(brokers: usize, shards: usize) -> Self {
+        Self::start_layout(brokers, shards, true, Box::new(|_| {}))
+    }
+
+    fn start_layout(
+        brokers: usize,
+        shards: usize,
+        cluster_per_area: bool,
+        adjust: Box<dyn Fn(&mut BrokerConfig)>,
     ) -> Self {
         let nameservers: Vec<NameserverHandle> =
             AREAS.iter().map(|_| start_nameserver(|_| {})).collect();
@@ -66,7 +92,8 @@ impl TwoAreas {
             admin_client: client_in(&addresses, AREAS[0], |c| c),
             dir,
             shards,
-            adjust: Box::new(adjust),
+            adjust,
+            cluster_per_area,
         };
         for (area, nameserver) in AREAS.iter().zip(nameservers) {
             topology.areas.push(AreaNodes {
@@ -96,12 +123,21 @@ impl TwoAreas {
             .collect()
     }
 
+    /// The cluster of `area`'s brokers.
+    pub fn cluster_of(&self, area: &str) -> String {
+        if self.cluster_per_area {
+            format!("itests-{area}")
+        } else {
+            "itests".into()
+        }
+    }
+
     /// The configuration of a broker `broker_id` in `area`, registering with both
     /// nameservers, its data under the topology's directory.
     pub fn broker_config(&self, area: &str, broker_id: &str) -> BrokerConfig {
         let mut config = BrokerConfig {
             broker_id: broker_id.into(),
-            cluster: "itests".into(),
+            cluster: self.cluster_of(area),
             area: area.into(),
             listen_address: "127.0.0.1".into(),
             port_base: 0,
@@ -209,6 +245,44 @@ impl TwoAreas {
         config
     }
 
+    /// Starts a GSL and an SGS that deploys to both areas: each area's cluster and its own
+    /// nameserver (so a deployment names only its area's nameserver, as in production).
+    pub fn start_service_plane(&self) -> ServicePlane {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let gsl = gsl::start(GslConfig {
+            listen_addr: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().join("gsl"),
+            ..GslConfig::default()
+        })
+        .expect("GSL starts");
+        let areas: BTreeMap<String, AreaConfig> = self
+            .areas
+            .iter()
+            .map(|n| {
+                let config = AreaConfig {
+                    cluster: self.cluster_of(n.area),
+                    nameservers: vec![n.nameserver.local_addr().to_string()],
+                };
+                (n.area.to_owned(), config)
+            })
+            .collect();
+        let sgs = sgs::start(SgsConfig {
+            listen_addr: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().join("sgs"),
+            gsl_endpoints: vec![gsl.local_addr().to_string()],
+            retry_backoff_min_ms: 50,
+            retry_backoff_max_ms: 500,
+            areas,
+            ..SgsConfig::default()
+        })
+        .expect("SGS starts");
+        ServicePlane {
+            gsl: Some(gsl),
+            sgs: Some(sgs),
+            _dir: dir,
+        }
+    }
+
     /// Starts broker `index` of `area` again from `config`.
     pub fn restart_broker(&mut self, area: &str, index: usize, config: BrokerConfig) {
         let nodes = self
@@ -218,6 +292,61 @@ impl TwoAreas {
             .expect("a known area");
         assert!(nodes.brokers[index].is_none(), "broker {index} is running");
         nodes.brokers[index] = Some(start_broker(config));
+    }
+}
+
+/// A GSL and an SGS beside a [`TwoAreas`], data under their own temporary directory; both
+/// stop when it is dropped.
+pub struct ServicePlane {
+    gsl: Option<GslHandle>,
+    sgs: Option<SgsHandle>,
+    _dir: tempfile::TempDir,
+}
+
+impl ServicePlane {
+    /// The GSL's endpoint, for [`ClientConfig::with_gsl`].
+    pub fn gsl_endpoint(&self) -> String {
+        self.gsl.as_ref().expect("running").local_addr().to_string()
+    }
+
+    /// A connection to the SGS.
+    pub fn sgs(&self) -> SgsClient {
+        let endpoint = self.sgs.as_ref().expect("running").local_addr().to_string();
+        SgsClient::connect(&endpoint).expect("connect to the SGS")
+    }
+
+    /// Applies service `service_id` for `areas` with `queues` queues per topic, deploys it,
+    /// and returns the deployed record.
+    pub fn apply_and_deploy(&self, service_id: &str, areas: &[&str], queues: u32) -> ServiceRecord {
+        let mut sgs = self.sgs();
+        let record = ServiceRecord {
+            service_id: service_id.into(),
+            name: format!("service {service_id}"),
+            owner: "itests".into(),
+            deployed_areas: areas.iter().map(|a| (*a).to_owned()).collect(),
+            queue_count: queues,
+            max_queue_depth: 1_000_000,
+            flush_mode: FlushMode::Async,
+            state: ServiceState::Applied,
+        };
+        sgs.apply(&record)
+            .unwrap_or_else(|e| panic!("apply {service_id}: {e}"));
+        let deployed = sgs
+            .deploy(service_id)
+            .unwrap_or_else(|e| panic!("deploy {service_id}: {e}"));
+        assert_eq!(deployed.state, ServiceState::Deployed);
+        deployed
+    }
+}
+
+impl Drop for ServicePlane {
+    fn drop(&mut self) {
+        if let Some(sgs) = self.sgs.take() {
+            let _ = sgs.shutdown();
+        }
+        if let Some(gsl) = self.gsl.take() {
+            let _ = gsl.shutdown();
+        }
     }
 }
 

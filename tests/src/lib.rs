@@ -369,6 +369,29 @@ impl ChildBroker {
         &self.ports
     }
 
+    /// Stops the child with SIGSTOP: a stalled broker. The kernel still accepts connections
+    /// on its ports and keeps established ones open, but nothing is answered, until
+    /// [`Self::resume`].
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a paused child run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Process::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(
+            status.success(),
+            "kill -{signal} of the child broker failed"
+        );
+    }
+
     /// Sends SIGKILL and reaps the child.
     pub fn kill_9(mut self) {
         self.child.kill().expect("SIGKILL the child broker");
