@@ -12,6 +12,7 @@
 //! - [`Consumer`]: clustering or broadcast; handler or pull style; credit window; auto or
 //!   manual commit; resubscribes after reconnects;
 //! - [`Requester`] and [`Responder`]: request-reply with deadlines and typed timeouts;
+//!   [`Replier`] answers a request later, by its [`ReplyAddress`];
 //! - [`Admin`]: topics, routes, cluster info and statistics.
 //!
 //! ```no_run
@@ -49,7 +50,7 @@ pub use error::{ClientError, Result};
 pub use message::{Message, ReceivedMessage, Reply};
 pub use producer::{Producer, QueueSelector, SendFuture, SendResult};
 pub use route::QueueTarget;
-pub use rr::{ReplyFuture, Requester, Responder};
+pub use rr::{Replier, ReplyAddress, ReplyFuture, Requester, Responder};
 
 /// Protocol types that appear in this crate's API (topic configs, routes, statistics).
 pub use protocol::control::{BrokerStats, ClusterInfo, TopicConfig, TopicInfo, TopicRoute};
