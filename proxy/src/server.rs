@@ -6,6 +6,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
+
 use crate::config::{ProxyConfig, RATE_LIMIT_SWEEP_INTERVAL};
 use crate::error::ProxyError;
 use crate::routes::router;
@@ -40,6 +42,12 @@ pub async fn run(
     let upkeep = tokio::spawn(upkeep(state.clone()));
     let stopping = state.clone();
     let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    // Replies and pushes are small writes that must not wait for the peer's delayed ACK.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            log::debug!("TCP_NODELAY on an accepted connection: {e}");
+        }
+    });
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
