@@ -15,7 +15,10 @@ import queue
 import threading
 import time
 
-import websocket
+try:
+    import websocket
+except ImportError:  # HttpClient works without it; StreamClient says what to install.
+    websocket = None
 
 from .errors import ProxyError, ProxyTimeout, error_from
 from .values import decoded, put_value
@@ -95,6 +98,8 @@ class StreamClient:
         backoff_max=2.0,
         timeout=30.0,
     ):
+        if websocket is None:
+            raise ImportError("StreamClient needs websocket-client: pip install websocket-client")
         if url.startswith("http"):
             url = "ws" + url[len("http"):].rstrip("/") + "/v1/stream"
         self.url = url
