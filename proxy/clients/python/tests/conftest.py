@@ -88,6 +88,19 @@ class Bus:
         defibus("admin", "topic", "create", "--nameserver", self.nameserver, "--topic", topic,
                 "--queues", queues)
 
+    def committed(self, topic, group):
+        """Messages `group` has committed on `topic`, summed over queues (`admin topic stats`
+        lists a group while it has a live member)."""
+        stats = defibus("admin", "topic", "stats", "--nameserver", self.nameserver, "--topic", topic)
+        lines = stats.stdout.splitlines()
+        header = lines[0].split()
+        total = 0
+        for line in lines[1:]:
+            row = dict(zip(header, line.split()))
+            if row.get("GROUP") == group and row.get("COMMITTED", "-").isdigit():
+                total += int(row["COMMITTED"])
+        return total
+
 
 class Proxy:
     """A `defibus proxy` process with its own data directory; restart() brings it back on the
