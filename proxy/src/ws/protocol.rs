@@ -6,6 +6,11 @@
 //! `reply`. Offsets are committed to the broker only once every message pushed on the
 //! subscription is acked, so an unacked message is delivered again after a reconnect or a
 //! proxy restart (at least once: a message acked shortly before a crash may come again).
+//!
+//! Payloads are `value` (text) or `value_b64` (base64 bytes) both ways, as over HTTP. Each
+//! `publish` and `request` takes a token from the session's rate-limit bucket; past it the
+//! command is answered `error` with code `rate_limited`, a message naming the limit and
+//! `retry_after_ms`, and not sent.
 
 use std::collections::BTreeMap;
 
