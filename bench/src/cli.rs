@@ -100,6 +100,11 @@ pub enum WorkloadCommand {
     /// client, blocking sockets, TCP_NODELAY), one connection per requester, same size.
     /// Goals (1 requester, 256 B): p50 ≤ 3×, p99 ≤ 4× the relay.
     Rr(RrArgs),
+    /// The proxy beside the native client, in one run: publish throughput over HTTP (batch
+    /// and single) and WebSocket, and request-reply round trips over WebSocket and HTTP, each
+    /// with the native client's figure as its baseline (ratio = proxy / native). Starts an
+    /// embedded proxy in front of the target.
+    Proxy(crate::workloads::proxy::ProxyArgs),
     /// The figures of record: produce async, produce sync and rr with their baselines, at
     /// the DESIGN §8 settings (1 KiB records; 1 requester, 256 B).
     All(AllArgs),
@@ -246,7 +251,7 @@ impl GlobalArgs {
 }
 
 /// Parses `250ms`, `2s`, `1.5s` or plain (fractional) seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let (number, scale) = if let Some(ms) = text.strip_suffix("ms") {
         (ms, 1e-3)

@@ -76,6 +76,7 @@ fn run_workload(
             let baseline = relay_baseline(global, args)?;
             Ok(vec![rr::run(target, global, args, baseline)?])
         }
+        WorkloadCommand::Proxy(args) => crate::workloads::proxy::run(target, global, args),
         WorkloadCommand::All(all) => {
             let produce_async = all.produce(Flush::Async);
             let produce_sync = all.produce(Flush::Sync);

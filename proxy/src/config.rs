@@ -5,7 +5,7 @@
 //! before the server starts.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -52,6 +52,18 @@ pub const WS_OUTBOX_FRAMES_DEFAULT: usize = 1_024;
 /// subscription stops fetching until its acks catch up, so redelivery after a crash is
 /// bounded by about one interval of messages plus the window.
 pub const WS_COMMIT_INTERVAL_MS_DEFAULT: u64 = 1_000;
+
+/// Default directory of the proxy's durable state (the webhook subscriptions and the `LOCK`
+/// that keeps a second proxy off it). `defibus standalone` uses `<its data dir>/proxy`.
+pub const DATA_DIR_DEFAULT: &str = "./defibus-proxy-data";
+/// Default rate limit of publishes and requests, messages per second per caller (an HTTP
+/// identity, or the peer address of calls without one; a WebSocket session): 0, unlimited.
+pub const RATE_LIMIT_MESSAGES_PER_S_DEFAULT: u32 = 0;
+/// Default burst of the rate limit, messages: 0, one second's worth of the rate.
+pub const RATE_LIMIT_BURST_MESSAGES_DEFAULT: u32 = 0;
+/// How often idle rate-limit buckets of HTTP callers are dropped, so the table of callers
+/// stays bounded by the callers of the last interval.
+pub const RATE_LIMIT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Subscriptions (message and responder) one WebSocket session may hold at once.
 pub const WS_SESSION_SUBSCRIPTIONS_MAX: usize = 64;
@@ -110,6 +122,16 @@ pub struct ProxyConfig {
     pub ws_outbox_frames: usize,
     /// Commit interval of WebSocket subscriptions (see [`WS_COMMIT_INTERVAL_MS_DEFAULT`]).
     pub ws_commit_interval_ms: u64,
+    /// Directory of the durable state: webhook subscriptions (`subscriptions.proxy`) and the
+    /// `LOCK` file; created if missing.
+    pub data_dir: PathBuf,
+    /// Publishes and requests per second one caller may make; 0 is unlimited. A batch counts
+    /// each message. HTTP callers are told apart by `identity` (else by peer address),
+    /// WebSocket callers by session.
+    pub rate_limit_messages_per_s: u32,
+    /// Messages a caller may send at once after a quiet spell; 0 means one second's worth of
+    /// `rate_limit_messages_per_s`. A batch larger than this is refused with 400.
+    pub rate_limit_burst_messages: u32,
 }
 
 impl Default for ProxyConfig {
@@ -133,6 +155,9 @@ impl Default for ProxyConfig {
             ws_idle_timeout_ms: WS_IDLE_TIMEOUT_MS_DEFAULT,
             ws_outbox_frames: WS_OUTBOX_FRAMES_DEFAULT,
             ws_commit_interval_ms: WS_COMMIT_INTERVAL_MS_DEFAULT,
+            data_dir: PathBuf::from(DATA_DIR_DEFAULT),
+            rate_limit_messages_per_s: RATE_LIMIT_MESSAGES_PER_S_DEFAULT,
+            rate_limit_burst_messages: RATE_LIMIT_BURST_MESSAGES_DEFAULT,
         }
     }
 }
@@ -188,7 +213,26 @@ impl ProxyConfig {
         if self.ws_commit_interval_ms == 0 {
             return bad("ws_commit_interval_ms", "at least 1");
         }
+        if self.data_dir.as_os_str().is_empty() {
+            return bad("data_dir", "must not be empty");
+        }
+        if self.rate_limit_messages_per_s == 0 && self.rate_limit_burst_messages != 0 {
+            return bad(
+                "rate_limit_burst_messages",
+                "0 unless rate_limit_messages_per_s is set",
+            );
+        }
         Ok(())
+    }
+
+    /// The rate limit in force: (messages per second, burst), or `None` when unlimited.
+    pub fn rate_limit(&self) -> Option<(u32, u32)> {
+        let rate = self.rate_limit_messages_per_s;
+        let burst = match self.rate_limit_burst_messages {
+            0 => rate,
+            burst => burst,
+        };
+        (rate > 0).then_some((rate, burst))
     }
 
     /// [`Self::request_timeout_ms`] as a duration.

@@ -4,11 +4,13 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use client::{Client, ClientConfig, Producer, Requester};
+use client::{Client, ClientConfig, Producer, Replier, Requester};
 
 use crate::config::ProxyConfig;
 use crate::error::ProxyError;
+use crate::limit::RateLimits;
 use crate::webhook::Webhooks;
+use crate::webhook::store::HookSpec;
 use crate::ws::Sessions;
 
 /// The router's state; cheap to clone.
@@ -28,6 +30,10 @@ pub struct Shared {
     pub producer: Producer,
     /// Requests of the HTTP API.
     pub requester: Requester,
+    /// Replies of the HTTP API (`POST /v1/reply`).
+    pub replier: Replier,
+    /// The rate limit's buckets.
+    pub limits: RateLimits,
     /// Webhook subscriptions.
     pub webhooks: Webhooks,
     /// Live WebSocket sessions.
@@ -36,26 +42,32 @@ pub struct Shared {
 }
 
 impl AppState {
-    /// Creates the shared client and empty registries. No connection is made yet.
-    pub fn new(config: ProxyConfig) -> Result<Self, ProxyError> {
+    /// Creates the shared client, opens the subscription store and returns the stored
+    /// subscriptions, to be resumed. No connection is made yet.
+    pub fn new(config: ProxyConfig) -> Result<(Self, Vec<HookSpec>), ProxyError> {
+        let (webhooks, stored) = Webhooks::open(&config)?;
         let client_config = client_config(&config, &config.area, None)?;
         let client = Client::new(client_config).map_err(ProxyError::Client)?;
         let producer = Producer::new(&client).map_err(ProxyError::Client)?;
         let requester = Requester::new(&client);
-        Ok(Self {
+        let replier = Replier::new(&client);
+        let state = Self {
             shared: Arc::new(Shared {
                 client,
                 producer,
                 requester,
-                webhooks: Webhooks::default(),
+                replier,
+                limits: RateLimits::new(&config),
+                webhooks,
                 sessions: Sessions::default(),
                 next_id: AtomicU64::new(1),
             }),
             config: Arc::new(config),
-        })
+        };
+        Ok((state, stored))
     }
 
-    /// A number unique in this proxy's life (subscription and delivery ids).
+    /// A number unique in this proxy's life (session generations).
     pub fn next_id(&self) -> u64 {
         self.shared.next_id.fetch_add(1, Ordering::Relaxed)
     }

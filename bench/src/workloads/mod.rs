@@ -3,7 +3,10 @@
 //! caller measured for it.
 //!
 //! - [`produce`]: producer throughput (async or sync flush);
-//! - [`rr`]: request-reply round-trip latency, closed loop.
+//! - [`rr`]: request-reply round-trip latency, closed loop;
+//! - [`proxy`]: publish throughput and request-reply through the HTTP/WebSocket proxy, beside
+//!   the native client.
 
 pub mod produce;
+pub mod proxy;
 pub mod rr;

@@ -3,8 +3,10 @@
 
 use std::collections::BTreeMap;
 
+use std::net::SocketAddr;
+
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -20,7 +22,10 @@ struct Single {
     #[serde(default)]
     identity: Option<Identity>,
     topic: String,
-    value: String,
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default)]
+    value_b64: Option<String>,
     #[serde(default)]
     key: Option<String>,
     #[serde(default)]
@@ -40,6 +45,7 @@ struct Batch {
 
 pub async fn publish(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     JsonBody(body): JsonBody<serde_json::Value>,
 ) -> Result<Response, ApiError> {
     let is_batch = body.get("messages").is_some();
@@ -52,6 +58,7 @@ pub async fn publish(
         let message = OutgoingMessage {
             topic: single.topic,
             value: single.value,
+            value_b64: single.value_b64,
             key: single.key,
             tag: single.tag,
             properties: single.properties,
@@ -71,9 +78,12 @@ pub async fn publish(
             state.config.publish_batch_max
         )));
     }
-    for message in &messages {
-        message.validate()?;
-    }
+    let messages = messages
+        .iter()
+        .map(OutgoingMessage::to_message)
+        .collect::<Result<Vec<_>, _>>()?;
+    let caller = super::caller_key(identity.as_ref(), peer);
+    state.shared.limits.check_http(&caller, messages.len())?;
     let results = send_all(&state, messages).await?;
     if !is_batch {
         let result = results.into_iter().next().expect("one message, one result");
@@ -107,14 +117,14 @@ pub async fn publish(
 /// block the sending thread (connecting, writing), so this runs on the blocking pool.
 async fn send_all(
     state: &AppState,
-    messages: Vec<OutgoingMessage>,
+    messages: Vec<client::Message>,
 ) -> Result<Vec<Result<Stored, ApiError>>, ApiError> {
     let shared = state.shared.clone();
     let timeout = state.config.request_timeout();
     tokio::task::spawn_blocking(move || {
         let pending: Vec<_> = messages
-            .iter()
-            .map(|m| shared.producer.send_async(m.to_message()))
+            .into_iter()
+            .map(|m| shared.producer.send_async(m))
             .collect();
         pending
             .into_iter()
