@@ -20,6 +20,9 @@ pub const LISTEN_ADDR_DEFAULT: SocketAddr =
 pub const BODY_BYTES_MAX_DEFAULT: usize = 1 << 20;
 /// Default bound on messages in one batch publish.
 pub const PUBLISH_BATCH_MAX_DEFAULT: usize = 1_000;
+/// Default linger of the batch-publish producer, ms: a batch's messages leave as one
+/// broker request instead of one each.
+pub const PUBLISH_BATCH_LINGER_MS_DEFAULT: u64 = 1;
 /// Default wait for a reply when a request names no timeout: 3 s, the client's default.
 pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 3_000;
 /// Longest wait for a reply a caller may ask for: 60 s. An HTTP request holds a connection
@@ -93,6 +96,9 @@ pub struct ProxyConfig {
     pub body_bytes_max: usize,
     /// Most messages in one batch publish.
     pub publish_batch_max: usize,
+    /// How long the producer of batch publishes waits to coalesce a batch's messages into
+    /// one broker request, ms; 0 sends each message on its own (single publishes never wait).
+    pub publish_batch_linger_ms: u64,
     /// Reply wait of a request that names no `timeout_ms`.
     pub request_timeout_ms: u64,
     /// Longest `timeout_ms` a request may ask for; more is refused with 400.
@@ -142,6 +148,7 @@ impl Default for ProxyConfig {
             area: "A10".to_owned(),
             body_bytes_max: BODY_BYTES_MAX_DEFAULT,
             publish_batch_max: PUBLISH_BATCH_MAX_DEFAULT,
+            publish_batch_linger_ms: PUBLISH_BATCH_LINGER_MS_DEFAULT,
             request_timeout_ms: REQUEST_TIMEOUT_MS_DEFAULT,
             request_timeout_ms_max: REQUEST_TIMEOUT_MS_MAX_DEFAULT,
             webhook_attempts_max: WEBHOOK_ATTEMPTS_MAX_DEFAULT,

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use client::{Client, ClientConfig, Producer, Replier, Requester};
 
@@ -26,8 +27,12 @@ pub struct AppState {
 pub struct Shared {
     /// The proxy's own client: HTTP publishes and requests (replies come back to its id).
     pub client: Client,
-    /// Publishes of the HTTP API.
+    /// Single publishes of the HTTP API: sent at once.
     pub producer: Producer,
+    /// Batch publishes of the HTTP API: a client of its own whose batcher lingers
+    /// `publish_batch_linger_ms`, so a batch's messages travel as one broker request.
+    pub batch_producer: Producer,
+    batch_client: Client,
     /// Requests of the HTTP API.
     pub requester: Requester,
     /// Replies of the HTTP API (`POST /v1/reply`).
@@ -47,14 +52,21 @@ impl AppState {
     pub fn new(config: ProxyConfig) -> Result<(Self, Vec<HookSpec>), ProxyError> {
         let (webhooks, stored) = Webhooks::open(&config)?;
         let client_config = client_config(&config, &config.area, None)?;
+        let batch_config = client_config
+            .clone()
+            .with_batch_linger(Duration::from_millis(config.publish_batch_linger_ms));
         let client = Client::new(client_config).map_err(ProxyError::Client)?;
         let producer = Producer::new(&client).map_err(ProxyError::Client)?;
+        let batch_client = Client::new(batch_config).map_err(ProxyError::Client)?;
+        let batch_producer = Producer::new(&batch_client).map_err(ProxyError::Client)?;
         let requester = Requester::new(&client);
         let replier = Replier::new(&client);
         let state = Self {
             shared: Arc::new(Shared {
                 client,
                 producer,
+                batch_producer,
+                batch_client,
                 requester,
                 replier,
                 limits: RateLimits::new(&config),
@@ -77,6 +89,7 @@ impl AppState {
         self.shared.sessions.close_all();
         self.shared.webhooks.close_all();
         self.shared.client.close();
+        self.shared.batch_client.close();
     }
 }
 

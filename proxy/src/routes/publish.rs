@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::api::{Identity, JsonBody, OutgoingMessage, Stored, parse_json};
+use crate::api::{Identity, JsonBody, OutgoingMessage, Stored};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -49,12 +49,11 @@ pub async fn publish(
     JsonBody(body): JsonBody<serde_json::Value>,
 ) -> Result<Response, ApiError> {
     let is_batch = body.get("messages").is_some();
-    let bytes = body.to_string();
     let (identity, messages) = if is_batch {
-        let batch: Batch = parse_json(bytes.as_bytes())?;
+        let batch: Batch = from_value(body)?;
         (batch.identity, batch.messages)
     } else {
-        let single: Single = parse_json(bytes.as_bytes())?;
+        let single: Single = from_value(body)?;
         let message = OutgoingMessage {
             topic: single.topic,
             value: single.value,
@@ -84,7 +83,7 @@ pub async fn publish(
         .collect::<Result<Vec<_>, _>>()?;
     let caller = super::caller_key(identity.as_ref(), peer);
     state.shared.limits.check_http(&caller, messages.len())?;
-    let results = send_all(&state, messages).await?;
+    let results = send_all(&state, messages, is_batch).await?;
     if !is_batch {
         let result = results.into_iter().next().expect("one message, one result");
         return result.map(|stored| Json(stored).into_response());
@@ -113,18 +112,29 @@ pub async fn publish(
     }
 }
 
+/// `body`, parsed once already, as `T`; a mismatch is the caller's 400.
+fn from_value<T: serde::de::DeserializeOwned>(body: serde_json::Value) -> Result<T, ApiError> {
+    serde_json::from_value(body).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
+}
+
 /// Sends every message concurrently and waits for each acknowledgement. The client may
 /// block the sending thread (connecting, writing), so this runs on the blocking pool.
 async fn send_all(
     state: &AppState,
     messages: Vec<client::Message>,
+    is_batch: bool,
 ) -> Result<Vec<Result<Stored, ApiError>>, ApiError> {
     let shared = state.shared.clone();
     let timeout = state.config.request_timeout();
     tokio::task::spawn_blocking(move || {
+        let producer = if is_batch {
+            &shared.batch_producer
+        } else {
+            &shared.producer
+        };
         let pending: Vec<_> = messages
             .into_iter()
-            .map(|m| shared.producer.send_async(m))
+            .map(|m| producer.send_async(m))
             .collect();
         pending
             .into_iter()

@@ -218,8 +218,11 @@ impl Bus {
         identity: &Identity,
         link: SessionLink,
     ) -> Result<Self, ApiError> {
+        // A session streams publishes: its producer coalesces them like a batch publish
+        // (requests and replies do not go through the batcher).
         let config = client_config(&state.config, &identity.area, Some(&identity.client_id()))
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            .map_err(|e| ApiError::bad_request(e.to_string()))?
+            .with_batch_linger(Duration::from_millis(state.config.publish_batch_linger_ms));
         let (client, producer) = tokio::task::spawn_blocking(move || {
             let client = Client::new(config)?;
             let producer = Producer::new(&client)?;
@@ -309,22 +312,18 @@ impl Bus {
                     Ok(message) => message,
                     Err(error) => return self.send(ServerFrame::error(reference, &error)).await,
                 };
-                let producer = self.producer.clone();
                 let outbox = self.link.outbox.clone();
-                let timeout = self.state.config.request_timeout();
-                // Publishes run concurrently; each answer goes out when its ack comes.
+                // Publishes run concurrently; each answer goes out when its ack comes. With
+                // the batcher on, submitting only queues the message: no blocking thread is
+                // held per publish, and the future ends at the send timeout at the latest.
+                let sent = self.producer.send_async(message);
                 tokio::spawn(async move {
-                    let sent = tokio::task::spawn_blocking(move || {
-                        producer.send_async(message).wait(timeout)
-                    })
-                    .await;
-                    let frame = match sent {
-                        Ok(Ok(result)) => ServerFrame::Published {
+                    let frame = match sent.await {
+                        Ok(result) => ServerFrame::Published {
                             reference,
                             stored: Stored::from(result),
                         },
-                        Ok(Err(e)) => ServerFrame::error(reference, &ApiError::from(e)),
-                        Err(e) => ServerFrame::error(reference, &ApiError::internal(e.to_string())),
+                        Err(e) => ServerFrame::error(reference, &ApiError::from(e)),
                     };
                     let _ = outbox.send(frame).await;
                 });
