@@ -80,8 +80,12 @@ impl Identity {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutgoingMessage {
-    /// The topic, `[area]-[serviceId]`.
+    /// The topic, `[area]-[serviceId]`; or else `service`.
+    #[serde(default)]
     pub topic: String,
+    /// A service id, sent to its nearest deployment's topic (through GSL); or else `topic`.
+    #[serde(default)]
+    pub service: Option<String>,
     /// The payload as UTF-8 text; or else `value_b64`.
     #[serde(default)]
     pub value: Option<String>,
@@ -102,6 +106,7 @@ pub struct OutgoingMessage {
 impl OutgoingMessage {
     /// The client message; 400 for a topic that is not a bus topic name or a payload that is
     /// not exactly one of `value` and `value_b64`, before any bus call.
+    /// Call [`resolve_services`] first: a `service` must have become its topic.
     pub fn to_message(&self) -> Result<Message, ApiError> {
         self.topic
             .parse::<protocol::names::Topic>()
@@ -119,6 +124,55 @@ impl OutgoingMessage {
         }
         Ok(message)
     }
+}
+
+/// Replaces each message's `service` with the topic of the service's nearest deployment
+/// (GSL, through the proxy's client and its cache): 400 when both or neither of `topic` and
+/// `service` are given or no GSL is configured, 404 when the service is not deployed, 503
+/// when none of its deployments is routable.
+pub async fn resolve_services(
+    client: &client::Client,
+    messages: &mut [OutgoingMessage],
+) -> Result<(), ApiError> {
+    for message in messages.iter() {
+        match (&message.service, message.topic.is_empty()) {
+            (Some(_), false) => {
+                return Err(ApiError::bad_request("give topic or service, not both"));
+            }
+            (None, true) => return Err(ApiError::bad_request("missing topic (or service)")),
+            _ => {}
+        }
+    }
+    if messages.iter().all(|m| m.service.is_none()) {
+        return Ok(());
+    }
+    let locator = client.locator();
+    let services: Vec<Option<String>> = messages.iter().map(|m| m.service.clone()).collect();
+    // The first resolution of a service asks GSL over the network: off the async workers.
+    let topics = tokio::task::spawn_blocking(move || {
+        services
+            .into_iter()
+            .map(|service| match service {
+                None => Ok(None),
+                Some(service) => {
+                    service
+                        .parse::<protocol::names::ServiceId>()
+                        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                    let topics = locator.topics(&service).map_err(ApiError::from)?;
+                    Ok(topics.into_iter().next())
+                }
+            })
+            .collect::<Result<Vec<Option<String>>, ApiError>>()
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("service resolution failed: {e}")))??;
+    for (message, topic) in messages.iter_mut().zip(topics) {
+        if let Some(topic) = topic {
+            message.topic = topic;
+            message.service = None;
+        }
+    }
+    Ok(())
 }
 
 /// The bytes of a payload given as exactly one of `value` (text) and `value_b64` (base64).

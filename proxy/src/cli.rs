@@ -23,6 +23,10 @@ pub struct ProxyArgs {
     /// A nameserver, host:port; repeat for several [default: 127.0.0.1:9876].
     #[arg(long = "nameserver", value_name = "ADDR")]
     pub nameservers: Vec<String>,
+    /// A GSL, host:port, for `service` ids in publishes and requests; repeat for several
+    /// [default: none].
+    #[arg(long = "gsl", value_name = "ADDR")]
+    pub gsl_endpoints: Vec<String>,
     /// Area of the proxy's own client [default: A10].
     #[arg(long, value_name = "AREA")]
     pub area: Option<String>,
@@ -61,6 +65,7 @@ impl ProxyArgs {
             config: _,
             listen_addr,
             nameservers,
+            gsl_endpoints,
             area,
             body_bytes_max,
             request_timeout_ms,
@@ -75,6 +80,9 @@ impl ProxyArgs {
         }
         if !nameservers.is_empty() {
             config.nameservers = nameservers;
+        }
+        if !gsl_endpoints.is_empty() {
+            config.gsl_endpoints = gsl_endpoints;
         }
         if let Some(v) = area {
             config.area = v;

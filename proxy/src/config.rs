@@ -89,6 +89,9 @@ pub struct ProxyConfig {
     pub listen_addr: SocketAddr,
     /// Nameservers (`host:port`) the proxy's bus clients find brokers through.
     pub nameservers: Vec<String>,
+    /// GSL endpoints (`host:port`) through which a `service` id in a publish or request is
+    /// resolved to its nearest deployment's topic; none: only topics are accepted.
+    pub gsl_endpoints: Vec<String>,
     /// Area of the proxy's shared client (HTTP publish and request); WebSocket sessions use
     /// their identity's area.
     pub area: String,
@@ -145,6 +148,7 @@ impl Default for ProxyConfig {
         Self {
             listen_addr: LISTEN_ADDR_DEFAULT,
             nameservers: vec!["127.0.0.1:9876".to_owned()],
+            gsl_endpoints: Vec::new(),
             area: "A10".to_owned(),
             body_bytes_max: BODY_BYTES_MAX_DEFAULT,
             publish_batch_max: PUBLISH_BATCH_MAX_DEFAULT,

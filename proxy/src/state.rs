@@ -103,8 +103,9 @@ pub fn client_config(
         field,
         reason: "not a valid bus name",
     };
-    let client_config =
-        ClientConfig::new(config.nameservers.iter().cloned(), area).map_err(|_| invalid("area"))?;
+    let client_config = ClientConfig::new(config.nameservers.iter().cloned(), area)
+        .map_err(|_| invalid("area"))?
+        .with_gsl(config.gsl_endpoints.iter().cloned());
     match client_id {
         Some(id) => client_config
             .with_client_id(id)

@@ -92,6 +92,7 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         let proxy_config = proxy::ProxyConfig {
             listen_addr: args.proxy_addr,
             nameservers: vec![nameserver_addr.to_string()],
+            gsl_endpoints: vec![gsl.local_addr().to_string()],
             area: args.area.clone(),
             data_dir: args.data_dir.join("proxy"),
             ..proxy::ProxyConfig::default()

@@ -21,7 +21,10 @@ use crate::state::AppState;
 struct Single {
     #[serde(default)]
     identity: Option<Identity>,
+    #[serde(default)]
     topic: String,
+    #[serde(default)]
+    service: Option<String>,
     #[serde(default)]
     value: Option<String>,
     #[serde(default)]
@@ -49,13 +52,14 @@ pub async fn publish(
     JsonBody(body): JsonBody<serde_json::Value>,
 ) -> Result<Response, ApiError> {
     let is_batch = body.get("messages").is_some();
-    let (identity, messages) = if is_batch {
+    let (identity, mut messages) = if is_batch {
         let batch: Batch = from_value(body)?;
         (batch.identity, batch.messages)
     } else {
         let single: Single = from_value(body)?;
         let message = OutgoingMessage {
             topic: single.topic,
+            service: single.service,
             value: single.value,
             value_b64: single.value_b64,
             key: single.key,
@@ -77,6 +81,7 @@ pub async fn publish(
             state.config.publish_batch_max
         )));
     }
+    crate::api::resolve_services(&state.shared.client, &mut messages).await?;
     let messages = messages
         .iter()
         .map(OutgoingMessage::to_message)

@@ -18,7 +18,10 @@ use crate::state::AppState;
 pub struct RequestBody {
     #[serde(default)]
     identity: Option<Identity>,
+    #[serde(default)]
     topic: String,
+    #[serde(default)]
+    service: Option<String>,
     #[serde(default)]
     value: Option<String>,
     #[serde(default)]
@@ -43,15 +46,17 @@ pub async fn request(
         identity.validate()?;
     }
     let timeout = request_timeout(&state, body.timeout_ms)?;
-    let message = OutgoingMessage {
+    let mut outgoing = [OutgoingMessage {
         topic: body.topic,
+        service: body.service,
         value: body.value,
         value_b64: body.value_b64,
         key: body.key,
         tag: body.tag,
         properties: body.properties,
-    }
-    .to_message()?;
+    }];
+    crate::api::resolve_services(&state.shared.client, &mut outgoing).await?;
+    let message = outgoing[0].to_message()?;
     let caller = super::caller_key(body.identity.as_ref(), peer);
     state.shared.limits.check_http(&caller, 1)?;
     let requester = state.shared.requester.clone();

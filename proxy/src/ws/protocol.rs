@@ -65,8 +65,12 @@ pub enum ClientFrame {
         /// Echoed.
         #[serde(default, rename = "ref")]
         reference: Option<serde_json::Value>,
-        /// The topic.
+        /// The topic; or else `service`.
+        #[serde(default)]
         topic: String,
+        /// A service id, sent to its nearest deployment's topic; or else `topic`.
+        #[serde(default)]
+        service: Option<String>,
         /// The payload as text; or else `value_b64`.
         #[serde(default)]
         value: Option<String>,
@@ -88,8 +92,12 @@ pub enum ClientFrame {
         /// Echoed; needed to match the reply.
         #[serde(default, rename = "ref")]
         reference: Option<serde_json::Value>,
-        /// The service topic.
+        /// The service topic; or else `service`.
+        #[serde(default)]
         topic: String,
+        /// A service id, called at its nearest deployment's topic; or else `topic`.
+        #[serde(default)]
+        service: Option<String>,
         /// The payload as text; or else `value_b64`.
         #[serde(default)]
         value: Option<String>,
@@ -234,8 +242,10 @@ impl ServerFrame {
 
 /// The fields of a `publish` or `request` command's message.
 pub struct Outgoing {
-    /// The topic.
+    /// The topic (empty when `service` is given).
     pub topic: String,
+    /// A service id instead of a topic.
+    pub service: Option<String>,
     /// Text payload.
     pub value: Option<String>,
     /// Base64 payload.
@@ -252,6 +262,7 @@ impl From<Outgoing> for OutgoingMessage {
     fn from(o: Outgoing) -> Self {
         OutgoingMessage {
             topic: o.topic,
+            service: o.service,
             value: o.value,
             value_b64: o.value_b64,
             key: o.key,

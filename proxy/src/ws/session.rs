@@ -294,6 +294,7 @@ impl Bus {
             ClientFrame::Publish {
                 reference,
                 topic,
+                service,
                 value,
                 value_b64,
                 key,
@@ -302,13 +303,14 @@ impl Bus {
             } => {
                 let outgoing = Outgoing {
                     topic,
+                    service,
                     value,
                     value_b64,
                     key,
                     tag,
                     properties,
                 };
-                let message = match self.admit(outgoing) {
+                let message = match self.admit(outgoing).await {
                     Ok(message) => message,
                     Err(error) => return self.send(ServerFrame::error(reference, &error)).await,
                 };
@@ -331,6 +333,7 @@ impl Bus {
             ClientFrame::Request {
                 reference,
                 topic,
+                service,
                 value,
                 value_b64,
                 key,
@@ -340,14 +343,17 @@ impl Bus {
             } => {
                 let outgoing = Outgoing {
                     topic,
+                    service,
                     value,
                     value_b64,
                     key,
                     tag,
                     properties,
                 };
-                let admitted = request_timeout(&self.state, timeout_ms)
-                    .and_then(|timeout| Ok((timeout, self.admit(outgoing)?)));
+                let admitted = match request_timeout(&self.state, timeout_ms) {
+                    Ok(timeout) => self.admit(outgoing).await.map(|m| (timeout, m)),
+                    Err(e) => Err(e),
+                };
                 let (timeout, message) = match admitted {
                     Ok(admitted) => admitted,
                     Err(error) => return self.send(ServerFrame::error(reference, &error)).await,
@@ -397,8 +403,10 @@ impl Bus {
 
     /// The bus message of a `publish` or `request`, once it is valid and the session's rate
     /// limit lets it through.
-    fn admit(&self, outgoing: Outgoing) -> Result<client::Message, ApiError> {
-        let message = OutgoingMessage::from(outgoing).to_message()?;
+    async fn admit(&self, outgoing: Outgoing) -> Result<client::Message, ApiError> {
+        let mut outgoing = [OutgoingMessage::from(outgoing)];
+        crate::api::resolve_services(&self.client, &mut outgoing).await?;
+        let message = outgoing[0].to_message()?;
         self.limit.check(1)?;
         Ok(message)
     }
