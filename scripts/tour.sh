@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Runs the README's five-minute tour end to end and fails on any unexpected output.
+# Runs the README's five-minute tour and its Services section end to end, and fails on any
+# unexpected output.
 #
 # It starts `defibus standalone` on ephemeral ports with a temporary data directory (so it
 # runs beside anything else, in CI too), points every command at it through
-# DEFIBUS_NAMESERVER, and runs each tour command exactly as README.md writes it, with
-# `cargo run --release --` replaced by the binary. Every command line below must appear
-# verbatim in README.md: a tour edit that is not mirrored here fails this script.
+# DEFIBUS_NAMESERVER, DEFIBUS_GSL and DEFIBUS_SGS, and runs each tour command exactly as
+# README.md writes it, with `cargo run --release --` replaced by the binary. Every command
+# line below must appear verbatim in README.md: a tour edit that is not mirrored here fails
+# this script.
 #
 # Usage: scripts/tour.sh            (builds target/release/defibus first)
 #        DEFIBUS=path/to/defibus scripts/tour.sh
@@ -77,7 +79,7 @@ step() {
 # Terminal 1: the bus.
 grep -qxF 'cargo run --release -- standalone' "$readme" || fail "README.md lost the run command"
 "$DEFIBUS" standalone --data-dir "$work/data" --nameserver-addr 127.0.0.1:0 --port-base 0 --proxy-addr 127.0.0.1:0 \
-    >"$work/standalone.out" 2>"$work/standalone.err" &
+    --gsl-addr 127.0.0.1:0 --sgs-addr 127.0.0.1:0 >"$work/standalone.out" 2>"$work/standalone.err" &
 standalone_pid=$!
 for _ in $(seq 100); do
     grep -q '^Stop with Ctrl-C' "$work/standalone.out" && break
@@ -86,7 +88,10 @@ for _ in $(seq 100); do
 done
 DEFIBUS_NAMESERVER=$(awk '$1 == "nameserver" { print $2 }' "$work/standalone.out")
 [[ -n $DEFIBUS_NAMESERVER ]] || fail "standalone printed no nameserver address"
-export DEFIBUS_NAMESERVER
+DEFIBUS_GSL=$(awk '$1 == "gsl" { print $2 }' "$work/standalone.out")
+DEFIBUS_SGS=$(awk '$1 == "sgs" { print $2 }' "$work/standalone.out")
+[[ -n $DEFIBUS_GSL && -n $DEFIBUS_SGS ]] || fail "standalone printed no GSL or SGS address"
+export DEFIBUS_NAMESERVER DEFIBUS_GSL DEFIBUS_SGS
 # The broker registers with the nameserver just after it starts listening.
 for _ in $(seq 100); do
     "$DEFIBUS" admin topic list >/dev/null 2>&1 && break
@@ -155,6 +160,43 @@ queue=0 offset=0 key=- tag=- value=hello, service -> HELLO, SERVICE" "$(cat "$wo
 step 0 'cargo run --release -- request --topic A10-20190002 --timeout-ms 1000 "anyone there?"; echo "exit code $?"' \
     '*ERROR defibus] no reply from A10-20190002 (is a responder running?*): timed out after 1s' <<'EOF'
 exit code 2
+EOF
+
+# Services: apply, deploy, and call by service id.
+step 0 'cargo run --release -- sgs service apply --id 20190003 --name greeter --owner team-a --areas A10 --queues 2' <<'EOF'
+SERVICE   STATE    AREAS  QUEUES  DEPTH  FLUSH  NAME     OWNER
+20190003  applied  A10    2       500    async  greeter  team-a
+EOF
+step 0 'cargo run --release -- sgs service deploy --id 20190003' <<'EOF'
+SERVICE   STATE     AREAS  QUEUES  DEPTH  FLUSH  NAME     OWNER
+20190003  deployed  A10    2       500    async  greeter  team-a
+EOF
+responder='cargo run --release -- respond --service 20190003 --group greeter --upper &'
+grep -qxF -- "$responder" "$readme" || fail "not in README.md: $responder"
+echo "\$ $responder"
+"$DEFIBUS" respond --service 20190003 --group greeter --upper \
+    >"$work/respond.out" 2>"$work/respond.err" &
+responder_pid=$!
+step 0 'cargo run --release -- request --service 20190003 "hello, service id"' <<'EOF'
+HELLO, SERVICE ID
+EOF
+step 0 'cargo run --release -- produce --service 20190003 "an event"' <<'EOF'
+topic=A10-20190003 queue=0 offset=1 broker=broker-a
+EOF
+echo '$ kill %1; wait'
+kill -TERM "$responder_pid"
+code=0
+wait "$responder_pid" || code=$?
+responder_pid=
+cat "$work/respond.out"
+[[ $code == 0 ]] || fail "respond exited with $code: $(cat "$work/respond.err")"
+[[ ! -s $work/respond.err ]] || fail "unexpected stderr of respond: $(cat "$work/respond.err")"
+match_lines "responding to A10-20190003 as group greeter; stop with Ctrl-C
+queue=0 offset=0 key=- tag=- value=hello, service id -> HELLO, SERVICE ID" "$(cat "$work/respond.out")" ||
+    fail "unexpected stdout of respond --service"
+step 0 'cargo run --release -- request --service 20190009 "anyone there?"; echo "exit code $?"' \
+    '*ERROR defibus] request to service 20190009 failed: service 20190009 is not deployed in any area' <<'EOF'
+exit code 1
 EOF
 
 # Terminal 1 again: Ctrl-C stops the bus cleanly.

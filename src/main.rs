@@ -353,6 +353,19 @@ mod tests {
             ],
             &["sgs", "service", "list"],
             &["sgs", "service", "show", "--id", "20190001"],
+            // Calls by service id, located through GSL.
+            &["request", "--service", "20190001", "hi"],
+            &[
+                "request",
+                "--service",
+                "20190001",
+                "--gsl",
+                "10.0.0.1:9877",
+                "hi",
+            ],
+            &["produce", "--service", "20190001", "--key", "k", "x"],
+            &["consume", "--service", "20190001", "--group", "g"],
+            &["respond", "--service", "20190001", "--group", "g", "--echo"],
         ];
         for args in accepted {
             if let Err(e) = parse(args) {
@@ -363,6 +376,11 @@ mod tests {
             &["sgs", "service", "apply", "--id", "20190001"],
             &["sgs", "service", "deploy"],
             &["sgs", "--data-dir", "/tmp/s", "service", "list"],
+            // A topic or a service, one of them.
+            &["request", "hi"],
+            &["request", "--topic", "A10-1", "--service", "20190001", "hi"],
+            &["consume", "--group", "g"],
+            &["request", "--service", "2019-0001", "hi"],
         ];
         for args in refused {
             assert!(parse(args).is_err(), "{args:?} was accepted");

@@ -170,6 +170,11 @@ pub enum WorkloadCommand {
     /// heartbeat, Request, Subscribe, Push, Reply, Credit, ReplyPush. Goal (1 requester,
     /// 256 B): client rr p50 ≤ 1.2× the raw-protocol rr p50.
     Overhead(OverheadArgs),
+    /// The proxy beside the native client, in one run: publish throughput over HTTP (batch
+    /// and single) and WebSocket, and request-reply round trips over WebSocket and HTTP, each
+    /// with the native client's figure as its baseline (ratio = proxy / native). Starts an
+    /// embedded proxy in front of the target.
+    Proxy(crate::workloads::proxy::ProxyArgs),
     /// The figures of record: every workload at the DESIGN §8 settings with its baselines
     /// and goals (produce async and sync, rr, client overhead, rr open loop, consume, e2e
     /// sweep, fanout, scale, produce sizes).
@@ -409,7 +414,7 @@ impl GlobalArgs {
 }
 
 /// Parses `250ms`, `2s`, `1.5s` or plain (fractional) seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let (number, scale) = if let Some(ms) = text.strip_suffix("ms") {
         (ms, 1e-3)

@@ -283,6 +283,13 @@ impl std::ops::Deref for BenchTopic<'_> {
     }
 }
 
+/// A topic handle goes into JSON bodies (the proxy workload's) as its name.
+impl serde::Serialize for BenchTopic<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.name)
+    }
+}
+
 impl Drop for BenchTopic<'_> {
     fn drop(&mut self) {
         // The figures are measured by now: a topic left behind costs disk, not results.

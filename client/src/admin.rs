@@ -87,7 +87,7 @@ impl Admin {
             let answer = self
                 .client
                 .pool
-                .get(nameserver, PeerKind::Nameserver)
+                .get(nameserver, PeerKind::Control)
                 .and_then(|conn| {
                     conn.call(
                         Command::ClusterInfo,

@@ -16,9 +16,11 @@ use protocol::record::{BATCH_LEN_MAX, BatchView, MessageType};
 
 use crate::config::{ClientConfig, PENDING_REPLIES_MAX, default_client_id};
 use crate::error::{ClientError, Result};
+use crate::isolation::{Cause, QueueIsolation, StalledBrokers};
+use crate::locator::{ServiceCache, ServiceLocator};
 use crate::message::{ReceivedMessage, Reply};
 use crate::net::{Handshake, PeerKind, Pool, PoolConfig, ReplySink};
-use crate::route::{CachedRoute, Isolation, RouteCache};
+use crate::route::{CachedRoute, QueueTarget, RouteCache};
 use crate::timer::Timer;
 
 /// Clients created in this process, numbering default client ids.
@@ -55,18 +57,21 @@ pub(crate) struct ClientInner {
     pub(crate) client_id: ClientId,
     pub(crate) pool: Pool,
     pub(crate) routes: RouteCache,
-    pub(crate) isolation: Isolation,
+    pub(crate) services: ServiceCache,
+    pub(crate) isolation: QueueIsolation,
+    pub(crate) stalled: StalledBrokers,
     pub(crate) replies: Arc<ReplyRegistry>,
     pub(crate) timer: Timer,
     tasks: Mutex<Option<SyncSender<Task>>>,
     closed: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
-    stop: Mutex<Option<SyncSender<()>>>,
+    /// Dropped to stop the maintenance and probe threads.
+    stop: Mutex<Option<(SyncSender<()>, SyncSender<()>)>>,
 }
 
 impl Client {
-    /// Creates a client: starts its timer, task and maintenance threads. Connections are
-    /// opened on first use.
+    /// Creates a client: starts its timer, task, maintenance and probe threads. Connections
+    /// are opened on first use.
     pub fn new(config: ClientConfig) -> Result<Self> {
         let instance = INSTANCES.fetch_add(1, Ordering::Relaxed);
         let client_id = config
@@ -92,21 +97,29 @@ impl Client {
         });
         let (task_tx, task_rx) = mpsc::sync_channel::<Task>(TASKS_MAX);
         let (stop_tx, stop_rx) = mpsc::sync_channel::<()>(1);
+        let (probe_stop_tx, probe_stop_rx) = mpsc::sync_channel::<()>(1);
         let inner = Arc::new(ClientInner {
             routes: RouteCache::new(
                 config.nameservers.clone(),
                 config.request_timeout,
                 config.route_refresh_interval,
             ),
+            services: ServiceCache::new(
+                config.gsl_endpoints.clone(),
+                config.area,
+                config.service_refresh_interval,
+                config.request_timeout,
+            ),
             client_id,
             pool,
-            isolation: Isolation::default(),
+            isolation: QueueIsolation::default(),
+            stalled: StalledBrokers::default(),
             replies,
             timer: Timer::start("defibus-timer").map_err(io)?,
             tasks: Mutex::new(Some(task_tx)),
             closed: AtomicBool::new(false),
             threads: Mutex::default(),
-            stop: Mutex::new(Some(stop_tx)),
+            stop: Mutex::new(Some((stop_tx, probe_stop_tx))),
             config,
         });
         let tasks = std::thread::Builder::new()
@@ -122,11 +135,16 @@ impl Client {
             .name("defibus-maintain".into())
             .spawn(move || maintain(&weak, &stop_rx))
             .map_err(io)?;
+        let weak = Arc::downgrade(&inner);
+        let prober = std::thread::Builder::new()
+            .name("defibus-probe".into())
+            .spawn(move || probe(&weak, &probe_stop_rx))
+            .map_err(io)?;
         inner
             .threads
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .extend([tasks, maintenance]);
+            .extend([tasks, maintenance, prober]);
         log::info!("client {} started", inner.client_id);
         Ok(Self { inner })
     }
@@ -144,6 +162,23 @@ impl Client {
     /// The configuration in force.
     pub fn config(&self) -> &ClientConfig {
         &self.inner.config
+    }
+
+    /// Locates services by id through GSL ([`ClientConfig::with_gsl`]).
+    pub fn locator(&self) -> ServiceLocator {
+        ServiceLocator::new(self)
+    }
+
+    /// The queues this client's producers and requesters avoid now, after sends to them
+    /// failed (fault isolation).
+    pub fn isolated_queues(&self) -> Vec<QueueTarget> {
+        self.inner.isolation.snapshot()
+    }
+
+    /// The broker shard endpoints this client's consumers avoid now, after the broker
+    /// stalled.
+    pub fn stalled_endpoints(&self) -> Vec<String> {
+        self.inner.stalled.snapshot()
     }
 
     /// Closes every connection and stops the background threads; calls in flight fail with
@@ -171,6 +206,22 @@ impl ClientInner {
         self.pool.get(endpoint, PeerKind::Broker)
     }
 
+    /// Isolates `target` after a send to it failed with `error`, when the error is one
+    /// another queue may not have (see [`Cause::of`]).
+    pub(crate) fn isolate_after(&self, target: &QueueTarget, error: &ClientError) {
+        if let Some(cause) = Cause::of(error) {
+            log::debug!(
+                "isolating queue {} of {} ({}) for {:?}: {error}",
+                target.queue_id,
+                target.broker_id,
+                target.endpoint,
+                self.config.queue_isolation
+            );
+            self.isolation
+                .isolate(target, cause, self.config.queue_isolation);
+        }
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
@@ -192,6 +243,7 @@ impl ClientInner {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
+        // Dropping the senders wakes and ends the maintenance and probe threads.
         self.stop
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -221,7 +273,10 @@ impl Drop for ClientInner {
 }
 
 /// The maintenance loop: heartbeats every interval on every broker connection, closes
-/// connections silent for three intervals, refreshes cached routes.
+/// connections silent for three intervals (marking them silent: the peer stalled), times out
+/// requests unanswered for `request_timeout` (so a send stuck on a stalled broker is retried
+/// elsewhere within one more interval), refreshes
+/// cached routes and service locations.
 fn maintain(client: &Weak<ClientInner>, stop: &Receiver<()>) {
     let mut last_refresh = Instant::now();
     loop {
@@ -248,9 +303,19 @@ fn maintain(client: &Weak<ClientInner>, stop: &Receiver<()>) {
                     conn.endpoint(),
                     conn.idle_for()
                 );
-                conn.close();
+                conn.close_silent();
             } else if let Err(e) = conn.heartbeat() {
                 log::debug!("{}: heartbeat not sent: {e}", conn.endpoint());
+            }
+        }
+        for conn in client.pool.connections() {
+            let expired = conn.expire_pending(client.config.request_timeout);
+            if expired > 0 {
+                log::debug!(
+                    "{}: {expired} request(s) unanswered after {:?}",
+                    conn.endpoint(),
+                    client.config.request_timeout
+                );
             }
         }
         if last_refresh.elapsed() >= client.config.route_refresh_interval {
@@ -259,6 +324,47 @@ fn maintain(client: &Weak<ClientInner>, stop: &Receiver<()>) {
                 if let Err(e) = client.routes.refresh(&client.pool, &topic) {
                     log::debug!("route refresh of {topic} failed: {e}");
                 }
+            }
+        }
+        // Each resolution refreshes itself once older than its interval.
+        client.services.refresh_stale(&client.pool);
+    }
+}
+
+/// The probe loop: every `isolation_probe_interval`, pings (with a heartbeat) each shard
+/// endpoint that queues were isolated from as unreachable, and lifts those isolations when
+/// it answers. A thread of its own, so that probing a stalled shard (which holds a connect
+/// or a ping until its timeout) never delays heartbeats.
+fn probe(client: &Weak<ClientInner>, stop: &Receiver<()>) {
+    loop {
+        let Some(interval) = client.upgrade().map(|c| c.config.isolation_probe_interval) else {
+            return;
+        };
+        match stop.recv_timeout(interval) {
+            Err(RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        let Some(client) = client.upgrade() else {
+            return;
+        };
+        for endpoint in client.isolation.unreachable_endpoints() {
+            if client.is_closed() {
+                return;
+            }
+            // While the pool backs off from a failed endpoint this fails at once, so a dead
+            // shard is dialled at most once per backoff step.
+            let answered = client
+                .pool
+                .get(&endpoint, PeerKind::Broker)
+                .and_then(|conn| conn.ping(client.config.request_timeout));
+            match answered {
+                Ok(()) => {
+                    let lifted = client.isolation.lift_endpoint(&endpoint);
+                    log::info!(
+                        "{endpoint} answers again: lifted the isolation of {lifted} queue(s)"
+                    );
+                }
+                Err(e) => log::debug!("probe of isolated {endpoint}: {e}"),
             }
         }
     }

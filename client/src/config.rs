@@ -26,8 +26,25 @@ pub const IN_FLIGHT_SENDS_MAX_DEFAULT: usize = 16 * 1024;
 pub const CREDIT_WINDOW_DEFAULT: u32 = 1000;
 /// Default period of automatic offset commits: 1 s (and once more on close).
 pub const AUTO_COMMIT_INTERVAL_DEFAULT: Duration = Duration::from_secs(1);
-/// Default time a queue is avoided after a send to it failed (DeFiBus: 60 s).
+/// Default time a queue is avoided after a send to it failed (DeFiBus: 60 s); a probe lifts
+/// it earlier once the queue's shard answers again, when the failure was the connection's.
 pub const QUEUE_ISOLATION_DEFAULT: Duration = Duration::from_secs(60);
+/// Default pause between two probes of the shards of queues isolated as unreachable: 1 s. A
+/// probe of a dead shard costs one refused connect, and attempts on one endpoint are further
+/// spaced by the reconnect backoff, so a broker back from a crash is used again within about
+/// `reconnect_backoff_max` instead of the whole isolation period.
+pub const ISOLATION_PROBE_INTERVAL_DEFAULT: Duration = Duration::from_secs(1);
+/// Default least number of healthy (not isolated) writable own-area queues for a producer to
+/// send only in its own area; with fewer, every area's queues are used (DeFiBus's
+/// `minMqCountWhenSendLocal`: 1, i.e. leave the area only when nothing healthy is left in it).
+pub const MIN_LOCAL_QUEUES_DEFAULT: usize = 1;
+/// Default time a consumer avoids a broker whose shards stalled (DeFiBus: 5 min).
+pub const STALLED_BROKER_ISOLATION_DEFAULT: Duration = Duration::from_secs(5 * 60);
+/// Default age past which a service's cached GSL resolution is refreshed: 30 s, the route
+/// refresh period, so a service's locations and its routes go stale together.
+pub const SERVICE_REFRESH_INTERVAL_DEFAULT: Duration = Duration::from_secs(30);
+/// Most services whose resolution a client caches; past it the oldest is dropped.
+pub const CACHED_SERVICES_MAX: usize = 10_000;
 /// First delay between reconnect attempts to one endpoint.
 pub const RECONNECT_BACKOFF_MIN_DEFAULT: Duration = Duration::from_millis(100);
 /// Longest delay between reconnect attempts to one endpoint.
@@ -48,6 +65,15 @@ const _: () = {
     assert!(RECONNECT_BACKOFF_MIN_DEFAULT.as_nanos() <= RECONNECT_BACKOFF_MAX_DEFAULT.as_nanos());
     assert!(BATCH_BYTES_MAX_DEFAULT <= protocol::record::BATCH_LEN_MAX);
     assert!(WRITE_COPY_BYTES_MAX <= READ_CHUNK_BYTES);
+    assert!(
+        MIN_LOCAL_QUEUES_DEFAULT >= 1,
+        "zero would never prefer the own area"
+    );
+    assert!(
+        ISOLATION_PROBE_INTERVAL_DEFAULT.as_nanos() < QUEUE_ISOLATION_DEFAULT.as_nanos(),
+        "a probe must get a chance before the isolation ends by itself"
+    );
+    assert!(CACHED_SERVICES_MAX > 0);
 };
 
 /// How a [`crate::Client`] connects, identifies itself and paces its background work.
@@ -89,6 +115,21 @@ pub struct ClientConfig {
     pub auto_commit_interval: Duration,
     /// Time a queue is avoided after a send to it failed.
     pub queue_isolation: Duration,
+    /// Pause between probes of the shards of queues isolated as unreachable; an answered
+    /// probe lifts their isolation.
+    pub isolation_probe_interval: Duration,
+    /// Least number of healthy writable own-area queues for sends to stay in the own area;
+    /// with fewer, every area's queues are used (nearby send). At least 1.
+    pub min_local_queues: usize,
+    /// Time a consumer avoids a broker whose shards stalled: a connect, handshake or
+    /// subscribe that timed out, or a subscribed connection closed for not answering
+    /// heartbeats. Meanwhile the consumer neither waits on nor re-subscribes to it.
+    pub stalled_broker_isolation: Duration,
+    /// GSL endpoints, `host:port`, tried in turn: where services are located for calls by
+    /// service id. Default none (calls by service id then fail, saying so).
+    pub gsl_endpoints: Vec<String>,
+    /// Age past which a service's cached resolution is refreshed.
+    pub service_refresh_interval: Duration,
     /// First delay between reconnect attempts.
     pub reconnect_backoff_min: Duration,
     /// Longest delay between reconnect attempts.
@@ -117,6 +158,11 @@ impl ClientConfig {
             credit_window: CREDIT_WINDOW_DEFAULT,
             auto_commit_interval: AUTO_COMMIT_INTERVAL_DEFAULT,
             queue_isolation: QUEUE_ISOLATION_DEFAULT,
+            isolation_probe_interval: ISOLATION_PROBE_INTERVAL_DEFAULT,
+            min_local_queues: MIN_LOCAL_QUEUES_DEFAULT,
+            stalled_broker_isolation: STALLED_BROKER_ISOLATION_DEFAULT,
+            gsl_endpoints: Vec::new(),
+            service_refresh_interval: SERVICE_REFRESH_INTERVAL_DEFAULT,
             reconnect_backoff_min: RECONNECT_BACKOFF_MIN_DEFAULT,
             reconnect_backoff_max: RECONNECT_BACKOFF_MAX_DEFAULT,
         })
@@ -131,6 +177,55 @@ impl ClientConfig {
     /// Sets [`Self::request_timeout`].
     pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Self::connect_timeout`].
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Self::route_refresh_interval`].
+    pub fn with_route_refresh_interval(mut self, interval: Duration) -> Self {
+        self.route_refresh_interval = interval;
+        self
+    }
+
+    /// Sets [`Self::queue_isolation`].
+    pub fn with_queue_isolation(mut self, period: Duration) -> Self {
+        self.queue_isolation = period;
+        self
+    }
+
+    /// Sets [`Self::isolation_probe_interval`].
+    pub fn with_isolation_probe_interval(mut self, interval: Duration) -> Self {
+        self.isolation_probe_interval = interval;
+        self
+    }
+
+    /// Sets [`Self::min_local_queues`] (at least 1).
+    pub fn with_min_local_queues(mut self, count: usize) -> Self {
+        self.min_local_queues = count.max(1);
+        self
+    }
+
+    /// Sets [`Self::stalled_broker_isolation`].
+    pub fn with_stalled_broker_isolation(mut self, period: Duration) -> Self {
+        self.stalled_broker_isolation = period;
+        self
+    }
+
+    /// Locates services through these GSL endpoints ([`Self::gsl_endpoints`]), enabling
+    /// calls and subscriptions by service id.
+    pub fn with_gsl<S: Into<String>>(mut self, endpoints: impl IntoIterator<Item = S>) -> Self {
+        self.gsl_endpoints = endpoints.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets [`Self::service_refresh_interval`].
+    pub fn with_service_refresh_interval(mut self, interval: Duration) -> Self {
+        self.service_refresh_interval = interval;
         self
     }
 
@@ -223,6 +318,11 @@ mod tests {
         assert!(ClientConfig::new(["127.0.0.1:9876"], "a1").is_err());
         let config = ClientConfig::new(["127.0.0.1:9876"], "A10").unwrap();
         assert_eq!(config.retries, RETRIES_DEFAULT);
+        assert_eq!(config.min_local_queues, 1);
+        assert_eq!(config.queue_isolation, Duration::from_secs(60));
+        assert_eq!(config.stalled_broker_isolation, Duration::from_secs(300));
+        assert!(config.gsl_endpoints.is_empty());
+        assert_eq!(config.clone().with_min_local_queues(0).min_local_queues, 1);
         assert!(config.with_client_id("bad id").is_err());
     }
 }

@@ -26,8 +26,10 @@ use protocol::record::{BATCH_LEN_MAX, BatchView};
 
 use crate::client::{Client, ClientInner};
 use crate::error::{ClientError, Result};
+use crate::isolation::is_stall;
 use crate::message::ReceivedMessage;
 use crate::net::{Connection, PushSink};
+use crate::route::CachedRoute;
 use crate::slot::slot;
 
 /// How a group shares a topic's messages.
@@ -163,6 +165,20 @@ impl Consumer {
         Self::subscribe_with(client, ConsumerOptions::new(topic, group, mode))
     }
 
+    /// Subscribes pull-style to service `service_id`: to the topic of its nearest routable
+    /// deployment (the client's own area's when there is one), located through GSL at this
+    /// call. A service instance serves the deployment of its area; callers elsewhere reach
+    /// it when their own area has none.
+    pub fn subscribe_service(
+        client: &Client,
+        service_id: &str,
+        group: &str,
+        mode: ConsumeMode,
+    ) -> Result<Self> {
+        let topic = service_topic(client, service_id)?;
+        Self::subscribe_with(client, ConsumerOptions::new(topic, group, mode))
+    }
+
     /// Subscribes pull-style with full options.
     pub fn subscribe_with(client: &Client, options: ConsumerOptions) -> Result<Self> {
         let inner = ConsumerInner::new(client, options)?;
@@ -239,12 +255,18 @@ impl Consumer {
         })
     }
 
+    /// The topic consumed.
+    pub fn topic(&self) -> &str {
+        &self.inner.options.topic
+    }
+
     /// Commits the offsets of everything consumed so far and waits for the brokers' acks.
     pub fn commit(&self) -> Result<()> {
         self.inner.commit(true)
     }
 
-    /// Queues this member currently has subscriptions for, as (endpoint, live) pairs.
+    /// The broker shard endpoints this member has subscriptions on, as (endpoint, live)
+    /// pairs.
     pub fn endpoints(&self) -> Vec<(String, bool)> {
         let sessions = self
             .inner
@@ -423,13 +445,29 @@ impl ConsumerInner {
         };
         let endpoints = route.read_endpoints();
         for endpoint in &endpoints {
-            let live = self
+            if self.closed.load(Ordering::Acquire) {
+                break;
+            }
+            let existing = self
                 .sessions
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .get(endpoint)
-                .is_some_and(|s| !s.conn.is_closed());
-            if live || self.closed.load(Ordering::Acquire) {
+                .cloned();
+            if let Some(session) = existing {
+                if !session.conn.is_closed() {
+                    continue;
+                }
+                // A dead session is looked at once: it either stalled or went away.
+                self.sessions
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(endpoint);
+                if session.conn.closed_silent() {
+                    self.broker_stalled(&route, endpoint, "stopped answering heartbeats");
+                }
+            }
+            if self.client.stalled.is_isolated(endpoint) {
                 continue;
             }
             match self.subscribe_on(endpoint) {
@@ -445,6 +483,9 @@ impl ConsumerInner {
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .insert(endpoint.clone(), session);
+                }
+                Err(e) if is_stall(&e) => {
+                    self.broker_stalled(&route, endpoint, &format!("subscribe: {e}"));
                 }
                 Err(e) => {
                     // The broker may be gone or back on other ports: refetch the route, at
@@ -479,6 +520,19 @@ impl ConsumerInner {
             self.unsubscribe(&session);
         }
         Ok(())
+    }
+
+    /// Isolates the broker owning `endpoint` after it stalled: every one of its shards in
+    /// `route`, for `stalled_broker_isolation`, so no pass of the supervisor waits on it
+    /// again before then (DESIGN §6, consumer fault isolation).
+    fn broker_stalled(&self, route: &CachedRoute, endpoint: &str, why: &str) {
+        let broker_endpoints = route.broker_read_endpoints(endpoint);
+        let period = self.client.config.stalled_broker_isolation;
+        log::warn!(
+            "{endpoint} stalled ({why}); consumers of this client leave {} alone for {period:?}",
+            broker_endpoints.join(", ")
+        );
+        self.client.stalled.isolate(&broker_endpoints, period);
     }
 
     fn subscribe_on(self: &Arc<Self>, endpoint: &str) -> Result<Arc<Session>> {
@@ -560,7 +614,7 @@ impl ConsumerInner {
 
     fn unsubscribe(&self, session: &Session) {
         session.conn.remove_subscription(session.subscription_id);
-        if session.conn.is_closed() {
+        if session.conn.is_closed() || self.client.stalled.is_isolated(session.conn.endpoint()) {
             return;
         }
         let request = Unsubscribe {
@@ -622,6 +676,9 @@ impl ConsumerInner {
             let Some(session) = session.filter(|s| !s.conn.is_closed()) else {
                 continue; // Committed after the resubscribe.
             };
+            if self.client.stalled.is_isolated(&endpoint) {
+                continue; // Nobody waits on a stalled broker; committed after it recovers.
+            }
             let request = CommitOffset {
                 subscription_id: session.subscription_id,
                 queue_id,
@@ -746,6 +803,15 @@ impl ConsumerInner {
     }
 }
 
+/// The topic a subscriber of `service_id` consumes: its most preferred deployment's.
+pub(crate) fn service_topic(client: &Client, service_id: &str) -> Result<String> {
+    let topics = client.inner.service_topics(service_id)?;
+    Ok(topics
+        .into_iter()
+        .next()
+        .expect("service_topics is never empty"))
+}
+
 /// The supervisor: resubscribes after reconnects, follows route changes, auto-commits.
 fn supervise(consumer: &Weak<ConsumerInner>) {
     let tick = Duration::from_millis(100);
@@ -793,6 +859,15 @@ impl PushSink for SubscriptionSink {
     fn on_push(&self, conn: &Arc<Connection>, frame: FrameBytes) {
         if let Some(consumer) = self.consumer.upgrade() {
             consumer.on_push(conn, &self.endpoint, self.subscription_id, &frame);
+        }
+    }
+
+    fn on_topic_changed(&self) {
+        if let Some(consumer) = self.consumer.upgrade() {
+            // Cheap here on the reader thread; the supervisor refetches the route and
+            // subscribes where queues appeared.
+            consumer.client.routes.invalidate(&consumer.options.topic);
+            consumer.wake_supervisor();
         }
     }
 }

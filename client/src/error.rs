@@ -46,6 +46,21 @@ pub enum ClientError {
         /// The topic.
         topic: String,
     },
+    /// GSL knows no deployment of the service: it was never deployed, or is offline.
+    #[error("service {service} is not deployed in any area")]
+    NotDeployed {
+        /// The service id.
+        service: String,
+    },
+    /// The service cannot be reached now: no GSL answered and nothing is cached, or none of
+    /// its deployments is routable.
+    #[error("service {service} unavailable: {reason}")]
+    ServiceUnavailable {
+        /// The service id.
+        service: String,
+        /// Why, for each deployment tried.
+        reason: String,
+    },
     /// A topic, group, area or client id is not well formed.
     #[error(transparent)]
     InvalidName(#[from] NameError),
@@ -85,7 +100,7 @@ impl ClientError {
         match self {
             Self::Status { status, .. } => status.is_retryable(),
             Self::Io { .. } | Self::Disconnected { .. } | Self::Timeout { .. } => true,
-            Self::NoRoute { .. } => true,
+            Self::NoRoute { .. } | Self::ServiceUnavailable { .. } => true,
             _ => false,
         }
     }
@@ -127,6 +142,13 @@ impl ClientError {
             },
             Self::NoRoute { topic } => Self::NoRoute {
                 topic: topic.clone(),
+            },
+            Self::NotDeployed { service } => Self::NotDeployed {
+                service: service.clone(),
+            },
+            Self::ServiceUnavailable { service, reason } => Self::ServiceUnavailable {
+                service: service.clone(),
+                reason: reason.clone(),
             },
             Self::InvalidName(e) => Self::InvalidName(e.clone()),
             Self::Encode(e) => Self::Encode(e.clone()),

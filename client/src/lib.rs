@@ -8,11 +8,17 @@
 //! - [`Client`]: identity, connection pool (one connection per broker shard or nameserver,
 //!   reconnected with jittered backoff), route cache, heartbeats;
 //! - [`Producer`]: sync, async, callback and oneway sends; optional batching with linger;
-//!   round-robin or key-hash queue choice, own area first; retry on another queue;
+//!   round-robin or key-hash queue choice, own area first (nearby send, `min_local_queues`);
+//!   retry on another broker; failed queues isolated until a probe hears their broker again;
 //! - [`Consumer`]: clustering or broadcast; handler or pull style; credit window; auto or
-//!   manual commit; resubscribes after reconnects;
+//!   manual commit; resubscribes after reconnects; leaves a stalled broker alone for a while;
 //! - [`Requester`] and [`Responder`]: request-reply with deadlines and typed timeouts;
-//! - [`Admin`]: topics, routes, cluster info and statistics.
+//!   [`Replier`] answers a request later, by its [`ReplyAddress`];
+//! - [`Admin`]: topics, routes, cluster info and statistics;
+//! - [`ServiceLocator`] ([`Client::locator`], with [`ClientConfig::with_gsl`]): services by
+//!   id through GSL, nearest deployment first; every role above has a by-service-id form
+//!   ([`Producer::send_to_service`], [`Requester::request_service`],
+//!   [`Responder::start_service`], [`Consumer::subscribe_service`]).
 //!
 //! ```no_run
 //! use client::{Client, ClientConfig, Message, Producer};
@@ -32,6 +38,8 @@ mod client;
 pub mod config;
 mod consumer;
 mod error;
+mod isolation;
+mod locator;
 mod message;
 mod net;
 mod producer;
@@ -46,11 +54,14 @@ pub use client::Client;
 pub use config::ClientConfig;
 pub use consumer::{CommitMode, ConsumeMode, Consumer, ConsumerOptions, StartFrom};
 pub use error::{ClientError, Result};
+pub use locator::ServiceLocator;
 pub use message::{Message, ReceivedMessage, Reply};
 pub use producer::{Producer, QueueSelector, SendFuture, SendResult};
 pub use route::QueueTarget;
-pub use rr::{ReplyFuture, Requester, Responder};
+pub use rr::{Replier, ReplyAddress, ReplyFuture, Requester, Responder};
 
 /// Protocol types that appear in this crate's API (topic configs, routes, statistics).
-pub use protocol::control::{BrokerStats, ClusterInfo, TopicConfig, TopicInfo, TopicRoute};
+pub use protocol::control::{
+    BrokerStats, ClusterInfo, Deployment, TopicConfig, TopicInfo, TopicRoute,
+};
 pub use protocol::record::MessageType;

@@ -35,6 +35,18 @@ impl Message {
         }
     }
 
+    /// A message for a service, carrying `value`: its topic is chosen when it is sent by
+    /// service id (`Producer::send_to_service`, `Requester::request_service`).
+    pub fn for_service(value: impl Into<Vec<u8>>) -> Self {
+        Self::new(String::new(), value)
+    }
+
+    /// Sets the topic.
+    pub fn with_topic(mut self, topic: impl Into<String>) -> Self {
+        self.topic = topic.into();
+        self
+    }
+
     /// Sets the key; with key-hash queue selection, equal keys go to one queue, in order.
     pub fn with_key(mut self, key: impl Into<Vec<u8>>) -> Self {
         self.key = key.into();

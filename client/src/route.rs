@@ -1,5 +1,5 @@
 //! Topic routes: fetched from any nameserver that answers, cached, refreshed periodically and
-//! after errors; and the choice of a queue to send to.
+//! after errors; and the choice of a queue to send to (nearby first, around isolated queues).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use protocol::codes::{Command, Status};
 use protocol::control::{self, QueueRoute, TopicName, TopicRoute};
 
+use crate::config::ClientConfig;
 use crate::error::{ClientError, Result};
+use crate::isolation::QueueIsolation;
 use crate::net::{PeerKind, Pool};
 
 /// One queue of a topic, as a send target.
@@ -72,26 +74,66 @@ impl CachedRoute {
         endpoints
     }
 
+    /// The read endpoints of the broker that owns `endpoint` (all its shards in this route);
+    /// just `endpoint` when the route does not name it.
+    pub(crate) fn broker_read_endpoints(&self, endpoint: &str) -> Vec<String> {
+        let broker = self
+            .route
+            .queues
+            .iter()
+            .find(|q| endpoint_of(q) == endpoint)
+            .map(|q| q.broker_id.as_str());
+        let mut endpoints: Vec<String> = self
+            .route
+            .queues
+            .iter()
+            .filter(|q| q.readable && Some(q.broker_id.as_str()) == broker)
+            .map(endpoint_of)
+            .collect();
+        if !endpoints.iter().any(|e| e == endpoint) {
+            endpoints.push(endpoint.to_owned());
+        }
+        endpoints.sort();
+        endpoints.dedup();
+        endpoints
+    }
+
     /// Picks a queue to send to; see [`choose_queue`].
     pub(crate) fn choose(
         &self,
         key: Option<&[u8]>,
-        own_area: &str,
-        isolation: &Isolation,
+        config: &ClientConfig,
+        isolation: &QueueIsolation,
         avoid_broker: Option<&str>,
     ) -> Option<QueueTarget> {
         let turn = self.round_robin.fetch_add(1, Ordering::Relaxed);
+        let view = isolation.view();
         choose_queue(
             &self.route.queues,
             &Choice {
                 key,
                 turn,
-                own_area,
+                own_area: config.area.as_str(),
+                min_local_queues: config.min_local_queues,
                 avoid_broker,
             },
-            &|q| isolation.is_isolated(q),
+            &|q| view.is_isolated(q),
         )
         .map(QueueTarget::of)
+    }
+
+    /// True when some writable queue is not isolated: a service deployment worth calling.
+    pub(crate) fn has_healthy_writable(&self, isolation: &QueueIsolation) -> bool {
+        let view = isolation.view();
+        self.route
+            .queues
+            .iter()
+            .any(|q| q.writable && !view.is_isolated(q))
+    }
+
+    /// True when some queue is writable.
+    pub(crate) fn has_writable(&self) -> bool {
+        self.route.queues.iter().any(|q| q.writable)
     }
 }
 
@@ -103,45 +145,78 @@ pub(crate) struct Choice<'a> {
     pub(crate) turn: usize,
     /// Queues of this area are preferred (nearby send).
     pub(crate) own_area: &'a str,
+    /// Below this many healthy writable own-area queues, every area's queues are used.
+    pub(crate) min_local_queues: usize,
     /// A broker that just failed, avoided when any other is available.
     pub(crate) avoid_broker: Option<&'a str>,
 }
 
-/// Chooses among the writable queues of `queues` (sorted):
-/// 1. own-area queues when there is one, else all (nearby send, DESIGN §6);
-/// 2. among them, those neither isolated nor on `avoid_broker`, relaxing first the broker and
-///    then isolation when nothing is left, so a send is always attempted somewhere;
-/// 3. by key hash over the area's writable queues (stable while the route is), moving on to the
-///    next usable queue when that one is unusable; else round robin by `turn`.
+/// Which queues a tier draws from, and which of those it may use.
+type Tier<'t> = (
+    &'t dyn Fn(&QueueRoute) -> bool,
+    &'t dyn Fn(&QueueRoute) -> bool,
+);
+
+/// Chooses among the writable queues of `queues` (sorted), nearby first (DESIGN §6):
+/// 1. the *pool* is the own area's writable queues while at least `min_local_queues` (and at
+///    least one) of them are healthy (not isolated); below that it is every area's writable
+///    queues, so traffic spreads to other areas before the own area is out altogether;
+/// 2. the first of these that has a candidate wins:
+///    healthy pool queues off `avoid_broker`; healthy queues of any area off `avoid_broker`
+///    (a retry leaves the broker that just failed, even for another area, as DeFiBus does);
+///    healthy pool queues; healthy queues of any area; then anything, own area first, so a
+///    send is always attempted somewhere;
+/// 3. within that candidate set: by key hash over the set's base (the pool, or every area's
+///    queues), stable while the route is, moving on to the next candidate when the hashed
+///    queue is not one; else round robin by `turn` over the candidates.
+///
+/// It runs per send, so it allocates nothing: each tier re-walks the (short) queue list.
 pub(crate) fn choose_queue<'q>(
     queues: &'q [QueueRoute],
     choice: &Choice<'_>,
     is_isolated: &dyn Fn(&QueueRoute) -> bool,
 ) -> Option<&'q QueueRoute> {
-    let writable: Vec<&QueueRoute> = queues.iter().filter(|q| q.writable).collect();
-    let local: Vec<&QueueRoute> = writable
-        .iter()
-        .copied()
-        .filter(|q| q.area == choice.own_area)
-        .collect();
-    let pool = if local.is_empty() { writable } else { local };
-    if pool.is_empty() {
-        return None;
-    }
-    let avoided = |q: &QueueRoute| choice.avoid_broker == Some(q.broker_id.as_str());
-    let filters: [&dyn Fn(&QueueRoute) -> bool; 3] = [
-        &|q| !is_isolated(q) && !avoided(q),
-        &|q| !is_isolated(q),
-        &|_| true,
+    let writable = || queues.iter().filter(|q| q.writable);
+    let local = |q: &QueueRoute| q.area == choice.own_area;
+    let healthy_local = writable().filter(|q| local(q) && !is_isolated(q)).count();
+    let nearby = healthy_local >= choice.min_local_queues.max(1);
+    let any_local = writable().any(local);
+    let in_pool = |q: &QueueRoute| !nearby || local(q);
+    let in_last_resort = |q: &QueueRoute| !any_local || local(q);
+    let everywhere = |_: &QueueRoute| true;
+    let off_avoided = |q: &QueueRoute| choice.avoid_broker != Some(q.broker_id.as_str());
+    let healthy_off_avoided = |q: &QueueRoute| off_avoided(q) && !is_isolated(q);
+    let healthy = |q: &QueueRoute| !is_isolated(q);
+    let anything = |_: &QueueRoute| true;
+    let tiers: [Tier<'_>; 5] = [
+        (&in_pool, &healthy_off_avoided),
+        (&everywhere, &healthy_off_avoided),
+        (&in_pool, &healthy),
+        (&everywhere, &healthy),
+        (&in_last_resort, &anything),
     ];
-    let start = match choice.key {
-        Some(key) if !key.is_empty() => (fnv1a64(key) % pool.len() as u64) as usize,
-        _ => choice.turn % pool.len(),
-    };
-    filters.iter().find_map(|usable| {
-        (0..pool.len())
-            .map(|i| pool[(start + i) % pool.len()])
-            .find(|q| usable(q))
+    tiers.iter().find_map(|(in_base, usable)| {
+        let base = || writable().filter(|q| in_base(q));
+        match choice.key {
+            Some(key) if !key.is_empty() => {
+                let len = base().count();
+                if len == 0 {
+                    return None;
+                }
+                let start = (fnv1a64(key) % len as u64) as usize;
+                base()
+                    .skip(start)
+                    .chain(base().take(start))
+                    .find(|q| usable(q))
+            }
+            _ => {
+                let len = base().filter(|q| usable(q)).count();
+                if len == 0 {
+                    return None;
+                }
+                base().filter(|q| usable(q)).nth(choice.turn % len)
+            }
+        }
     })
 }
 
@@ -152,44 +227,15 @@ pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
     })
 }
 
-/// Queues a producer avoids for a while after a send to them failed (DESIGN §6).
-#[derive(Debug, Default)]
-pub(crate) struct Isolation {
-    until: Mutex<HashMap<(String, u32), Instant>>,
-}
-
-impl Isolation {
-    /// Avoids `target` for `period`.
-    pub(crate) fn isolate(&self, target: &QueueTarget, period: Duration) {
-        let mut until = self.until.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
-        until.retain(|_, t| *t > now);
-        until.insert((target.broker_id.clone(), target.queue_id), now + period);
-    }
-
-    /// Lifts the isolation of `target`, after a send to it succeeded.
-    pub(crate) fn lift(&self, target: &QueueTarget) {
-        let mut until = self.until.lock().unwrap_or_else(PoisonError::into_inner);
-        if !until.is_empty() {
-            until.remove(&(target.broker_id.clone(), target.queue_id));
-        }
-    }
-
-    fn is_isolated(&self, queue: &QueueRoute) -> bool {
-        let until = self.until.lock().unwrap_or_else(PoisonError::into_inner);
-        !until.is_empty()
-            && until
-                .get(&(queue.broker_id.clone(), queue.queue_id))
-                .is_some_and(|t| *t > Instant::now())
-    }
-}
-
 /// Routes by topic, fetched from the nameservers.
 pub(crate) struct RouteCache {
     nameservers: Vec<String>,
     request_timeout: Duration,
     refresh_interval: Duration,
     routes: Mutex<HashMap<String, Arc<CachedRoute>>>,
+    /// Nameservers GSL named for a topic (a service deployment in another area may be routed
+    /// only by that area's nameservers): asked before the configured ones.
+    topic_nameservers: Mutex<HashMap<String, Vec<String>>>,
     /// The nameserver to ask first: the one that answered last.
     preferred: AtomicUsize,
 }
@@ -205,7 +251,27 @@ impl RouteCache {
             request_timeout,
             refresh_interval,
             routes: Mutex::default(),
+            topic_nameservers: Mutex::default(),
             preferred: AtomicUsize::new(0),
+        }
+    }
+
+    /// Asks `nameservers` first for `topic`'s route (those of a service deployment, from
+    /// GSL); the configured nameservers remain the fallback.
+    pub(crate) fn set_topic_nameservers(&self, topic: &str, nameservers: &[String]) {
+        let mut known = self
+            .topic_nameservers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let extra: Vec<String> = nameservers
+            .iter()
+            .filter(|n| !self.nameservers.contains(n))
+            .cloned()
+            .collect();
+        if extra.is_empty() {
+            known.remove(topic);
+        } else {
+            known.insert(topic.to_owned(), extra);
         }
     }
 
@@ -259,19 +325,30 @@ impl RouteCache {
             topic: topic.to_owned(),
         })
         .map_err(|e| ClientError::control("(local)", e))?;
+        let own = self
+            .topic_nameservers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(topic)
+            .cloned()
+            .unwrap_or_default();
         let count = self.nameservers.len();
-        if count == 0 {
+        if count == 0 && own.is_empty() {
             return Err(ClientError::InvalidArgument(
                 "no nameserver configured".into(),
             ));
         }
         let first = self.preferred.load(Ordering::Relaxed);
-        let mut last_error = None;
-        for i in 0..count {
+        // The topic's own nameservers first, then the configured ones from the one that
+        // answered last; `None` marks an own one (it does not become preferred).
+        let order = own.iter().map(|n| (n, None)).chain((0..count).map(|i| {
             let index = (first + i) % count;
-            let endpoint = &self.nameservers[index];
+            (&self.nameservers[index], Some(index))
+        }));
+        let mut last_error = None;
+        for (endpoint, index) in order {
             let answer = pool
-                .get(endpoint, PeerKind::Nameserver)
+                .get(endpoint, PeerKind::Control)
                 .and_then(|conn| conn.call(Command::TopicRoute, &[], &body, self.request_timeout))
                 .and_then(|frame| {
                     control::decode::<TopicRoute>(&frame.body)
@@ -279,7 +356,9 @@ impl RouteCache {
                 });
             match answer {
                 Ok(route) => {
-                    self.preferred.store(index, Ordering::Relaxed);
+                    if let Some(index) = index {
+                        self.preferred.store(index, Ordering::Relaxed);
+                    }
                     if route.queues.is_empty() {
                         return Err(ClientError::NoRoute {
                             topic: topic.to_owned(),
@@ -331,8 +410,26 @@ mod tests {
             key,
             turn,
             own_area: "A10",
+            min_local_queues: 1,
             avoid_broker: avoid,
         }
+    }
+
+    /// The brokers and queues `turns` round-robin choices land on.
+    fn spread(
+        queues: &[QueueRoute],
+        choice: &dyn Fn(usize) -> Choice<'static>,
+        is_isolated: &dyn Fn(&QueueRoute) -> bool,
+    ) -> Vec<(String, u32)> {
+        let mut picked: Vec<(String, u32)> = (0..queues.len() * 2)
+            .map(|turn| {
+                let q = choose_queue(queues, &choice(turn), is_isolated).unwrap();
+                (q.broker_id.clone(), q.queue_id)
+            })
+            .collect();
+        picked.sort();
+        picked.dedup();
+        picked
     }
 
     #[test]
@@ -404,16 +501,96 @@ mod tests {
     }
 
     #[test]
-    fn isolation_expires_and_lifts() {
-        let isolation = Isolation::default();
-        let q = queue("a", "A10", 0, true);
-        let target = QueueTarget::of(&q);
-        isolation.isolate(&target, Duration::from_secs(60));
-        assert!(isolation.is_isolated(&q));
-        isolation.lift(&target);
-        assert!(!isolation.is_isolated(&q));
-        isolation.isolate(&target, Duration::ZERO);
-        assert!(!isolation.is_isolated(&q));
+    fn isolated_own_area_queues_fall_back_to_other_areas() {
+        let queues = [
+            queue("a1", "A10", 0, true),
+            queue("a2", "A10", 1, true),
+            queue("b1", "B20", 2, true),
+            queue("b2", "B20", 3, true),
+        ];
+        let own_area = |q: &QueueRoute| q.area == "A10";
+        assert_eq!(
+            spread(&queues, &|turn| choice(None, turn, None), &|_| false),
+            [("a1".into(), 0), ("a2".into(), 1)],
+            "healthy own-area queues keep traffic home"
+        );
+        assert_eq!(
+            spread(&queues, &|turn| choice(None, turn, None), &|q| q.queue_id
+                == 0),
+            [("a2".into(), 1)],
+            "one healthy own-area queue is enough by default"
+        );
+        assert_eq!(
+            spread(&queues, &|turn| choice(None, turn, None), &own_area),
+            [("b1".into(), 2), ("b2".into(), 3)],
+            "with every own-area queue isolated, other areas take the traffic"
+        );
+    }
+
+    #[test]
+    fn fewer_healthy_own_area_queues_than_the_minimum_spread_to_every_area() {
+        let queues = [
+            queue("a1", "A10", 0, true),
+            queue("a2", "A10", 1, true),
+            queue("b1", "B20", 2, true),
+        ];
+        let at_least_two = |turn| Choice {
+            min_local_queues: 2,
+            ..choice(None, turn, None)
+        };
+        assert_eq!(
+            spread(&queues, &at_least_two, &|_| false),
+            [("a1".into(), 0), ("a2".into(), 1)],
+            "two healthy own-area queues meet a minimum of two"
+        );
+        assert_eq!(
+            spread(&queues, &at_least_two, &|q| q.queue_id == 0),
+            [("a2".into(), 1), ("b1".into(), 2)],
+            "below the minimum, the healthy queues of every area share the traffic"
+        );
+    }
+
+    #[test]
+    fn a_retry_leaves_the_failed_broker_even_for_another_area() {
+        let queues = [
+            queue("a1", "A10", 0, true),
+            queue("a1", "A10", 1, true),
+            queue("b1", "B20", 2, true),
+        ];
+        for turn in 0..4 {
+            let q = choose_queue(&queues, &choice(None, turn, Some("a1")), &|q| {
+                q.queue_id == 0
+            })
+            .unwrap();
+            assert_eq!(q.broker_id, "b1", "turn {turn}");
+        }
+        // Nowhere else to go: the failed broker's healthy queue rather than nothing.
+        let only_a = [queue("a1", "A10", 0, true), queue("a1", "A10", 1, true)];
+        let q = choose_queue(&only_a, &choice(None, 0, Some("a1")), &|q| q.queue_id == 0).unwrap();
+        assert_eq!(q.queue_id, 1);
+        // Everything isolated: still the own area first.
+        let q = choose_queue(&queues, &choice(None, 2, None), &|_| true).unwrap();
+        assert_eq!(q.area, "A10");
+    }
+
+    #[test]
+    fn keys_stay_on_their_queue_in_the_fallback_too() {
+        let queues: Vec<_> = (0..4)
+            .map(|i| {
+                queue(
+                    if i < 2 { "a" } else { "b" },
+                    if i < 2 { "A10" } else { "B20" },
+                    i,
+                    true,
+                )
+            })
+            .collect();
+        let key = &b"order-42"[..];
+        let own_isolated = |q: &QueueRoute| q.area == "A10";
+        let first = choose_queue(&queues, &choice(Some(key), 0, None), &own_isolated).unwrap();
+        let again = choose_queue(&queues, &choice(Some(key), 7, None), &own_isolated).unwrap();
+        assert_eq!(first, again);
+        assert_eq!(first.area, "B20");
     }
 
     #[test]

@@ -62,6 +62,41 @@ impl Requester {
         result
     }
 
+    /// Sends `message` as a request to service `service_id`, located through GSL, and blocks
+    /// for the reply until `timeout`. The request goes to the nearest deployment whose topic
+    /// is routable and has a healthy writable queue; when it cannot be sent there (after
+    /// retries), to the next deployment. A request that was sent is never sent again: no
+    /// reply by the deadline is [`ClientError::Timeout`]. The message's own topic is
+    /// replaced (build it with [`Message::for_service`]).
+    pub fn request_service(
+        &self,
+        service_id: &str,
+        message: Message,
+        timeout: Duration,
+    ) -> Result<Reply> {
+        let deadline = Instant::now() + timeout;
+        let topics = self.client.service_topics(service_id)?;
+        let mut last_error = None;
+        for topic in topics {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match self.request(message.clone().with_topic(topic.as_str()), left) {
+                Ok(reply) => return Ok(reply),
+                Err(e @ ClientError::Timeout { .. }) => return Err(e),
+                Err(e) if e.is_retryable() => {
+                    log::debug!(
+                        "service {service_id}: request to {topic} not sent ({e}); next deployment"
+                    );
+                    last_error = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_error.unwrap_or(ClientError::Timeout { after: timeout }))
+    }
+
     /// Sends `message` as a request and returns a future of the reply, usable from any
     /// async runtime; it ends with [`ClientError::Timeout`] at the deadline.
     pub fn request_async(&self, message: Message, timeout: Duration) -> ReplyFuture {
@@ -167,7 +202,7 @@ fn send_request(
     };
     let Some(target) = route.choose(
         None,
-        client.config.area.as_str(),
+        &client.config,
         &client.isolation,
         avoid_broker.as_deref(),
     ) else {
@@ -185,9 +220,7 @@ fn send_request(
     let (conn, ext) = match connected {
         Ok(v) => v,
         Err(e) => {
-            client
-                .isolation
-                .isolate(&target, client.config.queue_isolation);
+            client.isolate_after(&target, &e);
             return fail_or_retry(e, Some(target.broker_id));
         }
     };
@@ -205,11 +238,7 @@ fn send_request(
             match ack {
                 Ok(_) => client.isolation.lift(&target),
                 Err(e) => {
-                    if e.is_retryable() {
-                        client
-                            .isolation
-                            .isolate(&target, client.config.queue_isolation);
-                    }
+                    client.isolate_after(&target, &e);
                     if e.is_retryable() && attempt < client.config.retries && !client.is_closed() {
                         let retry = client.clone();
                         let broker = Some(target.broker_id.clone());
@@ -296,33 +325,142 @@ impl Responder {
         Ok(Self { consumer })
     }
 
+    /// Answers requests to service `service_id`: consumes the topic of its nearest routable
+    /// deployment (the client's own area's when there is one), located through GSL at this
+    /// call; otherwise as [`Self::start`].
+    pub fn start_service(
+        client: &Client,
+        service_id: &str,
+        group: &str,
+        handler: impl FnMut(&ReceivedMessage) -> Vec<u8> + Send + 'static,
+    ) -> Result<Self> {
+        let topic = crate::consumer::service_topic(client, service_id)?;
+        Self::start(client, &topic, group, handler)
+    }
+
+    /// The topic whose requests are answered.
+    pub fn topic(&self) -> &str {
+        self.consumer.topic()
+    }
+
     /// Stops answering: commits, unsubscribes and stops the handler thread.
     pub fn close(self) -> Result<()> {
         self.consumer.close()
     }
 }
 
+/// Where the reply to a request goes: what the request carried. With it any client can
+/// answer a request later, without the delivery it came in (see [`Replier`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplyAddress {
+    /// The request's topic.
+    pub topic: String,
+    /// The queue the request was stored in.
+    pub queue_id: u32,
+    /// The requester's client id.
+    pub reply_to: String,
+    /// The request's correlation id.
+    pub correlation_id: Vec<u8>,
+}
+
+impl ReplyAddress {
+    /// The address of a received request; `None` for a record that is not one.
+    pub fn of(request: &ReceivedMessage) -> Option<Self> {
+        if request.message_type != MessageType::Request {
+            return None;
+        }
+        Some(Self {
+            topic: request.topic.clone(),
+            queue_id: request.queue_id,
+            reply_to: request.reply_to.clone()?,
+            correlation_id: request.correlation_id.clone()?,
+        })
+    }
+
+    fn batch(&self, client: &ClientInner, value: Vec<u8>) -> Result<bytes::Bytes> {
+        let mut builder = BatchBuilder::new(client.config.batch_bytes_max);
+        Message::new(self.topic.clone(), value).append_to(
+            &mut builder,
+            MessageType::Reply,
+            client.config.area,
+            &[
+                Property::ReplyTo(&self.reply_to),
+                Property::CorrelationId(&self.correlation_id),
+            ],
+        )?;
+        Ok(builder
+            .finish()
+            .ok_or_else(|| ClientError::InvalidArgument("empty batch".into()))?
+            .into())
+    }
+}
+
+/// Sends replies to requests this client did not receive itself: a request handed to
+/// someone else (an HTTP responder behind the proxy) and answered later by address.
+///
+/// A broker takes a reply when the requester is connected to it, and the requester is
+/// connected to the broker it sent the request to; so the reply is offered to each broker
+/// holding the request's queue id in the topic's route until one takes it.
+#[derive(Clone)]
+pub struct Replier {
+    client: Arc<ClientInner>,
+}
+
+impl std::fmt::Debug for Replier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replier")
+            .field("client_id", &self.client.client_id)
+            .finish()
+    }
+}
+
+impl Replier {
+    /// A replier sending through `client`'s connections.
+    pub fn new(client: &Client) -> Self {
+        Self {
+            client: client.inner.clone(),
+        }
+    }
+
+    /// Sends `value` as the reply to the request at `address` and waits for a broker to take
+    /// it. [`ClientError::Status`] with `NoResponder` means no broker has the requester
+    /// (gone, or closed after its deadline): nobody waits for this reply.
+    pub fn reply(&self, address: &ReplyAddress, value: Vec<u8>) -> Result<()> {
+        let client = &self.client;
+        let bytes = address.batch(client, value)?;
+        let ext = address_ext(&address.topic, address.queue_id)?;
+        let route = client.route(&address.topic)?;
+        let mut endpoints: Vec<String> = route
+            .route
+            .queues
+            .iter()
+            .filter(|q| q.queue_id == address.queue_id)
+            .map(crate::route::endpoint_of)
+            .collect();
+        endpoints.dedup();
+        let mut last_error = ClientError::NoRoute {
+            topic: address.topic.clone(),
+        };
+        for endpoint in endpoints {
+            let sent = client.broker(&endpoint).and_then(|conn| {
+                conn.call(Command::Reply, &ext, &bytes, client.config.request_timeout)
+            });
+            match sent {
+                Ok(_) => return Ok(()),
+                Err(e) => last_error = e,
+            }
+        }
+        Err(last_error)
+    }
+}
+
 /// Sends `value` as the reply to the request in `delivery`, on the connection it came on.
 fn reply(client: &ClientInner, delivery: &Delivery, value: Vec<u8>) -> Result<()> {
     let request = &delivery.message;
-    let (Some(reply_to), Some(correlation)) = (&request.reply_to, &request.correlation_id) else {
-        return Err(ClientError::InvalidArgument(
-            "request without reply_to or correlation id".into(),
-        ));
-    };
-    let mut builder = BatchBuilder::new(client.config.batch_bytes_max);
-    Message::new(request.topic.clone(), value).append_to(
-        &mut builder,
-        MessageType::Reply,
-        client.config.area,
-        &[
-            Property::ReplyTo(reply_to),
-            Property::CorrelationId(correlation),
-        ],
-    )?;
-    let bytes = builder
-        .finish()
-        .ok_or_else(|| ClientError::InvalidArgument("empty batch".into()))?;
+    let address = ReplyAddress::of(request).ok_or_else(|| {
+        ClientError::InvalidArgument("request without reply_to or correlation id".into())
+    })?;
+    let bytes = address.batch(client, value)?;
     let ext = address_ext(&request.topic, request.queue_id)?;
     let endpoint = delivery.conn.endpoint().to_owned();
     delivery

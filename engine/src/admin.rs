@@ -47,7 +47,17 @@ pub(crate) async fn upsert_topic(
         config.topic,
         if create { "created" } else { "updated" }
     );
+    let topic = config.topic.clone();
     broadcast(shard, TopicChange::Upsert(config)).await;
+    if !create {
+        // Routes first, then the news: a subscriber told to refetch gets the new route.
+        crate::register::register_now(shard).await;
+        crate::group::announce_change(shard, &topic);
+        for peer in (0..shard.count).filter(|&p| p != shard.id) {
+            let topic = topic.clone();
+            shard.send_to(peer, MeshMsg::TopicChanged { topic }).await;
+        }
+    }
     Ok(())
 }
 
@@ -101,7 +111,8 @@ async fn broadcast(shard: &Rc<Shard>, change: TopicChange) {
 pub(crate) async fn apply_change(shard: &Rc<Shard>, change: TopicChange) {
     match change {
         TopicChange::Upsert(config) => {
-            let previous = shard.topics.borrow_mut().remove(&config.topic);
+            // The current entry keeps serving (produces, routes) while new queues open.
+            let previous = shard.topics.borrow().get(&config.topic).cloned();
             let opened = open_topic(
                 &shard.config,
                 shard.id,
@@ -121,16 +132,16 @@ pub(crate) async fn apply_change(shard: &Rc<Shard>, change: TopicChange) {
                     return;
                 }
             };
-            if let Some(previous) = previous {
-                let dropped = previous.queues.into_iter().skip(entry.queues.len());
-                for queue in dropped.flatten() {
-                    close_queue(shard.id, queue).await;
-                }
-            }
+            let kept = entry.queues.len();
             shard
                 .topics
                 .borrow_mut()
                 .insert(config.topic.clone(), entry);
+            if let Some(previous) = previous {
+                for queue in previous.queues.into_iter().skip(kept).flatten() {
+                    close_queue(shard.id, queue).await;
+                }
+            }
             crate::group::rebalance_topic(shard, &config.topic);
         }
         TopicChange::Delete(topic) => {
@@ -197,7 +208,7 @@ pub(crate) async fn collect(shard: &Rc<Shard>) -> (Vec<ShardStats>, Vec<QueueSta
     let local = snapshot(shard);
     for snapshot in std::iter::once(local).chain(replies.into_iter().filter_map(|r| match r {
         MeshReply::Stats(s) => Some(s),
-        MeshReply::Done => None,
+        MeshReply::Done | MeshReply::RedirectTargets { .. } | MeshReply::Dynamic(_) => None,
     })) {
         shards.push(snapshot.shard);
         queues.extend(snapshot.queues);
@@ -231,6 +242,8 @@ pub(crate) async fn topic_infos(shard: &Rc<Shard>) -> Vec<TopicInfo> {
             max_queue_depth: c.max_queue_depth,
             retention_bytes: c.retention_bytes,
             retention_age_ms: c.retention_age_ms,
+            redirects: c.redirects,
+            dynamic_queues: c.dynamic_queues,
         })
         .collect();
     infos.sort_by(|a, b| a.topic.cmp(&b.topic));

@@ -26,6 +26,11 @@ pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = protocol::control::HEARTBEAT_INTE
 pub const CONSUMER_TIMEOUT_MS_DEFAULT: u64 = 3 * HEARTBEAT_INTERVAL_MS_DEFAULT;
 /// Default longest pause of a queue handed over from a live member, waiting for its commit, ms.
 pub const REVOKE_TIMEOUT_MS_DEFAULT: u64 = 3000;
+/// Default interval at which shard 0 matches dynamic topics' queue counts to their consumers, ms.
+pub const DYNAMIC_QUEUES_INTERVAL_MS_DEFAULT: u64 = 1000;
+/// Default delay between opening a grown topic's read queues and its write queues, ms: one
+/// registration interval, so consumers hold the new queues before producers write to them.
+pub const DYNAMIC_QUEUES_WRITE_DELAY_MS_DEFAULT: u64 = REGISTER_INTERVAL_MS_DEFAULT;
 /// Default time a connection may stay silent before it is closed, ms (DeFiBus: 60 s).
 pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 60_000;
 /// Default IO memory glommio registers per shard: its own default, 10 MiB.
@@ -94,6 +99,11 @@ pub struct BrokerConfig {
     pub revoke_timeout_ms: u64,
     /// A connection that sends nothing for this long is closed, ms. Default 60000.
     pub idle_timeout_ms: u64,
+    /// How often topics with dynamic queues are matched to their consumers, ms. Default 1000.
+    pub dynamic_queues_interval_ms: u64,
+    /// After a dynamic topic's read queues grew, how long before its write queues follow, ms.
+    /// Default 3000.
+    pub dynamic_queues_write_delay_ms: u64,
     /// Executors spin this long before parking, µs (a wake-up costs ~25 µs). Default 0.
     pub spin_before_park_us: u64,
     /// IO memory glommio registers per shard, bytes. Default 10 MiB.
@@ -159,6 +169,8 @@ impl Default for BrokerConfig {
             consumer_timeout_ms: CONSUMER_TIMEOUT_MS_DEFAULT,
             revoke_timeout_ms: REVOKE_TIMEOUT_MS_DEFAULT,
             idle_timeout_ms: IDLE_TIMEOUT_MS_DEFAULT,
+            dynamic_queues_interval_ms: DYNAMIC_QUEUES_INTERVAL_MS_DEFAULT,
+            dynamic_queues_write_delay_ms: DYNAMIC_QUEUES_WRITE_DELAY_MS_DEFAULT,
             spin_before_park_us: 0,
             io_memory_bytes: IO_MEMORY_BYTES_DEFAULT,
             limits: Limits::default(),
@@ -297,6 +309,10 @@ impl BrokerConfig {
             ("register_interval_ms", self.register_interval_ms),
             ("consumer_timeout_ms", self.consumer_timeout_ms),
             ("idle_timeout_ms", self.idle_timeout_ms),
+            (
+                "dynamic_queues_interval_ms",
+                self.dynamic_queues_interval_ms,
+            ),
             ("storage.flush_interval_ms", self.storage.flush_interval_ms),
             (
                 "storage.retention_check_interval_ms",

@@ -1,7 +1,8 @@
 //! Consumer groups on one shard: membership, and which member each owned queue is pushed to.
 //!
 //! A consumer subscribes on a connection to every shard, so every shard sees every live member
-//! and assigns the queues *it owns* the same way: members sorted by client id, queue `q` goes to
+//! and assigns the queues *it owns* the same way: the members of the broker's own area if any
+//! is online (else all members, see [`nearby_members`]), sorted by client id; queue `q` goes to
 //! member `q % n`. Membership changes on subscribe, unsubscribe, connection close and heartbeat
 //! loss (the connection is closed). A queue leaving a live member is paused until that member
 //! commits what it was pushed, or `revoke_timeout_ms` passes; a queue leaving a dead member
@@ -13,9 +14,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::Duration;
 
+use protocol::codes::Command;
 use protocol::control::{StartPosition, SubscriptionMode};
+use protocol::data::BatchAddress;
+use protocol::frame::{FrameMeta, encode_frame};
 
 use crate::net::conn::Conn;
+use crate::net::outbox::Outbound;
 use crate::notify::Notify;
 use crate::queue::Queue;
 use crate::shard::Shard;
@@ -34,6 +39,8 @@ pub(crate) struct Subscription {
     pub conn: Rc<Conn>,
     pub key: GroupKey,
     pub client_id: String,
+    /// The subscriber's area: nearby consume prefers members of the broker's own area.
+    pub area: String,
     pub mode: SubscriptionMode,
     pub start: StartPosition,
     /// Records the broker may still push.
@@ -67,6 +74,9 @@ pub(crate) struct Slot {
 /// One group's members and queue slots on this shard.
 #[derive(Default)]
 pub(crate) struct Group {
+    /// A clustering (unicast) group, as opposed to one broadcast instance: only these count
+    /// towards a queue's depth.
+    pub clustering: bool,
     /// Client id → subscription id, sorted by client id.
     pub members: BTreeMap<String, u64>,
     /// Owned queue id → slot.
@@ -76,13 +86,12 @@ pub(crate) struct Group {
 /// Adds `sub` to its group (replacing an older subscription of the same client) and rebalances.
 pub(crate) fn join(shard: &Rc<Shard>, sub: Rc<Subscription>) {
     let key = sub.key.clone();
-    let replaced = shard
-        .groups
-        .borrow_mut()
-        .entry(key.clone())
-        .or_default()
-        .members
-        .insert(sub.client_id.clone(), sub.id);
+    let replaced = {
+        let mut groups = shard.groups.borrow_mut();
+        let group = groups.entry(key.clone()).or_default();
+        group.clustering = sub.mode == SubscriptionMode::Clustering;
+        group.members.insert(sub.client_id.clone(), sub.id)
+    };
     if let Some(old) = replaced.filter(|&old| old != sub.id) {
         if let Some(old) = shard.subs.borrow_mut().remove(&old) {
             old.close();
@@ -123,6 +132,28 @@ pub(crate) fn rebalance_topic(shard: &Rc<Shard>, topic: &str) {
     }
 }
 
+/// Tells every subscriber of `topic` on this shard that its configuration changed
+/// (`TopicConfigChanged`, addressed like a push), so consumers refetch the route and subscribe
+/// where new queues appeared at once. A connection too backed up to take it is skipped: its
+/// consumer still follows the route at its next refresh.
+pub(crate) fn announce_change(shard: &Shard, topic: &str) {
+    for sub in shard.subs.borrow().values() {
+        if sub.key.topic != topic || sub.closed.get() {
+            continue;
+        }
+        let mut ext = Vec::new();
+        let address = BatchAddress::new(topic, 0).with_subscription(sub.id);
+        if address.encode(&mut ext).is_err() {
+            continue;
+        }
+        let mut frame = Vec::new();
+        let meta = FrameMeta::oneway(Command::TopicConfigChanged, 0);
+        if encode_frame(&meta, &ext, &[], &mut frame).is_ok() {
+            let _ = sub.conn.outbox.try_send(Outbound::Frame(frame));
+        }
+    }
+}
+
 /// Stops every group of a deleted topic.
 pub(crate) fn drop_topic(shard: &Rc<Shard>, topic: &str) {
     shard.groups.borrow_mut().retain(|k, _| k.topic != topic);
@@ -135,7 +166,7 @@ pub(crate) fn rebalance(shard: &Rc<Shard>, key: &GroupKey) {
     let Some(group) = groups.get_mut(key) else {
         return;
     };
-    let members: Vec<u64> = group.members.values().copied().collect();
+    let members = nearby_members(shard, group);
     group.slots.retain(|q, _| owned.contains(q));
     for &queue_id in &owned {
         let desired = (!members.is_empty()).then(|| members[queue_id as usize % members.len()]);
@@ -184,6 +215,18 @@ pub(crate) fn rebalance(shard: &Rc<Shard>, key: &GroupKey) {
     if group.members.is_empty() {
         groups.remove(key);
     }
+}
+
+/// The members this shard's queues are spread over (nearby consume, DESIGN §6): those of the
+/// broker's own area while any is online, else every member, so the queues of an area whose
+/// consumers all died are taken over by the other areas' (multi-active) and return once one
+/// of its own subscribes again.
+fn nearby_members(shard: &Shard, group: &Group) -> Vec<u64> {
+    let all: Vec<u64> = group.members.values().copied().collect();
+    let subs = shard.subs.borrow();
+    let own_area = |id: &&u64| subs.get(id).is_some_and(|s| s.area == shard.config.area);
+    let local: Vec<u64> = all.iter().filter(own_area).copied().collect();
+    if local.is_empty() { all } else { local }
 }
 
 /// Where a subscription starts on a queue: the committed offset, else its start position.

@@ -9,7 +9,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use glommio::channels::channel_mesh::Receivers;
 use glommio::channels::local_channel;
-use protocol::control::{QueueStats, ShardStats, TopicConfig};
+use protocol::control::{QueueStats, RedirectRule, ShardStats, TopicConfig};
 use protocol::frame::FrameBytes;
 
 use crate::net::outbox::Outbound;
@@ -33,6 +33,23 @@ pub(crate) enum MeshMsg {
     },
     /// Report this shard's statistics to `token`.
     Collect { origin: usize, token: u64 },
+    /// Report what this shard sees of a dynamic topic (its consumers; whether its queues
+    /// among `retiring` are drained).
+    DynamicQuery {
+        origin: usize,
+        token: u64,
+        topic: String,
+        retiring: Vec<u32>,
+    },
+    /// Tell this shard's subscribers of `topic` that its configuration changed.
+    TopicChanged { topic: String },
+    /// Report the queues of `topic` a redirect `rule` may send to (dark launch).
+    RedirectQuery {
+        origin: usize,
+        token: u64,
+        topic: String,
+        rule: RedirectRule,
+    },
     /// The answer to a call.
     Reply { token: u64, reply: MeshReply },
     /// A client identified itself on a connection of `shard`.
@@ -62,6 +79,10 @@ pub(crate) enum MeshReply {
     Done,
     /// One shard's statistics.
     Stats(ShardSnapshot),
+    /// One shard's view of a dynamic topic.
+    Dynamic(crate::dynamic::Observation),
+    /// The queues of shard `shard` that a redirect rule may send to.
+    RedirectTargets { shard: usize, queues: Vec<u32> },
 }
 
 /// What one shard reports for `Stats`, `ListTopics` and registration.
@@ -138,6 +159,36 @@ fn receive(shard: &Rc<Shard>, msg: MeshMsg) {
         }
         MeshMsg::Collect { origin, token } => {
             let reply = MeshReply::Stats(crate::admin::snapshot(shard));
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                shard.send_to(origin, MeshMsg::Reply { token, reply }).await;
+            })
+            .detach();
+        }
+        MeshMsg::DynamicQuery {
+            origin,
+            token,
+            topic,
+            retiring,
+        } => {
+            let reply = MeshReply::Dynamic(crate::dynamic::observe(shard, &topic, &retiring));
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                shard.send_to(origin, MeshMsg::Reply { token, reply }).await;
+            })
+            .detach();
+        }
+        MeshMsg::TopicChanged { topic } => crate::group::announce_change(shard, &topic),
+        MeshMsg::RedirectQuery {
+            origin,
+            token,
+            topic,
+            rule,
+        } => {
+            let reply = MeshReply::RedirectTargets {
+                shard: shard.id,
+                queues: crate::redirect::local_targets(shard, &topic, &rule),
+            };
             let shard = shard.clone();
             glommio::spawn_local(async move {
                 shard.send_to(origin, MeshMsg::Reply { token, reply }).await;

@@ -22,6 +22,8 @@ pub(crate) struct Queue {
     pub appended: Notify,
     /// Request records skipped at push time because their deadline had passed.
     pub expired_requests: Cell<u64>,
+    /// Whether the depth warning was logged since the queue last fell below its threshold.
+    pub depth_warned: Cell<bool>,
     /// Sync-flush topic: consumers are pushed only what is durable.
     sync: bool,
 }
@@ -42,6 +44,7 @@ impl Queue {
             log,
             appended: Notify::new(),
             expired_requests: Cell::new(0),
+            depth_warned: Cell::new(false),
             sync: topic.flush_mode == TopicFlushMode::Sync,
         })
     }

@@ -52,6 +52,8 @@ pub(crate) async fn run(shard: Rc<Shard>) {
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
     loop {
+        // Taken before the round: a request made during it starts the next one at once.
+        let requested = shard.register_now.generation();
         let registration = registration(&shard).await;
         match control::encode(&registration) {
             Ok(body) => {
@@ -62,7 +64,38 @@ pub(crate) async fn run(shard: Rc<Shard>) {
             }
             Err(e) => log::error!("cannot encode the broker registration: {e}"),
         }
-        glommio::timer::sleep(interval).await;
+        shard.registered_up_to.set(requested);
+        shard.registered.notify();
+        futures_lite::future::or(
+            glommio::timer::sleep(interval),
+            shard.register_now.wait(requested),
+        )
+        .await;
+    }
+}
+
+/// Registers now (shard 0) and returns once a registration built after this call was sent,
+/// so the nameservers route what changed before anyone is told to refetch. Gives up after
+/// two nameserver timeouts; without nameservers it returns at once.
+pub(crate) async fn register_now(shard: &Shard) {
+    if shard.config.nameservers.is_empty() {
+        return;
+    }
+    shard.register_now.notify();
+    let wanted = shard.register_now.generation();
+    let registered = async {
+        // A round in progress may have read the old state: wait for one built after now.
+        while shard.registered_up_to.get() < wanted {
+            let seen = shard.registered.generation();
+            shard.registered.wait(seen).await;
+        }
+        Ok(())
+    };
+    if glommio::timer::timeout(2 * NAMESERVER_TIMEOUT, registered)
+        .await
+        .is_err()
+    {
+        log::warn!("registration after a topic change did not complete in time");
     }
 }
 

@@ -17,13 +17,14 @@ use std::time::Duration;
 use glommio::channels::channel_mesh::{MeshBuilder, Senders};
 use glommio::channels::local_channel::LocalSender;
 use glommio::net::TcpListener;
-use protocol::control::TopicConfig;
+use protocol::control::{RedirectRule, TopicConfig};
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::group::{Group, GroupKey, Subscription};
 use crate::mesh::{MeshMsg, MeshReply};
 use crate::net::conn::Conn;
+use crate::notify::Notify;
 use crate::offsets::Offsets;
 use crate::queue::Queue;
 use crate::rr::{Directory, ReplyLog};
@@ -34,6 +35,7 @@ pub(crate) const MESH_CHANNEL_CAPACITY: usize = 1024;
 const STOP_POLL_MS: u64 = 20;
 
 /// A topic as one shard sees it: its configuration and the queues this shard owns.
+#[derive(Clone)]
 pub(crate) struct TopicEntry {
     /// The topic's name, shared by its queues and pushes.
     pub name: Rc<str>,
@@ -41,6 +43,14 @@ pub(crate) struct TopicEntry {
     pub config: TopicConfig,
     /// Index = queue id; `Some` for the queues this shard owns.
     pub queues: Vec<Option<Rc<Queue>>>,
+}
+
+impl TopicEntry {
+    /// The dark-launch rules, copied out of the borrow; `None` (no copy) for the usual topic
+    /// without any.
+    pub fn redirects(&self) -> Option<Vec<RedirectRule>> {
+        (!self.config.redirects.is_empty()).then(|| self.config.redirects.clone())
+    }
 }
 
 /// Counters reported by `Stats`.
@@ -69,6 +79,12 @@ pub(crate) struct Shard {
     pub calls: RefCell<HashMap<u64, Rc<LocalSender<MeshReply>>>>,
     pub counters: Counters,
     pub stopping: Cell<bool>,
+    /// Shard 0: notified to register with the nameservers now rather than at the interval.
+    pub register_now: Notify,
+    /// Shard 0: notified after every registration round.
+    pub registered: Notify,
+    /// Shard 0: the `register_now` generation the last completed round was built after.
+    pub registered_up_to: Cell<u64>,
     /// Every shard's port, set by the broker once all listen.
     ports: Arc<OnceLock<Vec<u16>>>,
     next_id: Cell<u64>,
@@ -193,6 +209,7 @@ pub(crate) async fn run(start: ShardStart) -> Result<(), BrokerError> {
     let sweeper = glommio::spawn_local(crate::net::sweep_loop(shard.clone()));
     let retention = glommio::spawn_local(crate::retention::run(shard.clone()));
     let register = (id == 0).then(|| glommio::spawn_local(crate::register::run(shard.clone())));
+    let dynamic = (id == 0).then(|| glommio::spawn_local(crate::dynamic::run(shard.clone())));
     let _ = ready.send((id, Ok(port)));
 
     while !stop.load(Ordering::Acquire) {
@@ -203,6 +220,7 @@ pub(crate) async fn run(start: ShardStart) -> Result<(), BrokerError> {
     drop(accept);
     drop(sweeper);
     drop(retention);
+    drop(dynamic);
     if let Some(register) = register {
         drop(register);
         crate::register::unregister(&shard).await;
@@ -278,6 +296,9 @@ async fn open(
         calls: RefCell::new(HashMap::new()),
         counters: Counters::default(),
         stopping: Cell::new(false),
+        register_now: Notify::new(),
+        registered: Notify::new(),
+        registered_up_to: Cell::new(0),
         ports,
         next_id: Cell::new(0),
     })

@@ -12,12 +12,13 @@
 //!   0); [`start`] runs it on its own thread and returns a [`GslHandle`].
 //! - [`GslConfig`] holds every setting with its default (`gsl.toml` lists them);
 //!   [`cli::GslArgs`] is the command line of `defibus gsl`.
-//! - [`locator::ServiceLocator`] is the client side: cached, refreshed resolution.
+//! - The client side (cached, refreshed resolution, calls by service id) is the client
+//!   SDK's `client::ServiceLocator`: GSL is a server, and clients reach it over the protocol.
 //!
 //! Module map: [`config`], [`directory`] (pure: services, checks, nearby order), [`store`]
 //! (the directory made durable through [`svc::file`]), `command` (the answer to each request:
 //! the [`svc::connection`] handler), `server` (accept loop), `handle` (threaded form), [`rpc`]
-//! (a blocking frame connection, [`svc::rpc`] re-exported), [`locator`].
+//! (a blocking frame connection, [`svc::rpc`] re-exported).
 
 #![warn(missing_docs)]
 
@@ -29,7 +30,6 @@ mod server;
 pub mod cli;
 pub mod config;
 pub mod directory;
-pub mod locator;
 pub use svc::rpc;
 pub mod store;
 

@@ -1,10 +1,10 @@
 //! GSL end to end: a real server on port 0, updates over the wire as SGS sends them, and
-//! resolution through `ServiceLocator`, across restarts.
+//! resolution through the client SDK's `ServiceLocator`, across restarts.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use gsl::locator::{LocatorConfig, LocatorError, ServiceLocator};
+use client::{Client, ClientConfig, ClientError, ServiceLocator};
 use gsl::rpc::{Connection, RpcError};
 use gsl::{GslConfig, GslError, GslHandle};
 use protocol::codes::{Command, Status};
@@ -45,8 +45,30 @@ fn push(gsl: &GslHandle, update: &GslUpdate) -> Result<(), RpcError> {
         .map(drop)
 }
 
+/// A client in `area` that knows no nameserver, only `gsl`, with `adjust` applied.
+fn client_of(
+    gsl: &GslHandle,
+    area: &str,
+    adjust: impl FnOnce(ClientConfig) -> ClientConfig,
+) -> Client {
+    let config = ClientConfig::new(Vec::<String>::new(), area)
+        .unwrap()
+        .with_gsl([gsl.local_addr().to_string()])
+        .with_request_timeout(TIMEOUT);
+    Client::new(adjust(config)).unwrap()
+}
+
 fn locator(gsl: &GslHandle, area: &str) -> ServiceLocator {
-    ServiceLocator::new(LocatorConfig::new([gsl.local_addr().to_string()], area).unwrap())
+    client_of(gsl, area, |c| c).locator()
+}
+
+/// Polls `condition` until it holds, failing after [`TIMEOUT`].
+fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 fn areas(deployments: &[Deployment]) -> Vec<String> {
@@ -93,8 +115,9 @@ fn resolve_orders_nearby_first_and_a_restarted_gsl_keeps_every_service() {
     push(&gsl, &update("20190002", &[])).unwrap();
     gsl.shutdown().unwrap();
     let gsl = start(dir.path());
+    assert!(locator(&gsl, "A10").resolve("20190002").unwrap().is_empty());
     let err = locator(&gsl, "A10").nearest("20190002").unwrap_err();
-    assert!(matches!(err, LocatorError::NotDeployed { .. }), "{err}");
+    assert!(matches!(err, ClientError::NotDeployed { .. }), "{err}");
     assert!(err.to_string().contains("20190002"), "{err}");
     assert_eq!(locator(&gsl, "A10").resolve("20190001").unwrap().len(), 3);
 }
@@ -104,24 +127,42 @@ fn the_locator_caches_refreshes_and_survives_a_gsl_outage() {
     let dir = tempfile::tempdir().unwrap();
     let gsl = start(dir.path());
     push(&gsl, &update("7001", &["A10"])).unwrap();
-    let mut config = LocatorConfig::new([gsl.local_addr().to_string()], "B20").unwrap();
-    config.refresh_interval = Duration::from_millis(200);
-    let locator = ServiceLocator::new(config);
+    // A long refresh interval first: the cached answer holds however GSL changes.
+    let cached = client_of(&gsl, "B20", |c| {
+        c.with_service_refresh_interval(Duration::from_secs(3600))
+    })
+    .locator();
+    assert_eq!(areas(&cached.resolve("7001").unwrap()), ["A10"]);
+    let refreshed = client_of(&gsl, "B20", |c| {
+        c.with_service_refresh_interval(Duration::from_millis(100))
+    });
+    let locator = refreshed.locator();
     assert_eq!(areas(&locator.resolve("7001").unwrap()), ["A10"]);
 
     push(&gsl, &update("7001", &["A10", "B20"])).unwrap();
-    // Still the cached answer until the refresh interval passes...
-    assert_eq!(areas(&locator.resolve("7001").unwrap()), ["A10"]);
-    std::thread::sleep(Duration::from_millis(250));
-    // ...then the new one, nearest first.
-    assert_eq!(areas(&locator.resolve("7001").unwrap()), ["B20", "A10"]);
+    assert_eq!(
+        areas(&cached.resolve("7001").unwrap()),
+        ["A10"],
+        "cached until the refresh interval passes"
+    );
+    // A short interval picks the change up, nearest first.
+    wait_for("the refreshed resolution", || {
+        areas(&locator.resolve("7001").unwrap()) == ["B20", "A10"]
+    });
 
     // With GSL gone, the stale answer is still served; an unknown service is an error.
     gsl.shutdown().unwrap();
-    std::thread::sleep(Duration::from_millis(250));
+    let stale_by = Instant::now() + Duration::from_millis(100);
+    wait_for("the cached answer to go stale", || {
+        Instant::now() >= stale_by
+    });
     assert_eq!(areas(&locator.resolve("7001").unwrap()), ["B20", "A10"]);
     let err = locator.resolve("7002").unwrap_err();
-    assert!(matches!(err, LocatorError::Unreachable(_)), "{err}");
+    assert!(
+        matches!(err, ClientError::ServiceUnavailable { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("no GSL answered"), "{err}");
     // invalidate forgets: now 7001 fails too.
     locator.invalidate("7001");
     assert!(locator.resolve("7001").is_err());
@@ -178,7 +219,10 @@ fn bad_service_ids_areas_and_deployments_get_clear_errors() {
     assert_eq!(err.status(), Some(Status::UnknownCommand), "{err}");
 
     let err = locator(&gsl, "A10").resolve("bad id").unwrap_err();
-    assert!(matches!(err, LocatorError::InvalidName(_)), "{err}");
+    assert!(matches!(err, ClientError::InvalidName(_)), "{err}");
+    let no_gsl = Client::new(ClientConfig::new(Vec::<String>::new(), "A10").unwrap()).unwrap();
+    let err = no_gsl.locator().resolve("20190001").unwrap_err();
+    assert!(err.to_string().contains("with_gsl"), "{err}");
 
     // A second GSL on the same directory is refused before it listens.
     let err = gsl::start(GslConfig {

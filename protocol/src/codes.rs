@@ -214,6 +214,9 @@ code_enum! {
         RequestExpired = 302,
         /// No consumer or responder of the service is online to take the request.
         NoResponder = 303,
+        /// A dark-launch redirect rule matches the message, but no instance it selects
+        /// consumes a queue on this broker; another broker may have one.
+        NoRedirectTarget = 304,
 
         /// An unexpected server-side failure; see the server log.
         Internal = 500,
@@ -238,6 +241,7 @@ impl Status {
                 | Status::SystemBusy
                 | Status::QueueDepthExceeded
                 | Status::NoResponder
+                | Status::NoRedirectTarget
                 | Status::ShuttingDown
         )
     }
@@ -266,6 +270,7 @@ impl Status {
             Status::QueueDepthExceeded => "queue depth limit exceeded",
             Status::RequestExpired => "request expired before delivery",
             Status::NoResponder => "no consumer or responder online",
+            Status::NoRedirectTarget => "no instance selected by the redirect rule is online",
             Status::Internal => "internal server error",
             Status::StorageError => "storage error",
             Status::ShuttingDown => "server shutting down",

@@ -92,8 +92,9 @@ fn golden_frame_decodes_to_the_expected_fields() {
 /// One request record carrying every property kind, stamped at offset 1000.
 #[rustfmt::skip]
 const GOLDEN_BATCH: &[u8] = &[
-    // batch_len 132, batch CRC32C of bytes [24, 132)
-    0x84, 0x00, 0x00, 0x00, 0x70, 0x06, 0x8a, 0x89,
+    // batch_len 132, batch CRC32C of bytes [24, 48) then the record head [48, 56)
+    // (0x55249470, cross-checked with an independent bitwise CRC32C in Python)
+    0x84, 0x00, 0x00, 0x00, 0x70, 0x94, 0x24, 0x55,
     // base_offset 1000 (stamped)
     0xe8, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
     // append_time_ms 1_700_000_000_999 (stamped)
@@ -174,7 +175,7 @@ fn golden_batch_decodes_to_the_expected_record() {
         *batch.header(),
         BatchHeader {
             batch_len: 132,
-            crc32c: 0x898a_0670,
+            crc32c: 0x5524_9470,
             base_offset: 1000,
             append_time_ms: APPEND_TIME_MS,
             record_count: 1,

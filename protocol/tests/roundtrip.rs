@@ -9,9 +9,9 @@ use protocol::control::{
     self, BrokerId, BrokerRegistration, BrokerStats, BrokerSummary, ClientHeartbeat, ClusterInfo,
     CommitOffset, Credit, Deployment, ErrorReply, FetchOffset, FlushMode, GroupQueueStats,
     GslResolveReply, GslResolveRequest, GslUpdate, HeartbeatAck, OffsetReply, ProduceAck,
-    QueueRoute, QueueStats, RegisterAck, ServiceRecord, ServiceState, ShardStats, StartPosition,
-    Subscribe, SubscribeAck, SubscriptionMode, TopicConfig, TopicInfo, TopicList, TopicName,
-    TopicRoute, Unsubscribe,
+    QueueRoute, QueueStats, RedirectRule, RegisterAck, ServiceRecord, ServiceState, ShardStats,
+    StartPosition, Subscribe, SubscribeAck, SubscriptionMode, TopicConfig, TopicInfo, TopicList,
+    TopicName, TopicRoute, Unsubscribe,
 };
 use protocol::data::BatchAddress;
 use protocol::frame::{
@@ -326,10 +326,12 @@ prop_compose! {
         write_queue_count in any::<u32>(), flush_mode in flush_mode(),
         max_queue_depth in any::<u64>(), queue_depths in vec(any::<u64>(), 0..8),
         retention_bytes in any::<Option<u64>>(), retention_age_ms in any::<Option<u64>>(),
+        redirects in vec(redirect_rule(), 0..3), dynamic_queues in any::<bool>(),
     ) -> TopicInfo {
         TopicInfo {
             topic, queue_count, read_queue_count, write_queue_count, flush_mode,
-            max_queue_depth, queue_depths, retention_bytes, retention_age_ms,
+            max_queue_depth, queue_depths, retention_bytes, retention_age_ms, redirects,
+            dynamic_queues,
         }
     }
 }
@@ -370,12 +372,21 @@ prop_compose! {
         topic in text(), queue_count in any::<u32>(), read_queue_count in any::<u32>(),
         write_queue_count in any::<u32>(), flush_mode in flush_mode(),
         max_queue_depth in any::<u64>(), retention_bytes in any::<Option<u64>>(),
-        retention_age_ms in any::<Option<u64>>(),
+        retention_age_ms in any::<Option<u64>>(), redirects in vec(redirect_rule(), 0..3),
+        dynamic_queues in any::<bool>(),
     ) -> TopicConfig {
         TopicConfig {
             topic, queue_count, read_queue_count, write_queue_count, flush_mode,
-            max_queue_depth, retention_bytes, retention_age_ms,
+            max_queue_depth, retention_bytes, retention_age_ms, redirects, dynamic_queues,
         }
+    }
+}
+
+prop_compose! {
+    fn redirect_rule()(
+        group in text(), flag in text(), instances in vec(text(), 0..3),
+    ) -> RedirectRule {
+        RedirectRule { group, flag, instances }
     }
 }
 

@@ -2,13 +2,18 @@
 //! messages going to the bus and messages coming from it, and the body extractor that turns
 //! malformed JSON into 400 and an oversized body into 413.
 //!
-//! Values, keys and property values are UTF-8 text; bytes that are not UTF-8 are delivered
-//! with U+FFFD in their place.
+//! **Values** are text or bytes: a message sent to the bus carries exactly one of `value`
+//! (UTF-8 text) or `value_b64` (any bytes, standard base64 with padding); a message delivered
+//! by the proxy carries `value` when its payload is valid UTF-8 and `value_b64` otherwise.
+//! Keys and property values are UTF-8 text; bytes that are not UTF-8 are delivered with
+//! U+FFFD in their place.
 
 use std::collections::BTreeMap;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use client::{Message, ReceivedMessage};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -75,10 +80,18 @@ impl Identity {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutgoingMessage {
-    /// The topic, `[area]-[serviceId]`.
+    /// The topic, `[area]-[serviceId]`; or else `service`.
+    #[serde(default)]
     pub topic: String,
-    /// The payload, UTF-8 text.
-    pub value: String,
+    /// A service id, sent to its nearest deployment's topic (through GSL); or else `topic`.
+    #[serde(default)]
+    pub service: Option<String>,
+    /// The payload as UTF-8 text; or else `value_b64`.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// The payload as base64 bytes; or else `value`.
+    #[serde(default)]
+    pub value_b64: Option<String>,
     /// Optional key: equal keys go to one queue, in order.
     #[serde(default)]
     pub key: Option<String>,
@@ -91,9 +104,15 @@ pub struct OutgoingMessage {
 }
 
 impl OutgoingMessage {
-    /// The client message.
-    pub fn to_message(&self) -> Message {
-        let mut message = Message::new(self.topic.clone(), self.value.as_bytes().to_vec());
+    /// The client message; 400 for a topic that is not a bus topic name or a payload that is
+    /// not exactly one of `value` and `value_b64`, before any bus call.
+    /// Call [`resolve_services`] first: a `service` must have become its topic.
+    pub fn to_message(&self) -> Result<Message, ApiError> {
+        self.topic
+            .parse::<protocol::names::Topic>()
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let value = payload(self.value.as_deref(), self.value_b64.as_deref())?;
+        let mut message = Message::new(self.topic.clone(), value);
         if let Some(key) = &self.key {
             message = message.with_key(key.as_bytes().to_vec());
         }
@@ -103,16 +122,112 @@ impl OutgoingMessage {
         for (k, v) in &self.properties {
             message = message.with_property(k.clone(), v.as_bytes().to_vec());
         }
-        message
+        Ok(message)
     }
+}
 
-    /// Rejects a topic that is not a bus topic name before any bus call.
-    pub fn validate(&self) -> Result<(), ApiError> {
-        self.topic
-            .parse::<protocol::names::Topic>()
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        Ok(())
+/// Replaces each message's `service` with the topic of the service's nearest deployment
+/// (GSL, through the proxy's client and its cache): 400 when both or neither of `topic` and
+/// `service` are given or no GSL is configured, 404 when the service is not deployed, 503
+/// when none of its deployments is routable.
+pub async fn resolve_services(
+    client: &client::Client,
+    messages: &mut [OutgoingMessage],
+) -> Result<(), ApiError> {
+    for message in messages.iter() {
+        match (&message.service, message.topic.is_empty()) {
+            (Some(_), false) => {
+                return Err(ApiError::bad_request("give topic or service, not both"));
+            }
+            (None, true) => return Err(ApiError::bad_request("missing topic (or service)")),
+            _ => {}
+        }
     }
+    if messages.iter().all(|m| m.service.is_none()) {
+        return Ok(());
+    }
+    let locator = client.locator();
+    let services: Vec<Option<String>> = messages.iter().map(|m| m.service.clone()).collect();
+    // The first resolution of a service asks GSL over the network: off the async workers.
+    let topics = tokio::task::spawn_blocking(move || {
+        services
+            .into_iter()
+            .map(|service| match service {
+                None => Ok(None),
+                Some(service) => {
+                    service
+                        .parse::<protocol::names::ServiceId>()
+                        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                    let topics = locator.topics(&service).map_err(ApiError::from)?;
+                    Ok(topics.into_iter().next())
+                }
+            })
+            .collect::<Result<Vec<Option<String>>, ApiError>>()
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("service resolution failed: {e}")))??;
+    for (message, topic) in messages.iter_mut().zip(topics) {
+        if let Some(topic) = topic {
+            message.topic = topic;
+            message.service = None;
+        }
+    }
+    Ok(())
+}
+
+/// The bytes of a payload given as exactly one of `value` (text) and `value_b64` (base64).
+pub fn payload(value: Option<&str>, value_b64: Option<&str>) -> Result<Vec<u8>, ApiError> {
+    match (value, value_b64) {
+        (Some(text), None) => Ok(text.as_bytes().to_vec()),
+        (None, Some(encoded)) => BASE64
+            .decode(encoded)
+            .map_err(|e| ApiError::bad_request(format!("value_b64 is not base64: {e}"))),
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "give value (text) or value_b64 (base64 bytes), not both",
+        )),
+        (None, None) => Err(ApiError::bad_request(
+            "missing value (text) or value_b64 (base64 bytes)",
+        )),
+    }
+}
+
+/// A payload as delivered: `value` when it is UTF-8 text, else `value_b64`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Value {
+    /// The payload, when it is valid UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// The payload in base64, when it is not valid UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_b64: Option<String>,
+}
+
+impl Value {
+    /// The JSON form of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Self {
+                value: Some(text.to_owned()),
+                value_b64: None,
+            },
+            Err(_) => Self {
+                value: None,
+                value_b64: Some(BASE64.encode(bytes)),
+            },
+        }
+    }
+}
+
+/// Base64 of bytes that have no text form (correlation ids).
+pub fn base64(bytes: &[u8]) -> String {
+    BASE64.encode(bytes)
+}
+
+/// The bytes of base64 `text` in field `field`, or 400.
+pub fn unbase64(field: &str, text: &str) -> Result<Vec<u8>, ApiError> {
+    BASE64
+        .decode(text)
+        .map_err(|e| ApiError::bad_request(format!("{field} is not base64: {e}")))
 }
 
 /// A message as delivered to a caller: pushed to a webhook or a WebSocket, or a reply.
@@ -124,8 +239,9 @@ pub struct DeliveredMessage {
     pub queue_id: u32,
     /// Its offset in that queue.
     pub offset: u64,
-    /// The payload (lossy UTF-8).
-    pub value: String,
+    /// The payload: `value` (UTF-8 text) or `value_b64` (base64 bytes).
+    #[serde(flatten)]
+    pub value: Value,
     /// The key, when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
@@ -135,6 +251,12 @@ pub struct DeliveredMessage {
     /// The request's deadline (ms since the Unix epoch), for requests.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deadline_ms: Option<u64>,
+    /// Requests only: the requester's client id, for `POST /v1/reply`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+    /// Requests only: the request's correlation id (base64), for `POST /v1/reply`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
     /// Producer timestamp, ms since the Unix epoch.
     pub timestamp_ms: i64,
     /// User properties (lossy UTF-8 values).
@@ -143,14 +265,17 @@ pub struct DeliveredMessage {
 
 impl From<&ReceivedMessage> for DeliveredMessage {
     fn from(m: &ReceivedMessage) -> Self {
+        let request = m.message_type == client::MessageType::Request;
         Self {
             topic: m.topic.clone(),
             queue_id: m.queue_id,
             offset: m.offset,
-            value: String::from_utf8_lossy(&m.value).into_owned(),
+            value: Value::of(&m.value),
             key: (!m.key.is_empty()).then(|| String::from_utf8_lossy(&m.key).into_owned()),
             tag: m.tag.clone(),
             deadline_ms: m.deadline_ms,
+            reply_to: m.reply_to.clone().filter(|_| request),
+            correlation_id: m.correlation_id.as_deref().filter(|_| request).map(base64),
             timestamp_ms: m.timestamp_ms,
             properties: m
                 .properties
@@ -290,10 +415,30 @@ mod tests {
     fn outgoing_messages_reject_unknown_fields_and_bad_topics() {
         let m: OutgoingMessage =
             parse_json(br#"{"topic":"A10-1","value":"v","properties":{"k":"x"}}"#).unwrap();
-        m.validate().unwrap();
-        assert_eq!(m.to_message().properties(), &[("k".into(), b"x".to_vec())]);
+        let message = m.to_message().unwrap();
+        assert_eq!(message.properties(), &[("k".into(), b"x".to_vec())]);
+        assert_eq!(message.value(), b"v");
         assert!(parse_json::<OutgoingMessage>(br#"{"topic":"A10-1","valu":"v"}"#).is_err());
         let bad: OutgoingMessage = parse_json(br#"{"topic":"no topic","value":""}"#).unwrap();
-        assert!(bad.validate().is_err());
+        assert!(bad.to_message().is_err());
+    }
+
+    #[test]
+    fn values_are_text_or_base64_exactly_once() {
+        let m: OutgoingMessage = parse_json(br#"{"topic":"A10-1","value_b64":"AP8="}"#).unwrap();
+        assert_eq!(m.to_message().unwrap().value(), [0x00, 0xFF]);
+        for bad in [
+            r#"{"topic":"A10-1"}"#,
+            r#"{"topic":"A10-1","value":"a","value_b64":"YQ=="}"#,
+            r#"{"topic":"A10-1","value_b64":"not base64!"}"#,
+        ] {
+            let m: OutgoingMessage = parse_json(bad.as_bytes()).unwrap();
+            let error = m.to_message().unwrap_err();
+            assert!(error.message.contains("value"), "{bad}: {error}");
+        }
+        let text = serde_json::to_value(Value::of(b"caf\xc3\xa9")).unwrap();
+        assert_eq!(text, serde_json::json!({"value": "café"}));
+        let bytes = serde_json::to_value(Value::of(&[0x00, 0xFF])).unwrap();
+        assert_eq!(bytes, serde_json::json!({"value_b64": "AP8="}));
     }
 }

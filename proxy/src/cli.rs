@@ -23,6 +23,10 @@ pub struct ProxyArgs {
     /// A nameserver, host:port; repeat for several [default: 127.0.0.1:9876].
     #[arg(long = "nameserver", value_name = "ADDR")]
     pub nameservers: Vec<String>,
+    /// A GSL, host:port, for `service` ids in publishes and requests; repeat for several
+    /// [default: none].
+    #[arg(long = "gsl", value_name = "ADDR")]
+    pub gsl_endpoints: Vec<String>,
     /// Area of the proxy's own client [default: A10].
     #[arg(long, value_name = "AREA")]
     pub area: Option<String>,
@@ -38,6 +42,15 @@ pub struct ProxyArgs {
     /// Per-session window of unacked WebSocket pushes [default: 256].
     #[arg(long, value_name = "N")]
     pub ws_window_messages: Option<usize>,
+    /// Directory of the durable webhook subscriptions [default: ./defibus-proxy-data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Publishes and requests per second per caller; 0 is unlimited [default: 0].
+    #[arg(long, value_name = "N")]
+    pub rate_limit_messages_per_s: Option<u32>,
+    /// Burst of the rate limit, messages; 0 is one second of the rate [default: 0].
+    #[arg(long, value_name = "N")]
+    pub rate_limit_burst_messages: Option<u32>,
 }
 
 impl ProxyArgs {
@@ -52,17 +65,24 @@ impl ProxyArgs {
             config: _,
             listen_addr,
             nameservers,
+            gsl_endpoints,
             area,
             body_bytes_max,
             request_timeout_ms,
             webhook_attempts_max,
             ws_window_messages,
+            data_dir,
+            rate_limit_messages_per_s,
+            rate_limit_burst_messages,
         } = self.clone();
         if let Some(v) = listen_addr {
             config.listen_addr = v;
         }
         if !nameservers.is_empty() {
             config.nameservers = nameservers;
+        }
+        if !gsl_endpoints.is_empty() {
+            config.gsl_endpoints = gsl_endpoints;
         }
         if let Some(v) = area {
             config.area = v;
@@ -78,6 +98,15 @@ impl ProxyArgs {
         }
         if let Some(v) = ws_window_messages {
             config.ws_window_messages = v;
+        }
+        if let Some(v) = data_dir {
+            config.data_dir = v;
+        }
+        if let Some(v) = rate_limit_messages_per_s {
+            config.rate_limit_messages_per_s = v;
+        }
+        if let Some(v) = rate_limit_burst_messages {
+            config.rate_limit_burst_messages = v;
         }
         config.validate()?;
         Ok(config)
@@ -147,6 +176,10 @@ mod tests {
             path.to_str().unwrap(),
             "--ws-window-messages",
             "9",
+            "--rate-limit-messages-per-s",
+            "50",
+            "--data-dir",
+            "/tmp/p",
             "--nameserver",
             "127.0.0.1:1",
             "--nameserver",
@@ -156,6 +189,8 @@ mod tests {
         let config = cli.args.to_config().unwrap();
         assert_eq!(config.area, "B20");
         assert_eq!(config.ws_window_messages, 9);
+        assert_eq!(config.rate_limit(), Some((50, 50)));
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/p"));
         assert_eq!(config.nameservers, ["127.0.0.1:1", "127.0.0.1:2"]);
         let cli = Cli::try_parse_from(["proxy", "--area", "bad"]).unwrap();
         assert!(

@@ -5,7 +5,7 @@
 //! before the server starts.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -20,6 +20,9 @@ pub const LISTEN_ADDR_DEFAULT: SocketAddr =
 pub const BODY_BYTES_MAX_DEFAULT: usize = 1 << 20;
 /// Default bound on messages in one batch publish.
 pub const PUBLISH_BATCH_MAX_DEFAULT: usize = 1_000;
+/// Default linger of the batch-publish producer, ms: a batch's messages leave as one
+/// broker request instead of one each.
+pub const PUBLISH_BATCH_LINGER_MS_DEFAULT: u64 = 1;
 /// Default wait for a reply when a request names no timeout: 3 s, the client's default.
 pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 3_000;
 /// Longest wait for a reply a caller may ask for: 60 s. An HTTP request holds a connection
@@ -53,6 +56,18 @@ pub const WS_OUTBOX_FRAMES_DEFAULT: usize = 1_024;
 /// bounded by about one interval of messages plus the window.
 pub const WS_COMMIT_INTERVAL_MS_DEFAULT: u64 = 1_000;
 
+/// Default directory of the proxy's durable state (the webhook subscriptions and the `LOCK`
+/// that keeps a second proxy off it). `defibus standalone` uses `<its data dir>/proxy`.
+pub const DATA_DIR_DEFAULT: &str = "./defibus-proxy-data";
+/// Default rate limit of publishes and requests, messages per second per caller (an HTTP
+/// identity, or the peer address of calls without one; a WebSocket session): 0, unlimited.
+pub const RATE_LIMIT_MESSAGES_PER_S_DEFAULT: u32 = 0;
+/// Default burst of the rate limit, messages: 0, one second's worth of the rate.
+pub const RATE_LIMIT_BURST_MESSAGES_DEFAULT: u32 = 0;
+/// How often idle rate-limit buckets of HTTP callers are dropped, so the table of callers
+/// stays bounded by the callers of the last interval.
+pub const RATE_LIMIT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Subscriptions (message and responder) one WebSocket session may hold at once.
 pub const WS_SESSION_SUBSCRIPTIONS_MAX: usize = 64;
 /// How long a new session with an identity already connected waits for the old session to
@@ -74,6 +89,9 @@ pub struct ProxyConfig {
     pub listen_addr: SocketAddr,
     /// Nameservers (`host:port`) the proxy's bus clients find brokers through.
     pub nameservers: Vec<String>,
+    /// GSL endpoints (`host:port`) through which a `service` id in a publish or request is
+    /// resolved to its nearest deployment's topic; none: only topics are accepted.
+    pub gsl_endpoints: Vec<String>,
     /// Area of the proxy's shared client (HTTP publish and request); WebSocket sessions use
     /// their identity's area.
     pub area: String,
@@ -81,6 +99,9 @@ pub struct ProxyConfig {
     pub body_bytes_max: usize,
     /// Most messages in one batch publish.
     pub publish_batch_max: usize,
+    /// How long the producer of batch publishes waits to coalesce a batch's messages into
+    /// one broker request, ms; 0 sends each message on its own (single publishes never wait).
+    pub publish_batch_linger_ms: u64,
     /// Reply wait of a request that names no `timeout_ms`.
     pub request_timeout_ms: u64,
     /// Longest `timeout_ms` a request may ask for; more is refused with 400.
@@ -110,6 +131,16 @@ pub struct ProxyConfig {
     pub ws_outbox_frames: usize,
     /// Commit interval of WebSocket subscriptions (see [`WS_COMMIT_INTERVAL_MS_DEFAULT`]).
     pub ws_commit_interval_ms: u64,
+    /// Directory of the durable state: webhook subscriptions (`subscriptions.proxy`) and the
+    /// `LOCK` file; created if missing.
+    pub data_dir: PathBuf,
+    /// Publishes and requests per second one caller may make; 0 is unlimited. A batch counts
+    /// each message. HTTP callers are told apart by `identity` (else by peer address),
+    /// WebSocket callers by session.
+    pub rate_limit_messages_per_s: u32,
+    /// Messages a caller may send at once after a quiet spell; 0 means one second's worth of
+    /// `rate_limit_messages_per_s`. A batch larger than this is refused with 400.
+    pub rate_limit_burst_messages: u32,
 }
 
 impl Default for ProxyConfig {
@@ -117,9 +148,11 @@ impl Default for ProxyConfig {
         Self {
             listen_addr: LISTEN_ADDR_DEFAULT,
             nameservers: vec!["127.0.0.1:9876".to_owned()],
+            gsl_endpoints: Vec::new(),
             area: "A10".to_owned(),
             body_bytes_max: BODY_BYTES_MAX_DEFAULT,
             publish_batch_max: PUBLISH_BATCH_MAX_DEFAULT,
+            publish_batch_linger_ms: PUBLISH_BATCH_LINGER_MS_DEFAULT,
             request_timeout_ms: REQUEST_TIMEOUT_MS_DEFAULT,
             request_timeout_ms_max: REQUEST_TIMEOUT_MS_MAX_DEFAULT,
             webhook_attempts_max: WEBHOOK_ATTEMPTS_MAX_DEFAULT,
@@ -133,6 +166,9 @@ impl Default for ProxyConfig {
             ws_idle_timeout_ms: WS_IDLE_TIMEOUT_MS_DEFAULT,
             ws_outbox_frames: WS_OUTBOX_FRAMES_DEFAULT,
             ws_commit_interval_ms: WS_COMMIT_INTERVAL_MS_DEFAULT,
+            data_dir: PathBuf::from(DATA_DIR_DEFAULT),
+            rate_limit_messages_per_s: RATE_LIMIT_MESSAGES_PER_S_DEFAULT,
+            rate_limit_burst_messages: RATE_LIMIT_BURST_MESSAGES_DEFAULT,
         }
     }
 }
@@ -188,7 +224,26 @@ impl ProxyConfig {
         if self.ws_commit_interval_ms == 0 {
             return bad("ws_commit_interval_ms", "at least 1");
         }
+        if self.data_dir.as_os_str().is_empty() {
+            return bad("data_dir", "must not be empty");
+        }
+        if self.rate_limit_messages_per_s == 0 && self.rate_limit_burst_messages != 0 {
+            return bad(
+                "rate_limit_burst_messages",
+                "0 unless rate_limit_messages_per_s is set",
+            );
+        }
         Ok(())
+    }
+
+    /// The rate limit in force: (messages per second, burst), or `None` when unlimited.
+    pub fn rate_limit(&self) -> Option<(u32, u32)> {
+        let rate = self.rate_limit_messages_per_s;
+        let burst = match self.rate_limit_burst_messages {
+            0 => rate,
+            burst => burst,
+        };
+        (rate > 0).then_some((rate, burst))
     }
 
     /// [`Self::request_timeout_ms`] as a duration.

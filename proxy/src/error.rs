@@ -64,6 +64,14 @@ pub enum ProxyError {
         #[source]
         source: std::io::Error,
     },
+    /// The durable state in `data_dir` could not be opened, read or parsed.
+    #[error("subscription store {path}: {reason}")]
+    Store {
+        /// The directory or file.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
     /// The proxy's own bus client could not be created.
     #[error("creating the bus client: {0}")]
     Client(#[source] ClientError),
@@ -78,11 +86,15 @@ pub enum ProxyError {
 pub struct ApiError {
     /// The HTTP status of the answer.
     pub status: StatusCode,
-    /// Stable code: `bad_request`, `payload_too_large`, `not_found`, `unknown_topic`, `conflict`,
-    /// `timeout`, `unavailable`, `too_many`, `internal`.
+    /// Stable code: `bad_request`, `payload_too_large`, `not_found`, `unknown_topic`,
+    /// `no_requester`, `conflict`, `timeout`, `unavailable`, `too_many`, `rate_limited`,
+    /// `storage`, `internal`.
     pub code: &'static str,
     /// What went wrong, for humans.
     pub message: String,
+    /// When a retry may succeed (`rate_limited`): HTTP `Retry-After` (whole seconds, rounded
+    /// up) and `retry_after_ms` in the body.
+    pub retry_after: Option<Duration>,
 }
 
 impl ApiError {
@@ -115,6 +127,19 @@ impl ApiError {
         Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many", message)
     }
 
+    /// 429: the caller's rate limit is spent; `retry_after` says when a token is back.
+    pub fn rate_limited(message: impl Into<String>, retry_after: Duration) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+        }
+    }
+
+    /// 503: the durable subscription store failed; changes are refused until a restart.
+    pub fn storage(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "storage", message)
+    }
+
     /// 504: no reply came before the deadline.
     pub fn timeout(after: Duration) -> Self {
         Self::new(
@@ -134,11 +159,12 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
-    /// The answer to a failed bus call: unknown topic → 404, a timeout → 504, a refused or
-    /// malformed argument → 400, an unreachable or unavailable broker → 503.
+    /// The answer to a failed bus call: unknown topic or service → 404, a timeout → 504, a
+    /// refused or malformed argument → 400, an unreachable or unavailable broker → 503.
     pub fn from_client(error: &ClientError) -> Self {
         let message = error.to_string();
         match error {
@@ -147,6 +173,15 @@ impl ApiError {
                 status: Status::UnknownTopic,
                 ..
             } => Self::new(StatusCode::NOT_FOUND, "unknown_topic", message),
+            ClientError::NotDeployed { .. } => {
+                Self::new(StatusCode::NOT_FOUND, "unknown_service", message)
+            }
+            // Only a reply is refused so: its requester left the broker (or timed out and
+            // closed), so nobody waits for it.
+            ClientError::Status {
+                status: Status::NoResponder,
+                ..
+            } => Self::new(StatusCode::NOT_FOUND, "no_requester", message),
             ClientError::Timeout { after } => Self::timeout(*after),
             ClientError::InvalidName(_)
             | ClientError::InvalidArgument(_)
@@ -160,15 +195,21 @@ impl ApiError {
             | ClientError::Io { .. }
             | ClientError::Disconnected { .. }
             | ClientError::Protocol { .. }
+            | ClientError::ServiceUnavailable { .. }
             | ClientError::Closed => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
             }
         }
     }
 
-    /// The JSON body: `{"error": {"code", "message"}}`.
+    /// The JSON body: `{"error": {"code", "message"}}`, plus `retry_after_ms` when set.
     pub fn body(&self) -> serde_json::Value {
-        serde_json::json!({ "error": { "code": self.code, "message": self.message } })
+        let mut body =
+            serde_json::json!({ "error": { "code": self.code, "message": self.message } });
+        if let Some(after) = self.retry_after {
+            body["error"]["retry_after_ms"] = retry_after_ms(after).into();
+        }
+        body
     }
 }
 
@@ -195,8 +236,21 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             log::debug!("answering {self}");
         }
-        (self.status, Json(self.body())).into_response()
+        let mut response = (self.status, Json(self.body())).into_response();
+        if let Some(after) = self.retry_after {
+            let seconds = retry_after_ms(after).div_ceil(1000).max(1);
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(seconds),
+            );
+        }
+        response
     }
+}
+
+/// A wait in whole milliseconds, rounded up so a caller waiting it is never early.
+pub fn retry_after_ms(after: Duration) -> u64 {
+    after.as_micros().div_ceil(1000) as u64
 }
 
 #[cfg(test)]
@@ -230,5 +284,11 @@ mod tests {
         assert_eq!(ApiError::from_client(&bad).status, StatusCode::BAD_REQUEST);
         let body = ApiError::from_client(&bad).body();
         assert_eq!(body["error"]["code"], "bad_request");
+        assert!(body["error"].get("retry_after_ms").is_none());
+        let limited = ApiError::rate_limited("slow down", Duration::from_micros(1500));
+        assert_eq!(limited.body()["error"]["retry_after_ms"], 2);
+        let response = limited.into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()["retry-after"], "1");
     }
 }

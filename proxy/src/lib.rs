@@ -2,21 +2,24 @@
 //! language (DESIGN §7), talking to brokers through the Rust client.
 //!
 //! - HTTP: `POST /v1/publish` (one or a batch), `POST /v1/request` (the answer carries the
-//!   reply, 504 at the deadline), `POST /v1/subscriptions` (webhook push, see [`webhook`]),
+//!   reply, 504 at the deadline), `POST /v1/reply` (answer a request by its address),
+//!   `POST /v1/subscriptions` (durable webhook push, see [`webhook`]),
 //!   `GET`/`DELETE /v1/subscriptions/{id}`, `POST /v1/heartbeat`, `GET /openapi.json`.
 //! - WebSocket `GET /v1/stream`: push delivery with acks, request-reply both ways, see
 //!   [`ws::protocol`].
+//! - Values are text (`value`) or base64 bytes (`value_b64`), see [`api`].
 //! - Errors are `{"error": {"code", "message"}}`: malformed JSON 400, unknown topic 404,
-//!   body over `body_bytes_max` 413, a bound reached 429, broker unavailable 503, no reply
-//!   504 ([`ApiError`]).
+//!   body over `body_bytes_max` 413, a bound reached or the rate limit ([`limit`]) 429,
+//!   broker unavailable 503, no reply 504 ([`ApiError`]).
 //!
 //! [`run`] serves on a listener until a shutdown future completes (tests start it on port
 //! 0); [`start`] runs it on its own thread and returns a [`ProxyHandle`]; [`cli::ProxyArgs`]
 //! is the command line of `defibus-proxy` and `defibus proxy`.
 //!
-//! Module map: [`config`] settings, [`error`] errors, [`api`] shared JSON shapes, `routes`
-//! the HTTP handlers, [`ws`] the WebSocket sessions, [`webhook`] webhook delivery, `state`
-//! what they share, `server` and `handle` the two ways to run it.
+//! Module map: [`config`] settings, [`error`] errors, [`api`] shared JSON shapes, [`limit`]
+//! the rate limit, `routes` the HTTP handlers, [`ws`] the WebSocket sessions, [`webhook`]
+//! webhook delivery and its store, `state` what they share, `server` and `handle` the two
+//! ways to run it.
 
 #![warn(missing_docs)]
 
@@ -25,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 mod handle;
+pub mod limit;
 mod routes;
 mod server;
 mod state;

@@ -1,11 +1,14 @@
-//! The accept loop: [`run`] serves the API on a listener until a shutdown future completes,
-//! then closes every WebSocket session (committing only acked messages), every webhook
-//! subscription and the proxy's bus client.
+//! The accept loop: [`run`] resumes the stored webhook subscriptions, serves the API on a
+//! listener until a shutdown future completes, then closes every WebSocket session
+//! (committing only acked messages), every webhook subscription and the proxy's bus client.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::config::ProxyConfig;
+use axum::serve::ListenerExt;
+
+use crate::config::{ProxyConfig, RATE_LIMIT_SWEEP_INTERVAL};
 use crate::error::ProxyError;
 use crate::routes::router;
 use crate::state::AppState;
@@ -21,9 +24,13 @@ pub async fn run(
     let lease_ms = config.subscription_lease_ms;
     let state = {
         let config = config.clone();
-        tokio::task::spawn_blocking(move || AppState::new(config))
-            .await
-            .map_err(|_| ProxyError::Panicked)??
+        tokio::task::spawn_blocking(move || {
+            let (state, stored) = AppState::new(config.clone())?;
+            state.shared.webhooks.resume(stored, &config);
+            Ok::<_, ProxyError>(state)
+        })
+        .await
+        .map_err(|_| ProxyError::Panicked)??
     };
     if let Ok(addr) = listener.local_addr() {
         log::info!(
@@ -32,8 +39,16 @@ pub async fn run(
         );
     }
     let sweeper = (lease_ms > 0).then(|| tokio::spawn(expire_leases(state.clone(), lease_ms)));
+    let upkeep = tokio::spawn(upkeep(state.clone()));
     let stopping = state.clone();
-    let served = axum::serve(listener, router(state.clone()))
+    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    // Replies and pushes are small writes that must not wait for the peer's delayed ACK.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            log::debug!("TCP_NODELAY on an accepted connection: {e}");
+        }
+    });
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
             log::info!("proxy shutting down");
@@ -45,6 +60,7 @@ pub async fn run(
     if let Some(sweeper) = sweeper {
         sweeper.abort();
     }
+    upkeep.abort();
     let closing = state.clone();
     tokio::task::spawn_blocking(move || closing.close())
         .await
@@ -63,3 +79,30 @@ async fn expire_leases(state: AppState, lease_ms: u64) {
         let _ = tokio::task::spawn_blocking(move || shared.webhooks.expire(lease)).await;
     }
 }
+
+/// Periodic chores: restored subscriptions still waiting for a route are retried every
+/// [`RESUME_RETRY_INTERVAL`]; idle rate-limit buckets are dropped every
+/// [`RATE_LIMIT_SWEEP_INTERVAL`].
+async fn upkeep(state: AppState) {
+    let mut tick = tokio::time::interval(RESUME_RETRY_INTERVAL);
+    let mut last_sweep = tokio::time::Instant::now();
+    loop {
+        tick.tick().await;
+        let shared = state.shared.clone();
+        let config = state.config.clone();
+        let sweep = last_sweep.elapsed() >= RATE_LIMIT_SWEEP_INTERVAL;
+        if sweep {
+            last_sweep = tokio::time::Instant::now();
+        }
+        let _ = tokio::task::spawn_blocking(move || {
+            shared.webhooks.retry_resuming(&config);
+            if sweep {
+                shared.limits.sweep();
+            }
+        })
+        .await;
+    }
+}
+
+/// How often a restored subscription that could not start is tried again.
+const RESUME_RETRY_INTERVAL: Duration = Duration::from_secs(1);

@@ -3,16 +3,14 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use client::{ConsumeMode, Consumer, ConsumerOptions, Responder, StartFrom};
 use defibus_tests::{WAIT, client};
 use serde_json::json;
 
-use support::{Bus, identity};
+use support::{Bus, identity, webhook_server};
 
 #[test]
 fn publish_single_and_batch_store_messages_a_consumer_reads() {
@@ -160,55 +158,6 @@ fn the_openapi_document_is_served() {
     }
 }
 
-/// A webhook receiver: answers `fail_first` requests with 500, then 200; sends each body
-/// it accepted.
-fn webhook_server(fail_first: usize) -> (String, mpsc::Receiver<serde_json::Value>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut seen = 0;
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                let lower = line.to_ascii_lowercase();
-                if let Some(v) = lower.strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-                if line == "\r\n" {
-                    break;
-                }
-            }
-            let mut body = vec![0; length];
-            if reader.read_exact(&mut body).is_err() {
-                continue;
-            }
-            seen += 1;
-            let status = if seen <= fail_first {
-                "500 Internal Server Error"
-            } else {
-                "200 OK"
-            };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-            );
-            if seen > fail_first
-                && let Ok(json) = serde_json::from_slice(&body)
-            {
-                let _ = tx.send(json);
-            }
-        }
-    });
-    (url, rx)
-}
-
 #[test]
 fn webhook_subscription_pushes_retries_and_unsubscribes() {
     let bus = Bus::start(&["A10-7005"], |c| {
@@ -298,4 +247,131 @@ fn subscription_leases_expire_without_heartbeats() {
     defibus_tests::wait_for("the lease to expire", WAIT, || {
         bus.get(&format!("/v1/subscriptions/{id}")).0 == 404
     });
+}
+
+/// A POST answered with its status, `Retry-After` header and JSON body.
+fn post_with_headers(
+    bus: &Bus,
+    body: &serde_json::Value,
+) -> (u16, Option<String>, serde_json::Value) {
+    let result = ureq::post(&bus.url("/v1/publish")).send_json(body);
+    let response = match result {
+        Ok(response) | Err(ureq::Error::Status(_, response)) => response,
+        Err(e) => panic!("HTTP call failed: {e}"),
+    };
+    let status = response.status();
+    let retry_after = response.header("retry-after").map(str::to_owned);
+    let json = response.into_json().unwrap_or_default();
+    (status, retry_after, json)
+}
+
+#[test]
+fn the_rate_limit_answers_429_with_retry_after_per_identity() {
+    // One message a second, three at once: the refills are far slower than the test.
+    let bus = Bus::start(&["A10-7008"], |c| {
+        c.rate_limit_messages_per_s = 1;
+        c.rate_limit_burst_messages = 3;
+    });
+    let one = |who: &str| json!({"identity": identity(who), "topic": "A10-7008", "value": "x"});
+    let two = json!({
+        "identity": identity("limited"),
+        "messages": [{"topic": "A10-7008", "value": "a"}, {"topic": "A10-7008", "value": "b"}],
+    });
+    assert_eq!(post_with_headers(&bus, &two).0, 200);
+    assert_eq!(post_with_headers(&bus, &one("limited")).0, 200);
+    let (status, retry_after, body) = post_with_headers(&bus, &one("limited"));
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    assert_eq!(body["error"]["code"], "rate_limited");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("1 messages/s (burst 3)"), "{message}");
+    let wait_ms = body["error"]["retry_after_ms"].as_u64().unwrap();
+    assert!(wait_ms > 0 && wait_ms <= 1000, "{body}");
+
+    // Another identity has a bucket of its own; a batch over the burst can never pass.
+    assert_eq!(post_with_headers(&bus, &one("other")).0, 200);
+    let four = json!({
+        "identity": identity("big"),
+        "messages": vec![json!({"topic": "A10-7008", "value": "m"}); 4],
+    });
+    let (status, _, body) = post_with_headers(&bus, &four);
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("burst of 3")
+    );
+
+    // Requests take from the same bucket; callers without identity share their address's.
+    let (status, body) = bus.post(
+        "/v1/request",
+        &json!({"identity": identity("limited"), "topic": "A10-7008", "value": "q"}).to_string(),
+    );
+    assert_eq!(status, 429, "{body}");
+    for _ in 0..3 {
+        assert_eq!(
+            bus.post("/v1/publish", r#"{"topic":"A10-7008","value":"anon"}"#)
+                .0,
+            200
+        );
+    }
+    assert_eq!(
+        bus.post("/v1/publish", r#"{"topic":"A10-7008","value":"anon"}"#)
+            .0,
+        429
+    );
+}
+
+#[test]
+fn binary_values_go_in_and_out_as_base64() {
+    let bus = Bus::start(&["A10-7009", "A10-7010"], |_| {});
+    let (status, body) = bus.post("/v1/publish", r#"{"topic":"A10-7009","value_b64":"AP8Q"}"#);
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = bus.post(
+        "/v1/publish",
+        r#"{"topic":"A10-7009","value":"text","value_b64":"AP8Q"}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not both")
+    );
+    let (status, _) = bus.post("/v1/publish", r#"{"topic":"A10-7009","value_b64":"%%"}"#);
+    assert_eq!(status, 400);
+
+    let reader = client(&bus.cluster.nameserver);
+    let consumer = Consumer::subscribe_with(
+        &reader,
+        ConsumerOptions::new("A10-7009", "check", ConsumeMode::Clustering)
+            .start_from(StartFrom::Earliest),
+    )
+    .unwrap();
+    let m = consumer.recv(WAIT).unwrap().expect("the binary message");
+    assert_eq!(m.value, [0x00, 0xFF, 0x10]);
+
+    // A responder answering bytes that are not UTF-8: the reply comes back as base64.
+    let service = client(&bus.cluster.nameserver);
+    let responder = Responder::start(&service, "A10-7010", "bytes", |r| {
+        let mut reply = r.value.clone();
+        reply.push(0xFE);
+        reply
+    })
+    .unwrap();
+    let reply = defibus_tests::retry_until("a binary reply", WAIT, || {
+        let (status, body) = bus.post(
+            "/v1/request",
+            r#"{"topic":"A10-7010","value_b64":"AAE=","timeout_ms":1000}"#,
+        );
+        if status == 200 {
+            Ok(body)
+        } else {
+            Err(format!("{status} {body}"))
+        }
+    });
+    assert_eq!(reply["value_b64"], "AAH+", "{reply}");
+    assert!(reply.get("value").is_none(), "{reply}");
+    responder.close().unwrap();
 }

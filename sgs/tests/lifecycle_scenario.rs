@@ -10,7 +10,6 @@ use client::{
     Admin, Client, ClientConfig, ConsumeMode, Consumer, ConsumerOptions, Message, Producer,
     StartFrom,
 };
-use gsl::locator::{LocatorConfig, ServiceLocator};
 use gsl::{GslConfig, GslHandle};
 use nameserver::{NameserverConfig, NameserverHandle};
 use protocol::codes::Status;
@@ -157,10 +156,17 @@ fn record(id: &str, areas: &[&str]) -> ServiceRecord {
     }
 }
 
+/// A client in `from` that locates services through `gsl` (and knows no nameserver).
+fn gsl_client(gsl: &GslHandle, from: &str) -> Client {
+    let config = ClientConfig::new(Vec::<String>::new(), from)
+        .unwrap()
+        .with_gsl([gsl.local_addr().to_string()]);
+    Client::new(config).unwrap()
+}
+
 fn resolved_areas(gsl: &GslHandle, from: &str, service: &str) -> Vec<String> {
-    let locator =
-        ServiceLocator::new(LocatorConfig::new([gsl.local_addr().to_string()], from).unwrap());
-    locator
+    gsl_client(gsl, from)
+        .locator()
         .resolve(service)
         .unwrap()
         .iter()
@@ -204,9 +210,10 @@ fn apply_deploy_resolve_and_offline_across_two_areas_with_restarts() {
     assert!(!has_topic(&a10, "B20-20190001"));
     assert_eq!(resolved_areas(&gsl, "B20", "20190001"), ["B20", "A10"]);
     assert_eq!(resolved_areas(&gsl, "A10", "20190001"), ["A10", "B20"]);
-    let locator =
-        ServiceLocator::new(LocatorConfig::new([gsl.local_addr().to_string()], "B20").unwrap());
-    let nearest = locator.nearest("20190001").unwrap();
+    let nearest = gsl_client(&gsl, "B20")
+        .locator()
+        .nearest("20190001")
+        .unwrap();
     assert_eq!(nearest.topic, "B20-20190001");
     assert_eq!(nearest.cluster, "cluster-B20");
     assert_eq!(

@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use client::{Admin, ClientError, TopicConfig, TopicInfo};
 use protocol::codes::Status;
-use protocol::control::FlushMode;
+use protocol::control::{FlushMode, RedirectRule};
 use protocol::names::Topic;
 
 use super::shared::{BusArgs, table};
@@ -99,6 +99,40 @@ struct TopicSettings {
     /// Delete the oldest data past this many bytes per queue, or `none` [default: none].
     #[arg(long, value_name = "BYTES|none")]
     retention_bytes: Option<Limit>,
+    /// Dark launch: messages tagged FLAG go only to queues that the named instances of
+    /// GROUP consume (an instance ending in `*` is a client-id prefix). Repeatable; replaces
+    /// an existing rule for the same GROUP and FLAG [default: no rules].
+    #[arg(long, value_name = "GROUP/FLAG=INSTANCE[,INSTANCE...]")]
+    redirect: Vec<Redirect>,
+    /// Remove every redirect rule before adding those given with --redirect.
+    #[arg(long)]
+    clear_redirects: bool,
+    /// Let the broker follow the consumers: read and write queue counts become the largest
+    /// number of same-area consumers of any clustering group (1 to 1024) [create default:
+    /// false].
+    #[arg(long, value_name = "BOOL")]
+    dynamic_queues: Option<bool>,
+}
+
+/// A `--redirect` rule as given on the command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Redirect(RedirectRule);
+
+impl FromStr for Redirect {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let usage = "expected GROUP/FLAG=INSTANCE[,INSTANCE...]";
+        let (selector, instances) = s.split_once('=').ok_or(usage)?;
+        let (group, flag) = selector.split_once('/').ok_or(usage)?;
+        let rule = RedirectRule {
+            group: group.to_owned(),
+            flag: flag.to_owned(),
+            instances: instances.split(',').map(str::to_owned).collect(),
+        };
+        rule.validate().map_err(|e| e.to_string())?;
+        Ok(Self(rule))
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -156,6 +190,18 @@ impl TopicSettings {
         }
         if let Some(Limit(bytes)) = self.retention_bytes {
             config.retention_bytes = bytes;
+        }
+        if let Some(dynamic) = self.dynamic_queues {
+            config.dynamic_queues = dynamic;
+        }
+        if self.clear_redirects {
+            config.redirects.clear();
+        }
+        for Redirect(rule) in &self.redirect {
+            config
+                .redirects
+                .retain(|r| (&r.group, &r.flag) != (&rule.group, &rule.flag));
+            config.redirects.push(rule.clone());
         }
         config
     }
@@ -310,6 +356,8 @@ fn update(
             max_queue_depth: current.max_queue_depth,
             retention_bytes: current.retention_bytes,
             retention_age_ms: current.retention_age_ms,
+            redirects: current.redirects.clone(),
+            dynamic_queues: current.dynamic_queues,
             ..TopicConfig::new(topic)
         });
         config.validate().context("topic settings")?;
@@ -317,11 +365,12 @@ fn update(
             .update_topic(&broker.endpoint, &config)
             .with_context(|| format!("updating {topic} on {}", broker.id))?;
         println!(
-            "updated {topic} on {}: {} queues, flush {}, max depth {}",
+            "updated {topic} on {}: {} queues, flush {}, max depth {}, {} redirect rule(s)",
             broker.id,
             config.queue_count,
             flush_name(config.flush_mode),
-            config.max_queue_depth
+            config.max_queue_depth,
+            config.redirects.len()
         );
         updated += 1;
     }
@@ -499,5 +548,36 @@ mod tests {
         assert_eq!(config.flush_mode, FlushMode::Sync);
         assert_eq!(config.retention_age_ms, None);
         assert_eq!(config.max_queue_depth, defaults.max_queue_depth);
+    }
+
+    #[test]
+    fn redirects_parse_and_replace_the_rule_for_their_group_and_flag() {
+        let rule: Redirect = "svc/gray=canary-*,host@1#A10".parse().unwrap();
+        assert_eq!(rule.0.instances, ["canary-*", "host@1#A10"]);
+        assert!(
+            "svc-gray=x"
+                .parse::<Redirect>()
+                .unwrap_err()
+                .contains("GROUP/FLAG")
+        );
+        assert!(
+            "svc/gray="
+                .parse::<Redirect>()
+                .unwrap_err()
+                .contains("instance")
+        );
+        let mut config = TopicConfig::new(&"A10-1".parse().unwrap());
+        config.redirects.push(rule.0.clone());
+        let newer: Redirect = "svc/gray=v2-*".parse().unwrap();
+        let settings = TopicSettings {
+            redirect: vec![newer.clone()],
+            ..TopicSettings::default()
+        };
+        assert_eq!(settings.apply(config.clone()).redirects, [newer.0]);
+        let cleared = TopicSettings {
+            clear_redirects: true,
+            ..TopicSettings::default()
+        };
+        assert!(cleared.apply(config).redirects.is_empty());
     }
 }

@@ -1,4 +1,5 @@
-//! `defibus consume`: print a topic's messages as a member of a consumer group, committing
+//! `defibus consume`: print a topic's (or a service's nearest deployment's) messages as a
+//! member of a consumer group, committing
 //! what was printed; stops after `--count`, after `--timeout-ms` without a message, or on
 //! SIGINT/SIGTERM, and commits on the way out.
 
@@ -9,9 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use client::{ClientError, ConsumeMode, Consumer, ConsumerOptions, StartFrom};
-use protocol::names::{GroupName, Topic};
+use protocol::names::GroupName;
 
-use super::shared::{BusArgs, message_line, stop_on_signal};
+use super::shared::{BusArgs, TargetArgs, message_line, stop_on_signal};
 
 /// How often the wait for a message looks at the stop flag.
 const STOP_POLL: Duration = Duration::from_millis(100);
@@ -20,9 +21,8 @@ const STOP_POLL: Duration = Duration::from_millis(100);
 pub struct ConsumeArgs {
     #[command(flatten)]
     bus: BusArgs,
-    /// The topic, [area]-[serviceId], e.g. A10-20190001.
-    #[arg(long)]
-    topic: Topic,
+    #[command(flatten)]
+    target: TargetArgs,
     /// The consumer group: members of one group share the topic's queues.
     #[arg(long)]
     group: GroupName,
@@ -70,10 +70,11 @@ pub fn run(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
     } else {
         ConsumeMode::Clustering
     };
-    let options = ConsumerOptions::new(args.topic.to_string(), args.group.to_string(), mode)
+    let topic = args.target.topic(&client)?;
+    let options = ConsumerOptions::new(topic.as_str(), args.group.to_string(), mode)
         .start_from(args.from.into());
     let consumer = Consumer::subscribe_with(&client, options)
-        .with_context(|| format!("subscribing to {} as group {}", args.topic, args.group))?;
+        .with_context(|| format!("subscribing to {topic} as group {}", args.group))?;
     let idle_max = args.timeout_ms.map(Duration::from_millis);
     let mut received = 0u64;
     let mut last = Instant::now();

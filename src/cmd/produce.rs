@@ -1,4 +1,5 @@
-//! `defibus produce`: send one message (or each line of stdin) and print where it was stored.
+//! `defibus produce`: send one message (or each line of stdin) to a topic or a service, and
+//! print where it was stored.
 
 use std::io::BufRead;
 use std::process::ExitCode;
@@ -32,12 +33,21 @@ pub fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
         QueueSelector::RoundRobin
     };
     let producer = Producer::with_selector(&client, selector).context("starting the producer")?;
+    let target = &args.message.target;
     let send = |value: String| -> anyhow::Result<()> {
-        let sent = producer
-            .send(args.message.message(value))
-            .with_context(|| format!("sending to {}", args.message.topic))?;
+        let message = args.message.message(value);
+        let sent = match &target.service {
+            None => producer.send(message),
+            Some(service) => producer.send_to_service(service.as_str(), message),
+        }
+        .with_context(|| format!("sending to {target}"))?;
+        // By service id, the deployment it reached is worth seeing.
+        let topic = match target.service {
+            Some(_) => format!("topic={} ", sent.topic),
+            None => String::new(),
+        };
         println!(
-            "queue={} offset={} broker={}",
+            "{topic}queue={} offset={} broker={}",
             sent.queue_id, sent.offset, sent.broker_id
         );
         Ok(())

@@ -1,11 +1,11 @@
-//! `defibus request`: send one request to a service topic and print the reply's value.
+//! `defibus request`: send one request to a service topic (or a service, by id) and print the
+//! reply's value.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Args;
-use client::Requester;
+use client::{ClientError, Requester};
 
 use super::shared::{BusArgs, MessageArgs};
 
@@ -27,15 +27,27 @@ pub struct RequestArgs {
 pub fn run(args: RequestArgs) -> anyhow::Result<ExitCode> {
     let client = args.bus.connect()?;
     let requester = Requester::new(&client);
-    let topic = &args.message.topic;
-    let reply = requester
-        .request(
-            args.message.message(args.value.as_str()),
-            Duration::from_millis(args.timeout_ms),
-        )
-        .with_context(|| {
-            format!("no reply from {topic} (is a responder running? `defibus respond --topic {topic} --group <group> --echo`)")
-        })?;
+    let target = &args.message.target;
+    let message = args.message.message(args.value.as_str());
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let reply = match &target.service {
+        None => requester.request(message, timeout),
+        Some(service) => requester.request_service(service.as_str(), message, timeout),
+    };
+    let flag = match (&target.topic, &target.service) {
+        (Some(topic), _) => format!("--topic {topic}"),
+        (None, Some(service)) => format!("--service {service}"),
+        (None, None) => String::new(),
+    };
+    let reply = reply.map_err(|e| {
+        // Only a timeout means nobody answered; anything else failed before that.
+        let context = if matches!(e, ClientError::Timeout { .. }) {
+            format!("no reply from {target} (is a responder running? `defibus respond {flag} --group <group> --echo`)")
+        } else {
+            format!("request to {target} failed")
+        };
+        anyhow::Error::new(e).context(context)
+    })?;
     println!("{}", String::from_utf8_lossy(&reply.value));
     Ok(ExitCode::SUCCESS)
 }

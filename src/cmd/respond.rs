@@ -1,4 +1,5 @@
-//! `defibus respond`: answer a service topic's requests with a built-in handler until
+//! `defibus respond`: answer a service topic's requests (or, by service id, those of the
+//! service's nearest deployment) with a built-in handler until
 //! SIGINT/SIGTERM; a stand-in service for demos and smoke tests.
 
 use std::process::ExitCode;
@@ -8,9 +9,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{ArgGroup, Args};
 use client::{ReceivedMessage, Responder};
-use protocol::names::{GroupName, Topic};
+use protocol::names::GroupName;
 
-use super::shared::{BusArgs, message_line, stop_on_signal};
+use super::shared::{BusArgs, TargetArgs, message_line, stop_on_signal};
 
 /// How often the wait for a signal looks at the stop flag.
 const STOP_POLL: Duration = Duration::from_millis(100);
@@ -20,9 +21,8 @@ const STOP_POLL: Duration = Duration::from_millis(100);
 pub struct RespondArgs {
     #[command(flatten)]
     bus: BusArgs,
-    /// The service topic, [area]-[serviceId], e.g. A10-20190002.
-    #[arg(long)]
-    topic: Topic,
+    #[command(flatten)]
+    target: TargetArgs,
     /// The responder group: each request goes to one member of it.
     #[arg(long)]
     group: GroupName,
@@ -51,16 +51,12 @@ pub fn run(args: RespondArgs) -> anyhow::Result<ExitCode> {
         );
         reply
     };
-    let responder = Responder::start(
-        &client,
-        &args.topic.to_string(),
-        &args.group.to_string(),
-        handler,
-    )
-    .with_context(|| format!("subscribing to {} as group {}", args.topic, args.group))?;
+    let topic = args.target.topic(&client)?;
+    let responder = Responder::start(&client, &topic, &args.group.to_string(), handler)
+        .with_context(|| format!("subscribing to {topic} as group {}", args.group))?;
     println!(
-        "responding to {} as group {}; stop with Ctrl-C",
-        args.topic, args.group
+        "responding to {topic} as group {}; stop with Ctrl-C",
+        args.group
     );
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(STOP_POLL);

@@ -45,7 +45,7 @@ enum ServiceCommand {
 #[derive(Args)]
 struct SgsAddr {
     /// The SGS, host:port.
-    #[arg(long = "sgs", default_value = "127.0.0.1:9878")]
+    #[arg(long = "sgs", default_value = "127.0.0.1:9878", env = "DEFIBUS_SGS")]
     endpoint: String,
     /// How long to wait for the answer (deploy and offline wait for brokers and draining),
     /// in ms.

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
-use clap::Args;
+use clap::{ArgGroup, Args};
 use client::{Client, ClientConfig, Message, ReceivedMessage};
-use protocol::names::{Area, Topic};
+use protocol::names::{Area, ServiceId, Topic};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 /// Exit code of a command that gave up waiting: no reply, no acknowledgement, or fewer
@@ -40,23 +40,73 @@ pub struct BusArgs {
     /// Area of this client: sent to brokers, preferred when choosing queues.
     #[arg(long, default_value = "A10", global = true)]
     pub area: Area,
+    /// GSL address, host:port, where `--service` ids are located; repeat the flag to list
+    /// several.
+    #[arg(
+        long = "gsl",
+        value_name = "HOST:PORT",
+        default_value = "127.0.0.1:9877",
+        env = "DEFIBUS_GSL",
+        global = true
+    )]
+    pub gsl: Vec<String>,
 }
 
 impl BusArgs {
-    /// A client for these nameservers and area; connections open on first use.
+    /// A client for these nameservers, GSLs and area; connections open on first use.
     pub fn connect(&self) -> anyhow::Result<Client> {
         let config = ClientConfig::new(self.nameservers.iter().cloned(), self.area.as_str())
-            .context("client configuration")?;
+            .context("client configuration")?
+            .with_gsl(self.gsl.iter().cloned());
         Client::new(config).context("starting the client")
+    }
+}
+
+/// What a command talks to: one topic, or a service by id (located through GSL, its
+/// nearest deployment first).
+#[derive(Args, Debug)]
+#[command(group(ArgGroup::new("target").required(true).args(["topic", "service"])))]
+pub struct TargetArgs {
+    /// The topic: one service in one area, named [area]-[serviceId], e.g. A10-20190001.
+    #[arg(long)]
+    pub topic: Option<Topic>,
+    /// The service id, e.g. 20190001: its topic is the nearest deployment's, from GSL.
+    #[arg(long)]
+    pub service: Option<ServiceId>,
+}
+
+impl TargetArgs {
+    /// The topic to use: the one given, or the service's nearest routable deployment's.
+    pub fn topic(&self, client: &Client) -> anyhow::Result<String> {
+        match (&self.topic, &self.service) {
+            (Some(topic), _) => Ok(topic.to_string()),
+            (None, Some(service)) => {
+                let topics = client
+                    .locator()
+                    .topics(service.as_str())
+                    .with_context(|| format!("locating service {service}"))?;
+                Ok(topics.into_iter().next().unwrap_or_default())
+            }
+            (None, None) => anyhow::bail!("--topic or --service is required"),
+        }
+    }
+}
+
+impl std::fmt::Display for TargetArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.topic, &self.service) {
+            (Some(topic), _) => write!(f, "{topic}"),
+            (None, Some(service)) => write!(f, "service {service}"),
+            (None, None) => f.write_str("(nothing)"),
+        }
     }
 }
 
 /// What a produced message or request carries besides its value.
 #[derive(Args, Debug)]
 pub struct MessageArgs {
-    /// The topic: one service in one area, named [area]-[serviceId], e.g. A10-20190001.
-    #[arg(long)]
-    pub topic: Topic,
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Message key; messages with the same key go to the same queue, in order.
     #[arg(long)]
     pub key: Option<String>,
@@ -69,9 +119,11 @@ pub struct MessageArgs {
 }
 
 impl MessageArgs {
-    /// A message with these settings carrying `value`.
+    /// A message with these settings carrying `value`; without a topic when sent by service
+    /// id (the service's deployment supplies it).
     pub fn message(&self, value: impl Into<Vec<u8>>) -> Message {
-        let mut message = Message::new(self.topic.to_string(), value);
+        let topic = self.target.topic.as_ref().map(Topic::to_string);
+        let mut message = Message::new(topic.unwrap_or_default(), value);
         if let Some(key) = &self.key {
             message = message.with_key(key.as_bytes().to_vec());
         }

@@ -16,7 +16,8 @@ use signal_hook::iterator::Signals;
 
 #[derive(Args)]
 pub struct StandaloneArgs {
-    /// Where the broker keeps its queues, offsets and topic registry.
+    /// Where the broker keeps its queues, offsets and topic registry (`broker/`), and the GSL,
+    /// SGS and proxy their state (`gsl/`, `sgs/`, `proxy/`).
     #[arg(long, default_value = "./defibus-data")]
     data_dir: PathBuf,
     /// Nameserver listen address.
@@ -91,7 +92,9 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         let proxy_config = proxy::ProxyConfig {
             listen_addr: args.proxy_addr,
             nameservers: vec![nameserver_addr.to_string()],
+            gsl_endpoints: vec![gsl.local_addr().to_string()],
             area: args.area.clone(),
+            data_dir: args.data_dir.join("proxy"),
             ..proxy::ProxyConfig::default()
         };
         Some(proxy::start(proxy_config).context("starting the proxy")?)

@@ -20,6 +20,8 @@ use nameserver::{NameserverConfig, NameserverHandle};
 use protocol::control::{ErrorReply, FlushMode};
 use protocol::frame::{FrameBytes, FrameLimits, Framer};
 
+pub mod areas;
+
 /// The longest any single wait of a scenario may take before it fails. Generous: two cores
 /// are shared with other builds, and a debug build is slow.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -234,23 +236,7 @@ impl Cluster {
     /// For every queue of `topic` on every broker, the member of `group` it is assigned to
     /// (empty when none), keyed by (broker id, queue id).
     pub fn assignment(&self, topic: &str, group: &str) -> BTreeMap<(String, u32), String> {
-        let admin = self.admin();
-        let mut assignment = BTreeMap::new();
-        for endpoint in self.endpoints() {
-            let stats = admin
-                .stats(&endpoint)
-                .unwrap_or_else(|e| panic!("stats of {endpoint}: {e}"));
-            for queue in stats.queues.iter().filter(|q| q.topic == topic) {
-                let member = queue
-                    .groups
-                    .iter()
-                    .find(|g| g.group == group)
-                    .map(|g| g.client_id.clone())
-                    .unwrap_or_default();
-                assignment.insert((stats.broker_id.clone(), queue.queue_id), member);
-            }
-        }
-        assignment
+        assignment_on(&self.admin(), &self.endpoints(), topic, group)
     }
 
     /// Waits until every queue of `topic` (`queues_total` across brokers) is assigned to one
@@ -264,22 +250,68 @@ impl Cluster {
         queues_total: usize,
         members: &[&str],
     ) {
-        let mut last = BTreeMap::new();
-        let settled = |last: &mut BTreeMap<(String, u32), String>| {
-            *last = self.assignment(topic, group);
-            last.len() == queues_total
-                && last.values().all(|m| members.contains(&m.as_str()))
-                && members.iter().all(|m| last.values().any(|v| v == m))
-        };
-        let deadline = Instant::now() + WAIT;
-        while !settled(&mut last) {
-            assert!(
-                Instant::now() < deadline,
-                "group {group} of {topic} did not settle on members {members:?} within \
-                 {WAIT:?}; last assignment: {last:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        wait_for_assignment_on(
+            &self.admin(),
+            &self.endpoints(),
+            &format!("settled on members {members:?}"),
+            topic,
+            group,
+            |last| {
+                last.len() == queues_total
+                    && last.values().all(|m| members.contains(&m.as_str()))
+                    && members.iter().all(|m| last.values().any(|v| v == m))
+            },
+        );
+    }
+}
+
+/// For every queue of `topic` on the brokers behind `endpoints`, the member of `group` it is
+/// assigned to (empty when none), keyed by (broker id, queue id), from the brokers' statistics.
+pub fn assignment_on(
+    admin: &Admin,
+    endpoints: &[String],
+    topic: &str,
+    group: &str,
+) -> BTreeMap<(String, u32), String> {
+    let mut assignment = BTreeMap::new();
+    for endpoint in endpoints {
+        let stats = admin
+            .stats(endpoint)
+            .unwrap_or_else(|e| panic!("stats of {endpoint}: {e}"));
+        for queue in stats.queues.iter().filter(|q| q.topic == topic) {
+            let member = queue
+                .groups
+                .iter()
+                .find(|g| g.group == group)
+                .map(|g| g.client_id.clone())
+                .unwrap_or_default();
+            assignment.insert((stats.broker_id.clone(), queue.queue_id), member);
         }
+    }
+    assignment
+}
+
+/// Polls [`assignment_on`] until `settled` holds of it; panics naming `what` with the last
+/// assignment after [`WAIT`].
+pub fn wait_for_assignment_on(
+    admin: &Admin,
+    endpoints: &[String],
+    what: &str,
+    topic: &str,
+    group: &str,
+    mut settled: impl FnMut(&BTreeMap<(String, u32), String>) -> bool,
+) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let last = assignment_on(admin, endpoints, topic, group);
+        if settled(&last) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "group {group} of {topic}: not {what} within {WAIT:?}; last assignment: {last:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -335,6 +367,29 @@ impl ChildBroker {
     /// The port of each shard, by shard id.
     pub fn shard_ports(&self) -> &[u16] {
         &self.ports
+    }
+
+    /// Stops the child with SIGSTOP: a stalled broker. The kernel still accepts connections
+    /// on its ports and keeps established ones open, but nothing is answered, until
+    /// [`Self::resume`].
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a paused child run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Process::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(
+            status.success(),
+            "kill -{signal} of the child broker failed"
+        );
     }
 
     /// Sends SIGKILL and reaps the child.

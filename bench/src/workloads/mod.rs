@@ -9,6 +9,8 @@
 //! - [`fanout`]: one stream delivered to K consumers, multicast and broadcast;
 //! - [`scale`]: produce throughput from 1 to 10,000 queues and 1 to 1,000 connections;
 //! - [`overhead`]: the client's request-reply beside the same exchange in raw frames;
+//! - [`proxy`]: publish throughput and request-reply through the HTTP/WebSocket proxy, beside
+//!   the native client;
 //! - [`delivery`]: the open-loop publish → consume measurement `e2e` and `fanout` share.
 
 pub mod consume;
@@ -17,5 +19,6 @@ pub mod e2e;
 pub mod fanout;
 pub mod overhead;
 pub mod produce;
+pub mod proxy;
 pub mod rr;
 pub mod scale;

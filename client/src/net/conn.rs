@@ -28,6 +28,10 @@ pub(crate) type Callback = Box<dyn FnOnce(Result<FrameBytes>) + Send>;
 pub(crate) trait PushSink: Send + Sync {
     /// One pushed batch frame; must not block for long.
     fn on_push(&self, conn: &Arc<Connection>, frame: FrameBytes);
+
+    /// The broker says the subscription's topic changed (queues added or retired); must not
+    /// block for long.
+    fn on_topic_changed(&self) {}
 }
 
 /// Receives `ReplyPush` frames, on the reader thread of whichever connection they arrive on.
@@ -49,7 +53,8 @@ struct Writer {
 
 #[derive(Default)]
 struct Pending {
-    callbacks: HashMap<u64, Callback>,
+    /// By request id: the callback, and when the request was sent.
+    callbacks: HashMap<u64, (Callback, Instant)>,
     closed: bool,
 }
 
@@ -63,6 +68,9 @@ pub(crate) struct Connection {
     replies: Option<Arc<dyn ReplySink>>,
     close_listeners: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
     closed: AtomicBool,
+    /// Set when the client closed the connection because the peer stopped answering
+    /// heartbeats: the peer stalled, rather than went away.
+    closed_silent: AtomicBool,
     opened: Instant,
     /// Milliseconds after `opened` when the last frame arrived; shows a dead peer.
     last_read_ms: AtomicU64,
@@ -119,6 +127,7 @@ impl Connection {
             replies,
             close_listeners: Mutex::default(),
             closed: AtomicBool::new(false),
+            closed_silent: AtomicBool::new(false),
             opened: Instant::now(),
             last_read_ms: AtomicU64::new(0),
             heartbeat: handshake,
@@ -205,6 +214,24 @@ impl Connection {
         self.mark_closed();
     }
 
+    /// Closes a connection whose peer stopped answering (nothing received for several
+    /// heartbeat intervals); [`Self::closed_silent`] tells it apart from a peer that left.
+    pub(crate) fn close_silent(&self) {
+        self.closed_silent.store(true, Ordering::Release);
+        self.close();
+    }
+
+    /// True when the connection was closed by [`Self::close_silent`].
+    pub(crate) fn closed_silent(&self) -> bool {
+        self.closed_silent.load(Ordering::Acquire)
+    }
+
+    /// Sends a heartbeat and waits up to `timeout` for its ack: proof the broker shard
+    /// serves requests. Fails for a connection without a handshake (not a broker).
+    pub(crate) fn ping(&self, timeout: Duration) -> Result<()> {
+        self.heartbeat_call(timeout).map(drop)
+    }
+
     /// Sends a request and calls `callback` with its response, on the reader thread. When
     /// sending fails the error is returned and `callback` is dropped uncalled. Returns the
     /// request id, for [`Self::forget`].
@@ -221,7 +248,9 @@ impl Connection {
             if pending.closed {
                 return Err(self.disconnected());
             }
-            pending.callbacks.insert(request_id, callback);
+            pending
+                .callbacks
+                .insert(request_id, (callback, Instant::now()));
         }
         let mut meta = FrameMeta::request(command, request_id);
         if command.carries_record_batch() {
@@ -276,6 +305,36 @@ impl Connection {
             .unwrap_or_else(PoisonError::into_inner)
             .callbacks
             .remove(&request_id)
+            .map(|(callback, _)| callback)
+    }
+
+    /// Completes every request sent more than `max_age` ago with [`ClientError::Timeout`]
+    /// (a late response is then ignored); returns how many. Requests sent with
+    /// [`Self::call_with`] have no deadline of their own (a produce, say): this is what
+    /// ends one on a stalled broker, so that it is retried elsewhere instead of waiting for
+    /// the whole send's timeout.
+    pub(crate) fn expire_pending(&self, max_age: Duration) -> usize {
+        let expired: Vec<Callback> = {
+            let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            if pending.callbacks.is_empty() {
+                return 0;
+            }
+            let old: Vec<u64> = pending
+                .callbacks
+                .iter()
+                .filter(|(_, (_, sent))| sent.elapsed() > max_age)
+                .map(|(id, _)| *id)
+                .collect();
+            old.iter()
+                .filter_map(|id| pending.callbacks.remove(id))
+                .map(|(callback, _)| callback)
+                .collect()
+        };
+        let count = expired.len();
+        for callback in expired {
+            callback(Err(ClientError::Timeout { after: max_age }));
+        }
+        count
     }
 
     /// Sends a heartbeat whose ack only proves liveness; failures close the connection through
@@ -358,7 +417,7 @@ impl Connection {
             pending.closed = true;
             std::mem::take(&mut pending.callbacks)
         };
-        for (_, callback) in callbacks {
+        for (_, (callback, _)) in callbacks {
             callback(Err(self.disconnected()));
         }
         self.subscriptions
@@ -428,12 +487,27 @@ impl Connection {
                 .unwrap_or_else(PoisonError::into_inner)
                 .callbacks
                 .remove(&header.request_id);
-            if let Some(callback) = callback {
+            if let Some((callback, _)) = callback {
                 callback(response_result(&self.endpoint, frame));
             }
             return;
         }
         match header.command() {
+            Ok(Command::TopicConfigChanged) => {
+                let subscription_id = protocol::data::BatchAddress::decode(&frame.ext)
+                    .ok()
+                    .and_then(|address| address.subscription_id);
+                let sink = subscription_id.and_then(|id| {
+                    self.subscriptions
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .get(&id)
+                        .cloned()
+                });
+                if let Some(sink) = sink {
+                    sink.on_topic_changed();
+                }
+            }
             Ok(Command::Push) => {
                 let Ok(address) = protocol::data::BatchAddress::decode(&frame.ext) else {
                     log::warn!("{}: push without a valid address dropped", self.endpoint);
@@ -638,6 +712,21 @@ mod tests {
             conn.pending.lock().unwrap().callbacks.is_empty(),
             "the wait was forgotten"
         );
+        // A request without a deadline of its own is ended by the expiry sweep, not before.
+        let (tx, rx) = mpsc::channel();
+        conn.call_with(
+            Command::Produce,
+            &[],
+            &[],
+            Box::new(move |r| tx.send(r.map(drop)).unwrap()),
+        )
+        .unwrap();
+        assert_eq!(conn.expire_pending(Duration::from_secs(3600)), 0);
+        assert!(rx.try_recv().is_err());
+        assert_eq!(conn.expire_pending(Duration::ZERO), 1);
+        let err = rx.try_recv().unwrap().unwrap_err();
+        assert!(matches!(err, ClientError::Timeout { .. }), "{err}");
+        assert!(!conn.is_closed(), "expiry leaves the connection up");
         conn.close();
         drop(listener);
         let err = Connection::open(&endpoint, None, None, Duration::from_secs(1)).unwrap_err();

@@ -12,13 +12,14 @@ pub(crate) use conn::{Connection, Handshake, PushSink, ReplySink};
 use crate::backoff::Backoff;
 use crate::error::{ClientError, Result};
 
-/// Whether a peer is a broker (heartbeats, pushes, replies) or a nameserver (requests only).
+/// Whether a peer is a broker (heartbeats, pushes, replies) or a control server: a
+/// nameserver or GSL (requests only).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum PeerKind {
     /// A broker shard.
     Broker,
-    /// A nameserver.
-    Nameserver,
+    /// A nameserver or GSL.
+    Control,
 }
 
 /// A pool key: the endpoint, and whether it is a broker (connections differ by handshake).

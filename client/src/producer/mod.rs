@@ -115,6 +115,28 @@ impl Producer {
         self.submit_to_slot(message).wait(timeout)
     }
 
+    /// Sends `message` to service `service_id`, located through GSL: to its nearest
+    /// deployment whose topic is routable and has a healthy writable queue, with the usual
+    /// retries there; when that fails with a retryable error, to the next deployment. The
+    /// message's own topic is replaced (build it with [`Message::for_service`]).
+    pub fn send_to_service(&self, service_id: &str, message: Message) -> Result<SendResult> {
+        let topics = self.inner.client.service_topics(service_id)?;
+        let mut last_error = None;
+        for topic in topics {
+            match self.send(message.clone().with_topic(topic.as_str())) {
+                Ok(sent) => return Ok(sent),
+                Err(e) if e.is_retryable() => {
+                    log::debug!(
+                        "service {service_id}: send to {topic} failed ({e}); next deployment"
+                    );
+                    last_error = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_error.expect("service_topics is never empty"))
+    }
+
     /// Sends `message` and returns a future of its acknowledgement; works under any async
     /// runtime, or none. The future ends with [`ClientError::Timeout`] if no acknowledgement
     /// comes in time.
@@ -175,7 +197,7 @@ impl Producer {
         let route = client.route(message.topic())?;
         let key = self.key_of(&message);
         let target = route
-            .choose(key, client.config.area.as_str(), &client.isolation, None)
+            .choose(key, &client.config, &client.isolation, None)
             .ok_or_else(|| ClientError::NoRoute {
                 topic: message.topic().to_owned(),
             })?;
@@ -254,7 +276,7 @@ impl ProducerInner {
         };
         let chosen = route.choose(
             job.key.as_deref(),
-            client.config.area.as_str(),
+            &client.config,
             &client.isolation,
             job.avoid_broker.as_deref(),
         );
@@ -326,11 +348,7 @@ impl ProducerInner {
     ) {
         let client = &inner.client;
         if let Some(target) = target {
-            if error.is_retryable() {
-                client
-                    .isolation
-                    .isolate(target, client.config.queue_isolation);
-            }
+            client.isolate_after(target, &error);
             job.avoid_broker = Some(target.broker_id.clone());
         }
         if error.is_retryable() {

@@ -1,7 +1,7 @@
 //! One client connection: a reader (the connection's task) and a writer task draining the
 //! connection's bounded [`Outbox`].
 //!
-//! The reader frames with [`Framer::split_frame`] over one `BytesMut`, so frames are split off
+//! The reader frames with [`Framer::split_frame_mut`] over one `BytesMut`, so frames are split off
 //! without copying. A garbage, oversized or cut-off frame is answered with an error response
 //! (carrying the request id when the header could be trusted) and the connection is closed;
 //! other connections are not affected. A connection silent for `idle_timeout_ms` is closed.
@@ -139,7 +139,7 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut reader: Half) -> Resu
     let mut buf = BytesMut::with_capacity(read_buffer_bytes);
     loop {
         loop {
-            match framer.split_frame(&mut buf) {
+            match framer.split_frame_mut(&mut buf) {
                 Ok(Some(frame)) => {
                     conn.last_seen.set(Instant::now());
                     super::dispatch::dispatch(shard, conn, frame, &inflight).await;

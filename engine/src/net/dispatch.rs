@@ -10,7 +10,7 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use glommio::sync::Semaphore;
 use protocol::codes::{Command, Status};
 use protocol::control::{
@@ -19,7 +19,7 @@ use protocol::control::{
     TopicName, Unsubscribe,
 };
 use protocol::data::BatchAddress;
-use protocol::frame::{FrameBytes, FrameHeader, flag};
+use protocol::frame::{FrameBytes, FrameHeader, FrameMut, flag};
 
 use super::conn::Conn;
 use super::outbox::{Outbound, error_response, response};
@@ -35,13 +35,47 @@ enum Served {
     Body(Vec<u8>),
     /// Another shard owns what the request addresses.
     Forward(usize),
+    /// Another shard owns the queue a dark-launch rule re-addressed the request to.
+    ForwardFrame(usize, FrameBytes),
+}
+
+/// A produced batch's body.
+enum Body {
+    /// Read on this shard: its own region of the receive buffer, stamped in place and kept by
+    /// the log without a copy.
+    Owned(BytesMut),
+    /// Forwarded from another shard: copied once to be stamped.
+    Shared(Bytes),
+}
+
+impl Body {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Self::Owned(bytes) => bytes,
+            Self::Shared(bytes) => bytes,
+        }
+    }
+
+    fn into_mut(self) -> BytesMut {
+        match self {
+            Self::Owned(bytes) => bytes,
+            Self::Shared(bytes) => BytesMut::from(&bytes[..]),
+        }
+    }
+
+    fn freeze(self) -> Bytes {
+        match self {
+            Self::Owned(bytes) => bytes.freeze(),
+            Self::Shared(bytes) => bytes,
+        }
+    }
 }
 
 /// Serves one frame read from `conn`.
 pub(crate) async fn dispatch(
     shard: &Rc<Shard>,
     conn: &Rc<Conn>,
-    frame: FrameBytes,
+    frame: FrameMut,
     inflight: &Rc<Semaphore>,
 ) {
     let header = frame.header;
@@ -58,14 +92,8 @@ pub(crate) async fn dispatch(
             return;
         }
     };
-    let inline = match command {
-        Command::Heartbeat => Some(heartbeat(shard, conn, &frame).await.map(Some)),
-        Command::Credit => Some(credit(shard, conn, &frame).map(|()| Some(Vec::new()))),
-        Command::Subscribe => Some(subscribe(shard, conn, &frame).await.map(|()| None)),
-        Command::Unsubscribe => Some(unsubscribe(shard, conn, &frame).map(|()| Some(Vec::new()))),
-        _ => None,
-    };
-    if let Some(result) = inline {
+    if is_inline(command) {
+        let result = serve_inline(shard, conn, command, &frame.freeze()).await;
         answer(conn, &header, oneway, result).await;
         return;
     }
@@ -75,12 +103,37 @@ pub(crate) async fn dispatch(
     let shard = shard.clone();
     let conn = conn.clone();
     glommio::spawn_local(async move {
-        let result = match command {
-            Command::CommitOffset => commit(&shard, &conn, &frame).await.map(Served::Body),
-            _ => serve(&shard, &frame).await,
+        // A produce keeps its body writable; everything else reads a frozen frame.
+        let (result, frozen) = match command {
+            Command::Produce | Command::Request => {
+                let (header, ext) = (frame.header, frame.ext);
+                let body = Body::Owned(frame.body);
+                (produce(&shard, header, ext, body, false).await, None)
+            }
+            Command::CommitOffset => {
+                let frame = frame.freeze();
+                let result = commit(&shard, &conn, &frame).await.map(Served::Body);
+                (result, Some(frame))
+            }
+            _ => {
+                let frame = frame.freeze();
+                (serve(&shard, &frame, false).await, Some(frame))
+            }
         };
-        match result {
-            Ok(Served::Forward(owner)) => {
+        let outcome = match result {
+            Ok(Served::Forward(owner)) => match frozen {
+                Some(frame) => Ok((owner, frame)),
+                None => Err(Err(Reject::new(
+                    Status::Internal,
+                    "a produce is forwarded re-addressed, never as read",
+                ))),
+            },
+            Ok(Served::ForwardFrame(owner, frame)) => Ok((owner, frame)),
+            Ok(Served::Body(body)) => Err(Ok(Some(body))),
+            Err(reject) => Err(Err(reject)),
+        };
+        match outcome {
+            Ok((owner, frame)) => {
                 let msg = MeshMsg::Forward {
                     origin: shard.id,
                     conn_id: conn.id,
@@ -92,12 +145,38 @@ pub(crate) async fn dispatch(
                     answer(&conn, &header, oneway, Err(reject)).await;
                 }
             }
-            Ok(Served::Body(body)) => answer(&conn, &header, oneway, Ok(Some(body))).await,
-            Err(reject) => answer(&conn, &header, oneway, Err(reject)).await,
+            Err(answered) => answer(&conn, &header, oneway, answered).await,
         }
         drop(permit);
     })
     .detach();
+}
+
+/// The connection-bound commands, served inline by the reader (see the module docs).
+fn is_inline(command: Command) -> bool {
+    matches!(
+        command,
+        Command::Heartbeat | Command::Credit | Command::Subscribe | Command::Unsubscribe
+    )
+}
+
+/// Serves a command [`is_inline`] accepts.
+async fn serve_inline(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    command: Command,
+    frame: &FrameBytes,
+) -> Result<Option<Vec<u8>>, Reject> {
+    match command {
+        Command::Heartbeat => heartbeat(shard, conn, frame).await.map(Some),
+        Command::Credit => credit(shard, conn, frame).map(|()| Some(Vec::new())),
+        Command::Subscribe => subscribe(shard, conn, frame).await.map(|()| None),
+        Command::Unsubscribe => unsubscribe(shard, conn, frame).map(|()| Some(Vec::new())),
+        other => Err(Reject::new(
+            Status::Internal,
+            format!("{other} is not served inline"),
+        )),
+    }
 }
 
 /// Queues the response to a request: `Ok(None)` when the handler answered itself.
@@ -128,9 +207,9 @@ async fn answer(
 
 /// Serves a request forwarded by another shard; returns the encoded response.
 pub(crate) async fn serve_forwarded(shard: &Rc<Shard>, frame: &FrameBytes) -> Vec<u8> {
-    match serve(shard, frame).await {
+    match serve(shard, frame, true).await {
         Ok(Served::Body(body)) => response(&frame.header, Status::Ok, &body),
-        Ok(Served::Forward(owner)) => error_response(
+        Ok(Served::Forward(owner) | Served::ForwardFrame(owner, _)) => error_response(
             &frame.header,
             Status::Internal,
             &format!("shard {} and shard {owner} disagree on ownership", shard.id),
@@ -140,13 +219,17 @@ pub(crate) async fn serve_forwarded(shard: &Rc<Shard>, frame: &FrameBytes) -> Ve
 }
 
 /// Commands that need no connection state: produce, request, reply, offsets, admin.
-async fn serve(shard: &Rc<Shard>, frame: &FrameBytes) -> Result<Served, Reject> {
+/// `forwarded`: the frame came from another shard, which already looked for a better one.
+async fn serve(shard: &Rc<Shard>, frame: &FrameBytes, forwarded: bool) -> Result<Served, Reject> {
     let command = frame
         .header
         .command()
         .map_err(|e| Reject::new(Status::UnknownCommand, e.to_string()))?;
     match command {
-        Command::Produce | Command::Request => produce(shard, frame).await,
+        Command::Produce | Command::Request => {
+            let body = Body::Shared(frame.body.clone());
+            produce(shard, frame.header, frame.ext.clone(), body, forwarded).await
+        }
         Command::Reply => crate::rr::handle_reply(shard, frame)
             .await
             .map(Served::Body),
@@ -215,28 +298,68 @@ fn owner(shard: &Shard, topic: &str, queue_id: u32, write: bool) -> Result<usize
     } else {
         entry.config.queue_count
     };
-    if queue_id >= limit {
+    if queue_id >= entry.config.queue_count {
         return Err(Reject::new(
             Status::InvalidArgument,
-            format!("queue {queue_id} of {topic} is not in 0..{limit}"),
+            format!(
+                "queue {queue_id} of {topic} is not in 0..{}",
+                entry.config.queue_count
+            ),
+        ));
+    }
+    if queue_id >= limit {
+        // The queue exists but takes no writes (a shrink in progress): the producer's route
+        // is stale, which NotOwner tells it to refetch before retrying elsewhere.
+        return Err(Reject::new(
+            Status::NotOwner,
+            format!("queue {queue_id} of {topic} takes no writes (writable: 0..{limit})"),
         ));
     }
     Ok(crate::topic::owner_shard(topic, queue_id, shard.count))
 }
 
 /// `Produce` and `Request`: append the batch to its queue; acknowledged per the topic's flush.
-async fn produce(shard: &Rc<Shard>, frame: &FrameBytes) -> Result<Served, Reject> {
-    let address = BatchAddress::decode(&frame.ext)?;
+async fn produce(
+    shard: &Rc<Shard>,
+    header: FrameHeader,
+    ext: Bytes,
+    body: Body,
+    forwarded: bool,
+) -> Result<Served, Reject> {
+    let address = BatchAddress::decode(&ext)?;
     let owner = owner(shard, address.topic, address.queue_id, true)?;
     if owner != shard.id {
-        return Ok(Served::Forward(owner));
+        let frame = FrameBytes {
+            header,
+            ext: ext.clone(),
+            body: body.freeze(),
+        };
+        return Ok(Served::ForwardFrame(owner, frame));
     }
-    let Some(queue) = shard.queue(address.topic, address.queue_id) else {
+    let (max_depth, redirects) = match shard.topics.borrow().get(address.topic) {
+        Some(t) => (t.config.max_queue_depth, t.redirects()),
+        None => (u64::MAX, None),
+    };
+    let mut queue_id = address.queue_id;
+    if let Some(rule) = redirects.as_deref().and_then(|rules| {
+        crate::redirect::matching_rule(rules, body.as_slice(), shard.config.limits.batch_len_max)
+    }) {
+        match crate::redirect::target(shard, address.topic, queue_id, rule, forwarded).await? {
+            crate::redirect::Target::Here(id) => queue_id = id,
+            crate::redirect::Target::Elsewhere(owner, id) => {
+                let readdressed =
+                    crate::redirect::readdress(header, address.topic, id, body.freeze())?;
+                return Ok(Served::ForwardFrame(owner, readdressed));
+            }
+        }
+    }
+    let Some(queue) = shard.queue(address.topic, queue_id) else {
         return Err(Reject::new(Status::Internal, "owned queue is not open"));
     };
-    let appended = queue.append(BytesMut::from(&frame.body[..])).await?;
+    crate::depth::admit(shard, &queue, max_depth)?;
+    let appended = queue.append(body.into_mut()).await?;
     let ack = ProduceAck {
-        queue_id: address.queue_id,
+        queue_id,
         base_offset: appended.base_offset,
         next_offset: appended.next_offset,
     };
@@ -340,6 +463,7 @@ async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: &FrameBytes) -> Re
             group,
         },
         client_id: request.client_id.clone(),
+        area: request.area.clone(),
         mode: request.mode,
         start: request.start,
         credit: Cell::new(u64::from(request.credit_messages)),

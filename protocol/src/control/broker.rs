@@ -35,6 +35,10 @@ pub struct TopicInfo {
     pub retention_bytes: Option<u64>,
     /// Age after which a queue's segments are deleted, ms; `None`: no age limit.
     pub retention_age_ms: Option<u64>,
+    /// Dark-launch redirect rules.
+    pub redirects: Vec<RedirectRule>,
+    /// The broker adjusts the queue counts to the consumers.
+    pub dynamic_queues: bool,
 }
 
 impl TopicInfo {
@@ -181,6 +185,56 @@ pub struct TopicConfig {
     pub retention_bytes: Option<u64>,
     /// Delete segments older than this, in ms; `None` to keep them regardless of age.
     pub retention_age_ms: Option<u64>,
+    /// Dark-launch redirect rules, at most [`REDIRECTS_MAX`].
+    pub redirects: Vec<RedirectRule>,
+    /// Dynamic queues (DESIGN §6): the broker sets the read and write queue counts to the
+    /// largest number of own-area consumers of any clustering group (1 to 1024), growing reads
+    /// before writes and shrinking writes before reads. Off by default: an explicit queue
+    /// count stays as the operator set it.
+    pub dynamic_queues: bool,
+}
+
+/// Most redirect rules a topic may have.
+pub const REDIRECTS_MAX: usize = 16;
+
+/// A dark-launch redirect rule (DESIGN §6): messages of the topic tagged `flag` go only to
+/// queues that a selected instance of `group` consumes, so a new version of a service gets
+/// the flagged traffic and nothing else does.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct RedirectRule {
+    /// The clustering group whose instances are selected.
+    pub group: String,
+    /// The message tag the rule applies to.
+    pub flag: String,
+    /// Client ids of the selected instances; an entry ending in `*` selects every client id
+    /// that starts with what precedes it.
+    pub instances: Vec<String>,
+}
+
+impl RedirectRule {
+    /// Whether the instance `client_id` is one the rule selects.
+    pub fn selects(&self, client_id: &str) -> bool {
+        self.instances
+            .iter()
+            .any(|pattern| match pattern.strip_suffix('*') {
+                Some(prefix) => client_id.starts_with(prefix),
+                None => client_id == pattern,
+            })
+    }
+
+    /// Checks the group name, and that flag and instances are given.
+    pub fn validate(&self) -> Result<(), ControlError> {
+        self.group.parse::<crate::names::GroupName>()?;
+        check_non_empty("redirect flag", &self.flag)?;
+        if self.instances.is_empty() || self.instances.iter().any(|i| i.is_empty()) {
+            return Err(invalid(
+                "redirect instances",
+                "name at least one instance, none empty",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl TopicConfig {
@@ -196,6 +250,8 @@ impl TopicConfig {
             max_queue_depth: MAX_QUEUE_DEPTH_DEFAULT,
             retention_bytes: None,
             retention_age_ms: Some(RETENTION_AGE_MS_DEFAULT),
+            redirects: Vec::new(),
+            dynamic_queues: false,
         }
     }
 
@@ -221,7 +277,10 @@ impl TopicConfig {
                 "a zero limit would delete every message",
             ));
         }
-        Ok(())
+        if self.redirects.len() > REDIRECTS_MAX {
+            return Err(invalid("redirects", "at most 16 rules per topic"));
+        }
+        self.redirects.iter().try_for_each(RedirectRule::validate)
     }
 }
 
@@ -274,6 +333,37 @@ mod tests {
             ..config
         };
         assert!(matches!(bad.validate(), Err(ControlError::Name(_))));
+    }
+
+    #[test]
+    fn redirect_rules_select_instances_and_are_checked() {
+        let rule = RedirectRule {
+            group: "g1".into(),
+            flag: "gray".into(),
+            instances: vec!["canary-*".into(), "host@7#A10".into()],
+        };
+        rule.validate().unwrap();
+        assert!(rule.selects("canary-1#A10"));
+        assert!(rule.selects("host@7#A10"));
+        assert!(!rule.selects("host@8#A10"));
+        let mut config = TopicConfig::new(&"A10-1".parse().unwrap());
+        config.redirects.push(RedirectRule {
+            instances: Vec::new(),
+            ..rule.clone()
+        });
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("instances")
+        );
+        config.redirects[0] = rule;
+        config.validate().unwrap();
+        assert_eq!(
+            decode::<TopicConfig>(&encode(&config).unwrap()).unwrap(),
+            config
+        );
     }
 
     #[test]

@@ -35,7 +35,8 @@ pub use admin::{
 };
 pub use broker::{
     BrokerRegistration, BrokerSummary, ClusterInfo, MAX_QUEUE_DEPTH_DEFAULT, QUEUE_COUNT_DEFAULT,
-    QueueRoute, RETENTION_AGE_MS_DEFAULT, TopicConfig, TopicInfo, TopicRoute,
+    QueueRoute, REDIRECTS_MAX, RETENTION_AGE_MS_DEFAULT, RedirectRule, TopicConfig, TopicInfo,
+    TopicRoute,
 };
 pub use data::{
     ClientHeartbeat, CommitOffset, Credit, FetchOffset, HEARTBEAT_INTERVAL_MS_DEFAULT,

@@ -132,6 +132,29 @@ impl FrameBytes {
     }
 }
 
+/// A parsed frame whose body is still mutable: a broker stamps a produced batch in place and
+/// keeps it, instead of copying it out of the receive buffer first.
+#[derive(Debug, PartialEq, Eq)]
+pub struct FrameMut {
+    /// The validated header.
+    pub header: FrameHeader,
+    /// The header extension, structurally valid.
+    pub ext: Bytes,
+    /// The body: its own region of the receive buffer's storage, writable.
+    pub body: BytesMut,
+}
+
+impl FrameMut {
+    /// The same frame, immutable (no copy).
+    pub fn freeze(self) -> FrameBytes {
+        FrameBytes {
+            header: self.header,
+            ext: self.ext,
+            body: self.body.freeze(),
+        }
+    }
+}
+
 /// Check-then-parse decoder of a byte stream into frames, enforcing [`FrameLimits`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Framer {
@@ -208,6 +231,11 @@ impl Framer {
     /// frame in `buf` (bounded by the limits, since the header was checked first), so the next
     /// socket read can land the whole frame.
     pub fn split_frame(&self, buf: &mut BytesMut) -> Result<Option<FrameBytes>, FrameError> {
+        Ok(self.split_frame_mut(buf)?.map(FrameMut::freeze))
+    }
+
+    /// [`Self::split_frame`], leaving the body writable.
+    pub fn split_frame_mut(&self, buf: &mut BytesMut) -> Result<Option<FrameMut>, FrameError> {
         let (header, frame_len) = match self.parse(buf) {
             Ok(frame) => (frame.header, frame.frame_len()),
             Err(FrameError::Incomplete { needed }) => {
@@ -216,12 +244,13 @@ impl Framer {
             }
             Err(e) => return Err(e),
         };
-        let bytes = buf.split_to(frame_len).freeze();
+        let mut head = buf.split_to(frame_len);
         let ext_end = HEADER_LEN + header.ext_len as usize;
-        Ok(Some(FrameBytes {
+        let body = head.split_off(ext_end);
+        Ok(Some(FrameMut {
             header,
-            ext: bytes.slice(HEADER_LEN..ext_end),
-            body: bytes.slice(ext_end..),
+            ext: head.freeze().slice(HEADER_LEN..),
+            body,
         }))
     }
 }
@@ -292,6 +321,26 @@ mod tests {
         let got = framer.split_frame(&mut buf).unwrap().unwrap();
         assert_eq!(&got.body[..], b"xyz");
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn a_split_body_is_writable_without_touching_the_next_frame() {
+        let first = sample(&FrameMeta::request(Command::Stats, 1), b"abc");
+        let second = sample(&FrameMeta::request(Command::Stats, 2), b"xyz");
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&first);
+        buf.extend_from_slice(&second);
+        let framer = Framer::default();
+        let mut got = framer.split_frame_mut(&mut buf).unwrap().unwrap();
+        got.body[0] = b'A';
+        assert_eq!(&got.body[..], b"Abc");
+        let frozen = got.freeze();
+        assert_eq!(
+            (frozen.header.request_id, &frozen.body[..]),
+            (1, &b"Abc"[..])
+        );
+        let next = framer.split_frame(&mut buf).unwrap().unwrap();
+        assert_eq!((next.header.request_id, &next.body[..]), (2, &b"xyz"[..]));
     }
 
     #[test]

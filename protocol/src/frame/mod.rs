@@ -32,7 +32,9 @@ mod ext;
 mod framer;
 
 pub use ext::{ExtError, ExtField, ExtFields, encode_ext};
-pub use framer::{Frame, FrameBytes, FrameError, FrameFault, FrameInfo, Framer, encode_frame};
+pub use framer::{
+    Frame, FrameBytes, FrameError, FrameFault, FrameInfo, FrameMut, Framer, encode_frame,
+};
 
 /// Size of the fixed frame header in bytes.
 pub const HEADER_LEN: usize = 40;

@@ -160,7 +160,12 @@ impl BatchBuilder {
             max_timestamp_ms: self.max_timestamp_ms,
         };
         header.encode(&mut self.buf);
-        let crc = crc32c::crc32c(&self.buf[CRC_START..]);
+        let mut crc = crc32c::crc32c(&self.buf[CRC_START..BATCH_HEADER_LEN]);
+        let mut at = BATCH_HEADER_LEN;
+        while at < self.buf.len() {
+            crc = super::fold_record_head(crc, &self.buf[at..]);
+            at += u32::from_le_bytes(self.buf[at..at + 4].try_into().expect("4 bytes")) as usize;
+        }
         self.buf[4..8].copy_from_slice(&crc.to_le_bytes());
         Some(self.buf)
     }

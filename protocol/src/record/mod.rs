@@ -11,7 +11,7 @@
 //! | offset | size | field | set by |
 //! |---|---|---|---|
 //! | 0  | 4 | `batch_len`: whole batch in bytes, header included | producer |
-//! | 4  | 4 | `crc32c` of bytes `[CRC_START, batch_len)` | producer |
+//! | 4  | 4 | `crc32c`: see below | producer |
 //! | 8  | 8 | `base_offset`: offset of the first record | broker (stamped) |
 //! | 16 | 8 | `append_time_ms`: broker clock when appended, Unix ms | broker (stamped) |
 //! | 24 | 4 | `record_count` (≥ 1) | producer |
@@ -21,8 +21,12 @@
 //! | 32 | 8 | `first_timestamp_ms`: create time of the first record | producer |
 //! | 40 | 8 | `max_timestamp_ms`: latest create time in the batch | producer |
 //!
-//! The batch checksum leaves out the stamped fields, so stamping never recomputes it; the log
-//! guards them instead by checking that each batch's `base_offset` continues the previous one.
+//! The batch checksum is the CRC32C of header bytes `[CRC_START, BATCH_HEADER_LEN)` followed by
+//! the first 8 bytes (`record_len` and `crc32c`) of every record, in order. Each record's own
+//! checksum covers the rest of it, so together they cover every byte after the stamped fields,
+//! and a writer or reader passes over the payload once, not once per checksum. The stamped
+//! fields are left out so stamping never recomputes it; the log guards them instead by checking
+//! that each batch's `base_offset` continues the previous one.
 //!
 //! Each record, [`RECORD_HEADER_LEN`] bytes of header followed by key, properties and value:
 //!
@@ -53,6 +57,13 @@ pub const BATCH_HEADER_LEN: usize = 48;
 pub const RECORD_HEADER_LEN: usize = 32;
 /// First byte covered by the batch checksum: everything after the stamped fields.
 pub const CRC_START: usize = 24;
+/// Bytes of each record head the batch checksum covers: `record_len` and `crc32c`.
+const RECORD_HEAD_CHECKED: usize = 8;
+
+/// Folds one record's head into a batch checksum being computed (see the module docs).
+fn fold_record_head(crc: u32, record: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc, &record[..RECORD_HEAD_CHECKED])
+}
 /// The batch format version this crate writes and reads.
 pub const BATCH_VERSION: u8 = 1;
 /// Largest batch any component accepts unless configured lower (the frame limit bounds it too).
@@ -373,6 +384,46 @@ mod tests {
             })
             .unwrap();
         builder.finish().unwrap()
+    }
+
+    #[test]
+    fn every_byte_after_the_stamped_fields_is_checked_once() {
+        let good = sample();
+        // The stored checksum is the header part plus each record's head, nothing more.
+        let mut expected = crc32c::crc32c(&good[CRC_START..BATCH_HEADER_LEN]);
+        let first_len = u32::from_le_bytes(good[48..52].try_into().unwrap()) as usize;
+        expected = crc32c::crc32c_append(expected, &good[48..56]);
+        expected = crc32c::crc32c_append(expected, &good[48 + first_len..48 + first_len + 8]);
+        assert_eq!(
+            BatchView::parse(&good, BATCH_LEN_MAX)
+                .unwrap()
+                .header()
+                .crc32c,
+            expected
+        );
+        // A header field only the batch checksum covers.
+        let mut bytes = good.clone();
+        bytes[33] ^= 1; // first_timestamp_ms
+        assert!(matches!(
+            BatchView::parse(&bytes, BATCH_LEN_MAX),
+            Err(BatchError::Checksum { .. })
+        ));
+        // A payload byte only its record's checksum covers.
+        let mut bytes = good.clone();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        assert!(matches!(
+            BatchView::parse(&bytes, BATCH_LEN_MAX),
+            Err(BatchError::Record {
+                index: 1,
+                fault: RecordFault::Checksum { .. },
+                ..
+            })
+        ));
+        // A record's checksum field: its record disagrees before the batch is summed.
+        let mut bytes = good;
+        bytes[52] ^= 1;
+        assert!(BatchView::parse(&bytes, BATCH_LEN_MAX).is_err());
     }
 
     #[test]

@@ -185,13 +185,7 @@ impl<'a> BatchView<'a> {
             needed: len,
             available: bytes.len(),
         })?;
-        let computed = crc32c::crc32c(&bytes[CRC_START..]);
-        if computed != header.crc32c {
-            return Err(BatchError::Checksum {
-                stored: header.crc32c,
-                computed,
-            });
-        }
+        let mut computed = crc32c::crc32c(&bytes[CRC_START..BATCH_HEADER_LEN]);
         let mut at = BATCH_HEADER_LEN;
         let mut index = 0u32;
         while at < len {
@@ -203,8 +197,15 @@ impl<'a> BatchView<'a> {
             }
             let record_len = check_record(&bytes[at..], index)
                 .map_err(|fault| BatchError::Record { index, at, fault })?;
+            computed = super::fold_record_head(computed, &bytes[at..]);
             at += record_len;
             index += 1;
+        }
+        if computed != header.crc32c {
+            return Err(BatchError::Checksum {
+                stored: header.crc32c,
+                computed,
+            });
         }
         if index != header.record_count {
             return Err(BatchError::RecordCount {

@@ -4,13 +4,17 @@
 mod heartbeat;
 mod openapi;
 mod publish;
+mod reply;
 mod request;
 mod subscriptions;
+
+use std::net::SocketAddr;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
+use crate::api::Identity;
 use crate::state::AppState;
 
 pub use request::{request_reply, request_timeout};
@@ -19,6 +23,7 @@ pub use request::{request_reply, request_timeout};
 pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/publish"),
     ("post", "/v1/request"),
+    ("post", "/v1/reply"),
     ("post", "/v1/subscriptions"),
     ("get", "/v1/subscriptions/{id}"),
     ("delete", "/v1/subscriptions/{id}"),
@@ -33,6 +38,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/publish", post(publish::publish))
         .route("/v1/request", post(request::request))
+        .route("/v1/reply", post(reply::reply))
         .route("/v1/subscriptions", post(subscriptions::create))
         .route(
             "/v1/subscriptions/{id}",
@@ -44,6 +50,15 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { crate::error::ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
+}
+
+/// The rate-limit bucket of an HTTP caller: its identity's client id, else its IP address
+/// (the port changes with every connection).
+fn caller_key(identity: Option<&Identity>, peer: SocketAddr) -> String {
+    match identity {
+        Some(identity) => identity.client_id(),
+        None => peer.ip().to_string(),
+    }
 }
 
 #[cfg(test)]

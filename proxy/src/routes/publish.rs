@@ -3,13 +3,15 @@
 
 use std::collections::BTreeMap;
 
+use std::net::SocketAddr;
+
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::api::{Identity, JsonBody, OutgoingMessage, Stored, parse_json};
+use crate::api::{Identity, JsonBody, OutgoingMessage, Stored};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -19,8 +21,14 @@ use crate::state::AppState;
 struct Single {
     #[serde(default)]
     identity: Option<Identity>,
+    #[serde(default)]
     topic: String,
-    value: String,
+    #[serde(default)]
+    service: Option<String>,
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default)]
+    value_b64: Option<String>,
     #[serde(default)]
     key: Option<String>,
     #[serde(default)]
@@ -40,18 +48,20 @@ struct Batch {
 
 pub async fn publish(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     JsonBody(body): JsonBody<serde_json::Value>,
 ) -> Result<Response, ApiError> {
     let is_batch = body.get("messages").is_some();
-    let bytes = body.to_string();
-    let (identity, messages) = if is_batch {
-        let batch: Batch = parse_json(bytes.as_bytes())?;
+    let (identity, mut messages) = if is_batch {
+        let batch: Batch = from_value(body)?;
         (batch.identity, batch.messages)
     } else {
-        let single: Single = parse_json(bytes.as_bytes())?;
+        let single: Single = from_value(body)?;
         let message = OutgoingMessage {
             topic: single.topic,
+            service: single.service,
             value: single.value,
+            value_b64: single.value_b64,
             key: single.key,
             tag: single.tag,
             properties: single.properties,
@@ -71,10 +81,14 @@ pub async fn publish(
             state.config.publish_batch_max
         )));
     }
-    for message in &messages {
-        message.validate()?;
-    }
-    let results = send_all(&state, messages).await?;
+    crate::api::resolve_services(&state.shared.client, &mut messages).await?;
+    let messages = messages
+        .iter()
+        .map(OutgoingMessage::to_message)
+        .collect::<Result<Vec<_>, _>>()?;
+    let caller = super::caller_key(identity.as_ref(), peer);
+    state.shared.limits.check_http(&caller, messages.len())?;
+    let results = send_all(&state, messages, is_batch).await?;
     if !is_batch {
         let result = results.into_iter().next().expect("one message, one result");
         return result.map(|stored| Json(stored).into_response());
@@ -103,18 +117,29 @@ pub async fn publish(
     }
 }
 
+/// `body`, parsed once already, as `T`; a mismatch is the caller's 400.
+fn from_value<T: serde::de::DeserializeOwned>(body: serde_json::Value) -> Result<T, ApiError> {
+    serde_json::from_value(body).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
+}
+
 /// Sends every message concurrently and waits for each acknowledgement. The client may
 /// block the sending thread (connecting, writing), so this runs on the blocking pool.
 async fn send_all(
     state: &AppState,
-    messages: Vec<OutgoingMessage>,
+    messages: Vec<client::Message>,
+    is_batch: bool,
 ) -> Result<Vec<Result<Stored, ApiError>>, ApiError> {
     let shared = state.shared.clone();
     let timeout = state.config.request_timeout();
     tokio::task::spawn_blocking(move || {
+        let producer = if is_batch {
+            &shared.batch_producer
+        } else {
+            &shared.producer
+        };
         let pending: Vec<_> = messages
-            .iter()
-            .map(|m| shared.producer.send_async(m.to_message()))
+            .into_iter()
+            .map(|m| producer.send_async(m))
             .collect();
         pending
             .into_iter()

@@ -1,10 +1,11 @@
 //! `POST /v1/request`: sends a request and answers with the reply, or 504 at the deadline.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use client::Requester;
 use serde::Deserialize;
 
@@ -17,8 +18,14 @@ use crate::state::AppState;
 pub struct RequestBody {
     #[serde(default)]
     identity: Option<Identity>,
+    #[serde(default)]
     topic: String,
-    value: String,
+    #[serde(default)]
+    service: Option<String>,
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default)]
+    value_b64: Option<String>,
     #[serde(default)]
     key: Option<String>,
     #[serde(default)]
@@ -32,22 +39,28 @@ pub struct RequestBody {
 
 pub async fn request(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     JsonBody(body): JsonBody<RequestBody>,
 ) -> Result<Json<DeliveredMessage>, ApiError> {
     if let Some(identity) = &body.identity {
         identity.validate()?;
     }
     let timeout = request_timeout(&state, body.timeout_ms)?;
-    let message = OutgoingMessage {
+    let mut outgoing = [OutgoingMessage {
         topic: body.topic,
+        service: body.service,
         value: body.value,
+        value_b64: body.value_b64,
         key: body.key,
         tag: body.tag,
         properties: body.properties,
-    };
-    message.validate()?;
+    }];
+    crate::api::resolve_services(&state.shared.client, &mut outgoing).await?;
+    let message = outgoing[0].to_message()?;
+    let caller = super::caller_key(body.identity.as_ref(), peer);
+    state.shared.limits.check_http(&caller, 1)?;
     let requester = state.shared.requester.clone();
-    let reply = request_reply(requester, message.to_message(), timeout).await?;
+    let reply = request_reply(requester, message, timeout).await?;
     Ok(Json(DeliveredMessage::from(&reply)))
 }
 

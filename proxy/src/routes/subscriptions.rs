@@ -9,7 +9,8 @@ use serde::Deserialize;
 use crate::api::{Identity, JsonBody, Mode, Start};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::webhook::{CreateError, HookInfo, HookRequest};
+use crate::webhook::store::HookSpec;
+use crate::webhook::{HookError, HookInfo};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,8 +43,8 @@ pub async fn create(
             body.url
         )));
     }
-    let id = format!("sub-{}", state.next_id());
-    let request = HookRequest {
+    let spec = HookSpec {
+        id: state.shared.webhooks.next_id(),
         identity: body.identity,
         topic: body.topic,
         group: body.group,
@@ -53,7 +54,7 @@ pub async fn create(
     };
     let shared = state.shared.clone();
     let config = state.config.clone();
-    let created = tokio::task::spawn_blocking(move || shared.webhooks.create(id, request, &config))
+    let created = tokio::task::spawn_blocking(move || shared.webhooks.create(spec, &config))
         .await
         .map_err(|e| ApiError::internal(format!("subscribe task failed: {e}")))?;
     match created {
@@ -66,14 +67,21 @@ pub async fn create(
             );
             Ok((StatusCode::CREATED, Json(info)))
         }
-        Err(CreateError::TooMany) => Err(ApiError::too_many(format!(
+        Err(error) => Err(hook_error(&state, error)),
+    }
+}
+
+fn hook_error(state: &AppState, error: HookError) -> ApiError {
+    match error {
+        HookError::TooMany => ApiError::too_many(format!(
             "{} webhook subscriptions exist",
             state.config.subscriptions_max
-        ))),
-        Err(CreateError::Duplicate(existing)) => Err(ApiError::conflict(format!(
+        )),
+        HookError::Duplicate(existing) => ApiError::conflict(format!(
             "this identity already subscribes to the topic as {existing}"
-        ))),
-        Err(CreateError::Client(e)) => Err(ApiError::from(e)),
+        )),
+        HookError::Client(e) => ApiError::from(e),
+        HookError::Storage(e) => ApiError::storage(e),
     }
 }
 
@@ -97,7 +105,8 @@ pub async fn remove(
     let lookup = id.clone();
     let removed = tokio::task::spawn_blocking(move || shared.webhooks.remove(&lookup))
         .await
-        .map_err(|e| ApiError::internal(format!("unsubscribe task failed: {e}")))?;
+        .map_err(|e| ApiError::internal(format!("unsubscribe task failed: {e}")))?
+        .map_err(|e| hook_error(&state, e))?;
     if removed {
         log::info!("webhook subscription {id} removed");
         Ok(StatusCode::NO_CONTENT)

@@ -6,6 +6,11 @@
 //! `reply`. Offsets are committed to the broker only once every message pushed on the
 //! subscription is acked, so an unacked message is delivered again after a reconnect or a
 //! proxy restart (at least once: a message acked shortly before a crash may come again).
+//!
+//! Payloads are `value` (text) or `value_b64` (base64 bytes) both ways, as over HTTP. Each
+//! `publish` and `request` takes a token from the session's rate-limit bucket; past it the
+//! command is answered `error` with code `rate_limited`, a message naming the limit and
+//! `retry_after_ms`, and not sent.
 
 use std::collections::BTreeMap;
 
@@ -60,10 +65,18 @@ pub enum ClientFrame {
         /// Echoed.
         #[serde(default, rename = "ref")]
         reference: Option<serde_json::Value>,
-        /// The topic.
+        /// The topic; or else `service`.
+        #[serde(default)]
         topic: String,
-        /// The payload.
-        value: String,
+        /// A service id, sent to its nearest deployment's topic; or else `topic`.
+        #[serde(default)]
+        service: Option<String>,
+        /// The payload as text; or else `value_b64`.
+        #[serde(default)]
+        value: Option<String>,
+        /// The payload as base64 bytes; or else `value`.
+        #[serde(default)]
+        value_b64: Option<String>,
         /// Optional key.
         #[serde(default)]
         key: Option<String>,
@@ -79,10 +92,18 @@ pub enum ClientFrame {
         /// Echoed; needed to match the reply.
         #[serde(default, rename = "ref")]
         reference: Option<serde_json::Value>,
-        /// The service topic.
+        /// The service topic; or else `service`.
+        #[serde(default)]
         topic: String,
-        /// The payload.
-        value: String,
+        /// A service id, called at its nearest deployment's topic; or else `topic`.
+        #[serde(default)]
+        service: Option<String>,
+        /// The payload as text; or else `value_b64`.
+        #[serde(default)]
+        value: Option<String>,
+        /// The payload as base64 bytes; or else `value`.
+        #[serde(default)]
+        value_b64: Option<String>,
         /// Optional key.
         #[serde(default)]
         key: Option<String>,
@@ -100,8 +121,12 @@ pub enum ClientFrame {
     Reply {
         /// The request's delivery id.
         delivery: u64,
-        /// The reply payload.
-        value: String,
+        /// The reply payload as text; or else `value_b64`.
+        #[serde(default)]
+        value: Option<String>,
+        /// The reply payload as base64 bytes; or else `value`.
+        #[serde(default)]
+        value_b64: Option<String>,
     },
     /// Acknowledges pushed messages: `delivery`, or several in `deliveries`.
     Ack {
@@ -195,6 +220,9 @@ pub enum ServerFrame {
         code: &'static str,
         /// For humans.
         message: String,
+        /// `rate_limited` only: when the session's bucket has room again.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
     /// Answers `goodbye`; the proxy closes the session after it.
     Goodbye {},
@@ -207,24 +235,40 @@ impl ServerFrame {
             reference,
             code: error.code,
             message: error.message.clone(),
+            retry_after_ms: error.retry_after.map(crate::error::retry_after_ms),
         }
     }
 }
 
-/// The message of a `publish` or `request` command.
-pub fn outgoing(
-    topic: String,
-    value: String,
-    key: Option<String>,
-    tag: Option<String>,
-    properties: BTreeMap<String, String>,
-) -> OutgoingMessage {
-    OutgoingMessage {
-        topic,
-        value,
-        key,
-        tag,
-        properties,
+/// The fields of a `publish` or `request` command's message.
+pub struct Outgoing {
+    /// The topic (empty when `service` is given).
+    pub topic: String,
+    /// A service id instead of a topic.
+    pub service: Option<String>,
+    /// Text payload.
+    pub value: Option<String>,
+    /// Base64 payload.
+    pub value_b64: Option<String>,
+    /// Optional key.
+    pub key: Option<String>,
+    /// Optional tag.
+    pub tag: Option<String>,
+    /// User properties.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl From<Outgoing> for OutgoingMessage {
+    fn from(o: Outgoing) -> Self {
+        OutgoingMessage {
+            topic: o.topic,
+            service: o.service,
+            value: o.value,
+            value_b64: o.value_b64,
+            key: o.key,
+            tag: o.tag,
+            properties: o.properties,
+        }
     }
 }
 

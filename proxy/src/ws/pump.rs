@@ -284,12 +284,12 @@ fn pump(
 
 /// Replies awaited from the client, by delivery id.
 #[derive(Default)]
-pub struct PendingReplies(Mutex<HashMap<u64, mpsc::Sender<String>>>);
+pub struct PendingReplies(Mutex<HashMap<u64, mpsc::Sender<Vec<u8>>>>);
 
 impl PendingReplies {
     /// Hands a client's reply to the waiting responder; false when none waits (expired,
     /// already answered, or unknown).
-    pub fn complete(&self, delivery: u64, value: String) -> bool {
+    pub fn complete(&self, delivery: u64, value: Vec<u8>) -> bool {
         let waiting = self.lock().remove(&delivery);
         waiting.is_some_and(|tx| tx.send(value).is_ok())
     }
@@ -299,7 +299,7 @@ impl PendingReplies {
         self.lock().clear();
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, mpsc::Sender<String>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, mpsc::Sender<Vec<u8>>>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -334,7 +334,7 @@ pub fn responder_handler(
         if link.send(frame)
             && let Ok(value) = rx.recv_timeout(deadline)
         {
-            return value.into_bytes();
+            return value;
         }
         link.replies.lock().remove(&delivery);
         // No answer: outlive the deadline so the client drops the request unanswered.
@@ -375,8 +375,8 @@ mod tests {
         let pending = PendingReplies::default();
         let (tx, rx) = mpsc::channel();
         pending.lock().insert(7, tx);
-        assert!(pending.complete(7, "ok".into()));
-        assert_eq!(rx.recv().unwrap(), "ok");
-        assert!(!pending.complete(7, "again".into()));
+        assert!(pending.complete(7, b"ok".to_vec()));
+        assert_eq!(rx.recv().unwrap(), b"ok");
+        assert!(!pending.complete(7, b"again".to_vec()));
     }
 }

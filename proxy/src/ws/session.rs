@@ -12,12 +12,15 @@ use client::{Client, ConsumerOptions, Producer, Requester, Responder};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 
-use crate::api::{DeliveredMessage, Identity, Mode, Start, Stored, parse_json};
+use crate::api::{
+    DeliveredMessage, Identity, Mode, OutgoingMessage, Start, Stored, parse_json, payload,
+};
 use crate::config::{WS_REPLACE_WAIT, WS_SESSION_SUBSCRIPTIONS_MAX};
 use crate::error::ApiError;
+use crate::limit::SessionLimit;
 use crate::routes::{request_reply, request_timeout};
 use crate::state::{AppState, client_config};
-use crate::ws::protocol::{ClientFrame, ServerFrame, outgoing};
+use crate::ws::protocol::{ClientFrame, Outgoing, ServerFrame};
 use crate::ws::pump::{Gate, PendingReplies, SessionLink, Subscription, Window, responder_handler};
 
 /// WebSocket close code "going away" (proxy shutdown or replaced session).
@@ -34,6 +37,8 @@ struct Bus {
     link: SessionLink,
     subscriptions: HashMap<String, Subscription>,
     next_subscription: u64,
+    /// The session's rate-limit bucket (publishes and requests).
+    limit: SessionLimit,
 }
 
 pub async fn run(state: AppState, socket: WebSocket) {
@@ -213,8 +218,11 @@ impl Bus {
         identity: &Identity,
         link: SessionLink,
     ) -> Result<Self, ApiError> {
+        // A session streams publishes: its producer coalesces them like a batch publish
+        // (requests and replies do not go through the batcher).
         let config = client_config(&state.config, &identity.area, Some(&identity.client_id()))
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            .map_err(|e| ApiError::bad_request(e.to_string()))?
+            .with_batch_linger(Duration::from_millis(state.config.publish_batch_linger_ms));
         let (client, producer) = tokio::task::spawn_blocking(move || {
             let client = Client::new(config)?;
             let producer = Producer::new(&client)?;
@@ -231,6 +239,7 @@ impl Bus {
             link,
             subscriptions: HashMap::new(),
             next_subscription: 1,
+            limit: state.shared.limits.session(),
         })
     }
 
@@ -285,31 +294,38 @@ impl Bus {
             ClientFrame::Publish {
                 reference,
                 topic,
+                service,
                 value,
+                value_b64,
                 key,
                 tag,
                 properties,
             } => {
-                let message = outgoing(topic, value, key, tag, properties);
-                if let Err(error) = message.validate() {
-                    return self.send(ServerFrame::error(reference, &error)).await;
-                }
-                let producer = self.producer.clone();
+                let outgoing = Outgoing {
+                    topic,
+                    service,
+                    value,
+                    value_b64,
+                    key,
+                    tag,
+                    properties,
+                };
+                let message = match self.admit(outgoing).await {
+                    Ok(message) => message,
+                    Err(error) => return self.send(ServerFrame::error(reference, &error)).await,
+                };
                 let outbox = self.link.outbox.clone();
-                let timeout = self.state.config.request_timeout();
-                // Publishes run concurrently; each answer goes out when its ack comes.
+                // Publishes run concurrently; each answer goes out when its ack comes. With
+                // the batcher on, submitting only queues the message: no blocking thread is
+                // held per publish, and the future ends at the send timeout at the latest.
+                let sent = self.producer.send_async(message);
                 tokio::spawn(async move {
-                    let sent = tokio::task::spawn_blocking(move || {
-                        producer.send_async(message.to_message()).wait(timeout)
-                    })
-                    .await;
-                    let frame = match sent {
-                        Ok(Ok(result)) => ServerFrame::Published {
+                    let frame = match sent.await {
+                        Ok(result) => ServerFrame::Published {
                             reference,
                             stored: Stored::from(result),
                         },
-                        Ok(Err(e)) => ServerFrame::error(reference, &ApiError::from(e)),
-                        Err(e) => ServerFrame::error(reference, &ApiError::internal(e.to_string())),
+                        Err(e) => ServerFrame::error(reference, &ApiError::from(e)),
                     };
                     let _ = outbox.send(frame).await;
                 });
@@ -317,24 +333,35 @@ impl Bus {
             ClientFrame::Request {
                 reference,
                 topic,
+                service,
                 value,
+                value_b64,
                 key,
                 tag,
                 properties,
                 timeout_ms,
             } => {
-                let message = outgoing(topic, value, key, tag, properties);
-                let timeout = match request_timeout(&self.state, timeout_ms)
-                    .and_then(|t| message.validate().map(|()| t))
-                {
-                    Ok(timeout) => timeout,
+                let outgoing = Outgoing {
+                    topic,
+                    service,
+                    value,
+                    value_b64,
+                    key,
+                    tag,
+                    properties,
+                };
+                let admitted = match request_timeout(&self.state, timeout_ms) {
+                    Ok(timeout) => self.admit(outgoing).await.map(|m| (timeout, m)),
+                    Err(e) => Err(e),
+                };
+                let (timeout, message) = match admitted {
+                    Ok(admitted) => admitted,
                     Err(error) => return self.send(ServerFrame::error(reference, &error)).await,
                 };
                 let requester = self.requester.clone();
                 let outbox = self.link.outbox.clone();
                 tokio::spawn(async move {
-                    let frame = match request_reply(requester, message.to_message(), timeout).await
-                    {
+                    let frame = match request_reply(requester, message, timeout).await {
                         Ok(reply) => ServerFrame::Reply {
                             reference,
                             message: DeliveredMessage::from(&reply),
@@ -344,7 +371,15 @@ impl Bus {
                     let _ = outbox.send(frame).await;
                 });
             }
-            ClientFrame::Reply { delivery, value } => {
+            ClientFrame::Reply {
+                delivery,
+                value,
+                value_b64,
+            } => {
+                let value = match payload(value.as_deref(), value_b64.as_deref()) {
+                    Ok(value) => value,
+                    Err(error) => return self.send(ServerFrame::error(None, &error)).await,
+                };
                 if !self.link.replies.complete(delivery, value) {
                     let error = ApiError::not_found(format!(
                         "no request awaits a reply with delivery {delivery} (expired or answered)"
@@ -364,6 +399,16 @@ impl Bus {
             }
             ClientFrame::Goodbye {} => {}
         }
+    }
+
+    /// The bus message of a `publish` or `request`, once it is valid and the session's rate
+    /// limit lets it through.
+    async fn admit(&self, outgoing: Outgoing) -> Result<client::Message, ApiError> {
+        let mut outgoing = [OutgoingMessage::from(outgoing)];
+        crate::api::resolve_services(&self.client, &mut outgoing).await?;
+        let message = outgoing[0].to_message()?;
+        self.limit.check(1)?;
+        Ok(message)
     }
 
     async fn subscribe(

@@ -1,38 +1,88 @@
-//! A bus (nameserver + one broker, in-process on port 0) with a proxy in front of it, and a
-//! small blocking HTTP client for the scenarios.
+//! A bus (nameserver + one broker, in-process on port 0) with a proxy in front of it, a
+//! small blocking HTTP client, a WebSocket client and a webhook receiver for the scenarios.
 
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use defibus_tests::{Cluster, WAIT};
 use protocol::control::FlushMode;
 use proxy::{ProxyConfig, ProxyHandle};
+use tungstenite::stream::MaybeTlsStream;
 
 pub struct Bus {
-    pub proxy: ProxyHandle,
+    /// `None` only inside [`Bus::restart_proxy`].
+    proxy: Option<ProxyHandle>,
     pub cluster: Cluster,
+    pub config: ProxyConfig,
+    /// The proxy's data directory, kept across restarts.
+    pub data: tempfile::TempDir,
 }
 
 impl Bus {
-    /// A one-broker, one-shard cluster with `topics` created, and a proxy on port 0.
+    /// A one-broker, one-shard cluster with `topics` created, and a proxy on port 0 with its
+    /// own data directory.
     pub fn start(topics: &[&str], adjust: impl FnOnce(&mut ProxyConfig)) -> Self {
         let cluster = Cluster::start(1, 1);
         for topic in topics {
             cluster.create_topic(topic, 2, FlushMode::Async);
         }
+        let data = tempfile::tempdir().unwrap();
         let mut config = ProxyConfig {
             listen_addr: "127.0.0.1:0".parse().unwrap(),
             nameservers: vec![cluster.nameserver.local_addr().to_string()],
+            data_dir: data.path().to_owned(),
             ..ProxyConfig::default()
         };
         adjust(&mut config);
-        let proxy = proxy::start(config).expect("proxy starts");
-        Self { proxy, cluster }
+        let proxy = proxy::start(config.clone()).expect("proxy starts");
+        Self {
+            proxy: Some(proxy),
+            cluster,
+            config,
+            data,
+        }
+    }
+
+    /// Stops the proxy cleanly; [`Bus::start_proxy`] starts it again.
+    pub fn stop_proxy(&mut self) {
+        if let Some(old) = self.proxy.take() {
+            old.shutdown().expect("the proxy stops cleanly");
+        }
+    }
+
+    /// Starts a proxy (on a new port) on the same data directory.
+    pub fn start_proxy(&mut self) {
+        let fresh = ProxyConfig {
+            listen_addr: "127.0.0.1:0".parse().unwrap(),
+            ..self.config.clone()
+        };
+        self.proxy = Some(proxy::start(fresh).expect("proxy restarts"));
+    }
+
+    pub fn proxy(&self) -> &ProxyHandle {
+        self.proxy.as_ref().expect("a running proxy")
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.proxy.local_addr())
+        format!("http://{}{path}", self.proxy().local_addr())
+    }
+
+    /// A WebSocket session, hello sent and welcome read.
+    pub fn stream(&self, instance: &str) -> Stream {
+        let url = format!("ws://{}/v1/stream", self.proxy().local_addr());
+        let (socket, _) = tungstenite::connect(url).expect("WebSocket connects");
+        if let MaybeTlsStream::Plain(tcp) = socket.get_ref() {
+            tcp.set_read_timeout(Some(WAIT)).unwrap();
+        }
+        let mut stream = Stream { socket };
+        stream.send(serde_json::json!({"type": "hello", "identity": identity(instance)}));
+        let welcome = stream.recv();
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        stream
     }
 
     /// POSTs `body` (raw text) and returns (status, parsed JSON body or Null).
@@ -75,3 +125,116 @@ pub fn identity(instance: &str) -> serde_json::Value {
 }
 
 pub const SHORT: Duration = Duration::from_millis(300);
+
+/// A WebSocket session of the scenarios.
+pub struct Stream {
+    socket: tungstenite::WebSocket<MaybeTlsStream<TcpStream>>,
+}
+
+impl Stream {
+    pub fn send(&mut self, frame: serde_json::Value) {
+        self.socket
+            .send(tungstenite::Message::text(frame.to_string()))
+            .expect("WebSocket send");
+    }
+
+    /// The next JSON frame (pings skipped); panics after [`WAIT`].
+    pub fn recv(&mut self) -> serde_json::Value {
+        loop {
+            match self.socket.read().expect("WebSocket read") {
+                tungstenite::Message::Text(text) => {
+                    return serde_json::from_str(text.as_str()).expect("JSON frame");
+                }
+                tungstenite::Message::Close(close) => panic!("session closed: {close:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next frame whose `type` is `kind`, skipping others.
+    pub fn recv_type(&mut self, kind: &str) -> serde_json::Value {
+        loop {
+            let frame = self.recv();
+            if frame["type"] == kind {
+                return frame;
+            }
+        }
+    }
+}
+
+/// What a webhook receiver answers to one push.
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn ok() -> Self {
+        Self {
+            status: 200,
+            body: String::new(),
+        }
+    }
+}
+
+/// A webhook receiver: `answer` decides each answer from the push's JSON; every push it
+/// answered with a 2xx is sent on the channel.
+pub fn webhook_server_with(
+    answer: impl FnMut(&serde_json::Value) -> Answer + Send + 'static,
+) -> (String, mpsc::Receiver<serde_json::Value>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::channel();
+    let mut answer = answer;
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let Answer { status, body } = answer(&json);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            if (200..300).contains(&status) && tx.send(json).is_err() {
+                return;
+            }
+        }
+    });
+    (url, rx)
+}
+
+/// A webhook receiver answering the first `fail_first` pushes with 500, then 200.
+pub fn webhook_server(fail_first: usize) -> (String, mpsc::Receiver<serde_json::Value>) {
+    let mut seen = 0;
+    webhook_server_with(move |_| {
+        seen += 1;
+        if seen <= fail_first {
+            Answer {
+                status: 500,
+                body: String::new(),
+            }
+        } else {
+            Answer::ok()
+        }
+    })
+}

@@ -2,16 +2,21 @@
 
 Two transports, one package (standard library plus ``websocket-client``):
 
-- :class:`HttpClient` -- publish, request-reply and webhook subscriptions over HTTP/1.1 JSON;
+- :class:`HttpClient` -- publish, request-reply, replies by address and durable webhook
+  subscriptions over HTTP/1.1 JSON (:func:`parse_push` and :func:`reply_body` for the webhook
+  side);
 - :class:`StreamClient` -- a WebSocket session: publish, request, subscribe with a callback
   (acked when the callback returns), and respond to requests; it reconnects by itself and
   re-subscribes, and the proxy redelivers every message that was not acked.
+
+Values are ``str`` or ``bytes`` both ways: text travels as ``value``, bytes as ``value_b64``.
 """
 
-from .errors import ProxyError, ProxyTimeout
+from .errors import ProxyError, ProxyTimeout, RateLimited
 from .identity import Identity
 from .http import HttpClient
 from .stream import Delivery, StreamClient, Subscription
+from .values import parse_push, reply_body
 
 __all__ = [
     "Delivery",
@@ -19,6 +24,9 @@ __all__ = [
     "Identity",
     "ProxyError",
     "ProxyTimeout",
+    "RateLimited",
     "StreamClient",
     "Subscription",
+    "parse_push",
+    "reply_body",
 ]

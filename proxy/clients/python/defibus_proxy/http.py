@@ -1,10 +1,12 @@
-"""HTTP/1.1 JSON calls to the proxy, with the standard library only."""
+"""HTTP/1.1 JSON calls to the proxy, with the standard library only. Values are ``str`` or
+``bytes`` both ways (see :mod:`defibus_proxy.values`)."""
 
 import json
 import urllib.error
 import urllib.request
 
-from .errors import ProxyError, ProxyTimeout
+from .errors import error_from
+from .values import decoded, put_value
 
 
 class HttpClient:
@@ -16,28 +18,43 @@ class HttpClient:
         self.timeout = timeout
 
     def publish(self, topic, value, key=None, tag=None, properties=None):
-        """Publishes one message; returns where it was stored (topic, broker_id, queue_id,
-        offset)."""
+        """Publishes one message (``value`` str or bytes); returns where it was stored (topic,
+        broker_id, queue_id, offset). Raises :class:`RateLimited` past the rate limit."""
         body = _message(topic, value, key, tag, properties)
         return self._call("POST", "/v1/publish", self._with_identity(body))
 
     def publish_batch(self, messages):
-        """Publishes several messages (dicts with topic, value, key?, tag?, properties?);
-        returns one result per message."""
-        body = self._with_identity({"messages": list(messages)})
+        """Publishes several messages (dicts with topic, value (str or bytes), key?, tag?,
+        properties?); returns one result per message."""
+        batch = []
+        for message in messages:
+            message = dict(message)
+            batch.append(put_value(message, message.pop("value")))
+        body = self._with_identity({"messages": batch})
         return self._call("POST", "/v1/publish", body)["results"]
 
     def request(self, topic, value, timeout_ms=None, key=None, tag=None, properties=None):
-        """Sends a request and returns the reply message (dict with ``value``); raises
-        :class:`ProxyTimeout` when no reply comes before ``timeout_ms``."""
+        """Sends a request and returns the reply message (dict with ``value``, str or bytes);
+        raises :class:`ProxyTimeout` when no reply comes before ``timeout_ms``."""
         body = _message(topic, value, key, tag, properties)
         if timeout_ms is not None:
             body["timeout_ms"] = timeout_ms
-        return self._call("POST", "/v1/request", self._with_identity(body))
+        return decoded(self._call("POST", "/v1/request", self._with_identity(body)))
+
+    def reply(self, request, value):
+        """Answers ``request`` -- a request message as delivered to a webhook (dict with
+        ``topic``, ``queue_id``, ``reply_to``, ``correlation_id``) -- with ``value`` (str or
+        bytes). Raises :class:`ProxyError` with code ``no_requester`` when nobody waits any
+        more."""
+        body = {key: request[key] for key in ("topic", "queue_id", "reply_to", "correlation_id")}
+        self._call("POST", "/v1/reply", self._with_identity(put_value(body, value)))
 
     def subscribe_webhook(self, topic, group, url, mode="clustering", start="committed"):
-        """Asks the proxy to POST every message of ``topic`` to ``url``; returns the
-        subscription (``id`` and counters)."""
+        """Asks the proxy to POST every message of ``topic`` to ``url`` (parse each body with
+        :func:`parse_push`); returns the subscription (``id`` and counters). The subscription
+        is durable: it outlives a proxy restart until :meth:`unsubscribe_webhook`. A request
+        pushed to ``url`` may be answered in the response body (:func:`reply_body`) or with
+        :meth:`reply`."""
         body = {
             "identity": self._require_identity(),
             "topic": topic,
@@ -94,7 +111,7 @@ class HttpClient:
 
 
 def _message(topic, value, key, tag, properties):
-    body = {"topic": topic, "value": value}
+    body = put_value({"topic": topic}, value)
     if key is not None:
         body["key"] = key
     if tag is not None:
@@ -114,8 +131,4 @@ def _parse(raw):
 
 
 def _error(status, body):
-    error = (body or {}).get("error", {}) if isinstance(body, dict) else {}
-    code = error.get("code", "unknown")
-    message = error.get("message", "")
-    cls = ProxyTimeout if code == "timeout" else ProxyError
-    return cls(status, code, message)
+    return error_from(status, body.get("error") if isinstance(body, dict) else None)

@@ -15,9 +15,13 @@ import queue
 import threading
 import time
 
-import websocket
+try:
+    import websocket
+except ImportError:  # HttpClient works without it; StreamClient says what to install.
+    websocket = None
 
-from .errors import ProxyError, ProxyTimeout
+from .errors import ProxyError, ProxyTimeout, error_from
+from .values import decoded, put_value
 
 log = logging.getLogger("defibus_proxy")
 
@@ -25,13 +29,14 @@ _STOP = object()
 
 
 class Delivery:
-    """A pushed message: ``message`` is the dict (topic, queue_id, offset, value, ...)."""
+    """A pushed message: ``message`` is the dict (topic, queue_id, offset, value, ...), its
+    ``value`` a str, or bytes when the payload is not UTF-8."""
 
     def __init__(self, client, epoch, delivery_id, message):
         self._client = client
         self._epoch = epoch
         self.delivery_id = delivery_id
-        self.message = message
+        self.message = decoded(message)
         self.acked = False
 
     @property
@@ -93,6 +98,8 @@ class StreamClient:
         backoff_max=2.0,
         timeout=30.0,
     ):
+        if websocket is None:
+            raise ImportError("StreamClient needs websocket-client: pip install websocket-client")
         if url.startswith("http"):
             url = "ws" + url[len("http"):].rstrip("/") + "/v1/stream"
         self.url = url
@@ -155,16 +162,18 @@ class StreamClient:
     # -- calls -----------------------------------------------------------------------------
 
     def publish(self, topic, value, key=None, tag=None, properties=None):
-        """Publishes one message; returns where it was stored."""
+        """Publishes one message (``value`` str or bytes); returns where it was stored. Raises
+        :class:`RateLimited` past the session's rate limit."""
         frame = _message("publish", topic, value, key, tag, properties)
         return self._call(frame)
 
     def request(self, topic, value, timeout_ms=3000, key=None, tag=None, properties=None):
-        """Sends a request and returns the reply message (dict with ``value``); raises
-        :class:`ProxyTimeout` at the deadline."""
+        """Sends a request and returns the reply message (dict with ``value``, str or bytes);
+        raises :class:`ProxyTimeout` at the deadline."""
         frame = _message("request", topic, value, key, tag, properties)
         frame["timeout_ms"] = timeout_ms
-        return self._call(frame, timeout=timeout_ms / 1000 + self.timeout)["message"]
+        reply = self._call(frame, timeout=timeout_ms / 1000 + self.timeout)["message"]
+        return decoded(reply)
 
     def subscribe(self, topic, group, callback, mode="clustering", start="committed", auto_ack=True):
         """Calls ``callback(delivery)`` for each message of ``topic``, in order, on the
@@ -174,7 +183,7 @@ class StreamClient:
 
     def respond(self, topic, group, handler):
         """Answers requests of ``topic`` as a member of ``group``: ``handler(message)``
-        returns the reply value (a str)."""
+        returns the reply value (str or bytes; anything else is sent as its ``str``)."""
         return self._add(Subscription(topic, group, "clustering", "committed", True, handler, False))
 
     def unsubscribe(self, subscription):
@@ -342,8 +351,7 @@ class StreamClient:
                 pending.subscription.server_id = frame["subscription"]
                 self._by_server_id[frame["subscription"]] = pending.subscription
         if kind == "error":
-            cls = ProxyTimeout if frame.get("code") == "timeout" else ProxyError
-            pending.error = cls(0, frame.get("code"), frame.get("message"))
+            pending.error = error_from(0, frame)
         pending.frame = frame
         pending.done.set()
 
@@ -356,10 +364,10 @@ class StreamClient:
             try:
                 if kind == "request":
                     value = subscription.callback(delivery.message)
-                    self._send_in_epoch(
-                        delivery._epoch,
-                        {"type": "reply", "delivery": delivery.delivery_id, "value": str(value)},
-                    )
+                    if not isinstance(value, (str, bytes, bytearray)):
+                        value = str(value)
+                    reply = {"type": "reply", "delivery": delivery.delivery_id}
+                    self._send_in_epoch(delivery._epoch, put_value(reply, value))
                 else:
                     subscription.callback(delivery)
                     if subscription.auto_ack:
@@ -374,7 +382,7 @@ class StreamClient:
 
 
 def _message(kind, topic, value, key, tag, properties):
-    frame = {"type": kind, "topic": topic, "value": value}
+    frame = put_value({"type": kind, "topic": topic}, value)
     if key is not None:
         frame["key"] = key
     if tag is not None:

@@ -88,18 +88,35 @@ class Bus:
         defibus("admin", "topic", "create", "--nameserver", self.nameserver, "--topic", topic,
                 "--queues", queues)
 
+    def committed(self, topic, group):
+        """Messages `group` has committed on `topic`, summed over queues (`admin topic stats`
+        lists a group while it has a live member)."""
+        stats = defibus("admin", "topic", "stats", "--nameserver", self.nameserver, "--topic", topic)
+        lines = stats.stdout.splitlines()
+        header = lines[0].split()
+        total = 0
+        for line in lines[1:]:
+            row = dict(zip(header, line.split()))
+            if row.get("GROUP") == group and row.get("COMMITTED", "-").isdigit():
+                total += int(row["COMMITTED"])
+        return total
+
 
 class Proxy:
-    """A `defibus proxy` process; restart() brings it back on the same address."""
+    """A `defibus proxy` process with its own data directory; restart() brings it back on the
+    same address and directory. `args` are extra flags."""
 
-    def __init__(self, nameserver, listen="127.0.0.1:0"):
+    def __init__(self, nameserver, data_dir, listen="127.0.0.1:0", args=()):
         self.nameserver = nameserver
+        self.data_dir = data_dir
+        self.args = list(args)
         self.process = None
         self.start(listen)
 
     def start(self, listen):
         self.process = Process(
-            [DEFIBUS, "proxy", "--listen-addr", listen, "--nameserver", self.nameserver],
+            [DEFIBUS, "proxy", "--listen-addr", listen, "--nameserver", self.nameserver,
+             "--data-dir", self.data_dir, *self.args],
             r"proxy listening on (http://\S+)",
         )
         self.url = self.process.match.group(1)
@@ -138,10 +155,24 @@ def bus():
 
 
 @pytest.fixture()
-def proxy(bus):
-    proxy = Proxy(bus.nameserver)
-    yield proxy
-    proxy.process.stop()
+def proxy_factory(bus):
+    """Starts proxies (extra flags as arguments), each on its own data directory."""
+    proxies = []
+    with tempfile.TemporaryDirectory() as root:
+
+        def make(*args):
+            proxy = Proxy(bus.nameserver, os.path.join(root, f"proxy-{len(proxies)}"), args=args)
+            proxies.append(proxy)
+            return proxy
+
+        yield make
+        for proxy in proxies:
+            proxy.process.stop()
+
+
+@pytest.fixture()
+def proxy(proxy_factory):
+    return proxy_factory()
 
 
 def identity(instance):

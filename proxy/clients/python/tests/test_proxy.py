@@ -2,15 +2,16 @@
 
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer as HookServer
 import json
+import socket
 import subprocess
+import sys
 import threading
-import time
 
 import pytest
 import websocket
 
 from conftest import DEFIBUS, WAIT, defibus, identity, wait_until
-from defibus_proxy import HttpClient, ProxyError, ProxyTimeout
+from defibus_proxy import HttpClient, Identity, ProxyError, ProxyTimeout
 
 
 def start_responder(bus, topic, group):
@@ -126,7 +127,7 @@ def test_proxy_restart_loses_nothing_and_redelivers_unacked(bus, proxy, http, st
     first = [f"m{i}" for i in range(10)]
     http.publish_batch([{"topic": "A10-8005", "value": v} for v in first])
     wait_until("the first messages", lambda: set(first) <= set(got) and held)
-    time.sleep(1.5)  # past the commit interval: acked messages are committed
+    wait_until("the acked messages committed", lambda: bus.committed("A10-8005", "durable") == 10)
 
     proxy.kill()
     # Published while the proxy is down, straight to the broker.
@@ -205,3 +206,24 @@ def test_examples_run(bus, proxy):
     finally:
         responder.terminate()
         responder.wait()
+
+    bus.create_topic("A10-8008")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    webhook = subprocess.Popen([sys.executable, "-u", str(examples / "webhook_respond.py"),
+                                "A10-8008", "hook-svc", str(port)], env=env,
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert "answering" in webhook.stdout.readline()
+        for _ in range(20):
+            replied = run("request.py", "A10-8008", "drawkcab")
+            if replied.returncode == 0:
+                break
+        assert replied.stdout.strip() == "backward", replied.stderr
+    finally:
+        webhook.terminate()
+        assert webhook.wait(timeout=WAIT) == 0
+    # Stopping the example removed its durable subscription.
+    example = Identity(system="example", area="A10", group="hook-svc", instance="webhook-1")
+    assert HttpClient(proxy.url, identity=example).heartbeat()["subscriptions"] == 0

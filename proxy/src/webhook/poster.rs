@@ -1,0 +1,201 @@
+//! Delivery of one subscription's messages to its URL: the retry and give-up policy, and
+//! replies to requests taken from the webhook's answer.
+
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use client::{ReceivedMessage, Replier, ReplyAddress};
+use serde::Deserialize;
+
+use crate::api::{DeliveredMessage, payload};
+use crate::config::ProxyConfig;
+
+/// Sleep slice of a backoff, so a deleted subscription stops retrying promptly.
+const BACKOFF_SLICE: Duration = Duration::from_millis(20);
+
+/// The counters of one subscription, shared by its poster and the registry.
+#[derive(Default)]
+pub struct Counters {
+    /// Set when the subscription is removed or the proxy stops: retries end.
+    pub closed: AtomicBool,
+    /// Messages posted with a 2xx answer.
+    pub delivered: AtomicU64,
+    /// Requests answered from the webhook's response body.
+    pub replied: AtomicU64,
+    /// Failed attempts.
+    pub failed_attempts: AtomicU64,
+    /// Messages given up after the last attempt.
+    pub given_up: AtomicU64,
+    /// Requests skipped because their deadline passed before a delivery.
+    pub expired: AtomicU64,
+    /// The last failure, for diagnosis.
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl Counters {
+    /// Records `error` as the last failure.
+    pub fn failed(&self, error: String) {
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(error);
+    }
+}
+
+/// A reply in a webhook's answer: `{"value": ...}` or `{"value_b64": ...}`.
+#[derive(Deserialize)]
+struct AnswerBody {
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default)]
+    value_b64: Option<String>,
+}
+
+/// Posts messages to one subscriber URL with the retry and give-up policy.
+pub struct Poster {
+    counters: Arc<Counters>,
+    agent: ureq::Agent,
+    replier: Replier,
+    url: String,
+    id: String,
+    attempts_max: u32,
+    backoff_min: Duration,
+    backoff_max: Duration,
+    answer_bytes_max: u64,
+}
+
+impl Poster {
+    pub fn new(
+        id: String,
+        url: String,
+        counters: Arc<Counters>,
+        replier: Replier,
+        config: &ProxyConfig,
+    ) -> Self {
+        Self {
+            counters,
+            agent: ureq::AgentBuilder::new()
+                .timeout(Duration::from_millis(config.webhook_timeout_ms))
+                .build(),
+            replier,
+            url,
+            id,
+            attempts_max: config.webhook_attempts_max,
+            backoff_min: Duration::from_millis(config.webhook_backoff_min_ms),
+            backoff_max: Duration::from_millis(config.webhook_backoff_max_ms),
+            answer_bytes_max: config.body_bytes_max as u64,
+        }
+    }
+
+    /// Delivers one message: POSTs until a 2xx answer, at most `attempts_max` times, then
+    /// gives it up. A request is not posted past its deadline (nobody waits for the answer).
+    pub fn deliver(&self, message: &ReceivedMessage) {
+        let body = serde_json::json!({
+            "subscription": self.id,
+            "message": DeliveredMessage::from(message),
+        });
+        let reply_address = ReplyAddress::of(message);
+        let mut backoff = self.backoff_min;
+        for attempt in 1..=self.attempts_max {
+            if self.counters.closed.load(Ordering::Acquire) {
+                return;
+            }
+            if reply_address.is_some() && message.is_expired() {
+                self.counters.expired.fetch_add(1, Ordering::Relaxed);
+                log::debug!(
+                    "webhook {}: request {} queue {} offset {} expired before delivery",
+                    self.id,
+                    message.topic,
+                    message.queue_id,
+                    message.offset
+                );
+                return;
+            }
+            let error = match self.agent.post(&self.url).send_json(&body) {
+                Ok(response) if (200..300).contains(&response.status()) => {
+                    self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                    if let Some(address) = &reply_address {
+                        self.reply_from(response, address);
+                    }
+                    return;
+                }
+                Ok(response) => format!("status {}", response.status()),
+                Err(ureq::Error::Status(status, _)) => format!("status {status}"),
+                Err(e) => e.to_string(),
+            };
+            self.counters
+                .failed_attempts
+                .fetch_add(1, Ordering::Relaxed);
+            log::debug!(
+                "webhook {} attempt {attempt}/{}: {error}",
+                self.id,
+                self.attempts_max
+            );
+            self.counters.failed(error);
+            if attempt < self.attempts_max {
+                self.sleep(backoff);
+                backoff = (backoff * 2).min(self.backoff_max);
+            }
+        }
+        self.counters.given_up.fetch_add(1, Ordering::Relaxed);
+        log::warn!(
+            "webhook {}: gave up on {} queue {} offset {} after {} attempts to {}",
+            self.id,
+            message.topic,
+            message.queue_id,
+            message.offset,
+            self.attempts_max,
+            self.url
+        );
+    }
+
+    /// Sends the reply a webhook put in its answer to a request, if it put one: a JSON
+    /// object with `value` or `value_b64`. Any other answer (empty, or not such an object)
+    /// means the subscriber replies later with `POST /v1/reply`, or not at all.
+    fn reply_from(&self, response: ureq::Response, address: &ReplyAddress) {
+        let mut text = Vec::new();
+        let read = response
+            .into_reader()
+            .take(self.answer_bytes_max)
+            .read_to_end(&mut text);
+        if read.is_err() || text.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        let Ok(answer) = serde_json::from_slice::<AnswerBody>(&text) else {
+            log::debug!("webhook {}: answer is not a reply object", self.id);
+            return;
+        };
+        if answer.value.is_none() && answer.value_b64.is_none() {
+            return;
+        }
+        let sent = payload(answer.value.as_deref(), answer.value_b64.as_deref())
+            .map_err(|e| e.message)
+            .and_then(|value| {
+                self.replier
+                    .reply(address, value)
+                    .map_err(|e| e.to_string())
+            });
+        match sent {
+            Ok(()) => {
+                self.counters.replied.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                log::debug!("webhook {}: reply not sent: {e}", self.id);
+                self.counters.failed(format!("reply not sent: {e}"));
+            }
+        }
+    }
+
+    fn sleep(&self, total: Duration) {
+        let end = Instant::now() + total;
+        while !self.counters.closed.load(Ordering::Acquire) {
+            let now = Instant::now();
+            if now >= end {
+                return;
+            }
+            std::thread::sleep((end - now).min(BACKOFF_SLICE));
+        }
+    }
+}
