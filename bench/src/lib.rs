@@ -26,7 +26,7 @@ use std::process::ExitCode;
 pub use crate::cli::Cli;
 
 use crate::baselines::{tcp_relay, tcp_stream};
-use crate::cli::{Flush, GlobalArgs, ProduceArgs, RrArgs, WorkloadCommand};
+use crate::cli::{Flush, GlobalArgs, PlotArgs, ProduceArgs, RrArgs, WorkloadCommand};
 use crate::report::{Baseline, LoadAverage, Report, Section};
 use crate::target::Target;
 use crate::workloads::{consume, e2e, fanout, overhead, produce, proxy, rr, scale};
@@ -37,17 +37,7 @@ use crate::workloads::{consume, e2e, fanout, overhead, produce, proxy, rr, scale
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let global = &cli.global;
     if let WorkloadCommand::Plot(args) = &cli.workload {
-        let dir = global.plot_dir.as_ref().ok_or_else(|| {
-            anyhow::anyhow!(
-                "plot needs --plot-dir: where to draw the plots of {}",
-                args.from.display()
-            )
-        })?;
-        let sections = report::read_sections(&args.from)?;
-        for path in plot::write_all(&sections, dir)? {
-            eprintln!("wrote {}", path.display());
-        }
-        return Ok(ExitCode::SUCCESS);
+        return replot(global, args);
     }
     let load_at_start = LoadAverage::now();
     let target = Target::start(global)?;
@@ -76,6 +66,21 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
         eprintln!("smoke: every figure is non-zero and finite");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `plot`: draws the plots of a saved report; nothing is started or measured.
+fn replot(global: &GlobalArgs, args: &PlotArgs) -> anyhow::Result<ExitCode> {
+    let dir = global.plot_dir.as_ref().ok_or_else(|| {
+        anyhow::anyhow!(
+            "plot needs --plot-dir: where to draw the plots of {}",
+            args.from.display()
+        )
+    })?;
+    let sections = report::read_sections(&args.from)?;
+    for path in plot::write_all(&sections, dir)? {
+        eprintln!("wrote {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
 }
