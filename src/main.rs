@@ -90,6 +90,11 @@ enum Command {
     /// Prints each request handled and its reply. A stand-in service for demos and tests.
     #[command(after_long_help = cmd::shared::EXIT_CODES_HELP)]
     Respond(cmd::respond::RespondArgs),
+    /// Benchmark the bus: the `defibus-bench` workloads, run in this process.
+    ///
+    /// Same flags and output as the `defibus-bench` binary: an embedded nameserver + broker
+    /// (or --target), workloads beside raw baselines, DESIGN §8 goals, --json and --plot-dir.
+    Bench(bench::Cli),
 }
 
 impl Command {
@@ -151,6 +156,7 @@ fn main() -> std::process::ExitCode {
         Command::Consume(args) => cmd::consume::run(args),
         Command::Request(args) => cmd::request::run(args),
         Command::Respond(args) => cmd::respond::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(code) => code,
@@ -255,6 +261,35 @@ mod tests {
                 panic!("{args:?}: {e}");
             }
         }
+    }
+
+    #[test]
+    fn bench_takes_the_bench_command_line() {
+        let cli = parse(&[
+            "bench",
+            "--smoke",
+            "--plot-dir",
+            "plots",
+            "e2e",
+            "--rates",
+            "1000,5000",
+        ])
+        .unwrap();
+        let Command::Bench(bench) = cli.command else {
+            panic!("not bench");
+        };
+        assert!(bench.global.smoke);
+        let help = Cli::command()
+            .find_subcommand_mut("bench")
+            .expect("bench is a subcommand")
+            .render_long_help()
+            .to_string();
+        for workload in [
+            "produce", "rr", "consume", "e2e", "fanout", "scale", "overhead", "all",
+        ] {
+            assert!(help.contains(workload), "{workload} missing from:\n{help}");
+        }
+        assert!(parse(&["bench", "nosuchworkload"]).is_err());
     }
 
     #[test]

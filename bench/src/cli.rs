@@ -1,7 +1,15 @@
 //! The command line: global settings, one subcommand per workload, and `all`.
 //!
-//! Every flag a workload reads is declared here, so `--help` of each subcommand documents the
-//! whole workload. Workload modules take the parsed args; they never parse anything.
+//! Every flag a workload reads is declared here or in [`workloads`] (the args of the
+//! publish → consume, scale and client-overhead workloads), so `--help` of each subcommand
+//! documents the whole workload. Workload modules take the parsed args; they never parse
+//! anything.
+
+mod workloads;
+
+pub use workloads::{
+    ConsumeArgs, E2eArgs, FanoutArgs, FanoutMode, OverheadArgs, Rates, ScaleArgs, ScaleAxis,
+};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,18 +24,26 @@ pub const SMOKE_WINDOW: Window = Window {
     warmup: Duration::from_millis(300),
     duration: Duration::from_secs(1),
 };
+/// The longest drain of a `--smoke` run: at its light rates everything arrives in
+/// milliseconds, unless something is broken.
+pub const SMOKE_DRAIN: Duration = Duration::from_secs(2);
 
 #[derive(Parser, Debug)]
 #[command(
     name = "defibus-bench",
     version,
-    about = "Load generator for DeFiBus-rs: workloads against a broker, beside raw TCP baselines",
+    about = "Load generator for DeFiBus-rs: workloads against a broker, beside baselines measured in the same run",
     long_about = "Load generator for DeFiBus-rs.\n\n\
         Starts an embedded nameserver + broker (data in a temporary directory) unless --target \
-        names a running nameserver. Each workload is measured after a warm-up, beside a raw \
-        loopback TCP baseline measured in the same run (--baseline=false skips it), and the \
-        DESIGN §8 goals are printed as PASS/MISS. A progress line goes to stderr, the summary \
-        table to stdout, and --json writes every figure to a file.\n\n\
+        names a running nameserver, and drives it with the real client and protocol. Each \
+        workload is measured after a warm-up, beside a baseline measured in the same run \
+        (raw loopback TCP, or the same exchange in raw protocol frames; --baseline=false \
+        skips the TCP ones) or as a sweep over rates, sizes, queues or connections, and the \
+        DESIGN §8 goals are printed as PASS/MISS. Latencies are HDR histograms (p50 to \
+        p99.99 and max); open-loop workloads time each message from its intended send time, \
+        so stalls are not hidden (coordinated omission). A progress line goes to stderr, the \
+        summary table to stdout; --json writes every figure to a file and --plot-dir draws \
+        SVG and PNG plots. `defibus bench` runs the same in-process.\n\n\
         MB are 10^6 bytes of message payload; latencies are microseconds."
 )]
 pub struct Cli {
@@ -42,7 +58,8 @@ pub struct Cli {
 #[derive(Args, Debug, Clone)]
 pub struct GlobalArgs {
     /// A running nameserver (`host:port`) to benchmark its cluster instead of an embedded one.
-    /// Topics named `<area>-bench.<workload>.<unix ms>` are created on every broker it lists.
+    /// Topics named `<area>-bench.<workload>.<unix ms>.<n>` are created on every broker it
+    /// lists. Its connection limits must allow the scale sweep's clients.
     #[arg(long, global = true, value_name = "HOST:PORT")]
     pub target: Option<String>,
 
@@ -55,8 +72,10 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "PATH")]
     pub json: Option<PathBuf>,
 
-    /// A seconds-long tiny run that only checks every figure is non-zero and finite (for CI);
-    /// exits non-zero otherwise.
+    /// A short tiny run that only checks every figure is non-zero and finite (for CI); exits
+    /// non-zero otherwise. Windows shrink to 0.3 s warm-up + 1 s, sweeps to two steps (rates,
+    /// sizes, the first and the largest of at most 100 queues and 10 clients), fan-out to two
+    /// consumers, the consume backlog to 20,000 records and drains to 2 s.
     #[arg(long, global = true)]
     pub smoke: bool,
 
@@ -81,6 +100,12 @@ pub struct GlobalArgs {
     /// Embedded broker only: data directory (default: a temporary directory, removed after).
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+
+    /// Write plots of the run here (created if missing), each as SVG and PNG: latency
+    /// percentile spectra (rr, e2e, fanout), latency vs offered rate (e2e sweep), throughput
+    /// vs message size (produce --sizes) and the scale sweeps.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub plot_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -92,22 +117,78 @@ pub enum WorkloadCommand {
     /// msg/s and MB/s of payload acknowledged in the window. Baseline: one raw loopback TCP
     /// stream with large writes (the ceiling). Goals: async ≥ 50%, sync ≥ 25% of it.
     Produce(ProduceArgs),
-    /// Request-reply round trip, closed loop: each requester sends one request, waits for the
-    /// echo Responder's reply, and sends the next.
+    /// Request-reply round trip: closed loop (each requester sends one request, waits for the
+    /// echo Responder's reply, sends the next) or, with --rate, open loop.
     ///
-    /// Latencies go to an HDR histogram (p50, p90, p99, p99.9, max). Requests are not batched.
-    /// Baseline: a raw loopback TCP two-hop relay echo (client → relay → echo → relay →
-    /// client, blocking sockets, TCP_NODELAY), one connection per requester, same size.
-    /// Goals (1 requester, 256 B): p50 ≤ 3×, p99 ≤ 4× the relay.
+    /// Latencies go to an HDR histogram (p50, p90, p99, p99.9, p99.99, max). Requests are not
+    /// batched. Closed loop (`rr`): baseline a raw loopback TCP two-hop relay echo (client →
+    /// relay → echo → relay → client, blocking sockets, TCP_NODELAY), one connection per
+    /// requester, same size; goals (1 requester, 256 B): p50 ≤ 3×, p99 ≤ 4× the relay.
+    /// Open loop (`rr-open`, --rate R): requests start at R per second in total whatever the
+    /// replies do, and each latency is measured from the request's intended start time, so
+    /// a stall is charged to every request it delayed (corrected for coordinated omission).
     Rr(RrArgs),
+    /// Catch-up read: pre-fill a backlog of --messages records, then measure how fast a
+    /// consumer group of --consumers members reads it (msg/s, MB/s).
+    ///
+    /// The backlog is produced first (batched, not measured); the consumers then subscribe
+    /// from the earliest offset, each its own client, and the run ends when every record was
+    /// read (or at --duration). Redeliveries after the group's first rebalance are counted
+    /// and printed.
+    Consume(ConsumeArgs),
+    /// Publish → consume latency at fixed offered rates, open loop, for a sweep of rates up to
+    /// saturation.
+    ///
+    /// Producers send at the offered rate whatever the consumers do; each message carries its
+    /// intended send time, and its latency is measured from that time to its arrival at a
+    /// consumer (corrected for coordinated omission). Per rate: delivered msg/s and p50, p90,
+    /// p99, p99.9, p99.99, max. A rate is saturated when less than 95% of it was delivered
+    /// in the window or messages were still missing after the drain; `--rates auto` doubles
+    /// the rate until the first saturated one.
+    E2e(E2eArgs),
+    /// Fan-out: one producer stream at a fixed rate delivered to K consumers, as multicast
+    /// (K groups on one topic, each gets every message) and broadcast (K members of one
+    /// broadcast group).
+    ///
+    /// Reports delivered msg/s and publish → consume latency (open loop, as `e2e`) per
+    /// consumer and in total.
+    Fanout(FanoutArgs),
+    /// Flat cost: produce throughput as the queues go 1 → 10,000 and the producer
+    /// connections 1 → 1,000, with the ratio of each step to the first.
+    ///
+    /// Every step sends the same batches (--burst records to one producer, then the next), so
+    /// only the number of queues or connections changes. Queues beyond 1,024 (a topic's
+    /// limit) are spread over several topics. Connections are producer clients, each with a
+    /// connection per broker shard it sends to. The embedded broker and nameserver are started
+    /// with connection limits above the largest step. Goal: each axis's last step ≥ 90% of
+    /// its first (DESIGN §8: within 10%).
+    Scale(ScaleArgs),
+    /// Client overhead: the same request-reply exchange through the Rust client and written
+    /// directly on the protocol crate (raw frames on blocking sockets), in one run.
+    ///
+    /// The raw requester and raw responder speak the wire protocol to the broker themselves:
+    /// heartbeat, Request, Subscribe, Push, Reply, Credit, ReplyPush. Goal (1 requester,
+    /// 256 B): client rr p50 ≤ 1.2× the raw-protocol rr p50.
+    Overhead(OverheadArgs),
     /// The proxy beside the native client, in one run: publish throughput over HTTP (batch
     /// and single) and WebSocket, and request-reply round trips over WebSocket and HTTP, each
     /// with the native client's figure as its baseline (ratio = proxy / native). Starts an
     /// embedded proxy in front of the target.
     Proxy(crate::workloads::proxy::ProxyArgs),
-    /// The figures of record: produce async, produce sync and rr with their baselines, at
-    /// the DESIGN §8 settings (1 KiB records; 1 requester, 256 B).
+    /// The figures of record: every workload at the DESIGN §8 settings with its baselines
+    /// and goals (produce async and sync, rr, client overhead, rr open loop, consume, e2e
+    /// sweep, fanout, scale, produce sizes).
     All(AllArgs),
+    /// Redraw the plots of a saved run into --plot-dir from its --json file; runs nothing and
+    /// starts no broker.
+    Plot(PlotArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PlotArgs {
+    /// A report written by an earlier run with --json.
+    #[arg(long, value_name = "PATH")]
+    pub from: PathBuf,
 }
 
 /// Flush mode of the benchmark topic.
@@ -167,6 +248,11 @@ pub struct ProduceArgs {
     /// Bytes per write() of the raw TCP stream baseline.
     #[arg(long, default_value_t = 1 << 20)]
     pub baseline_write_bytes: usize,
+    /// Sweep the payload size instead of --message-bytes: one run per size (e.g.
+    /// `64,256,1024,4096,16384`), printed as throughput vs size with the ratio to the raw
+    /// TCP stream.
+    #[arg(long, value_delimiter = ',', value_name = "BYTES,...")]
+    pub sizes: Vec<usize>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -186,9 +272,15 @@ pub struct RrArgs {
     /// Measured time, after the warm-up.
     #[arg(long, default_value = DURATION_DEFAULT, value_parser = parse_duration)]
     pub duration: Duration,
-    /// Deadline of each request; a timeout fails the run.
+    /// Deadline of each request; in the closed loop a timeout fails the run, in the open
+    /// loop it is counted as an error and timed at the deadline.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Open loop: start this many requests per second in total (split over the requesters),
+    /// whatever the replies do, and time each from its intended start. Without it, closed
+    /// loop.
+    #[arg(long, value_name = "PER_S")]
+    pub rate: Option<f64>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -199,6 +291,20 @@ pub struct AllArgs {
     /// Producer threads of the produce workloads.
     #[arg(long, default_value_t = 1)]
     pub producers: usize,
+    /// Measured time of each step of the sweeps (e2e rates, scale steps, produce sizes).
+    #[arg(long, default_value = workloads::STEP_DURATION_DEFAULT, value_parser = parse_duration)]
+    pub step_duration: Duration,
+    /// Offered rate of `rr` in open loop, requests per second.
+    #[arg(long, default_value_t = 1000.0, value_name = "PER_S")]
+    pub rr_rate: f64,
+    /// Payload sizes of the produce size sweep.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "BYTES,...",
+        default_value = "64,256,1024,4096,16384"
+    )]
+    pub sizes: Vec<usize>,
 }
 
 impl AllArgs {
@@ -217,11 +323,59 @@ impl AllArgs {
         args.duration = self.duration;
         args
     }
+
+    /// `rr` in open loop at `--rr-rate`.
+    pub fn rr_open(&self) -> RrArgs {
+        let mut args = self.rr();
+        args.rate = Some(self.rr_rate);
+        args
+    }
+
+    /// The produce size sweep of `all`: async flush, at the step duration.
+    pub fn produce_sizes(&self) -> ProduceArgs {
+        let mut args = self.produce(Flush::Async);
+        args.duration = self.step_duration;
+        args.sizes = self.sizes.clone();
+        args
+    }
+
+    /// The client-overhead workload of `all`: the defaults, at this duration.
+    pub fn overhead(&self) -> OverheadArgs {
+        let mut args = defaults::<OverheadArgs>();
+        args.duration = self.duration;
+        args
+    }
+
+    /// The catch-up read of `all`: the defaults (its own time cap).
+    pub fn consume(&self) -> ConsumeArgs {
+        defaults::<ConsumeArgs>()
+    }
+
+    /// The e2e sweep of `all`: the defaults, each rate at the step duration.
+    pub fn e2e(&self) -> E2eArgs {
+        let mut args = defaults::<E2eArgs>();
+        args.duration = self.step_duration;
+        args
+    }
+
+    /// Fan-out of `all`: both modes, at this duration.
+    pub fn fanout(&self) -> FanoutArgs {
+        let mut args = defaults::<FanoutArgs>();
+        args.duration = self.duration;
+        args
+    }
+
+    /// The scale sweeps of `all`: both axes, each step at the step duration.
+    pub fn scale(&self) -> ScaleArgs {
+        let mut args = defaults::<ScaleArgs>();
+        args.duration = self.step_duration;
+        args
+    }
 }
 
 /// A workload's args with every flag at its default, so `all` and the subcommands never
 /// disagree on a default.
-fn defaults<A: Args>() -> A {
+pub(crate) fn defaults<A: Args>() -> A {
     let command = A::augment_args(clap::Command::new("defaults").no_binary_name(true));
     let matches = command
         .try_get_matches_from(std::iter::empty::<String>())
@@ -246,6 +400,15 @@ impl GlobalArgs {
                 warmup: self.warmup,
                 duration,
             }
+        }
+    }
+
+    /// The drain after an open-loop window, shortened under `--smoke`.
+    pub fn drain(&self, drain: Duration) -> Duration {
+        if self.smoke {
+            drain.min(SMOKE_DRAIN)
+        } else {
+            drain
         }
     }
 }
@@ -284,13 +447,21 @@ mod tests {
         let all = AllArgs {
             duration: Duration::from_secs(3),
             producers: 1,
+            step_duration: Duration::from_secs(2),
+            rr_rate: 500.0,
+            sizes: vec![64, 1024],
         };
         let produce = all.produce(Flush::Sync);
         assert_eq!(produce.message_bytes, 1024);
         assert_eq!(produce.flush, Flush::Sync);
         assert_eq!(produce.duration, Duration::from_secs(3));
         let rr = all.rr();
-        assert_eq!((rr.message_bytes, rr.requesters), (256, 1));
+        assert_eq!((rr.message_bytes, rr.requesters, rr.rate), (256, 1, None));
+        assert_eq!(all.rr_open().rate, Some(500.0));
+        assert_eq!(all.produce_sizes().sizes, [64, 1024]);
+        assert_eq!(all.e2e().duration, Duration::from_secs(2));
+        assert_eq!(all.scale().duration, Duration::from_secs(2));
+        assert_eq!(all.overhead().duration, Duration::from_secs(3));
     }
 
     #[test]

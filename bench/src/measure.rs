@@ -5,23 +5,26 @@
 //! operations on the shared [`Meter`]; closed-loop workers time each operation with
 //! [`closed_loop`], which records into an HDR histogram only inside the window. So ours and the
 //! baselines are measured by the same code, and their ratios compare like with like.
+//!
+//! Open-loop workers pace their sends with [`open_loop`]: operation `i` is due at
+//! `start + i / rate` whatever happened to the operations before it, and its latency is
+//! measured from that intended time, not from when it was actually sent. A closed loop that
+//! stalls sends nothing while stalled and so never times the requests that would have waited
+//! (coordinated omission); the open loop does.
 
 use std::io::Write;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cli::Window;
+use crate::latency::{Latency, new_histogram, record_ns};
 
 /// How often the progress line is refreshed.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
-/// Longest latency the histograms hold, ns; longer ones are clamped to it.
-const LATENCY_NS_MAX: u64 = 60_000_000_000;
-/// Significant decimal digits the histograms keep (0.1% resolution).
-const LATENCY_SIGNIFICANT_DIGITS: u8 = 3;
 
 /// Completed operations and their payload bytes, counted by every worker.
 #[derive(Debug, Default)]
@@ -74,13 +77,19 @@ impl Shared {
     }
 
     /// Whether the measured window is open.
-    fn recording(&self) -> bool {
+    pub fn recording(&self) -> bool {
         self.recording.load(Ordering::Acquire)
+    }
+
+    /// Ends the run early: a worker that finished its work (a drained backlog) closes the
+    /// window, which is then measured up to this moment.
+    pub fn finish(&self) {
+        self.stop.store(true, Ordering::Release);
     }
 }
 
 /// Operations and bytes completed per second inside the window.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Throughput {
     pub seconds: f64,
     pub ops: u64,
@@ -93,47 +102,25 @@ pub struct Throughput {
 }
 
 impl Throughput {
-    fn between(start: Counts, end: Counts, elapsed: Duration) -> Self {
-        let seconds = elapsed.as_secs_f64();
-        let ops = end.ops - start.ops;
-        let bytes = end.bytes - start.bytes;
+    /// `ops` operations carrying `bytes` of payload, `errors` failed, in `seconds`.
+    pub fn new(ops: u64, bytes: u64, errors: u64, seconds: f64) -> Self {
         Self {
             seconds,
             ops,
             bytes,
-            errors: end.errors - start.errors,
+            errors,
             ops_per_s: ops as f64 / seconds,
             mb_per_s: bytes as f64 / seconds / 1e6,
         }
     }
-}
 
-/// Round-trip latency percentiles of a closed-loop run, µs, and its throughput.
-#[derive(Clone, Debug, Serialize)]
-pub struct Latency {
-    pub samples: u64,
-    pub mean_us: f64,
-    pub p50_us: f64,
-    pub p90_us: f64,
-    pub p99_us: f64,
-    pub p999_us: f64,
-    pub max_us: f64,
-    pub throughput: Throughput,
-}
-
-impl Latency {
-    fn new(histogram: &Histogram<u64>, throughput: Throughput) -> Self {
-        let us = |ns: u64| ns as f64 / 1e3;
-        Self {
-            samples: histogram.len(),
-            mean_us: histogram.mean() / 1e3,
-            p50_us: us(histogram.value_at_quantile(0.50)),
-            p90_us: us(histogram.value_at_quantile(0.90)),
-            p99_us: us(histogram.value_at_quantile(0.99)),
-            p999_us: us(histogram.value_at_quantile(0.999)),
-            max_us: us(histogram.max()),
-            throughput,
-        }
+    fn between(start: Counts, end: Counts, elapsed: Duration) -> Self {
+        Self::new(
+            end.ops - start.ops,
+            end.bytes - start.bytes,
+            end.errors - start.errors,
+            elapsed.as_secs_f64(),
+        )
     }
 }
 
@@ -214,15 +201,89 @@ pub fn closed_loop(
         let elapsed_ns = started.elapsed().as_nanos() as u64;
         shared.meter.record(1, bytes_per_op);
         if shared.recording() {
-            histogram.saturating_record(elapsed_ns.clamp(1, LATENCY_NS_MAX));
+            record_ns(&mut histogram, elapsed_ns);
         }
     }
     Ok(histogram)
 }
 
-fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, LATENCY_NS_MAX, LATENCY_SIGNIFICANT_DIGITS)
-        .expect("constant histogram bounds are valid")
+/// What one open-loop worker did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Paced {
+    /// Operations started.
+    pub started: u64,
+    /// Operations started inside the window (the ones whose latency counts).
+    pub started_in_window: u64,
+    /// How far behind its schedule the worker fell at worst: a sender that cannot keep up.
+    pub lag_max: Duration,
+}
+
+/// Starts operations at `rate_per_s` until the run stops: operation `i` is due at
+/// `start + i / rate_per_s`. `start_op` gets the operation's intended start time, from which
+/// its latency must be measured, and whether it belongs to the window. A worker that fell
+/// behind starts the overdue operations at once, each with its own intended time, so the
+/// delay shows in their latency instead of vanishing.
+pub fn open_loop(
+    shared: &Shared,
+    rate_per_s: f64,
+    mut start_op: impl FnMut(Instant, bool) -> anyhow::Result<()>,
+) -> anyhow::Result<Paced> {
+    anyhow::ensure!(
+        rate_per_s.is_finite() && rate_per_s > 0.0,
+        "an open loop needs a positive rate, not {rate_per_s}"
+    );
+    let interval = Duration::from_secs_f64(1.0 / rate_per_s);
+    let start = Instant::now();
+    let mut paced = Paced::default();
+    while !shared.stopped() {
+        let intended = start + interval.mul_f64(paced.started as f64);
+        let now = Instant::now();
+        if intended > now {
+            // Pacing, not synchronisation: nothing else is awaited here.
+            std::thread::sleep(intended - now);
+        } else {
+            paced.lag_max = paced.lag_max.max(now - intended);
+        }
+        let in_window = shared.recording();
+        start_op(intended, in_window)?;
+        paced.started += 1;
+        paced.started_in_window += u64::from(in_window);
+    }
+    Ok(paced)
+}
+
+/// A count of operations in flight that a thread can wait to see reach zero: open-loop
+/// workers wait here at the end for the replies of what they sent inside the window.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    count: Mutex<u64>,
+    drained: Condvar,
+}
+
+impl InFlight {
+    /// One more operation in flight.
+    pub fn add(&self) {
+        *self.count.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+    }
+
+    /// One operation completed.
+    pub fn done(&self) {
+        let mut count = self.count.lock().unwrap_or_else(PoisonError::into_inner);
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            self.drained.notify_all();
+        }
+    }
+
+    /// Waits until nothing is in flight or `timeout` passed; returns what is still in flight.
+    pub fn wait_drained(&self, timeout: Duration) -> u64 {
+        let count = self.count.lock().unwrap_or_else(PoisonError::into_inner);
+        let (count, _) = self
+            .drained
+            .wait_timeout_while(count, timeout, |count| *count > 0)
+            .unwrap_or_else(PoisonError::into_inner);
+        *count
+    }
 }
 
 /// Waits out the warm-up, then measures the window with a progress line; returns early if a
@@ -314,6 +375,90 @@ mod tests {
         );
         assert!(latency.throughput.ops_per_s > 100.0, "{latency:?}");
         assert_eq!(latency.throughput.bytes, latency.throughput.ops * 10);
+    }
+
+    #[test]
+    fn an_open_loop_keeps_its_rate_and_counts_the_window() {
+        let window = Window {
+            warmup: Duration::from_millis(50),
+            duration: Duration::from_millis(200),
+        };
+        let (_, paced) = run_window("test", window, 1, |_, shared| {
+            open_loop(shared, 1000.0, |intended, _| {
+                anyhow::ensure!(intended <= Instant::now() + Duration::from_millis(1));
+                Ok(())
+            })
+        })
+        .unwrap();
+        // 250 ms at 1000/s, with slack for a loaded machine (the stop may come late).
+        assert!((200..=400).contains(&paced[0].started), "{paced:?}");
+        assert!(paced[0].started_in_window < paced[0].started, "{paced:?}");
+        assert!(paced[0].started_in_window >= 150, "{paced:?}");
+    }
+
+    #[test]
+    fn an_open_loop_charges_a_stall_to_every_operation_it_delayed() {
+        let window = Window {
+            warmup: Duration::ZERO,
+            duration: Duration::from_millis(300),
+        };
+        let (_, histograms) = run_window("test", window, 1, |_, shared| {
+            let mut histogram = new_histogram();
+            let mut started = 0u32;
+            open_loop(shared, 1000.0, |intended, _| {
+                started += 1;
+                if started == 50 {
+                    // One 50 ms stall: a closed loop would time one slow operation.
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                record_ns(&mut histogram, intended.elapsed().as_nanos() as u64);
+                Ok(())
+            })?;
+            Ok(histogram)
+        })
+        .unwrap();
+        // The ~50 operations due during the stall started late, each by its own share.
+        let delayed = histograms[0]
+            .iter_recorded()
+            .filter(|v| v.value_iterated_to() >= 10_000_000)
+            .map(|v| v.count_at_value())
+            .sum::<u64>();
+        assert!(
+            delayed >= 30,
+            "only {delayed} operations were charged the stall"
+        );
+    }
+
+    #[test]
+    fn a_finished_worker_closes_the_window_early() {
+        let window = Window {
+            warmup: Duration::ZERO,
+            duration: Duration::from_secs(30),
+        };
+        let started = Instant::now();
+        let (throughput, _) = run_window("test", window, 1, |_, shared| {
+            shared.meter.record(5, 50);
+            shared.finish();
+            Ok(())
+        })
+        .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(throughput.seconds < 5.0);
+    }
+
+    #[test]
+    fn in_flight_drains_to_zero() {
+        let in_flight = Arc::new(InFlight::default());
+        in_flight.add();
+        in_flight.add();
+        assert_eq!(in_flight.wait_drained(Duration::from_millis(1)), 2);
+        let done = in_flight.clone();
+        let finisher = std::thread::spawn(move || {
+            done.done();
+            done.done();
+        });
+        assert_eq!(in_flight.wait_drained(Duration::from_secs(10)), 0);
+        finisher.join().unwrap();
     }
 
     #[test]

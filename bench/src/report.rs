@@ -1,28 +1,33 @@
-//! Results, their ratios to the baselines, the summary table and the JSON file.
+//! Results, their ratios, the summary table and the JSON file.
+//!
+//! A run produces [`Section`]s in the order it measured them: a [`Comparison`] is one workload
+//! beside the baseline it is judged against; a [`Sweep`] is one workload measured at several
+//! settings (rates, queue counts, sizes), with each step's ratio to a reference.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Context;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::goals::{self, GoalCheck};
-use crate::measure::{Latency, Throughput, thousands};
+use crate::latency::Latency;
+use crate::measure::{Throughput, thousands};
 
 /// One measured run, of a workload or a baseline.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Measured {
     /// Bytes per second only (a raw stream has no messages).
     Bandwidth(Throughput),
     /// Messages and bytes per second.
     Throughput(Throughput),
-    /// Closed-loop round trips: percentiles and rate.
+    /// Latency percentiles and rate.
     Latency(Latency),
 }
 
 /// A figure the table shows and the goals refer to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
     OpsPerS,
@@ -31,6 +36,7 @@ pub enum Metric {
     P90Us,
     P99Us,
     P999Us,
+    P9999Us,
     MaxUs,
 }
 
@@ -43,6 +49,7 @@ impl Metric {
             Metric::P90Us => "p90 µs",
             Metric::P99Us => "p99 µs",
             Metric::P999Us => "p99.9 µs",
+            Metric::P9999Us => "p99.99 µs",
             Metric::MaxUs => "max µs",
         }
     }
@@ -66,6 +73,7 @@ impl Measured {
                 Metric::P90Us,
                 Metric::P99Us,
                 Metric::P999Us,
+                Metric::P9999Us,
                 Metric::MaxUs,
                 Metric::OpsPerS,
             ],
@@ -85,6 +93,7 @@ impl Measured {
             (Measured::Latency(l), Metric::P90Us) => l.p90_us,
             (Measured::Latency(l), Metric::P99Us) => l.p99_us,
             (Measured::Latency(l), Metric::P999Us) => l.p999_us,
+            (Measured::Latency(l), Metric::P9999Us) => l.p9999_us,
             (Measured::Latency(l), Metric::MaxUs) => l.max_us,
             _ => return None,
         })
@@ -94,6 +103,14 @@ impl Measured {
         match self {
             Measured::Bandwidth(t) | Measured::Throughput(t) => t,
             Measured::Latency(l) => &l.throughput,
+        }
+    }
+
+    /// The latency figures, for runs that have them.
+    pub fn latency(&self) -> Option<&Latency> {
+        match self {
+            Measured::Latency(l) => Some(l),
+            _ => None,
         }
     }
 
@@ -108,17 +125,17 @@ impl Measured {
 }
 
 /// A baseline run and how it was set up.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Baseline {
-    pub name: &'static str,
+    pub name: String,
     pub setup: String,
     pub measured: Measured,
 }
 
 /// A workload's result beside its baseline.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Comparison {
-    /// `produce-async`, `produce-sync`, `rr`: what goals refer to.
+    /// `produce-async`, `produce-sync`, `rr`, ...: what goals refer to.
     pub workload: String,
     pub setup: String,
     /// Payload bytes per message (goals hold for one size).
@@ -130,7 +147,7 @@ pub struct Comparison {
 }
 
 /// One line of the table: a figure, its baseline, and ours / baseline.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Row {
     pub metric: Metric,
     pub ours: f64,
@@ -165,6 +182,128 @@ impl Comparison {
     }
 }
 
+/// One setting of a sweep and what it measured.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Step {
+    /// The setting as the table shows it, e.g. `1,000`.
+    pub label: String,
+    /// The setting as a number, for plots and goals.
+    pub x: f64,
+    pub measured: Measured,
+    /// Open-loop steps: the rate offered, msg/s (`measured` has the rate delivered).
+    pub offered_per_s: Option<f64>,
+    /// Open-loop steps: whether the system kept up with the offered rate.
+    pub saturated: Option<bool>,
+    /// Messages sent inside the window that had not arrived when the drain ended.
+    pub undelivered: u64,
+}
+
+/// What a sweep's ratio column divides by.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SweepRatio {
+    pub metric: Metric,
+    /// What the reference is, e.g. `first step` or `tcp-stream`.
+    pub against: String,
+    pub reference: f64,
+}
+
+/// One workload measured at several settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Sweep {
+    /// `e2e`, `scale-queues`, `produce-sizes`, ...: what goals and plots refer to.
+    pub workload: String,
+    pub setup: String,
+    /// What the steps vary, e.g. `queues`.
+    pub axis: String,
+    pub steps: Vec<Step>,
+    pub ratio: Option<SweepRatio>,
+    /// What the sweep found, e.g. where it saturates.
+    pub finding: Option<String>,
+}
+
+impl Sweep {
+    /// A sweep whose ratio column divides `metric` by the first step's.
+    pub fn against_first(mut self, metric: Metric) -> Self {
+        self.ratio = self
+            .steps
+            .first()
+            .and_then(|first| first.measured.get(metric))
+            .map(|reference| SweepRatio {
+                metric,
+                against: format!("first step ({})", self.steps[0].label),
+                reference,
+            });
+        self
+    }
+
+    /// `step`'s figure over the reference.
+    pub fn ratio_of(&self, step: &Step) -> Option<f64> {
+        let ratio = self.ratio.as_ref()?;
+        let value = step.measured.get(ratio.metric)?;
+        (ratio.reference > 0.0).then(|| value / ratio.reference)
+    }
+}
+
+/// A part of the report, in the order measured.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "section", rename_all = "snake_case")]
+pub enum Section {
+    Comparison(Box<ComparisonWithRows>),
+    Sweep(Sweep),
+}
+
+impl From<Comparison> for Section {
+    fn from(comparison: Comparison) -> Self {
+        Section::Comparison(Box::new(ComparisonWithRows {
+            rows: comparison.rows(),
+            comparison,
+        }))
+    }
+}
+
+impl From<Sweep> for Section {
+    fn from(sweep: Sweep) -> Self {
+        Section::Sweep(sweep)
+    }
+}
+
+/// A comparison as written to JSON: with its rows, so ratios need no recomputation.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ComparisonWithRows {
+    #[serde(flatten)]
+    pub comparison: Comparison,
+    pub rows: Vec<Row>,
+}
+
+/// The comparisons among `sections`, in order.
+pub fn comparisons(sections: &[Section]) -> impl Iterator<Item = &Comparison> {
+    sections.iter().filter_map(|section| match section {
+        Section::Comparison(c) => Some(&c.comparison),
+        Section::Sweep(_) => None,
+    })
+}
+
+/// The sweeps among `sections`, in order.
+pub fn sweeps(sections: &[Section]) -> impl Iterator<Item = &Sweep> {
+    sections.iter().filter_map(|section| match section {
+        Section::Sweep(sweep) => Some(sweep),
+        Section::Comparison(_) => None,
+    })
+}
+
+/// The sections of a report written with `--json`, read back (to redraw its plots).
+pub fn read_sections(path: &Path) -> anyhow::Result<Vec<Section>> {
+    #[derive(Deserialize)]
+    struct Saved {
+        sections: Vec<Section>,
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let saved: Saved = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a report written by --json", path.display()))?;
+    Ok(saved.sections)
+}
+
 /// The machine the figures were measured on.
 #[derive(Clone, Debug, Serialize)]
 pub struct Machine {
@@ -195,40 +334,65 @@ impl Machine {
     }
 }
 
+/// The 1, 5 and 15 minute load averages: how busy the shared machine was.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct LoadAverage(pub [f64; 3]);
+
+impl LoadAverage {
+    /// `/proc/loadavg` now; `None` where there is none.
+    pub fn now() -> Option<Self> {
+        let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+        let mut fields = text.split_whitespace().map(str::parse::<f64>);
+        let mut next = || fields.next()?.ok();
+        Some(Self([next()?, next()?, next()?]))
+    }
+}
+
+impl std::fmt::Display for LoadAverage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [one, five, fifteen] = self.0;
+        write!(f, "{one:.2} {five:.2} {fifteen:.2}")
+    }
+}
+
 /// Everything one invocation measured.
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub command: String,
     pub target: String,
     pub machine: Machine,
-    pub results: Vec<ComparisonWithRows>,
+    pub load_average_at_start: Option<LoadAverage>,
+    pub load_average_at_end: Option<LoadAverage>,
+    pub sections: Vec<Section>,
     pub goals: Vec<GoalCheck>,
 }
 
-/// A comparison as written to JSON: with its rows, so ratios need no recomputation.
-#[derive(Debug, Serialize)]
-pub struct ComparisonWithRows {
-    #[serde(flatten)]
-    pub comparison: Comparison,
-    pub rows: Vec<Row>,
-}
-
 impl Report {
-    pub fn new(command: String, target: String, comparisons: Vec<Comparison>) -> Self {
-        let goals = goals::check(&comparisons);
+    pub fn new(
+        command: String,
+        target: String,
+        load_average_at_start: Option<LoadAverage>,
+        sections: Vec<Section>,
+    ) -> Self {
         Self {
+            goals: goals::check(&sections),
             command,
             target,
             machine: Machine::detect(),
-            results: comparisons
-                .into_iter()
-                .map(|comparison| ComparisonWithRows {
-                    rows: comparison.rows(),
-                    comparison,
-                })
-                .collect(),
-            goals,
+            load_average_at_start,
+            load_average_at_end: LoadAverage::now(),
+            sections,
         }
+    }
+
+    /// The comparisons, in the order measured.
+    pub fn comparisons(&self) -> impl Iterator<Item = &Comparison> {
+        comparisons(&self.sections)
+    }
+
+    /// The sweeps, in the order measured.
+    pub fn sweeps(&self) -> impl Iterator<Item = &Sweep> {
+        sweeps(&self.sections)
     }
 
     /// The summary table.
@@ -242,39 +406,23 @@ impl Report {
             "machine: {} CPUs, {}, {}",
             m.nproc, m.cpu_model, m.kernel
         );
-        for result in &self.results {
-            let c = &result.comparison;
-            let _ = writeln!(out, "\n== {}: {}", c.workload, c.setup);
-            if let Some(baseline) = &c.baseline {
-                let _ = writeln!(out, "   baseline {}: {}", baseline.name, baseline.setup);
-            }
+        if let (Some(start), Some(end)) = (self.load_average_at_start, self.load_average_at_end) {
             let _ = writeln!(
                 out,
-                "   {:<10} {:>14} {:>14} {:>14}",
-                "metric", "ours", "baseline", "ours/baseline"
+                "load:    {start} at start, {end} at end (1, 5, 15 min)"
             );
-            for row in &result.rows {
-                let baseline = row.baseline.map_or("-".into(), |b| row.metric.format(b));
-                let ratio = row.ratio.map_or("-".into(), |r| format!("{r:.3}"));
-                let _ = writeln!(
-                    out,
-                    "   {:<10} {:>14} {:>14} {:>14}",
-                    row.metric.label(),
-                    row.metric.format(row.ours),
-                    baseline,
-                    ratio
-                );
-            }
-            let errors = c.ours.throughput().errors;
-            if errors > 0 {
-                let _ = writeln!(out, "   errors     {errors:>14}");
+        }
+        for section in &self.sections {
+            match section {
+                Section::Comparison(c) => comparison_table(&mut out, c),
+                Section::Sweep(sweep) => sweep_table(&mut out, sweep),
             }
         }
         if !self.goals.is_empty() {
             let _ = writeln!(out, "\n== DESIGN §8 goals (ratios measured in this run)");
             for check in &self.goals {
                 let ratio = check.ratio.map_or("-".into(), |r| format!("{r:.3}"));
-                let _ = writeln!(out, "   {:<46} {:>8}  {}", check.goal, ratio, check.verdict);
+                let _ = writeln!(out, "   {:<52} {:>8}  {}", check.goal, ratio, check.verdict);
             }
         }
         out
@@ -289,18 +437,145 @@ impl Report {
     /// The figures that are zero, negative or not finite, as `workload metric` (`--smoke`).
     pub fn insane_figures(&self) -> Vec<String> {
         let mut insane = Vec::new();
-        for result in &self.results {
-            let c = &result.comparison;
-            for metric in c.ours.insane_figures() {
-                insane.push(format!("{} {}", c.workload, metric.label()));
+        for comparison in self.comparisons() {
+            for metric in comparison.ours.insane_figures() {
+                insane.push(format!("{} {}", comparison.workload, metric.label()));
             }
-            if let Some(baseline) = &c.baseline {
+            if let Some(baseline) = &comparison.baseline {
                 for metric in baseline.measured.insane_figures() {
                     insane.push(format!("{} {}", baseline.name, metric.label()));
                 }
             }
         }
+        for sweep in self.sweeps() {
+            if sweep.steps.is_empty() {
+                insane.push(format!("{}: no step measured", sweep.workload));
+            }
+            for step in &sweep.steps {
+                for metric in step.measured.insane_figures() {
+                    insane.push(format!(
+                        "{} {} {} {}",
+                        sweep.workload,
+                        step.label,
+                        sweep.axis,
+                        metric.label()
+                    ));
+                }
+            }
+        }
         insane
+    }
+}
+
+fn comparison_table(out: &mut String, result: &ComparisonWithRows) {
+    let c = &result.comparison;
+    let _ = writeln!(out, "\n== {}: {}", c.workload, c.setup);
+    if let Some(baseline) = &c.baseline {
+        let _ = writeln!(out, "   baseline {}: {}", baseline.name, baseline.setup);
+    }
+    let _ = writeln!(
+        out,
+        "   {:<10} {:>14} {:>14} {:>14}",
+        "metric", "ours", "baseline", "ours/baseline"
+    );
+    for row in &result.rows {
+        let baseline = row.baseline.map_or("-".into(), |b| row.metric.format(b));
+        let ratio = row.ratio.map_or("-".into(), |r| format!("{r:.3}"));
+        let _ = writeln!(
+            out,
+            "   {:<10} {:>14} {:>14} {:>14}",
+            row.metric.label(),
+            row.metric.format(row.ours),
+            baseline,
+            ratio
+        );
+    }
+    let errors = c.ours.throughput().errors;
+    if errors > 0 {
+        let _ = writeln!(out, "   errors     {errors:>14}");
+    }
+}
+
+fn sweep_table(out: &mut String, sweep: &Sweep) {
+    let _ = writeln!(out, "\n== {}: {}", sweep.workload, sweep.setup);
+    let Some(first) = sweep.steps.first() else {
+        let _ = writeln!(out, "   (no step measured)");
+        return;
+    };
+    let metrics = first.measured.metrics();
+    // The offered rate gets its own column where the steps vary something else.
+    let offered = sweep
+        .steps
+        .iter()
+        .any(|s| s.offered_per_s.is_some_and(|rate| rate != s.x));
+    let kept_up = sweep.steps.iter().any(|s| s.saturated.is_some());
+    let mut header = format!("   {:>14}", sweep.axis);
+    if offered {
+        let _ = write!(header, " {:>12}", "offered/s");
+    }
+    for metric in metrics {
+        let _ = write!(header, " {:>11}", metric.label());
+    }
+    if let Some(ratio) = &sweep.ratio {
+        let _ = write!(header, " {:>11}", format!("{} ratio", ratio.metric.label()));
+    }
+    if kept_up {
+        let _ = write!(header, "  kept up");
+    }
+    let _ = writeln!(out, "{header}");
+    for step in &sweep.steps {
+        let mut line = format!("   {:>14}", step.label);
+        if offered {
+            let offered = step.offered_per_s.map_or("-".into(), thousands);
+            let _ = write!(line, " {offered:>12}");
+        }
+        for &metric in metrics {
+            let value = step
+                .measured
+                .get(metric)
+                .map_or("-".into(), |v| metric.format(v));
+            let _ = write!(line, " {value:>11}");
+        }
+        if sweep.ratio.is_some() {
+            let ratio = sweep
+                .ratio_of(step)
+                .map_or("-".into(), |r| format!("{r:.3}"));
+            let _ = write!(line, " {ratio:>11}");
+        }
+        if let Some(saturated) = step.saturated {
+            let _ = write!(line, "  {}", if saturated { "no" } else { "yes" });
+        }
+        let _ = writeln!(out, "{line}");
+    }
+    if let Some(ratio) = &sweep.ratio {
+        let _ = writeln!(
+            out,
+            "   ratio: {} over {} = {}",
+            ratio.metric.label(),
+            ratio.against,
+            ratio.metric.format(ratio.reference)
+        );
+    }
+    for step in sweep.steps.iter().filter(|s| s.undelivered > 0) {
+        let _ = writeln!(
+            out,
+            "   {} {}: {} message(s) sent in the window had not arrived when the drain ended \
+             (counted at the drain's end, a lower bound)",
+            step.label,
+            sweep.axis,
+            thousands(step.undelivered as f64)
+        );
+    }
+    let errors: u64 = sweep
+        .steps
+        .iter()
+        .map(|s| s.measured.throughput().errors)
+        .sum();
+    if errors > 0 {
+        let _ = writeln!(out, "   errors: {errors}");
+    }
+    if let Some(finding) = &sweep.finding {
+        let _ = writeln!(out, "   {finding}");
     }
 }
 
@@ -328,11 +603,33 @@ pub(crate) mod tests {
             concurrency: 1,
             ours: Measured::Throughput(throughput(ours_mb * 1e6 / 1024.0, ours_mb)),
             baseline: Some(Baseline {
-                name: "tcp-stream",
+                name: "tcp-stream".into(),
                 setup: "test".into(),
                 measured: Measured::Bandwidth(throughput(100.0, tcp_mb)),
             }),
         }
+    }
+
+    pub(crate) fn sweep(workload: &str, steps: &[(f64, f64)]) -> Sweep {
+        Sweep {
+            workload: workload.into(),
+            setup: "test".into(),
+            axis: "queues".into(),
+            steps: steps
+                .iter()
+                .map(|&(x, ops)| Step {
+                    label: thousands(x),
+                    x,
+                    measured: Measured::Throughput(throughput(ops, ops / 1000.0)),
+                    offered_per_s: None,
+                    saturated: None,
+                    undelivered: 0,
+                })
+                .collect(),
+            ratio: None,
+            finding: None,
+        }
+        .against_first(Metric::OpsPerS)
     }
 
     #[test]
@@ -349,12 +646,56 @@ pub(crate) mod tests {
         let report = Report::new(
             "test".into(),
             "test".into(),
-            vec![produce("produce-async", 0.0, 4000.0)],
+            None,
+            vec![
+                produce("produce-async", 0.0, 4000.0).into(),
+                sweep("scale-queues", &[(1.0, 100.0), (10.0, 0.0)]).into(),
+            ],
         );
         assert_eq!(
             report.insane_figures(),
-            ["produce-async msg/s", "produce-async MB/s"]
+            [
+                "produce-async msg/s",
+                "produce-async MB/s",
+                "scale-queues 10 queues msg/s",
+                "scale-queues 10 queues MB/s"
+            ]
         );
         assert!(report.table().contains("produce-async"));
+    }
+
+    #[test]
+    fn a_json_report_reads_back() {
+        let report = Report::new(
+            "test".into(),
+            "test".into(),
+            None,
+            vec![
+                produce("produce-async", 900.0, 4000.0).into(),
+                sweep("scale-queues", &[(1.0, 1000.0), (10.0, 900.0)]).into(),
+            ],
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("report.json");
+        report.write_json(&path).unwrap();
+        let sections = read_sections(&path).unwrap();
+        assert_eq!(comparisons(&sections).count(), 1);
+        let sweep = sweeps(&sections).next().unwrap();
+        assert_eq!(sweep.steps[1].measured.get(Metric::OpsPerS), Some(900.0));
+        assert!(read_sections(dir.path()).is_err());
+    }
+
+    #[test]
+    fn sweeps_show_each_step_against_the_first() {
+        let sweep = sweep(
+            "scale-queues",
+            &[(1.0, 1000.0), (10.0, 950.0), (100.0, 500.0)],
+        );
+        let ratios: Vec<_> = sweep.steps.iter().map(|s| sweep.ratio_of(s)).collect();
+        assert_eq!(ratios, [Some(1.0), Some(0.95), Some(0.5)]);
+        let report = Report::new("test".into(), "test".into(), None, vec![sweep.into()]);
+        let table = report.table();
+        assert!(table.contains("0.950"), "{table}");
+        assert!(table.contains("first step (1)"), "{table}");
     }
 }

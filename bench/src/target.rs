@@ -1,10 +1,11 @@
 //! What the workloads run against: an embedded nameserver + broker started here (the default)
 //! or a running cluster reached through its nameserver (`--target`).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use client::{Admin, Client, ClientConfig, TopicConfig};
+use client::{Admin, Client, ClientConfig, TopicConfig, TopicRoute};
 
 use crate::cli::{Flush, GlobalArgs};
 
@@ -15,6 +16,24 @@ const ROUTE_WAIT: Duration = Duration::from_secs(20);
 /// Unconsumed messages per queue before produces would be refused: far above any run, so
 /// the benchmark measures the data path and never the circuit breaker.
 const BENCH_MAX_QUEUE_DEPTH: u64 = 1 << 40;
+/// Connections the embedded nameserver and each embedded broker shard accept: room for the
+/// scale sweep's largest default step (1,000 producer clients, each connected to the
+/// nameserver and to every shard) and everything else the run keeps open.
+pub const EMBEDDED_CONNECTIONS_MAX: usize = 16_384;
+/// Open files the process asks for: the scale sweep holds a socket per client connection on
+/// both ends, and each queue's segment, index and lock files, in this one process.
+const OPEN_FILES_WANTED: u64 = 1 << 17;
+/// Timeout of topic creation and deletion: a topic of a thousand queues creates or removes
+/// a thousand directories, each made durable, which takes seconds on a busy disk. (The
+/// broker deletes on its executor thread: a 1,000-queue topic holding a gigabyte kept it
+/// from answering anything for about ten seconds here.)
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(180);
+/// Heartbeat period of the admin client: the client closes a connection silent for three
+/// periods, which must not happen while a broker is busy deleting.
+const ADMIN_HEARTBEAT: Duration = Duration::from_secs(ADMIN_TIMEOUT.as_secs() / 3);
+/// Topics created by this process, numbering their names so that topics created within the
+/// same millisecond differ.
+static TOPICS_CREATED: AtomicU64 = AtomicU64::new(0);
 
 /// The cluster under test.
 pub enum Target {
@@ -32,6 +51,7 @@ pub enum Target {
 impl Target {
     /// Starts the embedded cluster, or checks that `--target` answers.
     pub fn start(args: &GlobalArgs) -> anyhow::Result<Self> {
+        crate::resources::raise_open_files(OPEN_FILES_WANTED);
         if let Some(nameserver) = &args.target {
             let target = Target::Remote {
                 nameserver: nameserver.clone(),
@@ -45,6 +65,7 @@ impl Target {
         }
         let nameserver = nameserver::start(nameserver::NameserverConfig {
             listen_addr: "127.0.0.1:0".parse().expect("constant address"),
+            max_connections: EMBEDDED_CONNECTIONS_MAX,
             ..nameserver::NameserverConfig::default()
         })
         .context("starting the embedded nameserver")?;
@@ -68,6 +89,10 @@ impl Target {
             nameservers: vec![nameserver.local_addr().to_string()],
             register_interval_ms: EMBEDDED_REGISTER_INTERVAL_MS,
             spin_before_park_us: args.spin_before_park_us,
+            limits: engine::config::Limits {
+                connections_per_shard_max: EMBEDDED_CONNECTIONS_MAX,
+                ..engine::config::Limits::default()
+            },
             ..engine::BrokerConfig::default()
         })
         .context("starting the embedded broker")?;
@@ -133,27 +158,33 @@ impl Target {
         Client::new(adjust(config)).context("starting a client")
     }
 
-    /// Creates a fresh topic for `workload` on every broker and waits until it is routed.
-    pub fn create_topic(
-        &self,
-        args: &GlobalArgs,
+    /// Creates a fresh topic for `workload` on every broker and waits until it is routed. It
+    /// is deleted, data and all, when the returned handle drops: a full run writes tens of
+    /// gigabytes, which the disk need not keep.
+    pub fn create_topic<'a>(
+        &'a self,
+        args: &'a GlobalArgs,
         workload: &str,
         queues: u32,
         flush: Flush,
-    ) -> anyhow::Result<String> {
+    ) -> anyhow::Result<BenchTopic<'a>> {
         let unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
+        let sequence = TOPICS_CREATED.fetch_add(1, Ordering::Relaxed);
         // Service ids hold letters, digits, '_' and '.' only.
         let service = workload.replace('-', "_");
-        let topic = format!("{}-bench.{service}.{unix_ms}", args.area);
+        let topic = format!("{}-bench.{service}.{unix_ms}.{sequence}", args.area);
         let mut config = TopicConfig::new(&topic.parse().context("benchmark topic name")?);
         config.queue_count = queues;
         config.read_queue_count = queues;
         config.write_queue_count = queues;
         config.flush_mode = flush.into();
         config.max_queue_depth = BENCH_MAX_QUEUE_DEPTH;
-        let client = self.client(args, |c| c)?;
+        // A broker that was busy (deleting the last step's topics) may have missed a
+        // registration and be briefly unknown to the nameserver.
+        self.wait_for_brokers(args)?;
+        let client = self.admin_client(args)?;
         let admin = Admin::new(&client);
         let brokers = admin
             .create_topic_on_cluster(None, &config)
@@ -162,13 +193,58 @@ impl Target {
         let deadline = Instant::now() + ROUTE_WAIT;
         loop {
             match admin.topic_route(&topic) {
-                Ok(route) if route.queues.len() >= expected => return Ok(topic),
+                Ok(route) if route.queues.len() >= expected => {
+                    return Ok(BenchTopic {
+                        target: self,
+                        args,
+                        name: topic,
+                    });
+                }
                 _ if Instant::now() >= deadline => {
                     anyhow::bail!("topic {topic} not routed after {ROUTE_WAIT:?}")
                 }
                 _ => std::thread::sleep(Duration::from_millis(50)),
             }
         }
+    }
+
+    /// The route of `topic` as the nameserver has it.
+    pub fn route(&self, args: &GlobalArgs, topic: &str) -> anyhow::Result<TopicRoute> {
+        let client = self.client(args, |c| c)?;
+        let route = Admin::new(&client)
+            .topic_route(topic)
+            .with_context(|| format!("fetching the route of {topic}"));
+        client.close();
+        route
+    }
+
+    /// A client for topic creation and deletion, patient with a busy broker.
+    fn admin_client(&self, args: &GlobalArgs) -> anyhow::Result<Client> {
+        self.client(args, |mut c| {
+            c.connect_timeout = ADMIN_TIMEOUT;
+            c.with_request_timeout(ADMIN_TIMEOUT)
+                .with_heartbeat_interval(ADMIN_HEARTBEAT)
+        })
+    }
+
+    /// Deletes `topic` and its data from every broker.
+    fn delete_topic(&self, args: &GlobalArgs, topic: &str) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let client = self.admin_client(args)?;
+        let admin = Admin::new(&client);
+        let brokers = admin.cluster_info().context("listing the brokers")?.brokers;
+        for broker in brokers {
+            let Some(port) = broker.shard_ports.first() else {
+                continue;
+            };
+            let endpoint = format!("{}:{port}", broker.address);
+            admin
+                .delete_topic(&endpoint, topic)
+                .with_context(|| format!("deleting {topic} from {}", broker.broker_id))?;
+        }
+        client.close();
+        log::info!("deleted {topic} in {:?}", started.elapsed());
+        Ok(())
     }
 
     /// Stops the embedded cluster; a remote one is left as it is.
@@ -183,5 +259,42 @@ impl Target {
                 .context("stopping the embedded nameserver")?;
         }
         Ok(())
+    }
+}
+
+/// A benchmark topic, deleted from every broker when dropped (see [`Target::create_topic`]).
+pub struct BenchTopic<'a> {
+    target: &'a Target,
+    args: &'a GlobalArgs,
+    name: String,
+}
+
+impl BenchTopic<'_> {
+    pub fn as_str(&self) -> &str {
+        &self.name
+    }
+}
+
+impl std::ops::Deref for BenchTopic<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.name
+    }
+}
+
+/// A topic handle goes into JSON bodies (the proxy workload's) as its name.
+impl serde::Serialize for BenchTopic<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.name)
+    }
+}
+
+impl Drop for BenchTopic<'_> {
+    fn drop(&mut self) {
+        // The figures are measured by now: a topic left behind costs disk, not results.
+        if let Err(e) = self.target.delete_topic(self.args, &self.name) {
+            log::warn!("benchmark topic {} not deleted: {e:#}", self.name);
+        }
     }
 }

@@ -37,7 +37,7 @@ pub fn run(window: Window, clients: usize, message_bytes: usize) -> anyhow::Resu
         })
     })?;
     Ok(Baseline {
-        name: NAME,
+        name: NAME.into(),
         setup: format!(
             "{clients} client(s), {message_bytes} B, client → relay → echo → relay → client, \
              blocking sockets, TCP_NODELAY"

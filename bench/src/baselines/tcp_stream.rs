@@ -50,7 +50,7 @@ pub fn run(window: Window, write_bytes: usize) -> anyhow::Result<Baseline> {
     let _ = writer.join();
     let (throughput, _) = measured?;
     Ok(Baseline {
-        name: NAME,
+        name: NAME.into(),
         setup: format!("one loopback connection, {write_bytes} B writes, blocking sockets"),
         measured: Measured::Bandwidth(throughput),
     })

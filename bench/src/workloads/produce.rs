@@ -1,6 +1,6 @@
 //! Producer throughput: `producers` threads, each its own client, send records with callbacks
 //! as fast as the in-flight bound lets them; the client's batcher coalesces them. Counts the
-//! records acknowledged inside the window.
+//! records acknowledged inside the window. With `--sizes`, once per payload size.
 
 use std::time::Duration;
 
@@ -8,14 +8,16 @@ use anyhow::Context;
 use client::{Message, Producer};
 
 use crate::cli::{GlobalArgs, ProduceArgs};
-use crate::measure;
-use crate::report::{Baseline, Comparison, Measured};
+use crate::measure::{self, Throughput, thousands};
+use crate::report::{Baseline, Comparison, Measured, Metric, Step, Sweep, SweepRatio};
 use crate::target::Target;
 
 /// Longest wait for the sends still in flight when the window closes.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Timeout of one produce request: generous, a sync flush under load queues behind fsyncs.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Sizes a `--smoke` size sweep keeps: its smallest and largest.
+const SMOKE_SIZES_MAX: usize = 2;
 
 /// The name goals refer to: `produce-async` or `produce-sync`.
 pub fn name(args: &ProduceArgs) -> String {
@@ -30,9 +32,88 @@ pub fn run(
 ) -> anyhow::Result<Comparison> {
     let name = name(args);
     let topic = target.create_topic(global, &name, args.queues, args.flush)?;
-    let message_bytes = args.message_bytes;
+    let throughput = measure_size(target, global, args, &name, &topic, args.message_bytes)?;
+    Ok(Comparison {
+        workload: name,
+        setup: setup(args, &format!("{} B records", args.message_bytes)),
+        message_bytes: args.message_bytes,
+        concurrency: args.producers,
+        ours: Measured::Throughput(throughput),
+        baseline,
+    })
+}
+
+/// Throughput vs payload size: one run per `--sizes` entry, with each size's MB/s over the
+/// raw stream's (when measured).
+pub fn run_sizes(
+    target: &Target,
+    global: &GlobalArgs,
+    args: &ProduceArgs,
+    baseline: Option<&Baseline>,
+) -> anyhow::Result<Sweep> {
+    let mut sizes = args.sizes.clone();
+    sizes.sort_unstable();
+    sizes.dedup();
+    if global.smoke && sizes.len() > SMOKE_SIZES_MAX {
+        sizes = vec![sizes[0], sizes[sizes.len() - 1]];
+    }
+    let name = format!("{}-sizes", name(args));
+    let topic = target.create_topic(global, &name, args.queues, args.flush)?;
+    let mut steps = Vec::new();
+    for &size in &sizes {
+        let label = format!("{name} {size} B");
+        let throughput = measure_size(target, global, args, &label, &topic, size)?;
+        steps.push(Step {
+            label: thousands(size as f64),
+            x: size as f64,
+            measured: Measured::Throughput(throughput),
+            offered_per_s: None,
+            saturated: None,
+            undelivered: 0,
+        });
+    }
+    let ratio = baseline.and_then(|b| {
+        Some(SweepRatio {
+            metric: Metric::MbPerS,
+            against: format!("{} ({})", b.name, b.setup),
+            reference: b.measured.get(Metric::MbPerS)?,
+        })
+    });
+    Ok(Sweep {
+        workload: name,
+        setup: setup(args, "payload sizes swept"),
+        axis: "bytes".into(),
+        steps,
+        ratio,
+        finding: None,
+    })
+}
+
+fn setup(args: &ProduceArgs, records: &str) -> String {
+    format!(
+        "{} producer(s), {records}, batch ≤ {} B, linger {:?}, in-flight ≤ {}, {} queue(s), \
+         {} flush",
+        args.producers,
+        args.batch_bytes,
+        args.linger,
+        args.in_flight,
+        args.queues,
+        args.flush.name()
+    )
+}
+
+/// Measures acknowledged records per second of `message_bytes` each on `topic`.
+fn measure_size(
+    target: &Target,
+    global: &GlobalArgs,
+    args: &ProduceArgs,
+    label: &str,
+    topic: &str,
+    message_bytes: usize,
+) -> anyhow::Result<Throughput> {
+    anyhow::ensure!(args.producers > 0, "--producers must be at least 1");
     let (throughput, _) = measure::run_window(
-        &name,
+        label,
         global.window(args.duration),
         args.producers,
         |_, shared| {
@@ -47,16 +128,15 @@ pub fn run(
             let value = vec![0xA5u8; message_bytes];
             while !shared.stopped() {
                 let meter = shared.meter.clone();
-                producer.send_with_callback(
-                    Message::new(topic.as_str(), value.clone()),
-                    move |result| match result {
+                producer.send_with_callback(Message::new(topic, value.clone()), move |result| {
+                    match result {
                         Ok(_) => meter.record(1, message_bytes as u64),
                         Err(e) => {
                             log::debug!("send failed: {e}");
                             meter.error();
                         }
-                    },
-                );
+                    }
+                });
             }
             producer
                 .flush(DRAIN_TIMEOUT)
@@ -65,22 +145,5 @@ pub fn run(
             Ok(())
         },
     )?;
-    Ok(Comparison {
-        workload: name,
-        setup: format!(
-            "{} producer(s), {} B records, batch ≤ {} B, linger {:?}, in-flight ≤ {}, \
-             {} queue(s), {} flush",
-            args.producers,
-            args.message_bytes,
-            args.batch_bytes,
-            args.linger,
-            args.in_flight,
-            args.queues,
-            args.flush.name()
-        ),
-        message_bytes,
-        concurrency: args.producers,
-        ours: Measured::Throughput(throughput),
-        baseline,
-    })
+    Ok(throughput)
 }

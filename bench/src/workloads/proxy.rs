@@ -111,7 +111,7 @@ pub fn run(
     // of them would stall whatever ran after it.
     let native = native_produce(target, global, &topic, args)?;
     let native = Baseline {
-        name: "native-produce",
+        name: "native-produce".into(),
         setup: format!(
             "{n} native producer(s), callbacks, {size} B records, linger {NATIVE_LINGER:?}"
         ),
@@ -371,7 +371,7 @@ fn request_reply(
     responder_client.close();
 
     let baseline = Baseline {
-        name: "native-rr",
+        name: "native-rr".into(),
         setup: format!("1 native requester, {size} B echo, one request at a time"),
         measured: Measured::Latency(native),
     };
