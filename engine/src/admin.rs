@@ -79,12 +79,7 @@ pub(crate) async fn delete_topic(shard: &Rc<Shard>, topic: String) -> Result<(),
     }
     log::info!("topic {topic} deleted");
     broadcast(shard, TopicChange::Delete(topic.clone())).await;
-    let dir = crate::topic::topic_dir(&shard.config.data_dir, &topic);
-    if let Err(e) = std::fs::remove_dir_all(&dir) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            log::warn!("removing {}: {e}", dir.display());
-        }
-    }
+    crate::topic::discard_topic_dir(&shard.config.data_dir, &topic);
     Ok(())
 }
 

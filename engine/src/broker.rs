@@ -32,6 +32,7 @@ impl Broker {
                 path: config.data_dir.clone(),
                 source,
             })?;
+        crate::topic::empty_trash(&config.data_dir);
         let count = config.shard_count();
         let io_memory = io_memory_per_shard(&config, count);
         let config = Arc::new(config);

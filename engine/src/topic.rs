@@ -40,6 +40,61 @@ pub fn topic_dir(data_dir: &Path, topic: &str) -> PathBuf {
     data_dir.join("queues").join(topic)
 }
 
+/// Where deleted topics' data waits to be removed, under the data directory.
+const TRASH_DIR: &str = "trash";
+
+/// Removes a deleted topic's data without holding up the shard: the directory is renamed into
+/// `<data>/trash/` (one metadata operation) and removed by a background thread, as a
+/// `remove_dir_all` of a large topic takes seconds of the executor, long enough for clients
+/// and nameservers to give the broker up. What a crash leaves in the trash is removed at the
+/// next start ([`empty_trash`]).
+pub fn discard_topic_dir(data_dir: &Path, topic: &str) {
+    let dir = topic_dir(data_dir, topic);
+    let trash = data_dir.join(TRASH_DIR);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let doomed = trash.join(format!("{topic}.{nanos}"));
+    let moved = std::fs::create_dir_all(&trash).and_then(|()| std::fs::rename(&dir, &doomed));
+    match moved {
+        Ok(()) => remove_in_background(doomed),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            log::warn!(
+                "moving {} to the trash: {e}; removing it in place",
+                dir.display()
+            );
+            remove_in_background(dir);
+        }
+    }
+}
+
+/// Removes, in the background, what a previous run left in `<data>/trash/`: the entries
+/// there now, not the directory, which deletes of this run may be moving into meanwhile.
+pub fn empty_trash(data_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(data_dir.join(TRASH_DIR)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        remove_in_background(entry.path());
+    }
+}
+
+fn remove_in_background(dir: PathBuf) {
+    let spawned = std::thread::Builder::new()
+        .name("defibus-trash".into())
+        .spawn(move || {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    log::warn!("removing {}: {e}", dir.display());
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("no thread to remove deleted data: {e}");
+    }
+}
+
 /// Reads the registry; an absent file is an empty registry.
 pub fn load_registry(data_dir: &Path) -> Result<BTreeMap<String, TopicConfig>, BrokerError> {
     let path = data_dir.join(REGISTRY_FILE);
@@ -118,6 +173,39 @@ mod tests {
                 .map(|q| owner_shard("A10-1", q, 2))
                 .collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn a_deleted_topic_leaves_its_directory_at_once_and_the_trash_empties() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = queue_dir(dir.path(), "A10-1", 0);
+        std::fs::create_dir_all(&queue).unwrap();
+        std::fs::write(queue.join("00000000000000000000.log"), b"data").unwrap();
+        discard_topic_dir(dir.path(), "A10-1");
+        assert!(
+            !topic_dir(dir.path(), "A10-1").exists(),
+            "gone from queues/ at once"
+        );
+        let trash = dir.path().join(TRASH_DIR);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read_dir(&trash).unwrap().next().is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the trash was not emptied"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // A leftover of a crashed run is removed at the next start.
+        std::fs::create_dir_all(trash.join("A10-2.1")).unwrap();
+        empty_trash(dir.path());
+        while trash.join("A10-2.1").exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the leftover was not removed"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        discard_topic_dir(dir.path(), "A10-3"); // Never created: nothing to do.
     }
 
     #[test]
