@@ -19,9 +19,8 @@ pub(crate) const WARN_PERCENT: u64 = 70;
 /// The depth of `queue`, or `None` while no online clustering group consumes it.
 pub(crate) fn depth(shard: &Shard, queue: &Queue) -> Option<u64> {
     let groups = shard.groups.borrow();
-    let delivered = groups
-        .iter()
-        .filter(|(key, group)| group.clustering && *key.topic == *queue.topic)
+    let delivered = crate::group::of_topic(&groups, &queue.topic)
+        .filter(|(_, group)| group.clustering)
         .filter_map(|(_, group)| group.slots.get(&queue.id))
         .filter(|slot| slot.owner.is_some())
         .map(|slot| slot.position.get())

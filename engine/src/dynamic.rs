@@ -94,14 +94,9 @@ pub(crate) struct Observation {
 pub(crate) fn observe(shard: &Shard, topic: &str, retiring: &[u32]) -> Observation {
     let groups = shard.groups.borrow();
     let subs = shard.subs.borrow();
-    let online: Vec<&str> = groups
-        .iter()
-        .filter(|(key, group)| key.topic == topic && group.clustering)
-        .map(|(key, _)| key.group.as_str())
-        .collect();
-    let consumers = groups
-        .iter()
-        .filter(|(key, group)| key.topic == topic && group.clustering)
+    let clustering = || crate::group::of_topic(&groups, topic).filter(|(_, g)| g.clustering);
+    let online: Vec<&str> = clustering().map(|(key, _)| key.group.as_str()).collect();
+    let consumers = clustering()
         .map(|(_, group)| {
             group
                 .members

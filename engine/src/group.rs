@@ -27,7 +27,7 @@ use crate::shard::Shard;
 
 /// A group as offsets and assignment know it: topic and group name (for broadcast, with the
 /// client id appended).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct GroupKey {
     pub topic: String,
     pub group: String,
@@ -83,6 +83,20 @@ pub(crate) struct Group {
     pub slots: HashMap<u32, Slot>,
 }
 
+/// The groups of `topic`: a range of the ordered map, not a scan of every group.
+pub(crate) fn of_topic<'g>(
+    groups: &'g BTreeMap<GroupKey, Group>,
+    topic: &str,
+) -> impl Iterator<Item = (&'g GroupKey, &'g Group)> {
+    let from = GroupKey {
+        topic: topic.to_owned(),
+        group: String::new(),
+    };
+    groups
+        .range(from..)
+        .take_while(move |(key, _)| key.topic == topic)
+}
+
 /// Adds `sub` to its group (replacing an older subscription of the same client) and rebalances.
 pub(crate) fn join(shard: &Rc<Shard>, sub: Rc<Subscription>) {
     let key = sub.key.clone();
@@ -120,12 +134,8 @@ pub(crate) fn leave(shard: &Rc<Shard>, subscription_id: u64) {
 
 /// Rebalances every group of `topic` (its queues changed).
 pub(crate) fn rebalance_topic(shard: &Rc<Shard>, topic: &str) {
-    let keys: Vec<GroupKey> = shard
-        .groups
-        .borrow()
-        .keys()
-        .filter(|k| k.topic == topic)
-        .cloned()
+    let keys: Vec<GroupKey> = of_topic(&shard.groups.borrow(), topic)
+        .map(|(key, _)| key.clone())
         .collect();
     for key in keys {
         rebalance(shard, &key);

@@ -70,7 +70,9 @@ pub(crate) struct Shard {
     pub registry: RefCell<BTreeMap<String, TopicConfig>>,
     pub conns: RefCell<HashMap<u64, Rc<Conn>>>,
     pub subs: RefCell<HashMap<u64, Rc<Subscription>>>,
-    pub groups: RefCell<HashMap<GroupKey, Group>>,
+    /// Ordered by topic, then group, so one topic's groups are a range (see
+    /// [`crate::group::of_topic`]): the produce path looks at them for every batch.
+    pub groups: RefCell<BTreeMap<GroupKey, Group>>,
     pub offsets: Offsets,
     pub replies: ReplyLog,
     pub directory: RefCell<Directory>,
@@ -288,7 +290,7 @@ async fn open(
         registry: RefCell::new(if id == 0 { registry } else { BTreeMap::new() }),
         conns: RefCell::new(HashMap::new()),
         subs: RefCell::new(HashMap::new()),
-        groups: RefCell::new(HashMap::new()),
+        groups: RefCell::new(BTreeMap::new()),
         offsets,
         replies,
         directory: RefCell::new(Directory::default()),
