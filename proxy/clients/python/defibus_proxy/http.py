@@ -23,6 +23,13 @@ class HttpClient:
         body = _message(topic, value, key, tag, properties)
         return self._call("POST", "/v1/publish", self._with_identity(body))
 
+    def publish_service(self, service, value, key=None, tag=None, properties=None):
+        """Publishes one message to service id ``service``: the proxy sends it to the topic of
+        the service's nearest deployment (it needs a GSL, ``defibus proxy --gsl``). Raises
+        :class:`ProxyError` with code ``unknown_service`` when it is not deployed."""
+        body = _message(None, value, key, tag, properties, service=service)
+        return self._call("POST", "/v1/publish", self._with_identity(body))
+
     def publish_batch(self, messages):
         """Publishes several messages (dicts with topic, value (str or bytes), key?, tag?,
         properties?); returns one result per message."""
@@ -37,6 +44,14 @@ class HttpClient:
         """Sends a request and returns the reply message (dict with ``value``, str or bytes);
         raises :class:`ProxyTimeout` when no reply comes before ``timeout_ms``."""
         body = _message(topic, value, key, tag, properties)
+        if timeout_ms is not None:
+            body["timeout_ms"] = timeout_ms
+        return decoded(self._call("POST", "/v1/request", self._with_identity(body)))
+
+    def request_service(self, service, value, timeout_ms=None, key=None, tag=None,
+                        properties=None):
+        """:meth:`request` to service id ``service`` (its nearest deployment's topic)."""
+        body = _message(None, value, key, tag, properties, service=service)
         if timeout_ms is not None:
             body["timeout_ms"] = timeout_ms
         return decoded(self._call("POST", "/v1/request", self._with_identity(body)))
@@ -110,8 +125,8 @@ class HttpClient:
             raise _error(error.code, _parse(error.read())) from None
 
 
-def _message(topic, value, key, tag, properties):
-    body = put_value({"topic": topic}, value)
+def _message(topic, value, key, tag, properties, service=None):
+    body = put_value({"service": service} if service is not None else {"topic": topic}, value)
     if key is not None:
         body["key"] = key
     if tag is not None:

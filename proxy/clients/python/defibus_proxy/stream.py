@@ -167,6 +167,12 @@ class StreamClient:
         frame = _message("publish", topic, value, key, tag, properties)
         return self._call(frame)
 
+    def publish_service(self, service, value, key=None, tag=None, properties=None):
+        """:meth:`publish` to service id ``service`` (its nearest deployment's topic; the proxy
+        needs a GSL)."""
+        frame = _message("publish", None, value, key, tag, properties, service=service)
+        return self._call(frame)
+
     def request(self, topic, value, timeout_ms=3000, key=None, tag=None, properties=None):
         """Sends a request and returns the reply message (dict with ``value``, str or bytes);
         raises :class:`ProxyTimeout` at the deadline."""
@@ -381,8 +387,9 @@ class StreamClient:
                 self._send_in_epoch(self._epoch, {"type": "heartbeat"})
 
 
-def _message(kind, topic, value, key, tag, properties):
-    frame = put_value({"type": kind, "topic": topic}, value)
+def _message(kind, topic, value, key, tag, properties, service=None):
+    target = {"service": service} if service is not None else {"topic": topic}
+    frame = put_value({"type": kind, **target}, value)
     if key is not None:
         frame["key"] = key
     if tag is not None:

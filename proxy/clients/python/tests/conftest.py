@@ -80,9 +80,17 @@ def defibus(*args, check=True, timeout=WAIT):
 
 
 class Bus:
-    def __init__(self, nameserver, standalone):
+    def __init__(self, nameserver, standalone, gsl, sgs):
         self.nameserver = nameserver
         self.standalone = standalone
+        self.gsl = gsl
+        self.sgs = sgs
+
+    def deploy_service(self, service_id, name):
+        """Applies and deploys a service in A10 through the standalone bus's SGS."""
+        defibus("sgs", "service", "apply", "--sgs", self.sgs, "--id", service_id, "--name", name,
+                "--owner", "pytest", "--areas", "A10", "--queues", 2)
+        defibus("sgs", "service", "deploy", "--sgs", self.sgs, "--id", service_id)
 
     def create_topic(self, topic, queues=2):
         defibus("admin", "topic", "create", "--nameserver", self.nameserver, "--topic", topic,
@@ -145,12 +153,14 @@ def bus():
             r"^\s*nameserver\s+(\S+)",
         )
         nameserver = standalone.match.group(1)
+        gsl = standalone.wait_for(r"^\s*gsl\s+(\S+)").group(1)
+        sgs = standalone.wait_for(r"^\s*sgs\s+(\S+)").group(1)
         deadline = time.monotonic() + WAIT
         while defibus("admin", "topic", "list", "--nameserver", nameserver, check=False).returncode:
             if time.monotonic() > deadline:
                 raise TimeoutError("the broker never registered")
             time.sleep(0.1)
-        yield Bus(nameserver, standalone)
+        yield Bus(nameserver, standalone, gsl, sgs)
         standalone.stop()
 
 
