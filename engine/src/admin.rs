@@ -53,10 +53,11 @@ pub(crate) async fn upsert_topic(
         // Routes first, then the news: a subscriber told to refetch gets the new route.
         crate::register::register_now(shard).await;
         crate::group::announce_change(shard, &topic);
-        for peer in (0..shard.count).filter(|&p| p != shard.id) {
-            let topic = topic.clone();
-            shard.send_to(peer, MeshMsg::TopicChanged { topic }).await;
-        }
+        shard
+            .tell_peers(|| MeshMsg::TopicChanged {
+                topic: topic.clone(),
+            })
+            .await;
     }
     Ok(())
 }

@@ -158,12 +158,12 @@ fn receive(shard: &Rc<Shard>, msg: MeshMsg) {
             .detach();
         }
         MeshMsg::Collect { origin, token } => {
-            let reply = MeshReply::Stats(crate::admin::snapshot(shard));
-            let shard = shard.clone();
-            glommio::spawn_local(async move {
-                shard.send_to(origin, MeshMsg::Reply { token, reply }).await;
-            })
-            .detach();
+            answer_call(
+                shard,
+                origin,
+                token,
+                MeshReply::Stats(crate::admin::snapshot(shard)),
+            );
         }
         MeshMsg::DynamicQuery {
             origin,
@@ -171,12 +171,12 @@ fn receive(shard: &Rc<Shard>, msg: MeshMsg) {
             topic,
             retiring,
         } => {
-            let reply = MeshReply::Dynamic(crate::dynamic::observe(shard, &topic, &retiring));
-            let shard = shard.clone();
-            glommio::spawn_local(async move {
-                shard.send_to(origin, MeshMsg::Reply { token, reply }).await;
-            })
-            .detach();
+            answer_call(
+                shard,
+                origin,
+                token,
+                MeshReply::Dynamic(crate::dynamic::observe(shard, &topic, &retiring)),
+            );
         }
         MeshMsg::TopicChanged { topic } => crate::group::announce_change(shard, &topic),
         MeshMsg::RedirectQuery {
@@ -189,11 +189,7 @@ fn receive(shard: &Rc<Shard>, msg: MeshMsg) {
                 shard: shard.id,
                 queues: crate::redirect::local_targets(shard, &topic, &rule),
             };
-            let shard = shard.clone();
-            glommio::spawn_local(async move {
-                shard.send_to(origin, MeshMsg::Reply { token, reply }).await;
-            })
-            .detach();
+            answer_call(shard, origin, token, reply);
         }
         MeshMsg::Reply { token, reply } => {
             let sender = shard.calls.borrow().get(&token).cloned();
@@ -220,6 +216,16 @@ fn receive(shard: &Rc<Shard>, msg: MeshMsg) {
             batch,
         } => crate::rr::deliver_local(shard, &client_id, Rc::from(topic), queue_id, batch),
     }
+}
+
+/// Sends `reply` to the call `token` of shard `origin`, from a task: the receiver loop must
+/// not wait on a full channel back to the caller.
+fn answer_call(shard: &Rc<Shard>, origin: usize, token: u64, reply: MeshReply) {
+    let shard = shard.clone();
+    glommio::spawn_local(async move {
+        shard.send_to(origin, MeshMsg::Reply { token, reply }).await;
+    })
+    .detach();
 }
 
 /// Longest wait for every shard to answer a call.

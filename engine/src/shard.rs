@@ -132,6 +132,13 @@ impl Shard {
             .collect()
     }
 
+    /// Sends `make()` to every other shard, one way.
+    pub async fn tell_peers(&self, make: impl Fn() -> MeshMsg) {
+        for peer in (0..self.count).filter(|&p| p != self.id) {
+            self.send_to(peer, make()).await;
+        }
+    }
+
     /// Sends `msg` to shard `to` over the mesh; false if that shard is gone (shutting down).
     pub async fn send_to(&self, to: usize, msg: MeshMsg) -> bool {
         match self.mesh.send_to(to, msg).await {

@@ -394,26 +394,24 @@ async fn identify(shard: &Rc<Shard>, conn: &Rc<Conn>, client_id: &str) {
     }
     let first = shard.directory.borrow_mut().local_up(client_id, conn.id);
     if first {
-        for peer in (0..shard.count).filter(|&p| p != shard.id) {
-            let msg = MeshMsg::ClientUp {
+        shard
+            .tell_peers(|| MeshMsg::ClientUp {
                 client_id: client_id.to_owned(),
                 shard: shard.id,
-            };
-            shard.send_to(peer, msg).await;
-        }
+            })
+            .await;
     }
 }
 
 async fn forget_client(shard: &Rc<Shard>, conn: &Conn, client_id: &str) {
     let last = shard.directory.borrow_mut().local_down(client_id, conn.id);
     if last {
-        for peer in (0..shard.count).filter(|&p| p != shard.id) {
-            let msg = MeshMsg::ClientDown {
+        shard
+            .tell_peers(|| MeshMsg::ClientDown {
                 client_id: client_id.to_owned(),
                 shard: shard.id,
-            };
-            shard.send_to(peer, msg).await;
-        }
+            })
+            .await;
     }
 }
 
