@@ -234,12 +234,9 @@ impl TwoAreas {
     /// Stops broker `index` of `area` cleanly (it unregisters), returning its configuration
     /// so a scenario can start it again on the same data.
     pub fn stop_broker(&mut self, area: &str, index: usize) -> BrokerConfig {
-        let nodes = self
-            .areas
-            .iter_mut()
-            .find(|n| n.area == area)
-            .expect("a known area");
-        let broker = nodes.brokers[index].take().expect("a running broker");
+        let broker = self.nodes_mut(area).brokers[index]
+            .take()
+            .expect("a running broker");
         let config = self.broker_config(area, broker.broker_id());
         broker.shutdown().expect("the broker stops cleanly");
         config
@@ -283,13 +280,16 @@ impl TwoAreas {
         }
     }
 
-    /// Starts broker `index` of `area` again from `config`.
-    pub fn restart_broker(&mut self, area: &str, index: usize, config: BrokerConfig) {
-        let nodes = self
-            .areas
+    fn nodes_mut(&mut self, area: &str) -> &mut AreaNodes {
+        self.areas
             .iter_mut()
             .find(|n| n.area == area)
-            .expect("a known area");
+            .expect("a known area")
+    }
+
+    /// Starts broker `index` of `area` again from `config`.
+    pub fn restart_broker(&mut self, area: &str, index: usize, config: BrokerConfig) {
+        let nodes = self.nodes_mut(area);
         assert!(nodes.brokers[index].is_none(), "broker {index} is running");
         nodes.brokers[index] = Some(start_broker(config));
     }
