@@ -7,6 +7,12 @@ mod cmd;
 
 use clap::{Parser, Subcommand};
 
+/// jemalloc, not the system allocator: it keeps freed memory for reuse, so the logs' 1 MiB
+/// write chunks and the connections' receive buffers come back warm instead of as fresh pages
+/// the kernel must zero (docs/ARCHITECTURE.md, "Memory").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "defibus",

@@ -6,6 +6,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use defibus_bench::Cli;
 
+/// jemalloc, not the system allocator: it keeps freed memory for reuse, so the logs' 1 MiB
+/// write chunks and the connections' receive buffers come back warm instead of as fresh pages
+/// the kernel must zero (docs/ARCHITECTURE.md, "Memory").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     // Progress lines share stderr with logs: only warnings and errors by default.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
