@@ -148,6 +148,9 @@ pub struct StorageConfig {
     pub flush_bytes: u64,
     /// Recent data served from memory per queue, bytes. Default 16 MiB.
     pub tail_cache_bytes: usize,
+    /// Recent data served from memory by all queues of one shard together, bytes (data not
+    /// yet written to disk is kept past it). Default 256 MiB.
+    pub tail_cache_shard_bytes: usize,
     /// How often each shard applies its topics' retention (size and age) to the queues it
     /// owns, deleting whole old segments, ms. Default 60000.
     pub retention_check_interval_ms: u64,
@@ -201,6 +204,7 @@ impl Default for StorageConfig {
             flush_interval_ms: log_config::DEFAULT_FLUSH_INTERVAL_MS,
             flush_bytes: log_config::DEFAULT_FLUSH_BYTES,
             tail_cache_bytes: log_config::DEFAULT_TAIL_CACHE_BYTES,
+            tail_cache_shard_bytes: crate::log::DEFAULT_SHARD_TAIL_CACHE_BYTES,
             retention_check_interval_ms: RETENTION_CHECK_INTERVAL_MS_DEFAULT,
         }
     }

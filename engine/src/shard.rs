@@ -174,6 +174,8 @@ pub(crate) async fn run(start: ShardStart) -> Result<(), BrokerError> {
         ready,
     } = start;
     let shard_error = |reason: String| BrokerError::Shard { shard: id, reason };
+    // Before any queue opens: the shard's logs share one tail-cache budget.
+    crate::log::set_shard_budget(config.storage.tail_cache_shard_bytes);
     let (senders, receivers) = mesh
         .join()
         .await

@@ -34,6 +34,7 @@ use protocol::record::{BATCH_HEADER_LEN, BatchHeader, BatchView};
 
 use self::{cache::TailCache, commit::Commit, segment::Segment};
 pub use self::{
+    cache::{CacheBudget, DEFAULT_SHARD_TAIL_CACHE_BYTES, set_shard_budget, shard_budget},
     config::{FlushMode, LogConfig},
     error::LogError,
     recovery::RecoveryReport,
