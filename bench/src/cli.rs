@@ -167,8 +167,10 @@ pub enum WorkloadCommand {
     /// directly on the protocol crate (raw frames on blocking sockets), in one run.
     ///
     /// The raw requester and raw responder speak the wire protocol to the broker themselves:
-    /// heartbeat, Request, Subscribe, Push, Reply, Credit, ReplyPush. Goal (1 requester,
-    /// 256 B): client rr p50 ≤ 1.2× the raw-protocol rr p50.
+    /// heartbeat, Request, Subscribe, Push, Reply, Credit, ReplyPush. The raw responder
+    /// answers on the thread that read the push, so the client side uses an inline
+    /// Responder (`rr --inline-responder`), which does the same. Goal (1 requester, 256 B):
+    /// client rr p50 ≤ 1.2× the raw-protocol rr p50.
     Overhead(OverheadArgs),
     /// The proxy beside the native client, in one run: publish throughput over HTTP (batch
     /// and single) and WebSocket, and request-reply round trips over WebSocket and HTTP, each
@@ -281,6 +283,10 @@ pub struct RrArgs {
     /// loop.
     #[arg(long, value_name = "PER_S")]
     pub rate: Option<f64>,
+    /// Run the echo responder's handler inline, on its connections' reader threads
+    /// (`ResponderOptions::inline`), instead of on a handler thread of its own.
+    #[arg(long)]
+    pub inline_responder: bool,
 }
 
 #[derive(Args, Debug, Clone)]

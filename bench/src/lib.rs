@@ -130,7 +130,8 @@ fn run_workload(
                 produce::run(target, global, &produce_sync, stream.clone())?.into(),
             ];
             let client_rr = rr::run(target, global, &rr_args, relay_baseline(global, &rr_args)?)?;
-            let overhead = overhead::beside(target, global, &all.overhead(), &client_rr)?;
+            // Not beside `rr`: its responder is the default threaded one.
+            let overhead = overhead::run(target, global, &all.overhead())?;
             sections.push(client_rr.into());
             sections.push(overhead.into());
             sections.push(rr::run(target, global, &all.rr_open(), None)?.into());

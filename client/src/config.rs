@@ -1,4 +1,8 @@
 //! Client configuration and every default, limit and bound of the SDK in one place.
+//!
+//! Options of one role live with the role: [`crate::ConsumerOptions`] (mode, start, commit)
+//! and [`crate::ResponderOptions`], whose `inline` runs a responder's handler on the
+//! connections' reader threads (no handoff to a handler thread; the handler must not block).
 
 use std::time::Duration;
 

@@ -112,6 +112,10 @@ pub(crate) struct Delivery {
     pub(crate) subscription_id: u64,
 }
 
+/// A handler run on the reader thread of the connection each push arrives on, one call at a
+/// time: no handoff to a handler thread (see [`Consumer::start_inline_deliveries`]).
+type InlineHandler = Mutex<Box<dyn FnMut(&Delivery) + Send>>;
+
 /// A subscription on one broker shard.
 struct Session {
     conn: Arc<Connection>,
@@ -138,6 +142,8 @@ pub(crate) struct ConsumerInner {
     positions: Mutex<HashMap<(String, u32), Position>>,
     deliveries: Mutex<Option<Sender<Delivery>>>,
     received: Mutex<Receiver<Delivery>>,
+    /// Set for an inline consumer, whose pushes never go through `deliveries`.
+    inline: Option<InlineHandler>,
     closed: AtomicBool,
     wake: (Mutex<bool>, Condvar),
     /// When the route was last invalidated after a failed subscribe.
@@ -181,7 +187,7 @@ impl Consumer {
 
     /// Subscribes pull-style with full options.
     pub fn subscribe_with(client: &Client, options: ConsumerOptions) -> Result<Self> {
-        let inner = ConsumerInner::new(client, options)?;
+        let inner = ConsumerInner::new(client, options, None)?;
         let supervisor = ConsumerInner::spawn_supervisor(&inner)?;
         Ok(Self {
             inner,
@@ -232,6 +238,26 @@ impl Consumer {
             })?;
         consumer.threads.push(worker);
         Ok(consumer)
+    }
+
+    /// Like [`Self::start_deliveries`], with `handler` run on the reader thread of the
+    /// connection each push arrives on instead of a handler thread: one thread handoff less
+    /// per message. Calls are serialised (pushes from several shards wait for each other) and
+    /// each delivery counts as consumed once its call returns. `handler` must not block for
+    /// long, must not wait on a response over the client (the reader it runs on may be the
+    /// one to read it) and must not panic.
+    pub(crate) fn start_inline_deliveries(
+        client: &Client,
+        options: ConsumerOptions,
+        handler: impl FnMut(&Delivery) + Send + 'static,
+    ) -> Result<Self> {
+        // Installed before the first subscribe, so no push can find it missing.
+        let inner = ConsumerInner::new(client, options, Some(Mutex::new(Box::new(handler))))?;
+        let supervisor = ConsumerInner::spawn_supervisor(&inner)?;
+        Ok(Self {
+            inner,
+            threads: vec![supervisor],
+        })
     }
 
     /// The next message, waiting at most `timeout`; `None` when none came. With auto commit,
@@ -294,6 +320,11 @@ impl Consumer {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
+        if let Some(handler) = &self.inner.inline {
+            // A reader thread may be inside the handler: let it finish, so that what it
+            // handled is committed below and no call starts after close returns.
+            drop(handler.lock().unwrap_or_else(PoisonError::into_inner));
+        }
         let committed = if self.inner.options.commit == CommitMode::Auto {
             self.inner.commit(true)
         } else {
@@ -316,7 +347,11 @@ impl Drop for Consumer {
 }
 
 impl ConsumerInner {
-    fn new(client: &Client, options: ConsumerOptions) -> Result<Arc<Self>> {
+    fn new(
+        client: &Client,
+        options: ConsumerOptions,
+        inline: Option<InlineHandler>,
+    ) -> Result<Arc<Self>> {
         options.topic.parse::<Topic>()?;
         options.group.parse::<GroupName>()?;
         let (tx, rx) = mpsc::channel();
@@ -327,6 +362,7 @@ impl ConsumerInner {
             positions: Mutex::default(),
             deliveries: Mutex::new(Some(tx)),
             received: Mutex::new(rx),
+            inline,
             closed: AtomicBool::new(false),
             wake: (Mutex::new(false), Condvar::new()),
             route_invalidated: Mutex::new(None),
@@ -734,7 +770,8 @@ impl ConsumerInner {
     }
 
     /// Handles one pushed batch (on a reader thread): skips what was already received, hands
-    /// the rest on, and counts the skipped records as consumed.
+    /// the rest on (to the inline handler, else to the delivery channel), and counts the
+    /// skipped records as consumed.
     fn on_push(
         &self,
         conn: &Arc<Connection>,
@@ -786,6 +823,23 @@ impl ConsumerInner {
                 address.queue_id
             );
             self.consumed(endpoint, subscription_id, skipped);
+        }
+        if let Some(handler) = &self.inline {
+            let mut handler = handler.lock().unwrap_or_else(PoisonError::into_inner);
+            for message in fresh {
+                // Checked under the lock that close takes: nothing is handled after it.
+                if self.closed.load(Ordering::Acquire) {
+                    return;
+                }
+                let delivery = Delivery {
+                    message,
+                    conn: conn.clone(),
+                    subscription_id,
+                };
+                handler(&delivery);
+                self.processed(&delivery);
+            }
+            return;
         }
         let deliveries = self
             .deliveries

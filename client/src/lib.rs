@@ -12,8 +12,10 @@
 //!   retry on another broker; failed queues isolated until a probe hears their broker again;
 //! - [`Consumer`]: clustering or broadcast; handler or pull style; credit window; auto or
 //!   manual commit; resubscribes after reconnects; leaves a stalled broker alone for a while;
-//! - [`Requester`] and [`Responder`]: request-reply with deadlines and typed timeouts;
-//!   [`Replier`] answers a request later, by its [`ReplyAddress`];
+//! - [`Requester`] and [`Responder`]: request-reply with deadlines and typed timeouts; a
+//!   responder's handler runs on a thread of its own, or on the connections' reader threads
+//!   ([`ResponderOptions::inline`], for quick handlers); [`Replier`] answers a request later,
+//!   by its [`ReplyAddress`];
 //! - [`Admin`]: topics, routes, cluster info and statistics;
 //! - [`ServiceLocator`] ([`Client::locator`], with [`ClientConfig::with_gsl`]): services by
 //!   id through GSL, nearest deployment first; every role above has a by-service-id form
@@ -58,7 +60,7 @@ pub use locator::ServiceLocator;
 pub use message::{Message, ReceivedMessage, Reply};
 pub use producer::{Producer, QueueSelector, SendFuture, SendResult};
 pub use route::QueueTarget;
-pub use rr::{Replier, ReplyAddress, ReplyFuture, Requester, Responder};
+pub use rr::{Replier, ReplyAddress, ReplyFuture, Requester, Responder, ResponderOptions};
 
 /// Protocol types that appear in this crate's API (topic configs, routes, statistics).
 pub use protocol::control::{

@@ -2,6 +2,10 @@
 //! exchange written on the `protocol` crate alone ([`crate::baselines::protocol_rr`]), each
 //! on its own topic of the same broker, in one run. Their ratio is what the client's threads,
 //! pools, callbacks and copies cost on top of the wire.
+//!
+//! The raw responder answers on the thread that read the push, so the client's echo
+//! responder is an inline one (`ResponderOptions::inline`): the same exchange, not the
+//! default threaded responder's extra handoff, which `rr` measures.
 
 use crate::baselines::protocol_rr;
 use crate::cli::{GlobalArgs, OverheadArgs, RrArgs, defaults};
@@ -22,18 +26,6 @@ pub fn run(
     Ok(compare(args, client_rr.ours, raw))
 }
 
-/// Measures only the raw-protocol exchange and sets it beside `client_rr`, a closed-loop `rr`
-/// already measured in this run at the same settings (`all` reuses its `rr`).
-pub fn beside(
-    target: &Target,
-    global: &GlobalArgs,
-    args: &OverheadArgs,
-    client_rr: &Comparison,
-) -> anyhow::Result<Comparison> {
-    let raw = raw(target, global, args)?;
-    Ok(compare(args, client_rr.ours.clone(), raw))
-}
-
 /// The closed-loop `rr` these settings stand for.
 pub fn rr_args(args: &OverheadArgs) -> RrArgs {
     let mut rr = defaults::<RrArgs>();
@@ -43,6 +35,7 @@ pub fn rr_args(args: &OverheadArgs) -> RrArgs {
     rr.flush = args.flush;
     rr.duration = args.duration;
     rr.timeout = args.timeout;
+    rr.inline_responder = true;
     rr
 }
 
@@ -69,8 +62,8 @@ fn compare(args: &OverheadArgs, ours: Measured, raw: crate::report::Baseline) ->
     Comparison {
         workload: NAME.into(),
         setup: format!(
-            "Rust client rr ({} requester(s), {} B echo through a client Responder, {} \
-             queue(s), {} flush) vs the same exchange in raw frames",
+            "Rust client rr ({} requester(s), {} B echo through an inline client Responder, \
+             {} queue(s), {} flush) vs the same exchange in raw frames",
             args.requesters,
             args.message_bytes,
             args.queues,

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context;
-use client::{Message, Requester, Responder};
+use client::{Message, Requester, Responder, ResponderOptions};
 
 use crate::cli::{GlobalArgs, RrArgs};
 use crate::latency::{Latency, new_histogram, record_ns};
@@ -42,10 +42,13 @@ pub fn run(
     anyhow::ensure!(args.requesters > 0, "--requesters must be at least 1");
     let topic = target.create_topic(global, name, args.queues, args.flush)?;
     let responder_client = target.client(global, |c| c)?;
-    let responder = Responder::start(&responder_client, &topic, RESPONDER_GROUP, |request| {
-        request.value.clone()
-    })
-    .context("starting the echo responder")?;
+    let mut options = ResponderOptions::new(topic.as_str(), RESPONDER_GROUP);
+    if args.inline_responder {
+        options = options.inline();
+    }
+    let responder =
+        Responder::start_with(&responder_client, options, |request| request.value.clone())
+            .context("starting the echo responder")?;
     let latency = match args.rate {
         None => closed_loop(target, global, args, &topic),
         Some(rate) => open_loop(target, global, args, &topic, rate),
@@ -63,10 +66,15 @@ pub fn run(
             None,
         ),
     };
+    let echo = if args.inline_responder {
+        "echo (inline responder)"
+    } else {
+        "echo"
+    };
     Ok(Comparison {
         workload: name.into(),
         setup: format!(
-            "{} requester(s), {} B echo, {} queue(s), {} flush, {pattern}",
+            "{} requester(s), {} B {echo}, {} queue(s), {} flush, {pattern}",
             args.requesters,
             args.message_bytes,
             args.queues,
