@@ -347,3 +347,85 @@ fn intact_header(buf: &[u8]) -> Option<FrameHeader> {
     let header = FrameHeader::decode(buf).ok()?;
     (header.magic == MAGIC && header.compute_header_crc() == header.header_crc32c).then_some(header)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Gsl;
+
+    impl Handler for Gsl {
+        const NAME: &'static str = "GSL";
+
+        fn framer(&self) -> &Framer {
+            unreachable!("the refusals need no framer")
+        }
+
+        fn idle_timeout(&self) -> Duration {
+            Duration::from_secs(1)
+        }
+
+        fn handle(
+            self: &Arc<Self>,
+            command: Command,
+            _body: &[u8],
+        ) -> impl Future<Output = Answer> + Send {
+            std::future::ready(Answer::not_served::<Self>(command))
+        }
+    }
+
+    fn message(answer: &Answer) -> String {
+        control::decode::<ErrorReply>(&answer.body).unwrap().message
+    }
+
+    #[test]
+    fn responses_unknown_and_unserved_commands_close_with_the_servers_name() {
+        let request = FrameHeader {
+            command: Command::GslResolve.code(),
+            flags: flag::REQUEST,
+            ..FrameHeader::default()
+        };
+        assert_eq!(
+            request_command::<Gsl>(&request).unwrap(),
+            Command::GslResolve
+        );
+
+        let response = FrameHeader {
+            flags: flag::RESPONSE,
+            ..request
+        };
+        let refusal = request_command::<Gsl>(&response).unwrap_err();
+        assert_eq!(
+            (refusal.status, refusal.close),
+            (Status::MalformedFrame, true)
+        );
+        assert_eq!(
+            message(&refusal),
+            "the GSL sends no requests, so it takes no responses"
+        );
+
+        let unknown = FrameHeader {
+            command: 0x01FF,
+            ..request
+        };
+        let refusal = request_command::<Gsl>(&unknown).unwrap_err();
+        assert_eq!(
+            (refusal.status, refusal.close),
+            (Status::UnknownCommand, true)
+        );
+        assert_eq!(
+            message(&refusal),
+            protocol::codes::UnknownCommand(0x01FF).to_string()
+        );
+
+        let unserved = Answer::not_served::<Gsl>(Command::TopicRoute);
+        assert_eq!(
+            (unserved.status, unserved.close),
+            (Status::UnknownCommand, true)
+        );
+        assert_eq!(
+            message(&unserved),
+            format!("{} is not served by the GSL", Command::TopicRoute)
+        );
+    }
+}
