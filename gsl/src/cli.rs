@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use svc::config::set;
+
 use crate::config::GslConfig;
 use crate::error::GslError;
 use crate::server::run;
@@ -26,18 +28,10 @@ impl GslArgs {
     /// The configuration: the file's (or the defaults), each flag given overriding its
     /// setting, validated.
     pub fn to_config(&self) -> Result<GslConfig, GslError> {
-        let mut config = match &self.config {
-            Some(path) => GslConfig::from_file(path)?,
-            None => GslConfig::default(),
-        };
-        if let Some(v) = self.listen_addr {
-            config.listen_addr = v;
-        }
-        if let Some(v) = &self.data_dir {
-            config.data_dir = v.clone();
-        }
-        config.validate()?;
-        Ok(config)
+        svc::config::load(self.config.as_deref(), |config: &mut GslConfig| {
+            set(&mut config.listen_addr, self.listen_addr);
+            set(&mut config.data_dir, self.data_dir.clone());
+        })
     }
 }
 

@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use log::{debug, info};
-use protocol::codes::{Command, Status};
+use protocol::codes::Command;
 use protocol::control::{self, ControlError, GslResolveReply, GslResolveRequest, GslUpdate};
-use protocol::frame::{FrameHeader, Framer, flag};
+use protocol::frame::Framer;
 use svc::connection::{Answer, Handler};
 
 use crate::config::GslConfig;
@@ -43,6 +43,8 @@ impl Shared {
 }
 
 impl Handler for Shared {
+    const NAME: &'static str = "GSL";
+
     fn framer(&self) -> &Framer {
         &self.framer
     }
@@ -54,34 +56,19 @@ impl Handler for Shared {
     /// A GSL answer needs no waiting: it is computed before the future is returned.
     fn handle(
         self: &Arc<Self>,
-        header: &FrameHeader,
+        command: Command,
         body: &[u8],
     ) -> impl Future<Output = Answer> + Send {
-        std::future::ready(handle(self, header, body))
+        std::future::ready(handle(self, command, body))
     }
 }
 
-/// Answers one request frame.
-pub(crate) fn handle(shared: &Shared, header: &FrameHeader, body: &[u8]) -> Answer {
-    if header.flags & flag::RESPONSE != 0 {
-        return Answer::fatal(
-            Status::MalformedFrame,
-            "the GSL sends no requests, so it takes no responses",
-        );
-    }
-    let command = match header.command() {
-        Ok(command) => command,
-        Err(unknown) => return Answer::fatal(Status::UnknownCommand, unknown.to_string()),
-    };
+/// Answers one request.
+pub(crate) fn handle(shared: &Shared, command: Command, body: &[u8]) -> Answer {
     let result = match command {
         Command::GslResolve => resolve(shared, body),
         Command::GslUpdate => update(shared, body),
-        other => {
-            return Answer::fatal(
-                Status::UnknownCommand,
-                format!("{other} is not served by the GSL"),
-            );
-        }
+        other => return Answer::not_served::<Shared>(other),
     };
     result.unwrap_or_else(|e| Answer::from_control_error(&e))
 }

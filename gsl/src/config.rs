@@ -7,8 +7,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use protocol::frame::{EXT_LEN_MAX_DEFAULT, FRAME_LEN_MAX_DEFAULT, FrameLimits, HEADER_LEN};
+use protocol::frame::{FRAME_LEN_MAX_DEFAULT, FrameLimits};
 use serde::{Deserialize, Serialize};
+pub use svc::config::FRAME_LEN_MIN;
+use svc::config::{Settings, check_at_least_one, check_frame_len_max};
 
 use crate::directory::Limits;
 use crate::error::GslError;
@@ -33,11 +35,7 @@ pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 60_000;
 /// Default frame limit: 4 MiB, room for an update of the largest service
 /// ([`DEPLOYMENTS_PER_SERVICE_MAX_DEFAULT`] deployments of a few KiB each) many times over.
 pub const FRAME_LEN_MAX_GSL_DEFAULT: usize = 4 << 20;
-/// The smallest frame limit accepted.
-pub const FRAME_LEN_MIN: usize = 4 << 10;
-
 const _: () = {
-    assert!(FRAME_LEN_MIN > HEADER_LEN);
     assert!(FRAME_LEN_MIN <= FRAME_LEN_MAX_GSL_DEFAULT);
     assert!(FRAME_LEN_MAX_GSL_DEFAULT <= FRAME_LEN_MAX_DEFAULT);
 };
@@ -85,53 +83,32 @@ impl Default for GslConfig {
 impl GslConfig {
     /// Parses a TOML document; `path` only names the source in errors.
     pub fn from_toml_str(toml_text: &str, path: &Path) -> Result<Self, GslError> {
-        toml::from_str(toml_text).map_err(|source| GslError::ConfigParse {
-            path: path.to_path_buf(),
-            source: Box::new(source),
-        })
+        svc::config::parse(toml_text, path)
     }
 
     /// Reads and parses a TOML file. The result is not yet validated.
     pub fn from_file(path: &Path) -> Result<Self, GslError> {
-        let text = std::fs::read_to_string(path).map_err(|source| GslError::ConfigRead {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::from_toml_str(&text, path)
+        svc::config::read(path)
     }
 
     /// Checks that every setting is usable.
     pub fn validate(&self) -> Result<(), GslError> {
-        let invalid =
-            |key: &'static str, reason: String| Err(GslError::ConfigInvalid { key, reason });
         if self.data_dir.as_os_str().is_empty() {
-            return invalid("data_dir", "must not be empty".into());
+            return Err(GslError::ConfigInvalid {
+                key: "data_dir",
+                reason: "must not be empty".into(),
+            });
         }
-        for (key, value) in [
-            ("services_max", self.services_max),
+        check_at_least_one(&[
+            ("services_max", self.services_max as u64),
             (
                 "deployments_per_service_max",
-                self.deployments_per_service_max,
+                self.deployments_per_service_max as u64,
             ),
-            ("max_connections", self.max_connections),
-        ] {
-            if value == 0 {
-                return invalid(key, "must be at least 1".into());
-            }
-        }
-        if self.idle_timeout_ms == 0 {
-            return invalid("idle_timeout_ms", "must be at least 1".into());
-        }
-        if !(FRAME_LEN_MIN..=FRAME_LEN_MAX_DEFAULT).contains(&self.frame_len_max) {
-            return invalid(
-                "frame_len_max",
-                format!(
-                    "{} is outside {FRAME_LEN_MIN}..={FRAME_LEN_MAX_DEFAULT}",
-                    self.frame_len_max
-                ),
-            );
-        }
-        Ok(())
+            ("max_connections", self.max_connections as u64),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+        ])?;
+        check_frame_len_max(self.frame_len_max)
     }
 
     /// The directory's bounds.
@@ -149,10 +126,15 @@ impl GslConfig {
 
     /// The framer limits: `frame_len_max`, and an extension limit no larger.
     pub fn frame_limits(&self) -> FrameLimits {
-        FrameLimits {
-            frame_len_max: self.frame_len_max,
-            ext_len_max: EXT_LEN_MAX_DEFAULT.min(self.frame_len_max),
-        }
+        svc::config::frame_limits(self.frame_len_max)
+    }
+}
+
+impl Settings for GslConfig {
+    type Error = GslError;
+
+    fn validate(&self) -> Result<(), GslError> {
+        GslConfig::validate(self)
     }
 }
 
@@ -173,13 +155,7 @@ mod tests {
 
     #[test]
     fn the_example_file_lists_every_default() {
-        let example = include_str!("../gsl.toml");
-        let uncommented: String = example
-            .lines()
-            .map(|line| line.strip_prefix("# ").unwrap_or(line))
-            .filter(|line| line.contains(" = "))
-            .collect::<Vec<_>>()
-            .join("\n");
+        let uncommented = svc::config::example_settings(include_str!("../gsl.toml"));
         let parsed = GslConfig::from_toml_str(&uncommented, Path::new("example")).unwrap();
         assert_eq!(parsed, GslConfig::default());
         assert_eq!(

@@ -92,3 +92,5 @@ pub enum GslError {
     #[error("the GSL thread panicked")]
     Panicked,
 }
+
+svc::server_error!(GslError);

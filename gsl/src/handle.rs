@@ -9,28 +9,6 @@ use crate::store::Store;
 /// waits for it, as [`GslHandle::shutdown`] does.
 pub type GslHandle = svc::handle::ServerHandle<GslError>;
 
-impl svc::handle::ServerError for GslError {
-    fn bind(addr: std::net::SocketAddr, source: std::io::Error) -> Self {
-        Self::Bind { addr, source }
-    }
-
-    fn listener(addr: std::net::SocketAddr, source: std::io::Error) -> Self {
-        Self::Listener { addr, source }
-    }
-
-    fn runtime(source: std::io::Error) -> Self {
-        Self::Runtime { source }
-    }
-
-    fn panicked() -> Self {
-        Self::Panicked
-    }
-
-    fn signal(signal: &'static str, source: std::io::Error) -> Self {
-        Self::Signal { signal, source }
-    }
-}
-
 /// Recovers the directory from `config.data_dir`, binds `config.listen_addr` and runs the GSL
 /// on a new thread with a single-threaded runtime (GSL traffic is light: resolves on client
 /// cache misses and refreshes, updates on operator actions). Returns once the address is

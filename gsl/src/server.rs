@@ -50,7 +50,6 @@ pub(crate) async fn serve(
     let (stop_tx, _) = watch::channel(false);
     let max_connections = shared.config.max_connections;
     svc::server::serve(
-        "GSL",
         listener,
         local_addr,
         shared,

@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use svc::config::set;
+
 use crate::config::NameserverConfig;
 use crate::error::NameserverError;
 use crate::server::run;
@@ -39,12 +41,9 @@ impl NameserverArgs {
     /// The configuration: the file's (or the defaults), each flag given overriding its
     /// setting, validated.
     pub fn to_config(&self) -> Result<NameserverConfig, NameserverError> {
-        let mut config = match &self.config {
-            Some(path) => NameserverConfig::from_file(path)?,
-            None => NameserverConfig::default(),
-        };
+        // Destructured so that a flag added to the struct but not here does not compile.
         let Self {
-            config: _,
+            config: file,
             listen_addr,
             broker_expiry_ms,
             sweep_interval_ms,
@@ -52,26 +51,14 @@ impl NameserverArgs {
             idle_timeout_ms,
             frame_len_max,
         } = self.clone();
-        if let Some(v) = listen_addr {
-            config.listen_addr = v;
-        }
-        if let Some(v) = broker_expiry_ms {
-            config.broker_expiry_ms = v;
-        }
-        if let Some(v) = sweep_interval_ms {
-            config.sweep_interval_ms = v;
-        }
-        if let Some(v) = max_connections {
-            config.max_connections = v;
-        }
-        if let Some(v) = idle_timeout_ms {
-            config.idle_timeout_ms = v;
-        }
-        if let Some(v) = frame_len_max {
-            config.frame_len_max = v;
-        }
-        config.validate()?;
-        Ok(config)
+        svc::config::load(file.as_deref(), |config: &mut NameserverConfig| {
+            set(&mut config.listen_addr, listen_addr);
+            set(&mut config.broker_expiry_ms, broker_expiry_ms);
+            set(&mut config.sweep_interval_ms, sweep_interval_ms);
+            set(&mut config.max_connections, max_connections);
+            set(&mut config.idle_timeout_ms, idle_timeout_ms);
+            set(&mut config.frame_len_max, frame_len_max);
+        })
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info};
 use protocol::codes::{Command, Status};
 use protocol::control::{self, BrokerId, BrokerRegistration, ControlError, RegisterAck, TopicName};
-use protocol::frame::{FrameHeader, Framer, flag};
+use protocol::frame::Framer;
 use svc::connection::{Answer, Handler};
 
 use crate::config::NameserverConfig;
@@ -42,6 +42,8 @@ impl Shared {
 }
 
 impl Handler for Shared {
+    const NAME: &'static str = "nameserver";
+
     fn framer(&self) -> &Framer {
         &self.framer
     }
@@ -53,36 +55,21 @@ impl Handler for Shared {
     /// A nameserver answer needs no waiting: it is computed before the future is returned.
     fn handle(
         self: &Arc<Self>,
-        header: &FrameHeader,
+        command: Command,
         body: &[u8],
     ) -> impl Future<Output = Answer> + Send {
-        std::future::ready(handle(self, header, body))
+        std::future::ready(handle(self, command, body))
     }
 }
 
-/// Answers one request frame.
-pub(crate) fn handle(shared: &Shared, header: &FrameHeader, body: &[u8]) -> Answer {
-    if header.flags & flag::RESPONSE != 0 {
-        return Answer::fatal(
-            Status::MalformedFrame,
-            "the nameserver sends no requests, so it takes no responses",
-        );
-    }
-    let command = match header.command() {
-        Ok(command) => command,
-        Err(unknown) => return Answer::fatal(Status::UnknownCommand, unknown.to_string()),
-    };
+/// Answers one request.
+pub(crate) fn handle(shared: &Shared, command: Command, body: &[u8]) -> Answer {
     let result = match command {
         Command::BrokerRegister => register(shared, body),
         Command::BrokerUnregister => unregister(shared, body),
         Command::TopicRoute => topic_route(shared, body),
         Command::ClusterInfo => cluster_info(shared),
-        other => {
-            return Answer::fatal(
-                Status::UnknownCommand,
-                format!("{other} is not served by the nameserver"),
-            );
-        }
+        other => return Answer::not_served::<Shared>(other),
     };
     result.unwrap_or_else(|e| Answer::from_control_error(&e))
 }

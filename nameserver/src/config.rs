@@ -8,8 +8,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
-use protocol::frame::{EXT_LEN_MAX_DEFAULT, FRAME_LEN_MAX_DEFAULT, FrameLimits, HEADER_LEN};
+use protocol::frame::{FRAME_LEN_MAX_DEFAULT, FrameLimits};
 use serde::{Deserialize, Serialize};
+pub use svc::config::FRAME_LEN_MIN;
+use svc::config::{Settings, check_at_least_one, check_frame_len_max};
 
 use crate::error::NameserverError;
 
@@ -42,14 +44,10 @@ pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 60_000;
 /// registration, about 100 bytes per topic plus 8 per queue, so 4 MiB holds a broker with
 /// 10,000 topics of 32 queues each.
 pub const FRAME_LEN_MAX_NAMESERVER_DEFAULT: usize = 4 << 20;
-/// The smallest frame limit accepted: a header and a small registration.
-pub const FRAME_LEN_MIN: usize = 4 << 10;
-
 const _: () = {
     assert!(BROKER_EXPIRY_MS_DEFAULT == 9_000);
     assert!(SWEEP_INTERVAL_MS_DEFAULT < BROKER_EXPIRY_MS_DEFAULT);
     assert!(IDLE_TIMEOUT_MS_DEFAULT > BROKER_EXPIRY_MS_DEFAULT);
-    assert!(FRAME_LEN_MIN > HEADER_LEN);
     assert!(FRAME_LEN_MIN <= FRAME_LEN_MAX_NAMESERVER_DEFAULT);
     assert!(FRAME_LEN_MAX_NAMESERVER_DEFAULT <= FRAME_LEN_MAX_DEFAULT);
 };
@@ -97,53 +95,31 @@ impl Default for NameserverConfig {
 impl NameserverConfig {
     /// Parses a TOML document; `path` only names the source in errors.
     pub fn from_toml_str(toml_text: &str, path: &Path) -> Result<Self, NameserverError> {
-        toml::from_str(toml_text).map_err(|source| NameserverError::ConfigParse {
-            path: path.to_path_buf(),
-            source: Box::new(source),
-        })
+        svc::config::parse(toml_text, path)
     }
 
     /// Reads and parses a TOML file. The result is not yet validated.
     pub fn from_file(path: &Path) -> Result<Self, NameserverError> {
-        let text = std::fs::read_to_string(path).map_err(|source| NameserverError::ConfigRead {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::from_toml_str(&text, path)
+        svc::config::read(path)
     }
 
     /// Checks that every setting is usable and that the settings agree with each other.
     pub fn validate(&self) -> Result<(), NameserverError> {
-        let invalid =
-            |key: &'static str, reason: String| Err(NameserverError::ConfigInvalid { key, reason });
-        if self.broker_expiry_ms == 0 {
-            return invalid("broker_expiry_ms", "must be at least 1".into());
-        }
+        check_at_least_one(&[("broker_expiry_ms", self.broker_expiry_ms)])?;
         if self.sweep_interval_ms == 0 || self.sweep_interval_ms >= self.broker_expiry_ms {
-            return invalid(
-                "sweep_interval_ms",
-                format!(
+            return Err(NameserverError::ConfigInvalid {
+                key: "sweep_interval_ms",
+                reason: format!(
                     "{} must be at least 1 and below broker_expiry_ms ({})",
                     self.sweep_interval_ms, self.broker_expiry_ms
                 ),
-            );
+            });
         }
-        if self.max_connections == 0 {
-            return invalid("max_connections", "must be at least 1".into());
-        }
-        if self.idle_timeout_ms == 0 {
-            return invalid("idle_timeout_ms", "must be at least 1".into());
-        }
-        if !(FRAME_LEN_MIN..=FRAME_LEN_MAX_DEFAULT).contains(&self.frame_len_max) {
-            return invalid(
-                "frame_len_max",
-                format!(
-                    "{} is outside {FRAME_LEN_MIN}..={FRAME_LEN_MAX_DEFAULT}",
-                    self.frame_len_max
-                ),
-            );
-        }
-        Ok(())
+        check_at_least_one(&[
+            ("max_connections", self.max_connections as u64),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+        ])?;
+        check_frame_len_max(self.frame_len_max)
     }
 
     /// Broker expiry as a duration.
@@ -161,13 +137,17 @@ impl NameserverConfig {
         Duration::from_millis(self.idle_timeout_ms)
     }
 
-    /// The framer limits: `frame_len_max`, and an extension limit no larger (nameserver
-    /// commands use no extension fields, but tolerate a small one from newer peers).
+    /// The framer limits: `frame_len_max`, and an extension limit no larger.
     pub fn frame_limits(&self) -> FrameLimits {
-        FrameLimits {
-            frame_len_max: self.frame_len_max,
-            ext_len_max: EXT_LEN_MAX_DEFAULT.min(self.frame_len_max),
-        }
+        svc::config::frame_limits(self.frame_len_max)
+    }
+}
+
+impl Settings for NameserverConfig {
+    type Error = NameserverError;
+
+    fn validate(&self) -> Result<(), NameserverError> {
+        NameserverConfig::validate(self)
     }
 }
 
@@ -188,13 +168,7 @@ mod tests {
 
     #[test]
     fn the_example_file_lists_every_default() {
-        let example = include_str!("../nameserver.toml");
-        let uncommented: String = example
-            .lines()
-            .map(|line| line.strip_prefix("# ").unwrap_or(line))
-            .filter(|line| line.contains(" = "))
-            .collect::<Vec<_>>()
-            .join("\n");
+        let uncommented = svc::config::example_settings(include_str!("../nameserver.toml"));
         let parsed = NameserverConfig::from_toml_str(&uncommented, Path::new("example")).unwrap();
         assert_eq!(parsed, NameserverConfig::default());
         let keys = uncommented.lines().count();

@@ -74,3 +74,5 @@ pub enum NameserverError {
     #[error("the nameserver thread panicked")]
     Panicked,
 }
+
+svc::server_error!(NameserverError);

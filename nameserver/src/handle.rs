@@ -8,28 +8,6 @@ use crate::server::run;
 /// waits for it, as [`NameserverHandle::shutdown`] does.
 pub type NameserverHandle = svc::handle::ServerHandle<NameserverError>;
 
-impl svc::handle::ServerError for NameserverError {
-    fn bind(addr: std::net::SocketAddr, source: std::io::Error) -> Self {
-        Self::Bind { addr, source }
-    }
-
-    fn listener(addr: std::net::SocketAddr, source: std::io::Error) -> Self {
-        Self::Listener { addr, source }
-    }
-
-    fn runtime(source: std::io::Error) -> Self {
-        Self::Runtime { source }
-    }
-
-    fn panicked() -> Self {
-        Self::Panicked
-    }
-
-    fn signal(signal: &'static str, source: std::io::Error) -> Self {
-        Self::Signal { signal, source }
-    }
-}
-
 /// Binds `config.listen_addr` and runs the nameserver on a new thread with a single-threaded
 /// runtime (nameserver traffic is light: a registration per broker every few seconds and
 /// route lookups). Returns once the address is bound, so clients can connect at once.

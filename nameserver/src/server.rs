@@ -40,7 +40,6 @@ pub async fn run(
     let sweeper = tokio::spawn(sweep(Arc::clone(&shared), stop_rx.clone()));
     let max_connections = shared.config.max_connections;
     svc::server::serve(
-        "nameserver",
         listener,
         local_addr,
         shared,

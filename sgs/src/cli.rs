@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use svc::config::set;
+
 use crate::config::SgsConfig;
 use crate::error::SgsError;
 use crate::server::run;
@@ -30,21 +32,13 @@ impl SgsArgs {
     /// The configuration: the file's (or the defaults), each flag given overriding its
     /// setting, validated.
     pub fn to_config(&self) -> Result<SgsConfig, SgsError> {
-        let mut config = match &self.config {
-            Some(path) => SgsConfig::from_file(path)?,
-            None => SgsConfig::default(),
-        };
-        if let Some(v) = self.listen_addr {
-            config.listen_addr = v;
-        }
-        if let Some(v) = &self.data_dir {
-            config.data_dir = v.clone();
-        }
-        if !self.gsl_endpoints.is_empty() {
-            config.gsl_endpoints = self.gsl_endpoints.clone();
-        }
-        config.validate()?;
-        Ok(config)
+        svc::config::load(self.config.as_deref(), |config: &mut SgsConfig| {
+            set(&mut config.listen_addr, self.listen_addr);
+            set(&mut config.data_dir, self.data_dir.clone());
+            if !self.gsl_endpoints.is_empty() {
+                config.gsl_endpoints = self.gsl_endpoints.clone();
+            }
+        })
     }
 }
 

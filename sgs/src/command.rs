@@ -19,7 +19,7 @@ use protocol::codes::{Command, Status};
 use protocol::control::{
     self, ControlError, ServiceIdRequest, ServiceList, ServiceRecord, ServiceState,
 };
-use protocol::frame::{FrameHeader, Framer, flag};
+use protocol::frame::Framer;
 use protocol::names::{ServiceId, Topic};
 use svc::connection::{Answer, Handler};
 
@@ -58,6 +58,8 @@ impl Shared {
 }
 
 impl Handler for Shared {
+    const NAME: &'static str = "SGS";
+
     fn framer(&self) -> &Framer {
         &self.framer
     }
@@ -71,37 +73,22 @@ impl Handler for Shared {
     /// too, so an operation is never cut off half-way by a clean stop.
     fn handle(
         self: &Arc<Self>,
-        header: &FrameHeader,
+        command: Command,
         body: &[u8],
     ) -> impl Future<Output = Answer> + Send {
-        handle(self, header, body)
+        handle(self, command, body)
     }
 }
 
-/// Answers one request frame.
-pub(crate) async fn handle(shared: &Arc<Shared>, header: &FrameHeader, body: &[u8]) -> Answer {
-    if header.flags & flag::RESPONSE != 0 {
-        return Answer::fatal(
-            Status::MalformedFrame,
-            "the SGS sends no requests, so it takes no responses",
-        );
-    }
-    let command = match header.command() {
-        Ok(command) => command,
-        Err(unknown) => return Answer::fatal(Status::UnknownCommand, unknown.to_string()),
-    };
+/// Answers one request.
+pub(crate) async fn handle(shared: &Arc<Shared>, command: Command, body: &[u8]) -> Answer {
     let result = match command {
         Command::ServiceApply => apply(shared, body).await,
         Command::ServiceDeploy => deploy(shared, body).await,
         Command::ServiceOffline => offline(shared, body).await,
         Command::ServiceList => list(shared),
         Command::ServiceShow => show(shared, body),
-        other => {
-            return Answer::fatal(
-                Status::UnknownCommand,
-                format!("{other} is not served by the SGS"),
-            );
-        }
+        other => return Answer::not_served::<Shared>(other),
     };
     result.unwrap_or_else(|e| Answer::from_control_error(&e))
 }

@@ -9,9 +9,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use protocol::frame::{EXT_LEN_MAX_DEFAULT, FRAME_LEN_MAX_DEFAULT, FrameLimits, HEADER_LEN};
+use protocol::frame::{FRAME_LEN_MAX_DEFAULT, FrameLimits};
 use protocol::names::Area;
 use serde::{Deserialize, Serialize};
+pub use svc::config::FRAME_LEN_MIN;
+use svc::config::{Settings, check_at_least_one, check_frame_len_max};
 
 use crate::error::SgsError;
 
@@ -55,11 +57,7 @@ pub const MAX_CONNECTIONS_DEFAULT: usize = 256;
 pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 60_000;
 /// Default frame limit: 4 MiB.
 pub const FRAME_LEN_MAX_SGS_DEFAULT: usize = 4 << 20;
-/// The smallest frame limit accepted.
-pub const FRAME_LEN_MIN: usize = 4 << 10;
-
 const _: () = {
-    assert!(FRAME_LEN_MIN > HEADER_LEN);
     assert!(FRAME_LEN_MIN <= FRAME_LEN_MAX_SGS_DEFAULT);
     assert!(FRAME_LEN_MAX_SGS_DEFAULT <= FRAME_LEN_MAX_DEFAULT);
     assert!(RETRY_BACKOFF_MIN_MS_DEFAULT <= RETRY_BACKOFF_MAX_MS_DEFAULT);
@@ -143,19 +141,12 @@ impl Default for SgsConfig {
 impl SgsConfig {
     /// Parses a TOML document; `path` only names the source in errors.
     pub fn from_toml_str(toml_text: &str, path: &Path) -> Result<Self, SgsError> {
-        toml::from_str(toml_text).map_err(|source| SgsError::ConfigParse {
-            path: path.to_path_buf(),
-            source: Box::new(source),
-        })
+        svc::config::parse(toml_text, path)
     }
 
     /// Reads and parses a TOML file. The result is not yet validated.
     pub fn from_file(path: &Path) -> Result<Self, SgsError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SgsError::ConfigRead {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::from_toml_str(&text, path)
+        svc::config::read(path)
     }
 
     /// Checks that every setting is usable and that the settings agree with each other.
@@ -168,7 +159,7 @@ impl SgsConfig {
         if self.gsl_endpoints.is_empty() || self.gsl_endpoints.iter().any(String::is_empty) {
             return invalid("gsl_endpoints", "at least one non-empty host:port".into());
         }
-        for (key, value) in [
+        check_at_least_one(&[
             ("services_max", self.services_max as u64),
             ("attempts", u64::from(self.attempts)),
             ("retry_backoff_min_ms", self.retry_backoff_min_ms),
@@ -177,26 +168,14 @@ impl SgsConfig {
             ("gsl_sync_interval_ms", self.gsl_sync_interval_ms),
             ("max_connections", self.max_connections as u64),
             ("idle_timeout_ms", self.idle_timeout_ms),
-        ] {
-            if value == 0 {
-                return invalid(key, "must be at least 1".into());
-            }
-        }
+        ])?;
         if self.retry_backoff_max_ms < self.retry_backoff_min_ms {
             return invalid(
                 "retry_backoff_max_ms",
                 format!("below retry_backoff_min_ms ({})", self.retry_backoff_min_ms),
             );
         }
-        if !(FRAME_LEN_MIN..=FRAME_LEN_MAX_DEFAULT).contains(&self.frame_len_max) {
-            return invalid(
-                "frame_len_max",
-                format!(
-                    "{} is outside {FRAME_LEN_MIN}..={FRAME_LEN_MAX_DEFAULT}",
-                    self.frame_len_max
-                ),
-            );
-        }
+        check_frame_len_max(self.frame_len_max)?;
         for (code, area) in &self.areas {
             if let Err(e) = code.parse::<Area>() {
                 return invalid("areas", format!("[areas.{code}]: {e}"));
@@ -231,10 +210,15 @@ impl SgsConfig {
 
     /// The framer limits: `frame_len_max`, and an extension limit no larger.
     pub fn frame_limits(&self) -> FrameLimits {
-        FrameLimits {
-            frame_len_max: self.frame_len_max,
-            ext_len_max: EXT_LEN_MAX_DEFAULT.min(self.frame_len_max),
-        }
+        svc::config::frame_limits(self.frame_len_max)
+    }
+}
+
+impl Settings for SgsConfig {
+    type Error = SgsError;
+
+    fn validate(&self) -> Result<(), SgsError> {
+        SgsConfig::validate(self)
     }
 }
 
@@ -257,12 +241,7 @@ mod tests {
     fn the_example_file_lists_every_default_and_its_areas_parse() {
         let example = include_str!("../sgs.toml");
         let (settings, areas) = example.split_once("[areas.").unwrap();
-        let uncommented: String = settings
-            .lines()
-            .map(|line| line.strip_prefix("# ").unwrap_or(line))
-            .filter(|line| line.contains(" = "))
-            .collect::<Vec<_>>()
-            .join("\n");
+        let uncommented = svc::config::example_settings(settings);
         let parsed = SgsConfig::from_toml_str(&uncommented, Path::new("example")).unwrap();
         assert_eq!(parsed, SgsConfig::default());
         assert_eq!(

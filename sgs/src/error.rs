@@ -92,3 +92,5 @@ pub enum SgsError {
     #[error("the SGS thread panicked")]
     Panicked,
 }
+
+svc::server_error!(SgsError);

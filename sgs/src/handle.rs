@@ -9,28 +9,6 @@ use crate::store::Store;
 /// waits for it, as [`SgsHandle::shutdown`] does.
 pub type SgsHandle = svc::handle::ServerHandle<SgsError>;
 
-impl svc::handle::ServerError for SgsError {
-    fn bind(addr: std::net::SocketAddr, source: std::io::Error) -> Self {
-        Self::Bind { addr, source }
-    }
-
-    fn listener(addr: std::net::SocketAddr, source: std::io::Error) -> Self {
-        Self::Listener { addr, source }
-    }
-
-    fn runtime(source: std::io::Error) -> Self {
-        Self::Runtime { source }
-    }
-
-    fn panicked() -> Self {
-        Self::Panicked
-    }
-
-    fn signal(signal: &'static str, source: std::io::Error) -> Self {
-        Self::Signal { signal, source }
-    }
-}
-
 /// Recovers the registry from `config.data_dir`, binds `config.listen_addr` and runs the SGS
 /// on a new thread with a single-threaded runtime (SGS traffic is operator actions; broker
 /// work runs on the runtime's blocking pool). Returns once the address is bound.

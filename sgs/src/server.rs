@@ -54,7 +54,6 @@ pub(crate) async fn serve(
     let syncer = tokio::spawn(sync_gsl(Arc::clone(&shared), stop_rx.clone()));
     let max_connections = shared.config.max_connections;
     svc::server::serve(
-        "SGS",
         listener,
         local_addr,
         shared,

@@ -11,6 +11,9 @@
 //! the connection is closed: after such a fault the stream's frame boundaries cannot be
 //! trusted. Other connections never notice.
 //!
+//! A response frame (the servers send no requests, so they await none) and a command code
+//! this build does not know never reach the handler: they close the connection here.
+//!
 //! A request is answered when [`Handler::handle`] resolves: the connection reads its next
 //! request only then, and shutdown waits for it too.
 
@@ -21,7 +24,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use log::{debug, error, info, warn};
-use protocol::codes::Status;
+use protocol::codes::{Command, Status};
 use protocol::control::{self, ControlError, ErrorReply};
 use protocol::frame::{
     FrameError, FrameHeader, FrameMeta, Framer, HEADER_LEN, MAGIC, encode_frame, flag,
@@ -37,18 +40,24 @@ const READ_BUF_INITIAL: usize = 4 << 10;
 /// pipelining requests without reading cannot grow the write buffer without bound.
 const WRITE_BATCH_MAX: usize = 256 << 10;
 
-/// What a server supplies to the frame loop: its limits and its answer to each request.
+/// What a server supplies to the frame loop: its name, its limits and its answer to each
+/// request.
 pub trait Handler: Send + Sync + 'static {
+    /// The server's name in the answers that refuse a frame (e.g. `"GSL"`).
+    const NAME: &'static str;
+
     /// The framer, with the server's frame limits.
     fn framer(&self) -> &Framer;
 
     /// How long a connection may stay silent before it is closed.
     fn idle_timeout(&self) -> Duration;
 
-    /// Answers one request frame. The connection reads nothing more until it resolves.
+    /// Answers one request, `command` with `body`; a command the server does not serve is
+    /// answered with [`Answer::not_served`]. The connection reads nothing more until it
+    /// resolves.
     fn handle(
         self: &Arc<Self>,
-        header: &FrameHeader,
+        command: Command,
         body: &[u8],
     ) -> impl Future<Output = Answer> + Send;
 }
@@ -92,6 +101,15 @@ impl Answer {
         }
     }
 
+    /// A command known to the protocol but not served by `H`: the peer took this server for
+    /// another, so nothing it sends next can be trusted to make sense here.
+    pub fn not_served<H: Handler>(command: Command) -> Self {
+        Self::fatal(
+            Status::UnknownCommand,
+            format!("{command} is not served by the {}", H::NAME),
+        )
+    }
+
     /// A payload that could not be decoded closes the connection; one that decoded but was
     /// refused (a bad name, an inconsistent count) is answered and the connection kept.
     pub fn from_control_error(error: &ControlError) -> Self {
@@ -108,6 +126,22 @@ impl Answer {
             _ => Self::refused(status, error.to_string()),
         }
     }
+}
+
+/// The command of a request frame, or the answer that refuses it.
+fn request_command<H: Handler>(header: &FrameHeader) -> Result<Command, Answer> {
+    if header.flags & flag::RESPONSE != 0 {
+        return Err(Answer::fatal(
+            Status::MalformedFrame,
+            format!(
+                "the {} sends no requests, so it takes no responses",
+                H::NAME
+            ),
+        ));
+    }
+    header
+        .command()
+        .map_err(|unknown| Answer::fatal(Status::UnknownCommand, unknown.to_string()))
 }
 
 /// Archives an [`ErrorReply`]; an empty body if even that fails, since the status alone
@@ -220,7 +254,10 @@ impl<H: Handler> Connection<H> {
                 Err(FrameError::Incomplete { .. }) => return Ok(Next::Read),
             };
             let header = frame.header;
-            let answer = self.handler.handle(&header, &frame.body).await;
+            let answer = match request_command::<H>(&header) {
+                Ok(command) => self.handler.handle(command, &frame.body).await,
+                Err(refusal) => refusal,
+            };
             let close = answer.close;
             if close {
                 info!(
@@ -309,4 +346,86 @@ impl<H: Handler> Connection<H> {
 fn intact_header(buf: &[u8]) -> Option<FrameHeader> {
     let header = FrameHeader::decode(buf).ok()?;
     (header.magic == MAGIC && header.compute_header_crc() == header.header_crc32c).then_some(header)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Gsl;
+
+    impl Handler for Gsl {
+        const NAME: &'static str = "GSL";
+
+        fn framer(&self) -> &Framer {
+            unreachable!("the refusals need no framer")
+        }
+
+        fn idle_timeout(&self) -> Duration {
+            Duration::from_secs(1)
+        }
+
+        fn handle(
+            self: &Arc<Self>,
+            command: Command,
+            _body: &[u8],
+        ) -> impl Future<Output = Answer> + Send {
+            std::future::ready(Answer::not_served::<Self>(command))
+        }
+    }
+
+    fn message(answer: &Answer) -> String {
+        control::decode::<ErrorReply>(&answer.body).unwrap().message
+    }
+
+    #[test]
+    fn responses_unknown_and_unserved_commands_close_with_the_servers_name() {
+        let request = FrameHeader {
+            command: Command::GslResolve.code(),
+            flags: flag::REQUEST,
+            ..FrameHeader::default()
+        };
+        assert_eq!(
+            request_command::<Gsl>(&request).unwrap(),
+            Command::GslResolve
+        );
+
+        let response = FrameHeader {
+            flags: flag::RESPONSE,
+            ..request
+        };
+        let refusal = request_command::<Gsl>(&response).unwrap_err();
+        assert_eq!(
+            (refusal.status, refusal.close),
+            (Status::MalformedFrame, true)
+        );
+        assert_eq!(
+            message(&refusal),
+            "the GSL sends no requests, so it takes no responses"
+        );
+
+        let unknown = FrameHeader {
+            command: 0x01FF,
+            ..request
+        };
+        let refusal = request_command::<Gsl>(&unknown).unwrap_err();
+        assert_eq!(
+            (refusal.status, refusal.close),
+            (Status::UnknownCommand, true)
+        );
+        assert_eq!(
+            message(&refusal),
+            protocol::codes::UnknownCommand(0x01FF).to_string()
+        );
+
+        let unserved = Answer::not_served::<Gsl>(Command::TopicRoute);
+        assert_eq!(
+            (unserved.status, unserved.close),
+            (Status::UnknownCommand, true)
+        );
+        assert_eq!(
+            message(&unserved),
+            format!("{} is not served by the GSL", Command::TopicRoute)
+        );
+    }
 }

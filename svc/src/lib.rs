@@ -9,10 +9,14 @@
 //! - [`rpc`]: a blocking request/response connection over `protocol` frames.
 //! - [`signal`]: running a server in the foreground until SIGTERM or SIGINT.
 //! - [`server`]: the accept loop: connection limit, accept-error backoff, shutdown.
+//! - [`config`]: settings from a TOML file and flags, and the frame limits every server checks.
+//! - [`error`]: [`server_error!`], a server's error type as the traits here need it.
 
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod connection;
+pub mod error;
 pub mod file;
 pub mod handle;
 pub mod rpc;

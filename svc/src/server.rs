@@ -20,14 +20,13 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Accepts connections on `listener` (bound to `local_addr`) and serves each with `handler`
 /// until `shutdown` completes; at most `max_connections` are open at once, and one more is
-/// closed at once. `name` (e.g. `"GSL"`) prefixes the log lines.
+/// closed at once. The server's [`Handler::NAME`] prefixes the log lines.
 ///
 /// On shutdown it stops accepting, sends `true` on `stop` (which every connection, and
 /// whatever background task the server started, watches) and waits for every connection to
 /// close once its current answers are written. Faults of single connections are logged and
 /// never end the loop.
 pub async fn serve<H: Handler>(
-    name: &str,
     listener: TcpListener,
     local_addr: SocketAddr,
     handler: Arc<H>,
@@ -66,14 +65,14 @@ pub async fn serve<H: Handler>(
                     tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
                 }
             },
-            Some(done) = connections.join_next() => log_panic(name, done),
+            Some(done) = connections.join_next() => log_panic(H::NAME, done),
         }
     }
-    info!("{name} on {local_addr} shutting down");
+    info!("{} on {local_addr} shutting down", H::NAME);
     // A send error only means no one is watching any more.
     let _ = stop.send(true);
     while let Some(done) = connections.join_next().await {
-        log_panic(name, done);
+        log_panic(H::NAME, done);
     }
 }
 
