@@ -53,6 +53,22 @@ impl Meter {
         self.errors.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The callback of an asynchronous send: one message of `bytes` once the broker
+    /// acknowledged it, else one error.
+    pub fn on_send(
+        self: &Arc<Self>,
+        bytes: u64,
+    ) -> impl FnOnce(client::Result<client::SendResult>) + Send + 'static {
+        let meter = self.clone();
+        move |result| match result {
+            Ok(_) => meter.record(1, bytes),
+            Err(e) => {
+                log::debug!("send failed: {e}");
+                meter.error();
+            }
+        }
+    }
+
     fn counts(&self) -> Counts {
         Counts {
             ops: self.ops.load(Ordering::Relaxed),

@@ -13,7 +13,7 @@ use crate::report::{Baseline, Comparison, Measured, Metric, Step, Sweep, SweepRa
 use crate::target::Target;
 
 /// Longest wait for the sends still in flight when the window closes.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Timeout of one produce request: generous, a sync flush under load queues behind fsyncs.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Sizes a `--smoke` size sweep keeps: its smallest and largest.
@@ -125,25 +125,30 @@ fn measure_size(
                     .with_request_timeout(REQUEST_TIMEOUT)
             })?;
             let producer = Producer::new(&client).context("starting a producer")?;
-            let value = vec![0xA5u8; message_bytes];
-            while !shared.stopped() {
-                let meter = shared.meter.clone();
-                producer.send_with_callback(Message::new(topic, value.clone()), move |result| {
-                    match result {
-                        Ok(_) => meter.record(1, message_bytes as u64),
-                        Err(e) => {
-                            log::debug!("send failed: {e}");
-                            meter.error();
-                        }
-                    }
-                });
-            }
-            producer
-                .flush(DRAIN_TIMEOUT)
-                .context("waiting for the last sends")?;
+            send_until_stopped(shared, &producer, topic, &vec![0xA5u8; message_bytes])?;
             client.close();
             Ok(())
         },
     )?;
     Ok(throughput)
+}
+
+/// Sends `value` to `topic` as fast as the producer takes it until the window stops,
+/// counting each acknowledged message, then waits for the last acknowledgements.
+pub(crate) fn send_until_stopped(
+    shared: &measure::Shared,
+    producer: &Producer,
+    topic: &str,
+    value: &[u8],
+) -> anyhow::Result<()> {
+    while !shared.stopped() {
+        producer.send_with_callback(
+            Message::new(topic, value),
+            shared.meter.on_send(value.len() as u64),
+        );
+    }
+    producer
+        .flush(DRAIN_TIMEOUT)
+        .context("waiting for the last sends")?;
+    Ok(())
 }

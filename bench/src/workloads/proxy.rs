@@ -27,9 +27,8 @@ use crate::cli::{DURATION_DEFAULT, Flush, GlobalArgs, parse_duration};
 use crate::measure::{self, Shared};
 use crate::report::{Baseline, Comparison, Measured};
 use crate::target::Target;
+use crate::workloads::produce;
 
-/// Longest wait for the sends still in flight when a native window closes.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Timeout of one HTTP call or WebSocket answer: a failure, not a latency, past it.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Batch linger of the native producers: the `produce` workload's default.
@@ -171,22 +170,7 @@ fn native_produce(
         |_, shared| {
             let client = target.client(global, |c| c.with_batch_linger(NATIVE_LINGER))?;
             let producer = Producer::new(&client).context("starting a producer")?;
-            let value = vec![b'x'; size];
-            while !shared.stopped() {
-                let meter = shared.meter.clone();
-                producer.send_with_callback(Message::new(topic, value.clone()), move |result| {
-                    match result {
-                        Ok(_) => meter.record(1, size as u64),
-                        Err(e) => {
-                            log::debug!("send failed: {e}");
-                            meter.error();
-                        }
-                    }
-                });
-            }
-            producer
-                .flush(DRAIN_TIMEOUT)
-                .context("waiting for the last sends")?;
+            produce::send_until_stopped(shared, &producer, topic, &vec![b'x'; size])?;
             client.close();
             Ok(())
         },

@@ -30,6 +30,7 @@ use crate::measure::{self, Throughput, thousands};
 use crate::report::{Measured, Metric, Section, Step, Sweep};
 use crate::resources::{self, Fit, UnitCost, Usage};
 use crate::target::Target;
+use crate::workloads::produce::DRAIN_TIMEOUT;
 
 /// Most queues of one topic (the broker's limit).
 const QUEUES_PER_TOPIC_MAX: u32 = engine::topic::QUEUE_COUNT_MAX;
@@ -46,8 +47,6 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
 const SMOKE_QUEUES_MAX: u64 = 100;
 /// Largest client count a `--smoke` run tries, likewise.
 const SMOKE_CLIENTS_MAX: u64 = 10;
-/// Longest wait for a step's last acknowledgements, and for each warming send.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Timeout of one produce request: generous, a thousand connections queue behind each other.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -291,16 +290,9 @@ fn measure_step(
                         let topic = &topics[bursts % topics.len()];
                         bursts += 1;
                         for _ in 0..args.burst {
-                            let meter = shared.meter.clone();
                             producer.send_with_callback(
                                 Message::new(*topic, value.clone()),
-                                move |result| match result {
-                                    Ok(_) => meter.record(1, message_bytes),
-                                    Err(e) => {
-                                        log::debug!("send failed: {e}");
-                                        meter.error();
-                                    }
-                                },
+                                shared.meter.on_send(message_bytes),
                             );
                         }
                         if shared.stopped() {
