@@ -279,17 +279,7 @@ impl Drop for ClientInner {
 /// cached routes and service locations.
 fn maintain(client: &Weak<ClientInner>, stop: &Receiver<()>) {
     let mut last_refresh = Instant::now();
-    loop {
-        let Some(interval) = client.upgrade().map(|c| c.config.heartbeat_interval) else {
-            return;
-        };
-        match stop.recv_timeout(interval) {
-            Err(RecvTimeoutError::Timeout) => {}
-            _ => return,
-        }
-        let Some(client) = client.upgrade() else {
-            return;
-        };
+    while let Some((client, interval)) = tick(client, stop, |c| c.heartbeat_interval) {
         // Nameserver connections carry no heartbeat: only broker ones can be judged silent.
         for conn in client
             .pool
@@ -336,17 +326,7 @@ fn maintain(client: &Weak<ClientInner>, stop: &Receiver<()>) {
 /// it answers. A thread of its own, so that probing a stalled shard (which holds a connect
 /// or a ping until its timeout) never delays heartbeats.
 fn probe(client: &Weak<ClientInner>, stop: &Receiver<()>) {
-    loop {
-        let Some(interval) = client.upgrade().map(|c| c.config.isolation_probe_interval) else {
-            return;
-        };
-        match stop.recv_timeout(interval) {
-            Err(RecvTimeoutError::Timeout) => {}
-            _ => return,
-        }
-        let Some(client) = client.upgrade() else {
-            return;
-        };
+    while let Some((client, _)) = tick(client, stop, |c| c.isolation_probe_interval) {
         for endpoint in client.isolation.unreachable_endpoints() {
             if client.is_closed() {
                 return;
@@ -367,6 +347,22 @@ fn probe(client: &Weak<ClientInner>, stop: &Receiver<()>) {
                 Err(e) => log::debug!("probe of isolated {endpoint}: {e}"),
             }
         }
+    }
+}
+
+/// One period of a background loop: waits the period `interval_of` the client's config (read
+/// anew each time) and hands back the client with the period, or `None` once the loop must
+/// end (stopped, or the client dropped). Holds no strong reference while it waits, so a
+/// dropped client ends its loops.
+fn tick(
+    client: &Weak<ClientInner>,
+    stop: &Receiver<()>,
+    interval_of: impl Fn(&ClientConfig) -> Duration,
+) -> Option<(Arc<ClientInner>, Duration)> {
+    let interval = interval_of(&client.upgrade()?.config);
+    match stop.recv_timeout(interval) {
+        Err(RecvTimeoutError::Timeout) => Some((client.upgrade()?, interval)),
+        _ => None,
     }
 }
 
