@@ -6,15 +6,16 @@
 //! Nothing here sleeps to synchronise: every wait polls a condition until a deadline and
 //! fails naming what it waited for.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as Process, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use client::{Admin, Client, ClientConfig, TopicConfig};
+use client::{Admin, Client, ClientConfig, ReceivedMessage, TopicConfig};
 use engine::{Broker, BrokerConfig};
 use nameserver::{NameserverConfig, NameserverHandle};
 use protocol::control::{ErrorReply, FlushMode};
@@ -71,6 +72,24 @@ pub fn retry_until<T, E: std::fmt::Display>(
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+    }
+}
+
+/// Who consumed what: a message's value → the client ids that got it.
+pub type Seen = Arc<Mutex<BTreeMap<String, BTreeSet<String>>>>;
+
+/// A consumer handler that records in `seen` that `client_id` got each message (by its value,
+/// as UTF-8).
+pub fn record_seen(seen: &Seen, client_id: &str) -> impl FnMut(&ReceivedMessage) + Send + 'static {
+    let seen = seen.clone();
+    let client_id = client_id.to_owned();
+    move |message: &ReceivedMessage| {
+        let value = String::from_utf8(message.value.clone()).unwrap();
+        seen.lock()
+            .unwrap()
+            .entry(value)
+            .or_default()
+            .insert(client_id.clone());
     }
 }
 

@@ -4,14 +4,12 @@
 //! the canary instance, across shards when it holds none on the addressed one; with the
 //! canary offline such a message is refused with a clear error, and untagged traffic goes on.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeSet;
+use std::sync::Arc;
 
-use client::{
-    Client, ConsumeMode, Consumer, ConsumerOptions, Message, Producer, ReceivedMessage, StartFrom,
-};
+use client::{Client, ConsumeMode, Consumer, ConsumerOptions, Message, Producer, StartFrom};
 use defibus_tests::areas::TwoAreas;
-use defibus_tests::{WAIT, topic_config, wait_for};
+use defibus_tests::{Seen, WAIT, record_seen, topic_config, wait_for};
 use protocol::codes::Status;
 use protocol::control::{FlushMode, RedirectRule};
 
@@ -21,9 +19,6 @@ const CANARY_ONLY: &str = "A10-7004";
 const GROUP: &str = "svc";
 const CANARY: &str = "canary-1#A10";
 const STABLE: [&str; 2] = ["v1-a#A10", "v1-b#A10"];
-
-/// Who consumed what: value → client ids.
-type Seen = Arc<Mutex<BTreeMap<String, BTreeSet<String>>>>;
 
 fn consumer(
     topology: &TwoAreas,
@@ -35,20 +30,11 @@ fn consumer(
     let consumers = topics
         .iter()
         .map(|topic| {
-            let sink = seen.clone();
-            let me = id.to_owned();
             Consumer::start_with(
                 &client,
                 ConsumerOptions::new(*topic, GROUP, ConsumeMode::Clustering)
                     .start_from(StartFrom::Earliest),
-                move |m: &ReceivedMessage| {
-                    let value = String::from_utf8(m.value.clone()).unwrap();
-                    sink.lock()
-                        .unwrap()
-                        .entry(value)
-                        .or_default()
-                        .insert(me.clone());
-                },
+                record_seen(seen, id),
             )
             .unwrap_or_else(|e| panic!("{id} on {topic}: {e}"))
         })

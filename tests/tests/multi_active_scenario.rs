@@ -3,38 +3,24 @@
 //! queues; when A10's consumers come back, the queues return to them; nothing acknowledged is
 //! lost on the way.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use client::{
-    Client, ConsumeMode, Consumer, ConsumerOptions, Message, Producer, ReceivedMessage, StartFrom,
-};
+use client::{Client, ConsumeMode, Consumer, ConsumerOptions, Message, Producer, StartFrom};
 use defibus_tests::areas::{TwoAreas, area_of, broker_area};
-use defibus_tests::{WAIT, wait_for};
+use defibus_tests::{Seen, WAIT, record_seen, wait_for};
 
 const TOPIC: &str = "A10-7002";
 const GROUP: &str = "active";
 
-/// Who consumed what: value → the client ids that got it.
-type Seen = Arc<Mutex<BTreeMap<String, BTreeSet<String>>>>;
-
 fn start_consumer(topology: &TwoAreas, id: &str, seen: &Seen) -> (Client, Consumer) {
     let area = area_of(id).to_owned();
     let client = topology.client(&area, |c| c.with_client_id(id).unwrap());
-    let sink = seen.clone();
-    let me = id.to_owned();
     let consumer = Consumer::start_with(
         &client,
         ConsumerOptions::new(TOPIC, GROUP, ConsumeMode::Clustering)
             .start_from(StartFrom::Committed),
-        move |m: &ReceivedMessage| {
-            let value = String::from_utf8(m.value.clone()).unwrap();
-            sink.lock()
-                .unwrap()
-                .entry(value)
-                .or_default()
-                .insert(me.clone());
-        },
+        record_seen(seen, id),
     )
     .unwrap_or_else(|e| panic!("consumer {id}: {e}"));
     (client, consumer)
