@@ -24,6 +24,7 @@ export DEFIBUS
 work=$(mktemp -d)
 standalone_pid=
 responder_pid=
+responder_line=
 cleanup() {
     # Stop what is still running (after a failure) before its data directory goes.
     for pid in $responder_pid $standalone_pid; do
@@ -50,6 +51,36 @@ match_lines() {
         # shellcheck disable=SC2053 # the expected line is a glob pattern
         [[ ${got[$i]} == ${want[$i]} ]] || return 1
     done
+}
+
+# start_responder 'README command line ending in &': checks README.md has it and runs it in
+# the background as written. The line's words are split on spaces: it has no quoted argument.
+start_responder() {
+    responder_line=$1
+    grep -qxF -- "$responder_line" "$readme" || fail "not in README.md: $responder_line"
+    [[ $responder_line != *[\"\']* ]] || fail "start_responder cannot split quotes: $responder_line"
+    echo "\$ $responder_line"
+    local -a args
+    read -ra args <<<"${responder_line#cargo run --release -- }"
+    unset 'args[-1]' # the '&'
+    "$DEFIBUS" "${args[@]}" >"$work/respond.out" 2>"$work/respond.err" &
+    responder_pid=$!
+}
+
+# stop_responder 'expected stdout globs': the README's `kill %1; wait`. The responder must
+# exit 0, write nothing on stderr and print the expected lines.
+stop_responder() {
+    grep -qxF 'kill %1; wait' "$readme" || fail "README.md lost 'kill %1; wait'"
+    echo '$ kill %1; wait'
+    kill -TERM "$responder_pid"
+    local code=0
+    wait "$responder_pid" || code=$?
+    responder_pid=
+    cat "$work/respond.out"
+    [[ $code == 0 ]] || fail "respond exited with $code: $(cat "$work/respond.err")"
+    [[ ! -s $work/respond.err ]] || fail "unexpected stderr of respond: $(cat "$work/respond.err")"
+    match_lines "$1" "$(cat "$work/respond.out")" ||
+        fail "unexpected stdout of $responder_line"
 }
 
 # step EXIT_CODE 'README command line' [expected stderr glob] <<<'expected stdout globs'
@@ -135,27 +166,12 @@ created A10-20190002 on broker-a: 2 queues, flush sync, max depth 500
 A10-20190002 is routable (* ms)
 EOF
 
-responder='cargo run --release -- respond --topic A10-20190002 --group upper-svc --upper &'
-grep -qxF -- "$responder" "$readme" || fail "not in README.md: $responder"
-echo "\$ $responder"
-"$DEFIBUS" respond --topic A10-20190002 --group upper-svc --upper \
-    >"$work/respond.out" 2>"$work/respond.err" &
-responder_pid=$!
+start_responder 'cargo run --release -- respond --topic A10-20190002 --group upper-svc --upper &'
 step 0 'cargo run --release -- request --topic A10-20190002 "hello, service"' <<'EOF'
 HELLO, SERVICE
 EOF
-grep -qxF 'kill %1; wait' "$readme" || fail "README.md lost 'kill %1; wait'"
-echo '$ kill %1; wait'
-kill -TERM "$responder_pid"
-code=0
-wait "$responder_pid" || code=$?
-responder_pid=
-cat "$work/respond.out"
-[[ $code == 0 ]] || fail "respond exited with $code: $(cat "$work/respond.err")"
-[[ ! -s $work/respond.err ]] || fail "unexpected stderr of respond: $(cat "$work/respond.err")"
-match_lines "responding to A10-20190002 as group upper-svc; stop with Ctrl-C
-queue=0 offset=0 key=- tag=- value=hello, service -> HELLO, SERVICE" "$(cat "$work/respond.out")" ||
-    fail "unexpected stdout of respond"
+stop_responder "responding to A10-20190002 as group upper-svc; stop with Ctrl-C
+queue=0 offset=0 key=- tag=- value=hello, service -> HELLO, SERVICE"
 
 step 0 'cargo run --release -- request --topic A10-20190002 --timeout-ms 1000 "anyone there?"; echo "exit code $?"' \
     '*ERROR defibus] no reply from A10-20190002 (is a responder running?*): timed out after 1s' <<'EOF'
@@ -171,29 +187,15 @@ step 0 'cargo run --release -- sgs service deploy --id 20190003' <<'EOF'
 SERVICE   STATE     AREAS  QUEUES  DEPTH  FLUSH  NAME     OWNER
 20190003  deployed  A10    2       500    async  greeter  team-a
 EOF
-responder='cargo run --release -- respond --service 20190003 --group greeter --upper &'
-grep -qxF -- "$responder" "$readme" || fail "not in README.md: $responder"
-echo "\$ $responder"
-"$DEFIBUS" respond --service 20190003 --group greeter --upper \
-    >"$work/respond.out" 2>"$work/respond.err" &
-responder_pid=$!
+start_responder 'cargo run --release -- respond --service 20190003 --group greeter --upper &'
 step 0 'cargo run --release -- request --service 20190003 "hello, service id"' <<'EOF'
 HELLO, SERVICE ID
 EOF
 step 0 'cargo run --release -- produce --service 20190003 "an event"' <<'EOF'
 topic=A10-20190003 queue=0 offset=1 broker=broker-a
 EOF
-echo '$ kill %1; wait'
-kill -TERM "$responder_pid"
-code=0
-wait "$responder_pid" || code=$?
-responder_pid=
-cat "$work/respond.out"
-[[ $code == 0 ]] || fail "respond exited with $code: $(cat "$work/respond.err")"
-[[ ! -s $work/respond.err ]] || fail "unexpected stderr of respond: $(cat "$work/respond.err")"
-match_lines "responding to A10-20190003 as group greeter; stop with Ctrl-C
-queue=0 offset=0 key=- tag=- value=hello, service id -> HELLO, SERVICE ID" "$(cat "$work/respond.out")" ||
-    fail "unexpected stdout of respond --service"
+stop_responder "responding to A10-20190003 as group greeter; stop with Ctrl-C
+queue=0 offset=0 key=- tag=- value=hello, service id -> HELLO, SERVICE ID"
 step 0 'cargo run --release -- request --service 20190009 "anyone there?"; echo "exit code $?"' \
     '*ERROR defibus] request to service 20190009 failed: service 20190009 is not deployed in any area' <<'EOF'
 exit code 1
