@@ -47,6 +47,7 @@ mod net;
 mod producer;
 mod route;
 mod rr;
+mod send;
 mod slot;
 mod timer;
 

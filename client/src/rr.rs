@@ -10,14 +10,15 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use protocol::codes::Command;
-use protocol::control::{self, ProduceAck};
+use protocol::control::ProduceAck;
 use protocol::record::{BatchBuilder, MessageType, Property};
 
 use crate::client::{Client, ClientInner, encode_correlation, schedule_reply_timeout};
 use crate::consumer::{ConsumeMode, Consumer, ConsumerOptions, Delivery, StartFrom};
 use crate::error::{ClientError, Result};
 use crate::message::{Message, ReceivedMessage, Reply, now_ms};
-use crate::producer::address_ext;
+use crate::route::QueueTarget;
+use crate::send::{self, Job, Outcome, address_ext};
 use crate::slot::{Waiter, slot};
 
 /// Sends requests and waits for their replies. Cheap to clone.
@@ -152,14 +153,15 @@ impl Requester {
             let bytes = builder
                 .finish()
                 .ok_or_else(|| ClientError::InvalidArgument("empty batch".into()))?;
-            send_request(
-                client,
-                id,
-                message.topic().to_owned(),
+            let topic = message.topic().to_owned();
+            let job = Job::new(
+                Command::Request,
+                topic,
                 bytes.into(),
-                0,
                 None,
+                AwaitReply { id },
             );
+            send::dispatch(client, job);
             Ok(())
         });
         if let Err(e) = sent {
@@ -171,93 +173,17 @@ impl Requester {
     }
 }
 
-/// Sends a request batch to a queue of `topic`. A refused or failed send is retried on
-/// another queue while retries last; the final failure ends the reply wait `id`.
-fn send_request(
-    client: &Arc<ClientInner>,
+/// A request's outcome: once stored, it waits on for its reply (registered as `id` before
+/// the send); a request that could not be stored ends that wait with the error.
+struct AwaitReply {
     id: u64,
-    topic: String,
-    bytes: bytes::Bytes,
-    attempt: u32,
-    avoid_broker: Option<String>,
-) {
-    let fail_or_retry = |error: ClientError, broker: Option<String>| {
-        if error.is_retryable() && attempt < client.config.retries && !client.is_closed() {
-            // The broker may have moved (restarted on other ports) or lost the queue.
-            client.routes.invalidate(&topic);
-            let retry = client.clone();
-            let (topic, bytes) = (topic.clone(), bytes.clone());
-            let queued = client.spawn_task(Box::new(move || {
-                send_request(&retry, id, topic, bytes, attempt + 1, broker);
-            }));
-            if let Err(e) = queued {
-                client.replies.complete(id, Err(e));
-            }
-        } else {
-            client.replies.complete(id, Err(error));
-        }
-    };
-    let route = match client.route(&topic) {
-        Ok(route) => route,
-        Err(e) => return fail_or_retry(e, avoid_broker),
-    };
-    let Some(target) = route.choose(
-        None,
-        &client.config,
-        &client.isolation,
-        avoid_broker.as_deref(),
-    ) else {
-        return fail_or_retry(
-            ClientError::NoRoute {
-                topic: topic.clone(),
-            },
-            avoid_broker,
-        );
-    };
-    let connected = client.broker(&target.endpoint).and_then(|conn| {
-        let ext = address_ext(&topic, target.queue_id)?;
-        Ok((conn, ext))
-    });
-    let (conn, ext) = match connected {
-        Ok(v) => v,
-        Err(e) => {
-            client.isolate_after(&target, &e);
-            return fail_or_retry(e, Some(target.broker_id));
-        }
-    };
-    let on_ack = {
-        let client = client.clone();
-        let topic = topic.clone();
-        let bytes = bytes.clone();
-        let target = target.clone();
-        let endpoint = conn.endpoint().to_owned();
-        move |result: Result<protocol::frame::FrameBytes>| {
-            let ack = result.and_then(|frame| {
-                control::decode::<ProduceAck>(&frame.body)
-                    .map_err(|e| ClientError::control(&endpoint, e))
-            });
-            match ack {
-                Ok(_) => client.isolation.lift(&target),
-                Err(e) => {
-                    client.isolate_after(&target, &e);
-                    if e.is_retryable() && attempt < client.config.retries && !client.is_closed() {
-                        let retry = client.clone();
-                        let broker = Some(target.broker_id.clone());
-                        let queued = client.spawn_task(Box::new(move || {
-                            send_request(&retry, id, topic, bytes, attempt + 1, broker);
-                        }));
-                        if let Err(e) = queued {
-                            client.replies.complete(id, Err(e));
-                        }
-                    } else {
-                        client.replies.complete(id, Err(e));
-                    }
-                }
-            }
-        }
-    };
-    if let Err(e) = conn.call_with(Command::Request, &ext, &bytes, Box::new(on_ack)) {
-        fail_or_retry(e, Some(target.broker_id));
+}
+
+impl Outcome for AwaitReply {
+    fn stored(self, _: &ClientInner, _: &str, _: &QueueTarget, _: &ProduceAck) {}
+
+    fn failed(self, client: &ClientInner, error: ClientError) {
+        client.replies.complete(self.id, Err(error));
     }
 }
 

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use protocol::names::Area;
 use protocol::record::{BatchBuilder, MessageType};
 
-use super::{Acker, ProducerInner, SendJob};
+use super::{Acker, ProducerInner};
 use crate::error::{ClientError, Result};
 use crate::message::Message;
 use crate::route::fnv1a64;
@@ -379,17 +379,7 @@ fn send(topic: String, batch: OpenBatch) {
     let Some(bytes) = builder.finish() else {
         return;
     };
-    ProducerInner::dispatch(
-        &producer,
-        SendJob {
-            topic,
-            bytes: Bytes::from(bytes),
-            ackers,
-            key,
-            attempt: 0,
-            avoid_broker: None,
-        },
-    );
+    ProducerInner::dispatch(producer, topic, Bytes::from(bytes), key, ackers);
 }
 
 #[cfg(test)]

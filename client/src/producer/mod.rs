@@ -1,27 +1,28 @@
 //! Producer: sync, async and oneway sends, with optional batching and retry on another queue.
 
 mod batcher;
+mod permits;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use protocol::codes::Command;
-use protocol::control::{self, ProduceAck};
-use protocol::data::BatchAddress;
+use protocol::control::ProduceAck;
 use protocol::record::{BatchBuilder, MessageType};
 
 use crate::client::{Client, ClientInner};
 use crate::error::{ClientError, Result};
 use crate::message::Message;
 use crate::route::QueueTarget;
+use crate::send::{self, Job, Outcome, Target};
 use crate::slot::{Waiter, slot};
 
 use batcher::Batcher;
+use permits::Permits;
 
 /// Where a sent message was stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,22 +70,8 @@ pub(crate) struct ProducerInner {
 }
 
 /// Acknowledges one message with its own offset. Each holds an in-flight permit, returned
-/// after it is called through [`ProducerInner::ack`] or [`ProducerInner::ack_all`].
+/// after it is called through [`ProducerInner::ack`] or by [`Acks`].
 pub(crate) type Acker = Box<dyn FnOnce(Result<SendResult>) + Send>;
-
-/// A batch on its way: encoded once, re-sent unchanged on a retry.
-pub(crate) struct SendJob {
-    pub(crate) topic: String,
-    pub(crate) bytes: Bytes,
-    /// One per record, in record order.
-    pub(crate) ackers: Vec<Acker>,
-    /// Hash this key onto a queue, when selecting by key.
-    pub(crate) key: Option<Vec<u8>>,
-    /// Attempts made so far.
-    pub(crate) attempt: u32,
-    /// The broker that failed the last attempt.
-    pub(crate) avoid_broker: Option<String>,
-}
 
 impl Producer {
     /// A producer with round-robin queue selection.
@@ -194,15 +181,9 @@ impl Producer {
         let bytes = builder
             .finish()
             .ok_or_else(|| ClientError::InvalidArgument("empty batch".into()))?;
-        let route = client.route(message.topic())?;
         let key = self.key_of(&message);
-        let target = route
-            .choose(key, &client.config, &client.isolation, None)
-            .ok_or_else(|| ClientError::NoRoute {
-                topic: message.topic().to_owned(),
-            })?;
-        let conn = client.broker(&target.endpoint)?;
-        let ext = address_ext(message.topic(), target.queue_id)?;
+        let Target { conn, ext, .. } =
+            send::target(client, message.topic(), key, None).map_err(|(e, _)| e)?;
         conn.send_oneway(Command::Produce, &ext, &bytes)
     }
 
@@ -254,149 +235,59 @@ impl ProducerInner {
             );
         };
         Self::dispatch(
-            inner,
-            SendJob {
-                topic: message.topic().to_owned(),
-                bytes: Bytes::from(bytes),
-                ackers: vec![acker],
-                key,
-                attempt: 0,
-                avoid_broker: None,
-            },
+            inner.clone(),
+            message.topic().to_owned(),
+            Bytes::from(bytes),
+            key,
+            vec![acker],
         );
     }
 
-    /// Sends a job to a queue; its acknowledgement (or failure, after retries) reaches every
-    /// acker.
-    pub(crate) fn dispatch(inner: &Arc<Self>, job: SendJob) {
-        let client = &inner.client;
-        let route = match client.route(&job.topic) {
-            Ok(route) => route,
-            Err(e) => return Self::retry_or_fail(inner, job, e, None),
-        };
-        let chosen = route.choose(
-            job.key.as_deref(),
-            &client.config,
-            &client.isolation,
-            job.avoid_broker.as_deref(),
-        );
-        let Some(target) = chosen else {
-            let e = ClientError::NoRoute {
-                topic: job.topic.clone(),
-            };
-            return Self::retry_or_fail(inner, job, e, None);
-        };
-        let connected = client.broker(&target.endpoint).and_then(|conn| {
-            let ext = address_ext(&job.topic, target.queue_id)?;
-            Ok((conn, ext))
-        });
-        let (conn, ext) = match connected {
-            Ok(v) => v,
-            Err(e) => return Self::retry_or_fail(inner, job, e, Some(&target)),
-        };
-        let bytes = job.bytes.clone();
-        // Shared so that a failed write can take the job back for a retry.
-        let job = Arc::new(Mutex::new(Some(job)));
-        let on_response = {
-            let job = job.clone();
-            let inner = inner.clone();
-            let target = target.clone();
-            let endpoint = conn.endpoint().to_owned();
-            move |result: Result<protocol::frame::FrameBytes>| {
-                let Some(job) = job.lock().unwrap_or_else(PoisonError::into_inner).take() else {
-                    return;
-                };
-                let ack = result.and_then(|frame| {
-                    control::decode::<ProduceAck>(&frame.body)
-                        .map_err(|e| ClientError::control(&endpoint, e))
-                });
-                match ack {
-                    Ok(ack) => {
-                        inner.client.isolation.lift(&target);
-                        let count = job.ackers.len();
-                        for (i, acker) in job.ackers.into_iter().enumerate() {
-                            acker(Ok(SendResult {
-                                topic: job.topic.clone(),
-                                broker_id: target.broker_id.clone(),
-                                queue_id: ack.queue_id,
-                                offset: ack.base_offset + i as u64,
-                            }));
-                        }
-                        // One wake-up of a waiting sender per batch, not per message.
-                        inner.in_flight.release(count);
-                    }
-                    Err(e) => Self::retry_or_fail(&inner, job, e, Some(&target)),
-                }
-            }
-        };
-        let sent = conn.call_with(Command::Produce, &ext, &bytes, Box::new(on_response));
-        if let Err(e) = sent {
-            let job = job.lock().unwrap_or_else(PoisonError::into_inner).take();
-            if let Some(job) = job {
-                Self::retry_or_fail(inner, job, e, Some(&target));
-            }
-        }
-    }
-
-    /// After a failed attempt: isolate the queue, and resend on another queue while retries
-    /// and the error allow; else fail every acker.
-    fn retry_or_fail(
-        inner: &Arc<Self>,
-        mut job: SendJob,
-        error: ClientError,
-        target: Option<&QueueTarget>,
+    /// Sends a batch of `topic` through the send pipeline; its acknowledgement (or failure,
+    /// after retries) reaches every acker, in record order.
+    pub(crate) fn dispatch(
+        producer: Arc<Self>,
+        topic: String,
+        bytes: Bytes,
+        key: Option<Vec<u8>>,
+        ackers: Vec<Acker>,
     ) {
-        let client = &inner.client;
-        if let Some(target) = target {
-            client.isolate_after(target, &error);
-            job.avoid_broker = Some(target.broker_id.clone());
-        }
-        if error.is_retryable() {
-            // The broker may have moved (restarted on other ports) or lost the queue.
-            client.routes.invalidate(&job.topic);
-        }
-        if error.is_retryable() && job.attempt < client.config.retries && !client.is_closed() {
-            job.attempt += 1;
-            log::debug!(
-                "send to {} failed ({error}); retry {} of {}",
-                job.topic,
-                job.attempt,
-                client.config.retries
-            );
-            let retry = inner.clone();
-            let job = Arc::new(Mutex::new(Some(job)));
-            let queued = job.clone();
-            let spawned = client.spawn_task(Box::new(move || {
-                if let Some(job) = queued.lock().unwrap_or_else(PoisonError::into_inner).take() {
-                    Self::dispatch(&retry, job);
-                }
+        let client = producer.client.clone();
+        let acks = Acks { producer, ackers };
+        send::dispatch(&client, Job::new(Command::Produce, topic, bytes, key, acks));
+    }
+}
+
+/// A produce's outcome: each message acknowledged with its own offset, then the permits
+/// returned.
+struct Acks {
+    producer: Arc<ProducerInner>,
+    /// One per record, in record order.
+    ackers: Vec<Acker>,
+}
+
+impl Outcome for Acks {
+    fn stored(self, _: &ClientInner, topic: &str, target: &QueueTarget, ack: &ProduceAck) {
+        let count = self.ackers.len();
+        for (i, acker) in self.ackers.into_iter().enumerate() {
+            acker(Ok(SendResult {
+                topic: topic.to_owned(),
+                broker_id: target.broker_id.clone(),
+                queue_id: ack.queue_id,
+                offset: ack.base_offset + i as u64,
             }));
-            if let Err(e) = spawned {
-                if let Some(job) = job.lock().unwrap_or_else(PoisonError::into_inner).take() {
-                    fail_all(inner, job, &e);
-                }
-            }
-            return;
         }
-        fail_all(inner, job, &error);
+        // One wake-up of a waiting sender per batch, not per message.
+        self.producer.in_flight.release(count);
     }
-}
 
-fn fail_all(inner: &ProducerInner, job: SendJob, error: &ClientError) {
-    let count = job.ackers.len();
-    for acker in job.ackers {
-        acker(Err(error.duplicate()));
+    fn failed(self, _: &ClientInner, error: ClientError) {
+        let count = self.ackers.len();
+        for acker in self.ackers {
+            acker(Err(error.duplicate()));
+        }
+        self.producer.in_flight.release(count);
     }
-    inner.in_flight.release(count);
-}
-
-/// The header extension addressing a batch to `queue_id` of `topic`.
-pub(crate) fn address_ext(topic: &str, queue_id: u32) -> Result<Vec<u8>> {
-    let mut ext = Vec::with_capacity(32 + topic.len());
-    BatchAddress::new(topic, queue_id)
-        .encode(&mut ext)
-        .map_err(|e| ClientError::InvalidArgument(format!("topic {topic}: {e}")))?;
-    Ok(ext)
 }
 
 /// The future of a send's acknowledgement.
@@ -420,126 +311,5 @@ impl SendFuture {
     /// Blocks for the acknowledgement, for at most `timeout`.
     pub fn wait(self, timeout: Duration) -> Result<SendResult> {
         self.0.wait(timeout)
-    }
-}
-
-/// A counting bound on sends in flight. Taking and returning permits is one atomic operation
-/// while nobody waits; the lock and condition variable are only for waiters, so returning a
-/// batch's permits costs no system call on the (reader) thread that acknowledges it.
-struct Permits {
-    used: AtomicUsize,
-    max: usize,
-    /// Threads blocked in `acquire` or `wait_idle`.
-    waiters: AtomicUsize,
-    lock: Mutex<()>,
-    changed: Condvar,
-}
-
-impl Permits {
-    fn new(max: usize) -> Self {
-        Self {
-            used: AtomicUsize::new(0),
-            max,
-            waiters: AtomicUsize::new(0),
-            lock: Mutex::new(()),
-            changed: Condvar::new(),
-        }
-    }
-
-    fn try_acquire(&self) -> bool {
-        self.used
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
-                (used < self.max).then_some(used + 1)
-            })
-            .is_ok()
-    }
-
-    fn acquire(&self) {
-        if self.try_acquire() {
-            return;
-        }
-        let mut guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
-        // Registered before the re-check, so a release either sees us or frees a permit the
-        // re-check finds (both sides use SeqCst).
-        self.waiters.fetch_add(1, Ordering::SeqCst);
-        while !self.try_acquire() {
-            guard = self
-                .changed
-                .wait(guard)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-        self.waiters.fetch_sub(1, Ordering::SeqCst);
-    }
-
-    fn release(&self, count: usize) {
-        if count == 0 {
-            return;
-        }
-        let _ = self
-            .used
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
-                Some(used.saturating_sub(count))
-            });
-        if self.waiters.load(Ordering::SeqCst) > 0 {
-            // Taking the lock orders this wake-up after a waiter's re-check.
-            drop(self.lock.lock().unwrap_or_else(PoisonError::into_inner));
-            self.changed.notify_all();
-        }
-    }
-
-    fn wait_idle(&self, timeout: Duration) -> Result<()> {
-        let deadline = std::time::Instant::now() + timeout;
-        if self.used.load(Ordering::SeqCst) == 0 {
-            return Ok(());
-        }
-        let mut guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
-        self.waiters.fetch_add(1, Ordering::SeqCst);
-        let result = loop {
-            if self.used.load(Ordering::SeqCst) == 0 {
-                break Ok(());
-            }
-            let now = std::time::Instant::now();
-            if now >= deadline {
-                break Err(ClientError::Timeout { after: timeout });
-            }
-            guard = self
-                .changed
-                .wait_timeout(guard, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        };
-        self.waiters.fetch_sub(1, Ordering::SeqCst);
-        drop(guard);
-        result
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn permits_bound_and_drain() {
-        let permits = Arc::new(Permits::new(2));
-        permits.acquire();
-        permits.acquire();
-        let waiter = permits.clone();
-        let t = std::thread::spawn(move || {
-            waiter.acquire();
-            waiter.release(1);
-        });
-        assert!(permits.wait_idle(Duration::from_millis(5)).is_err());
-        permits.release(1);
-        t.join().unwrap();
-        permits.release(1);
-        permits.wait_idle(Duration::from_secs(5)).unwrap();
-    }
-
-    #[test]
-    fn address_ext_carries_topic_and_queue() {
-        let ext = address_ext("A10-1", 7).unwrap();
-        let address = BatchAddress::decode(&ext).unwrap();
-        assert_eq!((address.topic, address.queue_id), ("A10-1", 7));
-        assert!(address_ext(&"x".repeat(200), 0).is_err());
     }
 }

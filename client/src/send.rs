@@ -1,0 +1,220 @@
+//! The one send pipeline, shared by produce and request (ARCHITECTURE §4.4, §4.5).
+//!
+//! A [`Job`] is an encoded record batch on its way to a queue of its topic: route → choose a
+//! queue (own area first, isolated queues and the broker that just failed avoided) → connect
+//! → call. A retryable failure isolates the queue, drops the cached route and sends the same
+//! bytes again from the task thread while retries last. What happens once the batch is
+//! stored, or has failed for good, is the job's [`Outcome`]: a produce acknowledges its
+//! messages; a request, already registered for its reply, only waits on (or ends that wait).
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use protocol::codes::Command;
+use protocol::control::{self, ProduceAck};
+use protocol::data::BatchAddress;
+use protocol::frame::FrameBytes;
+
+use crate::client::ClientInner;
+use crate::error::{ClientError, Result};
+use crate::net::Connection;
+use crate::route::QueueTarget;
+
+/// What a job does once its batch is stored, or has failed for good. Called on a reader
+/// thread, the task thread or the sender's thread: it must not block.
+pub(crate) trait Outcome: Send + 'static {
+    /// The broker stored the batch of `topic` on `target`, as `ack` says.
+    fn stored(self, client: &ClientInner, topic: &str, target: &QueueTarget, ack: &ProduceAck);
+
+    /// The batch was not stored: `error` is the last attempt's, or not retryable.
+    fn failed(self, client: &ClientInner, error: ClientError);
+}
+
+/// A record batch on its way: encoded once, sent unchanged on every attempt.
+pub(crate) struct Job<O> {
+    /// `Produce` or `Request`.
+    pub(crate) command: Command,
+    pub(crate) topic: String,
+    pub(crate) bytes: Bytes,
+    /// Hash this key onto a queue, when selecting by key.
+    pub(crate) key: Option<Vec<u8>>,
+    /// Attempts made so far.
+    attempt: u32,
+    /// The broker that failed the last attempt.
+    avoid_broker: Option<String>,
+    pub(crate) outcome: O,
+}
+
+impl<O: Outcome> Job<O> {
+    /// A first attempt at sending `bytes` to a queue of `topic`.
+    pub(crate) fn new(
+        command: Command,
+        topic: String,
+        bytes: Bytes,
+        key: Option<Vec<u8>>,
+        outcome: O,
+    ) -> Self {
+        Self {
+            command,
+            topic,
+            bytes,
+            key,
+            attempt: 0,
+            avoid_broker: None,
+            outcome,
+        }
+    }
+}
+
+/// A queue chosen for a send, with the connection to its broker shard and the header
+/// extension addressing it.
+pub(crate) struct Target {
+    pub(crate) queue: QueueTarget,
+    pub(crate) conn: Arc<Connection>,
+    pub(crate) ext: Vec<u8>,
+}
+
+/// Why no [`Target`] was found: the error, and the queue it concerns once one was chosen
+/// (so that it can be isolated).
+pub(crate) type TargetError = (ClientError, Option<QueueTarget>);
+
+/// Chooses a queue of `topic` (by `key` when given, off `avoid_broker` when possible) and
+/// connects to its broker shard.
+pub(crate) fn target(
+    client: &ClientInner,
+    topic: &str,
+    key: Option<&[u8]>,
+    avoid_broker: Option<&str>,
+) -> std::result::Result<Target, TargetError> {
+    let route = client.route(topic).map_err(|e| (e, None))?;
+    let queue = route
+        .choose(key, &client.config, &client.isolation, avoid_broker)
+        .ok_or_else(|| {
+            let e = ClientError::NoRoute {
+                topic: topic.to_owned(),
+            };
+            (e, None)
+        })?;
+    let connected = client.broker(&queue.endpoint).and_then(|conn| {
+        let ext = address_ext(topic, queue.queue_id)?;
+        Ok((conn, ext))
+    });
+    match connected {
+        Ok((conn, ext)) => Ok(Target { queue, conn, ext }),
+        Err(e) => Err((e, Some(queue))),
+    }
+}
+
+/// Sends `job` to a queue; its outcome learns whether the batch was stored (after retries).
+pub(crate) fn dispatch<O: Outcome>(client: &Arc<ClientInner>, job: Job<O>) {
+    let chosen = target(
+        client,
+        &job.topic,
+        job.key.as_deref(),
+        job.avoid_broker.as_deref(),
+    );
+    let Target { queue, conn, ext } = match chosen {
+        Ok(target) => target,
+        Err((e, queue)) => return retry_or_fail(client, job, e, queue.as_ref()),
+    };
+    let command = job.command;
+    let bytes = job.bytes.clone();
+    // Shared so that a failed write can take the job back for a retry, and so that the job
+    // is taken once even if the connection also fails the call while the write fails.
+    let job = Arc::new(Mutex::new(Some(job)));
+    let on_response = {
+        let job = job.clone();
+        let client = client.clone();
+        let queue = queue.clone();
+        let endpoint = conn.endpoint().to_owned();
+        move |result: Result<FrameBytes>| {
+            let Some(job) = take(&job) else {
+                return;
+            };
+            let ack = result.and_then(|frame| {
+                control::decode::<ProduceAck>(&frame.body)
+                    .map_err(|e| ClientError::control(&endpoint, e))
+            });
+            match ack {
+                Ok(ack) => {
+                    client.isolation.lift(&queue);
+                    job.outcome.stored(&client, &job.topic, &queue, &ack);
+                }
+                Err(e) => retry_or_fail(&client, job, e, Some(&queue)),
+            }
+        }
+    };
+    if let Err(e) = conn.call_with(command, &ext, &bytes, Box::new(on_response)) {
+        if let Some(job) = take(&job) {
+            retry_or_fail(client, job, e, Some(&queue));
+        }
+    }
+}
+
+/// After a failed attempt: isolates the queue, and sends again, off its broker, while retries
+/// and the error allow; else the job has failed.
+fn retry_or_fail<O: Outcome>(
+    client: &Arc<ClientInner>,
+    mut job: Job<O>,
+    error: ClientError,
+    queue: Option<&QueueTarget>,
+) {
+    if let Some(queue) = queue {
+        client.isolate_after(queue, &error);
+        job.avoid_broker = Some(queue.broker_id.clone());
+    }
+    if error.is_retryable() {
+        // The broker may have moved (restarted on other ports) or lost the queue.
+        client.routes.invalidate(&job.topic);
+    }
+    if !(error.is_retryable() && job.attempt < client.config.retries && !client.is_closed()) {
+        return job.outcome.failed(client, error);
+    }
+    job.attempt += 1;
+    log::debug!(
+        "send to {} failed ({error}); retry {} of {}",
+        job.topic,
+        job.attempt,
+        client.config.retries
+    );
+    // A retry may connect to another broker: work for the task thread, not a reader thread.
+    let job = Arc::new(Mutex::new(Some(job)));
+    let queued = job.clone();
+    let retry = client.clone();
+    let spawned = client.spawn_task(Box::new(move || {
+        if let Some(job) = take(&queued) {
+            dispatch(&retry, job);
+        }
+    }));
+    if let Err(e) = spawned {
+        if let Some(job) = take(&job) {
+            job.outcome.failed(client, e);
+        }
+    }
+}
+
+fn take<O>(job: &Mutex<Option<Job<O>>>) -> Option<Job<O>> {
+    job.lock().unwrap_or_else(PoisonError::into_inner).take()
+}
+
+/// The header extension addressing a batch to `queue_id` of `topic`.
+pub(crate) fn address_ext(topic: &str, queue_id: u32) -> Result<Vec<u8>> {
+    let mut ext = Vec::with_capacity(32 + topic.len());
+    BatchAddress::new(topic, queue_id)
+        .encode(&mut ext)
+        .map_err(|e| ClientError::InvalidArgument(format!("topic {topic}: {e}")))?;
+    Ok(ext)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_ext_carries_topic_and_queue() {
+        let ext = address_ext("A10-1", 7).unwrap();
+        let address = BatchAddress::decode(&ext).unwrap();
+        assert_eq!((address.topic, address.queue_id), ("A10-1", 7));
+        assert!(address_ext(&"x".repeat(200), 0).is_err());
+    }
+}
