@@ -1,0 +1,167 @@
+//! Records on their way to the application: pushes checked and deduplicated on the reader
+//! thread, then handed to the inline handler, or through a channel to `recv` or to the
+//! handler thread.
+
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use protocol::data::BatchAddress;
+use protocol::frame::FrameBytes;
+use protocol::record::{BATCH_LEN_MAX, BatchView};
+
+use super::ConsumerInner;
+use crate::error::{ClientError, Result};
+use crate::message::ReceivedMessage;
+use crate::net::Connection;
+
+/// A pushed record on its way to the application, with the connection it came on.
+pub(crate) struct Delivery {
+    pub(crate) message: ReceivedMessage,
+    pub(crate) conn: Arc<Connection>,
+    pub(crate) subscription_id: u64,
+}
+
+/// A handler run on the reader thread of the connection each push arrives on, one call at a
+/// time: no handoff to a handler thread (see [`Consumer::start_inline_deliveries`]).
+pub(super) type InlineHandler = Mutex<Box<dyn FnMut(&Delivery) + Send>>;
+
+impl ConsumerInner {
+    /// Starts the thread that calls `handler` for each delivery, in order; a delivery counts
+    /// as consumed once the handler returns.
+    pub(super) fn spawn_handler_thread(
+        inner: &Arc<Self>,
+        mut handler: impl FnMut(&Delivery) + Send + 'static,
+    ) -> Result<JoinHandle<()>> {
+        let inner = inner.clone();
+        std::thread::Builder::new()
+            .name(format!("defibus-consume-{}", inner.options.topic))
+            .spawn(move || {
+                while let Some(delivery) = inner.next_delivery(None) {
+                    handler(&delivery);
+                    inner.processed(&delivery);
+                }
+            })
+            .map_err(|source| ClientError::Io {
+                endpoint: "(local)".into(),
+                source,
+            })
+    }
+
+    /// The next delivery; `None` on timeout or once closed. `timeout: None` waits until
+    /// closed, checking every 100 ms.
+    pub(super) fn next_delivery(&self, timeout: Option<Duration>) -> Option<Delivery> {
+        let slice = Duration::from_millis(100);
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let received = self.received.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if self.closed.load(Ordering::Acquire) {
+                return None;
+            }
+            let wait = match deadline {
+                Some(deadline) => deadline
+                    .saturating_duration_since(Instant::now())
+                    .min(slice),
+                None => slice,
+            };
+            match received.recv_timeout(wait) {
+                Ok(delivery) => return Some(delivery),
+                Err(RecvTimeoutError::Timeout) => {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return None;
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    /// Handles one pushed batch (on a reader thread): skips what was already received, hands
+    /// the rest on (to the inline handler, else to the delivery channel), and counts the
+    /// skipped records as consumed.
+    pub(super) fn on_push(
+        &self,
+        conn: &Arc<Connection>,
+        endpoint: &str,
+        subscription_id: u64,
+        frame: &FrameBytes,
+    ) {
+        let address = match BatchAddress::decode(&frame.ext) {
+            Ok(address) => address,
+            Err(e) => {
+                log::warn!("{endpoint}: push with a bad address dropped: {e}");
+                return;
+            }
+        };
+        let batch = match BatchView::parse(&frame.body, BATCH_LEN_MAX) {
+            Ok(batch) => batch,
+            Err(e) => {
+                log::warn!("{endpoint}: push with a corrupt batch dropped: {e}");
+                return;
+            }
+        };
+        let mut fresh = Vec::with_capacity(batch.record_count() as usize);
+        let mut skipped = 0u32;
+        {
+            let mut positions = self
+                .positions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let position = positions
+                .entry((endpoint.to_owned(), address.queue_id))
+                .or_default();
+            for record in batch.records() {
+                if record.offset() < position.expected {
+                    skipped += 1;
+                    continue;
+                }
+                position.expected = record.offset() + 1;
+                fresh.push(ReceivedMessage::from_record(
+                    &record,
+                    address.topic,
+                    address.queue_id,
+                    endpoint,
+                ));
+            }
+        }
+        if skipped > 0 {
+            log::debug!(
+                "{endpoint}: skipped {skipped} already received records of queue {}",
+                address.queue_id
+            );
+            self.consumed(endpoint, subscription_id, skipped);
+        }
+        if let Some(handler) = &self.inline {
+            let mut handler = handler.lock().unwrap_or_else(PoisonError::into_inner);
+            for message in fresh {
+                // Checked under the lock that close takes: nothing is handled after it.
+                if self.closed.load(Ordering::Acquire) {
+                    return;
+                }
+                let delivery = Delivery {
+                    message,
+                    conn: conn.clone(),
+                    subscription_id,
+                };
+                handler(&delivery);
+                self.processed(&delivery);
+            }
+            return;
+        }
+        let deliveries = self
+            .deliveries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(deliveries) = deliveries.as_ref() {
+            for message in fresh {
+                let _ = deliveries.send(Delivery {
+                    message,
+                    conn: conn.clone(),
+                    subscription_id,
+                });
+            }
+        }
+    }
+}
