@@ -33,16 +33,17 @@ pub(crate) trait Outcome: Send + 'static {
 /// A record batch on its way: encoded once, sent unchanged on every attempt.
 pub(crate) struct Job<O> {
     /// `Produce` or `Request`.
-    pub(crate) command: Command,
-    pub(crate) topic: String,
-    pub(crate) bytes: Bytes,
+    command: Command,
+    topic: String,
+    bytes: Bytes,
     /// Hash this key onto a queue, when selecting by key.
-    pub(crate) key: Option<Vec<u8>>,
+    key: Option<Vec<u8>>,
     /// Attempts made so far.
     attempt: u32,
     /// The broker that failed the last attempt.
     avoid_broker: Option<String>,
-    pub(crate) outcome: O,
+    /// What follows once the batch is stored or has failed for good.
+    outcome: O,
 }
 
 impl<O: Outcome> Job<O> {
