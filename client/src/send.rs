@@ -209,7 +209,67 @@ pub(crate) fn address_ext(topic: &str, queue_id: u32) -> Result<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::mpsc::{self, Sender};
+    use std::time::Duration;
+
     use super::*;
+    use crate::client::Client;
+    use crate::config::ClientConfig;
+
+    /// Reports what the pipeline told it: the stored queue id, or the error.
+    struct Recorder(Sender<std::result::Result<u32, ClientError>>);
+
+    impl Outcome for Recorder {
+        fn stored(self, _: &ClientInner, _: &str, target: &QueueTarget, _: &ProduceAck) {
+            self.0.send(Ok(target.queue_id)).unwrap();
+        }
+
+        fn failed(self, _: &ClientInner, error: ClientError) {
+            self.0.send(Err(error)).unwrap();
+        }
+    }
+
+    /// A client whose only nameserver is a port nobody listens on.
+    fn unroutable_client() -> Client {
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead_addr = dead.local_addr().unwrap().to_string();
+        drop(dead);
+        let config = ClientConfig::new([dead_addr], "A10")
+            .unwrap()
+            .with_retries(2)
+            .with_connect_timeout(Duration::from_secs(1));
+        Client::new(config).unwrap()
+    }
+
+    fn job(outcome: Recorder) -> Job<Recorder> {
+        let bytes = Bytes::from_static(b"not looked at before a queue is chosen");
+        Job::new(Command::Produce, "A10-1".into(), bytes, None, outcome)
+    }
+
+    #[test]
+    fn a_job_that_finds_no_route_fails_once_with_a_retryable_error() {
+        let client = unroutable_client();
+        let (tx, rx) = mpsc::channel();
+        dispatch(&client.inner, job(Recorder(tx)));
+        let outcome = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        let error = outcome.unwrap_err();
+        assert!(error.is_retryable(), "{error}");
+        // The outcome was consumed by that call, and no retry holds a copy of the job: the
+        // channel's only sender is gone.
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(30)).unwrap_err(),
+            mpsc::RecvTimeoutError::Disconnected
+        );
+    }
+
+    #[test]
+    fn a_closed_client_fails_a_job_without_retrying() {
+        let client = unroutable_client();
+        client.close();
+        let (tx, rx) = mpsc::channel();
+        dispatch(&client.inner, job(Recorder(tx)));
+        assert!(matches!(rx.try_recv().unwrap(), Err(ClientError::Closed)));
+    }
 
     #[test]
     fn address_ext_carries_topic_and_queue() {
