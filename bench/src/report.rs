@@ -75,6 +75,10 @@ impl Metric {
     fn format(self, value: f64) -> String {
         match self {
             Metric::OpsPerS => thousands(value),
+            // A produced message costs a microsecond or two.
+            Metric::CpuUsPerOp | Metric::BrokerCpuUsPerOp | Metric::ClientCpuUsPerOp => {
+                format!("{value:.2}")
+            }
             _ => format!("{value:.1}"),
         }
     }
@@ -204,7 +208,7 @@ impl Comparison {
             .iter()
             .filter_map(|&metric| {
                 let ours = self.ours.get(metric)?;
-                let baseline = self.baseline.as_ref().and_then(|b| b.measured.get(metric));
+                let baseline = self.baseline_figure(metric);
                 Some(Row {
                     metric,
                     ours,
@@ -213,6 +217,21 @@ impl Comparison {
                 })
             })
             .collect()
+    }
+
+    /// The baseline's figure to set beside ours for `metric`. Where ours has no broker share
+    /// (`--target`: its CPU time is the clients' alone), its CPU time is compared with the
+    /// baseline's clients, not with a total that includes the baseline's broker.
+    fn baseline_figure(&self, metric: Metric) -> Option<f64> {
+        let baseline = &self.baseline.as_ref()?.measured;
+        if metric == Metric::CpuUsPerOp && self.ours.cpu_of_clients_only() {
+            return match baseline.get(Metric::ClientCpuUsPerOp) {
+                Some(clients) => Some(clients),
+                None if baseline.cpu_of_clients_only() => baseline.get(metric),
+                None => None,
+            };
+        }
+        baseline.get(metric)
     }
 
     /// Ours / baseline for `metric`.
@@ -553,8 +572,8 @@ fn comparison_table(out: &mut String, result: &ComparisonWithRows) {
 }
 
 /// The note under a run whose CPU time could not be split.
-const CLIENTS_ONLY: &str =
-    "CPU µs/op of ours: this process only, the clients (the broker runs elsewhere)";
+const CLIENTS_ONLY: &str = "CPU µs/op of ours: this process only, the clients (the broker runs \
+                            elsewhere); a baseline's beside it is its clients' too";
 
 fn sweep_table(out: &mut String, sweep: &Sweep) {
     let _ = writeln!(out, "\n== {}: {}", sweep.workload, sweep.setup);
@@ -752,6 +771,23 @@ pub(crate) mod tests {
         let report = Report::new("test".into(), "test".into(), None, vec![remote.into()]);
         assert!(report.table().contains(CLIENTS_ONLY));
         assert!(report.insane_figures().is_empty());
+        // Beside a baseline whose broker ran here, ours is set against its clients' share.
+        let mut beside_relay = with_cpu(0.5, None);
+        beside_relay.baseline = Some(Baseline {
+            name: "tcp-relay".into(),
+            setup: "test".into(),
+            measured: with_cpu(0.3, Some(0.1)).ours,
+        });
+        let cpu_row = beside_relay
+            .rows()
+            .into_iter()
+            .find(|r| r.metric == Metric::CpuUsPerOp)
+            .unwrap();
+        assert!((cpu_row.ours - 500.0).abs() < 1e-9, "{cpu_row:?}");
+        assert!(
+            cpu_row.baseline.is_some_and(|b| (b - 200.0).abs() < 1e-9),
+            "{cpu_row:?}"
+        );
         let idle = Report::new(
             "test".into(),
             "test".into(),
