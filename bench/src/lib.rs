@@ -5,13 +5,15 @@
 //! remote); [`measure`] the one measurement loop (warm-up, window, progress, open-loop
 //! pacing); [`latency`] histograms and percentiles; [`workloads`] one module per workload;
 //! [`baselines`] the raw TCP and raw-protocol baselines; [`report`] figures, ratios, table and
-//! JSON; [`goals`] the DESIGN §8 goals; [`plot`] the SVG and PNG plots; [`resources`] the
+//! JSON; [`cpu`] the CPU time per operation, split between broker and clients; [`goals`] the
+//! DESIGN §8 goals; [`plot`] the SVG and PNG plots; [`resources`] the
 //! open files and memory the large workloads hold and may hold.
 
 #![deny(unsafe_code)]
 
 mod baselines;
 pub mod cli;
+mod cpu;
 mod goals;
 mod latency;
 mod measure;

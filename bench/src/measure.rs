@@ -21,6 +21,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::Window;
+use crate::cpu::{CpuPerOp, CpuSample, CpuTime};
 use crate::latency::{Latency, new_histogram, record_ns};
 
 /// How often the progress line is refreshed.
@@ -115,6 +116,10 @@ pub struct Throughput {
     pub ops_per_s: f64,
     /// Payload megabytes (10^6 bytes) per second.
     pub mb_per_s: f64,
+    /// The CPU time each operation cost, over the same window; absent from reports written
+    /// before it was measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuPerOp>,
 }
 
 impl Throughput {
@@ -127,7 +132,15 @@ impl Throughput {
             errors,
             ops_per_s: ops as f64 / seconds,
             mb_per_s: bytes as f64 / seconds / 1e6,
+            cpu: None,
         }
+    }
+
+    /// With `used`, the CPU time of the window these operations completed in, spread over
+    /// them.
+    pub fn with_cpu(mut self, used: Option<CpuTime>) -> Self {
+        self.cpu = used.and_then(|used| CpuPerOp::new(used, self.ops));
+        self
     }
 
     fn between(start: Counts, end: Counts, elapsed: Duration) -> Self {
@@ -311,6 +324,7 @@ fn watch(label: &str, window: Window, shared: &Shared) -> Throughput {
         std::thread::sleep(PROGRESS_INTERVAL.min(warmup_end - Instant::now()));
     }
     shared.recording.store(true, Ordering::Release);
+    let cpu_start = CpuSample::now();
     let started = Instant::now();
     let start = shared.meter.counts();
     let (mut last, mut last_at) = (start, started);
@@ -336,9 +350,11 @@ fn watch(label: &str, window: Window, shared: &Shared) -> Throughput {
     }
     let end = shared.meter.counts();
     let elapsed = started.elapsed();
+    let cpu_end = CpuSample::now();
     shared.recording.store(false, Ordering::Release);
     eprintln!();
-    Throughput::between(start, end, elapsed)
+    let used = cpu_start.zip(cpu_end).map(|(start, end)| start.until(end));
+    Throughput::between(start, end, elapsed).with_cpu(used)
 }
 
 fn progress(label: &str, status: &str) {
@@ -391,6 +407,11 @@ mod tests {
         );
         assert!(latency.throughput.ops_per_s > 100.0, "{latency:?}");
         assert_eq!(latency.throughput.bytes, latency.throughput.ops * 10);
+        let cpu = latency
+            .throughput
+            .cpu
+            .expect("CPU measured over the window");
+        assert!(cpu.total_us.is_finite() && cpu.total_us >= 0.0, "{cpu:?}");
     }
 
     #[test]

@@ -38,6 +38,12 @@ pub enum Metric {
     P999Us,
     P9999Us,
     MaxUs,
+    /// The whole process's CPU time (user + system) per operation, µs.
+    CpuUsPerOp,
+    /// The broker threads' share of it (an embedded broker only).
+    BrokerCpuUsPerOp,
+    /// The rest of the process: the clients (an embedded broker only).
+    ClientCpuUsPerOp,
 }
 
 impl Metric {
@@ -51,12 +57,28 @@ impl Metric {
             Metric::P999Us => "p99.9 µs",
             Metric::P9999Us => "p99.99 µs",
             Metric::MaxUs => "max µs",
+            Metric::CpuUsPerOp => "CPU µs/op",
+            Metric::BrokerCpuUsPerOp => "broker µs/op",
+            Metric::ClientCpuUsPerOp => "client µs/op",
         }
+    }
+
+    /// Whether the figure is CPU time: measured where the clocks can be read, and split
+    /// between broker and clients only where the broker runs in this process.
+    fn is_cpu(self) -> bool {
+        matches!(
+            self,
+            Metric::CpuUsPerOp | Metric::BrokerCpuUsPerOp | Metric::ClientCpuUsPerOp
+        )
     }
 
     fn format(self, value: f64) -> String {
         match self {
             Metric::OpsPerS => thousands(value),
+            // A produced message costs a microsecond or two.
+            Metric::CpuUsPerOp | Metric::BrokerCpuUsPerOp | Metric::ClientCpuUsPerOp => {
+                format!("{value:.2}")
+            }
             _ => format!("{value:.1}"),
         }
     }
@@ -67,7 +89,13 @@ impl Measured {
     pub fn metrics(&self) -> &'static [Metric] {
         match self {
             Measured::Bandwidth(_) => &[Metric::MbPerS],
-            Measured::Throughput(_) => &[Metric::OpsPerS, Metric::MbPerS],
+            Measured::Throughput(_) => &[
+                Metric::OpsPerS,
+                Metric::MbPerS,
+                Metric::CpuUsPerOp,
+                Metric::BrokerCpuUsPerOp,
+                Metric::ClientCpuUsPerOp,
+            ],
             Measured::Latency(_) => &[
                 Metric::P50Us,
                 Metric::P90Us,
@@ -76,6 +104,9 @@ impl Measured {
                 Metric::P9999Us,
                 Metric::MaxUs,
                 Metric::OpsPerS,
+                Metric::CpuUsPerOp,
+                Metric::BrokerCpuUsPerOp,
+                Metric::ClientCpuUsPerOp,
             ],
         }
     }
@@ -95,6 +126,9 @@ impl Measured {
             (Measured::Latency(l), Metric::P999Us) => l.p999_us,
             (Measured::Latency(l), Metric::P9999Us) => l.p9999_us,
             (Measured::Latency(l), Metric::MaxUs) => l.max_us,
+            (_, Metric::CpuUsPerOp) => throughput.cpu?.total_us,
+            (_, Metric::BrokerCpuUsPerOp) => throughput.cpu?.broker_us?,
+            (_, Metric::ClientCpuUsPerOp) => throughput.cpu?.client_us?,
             _ => return None,
         })
     }
@@ -115,12 +149,24 @@ impl Measured {
     }
 
     /// Every figure non-zero and finite, and something was measured: what `--smoke` checks.
+    /// CPU figures may be absent (no split with `--target`), but those present must be sane
+    /// too: nothing completes without costing some CPU on both sides.
     fn insane_figures(&self) -> Vec<Metric> {
         self.metrics()
             .iter()
             .copied()
-            .filter(|&m| self.get(m).is_none_or(|v| !v.is_finite() || v <= 0.0))
+            .filter(|&m| match self.get(m) {
+                Some(v) => !v.is_finite() || v <= 0.0,
+                None => !m.is_cpu(),
+            })
             .collect()
+    }
+
+    /// Whether CPU time was measured here but could not be split: the broker runs elsewhere.
+    fn cpu_of_clients_only(&self) -> bool {
+        self.throughput()
+            .cpu
+            .is_some_and(|cpu| cpu.broker_us.is_none())
     }
 }
 
@@ -162,7 +208,7 @@ impl Comparison {
             .iter()
             .filter_map(|&metric| {
                 let ours = self.ours.get(metric)?;
-                let baseline = self.baseline.as_ref().and_then(|b| b.measured.get(metric));
+                let baseline = self.baseline_figure(metric);
                 Some(Row {
                     metric,
                     ours,
@@ -171,6 +217,21 @@ impl Comparison {
                 })
             })
             .collect()
+    }
+
+    /// The baseline's figure to set beside ours for `metric`. Where ours has no broker share
+    /// (`--target`: its CPU time is the clients' alone), its CPU time is compared with the
+    /// baseline's clients, not with a total that includes the baseline's broker.
+    fn baseline_figure(&self, metric: Metric) -> Option<f64> {
+        let baseline = &self.baseline.as_ref()?.measured;
+        if metric == Metric::CpuUsPerOp && self.ours.cpu_of_clients_only() {
+            return match baseline.get(Metric::ClientCpuUsPerOp) {
+                Some(clients) => Some(clients),
+                None if baseline.cpu_of_clients_only() => baseline.get(metric),
+                None => None,
+            };
+        }
+        baseline.get(metric)
     }
 
     /// Ours / baseline for `metric`.
@@ -447,6 +508,17 @@ impl Report {
                 }
             }
         }
+        let measured_cpu = self
+            .comparisons()
+            .map(|c| &c.ours)
+            .chain(
+                self.sweeps()
+                    .flat_map(|s| s.steps.iter().map(|step| &step.measured)),
+            )
+            .any(|measured| measured.get(Metric::CpuUsPerOp).is_some());
+        if !measured_cpu && !self.sections.is_empty() {
+            insane.push("no CPU time measured in any workload".into());
+        }
         for sweep in self.sweeps() {
             if sweep.steps.is_empty() {
                 insane.push(format!("{}: no step measured", sweep.workload));
@@ -475,7 +547,7 @@ fn comparison_table(out: &mut String, result: &ComparisonWithRows) {
     }
     let _ = writeln!(
         out,
-        "   {:<10} {:>14} {:>14} {:>14}",
+        "   {:<12} {:>14} {:>14} {:>14}",
         "metric", "ours", "baseline", "ours/baseline"
     );
     for row in &result.rows {
@@ -483,7 +555,7 @@ fn comparison_table(out: &mut String, result: &ComparisonWithRows) {
         let ratio = row.ratio.map_or("-".into(), |r| format!("{r:.3}"));
         let _ = writeln!(
             out,
-            "   {:<10} {:>14} {:>14} {:>14}",
+            "   {:<12} {:>14} {:>14} {:>14}",
             row.metric.label(),
             row.metric.format(row.ours),
             baseline,
@@ -492,9 +564,16 @@ fn comparison_table(out: &mut String, result: &ComparisonWithRows) {
     }
     let errors = c.ours.throughput().errors;
     if errors > 0 {
-        let _ = writeln!(out, "   errors     {errors:>14}");
+        let _ = writeln!(out, "   errors       {errors:>14}");
+    }
+    if c.ours.cpu_of_clients_only() {
+        let _ = writeln!(out, "   {CLIENTS_ONLY}");
     }
 }
+
+/// The note under a run whose CPU time could not be split.
+const CLIENTS_ONLY: &str = "CPU µs/op of ours: this process only, the clients (the broker runs \
+                            elsewhere); a baseline's beside it is its clients' too";
 
 fn sweep_table(out: &mut String, sweep: &Sweep) {
     let _ = writeln!(out, "\n== {}: {}", sweep.workload, sweep.setup);
@@ -502,7 +581,14 @@ fn sweep_table(out: &mut String, sweep: &Sweep) {
         let _ = writeln!(out, "   (no step measured)");
         return;
     };
-    let metrics = first.measured.metrics();
+    // CPU columns only where some step measured them (not per consumer, say).
+    let metrics: Vec<Metric> = first
+        .measured
+        .metrics()
+        .iter()
+        .copied()
+        .filter(|&m| !m.is_cpu() || sweep.steps.iter().any(|s| s.measured.get(m).is_some()))
+        .collect();
     // The offered rate gets its own column where the steps vary something else.
     let offered = sweep
         .steps
@@ -513,8 +599,8 @@ fn sweep_table(out: &mut String, sweep: &Sweep) {
     if offered {
         let _ = write!(header, " {:>12}", "offered/s");
     }
-    for metric in metrics {
-        let _ = write!(header, " {:>11}", metric.label());
+    for metric in &metrics {
+        let _ = write!(header, " {:>12}", metric.label());
     }
     if let Some(ratio) = &sweep.ratio {
         let _ = write!(header, " {:>11}", format!("{} ratio", ratio.metric.label()));
@@ -529,12 +615,12 @@ fn sweep_table(out: &mut String, sweep: &Sweep) {
             let offered = step.offered_per_s.map_or("-".into(), thousands);
             let _ = write!(line, " {offered:>12}");
         }
-        for &metric in metrics {
+        for &metric in &metrics {
             let value = step
                 .measured
                 .get(metric)
                 .map_or("-".into(), |v| metric.format(v));
-            let _ = write!(line, " {value:>11}");
+            let _ = write!(line, " {value:>12}");
         }
         if sweep.ratio.is_some() {
             let ratio = sweep
@@ -574,6 +660,9 @@ fn sweep_table(out: &mut String, sweep: &Sweep) {
     if errors > 0 {
         let _ = writeln!(out, "   errors: {errors}");
     }
+    if sweep.steps.iter().any(|s| s.measured.cpu_of_clients_only()) {
+        let _ = writeln!(out, "   {CLIENTS_ONLY}");
+    }
     if let Some(finding) = &sweep.finding {
         let _ = writeln!(out, "   {finding}");
     }
@@ -582,6 +671,7 @@ fn sweep_table(out: &mut String, sweep: &Sweep) {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::cpu::CpuTime;
     use crate::measure::Throughput;
 
     pub(crate) fn throughput(ops_per_s: f64, mb_per_s: f64) -> Throughput {
@@ -592,6 +682,7 @@ pub(crate) mod tests {
             errors: 0,
             ops_per_s,
             mb_per_s,
+            cpu: None,
         }
     }
 
@@ -641,6 +732,71 @@ pub(crate) mod tests {
         assert_eq!(rows[1].ratio, Some(0.25));
     }
 
+    fn with_cpu(total_s: f64, broker_s: Option<f64>) -> Comparison {
+        let measured = throughput(1000.0, 1.0).with_cpu(Some(CpuTime { total_s, broker_s }));
+        Comparison {
+            workload: "rr".into(),
+            setup: "test".into(),
+            message_bytes: 256,
+            concurrency: 1,
+            ours: Measured::Throughput(measured),
+            baseline: None,
+        }
+    }
+
+    #[test]
+    fn cpu_per_op_is_split_where_the_broker_runs_here() {
+        let split = with_cpu(0.5, Some(0.2));
+        let rows: Vec<_> = split.rows().iter().map(|r| (r.metric, r.ours)).collect();
+        let near = |metric, want: f64| {
+            rows.iter()
+                .any(|&(m, v)| m == metric && (v - want).abs() < 1e-9)
+        };
+        assert!(near(Metric::CpuUsPerOp, 500.0), "{rows:?}");
+        assert!(near(Metric::BrokerCpuUsPerOp, 200.0), "{rows:?}");
+        assert!(near(Metric::ClientCpuUsPerOp, 300.0), "{rows:?}");
+        let report = Report::new("test".into(), "test".into(), None, vec![split.into()]);
+        let table = report.table();
+        assert!(table.contains("broker µs/op"), "{table}");
+        assert!(!table.contains(CLIENTS_ONLY), "{table}");
+        assert!(report.insane_figures().is_empty());
+    }
+
+    #[test]
+    fn cpu_of_a_remote_broker_is_the_clients_alone_and_says_so() {
+        let remote = with_cpu(0.5, None);
+        let metrics: Vec<_> = remote.rows().iter().map(|r| r.metric).collect();
+        assert!(metrics.contains(&Metric::CpuUsPerOp));
+        assert!(!metrics.contains(&Metric::BrokerCpuUsPerOp));
+        let report = Report::new("test".into(), "test".into(), None, vec![remote.into()]);
+        assert!(report.table().contains(CLIENTS_ONLY));
+        assert!(report.insane_figures().is_empty());
+        // Beside a baseline whose broker ran here, ours is set against its clients' share.
+        let mut beside_relay = with_cpu(0.5, None);
+        beside_relay.baseline = Some(Baseline {
+            name: "tcp-relay".into(),
+            setup: "test".into(),
+            measured: with_cpu(0.3, Some(0.1)).ours,
+        });
+        let cpu_row = beside_relay
+            .rows()
+            .into_iter()
+            .find(|r| r.metric == Metric::CpuUsPerOp)
+            .unwrap();
+        assert!((cpu_row.ours - 500.0).abs() < 1e-9, "{cpu_row:?}");
+        assert!(
+            cpu_row.baseline.is_some_and(|b| (b - 200.0).abs() < 1e-9),
+            "{cpu_row:?}"
+        );
+        let idle = Report::new(
+            "test".into(),
+            "test".into(),
+            None,
+            vec![with_cpu(0.0, None).into()],
+        );
+        assert_eq!(idle.insane_figures(), ["rr CPU µs/op"]);
+    }
+
     #[test]
     fn smoke_flags_zero_figures() {
         let report = Report::new(
@@ -657,6 +813,7 @@ pub(crate) mod tests {
             [
                 "produce-async msg/s",
                 "produce-async MB/s",
+                "no CPU time measured in any workload",
                 "scale-queues 10 queues msg/s",
                 "scale-queues 10 queues MB/s"
             ]
@@ -697,5 +854,7 @@ pub(crate) mod tests {
         let table = report.table();
         assert!(table.contains("0.950"), "{table}");
         assert!(table.contains("first step (1)"), "{table}");
+        // No step measured CPU time, so there is no column of dashes for it.
+        assert!(!table.contains("CPU µs/op"), "{table}");
     }
 }

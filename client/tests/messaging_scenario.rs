@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use client::{ConsumeMode, Consumer, ConsumerOptions, Message, Producer, QueueSelector, StartFrom};
 
-use support::{Cluster, client, client_with, wait_for};
+use support::{Cluster, client, client_with};
+use testkit::wait_until;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -102,7 +103,7 @@ fn batched_async_sends_are_each_acknowledged() {
         handler,
     )
     .unwrap();
-    wait_for("500 batched messages", WAIT, || {
+    wait_until("500 batched messages", WAIT, || {
         seen.lock().unwrap().len() >= 500
     });
     let distinct: BTreeSet<_> = seen.lock().unwrap().iter().cloned().collect();
@@ -134,7 +135,7 @@ fn two_groups_both_get_everything() {
             .unwrap();
     }
     for seen in [&seen_a, &seen_b] {
-        wait_for("every message in each group", WAIT, || {
+        wait_until("every message in each group", WAIT, || {
             seen.lock().unwrap().iter().collect::<BTreeSet<_>>().len() == sent.len()
         });
     }
@@ -160,7 +161,7 @@ fn broadcast_reaches_every_consumer() {
             .unwrap();
     }
     for seen in [&seen_1, &seen_2] {
-        wait_for("every message at each broadcast member", WAIT, || {
+        wait_until("every message at each broadcast member", WAIT, || {
             seen.lock().unwrap().iter().collect::<BTreeSet<_>>().len() == sent.len()
         });
     }
@@ -184,7 +185,7 @@ fn oneway_sends_arrive() {
         handler,
     )
     .unwrap();
-    wait_for("20 oneway messages", WAIT, || {
+    wait_until("20 oneway messages", WAIT, || {
         seen.lock().unwrap().len() >= 20
     });
 }
@@ -208,16 +209,18 @@ fn consumers_resubscribe_and_producers_reroute_after_a_broker_restart() {
     for value in values(20, "before") {
         producer.send(Message::new("A10-1006", value)).unwrap();
     }
-    wait_for("messages before the restart", WAIT, || {
+    wait_until("messages before the restart", WAIT, || {
         seen.lock().unwrap().len() >= 20
     });
     cluster.restart_broker();
     let after = values(20, "after");
     for value in &after {
         let message = Message::new("A10-1006", value.clone());
-        support::retry_until(WAIT, || producer.send(message.clone()));
+        testkit::retry_until("a send after the restart", WAIT, || {
+            producer.send(message.clone())
+        });
     }
-    wait_for("messages after the restart", WAIT, || {
+    wait_until("messages after the restart", WAIT, || {
         let seen = seen.lock().unwrap();
         after.iter().all(|v| seen.contains(v))
     });

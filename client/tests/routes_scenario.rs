@@ -10,7 +10,8 @@ use protocol::control::{self, BrokerRegistration, TopicInfo};
 use protocol::frame::{FrameMeta, Framer, encode_frame};
 use std::io::{Read, Write};
 
-use support::{client, client_with, start_nameserver, wait_for};
+use support::{client, client_with, start_nameserver};
+use testkit::wait_until;
 
 #[test]
 fn an_unknown_topic_is_a_typed_no_route() {
@@ -84,7 +85,7 @@ fn a_dead_broker_fails_sends_after_retries_without_hanging() {
     register(&ns.local_addr().to_string(), &registration);
     let client = client(&ns);
     let admin = Admin::new(&client);
-    wait_for("the route", Duration::from_secs(10), || {
+    wait_until("the route", Duration::from_secs(10), || {
         admin.topic_route("A10-7").is_ok()
     });
     let producer = Producer::new(&client).unwrap();

@@ -78,7 +78,7 @@ fn the_broker_registers_with_every_nameserver_and_unregisters_at_shutdown() {
     let ports = broker.shard_ports();
     let mut admin = Client::connect(ports[0], "admin");
     admin.create_topic(&topic_config("A10-5001", 3, FlushMode::Async));
-    let registration = wait_for("a registration listing the topic", || {
+    let registration = testkit::wait_for("a registration listing the topic", WAIT, || {
         let (command, body) = registrations.recv_timeout(WAIT).ok()?;
         assert_eq!(command, Command::BrokerRegister);
         let registration: BrokerRegistration = control::decode(&body).unwrap();
@@ -92,7 +92,7 @@ fn the_broker_registers_with_every_nameserver_and_unregisters_at_shutdown() {
     assert_eq!(registration.topics[0].queue_depths.len(), 3);
     drop(admin);
     broker.shutdown().unwrap();
-    let unregistered = wait_for("an unregister", || {
+    let unregistered = testkit::wait_for("an unregister", WAIT, || {
         let (command, body) = registrations.recv_timeout(WAIT).ok()?;
         (command == Command::BrokerUnregister).then_some(body)
     });

@@ -28,12 +28,16 @@ fn retention_by_size_deletes_old_segments_and_moves_the_start_offset() {
     }
     // About 40 KB were written against an 8 KB limit of 4 KB segments: passes that ran while
     // producing trimmed part of it, the next pass must leave at most ~8 KB (start ≥ 30).
-    let start = wait_for("retention to trim the queue to its 8 KB limit", || {
-        let stats: BrokerStats =
-            control::decode(&client.call_ok(Command::Stats, &[], &[])).unwrap();
-        let queue = stats.queues.iter().find(|q| q.topic == "A10-7001")?;
-        (queue.start_offset >= 30).then_some(queue.start_offset)
-    });
+    let start = testkit::wait_for(
+        "retention to trim the queue to its 8 KB limit",
+        WAIT,
+        || {
+            let stats: BrokerStats =
+                control::decode(&client.call_ok(Command::Stats, &[], &[])).unwrap();
+            let queue = stats.queues.iter().find(|q| q.topic == "A10-7001")?;
+            (queue.start_offset >= 30).then_some(queue.start_offset)
+        },
+    );
     assert!(
         start < next,
         "retention keeps the active segment: start {start}, next {next}"

@@ -62,15 +62,6 @@ fn locator(gsl: &GslHandle, area: &str) -> ServiceLocator {
     client_of(gsl, area, |c| c).locator()
 }
 
-/// Polls `condition` until it holds, failing after [`TIMEOUT`].
-fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + TIMEOUT;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 fn areas(deployments: &[Deployment]) -> Vec<String> {
     deployments.iter().map(|d| d.area.clone()).collect()
 }
@@ -146,14 +137,14 @@ fn the_locator_caches_refreshes_and_survives_a_gsl_outage() {
         "cached until the refresh interval passes"
     );
     // A short interval picks the change up, nearest first.
-    wait_for("the refreshed resolution", || {
+    testkit::wait_until("the refreshed resolution", TIMEOUT, || {
         areas(&locator.resolve("7001").unwrap()) == ["B20", "A10"]
     });
 
     // With GSL gone, the stale answer is still served; an unknown service is an error.
     gsl.shutdown().unwrap();
     let stale_by = Instant::now() + Duration::from_millis(100);
-    wait_for("the cached answer to go stale", || {
+    testkit::wait_until("the cached answer to go stale", TIMEOUT, || {
         Instant::now() >= stale_by
     });
     assert_eq!(areas(&locator.resolve("7001").unwrap()), ["B20", "A10"]);

@@ -5,7 +5,8 @@ mod support;
 use protocol::codes::{Command, Status};
 use protocol::control;
 use protocol::frame::{FrameHeader, FrameMeta, HEADER_LEN};
-use support::{Client, broker, error_reply, start_nameserver, topic, wait_until};
+use support::{Client, PATIENCE, broker, error_reply, start_nameserver, topic};
+use testkit::wait_until;
 
 const TOPIC: &str = "A10-20190001";
 const FRAME_LEN_MAX: usize = 64 << 10;
@@ -168,7 +169,7 @@ fn connections_past_the_limit_are_closed_and_slots_are_reused() {
     let mut third = Client::connect(ns.local_addr());
     third.expect_closed();
     drop(first);
-    wait_until("a slot is free again", || {
+    wait_until("a slot to be free again", PATIENCE, || {
         let mut retry = Client::connect(ns.local_addr());
         let (_, bytes) = retry.request_bytes(Command::ClusterInfo.code(), &[]);
         retry.send_raw(&bytes);

@@ -5,7 +5,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use protocol::codes::Status;
-use support::{Client, broker, start_nameserver, topic, wait_until};
+use support::{Client, PATIENCE, broker, start_nameserver, topic};
+use testkit::wait_until;
 
 const TOPIC: &str = "A10-20190001";
 const EXPIRY_MS: u64 = 1_000;
@@ -28,7 +29,7 @@ fn a_silent_broker_is_dropped_within_its_expiry_while_a_registering_one_stays() 
 
     // `alive` keeps registering at a fifth of the expiry; `silent` sends nothing more.
     let mut next_heartbeat = Instant::now();
-    wait_until("the silent broker is dropped", || {
+    wait_until("the silent broker to be dropped", PATIENCE, || {
         if Instant::now() >= next_heartbeat {
             alive.register(&b);
             next_heartbeat += Duration::from_millis(EXPIRY_MS / 5);
@@ -60,7 +61,7 @@ fn the_last_broker_of_a_topic_expiring_makes_the_topic_unknown() {
     let mut conn = Client::connect(ns.local_addr());
     conn.register(&broker("only", &[1001], vec![topic(TOPIC, 1, 1, 1)]));
     assert!(conn.route(TOPIC).is_ok());
-    wait_until("the topic has no live broker", || {
+    wait_until("the topic to have no live broker", PATIENCE, || {
         conn.route(TOPIC)
             .is_err_and(|e| e.status() == Ok(Status::UnknownTopic))
     });

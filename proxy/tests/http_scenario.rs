@@ -183,7 +183,7 @@ fn webhook_subscription_pushes_retries_and_unsubscribes() {
     assert_eq!(push["message"]["value"], "pushed");
 
     // The proxy counts the delivery once it has read the answer.
-    defibus_tests::wait_for("the delivery to be counted", WAIT, || {
+    testkit::wait_until("the delivery to be counted", WAIT, || {
         bus.get(&format!("/v1/subscriptions/{id}")).1["delivered"] == 1
     });
     let (status, info) = bus.get(&format!("/v1/subscriptions/{id}"));
@@ -226,7 +226,7 @@ fn webhook_gives_up_after_the_last_attempt_and_goes_on() {
     }
     let push = received.recv_timeout(WAIT).expect("the second message");
     assert_eq!(push["message"]["value"], "kept");
-    defibus_tests::wait_for("the delivery to be counted", WAIT, || {
+    testkit::wait_until("the delivery to be counted", WAIT, || {
         bus.get(&format!("/v1/subscriptions/{id}")).1["delivered"] == 1
     });
     let (_, info) = bus.get(&format!("/v1/subscriptions/{id}"));
@@ -244,7 +244,7 @@ fn subscription_leases_expire_without_heartbeats() {
     let (status, sub) = bus.post("/v1/subscriptions", &body.to_string());
     assert_eq!(status, 201, "{sub}");
     let id = sub["id"].as_str().unwrap();
-    defibus_tests::wait_for("the lease to expire", WAIT, || {
+    testkit::wait_until("the lease to expire", WAIT, || {
         bus.get(&format!("/v1/subscriptions/{id}")).0 == 404
     });
 }
@@ -360,7 +360,7 @@ fn binary_values_go_in_and_out_as_base64() {
         reply
     })
     .unwrap();
-    let reply = defibus_tests::retry_until("a binary reply", WAIT, || {
+    let reply = testkit::retry_until("a binary reply", WAIT, || {
         let (status, body) = bus.post(
             "/v1/request",
             r#"{"topic":"A10-7010","value_b64":"AAE=","timeout_ms":1000}"#,

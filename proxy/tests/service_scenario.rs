@@ -104,7 +104,7 @@ fn publishes_and_requests_by_service_id_reach_the_deployment() {
         r.value.to_ascii_uppercase()
     })
     .unwrap();
-    let reply = defibus_tests::retry_until("a reply by service id", WAIT, || {
+    let reply = testkit::retry_until("a reply by service id", WAIT, || {
         let (status, body) = bus.post(
             "/v1/request",
             &json!({"service": SERVICE, "value": "ping", "timeout_ms": 1000}).to_string(),

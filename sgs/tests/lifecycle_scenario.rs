@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use client::{
     Admin, Client, ClientConfig, ConsumeMode, Consumer, ConsumerOptions, Message, Producer,
@@ -60,7 +60,7 @@ impl Area {
         };
         let admin_client = area.client();
         let admin = Admin::new(&admin_client);
-        wait_for(&format!("broker of {code} registered"), || {
+        testkit::wait_until(&format!("broker of {code} registered"), WAIT, || {
             admin.cluster_info().is_ok_and(|i| !i.brokers.is_empty())
         });
         area
@@ -98,14 +98,6 @@ impl Drop for Area {
         if let Some(broker) = self.broker.take() {
             let _ = broker.shutdown();
         }
-    }
-}
-
-fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -249,7 +241,7 @@ fn apply_deploy_resolve_and_offline_across_two_areas_with_restarts() {
         ]
     );
     assert_eq!(client.show("20190001").unwrap().name, "payments");
-    wait_for("GSL re-pushed by the restarted SGS", || {
+    testkit::wait_until("GSL re-pushed by the restarted SGS", WAIT, || {
         resolved_areas(&gsl, "A10", "20190001") == ["A10", "B20"]
     });
 

@@ -194,7 +194,7 @@ impl TwoAreas {
         for area in AREAS {
             let client = self.client(area, |c| c);
             let admin = Admin::new(&client);
-            crate::wait_for(
+            testkit::wait_until(
                 &format!("{area}'s nameserver routing all {want} queues of {topic}"),
                 crate::WAIT,
                 || {

@@ -4,7 +4,8 @@
 //! a raw frame connection for feeding servers bad input.
 //!
 //! Nothing here sleeps to synchronise: every wait polls a condition until a deadline and
-//! fails naming what it waited for.
+//! fails naming what it waited for, through `defibus-testkit`'s `wait_until`, `wait_for` and
+//! `retry_until`, which every test crate shares.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -37,42 +38,6 @@ pub const AREA: &str = "A10";
 /// Routes test logs through the test harness's capture; idempotent.
 pub fn init_logs() {
     let _ = env_logger::builder().is_test(true).try_init();
-}
-
-/// Polls `condition` until it holds; panics naming `what` once `timeout` has passed.
-pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(1);
-    while !condition() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(50));
-    }
-}
-
-/// Calls `attempt` until it succeeds; panics with the last error once `timeout` has passed.
-/// For calls made while a restarted server becomes reachable again.
-pub fn retry_until<T, E: std::fmt::Display>(
-    what: &str,
-    timeout: Duration,
-    mut attempt: impl FnMut() -> Result<T, E>,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match attempt() {
-            Ok(value) => return value,
-            Err(e) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "{what}: still failing after {timeout:?}: {e}"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
 }
 
 /// Who consumed what: a message's value → the client ids that got it.
@@ -181,7 +146,7 @@ pub fn create_topic(admin: &Admin, brokers: &[String], config: &TopicConfig) {
             .unwrap_or_else(|e| panic!("create {} on {broker}: {e}", config.topic));
     }
     let want = config.queue_count as usize * brokers.len();
-    wait_for(
+    testkit::wait_until(
         &format!("a route to all {want} queues of {}", config.topic),
         WAIT,
         || {
@@ -320,18 +285,18 @@ pub fn wait_for_assignment_on(
     group: &str,
     mut settled: impl FnMut(&BTreeMap<(String, u32), String>) -> bool,
 ) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let last = assignment_on(admin, endpoints, topic, group);
-        if settled(&last) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "group {group} of {topic}: not {what} within {WAIT:?}; last assignment: {last:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    testkit::retry_until(
+        &format!("group {group} of {topic} assigned {what}"),
+        WAIT,
+        || {
+            let last = assignment_on(admin, endpoints, topic, group);
+            if settled(&last) {
+                Ok(())
+            } else {
+                Err(format!("last assignment: {last:?}"))
+            }
+        },
+    );
 }
 
 /// The environment variable carrying a child broker's configuration file.

@@ -6,10 +6,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use client::{Message, Producer};
-use defibus_tests::{Cluster, RawConnection, WAIT, client, wait_for};
+use defibus_tests::{Cluster, RawConnection, WAIT, client};
 use protocol::codes::{Command, Status};
 use protocol::control::FlushMode;
 use protocol::frame::{FrameHeader, FrameMeta, HEADER_LEN, encode_frame};
+use testkit::wait_until;
 
 const TOPIC: &str = "A10-3501";
 
@@ -89,7 +90,7 @@ fn bad_frames_on_every_port_close_only_their_connection() {
         })
     };
     let acked_now = || *acked.lock().unwrap();
-    wait_for("the bystander's first sends", WAIT, || acked_now() > 0);
+    wait_until("the bystander's first sends", WAIT, || acked_now() > 0);
 
     let nameserver_port = cluster.nameserver.local_addr().port();
     feed_bad_input("nameserver", nameserver_port, Command::ClusterInfo);
@@ -100,7 +101,7 @@ fn bad_frames_on_every_port_close_only_their_connection() {
 
     // The bystander was served during the bad input and still is after it.
     let after_bad_input = acked_now();
-    wait_for("50 more bystander sends after the bad input", WAIT, || {
+    wait_until("50 more bystander sends after the bad input", WAIT, || {
         acked_now() >= after_bad_input + 50
     });
     stop.store(true, Ordering::Release);

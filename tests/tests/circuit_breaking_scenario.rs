@@ -10,9 +10,10 @@ use std::sync::{Arc, Mutex, mpsc};
 use client::{
     ConsumeMode, Consumer, ConsumerOptions, Message, Producer, ReceivedMessage, StartFrom,
 };
+use defibus_tests::WAIT;
 use defibus_tests::areas::TwoAreas;
-use defibus_tests::{WAIT, wait_for};
 use protocol::codes::Status;
+use testkit::wait_until;
 
 const TOPIC: &str = "A10-7001";
 const GROUP: &str = "depth";
@@ -133,7 +134,7 @@ fn a_stalled_consumers_queues_refuse_produces_and_messages_go_elsewhere() {
 
     // The consumer resumes: the group gets every acknowledged message.
     drop(release);
-    wait_for(
+    wait_until(
         "the group to consume every acknowledged message",
         WAIT,
         || acked.is_subset(&seen.lock().unwrap()),
@@ -178,7 +179,7 @@ fn requests_to_a_stuck_responder_fail_fast_at_the_depth_limit() {
             )
         })
         .collect();
-    wait_for("both queues at the depth limit", WAIT, || {
+    wait_until("both queues at the depth limit", WAIT, || {
         let stats = cluster.admin().stats(&cluster.endpoints()[0]).unwrap();
         stats.queues.iter().filter(|q| q.topic == SERVICE).all(|q| {
             q.groups

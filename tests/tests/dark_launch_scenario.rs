@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use client::{Client, ConsumeMode, Consumer, ConsumerOptions, Message, Producer, StartFrom};
 use defibus_tests::areas::TwoAreas;
-use defibus_tests::{Seen, WAIT, record_seen, topic_config, wait_for};
+use defibus_tests::{Seen, WAIT, record_seen, topic_config};
 use protocol::codes::Status;
 use protocol::control::{FlushMode, RedirectRule};
+use testkit::wait_until;
 
 const TOPIC: &str = "A10-7003";
 /// Only the canary subscribes to this one.
@@ -103,7 +104,7 @@ fn flagged_messages_reach_only_the_canary_and_fail_clearly_without_it() {
         producer.send(Message::new(TOPIC, value.clone())).unwrap();
         plain.insert(value);
     }
-    wait_for("every message consumed", WAIT, || {
+    wait_until("every message consumed", WAIT, || {
         let seen = seen.lock().unwrap();
         gray.iter().chain(&plain).all(|v| seen.contains_key(v))
     });

@@ -9,9 +9,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use client::{Admin, ConsumeMode, Consumer, ConsumerOptions, Message, Producer, StartFrom};
 use defibus_tests::{
     ChildBroker, WAIT, broker_config, child_broker_main, client, create_topic, endpoint,
-    start_nameserver, topic_config, wait_for,
+    start_nameserver, topic_config,
 };
 use protocol::control::FlushMode;
+use testkit::wait_until;
 
 const TOPIC: &str = "A10-3201";
 const GROUP: &str = "durable";
@@ -97,7 +98,7 @@ fn committed_offsets_and_sync_messages_survive_kill_9() {
     let broker = ChildBroker::spawn(CHILD_ENTRY, &config);
     let new_ports = broker.shard_ports().to_vec();
     assert_ne!(old_ports, new_ports, "the restarted broker listens anew");
-    wait_for(
+    wait_until(
         "the route to name the restarted broker's ports",
         WAIT,
         || {

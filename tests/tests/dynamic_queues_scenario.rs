@@ -13,8 +13,9 @@ use client::{
     Admin, Client, ConsumeMode, Consumer, ConsumerOptions, Message, Producer, ReceivedMessage,
     StartFrom,
 };
+use defibus_tests::WAIT;
 use defibus_tests::areas::TwoAreas;
-use defibus_tests::{WAIT, wait_for};
+use testkit::wait_until;
 
 const TOPIC: &str = "A10-7005";
 const GROUP: &str = "elastic";
@@ -104,7 +105,7 @@ fn queues_follow_the_consumers_reads_first_on_growth_writes_first_on_shrink() {
         .iter()
         .map(|id| consumer(&topology, id, &seen))
         .collect();
-    wait_for("three queues on both A10 brokers", WAIT, || {
+    wait_until("three queues on both A10 brokers", WAIT, || {
         topology
             .endpoints(Some("A10"))
             .iter()
@@ -129,7 +130,7 @@ fn queues_follow_the_consumers_reads_first_on_growth_writes_first_on_shrink() {
         consumer.close().unwrap();
         drop(client);
     }
-    wait_for("one queue on both A10 brokers", WAIT, || {
+    wait_until("one queue on both A10 brokers", WAIT, || {
         topology
             .endpoints(Some("A10"))
             .iter()
@@ -164,7 +165,7 @@ fn queues_follow_the_consumers_reads_first_on_growth_writes_first_on_shrink() {
             "no B20 consumer: unchanged"
         );
     }
-    wait_for("every acknowledged message consumed", WAIT, || {
+    wait_until("every acknowledged message consumed", WAIT, || {
         acked.is_subset(&seen.lock().unwrap())
     });
     assert!(

@@ -7,8 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use client::{ConsumeMode, Consumer, ConsumerOptions, Message, Producer, StartFrom};
-use defibus_tests::{Cluster, WAIT, client, client_with, wait_for};
+use defibus_tests::{Cluster, WAIT, client, client_with};
 use protocol::control::FlushMode;
+use testkit::wait_until;
 
 const TOPIC: &str = "A10-3101";
 const GROUP: &str = "failover";
@@ -100,7 +101,7 @@ fn a_killed_consumers_queues_move_to_the_survivors_with_bounded_duplicates() {
     victim_client.close();
     drop(victim);
 
-    wait_for("the victim's queues to move to the survivors", WAIT, || {
+    wait_until("the victim's queues to move to the survivors", WAIT, || {
         let assignment = cluster.assignment(TOPIC, GROUP);
         victim_queues.iter().all(|q| {
             assignment.iter().any(|((_, queue), member)| {
@@ -112,7 +113,7 @@ fn a_killed_consumers_queues_move_to_the_survivors_with_bounded_duplicates() {
 
     // Nothing is lost: the victim's and the survivors' deliveries together hold every message.
     let victim_seen: Vec<&String> = committed.iter().chain(&uncommitted).collect();
-    wait_for("every message to be consumed by someone", WAIT, || {
+    wait_until("every message to be consumed by someone", WAIT, || {
         let survivors: BTreeSet<String> = survivor_seen
             .iter()
             .flat_map(|s| s.lock().unwrap().clone())

@@ -21,9 +21,10 @@ use client::{
 };
 use defibus_tests::{
     ChildBroker, WAIT, broker_config, child_broker_main, client_with, create_topic, endpoint,
-    start_broker, start_nameserver, topic_config, wait_for,
+    start_broker, start_nameserver, topic_config,
 };
 use protocol::control::FlushMode;
+use testkit::wait_until;
 
 const QUEUES: u32 = 2;
 /// The test the child processes run: see [`ChildBroker`].
@@ -97,7 +98,7 @@ fn a_killed_broker_is_isolated_then_used_again_once_the_probe_hears_it_back() {
         std::thread::spawn(move || send_until_stopped(producer, topic, log, stop))
     };
     let start = Instant::now();
-    wait_for("sends acknowledged by the victim", WAIT, || {
+    wait_until("sends acknowledged by the victim", WAIT, || {
         acked_by(&log, "victim", start) > 0
     });
 
@@ -108,11 +109,11 @@ fn a_killed_broker_is_isolated_then_used_again_once_the_probe_hears_it_back() {
             .filter(|q| q.broker_id == "victim")
             .count()
     };
-    wait_for("both victim queues isolated", WAIT, || {
+    wait_until("both victim queues isolated", WAIT, || {
         victim_queues(&producer_client) == QUEUES as usize
     });
     let isolated_at = Instant::now();
-    wait_for(
+    wait_until(
         "20 sends on the survivor while the victim is dead",
         WAIT,
         || acked_by(&log, "survivor", isolated_at) >= 20,
@@ -125,7 +126,7 @@ fn a_killed_broker_is_isolated_then_used_again_once_the_probe_hears_it_back() {
     let restarted = ChildBroker::spawn(CHILD_ENTRY, &same_port);
     assert_eq!(restarted.shard_ports(), [victim_port]);
     let back = Instant::now();
-    wait_for("a send acknowledged by the restarted victim", WAIT, || {
+    wait_until("a send acknowledged by the restarted victim", WAIT, || {
         acked_by(&log, "victim", back) > 0
     });
     let lifted_after = isolated_at.elapsed();
@@ -220,14 +221,14 @@ fn a_consumer_isolates_a_stalled_broker_and_subscribes_again_after_the_period() 
             .count()
     };
     let mut n = 0;
-    wait_for("messages consumed from both brokers", WAIT, || {
+    wait_until("messages consumed from both brokers", WAIT, || {
         send(format!("warm-{n}"));
         n += 1;
         from(&survivor_endpoint) > 0 && from(&victim_endpoint) > 0
     });
 
     victim.pause();
-    wait_for("the consumer isolating the stalled victim", WAIT, || {
+    wait_until("the consumer isolating the stalled victim", WAIT, || {
         consumer_client.stalled_endpoints() == [victim_endpoint.clone()]
     });
     let isolated_at = Instant::now();
@@ -246,7 +247,7 @@ fn a_consumer_isolates_a_stalled_broker_and_subscribes_again_after_the_period() 
         send(value.clone());
     }
     let deadline = STALL_WAIT / 2;
-    wait_for(
+    wait_until(
         "the messages sent during the stall consumed",
         deadline,
         || {
@@ -259,7 +260,7 @@ fn a_consumer_isolates_a_stalled_broker_and_subscribes_again_after_the_period() 
             values.is_subset(&got)
         },
     );
-    wait_for(
+    wait_until(
         "the survivor's queues committed to their end",
         deadline,
         || {
@@ -280,7 +281,7 @@ fn a_consumer_isolates_a_stalled_broker_and_subscribes_again_after_the_period() 
             "resubscribed to the victim during its isolation"
         );
     }
-    wait_for("the consumer subscribed to the victim again", WAIT, || {
+    wait_until("the consumer subscribed to the victim again", WAIT, || {
         live_on_victim(&consumer)
     });
     let resubscribed_after = isolated_at.elapsed();
@@ -291,7 +292,7 @@ fn a_consumer_isolates_a_stalled_broker_and_subscribes_again_after_the_period() 
     assert!(consumer_client.stalled_endpoints().is_empty());
     let before = from(&victim_endpoint);
     let mut n = 0;
-    wait_for("messages consumed from the victim again", WAIT, || {
+    wait_until("messages consumed from the victim again", WAIT, || {
         send(format!("after-{n}"));
         n += 1;
         from(&victim_endpoint) > before

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use client::{Client, ConsumeMode, Consumer, ConsumerOptions, Message, Producer, StartFrom};
 use defibus_tests::areas::{TwoAreas, area_of, broker_area};
-use defibus_tests::{Seen, WAIT, record_seen, wait_for};
+use defibus_tests::{Seen, WAIT, record_seen};
+use testkit::wait_until;
 
 const TOPIC: &str = "A10-7002";
 const GROUP: &str = "active";
@@ -47,7 +48,7 @@ fn expect_consumed(
     what: &str,
     expected: impl Fn(&str) -> &'static str,
 ) {
-    wait_for(what, WAIT, || {
+    wait_until(what, WAIT, || {
         let seen = seen.lock().unwrap();
         sent.keys().all(|v| seen.contains_key(v))
     });

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use client::{Admin, Message, Producer, SendResult};
 use defibus_tests::{
     ChildBroker, REGISTER_INTERVAL_MS, WAIT, broker_config, child_broker_main, client, client_with,
-    create_topic, endpoint, start_nameserver, topic_config, wait_for,
+    create_topic, endpoint, start_nameserver, topic_config,
 };
 use protocol::control::FlushMode;
+use testkit::wait_until;
 
 const TOPIC: &str = "A10-3401";
 const QUEUES: u32 = 2;
@@ -82,14 +83,14 @@ fn a_dead_broker_expires_and_producers_route_around_it() {
             .filter(|(_, r)| r.as_ref().is_ok_and(|s| s.broker_id == broker))
             .count()
     };
-    wait_for("sends to reach both brokers", WAIT, || {
+    wait_until("sends to reach both brokers", WAIT, || {
         acked_by("survivor") > 0 && acked_by("victim") > 0
     });
 
     let killed = Instant::now();
     victim.kill_9();
     // Its last registration was at most one interval before the kill.
-    wait_for("the victim's queues to leave the route", WAIT, || {
+    wait_until("the victim's queues to leave the route", WAIT, || {
         admin
             .topic_route(TOPIC)
             .is_ok_and(|r| r.queues.iter().all(|q| q.broker_id == "survivor"))
@@ -100,7 +101,7 @@ fn a_dead_broker_expires_and_producers_route_around_it() {
         unrouted_after <= bound,
         "the victim was still routed {unrouted_after:?} after the kill; expiry {EXPIRY_MS} ms"
     );
-    wait_for("the victim to leave the cluster info", WAIT, || {
+    wait_until("the victim to leave the cluster info", WAIT, || {
         admin
             .cluster_info()
             .is_ok_and(|i| i.brokers.iter().all(|b| b.broker_id != "victim"))
@@ -113,7 +114,7 @@ fn a_dead_broker_expires_and_producers_route_around_it() {
 
     // Keep sending a while past the expiry, then check every send.
     let expired_at = Instant::now();
-    wait_for("100 more sends after the expiry", WAIT, || {
+    wait_until("100 more sends after the expiry", WAIT, || {
         results
             .lock()
             .unwrap()

@@ -8,8 +8,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use client::{Admin, Client, Message, Producer};
+use defibus_tests::WAIT;
 use defibus_tests::areas::{TwoAreas, broker_area};
-use defibus_tests::{WAIT, wait_for};
+use testkit::wait_until;
 
 const QUEUES: u32 = 2;
 /// Messages sent per phase: enough for round robin to visit every queue several times.
@@ -35,7 +36,7 @@ fn distinct(brokers: &[String]) -> BTreeSet<&str> {
 fn wait_for_routed_queues(topology: &TwoAreas, area: &str, topic: &str, queues: usize) {
     let client = topology.client(area, |c| c);
     let admin = Admin::new(&client);
-    wait_for(&format!("{queues} routed queues of {topic}"), WAIT, || {
+    wait_until(&format!("{queues} routed queues of {topic}"), WAIT, || {
         admin
             .topic_route(topic)
             .is_ok_and(|r| r.queues.len() == queues)
@@ -82,7 +83,7 @@ fn an_a10_producer_stays_home_leaves_when_a10_is_down_and_comes_back() {
         topology.restart_broker("A10", index, config);
     }
     wait_for_routed_queues(&topology, "A10", topic, 4 * QUEUES as usize);
-    wait_for("a send landing in A10 again", WAIT, || {
+    wait_until("a send landing in A10 again", WAIT, || {
         let sent = send_batch(&producer, topic, "probe", 1);
         broker_area(&sent[0]) == "A10"
     });

@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 use client::{
     Client, ConsumeMode, Consumer, ConsumerOptions, Message, Producer, ReceivedMessage, StartFrom,
 };
-use defibus_tests::{Cluster, WAIT, client, wait_for};
+use defibus_tests::{Cluster, WAIT, client};
 use protocol::control::FlushMode;
+use testkit::wait_until;
 
 const QUEUES_PER_BROKER: u32 = 4;
 const MESSAGES: usize = 400;
@@ -86,7 +87,7 @@ fn produce(cluster: &Cluster, topic: &str) -> (BTreeSet<String>, BTreeMap<String
 /// `values` holds, then asserts each value arrived exactly once among them.
 fn assert_exactly_once(who: &str, seen: &[&Seen], values: &BTreeSet<String>) {
     let received = || seen.iter().map(|s| s.lock().unwrap().len()).sum::<usize>();
-    wait_for(
+    wait_until(
         &format!("{who} to receive all {} messages", values.len()),
         WAIT,
         || received() >= values.len(),

@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use client::{ClientError, Message, MessageType, Requester, Responder};
-use defibus_tests::{Cluster, WAIT, client, client_with, wait_for};
+use defibus_tests::{Cluster, WAIT, client, client_with};
 use protocol::control::FlushMode;
+use testkit::wait_until;
 
 const REQUESTERS: usize = 8;
 const REQUESTS: usize = 10_000;
@@ -142,10 +143,10 @@ fn a_request_past_its_deadline_is_never_delivered() {
         let queue = stats.queues.into_iter().find(|q| q.topic == topic).unwrap();
         (queue.next_offset, queue.expired_requests)
     };
-    wait_for("the expired request to be stored", WAIT, || {
+    wait_until("the expired request to be stored", WAIT, || {
         queue_next_offset().0 == 1
     });
-    wait_for(
+    wait_until(
         "the wall clock to pass the request's deadline",
         WAIT,
         || now_ms() > sent_ms + 1,

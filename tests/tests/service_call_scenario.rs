@@ -12,8 +12,9 @@
 use std::time::Duration;
 
 use client::{Client, ClientError, ConsumeMode, Consumer, Message, Producer, Requester, Responder};
+use defibus_tests::WAIT;
 use defibus_tests::areas::{AREAS, ServicePlane, TwoAreas};
-use defibus_tests::{WAIT, retry_until, wait_for};
+use testkit::{retry_until, wait_until};
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -83,7 +84,7 @@ fn requesters_are_served_nearby_first_and_fall_back_when_their_area_is_down() {
     // A10 is back (new ports, same data): A10's requester goes home once its deployment is
     // routable again and its responder has subscribed to it.
     topology.restart_broker("A10", 0, config);
-    wait_for("A10's requester served in A10 again", WAIT, || {
+    wait_until("A10's requester served in A10 again", WAIT, || {
         call(&requesters[0], service, "home").is_ok_and(|reply| reply == "A10:home")
     });
 }

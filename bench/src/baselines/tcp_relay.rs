@@ -2,6 +2,12 @@
 //! server → relay → client, one message at a time per connection. The same path as a
 //! request-reply through a broker (requester → broker → responder → broker → requester)
 //! minus everything the broker and client do: the floor for request-reply latency.
+//!
+//! It runs at the concurrency of the `rr` it stands beside: `rr --requesters N` gets N
+//! closed-loop requesters here too, each on its own connection, with its own relay thread
+//! and its own connection to the echo server (one thread per connection there). Its threads
+//! are named so that the CPU split ([`crate::cpu`]) counts the relay (`bench-relay`) as the
+//! broker and the echo server (`bench-echo`) as a client, as `rr`'s echo Responder is.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -14,8 +20,9 @@ use crate::report::{Baseline, Measured};
 
 pub const NAME: &str = "tcp-relay";
 
-/// Measures `clients` closed-loop clients sending `message_bytes` through the relay.
+/// Measures `clients` concurrent closed-loop clients sending `message_bytes` through the relay.
 pub fn run(window: Window, clients: usize, message_bytes: usize) -> anyhow::Result<Baseline> {
+    anyhow::ensure!(clients > 0, "the relay needs at least one client");
     let echo = super::loopback_listener()?;
     let echo_addr = echo.local_addr()?;
     serve(echo, clients, "bench-echo", move |peer| {
@@ -39,7 +46,8 @@ pub fn run(window: Window, clients: usize, message_bytes: usize) -> anyhow::Resu
     Ok(Baseline {
         name: NAME.into(),
         setup: format!(
-            "{clients} client(s), {message_bytes} B, client → relay → echo → relay → client, \
+            "{clients} requester(s), one request at a time each, {message_bytes} B, \
+             client → relay → echo → relay → client, a relay and an echo thread per requester, \
              blocking sockets, TCP_NODELAY"
         ),
         measured: Measured::Latency(latency),
@@ -105,5 +113,34 @@ fn relay_connection(
         upstream.write_all(&message)?;
         upstream.read_exact(&mut message)?;
         client.write_all(&message)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn concurrent_requesters_all_get_replies_and_the_relay_counts_as_the_broker() {
+        let window = Window {
+            warmup: Duration::from_millis(20),
+            duration: Duration::from_millis(300),
+        };
+        let baseline = run(window, 4, 64).unwrap();
+        let Measured::Latency(latency) = &baseline.measured else {
+            panic!("a latency baseline: {baseline:?}");
+        };
+        assert!(latency.samples >= 4, "{latency:?}");
+        assert_eq!(latency.throughput.errors, 0, "{latency:?}");
+        assert!(
+            baseline.setup.starts_with("4 requester(s)"),
+            "{}",
+            baseline.setup
+        );
+        let cpu = latency.throughput.cpu.expect("CPU measured");
+        assert!(cpu.broker_us.is_some_and(|us| us > 0.0), "{cpu:?}");
+        assert!(cpu.client_us.is_some_and(|us| us > 0.0), "{cpu:?}");
     }
 }

@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use client::{Admin, Client, ClientConfig, TopicConfig};
 use nameserver::{NameserverConfig, NameserverHandle};
@@ -35,20 +35,6 @@ pub fn client_with(
     Client::new(adjust(config)).expect("client starts")
 }
 
-/// Polls `condition` until it holds or `timeout` passes; panics with `what` on timeout.
-pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(1);
-    while !condition() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(50));
-    }
-}
-
 /// Creates `topic` with `queues` queues on `broker` (`host:port`) and waits until the
 /// nameserver routes it.
 pub fn create_topic(admin: &Admin, broker: &str, topic: &str, queues: u32) {
@@ -58,7 +44,7 @@ pub fn create_topic(admin: &Admin, broker: &str, topic: &str, queues: u32) {
     config.write_queue_count = queues;
     config.max_queue_depth = 1_000_000;
     admin.create_topic(broker, &config).expect("topic created");
-    wait_for(
+    testkit::wait_until(
         &format!("a route to {topic}"),
         Duration::from_secs(20),
         || {
@@ -146,26 +132,5 @@ impl Cluster {
             topic,
             queues,
         );
-    }
-}
-
-/// Calls `attempt` until it succeeds or `timeout` passes; for calls made while a restarted
-/// server becomes reachable again.
-pub fn retry_until<T, E: std::fmt::Display>(
-    timeout: Duration,
-    mut attempt: impl FnMut() -> Result<T, E>,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match attempt() {
-            Ok(value) => return value,
-            Err(e) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "still failing after {timeout:?}: {e}"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
     }
 }

@@ -314,15 +314,3 @@ pub fn error_of(frame: &FrameBytes) -> Option<(Status, String)> {
     let reply = control::decode::<ErrorReply>(&frame.body).ok()?;
     Some((reply.status().ok()?, reply.message))
 }
-
-/// Polls `f` until it returns `Some`, failing the test after [`WAIT`].
-pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(value) = f() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}

@@ -4,7 +4,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use nameserver::{NameserverConfig, NameserverHandle};
@@ -27,15 +27,6 @@ pub fn start_nameserver(tweak: impl FnOnce(&mut NameserverConfig)) -> Nameserver
     };
     tweak(&mut config);
     nameserver::start(config).expect("nameserver starts")
-}
-
-/// Polls `condition` until it holds or [`PATIENCE`] passes; panics naming `what` on timeout.
-pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// A topic with `queues` queues, the first `read` readable and the first `write` writable.
