@@ -55,8 +55,11 @@ pub const RECONNECT_BACKOFF_MIN_DEFAULT: Duration = Duration::from_millis(100);
 pub const RECONNECT_BACKOFF_MAX_DEFAULT: Duration = Duration::from_secs(10);
 /// Bound on replies awaited at once by one client's requesters.
 pub const PENDING_REPLIES_MAX: usize = 64 * 1024;
-/// Bytes read from a socket per `read` call by a connection's reader thread.
+/// Most bytes read from a socket per `read` call by a connection's reader thread.
 pub const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Fewest bytes offered to a `read` call: a request-reply stream's reads stay this small, so
+/// little of the buffer is zero-filled per read (see `protocol::frame::ReadSizer`).
+pub const READ_CHUNK_MIN_BYTES: usize = 4 * 1024;
 /// Bodies at least this long are written with their own `write` call instead of being copied
 /// behind the header: a copy costs more than a syscall past this size.
 pub const WRITE_COPY_BYTES_MAX: usize = 16 * 1024;
@@ -69,6 +72,7 @@ const _: () = {
     assert!(RECONNECT_BACKOFF_MIN_DEFAULT.as_nanos() <= RECONNECT_BACKOFF_MAX_DEFAULT.as_nanos());
     assert!(BATCH_BYTES_MAX_DEFAULT <= protocol::record::BATCH_LEN_MAX);
     assert!(WRITE_COPY_BYTES_MAX <= READ_CHUNK_BYTES);
+    assert!(READ_CHUNK_MIN_BYTES <= READ_CHUNK_BYTES);
     assert!(
         MIN_LOCAL_QUEUES_DEFAULT >= 1,
         "zero would never prefer the own area"

@@ -120,7 +120,10 @@ fn receive(shard: &Rc<Shard>, msg: MeshMsg) {
         } => {
             let shard = shard.clone();
             glommio::spawn_local(async move {
-                let response = crate::net::dispatch::serve_forwarded(&shard, &frame).await;
+                let Some(response) = crate::net::dispatch::serve_forwarded(&shard, &frame).await
+                else {
+                    return; // Succeeded, and only a failure was to be answered.
+                };
                 shard
                     .send_to(
                         origin,

@@ -14,9 +14,11 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use protocol::codes::{Command, Status};
 use protocol::control::{self, ClientHeartbeat, ErrorReply, HeartbeatAck};
-use protocol::frame::{FrameBytes, FrameHeader, FrameMeta, Framer, HEADER_LEN, flag};
+use protocol::frame::{
+    FrameBytes, FrameError, FrameHeader, FrameMeta, Framer, HEADER_LEN, ReadSizer, flag,
+};
 
-use crate::config::{READ_CHUNK_BYTES, WRITE_COPY_BYTES_MAX};
+use crate::config::{READ_CHUNK_BYTES, READ_CHUNK_MIN_BYTES, WRITE_COPY_BYTES_MAX};
 use crate::error::{ClientError, Result};
 use crate::slot::slot;
 
@@ -297,6 +299,23 @@ impl Connection {
         self.write_frame(&meta, ext, body)
     }
 
+    /// Sends a request whose success needs no response ([`flag::FAILURES_ONLY`]): the peer
+    /// answers only a refusal, which the reader thread logs. Nothing is registered, so
+    /// nothing waits and nothing is left behind when no answer comes.
+    pub(crate) fn send_failures_only(
+        &self,
+        command: Command,
+        ext: &[u8],
+        body: &[u8],
+    ) -> Result<()> {
+        let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let mut meta = FrameMeta::request(command, request_id).failures_only();
+        if command.carries_record_batch() {
+            meta = meta.without_body_crc();
+        }
+        self.write_frame(&meta, ext, body)
+    }
+
     /// Drops a pending request (after its caller gave up); a late response is then ignored.
     /// Returns its callback, so a timer can complete it with a timeout.
     pub(crate) fn forget(&self, request_id: u64) -> Option<Callback> {
@@ -439,9 +458,16 @@ impl Connection {
     fn read_loop(self: Arc<Self>, mut stream: TcpStream) {
         let framer = Framer::default();
         let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+        // Every byte offered to a read is zero-filled first: offer what the stream needs.
+        let mut sizer = ReadSizer::new(READ_CHUNK_MIN_BYTES, READ_CHUNK_BYTES);
         'read: loop {
             let len = buf.len();
-            buf.resize(len + READ_CHUNK_BYTES, 0);
+            let missing = match framer.check(&buf) {
+                Err(FrameError::Incomplete { needed }) => needed.saturating_sub(len),
+                _ => 0,
+            };
+            let offered = sizer.offer(missing, usize::MAX);
+            buf.resize(len + offered, 0);
             let n = match stream.read(&mut buf[len..]) {
                 Ok(0) => {
                     buf.truncate(len);
@@ -461,6 +487,7 @@ impl Connection {
                 }
             };
             buf.truncate(len + n);
+            sizer.observe(offered, n);
             self.last_read_ms
                 .store(self.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
             loop {
@@ -487,8 +514,19 @@ impl Connection {
                 .unwrap_or_else(PoisonError::into_inner)
                 .callbacks
                 .remove(&header.request_id);
-            if let Some((callback, _)) = callback {
-                callback(response_result(&self.endpoint, frame));
+            match callback {
+                Some((callback, _)) => callback(response_result(&self.endpoint, frame)),
+                // A refusal of a request sent with `send_failures_only` (or an answer that
+                // came after its caller gave up).
+                None => {
+                    if let Err(e) = response_result(&self.endpoint, frame) {
+                        log::debug!(
+                            "{}: request {} refused: {e}",
+                            self.endpoint,
+                            header.request_id
+                        );
+                    }
+                }
             }
             return;
         }

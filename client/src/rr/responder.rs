@@ -170,18 +170,10 @@ fn reply(client: &ClientInner, delivery: &Delivery, value: Vec<u8>) -> Result<()
     })?;
     let bytes = address.batch(client, value)?;
     let ext = address_ext(&request.topic, request.queue_id)?;
-    let endpoint = delivery.conn.endpoint().to_owned();
+    // Nobody waits for the broker's word on a reply (the requester's ReplyPush is the news):
+    // it answers only a refusal, which the reader thread logs. One frame and one wake-up of
+    // the responder's reader fewer per request.
     delivery
         .conn
-        .call_with(
-            Command::Reply,
-            &ext,
-            &bytes,
-            Box::new(move |result| {
-                if let Err(e) = result {
-                    log::debug!("{endpoint}: reply refused: {e}");
-                }
-            }),
-        )
-        .map(drop)
+        .send_failures_only(Command::Reply, &ext, &bytes)
 }

@@ -18,12 +18,16 @@ use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
 use protocol::codes::Status;
-use protocol::frame::{FrameError, FrameFault, FrameHeader, Framer, HEADER_LEN, HeaderError};
+use protocol::frame::{
+    FrameError, FrameFault, FrameHeader, Framer, HEADER_LEN, HeaderError, ReadSizer,
+};
 
 use super::outbox::{Outbound, Outbox, error_response};
 use crate::shard::Shard;
 
-/// Most bytes handed to one socket read: bounds the zero-fill of the receive buffer.
+/// Fewest and most bytes handed to one socket read (see [`ReadSizer`]): every byte offered is
+/// zero-filled first, so a small exchange is offered little and a bulk stream up to the most.
+const READ_CHUNK_MIN: usize = 4 << 10;
 const READ_CHUNK_MAX: usize = 256 << 10;
 /// Most bytes gathered from the outbox into one socket write.
 const WRITE_BATCH_BYTES: usize = 256 << 10;
@@ -137,6 +141,7 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut reader: Half) -> Resu
         shard.config.limits.inflight_requests_max as u64,
     ));
     let mut buf = BytesMut::with_capacity(read_buffer_bytes);
+    let mut sizer = ReadSizer::new(READ_CHUNK_MIN, READ_CHUNK_MAX);
     loop {
         loop {
             match framer.split_frame_mut(&mut buf) {
@@ -159,7 +164,11 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut reader: Half) -> Resu
         if buf.capacity() - len < HEADER_LEN {
             buf.reserve(read_buffer_bytes);
         }
-        let chunk = (buf.capacity() - len).min(READ_CHUNK_MAX);
+        let missing = match framer.check(&buf) {
+            Err(FrameError::Incomplete { needed }) => needed.saturating_sub(len),
+            _ => 0,
+        };
+        let chunk = sizer.offer(missing, buf.capacity() - len);
         buf.resize(len + chunk, 0);
         let read = reader.read(&mut buf[len..]).await;
         let n = match read {
@@ -174,6 +183,7 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut reader: Half) -> Resu
             }
         };
         buf.truncate(len + n);
+        sizer.observe(chunk, n);
         if n == 0 {
             if buf.is_empty() || shard.stopping.get() {
                 return Ok(());

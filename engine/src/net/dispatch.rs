@@ -83,7 +83,7 @@ pub(crate) async fn dispatch(
         log::debug!("connection {}: ignoring a response frame", conn.id);
         return;
     }
-    let oneway = header.flags & flag::ONEWAY != 0;
+    let quiet = Quiet::of(header.flags);
     let command = match header.command() {
         Ok(command) => command,
         Err(e) => {
@@ -94,7 +94,7 @@ pub(crate) async fn dispatch(
     };
     if is_inline(command) {
         let result = serve_inline(shard, conn, command, &frame.freeze()).await;
-        answer(conn, &header, oneway, result).await;
+        answer(conn, &header, quiet, result).await;
         return;
     }
     let Ok(permit) = inflight.acquire_static_permit(1).await else {
@@ -142,10 +142,10 @@ pub(crate) async fn dispatch(
                 if !shard.send_to(owner, msg).await {
                     let reject =
                         Reject::new(Status::ShuttingDown, format!("shard {owner} is stopping"));
-                    answer(&conn, &header, oneway, Err(reject)).await;
+                    answer(&conn, &header, quiet, Err(reject)).await;
                 }
             }
-            Err(answered) => answer(&conn, &header, oneway, answered).await,
+            Err(answered) => answer(&conn, &header, quiet, answered).await,
         }
         drop(permit);
     })
@@ -179,16 +179,39 @@ async fn serve_inline(
     }
 }
 
+/// Which answers a request wants.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Quiet {
+    /// Every outcome is answered.
+    No,
+    /// Only failures are answered ([`flag::FAILURES_ONLY`]).
+    OnSuccess,
+    /// Nothing is answered ([`flag::ONEWAY`]).
+    Always,
+}
+
+impl Quiet {
+    fn of(flags: u8) -> Self {
+        if flags & flag::ONEWAY != 0 {
+            Self::Always
+        } else if flags & flag::FAILURES_ONLY != 0 {
+            Self::OnSuccess
+        } else {
+            Self::No
+        }
+    }
+}
+
 /// Queues the response to a request: `Ok(None)` when the handler answered itself.
 async fn answer(
     conn: &Conn,
     header: &FrameHeader,
-    oneway: bool,
+    quiet: Quiet,
     result: Result<Option<Vec<u8>>, Reject>,
 ) {
     let out = match result {
         Ok(None) => return,
-        Ok(Some(_)) if oneway => return,
+        Ok(Some(_)) if quiet != Quiet::No => return,
         Ok(Some(body)) => response(header, Status::Ok, &body),
         Err(reject) => {
             log::debug!(
@@ -196,7 +219,7 @@ async fn answer(
                 conn.id,
                 header.command
             );
-            if oneway {
+            if quiet == Quiet::Always {
                 return;
             }
             error_response(header, reject.status, &reject.message)
@@ -205,9 +228,12 @@ async fn answer(
     let _ = conn.outbox.send(Outbound::Frame(out)).await;
 }
 
-/// Serves a request forwarded by another shard; returns the encoded response.
-pub(crate) async fn serve_forwarded(shard: &Rc<Shard>, frame: &FrameBytes) -> Vec<u8> {
-    match serve(shard, frame, true).await {
+/// Serves a request forwarded by another shard; returns the encoded response, or `None` when
+/// the request succeeded and asked to hear only of failures.
+pub(crate) async fn serve_forwarded(shard: &Rc<Shard>, frame: &FrameBytes) -> Option<Vec<u8>> {
+    let failures_only = frame.header.flags & flag::FAILURES_ONLY != 0;
+    Some(match serve(shard, frame, true).await {
+        Ok(Served::Body(_)) if failures_only => return None,
         Ok(Served::Body(body)) => response(&frame.header, Status::Ok, &body),
         Ok(Served::Forward(owner) | Served::ForwardFrame(owner, _)) => error_response(
             &frame.header,
@@ -215,7 +241,7 @@ pub(crate) async fn serve_forwarded(shard: &Rc<Shard>, frame: &FrameBytes) -> Ve
             &format!("shard {} and shard {owner} disagree on ownership", shard.id),
         ),
         Err(reject) => error_response(&frame.header, reject.status, &reject.message),
-    }
+    })
 }
 
 /// Commands that need no connection state: produce, request, reply, offsets, admin.

@@ -7,7 +7,7 @@
 //! |---|---|---|---|
 //! | 0  | 4 | `magic` = `b"DFB1"` | rejects a wrong protocol (an HTTP client, a stale port) at once |
 //! | 4  | 1 | `version` ([`VERSION`]) | lets the header layout change without guessing |
-//! | 5  | 1 | `flags` ([`flag`]) | request / response / oneway, body checksum omitted |
+//! | 5  | 1 | `flags` ([`flag`]) | request / response / oneway / answer failures only, body checksum omitted |
 //! | 6  | 2 | `command` ([`Command`] code) | what the frame asks for; responses echo it |
 //! | 8  | 8 | `request_id` | pairs a response with its request on a multiplexed connection |
 //! | 16 | 2 | `status` ([`Status`] code) | how a request went; zero on requests |
@@ -30,11 +30,13 @@ use crate::record::BATCH_LEN_MAX;
 
 mod ext;
 mod framer;
+mod read_size;
 
 pub use ext::{ExtError, ExtField, ExtFields, encode_ext};
 pub use framer::{
     Frame, FrameBytes, FrameError, FrameFault, FrameInfo, FrameMut, Framer, encode_frame,
 };
+pub use read_size::ReadSizer;
 
 /// Size of the fixed frame header in bytes.
 pub const HEADER_LEN: usize = 40;
@@ -91,8 +93,14 @@ pub mod flag {
     /// The body checksum covers the extension only: the body is a record batch with its own
     /// checksums. Allowed only for commands that carry record batches.
     pub const BODY_CRC_ABSENT: u8 = 1 << 3;
+    /// A request whose success needs no response: the receiver answers only a failure (any
+    /// status but `Ok`, with its `ErrorReply`), and says nothing when the request succeeded.
+    /// For requests whose success the sender learns another way, or not at all: a responder's
+    /// `Reply` (the requester's `ReplyPush` is the news). One frame and one wake-up fewer per
+    /// request, while a refusal is still reported. Only with `REQUEST`, never with `ONEWAY`.
+    pub const FAILURES_ONLY: u8 = 1 << 4;
     /// Every bit this version defines; others must be zero.
-    pub const KNOWN: u8 = REQUEST | RESPONSE | ONEWAY | BODY_CRC_ABSENT;
+    pub const KNOWN: u8 = REQUEST | RESPONSE | ONEWAY | BODY_CRC_ABSENT | FAILURES_ONLY;
 }
 
 /// The fixed frame header, field for field as on the wire (see the module table).
@@ -450,6 +458,9 @@ fn check_flags(flags: u8, command: u16) -> Result<(), HeaderError> {
     if flags & flag::ONEWAY != 0 && !request {
         return conflict("ONEWAY is only valid on requests");
     }
+    if flags & flag::FAILURES_ONLY != 0 && (!request || flags & flag::ONEWAY != 0) {
+        return conflict("FAILURES_ONLY is only valid on requests that are not ONEWAY");
+    }
     // Unknown commands are let through so the receiver can answer "unknown command" by id.
     let checks_itself = Command::try_from(command).map_or(true, Command::carries_record_batch);
     if flags & flag::BODY_CRC_ABSENT != 0 && !checks_itself {
@@ -508,6 +519,14 @@ impl FrameMeta {
             ..self
         }
     }
+
+    /// This request, answered only if it fails ([`flag::FAILURES_ONLY`]).
+    pub fn failures_only(self) -> Self {
+        Self {
+            flags: self.flags | flag::FAILURES_ONLY,
+            ..self
+        }
+    }
 }
 
 #[cfg(test)]
@@ -535,6 +554,11 @@ mod tests {
                 unknown: 0x80
             })
         );
+        let meta = FrameMeta::request(Command::Reply, 1).failures_only();
+        assert!(FrameHeader::seal(&meta.without_body_crc(), &[], &[]).is_ok());
+        let meta = FrameMeta::oneway(Command::Reply, 1).failures_only();
+        let err = FrameHeader::seal(&meta, &[], &[]).unwrap_err();
+        assert!(err.to_string().contains("FAILURES_ONLY"), "{err}");
         let mut meta = FrameMeta::request(Command::Produce, 1);
         meta.status = 7;
         assert!(FrameHeader::seal(&meta, &[], &[]).is_err());
