@@ -141,10 +141,11 @@ pub(crate) fn send_until_stopped(
     topic: &str,
     value: &[u8],
 ) -> anyhow::Result<()> {
+    let meter = shared.meter.child();
     while !shared.stopped() {
         producer.send_with_callback(
             Message::new(topic, value),
-            shared.meter.on_send(value.len() as u64),
+            meter.on_send(value.len() as u64),
         );
     }
     producer

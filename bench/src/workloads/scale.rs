@@ -285,6 +285,7 @@ fn measure_step(
                     .map(|(_, p)| p)
                     .collect();
                 let mut bursts = 0usize;
+                let meter = shared.meter.child();
                 while !shared.stopped() {
                     for producer in &mine {
                         let topic = &topics[bursts % topics.len()];
@@ -292,7 +293,7 @@ fn measure_step(
                         for _ in 0..args.burst {
                             producer.send_with_callback(
                                 Message::new(*topic, value.clone()),
-                                shared.meter.on_send(message_bytes),
+                                meter.on_send(message_bytes),
                             );
                         }
                         if shared.stopped() {
