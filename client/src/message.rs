@@ -99,25 +99,44 @@ impl Message {
         area: Area,
         extra: &[Property<'_>],
     ) -> Result<()> {
-        let mut properties = Vec::with_capacity(2 + extra.len() + self.properties.len());
-        properties.extend_from_slice(extra);
-        properties.push(Property::Area(area));
-        if let Some(tag) = &self.tag {
-            properties.push(Property::Tag(tag));
+        let count = extra.len() + 2 + self.properties.len();
+        let own = std::iter::once(Property::Area(area))
+            .chain(self.tag.as_deref().map(Property::Tag))
+            .chain(
+                self.properties
+                    .iter()
+                    .map(|(key, value)| Property::User { key, value }),
+            );
+        let all = extra.iter().copied().chain(own);
+        let mut push = |properties: &[Property<'_>]| {
+            builder.push(&Record {
+                timestamp_ms: now_ms() as i64,
+                message_type,
+                key: &self.key,
+                properties,
+                value: &self.value,
+            })
+        };
+        // The usual message (area, maybe a tag and the request-reply trio) lists its
+        // properties on the stack: no allocation per send.
+        if count <= INLINE_PROPERTIES {
+            let mut inline = [Property::Area(area); INLINE_PROPERTIES];
+            let mut len = 0;
+            for (slot, property) in inline.iter_mut().zip(all) {
+                *slot = property;
+                len += 1;
+            }
+            push(&inline[..len])?;
+        } else {
+            push(&all.collect::<Vec<_>>())?;
         }
-        for (key, value) in &self.properties {
-            properties.push(Property::User { key, value });
-        }
-        builder.push(&Record {
-            timestamp_ms: now_ms() as i64,
-            message_type,
-            key: &self.key,
-            properties: &properties,
-            value: &self.value,
-        })?;
         Ok(())
     }
 }
+
+/// Properties a record lists without allocating when it is encoded: the request-reply trio,
+/// the area, a tag and a few user properties.
+const INLINE_PROPERTIES: usize = 8;
 
 /// A message as a consumer, responder or requester receives it: an owned copy of one record
 /// with where it came from.

@@ -222,7 +222,15 @@ pub(crate) fn choose_queue<'q>(
 
 /// FNV-1a, 64-bit: a stable hash for key → queue, the same in every client language.
 pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+    fnv1a64_append(FNV1A64_OFFSET, bytes)
+}
+
+/// The FNV-1a 64 offset basis: the hash of no bytes.
+pub(crate) const FNV1A64_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a 64 of `bytes` appended to a hash so far.
+pub(crate) fn fnv1a64_append(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |hash, &b| {
         (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }

@@ -23,7 +23,7 @@ use protocol::record::{BatchBuilder, MessageType};
 use super::{Acker, ProducerInner};
 use crate::error::{ClientError, Result};
 use crate::message::Message;
-use crate::route::fnv1a64;
+use crate::route::{FNV1A64_OFFSET, fnv1a64, fnv1a64_append};
 
 /// Smallest buffer a new batch reserves.
 const CAPACITY_MIN: usize = 4096;
@@ -82,9 +82,31 @@ impl TopicBatches {
     }
 }
 
+/// Hashes topic names with FNV-1a: every send looks its topic up, and SipHash's resistance to
+/// chosen keys buys nothing for names this process itself sends to.
+struct TopicHasher(u64);
+
+impl Default for TopicHasher {
+    fn default() -> Self {
+        Self(FNV1A64_OFFSET)
+    }
+}
+
+impl std::hash::Hasher for TopicHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = fnv1a64_append(self.0, bytes);
+    }
+}
+
+type TopicMap = HashMap<String, TopicBatches, std::hash::BuildHasherDefault<TopicHasher>>;
+
 #[derive(Default)]
 struct State {
-    topics: HashMap<String, TopicBatches>,
+    topics: TopicMap,
     /// Closed batches in the order they must go out.
     ready: VecDeque<(String, OpenBatch)>,
     /// A thread is draining `ready`.
