@@ -2,8 +2,9 @@
 //! thread, then handed to the inline handler, or through a channel to `recv` or to the
 //! handler thread.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::RecvTimeoutError;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -28,9 +29,26 @@ pub(crate) struct Delivery {
 /// time: no handoff to a handler thread (see [`Consumer::start_inline_deliveries`]).
 pub(super) type InlineHandler = Mutex<Box<dyn FnMut(&Delivery) + Send>>;
 
+/// The receiving end of the delivery channel, with what is left of the last batch taken
+/// one record at a time (by `recv`).
+pub(super) struct Received {
+    batches: Receiver<Vec<Delivery>>,
+    backlog: VecDeque<Delivery>,
+}
+
+impl Received {
+    pub(super) fn new(batches: Receiver<Vec<Delivery>>) -> Self {
+        Self {
+            batches,
+            backlog: VecDeque::new(),
+        }
+    }
+}
+
 impl ConsumerInner {
     /// Starts the thread that calls `handler` for each delivery, in order; a delivery counts
-    /// as consumed once the handler returns.
+    /// as consumed once the handler returns. Positions and credit are updated once per
+    /// batch, after its last handled record.
     pub(super) fn spawn_handler_thread(
         inner: &Arc<Self>,
         mut handler: impl FnMut(&Delivery) + Send + 'static,
@@ -39,9 +57,17 @@ impl ConsumerInner {
         std::thread::Builder::new()
             .name(format!("defibus-consume-{}", inner.options.topic))
             .spawn(move || {
-                while let Some(delivery) = inner.next_delivery(None) {
-                    handler(&delivery);
-                    inner.processed(&delivery);
+                while let Some(batch) = inner.next_batch(None) {
+                    let mut handled = 0;
+                    for delivery in &batch {
+                        // Nothing is handled once the consumer is closed.
+                        if inner.closed.load(Ordering::Acquire) {
+                            break;
+                        }
+                        handler(delivery);
+                        handled += 1;
+                    }
+                    inner.processed_all(&batch[..handled]);
                 }
             })
             .map_err(|source| ClientError::Io {
@@ -53,9 +79,33 @@ impl ConsumerInner {
     /// The next delivery; `None` on timeout or once closed. `timeout: None` waits until
     /// closed, checking every 100 ms.
     pub(super) fn next_delivery(&self, timeout: Option<Duration>) -> Option<Delivery> {
+        let mut received = self.received.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(delivery) = received.backlog.pop_front() {
+            return Some(delivery);
+        }
+        let mut batch = self.next_batch_locked(&mut received, timeout)?.into_iter();
+        let first = batch.next();
+        received.backlog.extend(batch);
+        first
+    }
+
+    /// The next batch of deliveries (what is left of a batch `recv` began, else the next
+    /// push's); `None` on timeout or once closed.
+    fn next_batch(&self, timeout: Option<Duration>) -> Option<Vec<Delivery>> {
+        let mut received = self.received.lock().unwrap_or_else(PoisonError::into_inner);
+        if !received.backlog.is_empty() {
+            return Some(received.backlog.drain(..).collect());
+        }
+        self.next_batch_locked(&mut received, timeout)
+    }
+
+    fn next_batch_locked(
+        &self,
+        received: &mut Received,
+        timeout: Option<Duration>,
+    ) -> Option<Vec<Delivery>> {
         let slice = Duration::from_millis(100);
         let deadline = timeout.map(|t| Instant::now() + t);
-        let received = self.received.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             if self.closed.load(Ordering::Acquire) {
                 return None;
@@ -66,8 +116,9 @@ impl ConsumerInner {
                     .min(slice),
                 None => slice,
             };
-            match received.recv_timeout(wait) {
-                Ok(delivery) => return Some(delivery),
+            match received.batches.recv_timeout(wait) {
+                Ok(batch) if batch.is_empty() => {}
+                Ok(batch) => return Some(batch),
                 Err(RecvTimeoutError::Timeout) => {
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         return None;
@@ -155,13 +206,18 @@ impl ConsumerInner {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(deliveries) = deliveries.as_ref() {
-            for message in fresh {
-                let _ = deliveries.send(Delivery {
+            if fresh.is_empty() {
+                return;
+            }
+            let batch = fresh
+                .into_iter()
+                .map(|message| Delivery {
                     message,
                     conn: conn.clone(),
                     subscription_id,
-                });
-            }
+                })
+                .collect();
+            let _ = deliveries.send(batch);
         }
     }
 }

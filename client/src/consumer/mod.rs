@@ -21,7 +21,7 @@ mod supervisor;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -33,7 +33,7 @@ use crate::error::{ClientError, Result};
 use crate::message::ReceivedMessage;
 
 pub(crate) use delivery::Delivery;
-use delivery::InlineHandler;
+use delivery::{InlineHandler, Received};
 pub use options::{CommitMode, ConsumeMode, ConsumerOptions, StartFrom};
 use progress::Position;
 use subscriptions::Session;
@@ -46,8 +46,10 @@ pub(crate) struct ConsumerInner {
     options: ConsumerOptions,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     positions: Mutex<HashMap<(String, u32), Position>>,
-    deliveries: Mutex<Option<Sender<Delivery>>>,
-    received: Mutex<Receiver<Delivery>>,
+    /// One message per push: the batch's fresh records, so the handler thread wakes and the
+    /// channel is touched once per batch, not once per record.
+    deliveries: Mutex<Option<Sender<Vec<Delivery>>>>,
+    received: Mutex<Received>,
     /// Set for an inline consumer, whose pushes never go through `deliveries`.
     inline: Option<InlineHandler>,
     closed: AtomicBool,
@@ -255,7 +257,7 @@ impl ConsumerInner {
             sessions: Mutex::default(),
             positions: Mutex::default(),
             deliveries: Mutex::new(Some(tx)),
-            received: Mutex::new(rx),
+            received: Mutex::new(Received::new(rx)),
             inline,
             closed: AtomicBool::new(false),
             wake: (Mutex::new(false), Condvar::new()),

@@ -26,21 +26,44 @@ pub(super) struct Position {
 impl ConsumerInner {
     /// Records `delivery` as consumed: advances its queue's position and returns credit.
     pub(super) fn processed(&self, delivery: &Delivery) {
-        let message = &delivery.message;
+        self.processed_all(std::slice::from_ref(delivery));
+    }
+
+    /// Records `deliveries`, handled in order, as consumed: [`Self::processed`] for each, with
+    /// one position update and one credit count per run of records of one queue and
+    /// subscription (a push's batch is one run).
+    pub(super) fn processed_all(&self, deliveries: &[Delivery]) {
+        let mut runs: Vec<(&str, u64, u32)> = Vec::new();
         {
             let mut positions = self
                 .positions
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            let position = positions
-                .entry((message.endpoint.clone(), message.queue_id))
-                .or_default();
-            let next = message.offset + 1;
-            if position.processed.is_none_or(|p| p < next) {
-                position.processed = Some(next);
+            let mut rest = deliveries;
+            while let Some(first) = rest.first() {
+                let key = (&first.message.endpoint, first.message.queue_id);
+                let len = rest
+                    .iter()
+                    .take_while(|d| {
+                        (&d.message.endpoint, d.message.queue_id) == key
+                            && d.subscription_id == first.subscription_id
+                    })
+                    .count();
+                let (run, tail) = rest.split_at(len);
+                let next = run.iter().map(|d| d.message.offset + 1).max();
+                let position = positions
+                    .entry((first.message.endpoint.clone(), first.message.queue_id))
+                    .or_default();
+                if position.processed < next {
+                    position.processed = next;
+                }
+                runs.push((&first.message.endpoint, first.subscription_id, len as u32));
+                rest = tail;
             }
         }
-        self.consumed(&message.endpoint, delivery.subscription_id, 1);
+        for (endpoint, subscription_id, count) in runs {
+            self.consumed(endpoint, subscription_id, count);
+        }
     }
 
     /// Counts `count` records as consumed on a subscription and grants credit back once half
