@@ -132,7 +132,7 @@ pub(crate) async fn run(shard: Rc<Shard>) {
     // When each topic's read queues last grew.
     let mut reads_grown: HashMap<String, Instant> = HashMap::new();
     loop {
-        glommio::timer::sleep(interval).await;
+        crate::rt::sleep(interval).await;
         let dynamic: Vec<TopicConfig> = shard
             .registry
             .borrow()

@@ -68,7 +68,7 @@ pub(crate) struct Slot {
     /// pushed nothing and a handover has nothing to wait for.
     pub started_at: Rc<Cell<u64>>,
     /// The push (or handover) task; dropping it cancels it.
-    pub task: Option<glommio::Task<()>>,
+    pub task: Option<crate::rt::Task<()>>,
 }
 
 /// One group's members and queue slots on this shard.
@@ -203,7 +203,7 @@ pub(crate) fn rebalance(shard: &Rc<Shard>, key: &GroupKey) {
         let position = slot.position.clone();
         let started = slot.started_at.clone();
         let shard = shard.clone();
-        slot.task = Some(glommio::spawn_local(async move {
+        slot.task = Some(crate::rt::spawn(async move {
             if let Some(delivered) = handover {
                 wait_for_commit(&shard, &sub, queue.id, delivered).await;
             }
@@ -259,12 +259,12 @@ async fn wait_for_commit(shard: &Shard, sub: &Subscription, queue_id: u32, deliv
             let seen = shard.offsets.changed.generation();
             let committed = shard.offsets.get(&sub.key.topic, &sub.key.group, queue_id);
             if committed.is_some_and(|c| c >= delivered) {
-                return Ok(());
+                return;
             }
             shard.offsets.changed.wait(seen).await;
         }
     };
-    if glommio::timer::timeout(timeout, wait).await.is_err() {
+    if crate::rt::timeout(timeout, wait).await.is_none() {
         log::info!(
             "shard {}: {}/{queue_id} handed to {} after the revoke timeout, uncommitted below {delivered}",
             shard.id,

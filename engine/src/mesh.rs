@@ -1,4 +1,4 @@
-//! Messages between shards over the glommio channel mesh, and how a shard receives them.
+//! Messages between shards over the runtime's channel mesh, and how a shard receives them.
 //!
 //! Every shard runs one receiver task per peer. A receiver never waits on another shard: work
 //! that may wait (appending a forwarded produce, applying a topic change) runs in its own task,
@@ -7,12 +7,11 @@
 use std::rc::Rc;
 
 use bytes::Bytes;
-use glommio::channels::channel_mesh::Receivers;
-use glommio::channels::local_channel;
 use protocol::control::{QueueStats, RedirectRule, ShardStats, TopicConfig};
 use protocol::frame::FrameBytes;
 
 use crate::net::outbox::Outbound;
+use crate::rt::MeshReceivers;
 use crate::shard::Shard;
 
 /// A message from one shard to another.
@@ -94,14 +93,14 @@ pub(crate) struct ShardSnapshot {
 /// Starts one receiver task per peer; dropping the returned tasks stops them.
 pub(crate) fn spawn_receivers(
     shard: &Rc<Shard>,
-    mut receivers: Receivers<MeshMsg>,
-) -> Vec<glommio::Task<()>> {
+    mut receivers: MeshReceivers<MeshMsg>,
+) -> Vec<crate::rt::Task<()>> {
     receivers
         .streams()
         .into_iter()
         .map(|(peer, receiver)| {
             let shard = shard.clone();
-            glommio::spawn_local(async move {
+            crate::rt::spawn(async move {
                 while let Some(msg) = receiver.recv().await {
                     receive(&shard, msg);
                 }
@@ -119,7 +118,7 @@ fn receive(shard: &Rc<Shard>, msg: MeshMsg) {
             frame,
         } => {
             let shard = shard.clone();
-            glommio::spawn_local(async move {
+            crate::rt::spawn(async move {
                 let response = crate::net::dispatch::serve_forwarded(&shard, &frame).await;
                 shard
                     .send_to(
@@ -150,7 +149,7 @@ fn receive(shard: &Rc<Shard>, msg: MeshMsg) {
             change,
         } => {
             let shard = shard.clone();
-            glommio::spawn_local(async move {
+            crate::rt::spawn(async move {
                 crate::admin::apply_change(&shard, change).await;
                 let reply = MeshReply::Done;
                 shard.send_to(origin, MeshMsg::Reply { token, reply }).await;
@@ -222,7 +221,7 @@ fn receive(shard: &Rc<Shard>, msg: MeshMsg) {
 /// not wait on a full channel back to the caller.
 fn answer_call(shard: &Rc<Shard>, origin: usize, token: u64, reply: MeshReply) {
     let shard = shard.clone();
-    glommio::spawn_local(async move {
+    crate::rt::spawn(async move {
         shard.send_to(origin, MeshMsg::Reply { token, reply }).await;
     })
     .detach();
@@ -238,7 +237,7 @@ pub(crate) async fn call_all(shard: &Rc<Shard>, make: impl Fn(u64) -> MeshMsg) -
         return Vec::new();
     }
     let token = shard.next_id();
-    let (sender, receiver) = local_channel::new_bounded(peers);
+    let (sender, receiver) = crate::rt::local_channel(peers);
     shard.calls.borrow_mut().insert(token, Rc::new(sender));
     let mut expected = 0;
     for peer in (0..shard.count).filter(|&p| p != shard.id) {
@@ -254,13 +253,9 @@ pub(crate) async fn call_all(shard: &Rc<Shard>, make: impl Fn(u64) -> MeshMsg) -
                 None => break,
             }
         }
-        Ok(())
     };
     // A peer that is shutting down may never answer; nobody waits on it for long.
-    if glommio::timer::timeout(CALL_TIMEOUT, collect)
-        .await
-        .is_err()
-    {
+    if crate::rt::timeout(CALL_TIMEOUT, collect).await.is_none() {
         log::warn!(
             "shard {}: {} of {expected} shards did not answer within {CALL_TIMEOUT:?}",
             shard.id,

@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 use protocol::codes::{Command, Status};
 use protocol::control::{self, BrokerId, BrokerRegistration, ErrorReply};
 use protocol::frame::{FrameBytes, FrameMeta, Framer, encode_frame};
 
+use crate::rt::TcpStream;
 use crate::shard::Shard;
 
 /// Longest wait to connect to, or hear back from, a nameserver.
@@ -49,7 +49,7 @@ pub(crate) async fn run(shard: Rc<Shard>) {
     let interval = Duration::from_millis(shard.config.register_interval_ms);
     // The broker publishes every shard's port once all listen; register only then.
     while shard.ports().is_empty() {
-        glommio::timer::sleep(Duration::from_millis(5)).await;
+        crate::rt::sleep(Duration::from_millis(5)).await;
     }
     loop {
         // Taken before the round: a request made during it starts the next one at once.
@@ -67,7 +67,7 @@ pub(crate) async fn run(shard: Rc<Shard>) {
         shard.registered_up_to.set(requested);
         shard.registered.notify();
         futures_lite::future::or(
-            glommio::timer::sleep(interval),
+            crate::rt::sleep(interval),
             shard.register_now.wait(requested),
         )
         .await;
@@ -89,11 +89,10 @@ pub(crate) async fn register_now(shard: &Shard) {
             let seen = shard.registered.generation();
             shard.registered.wait(seen).await;
         }
-        Ok(())
     };
-    if glommio::timer::timeout(2 * NAMESERVER_TIMEOUT, registered)
+    if crate::rt::timeout(2 * NAMESERVER_TIMEOUT, registered)
         .await
-        .is_err()
+        .is_none()
     {
         log::warn!("registration after a topic change did not complete in time");
     }

@@ -14,7 +14,7 @@ use crate::shard::Shard;
 pub(crate) async fn run(shard: Rc<Shard>) {
     let period = Duration::from_millis(shard.config.storage.retention_check_interval_ms);
     loop {
-        glommio::timer::sleep(period).await;
+        crate::rt::sleep(period).await;
         pass(&shard).await;
     }
 }

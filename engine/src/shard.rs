@@ -1,4 +1,4 @@
-//! One shard: a glommio executor pinned to a core, owning its queues, connections, groups,
+//! One shard: an executor pinned to a core, owning its queues, connections, groups,
 //! offsets and reply queue. Shards share nothing mutable; they talk over the channel mesh
 //! ([`crate::mesh`]).
 //!
@@ -9,14 +9,10 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use glommio::channels::channel_mesh::{MeshBuilder, Senders};
-use glommio::channels::local_channel::LocalSender;
-use glommio::net::TcpListener;
 use protocol::control::{RedirectRule, TopicConfig};
 
 use crate::config::BrokerConfig;
@@ -28,11 +24,12 @@ use crate::notify::Notify;
 use crate::offsets::Offsets;
 use crate::queue::Queue;
 use crate::rr::{Directory, ReplyLog};
+use crate::rt::{LocalSender, Mesh, MeshSenders, StopSignal, TcpListener};
 
 /// Frames a mesh channel between two shards holds before senders wait.
 pub(crate) const MESH_CHANNEL_CAPACITY: usize = 1024;
-/// How often a shard checks the broker's stop flag, ms.
-const STOP_POLL_MS: u64 = 20;
+/// How long a closing shard lets its mesh receivers finish what peers queued, ms.
+const MESH_DRAIN_MS: u64 = 20;
 
 /// A topic as one shard sees it: its configuration and the queues this shard owns.
 #[derive(Clone)]
@@ -76,7 +73,7 @@ pub(crate) struct Shard {
     pub offsets: Offsets,
     pub replies: ReplyLog,
     pub directory: RefCell<Directory>,
-    pub mesh: Senders<MeshMsg>,
+    pub mesh: MeshSenders<MeshMsg>,
     /// Outstanding mesh calls by token: where their replies go.
     pub calls: RefCell<HashMap<u64, Rc<LocalSender<MeshReply>>>>,
     pub counters: Counters,
@@ -156,8 +153,8 @@ pub(crate) struct ShardStart {
     pub id: usize,
     pub count: usize,
     pub config: Arc<BrokerConfig>,
-    pub mesh: MeshBuilder<MeshMsg, glommio::channels::channel_mesh::Full>,
-    pub stop: Arc<AtomicBool>,
+    pub mesh: Mesh<MeshMsg>,
+    pub stop: Arc<StopSignal>,
     pub ports: Arc<OnceLock<Vec<u16>>>,
     pub ready: mpsc::Sender<(usize, Result<u16, BrokerError>)>,
 }
@@ -176,8 +173,7 @@ pub(crate) async fn run(start: ShardStart) -> Result<(), BrokerError> {
     let shard_error = |reason: String| BrokerError::Shard { shard: id, reason };
     // Before any queue opens: the shard's logs share one tail-cache budget.
     crate::log::set_shard_budget(config.storage.tail_cache_shard_bytes);
-    let (senders, receivers) = mesh
-        .join()
+    let (senders, receivers) = crate::rt::join_mesh(mesh)
         .await
         .map_err(|e| shard_error(format!("cannot join the shard mesh: {e}")))?;
     let opened = open(id, count, config.clone(), senders, ports).await;
@@ -216,16 +212,14 @@ pub(crate) async fn run(start: ShardStart) -> Result<(), BrokerError> {
     );
 
     let mesh_tasks = crate::mesh::spawn_receivers(&shard, receivers);
-    let accept = glommio::spawn_local(crate::net::accept_loop(shard.clone(), listener));
-    let sweeper = glommio::spawn_local(crate::net::sweep_loop(shard.clone()));
-    let retention = glommio::spawn_local(crate::retention::run(shard.clone()));
-    let register = (id == 0).then(|| glommio::spawn_local(crate::register::run(shard.clone())));
-    let dynamic = (id == 0).then(|| glommio::spawn_local(crate::dynamic::run(shard.clone())));
+    let accept = crate::rt::spawn(crate::net::accept_loop(shard.clone(), listener));
+    let sweeper = crate::rt::spawn(crate::net::sweep_loop(shard.clone()));
+    let retention = crate::rt::spawn(crate::retention::run(shard.clone()));
+    let register = (id == 0).then(|| crate::rt::spawn(crate::register::run(shard.clone())));
+    let dynamic = (id == 0).then(|| crate::rt::spawn(crate::dynamic::run(shard.clone())));
     let _ = ready.send((id, Ok(port)));
 
-    while !stop.load(Ordering::Acquire) {
-        glommio::timer::sleep(Duration::from_millis(STOP_POLL_MS)).await;
-    }
+    stop.wait().await;
     log::info!("shard {id}: shutting down");
     shard.stopping.set(true);
     drop(accept);
@@ -238,7 +232,7 @@ pub(crate) async fn run(start: ShardStart) -> Result<(), BrokerError> {
     }
     crate::net::close_all(&shard).await;
     // Peers may still be relaying to us; let our mesh receivers finish what is queued.
-    glommio::timer::sleep(Duration::from_millis(STOP_POLL_MS)).await;
+    crate::rt::sleep(Duration::from_millis(MESH_DRAIN_MS)).await;
     drop(mesh_tasks);
     close(shard).await;
     Ok(())
@@ -249,7 +243,7 @@ async fn open(
     id: usize,
     count: usize,
     config: Arc<BrokerConfig>,
-    mesh: Senders<MeshMsg>,
+    mesh: MeshSenders<MeshMsg>,
     ports: Arc<OnceLock<Vec<u16>>>,
 ) -> Result<Shard, BrokerError> {
     let log_error = |what: String| {

@@ -15,12 +15,11 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use glommio::net::TcpStream;
-use glommio::sync::Semaphore;
 use protocol::codes::Status;
 use protocol::frame::{FrameError, FrameFault, FrameHeader, Framer, HEADER_LEN, HeaderError};
 
 use super::outbox::{Outbound, Outbox, error_response};
+use crate::rt::{Semaphore, TcpStream};
 use crate::shard::Shard;
 
 /// Most bytes handed to one socket read: bounds the zero-fill of the receive buffer.
@@ -48,8 +47,8 @@ impl Conn {
         let fd = self.stream.borrow().as_raw_fd();
         #[allow(unsafe_code)]
         // SAFETY: `fd` belongs to the stream `self` holds, so it is open; shutdown(2) only
-        // changes the socket's state (glommio's own `shutdown` does the same, but is async and
-        // would hold the stream's borrow across an await).
+        // changes the socket's state (the stream's own `shutdown` does the same, but is async
+        // and would hold the stream's borrow across an await).
         let result = unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
         if result != 0 {
             log::debug!(
@@ -115,7 +114,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     });
     shard.conns.borrow_mut().insert(conn.id, conn.clone());
     log::debug!("shard {}: connection {} from {peer}", shard.id, conn.id);
-    let writer = glommio::spawn_local(write_loop(conn.clone(), Half(stream.clone())));
+    let writer = crate::rt::spawn(write_loop(conn.clone(), Half(stream.clone())));
     let ended = read_loop(&shard, &conn, Half(stream)).await;
     match ended {
         Ok(()) => log::debug!("shard {}: {peer} closed the connection", shard.id),

@@ -11,7 +11,6 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
-use glommio::sync::Semaphore;
 use protocol::codes::{Command, Status};
 use protocol::control::{
     self, BrokerStats, ClientHeartbeat, CommitOffset, Credit, FetchOffset, HeartbeatAck,
@@ -27,6 +26,7 @@ use crate::error::Reject;
 use crate::group::{self, GroupKey, Subscription};
 use crate::mesh::MeshMsg;
 use crate::notify::Notify;
+use crate::rt::Semaphore;
 use crate::shard::Shard;
 
 /// What serving a request produced.
@@ -102,7 +102,7 @@ pub(crate) async fn dispatch(
     };
     let shard = shard.clone();
     let conn = conn.clone();
-    glommio::spawn_local(async move {
+    crate::rt::spawn(async move {
         // A produce keeps its body writable; everything else reads a frozen frame.
         let (result, frozen) = match command {
             Command::Produce | Command::Request => {

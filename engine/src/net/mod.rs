@@ -11,8 +11,7 @@ pub(crate) mod outbox;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use glommio::net::TcpListener;
-
+use crate::rt::TcpListener;
 use crate::shard::Shard;
 
 /// Accepts connections until the task is dropped; refuses (closes) those past the limit.
@@ -31,12 +30,12 @@ pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                     continue;
                 }
                 refused_logged = false;
-                glommio::spawn_local(conn::serve(shard.clone(), stream)).detach();
+                crate::rt::spawn(conn::serve(shard.clone(), stream)).detach();
             }
             Err(e) => {
                 // Typically EMFILE: back off instead of spinning on the error.
                 log::warn!("shard {}: accept: {e}", shard.id);
-                glommio::timer::sleep(Duration::from_millis(50)).await;
+                crate::rt::sleep(Duration::from_millis(50)).await;
             }
         }
     }
@@ -47,7 +46,7 @@ pub(crate) async fn sweep_loop(shard: Rc<Shard>) {
     let timeout = Duration::from_millis(shard.config.consumer_timeout_ms);
     let period = (timeout / 3).clamp(Duration::from_millis(10), Duration::from_secs(1));
     loop {
-        glommio::timer::sleep(period).await;
+        crate::rt::sleep(period).await;
         let now = Instant::now();
         let dead: Vec<Rc<conn::Conn>> = shard
             .conns
@@ -76,6 +75,6 @@ pub(crate) async fn close_all(shard: &Rc<Shard>) {
     }
     let deadline = Instant::now() + Duration::from_secs(2);
     while !shard.conns.borrow().is_empty() && Instant::now() < deadline {
-        glommio::timer::sleep(Duration::from_millis(5)).await;
+        crate::rt::sleep(Duration::from_millis(5)).await;
     }
 }
