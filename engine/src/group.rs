@@ -164,6 +164,17 @@ pub(crate) fn announce_change(shard: &Shard, topic: &str) {
     }
 }
 
+/// Ends every subscription and group of the shard (it is closing): their push and handover
+/// tasks are cancelled.
+pub(crate) fn close_all(shard: &Shard) {
+    let subs = std::mem::take(&mut *shard.subs.borrow_mut());
+    for sub in subs.values() {
+        sub.close();
+    }
+    let groups = std::mem::take(&mut *shard.groups.borrow_mut());
+    drop(groups);
+}
+
 /// Stops every group of a deleted topic.
 pub(crate) fn drop_topic(shard: &Rc<Shard>, topic: &str) {
     shard.groups.borrow_mut().retain(|k, _| k.topic != topic);
@@ -202,8 +213,9 @@ pub(crate) fn rebalance(shard: &Rc<Shard>, key: &GroupKey) {
         let handover = (previous_alive && delivered > started_at).then_some(delivered);
         let position = slot.position.clone();
         let started = slot.started_at.clone();
-        let shard = shard.clone();
-        slot.task = Some(crate::rt::spawn(async move {
+        let pusher = shard.clone();
+        slot.task = Some(shard.tasks.spawn(async move {
+            let shard = pusher;
             if let Some(delivered) = handover {
                 wait_for_commit(&shard, &sub, queue.id, delivered).await;
             }

@@ -3,6 +3,18 @@
 //! Every shard runs one receiver task per peer. A receiver never waits on another shard: work
 //! that may wait (appending a forwarded produce, applying a topic change) runs in its own task,
 //! so two shards sending to each other can never deadlock on full channels.
+//!
+//! Closing ([`close`]) drains the mesh without a timed wait. A message either *originates*
+//! work (a forward, a call, a client's arrival) or *answers* one (a response, a reply). A
+//! closing shard originates nothing once its own tasks have ended (it refuses topic changes
+//! while closing, the only work a forwarded request could start on another shard), so:
+//! 1. when every task it started has ended, a shard tells every peer `Quiet`;
+//! 2. once every peer said `Quiet` (channels are FIFO, so everything a peer originated has
+//!    arrived before it), it waits for the tasks answering those messages to end;
+//! 3. then it closes its channels to the peers, and waits for its receivers to end, which
+//!    each does once its peer closed too, having received every answer sent before.
+//!
+//! A peer whose channel closes without `Quiet` (a shard that failed to start) counts as quiet.
 
 use std::rc::Rc;
 
@@ -51,6 +63,8 @@ pub(crate) enum MeshMsg {
     },
     /// The answer to a call.
     Reply { token: u64, reply: MeshReply },
+    /// Shard `origin` is closing and will originate nothing more (see the module docs).
+    Quiet { origin: usize },
     /// A client identified itself on a connection of `shard`.
     ClientUp { client_id: String, shard: usize },
     /// The last connection of a client on `shard` closed.
@@ -105,6 +119,7 @@ pub(crate) fn spawn_receivers(
                     receive(&shard, msg);
                 }
                 log::debug!("shard {}: mesh from shard {peer} closed", shard.id);
+                peer_quiet(&shard, peer);
             })
         })
         .collect()
@@ -117,20 +132,22 @@ fn receive(shard: &Rc<Shard>, msg: MeshMsg) {
             conn_id,
             frame,
         } => {
+            let tasks = &shard.tasks;
             let shard = shard.clone();
-            crate::rt::spawn(async move {
-                let response = crate::net::dispatch::serve_forwarded(&shard, &frame).await;
-                shard
-                    .send_to(
-                        origin,
-                        MeshMsg::Response {
-                            conn_id,
-                            frame: response,
-                        },
-                    )
-                    .await;
-            })
-            .detach();
+            tasks
+                .spawn(async move {
+                    let response = crate::net::dispatch::serve_forwarded(&shard, &frame).await;
+                    shard
+                        .send_to(
+                            origin,
+                            MeshMsg::Response {
+                                conn_id,
+                                frame: response,
+                            },
+                        )
+                        .await;
+                })
+                .detach();
         }
         MeshMsg::Response { conn_id, frame } => {
             let conn = shard.conns.borrow().get(&conn_id).cloned();
@@ -148,13 +165,15 @@ fn receive(shard: &Rc<Shard>, msg: MeshMsg) {
             token,
             change,
         } => {
+            let tasks = &shard.tasks;
             let shard = shard.clone();
-            crate::rt::spawn(async move {
-                crate::admin::apply_change(&shard, change).await;
-                let reply = MeshReply::Done;
-                shard.send_to(origin, MeshMsg::Reply { token, reply }).await;
-            })
-            .detach();
+            tasks
+                .spawn(async move {
+                    crate::admin::apply_change(&shard, change).await;
+                    let reply = MeshReply::Done;
+                    shard.send_to(origin, MeshMsg::Reply { token, reply }).await;
+                })
+                .detach();
         }
         MeshMsg::Collect { origin, token } => {
             answer_call(
@@ -196,6 +215,7 @@ fn receive(shard: &Rc<Shard>, msg: MeshMsg) {
                 let _ = sender.try_send(reply);
             }
         }
+        MeshMsg::Quiet { origin } => peer_quiet(shard, origin),
         MeshMsg::ClientUp {
             client_id,
             shard: at,
@@ -220,11 +240,42 @@ fn receive(shard: &Rc<Shard>, msg: MeshMsg) {
 /// Sends `reply` to the call `token` of shard `origin`, from a task: the receiver loop must
 /// not wait on a full channel back to the caller.
 fn answer_call(shard: &Rc<Shard>, origin: usize, token: u64, reply: MeshReply) {
+    let tasks = &shard.tasks;
     let shard = shard.clone();
-    crate::rt::spawn(async move {
-        shard.send_to(origin, MeshMsg::Reply { token, reply }).await;
-    })
-    .detach();
+    tasks
+        .spawn(async move {
+            shard.send_to(origin, MeshMsg::Reply { token, reply }).await;
+        })
+        .detach();
+}
+
+/// Records that `peer` originates nothing more.
+fn peer_quiet(shard: &Shard, peer: usize) {
+    shard.quiet_peers.set(shard.quiet_peers.get() | 1 << peer);
+    shard.peer_went_quiet.notify();
+}
+
+/// Closes this shard's side of the mesh once its own tasks have ended: see the module docs.
+/// `receivers` are the tasks [`spawn_receivers`] returned.
+pub(crate) async fn close(shard: &Rc<Shard>, receivers: Vec<crate::rt::Task<()>>) {
+    shard
+        .tell_peers(|| MeshMsg::Quiet { origin: shard.id })
+        .await;
+    let peers = (0..shard.count)
+        .filter(|&p| p != shard.id)
+        .fold(0u64, |bits, p| bits | 1 << p);
+    loop {
+        let seen = shard.peer_went_quiet.generation();
+        if shard.quiet_peers.get() & peers == peers {
+            break;
+        }
+        shard.peer_went_quiet.wait(seen).await;
+    }
+    crate::shard::drain_tasks(shard, "answering peers").await;
+    shard.mesh.close();
+    for receiver in receivers {
+        receiver.await;
+    }
 }
 
 /// Longest wait for every shard to answer a call.

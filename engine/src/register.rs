@@ -84,8 +84,9 @@ pub(crate) async fn register_now(shard: &Shard) {
     shard.register_now.notify();
     let wanted = shard.register_now.generation();
     let registered = async {
-        // A round in progress may have read the old state: wait for one built after now.
-        while shard.registered_up_to.get() < wanted {
+        // A round in progress may have read the old state: wait for one built after now. A
+        // closing shard runs no more rounds (it notifies `registered` when it stops them).
+        while shard.registered_up_to.get() < wanted && !shard.stopping.get() {
             let seen = shard.registered.generation();
             shard.registered.wait(seen).await;
         }

@@ -8,12 +8,16 @@
 //! io_uring runtime (compio, io-uring directly) is a change of this module (and of
 //! `DmaStorage`).
 
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
+
+use crate::notify::Notify;
 
 /// A spawned task: awaiting it yields its output; dropping it cancels it (the runtime drops
 /// its future the next time it would run); [`Task::detach`] lets it run on its own.
@@ -115,6 +119,62 @@ where
     Ok(Executor(handle))
 }
 
+/// The tasks of one shard: counted while they live (to completion or cancellation), so the
+/// shard can wait at close until the last one lets go instead of polling or sleeping.
+#[derive(Default)]
+pub(crate) struct Tasks {
+    count: Rc<TaskCount>,
+}
+
+#[derive(Default)]
+struct TaskCount {
+    live: Cell<usize>,
+    /// Notified when `live` drops to zero.
+    idle: Notify,
+}
+
+/// Held by a tracked task's future; counts the task out when the future is dropped, which the
+/// runtime does when the task ends or, once cancelled, the next time it would run.
+struct Tracked(Rc<TaskCount>);
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        let live = self.0.live.get() - 1;
+        self.0.live.set(live);
+        if live == 0 {
+            self.0.idle.notify();
+        }
+    }
+}
+
+impl Tasks {
+    /// Spawns `future` as a tracked task of the current executor.
+    pub fn spawn<T: 'static>(&self, future: impl Future<Output = T> + 'static) -> Task<T> {
+        self.count.live.set(self.count.live.get() + 1);
+        let tracked = Tracked(self.count.clone());
+        spawn(async move {
+            let _tracked = tracked;
+            future.await
+        })
+    }
+
+    /// How many tracked tasks live.
+    pub fn live(&self) -> usize {
+        self.count.live.get()
+    }
+
+    /// Resolves once no tracked task lives (at once if none does).
+    pub async fn idle(&self) {
+        loop {
+            let seen = self.count.idle.generation();
+            if self.count.live.get() == 0 {
+                return;
+            }
+            self.count.idle.wait(seen).await;
+        }
+    }
+}
+
 /// A stop signal raised from any thread and awaited by executors: raising it wakes every
 /// waiter through the runtime's cross-thread wake-up (an eventfd the parked executor sleeps
 /// on), so no executor polls a flag.
@@ -213,5 +273,27 @@ mod tests {
         stop.raise();
         assert!(executor.join().unwrap());
         assert!(stop.is_raised());
+    }
+
+    #[test]
+    fn tasks_go_idle_when_the_last_one_ends_or_is_cancelled() {
+        let live = on_executor(|| {
+            Box::pin(async {
+                let tasks = Tasks::default();
+                tasks.idle().await;
+                let (tx, rx) = local_channel::<()>(1);
+                let finishing = tasks.spawn(async move {
+                    let _ = rx.recv().await;
+                });
+                finishing.detach();
+                let waiting = tasks.spawn(std::future::pending::<()>());
+                assert_eq!(tasks.live(), 2);
+                drop(waiting);
+                tx.try_send(()).unwrap();
+                tasks.idle().await;
+                tasks.live()
+            })
+        });
+        assert_eq!(live, 0);
     }
 }

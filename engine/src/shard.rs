@@ -3,8 +3,11 @@
 //! ([`crate::mesh`]).
 //!
 //! A shard's life: join the mesh → load the topic registry and open the queues it owns, its
-//! offset journal and its reply queue → listen → report its port → serve until the broker's
-//! stop flag is set → stop accepting, close connections, flush and close every log.
+//! offset journal and its reply queue → listen → report its port → serve until the broker
+//! raises its stop signal → close, then drain, each step waiting on an event, never on a
+//! timer: stop accepting and the timed loops, unregister, shut every connection and end every
+//! subscription; wait until the last task the shard started has let go ([`Tasks::idle`]);
+//! close the mesh ([`crate::mesh::close`]); flush and close every log.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -24,12 +27,13 @@ use crate::notify::Notify;
 use crate::offsets::Offsets;
 use crate::queue::Queue;
 use crate::rr::{Directory, ReplyLog};
-use crate::rt::{LocalSender, Mesh, MeshSenders, StopSignal, TcpListener};
+use crate::rt::{LocalSender, Mesh, MeshSenders, StopSignal, Tasks, TcpListener};
 
 /// Frames a mesh channel between two shards holds before senders wait.
 pub(crate) const MESH_CHANNEL_CAPACITY: usize = 1024;
-/// How long a closing shard lets its mesh receivers finish what peers queued, ms.
-const MESH_DRAIN_MS: u64 = 20;
+/// Longest wait at close for the shard's tasks to end. They end on their own once their
+/// connections are shut; the bound only keeps a stuck task from holding the broker up.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A topic as one shard sees it: its configuration and the queues this shard owns.
 #[derive(Clone)]
@@ -77,7 +81,14 @@ pub(crate) struct Shard {
     /// Outstanding mesh calls by token: where their replies go.
     pub calls: RefCell<HashMap<u64, Rc<LocalSender<MeshReply>>>>,
     pub counters: Counters,
+    /// Every task that holds the shard (connections, requests, pushes, mesh work, timers),
+    /// except the mesh receivers, so close can wait until the last one ends.
+    pub tasks: Tasks,
     pub stopping: Cell<bool>,
+    /// Peers that said they originate nothing more (bit per shard; see [`crate::mesh`]).
+    pub quiet_peers: Cell<u64>,
+    /// Notified when a peer goes quiet.
+    pub peer_went_quiet: Notify,
     /// Shard 0: notified to register with the nameservers now rather than at the interval.
     pub register_now: Notify,
     /// Shard 0: notified after every registration round.
@@ -211,16 +222,18 @@ pub(crate) async fn run(start: ShardStart) -> Result<(), BrokerError> {
         config.listen_address
     );
 
-    let mesh_tasks = crate::mesh::spawn_receivers(&shard, receivers);
-    let accept = crate::rt::spawn(crate::net::accept_loop(shard.clone(), listener));
-    let sweeper = crate::rt::spawn(crate::net::sweep_loop(shard.clone()));
-    let retention = crate::rt::spawn(crate::retention::run(shard.clone()));
-    let register = (id == 0).then(|| crate::rt::spawn(crate::register::run(shard.clone())));
-    let dynamic = (id == 0).then(|| crate::rt::spawn(crate::dynamic::run(shard.clone())));
+    let mesh_receivers = crate::mesh::spawn_receivers(&shard, receivers);
+    let tasks = &shard.tasks;
+    let accept = tasks.spawn(crate::net::accept_loop(shard.clone(), listener));
+    let sweeper = tasks.spawn(crate::net::sweep_loop(shard.clone()));
+    let retention = tasks.spawn(crate::retention::run(shard.clone()));
+    let register = (id == 0).then(|| tasks.spawn(crate::register::run(shard.clone())));
+    let dynamic = (id == 0).then(|| tasks.spawn(crate::dynamic::run(shard.clone())));
     let _ = ready.send((id, Ok(port)));
 
     stop.wait().await;
     log::info!("shard {id}: shutting down");
+    // Close: nothing new starts.
     shard.stopping.set(true);
     drop(accept);
     drop(sweeper);
@@ -228,14 +241,31 @@ pub(crate) async fn run(start: ShardStart) -> Result<(), BrokerError> {
     drop(dynamic);
     if let Some(register) = register {
         drop(register);
+        shard.registered.notify();
         crate::register::unregister(&shard).await;
     }
-    crate::net::close_all(&shard).await;
-    // Peers may still be relaying to us; let our mesh receivers finish what is queued.
-    crate::rt::sleep(Duration::from_millis(MESH_DRAIN_MS)).await;
-    drop(mesh_tasks);
+    crate::net::close_all(&shard);
+    crate::group::close_all(&shard);
+    // Drain: what was started ends, then the mesh.
+    drain_tasks(&shard, "closing").await;
+    crate::mesh::close(&shard, mesh_receivers).await;
     close(shard).await;
     Ok(())
+}
+
+/// Waits until the shard's last task has ended (at most [`CLOSE_TIMEOUT`]); `step` names the
+/// close step in the warning when some have not.
+pub(crate) async fn drain_tasks(shard: &Shard, step: &str) {
+    if crate::rt::timeout(CLOSE_TIMEOUT, shard.tasks.idle())
+        .await
+        .is_none()
+    {
+        log::warn!(
+            "shard {}: {} tasks still running after {CLOSE_TIMEOUT:?} of {step}",
+            shard.id,
+            shard.tasks.live()
+        );
+    }
 }
 
 /// Builds the shard: topics from the registry, owned queues, offsets and replies.
@@ -300,7 +330,10 @@ async fn open(
         mesh,
         calls: RefCell::new(HashMap::new()),
         counters: Counters::default(),
+        tasks: Tasks::default(),
         stopping: Cell::new(false),
+        quiet_peers: Cell::new(0),
+        peer_went_quiet: Notify::new(),
         register_now: Notify::new(),
         registered: Notify::new(),
         registered_up_to: Cell::new(0),
@@ -341,8 +374,6 @@ pub(crate) async fn open_topic(
 /// Flushes and closes every log of the shard.
 async fn close(shard: Rc<Shard>) {
     let id = shard.id;
-    shard.groups.borrow_mut().clear();
-    shard.subs.borrow_mut().clear();
     let topics: Vec<TopicEntry> = shard.topics.borrow_mut().drain().map(|(_, t)| t).collect();
     for queue in topics.into_iter().flat_map(|t| t.queues).flatten() {
         close_queue(id, queue).await;

@@ -94,6 +94,11 @@ impl AsyncWrite for Half {
 
 /// Serves one accepted connection until it closes.
 pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    if shard.stopping.get() {
+        // Accepted just before the shard began to close, which has shut down the connections
+        // it knew of: this one is not served either.
+        return;
+    }
     let peer = stream
         .peer_addr()
         .map_or_else(|_| "?".to_owned(), |a| a.to_string());
@@ -114,7 +119,9 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     });
     shard.conns.borrow_mut().insert(conn.id, conn.clone());
     log::debug!("shard {}: connection {} from {peer}", shard.id, conn.id);
-    let writer = crate::rt::spawn(write_loop(conn.clone(), Half(stream.clone())));
+    let writer = shard
+        .tasks
+        .spawn(write_loop(conn.clone(), Half(stream.clone())));
     let ended = read_loop(&shard, &conn, Half(stream)).await;
     match ended {
         Ok(()) => log::debug!("shard {}: {peer} closed the connection", shard.id),

@@ -100,56 +100,58 @@ pub(crate) async fn dispatch(
     let Ok(permit) = inflight.acquire_static_permit(1).await else {
         return;
     };
+    let tasks = &shard.tasks;
     let shard = shard.clone();
     let conn = conn.clone();
-    crate::rt::spawn(async move {
-        // A produce keeps its body writable; everything else reads a frozen frame.
-        let (result, frozen) = match command {
-            Command::Produce | Command::Request => {
-                let (header, ext) = (frame.header, frame.ext);
-                let body = Body::Owned(frame.body);
-                (produce(&shard, header, ext, body, false).await, None)
-            }
-            Command::CommitOffset => {
-                let frame = frame.freeze();
-                let result = commit(&shard, &conn, &frame).await.map(Served::Body);
-                (result, Some(frame))
-            }
-            _ => {
-                let frame = frame.freeze();
-                (serve(&shard, &frame, false).await, Some(frame))
-            }
-        };
-        let outcome = match result {
-            Ok(Served::Forward(owner)) => match frozen {
-                Some(frame) => Ok((owner, frame)),
-                None => Err(Err(Reject::new(
-                    Status::Internal,
-                    "a produce is forwarded re-addressed, never as read",
-                ))),
-            },
-            Ok(Served::ForwardFrame(owner, frame)) => Ok((owner, frame)),
-            Ok(Served::Body(body)) => Err(Ok(Some(body))),
-            Err(reject) => Err(Err(reject)),
-        };
-        match outcome {
-            Ok((owner, frame)) => {
-                let msg = MeshMsg::Forward {
-                    origin: shard.id,
-                    conn_id: conn.id,
-                    frame,
-                };
-                if !shard.send_to(owner, msg).await {
-                    let reject =
-                        Reject::new(Status::ShuttingDown, format!("shard {owner} is stopping"));
-                    answer(&conn, &header, oneway, Err(reject)).await;
+    tasks
+        .spawn(async move {
+            // A produce keeps its body writable; everything else reads a frozen frame.
+            let (result, frozen) = match command {
+                Command::Produce | Command::Request => {
+                    let (header, ext) = (frame.header, frame.ext);
+                    let body = Body::Owned(frame.body);
+                    (produce(&shard, header, ext, body, false).await, None)
                 }
+                Command::CommitOffset => {
+                    let frame = frame.freeze();
+                    let result = commit(&shard, &conn, &frame).await.map(Served::Body);
+                    (result, Some(frame))
+                }
+                _ => {
+                    let frame = frame.freeze();
+                    (serve(&shard, &frame, false).await, Some(frame))
+                }
+            };
+            let outcome = match result {
+                Ok(Served::Forward(owner)) => match frozen {
+                    Some(frame) => Ok((owner, frame)),
+                    None => Err(Err(Reject::new(
+                        Status::Internal,
+                        "a produce is forwarded re-addressed, never as read",
+                    ))),
+                },
+                Ok(Served::ForwardFrame(owner, frame)) => Ok((owner, frame)),
+                Ok(Served::Body(body)) => Err(Ok(Some(body))),
+                Err(reject) => Err(Err(reject)),
+            };
+            match outcome {
+                Ok((owner, frame)) => {
+                    let msg = MeshMsg::Forward {
+                        origin: shard.id,
+                        conn_id: conn.id,
+                        frame,
+                    };
+                    if !shard.send_to(owner, msg).await {
+                        let reject =
+                            Reject::new(Status::ShuttingDown, format!("shard {owner} is stopping"));
+                        answer(&conn, &header, oneway, Err(reject)).await;
+                    }
+                }
+                Err(answered) => answer(&conn, &header, oneway, answered).await,
             }
-            Err(answered) => answer(&conn, &header, oneway, answered).await,
-        }
-        drop(permit);
-    })
-    .detach();
+            drop(permit);
+        })
+        .detach();
 }
 
 /// The connection-bound commands, served inline by the reader (see the module docs).
@@ -244,6 +246,15 @@ async fn serve(shard: &Rc<Shard>, frame: &FrameBytes, forwarded: bool) -> Result
                 .offsets
                 .get(&request.topic, &request.group, request.queue_id);
             Ok(Served::Body(control::encode(&OffsetReply { offset })?))
+        }
+        // A closing shard starts nothing that needs the mesh (see `crate::mesh`).
+        Command::CreateTopic | Command::UpdateTopic | Command::DeleteTopic
+            if shard.stopping.get() =>
+        {
+            Err(Reject::new(
+                Status::ShuttingDown,
+                format!("shard {} is shutting down", shard.id),
+            ))
         }
         Command::CreateTopic | Command::UpdateTopic | Command::DeleteTopic if shard.id != 0 => {
             Ok(Served::Forward(0))

@@ -30,7 +30,10 @@ pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                     continue;
                 }
                 refused_logged = false;
-                crate::rt::spawn(conn::serve(shard.clone(), stream)).detach();
+                shard
+                    .tasks
+                    .spawn(conn::serve(shard.clone(), stream))
+                    .detach();
             }
             Err(e) => {
                 // Typically EMFILE: back off instead of spinning on the error.
@@ -67,14 +70,11 @@ pub(crate) async fn sweep_loop(shard: Rc<Shard>) {
     }
 }
 
-/// Closes every connection and waits (briefly) for their tasks to clean up.
-pub(crate) async fn close_all(shard: &Rc<Shard>) {
+/// Closes every connection: each writer drains what is queued and each reader sees the end
+/// of its stream. Their tasks end on their own; the shard waits for them with its others.
+pub(crate) fn close_all(shard: &Shard) {
     let conns: Vec<Rc<conn::Conn>> = shard.conns.borrow().values().cloned().collect();
     for conn in conns {
         conn.shutdown();
-    }
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while !shard.conns.borrow().is_empty() && Instant::now() < deadline {
-        crate::rt::sleep(Duration::from_millis(5)).await;
     }
 }
