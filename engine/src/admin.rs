@@ -187,7 +187,7 @@ pub(crate) fn snapshot(shard: &Shard) -> ShardSnapshot {
     ShardSnapshot {
         shard: ShardStats {
             shard_id: shard.id as u32,
-            connections: shard.conns.borrow().len() as u64,
+            connections: shard.clients.len() as u64,
             bad_frames: shard.counters.bad_frames.get(),
             replies: shard.counters.replies.get(),
         },

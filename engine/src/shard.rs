@@ -21,13 +21,13 @@ use protocol::control::{RedirectRule, TopicConfig};
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::group::{Group, GroupKey, Subscription};
-use crate::mesh::{MeshMsg, MeshReply};
-use crate::net::conn::Conn;
+use crate::mesh::{MeshMsg, Peers};
+use crate::net::clients::Clients;
 use crate::notify::Notify;
 use crate::offsets::Offsets;
 use crate::queue::Queue;
-use crate::rr::{Directory, ReplyLog};
-use crate::rt::{LocalSender, Mesh, MeshSenders, StopSignal, Tasks, TcpListener};
+use crate::rr::ReplyLog;
+use crate::rt::{Mesh, MeshSenders, StopSignal, Tasks, TcpListener};
 
 /// Frames a mesh channel between two shards holds before senders wait.
 pub(crate) const MESH_CHANNEL_CAPACITY: usize = 1024;
@@ -69,26 +69,20 @@ pub(crate) struct Shard {
     pub topics: RefCell<HashMap<String, TopicEntry>>,
     /// Shard 0 only: the durable registry, the source of every topic change.
     pub registry: RefCell<BTreeMap<String, TopicConfig>>,
-    pub conns: RefCell<HashMap<u64, Rc<Conn>>>,
+    pub clients: Clients,
     pub subs: RefCell<HashMap<u64, Rc<Subscription>>>,
     /// Ordered by topic, then group, so one topic's groups are a range (see
     /// [`crate::group::of_topic`]): the produce path looks at them for every batch.
     pub groups: RefCell<BTreeMap<GroupKey, Group>>,
     pub offsets: Offsets,
     pub replies: ReplyLog,
-    pub directory: RefCell<Directory>,
-    pub mesh: MeshSenders<MeshMsg>,
-    /// Outstanding mesh calls by token: where their replies go.
-    pub calls: RefCell<HashMap<u64, Rc<LocalSender<MeshReply>>>>,
+    /// The mesh: channels to the other shards and the calls outstanding on them.
+    pub peers: Peers,
     pub counters: Counters,
     /// Every task that holds the shard (connections, requests, pushes, mesh work, timers),
     /// except the mesh receivers, so close can wait until the last one ends.
     pub tasks: Tasks,
     pub stopping: Cell<bool>,
-    /// Peers that said they originate nothing more (bit per shard; see [`crate::mesh`]).
-    pub quiet_peers: Cell<u64>,
-    /// Notified when a peer goes quiet.
-    pub peer_went_quiet: Notify,
     /// Shard 0: notified to register with the nameservers now rather than at the interval.
     pub register_now: Notify,
     /// Shard 0: notified after every registration round.
@@ -142,20 +136,12 @@ impl Shard {
 
     /// Sends `make()` to every other shard, one way.
     pub async fn tell_peers(&self, make: impl Fn() -> MeshMsg) {
-        for peer in (0..self.count).filter(|&p| p != self.id) {
-            self.send_to(peer, make()).await;
-        }
+        self.peers.tell_all(make).await;
     }
 
     /// Sends `msg` to shard `to` over the mesh; false if that shard is gone (shutting down).
     pub async fn send_to(&self, to: usize, msg: MeshMsg) -> bool {
-        match self.mesh.send_to(to, msg).await {
-            Ok(()) => true,
-            Err(e) => {
-                log::debug!("shard {}: mesh send to shard {to} failed: {e}", self.id);
-                false
-            }
-        }
+        self.peers.send_to(to, msg).await
     }
 }
 
@@ -321,19 +307,15 @@ async fn open(
         config,
         topics: RefCell::new(topics),
         registry: RefCell::new(if id == 0 { registry } else { BTreeMap::new() }),
-        conns: RefCell::new(HashMap::new()),
+        clients: Clients::default(),
         subs: RefCell::new(HashMap::new()),
         groups: RefCell::new(BTreeMap::new()),
         offsets,
         replies,
-        directory: RefCell::new(Directory::default()),
-        mesh,
-        calls: RefCell::new(HashMap::new()),
+        peers: Peers::new(id, count, mesh),
         counters: Counters::default(),
         tasks: Tasks::default(),
         stopping: Cell::new(false),
-        quiet_peers: Cell::new(0),
-        peer_went_quiet: Notify::new(),
         register_now: Notify::new(),
         registered: Notify::new(),
         registered_up_to: Cell::new(0),

@@ -117,7 +117,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         subs: RefCell::new(Vec::new()),
         stream: stream.clone(),
     });
-    shard.conns.borrow_mut().insert(conn.id, conn.clone());
+    shard.clients.add(conn.clone());
     log::debug!("shard {}: connection {} from {peer}", shard.id, conn.id);
     let writer = shard
         .tasks

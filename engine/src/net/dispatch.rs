@@ -403,7 +403,7 @@ async fn identify(shard: &Rc<Shard>, conn: &Rc<Conn>, client_id: &str) {
     if let Some(previous) = previous {
         forget_client(shard, conn, &previous).await;
     }
-    let first = shard.directory.borrow_mut().local_up(client_id, conn.id);
+    let first = shard.clients.identified(client_id, conn.id);
     if first {
         shard
             .tell_peers(|| MeshMsg::ClientUp {
@@ -415,7 +415,7 @@ async fn identify(shard: &Rc<Shard>, conn: &Rc<Conn>, client_id: &str) {
 }
 
 async fn forget_client(shard: &Rc<Shard>, conn: &Conn, client_id: &str) {
-    let last = shard.directory.borrow_mut().local_down(client_id, conn.id);
+    let last = shard.clients.departed(client_id, conn.id);
     if last {
         shard
             .tell_peers(|| MeshMsg::ClientDown {
@@ -433,7 +433,7 @@ pub(crate) async fn disconnected(shard: &Rc<Shard>, conn: &Rc<Conn>) {
     for id in subs {
         group::leave(shard, id);
     }
-    shard.conns.borrow_mut().remove(&conn.id);
+    shard.clients.remove(conn.id);
     let client_id = conn.client_id.borrow_mut().take();
     if let Some(client_id) = client_id {
         forget_client(shard, conn, &client_id).await;

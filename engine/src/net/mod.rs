@@ -2,8 +2,10 @@
 //!
 //! - [`conn`]: one connection's read and write loops;
 //! - [`outbox`]: a connection's bounded queue of outgoing frames and their encoding;
-//! - [`dispatch`]: what each command does.
+//! - [`dispatch`]: what each command does;
+//! - [`clients`]: the shard's connections and where every client is connected.
 
+pub(crate) mod clients;
 pub(crate) mod conn;
 pub(crate) mod dispatch;
 pub(crate) mod outbox;
@@ -21,7 +23,7 @@ pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                if shard.conns.borrow().len() >= max {
+                if shard.clients.len() >= max {
                     if !refused_logged {
                         log::warn!("shard {}: {max} connections open; refusing more", shard.id);
                         refused_logged = true;
@@ -51,14 +53,9 @@ pub(crate) async fn sweep_loop(shard: Rc<Shard>) {
     loop {
         crate::rt::sleep(period).await;
         let now = Instant::now();
-        let dead: Vec<Rc<conn::Conn>> = shard
-            .conns
-            .borrow()
-            .values()
-            .filter(|c| !c.subs.borrow().is_empty())
-            .filter(|c| now.duration_since(c.last_seen.get()) > timeout)
-            .cloned()
-            .collect();
+        let dead = shard.clients.select(|c| {
+            !c.subs.borrow().is_empty() && now.duration_since(c.last_seen.get()) > timeout
+        });
         for conn in dead {
             log::info!(
                 "shard {}: consumer {:?} missed heartbeats for {timeout:?}; closing its connection",
@@ -73,7 +70,7 @@ pub(crate) async fn sweep_loop(shard: Rc<Shard>) {
 /// Closes every connection: each writer drains what is queued and each reader sees the end
 /// of its stream. Their tasks end on their own; the shard waits for them with its others.
 pub(crate) fn close_all(shard: &Shard) {
-    let conns: Vec<Rc<conn::Conn>> = shard.conns.borrow().values().cloned().collect();
+    let conns = shard.clients.select(|_| true);
     for conn in conns {
         conn.shutdown();
     }

@@ -24,7 +24,11 @@ use protocol::frame::FrameBytes;
 
 use crate::net::outbox::Outbound;
 use crate::rt::MeshReceivers;
+
+mod peers;
+
 use crate::shard::Shard;
+pub(crate) use peers::{Peers, call_all, close};
 
 /// A message from one shard to another.
 pub(crate) enum MeshMsg {
@@ -119,7 +123,7 @@ pub(crate) fn spawn_receivers(
                     receive(&shard, msg);
                 }
                 log::debug!("shard {}: mesh from shard {peer} closed", shard.id);
-                peer_quiet(&shard, peer);
+                shard.peers.went_quiet(peer);
             })
         })
         .collect()
@@ -150,7 +154,7 @@ fn receive(shard: &Rc<Shard>, msg: MeshMsg) {
                 .detach();
         }
         MeshMsg::Response { conn_id, frame } => {
-            let conn = shard.conns.borrow().get(&conn_id).cloned();
+            let conn = shard.clients.get(conn_id);
             if let Some(conn) = conn {
                 if conn.outbox.try_send(Outbound::Frame(frame)).is_err() {
                     log::debug!(
@@ -209,24 +213,19 @@ fn receive(shard: &Rc<Shard>, msg: MeshMsg) {
             };
             answer_call(shard, origin, token, reply);
         }
-        MeshMsg::Reply { token, reply } => {
-            let sender = shard.calls.borrow().get(&token).cloned();
-            if let Some(sender) = sender {
-                let _ = sender.try_send(reply);
-            }
-        }
-        MeshMsg::Quiet { origin } => peer_quiet(shard, origin),
+        MeshMsg::Reply { token, reply } => shard.peers.answered(token, reply),
+        MeshMsg::Quiet { origin } => shard.peers.went_quiet(origin),
         MeshMsg::ClientUp {
             client_id,
             shard: at,
         } => {
-            shard.directory.borrow_mut().remote_up(client_id, at);
+            shard.clients.remote_up(client_id, at);
         }
         MeshMsg::ClientDown {
             client_id,
             shard: at,
         } => {
-            shard.directory.borrow_mut().remote_down(&client_id, at);
+            shard.clients.remote_down(&client_id, at);
         }
         MeshMsg::ReplyPush {
             client_id,
@@ -247,72 +246,4 @@ fn answer_call(shard: &Rc<Shard>, origin: usize, token: u64, reply: MeshReply) {
             shard.send_to(origin, MeshMsg::Reply { token, reply }).await;
         })
         .detach();
-}
-
-/// Records that `peer` originates nothing more.
-fn peer_quiet(shard: &Shard, peer: usize) {
-    shard.quiet_peers.set(shard.quiet_peers.get() | 1 << peer);
-    shard.peer_went_quiet.notify();
-}
-
-/// Closes this shard's side of the mesh once its own tasks have ended: see the module docs.
-/// `receivers` are the tasks [`spawn_receivers`] returned.
-pub(crate) async fn close(shard: &Rc<Shard>, receivers: Vec<crate::rt::Task<()>>) {
-    shard
-        .tell_peers(|| MeshMsg::Quiet { origin: shard.id })
-        .await;
-    let peers = (0..shard.count)
-        .filter(|&p| p != shard.id)
-        .fold(0u64, |bits, p| bits | 1 << p);
-    loop {
-        let seen = shard.peer_went_quiet.generation();
-        if shard.quiet_peers.get() & peers == peers {
-            break;
-        }
-        shard.peer_went_quiet.wait(seen).await;
-    }
-    crate::shard::drain_tasks(shard, "answering peers").await;
-    shard.mesh.close();
-    for receiver in receivers {
-        receiver.await;
-    }
-}
-
-/// Longest wait for every shard to answer a call.
-const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Sends a message built by `make(token)` to every other shard and collects their replies.
-pub(crate) async fn call_all(shard: &Rc<Shard>, make: impl Fn(u64) -> MeshMsg) -> Vec<MeshReply> {
-    let peers = shard.count - 1;
-    if peers == 0 {
-        return Vec::new();
-    }
-    let token = shard.next_id();
-    let (sender, receiver) = crate::rt::local_channel(peers);
-    shard.calls.borrow_mut().insert(token, Rc::new(sender));
-    let mut expected = 0;
-    for peer in (0..shard.count).filter(|&p| p != shard.id) {
-        if shard.send_to(peer, make(token)).await {
-            expected += 1;
-        }
-    }
-    let mut replies = Vec::with_capacity(expected);
-    let collect = async {
-        while replies.len() < expected {
-            match receiver.recv().await {
-                Some(reply) => replies.push(reply),
-                None => break,
-            }
-        }
-    };
-    // A peer that is shutting down may never answer; nobody waits on it for long.
-    if crate::rt::timeout(CALL_TIMEOUT, collect).await.is_none() {
-        log::warn!(
-            "shard {}: {} of {expected} shards did not answer within {CALL_TIMEOUT:?}",
-            shard.id,
-            expected - replies.len()
-        );
-    }
-    shard.calls.borrow_mut().remove(&token);
-    replies
 }
