@@ -108,7 +108,7 @@ pub(crate) async fn apply_change(shard: &Rc<Shard>, change: TopicChange) {
     match change {
         TopicChange::Upsert(config) => {
             // The current entry keeps serving (produces, routes) while new queues open.
-            let previous = shard.topics.borrow().get(&config.topic).cloned();
+            let previous = shard.topics.entry(&config.topic);
             let opened = open_topic(
                 &shard.config,
                 shard.id,
@@ -129,10 +129,7 @@ pub(crate) async fn apply_change(shard: &Rc<Shard>, change: TopicChange) {
                 }
             };
             let kept = entry.queues.len();
-            shard
-                .topics
-                .borrow_mut()
-                .insert(config.topic.clone(), entry);
+            shard.topics.insert(entry);
             if let Some(previous) = previous {
                 for queue in previous.queues.into_iter().skip(kept).flatten() {
                     close_queue(shard.id, queue).await;
@@ -142,7 +139,7 @@ pub(crate) async fn apply_change(shard: &Rc<Shard>, change: TopicChange) {
         }
         TopicChange::Delete(topic) => {
             crate::group::drop_topic(shard, &topic);
-            let entry = shard.topics.borrow_mut().remove(&topic);
+            let entry = shard.topics.remove(&topic);
             for queue in entry.into_iter().flat_map(|e| e.queues).flatten() {
                 close_queue(shard.id, queue).await;
             }
@@ -154,11 +151,11 @@ pub(crate) async fn apply_change(shard: &Rc<Shard>, change: TopicChange) {
 pub(crate) fn snapshot(shard: &Shard) -> ShardSnapshot {
     let mut queues = Vec::new();
     let groups = shard.groups.borrow();
-    for entry in shard.topics.borrow().values() {
-        for queue in entry.queues.iter().flatten() {
+    for queue in shard.topics.queues() {
+        {
             let groups = groups
                 .iter()
-                .filter(|(key, _)| key.topic == entry.config.topic)
+                .filter(|(key, _)| *key.topic == *queue.topic)
                 .filter_map(|(key, group)| {
                     let slot = group.slots.get(&queue.id)?;
                     let client_id = slot
@@ -174,7 +171,7 @@ pub(crate) fn snapshot(shard: &Shard) -> ShardSnapshot {
                 })
                 .collect();
             queues.push(QueueStats {
-                topic: entry.config.topic.clone(),
+                topic: queue.topic.to_string(),
                 queue_id: queue.id,
                 shard_id: shard.id as u32,
                 start_offset: queue.log.start_offset(),
@@ -220,12 +217,7 @@ pub(crate) async fn collect(shard: &Rc<Shard>) -> (Vec<ShardStats>, Vec<QueueSta
 /// the minimum over online unicast groups); zero while no group consumes it.
 pub(crate) async fn topic_infos(shard: &Rc<Shard>) -> Vec<TopicInfo> {
     let (_, queues) = collect(shard).await;
-    let configs: Vec<TopicConfig> = shard
-        .topics
-        .borrow()
-        .values()
-        .map(|t| t.config.clone())
-        .collect();
+    let configs = shard.topics.configs();
     let mut infos: Vec<TopicInfo> = configs
         .into_iter()
         .map(|c| TopicInfo {

@@ -107,7 +107,7 @@ pub(crate) fn observe(shard: &Shard, topic: &str, retiring: &[u32]) -> Observati
         .max()
         .unwrap_or(0);
     let drained = retiring.iter().all(|&queue_id| {
-        let Some(queue) = shard.queue(topic, queue_id) else {
+        let Some(queue) = shard.topics.queue(topic, queue_id) else {
             return true; // Another shard's.
         };
         let end = queue.log.next_offset();

@@ -182,7 +182,7 @@ pub(crate) fn drop_topic(shard: &Rc<Shard>, topic: &str) {
 
 /// Brings the group's slots in line with its members: see the module documentation.
 pub(crate) fn rebalance(shard: &Rc<Shard>, key: &GroupKey) {
-    let owned = shard.readable_queues(&key.topic);
+    let owned = shard.topics.readable_queues(&key.topic);
     let mut groups = shard.groups.borrow_mut();
     let Some(group) = groups.get_mut(key) else {
         return;
@@ -202,7 +202,7 @@ pub(crate) fn rebalance(shard: &Rc<Shard>, key: &GroupKey) {
         let Some(sub) = shard.subs.borrow().get(&new_owner).cloned() else {
             continue;
         };
-        let Some(queue) = shard.queue(&key.topic, queue_id) else {
+        let Some(queue) = shard.topics.queue(&key.topic, queue_id) else {
             continue;
         };
         let previous_alive = previous

@@ -48,9 +48,8 @@ pub(crate) fn matching_rule<'r>(
 pub(crate) fn local_targets(shard: &Shard, topic: &str, rule: &RedirectRule) -> Vec<u32> {
     let writable = shard
         .topics
-        .borrow()
-        .get(topic)
-        .map_or(0, |t| t.config.write_queue_count);
+        .with_config(topic, |c| c.write_queue_count)
+        .unwrap_or(0);
     let key = GroupKey {
         topic: topic.to_owned(),
         group: rule.group.clone(),

@@ -27,7 +27,7 @@ use crate::group::{self, GroupKey, Subscription};
 use crate::mesh::MeshMsg;
 use crate::notify::Notify;
 use crate::rt::Semaphore;
-use crate::shard::Shard;
+use crate::shard::{Shard, redirects_of};
 
 /// What serving a request produced.
 enum Served {
@@ -297,25 +297,24 @@ async fn serve(shard: &Rc<Shard>, frame: &FrameBytes, forwarded: bool) -> Result
 
 /// The shard owning queue `queue_id` of `topic`, after checking it exists (and is writable).
 fn owner(shard: &Shard, topic: &str, queue_id: u32, write: bool) -> Result<usize, Reject> {
-    let topics = shard.topics.borrow();
-    let Some(entry) = topics.get(topic) else {
+    let counts = shard
+        .topics
+        .with_config(topic, |c| (c.queue_count, c.write_queue_count));
+    let Some((queue_count, write_queue_count)) = counts else {
         return Err(Reject::new(
             Status::UnknownTopic,
             format!("no topic {topic}"),
         ));
     };
     let limit = if write {
-        entry.config.write_queue_count
+        write_queue_count
     } else {
-        entry.config.queue_count
+        queue_count
     };
-    if queue_id >= entry.config.queue_count {
+    if queue_id >= queue_count {
         return Err(Reject::new(
             Status::InvalidArgument,
-            format!(
-                "queue {queue_id} of {topic} is not in 0..{}",
-                entry.config.queue_count
-            ),
+            format!("queue {queue_id} of {topic} is not in 0..{queue_count}"),
         ));
     }
     if queue_id >= limit {
@@ -347,10 +346,10 @@ async fn produce(
         };
         return Ok(Served::ForwardFrame(owner, frame));
     }
-    let (max_depth, redirects) = match shard.topics.borrow().get(address.topic) {
-        Some(t) => (t.config.max_queue_depth, t.redirects()),
-        None => (u64::MAX, None),
-    };
+    let (max_depth, redirects) = shard
+        .topics
+        .with_config(address.topic, |c| (c.max_queue_depth, redirects_of(c)))
+        .unwrap_or((u64::MAX, None));
     let mut queue_id = address.queue_id;
     if let Some(rule) = redirects.as_deref().and_then(|rules| {
         crate::redirect::matching_rule(rules, body.as_slice(), shard.config.limits.batch_len_max)
@@ -364,7 +363,7 @@ async fn produce(
             }
         }
     }
-    let Some(queue) = shard.queue(address.topic, queue_id) else {
+    let Some(queue) = shard.topics.queue(address.topic, queue_id) else {
         return Err(Reject::new(Status::Internal, "owned queue is not open"));
     };
     crate::depth::admit(shard, &queue, max_depth)?;
@@ -450,10 +449,7 @@ async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: &FrameBytes) -> Re
             "too many subscriptions on this connection",
         ));
     }
-    let Some(queue_ids) = shard.topics.borrow().get(&request.topic).map(|t| {
-        let ids = (0..t.queues.len() as u32).filter(|&q| t.queues[q as usize].is_some());
-        ids.collect::<Vec<u32>>()
-    }) else {
+    let Some(queue_ids) = shard.topics.owned_queue_ids(&request.topic) else {
         return Err(Reject::new(
             Status::UnknownTopic,
             format!("no topic {}", request.topic),
@@ -541,7 +537,11 @@ fn unsubscribe(shard: &Rc<Shard>, conn: &Conn, frame: &FrameBytes) -> Result<(),
 async fn commit(shard: &Rc<Shard>, conn: &Conn, frame: &FrameBytes) -> Result<Vec<u8>, Reject> {
     let request = control::decode::<CommitOffset>(&frame.body)?;
     let sub = own_subscription(shard, conn, request.subscription_id)?;
-    if shard.queue(&sub.key.topic, request.queue_id).is_none() {
+    if shard
+        .topics
+        .queue(&sub.key.topic, request.queue_id)
+        .is_none()
+    {
         return Err(Reject::new(
             Status::NotOwner,
             format!(

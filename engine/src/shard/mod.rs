@@ -16,7 +16,11 @@ use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use protocol::control::{RedirectRule, TopicConfig};
+use protocol::control::TopicConfig;
+
+mod topics;
+
+pub(crate) use topics::{Topics, close_queue, open_topic, redirects_of};
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
@@ -25,7 +29,6 @@ use crate::mesh::{MeshMsg, Peers};
 use crate::net::clients::Clients;
 use crate::notify::Notify;
 use crate::offsets::Offsets;
-use crate::queue::Queue;
 use crate::rr::ReplyLog;
 use crate::rt::{Mesh, MeshSenders, StopSignal, Tasks, TcpListener};
 
@@ -34,25 +37,6 @@ pub(crate) const MESH_CHANNEL_CAPACITY: usize = 1024;
 /// Longest wait at close for the shard's tasks to end. They end on their own once their
 /// connections are shut; the bound only keeps a stuck task from holding the broker up.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A topic as one shard sees it: its configuration and the queues this shard owns.
-#[derive(Clone)]
-pub(crate) struct TopicEntry {
-    /// The topic's name, shared by its queues and pushes.
-    pub name: Rc<str>,
-    /// The configuration, as last applied.
-    pub config: TopicConfig,
-    /// Index = queue id; `Some` for the queues this shard owns.
-    pub queues: Vec<Option<Rc<Queue>>>,
-}
-
-impl TopicEntry {
-    /// The dark-launch rules, copied out of the borrow; `None` (no copy) for the usual topic
-    /// without any.
-    pub fn redirects(&self) -> Option<Vec<RedirectRule>> {
-        (!self.config.redirects.is_empty()).then(|| self.config.redirects.clone())
-    }
-}
 
 /// Counters reported by `Stats`.
 #[derive(Default)]
@@ -66,7 +50,8 @@ pub(crate) struct Shard {
     pub id: usize,
     pub count: usize,
     pub config: Arc<BrokerConfig>,
-    pub topics: RefCell<HashMap<String, TopicEntry>>,
+    /// Topics and the queues this shard owns.
+    pub topics: Topics,
     /// Shard 0 only: the durable registry, the source of every topic change.
     pub registry: RefCell<BTreeMap<String, TopicConfig>>,
     pub clients: Clients,
@@ -106,32 +91,6 @@ impl Shard {
     /// Every shard's listening port, by shard id; empty until all shards listen.
     pub fn ports(&self) -> Vec<u16> {
         self.ports.get().cloned().unwrap_or_default()
-    }
-
-    /// The queue this shard owns, or `None`.
-    pub fn queue(&self, topic: &str, queue_id: u32) -> Option<Rc<Queue>> {
-        self.topics
-            .borrow()
-            .get(topic)
-            .and_then(|t| t.queues.get(queue_id as usize))
-            .and_then(Clone::clone)
-    }
-
-    /// Owned, readable queue ids of `topic`, ascending.
-    pub fn readable_queues(&self, topic: &str) -> Vec<u32> {
-        let topics = self.topics.borrow();
-        let Some(entry) = topics.get(topic) else {
-            return Vec::new();
-        };
-        let readable = entry.config.read_queue_count as usize;
-        entry
-            .queues
-            .iter()
-            .take(readable)
-            .enumerate()
-            .filter(|(_, q)| q.is_some())
-            .map(|(id, _)| id as u32)
-            .collect()
     }
 
     /// Sends `make()` to every other shard, one way.
@@ -286,26 +245,23 @@ async fn open(
     let replies = ReplyLog::open(&config, &replies_dir)
         .await
         .map_err(log_error(format!("reply queue {}", replies_dir.display())))?;
-    let mut topics = HashMap::new();
+    let topics = Topics::default();
     for topic in registry.values() {
         let entry = open_topic(&config, id, count, topic, None)
             .await
             .map_err(log_error(format!("topic {}", topic.topic)))?;
-        topics.insert(topic.topic.clone(), entry);
+        topics.insert(entry);
     }
     log::info!(
         "shard {id}: {} topics, {} owned queues",
         topics.len(),
-        topics
-            .values()
-            .map(|t: &TopicEntry| t.queues.iter().flatten().count())
-            .sum::<usize>()
+        topics.queues().len()
     );
     Ok(Shard {
         id,
         count,
         config,
-        topics: RefCell::new(topics),
+        topics,
         registry: RefCell::new(if id == 0 { registry } else { BTreeMap::new() }),
         clients: Clients::default(),
         subs: RefCell::new(HashMap::new()),
@@ -324,40 +280,16 @@ async fn open(
     })
 }
 
-/// The entry of `config` on shard `id`: reuses the queues of `previous` that stay, opens the
-/// owned queues it lacks. Queues past a shrunk `queue_count` are left to the caller to close.
-pub(crate) async fn open_topic(
-    config: &BrokerConfig,
-    id: usize,
-    count: usize,
-    topic: &TopicConfig,
-    previous: Option<&TopicEntry>,
-) -> Result<TopicEntry, crate::log::LogError> {
-    let name: Rc<str> = previous.map_or_else(|| Rc::from(topic.topic.as_str()), |p| p.name.clone());
-    let mut queues = Vec::with_capacity(topic.queue_count as usize);
-    for queue_id in 0..topic.queue_count {
-        let kept = previous.and_then(|p| p.queues.get(queue_id as usize).cloned().flatten());
-        let queue = match kept {
-            Some(queue) => Some(queue),
-            None if crate::topic::owner_shard(&topic.topic, queue_id, count) == id => Some(
-                Rc::new(Queue::open(config, topic, name.clone(), queue_id).await?),
-            ),
-            None => None,
-        };
-        queues.push(queue);
-    }
-    Ok(TopicEntry {
-        name,
-        config: topic.clone(),
-        queues,
-    })
-}
-
 /// Flushes and closes every log of the shard.
 async fn close(shard: Rc<Shard>) {
     let id = shard.id;
-    let topics: Vec<TopicEntry> = shard.topics.borrow_mut().drain().map(|(_, t)| t).collect();
-    for queue in topics.into_iter().flat_map(|t| t.queues).flatten() {
+    for queue in shard
+        .topics
+        .take_all()
+        .into_iter()
+        .flat_map(|t| t.queues)
+        .flatten()
+    {
         close_queue(id, queue).await;
     }
     let Ok(shard) = Rc::try_unwrap(shard) else {
@@ -371,17 +303,5 @@ async fn close(shard: Rc<Shard>) {
     }
     if let Err(e) = shard.replies.close().await {
         log::error!("shard {id}: closing the reply queue: {e}");
-    }
-}
-
-/// Flushes a queue's log and closes it if nothing else holds it.
-pub(crate) async fn close_queue(shard_id: usize, queue: Rc<Queue>) {
-    let name = format!("{}/{}", queue.topic, queue.id);
-    let result = match Rc::try_unwrap(queue) {
-        Ok(queue) => queue.log.close().await,
-        Err(queue) => queue.log.flush().await,
-    };
-    if let Err(e) = result {
-        log::error!("shard {shard_id}: closing queue {name}: {e}");
     }
 }
