@@ -7,7 +7,7 @@
 use std::rc::Rc;
 
 use protocol::codes::Status;
-use protocol::control::{GroupQueueStats, QueueStats, ShardStats, TopicConfig, TopicInfo};
+use protocol::control::{QueueStats, ShardStats, TopicConfig, TopicInfo};
 
 use crate::error::Reject;
 use crate::mesh::{self, MeshMsg, MeshReply, ShardSnapshot, TopicChange};
@@ -150,36 +150,17 @@ pub(crate) async fn apply_change(shard: &Rc<Shard>, change: TopicChange) {
 /// This shard's statistics.
 pub(crate) fn snapshot(shard: &Shard) -> ShardSnapshot {
     let mut queues = Vec::new();
-    let groups = shard.groups.borrow();
     for queue in shard.topics.queues() {
-        {
-            let groups = groups
-                .iter()
-                .filter(|(key, _)| *key.topic == *queue.topic)
-                .filter_map(|(key, group)| {
-                    let slot = group.slots.get(&queue.id)?;
-                    let client_id = slot
-                        .owner
-                        .and_then(|id| shard.subs.borrow().get(&id).map(|s| s.client_id.clone()))
-                        .unwrap_or_default();
-                    Some(GroupQueueStats {
-                        group: key.group.clone(),
-                        client_id,
-                        delivered_offset: slot.position.get(),
-                        committed_offset: shard.offsets.get(&key.topic, &key.group, queue.id),
-                    })
-                })
-                .collect();
-            queues.push(QueueStats {
-                topic: queue.topic.to_string(),
-                queue_id: queue.id,
-                shard_id: shard.id as u32,
-                start_offset: queue.log.start_offset(),
-                next_offset: queue.log.next_offset(),
-                expired_requests: queue.expired_requests.get(),
-                groups,
-            });
-        }
+        let groups = shard.consumption.queue_stats(&queue.topic, queue.id);
+        queues.push(QueueStats {
+            topic: queue.topic.to_string(),
+            queue_id: queue.id,
+            shard_id: shard.id as u32,
+            start_offset: queue.log.start_offset(),
+            next_offset: queue.log.next_offset(),
+            expired_requests: queue.expired_requests.get(),
+            groups,
+        });
     }
     ShardSnapshot {
         shard: ShardStats {

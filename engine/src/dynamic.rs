@@ -92,20 +92,9 @@ pub(crate) struct Observation {
 
 /// This shard's observation of `topic`, for the queues `retiring` (those it owns).
 pub(crate) fn observe(shard: &Shard, topic: &str, retiring: &[u32]) -> Observation {
-    let groups = shard.groups.borrow();
-    let subs = shard.subs.borrow();
-    let clustering = || crate::group::of_topic(&groups, topic).filter(|(_, g)| g.clustering);
-    let online: Vec<&str> = clustering().map(|(key, _)| key.group.as_str()).collect();
-    let consumers = clustering()
-        .map(|(_, group)| {
-            group
-                .members
-                .values()
-                .filter(|id| subs.get(id).is_some_and(|s| s.area == shard.config.area))
-                .count() as u32
-        })
-        .max()
-        .unwrap_or(0);
+    let (online, consumers) = shard
+        .consumption
+        .clustering_groups(topic, &shard.config.area);
     let drained = retiring.iter().all(|&queue_id| {
         let Some(queue) = shard.topics.queue(topic, queue_id) else {
             return true; // Another shard's.
@@ -117,7 +106,8 @@ pub(crate) fn observe(shard: &Shard, topic: &str, retiring: &[u32]) -> Observati
         !online.is_empty()
             && online.iter().all(|group| {
                 shard
-                    .offsets
+                    .consumption
+                    .offsets()
                     .get(topic, group, queue_id)
                     .is_some_and(|committed| committed >= end)
             })

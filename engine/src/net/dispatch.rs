@@ -242,9 +242,11 @@ async fn serve(shard: &Rc<Shard>, frame: &FrameBytes, forwarded: bool) -> Result
             if owner != shard.id {
                 return Ok(Served::Forward(owner));
             }
-            let offset = shard
-                .offsets
-                .get(&request.topic, &request.group, request.queue_id);
+            let offset =
+                shard
+                    .consumption
+                    .offsets()
+                    .get(&request.topic, &request.group, request.queue_id);
             Ok(Served::Body(control::encode(&OffsetReply { offset })?))
         }
         // A closing shard starts nothing that needs the mesh (see `crate::mesh`).
@@ -501,11 +503,9 @@ async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: &FrameBytes) -> Re
 /// The subscription `id` if it belongs to `conn`.
 fn own_subscription(shard: &Shard, conn: &Conn, id: u64) -> Result<Rc<Subscription>, Reject> {
     shard
-        .subs
-        .borrow()
-        .get(&id)
+        .consumption
+        .subscription(id)
         .filter(|s| s.conn.id == conn.id)
-        .cloned()
         .ok_or_else(|| {
             Reject::new(
                 Status::InvalidArgument,
@@ -551,7 +551,8 @@ async fn commit(shard: &Rc<Shard>, conn: &Conn, frame: &FrameBytes) -> Result<Ve
         ));
     }
     shard
-        .offsets
+        .consumption
+        .offsets()
         .commit(
             &sub.key.topic,
             &sub.key.group,

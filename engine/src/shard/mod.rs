@@ -10,7 +10,7 @@
 //! close the mesh ([`crate::mesh::close`]); flush and close every log.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
@@ -24,7 +24,7 @@ pub(crate) use topics::{Topics, close_queue, open_topic, redirects_of};
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
-use crate::group::{Group, GroupKey, Subscription};
+use crate::group::Consumption;
 use crate::mesh::{MeshMsg, Peers};
 use crate::net::clients::Clients;
 use crate::notify::Notify;
@@ -54,12 +54,11 @@ pub(crate) struct Shard {
     pub topics: Topics,
     /// Shard 0 only: the durable registry, the source of every topic change.
     pub registry: RefCell<BTreeMap<String, TopicConfig>>,
+    /// Connections and where every client is connected.
     pub clients: Clients,
-    pub subs: RefCell<HashMap<u64, Rc<Subscription>>>,
-    /// Ordered by topic, then group, so one topic's groups are a range (see
-    /// [`crate::group::of_topic`]): the produce path looks at them for every batch.
-    pub groups: RefCell<BTreeMap<GroupKey, Group>>,
-    pub offsets: Offsets,
+    /// Consumer groups, subscriptions and committed offsets.
+    pub consumption: Consumption,
+    /// The reply queue (request-reply's audit trail).
     pub replies: ReplyLog,
     /// The mesh: channels to the other shards and the calls outstanding on them.
     pub peers: Peers,
@@ -264,9 +263,7 @@ async fn open(
         topics,
         registry: RefCell::new(if id == 0 { registry } else { BTreeMap::new() }),
         clients: Clients::default(),
-        subs: RefCell::new(HashMap::new()),
-        groups: RefCell::new(BTreeMap::new()),
-        offsets,
+        consumption: Consumption::new(offsets),
         replies,
         peers: Peers::new(id, count, mesh),
         counters: Counters::default(),
@@ -298,7 +295,7 @@ async fn close(shard: Rc<Shard>) {
         );
         return;
     };
-    if let Err(e) = shard.offsets.close().await {
+    if let Err(e) = shard.consumption.into_offsets().close().await {
         log::error!("shard {id}: closing the offset journal: {e}");
     }
     if let Err(e) = shard.replies.close().await {
