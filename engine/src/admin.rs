@@ -6,7 +6,6 @@
 
 use std::rc::Rc;
 
-use protocol::codes::Status;
 use protocol::control::{QueueStats, ShardStats, TopicConfig, TopicInfo};
 
 use crate::error::Reject;
@@ -20,28 +19,7 @@ pub(crate) async fn upsert_topic(
     create: bool,
 ) -> Result<(), Reject> {
     crate::topic::validate_config(&config)?;
-    {
-        let mut registry = shard.registry.borrow_mut();
-        let exists = registry.contains_key(&config.topic);
-        if create && exists {
-            return Err(Reject::new(
-                Status::TopicExists,
-                format!("topic {} exists", config.topic),
-            ));
-        }
-        if !create && !exists {
-            return Err(Reject::new(
-                Status::UnknownTopic,
-                format!("no topic {}", config.topic),
-            ));
-        }
-        registry.insert(config.topic.clone(), config.clone());
-        if let Err(e) = crate::topic::store_registry(&shard.config.data_dir, &registry) {
-            log::error!("shard 0: persisting the topic registry: {e}");
-            registry.remove(&config.topic);
-            return Err(Reject::new(Status::StorageError, e.to_string()));
-        }
-    }
+    shard.registry.upsert(&config, create)?;
     log::info!(
         "topic {} {}",
         config.topic,
@@ -64,20 +42,7 @@ pub(crate) async fn upsert_topic(
 
 /// `DeleteTopic`, on shard 0: the topic's queues are closed and their data removed.
 pub(crate) async fn delete_topic(shard: &Rc<Shard>, topic: String) -> Result<(), Reject> {
-    {
-        let mut registry = shard.registry.borrow_mut();
-        let Some(old) = registry.remove(&topic) else {
-            return Err(Reject::new(
-                Status::UnknownTopic,
-                format!("no topic {topic}"),
-            ));
-        };
-        if let Err(e) = crate::topic::store_registry(&shard.config.data_dir, &registry) {
-            log::error!("shard 0: persisting the topic registry: {e}");
-            registry.insert(topic, old);
-            return Err(Reject::new(Status::StorageError, e.to_string()));
-        }
-    }
+    shard.registry.delete(&topic)?;
     log::info!("topic {topic} deleted");
     broadcast(shard, TopicChange::Delete(topic.clone())).await;
     crate::topic::discard_topic_dir(&shard.config.data_dir, &topic);

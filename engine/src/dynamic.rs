@@ -123,13 +123,7 @@ pub(crate) async fn run(shard: Rc<Shard>) {
     let mut reads_grown: HashMap<String, Instant> = HashMap::new();
     loop {
         crate::rt::sleep(interval).await;
-        let dynamic: Vec<TopicConfig> = shard
-            .registry
-            .borrow()
-            .values()
-            .filter(|c| c.dynamic_queues)
-            .cloned()
-            .collect();
+        let dynamic = shard.registry.dynamic();
         reads_grown.retain(|topic, _| dynamic.iter().any(|c| &c.topic == topic));
         for config in dynamic {
             step(&shard, config, write_delay, &mut reads_grown).await;
@@ -184,7 +178,7 @@ async fn step(
     );
     // An admin may have changed the topic while the shards answered: step from the current
     // configuration only if the counts are still those observed.
-    let Some(current) = shard.registry.borrow().get(&config.topic).cloned() else {
+    let Some(current) = shard.registry.get(&config.topic) else {
         return;
     };
     if Counts::of(&current) != now || !current.dynamic_queues {

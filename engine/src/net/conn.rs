@@ -94,7 +94,7 @@ impl AsyncWrite for Half {
 
 /// Serves one accepted connection until it closes.
 pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
-    if shard.stopping.get() {
+    if shard.is_stopping() {
         // Accepted just before the shard began to close, which has shut down the connections
         // it knew of: this one is not served either.
         return;
@@ -181,7 +181,7 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut reader: Half) -> Resu
         };
         buf.truncate(len + n);
         if n == 0 {
-            if buf.is_empty() || shard.stopping.get() {
+            if buf.is_empty() || shard.is_stopping() {
                 return Ok(());
             }
             let header = match framer.check(&buf) {

@@ -251,7 +251,7 @@ async fn serve(shard: &Rc<Shard>, frame: &FrameBytes, forwarded: bool) -> Result
         }
         // A closing shard starts nothing that needs the mesh (see `crate::mesh`).
         Command::CreateTopic | Command::UpdateTopic | Command::DeleteTopic
-            if shard.stopping.get() =>
+            if shard.is_stopping() =>
         {
             Err(Reject::new(
                 Status::ShuttingDown,

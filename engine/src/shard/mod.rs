@@ -9,14 +9,12 @@
 //! subscription; wait until the last task the shard started has let go ([`Tasks::idle`]);
 //! close the mesh ([`crate::mesh::close`]); flush and close every log.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-
-use protocol::control::TopicConfig;
 
 mod topics;
 
@@ -27,10 +25,11 @@ use crate::error::BrokerError;
 use crate::group::Consumption;
 use crate::mesh::{MeshMsg, Peers};
 use crate::net::clients::Clients;
-use crate::notify::Notify;
 use crate::offsets::Offsets;
+use crate::register::Registration;
 use crate::rr::ReplyLog;
 use crate::rt::{Mesh, MeshSenders, StopSignal, Tasks, TcpListener};
+use crate::topic::Registry;
 
 /// Frames a mesh channel between two shards holds before senders wait.
 pub(crate) const MESH_CHANNEL_CAPACITY: usize = 1024;
@@ -52,8 +51,11 @@ pub(crate) struct Shard {
     pub config: Arc<BrokerConfig>,
     /// Topics and the queues this shard owns.
     pub topics: Topics,
-    /// Shard 0 only: the durable registry, the source of every topic change.
-    pub registry: RefCell<BTreeMap<String, TopicConfig>>,
+    /// Shard 0: the durable topic registry, the source of every topic change (empty
+    /// elsewhere).
+    pub registry: Registry,
+    /// Shard 0: its rounds of registration with the nameservers.
+    pub registration: Registration,
     /// Connections and where every client is connected.
     pub clients: Clients,
     /// Consumer groups, subscriptions and committed offsets.
@@ -66,13 +68,8 @@ pub(crate) struct Shard {
     /// Every task that holds the shard (connections, requests, pushes, mesh work, timers),
     /// except the mesh receivers, so close can wait until the last one ends.
     pub tasks: Tasks,
-    pub stopping: Cell<bool>,
-    /// Shard 0: notified to register with the nameservers now rather than at the interval.
-    pub register_now: Notify,
-    /// Shard 0: notified after every registration round.
-    pub registered: Notify,
-    /// Shard 0: the `register_now` generation the last completed round was built after.
-    pub registered_up_to: Cell<u64>,
+    /// Set once the shard began to close: it accepts and starts nothing new.
+    stopping: Cell<bool>,
     /// Every shard's port, set by the broker once all listen.
     ports: Arc<OnceLock<Vec<u16>>>,
     next_id: Cell<u64>,
@@ -85,6 +82,11 @@ impl Shard {
         let id = self.next_id.get() + 1;
         self.next_id.set(id);
         ((self.id as u64) << 56) | id
+    }
+
+    /// Whether the shard began to close.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.get()
     }
 
     /// Every shard's listening port, by shard id; empty until all shards listen.
@@ -185,7 +187,7 @@ pub(crate) async fn run(start: ShardStart) -> Result<(), BrokerError> {
     drop(dynamic);
     if let Some(register) = register {
         drop(register);
-        shard.registered.notify();
+        shard.registration.stop();
         crate::register::unregister(&shard).await;
     }
     crate::net::close_all(&shard);
@@ -256,12 +258,17 @@ async fn open(
         topics.len(),
         topics.queues().len()
     );
+    let registry = Registry::new(
+        &config.data_dir,
+        if id == 0 { registry } else { BTreeMap::new() },
+    );
     Ok(Shard {
         id,
         count,
         config,
         topics,
-        registry: RefCell::new(if id == 0 { registry } else { BTreeMap::new() }),
+        registry,
+        registration: Registration::default(),
         clients: Clients::default(),
         consumption: Consumption::new(offsets),
         replies,
@@ -269,9 +276,6 @@ async fn open(
         counters: Counters::default(),
         tasks: Tasks::default(),
         stopping: Cell::new(false),
-        register_now: Notify::new(),
-        registered: Notify::new(),
-        registered_up_to: Cell::new(0),
         ports,
         next_id: Cell::new(0),
     })
