@@ -194,8 +194,11 @@ pub(crate) async fn run(start: ShardStart) -> Result<(), BrokerError> {
     crate::group::close_all(&shard);
     // Drain: what was started ends, then the mesh.
     drain_tasks(&shard, "closing").await;
+    log::debug!("shard {id}: its tasks ended; closing the mesh");
     crate::mesh::close(&shard, mesh_receivers).await;
+    log::debug!("shard {id}: mesh closed; closing the logs");
     close(shard).await;
+    log::debug!("shard {id}: closed");
     Ok(())
 }
 
