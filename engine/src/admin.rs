@@ -6,8 +6,7 @@
 
 use std::rc::Rc;
 
-use protocol::codes::Status;
-use protocol::control::{GroupQueueStats, QueueStats, ShardStats, TopicConfig, TopicInfo};
+use protocol::control::{QueueStats, ShardStats, TopicConfig, TopicInfo};
 
 use crate::error::Reject;
 use crate::mesh::{self, MeshMsg, MeshReply, ShardSnapshot, TopicChange};
@@ -20,28 +19,7 @@ pub(crate) async fn upsert_topic(
     create: bool,
 ) -> Result<(), Reject> {
     crate::topic::validate_config(&config)?;
-    {
-        let mut registry = shard.registry.borrow_mut();
-        let exists = registry.contains_key(&config.topic);
-        if create && exists {
-            return Err(Reject::new(
-                Status::TopicExists,
-                format!("topic {} exists", config.topic),
-            ));
-        }
-        if !create && !exists {
-            return Err(Reject::new(
-                Status::UnknownTopic,
-                format!("no topic {}", config.topic),
-            ));
-        }
-        registry.insert(config.topic.clone(), config.clone());
-        if let Err(e) = crate::topic::store_registry(&shard.config.data_dir, &registry) {
-            log::error!("shard 0: persisting the topic registry: {e}");
-            registry.remove(&config.topic);
-            return Err(Reject::new(Status::StorageError, e.to_string()));
-        }
-    }
+    shard.registry.upsert(&config, create)?;
     log::info!(
         "topic {} {}",
         config.topic,
@@ -64,20 +42,7 @@ pub(crate) async fn upsert_topic(
 
 /// `DeleteTopic`, on shard 0: the topic's queues are closed and their data removed.
 pub(crate) async fn delete_topic(shard: &Rc<Shard>, topic: String) -> Result<(), Reject> {
-    {
-        let mut registry = shard.registry.borrow_mut();
-        let Some(old) = registry.remove(&topic) else {
-            return Err(Reject::new(
-                Status::UnknownTopic,
-                format!("no topic {topic}"),
-            ));
-        };
-        if let Err(e) = crate::topic::store_registry(&shard.config.data_dir, &registry) {
-            log::error!("shard 0: persisting the topic registry: {e}");
-            registry.insert(topic, old);
-            return Err(Reject::new(Status::StorageError, e.to_string()));
-        }
-    }
+    shard.registry.delete(&topic)?;
     log::info!("topic {topic} deleted");
     broadcast(shard, TopicChange::Delete(topic.clone())).await;
     crate::topic::discard_topic_dir(&shard.config.data_dir, &topic);
@@ -108,7 +73,7 @@ pub(crate) async fn apply_change(shard: &Rc<Shard>, change: TopicChange) {
     match change {
         TopicChange::Upsert(config) => {
             // The current entry keeps serving (produces, routes) while new queues open.
-            let previous = shard.topics.borrow().get(&config.topic).cloned();
+            let previous = shard.topics.entry(&config.topic);
             let opened = open_topic(
                 &shard.config,
                 shard.id,
@@ -129,10 +94,7 @@ pub(crate) async fn apply_change(shard: &Rc<Shard>, change: TopicChange) {
                 }
             };
             let kept = entry.queues.len();
-            shard
-                .topics
-                .borrow_mut()
-                .insert(config.topic.clone(), entry);
+            shard.topics.insert(entry);
             if let Some(previous) = previous {
                 for queue in previous.queues.into_iter().skip(kept).flatten() {
                     close_queue(shard.id, queue).await;
@@ -142,7 +104,7 @@ pub(crate) async fn apply_change(shard: &Rc<Shard>, change: TopicChange) {
         }
         TopicChange::Delete(topic) => {
             crate::group::drop_topic(shard, &topic);
-            let entry = shard.topics.borrow_mut().remove(&topic);
+            let entry = shard.topics.remove(&topic);
             for queue in entry.into_iter().flat_map(|e| e.queues).flatten() {
                 close_queue(shard.id, queue).await;
             }
@@ -153,41 +115,22 @@ pub(crate) async fn apply_change(shard: &Rc<Shard>, change: TopicChange) {
 /// This shard's statistics.
 pub(crate) fn snapshot(shard: &Shard) -> ShardSnapshot {
     let mut queues = Vec::new();
-    let groups = shard.groups.borrow();
-    for entry in shard.topics.borrow().values() {
-        for queue in entry.queues.iter().flatten() {
-            let groups = groups
-                .iter()
-                .filter(|(key, _)| key.topic == entry.config.topic)
-                .filter_map(|(key, group)| {
-                    let slot = group.slots.get(&queue.id)?;
-                    let client_id = slot
-                        .owner
-                        .and_then(|id| shard.subs.borrow().get(&id).map(|s| s.client_id.clone()))
-                        .unwrap_or_default();
-                    Some(GroupQueueStats {
-                        group: key.group.clone(),
-                        client_id,
-                        delivered_offset: slot.position.get(),
-                        committed_offset: shard.offsets.get(&key.topic, &key.group, queue.id),
-                    })
-                })
-                .collect();
-            queues.push(QueueStats {
-                topic: entry.config.topic.clone(),
-                queue_id: queue.id,
-                shard_id: shard.id as u32,
-                start_offset: queue.log.start_offset(),
-                next_offset: queue.log.next_offset(),
-                expired_requests: queue.expired_requests.get(),
-                groups,
-            });
-        }
+    for queue in shard.topics.queues() {
+        let groups = shard.consumption.queue_stats(&queue.topic, queue.id);
+        queues.push(QueueStats {
+            topic: queue.topic.to_string(),
+            queue_id: queue.id,
+            shard_id: shard.id as u32,
+            start_offset: queue.log.start_offset(),
+            next_offset: queue.log.next_offset(),
+            expired_requests: queue.expired_requests.get(),
+            groups,
+        });
     }
     ShardSnapshot {
         shard: ShardStats {
             shard_id: shard.id as u32,
-            connections: shard.conns.borrow().len() as u64,
+            connections: shard.clients.len() as u64,
             bad_frames: shard.counters.bad_frames.get(),
             replies: shard.counters.replies.get(),
         },
@@ -220,12 +163,7 @@ pub(crate) async fn collect(shard: &Rc<Shard>) -> (Vec<ShardStats>, Vec<QueueSta
 /// the minimum over online unicast groups); zero while no group consumes it.
 pub(crate) async fn topic_infos(shard: &Rc<Shard>) -> Vec<TopicInfo> {
     let (_, queues) = collect(shard).await;
-    let configs: Vec<TopicConfig> = shard
-        .topics
-        .borrow()
-        .values()
-        .map(|t| t.config.clone())
-        .collect();
+    let configs = shard.topics.configs();
     let mut infos: Vec<TopicInfo> = configs
         .into_iter()
         .map(|c| TopicInfo {

@@ -1,22 +1,19 @@
 //! The public entry: start a broker's shards, learn their ports, shut them down.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, mpsc};
 use std::time::Duration;
 
-use glommio::channels::channel_mesh::MeshBuilder;
-use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
-
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
+use crate::rt::{Executor, ExecutorSpec, StopSignal};
 use crate::shard::{self, MESH_CHANNEL_CAPACITY, ShardStart};
 
 /// A running broker: one pinned executor thread per shard.
 pub struct Broker {
     broker_id: String,
     ports: Vec<u16>,
-    stop: Arc<AtomicBool>,
-    handles: Vec<ExecutorJoinHandle<Result<(), BrokerError>>>,
+    stop: Arc<StopSignal>,
+    handles: Vec<Executor<Result<(), BrokerError>>>,
 }
 
 impl Broker {
@@ -24,7 +21,7 @@ impl Broker {
     /// error, after stopping the shards that did start).
     pub fn start(mut config: BrokerConfig) -> Result<Broker, BrokerError> {
         config.validate()?;
-        // glommio's io_uring openat of a directory fails with EBADF on a relative path, so
+        // The runtime's io_uring openat of a directory fails with EBADF on a relative path, so
         // every path the shards derive must be absolute.
         config.data_dir =
             std::path::absolute(&config.data_dir).map_err(|source| BrokerError::Io {
@@ -36,9 +33,9 @@ impl Broker {
         let count = config.shard_count();
         let io_memory = io_memory_per_shard(&config, count);
         let config = Arc::new(config);
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = StopSignal::new();
         let ports_cell = Arc::new(OnceLock::new());
-        let mesh = MeshBuilder::full(count, MESH_CHANNEL_CAPACITY);
+        let mesh = crate::rt::mesh(count, MESH_CHANNEL_CAPACITY);
         let (ready_tx, ready_rx) = mpsc::channel();
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut handles = Vec::with_capacity(count);
@@ -52,15 +49,17 @@ impl Broker {
                 ports: ports_cell.clone(),
                 ready: ready_tx.clone(),
             };
-            let spawned = LocalExecutorBuilder::new(Placement::Fixed(id % cpus))
-                .name(&format!("defibus-shard-{id}"))
-                .io_memory(io_memory)
-                .spin_before_park(Duration::from_micros(config.spin_before_park_us))
-                .spawn(move || shard::run(start));
+            let spec = ExecutorSpec {
+                name: &format!("defibus-shard-{id}"),
+                cpu: id % cpus,
+                io_memory_bytes: io_memory,
+                spin_before_park: Duration::from_micros(config.spin_before_park_us),
+            };
+            let spawned = crate::rt::start_executor(&spec, move || shard::run(start));
             match spawned {
                 Ok(handle) => handles.push(handle),
                 Err(e) => {
-                    stop.store(true, Ordering::Release);
+                    stop.raise();
                     join_all(handles);
                     return Err(BrokerError::Shard {
                         shard: id,
@@ -88,7 +87,7 @@ impl Broker {
             }
         }
         if let Some(error) = first_error {
-            stop.store(true, Ordering::Release);
+            stop.raise();
             join_all(handles);
             return Err(error);
         }
@@ -119,7 +118,7 @@ impl Broker {
     /// Stops accepting, closes connections, unregisters from the nameservers, flushes and
     /// closes every log, and joins the shard threads.
     pub fn shutdown(mut self) -> Result<(), BrokerError> {
-        self.stop.store(true, Ordering::Release);
+        self.stop.raise();
         let mut first_error = None;
         for (id, handle) in std::mem::take(&mut self.handles).into_iter().enumerate() {
             match handle.join() {
@@ -143,12 +142,12 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         // Not shut down explicitly (a panicking test): still stop the threads cleanly.
-        self.stop.store(true, Ordering::Release);
+        self.stop.raise();
         join_all(std::mem::take(&mut self.handles));
     }
 }
 
-fn join_all(handles: Vec<ExecutorJoinHandle<Result<(), BrokerError>>>) {
+fn join_all(handles: Vec<Executor<Result<(), BrokerError>>>) {
     for handle in handles {
         let _ = handle.join();
     }
@@ -156,7 +155,7 @@ fn join_all(handles: Vec<ExecutorJoinHandle<Result<(), BrokerError>>>) {
 
 /// Raises RLIMIT_MEMLOCK so every shard can register its IO memory with io_uring, and says
 /// which path is in use. When the limit cannot be raised (not root), shrinks each shard's IO
-/// memory to fit what is allowed, since glommio would otherwise only warn and run slower.
+/// memory to fit what is allowed, since the runtime would otherwise only warn and run slower.
 fn io_memory_per_shard(config: &BrokerConfig, shards: usize) -> usize {
     // Room for the rings themselves besides the buffers.
     const RING_SLACK_BYTES: u64 = 1 << 20;

@@ -33,7 +33,7 @@ pub const DYNAMIC_QUEUES_INTERVAL_MS_DEFAULT: u64 = 1000;
 pub const DYNAMIC_QUEUES_WRITE_DELAY_MS_DEFAULT: u64 = REGISTER_INTERVAL_MS_DEFAULT;
 /// Default time a connection may stay silent before it is closed, ms (DeFiBus: 60 s).
 pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 60_000;
-/// Default IO memory glommio registers per shard: its own default, 10 MiB.
+/// Default IO memory the runtime registers per shard: its own default, 10 MiB.
 pub const IO_MEMORY_BYTES_DEFAULT: usize = 10 << 20;
 /// Default open connections per shard.
 pub const CONNECTIONS_PER_SHARD_MAX_DEFAULT: usize = 10_000;
@@ -106,7 +106,7 @@ pub struct BrokerConfig {
     pub dynamic_queues_write_delay_ms: u64,
     /// Executors spin this long before parking, µs (a wake-up costs ~25 µs). Default 0.
     pub spin_before_park_us: u64,
-    /// IO memory glommio registers per shard, bytes. Default 10 MiB.
+    /// IO memory the runtime registers per shard, bytes. Default 10 MiB.
     pub io_memory_bytes: usize,
     /// Bounds on connections, requests and buffers.
     pub limits: Limits,

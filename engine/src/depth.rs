@@ -18,13 +18,9 @@ pub(crate) const WARN_PERCENT: u64 = 70;
 
 /// The depth of `queue`, or `None` while no online clustering group consumes it.
 pub(crate) fn depth(shard: &Shard, queue: &Queue) -> Option<u64> {
-    let groups = shard.groups.borrow();
-    let delivered = crate::group::of_topic(&groups, &queue.topic)
-        .filter(|(_, group)| group.clustering)
-        .filter_map(|(_, group)| group.slots.get(&queue.id))
-        .filter(|slot| slot.owner.is_some())
-        .map(|slot| slot.position.get())
-        .max()?;
+    let delivered = shard
+        .consumption
+        .furthest_delivered(&queue.topic, queue.id)?;
     Some(queue.log.next_offset().saturating_sub(delivered))
 }
 

@@ -92,22 +92,11 @@ pub(crate) struct Observation {
 
 /// This shard's observation of `topic`, for the queues `retiring` (those it owns).
 pub(crate) fn observe(shard: &Shard, topic: &str, retiring: &[u32]) -> Observation {
-    let groups = shard.groups.borrow();
-    let subs = shard.subs.borrow();
-    let clustering = || crate::group::of_topic(&groups, topic).filter(|(_, g)| g.clustering);
-    let online: Vec<&str> = clustering().map(|(key, _)| key.group.as_str()).collect();
-    let consumers = clustering()
-        .map(|(_, group)| {
-            group
-                .members
-                .values()
-                .filter(|id| subs.get(id).is_some_and(|s| s.area == shard.config.area))
-                .count() as u32
-        })
-        .max()
-        .unwrap_or(0);
+    let (online, consumers) = shard
+        .consumption
+        .clustering_groups(topic, &shard.config.area);
     let drained = retiring.iter().all(|&queue_id| {
-        let Some(queue) = shard.queue(topic, queue_id) else {
+        let Some(queue) = shard.topics.queue(topic, queue_id) else {
             return true; // Another shard's.
         };
         let end = queue.log.next_offset();
@@ -117,7 +106,8 @@ pub(crate) fn observe(shard: &Shard, topic: &str, retiring: &[u32]) -> Observati
         !online.is_empty()
             && online.iter().all(|group| {
                 shard
-                    .offsets
+                    .consumption
+                    .offsets()
                     .get(topic, group, queue_id)
                     .is_some_and(|committed| committed >= end)
             })
@@ -132,14 +122,8 @@ pub(crate) async fn run(shard: Rc<Shard>) {
     // When each topic's read queues last grew.
     let mut reads_grown: HashMap<String, Instant> = HashMap::new();
     loop {
-        glommio::timer::sleep(interval).await;
-        let dynamic: Vec<TopicConfig> = shard
-            .registry
-            .borrow()
-            .values()
-            .filter(|c| c.dynamic_queues)
-            .cloned()
-            .collect();
+        crate::rt::sleep(interval).await;
+        let dynamic = shard.registry.dynamic();
         reads_grown.retain(|topic, _| dynamic.iter().any(|c| &c.topic == topic));
         for config in dynamic {
             step(&shard, config, write_delay, &mut reads_grown).await;
@@ -194,7 +178,7 @@ async fn step(
     );
     // An admin may have changed the topic while the shards answered: step from the current
     // configuration only if the counts are still those observed.
-    let Some(current) = shard.registry.borrow().get(&config.topic).cloned() else {
+    let Some(current) = shard.registry.get(&config.topic) else {
         return;
     };
     if Counts::of(&current) != now || !current.dynamic_queues {

@@ -17,7 +17,8 @@ pub const INDEX_SUFFIX: &str = ".idx";
 /// Name of the file a log locks (exclusively) in its directory for as long as it may write.
 /// It stays after the log closes: removing it would race with the next log locking it.
 pub const LOCK_FILE_NAME: &str = "LOCK";
-/// Prefix of the one-block files `DmaStorage` creates and removes to steer glommio's iopoll probe.
+/// Prefix of the one-block files `DmaStorage` creates and removes to steer the runtime's iopoll
+/// probe.
 pub const IOPOLL_PROBE_PREFIX: &str = ".defibus-iopoll-probe";
 /// Digits of a base offset in a file name: enough for `u64::MAX`.
 pub const BASE_OFFSET_DIGITS: usize = 20;

@@ -9,19 +9,20 @@
 //! moves at once and restarts from the committed offset (at-least-once). A broadcast
 //! subscription is a group of its own, keyed `group/client_id`, and gets every queue.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::Duration;
 
 use protocol::codes::Command;
-use protocol::control::{StartPosition, SubscriptionMode};
+use protocol::control::{GroupQueueStats, StartPosition, SubscriptionMode};
 use protocol::data::BatchAddress;
 use protocol::frame::{FrameMeta, encode_frame};
 
 use crate::net::conn::Conn;
 use crate::net::outbox::Outbound;
 use crate::notify::Notify;
+use crate::offsets::Offsets;
 use crate::queue::Queue;
 use crate::shard::Shard;
 
@@ -68,7 +69,7 @@ pub(crate) struct Slot {
     /// pushed nothing and a handover has nothing to wait for.
     pub started_at: Rc<Cell<u64>>,
     /// The push (or handover) task; dropping it cancels it.
-    pub task: Option<glommio::Task<()>>,
+    pub task: Option<crate::rt::Task<()>>,
 }
 
 /// One group's members and queue slots on this shard.
@@ -81,6 +82,116 @@ pub(crate) struct Group {
     pub members: BTreeMap<String, u64>,
     /// Owned queue id → slot.
     pub slots: HashMap<u32, Slot>,
+}
+
+/// Consumption on one shard: its consumer groups, the subscriptions of its connections, and
+/// the committed offsets of the queues it owns. Membership and assignment (the functions of
+/// this module) change the maps; everything else asks through the methods below.
+pub(crate) struct Consumption {
+    /// Ordered by topic, then group, so one topic's groups are a range (see [`of_topic`]):
+    /// the produce path looks at them for every batch.
+    groups: RefCell<BTreeMap<GroupKey, Group>>,
+    subs: RefCell<HashMap<u64, Rc<Subscription>>>,
+    offsets: Offsets,
+}
+
+impl Consumption {
+    /// No groups or subscriptions yet; `offsets` as replayed.
+    pub fn new(offsets: Offsets) -> Self {
+        Self {
+            groups: RefCell::new(BTreeMap::new()),
+            subs: RefCell::new(HashMap::new()),
+            offsets,
+        }
+    }
+
+    /// The committed offsets.
+    pub fn offsets(&self) -> &Offsets {
+        &self.offsets
+    }
+
+    /// The offsets, to close them (the shard is closing).
+    pub fn into_offsets(self) -> Offsets {
+        self.offsets
+    }
+
+    /// The subscription `id`, if it is live.
+    pub fn subscription(&self, id: u64) -> Option<Rc<Subscription>> {
+        self.subs.borrow().get(&id).cloned()
+    }
+
+    /// The furthest offset any online clustering group was pushed on the queue, or `None`
+    /// while none consumes it (what a queue's depth is measured from).
+    pub fn furthest_delivered(&self, topic: &str, queue_id: u32) -> Option<u64> {
+        of_topic(&self.groups.borrow(), topic)
+            .filter(|(_, group)| group.clustering)
+            .filter_map(|(_, group)| group.slots.get(&queue_id))
+            .filter(|slot| slot.owner.is_some())
+            .map(|slot| slot.position.get())
+            .max()
+    }
+
+    /// Per group consuming the queue: who holds it, what was pushed and what is committed.
+    pub fn queue_stats(&self, topic: &str, queue_id: u32) -> Vec<GroupQueueStats> {
+        let subs = self.subs.borrow();
+        of_topic(&self.groups.borrow(), topic)
+            .filter_map(|(key, group)| {
+                let slot = group.slots.get(&queue_id)?;
+                let client_id = slot
+                    .owner
+                    .and_then(|id| subs.get(&id).map(|s| s.client_id.clone()))
+                    .unwrap_or_default();
+                Some(GroupQueueStats {
+                    group: key.group.clone(),
+                    client_id,
+                    delivered_offset: slot.position.get(),
+                    committed_offset: self.offsets.get(&key.topic, &key.group, queue_id),
+                })
+            })
+            .collect()
+    }
+
+    /// The clustering groups of `topic`, and the largest number of members of `area` any of
+    /// them has.
+    pub fn clustering_groups(&self, topic: &str, area: &str) -> (Vec<String>, u32) {
+        let groups = self.groups.borrow();
+        let subs = self.subs.borrow();
+        let clustering = || of_topic(&groups, topic).filter(|(_, g)| g.clustering);
+        let names = clustering().map(|(key, _)| key.group.clone()).collect();
+        let in_area = clustering()
+            .map(|(_, group)| {
+                group
+                    .members
+                    .values()
+                    .filter(|id| subs.get(id).is_some_and(|s| s.area == area))
+                    .count() as u32
+            })
+            .max()
+            .unwrap_or(0);
+        (names, in_area)
+    }
+
+    /// The queues of group `key` that a live member accepted by `selects` (given its client
+    /// id) holds, ascending.
+    pub fn queues_held(&self, key: &GroupKey, selects: impl Fn(&str) -> bool) -> Vec<u32> {
+        let groups = self.groups.borrow();
+        let Some(group) = groups.get(key) else {
+            return Vec::new();
+        };
+        let subs = self.subs.borrow();
+        let mut queues: Vec<u32> = group
+            .slots
+            .iter()
+            .filter(|(_, slot)| {
+                slot.owner
+                    .and_then(|owner| subs.get(&owner))
+                    .is_some_and(|sub| !sub.closed.get() && selects(&sub.client_id))
+            })
+            .map(|(queue_id, _)| *queue_id)
+            .collect();
+        queues.sort_unstable();
+        queues
+    }
 }
 
 /// The groups of `topic`: a range of the ordered map, not a scan of every group.
@@ -101,28 +212,28 @@ pub(crate) fn of_topic<'g>(
 pub(crate) fn join(shard: &Rc<Shard>, sub: Rc<Subscription>) {
     let key = sub.key.clone();
     let replaced = {
-        let mut groups = shard.groups.borrow_mut();
+        let mut groups = shard.consumption.groups.borrow_mut();
         let group = groups.entry(key.clone()).or_default();
         group.clustering = sub.mode == SubscriptionMode::Clustering;
         group.members.insert(sub.client_id.clone(), sub.id)
     };
     if let Some(old) = replaced.filter(|&old| old != sub.id) {
-        if let Some(old) = shard.subs.borrow_mut().remove(&old) {
+        if let Some(old) = shard.consumption.subs.borrow_mut().remove(&old) {
             old.close();
         }
     }
-    shard.subs.borrow_mut().insert(sub.id, sub);
+    shard.consumption.subs.borrow_mut().insert(sub.id, sub);
     rebalance(shard, &key);
 }
 
 /// Removes a subscription (unsubscribe, connection closed) and rebalances its group at once.
 pub(crate) fn leave(shard: &Rc<Shard>, subscription_id: u64) {
-    let Some(sub) = shard.subs.borrow_mut().remove(&subscription_id) else {
+    let Some(sub) = shard.consumption.subs.borrow_mut().remove(&subscription_id) else {
         return;
     };
     sub.close();
     {
-        let mut groups = shard.groups.borrow_mut();
+        let mut groups = shard.consumption.groups.borrow_mut();
         if let Some(group) = groups.get_mut(&sub.key) {
             if group.members.get(&sub.client_id) == Some(&subscription_id) {
                 group.members.remove(&sub.client_id);
@@ -134,7 +245,7 @@ pub(crate) fn leave(shard: &Rc<Shard>, subscription_id: u64) {
 
 /// Rebalances every group of `topic` (its queues changed).
 pub(crate) fn rebalance_topic(shard: &Rc<Shard>, topic: &str) {
-    let keys: Vec<GroupKey> = of_topic(&shard.groups.borrow(), topic)
+    let keys: Vec<GroupKey> = of_topic(&shard.consumption.groups.borrow(), topic)
         .map(|(key, _)| key.clone())
         .collect();
     for key in keys {
@@ -147,7 +258,7 @@ pub(crate) fn rebalance_topic(shard: &Rc<Shard>, topic: &str) {
 /// where new queues appeared at once. A connection too backed up to take it is skipped: its
 /// consumer still follows the route at its next refresh.
 pub(crate) fn announce_change(shard: &Shard, topic: &str) {
-    for sub in shard.subs.borrow().values() {
+    for sub in shard.consumption.subs.borrow().values() {
         if sub.key.topic != topic || sub.closed.get() {
             continue;
         }
@@ -164,15 +275,30 @@ pub(crate) fn announce_change(shard: &Shard, topic: &str) {
     }
 }
 
+/// Ends every subscription and group of the shard (it is closing): their push and handover
+/// tasks are cancelled.
+pub(crate) fn close_all(shard: &Shard) {
+    let subs = std::mem::take(&mut *shard.consumption.subs.borrow_mut());
+    for sub in subs.values() {
+        sub.close();
+    }
+    let groups = std::mem::take(&mut *shard.consumption.groups.borrow_mut());
+    drop(groups);
+}
+
 /// Stops every group of a deleted topic.
 pub(crate) fn drop_topic(shard: &Rc<Shard>, topic: &str) {
-    shard.groups.borrow_mut().retain(|k, _| k.topic != topic);
+    shard
+        .consumption
+        .groups
+        .borrow_mut()
+        .retain(|k, _| k.topic != topic);
 }
 
 /// Brings the group's slots in line with its members: see the module documentation.
 pub(crate) fn rebalance(shard: &Rc<Shard>, key: &GroupKey) {
-    let owned = shard.readable_queues(&key.topic);
-    let mut groups = shard.groups.borrow_mut();
+    let owned = shard.topics.readable_queues(&key.topic);
+    let mut groups = shard.consumption.groups.borrow_mut();
     let Some(group) = groups.get_mut(key) else {
         return;
     };
@@ -188,22 +314,30 @@ pub(crate) fn rebalance(shard: &Rc<Shard>, key: &GroupKey) {
         slot.owner = desired;
         slot.task = None; // cancels whatever pushed this queue before
         let Some(new_owner) = desired else { continue };
-        let Some(sub) = shard.subs.borrow().get(&new_owner).cloned() else {
+        let Some(sub) = shard.consumption.subs.borrow().get(&new_owner).cloned() else {
             continue;
         };
-        let Some(queue) = shard.queue(&key.topic, queue_id) else {
+        let Some(queue) = shard.topics.queue(&key.topic, queue_id) else {
             continue;
         };
         let previous_alive = previous
             .filter(|&p| p != new_owner)
-            .and_then(|p| shard.subs.borrow().get(&p).map(|s| !s.closed.get()))
+            .and_then(|p| {
+                shard
+                    .consumption
+                    .subs
+                    .borrow()
+                    .get(&p)
+                    .map(|s| !s.closed.get())
+            })
             .unwrap_or(false);
         let (started_at, delivered) = (slot.started_at.get(), slot.position.get());
         let handover = (previous_alive && delivered > started_at).then_some(delivered);
         let position = slot.position.clone();
         let started = slot.started_at.clone();
-        let shard = shard.clone();
-        slot.task = Some(glommio::spawn_local(async move {
+        let pusher = shard.clone();
+        slot.task = Some(shard.tasks.spawn(async move {
+            let shard = pusher;
             if let Some(delivered) = handover {
                 wait_for_commit(&shard, &sub, queue.id, delivered).await;
             }
@@ -233,7 +367,7 @@ pub(crate) fn rebalance(shard: &Rc<Shard>, key: &GroupKey) {
 /// of its own subscribes again.
 fn nearby_members(shard: &Shard, group: &Group) -> Vec<u64> {
     let all: Vec<u64> = group.members.values().copied().collect();
-    let subs = shard.subs.borrow();
+    let subs = shard.consumption.subs.borrow();
     let own_area = |id: &&u64| subs.get(id).is_some_and(|s| s.area == shard.config.area);
     let local: Vec<u64> = all.iter().filter(own_area).copied().collect();
     if local.is_empty() { all } else { local }
@@ -241,7 +375,10 @@ fn nearby_members(shard: &Shard, group: &Group) -> Vec<u64> {
 
 /// Where a subscription starts on a queue: the committed offset, else its start position.
 fn start_offset(shard: &Shard, sub: &Subscription, queue: &Queue) -> u64 {
-    let committed = shard.offsets.get(&sub.key.topic, &sub.key.group, queue.id);
+    let committed = shard
+        .consumption
+        .offsets
+        .get(&sub.key.topic, &sub.key.group, queue.id);
     match (sub.start, committed) {
         (StartPosition::Earliest, _) => queue.log.start_offset(),
         (_, Some(offset)) => offset.max(queue.log.start_offset()),
@@ -256,15 +393,18 @@ async fn wait_for_commit(shard: &Shard, sub: &Subscription, queue_id: u32, deliv
     let timeout = Duration::from_millis(shard.config.revoke_timeout_ms);
     let wait = async {
         loop {
-            let seen = shard.offsets.changed.generation();
-            let committed = shard.offsets.get(&sub.key.topic, &sub.key.group, queue_id);
+            let seen = shard.consumption.offsets.changed.generation();
+            let committed = shard
+                .consumption
+                .offsets
+                .get(&sub.key.topic, &sub.key.group, queue_id);
             if committed.is_some_and(|c| c >= delivered) {
-                return Ok(());
+                return;
             }
-            shard.offsets.changed.wait(seen).await;
+            shard.consumption.offsets.changed.wait(seen).await;
         }
     };
-    if glommio::timer::timeout(timeout, wait).await.is_err() {
+    if crate::rt::timeout(timeout, wait).await.is_none() {
         log::info!(
             "shard {}: {}/{queue_id} handed to {} after the revoke timeout, uncommitted below {delivered}",
             shard.id,

@@ -30,6 +30,7 @@ mod redirect;
 mod register;
 mod retention;
 mod rr;
+mod rt;
 mod shard;
 pub mod testing;
 pub mod topic;

@@ -48,30 +48,16 @@ pub(crate) fn matching_rule<'r>(
 pub(crate) fn local_targets(shard: &Shard, topic: &str, rule: &RedirectRule) -> Vec<u32> {
     let writable = shard
         .topics
-        .borrow()
-        .get(topic)
-        .map_or(0, |t| t.config.write_queue_count);
+        .with_config(topic, |c| c.write_queue_count)
+        .unwrap_or(0);
     let key = GroupKey {
         topic: topic.to_owned(),
         group: rule.group.clone(),
     };
-    let groups = shard.groups.borrow();
-    let Some(group) = groups.get(&key) else {
-        return Vec::new();
-    };
-    let subs = shard.subs.borrow();
-    let mut queues: Vec<u32> = group
-        .slots
-        .iter()
-        .filter(|(queue_id, _)| **queue_id < writable)
-        .filter(|(_, slot)| {
-            slot.owner
-                .and_then(|owner| subs.get(&owner))
-                .is_some_and(|sub| !sub.closed.get() && rule.selects(&sub.client_id))
-        })
-        .map(|(queue_id, _)| *queue_id)
-        .collect();
-    queues.sort_unstable();
+    let mut queues = shard
+        .consumption
+        .queues_held(&key, |client_id| rule.selects(client_id));
+    queues.retain(|&queue_id| queue_id < writable);
     queues
 }
 

@@ -6,20 +6,44 @@
 //! interval; its outage is logged once at warn, its recovery at info. At a clean shutdown the
 //! broker sends `BrokerUnregister` to those that are reachable.
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 use protocol::codes::{Command, Status};
 use protocol::control::{self, BrokerId, BrokerRegistration, ErrorReply};
 use protocol::frame::{FrameBytes, FrameMeta, Framer, encode_frame};
 
+use crate::notify::Notify;
+use crate::rt::TcpStream;
 use crate::shard::Shard;
 
 /// Longest wait to connect to, or hear back from, a nameserver.
 const NAMESERVER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Shard 0's registration rounds, as other tasks see them: a request for a round now, and
+/// which request the last completed round was built after.
+#[derive(Default)]
+pub(crate) struct Registration {
+    /// Notified to register now rather than at the interval.
+    requested: Notify,
+    /// Notified after every round, and when rounds stop (the shard is closing).
+    completed: Notify,
+    /// The `requested` generation the last completed round was built after.
+    completed_up_to: Cell<u64>,
+    /// No more rounds run.
+    stopped: Cell<bool>,
+}
+
+impl Registration {
+    /// Rounds have stopped (the shard is closing): nobody waits for one any more.
+    pub fn stop(&self) {
+        self.stopped.set(true);
+        self.completed.notify();
+    }
+}
 
 /// One nameserver as shard 0 tracks it.
 struct Nameserver {
@@ -49,11 +73,12 @@ pub(crate) async fn run(shard: Rc<Shard>) {
     let interval = Duration::from_millis(shard.config.register_interval_ms);
     // The broker publishes every shard's port once all listen; register only then.
     while shard.ports().is_empty() {
-        glommio::timer::sleep(Duration::from_millis(5)).await;
+        crate::rt::sleep(Duration::from_millis(5)).await;
     }
     loop {
         // Taken before the round: a request made during it starts the next one at once.
-        let requested = shard.register_now.generation();
+        let rounds = &shard.registration;
+        let requested = rounds.requested.generation();
         let registration = registration(&shard).await;
         match control::encode(&registration) {
             Ok(body) => {
@@ -64,13 +89,10 @@ pub(crate) async fn run(shard: Rc<Shard>) {
             }
             Err(e) => log::error!("cannot encode the broker registration: {e}"),
         }
-        shard.registered_up_to.set(requested);
-        shard.registered.notify();
-        futures_lite::future::or(
-            glommio::timer::sleep(interval),
-            shard.register_now.wait(requested),
-        )
-        .await;
+        rounds.completed_up_to.set(requested);
+        rounds.completed.notify();
+        futures_lite::future::or(crate::rt::sleep(interval), rounds.requested.wait(requested))
+            .await;
     }
 }
 
@@ -81,19 +103,19 @@ pub(crate) async fn register_now(shard: &Shard) {
     if shard.config.nameservers.is_empty() {
         return;
     }
-    shard.register_now.notify();
-    let wanted = shard.register_now.generation();
+    let rounds = &shard.registration;
+    rounds.requested.notify();
+    let wanted = rounds.requested.generation();
     let registered = async {
         // A round in progress may have read the old state: wait for one built after now.
-        while shard.registered_up_to.get() < wanted {
-            let seen = shard.registered.generation();
-            shard.registered.wait(seen).await;
+        while rounds.completed_up_to.get() < wanted && !rounds.stopped.get() {
+            let seen = rounds.completed.generation();
+            rounds.completed.wait(seen).await;
         }
-        Ok(())
     };
-    if glommio::timer::timeout(2 * NAMESERVER_TIMEOUT, registered)
+    if crate::rt::timeout(2 * NAMESERVER_TIMEOUT, registered)
         .await
-        .is_err()
+        .is_none()
     {
         log::warn!("registration after a topic change did not complete in time");
     }

@@ -7,26 +7,20 @@
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::queue::Queue;
 use crate::shard::Shard;
 
 /// Runs retention passes every `storage.retention_check_interval_ms` until dropped.
 pub(crate) async fn run(shard: Rc<Shard>) {
     let period = Duration::from_millis(shard.config.storage.retention_check_interval_ms);
     loop {
-        glommio::timer::sleep(period).await;
+        crate::rt::sleep(period).await;
         pass(&shard).await;
     }
 }
 
 /// One pass over every queue this shard owns.
 async fn pass(shard: &Shard) {
-    let queues: Vec<Rc<Queue>> = shard
-        .topics
-        .borrow()
-        .values()
-        .flat_map(|topic| topic.queues.iter().flatten().cloned())
-        .collect();
+    let queues = shard.topics.queues();
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));

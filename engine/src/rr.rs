@@ -6,10 +6,8 @@
 //! appends the reply to its reply queue (`<data>/replies/shard-<n>/`, kept for audit), and hands
 //! it to the shard holding the requester's connection, which writes a `ReplyPush`.
 //!
-//! The [`Directory`] says where each client is: every shard knows its own connections and
-//! learns the others' over the mesh (`ClientUp` / `ClientDown`).
+//! The shard's [`crate::net::clients::Clients`] says where each requester is connected.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::rc::Rc;
 
@@ -24,69 +22,9 @@ use crate::config::BrokerConfig;
 use crate::error::Reject;
 use crate::log::{FlushMode, Log, LogConfig, LogError};
 use crate::mesh::MeshMsg;
+use crate::net::clients::Location;
 use crate::net::outbox::Outbound;
 use crate::shard::Shard;
-
-/// Where clients are connected: local connections by client id, other shards as a bit set.
-#[derive(Default)]
-pub(crate) struct Directory {
-    local: HashMap<String, Vec<u64>>,
-    remote: HashMap<String, u64>,
-}
-
-/// Where a reply for a client goes.
-pub(crate) enum Location {
-    Local(u64),
-    Shard(usize),
-}
-
-impl Directory {
-    /// Records a local connection of `client_id`; true if it is the client's first here.
-    pub fn local_up(&mut self, client_id: &str, conn_id: u64) -> bool {
-        let conns = self.local.entry(client_id.to_owned()).or_default();
-        if !conns.contains(&conn_id) {
-            conns.push(conn_id);
-        }
-        conns.len() == 1
-    }
-
-    /// Forgets a local connection; true if the client has none left here.
-    pub fn local_down(&mut self, client_id: &str, conn_id: u64) -> bool {
-        let Some(conns) = self.local.get_mut(client_id) else {
-            return false;
-        };
-        conns.retain(|&c| c != conn_id);
-        if conns.is_empty() {
-            self.local.remove(client_id);
-            return true;
-        }
-        false
-    }
-
-    /// Another shard has the client.
-    pub fn remote_up(&mut self, client_id: String, shard: usize) {
-        *self.remote.entry(client_id).or_default() |= 1 << shard;
-    }
-
-    /// Another shard no longer has the client.
-    pub fn remote_down(&mut self, client_id: &str, shard: usize) {
-        if let Some(bits) = self.remote.get_mut(client_id) {
-            *bits &= !(1 << shard);
-            if *bits == 0 {
-                self.remote.remove(client_id);
-            }
-        }
-    }
-
-    /// Where to deliver to `client_id`: a local connection first, else the lowest shard.
-    pub fn locate(&self, client_id: &str) -> Option<Location> {
-        if let Some(&conn) = self.local.get(client_id).and_then(|c| c.last()) {
-            return Some(Location::Local(conn));
-        }
-        let bits = *self.remote.get(client_id)?;
-        Some(Location::Shard(bits.trailing_zeros() as usize))
-    }
-}
 
 /// The shard's reply queue.
 pub(crate) struct ReplyLog {
@@ -121,7 +59,7 @@ impl ReplyLog {
 pub(crate) async fn handle_reply(shard: &Rc<Shard>, frame: &FrameBytes) -> Result<Vec<u8>, Reject> {
     let address = BatchAddress::decode(&frame.ext)?;
     let client_id = reply_target(&frame.body, shard.config.limits.batch_len_max)?;
-    let Some(location) = shard.directory.borrow().locate(&client_id) else {
+    let Some(location) = shard.clients.locate(&client_id) else {
         return Err(Reject::new(
             Status::NoResponder,
             format!("requester {client_id} is not connected to this broker"),
@@ -202,11 +140,7 @@ pub(crate) fn deliver_local(
     queue_id: u32,
     batch: Bytes,
 ) {
-    let conn = match shard.directory.borrow().locate(client_id) {
-        Some(Location::Local(conn_id)) => shard.conns.borrow().get(&conn_id).cloned(),
-        _ => None,
-    };
-    let Some(conn) = conn else {
+    let Some(conn) = shard.clients.local_conn_of(client_id) else {
         log::info!(
             "shard {}: reply for {client_id} dropped: not connected here",
             shard.id

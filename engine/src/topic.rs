@@ -10,6 +10,7 @@
 //! 3. rename it over `topics.rkyv` (atomic: a crash leaves the old or the new file);
 //! 4. fsync `<data>` so the rename itself survives.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -138,6 +139,84 @@ pub fn store_registry(
     std::fs::File::open(data_dir)
         .and_then(|dir| dir.sync_all())
         .map_err(io("fsync directory", data_dir))
+}
+
+/// Shard 0's registry of topic configurations, the source of every topic change: each
+/// change is persisted (see the module's durability protocol) before it counts, and undone in
+/// memory when persisting fails. Other shards hold an empty one.
+pub(crate) struct Registry {
+    data_dir: PathBuf,
+    topics: RefCell<BTreeMap<String, TopicConfig>>,
+}
+
+impl Registry {
+    /// The registry of `data_dir`, holding `topics` as loaded.
+    pub fn new(data_dir: &Path, topics: BTreeMap<String, TopicConfig>) -> Self {
+        Self {
+            data_dir: data_dir.to_path_buf(),
+            topics: RefCell::new(topics),
+        }
+    }
+
+    /// The configuration of `topic`.
+    pub fn get(&self, topic: &str) -> Option<TopicConfig> {
+        self.topics.borrow().get(topic).cloned()
+    }
+
+    /// Every topic with dynamic queues.
+    pub fn dynamic(&self) -> Vec<TopicConfig> {
+        self.topics
+            .borrow()
+            .values()
+            .filter(|c| c.dynamic_queues)
+            .cloned()
+            .collect()
+    }
+
+    /// Records `config` durably: a new topic when `create`, else an update of an existing one.
+    pub fn upsert(&self, config: &TopicConfig, create: bool) -> Result<(), Reject> {
+        let mut topics = self.topics.borrow_mut();
+        let exists = topics.contains_key(&config.topic);
+        if create && exists {
+            return Err(Reject::new(
+                Status::TopicExists,
+                format!("topic {} exists", config.topic),
+            ));
+        }
+        if !create && !exists {
+            return Err(Reject::new(
+                Status::UnknownTopic,
+                format!("no topic {}", config.topic),
+            ));
+        }
+        let old = topics.insert(config.topic.clone(), config.clone());
+        if let Err(e) = store_registry(&self.data_dir, &topics) {
+            log::error!("shard 0: persisting the topic registry: {e}");
+            match old {
+                Some(old) => topics.insert(config.topic.clone(), old),
+                None => topics.remove(&config.topic),
+            };
+            return Err(Reject::new(Status::StorageError, e.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Removes `topic` durably.
+    pub fn delete(&self, topic: &str) -> Result<(), Reject> {
+        let mut topics = self.topics.borrow_mut();
+        let Some(old) = topics.remove(topic) else {
+            return Err(Reject::new(
+                Status::UnknownTopic,
+                format!("no topic {topic}"),
+            ));
+        };
+        if let Err(e) = store_registry(&self.data_dir, &topics) {
+            log::error!("shard 0: persisting the topic registry: {e}");
+            topics.insert(topic.to_owned(), old);
+            return Err(Reject::new(Status::StorageError, e.to_string()));
+        }
+        Ok(())
+    }
 }
 
 /// Checks an admin's topic configuration, with the status to answer when it is wrong.

@@ -61,6 +61,7 @@ pub async fn run(
         sweeper.abort();
     }
     upkeep.abort();
+    state.shared.sessions.close_all().await;
     let closing = state.clone();
     tokio::task::spawn_blocking(move || closing.close())
         .await

@@ -84,9 +84,9 @@ impl AppState {
         self.shared.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Stops every session and subscription and closes the shared client; blocking.
+    /// Stops every subscription and closes the shared client; blocking. Sessions are closed
+    /// before, by `Sessions::close_all`.
     pub fn close(&self) {
-        self.shared.sessions.close_all();
         self.shared.webhooks.close_all();
         self.shared.client.close();
         self.shared.batch_client.close();

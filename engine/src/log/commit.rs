@@ -396,7 +396,7 @@ impl<'a, S: Storage + 'static> Committer<'a, S> {
     async fn wait(&mut self, deadline: Option<Instant>) {
         let kick = &self.shared.commit.kick;
         let mut timer = deadline.map(|at| {
-            Box::pin(glommio::timer::sleep(
+            Box::pin(crate::rt::sleep(
                 at.saturating_duration_since(Instant::now()),
             ))
         });

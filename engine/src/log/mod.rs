@@ -1,5 +1,5 @@
 //! The durable storage of one queue: a directory of segments, appended by many tasks of one
-//! glommio executor and read by tailing and catching-up consumers.
+//! runtime executor and read by tailing and catching-up consumers.
 //!
 //! - [`config`]: [`LogConfig`], [`FlushMode`], defaults and limits;
 //! - [`storage`]: the IO seam ([`Storage`], [`DmaStorage`]);
@@ -110,16 +110,16 @@ impl<S: Storage> Shared<S> {
     }
 }
 
-/// The log of one queue. Lives inside one glommio executor; share it as `Rc<Log>` between
+/// The log of one queue. Lives inside one executor; share it as `Rc<Log>` between
 /// tasks: every method takes `&self`, and appends from many tasks at once are ordered by the
 /// order in which they are called.
 pub struct Log<S: Storage + 'static = DmaStorage> {
     shared: Rc<Shared<S>>,
-    committer: RefCell<Option<glommio::Task<()>>>,
+    committer: RefCell<Option<crate::rt::Task<()>>>,
 }
 
 impl Log<DmaStorage> {
-    /// Opens (recovering) or creates the log in `config.dir` on glommio DMA files.
+    /// Opens (recovering) or creates the log in `config.dir` on [`DmaStorage`] (O_DIRECT files).
     pub async fn open(config: LogConfig) -> Result<Self, LogError> {
         Self::open_with(DmaStorage, config).await
     }
@@ -133,7 +133,7 @@ fn now_ms() -> i64 {
 
 impl<S: Storage + 'static> Log<S> {
     /// Opens (recovering) or creates the log in `config.dir` on `storage`, and starts its
-    /// committer task on the current glommio executor. Fails with [`LogError::Locked`] while
+    /// committer task on the current executor. Fails with [`LogError::Locked`] while
     /// another log (or the committer of a dropped one, still writing) holds the directory.
     pub async fn open_with(storage: S, config: LogConfig) -> Result<Self, LogError> {
         config.validate()?;
@@ -175,7 +175,7 @@ impl<S: Storage + 'static> Log<S> {
             recovery: recovered.report,
             free_chunks: RefCell::new(Vec::new()),
         });
-        let committer = glommio::spawn_local(commit::run(shared.clone()));
+        let committer = crate::rt::spawn(commit::run(shared.clone()));
         Ok(Self {
             shared,
             committer: RefCell::new(Some(committer)),

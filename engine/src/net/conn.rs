@@ -15,14 +15,13 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use glommio::net::TcpStream;
-use glommio::sync::Semaphore;
 use protocol::codes::Status;
 use protocol::frame::{
     FrameError, FrameFault, FrameHeader, Framer, HEADER_LEN, HeaderError, ReadSizer,
 };
 
 use super::outbox::{Outbound, Outbox, error_response};
+use crate::rt::{Semaphore, TcpStream};
 use crate::shard::Shard;
 
 /// Fewest and most bytes handed to one socket read (see [`ReadSizer`]): every byte offered is
@@ -52,8 +51,8 @@ impl Conn {
         let fd = self.stream.borrow().as_raw_fd();
         #[allow(unsafe_code)]
         // SAFETY: `fd` belongs to the stream `self` holds, so it is open; shutdown(2) only
-        // changes the socket's state (glommio's own `shutdown` does the same, but is async and
-        // would hold the stream's borrow across an await).
+        // changes the socket's state (the stream's own `shutdown` does the same, but is async
+        // and would hold the stream's borrow across an await).
         let result = unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
         if result != 0 {
             log::debug!(
@@ -99,6 +98,11 @@ impl AsyncWrite for Half {
 
 /// Serves one accepted connection until it closes.
 pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    if shard.is_stopping() {
+        // Accepted just before the shard began to close, which has shut down the connections
+        // it knew of: this one is not served either.
+        return;
+    }
     let peer = stream
         .peer_addr()
         .map_or_else(|_| "?".to_owned(), |a| a.to_string());
@@ -117,9 +121,11 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         subs: RefCell::new(Vec::new()),
         stream: stream.clone(),
     });
-    shard.conns.borrow_mut().insert(conn.id, conn.clone());
+    shard.clients.add(conn.clone());
     log::debug!("shard {}: connection {} from {peer}", shard.id, conn.id);
-    let writer = glommio::spawn_local(write_loop(conn.clone(), Half(stream.clone())));
+    let writer = shard
+        .tasks
+        .spawn(write_loop(conn.clone(), Half(stream.clone())));
     let ended = read_loop(&shard, &conn, Half(stream)).await;
     match ended {
         Ok(()) => log::debug!("shard {}: {peer} closed the connection", shard.id),
@@ -185,7 +191,7 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut reader: Half) -> Resu
         buf.truncate(len + n);
         sizer.observe(chunk, n);
         if n == 0 {
-            if buf.is_empty() || shard.stopping.get() {
+            if buf.is_empty() || shard.is_stopping() {
                 return Ok(());
             }
             let header = match framer.check(&buf) {

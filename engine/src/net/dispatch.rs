@@ -11,7 +11,6 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
-use glommio::sync::Semaphore;
 use protocol::codes::{Command, Status};
 use protocol::control::{
     self, BrokerStats, ClientHeartbeat, CommitOffset, Credit, FetchOffset, HeartbeatAck,
@@ -27,7 +26,8 @@ use crate::error::Reject;
 use crate::group::{self, GroupKey, Subscription};
 use crate::mesh::MeshMsg;
 use crate::notify::Notify;
-use crate::shard::Shard;
+use crate::rt::Semaphore;
+use crate::shard::{Shard, redirects_of};
 
 /// What serving a request produced.
 enum Served {
@@ -100,56 +100,58 @@ pub(crate) async fn dispatch(
     let Ok(permit) = inflight.acquire_static_permit(1).await else {
         return;
     };
+    let tasks = &shard.tasks;
     let shard = shard.clone();
     let conn = conn.clone();
-    glommio::spawn_local(async move {
-        // A produce keeps its body writable; everything else reads a frozen frame.
-        let (result, frozen) = match command {
-            Command::Produce | Command::Request => {
-                let (header, ext) = (frame.header, frame.ext);
-                let body = Body::Owned(frame.body);
-                (produce(&shard, header, ext, body, false).await, None)
-            }
-            Command::CommitOffset => {
-                let frame = frame.freeze();
-                let result = commit(&shard, &conn, &frame).await.map(Served::Body);
-                (result, Some(frame))
-            }
-            _ => {
-                let frame = frame.freeze();
-                (serve(&shard, &frame, false).await, Some(frame))
-            }
-        };
-        let outcome = match result {
-            Ok(Served::Forward(owner)) => match frozen {
-                Some(frame) => Ok((owner, frame)),
-                None => Err(Err(Reject::new(
-                    Status::Internal,
-                    "a produce is forwarded re-addressed, never as read",
-                ))),
-            },
-            Ok(Served::ForwardFrame(owner, frame)) => Ok((owner, frame)),
-            Ok(Served::Body(body)) => Err(Ok(Some(body))),
-            Err(reject) => Err(Err(reject)),
-        };
-        match outcome {
-            Ok((owner, frame)) => {
-                let msg = MeshMsg::Forward {
-                    origin: shard.id,
-                    conn_id: conn.id,
-                    frame,
-                };
-                if !shard.send_to(owner, msg).await {
-                    let reject =
-                        Reject::new(Status::ShuttingDown, format!("shard {owner} is stopping"));
-                    answer(&conn, &header, quiet, Err(reject)).await;
+    tasks
+        .spawn(async move {
+            // A produce keeps its body writable; everything else reads a frozen frame.
+            let (result, frozen) = match command {
+                Command::Produce | Command::Request => {
+                    let (header, ext) = (frame.header, frame.ext);
+                    let body = Body::Owned(frame.body);
+                    (produce(&shard, header, ext, body, false).await, None)
                 }
+                Command::CommitOffset => {
+                    let frame = frame.freeze();
+                    let result = commit(&shard, &conn, &frame).await.map(Served::Body);
+                    (result, Some(frame))
+                }
+                _ => {
+                    let frame = frame.freeze();
+                    (serve(&shard, &frame, false).await, Some(frame))
+                }
+            };
+            let outcome = match result {
+                Ok(Served::Forward(owner)) => match frozen {
+                    Some(frame) => Ok((owner, frame)),
+                    None => Err(Err(Reject::new(
+                        Status::Internal,
+                        "a produce is forwarded re-addressed, never as read",
+                    ))),
+                },
+                Ok(Served::ForwardFrame(owner, frame)) => Ok((owner, frame)),
+                Ok(Served::Body(body)) => Err(Ok(Some(body))),
+                Err(reject) => Err(Err(reject)),
+            };
+            match outcome {
+                Ok((owner, frame)) => {
+                    let msg = MeshMsg::Forward {
+                        origin: shard.id,
+                        conn_id: conn.id,
+                        frame,
+                    };
+                    if !shard.send_to(owner, msg).await {
+                        let reject =
+                            Reject::new(Status::ShuttingDown, format!("shard {owner} is stopping"));
+                        answer(&conn, &header, quiet, Err(reject)).await;
+                    }
+                }
+                Err(answered) => answer(&conn, &header, quiet, answered).await,
             }
-            Err(answered) => answer(&conn, &header, quiet, answered).await,
-        }
-        drop(permit);
-    })
-    .detach();
+            drop(permit);
+        })
+        .detach();
 }
 
 /// The connection-bound commands, served inline by the reader (see the module docs).
@@ -266,10 +268,21 @@ async fn serve(shard: &Rc<Shard>, frame: &FrameBytes, forwarded: bool) -> Result
             if owner != shard.id {
                 return Ok(Served::Forward(owner));
             }
-            let offset = shard
-                .offsets
-                .get(&request.topic, &request.group, request.queue_id);
+            let offset =
+                shard
+                    .consumption
+                    .offsets()
+                    .get(&request.topic, &request.group, request.queue_id);
             Ok(Served::Body(control::encode(&OffsetReply { offset })?))
+        }
+        // A closing shard starts nothing that needs the mesh (see `crate::mesh`).
+        Command::CreateTopic | Command::UpdateTopic | Command::DeleteTopic
+            if shard.is_stopping() =>
+        {
+            Err(Reject::new(
+                Status::ShuttingDown,
+                format!("shard {} is shutting down", shard.id),
+            ))
         }
         Command::CreateTopic | Command::UpdateTopic | Command::DeleteTopic if shard.id != 0 => {
             Ok(Served::Forward(0))
@@ -312,25 +325,24 @@ async fn serve(shard: &Rc<Shard>, frame: &FrameBytes, forwarded: bool) -> Result
 
 /// The shard owning queue `queue_id` of `topic`, after checking it exists (and is writable).
 fn owner(shard: &Shard, topic: &str, queue_id: u32, write: bool) -> Result<usize, Reject> {
-    let topics = shard.topics.borrow();
-    let Some(entry) = topics.get(topic) else {
+    let counts = shard
+        .topics
+        .with_config(topic, |c| (c.queue_count, c.write_queue_count));
+    let Some((queue_count, write_queue_count)) = counts else {
         return Err(Reject::new(
             Status::UnknownTopic,
             format!("no topic {topic}"),
         ));
     };
     let limit = if write {
-        entry.config.write_queue_count
+        write_queue_count
     } else {
-        entry.config.queue_count
+        queue_count
     };
-    if queue_id >= entry.config.queue_count {
+    if queue_id >= queue_count {
         return Err(Reject::new(
             Status::InvalidArgument,
-            format!(
-                "queue {queue_id} of {topic} is not in 0..{}",
-                entry.config.queue_count
-            ),
+            format!("queue {queue_id} of {topic} is not in 0..{queue_count}"),
         ));
     }
     if queue_id >= limit {
@@ -362,10 +374,10 @@ async fn produce(
         };
         return Ok(Served::ForwardFrame(owner, frame));
     }
-    let (max_depth, redirects) = match shard.topics.borrow().get(address.topic) {
-        Some(t) => (t.config.max_queue_depth, t.redirects()),
-        None => (u64::MAX, None),
-    };
+    let (max_depth, redirects) = shard
+        .topics
+        .with_config(address.topic, |c| (c.max_queue_depth, redirects_of(c)))
+        .unwrap_or((u64::MAX, None));
     let mut queue_id = address.queue_id;
     if let Some(rule) = redirects.as_deref().and_then(|rules| {
         crate::redirect::matching_rule(rules, body.as_slice(), shard.config.limits.batch_len_max)
@@ -379,7 +391,7 @@ async fn produce(
             }
         }
     }
-    let Some(queue) = shard.queue(address.topic, queue_id) else {
+    let Some(queue) = shard.topics.queue(address.topic, queue_id) else {
         return Err(Reject::new(Status::Internal, "owned queue is not open"));
     };
     crate::depth::admit(shard, &queue, max_depth)?;
@@ -418,7 +430,7 @@ async fn identify(shard: &Rc<Shard>, conn: &Rc<Conn>, client_id: &str) {
     if let Some(previous) = previous {
         forget_client(shard, conn, &previous).await;
     }
-    let first = shard.directory.borrow_mut().local_up(client_id, conn.id);
+    let first = shard.clients.identified(client_id, conn.id);
     if first {
         shard
             .tell_peers(|| MeshMsg::ClientUp {
@@ -430,7 +442,7 @@ async fn identify(shard: &Rc<Shard>, conn: &Rc<Conn>, client_id: &str) {
 }
 
 async fn forget_client(shard: &Rc<Shard>, conn: &Conn, client_id: &str) {
-    let last = shard.directory.borrow_mut().local_down(client_id, conn.id);
+    let last = shard.clients.departed(client_id, conn.id);
     if last {
         shard
             .tell_peers(|| MeshMsg::ClientDown {
@@ -448,7 +460,7 @@ pub(crate) async fn disconnected(shard: &Rc<Shard>, conn: &Rc<Conn>) {
     for id in subs {
         group::leave(shard, id);
     }
-    shard.conns.borrow_mut().remove(&conn.id);
+    shard.clients.remove(conn.id);
     let client_id = conn.client_id.borrow_mut().take();
     if let Some(client_id) = client_id {
         forget_client(shard, conn, &client_id).await;
@@ -465,10 +477,7 @@ async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: &FrameBytes) -> Re
             "too many subscriptions on this connection",
         ));
     }
-    let Some(queue_ids) = shard.topics.borrow().get(&request.topic).map(|t| {
-        let ids = (0..t.queues.len() as u32).filter(|&q| t.queues[q as usize].is_some());
-        ids.collect::<Vec<u32>>()
-    }) else {
+    let Some(queue_ids) = shard.topics.owned_queue_ids(&request.topic) else {
         return Err(Reject::new(
             Status::UnknownTopic,
             format!("no topic {}", request.topic),
@@ -520,11 +529,9 @@ async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: &FrameBytes) -> Re
 /// The subscription `id` if it belongs to `conn`.
 fn own_subscription(shard: &Shard, conn: &Conn, id: u64) -> Result<Rc<Subscription>, Reject> {
     shard
-        .subs
-        .borrow()
-        .get(&id)
+        .consumption
+        .subscription(id)
         .filter(|s| s.conn.id == conn.id)
-        .cloned()
         .ok_or_else(|| {
             Reject::new(
                 Status::InvalidArgument,
@@ -556,7 +563,11 @@ fn unsubscribe(shard: &Rc<Shard>, conn: &Conn, frame: &FrameBytes) -> Result<(),
 async fn commit(shard: &Rc<Shard>, conn: &Conn, frame: &FrameBytes) -> Result<Vec<u8>, Reject> {
     let request = control::decode::<CommitOffset>(&frame.body)?;
     let sub = own_subscription(shard, conn, request.subscription_id)?;
-    if shard.queue(&sub.key.topic, request.queue_id).is_none() {
+    if shard
+        .topics
+        .queue(&sub.key.topic, request.queue_id)
+        .is_none()
+    {
         return Err(Reject::new(
             Status::NotOwner,
             format!(
@@ -566,7 +577,8 @@ async fn commit(shard: &Rc<Shard>, conn: &Conn, frame: &FrameBytes) -> Result<Ve
         ));
     }
     shard
-        .offsets
+        .consumption
+        .offsets()
         .commit(
             &sub.key.topic,
             &sub.key.group,

@@ -2,8 +2,10 @@
 //!
 //! - [`conn`]: one connection's read and write loops;
 //! - [`outbox`]: a connection's bounded queue of outgoing frames and their encoding;
-//! - [`dispatch`]: what each command does.
+//! - [`dispatch`]: what each command does;
+//! - [`clients`]: the shard's connections and where every client is connected.
 
+pub(crate) mod clients;
 pub(crate) mod conn;
 pub(crate) mod dispatch;
 pub(crate) mod outbox;
@@ -11,8 +13,7 @@ pub(crate) mod outbox;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use glommio::net::TcpListener;
-
+use crate::rt::TcpListener;
 use crate::shard::Shard;
 
 /// Accepts connections until the task is dropped; refuses (closes) those past the limit.
@@ -22,7 +23,7 @@ pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                if shard.conns.borrow().len() >= max {
+                if shard.clients.len() >= max {
                     if !refused_logged {
                         log::warn!("shard {}: {max} connections open; refusing more", shard.id);
                         refused_logged = true;
@@ -31,12 +32,15 @@ pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                     continue;
                 }
                 refused_logged = false;
-                glommio::spawn_local(conn::serve(shard.clone(), stream)).detach();
+                shard
+                    .tasks
+                    .spawn(conn::serve(shard.clone(), stream))
+                    .detach();
             }
             Err(e) => {
                 // Typically EMFILE: back off instead of spinning on the error.
                 log::warn!("shard {}: accept: {e}", shard.id);
-                glommio::timer::sleep(Duration::from_millis(50)).await;
+                crate::rt::sleep(Duration::from_millis(50)).await;
             }
         }
     }
@@ -47,16 +51,11 @@ pub(crate) async fn sweep_loop(shard: Rc<Shard>) {
     let timeout = Duration::from_millis(shard.config.consumer_timeout_ms);
     let period = (timeout / 3).clamp(Duration::from_millis(10), Duration::from_secs(1));
     loop {
-        glommio::timer::sleep(period).await;
+        crate::rt::sleep(period).await;
         let now = Instant::now();
-        let dead: Vec<Rc<conn::Conn>> = shard
-            .conns
-            .borrow()
-            .values()
-            .filter(|c| !c.subs.borrow().is_empty())
-            .filter(|c| now.duration_since(c.last_seen.get()) > timeout)
-            .cloned()
-            .collect();
+        let dead = shard.clients.select(|c| {
+            !c.subs.borrow().is_empty() && now.duration_since(c.last_seen.get()) > timeout
+        });
         for conn in dead {
             log::info!(
                 "shard {}: consumer {:?} missed heartbeats for {timeout:?}; closing its connection",
@@ -68,14 +67,11 @@ pub(crate) async fn sweep_loop(shard: Rc<Shard>) {
     }
 }
 
-/// Closes every connection and waits (briefly) for their tasks to clean up.
-pub(crate) async fn close_all(shard: &Rc<Shard>) {
-    let conns: Vec<Rc<conn::Conn>> = shard.conns.borrow().values().cloned().collect();
+/// Closes every connection: each writer drains what is queued and each reader sees the end
+/// of its stream. Their tasks end on their own; the shard waits for them with its others.
+pub(crate) fn close_all(shard: &Shard) {
+    let conns = shard.clients.select(|_| true);
     for conn in conns {
         conn.shutdown();
-    }
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while !shard.conns.borrow().is_empty() && Instant::now() < deadline {
-        glommio::timer::sleep(Duration::from_millis(5)).await;
     }
 }

@@ -111,7 +111,7 @@ impl Running {
     }
 
     fn stop(self) {
-        self.counters.closed.store(true, Ordering::Release);
+        self.counters.close();
         if let Some((client, consumer)) = self.bus {
             if let Err(e) = consumer.close() {
                 log::debug!("webhook {} consumer close: {e}", self.spec.id);

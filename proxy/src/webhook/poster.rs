@@ -3,17 +3,14 @@
 
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::Duration;
 
 use client::{ReceivedMessage, Replier, ReplyAddress};
 use serde::Deserialize;
 
 use crate::api::{DeliveredMessage, payload};
 use crate::config::ProxyConfig;
-
-/// Sleep slice of a backoff, so a deleted subscription stops retrying promptly.
-const BACKOFF_SLICE: Duration = Duration::from_millis(20);
 
 /// The counters of one subscription, shared by its poster and the registry.
 #[derive(Default)]
@@ -32,9 +29,28 @@ pub struct Counters {
     pub expired: AtomicU64,
     /// The last failure, for diagnosis.
     pub last_error: Mutex<Option<String>>,
+    /// Wakes a poster waiting out a retry backoff when `closed` is set ([`Counters::close`]).
+    close_wait: (Mutex<()>, Condvar),
 }
 
 impl Counters {
+    /// Sets `closed` and wakes a poster waiting between retries, so it stops at once.
+    pub fn close(&self) {
+        let (lock, woken) = &self.close_wait;
+        let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        self.closed.store(true, Ordering::Release);
+        woken.notify_all();
+    }
+
+    /// Waits `total`, or less if the subscription is closed meanwhile.
+    fn wait_unless_closed(&self, total: Duration) {
+        let (lock, woken) = &self.close_wait;
+        let guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let _ = woken
+            .wait_timeout_while(guard, total, |()| !self.closed.load(Ordering::Acquire))
+            .unwrap_or_else(PoisonError::into_inner);
+    }
+
     /// Records `error` as the last failure.
     pub fn failed(&self, error: String) {
         *self
@@ -189,13 +205,6 @@ impl Poster {
     }
 
     fn sleep(&self, total: Duration) {
-        let end = Instant::now() + total;
-        while !self.counters.closed.load(Ordering::Acquire) {
-            let now = Instant::now();
-            if now >= end {
-                return;
-            }
-            std::thread::sleep((end - now).min(BACKOFF_SLICE));
-        }
+        self.counters.wait_unless_closed(total);
     }
 }

@@ -93,17 +93,17 @@ impl Sessions {
         self.shutdown.subscribe()
     }
 
-    /// Tells every session to stop and waits (blocking) until each has closed its client.
-    pub fn close_all(&self) {
+    /// Tells every session to stop and waits until each has closed its client (each for at
+    /// most `WS_REPLACE_WAIT`), woken by its done signal rather than polling it.
+    pub async fn close_all(&self) {
         let entries: Vec<SessionEntry> = self.lock().drain().map(|(_, e)| e).collect();
         for entry in &entries {
             let _ = entry.stop.send(true);
         }
         for mut entry in entries {
-            let deadline = std::time::Instant::now() + crate::config::WS_REPLACE_WAIT;
-            while !*entry.done.borrow_and_update() && std::time::Instant::now() < deadline {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
+            // An error means the session is gone, which is as done as it gets.
+            let done = entry.done.wait_for(|done| *done);
+            let _ = tokio::time::timeout(crate::config::WS_REPLACE_WAIT, done).await;
         }
     }
 

@@ -1,19 +1,34 @@
-//! Messages between shards over the glommio channel mesh, and how a shard receives them.
+//! Messages between shards over the runtime's channel mesh, and how a shard receives them.
 //!
 //! Every shard runs one receiver task per peer. A receiver never waits on another shard: work
 //! that may wait (appending a forwarded produce, applying a topic change) runs in its own task,
 //! so two shards sending to each other can never deadlock on full channels.
+//!
+//! Closing ([`close`]) drains the mesh without a timed wait. A message either *originates*
+//! work (a forward, a call, a client's arrival) or *answers* one (a response, a reply). A
+//! closing shard originates nothing once its own tasks have ended (it refuses topic changes
+//! while closing, the only work a forwarded request could start on another shard), so:
+//! 1. when every task it started has ended, a shard tells every peer `Quiet`;
+//! 2. once every peer said `Quiet` (channels are FIFO, so everything a peer originated has
+//!    arrived before it), it waits for the tasks answering those messages to end;
+//! 3. then it closes its channels to the peers, and waits for its receivers to end, which
+//!    each does once its peer closed too, having received every answer sent before.
+//!
+//! A peer whose channel closes without `Quiet` (a shard that failed to start) counts as quiet.
 
 use std::rc::Rc;
 
 use bytes::Bytes;
-use glommio::channels::channel_mesh::Receivers;
-use glommio::channels::local_channel;
 use protocol::control::{QueueStats, RedirectRule, ShardStats, TopicConfig};
 use protocol::frame::FrameBytes;
 
 use crate::net::outbox::Outbound;
+use crate::rt::MeshReceivers;
+
+mod peers;
+
 use crate::shard::Shard;
+pub(crate) use peers::{Peers, call_all, close};
 
 /// A message from one shard to another.
 pub(crate) enum MeshMsg {
@@ -52,6 +67,8 @@ pub(crate) enum MeshMsg {
     },
     /// The answer to a call.
     Reply { token: u64, reply: MeshReply },
+    /// Shard `origin` is closing and will originate nothing more (see the module docs).
+    Quiet { origin: usize },
     /// A client identified itself on a connection of `shard`.
     ClientUp { client_id: String, shard: usize },
     /// The last connection of a client on `shard` closed.
@@ -94,18 +111,19 @@ pub(crate) struct ShardSnapshot {
 /// Starts one receiver task per peer; dropping the returned tasks stops them.
 pub(crate) fn spawn_receivers(
     shard: &Rc<Shard>,
-    mut receivers: Receivers<MeshMsg>,
-) -> Vec<glommio::Task<()>> {
+    mut receivers: MeshReceivers<MeshMsg>,
+) -> Vec<crate::rt::Task<()>> {
     receivers
         .streams()
         .into_iter()
         .map(|(peer, receiver)| {
             let shard = shard.clone();
-            glommio::spawn_local(async move {
+            crate::rt::spawn(async move {
                 while let Some(msg) = receiver.recv().await {
                     receive(&shard, msg);
                 }
                 log::debug!("shard {}: mesh from shard {peer} closed", shard.id);
+                shard.peers.went_quiet(peer);
             })
         })
         .collect()
@@ -118,26 +136,29 @@ fn receive(shard: &Rc<Shard>, msg: MeshMsg) {
             conn_id,
             frame,
         } => {
+            let tasks = &shard.tasks;
             let shard = shard.clone();
-            glommio::spawn_local(async move {
-                let Some(response) = crate::net::dispatch::serve_forwarded(&shard, &frame).await
-                else {
-                    return; // Succeeded, and only a failure was to be answered.
-                };
-                shard
-                    .send_to(
-                        origin,
-                        MeshMsg::Response {
-                            conn_id,
-                            frame: response,
-                        },
-                    )
-                    .await;
-            })
-            .detach();
+            tasks
+                .spawn(async move {
+                    let Some(response) =
+                        crate::net::dispatch::serve_forwarded(&shard, &frame).await
+                    else {
+                        return; // Succeeded, and only a failure was to be answered.
+                    };
+                    shard
+                        .send_to(
+                            origin,
+                            MeshMsg::Response {
+                                conn_id,
+                                frame: response,
+                            },
+                        )
+                        .await;
+                })
+                .detach();
         }
         MeshMsg::Response { conn_id, frame } => {
-            let conn = shard.conns.borrow().get(&conn_id).cloned();
+            let conn = shard.clients.get(conn_id);
             if let Some(conn) = conn {
                 if conn.outbox.try_send(Outbound::Frame(frame)).is_err() {
                     log::debug!(
@@ -152,13 +173,15 @@ fn receive(shard: &Rc<Shard>, msg: MeshMsg) {
             token,
             change,
         } => {
+            let tasks = &shard.tasks;
             let shard = shard.clone();
-            glommio::spawn_local(async move {
-                crate::admin::apply_change(&shard, change).await;
-                let reply = MeshReply::Done;
-                shard.send_to(origin, MeshMsg::Reply { token, reply }).await;
-            })
-            .detach();
+            tasks
+                .spawn(async move {
+                    crate::admin::apply_change(&shard, change).await;
+                    let reply = MeshReply::Done;
+                    shard.send_to(origin, MeshMsg::Reply { token, reply }).await;
+                })
+                .detach();
         }
         MeshMsg::Collect { origin, token } => {
             answer_call(
@@ -194,23 +217,19 @@ fn receive(shard: &Rc<Shard>, msg: MeshMsg) {
             };
             answer_call(shard, origin, token, reply);
         }
-        MeshMsg::Reply { token, reply } => {
-            let sender = shard.calls.borrow().get(&token).cloned();
-            if let Some(sender) = sender {
-                let _ = sender.try_send(reply);
-            }
-        }
+        MeshMsg::Reply { token, reply } => shard.peers.answered(token, reply),
+        MeshMsg::Quiet { origin } => shard.peers.went_quiet(origin),
         MeshMsg::ClientUp {
             client_id,
             shard: at,
         } => {
-            shard.directory.borrow_mut().remote_up(client_id, at);
+            shard.clients.remote_up(client_id, at);
         }
         MeshMsg::ClientDown {
             client_id,
             shard: at,
         } => {
-            shard.directory.borrow_mut().remote_down(&client_id, at);
+            shard.clients.remote_down(&client_id, at);
         }
         MeshMsg::ReplyPush {
             client_id,
@@ -224,52 +243,11 @@ fn receive(shard: &Rc<Shard>, msg: MeshMsg) {
 /// Sends `reply` to the call `token` of shard `origin`, from a task: the receiver loop must
 /// not wait on a full channel back to the caller.
 fn answer_call(shard: &Rc<Shard>, origin: usize, token: u64, reply: MeshReply) {
+    let tasks = &shard.tasks;
     let shard = shard.clone();
-    glommio::spawn_local(async move {
-        shard.send_to(origin, MeshMsg::Reply { token, reply }).await;
-    })
-    .detach();
-}
-
-/// Longest wait for every shard to answer a call.
-const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Sends a message built by `make(token)` to every other shard and collects their replies.
-pub(crate) async fn call_all(shard: &Rc<Shard>, make: impl Fn(u64) -> MeshMsg) -> Vec<MeshReply> {
-    let peers = shard.count - 1;
-    if peers == 0 {
-        return Vec::new();
-    }
-    let token = shard.next_id();
-    let (sender, receiver) = local_channel::new_bounded(peers);
-    shard.calls.borrow_mut().insert(token, Rc::new(sender));
-    let mut expected = 0;
-    for peer in (0..shard.count).filter(|&p| p != shard.id) {
-        if shard.send_to(peer, make(token)).await {
-            expected += 1;
-        }
-    }
-    let mut replies = Vec::with_capacity(expected);
-    let collect = async {
-        while replies.len() < expected {
-            match receiver.recv().await {
-                Some(reply) => replies.push(reply),
-                None => break,
-            }
-        }
-        Ok(())
-    };
-    // A peer that is shutting down may never answer; nobody waits on it for long.
-    if glommio::timer::timeout(CALL_TIMEOUT, collect)
-        .await
-        .is_err()
-    {
-        log::warn!(
-            "shard {}: {} of {expected} shards did not answer within {CALL_TIMEOUT:?}",
-            shard.id,
-            expected - replies.len()
-        );
-    }
-    shard.calls.borrow_mut().remove(&token);
-    replies
+    tasks
+        .spawn(async move {
+            shard.send_to(origin, MeshMsg::Reply { token, reply }).await;
+        })
+        .detach();
 }
