@@ -49,6 +49,7 @@ mod route;
 mod rr;
 mod send;
 mod slot;
+mod spin;
 mod timer;
 
 pub use admin::Admin;

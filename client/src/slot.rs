@@ -7,7 +7,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -19,11 +19,16 @@ struct State<T> {
     /// Set once a value was delivered; a second completion is ignored.
     done: bool,
     waker: Option<Waker>,
+    /// A thread is parked on `ready`: only then does completing pay for a wake-up call.
+    parked: bool,
 }
 
 struct Shared<T> {
     state: Mutex<State<T>>,
     ready: Condvar,
+    /// Set (after `state.done`) when the slot was filled: what a spinning waiter polls
+    /// without taking the lock.
+    filled: AtomicBool,
     /// Live [`Completer`]s; when the last goes without completing, the waiter gets `Closed`.
     completers: AtomicUsize,
 }
@@ -41,8 +46,10 @@ pub(crate) fn slot<T>() -> (Completer<T>, Waiter<T>) {
             value: None,
             done: false,
             waker: None,
+            parked: false,
         }),
         ready: Condvar::new(),
+        filled: AtomicBool::new(false),
         completers: AtomicUsize::new(1),
     });
     (Completer(shared.clone()), Waiter(shared))
@@ -59,16 +66,19 @@ impl<T> Completer<T> {
     /// Fills the slot; returns false (dropping `value`) when it was already filled, which is
     /// how a late response loses to a timeout and vice versa.
     pub(crate) fn complete(&self, value: Result<T>) -> bool {
-        let waker = {
+        let (waker, parked) = {
             let mut state = self.0.state.lock().unwrap_or_else(PoisonError::into_inner);
             if state.done {
                 return false;
             }
             state.done = true;
             state.value = Some(value);
-            state.waker.take()
+            (state.waker.take(), state.parked)
         };
-        self.0.ready.notify_all();
+        self.0.filled.store(true, Ordering::Release);
+        if parked {
+            self.0.ready.notify_all();
+        }
         if let Some(waker) = waker {
             waker.wake();
         }
@@ -90,6 +100,8 @@ impl<T> Waiter<T> {
     /// Blocks until the slot is filled or `deadline` passes; then a
     /// [`ClientError::Timeout`] of `timeout` (the caller's whole budget) is returned.
     pub(crate) fn wait_until(self, deadline: Instant, timeout: Duration) -> Result<T> {
+        // A prompt completion is caught without parking, where cores are to spare.
+        crate::spin::spin_until(deadline, || self.0.filled.load(Ordering::Acquire));
         let mut state = self.0.state.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             if let Some(value) = state.value.take() {
@@ -104,12 +116,14 @@ impl<T> Waiter<T> {
                 state.done = true;
                 return Err(ClientError::Timeout { after: timeout });
             }
+            state.parked = true;
             state = self
                 .0
                 .ready
                 .wait_timeout(state, deadline - now)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+            state.parked = false;
         }
     }
 
@@ -151,6 +165,7 @@ impl<T> Drop for Completer<T> {
                 state.done = true;
                 state.waker.take()
             };
+            self.0.filled.store(true, Ordering::Release);
             self.0.ready.notify_all();
             if let Some(waker) = waker {
                 waker.wake();

@@ -106,6 +106,15 @@ impl ConsumerInner {
     ) -> Option<Vec<Delivery>> {
         let slice = Duration::from_millis(100);
         let deadline = timeout.map(|t| Instant::now() + t);
+        // A batch that comes promptly is taken without parking, where cores are to spare.
+        let mut spun = None;
+        crate::spin::spin_until(deadline.unwrap_or(Instant::now() + slice), || {
+            spun = received.batches.try_recv().ok().filter(|b| !b.is_empty());
+            spun.is_some() || self.closed.load(Ordering::Acquire)
+        });
+        if let Some(batch) = spun {
+            return Some(batch);
+        }
         loop {
             if self.closed.load(Ordering::Acquire) {
                 return None;
