@@ -40,8 +40,15 @@ fn policy() -> (Duration, usize) {
 /// Polls `ready` until it returns true or the spin budget (at most until `deadline`) is
 /// spent; returns whether it became true. Returns false at once where the budget is zero or
 /// enough other threads are spinning.
-pub(crate) fn spin_until(deadline: Instant, mut ready: impl FnMut() -> bool) -> bool {
-    let (budget, spinners_max) = policy();
+pub(crate) fn spin_until(deadline: Instant, ready: impl FnMut() -> bool) -> bool {
+    spin_with(policy(), deadline, ready)
+}
+
+fn spin_with(
+    (budget, spinners_max): (Duration, usize),
+    deadline: Instant,
+    mut ready: impl FnMut() -> bool,
+) -> bool {
     if budget.is_zero() {
         return false;
     }
@@ -75,6 +82,29 @@ mod tests {
         let started = Instant::now();
         assert!(!spin_until(started, || false));
         assert!(started.elapsed() < Duration::from_secs(1));
+        // The loop itself, with a budget whatever this machine's cores.
+        let budgeted = (Duration::from_millis(1), 1);
+        let mut polls = 0;
+        assert!(spin_with(
+            budgeted,
+            started + Duration::from_secs(1),
+            || {
+                polls += 1;
+                polls == 100
+            }
+        ));
+        let spun = Instant::now();
+        assert!(!spin_with(budgeted, spun + Duration::from_secs(1), || {
+            false
+        }));
+        assert!(
+            spun.elapsed() >= Duration::from_millis(1),
+            "the budget is spent"
+        );
+        assert!(
+            !spin_with((Duration::from_secs(1), 0), spun, || true),
+            "no spinner allowed"
+        );
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let (budget, spinners_max) = policy();
         if cores < SPIN_CORES_MIN {
