@@ -10,7 +10,7 @@
 # and `summary.tsv` gathers the headline figure of each.
 #
 # Environment: SHARDS (default "1 2 4 8"), SIZES (default "100 1024"), DURATION (default 3s),
-# WARMUP (default 1s), RR_REQUESTERS (default "1 16").
+# WARMUP (default 1s), RR_REQUESTERS (default "1 16"), CONSUME_MESSAGES (default 2000000).
 set -euo pipefail
 out=${1:?usage: bench-sweep.sh OUT_DIR BIN_DIR [BIN_DIR ...]}
 shift
@@ -38,10 +38,12 @@ run() {
     echo "=== $name [$tag] $*" >&2
     if "$bin" --warmup "$warmup" --data-dir "$data" --json "$out/$name.$tag.json" "$@" \
         > "$out/$name.$tag.txt" 2> "$out/$name.$tag.err"; then
-        grep -E '^\s+(msg/s|MB/s|p50 µs|p99 µs|cpu)' "$out/$name.$tag.txt" | head -6 \
-            | while read -r metric unit ours rest; do
-                printf '%s\t%s\t%s %s\t%s\n' "$name" "$tag" "$metric" "$unit" "$ours" >> "$summary"
-            done
+        # "metric ours [baseline ratio]", the metric one word (msg/s) or two (p50 µs).
+        grep -E '^\s+(msg/s|MB/s|p50 µs|p99 µs|CPU µs/op|broker µs/op|client µs/op) ' \
+            "$out/$name.$tag.txt" | awk -v n="$name" -v t="$tag" '{
+                if ($1 == "msg/s" || $1 == "MB/s") { m = $1; v = $2 } else { m = $1 " " $2; v = $3 }
+                printf "%s\t%s\t%s\t%s\n", n, t, m, v
+            }' >> "$summary"
     else
         printf '%s\t%s\tfailed\t%s\n' "$name" "$tag" "$?" >> "$summary"
     fi
@@ -64,7 +66,7 @@ for r in $requesters; do
 done
 for i in "${!bins[@]}"; do
     run "consume-4x4" "$i" --shards 4 --baseline false consume --consumers 4 --queues 16 \
-        --messages 2000000
+        --messages "${CONSUME_MESSAGES:-2000000}"
     run "produce-1024B-4x4-async" "$i" --shards 4 produce --producers 4 --queues 16 \
         --duration "$duration"
 done
