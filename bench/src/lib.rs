@@ -43,7 +43,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     let load_at_start = LoadAverage::now();
     let target = Target::start(global)?;
-    let described = target.describe(global);
+    let described = target.describe();
     let sections = run_workload(&target, global, &cli.workload);
     target.shutdown()?;
     let command = std::env::args().collect::<Vec<_>>().join(" ");

@@ -129,12 +129,12 @@ impl Target {
     }
 
     /// A description for the report.
-    pub fn describe(&self, args: &GlobalArgs) -> String {
+    pub fn describe(&self) -> String {
         match self {
             Target::Embedded { broker, .. } => format!(
-                "embedded broker, {} shards, spin_before_park_us {}",
+                "embedded broker, {} shards, spin before park {} µs",
                 broker.shard_ports().len(),
-                args.spin_before_park_us
+                broker.spin_before_park().as_micros()
             ),
             Target::Remote { nameserver } => format!("cluster of nameserver {nameserver}"),
         }

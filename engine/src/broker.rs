@@ -12,6 +12,7 @@ use crate::shard::{self, MESH_CHANNEL_CAPACITY, ShardStart};
 pub struct Broker {
     broker_id: String,
     ports: Vec<u16>,
+    spin_before_park: Duration,
     stop: Arc<StopSignal>,
     handles: Vec<Executor<Result<(), BrokerError>>>,
 }
@@ -53,7 +54,7 @@ impl Broker {
                 name: &format!("defibus-shard-{id}"),
                 cpu: id % cpus,
                 io_memory_bytes: io_memory,
-                spin_before_park: Duration::from_micros(config.spin_before_park_us),
+                spin_before_park: config.spin_before_park(),
             };
             let spawned = crate::rt::start_executor(&spec, move || shard::run(start));
             match spawned {
@@ -100,6 +101,7 @@ impl Broker {
         Ok(Broker {
             broker_id: config.broker_id.clone(),
             ports,
+            spin_before_park: config.spin_before_park(),
             stop,
             handles,
         })
@@ -108,6 +110,11 @@ impl Broker {
     /// The port each shard listens on, by shard id.
     pub fn shard_ports(&self) -> Vec<u16> {
         self.ports.clone()
+    }
+
+    /// How long its executors spin before parking (the configured or the machine's default).
+    pub fn spin_before_park(&self) -> Duration {
+        self.spin_before_park
     }
 
     /// The broker's id.
