@@ -244,7 +244,8 @@ impl Connection {
         body: &[u8],
         callback: Callback,
     ) -> Result<u64> {
-        let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let meta = self.request_meta(command, FrameMeta::request);
+        let request_id = meta.request_id;
         {
             let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
             if pending.closed {
@@ -253,10 +254,6 @@ impl Connection {
             pending
                 .callbacks
                 .insert(request_id, (callback, Instant::now()));
-        }
-        let mut meta = FrameMeta::request(command, request_id);
-        if command.carries_record_batch() {
-            meta = meta.without_body_crc();
         }
         if let Err(e) = self.write_frame(&meta, ext, body) {
             self.forget(request_id);
@@ -291,11 +288,7 @@ impl Connection {
 
     /// Sends a request that expects no response.
     pub(crate) fn send_oneway(&self, command: Command, ext: &[u8], body: &[u8]) -> Result<()> {
-        let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
-        let mut meta = FrameMeta::oneway(command, request_id);
-        if command.carries_record_batch() {
-            meta = meta.without_body_crc();
-        }
+        let meta = self.request_meta(command, FrameMeta::oneway);
         self.write_frame(&meta, ext, body)
     }
 
@@ -308,12 +301,28 @@ impl Connection {
         ext: &[u8],
         body: &[u8],
     ) -> Result<()> {
-        let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
-        let mut meta = FrameMeta::request(command, request_id).failures_only();
-        if command.carries_record_batch() {
-            meta = meta.without_body_crc();
-        }
+        let meta = self.request_meta(command, |command, id| {
+            FrameMeta::request(command, id).failures_only()
+        });
         self.write_frame(&meta, ext, body)
+    }
+
+    /// The header of a new request of `command` (`make` picks its kind) under a fresh request
+    /// id; a record batch's body is left out of the frame checksum, since it carries its own.
+    fn request_meta(
+        &self,
+        command: Command,
+        make: impl Fn(Command, u64) -> FrameMeta,
+    ) -> FrameMeta {
+        let meta = make(
+            command,
+            self.next_request_id.fetch_add(1, Ordering::Relaxed),
+        );
+        if command.carries_record_batch() {
+            meta.without_body_crc()
+        } else {
+            meta
+        }
     }
 
     /// Drops a pending request (after its caller gave up); a late response is then ignored.
