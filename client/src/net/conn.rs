@@ -14,9 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use protocol::codes::{Command, Status};
 use protocol::control::{self, ClientHeartbeat, ErrorReply, HeartbeatAck};
-use protocol::frame::{
-    FrameBytes, FrameError, FrameHeader, FrameMeta, Framer, HEADER_LEN, ReadSizer, flag,
-};
+use protocol::frame::{FrameBytes, FrameHeader, FrameMeta, Framer, HEADER_LEN, ReadSizer, flag};
 
 use crate::config::{READ_CHUNK_BYTES, READ_CHUNK_MIN_BYTES, WRITE_COPY_BYTES_MAX};
 use crate::error::{ClientError, Result};
@@ -471,11 +469,7 @@ impl Connection {
         let mut sizer = ReadSizer::new(READ_CHUNK_MIN_BYTES, READ_CHUNK_BYTES);
         'read: loop {
             let len = buf.len();
-            let missing = match framer.check(&buf) {
-                Err(FrameError::Incomplete { needed }) => needed.saturating_sub(len),
-                _ => 0,
-            };
-            let offered = sizer.offer(missing, usize::MAX);
+            let offered = sizer.offer_after(&framer, &buf, usize::MAX);
             buf.resize(len + offered, 0);
             let n = match stream.read(&mut buf[len..]) {
                 Ok(0) => {

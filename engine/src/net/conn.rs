@@ -170,11 +170,7 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut reader: Half) -> Resu
         if buf.capacity() - len < HEADER_LEN {
             buf.reserve(read_buffer_bytes);
         }
-        let missing = match framer.check(&buf) {
-            Err(FrameError::Incomplete { needed }) => needed.saturating_sub(len),
-            _ => 0,
-        };
-        let chunk = sizer.offer(missing, buf.capacity() - len);
+        let chunk = sizer.offer_after(&framer, &buf, buf.capacity() - len);
         buf.resize(len + chunk, 0);
         let read = reader.read(&mut buf[len..]).await;
         let n = match read {

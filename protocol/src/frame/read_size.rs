@@ -7,6 +7,8 @@
 //! delivering per read: a busy stream grows towards the largest chunk (few reads, as before),
 //! a request-reply stream stays small (little zeroing).
 
+use super::{FrameError, Framer};
+
 /// The next read's size for one connection; see the module docs.
 #[derive(Clone, Copy, Debug)]
 pub struct ReadSizer {
@@ -35,6 +37,17 @@ impl ReadSizer {
     /// `room` is zero, when the caller must grow the buffer first.
     pub fn offer(&self, missing: usize, room: usize) -> usize {
         missing.max(self.hint).clamp(self.min, self.max).min(room)
+    }
+
+    /// Bytes to offer the next read after `received` (what is buffered and not yet framed,
+    /// as `framer` sees it), with the buffer's spare `room`: [`Self::offer`] with what the
+    /// frame being received still lacks.
+    pub fn offer_after(&self, framer: &Framer, received: &[u8], room: usize) -> usize {
+        let missing = match framer.check(received) {
+            Err(FrameError::Incomplete { needed }) => needed.saturating_sub(received.len()),
+            _ => 0,
+        };
+        self.offer(missing, room)
     }
 
     /// Records that a read offered `offered` bytes delivered `read`.
@@ -74,6 +87,38 @@ mod tests {
             sizer.offer(0, usize::MAX),
             4096,
             "a short read shrinks it back"
+        );
+    }
+
+    #[test]
+    fn a_partly_received_frame_is_offered_what_it_lacks() {
+        use crate::codes::Command;
+        use crate::frame::{FrameMeta, encode_frame};
+        let sizer = ReadSizer::new(4096, 256 << 10);
+        let framer = Framer::default();
+        let mut frame = Vec::new();
+        let body = vec![7u8; 100 << 10];
+        encode_frame(
+            &FrameMeta::request(Command::Stats, 1),
+            &[],
+            &body,
+            &mut frame,
+        )
+        .unwrap();
+        let lacking = frame.len() - 1000;
+        assert_eq!(
+            sizer.offer_after(&framer, &frame[..1000], usize::MAX),
+            lacking
+        );
+        assert_eq!(
+            sizer.offer_after(&framer, &frame[..10], usize::MAX),
+            4096,
+            "header first"
+        );
+        assert_eq!(
+            sizer.offer_after(&framer, &frame, usize::MAX),
+            4096,
+            "nothing lacking"
         );
     }
 }
