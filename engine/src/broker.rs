@@ -39,6 +39,7 @@ impl Broker {
         let mesh = crate::rt::mesh(count, MESH_CHANNEL_CAPACITY);
         let (ready_tx, ready_rx) = mpsc::channel();
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let spin_before_park = config.spin_before_park();
         let mut handles = Vec::with_capacity(count);
         for id in 0..count {
             let start = ShardStart {
@@ -54,7 +55,7 @@ impl Broker {
                 name: &format!("defibus-shard-{id}"),
                 cpu: id % cpus,
                 io_memory_bytes: io_memory,
-                spin_before_park: config.spin_before_park(),
+                spin_before_park,
             };
             let spawned = crate::rt::start_executor(&spec, move || shard::run(start));
             match spawned {
@@ -101,7 +102,7 @@ impl Broker {
         Ok(Broker {
             broker_id: config.broker_id.clone(),
             ports,
-            spin_before_park: config.spin_before_park(),
+            spin_before_park,
             stop,
             handles,
         })
