@@ -9,14 +9,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use protocol::data::BatchAddress;
 use protocol::frame::FrameBytes;
-use protocol::record::{BATCH_LEN_MAX, BatchView};
 
 use super::ConsumerInner;
 use crate::error::{ClientError, Result};
 use crate::message::ReceivedMessage;
-use crate::net::Connection;
+use crate::net::{Connection, pushed_batch};
 
 /// A pushed record on its way to the application, with the connection it came on.
 pub(crate) struct Delivery {
@@ -148,19 +146,8 @@ impl ConsumerInner {
         subscription_id: u64,
         frame: &FrameBytes,
     ) {
-        let address = match BatchAddress::decode(&frame.ext) {
-            Ok(address) => address,
-            Err(e) => {
-                log::warn!("{endpoint}: push with a bad address dropped: {e}");
-                return;
-            }
-        };
-        let batch = match BatchView::parse(&frame.body, BATCH_LEN_MAX) {
-            Ok(batch) => batch,
-            Err(e) => {
-                log::warn!("{endpoint}: push with a corrupt batch dropped: {e}");
-                return;
-            }
+        let Some((address, batch)) = pushed_batch(endpoint, "push", frame) else {
+            return;
         };
         let mut fresh = Vec::with_capacity(batch.record_count() as usize);
         let mut skipped = 0u32;

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use protocol::codes::{Command, Status};
 use protocol::control::{self, ClientHeartbeat, ErrorReply, HeartbeatAck};
+use protocol::data::BatchAddress;
 use protocol::frame::{FrameBytes, FrameHeader, FrameMeta, Framer, HEADER_LEN, ReadSizer, flag};
+use protocol::record::{BATCH_LEN_MAX, BatchView};
 
 use crate::config::{READ_CHUNK_BYTES, READ_CHUNK_MIN_BYTES, WRITE_COPY_BYTES_MAX};
 use crate::error::{ClientError, Result};
@@ -38,6 +40,22 @@ pub(crate) trait PushSink: Send + Sync {
 pub(crate) trait ReplySink: Send + Sync {
     /// One reply batch frame; must not block for long.
     fn on_reply_push(&self, endpoint: &str, frame: FrameBytes);
+}
+
+/// The address and the batch a pushed frame (`Push`, `ReplyPush`) carries; `None` when
+/// either is malformed, logged as a dropped `what` from `endpoint`.
+pub(crate) fn pushed_batch<'f>(
+    endpoint: &str,
+    what: &str,
+    frame: &'f FrameBytes,
+) -> Option<(BatchAddress<'f>, BatchView<'f>)> {
+    let address = BatchAddress::decode(&frame.ext)
+        .map_err(|e| log::warn!("{endpoint}: {what} with a bad address dropped: {e}"))
+        .ok()?;
+    let batch = BatchView::parse(&frame.body, BATCH_LEN_MAX)
+        .map_err(|e| log::warn!("{endpoint}: {what} with a corrupt batch dropped: {e}"))
+        .ok()?;
+    Some((address, batch))
 }
 
 /// The first frame a broker connection sends, and the heartbeat after it.

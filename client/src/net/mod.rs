@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-pub(crate) use conn::{Connection, Handshake, PushSink, ReplySink};
+pub(crate) use conn::{Connection, Handshake, PushSink, ReplySink, pushed_batch};
 
 use crate::backoff::Backoff;
 use crate::error::{ClientError, Result};

@@ -7,15 +7,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use protocol::data::BatchAddress;
 use protocol::frame::FrameBytes;
-use protocol::record::{BATCH_LEN_MAX, BatchView, MessageType};
+use protocol::record::MessageType;
 
 use crate::client::ClientInner;
 use crate::config::PENDING_REPLIES_MAX;
 use crate::error::{ClientError, Result};
 use crate::message::{ReceivedMessage, Reply};
-use crate::net::ReplySink;
+use crate::net::{ReplySink, pushed_batch};
 
 /// Called with a reply, or with the error that ended the wait.
 pub(crate) type ReplyCallback = Box<dyn FnOnce(Result<Reply>) + Send>;
@@ -94,19 +93,8 @@ fn decode_correlation(bytes: &[u8]) -> Option<u64> {
 
 impl ReplySink for ReplyRegistry {
     fn on_reply_push(&self, endpoint: &str, frame: FrameBytes) {
-        let (topic, queue_id) = match BatchAddress::decode(&frame.ext) {
-            Ok(address) => (address.topic.to_owned(), address.queue_id),
-            Err(e) => {
-                log::warn!("{endpoint}: reply push with a bad address dropped: {e}");
-                return;
-            }
-        };
-        let batch = match BatchView::parse(&frame.body, BATCH_LEN_MAX) {
-            Ok(batch) => batch,
-            Err(e) => {
-                log::warn!("{endpoint}: reply push with a bad batch dropped: {e}");
-                return;
-            }
+        let Some((address, batch)) = pushed_batch(endpoint, "reply push", &frame) else {
+            return;
         };
         for record in batch.records() {
             if record.message_type() != MessageType::Reply {
@@ -116,7 +104,8 @@ impl ReplySink for ReplyRegistry {
                 log::debug!("{endpoint}: reply without our correlation id dropped");
                 continue;
             };
-            let reply = ReceivedMessage::from_record(&record, &topic, queue_id, endpoint);
+            let reply =
+                ReceivedMessage::from_record(&record, address.topic, address.queue_id, endpoint);
             if !self.complete(id, Ok(reply)) {
                 log::debug!("{endpoint}: late reply {id} dropped (timed out or answered)");
             }
