@@ -124,6 +124,10 @@ pub(crate) fn snapshot(shard: &Shard) -> ShardSnapshot {
             start_offset: queue.log.start_offset(),
             next_offset: queue.log.next_offset(),
             expired_requests: queue.expired_requests.get(),
+            damage: queue.log.damage().map(|d| protocol::control::QueueDamage {
+                offset: d.offset,
+                detail: d.to_string(),
+            }),
             groups,
         });
     }

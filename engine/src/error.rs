@@ -94,6 +94,7 @@ impl From<LogError> for Reject {
                 Status::InvalidArgument
             }
             LogError::OffsetOutOfRange { .. } => Status::InvalidArgument,
+            LogError::Damaged { .. } => Status::DataDamaged,
             _ => Status::StorageError,
         };
         Self::new(status, e.to_string())

@@ -42,7 +42,20 @@ impl Offsets {
         let mut committed = HashMap::new();
         let mut offset = journal.start_offset();
         while offset < journal.next_offset() {
-            let batches = journal.read(offset, REPLAY_READ_BYTES).await?;
+            let batches = match journal.read(offset, REPLAY_READ_BYTES).await {
+                Ok(batches) => batches,
+                Err(LogError::Damaged { damage }) => {
+                    // Commits past the damage are lost; the groups restart from older
+                    // offsets (redelivery, at-least-once), which beats not starting at all.
+                    ::log::error!(
+                        "offset journal {}: replay stops at damage, commits from journal offset {} on are lost and their groups will see redeliveries: {damage}",
+                        dir.display(),
+                        damage.offset
+                    );
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
             if batches.is_empty() {
                 break;
             }

@@ -26,6 +26,8 @@ pub(crate) async fn run(
     position: Rc<Cell<u64>>,
     read_bytes: usize,
 ) {
+    // The damage already reported to this subscriber, by offset: said once, not per wake-up.
+    let mut damage_reported = None;
     loop {
         // Credit first: a subscription without credit costs nothing but this wait.
         loop {
@@ -53,6 +55,29 @@ pub(crate) async fn run(
                 } else {
                     next_offset
                 });
+                continue;
+            }
+            Err(LogError::Damaged { damage }) => {
+                // Never skip past damage: tell the consumer, then wait. Appends go on and are
+                // served once the queue is repaired; until then each wake-up costs a check.
+                if damage_reported != Some(damage.offset) {
+                    damage_reported = Some(damage.offset);
+                    let message = format!(
+                        "queue {}/{} cannot be served from offset {offset}: stored data is damaged at {damage}; an operator must run `defibus log repair`",
+                        queue.topic, queue.id
+                    );
+                    let frame = crate::net::outbox::push_error(
+                        &queue.topic,
+                        queue.id,
+                        sub.id,
+                        protocol::codes::Status::DataDamaged,
+                        &message,
+                    );
+                    if sub.conn.outbox.send(Outbound::Frame(frame)).await.is_err() {
+                        return;
+                    }
+                }
+                queue.appended.wait(seen).await;
                 continue;
             }
             Err(e) => {

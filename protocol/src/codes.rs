@@ -224,6 +224,9 @@ code_enum! {
         StorageError = 501,
         /// The server is shutting down and takes no new work.
         ShuttingDown = 502,
+        /// Stored data of the queue is damaged (a checksum or offset check failed) at or
+        /// before the requested offset; it is not served until an operator repairs the queue.
+        DataDamaged = 503,
     }
 }
 
@@ -273,6 +276,7 @@ impl Status {
             Status::NoRedirectTarget => "no instance selected by the redirect rule is online",
             Status::Internal => "internal server error",
             Status::StorageError => "storage error",
+            Status::DataDamaged => "stored data is damaged",
             Status::ShuttingDown => "server shutting down",
         }
     }

@@ -92,15 +92,16 @@ fn golden_frame_decodes_to_the_expected_fields() {
 /// One request record carrying every property kind, stamped at offset 1000.
 #[rustfmt::skip]
 const GOLDEN_BATCH: &[u8] = &[
-    // batch_len 132, batch CRC32C of bytes [24, 48) then the record head [48, 56)
-    // (0x55249470, cross-checked with an independent bitwise CRC32C in Python)
-    0x84, 0x00, 0x00, 0x00, 0x70, 0x94, 0x24, 0x55,
+    // batch_len 132, batch CRC32C of bytes [24, 48), then the record head [48, 56), then the
+    // stamped fields [8, 24) (0x49058135, cross-checked with an independent bitwise CRC32C in
+    // Python)
+    0x84, 0x00, 0x00, 0x00, 0x35, 0x81, 0x05, 0x49,
     // base_offset 1000 (stamped)
     0xe8, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
     // append_time_ms 1_700_000_000_999 (stamped)
     0xe7, 0x6b, 0xe5, 0xcf, 0x8b, 0x01, 0x00, 0x00,
-    // record_count 1, version 1, attributes 0, reserved 0
-    0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00,
+    // record_count 1, version 2, attributes 0, reserved 0
+    0x01, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00,
     // first_timestamp_ms 1_700_000_000_000
     0x00, 0x68, 0xe5, 0xcf, 0x8b, 0x01, 0x00, 0x00,
     // max_timestamp_ms 1_700_000_000_000
@@ -175,7 +176,7 @@ fn golden_batch_decodes_to_the_expected_record() {
         *batch.header(),
         BatchHeader {
             batch_len: 132,
-            crc32c: 0x5524_9470,
+            crc32c: 0x4905_8135,
             base_offset: 1000,
             append_time_ms: APPEND_TIME_MS,
             record_count: 1,

@@ -9,9 +9,9 @@ use protocol::control::{
     self, BrokerId, BrokerRegistration, BrokerStats, BrokerSummary, ClientHeartbeat, ClusterInfo,
     CommitOffset, Credit, Deployment, ErrorReply, FetchOffset, FlushMode, GroupQueueStats,
     GslResolveReply, GslResolveRequest, GslUpdate, HeartbeatAck, OffsetReply, ProduceAck,
-    QueueRoute, QueueStats, RedirectRule, RegisterAck, ServiceRecord, ServiceState, ShardStats,
-    StartPosition, Subscribe, SubscribeAck, SubscriptionMode, TopicConfig, TopicInfo, TopicList,
-    TopicName, TopicRoute, Unsubscribe,
+    QueueDamage, QueueRoute, QueueStats, RedirectRule, RegisterAck, ServiceRecord, ServiceState,
+    ShardStats, StartPosition, Subscribe, SubscribeAck, SubscriptionMode, TopicConfig, TopicInfo,
+    TopicList, TopicName, TopicRoute, Unsubscribe,
 };
 use protocol::data::BatchAddress;
 use protocol::frame::{
@@ -511,6 +511,7 @@ prop_compose! {
         topic in text(), queue_id in any::<u32>(), shard_id in any::<u32>(),
         start_offset in any::<u64>(), next_offset in any::<u64>(),
         expired_requests in any::<u64>(),
+        damage in any::<Option<(u64, String)>>(),
         groups in vec((text(), text(), any::<u64>(), any::<Option<u64>>()), 0..3),
     ) -> QueueStats {
         let groups = groups
@@ -519,8 +520,10 @@ prop_compose! {
                 group, client_id, delivered_offset, committed_offset,
             })
             .collect();
+        let damage = damage.map(|(offset, detail)| QueueDamage { offset, detail });
         QueueStats {
-            topic, queue_id, shard_id, start_offset, next_offset, expired_requests, groups,
+            topic, queue_id, shard_id, start_offset, next_offset, expired_requests, damage,
+            groups,
         }
     }
 }

@@ -445,6 +445,7 @@ fn topic_row(broker: &str, topic: &TopicInfo) -> Vec<String> {
 fn stats(admin: &Admin, brokers: &[Broker], topic: Option<&Topic>) -> anyhow::Result<()> {
     let topic = topic.map(Topic::to_string);
     let mut rows = Vec::new();
+    let mut damaged = Vec::new();
     for broker in brokers {
         let stats = admin
             .stats(&broker.endpoint)
@@ -454,6 +455,16 @@ fn stats(admin: &Admin, brokers: &[Broker], topic: Option<&Topic>) -> anyhow::Re
             .iter()
             .filter(|q| topic.as_ref().is_none_or(|t| *t == q.topic));
         for queue in queues {
+            let state = match &queue.damage {
+                Some(damage) => {
+                    damaged.push(format!(
+                        "{} {}/{}: {}",
+                        broker.id, queue.topic, queue.queue_id, damage.detail
+                    ));
+                    format!("DAMAGED@{}", damage.offset)
+                }
+                None => "ok".to_owned(),
+            };
             let cells = |group: &str, delivered: String, committed: String, lag: String| {
                 vec![
                     broker.id.clone(),
@@ -461,6 +472,7 @@ fn stats(admin: &Admin, brokers: &[Broker], topic: Option<&Topic>) -> anyhow::Re
                     queue.queue_id.to_string(),
                     queue.start_offset.to_string(),
                     queue.next_offset.to_string(),
+                    state.clone(),
                     queue.expired_requests.to_string(),
                     group.to_owned(),
                     delivered,
@@ -494,6 +506,7 @@ fn stats(admin: &Admin, brokers: &[Broker], topic: Option<&Topic>) -> anyhow::Re
                 "QUEUE",
                 "START",
                 "NEXT",
+                "DATA",
                 "EXPIRED",
                 "GROUP",
                 "DELIVERED",
@@ -503,6 +516,18 @@ fn stats(admin: &Admin, brokers: &[Broker], topic: Option<&Topic>) -> anyhow::Re
             &rows
         )
     );
+    if !damaged.is_empty() {
+        // Said where an operator looks: a damaged queue serves nothing from its damage on
+        // until `defibus log repair`.
+        println!();
+        for line in &damaged {
+            println!("damaged: {line}");
+        }
+        eprintln!(
+            "{} queue(s) have damaged stored data and are not served past it; see `defibus log repair --help`",
+            damaged.len()
+        );
+    }
     Ok(())
 }
 

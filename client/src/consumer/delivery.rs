@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use protocol::codes::Status;
 use protocol::frame::FrameBytes;
 
 use super::ConsumerInner;
@@ -146,8 +147,20 @@ impl ConsumerInner {
         subscription_id: u64,
         frame: &FrameBytes,
     ) {
-        let Some((address, batch)) = pushed_batch(endpoint, "push", frame) else {
+        if frame.header.status != Status::Ok.code() {
+            self.on_push_error(endpoint, frame);
             return;
+        }
+        let (address, batch) = match pushed_batch(endpoint, frame) {
+            Ok(pushed) => pushed,
+            Err(e) => {
+                // Its records are not delivered: say so, never just drop them.
+                self.fault(
+                    Status::ChecksumMismatch,
+                    format!("a push failed its checks and was not delivered: {e}"),
+                );
+                return;
+            }
         };
         let mut fresh = Vec::with_capacity(batch.record_count() as usize);
         let mut skipped = 0u32;

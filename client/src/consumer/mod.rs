@@ -14,6 +14,7 @@
 //! - `progress`: positions per queue, credit granted back, offset commits.
 
 mod delivery;
+mod faults;
 mod options;
 mod progress;
 mod subscriptions;
@@ -56,6 +57,8 @@ pub(crate) struct ConsumerInner {
     wake: (Mutex<bool>, Condvar),
     /// When the route was last invalidated after a failed subscribe.
     route_invalidated: Mutex<Option<Instant>>,
+    /// Errors reported outside any call, until the application takes them.
+    faults: Mutex<faults::Faults>,
 }
 
 /// A consumer; see the module docs. Pull-style ([`Consumer::subscribe`], then
@@ -158,14 +161,35 @@ impl Consumer {
 
     /// The next message, waiting at most `timeout`; `None` when none came. With auto commit,
     /// a message returned here counts as consumed.
+    ///
+    /// An error the brokers reported meanwhile (see [`Self::take_error`]) is returned once,
+    /// as `Err`, ahead of further messages; the consumer goes on after it.
     pub fn recv(&self, timeout: Duration) -> Result<Option<ReceivedMessage>> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(ClientError::Closed);
         }
-        Ok(self.inner.next_delivery(Some(timeout)).map(|delivery| {
+        if let Some(fault) = self.inner.take_fault() {
+            return Err(fault);
+        }
+        let delivery = self.inner.next_delivery(Some(timeout));
+        if delivery.is_none() {
+            if let Some(fault) = self.inner.take_fault() {
+                return Err(fault);
+            }
+        }
+        Ok(delivery.map(|delivery| {
             self.inner.processed(&delivery);
             delivery.message
         }))
+    }
+
+    /// The oldest error reported for this consumer outside any call and not yet taken: a
+    /// queue a broker cannot serve because its stored data is damaged
+    /// ([`Status::DataDamaged`](protocol::codes::Status::DataDamaged)), or a push that failed
+    /// its checks. Consumers using a handler ([`Self::start`]) poll it; `recv` and `close`
+    /// return these errors too.
+    pub fn take_error(&self) -> Option<ClientError> {
+        self.inner.take_fault()
     }
 
     /// Messages as they come, until the consumer is closed.
@@ -227,7 +251,9 @@ impl Consumer {
             Ok(())
         };
         self.inner.unsubscribe_all();
-        committed
+        committed?;
+        // An error nobody took is not dropped with the consumer.
+        self.inner.take_fault().map_or(Ok(()), Err)
     }
 }
 
@@ -262,6 +288,7 @@ impl ConsumerInner {
             closed: AtomicBool::new(false),
             wake: (Mutex::new(false), Condvar::new()),
             route_invalidated: Mutex::new(None),
+            faults: Mutex::default(),
         });
         // The first pass reports a topic nobody routes; brokers that do not answer yet are
         // retried by the supervisor.

@@ -42,20 +42,21 @@ pub(crate) trait ReplySink: Send + Sync {
     fn on_reply_push(&self, endpoint: &str, frame: FrameBytes);
 }
 
-/// The address and the batch a pushed frame (`Push`, `ReplyPush`) carries; `None` when
-/// either is malformed, logged as a dropped `what` from `endpoint`.
+/// The address and the batch a pushed frame (`Push`, `ReplyPush`) carries, or why either is
+/// malformed (naming `endpoint`).
 pub(crate) fn pushed_batch<'f>(
     endpoint: &str,
-    what: &str,
     frame: &'f FrameBytes,
-) -> Option<(BatchAddress<'f>, BatchView<'f>)> {
+) -> Result<(BatchAddress<'f>, BatchView<'f>), String> {
     let address = BatchAddress::decode(&frame.ext)
-        .map_err(|e| log::warn!("{endpoint}: {what} with a bad address dropped: {e}"))
-        .ok()?;
-    let batch = BatchView::parse(&frame.body, BATCH_LEN_MAX)
-        .map_err(|e| log::warn!("{endpoint}: {what} with a corrupt batch dropped: {e}"))
-        .ok()?;
-    Some((address, batch))
+        .map_err(|e| format!("{endpoint}: bad batch address: {e}"))?;
+    let batch = BatchView::parse(&frame.body, BATCH_LEN_MAX).map_err(|e| {
+        format!(
+            "{endpoint}: corrupt batch of {}/{}: {e}",
+            address.topic, address.queue_id
+        )
+    })?;
+    Ok((address, batch))
 }
 
 /// The first frame a broker connection sends, and the heartbeat after it.

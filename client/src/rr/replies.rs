@@ -93,7 +93,9 @@ fn decode_correlation(bytes: &[u8]) -> Option<u64> {
 
 impl ReplySink for ReplyRegistry {
     fn on_reply_push(&self, endpoint: &str, frame: FrameBytes) {
-        let Some((address, batch)) = pushed_batch(endpoint, "reply push", &frame) else {
+        let Ok((address, batch)) = pushed_batch(endpoint, &frame)
+            .map_err(|e| log::error!("reply push dropped, its requests will time out: {e}"))
+        else {
             return;
         };
         for record in batch.records() {

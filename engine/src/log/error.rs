@@ -61,6 +61,13 @@ pub enum LogError {
         /// What is wrong.
         reason: String,
     },
+    /// The offset lies at or past damaged stored data, which is not served until repaired:
+    /// serving past it would skip or relabel records silently.
+    #[error("stored data is damaged: {damage}; repair the queue with `defibus log repair`")]
+    Damaged {
+        /// Where and what.
+        damage: Box<super::damage::Damage>,
+    },
     /// Another log holds the directory's lock: it is open in this or another process, or a
     /// dropped log's committer is still writing what it had buffered. Opening a second writer
     /// would hand out offsets the first one already acknowledged.

@@ -15,6 +15,7 @@
 mod cache;
 mod commit;
 pub mod config;
+pub mod damage;
 pub mod error;
 pub mod index;
 mod recovery;
@@ -36,6 +37,7 @@ use self::{cache::TailCache, commit::Commit, segment::Segment};
 pub use self::{
     cache::{CacheBudget, DEFAULT_SHARD_TAIL_CACHE_BYTES, set_shard_budget, shard_budget},
     config::{FlushMode, LogConfig},
+    damage::{Damage, FoundBy},
     error::LogError,
     recovery::RecoveryReport,
     retention::RetentionReport,
@@ -87,6 +89,8 @@ pub(crate) struct Shared<S: Storage> {
     pub(crate) state: RefCell<State<S::File, S::Buffer>>,
     pub(crate) commit: Commit,
     pub(crate) recovery: RecoveryReport,
+    /// The earliest damage known in the stored data.
+    pub(crate) damage: RefCell<damage::DamageRecord>,
     /// Chunk buffers back from their write, for the next appends (at most
     /// [`config::FREE_CHUNKS_MAX`]).
     free_chunks: RefCell<Vec<S::Buffer>>,
@@ -166,12 +170,17 @@ impl<S: Storage + 'static> Log<S> {
             size_bytes,
             cache: TailCache::new(config.tail_cache_bytes, next_offset),
         };
+        let mut damage = damage::DamageRecord::default();
+        if let Some(found) = recovered.report.damage.clone() {
+            damage.record(found);
+        }
         let shared = Rc::new(Shared {
             storage,
             _lock: lock,
             config,
             state: RefCell::new(state),
             commit: Commit::new(next_offset),
+            damage: RefCell::new(damage),
             recovery: recovered.report,
             free_chunks: RefCell::new(Vec::new()),
         });
@@ -189,7 +198,7 @@ impl<S: Storage + 'static> Log<S> {
     pub async fn append(&self, mut batch: BytesMut) -> Result<Appended, LogError> {
         let shared = &*self.shared;
         shared.commit.check_poisoned()?;
-        let header = parse_appended(&batch, shared.config.batch_len_max)?;
+        let (header, body_crc) = parse_appended(&batch, shared.config.batch_len_max)?;
         let len = batch.len() as u64;
         let append_time_ms = now_ms();
         let appended = {
@@ -200,7 +209,7 @@ impl<S: Storage + 'static> Log<S> {
                 .ok_or(LogError::InvalidBatch {
                     source: protocol::record::BatchError::OffsetOverflow { base_offset },
                 })?;
-            protocol::record::stamp(&mut batch, base_offset, append_time_ms)
+            protocol::record::stamp_parsed(&mut batch, body_crc, base_offset, append_time_ms)
                 .map_err(|source| LogError::InvalidBatch { source })?;
             let bytes = batch.freeze();
             let segment_bytes_max = shared.config.segment_bytes_max;
@@ -258,9 +267,12 @@ impl<S: Storage + 'static> Log<S> {
     /// Whole batches starting with the one that contains `offset`, up to `max_bytes` (at least
     /// one batch when `offset < next_offset`). Empty at `next_offset`; `OffsetOutOfRange`
     /// below `start_offset` or past `next_offset`. Sees appended but unflushed batches.
+    ///
+    /// Every batch read from disk is verified (checksums and offset continuity) before it is
+    /// returned; `Damaged` at or past damage, which the log then remembers (see [`damage`]).
     pub async fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<Bytes>, LogError> {
         let shared = &*self.shared;
-        let (files, scan_from, disk_end) = {
+        let (files, base, scan_from, disk_end) = {
             let state = shared.state.borrow();
             let start_offset = state.start_offset();
             if offset < start_offset || offset > state.next_offset {
@@ -268,6 +280,11 @@ impl<S: Storage + 'static> Log<S> {
                     offset,
                     start_offset,
                     next_offset: state.next_offset,
+                });
+            }
+            if let Some(damage) = shared.damage.borrow().covering(offset) {
+                return Err(LogError::Damaged {
+                    damage: Box::new(damage.clone()),
                 });
             }
             if offset >= state.cache.start_offset() {
@@ -288,22 +305,69 @@ impl<S: Storage + 'static> Log<S> {
                     reason: format!("offset {offset} is neither cached nor written"),
                 });
             };
-            let (_, position) = segment.index.lookup(offset - base);
-            (files, position, segment.log.written_len())
+            let (relative, position) = segment.index.lookup(offset - base);
+            (
+                files,
+                *base,
+                (position, base + relative),
+                segment.log.written_len(),
+            )
         };
-        read_from_disk(
+        let range = |(scan_from, expected)| ReadRange {
+            offset,
+            max_bytes,
+            scan_from,
+            expected,
+            disk_end,
+            index_interval_bytes: shared.config.index_interval_bytes,
+        };
+        let mut read = read_from_disk(
             &shared.storage,
             &files.log,
             &files.log_path,
-            ReadRange {
-                offset,
-                max_bytes,
-                scan_from,
-                disk_end,
-                index_interval_bytes: shared.config.index_interval_bytes,
-            },
+            range(scan_from),
         )
-        .await
+        .await?;
+        if read.batches.is_empty()
+            && read
+                .damage
+                .as_ref()
+                .is_some_and(|d| d.position == scan_from.0)
+            && scan_from.0 > 0
+        {
+            // Bad at the very batch the index points to: the index entry may be what is
+            // damaged. Scan the segment from its start before calling the data damaged.
+            ::log::warn!(
+                "{}: index entry for offset {} points at an invalid batch at byte {}; scanning from the segment start",
+                files.index_path.display(),
+                scan_from.1,
+                scan_from.0
+            );
+            read = read_from_disk(
+                &shared.storage,
+                &files.log,
+                &files.log_path,
+                range((0, base)),
+            )
+            .await?;
+        }
+        if let Some(damage) = read.damage {
+            let mut record = shared.damage.borrow_mut();
+            record.record(damage);
+            // What was read before the damage is served; a read starting at it is refused.
+            if let (true, Some(earliest)) = (read.batches.is_empty(), record.earliest()) {
+                return Err(LogError::Damaged {
+                    damage: Box::new(earliest.clone()),
+                });
+            }
+        }
+        Ok(read.batches)
+    }
+
+    /// The earliest damage known in the stored data, if any: offsets at or past it are not
+    /// served until the queue is repaired.
+    pub fn damage(&self) -> Option<Damage> {
+        self.shared.damage.borrow().earliest().cloned()
     }
 
     /// Oldest offset still in the log.
@@ -370,8 +434,9 @@ impl<S: Storage + 'static> Drop for Log<S> {
     }
 }
 
-/// Checks an appended buffer: exactly one valid batch.
-fn parse_appended(batch: &[u8], batch_len_max: usize) -> Result<BatchHeader, LogError> {
+/// Checks an appended buffer: exactly one valid batch. Returns its header and the checksum its
+/// stamp completes.
+fn parse_appended(batch: &[u8], batch_len_max: usize) -> Result<(BatchHeader, u32), LogError> {
     let view = BatchView::parse(batch, batch_len_max)
         .map_err(|source| LogError::InvalidBatch { source })?;
     if view.len() != batch.len() {
@@ -380,7 +445,7 @@ fn parse_appended(batch: &[u8], batch_len_max: usize) -> Result<BatchHeader, Log
             buffer_len: batch.len(),
         });
     }
-    Ok(*view.header())
+    Ok((*view.header(), view.body_crc()))
 }
 
 /// What a disk read covers.
@@ -389,24 +454,49 @@ struct ReadRange {
     max_bytes: usize,
     /// Position of an indexed batch at or before `offset`.
     scan_from: u64,
+    /// The base offset the batch at `scan_from` must have.
+    expected: u64,
     /// Written length of the segment file.
     disk_end: u64,
     index_interval_bytes: u32,
 }
 
+/// Verified batches from disk, and the damage that ended the read early, if any.
+struct DiskRead {
+    batches: Vec<Bytes>,
+    damage: Option<Damage>,
+}
+
 /// Smallest disk read: small reads cost as much as this.
 const READ_CHUNK_MIN: u64 = 64 << 10;
 
+/// Reads whole batches from `range.scan_from`, verifying each one (header, checksums, and that
+/// its base offset continues the previous batch) and returning those at or past
+/// `range.offset`. Stops at the first batch that fails, reporting it as damage: a batch that
+/// fails is never returned, and nothing after it is, so no record is skipped or relabelled.
 async fn read_from_disk<S: Storage>(
     storage: &S,
     file: &S::File,
     path: &std::path::Path,
     range: ReadRange,
-) -> Result<Vec<Bytes>, LogError> {
-    let mut out = Vec::new();
+) -> Result<DiskRead, LogError> {
+    let mut out = DiskRead {
+        batches: Vec::new(),
+        damage: None,
+    };
     let mut total = 0usize;
     let mut position = range.scan_from;
+    let mut expected = range.expected;
     let mut need = 0u64;
+    let damaged = |out: &mut DiskRead, position: u64, expected: u64, reason: String| {
+        out.damage = Some(Damage {
+            offset: expected,
+            path: path.to_path_buf(),
+            position,
+            reason,
+            found_by: FoundBy::Read,
+        });
+    };
     while position < range.disk_end {
         let wanted = (range.max_bytes.saturating_sub(total) as u64
             + u64::from(range.index_interval_bytes))
@@ -418,41 +508,44 @@ async fn read_from_disk<S: Storage>(
             .await
             .map_err(|e| LogError::io("read", path, e))?;
         if (chunk.len() as u64) < len {
-            return Err(LogError::Corrupt {
-                path: path.to_path_buf(),
-                position: position + chunk.len() as u64,
-                reason: format!("file ends before its written length {}", range.disk_end),
-            });
+            let reason = format!("file ends before its written length {}", range.disk_end);
+            damaged(&mut out, position + chunk.len() as u64, expected, reason);
+            return Ok(out);
         }
         let mut at = 0usize;
         while chunk.len() - at >= BATCH_HEADER_LEN {
-            let header = BatchHeader::decode(&chunk[at..])
+            let here = position + at as u64;
+            let header = match BatchHeader::decode(&chunk[at..])
                 .and_then(|h| h.validate(protocol::record::BATCH_LEN_MAX).map(|()| h))
-                .map_err(|e| LogError::Corrupt {
-                    path: path.to_path_buf(),
-                    position: position + at as u64,
-                    reason: e.to_string(),
-                })?;
+            {
+                Ok(header) => header,
+                Err(e) => {
+                    damaged(&mut out, here, expected, e.to_string());
+                    return Ok(out);
+                }
+            };
             let batch_len = header.batch_len as usize;
             if chunk.len() - at < batch_len {
                 break;
             }
+            if let Err(e) = BatchView::parse(&chunk[at..at + batch_len], batch_len) {
+                damaged(&mut out, here, expected, e.to_string());
+                return Ok(out);
+            }
+            if header.base_offset != expected {
+                let reason = format!(
+                    "batch has base offset {} where {expected} was expected",
+                    header.base_offset
+                );
+                damaged(&mut out, here, expected, reason);
+                return Ok(out);
+            }
+            expected = header.next_offset();
             if header.next_offset() > range.offset {
-                if out.is_empty() && header.base_offset > range.offset {
-                    // The index pointed past the batch holding the offset.
-                    return Err(LogError::Corrupt {
-                        path: path.to_path_buf(),
-                        position: position + at as u64,
-                        reason: format!(
-                            "batch at base offset {} found where offset {} was expected",
-                            header.base_offset, range.offset
-                        ),
-                    });
-                }
-                if !out.is_empty() && total + batch_len > range.max_bytes {
+                if !out.batches.is_empty() && total + batch_len > range.max_bytes {
                     return Ok(out);
                 }
-                out.push(chunk.slice(at..at + batch_len));
+                out.batches.push(chunk.slice(at..at + batch_len));
                 total += batch_len;
                 if total >= range.max_bytes {
                     return Ok(out);
@@ -461,23 +554,18 @@ async fn read_from_disk<S: Storage>(
             at += batch_len;
         }
         if at == 0 {
-            // One batch larger than the chunk: read at least all of it next time.
-            let header = BatchHeader::decode(&chunk).map_err(|e| LogError::Corrupt {
-                path: path.to_path_buf(),
-                position,
-                reason: e.to_string(),
-            })?;
-            need = u64::from(header.batch_len);
-            if position + need > range.disk_end {
-                return Err(LogError::Corrupt {
-                    path: path.to_path_buf(),
-                    position,
-                    reason: format!(
-                        "batch of {need} bytes passes the written length {}",
-                        range.disk_end
-                    ),
-                });
+            // One batch larger than the chunk: read at least all of it next time. Its header
+            // was validated above (or the chunk is shorter than a header).
+            let batch_len = BatchHeader::decode(&chunk).map_or(0, |h| u64::from(h.batch_len));
+            if batch_len == 0 || position + batch_len > range.disk_end {
+                let reason = format!(
+                    "batch of {batch_len} bytes passes the written length {}",
+                    range.disk_end
+                );
+                damaged(&mut out, position, expected, reason);
+                return Ok(out);
             }
+            need = batch_len;
         }
         position += at as u64;
     }

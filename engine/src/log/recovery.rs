@@ -17,6 +17,7 @@ use crate::{
     log::{
         LogConfig, LogError,
         config::WRITE_CHUNK_BYTES,
+        damage::{Damage, FoundBy},
         index::{IndexEntry, SparseIndex, decode_entries},
         segment::{
             BlockWriter, ChunkWriter, PendingWrite, Segment, SegmentFiles, align_down,
@@ -51,6 +52,9 @@ pub struct RecoveryReport {
     pub index_entries_dropped: usize,
     /// Index files without a log file, removed.
     pub orphan_indexes_removed: usize,
+    /// The earliest damage found in a sealed segment: a sealed segment is never cut, because
+    /// what follows the damage may be intact acknowledged data; `defibus log repair` keeps it.
+    pub damage: Option<Damage>,
 }
 
 /// The recovered segments.
@@ -232,12 +236,22 @@ async fn open_segment<S: Storage>(
             report.bytes_truncated += cut;
             report.truncation_reason = Some(reason.clone());
         } else {
-            // Sealed segments are trusted; serve what is valid and leave the file as it is.
-            ::log::warn!(
-                "{}: sealed segment has {cut} invalid bytes at position {}: {reason}",
-                log_path.display(),
-                scan.valid_end
-            );
+            // A sealed segment was whole when it was sealed, so this is damage, not a torn
+            // write: never cut (intact batches may follow), serve up to it, refuse past it.
+            let damage = Damage {
+                offset: scan.next_offset,
+                path: log_path.clone(),
+                position: scan.valid_end,
+                reason: format!("sealed segment has {cut} invalid bytes from here: {reason}"),
+                found_by: FoundBy::Recovery,
+            };
+            if report
+                .damage
+                .as_ref()
+                .is_none_or(|d| d.offset > damage.offset)
+            {
+                report.damage = Some(damage);
+            }
             valid_end = scan.valid_end;
         }
     }

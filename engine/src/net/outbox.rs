@@ -185,6 +185,32 @@ fn encode_batch_frame(
     }
 }
 
+/// A `Push` that carries no batch but an error: the subscription's queue cannot be served
+/// (`status` and `message` say why). The consumer reports it to its application.
+pub(crate) fn push_error(
+    topic: &str,
+    queue_id: u32,
+    subscription_id: u64,
+    status: Status,
+    message: &str,
+) -> Vec<u8> {
+    let mut ext = Vec::new();
+    let address = BatchAddress::new(topic, queue_id).with_subscription(subscription_id);
+    let body = control::encode(&ErrorReply::new(status, message)).unwrap_or_default();
+    let mut out = Vec::with_capacity(HEADER_LEN + 64 + body.len());
+    let mut meta = FrameMeta::oneway(Command::Push, 0);
+    meta.status = status.code();
+    if let Err(e) = address
+        .encode(&mut ext)
+        .map_err(|e| e.to_string())
+        .and_then(|()| encode_frame(&meta, &ext, &body, &mut out).map_err(|e| e.to_string()))
+    {
+        log::error!("cannot encode an error push of {topic}/{queue_id}: {e}");
+        out.clear();
+    }
+    out
+}
+
 /// The response to `request` with `status` and `body`.
 pub(crate) fn response(request: &FrameHeader, status: Status, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + body.len());

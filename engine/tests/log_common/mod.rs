@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 use engine::{Log, Storage};
 use glommio::LocalExecutorBuilder;
 use protocol::record::{
-    BATCH_LEN_MAX, BatchBuilder, BatchHeader, BatchView, CRC_START, MessageType, Record,
+    BATCH_LEN_MAX, BatchBuilder, BatchHeader, BatchView, CRC_START, MessageType, Record, stamp,
 };
 
 /// Runs `f` on a fresh glommio executor and waits for it.
@@ -60,13 +60,16 @@ pub async fn append<S: Storage>(log: &Log<S>, b: BytesMut, expected: &mut Vec<Ex
     });
 }
 
-/// Checks that a read batch is the expected one (stamped fields aside).
+/// Checks that a read batch is the expected one: byte for byte the appended batch as the log
+/// stamped it (its offset, its append time, and the checksum completed with them).
 pub fn same_batch(got: &[u8], want: &Expected) {
     let view = BatchView::parse(got, BATCH_LEN_MAX).expect("read batch parses");
     assert_eq!(view.base_offset(), want.base_offset);
     assert_eq!(view.next_offset(), want.next_offset);
     assert_eq!(&got[CRC_START..], &want.bytes[CRC_START..]);
-    assert_eq!(&got[..8], &want.bytes[..8]);
+    let mut stamped = want.bytes.to_vec();
+    stamp(&mut stamped, want.base_offset, view.header().append_time_ms).expect("stamp");
+    assert_eq!(got, &stamped[..]);
 }
 
 /// Reads at every offset and checks the first batch returned contains it, then reads the

@@ -43,6 +43,17 @@ pub struct GroupQueueStats {
     pub committed_offset: Option<u64>,
 }
 
+/// Damage found in a queue's stored data: offsets from `offset` on are not served until the
+/// queue is repaired (`defibus log repair`).
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct QueueDamage {
+    /// The first offset not served.
+    pub offset: u64,
+    /// Where and what: file, byte position, reason, who found it.
+    pub detail: String,
+}
+
 /// One queue's statistics.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
@@ -59,6 +70,8 @@ pub struct QueueStats {
     pub next_offset: u64,
     /// Request records dropped because their deadline passed before delivery.
     pub expired_requests: u64,
+    /// Damage in the stored data, if any was found.
+    pub damage: Option<QueueDamage>,
     /// Progress of each group subscribed to the queue.
     pub groups: Vec<GroupQueueStats>,
 }

@@ -2,19 +2,35 @@
 
 use super::*;
 
-/// Writes the broker's fields into an encoded batch in place: the base offset and append time.
-///
-/// The batch checksum does not cover these fields, so nothing is recomputed.
-pub fn stamp(batch: &mut [u8], base_offset: u64, append_time_ms: i64) -> Result<(), BatchError> {
+/// Writes the broker's fields into a batch in place, the base offset and append time, and
+/// completes its checksum with them, given the checksum of the rest from [`BatchView::body_crc`]
+/// of the same bytes: no pass over the records. Writes version-2 batches only.
+pub fn stamp_parsed(
+    batch: &mut [u8],
+    body_crc: u32,
+    base_offset: u64,
+    append_time_ms: i64,
+) -> Result<(), BatchError> {
     if batch.len() < BATCH_HEADER_LEN {
         return Err(BatchError::Incomplete {
             needed: BATCH_HEADER_LEN,
             available: batch.len(),
         });
     }
+    if batch[28] != BATCH_VERSION {
+        return Err(BatchError::Version(batch[28]));
+    }
     batch[8..16].copy_from_slice(&base_offset.to_le_bytes());
     batch[16..24].copy_from_slice(&append_time_ms.to_le_bytes());
+    let crc = fold_stamp(body_crc, batch);
+    batch[4..8].copy_from_slice(&crc.to_le_bytes());
     Ok(())
+}
+
+/// Like [`stamp_parsed`] for a batch not parsed here: validates it first (one pass over it).
+pub fn stamp(batch: &mut [u8], base_offset: u64, append_time_ms: i64) -> Result<(), BatchError> {
+    let body_crc = BatchView::parse(batch, BATCH_LEN_MAX)?.body_crc();
+    stamp_parsed(batch, body_crc, base_offset, append_time_ms)
 }
 
 /// Why a batch could not be built.
@@ -166,6 +182,8 @@ impl BatchBuilder {
             crc = super::fold_record_head(crc, &self.buf[at..]);
             at += u32::from_le_bytes(self.buf[at..at + 4].try_into().expect("4 bytes")) as usize;
         }
+        // The stamped fields are zero until the broker stamps them, and summed last.
+        let crc = fold_stamp(crc, &self.buf);
         self.buf[4..8].copy_from_slice(&crc.to_le_bytes());
         Some(self.buf)
     }

@@ -21,12 +21,19 @@
 //! | 32 | 8 | `first_timestamp_ms`: create time of the first record | producer |
 //! | 40 | 8 | `max_timestamp_ms`: latest create time in the batch | producer |
 //!
-//! The batch checksum is the CRC32C of header bytes `[CRC_START, BATCH_HEADER_LEN)` followed by
-//! the first 8 bytes (`record_len` and `crc32c`) of every record, in order. Each record's own
-//! checksum covers the rest of it, so together they cover every byte after the stamped fields,
-//! and a writer or reader passes over the payload once, not once per checksum. The stamped
-//! fields are left out so stamping never recomputes it; the log guards them instead by checking
-//! that each batch's `base_offset` continues the previous one.
+//! The batch checksum (version 2) is the CRC32C of header bytes `[CRC_START, BATCH_HEADER_LEN)`,
+//! then the first 8 bytes (`record_len` and `crc32c`) of every record in order, then the
+//! stamped fields, header bytes `[8, CRC_START)`. Each record's own checksum covers the rest of
+//! it, so together they cover every byte after the checksum field, and a writer or reader
+//! passes over the payload once, not once per checksum. The stamped fields come *last* so that
+//! stamping never re-reads the batch: a producer sums them as zeros; the broker, which verifies
+//! the producer's checksum anyway, keeps the sum of everything before them
+//! ([`BatchView::body_crc`]) and appends the 16 stamped bytes to it ([`stamp_parsed`]). So a
+//! stored offset or append time that changes on disk fails the checksum like any other byte.
+//!
+//! Version 1 (before issue 11) left the stamped fields out of the checksum. It is still read,
+//! so logs written by older brokers stay readable; its stamped fields are guarded only by the
+//! log's offset continuity. Nothing writes it any more.
 //!
 //! Each record, [`RECORD_HEADER_LEN`] bytes of header followed by key, properties and value:
 //!
@@ -47,7 +54,7 @@ mod builder;
 mod property;
 mod view;
 
-pub use builder::{BatchBuilder, BuildError, Record, stamp};
+pub use builder::{BatchBuilder, BuildError, Record, stamp, stamp_parsed};
 pub use property::{PROPERTY_LEN_MAX, Properties, Property, PropertyError, tag};
 pub use view::{BatchView, RecordView, Records};
 
@@ -55,8 +62,11 @@ pub use view::{BatchView, RecordView, Records};
 pub const BATCH_HEADER_LEN: usize = 48;
 /// Size of a record header in bytes.
 pub const RECORD_HEADER_LEN: usize = 32;
-/// First byte covered by the batch checksum: everything after the stamped fields.
+/// First byte of the producer's part of the header; the checksum sums `[CRC_START, ..)` first and
+/// the stamped fields `STAMP` last.
 pub const CRC_START: usize = 24;
+/// The broker's stamped fields, `base_offset` and `append_time_ms`: summed last (version 2).
+pub const STAMP: std::ops::Range<usize> = 8..CRC_START;
 /// Bytes of each record head the batch checksum covers: `record_len` and `crc32c`.
 const RECORD_HEAD_CHECKED: usize = 8;
 
@@ -64,8 +74,15 @@ const RECORD_HEAD_CHECKED: usize = 8;
 fn fold_record_head(crc: u32, record: &[u8]) -> u32 {
     crc32c::crc32c_append(crc, &record[..RECORD_HEAD_CHECKED])
 }
-/// The batch format version this crate writes and reads.
-pub const BATCH_VERSION: u8 = 1;
+/// The batch format version this crate writes; it reads this one and [`BATCH_VERSION_V1`].
+pub const BATCH_VERSION: u8 = 2;
+/// The first format, whose checksum leaves the stamped fields out; read, never written.
+pub const BATCH_VERSION_V1: u8 = 1;
+
+/// Folds the stamped fields into the checksum of everything before them (version 2).
+pub(crate) fn fold_stamp(body_crc: u32, batch: &[u8]) -> u32 {
+    crc32c::crc32c_append(body_crc, &batch[STAMP])
+}
 /// Largest batch any component accepts unless configured lower (the frame limit bounds it too).
 pub const BATCH_LEN_MAX: usize = 64 << 20;
 
@@ -75,7 +92,7 @@ pub const BATCH_LEN_MAX: usize = 64 << 20;
 pub struct BatchHeader {
     /// Whole batch in bytes, header included.
     pub batch_len: u32,
-    /// CRC32C of bytes `[CRC_START, batch_len)`.
+    /// Batch checksum: see the module docs.
     pub crc32c: u32,
     /// Offset of the first record; stamped by the broker.
     pub base_offset: u64,
@@ -179,7 +196,7 @@ impl BatchHeader {
                 max: batch_len_max,
             });
         }
-        if self.version != BATCH_VERSION {
+        if self.version != BATCH_VERSION && self.version != BATCH_VERSION_V1 {
             return Err(BatchError::Version(self.version));
         }
         if self.attributes != 0 || self.reserved != 0 {
@@ -240,7 +257,9 @@ pub enum BatchError {
         max: usize,
     },
     /// A batch version this build does not read.
-    #[error("unsupported batch version {0} (this build reads version {BATCH_VERSION})")]
+    #[error(
+        "unsupported batch version {0} (this build reads versions {BATCH_VERSION_V1} and {BATCH_VERSION})"
+    )]
     Version(u8),
     /// Reserved header bytes are not zero.
     #[error("reserved batch header bytes are not zero")]
@@ -387,20 +406,32 @@ mod tests {
     }
 
     #[test]
-    fn every_byte_after_the_stamped_fields_is_checked_once() {
-        let good = sample();
-        // The stored checksum is the header part plus each record's head, nothing more.
+    fn every_byte_after_the_checksum_is_checked_once() {
+        let mut good = sample();
+        stamp(&mut good, 1000, 99).unwrap();
+        // The stored checksum is the header part, each record's head, then the stamped
+        // fields: nothing more.
         let mut expected = crc32c::crc32c(&good[CRC_START..BATCH_HEADER_LEN]);
         let first_len = u32::from_le_bytes(good[48..52].try_into().unwrap()) as usize;
         expected = crc32c::crc32c_append(expected, &good[48..56]);
         expected = crc32c::crc32c_append(expected, &good[48 + first_len..48 + first_len + 8]);
-        assert_eq!(
-            BatchView::parse(&good, BATCH_LEN_MAX)
-                .unwrap()
-                .header()
-                .crc32c,
-            expected
-        );
+        let body_crc = expected;
+        expected = crc32c::crc32c_append(expected, &good[STAMP]);
+        let view = BatchView::parse(&good, BATCH_LEN_MAX).unwrap();
+        assert_eq!(view.header().crc32c, expected);
+        assert_eq!(view.body_crc(), body_crc);
+        // The stamped fields: a relabelled offset or append time is caught.
+        for at in [8, 15, 16, 23] {
+            let mut bytes = good.clone();
+            bytes[at] ^= 1;
+            assert!(
+                matches!(
+                    BatchView::parse(&bytes, BATCH_LEN_MAX),
+                    Err(BatchError::Checksum { .. })
+                ),
+                "stamped byte {at}"
+            );
+        }
         // A header field only the batch checksum covers.
         let mut bytes = good.clone();
         bytes[33] ^= 1; // first_timestamp_ms
@@ -424,6 +455,39 @@ mod tests {
         let mut bytes = good;
         bytes[52] ^= 1;
         assert!(BatchView::parse(&bytes, BATCH_LEN_MAX).is_err());
+    }
+
+    #[test]
+    fn version_1_batches_are_still_read_with_their_stamp_unchecked() {
+        // A version-1 batch as older brokers stored it: checksum without the stamped fields.
+        let mut v1 = sample();
+        v1[28] = BATCH_VERSION_V1;
+        let mut crc = crc32c::crc32c(&v1[CRC_START..BATCH_HEADER_LEN]);
+        let mut at = BATCH_HEADER_LEN;
+        while at < v1.len() {
+            crc = fold_record_head(crc, &v1[at..]);
+            at += u32_at(&v1, at) as usize;
+        }
+        v1[4..8].copy_from_slice(&crc.to_le_bytes());
+        v1[8..16].copy_from_slice(&7u64.to_le_bytes());
+        let view = BatchView::parse(&v1, BATCH_LEN_MAX).unwrap();
+        assert_eq!(view.base_offset(), 7);
+        // The broker writes version 2 only: it does not stamp what it would store unchecked.
+        assert_eq!(
+            stamp(&mut v1, 9, 9),
+            Err(BatchError::Version(BATCH_VERSION_V1))
+        );
+    }
+
+    #[test]
+    fn stamping_a_parsed_batch_completes_its_checksum() {
+        let mut bytes = sample();
+        let body_crc = BatchView::parse(&bytes, BATCH_LEN_MAX).unwrap().body_crc();
+        stamp_parsed(&mut bytes, body_crc, u64::MAX - 2, -5).unwrap();
+        let view = BatchView::parse(&bytes, BATCH_LEN_MAX).unwrap();
+        assert_eq!(view.base_offset(), u64::MAX - 2);
+        assert_eq!(view.header().append_time_ms, -5);
+        assert_eq!(view.body_crc(), body_crc);
     }
 
     #[test]

@@ -169,6 +169,8 @@ fn check_record(bytes: &[u8], expected_delta: u32) -> Result<usize, RecordFault>
 pub struct BatchView<'a> {
     header: BatchHeader,
     bytes: &'a [u8],
+    /// The checksum of everything before the stamped fields (see the module docs).
+    body_crc: u32,
 }
 
 impl<'a> BatchView<'a> {
@@ -201,6 +203,10 @@ impl<'a> BatchView<'a> {
             at += record_len;
             index += 1;
         }
+        let body_crc = computed;
+        if header.version != BATCH_VERSION_V1 {
+            computed = fold_stamp(body_crc, bytes);
+        }
         if computed != header.crc32c {
             return Err(BatchError::Checksum {
                 stored: header.crc32c,
@@ -213,7 +219,17 @@ impl<'a> BatchView<'a> {
                 found: index,
             });
         }
-        Ok(Self { header, bytes })
+        Ok(Self {
+            header,
+            bytes,
+            body_crc,
+        })
+    }
+
+    /// The checksum of the batch without its stamped fields, which [`stamp_parsed`] completes
+    /// with new ones; computed by [`Self::parse`], so stamping never re-reads the batch.
+    pub fn body_crc(&self) -> u32 {
+        self.body_crc
     }
 
     /// The batch header.
