@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use protocol::codes::Command;
 use protocol::control::{
-    self, BrokerStats, ClusterInfo, TopicConfig, TopicInfo, TopicList, TopicName, TopicRoute,
+    self, BrokerStats, ClusterInfo, ScrubReply, ScrubRequest, TopicConfig, TopicInfo, TopicList,
+    TopicName, TopicRoute,
 };
 use protocol::names::Topic;
 
@@ -78,6 +79,24 @@ impl Admin {
     pub fn stats(&self, broker: &str) -> Result<BrokerStats> {
         let frame = self.broker_call(broker, Command::Stats, &[])?;
         control::decode::<BrokerStats>(&frame.body).map_err(|e| ClientError::control(broker, e))
+    }
+
+    /// Scrubs one broker's stored data now (only `topic`'s queues when given): every batch of
+    /// every written segment is read and verified. Waits up to `timeout`, since the broker
+    /// reads everything it holds.
+    pub fn scrub(
+        &self,
+        broker: &str,
+        topic: Option<&str>,
+        timeout: std::time::Duration,
+    ) -> Result<ScrubReply> {
+        let request = ScrubRequest {
+            topic: topic.map(str::to_owned),
+        };
+        let body = control::encode(&request).map_err(local)?;
+        let conn = self.client.broker(broker)?;
+        let frame = conn.call(Command::ScrubLogs, &[], &body, timeout)?;
+        control::decode::<ScrubReply>(&frame.body).map_err(|e| ClientError::control(broker, e))
     }
 
     /// The live brokers, from the first nameserver that answers.

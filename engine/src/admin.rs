@@ -151,7 +151,10 @@ pub(crate) async fn collect(shard: &Rc<Shard>) -> (Vec<ShardStats>, Vec<QueueSta
     let local = snapshot(shard);
     for snapshot in std::iter::once(local).chain(replies.into_iter().filter_map(|r| match r {
         MeshReply::Stats(s) => Some(s),
-        MeshReply::Done | MeshReply::RedirectTargets { .. } | MeshReply::Dynamic(_) => None,
+        MeshReply::Done
+        | MeshReply::RedirectTargets { .. }
+        | MeshReply::Dynamic(_)
+        | MeshReply::Scrubbed(_) => None,
     })) {
         shards.push(snapshot.shard);
         queues.extend(snapshot.queues);

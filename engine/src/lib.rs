@@ -6,7 +6,8 @@
 //! - [`broker`]: the public entry, [`Broker`];
 //! - internally, the data path: `shard` (one executor per core) → `net` (connections,
 //!   dispatch) → `topic` / `queue` (owned queues) → `group` / `push` (consumption) →
-//!   `offsets`, `rr` (request-reply), `mesh` (between shards), `admin`, `register`.
+//!   `offsets`, `rr` (request-reply), `mesh` (between shards), `admin`, `register`,
+//!   `retention` and `scrub` (background passes over the stored data).
 
 #![deny(unsafe_code)]
 
@@ -31,6 +32,7 @@ mod register;
 mod retention;
 mod rr;
 mod rt;
+mod scrub;
 mod shard;
 pub mod testing;
 pub mod topic;

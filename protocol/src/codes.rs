@@ -107,6 +107,8 @@ code_enum! {
         ListTopics = 0x0204,
         /// Admin → broker: runtime statistics (rates, depths, latencies).
         Stats = 0x0205,
+        /// Admin → broker: scrub (read and verify) the stored data of its queues now.
+        ScrubLogs = 0x0206,
 
         // ---- 0x03xx: nameserver ----
         /// Client → nameserver: the queues of a topic and where they live.

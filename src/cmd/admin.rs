@@ -214,9 +214,9 @@ const ROUTE_WAIT_MAX: Duration = Duration::from_secs(10);
 const ROUTE_POLL: Duration = Duration::from_millis(200);
 
 /// A broker to administer: its id (or the address given) and a shard endpoint.
-struct Broker {
-    id: String,
-    endpoint: String,
+pub(super) struct Broker {
+    pub(super) id: String,
+    pub(super) endpoint: String,
 }
 
 pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
@@ -241,7 +241,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The broker given with `--broker`, else every live broker the nameservers know.
-fn brokers(admin: &Admin, broker: Option<&str>) -> anyhow::Result<Vec<Broker>> {
+pub(super) fn brokers(admin: &Admin, broker: Option<&str>) -> anyhow::Result<Vec<Broker>> {
     if let Some(endpoint) = broker {
         return Ok(vec![Broker {
             id: endpoint.to_owned(),

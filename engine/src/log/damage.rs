@@ -11,6 +11,45 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use protocol::record::{BATCH_LEN_MAX, BatchHeader, BatchView};
+
+/// What a verified read found at one position of a segment.
+#[derive(Debug)]
+pub(crate) enum Verdict {
+    /// A whole, valid batch with the expected base offset.
+    Batch(BatchHeader),
+    /// The header is valid, but `bytes` ends before the batch does (or before its header).
+    Incomplete,
+    /// Invalid: why.
+    Invalid(String),
+}
+
+/// Verifies the batch at the start of `bytes`, which must hold `expected` as base offset: its
+/// header, every checksum (the stamped fields included) and offset continuity. The one
+/// judgement that reads, recovery, the scrub and `defibus log verify` share, so they agree.
+pub(crate) fn verify_batch(bytes: &[u8], expected: u64) -> Verdict {
+    let header =
+        match BatchHeader::decode(bytes).and_then(|h| h.validate(BATCH_LEN_MAX).map(|()| h)) {
+            Ok(header) => header,
+            Err(protocol::record::BatchError::Incomplete { .. }) => return Verdict::Incomplete,
+            Err(e) => return Verdict::Invalid(e.to_string()),
+        };
+    let len = header.batch_len as usize;
+    if bytes.len() < len {
+        return Verdict::Incomplete;
+    }
+    if let Err(e) = BatchView::parse(&bytes[..len], len) {
+        return Verdict::Invalid(e.to_string());
+    }
+    if header.base_offset != expected {
+        return Verdict::Invalid(format!(
+            "batch has base offset {} where {expected} was expected",
+            header.base_offset
+        ));
+    }
+    Verdict::Batch(header)
+}
+
 /// Who found the damage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FoundBy {

@@ -20,6 +20,7 @@ pub mod error;
 pub mod index;
 mod recovery;
 mod retention;
+pub mod scrub;
 mod segment;
 pub mod storage;
 
@@ -306,19 +307,24 @@ impl<S: Storage + 'static> Log<S> {
                 });
             };
             let (relative, position) = segment.index.lookup(offset - base);
+            // The disk part ends where the cache begins (a batch may be half written there)
+            // or where the segment does.
+            let end_offset = segment.next_offset.min(state.cache.start_offset());
             (
                 files,
                 *base,
                 (position, base + relative),
-                segment.log.written_len(),
+                (segment.log.written_len(), end_offset),
             )
         };
+        let (disk_end, end_offset) = disk_end;
         let range = |(scan_from, expected)| ReadRange {
             offset,
             max_bytes,
             scan_from,
             expected,
             disk_end,
+            end_offset,
             index_interval_bytes: shared.config.index_interval_bytes,
         };
         let mut read = read_from_disk(
@@ -362,6 +368,12 @@ impl<S: Storage + 'static> Log<S> {
             }
         }
         Ok(read.batches)
+    }
+
+    /// Reads every written segment and verifies every batch and index entry, at the pace
+    /// `pacer` allows; damage found is recorded as if a read had found it.
+    pub async fn scrub(&self, pacer: &mut scrub::Pacer) -> Result<scrub::ScrubReport, LogError> {
+        scrub::scrub(&self.shared, pacer).await
     }
 
     /// The earliest damage known in the stored data, if any: offsets at or past it are not
@@ -458,6 +470,9 @@ struct ReadRange {
     expected: u64,
     /// Written length of the segment file.
     disk_end: u64,
+    /// The offset where what this read may take from disk ends: the segment's end, or the
+    /// first batch still in the tail cache (it may be only partly written).
+    end_offset: u64,
     index_interval_bytes: u32,
 }
 
@@ -514,32 +529,19 @@ async fn read_from_disk<S: Storage>(
         }
         let mut at = 0usize;
         while chunk.len() - at >= BATCH_HEADER_LEN {
+            if expected >= range.end_offset {
+                return Ok(out);
+            }
             let here = position + at as u64;
-            let header = match BatchHeader::decode(&chunk[at..])
-                .and_then(|h| h.validate(protocol::record::BATCH_LEN_MAX).map(|()| h))
-            {
-                Ok(header) => header,
-                Err(e) => {
-                    damaged(&mut out, here, expected, e.to_string());
+            let header = match damage::verify_batch(&chunk[at..], expected) {
+                damage::Verdict::Batch(header) => header,
+                damage::Verdict::Incomplete => break,
+                damage::Verdict::Invalid(reason) => {
+                    damaged(&mut out, here, expected, reason);
                     return Ok(out);
                 }
             };
             let batch_len = header.batch_len as usize;
-            if chunk.len() - at < batch_len {
-                break;
-            }
-            if let Err(e) = BatchView::parse(&chunk[at..at + batch_len], batch_len) {
-                damaged(&mut out, here, expected, e.to_string());
-                return Ok(out);
-            }
-            if header.base_offset != expected {
-                let reason = format!(
-                    "batch has base offset {} where {expected} was expected",
-                    header.base_offset
-                );
-                damaged(&mut out, here, expected, reason);
-                return Ok(out);
-            }
             expected = header.next_offset();
             if header.next_offset() > range.offset {
                 if !out.batches.is_empty() && total + batch_len > range.max_bytes {
@@ -552,6 +554,9 @@ async fn read_from_disk<S: Storage>(
                 }
             }
             at += batch_len;
+        }
+        if expected >= range.end_offset {
+            return Ok(out);
         }
         if at == 0 {
             // One batch larger than the chunk: read at least all of it next time. Its header
@@ -568,6 +573,13 @@ async fn read_from_disk<S: Storage>(
             need = batch_len;
         }
         position += at as u64;
+    }
+    if expected < range.end_offset {
+        let reason = format!(
+            "the file's written data ends at byte {position} before offset {}",
+            range.end_offset
+        );
+        damaged(&mut out, position, expected, reason);
     }
     Ok(out)
 }

@@ -28,7 +28,7 @@ use crate::rt::MeshReceivers;
 mod peers;
 
 use crate::shard::Shard;
-pub(crate) use peers::{Peers, call_all, close};
+pub(crate) use peers::{Peers, call_all, call_all_within, close};
 
 /// A message from one shard to another.
 pub(crate) enum MeshMsg {
@@ -48,6 +48,12 @@ pub(crate) enum MeshMsg {
     },
     /// Report this shard's statistics to `token`.
     Collect { origin: usize, token: u64 },
+    /// Scrub the queues of `topic` (all when empty) now and report.
+    Scrub {
+        origin: usize,
+        token: u64,
+        topic: String,
+    },
     /// Report what this shard sees of a dynamic topic (its consumers; whether its queues
     /// among `retiring` are drained).
     DynamicQuery {
@@ -100,6 +106,8 @@ pub(crate) enum MeshReply {
     Dynamic(crate::dynamic::Observation),
     /// The queues of shard `shard` that a redirect rule may send to.
     RedirectTargets { shard: usize, queues: Vec<u32> },
+    /// What an on-demand scrub of one shard's queues found.
+    Scrubbed(Vec<protocol::control::QueueScrub>),
 }
 
 /// What one shard reports for `Stats`, `ListTopics` and registration.
@@ -190,6 +198,20 @@ fn receive(shard: &Rc<Shard>, msg: MeshMsg) {
                 token,
                 MeshReply::Stats(crate::admin::snapshot(shard)),
             );
+        }
+        MeshMsg::Scrub {
+            origin,
+            token,
+            topic,
+        } => {
+            let tasks = &shard.tasks;
+            let shard = shard.clone();
+            tasks
+                .spawn(async move {
+                    let reply = MeshReply::Scrubbed(crate::scrub::on_demand(&shard, &topic).await);
+                    shard.send_to(origin, MeshMsg::Reply { token, reply }).await;
+                })
+                .detach();
         }
         MeshMsg::DynamicQuery {
             origin,

@@ -105,6 +105,16 @@ pub(crate) async fn close(shard: &Rc<Shard>, receivers: Vec<Task<()>>) {
 
 /// Sends a message built by `make(token)` to every other shard and collects their replies.
 pub(crate) async fn call_all(shard: &Shard, make: impl Fn(u64) -> MeshMsg) -> Vec<MeshReply> {
+    call_all_within(shard, CALL_TIMEOUT, make).await
+}
+
+/// Like [`call_all`], waiting up to `within` for the answers: for calls whose work takes
+/// long (an on-demand scrub reads every queue of the shard).
+pub(crate) async fn call_all_within(
+    shard: &Shard,
+    within: Duration,
+    make: impl Fn(u64) -> MeshMsg,
+) -> Vec<MeshReply> {
     let peers = &shard.peers;
     if peers.count <= 1 {
         return Vec::new();
@@ -128,9 +138,9 @@ pub(crate) async fn call_all(shard: &Shard, make: impl Fn(u64) -> MeshMsg) -> Ve
         }
     };
     // A peer that is shutting down may never answer; nobody waits on it for long.
-    if crate::rt::timeout(CALL_TIMEOUT, collect).await.is_none() {
+    if crate::rt::timeout(within, collect).await.is_none() {
         log::warn!(
-            "shard {}: {} of {expected} shards did not answer within {CALL_TIMEOUT:?}",
+            "shard {}: {} of {expected} shards did not answer within {within:?}",
             shard.id,
             expected - replies.len()
         );

@@ -312,6 +312,24 @@ async fn serve(shard: &Rc<Shard>, frame: &FrameBytes, forwarded: bool) -> Result
             };
             Ok(Served::Body(control::encode(&stats)?))
         }
+        Command::ScrubLogs => {
+            let request: control::ScrubRequest = control::decode(&frame.body)?;
+            let topic = match request.topic {
+                Some(topic) => {
+                    topic.parse::<protocol::names::Topic>().map_err(|e| {
+                        Reject::new(Status::InvalidName, format!("topic {topic:?}: {e}"))
+                    })?;
+                    topic
+                }
+                None => String::new(),
+            };
+            let queues = crate::scrub::broker_wide(shard, topic).await;
+            let reply = control::ScrubReply {
+                broker_id: shard.config.broker_id.clone(),
+                queues,
+            };
+            Ok(Served::Body(control::encode(&reply)?))
+        }
         Command::Push | Command::ReplyPush => Err(Reject::new(
             Status::InvalidArgument,
             format!("{command} is sent by brokers, not to them"),

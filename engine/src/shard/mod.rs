@@ -173,6 +173,7 @@ pub(crate) async fn run(start: ShardStart) -> Result<(), BrokerError> {
     let accept = tasks.spawn(crate::net::accept_loop(shard.clone(), listener));
     let sweeper = tasks.spawn(crate::net::sweep_loop(shard.clone()));
     let retention = tasks.spawn(crate::retention::run(shard.clone()));
+    let scrub = tasks.spawn(crate::scrub::run(shard.clone()));
     let register = (id == 0).then(|| tasks.spawn(crate::register::run(shard.clone())));
     let dynamic = (id == 0).then(|| tasks.spawn(crate::dynamic::run(shard.clone())));
     let _ = ready.send((id, Ok(port)));
@@ -184,6 +185,7 @@ pub(crate) async fn run(start: ShardStart) -> Result<(), BrokerError> {
     drop(accept);
     drop(sweeper);
     drop(retention);
+    drop(scrub);
     drop(dynamic);
     if let Some(register) = register {
         drop(register);

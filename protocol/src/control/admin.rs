@@ -54,6 +54,46 @@ pub struct QueueDamage {
     pub detail: String,
 }
 
+/// Body of `ScrubLogs`: which queues to scrub now.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct ScrubRequest {
+    /// Only the queues of this topic; every queue of the broker when `None`.
+    pub topic: Option<String>,
+}
+
+/// What an on-demand scrub of one queue found.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct QueueScrub {
+    /// The topic.
+    pub topic: String,
+    /// The queue id.
+    pub queue_id: u32,
+    /// Segments read.
+    pub segments: u64,
+    /// Bytes verified.
+    pub bytes: u64,
+    /// Batches verified.
+    pub batches: u64,
+    /// The queue's earliest known damage (found now or before), if any.
+    pub damage: Option<QueueDamage>,
+    /// Index entries that do not point at the batch they name.
+    pub index_problems: Vec<String>,
+    /// Why the scrub stopped early (an IO error), empty when it did not.
+    pub error: String,
+}
+
+/// The answer to `ScrubLogs`.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct ScrubReply {
+    /// The broker's id.
+    pub broker_id: String,
+    /// Per queue, sorted by topic then queue id.
+    pub queues: Vec<QueueScrub>,
+}
+
 /// One queue's statistics.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[rkyv(derive(Debug))]

@@ -30,8 +30,8 @@ mod data;
 mod service;
 
 pub use admin::{
-    BrokerId, BrokerStats, GroupQueueStats, QueueDamage, QueueStats, RegisterAck, ShardStats,
-    TopicList, TopicName,
+    BrokerId, BrokerStats, GroupQueueStats, QueueDamage, QueueScrub, QueueStats, RegisterAck,
+    ScrubReply, ScrubRequest, ShardStats, TopicList, TopicName,
 };
 pub use broker::{
     BrokerRegistration, BrokerSummary, ClusterInfo, MAX_QUEUE_DEPTH_DEFAULT, QUEUE_COUNT_DEFAULT,
@@ -274,6 +274,9 @@ mod tests {
             align_of::<admin::ArchivedQueueStats>(),
             align_of::<admin::ArchivedGroupQueueStats>(),
             align_of::<admin::ArchivedQueueDamage>(),
+            align_of::<admin::ArchivedScrubRequest>(),
+            align_of::<admin::ArchivedQueueScrub>(),
+            align_of::<admin::ArchivedScrubReply>(),
             align_of::<admin::ArchivedShardStats>(),
             align_of::<admin::ArchivedRegisterAck>(),
             align_of::<admin::ArchivedBrokerId>(),
