@@ -66,7 +66,7 @@ pub(crate) async fn run(
                         "queue {}/{} cannot be served from offset {offset}: stored data is damaged at {damage}; an operator must run `defibus log repair`",
                         queue.topic, queue.id
                     );
-                    let frame = crate::net::outbox::push_error(
+                    let frame = crate::net::outbox::push_fault(
                         &queue.topic,
                         queue.id,
                         sub.id,

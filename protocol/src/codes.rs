@@ -95,6 +95,9 @@ code_enum! {
         Reply = 0x010A,
         /// Broker → requester: delivery of a reply to the client that sent the request.
         ReplyPush = 0x010B,
+        /// Broker → consumer: a subscribed queue cannot be served (its stored data is
+        /// damaged); the extension addresses it like a push, the body is an `ErrorReply`.
+        PushFault = 0x010C,
 
         // ---- 0x02xx: broker admin ----
         /// Admin → broker: create a topic with the configuration in the body.

@@ -75,8 +75,8 @@ impl ConsumerInner {
             })
     }
 
-    /// The next delivery; `None` on timeout or once closed. `timeout: None` waits until
-    /// closed, checking every 100 ms.
+    /// The next delivery; `None` on timeout, on a wake-up for a fault, or once closed.
+    /// `timeout: None` waits until one of those, checking for close every 100 ms.
     pub(super) fn next_delivery(&self, timeout: Option<Duration>) -> Option<Delivery> {
         let mut received = self.received.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(delivery) = received.backlog.pop_front() {
@@ -89,7 +89,7 @@ impl ConsumerInner {
     }
 
     /// The next batch of deliveries (what is left of a batch `recv` began, else the next
-    /// push's); `None` on timeout or once closed.
+    /// push's; empty for a wake-up); `None` on timeout or once closed.
     fn next_batch(&self, timeout: Option<Duration>) -> Option<Vec<Delivery>> {
         let mut received = self.received.lock().unwrap_or_else(PoisonError::into_inner);
         if !received.backlog.is_empty() {
@@ -108,7 +108,8 @@ impl ConsumerInner {
         // A batch that comes promptly is taken without parking, where cores are to spare.
         let mut spun = None;
         crate::spin::spin_until(deadline.unwrap_or(Instant::now() + slice), || {
-            spun = received.batches.try_recv().ok().filter(|b| !b.is_empty());
+            // An empty batch is a wake-up (a fault to report): returned like a batch.
+            spun = received.batches.try_recv().ok();
             spun.is_some() || self.closed.load(Ordering::Acquire)
         });
         if let Some(batch) = spun {
@@ -125,7 +126,6 @@ impl ConsumerInner {
                 None => slice,
             };
             match received.batches.recv_timeout(wait) {
-                Ok(batch) if batch.is_empty() => {}
                 Ok(batch) => return Some(batch),
                 Err(RecvTimeoutError::Timeout) => {
                     if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -147,10 +147,6 @@ impl ConsumerInner {
         subscription_id: u64,
         frame: &FrameBytes,
     ) {
-        if frame.header.status != Status::Ok.code() {
-            self.on_push_error(endpoint, frame);
-            return;
-        }
         let (address, batch) = match pushed_batch(endpoint, frame) {
             Ok(pushed) => pushed,
             Err(e) => {

@@ -61,12 +61,17 @@ impl ConsumerInner {
         Some(ClientError::Status { status, message })
     }
 
-    /// A push whose header carries an error status: the broker cannot serve the queue.
-    pub(super) fn on_push_error(&self, endpoint: &str, frame: &FrameBytes) {
-        let status = Status::try_from(frame.header.status).unwrap_or(Status::Internal);
-        let detail = control::decode::<ErrorReply>(&frame.body)
-            .map(|reply| reply.message.to_string())
-            .unwrap_or_else(|e| format!("(unreadable error body: {e})"));
-        self.fault(status, format!("{endpoint}: {detail}"));
+    /// A `PushFault`: the broker cannot serve one of the subscription's queues.
+    pub(super) fn on_push_fault(&self, endpoint: &str, frame: &FrameBytes) {
+        match control::decode::<ErrorReply>(&frame.body) {
+            Ok(reply) => {
+                let status = Status::try_from(reply.status).unwrap_or(Status::Internal);
+                self.fault(status, format!("{endpoint}: {}", reply.message));
+            }
+            Err(e) => self.fault(
+                Status::Internal,
+                format!("{endpoint}: a queue cannot be served (unreadable fault body: {e})"),
+            ),
+        }
     }
 }

@@ -168,19 +168,21 @@ impl Consumer {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(ClientError::Closed);
         }
-        if let Some(fault) = self.inner.take_fault() {
-            return Err(fault);
-        }
-        let delivery = self.inner.next_delivery(Some(timeout));
+        // What was pushed before a fault came before it on the wire, so it is taken first.
+        let mut delivery = self.inner.next_delivery(Some(Duration::ZERO));
         if delivery.is_none() {
             if let Some(fault) = self.inner.take_fault() {
                 return Err(fault);
             }
+            delivery = self.inner.next_delivery(Some(timeout));
         }
-        Ok(delivery.map(|delivery| {
-            self.inner.processed(&delivery);
-            delivery.message
-        }))
+        match delivery {
+            Some(delivery) => {
+                self.inner.processed(&delivery);
+                Ok(Some(delivery.message))
+            }
+            None => self.inner.take_fault().map_or(Ok(None), Err),
+        }
     }
 
     /// The oldest error reported for this consumer outside any call and not yet taken: a
@@ -195,9 +197,16 @@ impl Consumer {
     /// Messages as they come, until the consumer is closed.
     pub fn iter(&self) -> impl Iterator<Item = ReceivedMessage> + '_ {
         std::iter::from_fn(move || {
-            let delivery = self.inner.next_delivery(None)?;
-            self.inner.processed(&delivery);
-            Some(delivery.message)
+            loop {
+                // `None` is a wake-up for a fault (left for `take_error`) unless closed.
+                if let Some(delivery) = self.inner.next_delivery(None) {
+                    self.inner.processed(&delivery);
+                    return Some(delivery.message);
+                }
+                if self.inner.closed.load(Ordering::Acquire) {
+                    return None;
+                }
+            }
         })
     }
 

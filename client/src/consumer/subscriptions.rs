@@ -263,6 +263,12 @@ impl PushSink for SubscriptionSink {
         }
     }
 
+    fn on_fault(&self, frame: FrameBytes) {
+        if let Some(consumer) = self.consumer.upgrade() {
+            consumer.on_push_fault(&self.endpoint, &frame);
+        }
+    }
+
     fn on_topic_changed(&self) {
         if let Some(consumer) = self.consumer.upgrade() {
             // Cheap here on the reader thread; the supervisor refetches the route and

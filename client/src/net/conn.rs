@@ -34,6 +34,10 @@ pub(crate) trait PushSink: Send + Sync {
     /// The broker says the subscription's topic changed (queues added or retired); must not
     /// block for long.
     fn on_topic_changed(&self) {}
+
+    /// The broker cannot serve one of the subscription's queues (a `PushFault` frame: an
+    /// `ErrorReply` body); must not block for long.
+    fn on_fault(&self, _frame: FrameBytes) {}
 }
 
 /// Receives `ReplyPush` frames, on the reader thread of whichever connection they arrive on.
@@ -568,7 +572,7 @@ impl Connection {
                     sink.on_topic_changed();
                 }
             }
-            Ok(Command::Push) => {
+            Ok(command @ (Command::Push | Command::PushFault)) => {
                 let Ok(address) = protocol::data::BatchAddress::decode(&frame.ext) else {
                     log::warn!("{}: push without a valid address dropped", self.endpoint);
                     return;
@@ -584,6 +588,7 @@ impl Connection {
                     .get(&subscription_id)
                     .cloned();
                 match sink {
+                    Some(sink) if command == Command::PushFault => sink.on_fault(frame),
                     Some(sink) => sink.on_push(self, frame),
                     None => log::debug!(
                         "{}: push for unknown subscription {subscription_id} dropped",

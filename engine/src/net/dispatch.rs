@@ -330,7 +330,7 @@ async fn serve(shard: &Rc<Shard>, frame: &FrameBytes, forwarded: bool) -> Result
             };
             Ok(Served::Body(control::encode(&reply)?))
         }
-        Command::Push | Command::ReplyPush => Err(Reject::new(
+        Command::Push | Command::ReplyPush | Command::PushFault => Err(Reject::new(
             Status::InvalidArgument,
             format!("{command} is sent by brokers, not to them"),
         )),

@@ -185,9 +185,9 @@ fn encode_batch_frame(
     }
 }
 
-/// A `Push` that carries no batch but an error: the subscription's queue cannot be served
-/// (`status` and `message` say why). The consumer reports it to its application.
-pub(crate) fn push_error(
+/// A `PushFault`: the subscription's queue cannot be served (`status` and `message` say
+/// why), addressed like a push. The consumer reports it to its application.
+pub(crate) fn push_fault(
     topic: &str,
     queue_id: u32,
     subscription_id: u64,
@@ -198,8 +198,7 @@ pub(crate) fn push_error(
     let address = BatchAddress::new(topic, queue_id).with_subscription(subscription_id);
     let body = control::encode(&ErrorReply::new(status, message)).unwrap_or_default();
     let mut out = Vec::with_capacity(HEADER_LEN + 64 + body.len());
-    let mut meta = FrameMeta::oneway(Command::Push, 0);
-    meta.status = status.code();
+    let meta = FrameMeta::oneway(Command::PushFault, 0);
     if let Err(e) = address
         .encode(&mut ext)
         .map_err(|e| e.to_string())
