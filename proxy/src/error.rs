@@ -88,7 +88,7 @@ pub struct ApiError {
     pub status: StatusCode,
     /// Stable code: `bad_request`, `payload_too_large`, `not_found`, `unknown_topic`,
     /// `no_requester`, `conflict`, `timeout`, `unavailable`, `too_many`, `rate_limited`,
-    /// `storage`, `internal`.
+    /// `storage`, `data_damaged`, `internal`.
     pub code: &'static str,
     /// What went wrong, for humans.
     pub message: String,
@@ -190,6 +190,11 @@ impl ApiError {
                 status: Status::InvalidName | Status::InvalidArgument | Status::FrameTooLarge,
                 ..
             } => Self::bad_request(message),
+            // Stored data the bus will not serve until an operator repairs the queue.
+            ClientError::Status {
+                status: Status::DataDamaged,
+                ..
+            } => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "data_damaged", message),
             ClientError::Status { status, .. } if !status.is_retryable() => Self::internal(message),
             ClientError::Status { .. }
             | ClientError::Io { .. }

@@ -257,6 +257,21 @@ fn pump(
         let message = match consumer.recv(PUMP_POLL) {
             Ok(Some(message)) => message,
             Ok(None) => continue,
+            // A broker cannot serve one of the queues (damaged stored data): the client is
+            // told, and the subscription goes on with the other queues.
+            Err(e @ client::ClientError::Status { .. }) => {
+                let error = crate::error::ApiError::from_client(&e);
+                let frame = ServerFrame::Error {
+                    reference: None,
+                    code: error.code,
+                    message: format!("subscription {id}: {}", error.message),
+                    retry_after_ms: None,
+                };
+                if !link.send(frame) {
+                    break;
+                }
+                continue;
+            }
             Err(e) => {
                 log::debug!("subscription {id}: consumer ended: {e}");
                 break;
