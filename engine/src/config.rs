@@ -63,6 +63,15 @@ pub const PUSH_READ_BYTES_DEFAULT: usize = 256 << 10;
 pub const RETENTION_CHECK_INTERVAL_MS_DEFAULT: u64 = 60_000;
 /// Default subscriptions one connection may hold.
 pub const SUBSCRIPTIONS_PER_CONNECTION_MAX_DEFAULT: usize = 1024;
+/// Default free space, percent of the data directory's filesystem, below which produces are
+/// refused with `DiskFull`.
+pub const MIN_FREE_PERCENT_DEFAULT: u8 = 5;
+/// Default wait after a failed write before a poisoned log is reopened by the next write, ms.
+pub const REOPEN_AFTER_POISON_MS_DEFAULT: u64 = 1000;
+/// The free-space check is refreshed at most this often, ms (it is a `statvfs` call).
+pub const FREE_SPACE_CHECK_INTERVAL_MS: u64 = 100;
+/// ... or once this many bytes were appended by the shard since the last check.
+pub const FREE_SPACE_CHECK_BYTES: u64 = 4 << 20;
 
 const _: () = {
     assert!(CONSUMER_TIMEOUT_MS_DEFAULT > HEARTBEAT_INTERVAL_MS_DEFAULT);
@@ -73,6 +82,7 @@ const _: () = {
     assert!(PUSH_READ_BYTES_DEFAULT <= log_config::DEFAULT_TAIL_CACHE_BYTES);
     assert!(INFLIGHT_REQUESTS_MAX_DEFAULT <= OUTBOUND_FRAMES_MAX_DEFAULT);
     assert!(SHARDS_MAX <= u64::BITS as usize);
+    assert!(MIN_FREE_PERCENT_DEFAULT < 100);
 };
 
 /// The whole broker configuration (`defibus-broker --config broker.toml`).
@@ -166,6 +176,13 @@ pub struct StorageConfig {
     /// How often each shard applies its topics' retention (size and age) to the queues it
     /// owns, deleting whole old segments, ms. Default 60000.
     pub retention_check_interval_ms: u64,
+    /// Produces are refused with `DiskFull` (retryable) while the data directory's filesystem
+    /// has less than this percentage free; reads, commits and deletes go on. 0 disables the
+    /// check. Default 5.
+    pub min_free_percent: u8,
+    /// A queue log or offset journal poisoned by a failed write (e.g. a full disk) is reopened
+    /// by the first write at least this long after the failure, ms. Default 1000.
+    pub reopen_after_poison_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -218,6 +235,8 @@ impl Default for StorageConfig {
             tail_cache_bytes: log_config::DEFAULT_TAIL_CACHE_BYTES,
             tail_cache_shard_bytes: crate::log::DEFAULT_SHARD_TAIL_CACHE_BYTES,
             retention_check_interval_ms: RETENTION_CHECK_INTERVAL_MS_DEFAULT,
+            min_free_percent: MIN_FREE_PERCENT_DEFAULT,
+            reopen_after_poison_ms: REOPEN_AFTER_POISON_MS_DEFAULT,
         }
     }
 }
@@ -352,6 +371,12 @@ impl BrokerConfig {
         ];
         if let Some((name, _)) = intervals.iter().find(|(_, v)| *v == 0) {
             return fail(format!("{name} must be at least 1"));
+        }
+        if self.storage.min_free_percent >= 100 {
+            return fail(format!(
+                "storage.min_free_percent {} must be below 100",
+                self.storage.min_free_percent
+            ));
         }
         Ok(())
     }

@@ -15,8 +15,10 @@ use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
 /// Writes take an aligned buffer from [`Storage::alloc_buffer`] and an aligned position; a
 /// write may be short (fewer bytes than asked), which the caller must handle. The caller keeps
 /// a reference to the buffer it writes (`Rc`), to finish a short write and to reuse it.
+///
+/// A storage is a cheap handle (`Clone`): a poisoned log reopens itself on a clone of it.
 #[allow(async_fn_in_trait)] // single-threaded executor: futures are never sent across threads
-pub trait Storage {
+pub trait Storage: Clone {
     /// An open file, readable and writable.
     type File;
     /// A buffer suitable for [`Storage::write_at`] on any file (aligned memory for O_DIRECT).
@@ -205,6 +207,9 @@ fn flock_exclusive_nonblocking(fd: std::os::fd::RawFd) -> io::Result<()> {
     }
 }
 
+/// One block of data in the probe file.
+const PROBE_BYTES: usize = 4096;
+
 thread_local! {
     /// Devices on which this executor thread already let glommio probe for iopoll.
     static PROBED_DEVICES: std::cell::RefCell<std::collections::HashSet<u64>> =
@@ -223,6 +228,10 @@ thread_local! {
 /// Opens that start before the first probe finished probe too (it is cheap and only happens
 /// once per device per thread), each with its own file: a shared name let one probe remove
 /// the file while another was opening it.
+///
+/// The probe needs no new space when it can help it, so a broker starts on a full disk: a file
+/// being opened that already holds a block of data is probe enough, and a probe file the disk
+/// has no room for is skipped with a warning (the open goes on without the workaround).
 async fn probe_iopoll_with_data(path: &Path) -> io::Result<()> {
     use std::os::unix::fs::MetadataExt;
 
@@ -234,13 +243,28 @@ async fn probe_iopoll_with_data(path: &Path) -> io::Result<()> {
     if PROBED_DEVICES.with(|probed| probed.borrow().contains(&device)) {
         return Ok(());
     }
+    if std::fs::metadata(path).is_ok_and(|m| m.len() >= PROBE_BYTES as u64) {
+        // Glommio's probe reads this file's first block, which holds data: it sees the truth.
+        return Ok(());
+    }
     static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let sequence = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let probe = dir.join(crate::file::iopoll_probe_file_name(
         std::process::id(),
         sequence,
     ));
-    std::fs::write(&probe, [0xA5u8; 4096])?;
+    if let Err(e) = std::fs::write(&probe, [0xA5u8; PROBE_BYTES]) {
+        // Remove what the failed write left: it is our own file, and may hold a block.
+        let _ = std::fs::remove_file(&probe);
+        if e.raw_os_error() == Some(libc::ENOSPC) {
+            ::log::warn!(
+                "no space for the iopoll probe file in {}; opening without it",
+                dir.display()
+            );
+            return Ok(());
+        }
+        return Err(e);
+    }
     let opened = DmaFile::open(&probe).await;
     let removed = std::fs::remove_file(&probe);
     opened?.close().await?;

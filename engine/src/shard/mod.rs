@@ -239,7 +239,7 @@ async fn open(
     })?;
     let registry = crate::topic::load_registry(&config.data_dir)?;
     let offsets_dir = config.data_dir.join("offsets").join(format!("shard-{id}"));
-    let offsets = Offsets::open(&offsets_dir)
+    let offsets = Offsets::open(&offsets_dir, config.storage.reopen_after_poison_ms)
         .await
         .map_err(log_error(format!(
             "offset journal {}",
