@@ -15,6 +15,7 @@ pub mod broker;
 pub mod cli;
 pub mod config;
 mod depth;
+mod disk;
 mod dynamic;
 pub mod error;
 pub mod file;

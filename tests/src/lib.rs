@@ -484,6 +484,7 @@ pub fn child_broker_main() {
         shards: None,
         data_dir: None,
         nameservers: Vec::new(),
+        min_free_percent: None,
     };
     engine::cli::cli_main(&args).expect("the child broker runs");
 }

@@ -65,6 +65,8 @@ pub(crate) struct Shard {
     /// The mesh: channels to the other shards and the calls outstanding on them.
     pub peers: Peers,
     pub counters: Counters,
+    /// Free space of the data directory: produces are refused below it.
+    pub watermark: crate::disk::Watermark,
     /// Every task that holds the shard (connections, requests, pushes, mesh work, timers),
     /// except the mesh receivers, so close can wait until the last one ends.
     pub tasks: Tasks,
@@ -265,6 +267,7 @@ async fn open(
         &config.data_dir,
         if id == 0 { registry } else { BTreeMap::new() },
     );
+    let watermark = crate::disk::Watermark::new(&config.data_dir, config.storage.min_free_percent);
     Ok(Shard {
         id,
         count,
@@ -277,6 +280,7 @@ async fn open(
         replies,
         peers: Peers::new(id, count, mesh),
         counters: Counters::default(),
+        watermark,
         tasks: Tasks::default(),
         stopping: Cell::new(false),
         ports,
