@@ -29,6 +29,7 @@ mod push;
 mod queue;
 mod redirect;
 mod register;
+mod reserve;
 mod retention;
 mod rr;
 mod rt;

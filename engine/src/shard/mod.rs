@@ -266,6 +266,7 @@ async fn open(
     let registry = Registry::new(
         &config.data_dir,
         if id == 0 { registry } else { BTreeMap::new() },
+        id == 0,
     );
     let watermark = crate::disk::Watermark::new(&config.data_dir, config.storage.min_free_percent);
     Ok(Shard {
