@@ -35,7 +35,7 @@ use crate::message::ReceivedMessage;
 pub(crate) use delivery::Delivery;
 use delivery::{InlineHandler, Received};
 pub use options::{CommitMode, ConsumeMode, ConsumerOptions, StartFrom};
-use progress::Position;
+use progress::{CommitFailures, Position};
 use subscriptions::Session;
 
 /// What a consumer's threads share: the public handle, the supervisor, the handler thread
@@ -56,6 +56,8 @@ pub(crate) struct ConsumerInner {
     wake: (Mutex<bool>, Condvar),
     /// When the route was last invalidated after a failed subscribe.
     route_invalidated: Mutex<Option<Instant>>,
+    /// Offset commits that failed.
+    commit_failures: CommitFailures,
 }
 
 /// A consumer; see the module docs. Pull-style ([`Consumer::subscribe`], then
@@ -182,9 +184,18 @@ impl Consumer {
         &self.inner.options.topic
     }
 
-    /// Commits the offsets of everything consumed so far and waits for the brokers' acks.
+    /// Commits the offsets of everything consumed so far and waits for the brokers' acks;
+    /// the first commit a broker refused (e.g. its disk is full) is the error.
     pub fn commit(&self) -> Result<()> {
         self.inner.commit(true)
+    }
+
+    /// Offset commits that failed since the consumer started, auto commits included (each
+    /// run of failures is also logged at ERROR). A failed commit is sent again by the next
+    /// auto commit and by [`Self::close`], whose result says whether everything consumed was
+    /// committed in the end; until then, a restarted consumer receives those messages again.
+    pub fn commit_failures(&self) -> u64 {
+        self.inner.commit_failures.count()
     }
 
     /// The broker shard endpoints this member has subscriptions on, as (endpoint, live)
@@ -262,6 +273,7 @@ impl ConsumerInner {
             closed: AtomicBool::new(false),
             wake: (Mutex::new(false), Condvar::new()),
             route_invalidated: Mutex::new(None),
+            commit_failures: CommitFailures::default(),
         });
         // The first pass reports a topic nobody routes; brokers that do not answer yet are
         // retried by the supervisor.
