@@ -23,6 +23,7 @@ use protocol::control::{ErrorReply, FlushMode};
 use protocol::frame::{FrameBytes, FrameLimits, Framer};
 
 pub mod areas;
+pub mod disk;
 
 /// The longest any single wait of a scenario may take before it fails. Generous: two cores
 /// are shared with other builds, and a debug build is slow.

@@ -50,7 +50,9 @@ impl CommitFailures {
             log::debug!("{topic}: commit of queue {queue_id} on {endpoint} failed again: {error}");
         } else {
             log::error!(
-                "{topic}: offset commit of queue {queue_id} on {endpoint} failed: {error};                  commits are retried, and what was consumed since the last commit is                  delivered again if the consumer stops before one succeeds"
+                "{topic}: offset commit of queue {queue_id} on {endpoint} failed: {error}; \
+                 commits are retried, and what was consumed since the last commit is \
+                 delivered again if the consumer stops before one succeeds"
             );
         }
     }
