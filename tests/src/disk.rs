@@ -11,8 +11,11 @@ use std::process::Command;
 
 /// A mounted filesystem of a few MiB.
 pub struct SmallDisk {
-    /// The mount point (kept until the disk is unmounted).
-    mount: tempfile::TempDir,
+    /// The mount point.
+    mount: PathBuf,
+    /// The temporary directory that is the mount point, when this made it: removed once
+    /// `drop` unmounted it (fields drop after `Drop::drop` ran).
+    _mount_dir: Option<tempfile::TempDir>,
     /// The loop device and the directory of its image file, for an ext4 disk.
     backing: Option<(String, tempfile::TempDir)>,
 }
@@ -72,12 +75,13 @@ impl SmallDisk {
             Ok(device) => device,
             Err(e) => return skip(test, &format!("loop devices are unavailable: {e}")),
         };
-        let mount = tempfile::tempdir().expect("a temporary directory");
+        let mount_dir = tempfile::tempdir().expect("a temporary directory");
         let disk = Self {
-            mount,
+            mount: mount_dir.path().to_path_buf(),
+            _mount_dir: Some(mount_dir),
             backing: Some((device.clone(), image_dir)),
         };
-        let target = disk.mount.path().to_str().expect("a UTF-8 temporary path");
+        let target = disk.mount.to_str().expect("a UTF-8 temporary path");
         if let Err(e) = run("mount", &[&device, target]) {
             return skip(test, &format!("mounting {device}: {e}"));
         }
@@ -86,24 +90,33 @@ impl SmallDisk {
 
     /// A tmpfs of `size_mib` MiB. `None`, printed as a skip of `test`, when not root.
     pub fn tmpfs(test: &str, size_mib: u64) -> Option<Self> {
+        let mount_dir = tempfile::tempdir().expect("a temporary directory");
+        let mut disk = Self::tmpfs_at(test, mount_dir.path(), size_mib << 10)?;
+        disk._mount_dir = Some(mount_dir);
+        Some(disk)
+    }
+
+    /// A tmpfs of `size_kib` KiB mounted on `dir`, which must exist. `None`, printed as a
+    /// skip of `test`, when not root.
+    pub fn tmpfs_at(test: &str, dir: &Path, size_kib: u64) -> Option<Self> {
         if !is_root() {
             return skip(test, "mounting a tmpfs needs root");
         }
-        let mount = tempfile::tempdir().expect("a temporary directory");
-        let target = mount.path().to_str().expect("a UTF-8 temporary path");
-        let size = format!("size={size_mib}m");
+        let target = dir.to_str().expect("a UTF-8 path");
+        let size = format!("size={size_kib}k");
         if let Err(e) = run("mount", &["-t", "tmpfs", "-o", &size, "tmpfs", target]) {
             return skip(test, &format!("mounting a tmpfs: {e}"));
         }
         Some(Self {
-            mount,
+            mount: dir.to_path_buf(),
+            _mount_dir: None,
             backing: None,
         })
     }
 
     /// The mount point.
     pub fn path(&self) -> &Path {
-        self.mount.path()
+        &self.mount
     }
 
     /// Fills the disk to its last block with a filler file, and returns the file's path.

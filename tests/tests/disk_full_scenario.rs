@@ -181,6 +181,19 @@ fn a_full_disk_fails_writes_visibly_loses_nothing_acked_and_heals_without_a_rest
     let refused = group.commit().expect_err("a commit on a full disk");
     assert_eq!(refused.status(), Some(Status::StorageError), "{refused}");
     assert!(group.commit_failures() >= 1);
+    // Auto commits that fail are counted as they fail, and closing, which commits a last
+    // time, says so: the messages would come again.
+    let auto = Consumer::subscribe_with(
+        &members,
+        ConsumerOptions::new(topic, "auto", ConsumeMode::Clustering),
+    )
+    .unwrap();
+    receive_all(&auto, &acked);
+    wait_until("an auto commit failed", WAIT, || {
+        auto.commit_failures() >= 1
+    });
+    let closed = auto.close().expect_err("closing commits, which fails");
+    assert_eq!(closed.status(), Some(Status::StorageError), "{closed}");
 
     // Space returns: the same broker takes produces and commits again.
     std::fs::remove_file(disk.path().join("filler")).unwrap();
@@ -343,4 +356,58 @@ fn the_broker_starts_on_a_full_disk_and_serves_every_message() {
     std::fs::remove_file(disk.path().join("filler")).unwrap();
     expect_first(&resumed, &Producer::new(&client).unwrap(), topic);
     drop((audit, resumed, broker));
+}
+
+#[test]
+fn a_full_queue_poisons_only_that_queue_and_producers_go_to_the_others() {
+    let test = "a_full_queue_poisons_only_that_queue_and_producers_go_to_the_others";
+    let dir = tempfile::tempdir().unwrap();
+    let nameserver = start_nameserver(|_| {});
+    let mut config = broker_config("full", 2, &dir.path().join("broker"), &nameserver);
+    config.storage.reopen_after_poison_ms = 100;
+    let topic = "A10-4106";
+    // Queue 2 alone lives on a tiny tmpfs, filled before the topic exists.
+    let full_queue = 2;
+    let queue_dir = engine::topic::queue_dir(&config.data_dir, topic, full_queue);
+    std::fs::create_dir_all(&queue_dir).unwrap();
+    let Some(queue_disk) = SmallDisk::tmpfs_at(test, &queue_dir, 64) else {
+        return;
+    };
+    let filler = queue_disk.fill("filler");
+    let broker = start_broker(config);
+    let client = retrying_client(&nameserver);
+    create_topic(
+        &Admin::new(&client),
+        &[endpoint(broker.shard_ports()[0])],
+        &topic_config(topic, QUEUES, FlushMode::Sync),
+    );
+
+    // Round robin reaches queue 2, which refuses; the send goes to another queue.
+    let producer = Producer::new(&client).unwrap();
+    let (acked, errors) = produce(&producer, topic, 0..100);
+    assert!(errors.is_empty(), "every send found a queue: {errors:?}");
+    assert!(acked.keys().all(|(queue, _)| *queue != full_queue));
+    let queues: std::collections::BTreeSet<u32> = acked.keys().map(|(q, _)| *q).collect();
+    assert_eq!(
+        queues.len(),
+        QUEUES as usize - 1,
+        "the other queues all took writes"
+    );
+
+    // Space returns: queue 2 takes writes again, without a restart.
+    std::fs::remove_file(filler).unwrap();
+    retry_until("a send stored on the queue that was full", WAIT, || {
+        let ack = producer
+            .send(Message::new(topic, value(1000)))
+            .map_err(|e| e.to_string())?;
+        if ack.queue_id == full_queue {
+            Ok(())
+        } else {
+            Err(format!("stored on queue {}", ack.queue_id))
+        }
+    });
+    let members = retrying_client(&nameserver);
+    let group = consumer(&members, topic, "ledger");
+    receive_all(&group, &acked);
+    drop((group, broker, queue_disk));
 }
