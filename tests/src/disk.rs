@@ -123,19 +123,31 @@ impl SmallDisk {
     pub fn fill(&self, name: &str) -> PathBuf {
         let path = self.path().join(name);
         let mut file = std::fs::File::create(&path).expect("the filler file is created");
-        // Large writes first, then single blocks until not even one fits.
-        for chunk in [1 << 20, 4096] {
-            let buf = vec![0x5Au8; chunk];
-            loop {
-                match file.write_all(&buf) {
-                    Ok(()) => {}
-                    Err(e) if is_no_space(&e) => break,
-                    Err(e) => panic!("filling {}: {e}", path.display()),
+        // Large writes first, then single blocks until not even one fits. Writeback can give
+        // back blocks the filesystem held for buffered writes (ext4 reserves for the worst
+        // case), so fill again after each sync until a round finds no room at all.
+        loop {
+            let mut written = 0u64;
+            for chunk in [1 << 20, 4096] {
+                let buf = vec![0x5Au8; chunk];
+                loop {
+                    match file.write(&buf) {
+                        Ok(0) => break,
+                        Ok(n) => written += n as u64,
+                        Err(e) if is_no_space(&e) => break,
+                        Err(e) => panic!("filling {}: {e}", path.display()),
+                    }
                 }
             }
+            match file.sync_all() {
+                Ok(()) => {}
+                Err(e) if is_no_space(&e) => {}
+                Err(e) => panic!("syncing {}: {e}", path.display()),
+            }
+            if written == 0 {
+                return path;
+            }
         }
-        file.sync_all().expect("the filler file syncs");
-        path
     }
 
     /// Used space, percent, as `df` reports it (rounded up).

@@ -411,3 +411,50 @@ fn a_full_queue_poisons_only_that_queue_and_producers_go_to_the_others() {
     receive_all(&group, &acked);
     drop((group, broker, queue_disk));
 }
+
+#[test]
+fn the_broker_restarts_on_a_disk_filled_before_any_commit_and_serves_every_message() {
+    let test = "the_broker_restarts_on_a_disk_filled_before_any_commit_and_serves_every_message";
+    let Some(disk) = SmallDisk::ext4(test, 64) else {
+        return;
+    };
+    let nameserver = start_nameserver(|_| {});
+    let config = config_on(&disk, &nameserver);
+    let broker = start_broker(config.clone());
+    let topic = "A10-4107";
+    let client = retrying_client(&nameserver);
+    create_topic(
+        &Admin::new(&client),
+        &[endpoint(broker.shard_ports()[0])],
+        &topic_config(topic, QUEUES, FlushMode::Sync),
+    );
+    let producer = Producer::new(&client).unwrap();
+    let (acked, errors) = produce(&producer, topic, 0..100);
+    assert!(errors.is_empty(), "{errors:?}");
+
+    // The first commits meet a full disk: the journals get segment files without data, the
+    // files a restarted shard opens first.
+    disk.fill("filler");
+    let group = consumer(&client, topic, "ledger");
+    receive_all(&group, &acked);
+    group.commit().expect_err("a commit on a full disk");
+    group.close().unwrap();
+    drop((producer, client));
+    broker.shutdown().unwrap();
+
+    let broker = Broker::start(config).expect("the broker starts on a full disk");
+    let client = retrying_client(&nameserver);
+    wait_for_route(&client, topic);
+    let audit = consumer(&client, topic, "audit");
+    receive_all(&audit, &acked);
+
+    // Nothing was committed: the group gets everything again, and commits once there is room.
+    std::fs::remove_file(disk.path().join("filler")).unwrap();
+    let group = consumer(&client, topic, "ledger");
+    receive_all(&group, &acked);
+    retry_until("a commit once space returned", WAIT, || group.commit());
+    group.close().unwrap();
+    let resumed = consumer(&client, topic, "ledger");
+    expect_first(&resumed, &Producer::new(&client).unwrap(), topic);
+    drop((audit, resumed, broker));
+}
