@@ -155,7 +155,7 @@ pub fn store_registry(
 pub(crate) struct Registry {
     data_dir: PathBuf,
     topics: RefCell<BTreeMap<String, TopicConfig>>,
-    /// Space a rewrite may take on a full disk (shard 0 only).
+    /// Space a rewrite after a delete may take on a full disk (shard 0 only).
     reserve: Option<Reserve>,
 }
 
@@ -170,8 +170,11 @@ impl Registry {
         }
     }
 
-    /// Persists `topics`, with the reserve's space if the disk is full.
-    fn store(&self, topics: &BTreeMap<String, TopicConfig>) -> Result<(), BrokerError> {
+    /// Persists `topics` after a delete, with the reserve's space if the disk is full.
+    fn store_after_delete(
+        &self,
+        topics: &BTreeMap<String, TopicConfig>,
+    ) -> Result<(), BrokerError> {
         match &self.reserve {
             Some(reserve) => reserve.write_with(|| store_registry(&self.data_dir, topics)),
             None => store_registry(&self.data_dir, topics),
@@ -210,7 +213,8 @@ impl Registry {
             ));
         }
         let old = topics.insert(config.topic.clone(), config.clone());
-        if let Err(e) = self.store(&topics) {
+        // Not with the reserve: a topic created on a full disk could not open its queues.
+        if let Err(e) = store_registry(&self.data_dir, &topics) {
             log::error!("shard 0: persisting the topic registry: {e}");
             match old {
                 Some(old) => topics.insert(config.topic.clone(), old),
@@ -230,7 +234,7 @@ impl Registry {
                 format!("no topic {topic}"),
             ));
         };
-        if let Err(e) = self.store(&topics) {
+        if let Err(e) = self.store_after_delete(&topics) {
             log::error!("shard 0: persisting the topic registry: {e}");
             topics.insert(topic.to_owned(), old);
             return Err(Reject::new(Status::StorageError, e.to_string()));
