@@ -83,3 +83,31 @@ fn a_healthy_log_is_never_reopened() {
         log.close().await.unwrap();
     });
 }
+
+#[test]
+fn a_tail_index_without_room_to_rewrite_is_served_from_memory_and_written_later() {
+    run(|| async {
+        let storage = FaultyStorage::new();
+        let mut expected = Vec::new();
+        let log = Log::open_with(storage.clone(), config(0)).await.unwrap();
+        for i in 0..10u32 {
+            append(&log, batch(2, 50, i as u8), &mut expected).await;
+        }
+        log.close().await.unwrap();
+        // The tail's index is lost, so recovery must write it afresh: on a full disk.
+        let index = std::path::Path::new("/q").join("00000000000000000000.idx");
+        storage.delete_file(&index);
+        storage.set_disk_full();
+        let log = Log::open_with(storage.clone(), config(0)).await.unwrap();
+        check_all_reads(&log, &expected).await;
+
+        // Once there is room the log writes the whole index with its next round.
+        storage.clear_faults();
+        append(&log, batch(1, 50, 99), &mut expected).await;
+        log.close().await.unwrap();
+        let log = Log::open_with(storage.clone(), config(0)).await.unwrap();
+        assert_eq!(log.recovery_report().indexes_rebuilt, Vec::<u64>::new());
+        check_all_reads(&log, &expected).await;
+        log.close().await.unwrap();
+    });
+}
