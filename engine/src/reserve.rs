@@ -98,7 +98,8 @@ pub(crate) trait IsNoSpace {
 
 impl IsNoSpace for io::Error {
     fn is_no_space(&self) -> bool {
-        matches!(self.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+        self.kind() == io::ErrorKind::StorageFull
+            || matches!(self.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
     }
 }
 
