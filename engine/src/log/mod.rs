@@ -172,8 +172,10 @@ impl<S: Storage + 'static> Log<S> {
         if poisoned_for < Duration::from_millis(after_ms) || self.reopening.replace(true) {
             return Ok(false);
         }
+        // Cleared even if this future is dropped midway, so a later write reopens instead.
+        let reopening = ClearOnDrop(&self.reopening);
         let reopened = self.reopen(&shared).await;
-        self.reopening.set(false);
+        drop(reopening);
         match reopened {
             Ok(()) => {
                 ::log::warn!(
@@ -203,6 +205,15 @@ impl<S: Storage + 'static> Log<S> {
         *self.shared.borrow_mut() = shared;
         *self.committer.borrow_mut() = Some(committer);
         Ok(())
+    }
+}
+
+/// Clears a flag when dropped.
+struct ClearOnDrop<'a>(&'a Cell<bool>);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
     }
 }
 
