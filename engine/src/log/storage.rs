@@ -95,7 +95,8 @@ impl Storage for DmaStorage {
     }
 
     async fn create(&self, path: &Path) -> io::Result<DmaFile> {
-        probe_iopoll_with_data(path).await?;
+        // Created truncated: whatever the file holds now is gone before glommio reads it.
+        probe_iopoll_with_data(path, ProbeTarget::Emptied).await?;
         Ok(OpenOptions::new()
             .read(true)
             .write(true)
@@ -106,7 +107,7 @@ impl Storage for DmaStorage {
     }
 
     async fn open(&self, path: &Path) -> io::Result<DmaFile> {
-        probe_iopoll_with_data(path).await?;
+        probe_iopoll_with_data(path, ProbeTarget::Kept).await?;
         Ok(OpenOptions::new()
             .read(true)
             .write(true)
@@ -234,7 +235,7 @@ thread_local! {
 /// a file holding data in the directory or a parent on the same device is opened first
 /// instead (a shard's first open may well be an empty journal segment), and only when there
 /// is none does the open go on without the workaround, with a warning.
-async fn probe_iopoll_with_data(path: &Path) -> io::Result<()> {
+async fn probe_iopoll_with_data(path: &Path, target: ProbeTarget) -> io::Result<()> {
     use std::os::unix::fs::MetadataExt;
 
     let dir = match path.parent() {
@@ -245,7 +246,7 @@ async fn probe_iopoll_with_data(path: &Path) -> io::Result<()> {
     if PROBED_DEVICES.with(|probed| probed.borrow().contains(&device)) {
         return Ok(());
     }
-    if std::fs::metadata(path).is_ok_and(|m| holds_a_block(&m)) {
+    if target == ProbeTarget::Kept && std::fs::metadata(path).is_ok_and(|m| holds_a_block(&m)) {
         // Glommio's probe reads this file's first block, which holds data: it sees the truth.
         return Ok(());
     }
@@ -290,6 +291,15 @@ async fn probe_iopoll_with_data(path: &Path) -> io::Result<()> {
     removed?;
     PROBED_DEVICES.with(|probed| probed.borrow_mut().insert(device));
     Ok(())
+}
+
+/// What becomes of the file being opened, which glommio's probe may read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ProbeTarget {
+    /// Opened as it is: data it holds is there for the probe.
+    Kept,
+    /// Created or truncated: the probe finds it empty.
+    Emptied,
 }
 
 /// Whether a file holds at least one block of written data (not a hole) for the probe to read.
