@@ -5,11 +5,12 @@
 //! A position counts as committed only once its broker acknowledged the commit, so a commit
 //! that failed (a broker whose offset journal cannot write, a lost connection) is sent again
 //! by the next auto commit and by close, whose result says whether everything consumed was
-//! committed in the end. Each run of failures is logged once at ERROR and counted
+//! committed in the end. Each run of failures of a queue is logged once at ERROR and counted
 //! ([`CommitFailures`], `Consumer::commit_failures`).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, Weak};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use protocol::codes::Command;
 use protocol::control::{self, CommitOffset, Credit};
@@ -34,8 +35,10 @@ pub(super) struct Position {
 pub(super) struct CommitFailures {
     /// Commits that failed since the consumer started.
     count: AtomicU64,
-    /// Set from a failure until the next commit that succeeds.
-    failing: AtomicBool,
+    /// The (endpoint, queue) pairs whose last commit failed: each run of failures of a queue
+    /// is logged once, so a queue that keeps failing does not flood the log, nor hide behind
+    /// another queue that succeeds.
+    failing: Mutex<HashSet<(String, u32)>>,
 }
 
 impl CommitFailures {
@@ -44,9 +47,13 @@ impl CommitFailures {
         self.count.load(Ordering::Acquire)
     }
 
+    fn failing(&self) -> MutexGuard<'_, HashSet<(String, u32)>> {
+        self.failing.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn failed(&self, topic: &str, endpoint: &str, queue_id: u32, error: &ClientError) {
         self.count.fetch_add(1, Ordering::AcqRel);
-        if self.failing.swap(true, Ordering::AcqRel) {
+        if !self.failing().insert((endpoint.to_owned(), queue_id)) {
             log::debug!("{topic}: commit of queue {queue_id} on {endpoint} failed again: {error}");
         } else {
             log::error!(
@@ -57,9 +64,9 @@ impl CommitFailures {
         }
     }
 
-    fn succeeded(&self, topic: &str) {
-        if self.failing.swap(false, Ordering::AcqRel) {
-            log::info!("{topic}: offset commits succeed again");
+    fn succeeded(&self, topic: &str, endpoint: &str, queue_id: u32) {
+        if self.failing().remove(&(endpoint.to_owned(), queue_id)) {
+            log::info!("{topic}: offset commits of queue {queue_id} on {endpoint} succeed again");
         }
     }
 }
@@ -219,7 +226,7 @@ impl ConsumerInner {
         let topic = &self.options.topic;
         match answer {
             Ok(()) => {
-                self.commit_failures.succeeded(topic);
+                self.commit_failures.succeeded(topic, endpoint, queue_id);
                 let mut positions = self
                     .positions
                     .lock()
