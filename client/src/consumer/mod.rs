@@ -191,9 +191,10 @@ impl Consumer {
     }
 
     /// Offset commits that failed since the consumer started, auto commits included (each
-    /// queue's run of failures is also logged at ERROR). A failed commit is sent again by the next
-    /// auto commit and by [`Self::close`], whose result says whether everything consumed was
-    /// committed in the end; until then, a restarted consumer receives those messages again.
+    /// queue's run of failures is also logged at ERROR). A failed commit is sent again by the
+    /// next auto commit and by [`Self::close`], whose result says whether everything consumed
+    /// was committed in the end; until then, a restarted consumer receives those messages
+    /// again.
     pub fn commit_failures(&self) -> u64 {
         self.inner.commit_failures.count()
     }
