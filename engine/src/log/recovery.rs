@@ -294,10 +294,11 @@ async fn sync_file<S: Storage>(storage: &S, file: &S::File, path: &Path) -> Resu
         .map_err(|e| LogError::io("fdatasync", path, e))
 }
 
-/// Rewrites a whole index file ([`rewrite_index`]); on a full disk, leaves it empty and
-/// defers the writing to the committer (its writer holds every entry as unwritten), so a
-/// broker starts on a full disk. The index only speeds reads up, and recovery rebuilt it in
-/// memory: serving from that loses nothing, and a crash before it is written rebuilds it again.
+/// Rewrites a whole index file ([`rewrite_index`]); on a full disk, leaves it empty with
+/// every entry unwritten in its writer, so a broker starts on a full disk. The index only
+/// speeds reads up and recovery rebuilt it in memory, so serving from that loses nothing. The
+/// committer writes a tail's index with its next round; a sealed segment's stays empty and
+/// the next open rebuilds it again.
 async fn rewrite_index_or_defer<S: Storage>(
     storage: &S,
     path: &Path,
