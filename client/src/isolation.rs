@@ -33,7 +33,13 @@ impl Cause {
     /// The cause `error` stands for; `None` when it does not isolate: it is not retryable
     /// (another queue would fail the same way), or it is a dark-launch refusal, which says
     /// nothing about the queue's health, only that no selected instance consumes there.
+    /// A storage error isolates although it is not retryable as such: it concerns the queue
+    /// that answered it (its log is poisoned until the broker reopens it), so a send retried
+    /// elsewhere avoids it.
     pub(crate) fn of(error: &ClientError) -> Option<Self> {
+        if error.status() == Some(Status::StorageError) {
+            return Some(Self::Refused);
+        }
         if !error.is_retryable() || error.status() == Some(Status::NoRedirectTarget) {
             return None;
         }
@@ -299,6 +305,14 @@ mod tests {
             Cause::of(&ClientError::InvalidArgument("x".into())),
             None,
             "a non-retryable error would fail on any queue"
+        );
+        let full = ClientError::from_status(Status::DiskFull.code(), "full".into());
+        assert_eq!(Cause::of(&full), Some(Cause::Refused));
+        let poisoned = ClientError::from_status(Status::StorageError.code(), "poisoned".into());
+        assert_eq!(
+            Cause::of(&poisoned),
+            Some(Cause::Refused),
+            "a poisoned queue is avoided by the retry"
         );
         let dark = ClientError::from_status(Status::NoRedirectTarget.code(), "none".into());
         assert_eq!(

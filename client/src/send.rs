@@ -10,7 +10,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
-use protocol::codes::Command;
+use protocol::codes::{Command, Status};
 use protocol::control::{self, ProduceAck};
 use protocol::data::BatchAddress;
 use protocol::frame::FrameBytes;
@@ -168,7 +168,7 @@ fn retry_or_fail<O: Outcome>(
         // The broker may have moved (restarted on other ports) or lost the queue.
         client.routes.invalidate(&job.topic);
     }
-    if !(error.is_retryable() && job.attempt < client.config.retries && !client.is_closed()) {
+    if !(send_retryable(&error) && job.attempt < client.config.retries && !client.is_closed()) {
         return job.outcome.failed(client, error);
     }
     job.attempt += 1;
@@ -192,6 +192,15 @@ fn retry_or_fail<O: Outcome>(
             job.outcome.failed(client, e);
         }
     }
+}
+
+/// Whether a failed send may go again to another queue. Beside the retryable statuses, a
+/// storage error: it poisoned only the queue that answered it (a full disk, a failed fsync;
+/// the broker reopens it later), so another queue, isolated from it, may store the batch. The
+/// failed write may have reached the disk all the same, so such a retry is at-least-once: the
+/// batch may be stored twice (ARCHITECTURE §4.5).
+pub(crate) fn send_retryable(error: &ClientError) -> bool {
+    error.is_retryable() || error.status() == Some(Status::StorageError)
 }
 
 fn take<O>(job: &Mutex<Option<Job<O>>>) -> Option<Job<O>> {

@@ -42,6 +42,11 @@ pub struct BrokerArgs {
     /// Nameserver address host:port; repeat for several.
     #[arg(long = "nameserver")]
     pub nameservers: Vec<String>,
+    /// Free-space watermark, percent of the data directory's filesystem: below it produces
+    /// are refused with DiskFull (305, retryable); reads, commits and deletes go on
+    /// (storage.min_free_percent; default 5, 0 turns the check off).
+    #[arg(long)]
+    pub min_free_percent: Option<u8>,
 }
 
 impl BrokerArgs {
@@ -95,6 +100,9 @@ fn apply_overrides(config: &mut BrokerConfig, args: BrokerArgs) {
     }
     if let Some(v) = args.shards {
         config.shards = v;
+    }
+    if let Some(v) = args.min_free_percent {
+        config.storage.min_free_percent = v;
     }
     if let Some(v) = args.data_dir {
         config.data_dir = v;

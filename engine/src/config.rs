@@ -68,6 +68,15 @@ pub const SCRUB_BYTES_PER_SEC_DEFAULT: u64 = 16 << 20;
 pub const SCRUB_INTERVAL_MS_DEFAULT: u64 = 6 * 3600 * 1000;
 /// Default subscriptions one connection may hold.
 pub const SUBSCRIPTIONS_PER_CONNECTION_MAX_DEFAULT: usize = 1024;
+/// Default free space, percent of the data directory's filesystem, below which produces are
+/// refused with `DiskFull`.
+pub const MIN_FREE_PERCENT_DEFAULT: u8 = 5;
+/// Default wait after a failed write before a poisoned log is reopened by the next write, ms.
+pub const REOPEN_AFTER_POISON_MS_DEFAULT: u64 = 1000;
+/// The free-space check is refreshed at most this often, ms (it is a `statvfs` call).
+pub const FREE_SPACE_CHECK_INTERVAL_MS: u64 = 100;
+/// ... or once this many bytes were appended by the shard since the last check.
+pub const FREE_SPACE_CHECK_BYTES: u64 = 4 << 20;
 
 const _: () = {
     assert!(CONSUMER_TIMEOUT_MS_DEFAULT > HEARTBEAT_INTERVAL_MS_DEFAULT);
@@ -78,6 +87,7 @@ const _: () = {
     assert!(PUSH_READ_BYTES_DEFAULT <= log_config::DEFAULT_TAIL_CACHE_BYTES);
     assert!(INFLIGHT_REQUESTS_MAX_DEFAULT <= OUTBOUND_FRAMES_MAX_DEFAULT);
     assert!(SHARDS_MAX <= u64::BITS as usize);
+    assert!(MIN_FREE_PERCENT_DEFAULT < 100);
 };
 
 /// The whole broker configuration (`defibus-broker --config broker.toml`).
@@ -178,6 +188,13 @@ pub struct StorageConfig {
     /// Pause between the end of one background scrub pass and the start of the next, ms. The
     /// first pass starts when the broker does. Default 21600000 (6 hours).
     pub scrub_interval_ms: u64,
+    /// Produces are refused with `DiskFull` (retryable) while the data directory's filesystem
+    /// has less than this percentage free; reads, commits and deletes go on. 0 disables the
+    /// check. Default 5.
+    pub min_free_percent: u8,
+    /// A queue log or offset journal poisoned by a failed write (e.g. a full disk) is reopened
+    /// by the first write at least this long after the failure, ms. Default 1000.
+    pub reopen_after_poison_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -232,6 +249,8 @@ impl Default for StorageConfig {
             retention_check_interval_ms: RETENTION_CHECK_INTERVAL_MS_DEFAULT,
             scrub_bytes_per_sec: SCRUB_BYTES_PER_SEC_DEFAULT,
             scrub_interval_ms: SCRUB_INTERVAL_MS_DEFAULT,
+            min_free_percent: MIN_FREE_PERCENT_DEFAULT,
+            reopen_after_poison_ms: REOPEN_AFTER_POISON_MS_DEFAULT,
         }
     }
 }
@@ -367,6 +386,12 @@ impl BrokerConfig {
         ];
         if let Some((name, _)) = intervals.iter().find(|(_, v)| *v == 0) {
             return fail(format!("{name} must be at least 1"));
+        }
+        if self.storage.min_free_percent >= 100 {
+            return fail(format!(
+                "storage.min_free_percent {} must be below 100",
+                self.storage.min_free_percent
+            ));
         }
         Ok(())
     }

@@ -20,6 +20,9 @@ pub const LOCK_FILE_NAME: &str = "LOCK";
 /// Prefix of the one-block files `DmaStorage` creates and removes to steer the runtime's iopoll
 /// probe.
 pub const IOPOLL_PROBE_PREFIX: &str = ".defibus-iopoll-probe";
+/// Name of the file in the data directory that keeps space back for metadata writes on a full
+/// disk (`engine::reserve`).
+pub const RESERVE_FILE_NAME: &str = "reserve";
 /// Digits of a base offset in a file name: enough for `u64::MAX`.
 pub const BASE_OFFSET_DIGITS: usize = 20;
 

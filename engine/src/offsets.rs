@@ -3,7 +3,8 @@
 //! Each commit appends one record (key `topic \n group \n queue`, value the offset as `u64` LE)
 //! and is acknowledged only once the append resolved, i.e. after an fdatasync covered it (group
 //! commit batches concurrent commits into one fdatasync). At open the journal is replayed in
-//! order; the last record of a key wins. The shard owning a queue owns its offsets, so no
+//! order; the last record of a key wins. Each shard has its own journal, so a failed write
+//! poisons the commits of that shard only. The shard owning a queue owns its offsets, so no
 //! offset is ever written by two shards.
 
 use std::cell::RefCell;
@@ -32,9 +33,12 @@ fn key(topic: &str, group: &str, queue_id: u32) -> String {
 }
 
 impl Offsets {
-    /// Opens the journal in `dir` and replays it.
-    pub async fn open(dir: &Path) -> Result<Self, LogError> {
+    /// Opens the journal in `dir` and replays it. A journal poisoned by a failed write (a
+    /// full disk) is reopened by the first commit `reopen_after_poison_ms` after it; until
+    /// then every commit fails, and the failure is answered to the consumer.
+    pub async fn open(dir: &Path, reopen_after_poison_ms: u64) -> Result<Self, LogError> {
         let mut config = LogConfig::new(dir);
+        config.reopen_after_poison_ms = Some(reopen_after_poison_ms);
         config.flush = FlushMode::Sync;
         config.segment_bytes_max = 64 << 20;
         config.tail_cache_bytes = 1 << 20;

@@ -77,6 +77,8 @@ fn log_config(config: &BrokerConfig, topic: &TopicConfig, id: u32) -> LogConfig 
     log.segment_bytes_max = config.storage.segment_bytes_max;
     log.tail_cache_bytes = config.storage.tail_cache_bytes;
     log.batch_len_max = config.limits.batch_len_max;
+    // A full disk poisons the log; it heals by a reopen once space returns (ARCHITECTURE §3.6).
+    log.reopen_after_poison_ms = Some(config.storage.reopen_after_poison_ms);
     log.retention_bytes_max = topic.retention_bytes;
     log.retention_age_ms = topic.retention_age_ms;
     log.flush = match topic.flush_mode {

@@ -38,6 +38,7 @@ impl ReplyLog {
         let mut log = LogConfig::new(dir);
         log.segment_bytes_max = config.storage.segment_bytes_max;
         log.batch_len_max = config.limits.batch_len_max;
+        log.reopen_after_poison_ms = Some(config.storage.reopen_after_poison_ms);
         log.tail_cache_bytes = 1 << 20;
         log.retention_age_ms = Some(protocol::control::RETENTION_AGE_MS_DEFAULT);
         log.flush = FlushMode::Async {

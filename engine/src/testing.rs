@@ -92,6 +92,8 @@ struct Faults {
     write_error_after: Option<u64>,
     /// Make the next write this many bytes short (at least one byte is still written).
     short_write_next: Option<usize>,
+    /// Every write fails with `StorageFull`, as on a full disk.
+    disk_full: bool,
 }
 
 /// Counts of operations, for tests that check how much IO a workload caused.
@@ -162,6 +164,12 @@ impl FaultyStorage {
     /// is still written), as a short write from the kernel would.
     pub fn short_write_next(&self, missing: usize) {
         self.state.borrow_mut().faults.short_write_next = Some(missing);
+    }
+
+    /// Every write fails with [`io::ErrorKind::StorageFull`] (`ENOSPC`) until
+    /// [`Self::clear_faults`]; reads, syncs and truncates go on, as on a full disk.
+    pub fn set_disk_full(&self) {
+        self.state.borrow_mut().faults.disk_full = true;
     }
 
     /// Clears all pending faults.
@@ -422,6 +430,12 @@ impl Storage for FaultyStorage {
             ));
         }
         state.stats.writes += 1;
+        if state.faults.disk_full {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "injected: no space left on device",
+            ));
+        }
         if let Some(n) = state.faults.write_error_after.as_mut() {
             if *n == 0 {
                 state.faults.write_error_after = None;

@@ -19,6 +19,7 @@ use protocol::codes::Status;
 use protocol::control::{self, TopicConfig};
 
 use crate::error::{BrokerError, Reject};
+use crate::reserve::Reserve;
 
 /// Name of the registry file in the data directory.
 pub const REGISTRY_FILE: &str = "topics.rkyv";
@@ -132,9 +133,16 @@ pub fn store_registry(
         move |source| BrokerError::Io { op, path, source }
     };
     let mut file = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
-    file.write_all(&bytes).map_err(io("write", &tmp))?;
-    file.sync_all().map_err(io("fsync", &tmp))?;
+    let written = file
+        .write_all(&bytes)
+        .map_err(io("write", &tmp))
+        .and_then(|()| file.sync_all().map_err(io("fsync", &tmp)));
     drop(file);
+    if written.is_err() {
+        // A half-written temporary file holds blocks a retry (with the reserve) may need.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
     std::fs::rename(&tmp, &path).map_err(io("rename", &path))?;
     std::fs::File::open(data_dir)
         .and_then(|dir| dir.sync_all())
@@ -147,14 +155,29 @@ pub fn store_registry(
 pub(crate) struct Registry {
     data_dir: PathBuf,
     topics: RefCell<BTreeMap<String, TopicConfig>>,
+    /// Space a rewrite after a delete may take on a full disk (shard 0 only).
+    reserve: Option<Reserve>,
 }
 
 impl Registry {
-    /// The registry of `data_dir`, holding `topics` as loaded.
-    pub fn new(data_dir: &Path, topics: BTreeMap<String, TopicConfig>) -> Self {
+    /// The registry of `data_dir`, holding `topics` as loaded; the writer (shard 0) keeps a
+    /// space reserve for its rewrites.
+    pub fn new(data_dir: &Path, topics: BTreeMap<String, TopicConfig>, writer: bool) -> Self {
         Self {
             data_dir: data_dir.to_path_buf(),
             topics: RefCell::new(topics),
+            reserve: writer.then(|| Reserve::new(data_dir)),
+        }
+    }
+
+    /// Persists `topics` after a delete, with the reserve's space if the disk is full.
+    fn store_after_delete(
+        &self,
+        topics: &BTreeMap<String, TopicConfig>,
+    ) -> Result<(), BrokerError> {
+        match &self.reserve {
+            Some(reserve) => reserve.write_with(|| store_registry(&self.data_dir, topics)),
+            None => store_registry(&self.data_dir, topics),
         }
     }
 
@@ -190,6 +213,7 @@ impl Registry {
             ));
         }
         let old = topics.insert(config.topic.clone(), config.clone());
+        // Not with the reserve: a topic created on a full disk could not open its queues.
         if let Err(e) = store_registry(&self.data_dir, &topics) {
             log::error!("shard 0: persisting the topic registry: {e}");
             match old {
@@ -210,7 +234,7 @@ impl Registry {
                 format!("no topic {topic}"),
             ));
         };
-        if let Err(e) = store_registry(&self.data_dir, &topics) {
+        if let Err(e) = self.store_after_delete(&topics) {
             log::error!("shard 0: persisting the topic registry: {e}");
             topics.insert(topic.to_owned(), old);
             return Err(Reject::new(Status::StorageError, e.to_string()));

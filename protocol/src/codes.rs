@@ -222,10 +222,15 @@ code_enum! {
         /// A dark-launch redirect rule matches the message, but no instance it selects
         /// consumes a queue on this broker; another broker may have one.
         NoRedirectTarget = 304,
+        /// The broker's data directory is at its free-space watermark
+        /// (`storage.min_free_percent`): it takes no new produces until space is freed, while
+        /// reads, commits and deletes go on. Another queue or broker may take the batch.
+        DiskFull = 305,
 
         /// An unexpected server-side failure; see the server log.
         Internal = 500,
-        /// Storage failed (write, fsync or read); the queue is poisoned until repaired.
+        /// Storage failed (write, fsync or read); the queue is poisoned until the broker
+        /// reopens its log, which it tries once space returns.
         StorageError = 501,
         /// The server is shutting down and takes no new work.
         ShuttingDown = 502,
@@ -250,6 +255,7 @@ impl Status {
                 | Status::QueueDepthExceeded
                 | Status::NoResponder
                 | Status::NoRedirectTarget
+                | Status::DiskFull
                 | Status::ShuttingDown
         )
     }
@@ -279,6 +285,7 @@ impl Status {
             Status::RequestExpired => "request expired before delivery",
             Status::NoResponder => "no consumer or responder online",
             Status::NoRedirectTarget => "no instance selected by the redirect rule is online",
+            Status::DiskFull => "the broker's disk is at its free-space watermark",
             Status::Internal => "internal server error",
             Status::StorageError => "storage error",
             Status::DataDamaged => "stored data is damaged",
@@ -334,6 +341,7 @@ mod tests {
         assert_eq!(Status::QueueDepthExceeded.code(), 301);
         assert_eq!(Command::Produce.code(), 0x0101);
         assert!(Status::QueueDepthExceeded.is_retryable());
+        assert!(Status::DiskFull.is_retryable());
         assert!(!Status::InvalidName.is_retryable());
         assert!(!Status::Ok.is_retryable());
         assert!(Command::Push.carries_record_batch());

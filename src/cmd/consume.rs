@@ -106,8 +106,17 @@ pub fn run(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
             Err(e) => break Err(anyhow::Error::new(e).context("receiving")),
         }
     };
-    // Closing commits what was printed, also after an error or a timeout.
-    let closed = consumer.close().context("committing offsets on close");
+    // Closing commits what was printed, also after an error or a timeout. A commit the broker
+    // refused (its disk is full, say) fails the command: the group would receive those
+    // messages again, which an exit code of 0 would hide.
+    let failures = consumer.commit_failures();
+    let closed = consumer.close().with_context(|| {
+        format!(
+            "committing offsets on close failed ({failures} earlier commits failed too): the \
+             messages printed since the last successful commit will be delivered to the group \
+             again"
+        )
+    });
     outcome?;
     closed?;
     Ok(ExitCode::SUCCESS)

@@ -23,6 +23,7 @@ use protocol::control::{ErrorReply, FlushMode};
 use protocol::frame::{FrameBytes, FrameLimits, Framer};
 
 pub mod areas;
+pub mod disk;
 
 /// The longest any single wait of a scenario may take before it fails. Generous: two cores
 /// are shared with other builds, and a debug build is slow.
@@ -484,6 +485,7 @@ pub fn child_broker_main() {
         shards: None,
         data_dir: None,
         nameservers: Vec::new(),
+        min_free_percent: None,
     };
     engine::cli::cli_main(&args).expect("the child broker runs");
 }

@@ -36,7 +36,7 @@ use crate::message::ReceivedMessage;
 pub(crate) use delivery::Delivery;
 use delivery::{InlineHandler, Received};
 pub use options::{CommitMode, ConsumeMode, ConsumerOptions, StartFrom};
-use progress::Position;
+use progress::{CommitFailures, Position};
 use subscriptions::Session;
 
 /// What a consumer's threads share: the public handle, the supervisor, the handler thread
@@ -59,6 +59,8 @@ pub(crate) struct ConsumerInner {
     route_invalidated: Mutex<Option<Instant>>,
     /// Errors reported outside any call, until the application takes them.
     faults: Mutex<faults::Faults>,
+    /// Offset commits that failed.
+    commit_failures: CommitFailures,
 }
 
 /// A consumer; see the module docs. Pull-style ([`Consumer::subscribe`], then
@@ -215,9 +217,19 @@ impl Consumer {
         &self.inner.options.topic
     }
 
-    /// Commits the offsets of everything consumed so far and waits for the brokers' acks.
+    /// Commits the offsets of everything consumed so far and waits for the brokers' acks;
+    /// the first commit a broker refused (e.g. its disk is full) is the error.
     pub fn commit(&self) -> Result<()> {
         self.inner.commit(true)
+    }
+
+    /// Offset commits that failed since the consumer started, auto commits included (each
+    /// queue's run of failures is also logged at ERROR). A failed commit is sent again by the
+    /// next auto commit and by [`Self::close`], whose result says whether everything consumed
+    /// was committed in the end; until then, a restarted consumer receives those messages
+    /// again.
+    pub fn commit_failures(&self) -> u64 {
+        self.inner.commit_failures.count()
     }
 
     /// The broker shard endpoints this member has subscriptions on, as (endpoint, live)
@@ -269,10 +281,7 @@ impl Consumer {
 impl Drop for Consumer {
     fn drop(&mut self) {
         if let Err(e) = self.shutdown() {
-            log::warn!(
-                "consumer of {}: final commit failed: {e}",
-                self.inner.options.topic
-            );
+            log::warn!("consumer of {}: closing: {e}", self.inner.options.topic);
         }
     }
 }
@@ -298,6 +307,7 @@ impl ConsumerInner {
             wake: (Mutex::new(false), Condvar::new()),
             route_invalidated: Mutex::new(None),
             faults: Mutex::default(),
+            commit_failures: CommitFailures::default(),
         });
         // The first pass reports a topic nobody routes; brokers that do not answer yet are
         // retried by the supervisor.

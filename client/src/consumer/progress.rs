@@ -1,9 +1,16 @@
 //! How far a consumer has come per (endpoint, queue): the next offset expected from pushes,
 //! what was processed, what was committed; credit granted back as records are consumed, and
 //! offset commits.
+//!
+//! A position counts as committed only once its broker acknowledged the commit, so a commit
+//! that failed (a broker whose offset journal cannot write, a lost connection) is sent again
+//! by the next auto commit and by close, whose result says whether everything consumed was
+//! committed in the end. Each run of failures of a queue is logged once at ERROR and counted
+//! ([`CommitFailures`], `Consumer::commit_failures`).
 
-use std::sync::PoisonError;
-use std::sync::atomic::Ordering;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use protocol::codes::Command;
 use protocol::control::{self, CommitOffset, Credit};
@@ -21,6 +28,47 @@ pub(super) struct Position {
     pub(super) processed: Option<u64>,
     /// The last offset committed.
     pub(super) committed: Option<u64>,
+}
+
+/// Failed offset commits of one consumer, for the application to see.
+#[derive(Debug, Default)]
+pub(super) struct CommitFailures {
+    /// Commits that failed since the consumer started.
+    count: AtomicU64,
+    /// The (endpoint, queue) pairs whose last commit failed: each run of failures of a queue
+    /// is logged once, so a queue that keeps failing does not flood the log, nor hide behind
+    /// another queue that succeeds.
+    failing: Mutex<HashSet<(String, u32)>>,
+}
+
+impl CommitFailures {
+    /// Commits that failed so far.
+    pub(super) fn count(&self) -> u64 {
+        self.count.load(Ordering::Acquire)
+    }
+
+    fn failing(&self) -> MutexGuard<'_, HashSet<(String, u32)>> {
+        self.failing.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn failed(&self, topic: &str, endpoint: &str, queue_id: u32, error: &ClientError) {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        if !self.failing().insert((endpoint.to_owned(), queue_id)) {
+            log::debug!("{topic}: commit of queue {queue_id} on {endpoint} failed again: {error}");
+        } else {
+            log::error!(
+                "{topic}: offset commit of queue {queue_id} on {endpoint} failed: {error}; \
+                 commits are retried, and what was consumed since the last commit is \
+                 delivered again if the consumer stops before one succeeds"
+            );
+        }
+    }
+
+    fn succeeded(&self, topic: &str, endpoint: &str, queue_id: u32) {
+        if self.failing().remove(&(endpoint.to_owned(), queue_id)) {
+            log::info!("{topic}: offset commits of queue {queue_id} on {endpoint} succeed again");
+        }
+    }
 }
 
 impl ConsumerInner {
@@ -99,8 +147,9 @@ impl ConsumerInner {
     }
 
     /// Commits every position processed past its last commit. With `wait`, waits for the
-    /// acks and returns the first failure; otherwise failures are logged.
-    pub(super) fn commit(&self, wait: bool) -> Result<()> {
+    /// acks and returns the first failure; otherwise failures are logged and counted as
+    /// their answers come. Either way a position counts as committed only once acknowledged.
+    pub(super) fn commit(self: &Arc<Self>, wait: bool) -> Result<()> {
         let due: Vec<((String, u32), u64)> = self
             .positions
             .lock()
@@ -145,37 +194,48 @@ impl ConsumerInner {
                     )
                     .map(drop)
             } else {
+                let consumer = Arc::downgrade(self);
                 let endpoint = endpoint.clone();
-                session
-                    .conn
-                    .call_with(
-                        Command::CommitOffset,
-                        &[],
-                        &body,
-                        Box::new(move |r| {
-                            if let Err(e) = r {
-                                log::debug!("{endpoint}: commit of queue {queue_id} failed: {e}");
-                            }
-                        }),
-                    )
-                    .map(drop)
+                let sent = session.conn.call_with(
+                    Command::CommitOffset,
+                    &[],
+                    &body,
+                    Box::new(move |answer| {
+                        if let Some(consumer) = Weak::upgrade(&consumer) {
+                            consumer.commit_answered(&endpoint, queue_id, offset, answer.map(drop));
+                        }
+                    }),
+                );
+                // Sent: the answer settles it. Not sent: it failed here and now (and the
+                // callback was dropped uncalled).
+                match sent {
+                    Ok(_) => continue,
+                    Err(e) => Err(e),
+                }
             };
-            match result {
-                Ok(()) => {
-                    let mut positions = self
-                        .positions
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner);
-                    if let Some(p) = positions.get_mut(&(endpoint, queue_id)) {
-                        p.committed = Some(p.committed.map_or(offset, |c| c.max(offset)));
-                    }
-                }
-                Err(e) => {
-                    log::debug!("commit of queue {queue_id} failed: {e}");
-                    first_error.get_or_insert(e);
-                }
+            if let Err(e) = &result {
+                first_error.get_or_insert(e.duplicate());
             }
+            self.commit_answered(&endpoint, queue_id, offset, result);
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// A broker answered (or a send failed) the commit of `offset` on `queue_id`.
+    fn commit_answered(&self, endpoint: &str, queue_id: u32, offset: u64, answer: Result<()>) {
+        let topic = &self.options.topic;
+        match answer {
+            Ok(()) => {
+                self.commit_failures.succeeded(topic, endpoint, queue_id);
+                let mut positions = self
+                    .positions
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if let Some(p) = positions.get_mut(&(endpoint.to_owned(), queue_id)) {
+                    p.committed = Some(p.committed.map_or(offset, |c| c.max(offset)));
+                }
+            }
+            Err(e) => self.commit_failures.failed(topic, endpoint, queue_id, &e),
+        }
     }
 }

@@ -46,6 +46,7 @@ fn supervise(consumer: &Weak<ConsumerInner>) {
         {
             last_commit = Instant::now();
             if let Err(e) = inner.commit(false) {
+                // Counted and logged at ERROR where the failure was recorded.
                 log::debug!("auto commit: {e}");
             }
         }

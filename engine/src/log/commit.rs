@@ -18,7 +18,8 @@
 //!   flight that covers what was written before it started, so streaming never stops for it.
 //!
 //! A failed write or fdatasync poisons the log: waiters get the error and so does every later
-//! append and flush. Nothing is retried, because what reached the disk is no longer known.
+//! append and flush. Nothing is retried, because what reached the disk is no longer known;
+//! the log heals only by a reopen (`Log::reopen_if_poisoned`), which recovers from the disk.
 //! The durability protocol is §3.1 of `docs/ARCHITECTURE.md`.
 
 use std::{
@@ -143,6 +144,8 @@ pub struct Commit {
     /// Of those, bytes an fdatasync covered.
     synced_bytes: Cell<u64>,
     poisoned: RefCell<Option<Arc<LogError>>>,
+    /// When the log was poisoned, or last failed to reopen: a reopen waits a while after it.
+    poisoned_at: Cell<Option<Instant>>,
     /// Waiters in offset order: (offset that must be synced, waiter).
     waiters: RefCell<VecDeque<(u64, Rc<Waiter>)>>,
     /// Appends waiting for writes to make room (`Async` back pressure).
@@ -187,6 +190,18 @@ impl Commit {
                 cause: cause.clone(),
             }),
             None => Ok(()),
+        }
+    }
+
+    /// How long ago the log was poisoned (or last failed to reopen); `None` while healthy.
+    pub fn poisoned_for(&self) -> Option<Duration> {
+        self.poisoned_at.get().map(|at| at.elapsed())
+    }
+
+    /// A reopen of the poisoned log failed: the next one waits a full backoff again.
+    pub fn reopen_failed(&self) {
+        if self.poisoned_at.get().is_some() {
+            self.poisoned_at.set(Some(Instant::now()));
         }
     }
 
@@ -264,6 +279,7 @@ impl Commit {
         ::log::error!("log poisoned, appends now fail until it is reopened: {error}");
         let cause = Arc::new(error);
         *self.poisoned.borrow_mut() = Some(cause.clone());
+        self.poisoned_at.set(Some(Instant::now()));
         for (_, waiter) in self.waiters.borrow_mut().drain(..) {
             waiter.finish(Err(cause.clone()));
         }

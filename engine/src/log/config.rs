@@ -88,6 +88,12 @@ pub struct LogConfig {
     pub tail_cache_bytes: usize,
     /// Largest batch `append` accepts. Default 8 MiB.
     pub batch_len_max: usize,
+    /// Once a failed write poisoned the log, the first append (or
+    /// [`Log::reopen_if_poisoned`](crate::log::Log::reopen_if_poisoned)) at least this long
+    /// after the failure reopens it from what is on disk, so a log poisoned by a full disk
+    /// heals once space returns. The wait keeps a still-full disk from costing a recovery per
+    /// append. Default none: the log stays poisoned until its owner reopens it.
+    pub reopen_after_poison_ms: Option<u64>,
 }
 
 impl LogConfig {
@@ -105,6 +111,7 @@ impl LogConfig {
             retention_age_ms: None,
             tail_cache_bytes: DEFAULT_TAIL_CACHE_BYTES,
             batch_len_max: DEFAULT_BATCH_LEN_MAX,
+            reopen_after_poison_ms: None,
         }
     }
 

@@ -25,10 +25,10 @@ mod segment;
 pub mod storage;
 
 use std::{
-    cell::RefCell,
+    cell::{Cell, RefCell},
     collections::BTreeMap,
     rc::Rc,
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use bytes::{Bytes, BytesMut};
@@ -84,8 +84,9 @@ impl<F, B> State<F, B> {
 /// something may still write to the directory.
 pub(crate) struct Shared<S: Storage> {
     pub(crate) storage: S,
-    /// Exclusive lock on the directory's lock file: one writer per directory.
-    _lock: S::Lock,
+    /// Exclusive lock on the directory's lock file: one writer per directory. A reopen of a
+    /// poisoned log releases it early, once the committer stopped, for the new incarnation.
+    lock: RefCell<Option<S::Lock>>,
     pub(crate) config: LogConfig,
     pub(crate) state: RefCell<State<S::File, S::Buffer>>,
     pub(crate) commit: Commit,
@@ -119,8 +120,12 @@ impl<S: Storage> Shared<S> {
 /// tasks: every method takes `&self`, and appends from many tasks at once are ordered by the
 /// order in which they are called.
 pub struct Log<S: Storage + 'static = DmaStorage> {
-    shared: Rc<Shared<S>>,
+    /// The current incarnation: replaced whole when a poisoned log reopens. Operations clone
+    /// the `Rc` so one running across a reopen finishes on the incarnation it started on.
+    shared: RefCell<Rc<Shared<S>>>,
     committer: RefCell<Option<crate::rt::Task<()>>>,
+    /// A reopen is running: appends meanwhile fail with the poison instead of reopening twice.
+    reopening: Cell<bool>,
 }
 
 impl Log<DmaStorage> {
@@ -142,62 +147,145 @@ impl<S: Storage + 'static> Log<S> {
     /// another log (or the committer of a dropped one, still writing) holds the directory.
     pub async fn open_with(storage: S, config: LogConfig) -> Result<Self, LogError> {
         config.validate()?;
-        let dir = &config.dir;
-        storage
-            .create_dir_all(dir)
-            .await
-            .map_err(|e| LogError::io("create directory", dir, e))?;
-        let lock_path = crate::file::lock_path(dir);
-        let lock = match storage.lock(&lock_path).await {
-            Ok(lock) => lock,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                return Err(LogError::Locked { path: lock_path });
-            }
-            Err(e) => return Err(LogError::io("lock", lock_path, e)),
-        };
-        let recovered = recovery::recover(&storage, &config).await?;
-        let next_offset = recovered.next_offset;
-        let first_unsealed = recovered
-            .segments
-            .keys()
-            .next_back()
-            .copied()
-            .unwrap_or(next_offset);
-        let size_bytes = recovered.segments.values().map(Segment::size_bytes).sum();
-        let state = State {
-            segments: recovered.segments,
-            first_unsealed,
-            next_offset,
-            size_bytes,
-            cache: TailCache::new(config.tail_cache_bytes, next_offset),
-        };
-        let mut damage = damage::DamageRecord::default();
-        if let Some(found) = recovered.report.damage.clone() {
-            damage.record(found);
-        }
-        let shared = Rc::new(Shared {
-            storage,
-            _lock: lock,
-            config,
-            state: RefCell::new(state),
-            commit: Commit::new(next_offset),
-            damage: RefCell::new(damage),
-            recovery: recovered.report,
-            free_chunks: RefCell::new(Vec::new()),
-        });
+        let shared = open_shared(storage, config).await?;
         let committer = crate::rt::spawn(commit::run(shared.clone()));
         Ok(Self {
-            shared,
+            shared: RefCell::new(shared),
             committer: RefCell::new(Some(committer)),
+            reopening: Cell::new(false),
         })
     }
 
+    /// The current incarnation.
+    fn shared(&self) -> Rc<Shared<S>> {
+        self.shared.borrow().clone()
+    }
+
+    /// Reopens the log if a failed write poisoned it at least `config.reopen_after_poison_ms`
+    /// ago: stops using the poisoned incarnation, releases its lock and opens the directory
+    /// again, so recovery (§3.1 step 2) cuts whatever the failed write left and keeps every
+    /// acknowledged batch (they were fdatasynced before it). True if it reopened. A failed
+    /// reopen leaves the log poisoned and waits another backoff before the next try.
+    pub async fn reopen_if_poisoned(&self) -> Result<bool, LogError> {
+        let shared = self.shared();
+        let (Some(poisoned_for), Some(after_ms)) = (
+            shared.commit.poisoned_for(),
+            shared.config.reopen_after_poison_ms,
+        ) else {
+            return Ok(false);
+        };
+        if poisoned_for < Duration::from_millis(after_ms) || self.reopening.replace(true) {
+            return Ok(false);
+        }
+        // Cleared even if this future is dropped midway, so a later write reopens instead.
+        let reopening = ClearOnDrop(&self.reopening);
+        let reopened = self.reopen(&shared).await;
+        drop(reopening);
+        match reopened {
+            Ok(()) => {
+                ::log::warn!(
+                    "{}: reopened the log poisoned {} ms ago; it takes appends again at offset {}",
+                    shared.config.dir.display(),
+                    poisoned_for.as_millis(),
+                    self.next_offset()
+                );
+                Ok(true)
+            }
+            Err(e) => {
+                shared.commit.reopen_failed();
+                Err(e)
+            }
+        }
+    }
+
+    async fn reopen(&self, poisoned: &Rc<Shared<S>>) -> Result<(), LogError> {
+        // The committer stops at the poison; once it has, nothing writes to the directory.
+        let committer = self.committer.borrow_mut().take();
+        if let Some(committer) = committer {
+            committer.await;
+        }
+        drop(poisoned.lock.borrow_mut().take());
+        let shared = open_shared(poisoned.storage.clone(), poisoned.config.clone()).await?;
+        let committer = crate::rt::spawn(commit::run(shared.clone()));
+        *self.shared.borrow_mut() = shared;
+        *self.committer.borrow_mut() = Some(committer);
+        Ok(())
+    }
+}
+
+/// Clears a flag when dropped.
+struct ClearOnDrop<'a>(&'a Cell<bool>);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
+/// Locks and recovers the directory: one incarnation of a log, its committer not started.
+async fn open_shared<S: Storage>(storage: S, config: LogConfig) -> Result<Rc<Shared<S>>, LogError> {
+    let dir = &config.dir;
+    storage
+        .create_dir_all(dir)
+        .await
+        .map_err(|e| LogError::io("create directory", dir, e))?;
+    let lock_path = crate::file::lock_path(dir);
+    let lock = match storage.lock(&lock_path).await {
+        Ok(lock) => lock,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            return Err(LogError::Locked { path: lock_path });
+        }
+        Err(e) => return Err(LogError::io("lock", lock_path, e)),
+    };
+    let recovered = recovery::recover(&storage, &config).await?;
+    let next_offset = recovered.next_offset;
+    let first_unsealed = recovered
+        .segments
+        .keys()
+        .next_back()
+        .copied()
+        .unwrap_or(next_offset);
+    let size_bytes = recovered.segments.values().map(Segment::size_bytes).sum();
+    let state = State {
+        segments: recovered.segments,
+        first_unsealed,
+        next_offset,
+        size_bytes,
+        cache: TailCache::new(config.tail_cache_bytes, next_offset),
+    };
+    let mut damage = damage::DamageRecord::default();
+    if let Some(found) = recovered.report.damage.clone() {
+        damage.record(found);
+    }
+    Ok(Rc::new(Shared {
+        storage,
+        lock: RefCell::new(Some(lock)),
+        config,
+        state: RefCell::new(state),
+        commit: Commit::new(next_offset),
+        damage: RefCell::new(damage),
+        recovery: recovered.report,
+        free_chunks: RefCell::new(Vec::new()),
+    }))
+}
+
+impl<S: Storage + 'static> Log<S> {
     /// Validates the batch, stamps its base offset and append time in place, and appends it
     /// (copying it into the log's aligned write buffers). In `Sync` mode resolves only after
     /// an fdatasync covered it; in `Async` mode once it is buffered (or, under back pressure,
     /// once writes brought the unwritten bytes below [`config::ASYNC_UNWRITTEN_BYTES_MAX`]).
+    ///
+    /// On a poisoned log whose `reopen_after_poison_ms` passed, reopens it first.
     pub async fn append(&self, mut batch: BytesMut) -> Result<Appended, LogError> {
-        let shared = &*self.shared;
+        if self.shared().commit.poisoned_for().is_some() {
+            if let Err(e) = self.reopen_if_poisoned().await {
+                ::log::warn!(
+                    "{}: reopening the poisoned log failed, it stays poisoned: {e}",
+                    self.shared().config.dir.display()
+                );
+            }
+        }
+        let shared = &*self.shared();
         shared.commit.check_poisoned()?;
         let (header, body_crc) = parse_appended(&batch, shared.config.batch_len_max)?;
         let len = batch.len() as u64;
@@ -272,7 +360,7 @@ impl<S: Storage + 'static> Log<S> {
     /// Every batch read from disk is verified (checksums and offset continuity) before it is
     /// returned; `Damaged` at or past damage, which the log then remembers (see [`damage`]).
     pub async fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<Bytes>, LogError> {
-        let shared = &*self.shared;
+        let shared = &*self.shared();
         let (files, base, scan_from, disk_end) = {
             let state = shared.state.borrow();
             let start_offset = state.start_offset();
@@ -373,73 +461,75 @@ impl<S: Storage + 'static> Log<S> {
     /// Reads every written segment and verifies every batch and index entry, at the pace
     /// `pacer` allows; damage found is recorded as if a read had found it.
     pub async fn scrub(&self, pacer: &mut scrub::Pacer) -> Result<scrub::ScrubReport, LogError> {
-        scrub::scrub(&self.shared, pacer).await
+        scrub::scrub(&self.shared(), pacer).await
     }
 
     /// The earliest damage known in the stored data, if any: offsets at or past it are not
     /// served until the queue is repaired.
     pub fn damage(&self) -> Option<Damage> {
-        self.shared.damage.borrow().earliest().cloned()
+        self.shared().damage.borrow().earliest().cloned()
     }
 
     /// Oldest offset still in the log.
     pub fn start_offset(&self) -> u64 {
-        self.shared.state.borrow().start_offset()
+        self.shared.borrow().state.borrow().start_offset()
     }
 
     /// Offset the next appended record gets.
     pub fn next_offset(&self) -> u64 {
-        self.shared.state.borrow().next_offset
+        self.shared.borrow().state.borrow().next_offset
     }
 
     /// Bytes of all segments, buffered bytes included.
     pub fn size_bytes(&self) -> u64 {
-        self.shared.state.borrow().size_bytes
+        self.shared.borrow().state.borrow().size_bytes
     }
 
     /// Number of segments, the active one included.
     pub fn segment_count(&self) -> usize {
-        self.shared.state.borrow().segments.len()
+        self.shared.borrow().state.borrow().segments.len()
     }
 
     /// Offsets below this are durable (written and fdatasynced).
     pub fn synced_offset(&self) -> u64 {
-        self.shared.commit.synced_offset()
+        self.shared.borrow().commit.synced_offset()
     }
 
     /// Writes everything buffered and fdatasyncs it; resolves once durable.
     pub async fn flush(&self) -> Result<(), LogError> {
         let next_offset = self.next_offset();
-        self.shared.commit.wait_synced(next_offset).await?;
-        self.shared.commit.check_poisoned()
+        let shared = self.shared();
+        shared.commit.wait_synced(next_offset).await?;
+        shared.commit.check_poisoned()
     }
 
     /// Deletes whole old segments past `retention_bytes_max` or older than `retention_age_ms`
     /// (judged at `now_ms` by each segment's newest append), oldest first; never the active one.
     pub async fn apply_retention(&self, now_ms: i64) -> Result<RetentionReport, LogError> {
-        retention::apply(&self.shared, now_ms).await
+        retention::apply(&self.shared(), now_ms).await
     }
 
-    /// What `open` found and repaired.
-    pub fn recovery_report(&self) -> &RecoveryReport {
-        &self.shared.recovery
+    /// What `open` (or the last reopen of a poisoned log) found and repaired.
+    pub fn recovery_report(&self) -> RecoveryReport {
+        self.shared.borrow().recovery.clone()
     }
 
     /// Flushes everything, syncs the index files, and stops the committer task.
     pub async fn close(self) -> Result<(), LogError> {
-        self.shared.commit.close();
+        let shared = self.shared();
+        shared.commit.close();
         let committer = self.committer.borrow_mut().take();
         if let Some(committer) = committer {
             committer.await;
         }
-        self.shared.commit.check_poisoned()
+        shared.commit.check_poisoned()
     }
 }
 
 impl<S: Storage + 'static> Drop for Log<S> {
     fn drop(&mut self) {
         // Not closed explicitly: let the committer write what is buffered and stop on its own.
-        self.shared.commit.close();
+        self.shared.get_mut().commit.close();
         if let Some(committer) = self.committer.get_mut().take() {
             committer.detach();
         }

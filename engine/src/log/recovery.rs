@@ -267,17 +267,14 @@ async fn open_segment<S: Storage>(
         );
         report.indexes_rebuilt.push(base);
     }
-    let index_file = if index_stale {
-        rewrite_index(storage, &index_path, &encoded).await?
-    } else {
-        match index_file {
-            Some(f) => f,
-            None => rewrite_index(storage, &index_path, &encoded).await?,
+    let (index_file, index_writer) = match index_file {
+        Some(f) if !index_stale => {
+            let index_block = align_down(encoded.len() as u64, storage.alignment(&f));
+            let writer = BlockWriter::resume(index_block, encoded[index_block as usize..].to_vec());
+            (f, writer)
         }
+        _ => rewrite_index_or_defer(storage, &index_path, &encoded).await?,
     };
-    let index_alignment = storage.alignment(&index_file);
-    let index_block = align_down(encoded.len() as u64, index_alignment);
-    let index_writer = BlockWriter::resume(index_block, encoded[index_block as usize..].to_vec());
     let log_writer = if is_tail {
         let block = align_down(valid_end, storage.alignment(&log));
         let tail = storage
@@ -309,6 +306,44 @@ async fn sync_file<S: Storage>(storage: &S, file: &S::File, path: &Path) -> Resu
         .fdatasync(file)
         .await
         .map_err(|e| LogError::io("fdatasync", path, e))
+}
+
+/// Rewrites a whole index file ([`rewrite_index`]); on a full disk, leaves it empty with
+/// every entry unwritten in its writer, so a broker starts on a full disk. The index only
+/// speeds reads up and recovery rebuilt it in memory, so serving from that loses nothing. The
+/// committer writes a tail's index with its next round; a sealed segment's stays empty and
+/// the next open rebuilds it again.
+async fn rewrite_index_or_defer<S: Storage>(
+    storage: &S,
+    path: &Path,
+    encoded: &[u8],
+) -> Result<(S::File, BlockWriter), LogError> {
+    match rewrite_index(storage, path, encoded).await {
+        Ok(file) => {
+            let index_block = align_down(encoded.len() as u64, storage.alignment(&file));
+            let writer = BlockWriter::resume(index_block, encoded[index_block as usize..].to_vec());
+            Ok((file, writer))
+        }
+        Err(LogError::Io { source, .. }) if source.kind() == std::io::ErrorKind::StorageFull => {
+            ::log::warn!(
+                "{}: no space to rewrite the index; serving it from memory until the log \
+                 writes it ({source})",
+                path.display()
+            );
+            let file = storage
+                .open(path)
+                .await
+                .map_err(|e| LogError::io("open", path, e))?;
+            storage
+                .truncate(&file, 0)
+                .await
+                .map_err(|e| LogError::io("truncate", path, e))?;
+            let mut writer = BlockWriter::default();
+            writer.push(encoded);
+            Ok((file, writer))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Writes a whole index file afresh and fdatasyncs it.

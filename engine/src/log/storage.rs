@@ -15,8 +15,10 @@ use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
 /// Writes take an aligned buffer from [`Storage::alloc_buffer`] and an aligned position; a
 /// write may be short (fewer bytes than asked), which the caller must handle. The caller keeps
 /// a reference to the buffer it writes (`Rc`), to finish a short write and to reuse it.
+///
+/// A storage is a cheap handle (`Clone`): a poisoned log reopens itself on a clone of it.
 #[allow(async_fn_in_trait)] // single-threaded executor: futures are never sent across threads
-pub trait Storage {
+pub trait Storage: Clone {
     /// An open file, readable and writable.
     type File;
     /// A buffer suitable for [`Storage::write_at`] on any file (aligned memory for O_DIRECT).
@@ -93,7 +95,8 @@ impl Storage for DmaStorage {
     }
 
     async fn create(&self, path: &Path) -> io::Result<DmaFile> {
-        probe_iopoll_with_data(path).await?;
+        // Created truncated: whatever the file holds now is gone before glommio reads it.
+        probe_iopoll_with_data(path, ProbeTarget::Emptied).await?;
         Ok(OpenOptions::new()
             .read(true)
             .write(true)
@@ -104,7 +107,7 @@ impl Storage for DmaStorage {
     }
 
     async fn open(&self, path: &Path) -> io::Result<DmaFile> {
-        probe_iopoll_with_data(path).await?;
+        probe_iopoll_with_data(path, ProbeTarget::Kept).await?;
         Ok(OpenOptions::new()
             .read(true)
             .write(true)
@@ -205,6 +208,9 @@ fn flock_exclusive_nonblocking(fd: std::os::fd::RawFd) -> io::Result<()> {
     }
 }
 
+/// One block of data in the probe file.
+const PROBE_BYTES: usize = 4096;
+
 thread_local! {
     /// Devices on which this executor thread already let glommio probe for iopoll.
     static PROBED_DEVICES: std::cell::RefCell<std::collections::HashSet<u64>> =
@@ -223,7 +229,13 @@ thread_local! {
 /// Opens that start before the first probe finished probe too (it is cheap and only happens
 /// once per device per thread), each with its own file: a shared name let one probe remove
 /// the file while another was opening it.
-async fn probe_iopoll_with_data(path: &Path) -> io::Result<()> {
+///
+/// The probe needs no new space, so a broker starts on a full disk: a file being opened that
+/// already holds a block of data is probe enough; when the disk has no room for a probe file,
+/// a file holding data in the directory or a parent on the same device is opened first
+/// instead (a shard's first open may well be an empty journal segment), and only when there
+/// is none does the open go on without the workaround, with a warning.
+async fn probe_iopoll_with_data(path: &Path, target: ProbeTarget) -> io::Result<()> {
     use std::os::unix::fs::MetadataExt;
 
     let dir = match path.parent() {
@@ -234,13 +246,45 @@ async fn probe_iopoll_with_data(path: &Path) -> io::Result<()> {
     if PROBED_DEVICES.with(|probed| probed.borrow().contains(&device)) {
         return Ok(());
     }
+    if target == ProbeTarget::Kept && std::fs::metadata(path).is_ok_and(|m| holds_a_block(&m)) {
+        // Glommio's probe reads this file's first block, which holds data: it sees the truth.
+        return Ok(());
+    }
     static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let sequence = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let probe = dir.join(crate::file::iopoll_probe_file_name(
         std::process::id(),
         sequence,
     ));
-    std::fs::write(&probe, [0xA5u8; 4096])?;
+    if let Err(e) = std::fs::write(&probe, [0xA5u8; PROBE_BYTES]) {
+        // Remove what the failed write left: it is our own file, and may hold a block.
+        let _ = std::fs::remove_file(&probe);
+        if e.raw_os_error() != Some(libc::ENOSPC) {
+            return Err(e);
+        }
+        let Some(existing) = file_with_data_near(dir, device) else {
+            ::log::warn!(
+                "no space for the iopoll probe file in {} and no file with data near it; \
+                 opening without it",
+                dir.display()
+            );
+            return Ok(());
+        };
+        match DmaFile::open(&existing).await {
+            Ok(file) => file.close().await?,
+            Err(e) => {
+                ::log::warn!(
+                    "no space for the iopoll probe file in {}, and {} does not open ({e}); \
+                     opening without it",
+                    dir.display(),
+                    existing.display()
+                );
+                return Ok(());
+            }
+        }
+        PROBED_DEVICES.with(|probed| probed.borrow_mut().insert(device));
+        return Ok(());
+    }
     let opened = DmaFile::open(&probe).await;
     let removed = std::fs::remove_file(&probe);
     opened?.close().await?;
@@ -249,9 +293,72 @@ async fn probe_iopoll_with_data(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// What becomes of the file being opened, which glommio's probe may read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ProbeTarget {
+    /// Opened as it is: data it holds is there for the probe.
+    Kept,
+    /// Created or truncated: the probe finds it empty.
+    Emptied,
+}
+
+/// Whether a file holds at least one block of written data (not a hole) for the probe to read.
+fn holds_a_block(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+
+    let block = PROBE_BYTES as u64;
+    meta.is_file() && meta.len() >= block && meta.blocks() * 512 >= block
+}
+
+/// Directories searched for a file to probe with, `dir` and its parents: from a queue's
+/// directory up to the data directory (`queues/<topic>/<id>`) and the one holding it.
+const PROBE_SEARCH_DEPTH: usize = 5;
+
+/// A file holding data in `dir` or its nearest parents on `device`, probe files excepted
+/// (another open may be removing one).
+fn file_with_data_near(dir: &Path, device: u64) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+
+    dir.ancestors()
+        .take(PROBE_SEARCH_DEPTH)
+        .take_while(|d| std::fs::metadata(d).is_ok_and(|m| m.dev() == device))
+        .find_map(|d| {
+            std::fs::read_dir(d).ok()?.flatten().find_map(|entry| {
+                let probe = entry
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with(crate::file::IOPOLL_PROBE_PREFIX));
+                let meta = entry.metadata().ok()?;
+                (!probe && holds_a_block(&meta)).then(|| entry.path())
+            })
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_with_data_near_a_directory_is_found_for_the_probe() {
+        use std::os::unix::fs::MetadataExt;
+
+        // Deep enough that the search stays inside the temporary directory.
+        let root = tempfile::tempdir().unwrap();
+        let data_dir = root.path().join("data");
+        let queue = data_dir.join("queues").join("A10-1").join("0");
+        std::fs::create_dir_all(&queue).unwrap();
+        std::fs::write(queue.join("LOCK"), b"").unwrap();
+        // A sparse file has no block to read: it is no probe.
+        std::fs::File::create(root.path().join("sparse"))
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
+        let device = std::fs::metadata(&queue).unwrap().dev();
+        assert_eq!(file_with_data_near(&queue, device), None);
+        let data = data_dir.join("reserve");
+        std::fs::write(&data, vec![0u8; PROBE_BYTES]).unwrap();
+        assert_eq!(file_with_data_near(&queue, device), Some(data));
+    }
 
     /// Two logs opening files in one directory at once on a fresh thread both run the iopoll
     /// probe; with a shared probe file one removed it under the other.

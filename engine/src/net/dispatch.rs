@@ -413,6 +413,7 @@ async fn produce(
         return Err(Reject::new(Status::Internal, "owned queue is not open"));
     };
     crate::depth::admit(shard, &queue, max_depth)?;
+    shard.watermark.admit(body.as_slice().len() as u64)?;
     let appended = queue.append(body.into_mut()).await?;
     let ack = ProduceAck {
         queue_id,

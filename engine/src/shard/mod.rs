@@ -65,6 +65,8 @@ pub(crate) struct Shard {
     /// The mesh: channels to the other shards and the calls outstanding on them.
     pub peers: Peers,
     pub counters: Counters,
+    /// Free space of the data directory: produces are refused below it.
+    pub watermark: crate::disk::Watermark,
     /// Every task that holds the shard (connections, requests, pushes, mesh work, timers),
     /// except the mesh receivers, so close can wait until the last one ends.
     pub tasks: Tasks,
@@ -241,7 +243,7 @@ async fn open(
     })?;
     let registry = crate::topic::load_registry(&config.data_dir)?;
     let offsets_dir = config.data_dir.join("offsets").join(format!("shard-{id}"));
-    let offsets = Offsets::open(&offsets_dir)
+    let offsets = Offsets::open(&offsets_dir, config.storage.reopen_after_poison_ms)
         .await
         .map_err(log_error(format!(
             "offset journal {}",
@@ -266,7 +268,9 @@ async fn open(
     let registry = Registry::new(
         &config.data_dir,
         if id == 0 { registry } else { BTreeMap::new() },
+        id == 0,
     );
+    let watermark = crate::disk::Watermark::new(&config.data_dir, config.storage.min_free_percent);
     Ok(Shard {
         id,
         count,
@@ -279,6 +283,7 @@ async fn open(
         replies,
         peers: Peers::new(id, count, mesh),
         counters: Counters::default(),
+        watermark,
         tasks: Tasks::default(),
         stopping: Cell::new(false),
         ports,
