@@ -8,6 +8,10 @@
 //! - [`cache`]: recent batches served from memory;
 //! - [`commit`]: the flusher / group-commit task;
 //! - [`recovery`]: what `open` does with what it finds on disk;
+//! - [`reservation`]: the offset limit that keeps `Async` acknowledgements unique across
+//!   crashes;
+//! - [`skipped`]: the journal of offset ranges skipped (gaps), and [`gaps`]: what open and reads
+//!   do with them;
 //! - [`retention`]: deleting old segments.
 //!
 //! The durability protocol is written out in `docs/ARCHITECTURE.md` (storage section).
@@ -16,10 +20,13 @@ mod cache;
 mod commit;
 pub mod config;
 pub mod error;
+mod gaps;
 pub mod index;
 mod recovery;
+pub mod reservation;
 mod retention;
 mod segment;
+pub mod skipped;
 pub mod storage;
 
 use std::{
@@ -39,6 +46,7 @@ pub use self::{
     error::LogError,
     recovery::RecoveryReport,
     retention::RetentionReport,
+    skipped::{SkipReason, SkippedRange},
     storage::{DmaStorage, Storage},
 };
 
@@ -87,6 +95,10 @@ pub(crate) struct Shared<S: Storage> {
     pub(crate) state: RefCell<State<S::File, S::Buffer>>,
     pub(crate) commit: Commit,
     pub(crate) recovery: RecoveryReport,
+    /// The offset reservation, in `Async` mode: appends acknowledge only offsets below it.
+    pub(crate) reservation: Option<reservation::Reservation<S::File>>,
+    /// Every gap in the log's offsets, as recorded (only `open` records gaps).
+    skipped: Vec<SkippedRange>,
     /// Chunk buffers back from their write, for the next appends (at most
     /// [`config::FREE_CHUNKS_MAX`]).
     free_chunks: RefCell<Vec<S::Buffer>>,
@@ -125,7 +137,7 @@ impl Log<DmaStorage> {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -150,8 +162,9 @@ impl<S: Storage + 'static> Log<S> {
             }
             Err(e) => return Err(LogError::io("lock", lock_path, e)),
         };
-        let recovered = recovery::recover(&storage, &config).await?;
-        let next_offset = recovered.next_offset;
+        let mut recovered = recovery::recover(&storage, &config).await?;
+        let settled = gaps::settle(&storage, &config, &mut recovered).await?;
+        let next_offset = settled.next_offset;
         let first_unsealed = recovered
             .segments
             .keys()
@@ -173,6 +186,8 @@ impl<S: Storage + 'static> Log<S> {
             state: RefCell::new(state),
             commit: Commit::new(next_offset),
             recovery: recovered.report,
+            reservation: settled.reservation,
+            skipped: settled.skipped,
             free_chunks: RefCell::new(Vec::new()),
         });
         let committer = crate::rt::spawn(commit::run(shared.clone()));
@@ -204,11 +219,12 @@ impl<S: Storage + 'static> Log<S> {
                 .map_err(|source| LogError::InvalidBatch { source })?;
             let bytes = batch.freeze();
             let segment_bytes_max = shared.config.segment_bytes_max;
-            let roll = state
-                .segments
-                .values()
-                .next_back()
-                .is_none_or(|active| active.must_roll(len, next_offset, segment_bytes_max));
+            // Past a gap (the offset reservation after a crash) the batch starts a new segment,
+            // so every segment's offsets stay contiguous and gaps lie between segments.
+            let roll = state.segments.values().next_back().is_none_or(|active| {
+                active.must_roll(len, next_offset, segment_bytes_max)
+                    || active.next_offset != base_offset
+            });
             if roll {
                 let segment = Segment::new(base_offset, shared.config.index_interval_bytes);
                 state.segments.insert(base_offset, segment);
@@ -250,6 +266,15 @@ impl<S: Storage + 'static> Log<S> {
                         .wait_unwritten_below(config::ASYNC_UNWRITTEN_BYTES_MAX)
                         .await?;
                 }
+                // Acknowledge only offsets a crash cannot hand out again.
+                if let Some(reservation) = &shared.reservation {
+                    if reservation.due(appended.next_offset) {
+                        commit.kick();
+                    }
+                    if appended.next_offset > reservation.limit() {
+                        reservation::wait_covers(commit, reservation, appended.next_offset).await?;
+                    }
+                }
             }
         }
         Ok(appended)
@@ -260,7 +285,7 @@ impl<S: Storage + 'static> Log<S> {
     /// below `start_offset` or past `next_offset`. Sees appended but unflushed batches.
     pub async fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<Bytes>, LogError> {
         let shared = &*self.shared;
-        let (files, scan_from, disk_end) = {
+        let (files, scan_from, disk_end, offset) = {
             let state = shared.state.borrow();
             let start_offset = state.start_offset();
             if offset < start_offset || offset > state.next_offset {
@@ -269,6 +294,12 @@ impl<S: Storage + 'static> Log<S> {
                     start_offset,
                     next_offset: state.next_offset,
                 });
+            }
+            // An offset in a gap (recorded in the skipped journal) is served from the first
+            // batch after it: consumers see offsets jump rather than stall.
+            let offset = gaps::serve_from(&state.segments, offset, state.next_offset);
+            if offset >= state.next_offset {
+                return Ok(Vec::new());
             }
             if offset >= state.cache.start_offset() {
                 return Ok(state.cache.read(offset, max_bytes));
@@ -289,7 +320,7 @@ impl<S: Storage + 'static> Log<S> {
                 });
             };
             let (_, position) = segment.index.lookup(offset - base);
-            (files, position, segment.log.written_len())
+            (files, position, segment.log.written_len(), offset)
         };
         read_from_disk(
             &shared.storage,
@@ -342,6 +373,12 @@ impl<S: Storage + 'static> Log<S> {
     /// (judged at `now_ms` by each segment's newest append), oldest first; never the active one.
     pub async fn apply_retention(&self, now_ms: i64) -> Result<RetentionReport, LogError> {
         retention::apply(&self.shared, now_ms).await
+    }
+
+    /// Every gap in the log's offsets, as recorded in its skipped journal, in the order
+    /// recorded: offsets in them hold no record, and reads of them serve the next batch.
+    pub fn skipped_ranges(&self) -> &[SkippedRange] {
+        &self.shared.skipped
     }
 
     /// What `open` found and repaired.
