@@ -8,6 +8,7 @@
 //! - [`cache`]: recent batches served from memory;
 //! - [`commit`]: the flusher / group-commit task;
 //! - [`recovery`]: what `open` does with what it finds on disk;
+//! - [`repair`]: offline repair of damaged segments (`defibus log repair`);
 //! - [`reservation`]: the offset limit that keeps `Async` acknowledgements unique across
 //!   crashes;
 //! - [`skipped`]: the journal of offset ranges skipped (gaps), and [`gaps`]: what open and reads
@@ -23,6 +24,7 @@ pub mod error;
 mod gaps;
 pub mod index;
 mod recovery;
+pub mod repair;
 pub mod reservation;
 mod retention;
 mod segment;
