@@ -1,4 +1,5 @@
-//! `defibus log verify|dump`: read-only tools over a queue directory.
+//! `defibus log verify|dump`: read-only tools over a queue directory (`repair`, which writes,
+//! is in `log_repair.rs`).
 //!
 //! They read segment files with plain blocking IO and never modify them, so they are safe to
 //! run beside a live broker and on a copy taken from a damaged machine. They judge a segment
@@ -24,6 +25,12 @@ pub enum LogCommand {
     },
     /// Print the records of a queue.
     Dump(DumpArgs),
+    /// Cut or skip damaged byte ranges and keep every intact batch after them (broker stopped).
+    ///
+    /// DIR is a queue directory, or a broker's data directory (every queue below it). Intact
+    /// batches after damage move to new segments; lost offsets are recorded as skipped; lost or
+    /// malformed indexes are rebuilt. Exits 0 when every queue is consistent afterwards.
+    Repair(super::log_repair::RepairArgs),
 }
 
 #[derive(Args)]
@@ -55,6 +62,7 @@ pub fn run(command: LogCommand) -> anyhow::Result<ExitCode> {
     match command {
         LogCommand::Verify { dir } => verify(&dir),
         LogCommand::Dump(args) => dump(&args),
+        LogCommand::Repair(args) => super::log_repair::repair(&args),
     }
 }
 

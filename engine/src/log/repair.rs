@@ -631,3 +631,27 @@ pub async fn check_consistent<S: Storage>(storage: &S, dir: &Path) -> Result<boo
     }
     Ok(true)
 }
+
+/// [`repair_queue`] on real files ([`crate::log::DmaStorage`]), on a runtime executor started
+/// on this thread for the call: the entry point of `defibus log repair`.
+pub fn repair_queue_blocking(
+    dir: &Path,
+    options: RepairOptions,
+    progress: &mut dyn FnMut(String),
+) -> Result<RepairReport, LogError> {
+    let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .make()
+        .map_err(|e| {
+            LogError::io(
+                "start an executor for",
+                dir,
+                std::io::Error::other(e.to_string()),
+            )
+        })?;
+    executor.run(repair_queue(
+        &crate::log::DmaStorage,
+        dir,
+        options,
+        progress,
+    ))
+}
