@@ -639,19 +639,11 @@ pub fn repair_queue_blocking(
     options: RepairOptions,
     progress: &mut dyn FnMut(String),
 ) -> Result<RepairReport, LogError> {
-    let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .make()
-        .map_err(|e| {
-            LogError::io(
-                "start an executor for",
-                dir,
-                std::io::Error::other(e.to_string()),
-            )
-        })?;
-    executor.run(repair_queue(
+    crate::rt::run_here(repair_queue(
         &crate::log::DmaStorage,
         dir,
         options,
         progress,
     ))
+    .map_err(|e| LogError::io("start the runtime for", dir, std::io::Error::other(e)))?
 }
