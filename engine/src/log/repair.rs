@@ -647,3 +647,83 @@ pub fn repair_queue_blocking(
     ))
     .map_err(|e| LogError::io("start the runtime for", dir, std::io::Error::other(e)))?
 }
+
+#[cfg(test)]
+mod tests {
+    use protocol::record::{BatchBuilder, Record, stamp};
+
+    use super::*;
+
+    /// A segment of one-record batches from `base`; also each batch's position.
+    fn segment(base: u64, count: u64) -> (Vec<u8>, Vec<usize>) {
+        let mut bytes = Vec::new();
+        let mut positions = Vec::new();
+        for offset in base..base + count {
+            let mut builder = BatchBuilder::new(BATCH_LEN_MAX);
+            let value = format!("value {offset}");
+            builder
+                .push(&Record {
+                    value: value.as_bytes(),
+                    ..Record::default()
+                })
+                .unwrap();
+            let mut batch = builder.finish().unwrap();
+            stamp(&mut batch, offset, 1).unwrap();
+            positions.push(bytes.len());
+            bytes.extend_from_slice(&batch);
+        }
+        (bytes, positions)
+    }
+
+    fn runs(scan: &SegmentScan) -> Vec<(u64, u64)> {
+        scan.runs
+            .iter()
+            .map(|r| (r.first_offset, r.next_offset))
+            .collect()
+    }
+
+    #[test]
+    fn an_intact_segment_with_padding_is_one_run() {
+        let (mut bytes, _) = segment(10, 5);
+        bytes.resize(bytes.len() + 300, 0);
+        let scan = scan_segment(10, &bytes);
+        assert!(scan.is_intact(), "{scan:?}");
+        assert_eq!(runs(&scan), vec![(10, 15)]);
+    }
+
+    #[test]
+    fn garbage_between_batches_is_skipped_to_the_next_valid_batch() {
+        let (bytes, positions) = segment(0, 6);
+        let mut damaged = bytes[..positions[3]].to_vec();
+        damaged.extend_from_slice(&[0xA5; 77]);
+        damaged.extend_from_slice(&bytes[positions[3]..]);
+        let scan = scan_segment(0, &damaged);
+        // Two runs with contiguous offsets: nothing is lost, the second moves to its own
+        // segment and no offset is skipped.
+        assert_eq!(runs(&scan), vec![(0, 3), (3, 6)], "{scan:?}");
+        assert_eq!(scan.damage.len(), 1);
+        assert_eq!(
+            (scan.damage[0].start, scan.damage[0].end),
+            (positions[3] as u64, positions[3] as u64 + 77)
+        );
+        assert!(!scan.is_intact());
+    }
+
+    #[test]
+    fn a_relabelled_batch_is_never_believed() {
+        let (mut bytes, positions) = segment(0, 6);
+        let at = positions[2] + 4;
+        bytes[at..at + 8].copy_from_slice(&119u64.to_le_bytes());
+        let scan = scan_segment(0, &bytes);
+        assert_eq!(runs(&scan), vec![(0, 2), (3, 6)], "{scan:?}");
+    }
+
+    #[test]
+    fn a_file_ending_mid_batch_is_truncated_damage() {
+        let (bytes, positions) = segment(0, 4);
+        let cut = &bytes[..positions[3] + 50];
+        let scan = scan_segment(0, cut);
+        assert_eq!(runs(&scan), vec![(0, 3)]);
+        assert!(scan.damage[0].truncated, "{scan:?}");
+    }
+}
