@@ -234,3 +234,44 @@ fn a_missing_segment_is_an_unrecorded_gap() {
         log.close().await.unwrap();
     });
 }
+
+#[test]
+fn a_failed_reservation_write_poisons_the_log_and_no_ack_passes_the_durable_limit() {
+    run(|| async {
+        let storage = FaultyStorage::new();
+        let dir = Path::new("/q");
+        // One segment: no roll seals (and fdatasyncs) anything.
+        let mut big = config(dir, quiet_async());
+        big.segment_bytes_max = 1 << 30;
+        let log = Log::open_with(storage.clone(), big.clone()).await.unwrap();
+        let first_limit = durable_limit(&storage, dir);
+        // Quiet async mode syncs nothing on its own: the next fdatasync is the raise, due once
+        // half the first step is used. Appends that never wait run ahead of the committer
+        // until they reach the limit, and must stop there.
+        storage.fail_fdatasync_after(0);
+        let mut acked = 0;
+        let error = loop {
+            match log.append(batch(500, 0, 3)).await {
+                Ok(appended) => acked = appended.next_offset,
+                Err(e) => break e,
+            }
+        };
+        assert!(
+            matches!(error, engine::LogError::Poisoned { .. }),
+            "{error:?}"
+        );
+        assert!(
+            acked <= first_limit,
+            "acked {acked} past the durable limit {first_limit}"
+        );
+        assert!(
+            acked > first_limit / 2,
+            "the raise was due before it failed: {acked}"
+        );
+        drop(log);
+        storage.crash(|_, _| 0);
+        let log = Log::open_with(storage.clone(), big).await.unwrap();
+        assert!(log.next_offset() >= acked);
+        log.close().await.unwrap();
+    });
+}
