@@ -275,3 +275,34 @@ fn a_failed_reservation_write_poisons_the_log_and_no_ack_passes_the_durable_limi
         log.close().await.unwrap();
     });
 }
+
+#[test]
+fn an_unreadable_reservation_refuses_the_open_rather_than_guess() {
+    run(|| async {
+        let storage = FaultyStorage::new();
+        let dir = Path::new("/q");
+        let log = Log::open_with(storage.clone(), config(dir, quiet_async()))
+            .await
+            .unwrap();
+        log.close().await.unwrap();
+        let path = file::reservation_path(dir);
+        let mut bytes = storage.file_contents(&path).unwrap();
+        for b in bytes.iter_mut().step_by(7) {
+            *b ^= 0x5A;
+        }
+        storage.set_file_contents(&path, bytes);
+        let refused = Log::open_with(storage.clone(), config(dir, quiet_async())).await;
+        match refused {
+            Err(engine::LogError::Corrupt {
+                path: p, reason, ..
+            }) => {
+                assert_eq!(p, path);
+                assert!(reason.contains("remove it"), "{reason}");
+            }
+            other => panic!(
+                "expected a corrupt reservation error, got {:?}",
+                other.map(|_| ())
+            ),
+        }
+    });
+}
