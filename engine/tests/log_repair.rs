@@ -295,3 +295,49 @@ fn repair_refuses_a_queue_its_broker_holds() {
         log.close().await.unwrap();
     });
 }
+
+#[test]
+fn damage_in_the_tail_segment_keeps_what_follows_and_the_log_goes_on() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut expected = make_log(dir.path()).await;
+        // Small batches, so the tail segment holds several.
+        let log = Log::open(config(dir.path())).await.unwrap();
+        for i in 0..12u32 {
+            append(&log, batch(1, 20, 0x30 + i as u8), &mut expected).await;
+        }
+        log.close().await.unwrap();
+        let tail = *bases(dir.path()).last().unwrap();
+        let path = file::log_path(dir.path(), tail);
+        let batches = batches_of(&path);
+        assert!(batches.len() >= 3, "{batches:?}");
+        let (at, from, to) = batches[1];
+        edit(&path, |b| b[at + 70] ^= 0x10);
+        let report = repair(dir.path(), false).await;
+        assert!(report.consistent, "{report:#?}");
+        check_repaired(dir.path(), &expected, (from, to), SkipReason::Damaged).await;
+        // New appends continue after the last intact batch.
+        expected.retain(|e| e.next_offset <= from || e.base_offset >= to);
+        let log = Log::open(config(dir.path())).await.unwrap();
+        let end = expected.last().unwrap().next_offset;
+        assert_eq!(log.next_offset(), end);
+        append(&log, batch(2, 10, 0xEE), &mut expected).await;
+        check_all_reads(&log, &expected).await;
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_missing_segment_is_recorded_as_skipped() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let expected = make_log(dir.path()).await;
+        let bases = bases(dir.path());
+        let (missing, next) = (bases[2], bases[3]);
+        std::fs::remove_file(file::log_path(dir.path(), missing)).unwrap();
+        std::fs::remove_file(file::index_path(dir.path(), missing)).unwrap();
+        let report = repair(dir.path(), false).await;
+        assert!(report.consistent, "{report:#?}");
+        check_repaired(dir.path(), &expected, (missing, next), SkipReason::Missing).await;
+    });
+}
