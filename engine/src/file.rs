@@ -17,6 +17,11 @@ pub const INDEX_SUFFIX: &str = ".idx";
 /// Name of the file a log locks (exclusively) in its directory for as long as it may write.
 /// It stays after the log closes: removing it would race with the next log locking it.
 pub const LOCK_FILE_NAME: &str = "LOCK";
+/// Name of the file holding the offset reservation: offsets below its limit may have been
+/// acknowledged (`engine::log::reservation`).
+pub const RESERVATION_FILE_NAME: &str = "RESERVED";
+/// Name of the journal of offset ranges the log skipped (`engine::log::skipped`).
+pub const SKIPPED_FILE_NAME: &str = "SKIPPED";
 /// Prefix of the one-block files `DmaStorage` creates and removes to steer the runtime's iopoll
 /// probe.
 pub const IOPOLL_PROBE_PREFIX: &str = ".defibus-iopoll-probe";
@@ -60,6 +65,16 @@ pub fn index_path(dir: &Path, base_offset: u64) -> PathBuf {
 /// Path of the lock file of the log in `dir`.
 pub fn lock_path(dir: &Path) -> PathBuf {
     dir.join(LOCK_FILE_NAME)
+}
+
+/// Path of the offset reservation file of the log in `dir`.
+pub fn reservation_path(dir: &Path) -> PathBuf {
+    dir.join(RESERVATION_FILE_NAME)
+}
+
+/// Path of the skipped-ranges journal of the log in `dir`.
+pub fn skipped_path(dir: &Path) -> PathBuf {
+    dir.join(SKIPPED_FILE_NAME)
 }
 
 /// Name of an iopoll probe file unique to this process (`pid`) and probe (`sequence`), so
@@ -112,6 +127,8 @@ mod tests {
         assert_eq!(parse_segment_file_name("00000000000000000042.tmp"), None);
         assert!(log_file_name(9) < log_file_name(10));
         assert_eq!(parse_segment_file_name(LOCK_FILE_NAME), None);
+        assert_eq!(parse_segment_file_name(RESERVATION_FILE_NAME), None);
+        assert_eq!(parse_segment_file_name(SKIPPED_FILE_NAME), None);
         assert_eq!(parse_segment_file_name(&iopoll_probe_file_name(7, 3)), None);
         assert_ne!(iopoll_probe_file_name(7, 3), iopoll_probe_file_name(7, 4));
     }

@@ -60,6 +60,15 @@ pub(crate) fn local_channel<T>(capacity: usize) -> (LocalSender<T>, LocalReceive
     glommio::channels::local_channel::new_bounded(capacity)
 }
 
+/// Runs `future` to completion on a new executor on the calling thread (offline tools that
+/// are not running inside one); an error says why the executor did not start.
+pub(crate) fn run_here<F: Future>(future: F) -> Result<F::Output, String> {
+    let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .make()
+        .map_err(|e| e.to_string())?;
+    Ok(executor.run(future))
+}
+
 /// Spawns `future` on the current executor.
 pub(crate) fn spawn<T: 'static>(future: impl Future<Output = T> + 'static) -> Task<T> {
     glommio::spawn_local(future)

@@ -7,7 +7,7 @@
 //! does for a dead process.
 
 use std::{
-    cell::RefCell,
+    cell::{Cell, RefCell},
     collections::{BTreeMap, BTreeSet},
     io,
     path::{Path, PathBuf},
@@ -70,6 +70,8 @@ pub struct MemHandle {
 
 #[derive(Debug, Default)]
 struct State {
+    /// Crashes and restarts so far: the current process (see [`FaultyStorage`]).
+    process: u64,
     /// Current directory entries.
     files: BTreeMap<PathBuf, Rc<RefCell<MemFile>>>,
     /// Directory entries as of each file's directory's last fsync: what a crash keeps.
@@ -112,9 +114,17 @@ pub struct StorageStats {
 }
 
 /// In-memory storage with injectable faults. Clones share the same files.
+///
+/// A crash or restart ends the simulated process: clones taken before it (held by the logs of
+/// that process, and their committer tasks, which a real crash would have killed) fail every
+/// write from then on, so they cannot change what the next process finds. The handle
+/// [`FaultyStorage::crash`] or [`FaultyStorage::restart`] is called on, and its later clones,
+/// belong to the new process.
 #[derive(Debug, Clone)]
 pub struct FaultyStorage {
     state: Rc<RefCell<State>>,
+    /// The process this handle belongs to: the number of crashes and restarts before it.
+    process: Cell<u64>,
 }
 
 impl Default for FaultyStorage {
@@ -147,7 +157,25 @@ impl FaultyStorage {
                 alignment,
                 ..State::default()
             })),
+            process: Cell::new(0),
         }
+    }
+
+    /// Fails when this handle belongs to a process that crashed or restarted.
+    fn alive(&self) -> io::Result<()> {
+        if self.process.get() == self.state.borrow().process {
+            Ok(())
+        } else {
+            Err(io::Error::other(
+                "the simulated process of this handle crashed",
+            ))
+        }
+    }
+
+    /// Ends the simulated process: older handles are dead, this one lives on.
+    fn next_process(&self, state: &mut State) {
+        state.process += 1;
+        self.process.set(state.process);
     }
 
     /// The next fdatasync after `successes` more successful ones fails with an IO error.
@@ -186,6 +214,13 @@ impl FaultyStorage {
     pub fn file_contents(&self, path: &Path) -> Option<Vec<u8>> {
         let state = self.state.borrow();
         state.files.get(path).map(|f| f.borrow().data.clone())
+    }
+
+    /// Content of the file at `path` as of its last fdatasync: what a power loss keeps for
+    /// sure (if its name is durable too).
+    pub fn synced_contents(&self, path: &Path) -> Option<Vec<u8>> {
+        let state = self.state.borrow();
+        state.files.get(path).map(|f| f.borrow().synced.clone())
     }
 
     /// Replaces the content of the file at `path` (creating it), as if made durable: for
@@ -257,6 +292,7 @@ impl FaultyStorage {
         state.files = files;
         state.faults = Faults::default();
         state.locks.clear();
+        self.next_process(&mut state);
     }
 
     /// Simulates the death of the process without a power loss: its locks are released and
@@ -265,6 +301,7 @@ impl FaultyStorage {
         let mut state = self.state.borrow_mut();
         state.locks.clear();
         state.faults = Faults::default();
+        self.next_process(&mut state);
     }
 
     /// Whether `path` is locked now.
@@ -342,11 +379,13 @@ impl Storage for FaultyStorage {
     type Lock = MemLock;
 
     async fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.alive()?;
         self.state.borrow_mut().dirs.insert(dir.to_path_buf());
         Ok(())
     }
 
     async fn lock(&self, path: &Path) -> io::Result<MemLock> {
+        self.alive()?;
         let mut state = self.state.borrow_mut();
         if state.locks.contains_key(path) {
             return Err(io::Error::new(
@@ -376,6 +415,7 @@ impl Storage for FaultyStorage {
     }
 
     async fn create(&self, path: &Path) -> io::Result<MemHandle> {
+        self.alive()?;
         let mut state = self.state.borrow_mut();
         let parent = path.parent().unwrap_or(Path::new(""));
         if !state.dirs.contains(parent) {
@@ -417,6 +457,7 @@ impl Storage for FaultyStorage {
     }
 
     async fn write_at(&self, file: &MemHandle, buf: Rc<MemBuffer>, pos: u64) -> io::Result<usize> {
+        self.alive()?;
         let mut state = self.state.borrow_mut();
         let alignment = state.alignment;
         if pos % alignment != 0 || buf.0.len() as u64 % alignment != 0 {
@@ -465,6 +506,7 @@ impl Storage for FaultyStorage {
     }
 
     async fn fdatasync(&self, file: &MemHandle) -> io::Result<()> {
+        self.alive()?;
         let mut state = self.state.borrow_mut();
         state.stats.fdatasyncs += 1;
         if let Some(n) = state.faults.fdatasync_error_after.as_mut() {
@@ -483,6 +525,7 @@ impl Storage for FaultyStorage {
     }
 
     async fn truncate(&self, file: &MemHandle, len: u64) -> io::Result<()> {
+        self.alive()?;
         let change = Change::Truncate { len };
         let mut f = file.file.borrow_mut();
         change.apply(&mut f.data);
@@ -495,6 +538,7 @@ impl Storage for FaultyStorage {
     }
 
     async fn remove(&self, path: &Path) -> io::Result<()> {
+        self.alive()?;
         let mut state = self.state.borrow_mut();
         state.stats.removes += 1;
         state
@@ -518,6 +562,7 @@ impl Storage for FaultyStorage {
     }
 
     async fn fsync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.alive()?;
         let mut state = self.state.borrow_mut();
         state.stats.dir_fsyncs += 1;
         let state = &mut *state;

@@ -1,4 +1,7 @@
-//! Nothing acknowledged under `FlushMode::Sync` is lost to `kill -9` (DESIGN.md §3).
+//! Nothing acknowledged under `FlushMode::Sync` is lost to `kill -9` (DESIGN.md §3), and under
+//! `FlushMode::Async` no acknowledged offset is ever given to another record (ARCHITECTURE
+//! §3.1, step 11): an acknowledged batch either reads back at its offsets or they lie in a
+//! recorded skipped range.
 //!
 //! The test re-runs its own binary as a child process (the pattern of sled's
 //! `tests/test_crash_recovery.rs`), selected by [`CHILD_ENV`]. The child opens a real log on
@@ -32,9 +35,11 @@ const CHILD_ENV: &str = "DEFIBUS_CRASH_CHILD";
 /// Set in the child: the round number, written into every record so the parent can tell rounds
 /// apart.
 const CHILD_ROUND_ENV: &str = "DEFIBUS_CRASH_CHILD_ROUND";
-/// The name of the test function, for the child's `--exact` filter.
-const TEST_NAME: &str = "sync_acks_survive_kill_9";
+/// Set in the child: `sync` or `async`, the flush mode under test.
+const CHILD_MODE_ENV: &str = "DEFIBUS_CRASH_CHILD_MODE";
 const ROUNDS_DEFAULT: u32 = 30;
+/// Async: appender 0 flushes after every this many of its appends.
+const FLUSH_EVERY: u32 = 10;
 const APPENDERS: u32 = 8;
 /// Small, so segments roll every few dozen appends and crashes land around rolls too.
 const SEGMENT_BYTES_MAX: u64 = 48 << 10;
@@ -45,25 +50,69 @@ const ROUND_DEADLINE: Duration = Duration::from_secs(30);
 /// A child that outlives its parent (which should kill it) stops on its own after this.
 const CHILD_LIFETIME_MAX: Duration = Duration::from_secs(60);
 
-fn config(dir: &Path) -> LogConfig {
+/// The flush mode under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Acknowledged means durable.
+    Sync,
+    /// Acknowledged once buffered: may be lost, but its offset is never reused.
+    Async,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Sync => "sync",
+            Self::Async => "async",
+        }
+    }
+
+    /// The test function running this mode, for the child's `--exact` filter.
+    fn test_name(self) -> &'static str {
+        match self {
+            Self::Sync => "sync_acks_survive_kill_9",
+            Self::Async => "async_acked_offsets_are_never_reused_after_kill_9",
+        }
+    }
+}
+
+fn config(dir: &Path, mode: Mode) -> LogConfig {
     let mut config = LogConfig::new(dir);
     config.segment_bytes_max = SEGMENT_BYTES_MAX;
     config.index_interval_bytes = 4096;
-    config.flush = FlushMode::Sync;
+    config.flush = match mode {
+        Mode::Sync => FlushMode::Sync,
+        // The default interval: a kill loses the last few milliseconds of acks.
+        Mode::Async => FlushMode::Async {
+            interval_ms: engine::log::config::DEFAULT_FLUSH_INTERVAL_MS,
+            bytes: engine::log::config::DEFAULT_FLUSH_BYTES,
+        },
+    };
     config
 }
 
 #[test]
 fn sync_acks_survive_kill_9() {
+    child_or_parent(Mode::Sync);
+}
+
+#[test]
+fn async_acked_offsets_are_never_reused_after_kill_9() {
+    child_or_parent(Mode::Async);
+}
+
+fn child_or_parent(mode: Mode) {
     if let Ok(dir) = std::env::var(CHILD_ENV) {
         let round = std::env::var(CHILD_ROUND_ENV)
             .expect("the parent sets the round")
             .parse()
             .expect("the round is a number");
-        run_child(Path::new(&dir), round);
+        let child_mode = std::env::var(CHILD_MODE_ENV).expect("the parent sets the mode");
+        assert_eq!(child_mode, mode.name(), "the child runs the parent's mode");
+        run_child(Path::new(&dir), round, mode);
         return;
     }
-    run_parent();
+    run_parent(mode);
 }
 
 /// Identifies one appended batch; its content is a pure function of it.
@@ -136,52 +185,84 @@ impl BatchId {
 // ---------------------------------------------------------------------------------------------
 // Child: append until killed.
 
-fn run_child(dir: &Path, round: u32) {
+fn run_child(dir: &Path, round: u32, mode: Mode) {
     let born = Instant::now();
-    run_local(async move {
-        let log = Rc::new(
-            Log::open(config(dir))
-                .await
-                .unwrap_or_else(|e| panic!("child round {round}: open failed: {e}")),
-        );
-        let appenders: Vec<_> = (0..APPENDERS)
-            .map(|task| {
-                let log = log.clone();
-                glommio::spawn_local(async move {
-                    for seq in 0.. {
-                        if born.elapsed() > CHILD_LIFETIME_MAX {
-                            return;
+    // Async: a short preemption tick. Appenders that never wait yield when it passes, and the
+    // executor then polls IO and timers, as between a broker's network reads; with the default
+    // 100 ms tick no sync would complete before the kill.
+    let mut builder = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound);
+    if mode == Mode::Async {
+        builder = builder.preempt_timer(Duration::from_millis(2));
+    }
+    builder
+        .make()
+        .expect("a glommio executor starts")
+        .run(async move {
+            let log = Rc::new(
+                Log::open(config(dir, mode))
+                    .await
+                    .unwrap_or_else(|e| panic!("child round {round}: open failed: {e}")),
+            );
+            let appenders: Vec<_> = (0..APPENDERS)
+                .map(|task| {
+                    let log = log.clone();
+                    glommio::spawn_local(async move {
+                        for seq in 0.. {
+                            if born.elapsed() > CHILD_LIFETIME_MAX {
+                                return;
+                            }
+                            let id = BatchId { round, task, seq };
+                            let values = id.values();
+                            let refs: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+                            let appended = log
+                                .append(batch_of(&refs))
+                                .await
+                                .unwrap_or_else(|e| panic!("child: append of {id} failed: {e}"));
+                            // Straight to the file descriptor: the test harness must not buffer or
+                            // capture it, and the line must be out before the next append starts.
+                            let mut out = std::io::stdout().lock();
+                            let line = format!(
+                                "ack {} {} {id}\n",
+                                appended.base_offset, appended.next_offset
+                            );
+                            if out
+                                .write_all(line.as_bytes())
+                                .and_then(|()| out.flush())
+                                .is_err()
+                            {
+                                // The parent is gone; nobody will read further acks.
+                                std::process::exit(3);
+                            }
+                            drop(out);
+                            // An async append resolves without waiting: yield at the preemption tick.
+                            glommio::yield_if_needed().await;
+                            // Async: one appender flushes now and then, so some acknowledgements are
+                            // covered by a flush (durable) and the rest are not.
+                            if mode == Mode::Async
+                                && task == 0
+                                && seq % FLUSH_EVERY == FLUSH_EVERY - 1
+                            {
+                                let covers = log.next_offset();
+                                log.flush()
+                                    .await
+                                    .unwrap_or_else(|e| panic!("child: flush failed: {e}"));
+                                let mut out = std::io::stdout().lock();
+                                if out
+                                    .write_all(format!("flushed {covers}\n").as_bytes())
+                                    .and_then(|()| out.flush())
+                                    .is_err()
+                                {
+                                    std::process::exit(3);
+                                }
+                            }
                         }
-                        let id = BatchId { round, task, seq };
-                        let values = id.values();
-                        let refs: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
-                        let appended = log
-                            .append(batch_of(&refs))
-                            .await
-                            .unwrap_or_else(|e| panic!("child: append of {id} failed: {e}"));
-                        // Straight to the file descriptor: the test harness must not buffer or
-                        // capture it, and the line must be out before the next append starts.
-                        let mut out = std::io::stdout().lock();
-                        let line = format!(
-                            "ack {} {} {id}\n",
-                            appended.base_offset, appended.next_offset
-                        );
-                        if out
-                            .write_all(line.as_bytes())
-                            .and_then(|()| out.flush())
-                            .is_err()
-                        {
-                            // The parent is gone; nobody will read further acks.
-                            std::process::exit(3);
-                        }
-                    }
+                    })
                 })
-            })
-            .collect();
-        for appender in appenders {
-            appender.await;
-        }
-    });
+                .collect();
+            for appender in appenders {
+                appender.await;
+            }
+        });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -195,7 +276,13 @@ struct Ack {
 }
 
 enum ChildLine {
-    Ack { base_offset: u64, ack: Ack },
+    Ack {
+        base_offset: u64,
+        ack: Ack,
+    },
+    /// A flush resolved that started when the log's next offset was this: every offset below
+    /// it is durable.
+    Flushed(u64),
     Eof,
 }
 
@@ -207,12 +294,18 @@ fn parse_ack(line: &str) -> Option<(u64, Ack)> {
     Some((base_offset, Ack { next_offset, id }))
 }
 
-fn spawn_child(dir: &Path, round: u32) -> Child {
+fn spawn_child(dir: &Path, round: u32, mode: Mode) -> Child {
     let exe = std::env::current_exe().expect("the test binary knows its path");
     Command::new(exe)
-        .args([TEST_NAME, "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            mode.test_name(),
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, dir)
         .env(CHILD_ROUND_ENV, round.to_string())
+        .env(CHILD_MODE_ENV, mode.name())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -235,6 +328,14 @@ fn forward_acks(stdout: impl Read, tx: mpsc::Sender<ChildLine>) {
                         return;
                     }
                 }
+                let flushed = line
+                    .strip_prefix("flushed ")
+                    .and_then(|n| n.trim().parse().ok());
+                if let Some(offset) = flushed {
+                    if tx.send(ChildLine::Flushed(offset)).is_err() {
+                        return;
+                    }
+                }
             }
             Ok(_) => break,
         }
@@ -242,7 +343,7 @@ fn forward_acks(stdout: impl Read, tx: mpsc::Sender<ChildLine>) {
     let _ = tx.send(ChildLine::Eof);
 }
 
-fn run_parent() {
+fn run_parent(mode: Mode) {
     let seed = seed_from_env("DEFIBUS_CRASH_SEED");
     let rounds: u32 = std::env::var("DEFIBUS_CRASH_ROUNDS")
         .map(|r| r.parse().expect("DEFIBUS_CRASH_ROUNDS is a number"))
@@ -255,6 +356,9 @@ fn run_parent() {
     let mut kills_before_first_ack = 0;
     let mut unacked_in_log = 0;
     let mut truncations = 0;
+    let mut acks_lost = 0;
+    // Async: base offsets of acknowledged batches a flush that resolved covered: durable.
+    let mut flushed: std::collections::BTreeSet<u64> = std::collections::BTreeSet::new();
 
     for round in 0..rounds {
         let context = format!("seed {seed}, round {round}");
@@ -264,9 +368,14 @@ fn run_parent() {
         } else {
             rng.random_range(1..400)
         };
-        let extra_delay = Duration::from_micros(rng.random_range(0..5_000));
+        // Async syncs every 10 ms: kills up to 30 ms late land before, during and after syncs.
+        let delay_max_us = match mode {
+            Mode::Sync => 5_000,
+            Mode::Async => 30_000,
+        };
+        let extra_delay = Duration::from_micros(rng.random_range(0..delay_max_us));
 
-        let mut child = spawn_child(dir.path(), round);
+        let mut child = spawn_child(dir.path(), round, mode);
         let (tx, rx) = mpsc::channel();
         let stdout = child.stdout.take().expect("stdout is piped");
         let reader = std::thread::spawn(move || forward_acks(stdout, tx));
@@ -278,12 +387,15 @@ fn run_parent() {
         });
 
         let mut round_acks = Vec::new();
+        // Every offset of this round below this was covered by a flush that resolved.
+        let mut durable_below = 0;
         let deadline = Instant::now() + ROUND_DEADLINE;
         let mut exited_early = false;
         while round_acks.len() < acks_wanted {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(ChildLine::Ack { base_offset, ack }) => round_acks.push((base_offset, ack)),
+                Ok(ChildLine::Flushed(offset)) => durable_below = durable_below.max(offset),
                 Ok(ChildLine::Eof) => {
                     exited_early = true;
                     break;
@@ -315,6 +427,7 @@ fn run_parent() {
         for line in rx.iter() {
             match line {
                 ChildLine::Ack { base_offset, ack } => round_acks.push((base_offset, ack)),
+                ChildLine::Flushed(offset) => durable_below = durable_below.max(offset),
                 ChildLine::Eof => break,
             }
         }
@@ -345,15 +458,23 @@ fn run_parent() {
             }
         }
         let acked_before = acked.len();
-        let recovered = verify_and_extend(dir.path(), &mut acked, round, &context)
+        flushed.extend(
+            round_acks
+                .iter()
+                .filter(|(_, ack)| ack.next_offset <= durable_below)
+                .map(|(base, _)| *base),
+        );
+        let recovered = verify_and_extend(dir.path(), mode, &flushed, &mut acked, round, &context)
             .unwrap_or_else(|message| panic!("{message}\nchild stderr:\n{child_stderr}"));
         unacked_in_log = recovered.unacked_batches;
         truncations += usize::from(recovered.bytes_truncated > 0);
+        acks_lost = recovered.acked_lost;
         println!(
-            "{context}: killed {extra_delay:?} after ack {acks_wanted} ({} acks in all); all \
-             {acked_before} acked batches recovered ({} unacked ones in the log), {} torn bytes cut; \
-             next_offset {}, {} segments",
+            "{context}: killed {extra_delay:?} after ack {acks_wanted} ({} acks in all); of \
+             {acked_before} acked batches {} are in skipped ranges, the rest recovered ({} unacked \
+             ones in the log), {} torn bytes cut; next_offset {}, {} segments",
             round_acks.len(),
+            recovered.acked_lost,
             recovered.unacked_batches,
             recovered.bytes_truncated,
             recovered.next_offset,
@@ -361,10 +482,17 @@ fn run_parent() {
         );
     }
     println!(
-        "{rounds} rounds in {:?}: {kills_before_first_ack} kills before the first ack, \
-         {unacked_in_log} unacknowledged batches survived, {truncations} recoveries cut a torn tail",
-        started.elapsed()
+        "{rounds} {} rounds in {:?}: {kills_before_first_ack} kills before the first ack, \
+         {unacked_in_log} unacknowledged batches survived, {acks_lost} acknowledged batches lost \
+         (their offsets skipped, never reused), {} covered by a flush and kept, \
+         {truncations} recoveries cut a torn tail",
+        mode.name(),
+        started.elapsed(),
+        flushed.len()
     );
+    if mode == Mode::Sync {
+        assert_eq!(acks_lost, 0, "sync mode lost acknowledged batches");
+    }
 }
 
 fn kill_and_reap(child: &mut Child) {
@@ -379,6 +507,9 @@ struct Recovered {
     segments: usize,
     /// Batches in the log that were never acknowledged: appends cut short by the kill.
     unacked_batches: usize,
+    /// Acknowledged batches (over all rounds) not in the log: their offsets lie in recorded
+    /// skipped ranges. Always 0 in `Sync` mode.
+    acked_lost: usize,
     /// Torn tail bytes recovery cut off.
     bytes_truncated: u64,
 }
@@ -387,15 +518,20 @@ struct Recovered {
 /// closes it. Returns the next offset and segment count, or what is wrong.
 fn verify_and_extend(
     dir: &Path,
+    mode: Mode,
+    flushed: &std::collections::BTreeSet<u64>,
     acked: &mut BTreeMap<u64, Ack>,
     round: u32,
     context: &str,
 ) -> Result<Recovered, String> {
     run_local(async {
-        let log = Log::open(config(dir))
+        let log = Log::open(config(dir, mode))
             .await
             .map_err(|e| format!("{context}: reopening after kill -9 failed: {e}"))?;
-        if log.start_offset() != 0 {
+        let skipped = log.skipped_ranges().to_vec();
+        let in_skipped = |from: u64, to: u64| skipped.iter().any(|r| r.from <= from && to <= r.to);
+        // An async log that lost every batch starts after the recorded gap.
+        if log.start_offset() != 0 && !in_skipped(0, log.start_offset()) {
             return Err(format!(
                 "{context}: start_offset is {} after recovery; without retention it stays 0",
                 log.start_offset()
@@ -427,9 +563,18 @@ fn verify_and_extend(
             }
             found.insert(batch.base_offset, (batch.next_offset, id));
         }
+        let mut acked_lost = 0;
         for (base_offset, ack) in acked.iter() {
             match found.get(base_offset) {
                 Some(&(next, id)) if next == ack.next_offset && id == ack.id => {}
+                // Async: lost to the kill, and its offsets are recorded as skipped, so no other
+                // record can ever take them.
+                None if mode == Mode::Async
+                    && !flushed.contains(base_offset)
+                    && in_skipped(*base_offset, ack.next_offset) =>
+                {
+                    acked_lost += 1;
+                }
                 Some(&(next, id)) => {
                     return Err(format!(
                         "{context}: acknowledged batch {} at [{base_offset}, {}) was replaced \
@@ -440,11 +585,29 @@ fn verify_and_extend(
                 None => {
                     return Err(format!(
                         "{context}: acknowledged batch {} at [{base_offset}, {}) is missing \
-                         after recovery (log next_offset {}, {} batches survive)",
+                         after recovery and its offsets are not recorded as skipped (log \
+                         next_offset {}, {} batches survive, skipped {skipped:?})",
                         ack.id,
                         ack.next_offset,
                         log.next_offset(),
                         found.len()
+                    ));
+                }
+            }
+        }
+        // No batch in the log may overlap an acknowledged batch's offsets without being it:
+        // an offset acknowledged for one record never names another.
+        for (&base, &(next, id)) in &found {
+            let overlapping = acked
+                .range(..next)
+                .next_back()
+                .filter(|(acked_base, ack)| **acked_base < next && ack.next_offset > base);
+            if let Some((acked_base, ack)) = overlapping {
+                if *acked_base != base || ack.id != id {
+                    return Err(format!(
+                        "{context}: batch {id} at [{base}, {next}) reuses offsets acknowledged \
+                         for batch {} at [{acked_base}, {})",
+                        ack.id, ack.next_offset
                     ));
                 }
             }
@@ -496,7 +659,8 @@ fn verify_and_extend(
         let recovered = Recovered {
             next_offset: log.next_offset(),
             segments: log.segment_count(),
-            unacked_batches: found.len() + 1 - acked.len(),
+            unacked_batches: found.len() + 1 + acked_lost - acked.len(),
+            acked_lost,
             bytes_truncated: log.recovery_report().bytes_truncated,
         };
         log.close()

@@ -12,7 +12,7 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use common::{
@@ -102,22 +102,37 @@ impl Backend for Faulty {
 /// What the log should hold.
 #[derive(Default)]
 struct Model {
-    /// Offset of `values[0]`.
+    /// The log's start offset.
     start: u64,
-    values: Vec<Vec<u8>>,
+    /// The log's next offset.
+    next: u64,
+    /// Record values by offset; offsets in gaps (skipped after a crash) have none.
+    values: BTreeMap<u64, Vec<u8>>,
     /// Base offsets of the batches still in the log: reads start at these, retention cuts at one.
     batch_bases: BTreeSet<u64>,
     /// Everything below this offset is durable (sync acks, or an async flush()).
     durable_next: u64,
+    /// Offset after the last acknowledged record: never handed out again, even after a crash
+    /// that lost it (async mode).
+    acked_next: u64,
 }
 
 impl Model {
     fn next(&self) -> u64 {
-        self.start + self.values.len() as u64
+        self.next
     }
 
-    fn value(&self, offset: u64) -> &[u8] {
-        &self.values[(offset - self.start) as usize]
+    fn value(&self, offset: u64) -> Option<&[u8]> {
+        self.values.get(&offset).map(Vec::as_slice)
+    }
+
+    /// Offsets `[next, to)` were skipped: lost after a crash, recorded as a gap.
+    fn skip_to(&mut self, to: u64) {
+        if self.batch_bases.is_empty() {
+            // An empty log starts after the gap.
+            self.start = to;
+        }
+        self.next = to;
     }
 
     /// Records an acknowledged append of `values`.
@@ -128,6 +143,7 @@ impl Model {
             "{context}: append stamped the wrong offsets"
         );
         self.push_unacked(values);
+        self.acked_next = self.next();
         if sync {
             self.durable_next = self.next();
         }
@@ -136,18 +152,21 @@ impl Model {
     /// Records an append that failed: it may or may not survive a crash.
     fn push_unacked(&mut self, values: Vec<Vec<u8>>) {
         self.batch_bases.insert(self.next());
-        self.values.extend(values);
+        for value in values {
+            self.values.insert(self.next, value);
+            self.next += 1;
+        }
     }
 
     fn drop_before(&mut self, start: u64) {
-        let dropped = (start - self.start) as usize;
-        self.values.drain(..dropped);
+        self.values = self.values.split_off(&start);
         self.start = start;
         self.batch_bases = self.batch_bases.split_off(&start);
     }
 
     fn truncate_to(&mut self, next: u64) {
-        self.values.truncate((next - self.start) as usize);
+        self.values.split_off(&next);
+        self.next = next;
         self.batch_bases.retain(|&b| b < next);
         self.durable_next = self.durable_next.min(next);
     }
@@ -157,6 +176,15 @@ impl Model {
         let mut expected_base = None;
         for batch in batches {
             match expected_base {
+                None if self.value(offset).is_none() => {
+                    // A read in a gap is served from the first batch after it.
+                    assert_eq!(
+                        Some(batch.base_offset),
+                        self.batch_bases.range(offset..).next().copied(),
+                        "{context}: offset {offset} lies in a gap; the first batch after it \
+                         should be served"
+                    );
+                }
                 None => {
                     assert!(
                         batch.base_offset <= offset && offset < batch.next_offset,
@@ -170,9 +198,13 @@ impl Model {
                         batch.base_offset
                     );
                 }
-                Some(base) => assert_eq!(
-                    batch.base_offset, base,
-                    "{context}: batches are not contiguous"
+                Some(base) => assert!(
+                    batch.base_offset == base
+                        || (batch.base_offset > base
+                            && self.values.range(base..batch.base_offset).next().is_none()),
+                    "{context}: batches are not contiguous: one ends at {base}, the next starts \
+                     at {}, and the model has records between",
+                    batch.base_offset
                 ),
             }
             assert!(
@@ -185,11 +217,11 @@ impl Model {
             for (i, value) in batch.values.iter().enumerate() {
                 let at = batch.base_offset + i as u64;
                 assert!(
-                    value.as_slice() == self.value(at),
-                    "{context}: record at offset {at} holds {} bytes that differ from the {} \
+                    Some(value.as_slice()) == self.value(at),
+                    "{context}: record at offset {at} holds {} bytes that differ from the {:?} \
                      bytes appended",
                     value.len(),
-                    self.value(at).len()
+                    self.value(at).map(<[u8]>::len)
                 );
             }
             expected_base = Some(batch.next_offset);
@@ -253,6 +285,16 @@ async fn run_model<B: Backend>(backend: B, flush: FlushMode, seed: u64, ops: usi
                     .read(offset, max_bytes)
                     .await
                     .unwrap_or_else(|e| panic!("{context} failed: {e}"));
+                if model.batch_bases.range(offset..).next().is_none()
+                    && model.value(offset).is_none()
+                {
+                    // In the gap at the end: nothing after it yet.
+                    assert!(
+                        bytes.is_empty(),
+                        "{context}: returned data from a trailing gap"
+                    );
+                    continue;
+                }
                 assert!(!bytes.is_empty(), "{context}: returned nothing");
                 let total: usize = bytes.iter().map(|b| b.len()).sum();
                 assert!(
@@ -471,7 +513,22 @@ async fn reopen_and_recover<B: Backend>(
         .open(config)
         .await
         .unwrap_or_else(|e| panic!("{context}: reopen after the crash failed: {e}"));
-    let recovered = log.next_offset();
+    // The end of the last surviving batch; in async mode the log continues past a recorded
+    // gap, at or after every offset it acknowledged.
+    let recovered = log
+        .recovery_report()
+        .skipped_at_open
+        .map_or(log.next_offset(), |r| r.from)
+        // A log that lost every segment file recovers to 0; the model holds nothing below its
+        // start anyway.
+        .max(model.start);
+    assert!(
+        log.next_offset() >= model.acked_next,
+        "{context}: the log continues at {}, below the acknowledged offset {}: offsets would \
+         be reused",
+        log.next_offset(),
+        model.acked_next
+    );
     if std::env::var_os("DEFIBUS_MODEL_TRACE").is_some() {
         eprintln!(
             "{context}: reopened at [{}, {recovered}), segment files {:?}, {:?}",
@@ -480,14 +537,21 @@ async fn reopen_and_recover<B: Backend>(
             log.recovery_report()
         );
     }
+    // Durable offsets in a gap hold no record: the log may end before them.
+    let durable_records_end = model
+        .values
+        .range(..model.durable_next)
+        .next_back()
+        .map_or(model.start, |(offset, _)| offset + 1);
     assert!(
-        (model.durable_next..=model.next()).contains(&recovered),
+        (durable_records_end..=model.next()).contains(&recovered),
         "{context}: after the crash the log ends at {recovered}; everything below {} was durable \
          and nothing past {} was appended",
         model.durable_next,
         model.next()
     );
-    if recovered != model.next() && !model.batch_bases.contains(&recovered) {
+    // Recovery ends at a batch boundary: a batch start, the end, or the start of a gap.
+    if model.value(recovered).is_some() && !model.batch_bases.contains(&recovered) {
         let appended = model.batch_bases.range(..recovered).next_back().copied();
         let last = match log.read(recovered.saturating_sub(1), 1).await {
             Ok(batches) => batches
@@ -509,15 +573,16 @@ async fn reopen_and_recover<B: Backend>(
              last batch bases {model_tail:?}"
         );
     }
+    model.truncate_to(recovered);
+    if crashed {
+        model.durable_next = recovered;
+    }
+    model.skip_to(log.next_offset());
     assert_eq!(
         log.start_offset(),
         model.start,
         "{context}: start_offset after the crash"
     );
-    model.truncate_to(recovered);
-    if crashed {
-        model.durable_next = recovered;
-    }
     check_whole_log(&log, model, context).await;
     log
 }

@@ -1,4 +1,5 @@
-//! `defibus log verify|dump|scrub`: tools over stored queue data.
+//! `defibus log verify|dump|scrub`: tools over stored queue data (`repair`, which writes, is in
+//! `log_repair.rs`).
 //!
 //! `verify` and `dump` read segment files with plain blocking IO and never modify them, so
 //! they are safe to run beside a live broker and on a copy taken from a damaged machine. They
@@ -13,6 +14,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
+use engine::log::skipped::uncovered;
 use protocol::record::{BATCH_HEADER_LEN, BATCH_LEN_MAX, BatchHeader, BatchView, Property};
 
 #[derive(Subcommand)]
@@ -27,6 +29,12 @@ pub enum LogCommand {
     },
     /// Print the records of a queue.
     Dump(DumpArgs),
+    /// Cut or skip damaged byte ranges and keep every intact batch after them (broker stopped).
+    ///
+    /// DIR is a queue directory, or a broker's data directory (every queue below it). Intact
+    /// batches after damage move to new segments; lost offsets are recorded as skipped; lost or
+    /// malformed indexes are rebuilt. Exits 0 when every queue is consistent afterwards.
+    Repair(super::log_repair::RepairArgs),
     /// Ask running brokers to read and verify every batch they store, now, and report.
     ///
     /// Brokers also scrub in the background (`storage.scrub_bytes_per_sec`); this runs a pass
@@ -83,6 +91,7 @@ pub fn run(command: LogCommand) -> anyhow::Result<ExitCode> {
         LogCommand::Verify { dir } => verify(&dir),
         LogCommand::Dump(args) => dump(&args),
         LogCommand::Scrub(args) => scrub(&args),
+        LogCommand::Repair(args) => super::log_repair::repair(&args),
     }
 }
 
@@ -325,15 +334,22 @@ fn check_queue(dir: &Path) -> anyhow::Result<Vec<SegmentStatus>> {
 
 fn verify(dir: &Path) -> anyhow::Result<ExitCode> {
     let statuses = check_queue(dir)?;
+    let skipped = super::log_repair::skipped_ranges(dir)?;
     println!(
         "{:>20}  {:>20}  {:>9}  {:>12}  status",
         "base offset", "next offset", "batches", "bytes"
     );
     for s in &statuses {
         if let Some(end) = s.gap_after {
+            let recorded = uncovered(&skipped, end, s.base_offset).is_empty();
             println!(
-                "gap: previous segment ends at offset {end}, next starts at {}",
-                s.base_offset
+                "gap: previous segment ends at offset {end}, next starts at {}{}",
+                s.base_offset,
+                if recorded {
+                    " (recorded as skipped)"
+                } else {
+                    " (NOT recorded: a segment is missing)"
+                }
             );
         }
         let status = match &s.damage {
@@ -357,9 +373,12 @@ fn verify(dir: &Path) -> anyhow::Result<ExitCode> {
             s.base_offset, s.next_offset, s.batches, s.valid_bytes
         );
     }
-    let intact = statuses
-        .iter()
-        .all(|s| s.damage.is_none() && s.gap_after.is_none());
+    // A gap the skipped journal records (async crash, repair) is part of a consistent queue.
+    let intact = statuses.iter().all(|s| {
+        s.damage.is_none()
+            && s.gap_after
+                .is_none_or(|end| uncovered(&skipped, end, s.base_offset).is_empty())
+    });
     Ok(if intact {
         ExitCode::SUCCESS
     } else {

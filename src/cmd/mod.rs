@@ -1,6 +1,7 @@
 pub mod admin;
 pub mod consume;
 pub mod log;
+pub mod log_repair;
 pub mod produce;
 pub mod request;
 pub mod respond;

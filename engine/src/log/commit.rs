@@ -249,6 +249,12 @@ impl Commit {
         self.kick.kick();
     }
 
+    /// Parks `waker` until the log makes progress (a write completes, the offset reservation
+    /// is raised) or is poisoned.
+    pub(crate) fn park_until_progress(&self, waker: Waker) {
+        self.space_waiters.borrow_mut().push(waker);
+    }
+
     fn has_waiters(&self) -> bool {
         !self.waiters.borrow().is_empty()
     }
@@ -363,8 +369,10 @@ impl<'a, S: Storage + 'static> Committer<'a, S> {
         loop {
             self.reap()?;
             if commit.closing.get() {
-                return self.round(true).await;
+                self.round(true).await?;
+                return self.lower_reservation().await;
             }
+            self.raise_reservation().await?;
             let (dirty, rolled, active_ready) = {
                 let state = shared.state.borrow();
                 let last = state.segments.iter().next_back();
@@ -406,6 +414,35 @@ impl<'a, S: Storage + 'static> Committer<'a, S> {
             self.stream().await?;
             self.wait(deadline).await;
         }
+    }
+
+    /// `Async` mode: raises the offset reservation once appends used half of its step, and
+    /// wakes appends waiting for it.
+    async fn raise_reservation(&mut self) -> Result<(), LogError> {
+        let shared = self.shared;
+        let Some(reservation) = &shared.reservation else {
+            return Ok(());
+        };
+        let next_offset = shared.state.borrow().next_offset;
+        if reservation.due(next_offset) {
+            reservation.raise(&shared.storage, next_offset).await?;
+            shared.commit.wake_space_waiters();
+        }
+        Ok(())
+    }
+
+    /// `Async` mode, after the closing round synced everything: lowers the reservation to the
+    /// log's end, so a clean reopen continues there without a gap.
+    async fn lower_reservation(&mut self) -> Result<(), LogError> {
+        let shared = self.shared;
+        let Some(reservation) = &shared.reservation else {
+            return Ok(());
+        };
+        let next_offset = shared.state.borrow().next_offset;
+        if shared.commit.synced_offset() >= next_offset {
+            reservation.lower(&shared.storage, next_offset).await?;
+        }
+        Ok(())
     }
 
     /// Waits until an IO in flight finishes, the committer is kicked, or `deadline` passes.

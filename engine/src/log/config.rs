@@ -33,6 +33,15 @@ pub const WRITES_IN_FLIGHT_MAX: usize = 4;
 pub const ASYNC_UNWRITTEN_BYTES_MAX: u64 = 8 << 20;
 /// Chunk buffers a log keeps for reuse when they come back from a write.
 pub const FREE_CHUNKS_MAX: usize = 4;
+/// Async mode: the fewest offsets the committer reserves ahead of `next_offset` at once (the
+/// offset reservation, `docs/ARCHITECTURE.md` §3.1). Offsets a crash skips are at most this
+/// plus what the recent rate asks for; `u64` offsets make the waste harmless.
+pub const RESERVE_STEP_OFFSETS_MIN: u64 = 1 << 16;
+/// Async mode: the most offsets reserved at once, whatever the rate.
+pub const RESERVE_STEP_OFFSETS_MAX: u64 = 1 << 30;
+/// Async mode: a reservation covers about this long at the recent append rate, so raising it
+/// (one 4 KiB write and an fdatasync) is rare and never on an append's path.
+pub const RESERVE_AHEAD_MS: u64 = 2_000;
 
 const _: () = {
     assert!(SEGMENT_BYTES_MAX_LIMIT + BATCH_LEN_MAX_LIMIT as u64 <= u32::MAX as u64);
@@ -47,6 +56,8 @@ const _: () = {
     // Back pressure must leave room for the chunks in flight plus one being filled, or appends
     // would wait for writes that cannot start.
     assert!(ASYNC_UNWRITTEN_BYTES_MAX >= ((WRITES_IN_FLIGHT_MAX + 1) * WRITE_CHUNK_BYTES) as u64);
+    // The committer raises the reservation once half of it is used: a step must leave room.
+    assert!(RESERVE_STEP_OFFSETS_MIN >= 2 && RESERVE_STEP_OFFSETS_MIN <= RESERVE_STEP_OFFSETS_MAX);
 };
 
 /// When appends become durable.

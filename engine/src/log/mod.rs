@@ -8,6 +8,11 @@
 //! - [`cache`]: recent batches served from memory;
 //! - [`commit`]: the flusher / group-commit task;
 //! - [`recovery`]: what `open` does with what it finds on disk;
+//! - [`repair`]: offline repair of damaged segments (`defibus log repair`);
+//! - [`reservation`]: the offset limit that keeps `Async` acknowledgements unique across
+//!   crashes;
+//! - [`skipped`]: the journal of offset ranges skipped (gaps), and [`gaps`]: what open and reads
+//!   do with them;
 //! - [`retention`]: deleting old segments.
 //!
 //! The durability protocol is written out in `docs/ARCHITECTURE.md` (storage section).
@@ -17,11 +22,15 @@ mod commit;
 pub mod config;
 pub mod damage;
 pub mod error;
+mod gaps;
 pub mod index;
 mod recovery;
+pub mod repair;
+pub mod reservation;
 mod retention;
 pub mod scrub;
 mod segment;
+pub mod skipped;
 pub mod storage;
 
 use std::{
@@ -42,6 +51,7 @@ pub use self::{
     error::LogError,
     recovery::RecoveryReport,
     retention::RetentionReport,
+    skipped::{SkipReason, SkippedRange},
     storage::{DmaStorage, Storage},
 };
 
@@ -93,6 +103,10 @@ pub(crate) struct Shared<S: Storage> {
     pub(crate) recovery: RecoveryReport,
     /// The earliest damage known in the stored data.
     pub(crate) damage: RefCell<damage::DamageRecord>,
+    /// The offset reservation, in `Async` mode: appends acknowledge only offsets below it.
+    pub(crate) reservation: Option<reservation::Reservation<S::File>>,
+    /// Every gap in the log's offsets, as recorded (only `open` records gaps).
+    skipped: Vec<SkippedRange>,
     /// Chunk buffers back from their write, for the next appends (at most
     /// [`config::FREE_CHUNKS_MAX`]).
     free_chunks: RefCell<Vec<S::Buffer>>,
@@ -135,7 +149,7 @@ impl Log<DmaStorage> {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -237,8 +251,9 @@ async fn open_shared<S: Storage>(storage: S, config: LogConfig) -> Result<Rc<Sha
         }
         Err(e) => return Err(LogError::io("lock", lock_path, e)),
     };
-    let recovered = recovery::recover(&storage, &config).await?;
-    let next_offset = recovered.next_offset;
+    let mut recovered = recovery::recover(&storage, &config).await?;
+    let settled = gaps::settle(&storage, &config, &mut recovered).await?;
+    let next_offset = settled.next_offset;
     let first_unsealed = recovered
         .segments
         .keys()
@@ -257,6 +272,19 @@ async fn open_shared<S: Storage>(storage: S, config: LogConfig) -> Result<Rc<Sha
     if let Some(found) = recovered.report.damage.clone() {
         damage.record(found);
     }
+    if let Some(&(from, to)) = recovered.report.unrecorded_gaps.first() {
+        // No segment holds these offsets and no repair or crash recorded skipping them: a
+        // segment file is missing. Serving on would skip its records silently.
+        damage.record(Damage {
+            offset: from,
+            path: config.dir.clone(),
+            position: 0,
+            reason: format!(
+                "offsets [{from}, {to}) are missing: no segment holds them and the skipped journal does not record them"
+            ),
+            found_by: FoundBy::Recovery,
+        });
+    }
     Ok(Rc::new(Shared {
         storage,
         lock: RefCell::new(Some(lock)),
@@ -265,6 +293,8 @@ async fn open_shared<S: Storage>(storage: S, config: LogConfig) -> Result<Rc<Sha
         commit: Commit::new(next_offset),
         damage: RefCell::new(damage),
         recovery: recovered.report,
+        reservation: settled.reservation,
+        skipped: settled.skipped,
         free_chunks: RefCell::new(Vec::new()),
     }))
 }
@@ -302,11 +332,12 @@ impl<S: Storage + 'static> Log<S> {
                 .map_err(|source| LogError::InvalidBatch { source })?;
             let bytes = batch.freeze();
             let segment_bytes_max = shared.config.segment_bytes_max;
-            let roll = state
-                .segments
-                .values()
-                .next_back()
-                .is_none_or(|active| active.must_roll(len, next_offset, segment_bytes_max));
+            // Past a gap (the offset reservation after a crash) the batch starts a new segment,
+            // so every segment's offsets stay contiguous and gaps lie between segments.
+            let roll = state.segments.values().next_back().is_none_or(|active| {
+                active.must_roll(len, next_offset, segment_bytes_max)
+                    || active.next_offset != base_offset
+            });
             if roll {
                 let segment = Segment::new(base_offset, shared.config.index_interval_bytes);
                 state.segments.insert(base_offset, segment);
@@ -348,6 +379,15 @@ impl<S: Storage + 'static> Log<S> {
                         .wait_unwritten_below(config::ASYNC_UNWRITTEN_BYTES_MAX)
                         .await?;
                 }
+                // Acknowledge only offsets a crash cannot hand out again.
+                if let Some(reservation) = &shared.reservation {
+                    if reservation.due(appended.next_offset) {
+                        commit.kick();
+                    }
+                    if appended.next_offset > reservation.limit() {
+                        reservation::wait_covers(commit, reservation, appended.next_offset).await?;
+                    }
+                }
             }
         }
         Ok(appended)
@@ -361,7 +401,7 @@ impl<S: Storage + 'static> Log<S> {
     /// returned; `Damaged` at or past damage, which the log then remembers (see [`damage`]).
     pub async fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<Bytes>, LogError> {
         let shared = &*self.shared();
-        let (files, base, scan_from, disk_end) = {
+        let (files, base, scan_from, disk_end, offset) = {
             let state = shared.state.borrow();
             let start_offset = state.start_offset();
             if offset < start_offset || offset > state.next_offset {
@@ -371,10 +411,16 @@ impl<S: Storage + 'static> Log<S> {
                     next_offset: state.next_offset,
                 });
             }
+            // An offset in a gap (recorded in the skipped journal) is served from the first
+            // batch after it: consumers see offsets jump rather than stall.
+            let offset = gaps::serve_from(&state.segments, offset, state.next_offset);
             if let Some(damage) = shared.damage.borrow().covering(offset) {
                 return Err(LogError::Damaged {
                     damage: Box::new(damage.clone()),
                 });
+            }
+            if offset >= state.next_offset {
+                return Ok(Vec::new());
             }
             if offset >= state.cache.start_offset() {
                 return Ok(state.cache.read(offset, max_bytes));
@@ -403,6 +449,7 @@ impl<S: Storage + 'static> Log<S> {
                 *base,
                 (position, base + relative),
                 (segment.log.written_len(), end_offset),
+                offset,
             )
         };
         let (disk_end, end_offset) = disk_end;
@@ -507,6 +554,12 @@ impl<S: Storage + 'static> Log<S> {
     /// (judged at `now_ms` by each segment's newest append), oldest first; never the active one.
     pub async fn apply_retention(&self, now_ms: i64) -> Result<RetentionReport, LogError> {
         retention::apply(&self.shared(), now_ms).await
+    }
+
+    /// Every gap in the log's offsets, as recorded in its skipped journal, in the order
+    /// recorded: offsets in them hold no record, and reads of them serve the next batch.
+    pub fn skipped_ranges(&self) -> Vec<SkippedRange> {
+        self.shared.borrow().skipped.clone()
     }
 
     /// What `open` (or the last reopen of a poisoned log) found and repaired.

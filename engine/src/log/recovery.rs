@@ -55,6 +55,14 @@ pub struct RecoveryReport {
     /// The earliest damage found in a sealed segment: a sealed segment is never cut, because
     /// what follows the damage may be intact acknowledged data; `defibus log repair` keeps it.
     pub damage: Option<Damage>,
+    /// The offset reservation found on disk, if any: offsets below it may have been
+    /// acknowledged (`reservation.rs`).
+    pub reserved_offset: Option<u64>,
+    /// Offsets the reservation made this open skip (lost unsynced `Async` appends), recorded in
+    /// the skipped journal before the log served anything.
+    pub skipped_at_open: Option<crate::log::skipped::SkippedRange>,
+    /// Gaps between segments that no skipped range records: damage (a missing segment).
+    pub unrecorded_gaps: Vec<(u64, u64)>,
 }
 
 /// The recovered segments.
@@ -119,21 +127,7 @@ pub(crate) async fn recover<S: Storage>(
     file::fsync_directory(storage, dir)
         .await
         .map_err(|e| LogError::io("fsync directory", dir, e))?;
-    let mut previous: Option<&Segment<S::File, S::Buffer>> = None;
-    for segment in segments.values() {
-        if let Some(previous) = previous {
-            if previous.next_offset != segment.base_offset {
-                ::log::warn!(
-                    "{}: segment {} ends at offset {} but the next starts at {}",
-                    dir.display(),
-                    previous.base_offset,
-                    previous.next_offset,
-                    segment.base_offset
-                );
-            }
-        }
-        previous = Some(segment);
-    }
+    // Gaps between segments are judged against the skipped journal by `gaps::settle`.
     let next_offset = segments.values().next_back().map_or(0, |s| s.next_offset);
     if segments.is_empty() {
         segments.insert(0, Segment::new(0, config.index_interval_bytes));

@@ -72,20 +72,66 @@ pub fn same_batch(got: &[u8], want: &Expected) {
     assert_eq!(got, &stamped[..]);
 }
 
-/// Reads at every offset and checks the first batch returned contains it, then reads the
-/// whole log in chunks and compares it with `expected`.
+/// The expected batches that a log recovered to `next_offset` holds; `next_offset` must be a
+/// batch boundary.
+pub fn prefix(expected: &[Expected], next_offset: u64) -> &[Expected] {
+    let kept = expected.partition_point(|e| e.next_offset <= next_offset);
+    let end = kept.checked_sub(1).map_or(0, |i| expected[i].next_offset);
+    assert_eq!(end, next_offset, "recovered inside a batch");
+    &expected[..kept]
+}
+
+/// Where the log recovered to: the end of its last surviving batch. Past it the log may
+/// continue after a recorded gap (the offset reservation of `Async` mode).
+pub fn recovered_end<S: Storage>(log: &Log<S>) -> u64 {
+    log.recovery_report()
+        .skipped_at_open
+        .map_or(log.next_offset(), |r| r.from)
+}
+
+/// Whether the log's skipped ranges cover every offset in `[from, to)`.
+pub fn gap_is_recorded<S: Storage>(log: &Log<S>, from: u64, to: u64) -> bool {
+    let mut ranges: Vec<_> = log
+        .skipped_ranges()
+        .iter()
+        .map(|r| (r.from, r.to))
+        .collect();
+    ranges.sort_unstable();
+    let mut at = from;
+    for (start, end) in ranges {
+        if start <= at && end > at {
+            at = end;
+        }
+    }
+    at >= to
+}
+
+/// Reads at every offset and checks the first batch returned contains it (or, for an offset
+/// in a recorded gap, is the first batch after it), then reads the whole log in chunks and
+/// compares it with `expected`.
 pub async fn check_all_reads<S: Storage>(log: &Log<S>, expected: &[Expected]) {
     let start = log.start_offset();
     let first = expected.partition_point(|e| e.next_offset <= start);
     let expected = &expected[first..];
-    assert_eq!(
+    let end = expected.last().map_or(start, |e| e.next_offset);
+    assert!(
+        log.next_offset() == end || gap_is_recorded(log, end, log.next_offset()),
+        "the log ends at {}, the expected batches at {end}, and no skipped range records the \
+         gap: {:?}",
         log.next_offset(),
-        expected.last().map_or(start, |e| e.next_offset)
+        log.skipped_ranges()
     );
     let mut i = 0;
-    for offset in start..log.next_offset() {
+    for offset in start..end {
         while expected[i].next_offset <= offset {
             i += 1;
+        }
+        if offset < expected[i].base_offset {
+            let from = expected[i - 1].next_offset;
+            assert!(
+                gap_is_recorded(log, from, expected[i].base_offset),
+                "offset {offset} lies in an unrecorded gap"
+            );
         }
         let got = log.read(offset, 1).await.expect("read");
         assert_eq!(got.len(), 1, "offset {offset}");
@@ -93,7 +139,7 @@ pub async fn check_all_reads<S: Storage>(log: &Log<S>, expected: &[Expected]) {
     }
     let mut offset = start;
     let mut i = 0;
-    while offset < log.next_offset() {
+    while offset < end {
         let got = log.read(offset, 3000).await.expect("read");
         assert!(!got.is_empty());
         for b in got {
@@ -103,5 +149,6 @@ pub async fn check_all_reads<S: Storage>(log: &Log<S>, expected: &[Expected]) {
         }
     }
     assert_eq!(i, expected.len());
+    assert!(log.read(end, 100).await.unwrap().is_empty());
     assert!(log.read(log.next_offset(), 100).await.unwrap().is_empty());
 }
