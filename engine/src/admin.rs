@@ -128,6 +128,16 @@ pub(crate) fn snapshot(shard: &Shard) -> ShardSnapshot {
                 offset: d.offset,
                 detail: d.to_string(),
             }),
+            skipped: queue
+                .log
+                .skipped_ranges()
+                .iter()
+                .map(|r| protocol::control::SkippedOffsets {
+                    from: r.from,
+                    to: r.to,
+                    reason: r.reason.to_string(),
+                })
+                .collect(),
             groups,
         });
     }

@@ -10,8 +10,8 @@ use protocol::control::{
     CommitOffset, Credit, Deployment, ErrorReply, FetchOffset, FlushMode, GroupQueueStats,
     GslResolveReply, GslResolveRequest, GslUpdate, HeartbeatAck, OffsetReply, ProduceAck,
     QueueDamage, QueueRoute, QueueStats, RedirectRule, RegisterAck, ServiceRecord, ServiceState,
-    ShardStats, StartPosition, Subscribe, SubscribeAck, SubscriptionMode, TopicConfig, TopicInfo,
-    TopicList, TopicName, TopicRoute, Unsubscribe,
+    ShardStats, SkippedOffsets, StartPosition, Subscribe, SubscribeAck, SubscriptionMode,
+    TopicConfig, TopicInfo, TopicList, TopicName, TopicRoute, Unsubscribe,
 };
 use protocol::data::BatchAddress;
 use protocol::frame::{
@@ -512,6 +512,7 @@ prop_compose! {
         start_offset in any::<u64>(), next_offset in any::<u64>(),
         expired_requests in any::<u64>(),
         damage in any::<Option<(u64, String)>>(),
+        skipped in vec((any::<u64>(), any::<u64>(), text()), 0..3),
         groups in vec((text(), text(), any::<u64>(), any::<Option<u64>>()), 0..3),
     ) -> QueueStats {
         let groups = groups
@@ -521,9 +522,13 @@ prop_compose! {
             })
             .collect();
         let damage = damage.map(|(offset, detail)| QueueDamage { offset, detail });
+        let skipped = skipped
+            .into_iter()
+            .map(|(from, to, reason)| SkippedOffsets { from, to, reason })
+            .collect();
         QueueStats {
             topic, queue_id, shard_id, start_offset, next_offset, expired_requests, damage,
-            groups,
+            skipped, groups,
         }
     }
 }

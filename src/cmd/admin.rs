@@ -446,6 +446,7 @@ fn stats(admin: &Admin, brokers: &[Broker], topic: Option<&Topic>) -> anyhow::Re
     let topic = topic.map(Topic::to_string);
     let mut rows = Vec::new();
     let mut damaged = Vec::new();
+    let mut skipped = Vec::new();
     for broker in brokers {
         let stats = admin
             .stats(&broker.endpoint)
@@ -455,6 +456,12 @@ fn stats(admin: &Admin, brokers: &[Broker], topic: Option<&Topic>) -> anyhow::Re
             .iter()
             .filter(|q| topic.as_ref().is_none_or(|t| *t == q.topic));
         for queue in queues {
+            for range in &queue.skipped {
+                skipped.push(format!(
+                    "skipped: {} {}/{}: offsets {}..{} hold no record ({})",
+                    broker.id, queue.topic, queue.queue_id, range.from, range.to, range.reason
+                ));
+            }
             let state = match &queue.damage {
                 Some(damage) => {
                     damaged.push(format!(
@@ -516,6 +523,12 @@ fn stats(admin: &Admin, brokers: &[Broker], topic: Option<&Topic>) -> anyhow::Re
             &rows
         )
     );
+    if !skipped.is_empty() {
+        println!();
+        for line in &skipped {
+            println!("{line}");
+        }
+    }
     if !damaged.is_empty() {
         // Said where an operator looks: a damaged queue serves nothing from its damage on
         // until `defibus log repair`.

@@ -152,4 +152,68 @@ fn damaged_data_is_reported_never_served_and_producers_go_on() {
     ));
     drop(consumer);
     broker.shutdown().unwrap();
+
+    // The operator repairs the queue with the broker stopped.
+    let queue_dir = engine::topic::queue_dir(&data, TOPIC, 0);
+    let report = engine::log::repair::repair_queue_blocking(
+        &queue_dir,
+        engine::log::repair::RepairOptions::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(report.consistent, "{report:?}");
+    let skipped: Vec<(u64, u64)> = report.skipped.iter().map(|r| (r.from, r.to)).collect();
+    assert_eq!(
+        skipped,
+        vec![(damaged, damaged + 1)],
+        "only the damaged batch is skipped"
+    );
+
+    // Restarted, the queue serves everything intact, in order, with its own offsets.
+    let broker = start_broker(config(&data, &nameserver));
+    let port = broker.shard_ports()[0];
+    let shard = endpoint(port);
+    testkit::wait_until("the route to the repaired broker", WAIT, || {
+        admin
+            .topic_route(TOPIC)
+            .is_ok_and(|r| r.queues.iter().all(|q| q.shard_port == port))
+    });
+    let stats = admin.stats(&shard).unwrap();
+    assert_eq!(stats.queues[0].damage, None, "repaired");
+    let recorded: Vec<(u64, u64)> = stats.queues[0]
+        .skipped
+        .iter()
+        .map(|r| (r.from, r.to))
+        .collect();
+    assert_eq!(
+        recorded,
+        vec![(damaged, damaged + 1)],
+        "stats shows what was skipped"
+    );
+    let options = ConsumerOptions::new(TOPIC, "after-repair", ConsumeMode::Clustering)
+        .start_from(StartFrom::Earliest);
+    let consumer = Consumer::subscribe_with(&consumer_client, options).unwrap();
+    let want: Vec<u64> = (0..=MESSAGES).filter(|&o| o != damaged).collect();
+    for &expected in &want {
+        let message = consumer
+            .recv(WAIT)
+            .expect("no error after repair")
+            .unwrap_or_else(|| panic!("offset {expected} did not arrive within {WAIT:?}"));
+        assert_eq!(
+            message.offset, expected,
+            "in order, only the damaged offset skipped"
+        );
+        let value = String::from_utf8(message.value).unwrap();
+        if expected < MESSAGES {
+            assert!(value.starts_with(&format!("m{expected:04}-")), "{value}");
+        } else {
+            assert_eq!(value, "after");
+        }
+    }
+    assert!(matches!(
+        consumer.recv(Duration::from_millis(300)),
+        Ok(None)
+    ));
+    consumer.close().unwrap();
+    broker.shutdown().unwrap();
 }

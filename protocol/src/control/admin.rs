@@ -54,6 +54,19 @@ pub struct QueueDamage {
     pub detail: String,
 }
 
+/// Offsets of a queue that hold no record, recorded when they were skipped: lost unsynced
+/// `async` appends after a crash, or damage cut out by `defibus log repair`.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct SkippedOffsets {
+    /// First skipped offset.
+    pub from: u64,
+    /// Offset after the last skipped one.
+    pub to: u64,
+    /// Why, for humans.
+    pub reason: String,
+}
+
 /// Body of `ScrubLogs`: which queues to scrub now.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
@@ -112,6 +125,8 @@ pub struct QueueStats {
     pub expired_requests: u64,
     /// Damage in the stored data, if any was found.
     pub damage: Option<QueueDamage>,
+    /// Every recorded gap in the queue's offsets, oldest record first.
+    pub skipped: Vec<SkippedOffsets>,
     /// Progress of each group subscribed to the queue.
     pub groups: Vec<GroupQueueStats>,
 }

@@ -31,7 +31,7 @@ mod service;
 
 pub use admin::{
     BrokerId, BrokerStats, GroupQueueStats, QueueDamage, QueueScrub, QueueStats, RegisterAck,
-    ScrubReply, ScrubRequest, ShardStats, TopicList, TopicName,
+    ScrubReply, ScrubRequest, ShardStats, SkippedOffsets, TopicList, TopicName,
 };
 pub use broker::{
     BrokerRegistration, BrokerSummary, ClusterInfo, MAX_QUEUE_DEPTH_DEFAULT, QUEUE_COUNT_DEFAULT,
@@ -275,6 +275,7 @@ mod tests {
             align_of::<admin::ArchivedGroupQueueStats>(),
             align_of::<admin::ArchivedQueueDamage>(),
             align_of::<admin::ArchivedScrubRequest>(),
+            align_of::<admin::ArchivedSkippedOffsets>(),
             align_of::<admin::ArchivedQueueScrub>(),
             align_of::<admin::ArchivedScrubReply>(),
             align_of::<admin::ArchivedShardStats>(),
