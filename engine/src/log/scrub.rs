@@ -68,6 +68,10 @@ struct Target<F> {
     base: u64,
     files: Rc<SegmentFiles<F>>,
     written_len: u64,
+    /// Every batch before this offset is written: stopping short of it is damage.
+    written_offset: u64,
+    /// The segment's next offset: batches from `written_offset` on are verified as far as
+    /// they are written (recent ones may still be in flight).
     end_offset: u64,
     index: Vec<IndexEntry>,
 }
@@ -91,7 +95,8 @@ pub(crate) async fn scrub<S: Storage>(
                     files,
                     written_len,
                     // Batches from the cache's start on may be only partly written.
-                    end_offset: segment.next_offset.min(cache_start),
+                    written_offset: segment.next_offset.min(cache_start),
+                    end_offset: segment.next_offset,
                     index: segment
                         .index
                         .entries()
@@ -143,6 +148,7 @@ async fn scrub_segment<S: Storage>(
     let mut position = 0u64;
     let mut expected = target.base;
     let mut need = 0u64;
+    let mut unwritten_tail = false;
     while position < target.written_len && expected < target.end_offset {
         let len = SCRUB_CHUNK_BYTES
             .max(need)
@@ -183,6 +189,11 @@ async fn scrub_segment<S: Storage>(
             need =
                 protocol::record::BatchHeader::decode(&chunk).map_or(0, |h| u64::from(h.batch_len));
             if need == 0 || position + need > target.written_len {
+                if expected >= target.written_offset {
+                    // A cached batch not yet (wholly) written: nothing more to verify.
+                    unwritten_tail = true;
+                    break;
+                }
                 let reason = format!(
                     "batch of {need} bytes passes the written length {}",
                     target.written_len
@@ -194,14 +205,15 @@ async fn scrub_segment<S: Storage>(
         report.bytes += at as u64;
         pacer.consumed(at as u64).await;
     }
-    if expected < target.end_offset {
+    if expected < target.written_offset {
         let reason = format!(
             "the file's written data ends at byte {position} before offset {}",
-            target.end_offset
+            target.written_offset
         );
         return Ok(Some(damage(position, expected, reason)));
     }
-    for entry in entries {
+    // Entries for batches still being written are checked by a later pass.
+    for entry in entries.filter(|_| !unwritten_tail) {
         report.index_problems.push(format!(
             "{}: entry (offset {}, byte {}) points past the last batch",
             target.files.index_path.display(),
