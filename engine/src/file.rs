@@ -22,6 +22,9 @@ pub const LOCK_FILE_NAME: &str = "LOCK";
 pub const RESERVATION_FILE_NAME: &str = "RESERVED";
 /// Name of the journal of offset ranges the log skipped (`engine::log::skipped`).
 pub const SKIPPED_FILE_NAME: &str = "SKIPPED";
+/// Name of the file a cleanly closed log leaves: how long its tail segment was then
+/// (`engine::log::closed`).
+pub const CLOSED_FILE_NAME: &str = "CLOSED";
 /// Prefix of the one-block files `DmaStorage` creates and removes to steer the runtime's iopoll
 /// probe.
 pub const IOPOLL_PROBE_PREFIX: &str = ".defibus-iopoll-probe";
@@ -75,6 +78,11 @@ pub fn reservation_path(dir: &Path) -> PathBuf {
 /// Path of the skipped-ranges journal of the log in `dir`.
 pub fn skipped_path(dir: &Path) -> PathBuf {
     dir.join(SKIPPED_FILE_NAME)
+}
+
+/// Path of the clean-close record of the log in `dir`.
+pub fn closed_path(dir: &Path) -> PathBuf {
+    dir.join(CLOSED_FILE_NAME)
 }
 
 /// Name of an iopoll probe file unique to this process (`pid`) and probe (`sequence`), so

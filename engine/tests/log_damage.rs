@@ -265,3 +265,159 @@ fn an_intact_log_scrubs_clean_and_counts_what_it_read() {
         log.close().await.unwrap();
     });
 }
+
+#[test]
+fn the_scrub_verifies_written_batches_still_in_the_cache() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(dir.path());
+        config.segment_bytes_max = 1 << 20;
+        config.tail_cache_bytes = 1 << 20;
+        config.flush = FlushMode::Async {
+            interval_ms: 3_600_000,
+            bytes: u64::MAX,
+        };
+        let log = Log::open(config).await.unwrap();
+        let mut expected = Vec::new();
+        for i in 0..20u32 {
+            append(&log, batch(3, 150, i as u8), &mut expected).await;
+        }
+        // Before a flush some batches may still be in flight: those are not damage.
+        let report = log.scrub(&mut Pacer::new(None)).await.unwrap();
+        assert_eq!(report.damage, None);
+        assert!(report.batches <= 20);
+        // Once flushed, every batch is on disk and verified, though reads come from memory.
+        log.flush().await.unwrap();
+        let report = log.scrub(&mut Pacer::new(None)).await.unwrap();
+        assert_eq!(report.damage, None);
+        assert!(
+            report.index_problems.is_empty(),
+            "{:?}",
+            report.index_problems
+        );
+        assert_eq!(report.batches, 20);
+        // Damage to a cached batch on disk is what a restart would read: the scrub says so.
+        let (position, _, _) = batches_of(&file::log_path(dir.path(), 0))[10];
+        flip(&file::log_path(dir.path(), 0), position + 60, 0x01);
+        let report = log.scrub(&mut Pacer::new(None)).await.unwrap();
+        assert_eq!(
+            report.damage.map(|d| d.offset),
+            Some(expected[10].base_offset)
+        );
+        log.close().await.unwrap();
+    });
+}
+
+/// The last batch of the tail segment (past its last index entry, where a crash's torn write
+/// would be): (path, position, offset, length).
+fn last_batch_of_tail(dir: &Path) -> (PathBuf, usize, u64, usize) {
+    let bases = segment_bases(dir);
+    let path = file::log_path(dir, *bases.last().unwrap());
+    let (position, offset, len) = *batches_of(&path).last().unwrap();
+    (path, position, offset, len)
+}
+
+#[test]
+fn damage_in_a_cleanly_closed_tail_is_kept_and_reported_not_cut() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let expected = fill(dir.path()).await;
+        let next = expected.last().unwrap().next_offset;
+        assert!(
+            file::closed_path(dir.path()).exists(),
+            "close records itself"
+        );
+        let (path, position, damaged, len) = last_batch_of_tail(dir.path());
+        let file_len = std::fs::metadata(&path).unwrap().len();
+        flip(&path, position + len - 5, 0x10);
+
+        let log = Log::open(config(dir.path())).await.unwrap();
+        assert!(!file::closed_path(dir.path()).exists(), "open consumes it");
+        let report = log.recovery_report();
+        assert_eq!(report.bytes_truncated, 0, "{report:?}");
+        let damage = log.damage().expect("recovery reports the damage");
+        assert_eq!(
+            (damage.offset, damage.found_by),
+            (damaged, FoundBy::Recovery)
+        );
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            file_len,
+            "nothing cut"
+        );
+        // The damaged offsets are never handed out again.
+        assert_eq!(log.next_offset(), next);
+        served_up_to(&log, &expected, damaged).await;
+        let appended = log.append(batch(1, 10, 9)).await.unwrap();
+        assert_eq!(appended.base_offset, next);
+        log.close().await.unwrap();
+
+        // The damaged segment is sealed now: the next open finds the same, crash or not.
+        let log = Log::open(config(dir.path())).await.unwrap();
+        assert_eq!(log.damage().map(|d| d.offset), Some(damaged));
+        assert_eq!(log.next_offset(), next + 1);
+        log.close().await.unwrap();
+        std::fs::remove_file(file::closed_path(dir.path())).unwrap(); // as after a crash
+        let log = Log::open(config(dir.path())).await.unwrap();
+        assert_eq!(log.damage().map(|d| d.offset), Some(damaged));
+        assert_eq!(log.recovery_report().bytes_truncated, 0);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_cleanly_closed_tail_found_shorter_is_damage() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let expected = fill(dir.path()).await;
+        let (path, position, damaged, _) = last_batch_of_tail(dir.path());
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(position as u64).unwrap();
+        drop(f);
+        let log = Log::open(config(dir.path())).await.unwrap();
+        let damage = log.damage().expect("a lost acknowledged batch is damage");
+        assert_eq!(damage.offset, damaged);
+        assert!(damage.reason.contains("closed cleanly"), "{damage}");
+        assert_eq!(log.next_offset(), expected.last().unwrap().next_offset);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn without_a_clean_close_invalid_tail_bytes_are_a_torn_write_and_cut() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let expected = fill(dir.path()).await;
+        // As after a crash: no record of a clean close.
+        std::fs::remove_file(file::closed_path(dir.path())).unwrap();
+        let (path, position, torn, len) = last_batch_of_tail(dir.path());
+        flip(&path, position + len - 5, 0x10);
+        let log = Log::open(config(dir.path())).await.unwrap();
+        assert_eq!(log.damage(), None);
+        assert!(log.recovery_report().bytes_truncated >= len as u64);
+        assert_eq!(log.next_offset(), torn);
+        for e in expected.iter().filter(|e| e.next_offset <= torn) {
+            same_batch(&log.read(e.base_offset, 1).await.unwrap()[0], e);
+        }
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_clean_close_record_of_another_tail_is_ignored_and_removed() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let expected = fill(dir.path()).await;
+        let stale = engine::log::closed::CleanClose {
+            tail_base: 7,
+            tail_len: 1 << 20,
+            next_offset: 1 << 30,
+        };
+        std::fs::write(file::closed_path(dir.path()), stale.encode()).unwrap();
+        let log = Log::open(config(dir.path())).await.unwrap();
+        assert_eq!(log.damage(), None);
+        assert_eq!(log.next_offset(), expected.last().unwrap().next_offset);
+        assert!(!file::closed_path(dir.path()).exists());
+        log.close().await.unwrap();
+    });
+}

@@ -341,3 +341,71 @@ fn a_missing_segment_is_recorded_as_skipped() {
         check_repaired(dir.path(), &expected, (missing, next), SkipReason::Missing).await;
     });
 }
+
+/// A cleanly closed log whose tail segment's last batch is damaged: (dir, expected, lost).
+async fn damaged_last_batch_after_clean_close() -> (tempfile::TempDir, Vec<Expected>, (u64, u64)) {
+    let dir = tempfile::tempdir().unwrap();
+    let expected = make_log(dir.path()).await;
+    assert!(file::closed_path(dir.path()).exists());
+    let tail = *bases(dir.path()).last().unwrap();
+    let path = file::log_path(dir.path(), tail);
+    let &(at, from, to) = batches_of(&path).last().unwrap();
+    edit(&path, |b| b[at + 70] ^= 0x10);
+    (dir, expected, (from, to))
+}
+
+#[test]
+fn the_last_batch_of_a_cleanly_closed_tail_is_recorded_never_reused() {
+    run(|| async {
+        // Repaired before the broker ever opened it: the record of the clean close says the
+        // tail reached `to`, so those offsets are skipped, not handed out again.
+        let (dir, mut expected, (from, to)) = damaged_last_batch_after_clean_close().await;
+        let dry = repair(dir.path(), true).await;
+        assert!(!dry.consistent);
+        let report = repair(dir.path(), false).await;
+        assert!(report.consistent, "{report:#?}");
+        assert_eq!(report.segments.last().unwrap().empty_successor, Some(to));
+        assert!(!file::closed_path(dir.path()).exists());
+        check_repaired(dir.path(), &expected, (from, to), SkipReason::Damaged).await;
+        expected.retain(|e| e.next_offset <= from);
+        let log = Log::open(config(dir.path())).await.unwrap();
+        assert_eq!(log.next_offset(), to);
+        append(&log, batch(1, 10, 0xEE), &mut expected).await;
+        assert_eq!(expected.last().unwrap().base_offset, to);
+        check_all_reads(&log, &expected).await;
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_damaged_tail_the_broker_already_sealed_repairs_the_same() {
+    run(|| async {
+        let (dir, expected, (from, to)) = damaged_last_batch_after_clean_close().await;
+        // The broker opened it first: damage reported, a new tail made at `to`.
+        let log = Log::open(config(dir.path())).await.unwrap();
+        assert_eq!(log.damage().map(|d| d.offset), Some(from));
+        assert_eq!(log.next_offset(), to);
+        log.close().await.unwrap();
+        assert!(bases(dir.path()).contains(&to));
+        let report = repair(dir.path(), false).await;
+        assert!(report.consistent, "{report:#?}");
+        check_repaired(dir.path(), &expected, (from, to), SkipReason::Damaged).await;
+    });
+}
+
+#[test]
+fn a_cleanly_closed_tail_cut_at_a_batch_is_recorded_as_truncated() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let expected = make_log(dir.path()).await;
+        let tail = *bases(dir.path()).last().unwrap();
+        let path = file::log_path(dir.path(), tail);
+        let &(at, from, to) = batches_of(&path).last().unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(at as u64).unwrap();
+        drop(f);
+        let report = repair(dir.path(), false).await;
+        assert!(report.consistent, "{report:#?}");
+        check_repaired(dir.path(), &expected, (from, to), SkipReason::Truncated).await;
+    });
+}

@@ -333,16 +333,43 @@ fn check_queue(dir: &Path) -> anyhow::Result<Vec<SegmentStatus>> {
 }
 
 fn verify(dir: &Path) -> anyhow::Result<ExitCode> {
+    let (lines, intact) = verify_lines(dir)?;
+    for line in lines {
+        println!("{line}");
+    }
+    Ok(if intact {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// What `log verify` prints for the queue in `dir`, and whether it is intact.
+fn verify_lines(dir: &Path) -> anyhow::Result<(Vec<String>, bool)> {
+    let mut lines = Vec::new();
     let statuses = check_queue(dir)?;
     let skipped = super::log_repair::skipped_ranges(dir)?;
-    println!(
+    // After a clean close nothing in the tail is torn: what is invalid below its recorded
+    // length is damage, and a tail that ends short lost acknowledged records.
+    let tail_base = statuses.last().map(|t| t.base_offset);
+    let clean = engine::log::closed::CleanClose::read_blocking(dir)
+        .filter(|c| Some(c.tail_base) == tail_base);
+    let short_tail = statuses.last().and_then(|t| {
+        let clean = clean.filter(|c| t.damage.is_none() && t.next_offset < c.next_offset)?;
+        Some(format!(
+            "DAMAGED: ends at byte {} (offset {}), but held offsets up to {} ({} bytes) when the \
+             log was closed cleanly; the broker refuses offsets from {} until `defibus log repair`",
+            t.valid_bytes, t.next_offset, clean.next_offset, clean.tail_len, t.next_offset
+        ))
+    });
+    lines.push(format!(
         "{:>20}  {:>20}  {:>9}  {:>12}  status",
         "base offset", "next offset", "batches", "bytes"
-    );
+    ));
     for s in &statuses {
         if let Some(end) = s.gap_after {
             let recorded = uncovered(&skipped, end, s.base_offset).is_empty();
-            println!(
+            lines.push(format!(
                 "gap: previous segment ends at offset {end}, next starts at {}{}",
                 s.base_offset,
                 if recorded {
@@ -350,13 +377,18 @@ fn verify(dir: &Path) -> anyhow::Result<ExitCode> {
                 } else {
                     " (NOT recorded: a segment is missing)"
                 }
-            );
+            ));
         }
         let status = match &s.damage {
+            None if Some(s.base_offset) == tail_base && short_tail.is_some() => {
+                short_tail.clone().unwrap_or_default()
+            }
             None => "ok".to_owned(),
             Some((Damage { position, reason }, cut)) => {
-                let tail = s.base_offset == statuses.last().map_or(0, |t| t.base_offset);
-                let effect = if tail && *position >= last_index_position(dir, s.base_offset) {
+                let tail = Some(s.base_offset) == tail_base;
+                let torn = clean.is_none_or(|c| *position >= c.tail_len);
+                let effect = if tail && torn && *position >= last_index_position(dir, s.base_offset)
+                {
                     // Past the last index entry recovery verifies and cuts: a torn write.
                     format!("the broker's recovery cuts these {cut} bytes as a torn tail")
                 } else {
@@ -368,22 +400,19 @@ fn verify(dir: &Path) -> anyhow::Result<ExitCode> {
                 format!("DAMAGED at byte {position}: {reason}; {effect}")
             }
         };
-        println!(
+        lines.push(format!(
             "{:>20}  {:>20}  {:>9}  {:>12}  {status}",
             s.base_offset, s.next_offset, s.batches, s.valid_bytes
-        );
+        ));
     }
     // A gap the skipped journal records (async crash, repair) is part of a consistent queue.
-    let intact = statuses.iter().all(|s| {
-        s.damage.is_none()
-            && s.gap_after
-                .is_none_or(|end| uncovered(&skipped, end, s.base_offset).is_empty())
-    });
-    Ok(if intact {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    let intact = short_tail.is_none()
+        && statuses.iter().all(|s| {
+            s.damage.is_none()
+                && s.gap_after
+                    .is_none_or(|end| uncovered(&skipped, end, s.base_offset).is_empty())
+        });
+    Ok((lines, intact))
 }
 
 /// Position of the last well-formed entry of the segment's index (0 without one): where the
@@ -567,6 +596,35 @@ mod tests {
         write_segment(dir.path(), 9, &[batch(9, &["x"])], 0);
         let statuses = check_queue(dir.path()).unwrap();
         assert_eq!(statuses[1].gap_after, Some(1));
+    }
+
+    #[test]
+    fn a_cleanly_closed_tail_is_judged_damaged_where_a_crashed_one_is_torn() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = batch(0, &["a"]);
+        let mut corrupt = batch(1, &["b"]);
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 0x40;
+        write_segment(dir.path(), 0, &[first.clone(), corrupt.clone()], 0);
+        let (lines, intact) = verify_lines(dir.path()).unwrap();
+        assert!(!intact);
+        assert!(lines[1].contains("recovery cuts"), "{lines:?}");
+
+        let clean = engine::log::closed::CleanClose {
+            tail_base: 0,
+            tail_len: (first.len() + corrupt.len()) as u64,
+            next_offset: 2,
+        };
+        std::fs::write(engine::file::closed_path(dir.path()), clean.encode()).unwrap();
+        let (lines, intact) = verify_lines(dir.path()).unwrap();
+        assert!(!intact);
+        assert!(lines[1].contains("refuses the rest"), "{lines:?}");
+
+        // Intact but short of what the clean close recorded: acknowledged records are gone.
+        write_segment(dir.path(), 0, &[first], 0);
+        let (lines, intact) = verify_lines(dir.path()).unwrap();
+        assert!(!intact);
+        assert!(lines[1].contains("DAMAGED: ends at byte"), "{lines:?}");
     }
 
     #[test]

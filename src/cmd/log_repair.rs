@@ -60,7 +60,7 @@ fn print_report(report: &RepairReport) {
     for segment in &report.segments {
         let scan = &segment.scan;
         let base = scan.base;
-        if scan.is_intact() && !segment.index_rewritten {
+        if scan.is_intact() && !segment.index_rewritten && segment.empty_successor.is_none() {
             println!(
                 "  {base:>20}  ok: {} batches, offsets {}..{}",
                 scan.runs.first().map_or(0, |r| r.batches),
@@ -70,10 +70,20 @@ fn print_report(report: &RepairReport) {
             continue;
         }
         if scan.is_intact() {
-            println!(
-                "  {base:>20}  index {}",
-                verb("rebuilt", "would be rebuilt")
-            );
+            if segment.index_rewritten {
+                println!(
+                    "  {base:>20}  index {}",
+                    verb("rebuilt", "would be rebuilt")
+                );
+            }
+            if let Some(next) = segment.empty_successor {
+                println!(
+                    "  {base:>20}  ends at offset {}, short of {next} at its clean close; empty tail segment {} {}",
+                    scan.next_offset(),
+                    file::log_file_name(next),
+                    verb("made", "would be made")
+                );
+            }
             continue;
         }
         println!("  {base:>20}  DAMAGED ({} bytes)", scan.file_len);
@@ -110,6 +120,14 @@ fn print_report(report: &RepairReport) {
                 "",
                 verb("moved", "would move"),
                 file::log_file_name(*new)
+            );
+        }
+        if let Some(next) = segment.empty_successor {
+            println!(
+                "  {:>20}    empty tail segment {} {} (the log's next offset at its clean close)",
+                "",
+                file::log_file_name(next),
+                verb("made", "would be made")
             );
         }
     }

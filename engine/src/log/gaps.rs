@@ -69,7 +69,11 @@ pub(crate) async fn settle<S: Storage>(
         drop_empty_tail(storage, config, &mut recovered.segments, next_offset).await?;
         recovered.report.start_offset = recovered.segments.keys().next().copied().unwrap_or(0);
     }
-    let unrecorded = unrecorded_gaps(&recovered.segments, journal.entries());
+    let mut unrecorded = unrecorded_gaps(&recovered.segments, journal.entries());
+    // A gap from where recovery found damage is the damaged segment's own unreadable rest
+    // (a cleanly closed tail kept whole, `closed.rs`), already reported as that damage.
+    let damaged_from = recovered.report.damage.as_ref().map(|d| d.offset);
+    unrecorded.retain(|&(from, _)| Some(from) != damaged_from);
     for &(from, to) in &unrecorded {
         ::log::error!(
             "{}: offsets {from}..{to} lie between segments but no skipped range records them: \

@@ -18,6 +18,7 @@
 //! The durability protocol is written out in `docs/ARCHITECTURE.md` (storage section).
 
 mod cache;
+pub mod closed;
 mod commit;
 pub mod config;
 pub mod damage;
@@ -575,7 +576,29 @@ impl<S: Storage + 'static> Log<S> {
         if let Some(committer) = committer {
             committer.await;
         }
-        shared.commit.check_poisoned()
+        shared.commit.check_poisoned()?;
+        // Every batch is synced: say so, so that the next open treats invalid bytes in the
+        // tail as damage, not a torn write. Without the record the next open is only more
+        // cautious about what it cannot tell apart, so a failure here is not the close's.
+        let record = {
+            let state = shared.state.borrow();
+            state
+                .segments
+                .iter()
+                .next_back()
+                .filter(|(_, segment)| segment.files.is_some())
+                .map(|(&base, segment)| closed::CleanClose {
+                    tail_base: base,
+                    tail_len: segment.log.logical_len(),
+                    next_offset: state.next_offset,
+                })
+        };
+        if let Some(record) = record {
+            if let Err(e) = closed::store(&shared.storage, &shared.config.dir, &record).await {
+                ::log::warn!("recording the clean close failed: {e}");
+            }
+        }
+        Ok(())
     }
 }
 

@@ -1,12 +1,15 @@
 //! Recovery: turning what `open` finds on disk into a consistent log.
 //!
 //! Every segment but the last was sealed (log and index fdatasynced) before the next one was
-//! created, so its end is trusted: only its index is checked for shape and rebuilt if missing
-//! or malformed. The last (tail) segment may end in a torn write: its index entries are
-//! checked against the log, its batches are verified (checksums, offset continuity) from the
-//! last good index entry on, and whatever follows the last valid batch is cut off. Then the
-//! tail's files and the directory are synced, because everything recovery serves is from then
-//! on treated as durable (`docs/ARCHITECTURE.md` §3.1, step 3).
+//! created, so its end is trusted: its index is checked for shape and rebuilt if missing or
+//! malformed, and invalid data after its last index entry is damage, never cut. The last
+//! (tail) segment may end in a torn write: its index entries are checked against the log, its
+//! batches are verified (checksums, offset continuity) from the last good index entry on, and
+//! whatever follows the last valid batch is cut off, unless the clean-close record
+//! ([`super::closed`]) says the tail was whole and longer: then it is damage, kept, and a new
+//! tail segment starts at the recorded next offset. Then the tail's files and the directory are
+//! synced, because everything recovery serves is from then on treated as durable
+//! (`docs/ARCHITECTURE.md` §3.1, step 3).
 
 use std::{collections::BTreeMap, path::Path, rc::Rc};
 
@@ -15,7 +18,7 @@ use protocol::record::{BATCH_HEADER_LEN, BATCH_LEN_MAX, BatchHeader, BatchView};
 use crate::{
     file::{self, SegmentFileKind},
     log::{
-        LogConfig, LogError,
+        LogConfig, LogError, closed,
         config::WRITE_CHUNK_BYTES,
         damage::{Damage, FoundBy},
         index::{IndexEntry, SparseIndex, decode_entries},
@@ -109,10 +112,38 @@ pub(crate) async fn recover<S: Storage>(
     }
     let mut segments = BTreeMap::new();
     let tail_base = log_bases.last().copied();
+    let clean = closed::load(storage, dir)
+        .await?
+        .filter(|c| Some(c.tail_base) == tail_base);
+    let mut damaged_tail = false;
     for &base in &log_bases {
-        let is_tail = Some(base) == tail_base;
-        let opened = open_segment(storage, config, base, is_tail, &mut report).await?;
+        let tail = (Some(base) == tail_base).then(|| Tail {
+            clean_len: clean.map(|c| c.tail_len),
+        });
+        let opened = open_segment(storage, config, base, tail, &mut report).await?;
+        damaged_tail |= opened.damaged_tail;
         segments.insert(base, opened.segment);
+    }
+    // The record describes the files as they are now; once anything is written it would not.
+    let mut keep_clean_record = false;
+    if let (true, Some(clean)) = (damaged_tail, clean) {
+        // The damaged tail is kept whole and sealed; appends go on in a new tail segment at
+        // the offset the clean close recorded, so no acknowledged offset is handed out again.
+        // Its files are made now, so the next open judges the damaged one as sealed.
+        let mut segment = Segment::new(clean.next_offset, config.index_interval_bytes);
+        match create_segment_files(storage, dir, clean.next_offset).await {
+            Ok(files) => segment.files = Some(Rc::new(files)),
+            Err(e) => {
+                // The committer makes them before the first write; until then the record
+                // keeps telling the next open that this tail is damaged, not torn.
+                ::log::warn!("{e}; the new tail segment's files are made at the first write");
+                keep_clean_record = true;
+            }
+        }
+        segments.insert(clean.next_offset, segment);
+    }
+    if !keep_clean_record {
+        closed::remove(storage, dir).await?;
     }
     // What is served from now on is treated as durable, so make it so: the tail may hold
     // writes whose fdatasync failed or never ran (the process died, the page cache kept them),
@@ -143,15 +174,49 @@ pub(crate) async fn recover<S: Storage>(
 
 struct Opened<F, B> {
     segment: Segment<F, B>,
+    /// The tail was damaged below the length it had at a clean close: kept whole, sealed.
+    damaged_tail: bool,
+}
+
+/// What is known of the tail segment.
+#[derive(Clone, Copy)]
+struct Tail {
+    /// Its length at the last clean close: invalid bytes below it are damage, not a torn write.
+    clean_len: Option<u64>,
+}
+
+/// Creates an empty segment's files (the caller fsyncs the directory).
+async fn create_segment_files<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    base: u64,
+) -> Result<SegmentFiles<S::File>, LogError> {
+    let log_path = file::log_path(dir, base);
+    let index_path = file::index_path(dir, base);
+    let log = storage
+        .create(&log_path)
+        .await
+        .map_err(|e| LogError::io("create", &log_path, e))?;
+    let index = storage
+        .create(&index_path)
+        .await
+        .map_err(|e| LogError::io("create", &index_path, e))?;
+    Ok(SegmentFiles {
+        log,
+        index,
+        log_path,
+        index_path,
+    })
 }
 
 async fn open_segment<S: Storage>(
     storage: &S,
     config: &LogConfig,
     base: u64,
-    is_tail: bool,
+    tail: Option<Tail>,
     report: &mut RecoveryReport,
 ) -> Result<Opened<S::File, S::Buffer>, LogError> {
+    let is_tail = tail.is_some();
     let log_path = file::log_path(&config.dir, base);
     let index_path = file::index_path(&config.dir, base);
     let log = storage
@@ -210,13 +275,23 @@ async fn open_segment<S: Storage>(
     });
     let mut index = SparseIndex::new(entries, config.index_interval_bytes);
     let scan = reader
-        .scan(start_position, start_offset, file_len, is_tail, &mut index)
+        // Checksums too: past the last index entry is at most an index interval of bytes.
+        .scan(start_position, start_offset, file_len, true, &mut index)
         .await?;
     report.index_entries_dropped += dropped;
     let mut valid_end = scan.valid_end;
-    if let Stop::Invalid(reason) = &scan.stop {
-        let cut = file_len - scan.valid_end;
-        if is_tail {
+    // Below the clean-close length nothing was torn: whatever stops the scan there is damage.
+    let clean_len = tail.and_then(|t| t.clean_len);
+    let damaged_tail = clean_len.is_some_and(|len| scan.valid_end < len);
+    let stop = match (&scan.stop, clean_len) {
+        (Stop::End, Some(len)) if damaged_tail => Stop::Invalid(format!(
+            "the segment's batches end here, but it held {len} bytes of batches when the log was closed cleanly"
+        )),
+        (stop, _) => stop.clone(),
+    };
+    if let Stop::Invalid(reason) = &stop {
+        let cut = file_len.saturating_sub(scan.valid_end);
+        if is_tail && !damaged_tail {
             ::log::warn!(
                 "{}: cutting {cut} bytes at position {} of the tail segment: {reason}",
                 log_path.display(),
@@ -230,13 +305,19 @@ async fn open_segment<S: Storage>(
             report.bytes_truncated += cut;
             report.truncation_reason = Some(reason.clone());
         } else {
-            // A sealed segment was whole when it was sealed, so this is damage, not a torn
-            // write: never cut (intact batches may follow), serve up to it, refuse past it.
+            // A sealed segment was whole when it was sealed (and a cleanly closed tail when
+            // it was closed), so this is damage, not a torn write: never cut (intact batches
+            // may follow), serve up to it, refuse past it.
+            let which = if is_tail {
+                "cleanly closed tail segment"
+            } else {
+                "sealed segment"
+            };
             let damage = Damage {
                 offset: scan.next_offset,
                 path: log_path.clone(),
                 position: scan.valid_end,
-                reason: format!("sealed segment has {cut} invalid bytes from here: {reason}"),
+                reason: format!("{which} has {cut} invalid bytes from here: {reason}"),
                 found_by: FoundBy::Recovery,
             };
             if report
@@ -269,7 +350,7 @@ async fn open_segment<S: Storage>(
         }
         _ => rewrite_index_or_defer(storage, &index_path, &encoded).await?,
     };
-    let log_writer = if is_tail {
+    let log_writer = if is_tail && !damaged_tail {
         let block = align_down(valid_end, storage.alignment(&log));
         let tail = storage
             .read_at(&log, block, (valid_end - block) as usize)
@@ -285,14 +366,18 @@ async fn open_segment<S: Storage>(
     segment.index = index;
     segment.log = log_writer;
     segment.index_writer = index_writer;
-    segment.sealed = !is_tail;
+    // A damaged tail was synced at its clean close and takes no more writes.
+    segment.sealed = !is_tail || damaged_tail;
     segment.files = Some(Rc::new(SegmentFiles {
         log,
         index: index_file,
         log_path,
         index_path,
     }));
-    Ok(Opened { segment })
+    Ok(Opened {
+        segment,
+        damaged_tail,
+    })
 }
 
 async fn sync_file<S: Storage>(storage: &S, file: &S::File, path: &Path) -> Result<(), LogError> {
@@ -363,7 +448,7 @@ async fn rewrite_index<S: Storage>(
 }
 
 /// Why a scan stopped.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Stop {
     /// At the end of the file, or at zero padding followed only by zeros.
     End,

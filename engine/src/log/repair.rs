@@ -33,6 +33,7 @@ use self::scan::{build_index, index_matches};
 use crate::{
     file::{self, SegmentFileKind},
     log::{
+        closed,
         error::LogError,
         segment::{PendingWrite, write_pending},
         skipped::{Journal, SkipReason, SkippedRange, uncovered},
@@ -53,6 +54,10 @@ pub struct SegmentRepair {
     pub removed: bool,
     /// Its index is rewritten.
     pub index_rewritten: bool,
+    /// The tail of a cleanly closed log that lost acknowledged offsets: an empty segment is
+    /// made at the log's next offset then, so those offsets stay a recorded gap and are never
+    /// handed out again.
+    pub empty_successor: Option<u64>,
 }
 
 /// What [`repair_queue`] did (or would do) to a queue directory.
@@ -80,6 +85,7 @@ impl RepairReport {
                     || s.truncated_to.is_some()
                     || s.removed
                     || s.index_rewritten
+                    || s.empty_successor.is_some()
             })
     }
 }
@@ -114,11 +120,19 @@ pub async fn repair_queue<S: Storage>(
     };
     let mut journal = Journal::load(storage, dir).await?;
     let bases = segment_bases(storage, dir).await?;
+    // A cleanly closed tail held every offset up to the record's next offset (`closed.rs`).
+    let clean_next = closed::load(storage, dir)
+        .await?
+        .filter(|c| bases.last() == Some(&c.tail_base))
+        .map(|c| c.next_offset);
     let mut planned: Vec<SkippedRange> = Vec::new();
     let now = super::now_ms();
     let mut previous_end: Option<u64> = None;
     for (i, &base) in bases.iter().enumerate() {
         let next_base = bases.get(i + 1).copied();
+        // Where this segment's offsets must reach: the next segment, or for a cleanly closed
+        // tail the next offset it had.
+        let end_of_segment = next_base.or(clean_next.filter(|&next| next > base));
         let log_path = file::log_path(dir, base);
         let index_path = file::index_path(dir, base);
         let bytes = read_whole(storage, &log_path).await?;
@@ -159,6 +173,7 @@ pub async fn repair_queue<S: Storage>(
             truncated_to: None,
             removed: false,
             index_rewritten: false,
+            empty_successor: None,
         };
         if !scan.is_intact() {
             // Gaps between runs, and after the last run of a sealed segment.
@@ -175,7 +190,7 @@ pub async fn repair_queue<S: Storage>(
                 repair.new_segments.push(run.first_offset);
                 end = run.next_offset;
             }
-            if let Some(next) = next_base {
+            if let Some(next) = end_of_segment {
                 if end < next {
                     let truncated = scan.damage.last().is_some_and(|d| d.truncated);
                     planned.push(SkippedRange {
@@ -195,11 +210,25 @@ pub async fn repair_queue<S: Storage>(
             } else {
                 repair.removed = true;
             }
+            if next_base.is_none() && end_of_segment.is_some_and(|next| end < next) {
+                repair.empty_successor = end_of_segment;
+            }
+        } else if let (None, Some(next)) = (next_base, end_of_segment) {
+            // An intact tail that ends short of its clean close: it was cut at a batch.
+            if scan.next_offset() < next {
+                planned.push(SkippedRange {
+                    from: scan.next_offset(),
+                    to: next,
+                    reason: SkipReason::Truncated,
+                    time_ms: now,
+                });
+                repair.empty_successor = Some(next);
+            }
         }
         repair.index_rewritten =
             !repair.removed && (scan.index_bad || repair.truncated_to.is_some());
         let past_next =
-            next_base.is_some_and(|next| repair.new_segments.iter().any(|b| *b >= next));
+            end_of_segment.is_some_and(|next| repair.new_segments.iter().any(|b| *b >= next));
         // A run claiming the segment's own base after damaged bytes would need the file
         // rewritten in place, which a crash could lose; it cannot come from a damaged batch.
         let claims_base = repair.removed && repair.new_segments.contains(&base);
@@ -232,6 +261,13 @@ pub async fn repair_queue<S: Storage>(
         }
         report.segments.push(repair);
     }
+    if !options.dry_run {
+        // The files it described have changed; the next open verifies the tail afresh.
+        closed::remove(storage, dir).await?;
+        file::fsync_directory(storage, dir)
+            .await
+            .map_err(|e| LogError::io("fsync directory", dir, e))?;
+    }
     report.consistent = if options.dry_run {
         !report.changed()
     } else {
@@ -258,7 +294,11 @@ async fn apply_segment<S: Storage>(
         let index = build_index(data, run.first_offset);
         write_new_file(storage, &file::index_path(dir, run.first_offset), &index).await?;
     }
-    if !repair.new_segments.is_empty() {
+    if let Some(next) = repair.empty_successor {
+        write_new_file(storage, &file::log_path(dir, next), &[]).await?;
+        write_new_file(storage, &file::index_path(dir, next), &[]).await?;
+    }
+    if !repair.new_segments.is_empty() || repair.empty_successor.is_some() {
         file::fsync_directory(storage, dir)
             .await
             .map_err(|e| LogError::io("fsync directory", dir, e))?;
