@@ -1,8 +1,8 @@
 //! Damaged stored data, seen from the outside (issue 11): a broker whose sealed segment (or,
-//! after a clean stop, tail segment) has
-//! flipped bytes never serves them or anything past them. The scrub finds the damage before
-//! any consumer, `stats` shows it, a consumer gets every record before it in order and then
-//! a `DataDamaged` error (not silence), and producers keep being acknowledged.
+//! after a clean stop, tail segment) has flipped bytes never serves them or anything past
+//! them. The scrub finds the damage before any consumer, `stats` shows it, a consumer gets
+//! every record before it in order and then a `DataDamaged` error (not silence), and
+//! producers keep being acknowledged.
 
 use std::path::Path;
 use std::time::Duration;
