@@ -14,6 +14,7 @@
 //! | `0x02xx` | broker admin: topics and statistics |
 //! | `0x03xx` | nameserver: broker registry and topic routes |
 //! | `0x04xx` | GSL (`0x040x`) and SGS (`0x041x`) |
+//! | `0x05xx` | controller: Raft between its nodes (`0x050x`), its API (`0x051x`) |
 //!
 //! Codes are part of the wire format: never renumber or reuse one, only add.
 
@@ -125,6 +126,17 @@ code_enum! {
         /// Nameserver → client: a topic's configuration or route changed; refetch it.
         TopicConfigChanged = 0x0305,
 
+        // ---- 0x06xx: replication, broker → broker ----
+        /// Follower → leader: the batches of a queue from an offset, which is also the
+        /// follower's acknowledgement that it holds everything below it durably.
+        ReplicaFetch = 0x0601,
+        /// Follower → leader: where the follower's latest leader epoch ended in the leader's
+        /// log, so the follower cuts a tail the leader never had before it fetches.
+        ReplicaEpochEnd = 0x0602,
+        /// Controller → broker: the leader, epoch and in-sync set of one queue the broker
+        /// holds (a `QueueAssignment`).
+        QueueRole = 0x0603,
+
         // ---- 0x040x: GSL, service location ----
         /// Client → GSL: where is service S, seen from area A?
         GslResolve = 0x0401,
@@ -142,6 +154,22 @@ code_enum! {
         ServiceList = 0x0413,
         /// Any → SGS: show one service's record.
         ServiceShow = 0x0414,
+
+        // ---- 0x050x: controller, Raft between controller nodes ----
+        /// Controller → controller: Raft AppendEntries (also the leader's heartbeat).
+        RaftAppendEntries = 0x0501,
+        /// Controller → controller: Raft RequestVote.
+        RaftVote = 0x0502,
+        /// Controller → controller: one chunk of a Raft snapshot.
+        RaftInstallSnapshot = 0x0503,
+
+        // ---- 0x051x: controller API ----
+        /// Any → controller: apply a command to the replicated state (forwarded to the leader).
+        ControllerPropose = 0x0510,
+        /// Any → controller: the controller node's applied state.
+        ControllerState = 0x0511,
+        /// Broker → controller leader: the broker is alive.
+        ControllerHeartbeat = 0x0512,
     }
 }
 
@@ -157,6 +185,12 @@ impl Command {
                 | Command::Reply
                 | Command::ReplyPush
         )
+    }
+
+    /// True when the *answer* (not the request) is record batches that carry their own
+    /// checksums, so its frame may omit the body checksum: a follower's fetch.
+    pub const fn answer_carries_record_batches(self) -> bool {
+        matches!(self, Command::ReplicaFetch)
     }
 
     /// True for broker data-plane commands (`0x01xx`), the latency-critical path.
@@ -210,6 +244,14 @@ code_enum! {
         NotOwner = 204,
         /// The caller may not do this.
         Unauthorized = 205,
+        /// This broker holds the queue but does not lead it (a follower, or a leader whose
+        /// epoch ended); the route is stale: refresh it and send to the current leader.
+        /// A controller node answers it too when it is not the controller's Raft leader; its
+        /// message names the leader when one is known.
+        NotLeader = 206,
+        /// A replication request names an epoch other than the queue's current one: the
+        /// sender is behind (it learns the new epoch from the controller) or deposed.
+        StaleEpoch = 207,
 
         /// The server is overloaded; back off and retry.
         SystemBusy = 300,
@@ -251,6 +293,7 @@ impl Status {
         matches!(
             self,
             Status::NotOwner
+                | Status::NotLeader
                 | Status::SystemBusy
                 | Status::QueueDepthExceeded
                 | Status::NoResponder
@@ -280,6 +323,8 @@ impl Status {
             Status::TopicExists => "topic already exists",
             Status::NotOwner => "queue not owned by this broker or shard (stale route)",
             Status::Unauthorized => "unauthorized",
+            Status::NotLeader => "this broker does not lead the queue (stale route)",
+            Status::StaleEpoch => "the request's leader epoch is not the queue's current one",
             Status::SystemBusy => "system busy, retry later",
             Status::QueueDepthExceeded => "queue depth limit exceeded",
             Status::RequestExpired => "request expired before delivery",
@@ -316,7 +361,7 @@ mod tests {
         for &command in Command::ALL {
             assert!(seen.insert(command.code()), "{command} reused");
             assert_eq!(Command::try_from(command.code()), Ok(command));
-            assert!((0x01..=0x04).contains(&(command.code() >> 8)), "{command}");
+            assert!((0x01..=0x06).contains(&(command.code() >> 8)), "{command}");
         }
         let mut seen = HashSet::new();
         for &status in Status::ALL {

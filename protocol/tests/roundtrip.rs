@@ -6,12 +6,13 @@ use proptest::prelude::*;
 
 use protocol::codes::{Command, Status};
 use protocol::control::{
-    self, BrokerId, BrokerRegistration, BrokerStats, BrokerSummary, ClientHeartbeat, ClusterInfo,
-    CommitOffset, Credit, Deployment, ErrorReply, FetchOffset, FlushMode, GroupQueueStats,
-    GslResolveReply, GslResolveRequest, GslUpdate, HeartbeatAck, OffsetReply, ProduceAck,
-    QueueDamage, QueueRoute, QueueStats, RedirectRule, RegisterAck, ServiceRecord, ServiceState,
-    ShardStats, SkippedOffsets, StartPosition, Subscribe, SubscribeAck, SubscriptionMode,
-    TopicConfig, TopicInfo, TopicList, TopicName, TopicRoute, Unsubscribe,
+    self, Acks, BrokerId, BrokerRegistration, BrokerStats, BrokerSummary, ClientHeartbeat,
+    ClusterInfo, CommitOffset, Credit, Deployment, ErrorReply, FetchOffset, FlushMode,
+    FollowerStatus, GroupQueueStats, GslResolveReply, GslResolveRequest, GslUpdate, HeartbeatAck,
+    OffsetReply, ProduceAck, QueueDamage, QueueReplication, QueueRoute, QueueStats, RedirectRule,
+    RegisterAck, ReplicaRole, ServiceRecord, ServiceState, ShardStats, SkippedOffsets,
+    StartPosition, Subscribe, SubscribeAck, SubscriptionMode, TopicConfig, TopicInfo, TopicList,
+    TopicName, TopicRoute, Unsubscribe,
 };
 use protocol::data::BatchAddress;
 use protocol::frame::{
@@ -327,11 +328,13 @@ prop_compose! {
         max_queue_depth in any::<u64>(), queue_depths in vec(any::<u64>(), 0..8),
         retention_bytes in any::<Option<u64>>(), retention_age_ms in any::<Option<u64>>(),
         redirects in vec(redirect_rule(), 0..3), dynamic_queues in any::<bool>(),
+        replicas in any::<u8>(), all in any::<bool>(),
     ) -> TopicInfo {
+        let acks = if all { Acks::All } else { Acks::Leader };
         TopicInfo {
             topic, queue_count, read_queue_count, write_queue_count, flush_mode,
             max_queue_depth, queue_depths, retention_bytes, retention_age_ms, redirects,
-            dynamic_queues,
+            dynamic_queues, replicas, acks, replication: Vec::new(),
         }
     }
 }
@@ -373,11 +376,13 @@ prop_compose! {
         write_queue_count in any::<u32>(), flush_mode in flush_mode(),
         max_queue_depth in any::<u64>(), retention_bytes in any::<Option<u64>>(),
         retention_age_ms in any::<Option<u64>>(), redirects in vec(redirect_rule(), 0..3),
-        dynamic_queues in any::<bool>(),
+        dynamic_queues in any::<bool>(), replicas in any::<u8>(), all in any::<bool>(),
     ) -> TopicConfig {
+        let acks = if all { Acks::All } else { Acks::Leader };
         TopicConfig {
             topic, queue_count, read_queue_count, write_queue_count, flush_mode,
             max_queue_depth, retention_bytes, retention_age_ms, redirects, dynamic_queues,
+            replicas, acks,
         }
     }
 }
@@ -526,9 +531,24 @@ prop_compose! {
             .into_iter()
             .map(|(from, to, reason)| SkippedOffsets { from, to, reason })
             .collect();
+        let replication = (queue_id % 2 == 0).then(|| QueueReplication {
+            queue_id,
+            epoch: next_offset,
+            role: ReplicaRole::Leader,
+            committed: start_offset,
+            log_end: next_offset,
+            followers: vec![FollowerStatus {
+                broker_id: topic.clone(),
+                durable_end: start_offset,
+                in_sync: true,
+                lagging: false,
+                caught_up: false,
+            }],
+            replicas: vec![topic.clone()],
+        });
         QueueStats {
             topic, queue_id, shard_id, start_offset, next_offset, expired_requests, damage,
-            skipped, groups,
+            skipped, groups, replication,
         }
     }
 }

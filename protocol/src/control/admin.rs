@@ -129,6 +129,8 @@ pub struct QueueStats {
     pub skipped: Vec<SkippedOffsets>,
     /// Progress of each group subscribed to the queue.
     pub groups: Vec<GroupQueueStats>,
+    /// The queue's role and replicas, when its topic has more than one replica.
+    pub replication: Option<super::QueueReplication>,
 }
 
 /// One shard's statistics.

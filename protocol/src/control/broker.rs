@@ -2,7 +2,7 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 
-use super::{ControlError, FlushMode};
+use super::{Acks, ControlError, FlushMode};
 use crate::names::{Area, Topic};
 
 /// Default unconsumed-message limit per queue; DeFiBus's default, which keeps a slow consumer
@@ -39,6 +39,13 @@ pub struct TopicInfo {
     pub redirects: Vec<RedirectRule>,
     /// The broker adjusts the queue counts to the consumers.
     pub dynamic_queues: bool,
+    /// Copies of each queue (0 from a broker that predates replication: one).
+    pub replicas: u8,
+    /// When a produce to a replicated queue is acknowledged.
+    pub acks: Acks,
+    /// Each replicated queue's role here and, where this broker leads, its followers: what
+    /// the controller learns lag and catch-up from.
+    pub replication: Vec<super::QueueReplication>,
 }
 
 impl TopicInfo {
@@ -192,6 +199,56 @@ pub struct TopicConfig {
     /// before writes and shrinking writes before reads. Off by default: an explicit queue
     /// count stays as the operator set it.
     pub dynamic_queues: bool,
+    /// Copies of each queue, on distinct brokers (1: the queue lives on one broker's disk).
+    pub replicas: u8,
+    /// When a produce to a replicated queue is acknowledged.
+    pub acks: Acks,
+}
+
+/// A topic's configuration as brokers before replication stored it in their registry; read
+/// once at start and written back as a [`TopicConfig`] with one replica.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct TopicConfigV1 {
+    /// See [`TopicConfig`].
+    pub topic: String,
+    /// See [`TopicConfig`].
+    pub queue_count: u32,
+    /// See [`TopicConfig`].
+    pub read_queue_count: u32,
+    /// See [`TopicConfig`].
+    pub write_queue_count: u32,
+    /// See [`TopicConfig`].
+    pub flush_mode: FlushMode,
+    /// See [`TopicConfig`].
+    pub max_queue_depth: u64,
+    /// See [`TopicConfig`].
+    pub retention_bytes: Option<u64>,
+    /// See [`TopicConfig`].
+    pub retention_age_ms: Option<u64>,
+    /// See [`TopicConfig`].
+    pub redirects: Vec<RedirectRule>,
+    /// See [`TopicConfig`].
+    pub dynamic_queues: bool,
+}
+
+impl From<TopicConfigV1> for TopicConfig {
+    fn from(v1: TopicConfigV1) -> Self {
+        Self {
+            topic: v1.topic,
+            queue_count: v1.queue_count,
+            read_queue_count: v1.read_queue_count,
+            write_queue_count: v1.write_queue_count,
+            flush_mode: v1.flush_mode,
+            max_queue_depth: v1.max_queue_depth,
+            retention_bytes: v1.retention_bytes,
+            retention_age_ms: v1.retention_age_ms,
+            redirects: v1.redirects,
+            dynamic_queues: v1.dynamic_queues,
+            replicas: 1,
+            acks: Acks::Leader,
+        }
+    }
 }
 
 /// Most redirect rules a topic may have.
@@ -252,6 +309,8 @@ impl TopicConfig {
             retention_age_ms: Some(RETENTION_AGE_MS_DEFAULT),
             redirects: Vec::new(),
             dynamic_queues: false,
+            replicas: 1,
+            acks: Acks::Leader,
         }
     }
 
@@ -279,6 +338,12 @@ impl TopicConfig {
         }
         if self.redirects.len() > REDIRECTS_MAX {
             return Err(invalid("redirects", "at most 16 rules per topic"));
+        }
+        if self.replicas == 0 || self.replicas > super::REPLICAS_MAX {
+            return Err(invalid(
+                "replicas",
+                "a topic has 1 to 7 replicas of each queue",
+            ));
         }
         self.redirects.iter().try_for_each(RedirectRule::validate)
     }

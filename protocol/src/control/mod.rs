@@ -27,6 +27,7 @@ use crate::names::NameError;
 mod admin;
 mod broker;
 mod data;
+mod replica;
 mod service;
 
 pub use admin::{
@@ -35,13 +36,18 @@ pub use admin::{
 };
 pub use broker::{
     BrokerRegistration, BrokerSummary, ClusterInfo, MAX_QUEUE_DEPTH_DEFAULT, QUEUE_COUNT_DEFAULT,
-    QueueRoute, REDIRECTS_MAX, RETENTION_AGE_MS_DEFAULT, RedirectRule, TopicConfig, TopicInfo,
-    TopicRoute,
+    QueueRoute, REDIRECTS_MAX, RETENTION_AGE_MS_DEFAULT, RedirectRule, TopicConfig, TopicConfigV1,
+    TopicInfo, TopicRoute,
 };
 pub use data::{
     ClientHeartbeat, CommitOffset, Credit, FetchOffset, HEARTBEAT_INTERVAL_MS_DEFAULT,
     HeartbeatAck, OffsetReply, ProduceAck, StartPosition, Subscribe, SubscribeAck,
     SubscriptionMode, Unsubscribe,
+};
+pub use replica::{
+    Acks, EpochStart, FETCH_REPLY_EXT_TAG, FollowerStatus, GroupOffset, QueueAssignment,
+    QueueReplication, REPLICAS_MAX, ReplicaEpochEnd, ReplicaEpochEndReply, ReplicaFetch,
+    ReplicaFetchReply, ReplicaRole,
 };
 pub use service::{
     Deployment, GslResolveReply, GslResolveRequest, GslUpdate, ServiceIdRequest, ServiceList,

@@ -404,16 +404,36 @@ impl FrameHeader {
     /// A complete, checksummed header for `ext` and `body`; the body is not copied, so the
     /// header, extension and body can be written with one vectored write.
     pub fn seal(meta: &FrameMeta, ext: &[u8], body: &[u8]) -> Result<Self, HeaderError> {
-        let too_large = || HeaderError::FrameTooLarge {
-            frame_len: (HEADER_LEN + ext.len()) as u64 + body.len() as u64,
-            frame_len_max: u32::MAX as usize,
-        };
-        let ext_len = u32::try_from(ext.len()).map_err(|_| too_large())?;
-        let body_len = u32::try_from(body.len()).map_err(|_| too_large())?;
         let mut crc = crc32c::crc32c(ext);
         if meta.flags & flag::BODY_CRC_ABSENT == 0 {
             crc = crc32c::crc32c_append(crc, body);
         }
+        Self::sealed(meta, ext, body.len() as u64, crc)
+    }
+
+    /// A complete header for `ext` and a body of `body_len` bytes that the checksum omits
+    /// (`meta` has [`flag::BODY_CRC_ABSENT`]): for a body written from several buffers.
+    pub fn seal_without_body(
+        meta: &FrameMeta,
+        ext: &[u8],
+        body_len: u64,
+    ) -> Result<Self, HeaderError> {
+        if meta.flags & flag::BODY_CRC_ABSENT == 0 {
+            return Err(HeaderError::ConflictingFlags {
+                flags: meta.flags,
+                reason: "a body sealed by length alone must be without its checksum",
+            });
+        }
+        Self::sealed(meta, ext, body_len, crc32c::crc32c(ext))
+    }
+
+    fn sealed(meta: &FrameMeta, ext: &[u8], body_len: u64, crc: u32) -> Result<Self, HeaderError> {
+        let too_large = || HeaderError::FrameTooLarge {
+            frame_len: (HEADER_LEN + ext.len()) as u64 + body_len,
+            frame_len_max: u32::MAX as usize,
+        };
+        let ext_len = u32::try_from(ext.len()).map_err(|_| too_large())?;
+        let body_len = u32::try_from(body_len).map_err(|_| too_large())?;
         let mut header = Self {
             magic: MAGIC,
             version: VERSION,
@@ -462,7 +482,9 @@ fn check_flags(flags: u8, command: u16) -> Result<(), HeaderError> {
         return conflict("FAILURES_ONLY is only valid on requests that are not ONEWAY");
     }
     // Unknown commands are let through so the receiver can answer "unknown command" by id.
-    let checks_itself = Command::try_from(command).map_or(true, Command::carries_record_batch);
+    let checks_itself = Command::try_from(command).map_or(true, |c| {
+        c.carries_record_batch() || (!request && c.answer_carries_record_batches())
+    });
     if flags & flag::BODY_CRC_ABSENT != 0 && !checks_itself {
         return conflict("BODY_CRC_ABSENT is only valid for commands carrying record batches");
     }
