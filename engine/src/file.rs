@@ -25,6 +25,9 @@ pub const SKIPPED_FILE_NAME: &str = "SKIPPED";
 /// Name of the file a cleanly closed log leaves: how long its tail segment was then
 /// (`engine::log::closed`).
 pub const CLOSED_FILE_NAME: &str = "CLOSED";
+/// Name of the journal of leader epochs: at which offset each epoch of a replicated queue
+/// began (`engine::log::epochs`).
+pub const EPOCHS_FILE_NAME: &str = "EPOCHS";
 /// Prefix of the one-block files `DmaStorage` creates and removes to steer the runtime's iopoll
 /// probe.
 pub const IOPOLL_PROBE_PREFIX: &str = ".defibus-iopoll-probe";
@@ -83,6 +86,11 @@ pub fn skipped_path(dir: &Path) -> PathBuf {
 /// Path of the clean-close record of the log in `dir`.
 pub fn closed_path(dir: &Path) -> PathBuf {
     dir.join(CLOSED_FILE_NAME)
+}
+
+/// Path of the leader-epoch journal of the queue directory `dir`.
+pub fn epochs_path(dir: &Path) -> PathBuf {
+    dir.join(EPOCHS_FILE_NAME)
 }
 
 /// Name of an iopoll probe file unique to this process (`pid`) and probe (`sequence`), so

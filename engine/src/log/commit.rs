@@ -281,7 +281,7 @@ impl Commit {
         }
     }
 
-    fn poison(&self, error: LogError) {
+    pub(crate) fn poison(&self, error: LogError) {
         ::log::error!("log poisoned, appends now fail until it is reopened: {error}");
         let cause = Arc::new(error);
         *self.poisoned.borrow_mut() = Some(cause.clone());

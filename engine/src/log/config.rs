@@ -105,6 +105,11 @@ pub struct LogConfig {
     /// heals once space returns. The wait keeps a still-full disk from costing a recovery per
     /// append. Default none: the log stays poisoned until its owner reopens it.
     pub reopen_after_poison_ms: Option<u64>,
+    /// In `Async` mode, keep the offset reservation (`RESERVED`): offsets a crash may have
+    /// lost are skipped, never reused. Default true. A replicated queue turns it off: its
+    /// offsets are the leader's, a replica cuts what a crash left unsynced and fetches it
+    /// again, and the leader-epoch journal (not a gap) tells it where its log diverged.
+    pub offset_reservation: bool,
 }
 
 impl LogConfig {
@@ -123,6 +128,7 @@ impl LogConfig {
             tail_cache_bytes: DEFAULT_TAIL_CACHE_BYTES,
             batch_len_max: DEFAULT_BATCH_LEN_MAX,
             reopen_after_poison_ms: None,
+            offset_reservation: true,
         }
     }
 

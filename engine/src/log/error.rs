@@ -76,6 +76,30 @@ pub enum LogError {
         /// The lock file.
         path: PathBuf,
     },
+    /// A replicated batch does not continue the log: a follower appends only the batch that
+    /// starts at its end, so that its offsets stay the leader's.
+    #[error("replicated batch at offset {found} does not continue the log at {expected}")]
+    OutOfSequence {
+        /// The log's next offset.
+        expected: u64,
+        /// The batch's base offset.
+        found: u64,
+    },
+    /// A leader epoch that cannot be recorded.
+    #[error("leader epoch refused: {source}")]
+    Epoch {
+        /// Why.
+        #[source]
+        source: super::epochs::EpochError,
+    },
+    /// A cut of the log that would remove what it must keep.
+    #[error("cannot truncate the log to offset {offset}: {reason}")]
+    Truncate {
+        /// The new end asked for.
+        offset: u64,
+        /// Why not.
+        reason: String,
+    },
     /// The configuration is inconsistent.
     #[error("invalid log configuration: {reason}")]
     Config {

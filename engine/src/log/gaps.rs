@@ -11,6 +11,8 @@
 //!    missing segment), logged at ERROR and reported in [`super::RecoveryReport`];
 //! 4. in `Async` mode, makes a fresh limit one step past the next offset durable before the
 //!    first append can be acknowledged.
+//!
+//! Steps 1, 2 and 4 apply only with `LogConfig::offset_reservation` (the default).
 
 use std::collections::BTreeMap;
 
@@ -40,7 +42,13 @@ pub(crate) async fn settle<S: Storage>(
     recovered: &mut Recovered<S::File, S::Buffer>,
 ) -> Result<Settled<S::File>, LogError> {
     let dir = &config.dir;
-    let loaded = reservation::load(storage, dir).await?;
+    // Without the reservation (a replicated queue) a crash's unsynced offsets are cut, not
+    // skipped: the replica fetches them again from the leader (`LogConfig::offset_reservation`).
+    let loaded = if config.offset_reservation {
+        reservation::load(storage, dir).await?
+    } else {
+        None
+    };
     let limit = loaded
         .as_ref()
         .and_then(|(_, record)| *record)
@@ -83,12 +91,12 @@ pub(crate) async fn settle<S: Storage>(
     }
     recovered.report.unrecorded_gaps = unrecorded;
     let reservation = match config.flush {
-        FlushMode::Async { .. } => {
+        FlushMode::Async { .. } if config.offset_reservation => {
             // While there is room: the gap a crash leaves must be recordable on a full disk.
             journal.preallocate(storage).await?;
             Some(Reservation::start(storage, dir, loaded, next_offset).await?)
         }
-        FlushMode::Sync => None,
+        FlushMode::Async { .. } | FlushMode::Sync => None,
     };
     Ok(Settled {
         next_offset,

@@ -22,6 +22,7 @@ pub mod closed;
 mod commit;
 pub mod config;
 pub mod damage;
+pub mod epochs;
 pub mod error;
 mod gaps;
 pub mod index;
@@ -33,6 +34,7 @@ pub mod scrub;
 mod segment;
 pub mod skipped;
 pub mod storage;
+mod truncate;
 
 use std::{
     cell::{Cell, RefCell},
@@ -49,6 +51,7 @@ pub use self::{
     cache::{CacheBudget, DEFAULT_SHARD_TAIL_CACHE_BYTES, set_shard_budget, shard_budget},
     config::{FlushMode, LogConfig},
     damage::{Damage, FoundBy},
+    epochs::{EpochHistory, EpochStart},
     error::LogError,
     recovery::RecoveryReport,
     retention::RetentionReport,
@@ -111,6 +114,8 @@ pub(crate) struct Shared<S: Storage> {
     /// Chunk buffers back from their write, for the next appends (at most
     /// [`config::FREE_CHUNKS_MAX`]).
     free_chunks: RefCell<Vec<S::Buffer>>,
+    /// The leader-epoch journal (replicated queues; empty otherwise).
+    pub(crate) epochs: RefCell<epochs::EpochJournal>,
 }
 
 impl<S: Storage> Shared<S> {
@@ -141,6 +146,9 @@ pub struct Log<S: Storage + 'static = DmaStorage> {
     committer: RefCell<Option<crate::rt::Task<()>>>,
     /// A reopen is running: appends meanwhile fail with the poison instead of reopening twice.
     reopening: Cell<bool>,
+    /// An epoch is being recorded or the log cut: the one writer of epochs and cuts (the
+    /// queue's replication task) never runs two at once, and this catches it if it did.
+    epoch_busy: Cell<bool>,
 }
 
 impl Log<DmaStorage> {
@@ -168,6 +176,7 @@ impl<S: Storage + 'static> Log<S> {
             shared: RefCell::new(shared),
             committer: RefCell::new(Some(committer)),
             reopening: Cell::new(false),
+            epoch_busy: Cell::new(false),
         })
     }
 
@@ -253,8 +262,21 @@ async fn open_shared<S: Storage>(storage: S, config: LogConfig) -> Result<Rc<Sha
         Err(e) => return Err(LogError::io("lock", lock_path, e)),
     };
     let mut recovered = recovery::recover(&storage, &config).await?;
+    let epochs = epochs::EpochJournal::load(&storage, dir).await?;
     let settled = gaps::settle(&storage, &config, &mut recovered).await?;
     let next_offset = settled.next_offset;
+    let epochs = RefCell::new(epochs);
+    let stale = epochs
+        .borrow()
+        .history()
+        .latest()
+        .is_some_and(|latest| latest.start_offset > next_offset);
+    if stale {
+        // A crash lost the batches an epoch began with (never acknowledged to anyone): the
+        // epoch holds nothing here, and the history must not say otherwise.
+        let event = epochs::EpochEvent::Truncate(next_offset + 1);
+        epochs::append(&storage, dir, &epochs, event).await?;
+    }
     let first_unsealed = recovered
         .segments
         .keys()
@@ -297,6 +319,7 @@ async fn open_shared<S: Storage>(storage: S, config: LogConfig) -> Result<Rc<Sha
         reservation: settled.reservation,
         skipped: settled.skipped,
         free_chunks: RefCell::new(Vec::new()),
+        epochs,
     }))
 }
 
@@ -308,14 +331,7 @@ impl<S: Storage + 'static> Log<S> {
     ///
     /// On a poisoned log whose `reopen_after_poison_ms` passed, reopens it first.
     pub async fn append(&self, mut batch: BytesMut) -> Result<Appended, LogError> {
-        if self.shared().commit.poisoned_for().is_some() {
-            if let Err(e) = self.reopen_if_poisoned().await {
-                ::log::warn!(
-                    "{}: reopening the poisoned log failed, it stays poisoned: {e}",
-                    self.shared().config.dir.display()
-                );
-            }
-        }
+        self.reopen_before_write().await;
         let shared = &*self.shared();
         shared.commit.check_poisoned()?;
         let (header, body_crc) = parse_appended(&batch, shared.config.batch_len_max)?;
@@ -332,35 +348,20 @@ impl<S: Storage + 'static> Log<S> {
             protocol::record::stamp_parsed(&mut batch, body_crc, base_offset, append_time_ms)
                 .map_err(|source| LogError::InvalidBatch { source })?;
             let bytes = batch.freeze();
-            let segment_bytes_max = shared.config.segment_bytes_max;
-            // Past a gap (the offset reservation after a crash) the batch starts a new segment,
-            // so every segment's offsets stay contiguous and gaps lie between segments.
-            let roll = state.segments.values().next_back().is_none_or(|active| {
-                active.must_roll(len, next_offset, segment_bytes_max)
-                    || active.next_offset != base_offset
-            });
-            if roll {
-                let segment = Segment::new(base_offset, shared.config.index_interval_bytes);
-                state.segments.insert(base_offset, segment);
-            }
-            let mut alloc = || shared.chunk_buffer();
-            let filled = state
-                .segments
-                .values_mut()
-                .next_back()
-                .is_some_and(|active| {
-                    active.append(&bytes, base_offset, next_offset, append_time_ms, &mut alloc)
-                });
-            let written = shared.commit.written_offset();
-            state.cache.push(bytes, base_offset, next_offset, written);
-            state.next_offset = next_offset;
-            state.size_bytes += len;
+            let chunk_ready = push_stamped(
+                shared,
+                &mut state,
+                bytes,
+                base_offset,
+                next_offset,
+                append_time_ms,
+            );
             (
                 Appended {
                     base_offset,
                     next_offset,
                 },
-                filled || roll,
+                chunk_ready,
             )
         };
         let (appended, chunk_ready) = appended;
@@ -392,6 +393,204 @@ impl<S: Storage + 'static> Log<S> {
             }
         }
         Ok(appended)
+    }
+
+    /// On a poisoned log whose `reopen_after_poison_ms` passed, reopens it (a failure is
+    /// logged; the write then fails with the poison).
+    async fn reopen_before_write(&self) {
+        if self.shared().commit.poisoned_for().is_some() {
+            if let Err(e) = self.reopen_if_poisoned().await {
+                ::log::warn!(
+                    "{}: reopening the poisoned log failed, it stays poisoned: {e}",
+                    self.shared().config.dir.display()
+                );
+            }
+        }
+    }
+
+    /// Appends batches a leader stored, bytes as they are on its disk (a follower's copy,
+    /// `docs/ARCHITECTURE.md` §10): each is verified whole (batch checksum and, for current
+    /// batches, the stamped offset and time it covers) and must begin at the log's end, so
+    /// the replica's offsets are the leader's. Nothing is restamped. All or none: a batch that
+    /// fails refuses the whole call before anything is appended.
+    ///
+    /// Resolves once the batches are buffered; [`Self::wait_durable`] waits for the flush mode.
+    /// `None` for an empty slice.
+    pub async fn append_replicated(&self, batches: &[Bytes]) -> Result<Option<Appended>, LogError> {
+        if batches.is_empty() {
+            return Ok(None);
+        }
+        self.reopen_before_write().await;
+        let shared = &*self.shared();
+        shared.commit.check_poisoned()?;
+        let (appended, chunk_ready, len) = {
+            let mut state = shared.state.borrow_mut();
+            let mut expected = state.next_offset;
+            let mut headers = Vec::with_capacity(batches.len());
+            for batch in batches {
+                let (header, _) = parse_appended(batch, shared.config.batch_len_max)?;
+                if header.base_offset != expected {
+                    return Err(LogError::OutOfSequence {
+                        expected,
+                        found: header.base_offset,
+                    });
+                }
+                expected = header
+                    .base_offset
+                    .checked_add(u64::from(header.record_count))
+                    .ok_or(LogError::InvalidBatch {
+                        source: protocol::record::BatchError::OffsetOverflow {
+                            base_offset: header.base_offset,
+                        },
+                    })?;
+                headers.push(header);
+            }
+            let base_offset = state.next_offset;
+            let mut chunk_ready = false;
+            let mut len = 0;
+            for (batch, header) in batches.iter().zip(&headers) {
+                len += batch.len() as u64;
+                chunk_ready |= push_stamped(
+                    shared,
+                    &mut state,
+                    batch.clone(),
+                    header.base_offset,
+                    header.next_offset(),
+                    header.append_time_ms,
+                );
+            }
+            let appended = Appended {
+                base_offset,
+                next_offset: state.next_offset,
+            };
+            (appended, chunk_ready, len)
+        };
+        let commit = &shared.commit;
+        commit.on_append(len);
+        // Kicked even without a full chunk: one wake-up per fetch, and a follower's batches
+        // must reach the disk whether or not anyone waits on them yet.
+        if chunk_ready || commit.unsynced_bytes() > 0 {
+            commit.kick();
+        }
+        if commit.unwritten_bytes() >= config::ASYNC_UNWRITTEN_BYTES_MAX {
+            commit
+                .wait_unwritten_below(config::ASYNC_UNWRITTEN_BYTES_MAX)
+                .await?;
+        }
+        Ok(Some(appended))
+    }
+
+    /// Resolves once offsets below `offset` are durable by the log's flush mode: fdatasynced in
+    /// `Sync` mode, buffered in `Async` mode (what a follower acknowledges to its leader).
+    pub async fn wait_durable(&self, offset: u64) -> Result<(), LogError> {
+        let shared = self.shared();
+        match shared.config.flush {
+            FlushMode::Sync => shared.commit.wait_synced(offset).await,
+            FlushMode::Async { .. } => shared.commit.check_poisoned(),
+        }
+    }
+
+    /// The leader epochs recorded in this log, oldest first (empty for a queue never
+    /// replicated).
+    pub fn epochs(&self) -> EpochHistory {
+        self.shared.borrow().epochs.borrow().history().clone()
+    }
+
+    /// Records durably that `start.epoch` began at `start.start_offset`, at or below the log's
+    /// end: a new leader records its epoch at its end before it appends in it, a follower the
+    /// leader's epochs as it copies their batches. False when already recorded; an error when
+    /// it would go backwards ([`epochs::EpochError`]).
+    pub async fn record_epoch(&self, start: EpochStart) -> Result<bool, LogError> {
+        let shared = self.shared();
+        let log_end = self.next_offset();
+        if start.start_offset > log_end {
+            return Err(LogError::Epoch {
+                source: epochs::EpochError::BeyondEnd {
+                    epoch: start.epoch,
+                    start_offset: start.start_offset,
+                    log_end,
+                },
+            });
+        }
+        let changes = shared
+            .epochs
+            .borrow()
+            .history()
+            .check(start)
+            .map_err(|source| LogError::Epoch { source })?;
+        if !changes {
+            return Ok(false);
+        }
+        let _busy = self.epoch_guard()?;
+        epochs::append(
+            &shared.storage,
+            &shared.config.dir,
+            &shared.epochs,
+            epochs::EpochEvent::Begin(start),
+        )
+        .await?;
+        Ok(true)
+    }
+
+    /// Marks the one epoch or cut operation running; an error if one already is.
+    fn epoch_guard(&self) -> Result<ClearOnDrop<'_>, LogError> {
+        if self.epoch_busy.replace(true) {
+            return Err(LogError::Config {
+                reason: "a leader epoch or a cut of this log is already being written".into(),
+            });
+        }
+        Ok(ClearOnDrop(&self.epoch_busy))
+    }
+
+    /// Cuts the log back so that `offset` is its end: every batch at or past it is removed, and
+    /// the epochs that began there are forgotten (a replica's divergent tail,
+    /// [`truncate`](self::truncate)). `offset` must be a batch boundary within
+    /// `[start_offset, next_offset]`. Flushes first, then reopens the log from disk; the caller
+    /// appends nothing meanwhile (a replica's log has one writer, its replication task).
+    pub async fn truncate_to(&self, offset: u64) -> Result<(), LogError> {
+        let (start_offset, next_offset) = (self.start_offset(), self.next_offset());
+        if offset == next_offset {
+            return Ok(());
+        }
+        if offset < start_offset || offset > next_offset {
+            return Err(LogError::Truncate {
+                offset,
+                reason: format!("it is outside the log [{start_offset}, {next_offset}]"),
+            });
+        }
+        let _busy = self.epoch_guard()?;
+        self.flush().await?;
+        let shared = self.shared();
+        shared.commit.close();
+        let committer = self.committer.borrow_mut().take();
+        if let Some(committer) = committer {
+            committer.await;
+        }
+        let cut = truncate::cut(&shared, offset).await;
+        drop(shared.lock.borrow_mut().take());
+        // Open again whether or not the cut finished: a partial cut (a crash's equal) is
+        // something open recovers from, and the log must not stay without a committer.
+        let reopened = open_shared(shared.storage.clone(), shared.config.clone()).await;
+        let fresh = match reopened {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                // Keep the stopped incarnation, poisoned: writes fail with a clear error until
+                // a reopen succeeds.
+                shared.commit.poison(LogError::Config {
+                    reason: format!("reopening after a cut to offset {offset} failed: {e}"),
+                });
+                return Err(e);
+            }
+        };
+        let end = fresh.state.borrow().next_offset;
+        *self.committer.borrow_mut() = Some(crate::rt::spawn(commit::run(fresh.clone())));
+        *self.shared.borrow_mut() = fresh;
+        cut?;
+        ::log::info!(
+            "{}: cut the log from {next_offset} back to {end} (a replica's divergent tail)",
+            self.shared().config.dir.display()
+        );
+        Ok(())
     }
 
     /// Whole batches starting with the one that contains `offset`, up to `max_bytes` (at least
@@ -610,6 +809,43 @@ impl<S: Storage + 'static> Drop for Log<S> {
             committer.detach();
         }
     }
+}
+
+/// Adds a stamped batch at the end of the log: to the active segment (rolling a new one when
+/// it is full or the batch does not continue it) and the tail cache. Returns whether a chunk
+/// is ready to be written.
+fn push_stamped<S: Storage>(
+    shared: &Shared<S>,
+    state: &mut State<S::File, S::Buffer>,
+    bytes: Bytes,
+    base_offset: u64,
+    next_offset: u64,
+    append_time_ms: i64,
+) -> bool {
+    let len = bytes.len() as u64;
+    let segment_bytes_max = shared.config.segment_bytes_max;
+    // Past a gap (the offset reservation after a crash) the batch starts a new segment, so
+    // every segment's offsets stay contiguous and gaps lie between segments.
+    let roll = state.segments.values().next_back().is_none_or(|active| {
+        active.must_roll(len, next_offset, segment_bytes_max) || active.next_offset != base_offset
+    });
+    if roll {
+        let segment = Segment::new(base_offset, shared.config.index_interval_bytes);
+        state.segments.insert(base_offset, segment);
+    }
+    let mut alloc = || shared.chunk_buffer();
+    let filled = state
+        .segments
+        .values_mut()
+        .next_back()
+        .is_some_and(|active| {
+            active.append(&bytes, base_offset, next_offset, append_time_ms, &mut alloc)
+        });
+    let written = shared.commit.written_offset();
+    state.cache.push(bytes, base_offset, next_offset, written);
+    state.next_offset = next_offset;
+    state.size_bytes += len;
+    filled || roll
 }
 
 /// Checks an appended buffer: exactly one valid batch. Returns its header and the checksum its

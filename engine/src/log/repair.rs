@@ -346,7 +346,11 @@ async fn apply_segment<S: Storage>(
 }
 
 /// Creates (or replaces) `path` with `data`, zero padded to the block, and fdatasyncs it.
-async fn write_new_file<S: Storage>(storage: &S, path: &Path, data: &[u8]) -> Result<(), LogError> {
+pub(crate) async fn write_new_file<S: Storage>(
+    storage: &S,
+    path: &Path,
+    data: &[u8],
+) -> Result<(), LogError> {
     let file = storage
         .create(path)
         .await
