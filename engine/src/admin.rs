@@ -139,6 +139,9 @@ pub(crate) fn snapshot(shard: &Shard) -> ShardSnapshot {
                 })
                 .collect(),
             groups,
+            replication: queue
+                .replication()
+                .map(|r| r.status(queue.id, queue.log.next_offset())),
         });
     }
     ShardSnapshot {
@@ -195,6 +198,9 @@ pub(crate) async fn topic_infos(shard: &Rc<Shard>) -> Vec<TopicInfo> {
             retention_age_ms: c.retention_age_ms,
             redirects: c.redirects,
             dynamic_queues: c.dynamic_queues,
+            replicas: c.replicas,
+            acks: c.acks,
+            replication: Vec::new(),
         })
         .collect();
     infos.sort_by(|a, b| a.topic.cmp(&b.topic));
@@ -202,6 +208,9 @@ pub(crate) async fn topic_infos(shard: &Rc<Shard>) -> Vec<TopicInfo> {
         let Ok(at) = infos.binary_search_by(|i| i.topic.as_str().cmp(&q.topic)) else {
             continue;
         };
+        if let Some(replication) = q.replication.clone() {
+            infos[at].replication.push(replication);
+        }
         let delivered = q.groups.iter().map(|g| g.delivered_offset).max();
         if let (Some(delivered), Some(depth)) = (
             delivered,

@@ -92,6 +92,27 @@ impl Offsets {
             .copied()
     }
 
+    /// Every group's committed offset in queue `queue_id` of `topic` (what a leader sends its
+    /// followers). A scan of the shard's commits: it runs only when they changed since the
+    /// follower last heard.
+    pub fn for_queue(&self, topic: &str, queue_id: u32) -> Vec<(String, u64)> {
+        let queue = queue_id.to_string();
+        self.committed
+            .borrow()
+            .iter()
+            .filter_map(|(key, &offset)| {
+                let mut parts = key.splitn(3, '\n');
+                let (t, group, q) = (parts.next()?, parts.next()?, parts.next()?);
+                (t == topic && q == queue).then(|| (group.to_owned(), offset))
+            })
+            .collect()
+    }
+
+    /// The generation of the commits: it changes with every commit.
+    pub fn generation(&self) -> u64 {
+        self.changed.generation()
+    }
+
     /// Records a commit; resolves once it is durable.
     pub async fn commit(
         &self,

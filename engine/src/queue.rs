@@ -8,6 +8,7 @@ use bytes::BytesMut;
 use crate::config::BrokerConfig;
 use crate::log::{Appended, FlushMode, Log, LogConfig, LogError};
 use crate::notify::Notify;
+use crate::replica::role::Replication;
 use protocol::control::{FlushMode as TopicFlushMode, TopicConfig};
 
 /// One queue of a topic, owned by this shard.
@@ -26,6 +27,8 @@ pub(crate) struct Queue {
     pub depth_warned: Cell<bool>,
     /// Sync-flush topic: consumers are pushed only what is durable.
     sync: bool,
+    /// The queue's role, when its topic has more than one replica.
+    replication: Option<Replication>,
 }
 
 impl Queue {
@@ -38,6 +41,7 @@ impl Queue {
     ) -> Result<Self, LogError> {
         let log_config = log_config(config, topic, id);
         let log = Log::open(log_config).await?;
+        let last_epoch = log.epochs().latest().map_or(0, |e| e.epoch);
         Ok(Self {
             topic: topic_name,
             id,
@@ -46,18 +50,58 @@ impl Queue {
             expired_requests: Cell::new(0),
             depth_warned: Cell::new(false),
             sync: topic.flush_mode == TopicFlushMode::Sync,
+            // A restarted replica knows the last epoch it took part in from its journal, so an
+            // assignment for an older one is refused as stale.
+            replication: (topic.replicas > 1).then(|| Replication::new(topic.acks, last_epoch)),
         })
+    }
+
+    /// The replication state, when the topic has more than one replica.
+    pub fn replication(&self) -> Option<&Replication> {
+        self.replication.as_ref()
+    }
+
+    /// Offsets below this are durable here by the topic's flush mode: fdatasynced in a sync
+    /// topic, buffered in an async one.
+    pub fn durable_end(&self) -> u64 {
+        if self.sync {
+            self.log.synced_offset()
+        } else {
+            self.log.next_offset()
+        }
+    }
+
+    /// The commit point as this broker knows it (0 for a queue with one replica).
+    pub fn replication_committed(&self) -> u64 {
+        self.replication.as_ref().map_or(0, Replication::committed)
+    }
+
+    /// The leader told this follower its commit point.
+    pub fn learned_committed(&self, committed: u64) {
+        if let Some(replication) = &self.replication {
+            replication.learned_committed(committed);
+        }
+    }
+
+    /// Ends the queue's replication role (a follower's task stops), before it closes.
+    pub async fn stop_replication(&self) {
+        if let Some(replication) = &self.replication {
+            replication.close().await;
+        }
     }
 
     /// Records below this offset may be pushed to consumers: in a sync topic only what an
     /// fdatasync covered (a concurrent append may sit in the tail cache, not yet durable), so
     /// a consumer never acts on a record that a crash could take back; in an async topic,
     /// everything appended.
+    ///
+    /// In a replicated topic, only what the commit point passed: a record above it may still
+    /// be cut by a failover, and a consumer must never see a record that then disappears.
     pub fn pushable_end(&self) -> u64 {
-        if self.sync {
-            self.log.synced_offset()
-        } else {
-            self.log.next_offset()
+        let local = self.durable_end();
+        match &self.replication {
+            Some(replication) => local.min(replication.committed()),
+            None => local,
         }
     }
 
@@ -79,6 +123,9 @@ fn log_config(config: &BrokerConfig, topic: &TopicConfig, id: u32) -> LogConfig 
     log.batch_len_max = config.limits.batch_len_max;
     // A full disk poisons the log; it heals by a reopen once space returns (ARCHITECTURE §3.6).
     log.reopen_after_poison_ms = Some(config.storage.reopen_after_poison_ms);
+    // A replica's offsets are its leader's: a crash's unsynced tail is cut and fetched again,
+    // never skipped (`LogConfig::offset_reservation`).
+    log.offset_reservation = topic.replicas <= 1;
     log.retention_bytes_max = topic.retention_bytes;
     log.retention_age_ms = topic.retention_age_ms;
     log.flush = match topic.flush_mode {

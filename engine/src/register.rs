@@ -10,14 +10,12 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use protocol::codes::{Command, Status};
-use protocol::control::{self, BrokerId, BrokerRegistration, ErrorReply};
-use protocol::frame::{FrameBytes, FrameMeta, Framer, encode_frame};
+use protocol::codes::Command;
+use protocol::control::{self, BrokerId, BrokerRegistration};
+use protocol::frame::FrameLimits;
 
 use crate::notify::Notify;
-use crate::rt::TcpStream;
+use crate::peer::{Peer, PeerError};
 use crate::shard::Shard;
 
 /// Longest wait to connect to, or hear back from, a nameserver.
@@ -48,9 +46,9 @@ impl Registration {
 /// One nameserver as shard 0 tracks it.
 struct Nameserver {
     address: String,
-    stream: Option<TcpStream>,
+    /// The connection, made on the first call and again after a failure.
+    peer: Option<Peer>,
     down: bool,
-    request_id: u64,
 }
 
 /// Registers every interval until the task is dropped.
@@ -65,9 +63,8 @@ pub(crate) async fn run(shard: Rc<Shard>) {
         .iter()
         .map(|address| Nameserver {
             address: address.clone(),
-            stream: None,
+            peer: None,
             down: false,
-            request_id: 0,
         })
         .collect();
     let interval = Duration::from_millis(shard.config.register_interval_ms);
@@ -83,7 +80,8 @@ pub(crate) async fn run(shard: Rc<Shard>) {
         match control::encode(&registration) {
             Ok(body) => {
                 for ns in &mut nameservers {
-                    let result = call(ns, Command::BrokerRegister, &body).await;
+                    let limits = shard.config.frame_limits();
+                    let result = call(ns, limits, Command::BrokerRegister, &body).await;
                     track(ns, result);
                 }
             }
@@ -135,18 +133,19 @@ pub(crate) async fn unregister(shard: &Shard) {
     for address in &shard.config.nameservers {
         let mut ns = Nameserver {
             address: address.clone(),
-            stream: None,
+            peer: None,
             down: false,
-            request_id: 0,
         };
-        match call(&mut ns, Command::BrokerUnregister, &body).await {
+        let limits = shard.config.frame_limits();
+        match call(&mut ns, limits, Command::BrokerUnregister, &body).await {
             Ok(()) => log::info!("unregistered from nameserver {address}"),
-            Err(e) => log::info!("could not unregister from nameserver {address}: {e}"),
+            // The error names the nameserver.
+            Err(e) => log::info!("could not unregister: {e}"),
         }
     }
 }
 
-fn track(ns: &mut Nameserver, result: Result<(), String>) {
+fn track(ns: &mut Nameserver, result: Result<(), PeerError>) {
     match result {
         Ok(()) if ns.down => {
             ns.down = false;
@@ -154,13 +153,12 @@ fn track(ns: &mut Nameserver, result: Result<(), String>) {
         }
         Ok(()) => {}
         Err(e) => {
-            ns.stream = None;
+            // Whatever the connection holds now (half an answer, a late one) is dropped.
+            ns.peer = None;
             if !ns.down {
                 ns.down = true;
-                log::warn!(
-                    "nameserver {} unreachable: {e}; retrying every interval",
-                    ns.address
-                );
+                // The error names the nameserver.
+                log::warn!("nameserver unreachable: {e}; retrying every interval");
             }
         }
     }
@@ -180,65 +178,17 @@ async fn registration(shard: &Rc<Shard>) -> BrokerRegistration {
 }
 
 /// One request and its response on the nameserver's connection (connecting if needed).
-async fn call(ns: &mut Nameserver, command: Command, body: &[u8]) -> Result<(), String> {
-    if ns.stream.is_none() {
-        let stream = TcpStream::connect_timeout(&ns.address, NAMESERVER_TIMEOUT)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        stream
-            .set_read_timeout(Some(NAMESERVER_TIMEOUT))
-            .map_err(|e| format!("set timeout: {e}"))?;
-        ns.stream = Some(stream);
+async fn call(
+    ns: &mut Nameserver,
+    limits: FrameLimits,
+    command: Command,
+    body: &[u8],
+) -> Result<(), PeerError> {
+    if ns.peer.is_none() {
+        ns.peer = Some(Peer::connect(&ns.address, NAMESERVER_TIMEOUT, limits).await?);
     }
-    let Some(stream) = ns.stream.as_mut() else {
-        return Err("not connected".into());
+    let Some(peer) = ns.peer.as_mut() else {
+        unreachable!("connected above")
     };
-    ns.request_id += 1;
-    let mut out = Vec::new();
-    encode_frame(
-        &FrameMeta::request(command, ns.request_id),
-        &[],
-        body,
-        &mut out,
-    )
-    .map_err(|e| format!("encode: {e}"))?;
-    stream
-        .write_all(&out)
-        .await
-        .map_err(|e| format!("write: {e}"))?;
-    let response = read_frame(stream).await?;
-    match response.header.status() {
-        Ok(Status::Ok) => Ok(()),
-        _ => {
-            let message = control::decode::<ErrorReply>(&response.body)
-                .map(|e| e.message)
-                .unwrap_or_default();
-            Err(format!(
-                "refused with status {}: {message}",
-                response.header.status
-            ))
-        }
-    }
-}
-
-async fn read_frame(stream: &mut TcpStream) -> Result<FrameBytes, String> {
-    let framer = Framer::default();
-    let mut buf = BytesMut::with_capacity(4096);
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(frame) = framer
-            .split_frame(&mut buf)
-            .map_err(|e| format!("bad response: {e}"))?
-        {
-            return Ok(frame);
-        }
-        let n = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|e| format!("read: {e}"))?;
-        if n == 0 {
-            return Err("connection closed".into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
+    peer.call(command, body).await.map(drop)
 }

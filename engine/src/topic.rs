@@ -24,6 +24,11 @@ use crate::reserve::Reserve;
 /// Name of the registry file in the data directory.
 pub const REGISTRY_FILE: &str = "topics.rkyv";
 
+/// First bytes of a registry written since topics have replicas: an archived
+/// `Vec<TopicConfig>` follows. A registry without them is the older archived
+/// `Vec<TopicConfigV1>`, read once and rewritten in this format at the next change.
+const REGISTRY_MAGIC: &[u8; 8] = b"DFBTOP02";
+
 /// The shard that owns queue `queue_id` of `topic` (see [`protocol::routing`]).
 pub fn owner_shard(topic: &str, queue_id: u32, shard_count: usize) -> usize {
     protocol::routing::queue_shard(topic, queue_id, shard_count)
@@ -111,9 +116,21 @@ pub fn load_registry(data_dir: &Path) -> Result<BTreeMap<String, TopicConfig>, B
             });
         }
     };
-    let configs = control::decode::<Vec<TopicConfig>>(&bytes).map_err(|e| BrokerError::Config {
+    let corrupt = |e: control::ControlError| BrokerError::Config {
         reason: format!("topic registry {} is corrupt: {e}", path.display()),
-    })?;
+    };
+    let configs = match bytes.strip_prefix(REGISTRY_MAGIC) {
+        Some(archive) => control::decode::<Vec<TopicConfig>>(archive).map_err(corrupt)?,
+        None => {
+            let v1 = control::decode::<Vec<control::TopicConfigV1>>(&bytes).map_err(corrupt)?;
+            log::info!(
+                "topic registry {} predates replication: its {} topic(s) have one replica",
+                path.display(),
+                v1.len()
+            );
+            v1.into_iter().map(TopicConfig::from).collect()
+        }
+    };
     Ok(configs.into_iter().map(|c| (c.topic.clone(), c)).collect())
 }
 
@@ -123,9 +140,12 @@ pub fn store_registry(
     topics: &BTreeMap<String, TopicConfig>,
 ) -> Result<(), BrokerError> {
     let configs: Vec<TopicConfig> = topics.values().cloned().collect();
-    let bytes = control::encode(&configs).map_err(|e| BrokerError::Config {
+    let archive = control::encode(&configs).map_err(|e| BrokerError::Config {
         reason: format!("cannot encode topic registry: {e}"),
     })?;
+    let mut bytes = Vec::with_capacity(REGISTRY_MAGIC.len() + archive.len());
+    bytes.extend_from_slice(REGISTRY_MAGIC);
+    bytes.extend_from_slice(&archive);
     let path = data_dir.join(REGISTRY_FILE);
     let tmp = data_dir.join(format!("{REGISTRY_FILE}.tmp"));
     let io = |op: &'static str, path: &Path| {
@@ -276,6 +296,38 @@ mod tests {
                 .map(|q| owner_shard("A10-1", q, 2))
                 .collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn a_registry_from_before_replication_loads_with_one_replica_and_is_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = TopicConfig::new(&"A10-20190001".parse().unwrap());
+        config.queue_count = 3;
+        let v1 = vec![control::TopicConfigV1 {
+            topic: config.topic.clone(),
+            queue_count: 3,
+            read_queue_count: config.read_queue_count,
+            write_queue_count: config.write_queue_count,
+            flush_mode: config.flush_mode,
+            max_queue_depth: config.max_queue_depth,
+            retention_bytes: config.retention_bytes,
+            retention_age_ms: config.retention_age_ms,
+            redirects: Vec::new(),
+            dynamic_queues: false,
+        }];
+        let path = dir.path().join(REGISTRY_FILE);
+        std::fs::write(&path, control::encode(&v1).unwrap()).unwrap();
+        let loaded = load_registry(dir.path()).unwrap();
+        assert_eq!(loaded.get(&config.topic), Some(&config));
+        assert_eq!(loaded[&config.topic].replicas, 1);
+
+        let mut replicated = config.clone();
+        replicated.replicas = 3;
+        replicated.acks = control::Acks::All;
+        let topics = BTreeMap::from([(replicated.topic.clone(), replicated.clone())]);
+        store_registry(dir.path(), &topics).unwrap();
+        assert!(std::fs::read(&path).unwrap().starts_with(REGISTRY_MAGIC));
+        assert_eq!(load_registry(dir.path()).unwrap(), topics);
     }
 
     #[test]

@@ -37,6 +37,9 @@ enum Served {
     Forward(usize),
     /// Another shard owns the queue a dark-launch rule re-addressed the request to.
     ForwardFrame(usize, FrameBytes),
+    /// Stored batches for a follower: answered with a header extension and the batches as
+    /// the body, written from the log's buffers ([`Outbound::Batches`]).
+    Batches { ext: Vec<u8>, batches: Vec<Bytes> },
 }
 
 /// A produced batch's body.
@@ -122,7 +125,21 @@ pub(crate) async fn dispatch(
                     (serve(&shard, &frame, false).await, Some(frame))
                 }
             };
+            let result = match result {
+                Ok(Served::Batches { ext, batches }) => {
+                    let out = Outbound::Batches {
+                        request: header,
+                        ext,
+                        batches,
+                    };
+                    let _ = conn.outbox.send(out).await;
+                    drop(permit);
+                    return;
+                }
+                other => other,
+            };
             let outcome = match result {
+                Ok(Served::Batches { .. }) => unreachable!("answered above"),
                 Ok(Served::Forward(owner)) => match frozen {
                     Some(frame) => Ok((owner, frame)),
                     None => Err(Err(Reject::new(
@@ -237,6 +254,18 @@ pub(crate) async fn serve_forwarded(shard: &Rc<Shard>, frame: &FrameBytes) -> Op
     Some(match serve(shard, frame, true).await {
         Ok(Served::Body(_)) if failures_only => return None,
         Ok(Served::Body(body)) => response(&frame.header, Status::Ok, &body),
+        Ok(Served::Batches { ext, batches }) => {
+            let mut out = Vec::new();
+            super::outbox::encode_outbound(
+                &Outbound::Batches {
+                    request: frame.header,
+                    ext,
+                    batches,
+                },
+                &mut out,
+            );
+            out
+        }
         Ok(Served::Forward(owner) | Served::ForwardFrame(owner, _)) => error_response(
             &frame.header,
             Status::Internal,
@@ -330,6 +359,44 @@ async fn serve(shard: &Rc<Shard>, frame: &FrameBytes, forwarded: bool) -> Result
             };
             Ok(Served::Body(control::encode(&reply)?))
         }
+        Command::QueueRole => {
+            let assignment: control::QueueAssignment = control::decode(&frame.body)?;
+            assignment.validate()?;
+            let (topic, queue_id) = (assignment.topic.clone(), assignment.queue_id);
+            let queue = match owned_queue(shard, &topic, queue_id)? {
+                Ok(queue) => queue,
+                Err(owner) => return Ok(Served::Forward(owner)),
+            };
+            let Some(replication) = queue.replication() else {
+                return Err(Reject::new(
+                    Status::InvalidArgument,
+                    format!("{topic} has one replica: its queues have no roles"),
+                ));
+            };
+            let applied = replication.apply(shard, &queue, assignment).await;
+            // Consumers follow the leader: this shard's groups take or give up the queue, and
+            // subscribers refetch the route.
+            group::rebalance_topic(shard, &topic);
+            group::announce_change(shard, &topic);
+            applied?;
+            Ok(Served::Body(Vec::new()))
+        }
+        Command::ReplicaFetch => {
+            let request: control::ReplicaFetch = control::decode(&frame.body)?;
+            match owned_queue(shard, &request.topic, request.queue_id)? {
+                Ok(queue) => crate::replica::serve::fetch(shard, &queue, &request)
+                    .await
+                    .map(|(ext, batches)| Served::Batches { ext, batches }),
+                Err(owner) => Ok(Served::Forward(owner)),
+            }
+        }
+        Command::ReplicaEpochEnd => {
+            let request: control::ReplicaEpochEnd = control::decode(&frame.body)?;
+            match owned_queue(shard, &request.topic, request.queue_id)? {
+                Ok(queue) => crate::replica::serve::epoch_end(&queue, &request).map(Served::Body),
+                Err(owner) => Ok(Served::Forward(owner)),
+            }
+        }
         Command::Push | Command::ReplyPush | Command::PushFault => Err(Reject::new(
             Status::InvalidArgument,
             format!("{command} is sent by brokers, not to them"),
@@ -339,6 +406,23 @@ async fn serve(shard: &Rc<Shard>, frame: &FrameBytes, forwarded: bool) -> Result
             format!("{command} is not served by a broker"),
         )),
     }
+}
+
+/// The queue `queue_id` of `topic` when this shard owns it, else the shard that does.
+fn owned_queue(
+    shard: &Shard,
+    topic: &str,
+    queue_id: u32,
+) -> Result<Result<Rc<crate::queue::Queue>, usize>, Reject> {
+    let owner = owner(shard, topic, queue_id, false)?;
+    if owner != shard.id {
+        return Ok(Err(owner));
+    }
+    shard
+        .topics
+        .queue(topic, queue_id)
+        .map(Ok)
+        .ok_or_else(|| Reject::new(Status::Internal, "owned queue is not open"))
 }
 
 /// The shard owning queue `queue_id` of `topic`, after checking it exists (and is writable).
@@ -412,9 +496,39 @@ async fn produce(
     let Some(queue) = shard.topics.queue(address.topic, queue_id) else {
         return Err(Reject::new(Status::Internal, "owned queue is not open"));
     };
+    // A replicated queue takes produces only where it is led, in the leader's epoch.
+    let leading = match queue.replication() {
+        None => None,
+        Some(replication) => Some(
+            replication
+                .leading()
+                .ok_or_else(|| replication.not_leader(address.topic, queue_id))?,
+        ),
+    };
     crate::depth::admit(shard, &queue, max_depth)?;
     shard.watermark.admit(body.as_slice().len() as u64)?;
     let appended = queue.append(body.into_mut()).await?;
+    if let Some(leading) = leading {
+        if leading.on_leader_durable(queue.durable_end()) {
+            queue.appended.notify();
+        }
+        let acks = queue.replication().map(|r| r.acks());
+        if acks == Some(control::Acks::All) {
+            leading
+                .wait_committed(appended.next_offset)
+                .await
+                .map_err(|deposed| {
+                    Reject::new(
+                        Status::NotLeader,
+                        format!(
+                            "{deposed}: the batch at offset {} of queue {queue_id} of {} may \
+                             or may not survive the failover; retry on the new leader",
+                            appended.base_offset, address.topic
+                        ),
+                    )
+                })?;
+        }
+    }
     let ack = ProduceAck {
         queue_id,
         base_offset: appended.base_offset,

@@ -32,6 +32,16 @@ pub(crate) enum Outbound {
         /// The stored batch, as read from the log.
         batch: Bytes,
     },
+    /// The answer to a follower's `ReplicaFetch`: its header extension, then the stored
+    /// batches as the body (no body checksum: each batch carries its own).
+    Batches {
+        /// The request answered.
+        request: FrameHeader,
+        /// The encoded header extension.
+        ext: Vec<u8>,
+        /// The batches, as read from the log.
+        batches: Vec<Bytes>,
+    },
     /// A `ReplyPush` of a reply batch to its requester.
     ReplyPush {
         /// The request's topic.
@@ -127,7 +137,7 @@ impl Outbox {
 }
 
 /// Appends the frame for `item` to `out`.
-fn encode_outbound(item: &Outbound, out: &mut Vec<u8>) {
+pub(crate) fn encode_outbound(item: &Outbound, out: &mut Vec<u8>) {
     match item {
         Outbound::Frame(bytes) => out.extend_from_slice(bytes),
         Outbound::Push {
@@ -146,6 +156,32 @@ fn encode_outbound(item: &Outbound, out: &mut Vec<u8>) {
         } => {
             let address = BatchAddress::new(topic, *queue_id);
             encode_batch_frame(Command::ReplyPush, &address, batch, out);
+        }
+        Outbound::Batches {
+            request,
+            ext,
+            batches,
+        } => {
+            let body_len: u64 = batches.iter().map(|b| b.len() as u64).sum();
+            let meta = FrameMeta::response(request, Status::Ok).without_body_crc();
+            match FrameHeader::seal_without_body(&meta, ext, body_len) {
+                Ok(header) => {
+                    out.reserve(HEADER_LEN + ext.len() + body_len as usize);
+                    out.extend_from_slice(&header.encode());
+                    out.extend_from_slice(ext);
+                    for batch in batches {
+                        out.extend_from_slice(batch);
+                    }
+                }
+                Err(e) => {
+                    log::error!("cannot frame a fetch answer of {body_len} bytes: {e}");
+                    out.extend_from_slice(&error_response(
+                        request,
+                        Status::Internal,
+                        &format!("cannot frame the answer: {e}"),
+                    ));
+                }
+            }
         }
     }
 }

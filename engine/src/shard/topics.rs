@@ -100,7 +100,8 @@ impl Topics {
         })
     }
 
-    /// Owned, readable queue ids of `topic`, ascending.
+    /// Owned, readable queue ids of `topic`, ascending. A replicated queue is readable only
+    /// where it is led: consumers read the leader, below its commit point.
     pub fn readable_queues(&self, topic: &str) -> Vec<u32> {
         let entries = self.entries.borrow();
         let Some(entry) = entries.get(topic) else {
@@ -112,7 +113,12 @@ impl Topics {
             .iter()
             .take(readable)
             .enumerate()
-            .filter(|(_, q)| q.is_some())
+            .filter(|(_, q)| {
+                q.as_ref().is_some_and(|q| {
+                    q.replication()
+                        .is_none_or(|replication| replication.leading().is_some())
+                })
+            })
             .map(|(id, _)| id as u32)
             .collect()
     }
@@ -150,6 +156,8 @@ pub(crate) async fn open_topic(
 /// Flushes a queue's log and closes it if nothing else holds it.
 pub(crate) async fn close_queue(shard_id: usize, queue: Rc<Queue>) {
     let name = format!("{}/{}", queue.topic, queue.id);
+    // A follower's task holds the queue; it lets go once stopped.
+    queue.stop_replication().await;
     let result = match Rc::try_unwrap(queue) {
         Ok(queue) => queue.log.close().await,
         Err(queue) => queue.log.flush().await,

@@ -1,0 +1,153 @@
+//! A connection from a broker to another server: one request at a time, each answered in
+//! order, over the protocol's frames. A follower fetches from its leader through it
+//! (`replica::follower`), and shard 0 registers with the nameservers through it
+//! (`register`).
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use protocol::codes::{Command, Status};
+use protocol::control::{self, ErrorReply};
+use protocol::frame::{FrameBytes, FrameLimits, FrameMeta, Framer, encode_frame};
+
+use crate::rt::TcpStream;
+
+/// Bytes read per `read` call: a fetch answer is up to a megabyte.
+const READ_CHUNK: usize = 64 << 10;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PeerError {
+    /// Connecting, writing or reading failed, or took too long: reconnect.
+    #[error("{endpoint}: {reason}")]
+    Io {
+        /// The peer, `host:port`.
+        endpoint: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The peer closed the connection (it is stopping, or restarting).
+    #[error("{endpoint}: the peer closed the connection")]
+    Closed {
+        /// The peer, `host:port`.
+        endpoint: String,
+    },
+    /// The peer answered with an error status.
+    #[error("{endpoint} refused: {status}: {message}")]
+    Refused {
+        /// The peer, `host:port`.
+        endpoint: String,
+        /// The status.
+        status: Status,
+        /// The peer's detail.
+        message: String,
+    },
+}
+
+/// One connection to a server.
+pub(crate) struct Peer {
+    endpoint: String,
+    stream: TcpStream,
+    framer: Framer,
+    buf: BytesMut,
+    request_id: u64,
+}
+
+impl Peer {
+    /// Connects to `endpoint`; every later read or write fails after `timeout` (a fetch's
+    /// `max_wait` stays well below it).
+    pub async fn connect(
+        endpoint: &str,
+        timeout: Duration,
+        limits: FrameLimits,
+    ) -> Result<Self, PeerError> {
+        let io = |reason: String| PeerError::Io {
+            endpoint: endpoint.to_owned(),
+            reason,
+        };
+        let stream = TcpStream::connect_timeout(endpoint, timeout)
+            .await
+            .map_err(|e| io(format!("connect: {e}")))?;
+        stream
+            .set_read_timeout(Some(timeout))
+            .and_then(|()| stream.set_write_timeout(Some(timeout)))
+            .map_err(|e| io(format!("set timeouts: {e}")))?;
+        let _ = stream.set_nodelay(true);
+        Ok(Self {
+            endpoint: endpoint.to_owned(),
+            stream,
+            framer: Framer::new(limits),
+            buf: BytesMut::with_capacity(READ_CHUNK),
+            request_id: 0,
+        })
+    }
+
+    /// Sends `command` with `body` and returns the response frame when its status is `Ok`.
+    pub async fn call(&mut self, command: Command, body: &[u8]) -> Result<FrameBytes, PeerError> {
+        self.request_id += 1;
+        let mut out = Vec::with_capacity(64 + body.len());
+        encode_frame(
+            &FrameMeta::request(command, self.request_id),
+            &[],
+            body,
+            &mut out,
+        )
+        .map_err(|e| self.io(format!("encode: {e}")))?;
+        self.stream
+            .write_all(&out)
+            .await
+            .map_err(|e| self.io(format!("write: {e}")))?;
+        let response = self.read_frame().await?;
+        if response.header.request_id != self.request_id {
+            return Err(self.io(format!(
+                "answer to request {} where {} was expected",
+                response.header.request_id, self.request_id
+            )));
+        }
+        match response.header.status() {
+            Ok(Status::Ok) => Ok(response),
+            status => {
+                let message = control::decode::<ErrorReply>(&response.body)
+                    .map(|e| e.message)
+                    .unwrap_or_default();
+                Err(PeerError::Refused {
+                    endpoint: self.endpoint.clone(),
+                    status: status.unwrap_or(Status::Internal),
+                    message,
+                })
+            }
+        }
+    }
+
+    async fn read_frame(&mut self) -> Result<FrameBytes, PeerError> {
+        let mut chunk = vec![0u8; READ_CHUNK];
+        loop {
+            if let Some(frame) = self
+                .framer
+                .split_frame(&mut self.buf)
+                .map_err(|e| self.io(format!("bad answer: {e}")))?
+            {
+                return Ok(frame);
+            }
+            let n = self
+                .stream
+                .read(&mut chunk)
+                .await
+                .map_err(|e| self.io(format!("read: {e}")))?;
+            if n == 0 {
+                return Err(PeerError::Closed {
+                    endpoint: self.endpoint.clone(),
+                });
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    fn io(&self, reason: String) -> PeerError {
+        PeerError::Io {
+            endpoint: self.endpoint.clone(),
+            reason,
+        }
+    }
+}
