@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use svc::config::set;
 
-use crate::config::NameserverConfig;
+use crate::config::{ControllerSettings, NameserverConfig};
 use crate::error::NameserverError;
 use crate::server::run;
 
@@ -35,6 +35,23 @@ pub struct NameserverArgs {
     /// Largest request frame accepted, in bytes [default: 4194304].
     #[arg(long, value_name = "BYTES")]
     pub frame_len_max: Option<usize>,
+    /// Run the replication controller as this voter id (with --controller-listen,
+    /// --controller-voter and --controller-data-dir, or a [controller] table in the file).
+    #[arg(long, value_name = "ID")]
+    pub controller_id: Option<u64>,
+    /// The controller's Raft address (not --listen-addr).
+    #[arg(long, value_name = "ADDR")]
+    pub controller_listen: Option<SocketAddr>,
+    /// A controller voter as id=host:port; repeat for each, this node included.
+    #[arg(long = "controller-voter", value_name = "ID=HOST:PORT")]
+    pub controller_voters: Vec<String>,
+    /// Where the controller keeps its Raft log, vote and snapshot.
+    #[arg(long, value_name = "DIR")]
+    pub controller_data_dir: Option<PathBuf>,
+    /// A broker silent this long loses its leaderships, in ms [default: 7000; keep it above
+    /// two of the brokers' registration intervals].
+    #[arg(long, value_name = "MS")]
+    pub controller_broker_timeout_ms: Option<u64>,
 }
 
 impl NameserverArgs {
@@ -50,6 +67,11 @@ impl NameserverArgs {
             max_connections,
             idle_timeout_ms,
             frame_len_max,
+            controller_id,
+            controller_listen,
+            controller_voters,
+            controller_data_dir,
+            controller_broker_timeout_ms,
         } = self.clone();
         svc::config::load(file.as_deref(), |config: &mut NameserverConfig| {
             set(&mut config.listen_addr, listen_addr);
@@ -58,6 +80,32 @@ impl NameserverArgs {
             set(&mut config.max_connections, max_connections);
             set(&mut config.idle_timeout_ms, idle_timeout_ms);
             set(&mut config.frame_len_max, frame_len_max);
+            let any = controller_id.is_some()
+                || controller_listen.is_some()
+                || !controller_voters.is_empty()
+                || controller_data_dir.is_some()
+                || controller_broker_timeout_ms.is_some();
+            if any {
+                let mut settings = config.controller.take().unwrap_or(ControllerSettings {
+                    node_id: 0,
+                    listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                    voters: Vec::new(),
+                    data_dir: PathBuf::from("./defibus-data/controller"),
+                    broker_timeout_ms: crate::config::CONTROLLER_BROKER_TIMEOUT_MS_DEFAULT,
+                    reconcile_interval_ms: crate::config::RECONCILE_INTERVAL_MS_DEFAULT,
+                });
+                set(&mut settings.node_id, controller_id);
+                set(&mut settings.listen_addr, controller_listen);
+                if !controller_voters.is_empty() {
+                    settings.voters = controller_voters;
+                }
+                set(&mut settings.data_dir, controller_data_dir);
+                set(
+                    &mut settings.broker_timeout_ms,
+                    controller_broker_timeout_ms,
+                );
+                config.controller = Some(settings);
+            }
         })
     }
 }

@@ -17,19 +17,33 @@ use crate::config::NameserverConfig;
 use crate::registry::{Registered, Registry, Timestamp};
 
 /// State every connection shares.
-#[derive(Debug)]
 pub(crate) struct Shared {
     registry: Mutex<Registry>,
     pub(crate) config: NameserverConfig,
     pub(crate) framer: Framer,
+    /// The replication controller this nameserver runs, if configured.
+    pub(crate) controller: Option<Arc<controller::Controller>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("config", &self.config)
+            .field("controller", &self.controller.as_ref().map(|c| c.node_id()))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Shared {
-    pub(crate) fn new(config: NameserverConfig) -> Arc<Self> {
+    pub(crate) fn new(
+        config: NameserverConfig,
+        controller: Option<Arc<controller::Controller>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             registry: Mutex::new(Registry::new(config.broker_expiry())),
             framer: Framer::new(config.frame_limits()),
             config,
+            controller,
         })
     }
 
@@ -52,13 +66,23 @@ impl Handler for Shared {
         self.config.idle_timeout()
     }
 
-    /// A nameserver answer needs no waiting: it is computed before the future is returned.
+    /// A nameserver answer needs no waiting (it is computed before the future is returned),
+    /// except a proposal to the controller, which waits for the Raft group.
     fn handle(
         self: &Arc<Self>,
         command: Command,
         body: &[u8],
     ) -> impl Future<Output = Answer> + Send {
-        std::future::ready(handle(self, command, body))
+        let proposal = (command == Command::ControllerPropose).then(|| body.to_vec());
+        let ready = proposal.is_none().then(|| handle(self, command, body));
+        let shared = Arc::clone(self);
+        async move {
+            match (ready, proposal) {
+                (Some(answer), _) => answer,
+                (None, Some(body)) => propose(&shared, &body).await,
+                (None, None) => Answer::refused(Status::Internal, "no answer"),
+            }
+        }
     }
 }
 
@@ -76,6 +100,10 @@ pub(crate) fn handle(shared: &Shared, command: Command, body: &[u8]) -> Answer {
 
 fn register(shared: &Shared, body: &[u8]) -> Result<Answer, ControlError> {
     let registration: BrokerRegistration = control::decode(body)?;
+    if let Some(ctl) = &shared.controller {
+        registration.validate()?;
+        crate::replication::on_register(ctl, &registration);
+    }
     let broker_id = registration.broker_id.clone();
     let cluster = registration.cluster.clone();
     let address = registration.address.clone();
@@ -100,6 +128,36 @@ fn register(shared: &Shared, body: &[u8]) -> Result<Answer, ControlError> {
         expiry_ms: shared.config.broker_expiry_ms,
     };
     Ok(Answer::ok(control::encode(&ack)?))
+}
+
+/// `ControllerPropose`: a JSON `controller::Command` proposed to this nameserver's controller
+/// (a follower forwards it to the Raft leader); answered with the JSON `Outcome`.
+async fn propose(shared: &Shared, body: &[u8]) -> Answer {
+    let Some(ctl) = &shared.controller else {
+        return Answer::refused(
+            Status::UnknownCommand,
+            "this nameserver runs no controller (see [controller] in nameserver.toml)",
+        );
+    };
+    let command: controller::Command = match serde_json::from_slice(body) {
+        Ok(command) => command,
+        Err(e) => {
+            return Answer::refused(
+                Status::InvalidArgument,
+                format!("not a controller command: {e}"),
+            );
+        }
+    };
+    match ctl.propose(command).await {
+        Ok(outcome) => match serde_json::to_vec(&outcome) {
+            Ok(body) => Answer::ok(body),
+            Err(e) => Answer::refused(Status::Internal, e.to_string()),
+        },
+        Err(controller::ControllerError::Rejected(rejected)) => {
+            Answer::refused(Status::InvalidArgument, rejected.to_string())
+        }
+        Err(e) => Answer::refused(Status::SystemBusy, e.to_string()),
+    }
 }
 
 fn unregister(shared: &Shared, body: &[u8]) -> Result<Answer, ControlError> {

@@ -77,6 +77,101 @@ pub struct NameserverConfig {
     /// with `FrameTooLarge` from its header alone and the connection closed. Default 4 MiB
     /// ([`FRAME_LEN_MAX_NAMESERVER_DEFAULT`]), at least [`FRAME_LEN_MIN`].
     pub frame_len_max: usize,
+    /// The replication controller this nameserver runs, one voter of its Raft group
+    /// (docs/ARCHITECTURE.md §8.6). Default none: no replicated queue fails over by itself.
+    pub controller: Option<ControllerSettings>,
+}
+
+/// Default interval of the controller's reconciliation (roles sent, elections, in-sync
+/// changes), ms.
+pub const RECONCILE_INTERVAL_MS_DEFAULT: u64 = 250;
+/// Default time a broker may stay silent before the controller moves its leaderships, ms:
+/// two of the brokers' default 3000 ms registrations (their heartbeats) and a margin, so a
+/// broker registering on time is never taken for dead. Faster failover takes more frequent
+/// registrations (`register_interval_ms`) and a proportionally shorter timeout.
+pub const CONTROLLER_BROKER_TIMEOUT_MS_DEFAULT: u64 = 7_000;
+
+/// The `[controller]` table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerSettings {
+    /// This node's id in the Raft group, unique among `voters`.
+    pub node_id: u64,
+    /// Address the controller's Raft traffic listens on (not the nameserver's).
+    pub listen_addr: SocketAddr,
+    /// Every voter, this one included, as `id=host:port` (three nameservers: three voters).
+    pub voters: Vec<String>,
+    /// Where the controller keeps its Raft log, vote and snapshot.
+    pub data_dir: std::path::PathBuf,
+    /// A broker silent this long (its registrations are its heartbeats) loses its
+    /// leaderships to in-sync replicas. Default 7000 ms
+    /// ([`CONTROLLER_BROKER_TIMEOUT_MS_DEFAULT`]); keep it above two of the brokers'
+    /// `register_interval_ms`.
+    #[serde(default = "broker_timeout_default")]
+    pub broker_timeout_ms: u64,
+    /// How often the controller's leader compares its decisions with what brokers report
+    /// and acts. Default 250 ms.
+    #[serde(default = "reconcile_interval_default")]
+    pub reconcile_interval_ms: u64,
+}
+
+fn broker_timeout_default() -> u64 {
+    CONTROLLER_BROKER_TIMEOUT_MS_DEFAULT
+}
+
+fn reconcile_interval_default() -> u64 {
+    RECONCILE_INTERVAL_MS_DEFAULT
+}
+
+impl ControllerSettings {
+    /// The voters as ids and addresses.
+    pub fn voter_map(&self) -> Result<std::collections::BTreeMap<u64, String>, NameserverError> {
+        let invalid = |reason: String| NameserverError::ConfigInvalid {
+            key: "controller.voters",
+            reason,
+        };
+        let mut voters = std::collections::BTreeMap::new();
+        for voter in &self.voters {
+            let (id, addr) = voter
+                .split_once('=')
+                .ok_or_else(|| invalid(format!("{voter:?} is not id=host:port")))?;
+            let id: u64 = id
+                .parse()
+                .map_err(|e| invalid(format!("{voter:?}: the id: {e}")))?;
+            if voters.insert(id, addr.to_owned()).is_some() {
+                return Err(invalid(format!("voter {id} is listed twice")));
+            }
+        }
+        if !voters.contains_key(&self.node_id) {
+            return Err(invalid(format!(
+                "this node ({}) is not among the voters",
+                self.node_id
+            )));
+        }
+        Ok(voters)
+    }
+
+    /// The controller's configuration.
+    pub fn controller_config(&self) -> Result<controller::ControllerConfig, NameserverError> {
+        let mut config = controller::ControllerConfig::new(
+            self.node_id,
+            self.listen_addr,
+            self.voter_map()?,
+            &self.data_dir,
+        );
+        config.broker_timeout = Duration::from_millis(self.broker_timeout_ms);
+        // Its failure detector looks twice per interval; a third of the timeout keeps a broker
+        // that registers on time from ever looking dead.
+        config.broker_heartbeat_interval =
+            Duration::from_millis((self.broker_timeout_ms / 3).max(1));
+        config
+            .validate()
+            .map_err(|e| NameserverError::ConfigInvalid {
+                key: "controller",
+                reason: e.to_string(),
+            })?;
+        Ok(config)
+    }
 }
 
 impl Default for NameserverConfig {
@@ -88,6 +183,7 @@ impl Default for NameserverConfig {
             max_connections: MAX_CONNECTIONS_DEFAULT,
             idle_timeout_ms: IDLE_TIMEOUT_MS_DEFAULT,
             frame_len_max: FRAME_LEN_MAX_NAMESERVER_DEFAULT,
+            controller: None,
         }
     }
 }
@@ -119,6 +215,16 @@ impl NameserverConfig {
             ("max_connections", self.max_connections as u64),
             ("idle_timeout_ms", self.idle_timeout_ms),
         ])?;
+        if let Some(controller) = &self.controller {
+            controller.controller_config()?;
+            check_at_least_one(&[
+                ("controller.broker_timeout_ms", controller.broker_timeout_ms),
+                (
+                    "controller.reconcile_interval_ms",
+                    controller.reconcile_interval_ms,
+                ),
+            ])?;
+        }
         check_frame_len_max(self.frame_len_max)
     }
 

@@ -14,7 +14,7 @@
 //!   command line that the `defibus-nameserver` binary and `defibus nameserver` share.
 //!
 //! Module map: [`config`] settings, [`registry`] the brokers and routes (pure, clock passed
-//! in), [`protocol::routing`] the queue → shard mapping, `command` the answer to each request
+//! in), [`roles`] what a controller must tell brokers of replicated queues (pure), [`protocol::routing`] the queue → shard mapping, `command` the answer to each request
 //! (the [`svc::connection`] handler: the frame loop is shared), `server` accept loop and sweep,
 //! `handle` the threaded form.
 
@@ -23,11 +23,13 @@
 mod command;
 mod error;
 mod handle;
+mod replication;
 mod server;
 
 pub mod cli;
 pub mod config;
 pub mod registry;
+pub mod roles;
 
 pub use config::NameserverConfig;
 pub use error::NameserverError;

@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use protocol::control::{
-    BrokerRegistration, BrokerSummary, ClusterInfo, ControlError, QueueRoute, TopicInfo, TopicRoute,
+    BrokerRegistration, BrokerSummary, ClusterInfo, ControlError, QueueRoute, ReplicaRole,
+    TopicInfo, TopicRoute,
 };
 
 use protocol::routing::queue_shard;
@@ -165,6 +166,9 @@ impl Registry {
     /// id; `None` when no live broker holds the topic.
     pub fn topic_route(&self, topic: &str, now: Instant) -> Option<TopicRoute> {
         let mut queues = Vec::new();
+        // A replicated queue is routed once, to the broker that reports leading it in the
+        // highest epoch: during a failover a deposed leader may still report its old epoch.
+        let mut leaders: BTreeMap<u32, (u64, QueueRoute)> = BTreeMap::new();
         let mut found = false;
         for entry in self.live(now) {
             let Some(info) = entry.topic(topic) else {
@@ -172,7 +176,7 @@ impl Registry {
             };
             found = true;
             let reg = &entry.registration;
-            queues.extend((0..info.queue_count).map(|queue_id| {
+            let route = |queue_id: u32| {
                 let shard = queue_shard(topic, queue_id, reg.shard_ports.len());
                 QueueRoute {
                     broker_id: reg.broker_id.clone(),
@@ -185,12 +189,33 @@ impl Registry {
                     readable: queue_id < info.read_queue_count,
                     writable: queue_id < info.write_queue_count,
                 }
-            }));
+            };
+            if info.replicas > 1 {
+                for r in &info.replication {
+                    if r.role != ReplicaRole::Leader || r.queue_id >= info.queue_count {
+                        continue;
+                    }
+                    let newer = leaders
+                        .get(&r.queue_id)
+                        .is_none_or(|(epoch, _)| r.epoch > *epoch);
+                    if newer {
+                        leaders.insert(r.queue_id, (r.epoch, route(r.queue_id)));
+                    }
+                }
+                continue;
+            }
+            queues.extend((0..info.queue_count).map(route));
         }
+        queues.extend(leaders.into_values().map(|(_, route)| route));
         found.then(|| TopicRoute {
             topic: topic.to_owned(),
             queues,
         })
+    }
+
+    /// Every live broker's last registration.
+    pub fn live_registrations(&self, now: Instant) -> Vec<BrokerRegistration> {
+        self.live(now).map(|e| e.registration.clone()).collect()
     }
 
     /// A summary of every live broker, ordered by broker id.
@@ -321,6 +346,49 @@ mod tests {
             assert_eq!(queue.shard_port, [7001, 7002, 7003][shard]);
         }
         assert_eq!(registry.topic_route("A10-2", now.mono), None);
+    }
+
+    #[test]
+    fn a_replicated_queue_is_routed_to_the_leader_of_the_highest_epoch() {
+        use protocol::control::{Acks, QueueReplication};
+        let now = Timestamp::now();
+        let mut registry = Registry::new(EXPIRY);
+        let replicated = |roles: &[(u32, u64, ReplicaRole)]| {
+            let mut info = topic("A10-9", 2, 2, 2);
+            info.replicas = 3;
+            info.acks = Acks::All;
+            info.replication = roles
+                .iter()
+                .map(|&(queue_id, epoch, role)| QueueReplication {
+                    queue_id,
+                    epoch,
+                    role,
+                    ..QueueReplication::default()
+                })
+                .collect();
+            info
+        };
+        use ReplicaRole::{Follower, Leader};
+        // a led queue 0 in epoch 1 and still says so (partitioned); b leads it in epoch 2.
+        let a = replicated(&[(0, 1, Leader), (1, 1, Follower)]);
+        let b = replicated(&[(0, 2, Leader), (1, 1, Leader)]);
+        let c = replicated(&[(0, 2, Follower), (1, 1, Follower)]);
+        registry
+            .register(broker("a", &[7001], vec![a]), now)
+            .unwrap();
+        registry
+            .register(broker("b", &[7002], vec![b]), now)
+            .unwrap();
+        registry
+            .register(broker("c", &[7003], vec![c]), now)
+            .unwrap();
+        let route = registry.topic_route("A10-9", now.mono).unwrap();
+        let routed: Vec<(u32, &str)> = route
+            .queues
+            .iter()
+            .map(|q| (q.queue_id, q.broker_id.as_str()))
+            .collect();
+        assert_eq!(routed, [(0, "b"), (1, "b")]);
     }
 
     #[test]

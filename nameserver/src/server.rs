@@ -35,9 +35,37 @@ pub async fn run(
         "nameserver listening on {local_addr}: broker expiry {} ms, at most {} connections",
         config.broker_expiry_ms, config.max_connections
     );
-    let shared = Shared::new(config);
+    let controller = match &config.controller {
+        Some(settings) => {
+            let ctl = controller::Controller::start(settings.controller_config()?)
+                .await
+                .map_err(|e| NameserverError::ConfigInvalid {
+                    key: "controller",
+                    reason: format!("the controller does not start: {e}"),
+                })?;
+            info!(
+                "controller node {} listening on {} for Raft",
+                ctl.node_id(),
+                ctl.local_addr()
+            );
+            Some(Arc::new(ctl))
+        }
+        None => None,
+    };
+    let shared = Shared::new(config, controller.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let sweeper = tokio::spawn(sweep(Arc::clone(&shared), stop_rx.clone()));
+    let reconciler = controller
+        .clone()
+        .zip(shared.config.controller.clone())
+        .map(|(ctl, s)| {
+            tokio::spawn(crate::replication::run(
+                Arc::clone(&shared),
+                ctl,
+                std::time::Duration::from_millis(s.reconcile_interval_ms),
+                stop_rx.clone(),
+            ))
+        });
     let max_connections = shared.config.max_connections;
     svc::server::serve(
         listener,
@@ -49,6 +77,14 @@ pub async fn run(
     )
     .await;
     svc::server::log_panic("nameserver", sweeper.await);
+    if let Some(reconciler) = reconciler {
+        svc::server::log_panic("controller reconciliation", reconciler.await);
+    }
+    if let Some(ctl) = controller.and_then(|c| Arc::try_unwrap(c).ok()) {
+        if let Err(e) = ctl.shutdown().await {
+            warn!("stopping the controller: {e}");
+        }
+    }
     info!("nameserver on {local_addr} stopped");
     Ok(())
 }
