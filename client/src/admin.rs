@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use protocol::codes::Command;
 use protocol::control::{
-    self, BrokerStats, ClusterInfo, ScrubReply, ScrubRequest, TopicConfig, TopicInfo, TopicList,
-    TopicName, TopicRoute,
+    self, BrokerStats, ClusterInfo, QueueAssignment, ScrubReply, ScrubRequest, TopicConfig,
+    TopicInfo, TopicList, TopicName, TopicRoute,
 };
 use protocol::names::Topic;
 
@@ -41,6 +41,19 @@ impl Admin {
             broker,
             Command::CreateTopic,
             &control::encode(config).map_err(local)?,
+        )
+        .map(drop)
+    }
+
+    /// Tells one broker the roles of one queue of a replicated topic for an epoch (what the
+    /// controller sends): `broker` is the endpoint of the shard owning the queue there, or
+    /// any of its shards (which forwards it).
+    pub fn assign_queue_role(&self, broker: &str, assignment: &QueueAssignment) -> Result<()> {
+        assignment.topic.parse::<Topic>()?;
+        self.broker_call(
+            broker,
+            Command::QueueRole,
+            &control::encode(assignment).map_err(local)?,
         )
         .map(drop)
     }
@@ -173,6 +186,34 @@ impl Admin {
             });
         }
         Ok(created)
+    }
+
+    /// Sends `body` (a JSON controller command) to the nameservers' controller with
+    /// `ControllerPropose`, trying each nameserver in turn; returns the JSON outcome.
+    /// `Status::UnknownCommand` from every one means no nameserver runs a controller.
+    pub fn controller_propose(&self, body: &[u8]) -> Result<Vec<u8>> {
+        let mut last_error = None;
+        for nameserver in &self.client.config.nameservers {
+            let answer = self
+                .client
+                .pool
+                .get(nameserver, PeerKind::Control)
+                .and_then(|conn| {
+                    conn.call(
+                        Command::ControllerPropose,
+                        &[],
+                        body,
+                        self.client.config.request_timeout,
+                    )
+                });
+            match answer {
+                Ok(frame) => return Ok(frame.body.to_vec()),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or(ClientError::NoRoute {
+            topic: "(controller)".into(),
+        }))
     }
 
     fn broker_call(

@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use client::{Admin, ClientError, TopicConfig, TopicInfo};
 use protocol::codes::Status;
-use protocol::control::{FlushMode, RedirectRule};
+use protocol::control::{Acks, FlushMode, RedirectRule};
 use protocol::names::Topic;
 
 use super::shared::{BusArgs, table};
@@ -28,9 +28,55 @@ pub struct AdminArgs {
 
 #[derive(Subcommand, Debug)]
 enum AdminCommand {
-    /// Topics: create, change, delete, list, statistics.
+    /// Topics: create, change, delete, list, describe, statistics.
     #[command(subcommand)]
     Topic(TopicCommand),
+    /// Queues of replicated topics: move a queue's leadership.
+    #[command(subcommand)]
+    Queue(QueueCommand),
+    /// Brokers: list the live brokers the nameservers know.
+    #[command(subcommand)]
+    Broker(BrokerCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum BrokerCommand {
+    /// Print every live broker: cluster, area, address, shard ports, topics and the age of
+    /// its last registration.
+    List,
+    /// Move every replicated queue a broker leads to an in-sync follower (before
+    /// maintenance), through the controller if the nameservers run one; waits until each
+    /// move is routed. Exits 1 naming the queues that have no in-sync follower.
+    Drain {
+        /// The broker's id (as `admin broker list` shows it).
+        #[arg(long)]
+        broker_id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum QueueCommand {
+    /// Start the next epoch of a replicated queue with a new leader.
+    ///
+    /// The leader is the live replica holding the most of the queue unless --leader names
+    /// another; one holding less is refused unless --unclean (it could lose acknowledged
+    /// records). Every live replica is told; those holding as much as the new leader stay
+    /// in sync, the others catch up. The old leader, if it still runs, answers produces
+    /// waiting for acknowledgement with `NotLeader` and follows.
+    Elect {
+        /// The topic, [area]-[serviceId].
+        #[arg(long)]
+        topic: Topic,
+        /// The queue id.
+        #[arg(long)]
+        queue: u32,
+        /// The broker id to lead [default: the live replica holding the most].
+        #[arg(long)]
+        leader: Option<String>,
+        /// Elect --leader even if another replica holds more of the queue.
+        #[arg(long)]
+        unclean: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -68,6 +114,13 @@ enum TopicCommand {
     },
     /// Print a table of topics: queues, flush mode, depth limit and per-queue depths.
     List,
+    /// Print each queue of a replicated topic: leader, epoch, in-sync replicas, commit point
+    /// and each follower's lag in records, as the brokers report them.
+    Describe {
+        /// The topic, [area]-[serviceId].
+        #[arg(long)]
+        topic: Topic,
+    },
     /// Print per-queue offsets and, per consumer group, delivered and committed offsets.
     ///
     /// Brokers report the groups that have a live member; LAG is NEXT minus COMMITTED (or
@@ -112,6 +165,14 @@ struct TopicSettings {
     /// false].
     #[arg(long, value_name = "BOOL")]
     dynamic_queues: Option<bool>,
+    /// Copies of each queue, on that many brokers (the first by id), one leading each queue
+    /// [create only; default: 1].
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=7))]
+    replicas: Option<u8>,
+    /// With --replicas above 1: acknowledge a produce once the leader holds it (`leader`) or
+    /// once every in-sync replica does (`all`) [create only; default: leader].
+    #[arg(long, value_name = "leader|all")]
+    acks: Option<Acks>,
 }
 
 /// A `--redirect` rule as given on the command line.
@@ -194,6 +255,12 @@ impl TopicSettings {
         if let Some(dynamic) = self.dynamic_queues {
             config.dynamic_queues = dynamic;
         }
+        if let Some(replicas) = self.replicas {
+            config.replicas = replicas;
+        }
+        if let Some(acks) = self.acks {
+            config.acks = acks;
+        }
         if self.clear_redirects {
             config.redirects.clear();
         }
@@ -214,6 +281,7 @@ const ROUTE_WAIT_MAX: Duration = Duration::from_secs(10);
 const ROUTE_POLL: Duration = Duration::from_millis(200);
 
 /// A broker to administer: its id (or the address given) and a shard endpoint.
+#[derive(Debug)]
 pub(super) struct Broker {
     pub(super) id: String,
     pub(super) endpoint: String,
@@ -223,8 +291,35 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
     let client = args.bus.connect()?;
     let admin = Admin::new(&client);
     let brokers = brokers(&admin, args.broker.as_deref())?;
-    let AdminCommand::Topic(command) = args.command;
+    let command = match args.command {
+        AdminCommand::Topic(command) => command,
+        AdminCommand::Broker(BrokerCommand::List) => {
+            list_brokers(&admin)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        AdminCommand::Broker(BrokerCommand::Drain { broker_id }) => {
+            super::replicas::drain(&admin, &brokers, &broker_id)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        AdminCommand::Queue(QueueCommand::Elect {
+            topic,
+            queue,
+            leader,
+            unclean,
+        }) => {
+            super::replicas::elect(&admin, &brokers, &topic, queue, leader.as_deref(), unclean)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     match command {
+        TopicCommand::Create { topic, settings } if settings.replicas.unwrap_or(1) > 1 => {
+            let config = settings.apply(TopicConfig::new(&topic));
+            config.validate().context("topic settings")?;
+            super::replicas::create(&admin, &brokers, &config)?;
+            // Routed once every leader reports its queues (leaders go round-robin).
+            let leaders = usize::from(config.replicas).min(config.queue_count as usize);
+            wait_for_route(&admin, &brokers[..leaders], &topic)
+        }
         TopicCommand::Create { topic, settings } => {
             create(&admin, &brokers, &topic, &settings)?;
             if args.broker.is_none() {
@@ -232,6 +327,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(())
         }
+        TopicCommand::Describe { topic } => super::replicas::describe(&admin, &brokers, &topic),
         TopicCommand::Update { topic, settings } => update(&admin, &brokers, &topic, &settings),
         TopicCommand::Delete { topic } => delete(&admin, &brokers, &topic),
         TopicCommand::List => list(&admin, &brokers),
@@ -301,6 +397,55 @@ fn create(
     Ok(())
 }
 
+/// `admin broker list`.
+fn list_brokers(admin: &Admin) -> anyhow::Result<()> {
+    let mut info = admin
+        .cluster_info()
+        .context("asking the nameservers for the brokers")?;
+    info.brokers.sort_by(|a, b| a.broker_id.cmp(&b.broker_id));
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let rows: Vec<Vec<String>> = info
+        .brokers
+        .iter()
+        .map(|b| {
+            vec![
+                b.broker_id.clone(),
+                b.cluster.clone(),
+                b.area.clone(),
+                b.address.clone(),
+                b.shard_ports
+                    .iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+                b.topic_count.to_string(),
+                format!(
+                    "{} ms ago",
+                    now_ms.saturating_sub(b.last_heartbeat_ms).max(0)
+                ),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &[
+                "BROKER",
+                "CLUSTER",
+                "AREA",
+                "ADDRESS",
+                "SHARD PORTS",
+                "TOPICS",
+                "REGISTERED"
+            ],
+            &rows
+        )
+    );
+    Ok(())
+}
+
 /// Waits until the nameservers route `topic` to every one of `brokers`.
 fn wait_for_route(admin: &Admin, brokers: &[Broker], topic: &Topic) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -358,6 +503,9 @@ fn update(
             retention_age_ms: current.retention_age_ms,
             redirects: current.redirects.clone(),
             dynamic_queues: current.dynamic_queues,
+            // A broker that predates replication reports 0: its topics have one copy.
+            replicas: current.replicas.max(1),
+            acks: current.acks,
             ..TopicConfig::new(topic)
         });
         config.validate().context("topic settings")?;
@@ -447,6 +595,7 @@ fn stats(admin: &Admin, brokers: &[Broker], topic: Option<&Topic>) -> anyhow::Re
     let mut rows = Vec::new();
     let mut damaged = Vec::new();
     let mut skipped = Vec::new();
+    let mut replicas = Vec::new();
     for broker in brokers {
         let stats = admin
             .stats(&broker.endpoint)
@@ -456,6 +605,15 @@ fn stats(admin: &Admin, brokers: &[Broker], topic: Option<&Topic>) -> anyhow::Re
             .iter()
             .filter(|q| topic.as_ref().is_none_or(|t| *t == q.topic));
         for queue in queues {
+            if let Some(replication) = &queue.replication {
+                replicas.push(format!(
+                    "replica: {} {}/{}: {}",
+                    broker.id,
+                    queue.topic,
+                    queue.queue_id,
+                    describe_replication(replication)
+                ));
+            }
             for range in &queue.skipped {
                 skipped.push(format!(
                     "skipped: {} {}/{}: offsets {}..{} hold no record ({})",
@@ -523,6 +681,12 @@ fn stats(admin: &Admin, brokers: &[Broker], topic: Option<&Topic>) -> anyhow::Re
             &rows
         )
     );
+    if !replicas.is_empty() {
+        println!();
+        for line in &replicas {
+            println!("{line}");
+        }
+    }
     if !skipped.is_empty() {
         println!();
         for line in &skipped {
@@ -544,6 +708,31 @@ fn stats(admin: &Admin, brokers: &[Broker], topic: Option<&Topic>) -> anyhow::Re
     Ok(())
 }
 
+/// One replicated queue's state on one broker, in words: the role, the commit point and,
+/// from a leader, each follower's durable end.
+fn describe_replication(r: &protocol::control::QueueReplication) -> String {
+    use protocol::control::ReplicaRole;
+    let role = match r.role {
+        ReplicaRole::Leader => "leader",
+        ReplicaRole::Follower => "follower",
+        ReplicaRole::Unassigned => "no leader",
+    };
+    let mut line = format!(
+        "{role} in epoch {}, committed {} of {}",
+        r.epoch, r.committed, r.log_end
+    );
+    for f in &r.followers {
+        let state = match (f.in_sync, f.lagging, f.caught_up) {
+            (true, true, _) => "lagging",
+            (true, false, _) => "in sync",
+            (false, _, true) => "caught up",
+            (false, _, false) => "out of sync",
+        };
+        line.push_str(&format!("; {} {state} at {}", f.broker_id, f.durable_end));
+    }
+    line
+}
+
 fn flush_name(mode: FlushMode) -> &'static str {
     match mode {
         FlushMode::Async => "async",
@@ -554,6 +743,36 @@ fn flush_name(mode: FlushMode) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_leader_describes_its_followers() {
+        use protocol::control::{FollowerStatus, QueueReplication, ReplicaRole};
+        let follower = |id: &str, end, in_sync, lagging| FollowerStatus {
+            broker_id: id.into(),
+            durable_end: end,
+            in_sync,
+            lagging,
+            caught_up: false,
+        };
+        let r = QueueReplication {
+            queue_id: 0,
+            epoch: 2,
+            role: ReplicaRole::Leader,
+            committed: 25,
+            log_end: 30,
+            followers: vec![
+                follower("broker-b", 30, true, false),
+                follower("broker-c", 12, true, true),
+                follower("broker-d", 3, false, false),
+            ],
+            replicas: Vec::new(),
+        };
+        assert_eq!(
+            describe_replication(&r),
+            "leader in epoch 2, committed 25 of 30; broker-b in sync at 30; broker-c lagging \
+             at 12; broker-d out of sync at 3"
+        );
+    }
 
     #[test]
     fn limits_are_positive_numbers_or_none() {

@@ -3,6 +3,7 @@ pub mod consume;
 pub mod log;
 pub mod log_repair;
 pub mod produce;
+mod replicas;
 pub mod request;
 pub mod respond;
 pub mod sgs;

@@ -1,10 +1,10 @@
 //! `defibus standalone`: a whole bus in one process, for a first run and for development.
 //!
-//! It runs a nameserver, a broker (all cores), a GSL and an SGS with data under
-//! `./defibus-data`, registers the broker with the nameserver, configures the SGS with the
-//! local area (this broker's cluster and this nameserver) as its one area and GSL, and runs
-//! the proxy (HTTP and WebSocket access) unless `--no-proxy`; it prints where everything
-//! listens, and stops cleanly on SIGTERM or SIGINT.
+//! It runs a nameserver, a broker (all cores; `--brokers N` for a local cluster of N), a GSL
+//! and an SGS with data under `./defibus-data`, registers the brokers with the nameserver,
+//! configures the SGS with the local area (this cluster and this nameserver) as its one area
+//! and GSL, and runs the proxy (HTTP and WebSocket access) unless `--no-proxy`; it prints
+//! where everything listens, and stops cleanly on SIGTERM or SIGINT.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,6 +32,12 @@ pub struct StandaloneArgs {
     /// Broker shards; 0 means one per core.
     #[arg(long, default_value_t = 0)]
     shards: usize,
+    /// Brokers of the bus, 1 to 26: `broker-a` (data in `broker/`), then `broker-b`,
+    /// `broker-c`, ... (data in `broker-b/`, ...; ports from port_base + 100, + 200, ...): a
+    /// local cluster for replicated topics (`admin topic create --replicas 3`). With more than
+    /// one, the nameserver also runs the replication controller (data in `controller/`).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=26))]
+    brokers: u8,
     /// Area code of this bus (three uppercase letters or digits).
     #[arg(long, default_value = "A10")]
     area: String,
@@ -51,23 +57,63 @@ pub struct StandaloneArgs {
 
 pub fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let mut signals = Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
+    // A local cluster gets a controller (one voter), so its replicated queues fail over by
+    // themselves; its Raft address is a free loopback port, named up front to the voter set.
+    let controller = if args.brokers > 1 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .context("finding a port for the controller")?
+            .port();
+        Some(nameserver::config::ControllerSettings {
+            node_id: 1,
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            voters: vec![format!("1=127.0.0.1:{port}")],
+            data_dir: args.data_dir.join("controller"),
+            broker_timeout_ms: nameserver::config::CONTROLLER_BROKER_TIMEOUT_MS_DEFAULT,
+            reconcile_interval_ms: nameserver::config::RECONCILE_INTERVAL_MS_DEFAULT,
+        })
+    } else {
+        None
+    };
     let nameserver_config = nameserver::NameserverConfig {
         listen_addr: args.nameserver_addr,
+        controller,
         ..nameserver::NameserverConfig::default()
     };
     let nameserver = nameserver::start(nameserver_config).context("starting the nameserver")?;
     let nameserver_addr = nameserver.local_addr();
-    let broker_config = engine::BrokerConfig {
-        listen_address: args.broker_listen,
-        port_base: args.port_base,
-        shards: args.shards,
-        area: args.area.clone(),
-        data_dir: args.data_dir.join("broker"),
-        nameservers: vec![nameserver_addr.to_string()],
-        ..engine::BrokerConfig::default()
-    };
-    let cluster = broker_config.cluster.clone();
-    let broker = engine::Broker::start(broker_config).context("starting the broker")?;
+    let mut brokers = Vec::with_capacity(usize::from(args.brokers));
+    for i in 0..args.brokers {
+        let letter = char::from(b'a' + i);
+        let (broker_id, data_dir) = if i == 0 {
+            ("broker-a".to_owned(), args.data_dir.join("broker"))
+        } else {
+            (
+                format!("broker-{letter}"),
+                args.data_dir.join(format!("broker-{letter}")),
+            )
+        };
+        let port_base = match args.port_base {
+            0 => 0,
+            base => base
+                .checked_add(100 * u16::from(i))
+                .context("--port-base leaves no room for every broker's ports")?,
+        };
+        let broker_config = engine::BrokerConfig {
+            broker_id: broker_id.clone(),
+            listen_address: args.broker_listen.clone(),
+            port_base,
+            shards: args.shards,
+            area: args.area.clone(),
+            data_dir,
+            nameservers: vec![nameserver_addr.to_string()],
+            ..engine::BrokerConfig::default()
+        };
+        let broker = engine::Broker::start(broker_config)
+            .with_context(|| format!("starting the broker {broker_id}"))?;
+        brokers.push(broker);
+    }
+    let cluster = engine::BrokerConfig::default().cluster;
     let gsl = gsl::start(gsl::GslConfig {
         listen_addr: args.gsl_addr,
         data_dir: args.data_dir.join("gsl"),
@@ -101,12 +147,14 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     };
     println!("DeFiBus standalone is running (area {}):", args.area);
     println!("  nameserver  {nameserver_addr}");
-    let ports: Vec<String> = broker.shard_ports().iter().map(u16::to_string).collect();
-    println!(
-        "  broker      {} shard ports {}",
-        broker.broker_id(),
-        ports.join(", ")
-    );
+    for broker in &brokers {
+        let ports: Vec<String> = broker.shard_ports().iter().map(u16::to_string).collect();
+        println!(
+            "  broker      {} shard ports {}",
+            broker.broker_id(),
+            ports.join(", ")
+        );
+    }
     println!("  gsl         {}", gsl.local_addr());
     println!("  sgs         {} (area {})", sgs.local_addr(), args.area);
     if let Some(proxy) = &proxy {
@@ -122,7 +170,12 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     }
     sgs.shutdown().context("shutting down the SGS")?;
     gsl.shutdown().context("shutting down the GSL")?;
-    broker.shutdown().context("shutting down the broker")?;
+    for broker in brokers {
+        let id = broker.broker_id().to_owned();
+        broker
+            .shutdown()
+            .with_context(|| format!("shutting down the broker {id}"))?;
+    }
     nameserver
         .shutdown()
         .context("shutting down the nameserver")?;
