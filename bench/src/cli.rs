@@ -92,6 +92,11 @@ pub struct GlobalArgs {
     #[arg(long, global = true, default_value_t = 0)]
     pub shards: usize,
 
+    /// Embedded only: brokers in the embedded cluster, each with --shards shards (`produce
+    /// --replicas N` needs at least N).
+    #[arg(long, global = true, default_value_t = 1)]
+    pub brokers: usize,
+
     /// Embedded broker only: executors spin this long before parking, µs (a wake-up costs
     /// ~25 µs). Default: the broker's (50 on machines with 4 or more cores, 0 below).
     #[arg(long, global = true, value_name = "US")]
@@ -255,6 +260,33 @@ pub struct ProduceArgs {
     /// TCP stream.
     #[arg(long, value_delimiter = ',', value_name = "BYTES,...")]
     pub sizes: Vec<usize>,
+    /// Copies of each queue. Above 1, the run measures the same workload on a topic with one
+    /// replica (on one broker) and then with N (leaders spread over N brokers), and prints
+    /// N beside 1: throughput, and the latency of single sends one at a time.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=7))]
+    pub replicas: u8,
+    /// With --replicas above 1: when a produce is acknowledged, by the leader alone or by
+    /// every in-sync replica.
+    #[arg(long, value_enum, default_value_t = AcksArg::All)]
+    pub acks: AcksArg,
+}
+
+/// `--acks`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AcksArg {
+    /// Once the leader holds the batch by the topic's flush mode.
+    Leader,
+    /// Once every in-sync replica holds it by the topic's flush mode.
+    All,
+}
+
+impl From<AcksArg> for protocol::control::Acks {
+    fn from(acks: AcksArg) -> Self {
+        match acks {
+            AcksArg::Leader => protocol::control::Acks::Leader,
+            AcksArg::All => protocol::control::Acks::All,
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]

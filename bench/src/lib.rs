@@ -93,6 +93,12 @@ fn run_workload(
     workload: &WorkloadCommand,
 ) -> anyhow::Result<Vec<Section>> {
     match workload {
+        WorkloadCommand::Produce(args) if args.replicas > 1 => {
+            Ok(produce::run_replicated(target, global, args)?
+                .into_iter()
+                .map(Section::from)
+                .collect())
+        }
         WorkloadCommand::Produce(args) => {
             let baseline = stream_baseline(global, args)?;
             if args.sizes.is_empty() {

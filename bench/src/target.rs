@@ -6,6 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use client::{Admin, Client, ClientConfig, TopicConfig, TopicRoute};
+use protocol::control::{Acks, QueueAssignment};
 
 use crate::cli::{Flush, GlobalArgs};
 
@@ -39,7 +40,8 @@ static TOPICS_CREATED: AtomicU64 = AtomicU64::new(0);
 pub enum Target {
     Embedded {
         nameserver: nameserver::NameserverHandle,
-        broker: engine::Broker,
+        /// `--brokers` of them, `bench-broker` alone or `bench-broker-0`, `-1`, ...
+        brokers: Vec<engine::Broker>,
         /// Kept so the temporary data directory lives as long as the broker.
         _data: Option<tempfile::TempDir>,
     },
@@ -79,31 +81,44 @@ impl Target {
                 (dir.path().to_path_buf(), Some(dir))
             }
         };
-        let broker = engine::Broker::start(engine::BrokerConfig {
-            broker_id: "bench-broker".into(),
-            area: args.area.clone(),
-            listen_address: "127.0.0.1".into(),
-            port_base: 0,
-            shards: args.shards,
-            data_dir,
-            nameservers: vec![nameserver.local_addr().to_string()],
-            register_interval_ms: EMBEDDED_REGISTER_INTERVAL_MS,
-            spin_before_park_us: args.spin_before_park_us,
-            limits: engine::config::Limits {
-                connections_per_shard_max: EMBEDDED_CONNECTIONS_MAX,
-                ..engine::config::Limits::default()
-            },
-            ..engine::BrokerConfig::default()
-        })
-        .context("starting the embedded broker")?;
-        log::info!(
-            "embedded nameserver {}, broker shard ports {:?}",
-            nameserver.local_addr(),
-            broker.shard_ports()
-        );
+        let count = args.brokers.max(1);
+        let mut brokers = Vec::with_capacity(count);
+        for i in 0..count {
+            let (broker_id, dir) = if count == 1 {
+                ("bench-broker".to_owned(), data_dir.clone())
+            } else {
+                (
+                    format!("bench-broker-{i}"),
+                    data_dir.join(format!("broker-{i}")),
+                )
+            };
+            let broker = engine::Broker::start(engine::BrokerConfig {
+                broker_id: broker_id.clone(),
+                area: args.area.clone(),
+                listen_address: "127.0.0.1".into(),
+                port_base: 0,
+                shards: args.shards,
+                data_dir: dir,
+                nameservers: vec![nameserver.local_addr().to_string()],
+                register_interval_ms: EMBEDDED_REGISTER_INTERVAL_MS,
+                spin_before_park_us: args.spin_before_park_us,
+                limits: engine::config::Limits {
+                    connections_per_shard_max: EMBEDDED_CONNECTIONS_MAX,
+                    ..engine::config::Limits::default()
+                },
+                ..engine::BrokerConfig::default()
+            })
+            .with_context(|| format!("starting the embedded broker {broker_id}"))?;
+            log::info!(
+                "embedded broker {broker_id}: shard ports {:?}",
+                broker.shard_ports()
+            );
+            brokers.push(broker);
+        }
+        log::info!("embedded nameserver {}", nameserver.local_addr());
         let target = Target::Embedded {
             nameserver,
-            broker,
+            brokers,
             _data: data,
         };
         target.wait_for_brokers(args)?;
@@ -131,10 +146,14 @@ impl Target {
     /// A description for the report.
     pub fn describe(&self) -> String {
         match self {
-            Target::Embedded { broker, .. } => format!(
-                "embedded broker, {} shards, spin before park {} µs",
-                broker.shard_ports().len(),
-                broker.spin_before_park().as_micros()
+            Target::Embedded { brokers, .. } => format!(
+                "embedded {}, {} shards each, spin before park {} µs",
+                match brokers.len() {
+                    1 => "broker".to_owned(),
+                    n => format!("cluster of {n} brokers"),
+                },
+                brokers[0].shard_ports().len(),
+                brokers[0].spin_before_park().as_micros()
             ),
             Target::Remote { nameserver } => format!("cluster of nameserver {nameserver}"),
         }
@@ -168,6 +187,19 @@ impl Target {
         queues: u32,
         flush: Flush,
     ) -> anyhow::Result<BenchTopic<'a>> {
+        self.create(args, workload, queues, flush, Placement::EveryBroker)
+    }
+
+    /// Creates a fresh topic for `workload` as [`Self::create_topic`] does, placed as asked:
+    /// on one broker, or with replicated queues.
+    pub fn create<'a>(
+        &'a self,
+        args: &'a GlobalArgs,
+        workload: &str,
+        queues: u32,
+        flush: Flush,
+        placement: Placement,
+    ) -> anyhow::Result<BenchTopic<'a>> {
         let unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
@@ -186,10 +218,27 @@ impl Target {
         self.wait_for_brokers(args)?;
         let client = self.admin_client(args)?;
         let admin = Admin::new(&client);
-        let brokers = admin
-            .create_topic_on_cluster(None, &config)
-            .with_context(|| format!("creating topic {topic}"))?;
-        let expected = queues as usize * brokers.len();
+        let expected = match placement {
+            Placement::EveryBroker => {
+                let brokers = admin
+                    .create_topic_on_cluster(None, &config)
+                    .with_context(|| format!("creating topic {topic}"))?;
+                queues as usize * brokers.len()
+            }
+            Placement::OneBroker => {
+                let brokers = sorted_brokers(&admin)?;
+                admin
+                    .create_topic(&brokers[0].1, &config)
+                    .with_context(|| format!("creating topic {topic} on {}", brokers[0].0))?;
+                queues as usize
+            }
+            Placement::Replicated { replicas, acks } => {
+                config.replicas = replicas;
+                config.acks = acks;
+                replicate(&admin, &config)?;
+                queues as usize
+            }
+        };
         let deadline = Instant::now() + ROUTE_WAIT;
         loop {
             match admin.topic_route(&topic) {
@@ -250,16 +299,95 @@ impl Target {
     /// Stops the embedded cluster; a remote one is left as it is.
     pub fn shutdown(self) -> anyhow::Result<()> {
         if let Target::Embedded {
-            nameserver, broker, ..
+            nameserver,
+            brokers,
+            ..
         } = self
         {
-            broker.shutdown().context("stopping the embedded broker")?;
+            for broker in brokers {
+                broker.shutdown().context("stopping an embedded broker")?;
+            }
             nameserver
                 .shutdown()
                 .context("stopping the embedded nameserver")?;
         }
         Ok(())
     }
+}
+
+/// Where a benchmark topic's queues live.
+#[derive(Clone, Copy, Debug)]
+pub enum Placement {
+    /// `queues` queues on every broker (the default).
+    EveryBroker,
+    /// `queues` queues on the first broker by id.
+    OneBroker,
+    /// `queues` queues, each with `replicas` copies on the first `replicas` brokers by id,
+    /// leaders spread over them.
+    Replicated { replicas: u8, acks: Acks },
+}
+
+/// Every live broker as (id, endpoint of its first shard, shard ports), sorted by id.
+fn sorted_brokers(admin: &Admin) -> anyhow::Result<Vec<(String, String, Vec<u16>)>> {
+    let mut brokers: Vec<_> = admin
+        .cluster_info()
+        .context("listing the brokers")?
+        .brokers
+        .into_iter()
+        .filter_map(|b| {
+            let port = *b.shard_ports.first()?;
+            Some((b.broker_id, format!("{}:{port}", b.address), b.shard_ports))
+        })
+        .collect();
+    brokers.sort();
+    anyhow::ensure!(!brokers.is_empty(), "the cluster has no live broker");
+    Ok(brokers)
+}
+
+/// Creates `config`'s replicated topic on its first `replicas` brokers and assigns each
+/// queue's roles for epoch 1, leaders spread round-robin: what a controller does (this
+/// build has none yet), through the same `QueueRole` command.
+fn replicate(admin: &Admin, config: &TopicConfig) -> anyhow::Result<()> {
+    let brokers = sorted_brokers(admin)?;
+    let replicas = usize::from(config.replicas);
+    anyhow::ensure!(
+        brokers.len() >= replicas,
+        "{replicas} replicas need {replicas} brokers; the cluster has {} (embedded: --brokers)",
+        brokers.len()
+    );
+    let chosen = &brokers[..replicas];
+    for (id, endpoint, _) in chosen {
+        admin
+            .create_topic(endpoint, config)
+            .with_context(|| format!("creating topic {} on {id}", config.topic))?;
+    }
+    let ids: Vec<String> = chosen.iter().map(|(id, ..)| id.clone()).collect();
+    for queue_id in 0..config.queue_count {
+        let (_, leader_endpoint, leader_ports) = &chosen[queue_id as usize % replicas];
+        let owner =
+            |ports: &[u16]| protocol::routing::queue_shard(&config.topic, queue_id, ports.len());
+        let host = leader_endpoint
+            .rsplit_once(':')
+            .map_or(leader_endpoint.as_str(), |(h, _)| h);
+        let assignment = QueueAssignment {
+            topic: config.topic.clone(),
+            queue_id,
+            epoch: 1,
+            leader: chosen[queue_id as usize % replicas].0.clone(),
+            leader_endpoint: format!("{host}:{}", leader_ports[owner(leader_ports)]),
+            replicas: ids.clone(),
+            in_sync: ids.clone(),
+        };
+        // The leader first: its followers then find it leading when they first fetch.
+        let mut order: Vec<_> = chosen.iter().collect();
+        order.sort_by_key(|(id, ..)| *id != assignment.leader);
+        for (id, endpoint, _) in order {
+            admin
+                .assign_queue_role(endpoint, &assignment)
+                .with_context(|| format!("assigning queue {queue_id} roles on {id}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// A benchmark topic, deleted from every broker when dropped (see [`Target::create_topic`]).

@@ -8,9 +8,10 @@ use anyhow::Context;
 use client::{Message, Producer};
 
 use crate::cli::{GlobalArgs, ProduceArgs};
+use crate::latency::{Latency, new_histogram, record_ns};
 use crate::measure::{self, Throughput, thousands};
 use crate::report::{Baseline, Comparison, Measured, Metric, Step, Sweep, SweepRatio};
-use crate::target::Target;
+use crate::target::{Placement, Target};
 
 /// Longest wait for the sends still in flight when the window closes.
 pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -41,6 +42,120 @@ pub fn run(
         ours: Measured::Throughput(throughput),
         baseline,
     })
+}
+
+/// `--replicas N` (N > 1): the same produce workload on a topic with one replica (on one
+/// broker) and then with N replicas (leaders spread over N brokers, `--acks`), each measured
+/// for throughput and for the latency of single sends one at a time; N is reported beside 1.
+pub fn run_replicated(
+    target: &Target,
+    global: &GlobalArgs,
+    args: &ProduceArgs,
+) -> anyhow::Result<Vec<Comparison>> {
+    let acks: protocol::control::Acks = args.acks.into();
+    let name = format!("{}-replicas{}-acks-{acks}", name(args), args.replicas);
+    let single = target.create(
+        global,
+        &format!("{name}-r1"),
+        args.queues,
+        args.flush,
+        Placement::OneBroker,
+    )?;
+    let label = format!("{name} (replicas 1)");
+    let throughput_1 = measure_size(target, global, args, &label, &single, args.message_bytes)?;
+    let latency_1 = measure_send_latency(target, global, args, &label, &single)?;
+    drop(single);
+    let replicated = target.create(
+        global,
+        &name,
+        args.queues,
+        args.flush,
+        Placement::Replicated {
+            replicas: args.replicas,
+            acks,
+        },
+    )?;
+    let throughput_n = measure_size(target, global, args, &name, &replicated, args.message_bytes)?;
+    let latency_n = measure_send_latency(target, global, args, &name, &replicated)?;
+    let records = format!("{} B records", args.message_bytes);
+    let baseline_setup = format!("{}, one replica on one broker", setup(args, &records));
+    let ours_setup = format!(
+        "{}, {} replicas, acks={acks}",
+        setup(args, &records),
+        args.replicas
+    );
+    Ok(vec![
+        Comparison {
+            workload: name.clone(),
+            setup: ours_setup.clone(),
+            message_bytes: args.message_bytes,
+            concurrency: args.producers,
+            ours: Measured::Throughput(throughput_n),
+            baseline: Some(Baseline {
+                name: "produce, replicas 1".into(),
+                setup: baseline_setup.clone(),
+                measured: Measured::Throughput(throughput_1),
+            }),
+        },
+        Comparison {
+            workload: format!("{name}-latency"),
+            setup: format!("{ours_setup}; one send at a time"),
+            message_bytes: args.message_bytes,
+            concurrency: 1,
+            ours: Measured::Latency(latency_n),
+            baseline: Some(Baseline {
+                name: "single sends, replicas 1".into(),
+                setup: format!("{baseline_setup}; one send at a time"),
+                measured: Measured::Latency(latency_1),
+            }),
+        },
+    ])
+}
+
+/// The latency of single sends on `topic`, one at a time from one producer (no batching):
+/// the time from `send` to its acknowledgement.
+fn measure_send_latency(
+    target: &Target,
+    global: &GlobalArgs,
+    args: &ProduceArgs,
+    label: &str,
+    topic: &str,
+) -> anyhow::Result<Latency> {
+    let (throughput, histograms) = measure::run_window(
+        &format!("{label} latency"),
+        global.window(args.duration),
+        1,
+        |_, shared| {
+            let client = target.client(global, |config| {
+                config
+                    .with_batch_linger(Duration::ZERO)
+                    .with_request_timeout(REQUEST_TIMEOUT)
+            })?;
+            let producer = Producer::new(&client).context("starting a producer")?;
+            let meter = shared.meter.child();
+            let value = vec![0xA5u8; args.message_bytes];
+            let mut histogram = new_histogram();
+            while !shared.stopped() {
+                let started = std::time::Instant::now();
+                producer
+                    .send(Message::new(topic, value.as_slice()))
+                    .context("a single send")?;
+                if shared.recording() {
+                    record_ns(&mut histogram, started.elapsed().as_nanos() as u64);
+                }
+                meter.record(1, value.len() as u64);
+            }
+            client.close();
+            Ok(histogram)
+        },
+    )?;
+    let mut merged = new_histogram();
+    for histogram in &histograms {
+        merged
+            .add(histogram)
+            .context("merging latency histograms")?;
+    }
+    Ok(Latency::new(&merged, throughput))
 }
 
 /// Throughput vs payload size: one run per `--sizes` entry, with each size's MB/s over the
