@@ -23,11 +23,12 @@ export DEFIBUS
 
 work=$(mktemp -d)
 standalone_pid=
+broker_pids=()
 responder_pid=
 responder_line=
 cleanup() {
     # Stop what is still running (after a failure) before its data directory goes.
-    for pid in $responder_pid $standalone_pid; do
+    for pid in $responder_pid "${broker_pids[@]}" $standalone_pid; do
         kill -TERM "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     done
@@ -200,6 +201,58 @@ step 0 'cargo run --release -- request --service 20190009 "anyone there?"; echo 
     '*ERROR defibus] request to service 20190009 failed: service 20190009 is not deployed in any area' <<'EOF'
 exit code 1
 EOF
+
+# Replicated queues: three brokers beside the bus (the README's loop, with this run's
+# nameserver and data directory), a leader killed with kill -9, a manual election.
+brokers_line='for i in 0 1 2; do cargo run --release -- broker --broker-id broker-$i --listen 127.0.0.1 --port-base 0 --shards 1 --data-dir ./defibus-data/broker-$i --nameserver 127.0.0.1:9876 & done'
+grep -qxF -- "$brokers_line" "$readme" || fail "not in README.md: $brokers_line"
+echo "\$ $brokers_line"
+for i in 0 1 2; do
+    "$DEFIBUS" broker --broker-id "broker-$i" --listen 127.0.0.1 --port-base 0 --shards 1 \
+        --data-dir "$work/data/broker-$i" --nameserver "$DEFIBUS_NAMESERVER" \
+        >"$work/broker-$i.out" 2>"$work/broker-$i.err" &
+    broker_pids+=($!)
+done
+for _ in $(seq 100); do
+    (($("$DEFIBUS" admin broker list 2>/dev/null | grep -c '^broker-[012] ') == 3)) && break
+    sleep 0.1
+done
+step 0 'cargo run --release -- admin topic create --topic A10-20190005 --queues 1 --replicas 3 --acks all --flush sync' <<'EOF'
+created A10-20190005 with 1 queues, 3 replicas on broker-0, broker-1, broker-2 (acks=all); leaders: 0→broker-0
+A10-20190005 is routable (* ms)
+EOF
+step 0 "printf 'pay 1\npay 2\npay 3\n' | cargo run --release -- produce --topic A10-20190005" <<'EOF'
+queue=0 offset=0 broker=broker-0
+queue=0 offset=1 broker=broker-0
+queue=0 offset=2 broker=broker-0
+EOF
+step 0 'cargo run --release -- admin topic describe --topic A10-20190005' <<'EOF'
+QUEUE  EPOCH  LEADER    IN SYNC                     COMMITTED / END  FOLLOWER LAG
+0      1      broker-0  broker-0,broker-1,broker-2  3 / 3            broker-1:0 broker-2:0
+EOF
+grep -qxF 'kill -9 %1' "$readme" || fail "README.md lost 'kill -9 %1'"
+echo '$ kill -9 %1'
+kill -9 "${broker_pids[0]}"
+wait "${broker_pids[0]}" 2>/dev/null || true
+step 0 'cargo run --release -- admin queue elect --topic A10-20190005 --queue 0' \
+    'broker-0 does not answer (*): left out' <<'EOF'
+queue 0 of A10-20190005: broker-2 leads in epoch 2 from offset 3; in sync: broker-1, broker-2
+routed to broker-2 (* ms)
+EOF
+step 0 "printf 'pay 4\n' | cargo run --release -- produce --topic A10-20190005" <<'EOF'
+queue=0 offset=3 broker=broker-2
+EOF
+step 0 'cargo run --release -- consume --topic A10-20190005 --group audit --count 4' <<'EOF'
+queue=0 offset=0 key=- tag=- value=pay 1
+queue=0 offset=1 key=- tag=- value=pay 2
+queue=0 offset=2 key=- tag=- value=pay 3
+queue=0 offset=3 key=- tag=- value=pay 4
+EOF
+for pid in "${broker_pids[@]:1}"; do
+    kill -TERM "$pid"
+    wait "$pid" || fail "a replica broker did not stop cleanly"
+done
+broker_pids=()
 
 # Terminal 1 again: Ctrl-C stops the bus cleanly.
 kill -INT "$standalone_pid"
