@@ -14,25 +14,17 @@
 //! `DEFIBUS_REPLICATION_SEED` replays a run (each run prints its seed).
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use defibus_tests::replica::{self, Conn, check_history, produce_until_refused};
 use defibus_tests::{ChildBroker, WAIT, broker_config, child_broker_main, start_nameserver};
-use engine::{FlushMode as LogFlushMode, Log, LogConfig};
 use nameserver::NameserverHandle;
 use protocol::codes::Command;
-use protocol::control::{
-    self, Acks, BrokerStats, ErrorReply, FlushMode, ProduceAck, QueueAssignment, ReplicaRole,
-    TopicConfig,
-};
-use protocol::data::BatchAddress;
-use protocol::frame::{FrameBytes, FrameLimits, FrameMeta, Framer, encode_frame};
-use protocol::record::{BATCH_LEN_MAX, BatchBuilder, BatchView, MessageType, Record};
+use protocol::control::{self, Acks, FlushMode, QueueAssignment, TopicConfig};
 use testkit::wait_until;
 
 const TOPIC: &str = "A10-3301";
@@ -44,65 +36,6 @@ const CHILD_ENTRY: &str = "child_broker";
 #[ignore = "entry point of the child broker process, run by ChildBroker::spawn"]
 fn child_broker() {
     child_broker_main();
-}
-
-/// A blocking framed connection to one broker shard.
-struct Conn {
-    stream: TcpStream,
-    buf: BytesMut,
-    next_id: u64,
-}
-
-impl Conn {
-    fn connect(port: u16) -> std::io::Result<Self> {
-        let stream = TcpStream::connect(("127.0.0.1", port))?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(WAIT))?;
-        Ok(Self {
-            stream,
-            buf: BytesMut::new(),
-            next_id: 0,
-        })
-    }
-
-    /// The answer to one request; `Err` when the connection failed (the broker died).
-    fn call(&mut self, command: Command, ext: &[u8], body: &[u8]) -> std::io::Result<FrameBytes> {
-        self.next_id += 1;
-        let mut meta = FrameMeta::request(command, self.next_id);
-        if command.carries_record_batch() {
-            meta = meta.without_body_crc();
-        }
-        let mut out = Vec::new();
-        encode_frame(&meta, ext, body, &mut out).expect("encode");
-        self.stream.write_all(&out)?;
-        let framer = Framer::new(FrameLimits::UNLIMITED);
-        loop {
-            if let Some(frame) = framer.split_frame(&mut self.buf).expect("valid frame") {
-                if frame.header.request_id == self.next_id {
-                    return Ok(frame);
-                }
-                continue;
-            }
-            let mut chunk = [0u8; 16 << 10];
-            let n = self.stream.read(&mut chunk)?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    /// Calls and asserts success.
-    fn call_ok(&mut self, command: Command, body: &[u8]) -> Bytes {
-        let frame = self.call(command, &[], body).expect("the broker answers");
-        assert_eq!(
-            frame.header.status,
-            0,
-            "{command} refused: {:?}",
-            control::decode::<ErrorReply>(&frame.body).map(|e| e.message)
-        );
-        frame.body
-    }
 }
 
 /// One broker of the cluster: its data and, while it runs, its process.
@@ -118,7 +51,7 @@ impl Node {
     }
 
     fn conn(&self) -> Conn {
-        Conn::connect(self.port()).expect("connect to the broker")
+        Conn::connect(("127.0.0.1", self.port())).expect("connect to the broker")
     }
 
     fn start(&mut self, nameserver: &NameserverHandle) {
@@ -191,106 +124,14 @@ impl Rng {
     }
 }
 
-/// Produces `round-N` values to `port` without retries until a produce fails; records each
-/// acknowledged value in order. Returns the refusal that ended it (`None`: the connection
-/// died).
-fn produce_until_killed(
-    port: u16,
-    round: usize,
-    acked: &Mutex<Vec<String>>,
-) -> Option<(u16, String)> {
-    let Ok(mut conn) = Conn::connect(port) else {
-        return None;
-    };
-    let mut ext = Vec::new();
-    BatchAddress::new(TOPIC, 0).encode(&mut ext).unwrap();
-    for n in 0.. {
-        let value = format!("{round}-{n}");
-        let mut builder = BatchBuilder::new(BATCH_LEN_MAX);
-        builder
-            .push(&Record {
-                timestamp_ms: 1,
-                message_type: MessageType::Event,
-                key: b"",
-                properties: &[],
-                value: value.as_bytes(),
-            })
-            .unwrap();
-        let batch = builder.finish().unwrap();
-        match conn.call(Command::Produce, &ext, &batch) {
-            Ok(frame) if frame.header.status == 0 => {
-                let ack: ProduceAck = control::decode(&frame.body).unwrap();
-                assert_eq!(ack.next_offset - ack.base_offset, 1);
-                acked.lock().unwrap().push(value);
-            }
-            // Refused (the leader is deposed or stopping) or the connection died: this
-            // value is not acknowledged, and is never sent again.
-            Ok(frame) => {
-                let message = control::decode::<ErrorReply>(&frame.body)
-                    .map(|e| e.message)
-                    .unwrap_or_default();
-                return Some((frame.header.status, message));
-            }
-            Err(_) => return None,
-        }
-    }
-    None
-}
-
 /// The leader's view of `follower`'s durable end, if it leads in `epoch`.
 fn follower_end(leader: &Node, follower: &str, epoch: u64) -> Option<(u64, u64)> {
-    let body = leader.conn().call_ok(Command::Stats, &[]);
-    let stats: BrokerStats = control::decode(&body).unwrap();
-    let queue = stats.queues.iter().find(|q| q.topic == TOPIC)?;
-    let replication = queue.replication.as_ref()?;
-    if replication.role != ReplicaRole::Leader || replication.epoch != epoch {
-        return None;
-    }
-    let f = replication
-        .followers
-        .iter()
-        .find(|f| f.broker_id == follower)?;
-    Some((f.durable_end, queue.next_offset))
+    replica::follower_end(&mut leader.conn(), TOPIC, follower, epoch)
 }
 
-/// The values stored in the queue log in `dir` (the broker stopped), in log order, and its
-/// batches as bytes.
+/// The values stored in the queue log in `dir` (the broker stopped), and its batches.
 fn stored(dir: &Path) -> (Vec<String>, Vec<Bytes>) {
-    let dir = engine::topic::queue_dir(dir, TOPIC, 0);
-    thread::spawn(move || {
-        glommio::LocalExecutorBuilder::default()
-            .spawn(move || async move {
-                let mut config = LogConfig::new(&dir);
-                config.flush = LogFlushMode::Sync;
-                config.offset_reservation = false;
-                let log = Log::open(config).await.unwrap();
-                let mut batches = Vec::new();
-                let mut offset = log.start_offset();
-                while offset < log.next_offset() {
-                    let got = log.read(offset, 1 << 20).await.unwrap();
-                    let last = BatchView::parse(got.last().unwrap(), BATCH_LEN_MAX).unwrap();
-                    offset = last.next_offset();
-                    batches.extend(got);
-                }
-                log.close().await.unwrap();
-                let values = batches
-                    .iter()
-                    .flat_map(|b| {
-                        BatchView::parse(b, BATCH_LEN_MAX)
-                            .unwrap()
-                            .records()
-                            .map(|r| String::from_utf8(r.value().to_vec()).unwrap())
-                            .collect::<Vec<_>>()
-                    })
-                    .collect();
-                (values, batches)
-            })
-            .unwrap()
-            .join()
-            .unwrap()
-    })
-    .join()
-    .unwrap()
+    replica::stored(dir, TOPIC)
 }
 
 #[test]
@@ -333,7 +174,7 @@ fn acknowledged_records_survive_kill_9_of_the_leader_exactly_once_and_in_order()
         let producer = {
             let acked = acked.clone();
             thread::spawn(move || {
-                produce_until_killed(port, round, &acked);
+                produce_until_refused(("127.0.0.1", port), TOPIC, &round.to_string(), &acked);
             })
         };
         wait_until("produces acknowledged before the kill", WAIT, || {
@@ -367,28 +208,11 @@ fn acknowledged_records_survive_kill_9_of_the_leader_exactly_once_and_in_order()
             assign(&nodes, i, &roles);
         }
         // The new leader takes acknowledged produces at once.
-        let mut probe = nodes[next].conn();
-        let mut ext = Vec::new();
-        BatchAddress::new(TOPIC, 0).encode(&mut ext).unwrap();
         let value = format!("{round}-failover");
-        let mut builder = BatchBuilder::new(BATCH_LEN_MAX);
-        builder
-            .push(&Record {
-                timestamp_ms: 1,
-                message_type: MessageType::Event,
-                key: b"",
-                properties: &[],
-                value: value.as_bytes(),
-            })
-            .unwrap();
-        let frame = probe
-            .call(Command::Produce, &ext, &builder.finish().unwrap())
-            .unwrap();
-        assert_eq!(
-            frame.header.status,
-            0,
-            "round {round}: the new leader refused: {:?}",
-            control::decode::<ErrorReply>(&frame.body).map(|e| (e.status(), e.message))
+        let answer = nodes[next].conn().produce(TOPIC, 0, &value).unwrap();
+        assert!(
+            answer.is_ok(),
+            "round {round}: the new leader refused: {answer:?}"
         );
         acked.lock().unwrap().push(value);
         failovers.push(killed_at.elapsed());
@@ -419,25 +243,7 @@ fn acknowledged_records_survive_kill_9_of_the_leader_exactly_once_and_in_order()
     }
     let acked = acked.lock().unwrap().clone();
     let (values, batches) = stored(&nodes[leader].dir);
-    let mut position: HashMap<&str, usize> = HashMap::new();
-    for (at, value) in values.iter().enumerate() {
-        let earlier = position.insert(value, at);
-        assert!(
-            earlier.is_none(),
-            "{value} is stored twice (at {earlier:?} and {at})"
-        );
-    }
-    let mut last = None;
-    for value in &acked {
-        let at = *position
-            .get(value.as_str())
-            .unwrap_or_else(|| panic!("acknowledged {value} is lost (seed {seed})"));
-        assert!(
-            last.is_none_or(|l| at > l),
-            "acknowledged {value} is stored out of order (seed {seed})"
-        );
-        last = Some(at);
-    }
+    check_history(&acked, &values, &format!("seed {seed}"));
     for (i, node) in nodes.iter().enumerate() {
         if i != leader {
             let (_, copy) = stored(&node.dir);
@@ -472,7 +278,7 @@ fn a_paused_leader_acknowledges_nothing_after_the_new_epoch_and_rejoins_as_a_fol
     let port = nodes[0].port();
     let producer = {
         let acked = acked.clone();
-        thread::spawn(move || produce_until_killed(port, 0, &acked))
+        thread::spawn(move || produce_until_refused(("127.0.0.1", port), TOPIC, "0", &acked))
     };
     wait_until("some produces acknowledged", WAIT, || {
         acked.lock().unwrap().len() >= 20
@@ -487,24 +293,10 @@ fn a_paused_leader_acknowledges_nothing_after_the_new_epoch_and_rejoins_as_a_fol
     assign(&nodes, 1, &roles);
     assign(&nodes, 2, &roles);
     let mut new_leader = nodes[1].conn();
-    let mut ext = Vec::new();
-    BatchAddress::new(TOPIC, 0).encode(&mut ext).unwrap();
     for n in 0..10 {
-        let mut builder = BatchBuilder::new(BATCH_LEN_MAX);
         let value = format!("epoch2-{n}");
-        builder
-            .push(&Record {
-                timestamp_ms: 1,
-                message_type: MessageType::Event,
-                key: b"",
-                properties: &[],
-                value: value.as_bytes(),
-            })
-            .unwrap();
-        let frame = new_leader
-            .call(Command::Produce, &ext, &builder.finish().unwrap())
-            .unwrap();
-        assert_eq!(frame.header.status, 0, "the new leader takes produces");
+        let answer = new_leader.produce(TOPIC, 0, &value).unwrap();
+        assert!(answer.is_ok(), "the new leader takes produces: {answer:?}");
         acked.lock().unwrap().push(value);
     }
     // SIGCONT: the old leader runs again, still in epoch 1 until told otherwise. Its
