@@ -23,7 +23,10 @@ use protocol::control::{ErrorReply, FlushMode};
 use protocol::frame::{FrameBytes, FrameLimits, Framer};
 
 pub mod areas;
+pub mod child_nameserver;
 pub mod disk;
+pub mod netns;
+pub mod replica;
 
 /// The longest any single wait of a scenario may take before it fails. Generous: two cores
 /// are shared with other builds, and a debug build is slow.
@@ -82,6 +85,21 @@ pub fn broker_config(
     data_dir: &Path,
     nameserver: &NameserverHandle,
 ) -> BrokerConfig {
+    broker_config_for(
+        broker_id,
+        shards,
+        data_dir,
+        vec![nameserver.local_addr().to_string()],
+    )
+}
+
+/// [`broker_config`] for nameservers known by their endpoints (in child processes, say).
+pub fn broker_config_for(
+    broker_id: &str,
+    shards: usize,
+    data_dir: &Path,
+    nameservers: Vec<String>,
+) -> BrokerConfig {
     BrokerConfig {
         broker_id: broker_id.into(),
         cluster: "itests".into(),
@@ -90,7 +108,7 @@ pub fn broker_config(
         port_base: 0,
         shards,
         data_dir: data_dir.to_path_buf(),
-        nameservers: vec![nameserver.local_addr().to_string()],
+        nameservers,
         register_interval_ms: REGISTER_INTERVAL_MS,
         io_memory_bytes: 512 << 10,
         ..BrokerConfig::default()
@@ -325,6 +343,12 @@ impl ChildBroker {
     /// The entry test must be `#[ignore]`d and call [`child_broker_main`]; the child runs it
     /// with `--ignored --exact`.
     pub fn spawn(entry_test: &str, config: &BrokerConfig) -> Self {
+        Self::spawn_in(None, entry_test, config)
+    }
+
+    /// [`Self::spawn`] inside network namespace `netns` (through `ip netns exec`, which
+    /// execs the test binary in place, so signals reach the broker itself).
+    pub fn spawn_in(netns: Option<&str>, entry_test: &str, config: &BrokerConfig) -> Self {
         let toml = broker_toml(config);
         let parsed = BrokerConfig::from_toml(&toml).expect("the generated TOML parses");
         assert_eq!(
@@ -334,9 +358,7 @@ impl ChildBroker {
         let parent = config.data_dir.parent().expect("data_dir has a parent");
         let config_path = parent.join(format!("{}.toml", config.broker_id));
         std::fs::write(&config_path, toml).expect("write the child's config");
-        let exe = std::env::current_exe().expect("the test binary's path");
-        let mut child = Process::new(exe)
-            .args([entry_test, "--exact", "--ignored", "--nocapture"])
+        let mut child = child_process(netns, entry_test)
             .args(["--test-threads", "1"])
             .env(CHILD_BROKER_CONFIG_ENV, &config_path)
             .env("RUST_LOG", "warn")
@@ -389,6 +411,22 @@ impl Drop for ChildBroker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// This test binary, run on its test `entry_test` (an `#[ignore]`d entry point), inside
+/// `netns` if given.
+pub(crate) fn child_process(netns: Option<&str>, entry_test: &str) -> Process {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let mut command = match netns {
+        Some(ns) => {
+            let mut ip = Process::new("ip");
+            ip.args(["netns", "exec", ns]).arg(exe);
+            ip
+        }
+        None => Process::new(exe),
+    };
+    command.args([entry_test, "--exact", "--ignored", "--nocapture"]);
+    command
 }
 
 /// Reads the child's stdout until every shard's `shard <id> port <port>` line was seen

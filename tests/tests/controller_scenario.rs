@@ -1,29 +1,55 @@
-//! Automatic failover: a nameserver running the controller (one voter here), three brokers
-//! in child processes registering with it every 200 ms, a topic with three replicas and
-//! `acks=all` created through the controller. The leader of a queue is killed with SIGKILL;
-//! nobody intervenes: the controller sees its heartbeats stop, elects an in-sync replica for
-//! the next epoch, drops the dead broker from every in-sync set, and tells the brokers, and
-//! the producer's next acknowledged send lands on the new leader. The killed broker, started
-//! again on its data, is taken back as a follower and, once caught up, into the in-sync set.
+//! Automatic failover, with the controller deciding: three brokers in child processes
+//! registering every 200 ms (their heartbeats), a topic with three replicas and `acks=all`
+//! created through the controller, and nobody else intervening.
+//!
+//! - The queue's leader killed with SIGKILL: the controller sees its heartbeats stop, elects
+//!   an in-sync replica for the next epoch, drops the dead broker from every in-sync set and
+//!   tells the brokers; the producer's next acknowledged send lands on the new leader. The
+//!   killed broker, started again on its data, is taken back as a follower and, once caught
+//!   up, into the in-sync set.
+//! - Three nameservers (three voters) in child processes, the controller's own Raft leader
+//!   killed with SIGKILL, then the queue's leader: the two remaining voters still hold the
+//!   topic's metadata and fail the queue over.
+//! - A partition made with network namespaces between the queue's leader and the controller
+//!   (every process in its own namespace on a bridge): a new leader is elected, the cut-off
+//!   leader acknowledges nothing it could not commit, and after the partition heals it
+//!   rejoins as a follower with a log byte for byte like the others.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use client::{Admin, Message, Producer};
+use defibus_tests::child_nameserver::{ChildNameserver, child_nameserver_main};
+use defibus_tests::netns::Net;
+use defibus_tests::replica::{self, Conn, check_history};
 use defibus_tests::{
-    ChildBroker, WAIT, broker_config, child_broker_main, client_with, start_nameserver,
+    ChildBroker, WAIT, broker_config, broker_config_for, child_broker_main, client_with,
+    start_nameserver,
 };
+use nameserver::NameserverConfig;
 use nameserver::config::ControllerSettings;
+use protocol::codes::Status;
 use protocol::control::{Acks, FlushMode, ReplicaRole, TopicConfig};
 use testkit::wait_until;
 
 const TOPIC: &str = "A10-3401";
 const CHILD_ENTRY: &str = "child_broker";
+const NAMESERVER_ENTRY: &str = "child_nameserver";
 
 #[test]
 #[ignore = "entry point of the child broker process, run by ChildBroker::spawn"]
 fn child_broker() {
     child_broker_main();
+}
+
+#[test]
+#[ignore = "entry point of the child nameserver process, run by ChildNameserver::spawn"]
+fn child_nameserver() {
+    child_nameserver_main();
 }
 
 /// A free loopback port for the controller's Raft listener (its voters name it up front).
@@ -210,47 +236,62 @@ fn the_controller_fails_a_killed_leader_over_by_itself() {
     assert!(twice.is_empty(), "stored twice: {twice:?}");
 }
 
+/// A nameserver with the controller as voter `node_id` of `voters`, listening on `addr`.
+fn controller_nameserver(
+    addr: SocketAddr,
+    node_id: u64,
+    raft: SocketAddr,
+    voters: Vec<String>,
+    data_dir: PathBuf,
+) -> NameserverConfig {
+    NameserverConfig {
+        listen_addr: addr,
+        broker_expiry_ms: 3000,
+        sweep_interval_ms: 200,
+        controller: Some(ControllerSettings {
+            node_id,
+            listen_addr: raft,
+            voters,
+            data_dir,
+            broker_timeout_ms: 1_000,
+            reconcile_interval_ms: 100,
+        }),
+        ..NameserverConfig::default()
+    }
+}
+
 #[test]
-fn failovers_go_on_when_the_controllers_own_leader_dies() {
+fn failovers_go_on_when_the_controllers_own_leader_is_killed() {
     let root = tempfile::tempdir().unwrap();
+    let raft_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let voters: Vec<String> = ports
+    let voters: Vec<String> = raft_ports
         .iter()
         .enumerate()
         .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
         .collect();
-    let mut nameservers: Vec<Option<nameserver::NameserverHandle>> = (0..3)
-        .map(|i| {
-            let voters = voters.clone();
-            let dir = root.path().join(format!("controller-{}", i + 1));
-            Some(start_nameserver(|c| {
-                c.controller = Some(ControllerSettings {
-                    node_id: i as u64 + 1,
-                    listen_addr: format!("127.0.0.1:{}", ports[i]).parse().unwrap(),
-                    voters,
-                    data_dir: dir,
-                    broker_timeout_ms: 1_000,
-                    reconcile_interval_ms: 100,
-                });
-            }))
-        })
+    let config = |i: usize| {
+        controller_nameserver(
+            format!("127.0.0.1:{}", ports[i]).parse().unwrap(),
+            i as u64 + 1,
+            format!("127.0.0.1:{}", raft_ports[i]).parse().unwrap(),
+            voters.clone(),
+            root.path().join(format!("controller-{}", i + 1)),
+        )
+    };
+    let mut nameservers: Vec<Option<ChildNameserver>> = (0..3)
+        .map(|i| Some(ChildNameserver::spawn(None, NAMESERVER_ENTRY, &config(i))))
         .collect();
     let addrs: Vec<String> = nameservers
         .iter()
         .flatten()
-        .map(|n| n.local_addr().to_string())
+        .map(ChildNameserver::endpoint)
         .collect();
     let ids = ["ha-a", "ha-b", "ha-c"];
     let mut brokers: Vec<Option<ChildBroker>> = ids
         .iter()
         .map(|id| {
-            let mut config = broker_config(
-                id,
-                1,
-                &root.path().join(id),
-                nameservers[0].as_ref().unwrap(),
-            );
-            config.nameservers = addrs.clone();
+            let config = broker_config_for(id, 1, &root.path().join(id), addrs.clone());
             Some(ChildBroker::spawn(CHILD_ENTRY, &config))
         })
         .collect();
@@ -278,10 +319,10 @@ fn failovers_go_on_when_the_controllers_own_leader_dies() {
         leaders(&admin, &endpoints(&brokers)).get(&0) == Some(&("ha-a".to_owned(), 1))
     });
     // The first voter initialised the group and is its first leader (openraft elects the
-    // initialising node at once): stop its nameserver.
-    nameservers[0].take().unwrap().shutdown().unwrap();
-    // Then kill the queue's leader: the two remaining voters elect among themselves and
-    // still fail the queue over.
+    // initialising node at once): kill -9 its process, Raft log and all in flight.
+    nameservers[0].take().unwrap().kill_9();
+    // Then kill the queue's leader: the two remaining voters elect among themselves, still
+    // know the topic's replicas and in-sync set (the metadata survived), and fail it over.
     brokers[0].take().unwrap().kill_9();
     let killed = Instant::now();
     let (leader, epoch) = testkit::wait_for("another queue leader", WAIT, || {
@@ -298,7 +339,183 @@ fn failovers_go_on_when_the_controllers_own_leader_dies() {
             .map(|_| killed.elapsed())
     });
     eprintln!(
-        "with the controller's leader gone: {leader} leads in epoch {epoch}; first acknowledged \
-         send {first:?} after the queue leader's kill"
+        "with the controller's leader killed: {leader} leads in epoch {epoch}; first \
+         acknowledged send {first:?} after the queue leader's kill"
     );
+    // The killed voter, started again on its Raft data, catches up with the group: the
+    // queue's leader comes back to ha-a's old broker as a follower through it as well.
+    nameservers[0] = Some(ChildNameserver::spawn(None, NAMESERVER_ENTRY, &config(0)));
+    let config = broker_config_for(ids[0], 1, &root.path().join(ids[0]), addrs.clone());
+    brokers[0] = Some(ChildBroker::spawn(CHILD_ENTRY, &config));
+    wait_until("the returned broker following the new leader", WAIT, || {
+        let b = brokers[0].as_ref().unwrap();
+        admin
+            .stats(&format!("127.0.0.1:{}", b.shard_ports()[0]))
+            .is_ok_and(|s| {
+                s.queues.iter().any(|q| {
+                    q.topic == TOPIC
+                        && q.replication
+                            .as_ref()
+                            .is_some_and(|r| r.role == ReplicaRole::Follower && r.epoch == epoch)
+                })
+            })
+    });
+}
+
+#[test]
+fn a_leader_cut_off_from_the_controller_is_replaced_and_commits_nothing_after() {
+    let mut net = match Net::create() {
+        Ok(net) => net,
+        Err(why) => {
+            eprintln!(
+                "SKIPPED: network namespaces cannot be made here (root and iproute2 are \
+                 needed): {why}"
+            );
+            return;
+        }
+    };
+    const CONTROLLER: u8 = 2;
+    let hosts = [11u8, 12, 13];
+    let ctl_ns = net.add_node(CONTROLLER).unwrap();
+    let broker_ns: Vec<String> = hosts.iter().map(|&h| net.add_node(h).unwrap()).collect();
+    let root = tempfile::tempdir().unwrap();
+    let ctl = net.address(CONTROLLER);
+    let nameserver = ChildNameserver::spawn(
+        Some(&ctl_ns),
+        NAMESERVER_ENTRY,
+        &controller_nameserver(
+            SocketAddr::new(ctl.into(), 9876),
+            1,
+            SocketAddr::new(ctl.into(), 9886),
+            vec![format!("1={ctl}:9886")],
+            root.path().join("controller"),
+        ),
+    );
+    let ids = ["cut-a", "cut-b", "cut-c"];
+    let brokers: Vec<ChildBroker> = (0..3)
+        .map(|i| {
+            let mut config = broker_config_for(
+                ids[i],
+                1,
+                &root.path().join(ids[i]),
+                vec![nameserver.endpoint()],
+            );
+            config.listen_address = net.address(hosts[i]).to_string();
+            ChildBroker::spawn_in(Some(&broker_ns[i]), CHILD_ENTRY, &config)
+        })
+        .collect();
+    let endpoints: Vec<String> = (0..3)
+        .map(|i| format!("{}:{}", net.address(hosts[i]), brokers[i].shard_ports()[0]))
+        .collect();
+    let client = client::Client::new(
+        client::ClientConfig::new([nameserver.endpoint()], "A10")
+            .unwrap()
+            .with_request_timeout(Duration::from_secs(3)),
+    )
+    .unwrap();
+    let admin = Admin::new(&client);
+    wait_until("three brokers registered", WAIT, || {
+        admin.cluster_info().is_ok_and(|i| i.brokers.len() == 3)
+    });
+    create_replicated_topic(&admin, &endpoints, &ids);
+    wait_until("cut-a leading epoch 1", WAIT, || {
+        leaders(&admin, &endpoints).get(&0) == Some(&("cut-a".to_owned(), 1))
+    });
+
+    // A producer on the leader, which stays reachable from here throughout.
+    let acked_old = Arc::new(Mutex::new(Vec::<String>::new()));
+    let old_producer = {
+        let acked = acked_old.clone();
+        let endpoint = endpoints[0].clone();
+        thread::spawn(move || replica::produce_until_refused(endpoint, TOPIC, "old", &acked))
+    };
+    wait_until("produces acknowledged by the leader", WAIT, || {
+        acked_old.lock().unwrap().len() >= 20
+    });
+
+    // Cut the leader off from the controller only: it still reaches its followers and they
+    // it, and this process reaches all of them.
+    net.partition(hosts[0], CONTROLLER);
+    let cut = Instant::now();
+    let old_at_cut = acked_old.lock().unwrap().len();
+    let (leader, epoch) = testkit::wait_for("the controller to elect another leader", WAIT, || {
+        leaders(&admin, &endpoints)
+            .get(&0)
+            .filter(|(b, e)| b != "cut-a" && *e >= 2)
+            .cloned()
+    });
+    let elected = cut.elapsed();
+    let old_at_election = acked_old.lock().unwrap().len();
+    let new = ids.iter().position(|id| *id == leader).unwrap();
+    // The old leader still believes it leads (nothing can tell it), but its followers now
+    // fetch from the new leader, so nothing it takes reaches its commit point: its producer
+    // gets no acknowledgement from here on (the history check below holds it to that).
+    let mut conn = Conn::connect(endpoints[new].as_str()).unwrap();
+    let mut acked_new = Vec::new();
+    let first = testkit::wait_for("an acknowledged produce on the new leader", WAIT, || {
+        matches!(conn.produce(TOPIC, 0, "new-0"), Ok(Ok(()))).then(|| cut.elapsed())
+    });
+    acked_new.push("new-0".to_owned());
+    for n in 1..50 {
+        let value = format!("new-{n}");
+        let answer = conn.produce(TOPIC, 0, &value).unwrap();
+        assert!(answer.is_ok(), "the new leader takes produces: {answer:?}");
+        acked_new.push(value);
+    }
+    assert!(
+        !old_producer.is_finished(),
+        "the cut-off leader answered its waiting produce before it could know of epoch {epoch}"
+    );
+
+    // Heal: the controller reaches the old leader again and makes it a follower of the new
+    // epoch; its waiting produce fails with NotLeader, its uncommitted tail is cut, and it
+    // catches up and rejoins the in-sync set.
+    net.heal(hosts[0], CONTROLLER);
+    let (status, message) = old_producer
+        .join()
+        .unwrap()
+        .expect("the deposed leader answers its waiting produce");
+    assert_eq!(status, Status::NotLeader.code(), "{message}");
+    wait_until("the old leader back in sync as a follower", WAIT, || {
+        let mut conn = Conn::connect(endpoints[new].as_str()).unwrap();
+        let caught_up = replica::follower_end(&mut conn, TOPIC, "cut-a", epoch)
+            .is_some_and(|(end, log_end)| end >= log_end);
+        caught_up
+            && admin.stats(&endpoints[new]).is_ok_and(|s| {
+                s.queues.iter().any(|q| {
+                    q.topic == TOPIC
+                        && q.replication.as_ref().is_some_and(|r| {
+                            r.followers.iter().all(|f| f.in_sync) && r.followers.len() == 2
+                        })
+                })
+            })
+    });
+    let old_total = acked_old.lock().unwrap().len();
+    eprintln!(
+        "partition: {leader} leads in epoch {epoch} {elected:?} after the cut; first \
+         acknowledged produce on it {first:?} after the cut (broker timeout 1 s, heartbeats \
+         every 200 ms); the cut-off leader acknowledged {old_at_cut} before the cut, {} \
+         between the cut and the election, {} after",
+        old_at_election - old_at_cut,
+        old_total - old_at_election
+    );
+    let dirs: Vec<PathBuf> = ids.iter().map(|id| root.path().join(id)).collect();
+    for broker in brokers {
+        broker.kill_9();
+    }
+    let (values, batches) = replica::stored(&dirs[new], TOPIC);
+    check_history(
+        &acked_old.lock().unwrap(),
+        &values,
+        "the old leader's producer",
+    );
+    check_history(&acked_new, &values, "the new leader's producer");
+    for (i, dir) in dirs.iter().enumerate() {
+        assert_eq!(
+            replica::stored(dir, TOPIC).1,
+            batches,
+            "{} differs from the leader",
+            ids[i]
+        );
+    }
 }
