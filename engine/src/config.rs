@@ -29,6 +29,11 @@ pub const SHARDS_MAX: usize = 64;
 pub const PORT_BASE_DEFAULT: u16 = 10911;
 /// Default interval of registrations with every nameserver, ms.
 pub const REGISTER_INTERVAL_MS_DEFAULT: u64 = 3000;
+/// Default interval of the light `BrokerHeartbeat`s the replication controller's failure
+/// detector listens to, ms: a third of the nameserver's default `broker_timeout_ms` (1500),
+/// so one late heartbeat never moves a leadership and a dead broker's queues move within
+/// about 2 s.
+pub const CONTROLLER_HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 500;
 /// Default interval clients are told to heartbeat at, ms (`HeartbeatAck` does not carry it;
 /// it is the protocol's default).
 pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = protocol::control::HEARTBEAT_INTERVAL_MS_DEFAULT;
@@ -116,6 +121,9 @@ pub struct BrokerConfig {
     pub nameservers: Vec<String>,
     /// Interval of registrations, ms. Default 3000.
     pub register_interval_ms: u64,
+    /// Interval of heartbeats to the nameservers' replication controller, ms; 0 sends none
+    /// (registrations still count as heartbeats). Default 500.
+    pub controller_heartbeat_interval_ms: u64,
     /// A subscribed connection with no heartbeat for this long is closed and its queues
     /// reassigned, ms. Default 9000 (three heartbeats).
     pub consumer_timeout_ms: u64,
@@ -210,6 +218,7 @@ impl Default for BrokerConfig {
             data_dir: PathBuf::from("./defibus-data/broker"),
             nameservers: Vec::new(),
             register_interval_ms: REGISTER_INTERVAL_MS_DEFAULT,
+            controller_heartbeat_interval_ms: CONTROLLER_HEARTBEAT_INTERVAL_MS_DEFAULT,
             consumer_timeout_ms: CONSUMER_TIMEOUT_MS_DEFAULT,
             revoke_timeout_ms: REVOKE_TIMEOUT_MS_DEFAULT,
             idle_timeout_ms: IDLE_TIMEOUT_MS_DEFAULT,

@@ -5,6 +5,9 @@
 //! over one kept-open connection each. A nameserver that is down is retried at the next
 //! interval; its outage is logged once at warn, its recovery at info. At a clean shutdown the
 //! broker sends `BrokerUnregister` to those that are reachable.
+//!
+//! Between registrations, shard 0 also sends each nameserver a small `BrokerHeartbeat` every
+//! `controller_heartbeat_interval_ms`, for the replication controller's failure detector.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -36,6 +39,11 @@ pub(crate) struct Registration {
 }
 
 impl Registration {
+    /// Asks for a round now rather than at the interval, without waiting for it (shard 0).
+    pub fn request(&self) {
+        self.requested.notify();
+    }
+
     /// Rounds have stopped (the shard is closing): nobody waits for one any more.
     pub fn stop(&self) {
         self.stopped.set(true);
@@ -91,6 +99,41 @@ pub(crate) async fn run(shard: Rc<Shard>) {
         rounds.completed.notify();
         futures_lite::future::or(crate::rt::sleep(interval), rounds.requested.wait(requested))
             .await;
+    }
+}
+
+/// Sends `BrokerHeartbeat` to the nameserver at `address` every
+/// `controller_heartbeat_interval_ms` until dropped: the replication controller's failure
+/// detector listens to these rather than to the (larger, rarer) registrations. Each
+/// nameserver gets its own task and connection, so a heartbeat never waits behind a
+/// registration, nor behind another nameserver that does not answer. Outages are the
+/// registration task's to report; here they are only retried.
+pub(crate) async fn heartbeat(shard: Rc<Shard>, address: String) {
+    let interval = Duration::from_millis(shard.config.controller_heartbeat_interval_ms);
+    let body = match control::encode(&BrokerId {
+        broker_id: shard.config.broker_id.clone(),
+    }) {
+        Ok(body) => body,
+        Err(e) => {
+            log::error!("cannot encode the broker id: {e}");
+            return;
+        }
+    };
+    while shard.ports().is_empty() {
+        crate::rt::sleep(Duration::from_millis(5)).await;
+    }
+    let mut ns = Nameserver {
+        address,
+        peer: None,
+        down: false,
+    };
+    loop {
+        let limits = shard.config.frame_limits();
+        if let Err(e) = call(&mut ns, limits, Command::BrokerHeartbeat, &body).await {
+            ns.peer = None;
+            log::debug!("heartbeat not delivered: {e}");
+        }
+        crate::rt::sleep(interval).await;
     }
 }
 

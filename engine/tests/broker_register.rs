@@ -71,6 +71,7 @@ fn the_broker_registers_with_every_nameserver_and_unregisters_at_shutdown() {
     let config = engine::BrokerConfig {
         nameservers: vec![down_address, address],
         register_interval_ms: 50,
+        controller_heartbeat_interval_ms: 20,
         cluster: "c1".into(),
         ..config(dir.path(), 2)
     };
@@ -80,6 +81,9 @@ fn the_broker_registers_with_every_nameserver_and_unregisters_at_shutdown() {
     admin.create_topic(&topic_config("A10-5001", 3, FlushMode::Async));
     let registration = testkit::wait_for("a registration listing the topic", WAIT, || {
         let (command, body) = registrations.recv_timeout(WAIT).ok()?;
+        if command == Command::BrokerHeartbeat {
+            return None;
+        }
         assert_eq!(command, Command::BrokerRegister);
         let registration: BrokerRegistration = control::decode(&body).unwrap();
         (!registration.topics.is_empty()).then_some(registration)
@@ -90,6 +94,13 @@ fn the_broker_registers_with_every_nameserver_and_unregisters_at_shutdown() {
     assert_eq!(registration.shard_ports, ports);
     assert_eq!(registration.topics[0].topic, "A10-5001");
     assert_eq!(registration.topics[0].queue_depths.len(), 3);
+    // Between registrations, the small heartbeats for the replication controller.
+    let heartbeat = testkit::wait_for("a heartbeat", WAIT, || {
+        let (command, body) = registrations.recv_timeout(WAIT).ok()?;
+        (command == Command::BrokerHeartbeat).then_some(body)
+    });
+    let id: BrokerId = control::decode(&heartbeat).unwrap();
+    assert_eq!(id.broker_id, "test-broker");
     drop(admin);
     broker.shutdown().unwrap();
     let unregistered = testkit::wait_for("an unregister", WAIT, || {

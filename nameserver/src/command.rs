@@ -91,6 +91,7 @@ pub(crate) fn handle(shared: &Shared, command: Command, body: &[u8]) -> Answer {
     let result = match command {
         Command::BrokerRegister => register(shared, body),
         Command::BrokerUnregister => unregister(shared, body),
+        Command::BrokerHeartbeat => heartbeat(shared, body),
         Command::TopicRoute => topic_route(shared, body),
         Command::ClusterInfo => cluster_info(shared),
         other => return Answer::not_served::<Shared>(other),
@@ -158,6 +159,17 @@ async fn propose(shared: &Shared, body: &[u8]) -> Answer {
         }
         Err(e) => Answer::refused(Status::SystemBusy, e.to_string()),
     }
+}
+
+/// `BrokerHeartbeat`: passed on to the controller's failure detector (a follower node
+/// forwards it to the Raft leader), without waiting. A nameserver without a controller has
+/// no use for it and says all is well: heartbeats go to every nameserver a broker knows.
+fn heartbeat(shared: &Shared, body: &[u8]) -> Result<Answer, ControlError> {
+    let BrokerId { broker_id } = control::decode(body)?;
+    if let Some(ctl) = &shared.controller {
+        crate::replication::on_heartbeat(ctl, broker_id);
+    }
+    Ok(Answer::ok(Vec::new()))
 }
 
 fn unregister(shared: &Shared, body: &[u8]) -> Result<Answer, ControlError> {

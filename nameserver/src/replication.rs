@@ -60,7 +60,18 @@ pub(crate) fn on_register(ctl: &Arc<Controller>, registration: &BrokerRegistrati
     });
 }
 
-/// Reconciles every `interval` while this node leads the controller, until `stop`.
+/// After a heartbeat: the broker is alive.
+pub(crate) fn on_heartbeat(ctl: &Arc<Controller>, broker: String) {
+    let ctl = Arc::clone(ctl);
+    tokio::spawn(async move {
+        if let Err(e) = ctl.broker_heartbeat(&broker).await {
+            debug!("heartbeat of broker {broker} to the controller: {e}");
+        }
+    });
+}
+
+/// Reconciles every `interval`, and whenever the controller's state changes, while this node
+/// leads the controller, until `stop`.
 pub(crate) async fn run(
     shared: Arc<Shared>,
     ctl: Arc<Controller>,

@@ -125,6 +125,9 @@ code_enum! {
         BrokerUnregister = 0x0304,
         /// Nameserver → client: a topic's configuration or route changed; refetch it.
         TopicConfigChanged = 0x0305,
+        /// Broker → nameserver: "alive", for the replication controller's failure detector;
+        /// a `BrokerId`, sent far more often than the full registration. Empty answer.
+        BrokerHeartbeat = 0x0306,
 
         // ---- 0x06xx: replication, broker → broker ----
         /// Follower → leader: the batches of a queue from an offset, which is also the

@@ -178,6 +178,13 @@ pub(crate) async fn run(start: ShardStart) -> Result<(), BrokerError> {
     let scrub = tasks.spawn(crate::scrub::run(shard.clone()));
     let register = (id == 0).then(|| tasks.spawn(crate::register::run(shard.clone())));
     let dynamic = (id == 0).then(|| tasks.spawn(crate::dynamic::run(shard.clone())));
+    let heartbeats: Vec<_> = if id == 0 && shard.config.controller_heartbeat_interval_ms > 0 {
+        (shard.config.nameservers.iter())
+            .map(|address| tasks.spawn(crate::register::heartbeat(shard.clone(), address.clone())))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let _ = ready.send((id, Ok(port)));
 
     stop.wait().await;
@@ -189,6 +196,7 @@ pub(crate) async fn run(start: ShardStart) -> Result<(), BrokerError> {
     drop(retention);
     drop(scrub);
     drop(dynamic);
+    drop(heartbeats);
     if let Some(register) = register {
         drop(register);
         shard.registration.stop();
