@@ -80,9 +80,16 @@ pub(crate) async fn run(
 ) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A decision (a failover above all) is acted on when it is applied, not at the next tick.
+    let mut decisions = ctl.subscribe();
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
+            changed = decisions.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
             _ = stop.changed() => return,
         }
         if ctl.is_leader() {

@@ -64,6 +64,9 @@ pub(crate) enum MeshMsg {
     },
     /// Tell this shard's subscribers of `topic` that its configuration changed.
     TopicChanged { topic: String },
+    /// To shard 0: register with the nameservers now (a queue's role changed, and clients
+    /// should be routed to its new leader without waiting for the interval).
+    RegisterNow,
     /// Report the queues of `topic` a redirect `rule` may send to (dark launch).
     RedirectQuery {
         origin: usize,
@@ -227,6 +230,7 @@ fn receive(shard: &Rc<Shard>, msg: MeshMsg) {
             );
         }
         MeshMsg::TopicChanged { topic } => crate::group::announce_change(shard, &topic),
+        MeshMsg::RegisterNow => shard.registration.request(),
         MeshMsg::RedirectQuery {
             origin,
             token,

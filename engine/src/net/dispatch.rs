@@ -378,6 +378,13 @@ async fn serve(shard: &Rc<Shard>, frame: &FrameBytes, forwarded: bool) -> Result
             // subscribers refetch the route.
             group::rebalance_topic(shard, &topic);
             group::announce_change(shard, &topic);
+            // Routes name leaders from registrations: register now, so clients reach a new
+            // leader within one route refresh, not one registration interval later.
+            if shard.id == 0 {
+                shard.registration.request();
+            } else {
+                shard.send_to(0, MeshMsg::RegisterNow).await;
+            }
             applied?;
             Ok(Served::Body(Vec::new()))
         }
