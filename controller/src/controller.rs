@@ -242,7 +242,7 @@ fn raft_stopped(fatal: openraft::error::Fatal<u64>) -> ControllerError {
     }
 }
 
-/// The failure detector: on the leader, every half broker-heartbeat interval, proposes the
+/// The failure detector: on the leader, five times per broker-heartbeat interval, proposes the
 /// commands that move queues away from dead brokers (see `failover`). A new leadership
 /// (a new term in which this node leads) starts with a grace period for every broker.
 async fn detect_failures(node: Arc<Node>, mut stop: watch::Receiver<bool>) {

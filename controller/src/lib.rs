@@ -25,7 +25,7 @@
 //! # How failover is decided
 //!
 //! Brokers heartbeat (any node forwards to the leader). The leader alone keeps liveness, in
-//! memory, and looks every half heartbeat interval; a broker silent past `broker_timeout`
+//! memory, and looks five times per heartbeat interval; a broker silent past `broker_timeout`
 //! is dead. For each queue it leads, the leader proposes an [`Command::ElectLeader`] to the
 //! first live ISR member (or `None`, offline, when none is alive), and drops dead brokers
 //! from live leaders' ISRs with [`Command::AlterIsr`]. Each command names the epoch it was

@@ -48,8 +48,8 @@ pub struct NameserverArgs {
     /// Where the controller keeps its Raft log, vote and snapshot.
     #[arg(long, value_name = "DIR")]
     pub controller_data_dir: Option<PathBuf>,
-    /// A broker silent this long loses its leaderships, in ms [default: 7000; keep it above
-    /// two of the brokers' registration intervals].
+    /// A broker silent this long loses its leaderships, in ms [default: 1500; keep it at
+    /// least three of the brokers' controller_heartbeat_interval_ms].
     #[arg(long, value_name = "MS")]
     pub controller_broker_timeout_ms: Option<u64>,
 }

@@ -86,10 +86,11 @@ pub struct NameserverConfig {
 /// changes), ms.
 pub const RECONCILE_INTERVAL_MS_DEFAULT: u64 = 250;
 /// Default time a broker may stay silent before the controller moves its leaderships, ms:
-/// two of the brokers' default 3000 ms registrations (their heartbeats) and a margin, so a
-/// broker registering on time is never taken for dead. Faster failover takes more frequent
-/// registrations (`register_interval_ms`) and a proportionally shorter timeout.
-pub const CONTROLLER_BROKER_TIMEOUT_MS_DEFAULT: u64 = 7_000;
+/// three of the brokers' default 500 ms heartbeats (`controller_heartbeat_interval_ms`), so
+/// one or two late heartbeats never move a leadership, and a dead broker's queues take
+/// acknowledged produces on a new leader within about 2 s. Brokers that send no heartbeats
+/// (`controller_heartbeat_interval_ms = 0`) need a timeout above two registration intervals.
+pub const CONTROLLER_BROKER_TIMEOUT_MS_DEFAULT: u64 = 1_500;
 
 /// The `[controller]` table.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,10 +104,9 @@ pub struct ControllerSettings {
     pub voters: Vec<String>,
     /// Where the controller keeps its Raft log, vote and snapshot.
     pub data_dir: std::path::PathBuf,
-    /// A broker silent this long (its registrations are its heartbeats) loses its
-    /// leaderships to in-sync replicas. Default 7000 ms
-    /// ([`CONTROLLER_BROKER_TIMEOUT_MS_DEFAULT`]); keep it above two of the brokers'
-    /// `register_interval_ms`.
+    /// A broker silent this long (no heartbeat, no registration) loses its leaderships to
+    /// in-sync replicas. Default 1500 ms ([`CONTROLLER_BROKER_TIMEOUT_MS_DEFAULT`]); keep it
+    /// at least three of the brokers' `controller_heartbeat_interval_ms`.
     #[serde(default = "broker_timeout_default")]
     pub broker_timeout_ms: u64,
     /// How often the controller's leader compares its decisions with what brokers report
@@ -160,8 +160,8 @@ impl ControllerSettings {
             &self.data_dir,
         );
         config.broker_timeout = Duration::from_millis(self.broker_timeout_ms);
-        // Its failure detector looks twice per interval; a third of the timeout keeps a broker
-        // that registers on time from ever looking dead.
+        // The brokers' heartbeats: a third of the timeout (the brokers' default, 500 ms, for
+        // the default timeout).
         config.broker_heartbeat_interval =
             Duration::from_millis((self.broker_timeout_ms / 3).max(1));
         config
@@ -277,8 +277,28 @@ mod tests {
         let uncommented = svc::config::example_settings(include_str!("../nameserver.toml"));
         let parsed = NameserverConfig::from_toml_str(&uncommented, Path::new("example")).unwrap();
         assert_eq!(parsed, NameserverConfig::default());
-        let keys = uncommented.lines().count();
+        let keys = uncommented.lines().filter(|l| !l.starts_with('#')).count();
         assert_eq!(keys, 6, "one line per setting:\n{uncommented}");
+        // The controller example, uncommented, is a valid table with the defaults.
+        let table: Vec<&str> = include_str!("../nameserver.toml")
+            .lines()
+            .skip_while(|l| *l != "#[controller]")
+            .map_while(|l| l.strip_prefix('#'))
+            .collect();
+        let parsed =
+            NameserverConfig::from_toml_str(&table.join("\n"), Path::new("example")).unwrap();
+        parsed.validate().unwrap();
+        let controller = parsed
+            .controller
+            .expect("the example has a controller table");
+        assert_eq!(
+            controller.broker_timeout_ms,
+            CONTROLLER_BROKER_TIMEOUT_MS_DEFAULT
+        );
+        assert_eq!(
+            controller.reconcile_interval_ms,
+            RECONCILE_INTERVAL_MS_DEFAULT
+        );
     }
 
     #[test]

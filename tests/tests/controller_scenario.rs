@@ -1,6 +1,7 @@
 //! Automatic failover, with the controller deciding: three brokers in child processes
-//! registering every 200 ms (their heartbeats), a topic with three replicas and `acks=all`
-//! created through the controller, and nobody else intervening.
+//! sending it heartbeats, a topic with three replicas and `acks=all` created through the
+//! controller, and nobody else intervening. The first scenario runs the default timings,
+//! the others faster registrations and a 1 s broker timeout.
 //!
 //! - The queue's leader killed with SIGKILL: the controller sees its heartbeats stop, elects
 //!   an in-sync replica for the next epoch, drops the dead broker from every in-sync set and
@@ -122,17 +123,20 @@ fn the_controller_fails_a_killed_leader_over_by_itself() {
             listen_addr: format!("127.0.0.1:{port}").parse().unwrap(),
             voters: vec![format!("1=127.0.0.1:{port}")],
             data_dir: root.path().join("controller"),
-            broker_timeout_ms: 1_000,
-            reconcile_interval_ms: 100,
+            broker_timeout_ms: nameserver::config::CONTROLLER_BROKER_TIMEOUT_MS_DEFAULT,
+            reconcile_interval_ms: nameserver::config::RECONCILE_INTERVAL_MS_DEFAULT,
         });
     });
+    // The brokers' default timings: heartbeats every 500 ms, registrations every 3 s.
+    let default_timings = |id: &str| {
+        let mut config = broker_config(id, 1, &root.path().join(id), &nameserver);
+        config.register_interval_ms = engine::config::REGISTER_INTERVAL_MS_DEFAULT;
+        config
+    };
     let ids = ["ctl-a", "ctl-b", "ctl-c"];
     let mut brokers: Vec<Option<ChildBroker>> = ids
         .iter()
-        .map(|id| {
-            let config = broker_config(id, 1, &root.path().join(id), &nameserver);
-            Some(ChildBroker::spawn(CHILD_ENTRY, &config))
-        })
+        .map(|id| Some(ChildBroker::spawn(CHILD_ENTRY, &default_timings(id))))
         .collect();
     let endpoints = |brokers: &[Option<ChildBroker>]| -> Vec<String> {
         brokers
@@ -190,12 +194,14 @@ fn the_controller_fails_a_killed_leader_over_by_itself() {
     }
     eprintln!(
         "controller failover: {leader} leads in epoch {epoch} {elected:?} after the kill; first \
-         acknowledged send on it {first:?} after the kill (broker timeout 1 s, heartbeats \
-         every 200 ms)"
+         acknowledged send on it {first:?} after the kill (default timings: heartbeats every \
+         {} ms, broker timeout {} ms, registrations every {} ms)",
+        engine::config::CONTROLLER_HEARTBEAT_INTERVAL_MS_DEFAULT,
+        nameserver::config::CONTROLLER_BROKER_TIMEOUT_MS_DEFAULT,
+        engine::config::REGISTER_INTERVAL_MS_DEFAULT
     );
     // The killed broker returns on its data and is taken back into the in-sync set.
-    let config = broker_config(ids[0], 1, &root.path().join(ids[0]), &nameserver);
-    brokers[0] = Some(ChildBroker::spawn(CHILD_ENTRY, &config));
+    brokers[0] = Some(ChildBroker::spawn(CHILD_ENTRY, &default_timings(ids[0])));
     wait_until("the returned broker back in sync", WAIT, || {
         let Some(new_leader) = brokers.iter().flatten().find(|b| {
             admin
@@ -493,7 +499,7 @@ fn a_leader_cut_off_from_the_controller_is_replaced_and_commits_nothing_after() 
     let old_total = acked_old.lock().unwrap().len();
     eprintln!(
         "partition: {leader} leads in epoch {epoch} {elected:?} after the cut; first \
-         acknowledged produce on it {first:?} after the cut (broker timeout 1 s, heartbeats \
+         acknowledged produce on it {first:?} after the cut (broker timeout 1 s, registrations \
          every 200 ms); the cut-off leader acknowledged {old_at_cut} before the cut, {} \
          between the cut and the election, {} after",
         old_at_election - old_at_cut,
