@@ -15,6 +15,9 @@
 //!   (every process in its own namespace on a bridge): a new leader is elected, the cut-off
 //!   leader acknowledges nothing it could not commit, and after the partition heals it
 //!   rejoins as a follower with a log byte for byte like the others.
+//! - A follower killed and its data directory wiped: the controller drops it from the
+//!   in-sync set; restarted empty (and the topic created on it again), it copies the log
+//!   back from the leader and is taken back into the set.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -522,6 +525,117 @@ fn a_leader_cut_off_from_the_controller_is_replaced_and_commits_nothing_after() 
             batches,
             "{} differs from the leader",
             ids[i]
+        );
+    }
+}
+
+#[test]
+fn a_follower_whose_disk_was_wiped_catches_up_and_rejoins_the_in_sync_set() {
+    let root = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let nameserver = start_nameserver(|c| {
+        c.controller = Some(ControllerSettings {
+            node_id: 1,
+            listen_addr: format!("127.0.0.1:{port}").parse().unwrap(),
+            voters: vec![format!("1=127.0.0.1:{port}")],
+            data_dir: root.path().join("controller"),
+            broker_timeout_ms: 1_000,
+            reconcile_interval_ms: 100,
+        });
+    });
+    let ids = ["wipe-a", "wipe-b", "wipe-c"];
+    let config = |id: &str| broker_config(id, 1, &root.path().join(id), &nameserver);
+    let mut brokers: Vec<ChildBroker> = ids
+        .iter()
+        .map(|id| ChildBroker::spawn(CHILD_ENTRY, &config(id)))
+        .collect();
+    let endpoint = |b: &ChildBroker| format!("127.0.0.1:{}", b.shard_ports()[0]);
+    let client = client_with(&nameserver, |c| c);
+    let admin = Admin::new(&client);
+    wait_until("three brokers registered", WAIT, || {
+        admin.cluster_info().is_ok_and(|i| i.brokers.len() == 3)
+    });
+    let endpoints: Vec<String> = brokers.iter().map(endpoint).collect();
+    create_replicated_topic(&admin, &endpoints, &ids);
+    wait_until("wipe-a leading epoch 1", WAIT, || {
+        leaders(&admin, &endpoints).get(&0) == Some(&("wipe-a".to_owned(), 1))
+    });
+    let mut leader = Conn::connect(endpoints[0].as_str()).unwrap();
+    let mut acked = Vec::new();
+    let mut produce = |leader: &mut Conn, n: usize| {
+        let value = format!("m{n}");
+        let answer = leader.produce(TOPIC, 0, &value).unwrap();
+        assert!(answer.is_ok(), "the leader takes produces: {answer:?}");
+        acked.push(value);
+    };
+    for n in 0..200 {
+        produce(&mut leader, n);
+    }
+    // wipe-c is lost with its disk: the controller drops it from the in-sync set, and
+    // produces go on with two copies.
+    let wiped = root.path().join(ids[2]);
+    brokers.pop().unwrap().kill_9();
+    std::fs::remove_dir_all(&wiped).unwrap();
+    let in_sync = |leader: &mut Conn| -> Vec<String> {
+        let stats = leader.stats();
+        let queue = stats.queues.iter().find(|q| q.topic == TOPIC).unwrap();
+        let replication = queue.replication.as_ref().unwrap();
+        let mut set: Vec<String> = replication
+            .followers
+            .iter()
+            .filter(|f| f.in_sync)
+            .map(|f| f.broker_id.clone())
+            .collect();
+        set.push(stats.broker_id.clone());
+        set.sort();
+        set
+    };
+    wait_until("wipe-c dropped from the in-sync set", WAIT, || {
+        !in_sync(&mut leader).contains(&ids[2].to_owned())
+    });
+    for n in 200..400 {
+        produce(&mut leader, n);
+    }
+    // A new disk: the broker starts empty; the operator creates the topic on it again (as
+    // `admin topic create` does on every broker lacking it) and the controller does the rest.
+    std::fs::create_dir_all(&wiped).unwrap();
+    brokers.push(ChildBroker::spawn(CHILD_ENTRY, &config(ids[2])));
+    let mut topic = TopicConfig::new(&TOPIC.parse().unwrap());
+    topic.queue_count = 1;
+    topic.read_queue_count = 1;
+    topic.write_queue_count = 1;
+    topic.flush_mode = FlushMode::Sync;
+    topic.replicas = 3;
+    topic.acks = Acks::All;
+    admin.create_topic(&endpoint(&brokers[2]), &topic).unwrap();
+    let caught_up = Instant::now();
+    wait_until("wipe-c back in the in-sync set", WAIT, || {
+        in_sync(&mut leader) == ids.map(String::from).to_vec()
+    });
+    let rejoined = caught_up.elapsed();
+    // Back in the set, a produce is acknowledged only once wipe-c holds it too.
+    for n in 400..410 {
+        produce(&mut leader, n);
+    }
+    wait_until("wipe-c holding the whole log", WAIT, || {
+        replica::follower_end(&mut leader, TOPIC, ids[2], 1)
+            .is_some_and(|(end, log_end)| end >= log_end)
+    });
+    eprintln!(
+        "wiped follower: 400 records copied back, the replica in sync {rejoined:?} after the \
+         topic was created on its empty disk"
+    );
+    drop(leader);
+    for broker in brokers {
+        broker.kill_9();
+    }
+    let (values, batches) = replica::stored(&root.path().join(ids[0]), TOPIC);
+    check_history(&acked, &values, "wiped follower");
+    for id in &ids[1..] {
+        assert_eq!(
+            replica::stored(&root.path().join(id), TOPIC).1,
+            batches,
+            "{id} differs from the leader"
         );
     }
 }
