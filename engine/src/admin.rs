@@ -149,6 +149,7 @@ pub(crate) fn snapshot(shard: &Shard) -> ShardSnapshot {
             shard_id: shard.id as u32,
             connections: shard.clients.len() as u64,
             bad_frames: shard.counters.bad_frames.get(),
+            partial_frame_bytes: shard.frame_budget.reserved() as u64,
             replies: shard.counters.replies.get(),
         },
         queues,

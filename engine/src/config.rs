@@ -48,6 +48,17 @@ pub const DYNAMIC_QUEUES_INTERVAL_MS_DEFAULT: u64 = 1000;
 pub const DYNAMIC_QUEUES_WRITE_DELAY_MS_DEFAULT: u64 = REGISTER_INTERVAL_MS_DEFAULT;
 /// Default time a connection may stay silent before it is closed, ms (DeFiBus: 60 s).
 pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 60_000;
+/// Default time a frame may take to arrive once its first byte has, ms: far more than any
+/// client on a working network needs for the largest frame, far less than a slowloris hopes
+/// to hold a connection.
+pub const FRAME_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// Default bytes that frames larger than a connection's read buffer may hold while they
+/// arrive, per shard: together with `read_buffer_bytes` per connection, the most memory
+/// clients can make a shard buffer.
+pub const PARTIAL_FRAME_BYTES_SHARD_MAX_DEFAULT: usize = 64 << 20;
+/// Default frames with an unknown command one connection may send before it is closed: a
+/// newer client probing an older broker sends one or two, a fuzzer thousands.
+pub const UNKNOWN_COMMANDS_PER_CONNECTION_MAX_DEFAULT: u32 = 16;
 /// Default IO memory the runtime registers per shard: its own default, 10 MiB.
 pub const IO_MEMORY_BYTES_DEFAULT: usize = 10 << 20;
 /// Default open connections per shard.
@@ -132,6 +143,9 @@ pub struct BrokerConfig {
     pub revoke_timeout_ms: u64,
     /// A connection that sends nothing for this long is closed, ms. Default 60000.
     pub idle_timeout_ms: u64,
+    /// A frame whose first byte arrived must be whole within this, or its connection is
+    /// closed (a slowloris), ms. Default 10000.
+    pub frame_timeout_ms: u64,
     /// How often topics with dynamic queues are matched to their consumers, ms. Default 1000.
     pub dynamic_queues_interval_ms: u64,
     /// After a dynamic topic's read queues grew, how long before its write queues follow, ms.
@@ -169,6 +183,13 @@ pub struct Limits {
     pub push_read_bytes: usize,
     /// Subscriptions per connection. Default 1024.
     pub subscriptions_per_connection_max: usize,
+    /// Bytes that frames larger than `read_buffer_bytes` may hold while they arrive, all
+    /// connections of a shard together; a connection whose frame does not fit waits (reading
+    /// nothing) until it does or its frame times out. Default 64 MiB.
+    pub partial_frame_bytes_shard_max: usize,
+    /// Frames with an unknown command one connection may send before it is closed.
+    /// Default 16.
+    pub unknown_commands_per_connection_max: u32,
 }
 
 /// Log settings of every queue.
@@ -222,6 +243,7 @@ impl Default for BrokerConfig {
             consumer_timeout_ms: CONSUMER_TIMEOUT_MS_DEFAULT,
             revoke_timeout_ms: REVOKE_TIMEOUT_MS_DEFAULT,
             idle_timeout_ms: IDLE_TIMEOUT_MS_DEFAULT,
+            frame_timeout_ms: FRAME_TIMEOUT_MS_DEFAULT,
             dynamic_queues_interval_ms: DYNAMIC_QUEUES_INTERVAL_MS_DEFAULT,
             dynamic_queues_write_delay_ms: DYNAMIC_QUEUES_WRITE_DELAY_MS_DEFAULT,
             spin_before_park_us: None,
@@ -243,6 +265,8 @@ impl Default for Limits {
             read_buffer_bytes: READ_BUFFER_BYTES_DEFAULT,
             push_read_bytes: PUSH_READ_BYTES_DEFAULT,
             subscriptions_per_connection_max: SUBSCRIPTIONS_PER_CONNECTION_MAX_DEFAULT,
+            partial_frame_bytes_shard_max: PARTIAL_FRAME_BYTES_SHARD_MAX_DEFAULT,
+            unknown_commands_per_connection_max: UNKNOWN_COMMANDS_PER_CONNECTION_MAX_DEFAULT,
         }
     }
 }
@@ -330,6 +354,11 @@ impl BrokerConfig {
         Duration::from_millis(self.idle_timeout_ms)
     }
 
+    /// Frame timeout as a duration.
+    pub fn frame_timeout(&self) -> Duration {
+        Duration::from_millis(self.frame_timeout_ms)
+    }
+
     /// Checks names and how the limits relate; says which field is wrong.
     pub fn validate(&self) -> Result<(), BrokerError> {
         let fail = |reason: String| Err(BrokerError::Config { reason });
@@ -355,6 +384,12 @@ impl BrokerConfig {
                 l.batch_len_max
             ));
         }
+        if l.partial_frame_bytes_shard_max < l.frame_len_max {
+            return fail(format!(
+                "limits.partial_frame_bytes_shard_max {} must hold one frame of frame_len_max {}",
+                l.partial_frame_bytes_shard_max, l.frame_len_max
+            ));
+        }
         if l.frame_len_max < HEADER_LEN + l.batch_len_max {
             return fail(format!(
                 "limits.frame_len_max {} must hold a header and a batch of batch_len_max {}",
@@ -374,6 +409,14 @@ impl BrokerConfig {
                 "limits.subscriptions_per_connection_max",
                 l.subscriptions_per_connection_max,
             ),
+            (
+                "limits.partial_frame_bytes_shard_max",
+                l.partial_frame_bytes_shard_max,
+            ),
+            (
+                "limits.unknown_commands_per_connection_max",
+                l.unknown_commands_per_connection_max as usize,
+            ),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return fail(format!("{name} must be at least 1"));
@@ -382,6 +425,7 @@ impl BrokerConfig {
             ("register_interval_ms", self.register_interval_ms),
             ("consumer_timeout_ms", self.consumer_timeout_ms),
             ("idle_timeout_ms", self.idle_timeout_ms),
+            ("frame_timeout_ms", self.frame_timeout_ms),
             (
                 "dynamic_queues_interval_ms",
                 self.dynamic_queues_interval_ms,

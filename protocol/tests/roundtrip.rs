@@ -580,15 +580,15 @@ proptest! {
     #[test]
     fn admin_payloads_round_trip(
         topic in text(), topics in vec(topic_info(), 0..4), broker_id in text(),
-        shards in vec((any::<u32>(), any::<u64>(), any::<u64>(), any::<u64>()), 0..4),
+        shards in vec((any::<u32>(), any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()), 0..4),
         queues in vec(queue_stats(), 0..4), expiry_ms in any::<u64>(),
     ) {
         round_trip(&TopicName { topic })?;
         round_trip(&TopicList { topics })?;
         let shards = shards
             .into_iter()
-            .map(|(shard_id, connections, bad_frames, replies)| ShardStats {
-                shard_id, connections, bad_frames, replies,
+            .map(|(shard_id, connections, bad_frames, replies, partial_frame_bytes)| ShardStats {
+                shard_id, connections, bad_frames, replies, partial_frame_bytes,
             })
             .collect();
         round_trip(&BrokerStats { broker_id: broker_id.clone(), shards, queues })?;

@@ -11,7 +11,7 @@ use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -20,6 +20,7 @@ use protocol::frame::{
     FrameError, FrameFault, FrameHeader, Framer, HEADER_LEN, HeaderError, ReadSizer,
 };
 
+use super::guard::Reservation;
 use super::outbox::{Outbound, Outbox, error_response};
 use crate::rt::{Semaphore, TcpStream};
 use crate::shard::Shard;
@@ -42,9 +43,29 @@ pub(crate) struct Conn {
     /// Subscriptions made on this connection.
     pub subs: RefCell<Vec<u64>>,
     stream: Rc<RefCell<TcpStream>>,
+    /// Frames with a command code the broker does not know, so far.
+    unknown_commands: Cell<u32>,
 }
 
 impl Conn {
+    /// Counts a frame with an unknown command; returns how many there were.
+    pub fn count_unknown_command(&self) -> u32 {
+        let n = self.unknown_commands.get() + 1;
+        self.unknown_commands.set(n);
+        n
+    }
+
+    /// Resolves once the connection is closed (its outbox is).
+    async fn closed(&self) {
+        loop {
+            let seen = self.outbox.readable.generation();
+            if self.outbox.is_closed() {
+                return;
+            }
+            self.outbox.readable.wait(seen).await;
+        }
+    }
+
     /// Closes the connection: the writer drains and stops, the reader sees end of stream.
     pub fn shutdown(&self) {
         self.outbox.close();
@@ -67,6 +88,15 @@ impl Conn {
 /// Polls the shared stream; borrows it only for the duration of one poll, so the reader and
 /// the writer task can each hold one.
 struct Half(Rc<RefCell<TcpStream>>);
+
+impl Half {
+    /// How long one read may wait (the socket's, for every read until changed).
+    fn set_read_timeout(&self, timeout: Duration) {
+        if let Err(e) = self.0.borrow().set_read_timeout(Some(timeout)) {
+            log::warn!("cannot set a read timeout: {e}");
+        }
+    }
+}
 
 impl AsyncRead for Half {
     fn poll_read(
@@ -120,6 +150,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         last_seen: Cell::new(Instant::now()),
         subs: RefCell::new(Vec::new()),
         stream: stream.clone(),
+        unknown_commands: Cell::new(0),
     });
     shard.clients.add(conn.clone());
     log::debug!("shard {}: connection {} from {peer}", shard.id, conn.id);
@@ -129,10 +160,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let ended = read_loop(&shard, &conn, Half(stream)).await;
     match ended {
         Ok(()) => log::debug!("shard {}: {peer} closed the connection", shard.id),
-        Err(reason) => log::info!(
-            "shard {}: closing connection from {peer}: {reason}",
-            shard.id
-        ),
+        Err(reason) => shard.closing_log.closing(shard.id, &peer, &reason),
     }
     conn.outbox.close();
     writer.await;
@@ -148,14 +176,31 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut reader: Half) -> Resu
     ));
     let mut buf = BytesMut::with_capacity(read_buffer_bytes);
     let mut sizer = ReadSizer::new(READ_CHUNK_MIN, READ_CHUNK_MAX);
+    let unknown_max = shard.config.limits.unknown_commands_per_connection_max;
+    let frame_timeout = shard.config.frame_timeout();
+    // When the first byte of the frame now arriving came (`None` between frames), and what
+    // it reserved of the shard's partial-frame budget.
+    let mut frame_started: Option<Instant> = None;
+    let mut reserved: Option<Reservation> = None;
+    let mut read_timeout = shard.config.idle_timeout();
     loop {
+        let mut completed = false;
         loop {
             match framer.split_frame_mut(&mut buf) {
                 Ok(Some(frame)) => {
+                    completed = true;
+                    reserved = None;
                     conn.last_seen.set(Instant::now());
                     super::dispatch::dispatch(shard, conn, frame, &inflight).await;
                     if conn.outbox.is_closed() {
                         return Ok(());
+                    }
+                    if conn.unknown_commands.get() >= unknown_max {
+                        conn.outbox.close();
+                        return Err(format!(
+                            "{unknown_max} frames with unknown commands \
+                             (limits.unknown_commands_per_connection_max)"
+                        ));
                     }
                 }
                 Ok(None) | Err(FrameError::Incomplete { .. }) => break,
@@ -165,6 +210,55 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut reader: Half) -> Resu
                     return Err(format!("invalid frame at byte {offset}: {reason}"));
                 }
             }
+        }
+        if buf.is_empty() {
+            frame_started = None;
+        } else if completed || frame_started.is_none() {
+            frame_started = Some(Instant::now());
+        }
+        if let Some(started) = frame_started {
+            // A frame larger than the read buffer holds memory only within the shard's
+            // budget: reserve its length before reading more of it.
+            if reserved.is_none() && buf.len() >= HEADER_LEN {
+                let frame_len = FrameHeader::decode(&buf).map_or(0, |h| h.frame_len());
+                let frame_len = usize::try_from(frame_len).unwrap_or(usize::MAX);
+                if frame_len > read_buffer_bytes {
+                    let budget = &shard.frame_budget;
+                    let reserve = budget.reserve_by(frame_len, started + frame_timeout);
+                    match futures_lite::future::or(reserve, async {
+                        conn.closed().await;
+                        None
+                    })
+                    .await
+                    {
+                        Some(reservation) => reserved = Some(reservation),
+                        None if conn.outbox.is_closed() => return Ok(()),
+                        None => {
+                            return Err(format!(
+                                "a frame of {frame_len} bytes found no room in the shard's \
+                                 partial-frame budget within {} ms \
+                                 (limits.partial_frame_bytes_shard_max)",
+                                shard.config.frame_timeout_ms
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        // Between frames the idle timeout applies; within one, what is left of its time.
+        let timeout = match frame_started {
+            Some(started) => {
+                let left = frame_timeout.saturating_sub(started.elapsed());
+                if left.is_zero() {
+                    return Err(frame_timed_out(shard, buf.len()));
+                }
+                left.min(shard.config.idle_timeout())
+            }
+            None => shard.config.idle_timeout(),
+        };
+        if timeout != read_timeout {
+            reader.set_read_timeout(timeout);
+            read_timeout = timeout;
         }
         let len = buf.len();
         if buf.capacity() - len < HEADER_LEN {
@@ -178,7 +272,11 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut reader: Half) -> Resu
             Err(e) => {
                 buf.truncate(len);
                 return Err(if e.kind() == std::io::ErrorKind::TimedOut {
-                    format!("idle for {} ms", shard.config.idle_timeout_ms)
+                    if frame_started.is_some() {
+                        frame_timed_out(shard, len)
+                    } else {
+                        format!("idle for {} ms", shard.config.idle_timeout_ms)
+                    }
                 } else {
                     format!("read: {e}")
                 });
@@ -201,6 +299,15 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut reader: Half) -> Resu
             return Err(message);
         }
     }
+}
+
+/// Why a connection whose frame did not complete in time is closed.
+fn frame_timed_out(shard: &Shard, received: usize) -> String {
+    format!(
+        "a frame was not whole within {} ms ({received} bytes of it received; \
+         frame_timeout_ms)",
+        shard.config.frame_timeout_ms
+    )
 }
 
 /// The header to answer a bad frame with: the frame's own when its checksum held (so the

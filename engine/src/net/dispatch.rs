@@ -90,6 +90,9 @@ pub(crate) async fn dispatch(
     let command = match header.command() {
         Ok(command) => command,
         Err(e) => {
+            // Counted: the reader closes a connection that sends many (a fuzzer, not a newer
+            // client probing).
+            conn.count_unknown_command();
             let out = error_response(&header, Status::UnknownCommand, &e.to_string());
             let _ = conn.outbox.send(Outbound::Frame(out)).await;
             return;

@@ -8,6 +8,7 @@
 pub(crate) mod clients;
 pub(crate) mod conn;
 pub(crate) mod dispatch;
+pub(crate) mod guard;
 pub(crate) mod outbox;
 
 use std::rc::Rc;

@@ -65,6 +65,10 @@ pub(crate) struct Shard {
     /// The mesh: channels to the other shards and the calls outstanding on them.
     pub peers: Peers,
     pub counters: Counters,
+    /// Memory of frames still arriving, shared by the shard's connections.
+    pub frame_budget: Rc<crate::net::guard::FrameBudget>,
+    /// Rate-limited log of connections closed for bad input.
+    pub closing_log: crate::net::guard::ClosingLog,
     /// Free space of the data directory: produces are refused below it.
     pub watermark: crate::disk::Watermark,
     /// Every task that holds the shard (connections, requests, pushes, mesh work, timers),
@@ -279,6 +283,8 @@ async fn open(
         id == 0,
     );
     let watermark = crate::disk::Watermark::new(&config.data_dir, config.storage.min_free_percent);
+    let frame_budget =
+        crate::net::guard::FrameBudget::new(config.limits.partial_frame_bytes_shard_max);
     Ok(Shard {
         id,
         count,
@@ -291,6 +297,8 @@ async fn open(
         replies,
         peers: Peers::new(id, count, mesh),
         counters: Counters::default(),
+        frame_budget,
+        closing_log: Default::default(),
         watermark,
         tasks: Tasks::default(),
         stopping: Cell::new(false),

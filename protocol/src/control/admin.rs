@@ -145,6 +145,8 @@ pub struct ShardStats {
     pub bad_frames: u64,
     /// Replies appended to the shard's reply queue.
     pub replies: u64,
+    /// Bytes that frames still arriving hold of the shard's partial-frame budget.
+    pub partial_frame_bytes: u64,
 }
 
 /// Runtime statistics of a broker: the answer to `Stats`.
