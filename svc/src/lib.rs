@@ -11,6 +11,8 @@
 //! - [`server`]: the accept loop: connection limit, accept-error backoff, shutdown.
 //! - [`config`]: settings from a TOML file and flags, and the frame limits every server checks.
 //! - [`error`]: [`server_error!`], a server's error type as the traits here need it.
+//! - [`loglimit`]: a rate limit on log lines, so a flood of bad connections cannot flood the
+//!   log.
 
 #![warn(missing_docs)]
 
@@ -19,6 +21,7 @@ pub mod connection;
 pub mod error;
 pub mod file;
 pub mod handle;
+pub mod loglimit;
 pub mod rpc;
 pub mod server;
 pub mod signal;
