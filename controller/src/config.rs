@@ -22,6 +22,8 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const MAX_CONNECTIONS: usize = 256;
 
 const _: () = assert!(4 * SNAPSHOT_CHUNK_BYTES as usize + (64 << 10) < FRAME_LEN_MAX);
+// The default partial-frame budget of the server loop must hold a largest frame.
+const _: () = assert!(FRAME_LEN_MAX <= svc::limits::PARTIAL_FRAME_BYTES_MAX_DEFAULT);
 
 /// The settings of one controller node.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -84,7 +84,9 @@ impl Controller {
             listener,
             local_addr,
             Arc::new(Service::new(Arc::clone(&node))),
-            MAX_CONNECTIONS,
+            // The default limits against hostile clients: the budget for partial frames
+            // (64 MiB) holds several of the largest (`FRAME_LEN_MAX`, a snapshot chunk).
+            svc::limits::Limits::new(MAX_CONNECTIONS),
             stop_connections,
             async {
                 // A dropped sender stops the server as a sent stop does.

@@ -64,6 +64,17 @@ pub struct GslConfig {
     /// Largest request frame accepted, header included, in bytes. Default 4 MiB
     /// ([`FRAME_LEN_MAX_GSL_DEFAULT`]), at least [`FRAME_LEN_MIN`].
     pub frame_len_max: usize,
+    /// A frame must arrive whole within this long of its first byte, and a new connection's
+    /// first frame within this long of connecting; else the connection is closed. Default
+    /// 10000 ms.
+    pub frame_timeout_ms: u64,
+    /// Bytes that partial frames larger than 64 KiB may hold at once, over all connections;
+    /// a connection whose frame does not fit waits, reading nothing, until it does or its
+    /// frame deadline passes. Default 64 MiB, at least `frame_len_max`.
+    pub partial_frame_bytes_max: usize,
+    /// Most connections open at once from one peer address; further ones are closed at once.
+    /// Default 128.
+    pub connections_per_ip_max: usize,
 }
 
 impl Default for GslConfig {
@@ -76,6 +87,9 @@ impl Default for GslConfig {
             max_connections: MAX_CONNECTIONS_DEFAULT,
             idle_timeout_ms: IDLE_TIMEOUT_MS_DEFAULT,
             frame_len_max: FRAME_LEN_MAX_GSL_DEFAULT,
+            frame_timeout_ms: svc::limits::FRAME_TIMEOUT_MS_DEFAULT,
+            partial_frame_bytes_max: svc::limits::PARTIAL_FRAME_BYTES_MAX_DEFAULT,
+            connections_per_ip_max: svc::limits::CONNECTIONS_PER_IP_MAX_DEFAULT,
         }
     }
 }
@@ -108,7 +122,13 @@ impl GslConfig {
             ("max_connections", self.max_connections as u64),
             ("idle_timeout_ms", self.idle_timeout_ms),
         ])?;
-        check_frame_len_max(self.frame_len_max)
+        check_frame_len_max(self.frame_len_max)?;
+        svc::limits::check_limits(
+            self.frame_len_max,
+            self.frame_timeout_ms,
+            self.partial_frame_bytes_max,
+            self.connections_per_ip_max,
+        )
     }
 
     /// The directory's bounds.
@@ -127,6 +147,16 @@ impl GslConfig {
     /// The framer limits: `frame_len_max`, and an extension limit no larger.
     pub fn frame_limits(&self) -> FrameLimits {
         svc::config::frame_limits(self.frame_len_max)
+    }
+
+    /// The connection limits the accept loop and every connection enforce.
+    pub fn server_limits(&self) -> svc::limits::Limits {
+        svc::limits::Limits {
+            max_connections: self.max_connections,
+            connections_per_ip_max: self.connections_per_ip_max,
+            partial_frame_bytes_max: self.partial_frame_bytes_max,
+            frame_timeout: Duration::from_millis(self.frame_timeout_ms),
+        }
     }
 }
 
@@ -160,7 +190,7 @@ mod tests {
         assert_eq!(parsed, GslConfig::default());
         assert_eq!(
             uncommented.lines().count(),
-            7,
+            10,
             "one line per setting:\n{uncommented}"
         );
     }

@@ -48,16 +48,8 @@ pub(crate) async fn serve(
     );
     let shared = Shared::new(config, store);
     let (stop_tx, _) = watch::channel(false);
-    let max_connections = shared.config.max_connections;
-    svc::server::serve(
-        listener,
-        local_addr,
-        shared,
-        max_connections,
-        stop_tx,
-        shutdown,
-    )
-    .await;
+    let limits = shared.config.server_limits();
+    svc::server::serve(listener, local_addr, shared, limits, stop_tx, shutdown).await;
     info!("GSL on {local_addr} stopped");
     Ok(())
 }

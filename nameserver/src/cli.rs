@@ -35,6 +35,18 @@ pub struct NameserverArgs {
     /// Largest request frame accepted, in bytes [default: 4194304].
     #[arg(long, value_name = "BYTES")]
     pub frame_len_max: Option<usize>,
+    /// Close a connection whose frame is not complete this long after its first byte (or
+    /// that sends no frame this long after connecting), in ms [default: 10000].
+    #[arg(long, value_name = "MS")]
+    pub frame_timeout_ms: Option<u64>,
+    /// Bytes that partial frames above 64 KiB may hold at once, over all connections
+    /// [default: 67108864].
+    #[arg(long, value_name = "BYTES")]
+    pub partial_frame_bytes_max: Option<usize>,
+    /// Most connections open at once from one address; more are closed at once
+    /// [default: 128].
+    #[arg(long, value_name = "N")]
+    pub connections_per_ip_max: Option<usize>,
     /// Run the replication controller as this voter id (with --controller-listen,
     /// --controller-voter and --controller-data-dir, or a [controller] table in the file).
     #[arg(long, value_name = "ID")]
@@ -67,6 +79,9 @@ impl NameserverArgs {
             max_connections,
             idle_timeout_ms,
             frame_len_max,
+            frame_timeout_ms,
+            partial_frame_bytes_max,
+            connections_per_ip_max,
             controller_id,
             controller_listen,
             controller_voters,
@@ -80,6 +95,9 @@ impl NameserverArgs {
             set(&mut config.max_connections, max_connections);
             set(&mut config.idle_timeout_ms, idle_timeout_ms);
             set(&mut config.frame_len_max, frame_len_max);
+            set(&mut config.frame_timeout_ms, frame_timeout_ms);
+            set(&mut config.partial_frame_bytes_max, partial_frame_bytes_max);
+            set(&mut config.connections_per_ip_max, connections_per_ip_max);
             let any = controller_id.is_some()
                 || controller_listen.is_some()
                 || !controller_voters.is_empty()
@@ -143,9 +161,16 @@ mod tests {
             "9",
             "--listen-addr",
             "127.0.0.1:0",
+            "--frame-timeout-ms",
+            "300",
+            "--connections-per-ip-max",
+            "3",
         ])
         .unwrap();
         let config = cli.args.to_config().unwrap();
+        assert_eq!(config.frame_timeout_ms, 300);
+        assert_eq!(config.connections_per_ip_max, 3);
+        assert_eq!(config.partial_frame_bytes_max, 64 << 20);
         assert_eq!(config.broker_expiry_ms, 12_000);
         assert_eq!(config.max_connections, 9);
         assert_eq!(config.listen_addr.to_string(), "127.0.0.1:0");

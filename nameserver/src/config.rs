@@ -12,6 +12,10 @@ use protocol::frame::{FRAME_LEN_MAX_DEFAULT, FrameLimits};
 use serde::{Deserialize, Serialize};
 pub use svc::config::FRAME_LEN_MIN;
 use svc::config::{Settings, check_at_least_one, check_frame_len_max};
+pub use svc::limits::{
+    CONNECTIONS_PER_IP_MAX_DEFAULT, FRAME_TIMEOUT_MS_DEFAULT, PARTIAL_FRAME_BYTES_MAX_DEFAULT,
+};
+use svc::limits::{Limits, check_limits};
 
 use crate::error::NameserverError;
 
@@ -33,9 +37,9 @@ pub const BROKER_EXPIRY_MS_DEFAULT: u64 =
 /// the registry at most a second past its expiry (routes never list it, see
 /// [`crate::registry`]).
 pub const SWEEP_INTERVAL_MS_DEFAULT: u64 = 1_000;
-/// Default limit on open connections. Each may buffer up to `frame_len_max` bytes, so this
-/// times [`FRAME_LEN_MAX_NAMESERVER_DEFAULT`] bounds receive-buffer memory (4 GiB at worst,
-/// reached only by peers sending maximal frames on every connection at once).
+/// Default limit on open connections. Each buffers up to 64 KiB of a frame on its own, and
+/// larger frames share `partial_frame_bytes_max`, so receive buffers hold at most 64 MiB +
+/// 64 MiB by default, however many peers send maximal frames at once.
 pub const MAX_CONNECTIONS_DEFAULT: usize = 1_024;
 /// Default idle timeout: a connection that sends nothing for 60 s is closed, as DeFiBus
 /// closes idle connections. Brokers register every 3 s and never get near it.
@@ -77,6 +81,18 @@ pub struct NameserverConfig {
     /// with `FrameTooLarge` from its header alone and the connection closed. Default 4 MiB
     /// ([`FRAME_LEN_MAX_NAMESERVER_DEFAULT`]), at least [`FRAME_LEN_MIN`].
     pub frame_len_max: usize,
+    /// A frame must arrive whole within this long of its first byte, and a new connection's
+    /// first frame within this long of connecting; else the connection is closed. Default
+    /// 10000 ms ([`FRAME_TIMEOUT_MS_DEFAULT`]).
+    pub frame_timeout_ms: u64,
+    /// Bytes that partial frames larger than 64 KiB may hold at once, over all connections;
+    /// a connection whose frame does not fit waits, reading nothing, until it does or its
+    /// frame deadline passes. Default 64 MiB ([`PARTIAL_FRAME_BYTES_MAX_DEFAULT`]), at least
+    /// `frame_len_max`.
+    pub partial_frame_bytes_max: usize,
+    /// Most connections open at once from one peer address; further ones are closed at once.
+    /// Default 128 ([`CONNECTIONS_PER_IP_MAX_DEFAULT`]).
+    pub connections_per_ip_max: usize,
     /// The replication controller this nameserver runs, one voter of its Raft group
     /// (docs/ARCHITECTURE.md §8.6). Default none: no replicated queue fails over by itself.
     pub controller: Option<ControllerSettings>,
@@ -183,6 +199,9 @@ impl Default for NameserverConfig {
             max_connections: MAX_CONNECTIONS_DEFAULT,
             idle_timeout_ms: IDLE_TIMEOUT_MS_DEFAULT,
             frame_len_max: FRAME_LEN_MAX_NAMESERVER_DEFAULT,
+            frame_timeout_ms: FRAME_TIMEOUT_MS_DEFAULT,
+            partial_frame_bytes_max: PARTIAL_FRAME_BYTES_MAX_DEFAULT,
+            connections_per_ip_max: CONNECTIONS_PER_IP_MAX_DEFAULT,
             controller: None,
         }
     }
@@ -225,7 +244,13 @@ impl NameserverConfig {
                 ),
             ])?;
         }
-        check_frame_len_max(self.frame_len_max)
+        check_frame_len_max(self.frame_len_max)?;
+        check_limits(
+            self.frame_len_max,
+            self.frame_timeout_ms,
+            self.partial_frame_bytes_max,
+            self.connections_per_ip_max,
+        )
     }
 
     /// Broker expiry as a duration.
@@ -246,6 +271,16 @@ impl NameserverConfig {
     /// The framer limits: `frame_len_max`, and an extension limit no larger.
     pub fn frame_limits(&self) -> FrameLimits {
         svc::config::frame_limits(self.frame_len_max)
+    }
+
+    /// The connection limits the accept loop and every connection enforce.
+    pub fn server_limits(&self) -> Limits {
+        Limits {
+            max_connections: self.max_connections,
+            connections_per_ip_max: self.connections_per_ip_max,
+            partial_frame_bytes_max: self.partial_frame_bytes_max,
+            frame_timeout: Duration::from_millis(self.frame_timeout_ms),
+        }
     }
 }
 
@@ -278,7 +313,7 @@ mod tests {
         let parsed = NameserverConfig::from_toml_str(&uncommented, Path::new("example")).unwrap();
         assert_eq!(parsed, NameserverConfig::default());
         let keys = uncommented.lines().filter(|l| !l.starts_with('#')).count();
-        assert_eq!(keys, 6, "one line per setting:\n{uncommented}");
+        assert_eq!(keys, 9, "one line per setting:\n{uncommented}");
         // The controller example, uncommented, is a valid table with the defaults.
         let table: Vec<&str> = include_str!("../nameserver.toml")
             .lines()
@@ -317,5 +352,11 @@ mod tests {
             ..Default::default()
         };
         assert!(config.validate().is_err());
+        let config = NameserverConfig {
+            partial_frame_bytes_max: FRAME_LEN_MAX_NAMESERVER_DEFAULT - 1,
+            ..Default::default()
+        };
+        let err = config.validate().unwrap_err();
+        assert!(err.to_string().contains("partial_frame_bytes_max"), "{err}");
     }
 }

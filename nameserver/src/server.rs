@@ -32,8 +32,13 @@ pub async fn run(
             source,
         })?;
     info!(
-        "nameserver listening on {local_addr}: broker expiry {} ms, at most {} connections",
-        config.broker_expiry_ms, config.max_connections
+        "nameserver listening on {local_addr}: broker expiry {} ms, at most {} connections \
+         ({} per address), frames due within {} ms, {} bytes for large partial frames",
+        config.broker_expiry_ms,
+        config.max_connections,
+        config.connections_per_ip_max,
+        config.frame_timeout_ms,
+        config.partial_frame_bytes_max
     );
     let controller = match &config.controller {
         Some(settings) => {
@@ -66,16 +71,8 @@ pub async fn run(
                 stop_rx.clone(),
             ))
         });
-    let max_connections = shared.config.max_connections;
-    svc::server::serve(
-        listener,
-        local_addr,
-        shared,
-        max_connections,
-        stop_tx,
-        shutdown,
-    )
-    .await;
+    let limits = shared.config.server_limits();
+    svc::server::serve(listener, local_addr, shared, limits, stop_tx, shutdown).await;
     svc::server::log_panic("nameserver", sweeper.await);
     if let Some(reconciler) = reconciler {
         svc::server::log_panic("controller reconciliation", reconciler.await);

@@ -177,3 +177,53 @@ fn connections_past_the_limit_are_closed_and_slots_are_reused() {
     });
     second.cluster_info();
 }
+
+#[test]
+fn a_slowloris_is_closed_at_the_frame_deadline_while_brokers_register() {
+    const FRAME_TIMEOUT_MS: u64 = 300;
+    let ns = start_nameserver(|config| {
+        config.frame_len_max = FRAME_LEN_MAX;
+        config.frame_timeout_ms = FRAME_TIMEOUT_MS;
+    });
+    let mut bystander = Client::connect(ns.local_addr());
+    bystander.register(&broker("a", &[1001], vec![topic(TOPIC, 2, 2, 2)]));
+    let mut slow = Client::connect(ns.local_addr());
+    let (_, frame) = slow.request_bytes(Command::ClusterInfo.code(), &[0; 64]);
+    // Header and half the body: never completed, while the idle timeout (60 s) never fires.
+    let started = std::time::Instant::now();
+    slow.send_raw(&frame[..HEADER_LEN + 32]);
+    for _ in 0..10 {
+        assert_still_served(&mut bystander);
+    }
+    let answer = slow.expect_frame();
+    assert_eq!(answer.header.status(), Ok(Status::RequestExpired));
+    assert!(
+        error_reply(&answer)
+            .message
+            .contains("not complete within 300 ms")
+    );
+    slow.expect_closed();
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    assert_still_served(&mut bystander);
+}
+
+#[test]
+fn one_address_cannot_take_every_connection() {
+    let ns = start_nameserver(|config| config.connections_per_ip_max = 2);
+    let mut first = Client::connect(ns.local_addr());
+    first.register(&broker("a", &[1001], vec![topic(TOPIC, 2, 2, 2)]));
+    let mut second = Client::connect(ns.local_addr());
+    assert_still_served(&mut second);
+    let mut refused = Client::connect(ns.local_addr());
+    refused.expect_closed();
+    drop(second);
+    // The slot comes back once a connection closes.
+    wait_until("a slot for 127.0.0.1 again", PATIENCE, || {
+        let mut conn = Client::connect(ns.local_addr());
+        let (_, bytes) = conn.request_bytes(Command::TopicRoute.code(), &[]);
+        conn.send_raw(&bytes);
+        // A refused connection is closed without an answer.
+        conn.read_frame().is_some()
+    });
+    assert_still_served(&mut first);
+}

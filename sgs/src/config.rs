@@ -111,6 +111,17 @@ pub struct SgsConfig {
     pub idle_timeout_ms: u64,
     /// Largest request frame accepted, bytes. Default 4194304.
     pub frame_len_max: usize,
+    /// A frame must arrive whole within this long of its first byte, and a new connection's
+    /// first frame within this long of connecting; else the connection is closed. Default
+    /// 10000 ms.
+    pub frame_timeout_ms: u64,
+    /// Bytes that partial frames larger than 64 KiB may hold at once, over all connections;
+    /// a connection whose frame does not fit waits, reading nothing, until it does or its
+    /// frame deadline passes. Default 64 MiB, at least `frame_len_max`.
+    pub partial_frame_bytes_max: usize,
+    /// Most connections open at once from one peer address; further ones are closed at once.
+    /// Default 128.
+    pub connections_per_ip_max: usize,
     /// The areas services may be deployed to, by area code. Default none.
     pub areas: BTreeMap<String, AreaConfig>,
 }
@@ -133,6 +144,9 @@ impl Default for SgsConfig {
             max_connections: MAX_CONNECTIONS_DEFAULT,
             idle_timeout_ms: IDLE_TIMEOUT_MS_DEFAULT,
             frame_len_max: FRAME_LEN_MAX_SGS_DEFAULT,
+            frame_timeout_ms: svc::limits::FRAME_TIMEOUT_MS_DEFAULT,
+            partial_frame_bytes_max: svc::limits::PARTIAL_FRAME_BYTES_MAX_DEFAULT,
+            connections_per_ip_max: svc::limits::CONNECTIONS_PER_IP_MAX_DEFAULT,
             areas: BTreeMap::new(),
         }
     }
@@ -176,6 +190,12 @@ impl SgsConfig {
             );
         }
         check_frame_len_max(self.frame_len_max)?;
+        svc::limits::check_limits(
+            self.frame_len_max,
+            self.frame_timeout_ms,
+            self.partial_frame_bytes_max,
+            self.connections_per_ip_max,
+        )?;
         for (code, area) in &self.areas {
             if let Err(e) = code.parse::<Area>() {
                 return invalid("areas", format!("[areas.{code}]: {e}"));
@@ -212,6 +232,16 @@ impl SgsConfig {
     pub fn frame_limits(&self) -> FrameLimits {
         svc::config::frame_limits(self.frame_len_max)
     }
+
+    /// The connection limits the accept loop and every connection enforce.
+    pub fn server_limits(&self) -> svc::limits::Limits {
+        svc::limits::Limits {
+            max_connections: self.max_connections,
+            connections_per_ip_max: self.connections_per_ip_max,
+            partial_frame_bytes_max: self.partial_frame_bytes_max,
+            frame_timeout: Duration::from_millis(self.frame_timeout_ms),
+        }
+    }
 }
 
 impl Settings for SgsConfig {
@@ -246,7 +276,7 @@ mod tests {
         assert_eq!(parsed, SgsConfig::default());
         assert_eq!(
             uncommented.lines().count(),
-            15,
+            18,
             "one line per setting:\n{uncommented}"
         );
         let with_areas = format!("[areas.{areas}");

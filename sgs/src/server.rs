@@ -52,16 +52,8 @@ pub(crate) async fn serve(
     let shared = Shared::new(config, store);
     let (stop_tx, stop_rx) = watch::channel(false);
     let syncer = tokio::spawn(sync_gsl(Arc::clone(&shared), stop_rx.clone()));
-    let max_connections = shared.config.max_connections;
-    svc::server::serve(
-        listener,
-        local_addr,
-        shared,
-        max_connections,
-        stop_tx,
-        shutdown,
-    )
-    .await;
+    let limits = shared.config.server_limits();
+    svc::server::serve(listener, local_addr, shared, limits, stop_tx, shutdown).await;
     svc::server::log_panic("SGS", syncer.await);
     info!("SGS on {local_addr} stopped");
     Ok(())

@@ -2,9 +2,17 @@
 //! on a fault. Each server supplies only its command dispatch, as a [`Handler`].
 //!
 //! Requests are answered in the order they arrive, and every answer to the frames one read
-//! brought in goes out in one write. The receive buffer holds at most one partial frame
-//! beyond what was read, and the framer refuses a frame larger than `frame_len_max` from its
-//! header, so a connection never buffers more than about `frame_len_max` bytes.
+//! brought in goes out in one write. The receive buffer holds at most one partial frame, and
+//! the framer refuses a frame larger than `frame_len_max` from its header, so a connection
+//! never buffers more than `frame_len_max` bytes; a frame above the small per-connection
+//! allowance first reserves its length from the server's partial-frame budget, waiting,
+//! reading nothing, until it fits (see `inbound` and [`crate::admission`]).
+//!
+//! A frame must arrive whole within `frame_timeout` of its first byte, and a new
+//! connection's first frame within `frame_timeout` of the accept; else the connection is
+//! closed (answered by request id when the header is in). The idle timeout is per read and
+//! applies between frames: without the deadline a peer sending a byte now and then (a
+//! slowloris) held its connection for ever.
 //!
 //! A frame that cannot be parsed, an unknown command or an undecodable body is answered with
 //! an error (by request id when the header is intact, with request id 0 when it is not) and
@@ -20,10 +28,9 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use log::{debug, error, info, warn};
+use log::{Level, debug, error, warn};
 use protocol::codes::{Command, Status};
 use protocol::control::{self, ControlError, ErrorReply};
 use protocol::frame::{
@@ -33,9 +40,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-/// Initial receive buffer; control requests are small, and the framer reserves room for a
-/// larger frame once its header says how large.
-const READ_BUF_INITIAL: usize = 4 << 10;
+use crate::admission::Admission;
+use crate::inbound::Inbound;
 /// Answers are written once this many bytes are pending, even mid-batch, so a peer
 /// pipelining requests without reading cannot grow the write buffer without bound.
 const WRITE_BATCH_MAX: usize = 256 << 10;
@@ -154,18 +160,21 @@ pub fn error_body(status: Status, message: String) -> Vec<u8> {
 }
 
 /// Serves one connection until the peer closes it, a fault closes it, it idles past the
-/// timeout, or `shutdown` changes.
+/// timeout, a frame misses its deadline, or `shutdown` changes.
 pub async fn serve<H: Handler>(
     handler: Arc<H>,
     mut stream: TcpStream,
     peer: SocketAddr,
+    admission: Arc<Admission>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     debug!("connection from {peer}");
+    let frame_timeout = admission.limits().frame_timeout;
     let mut connection = Connection {
         handler,
         peer,
-        buf: BytesMut::with_capacity(READ_BUF_INITIAL),
+        inbound: Inbound::new(Instant::now() + frame_timeout),
+        admission,
         out: Vec::new(),
     };
     let result = connection.run(&mut stream, &mut shutdown).await;
@@ -184,14 +193,20 @@ pub async fn serve<H: Handler>(
 struct Connection<H> {
     handler: Arc<H>,
     peer: SocketAddr,
-    buf: BytesMut,
+    inbound: Inbound,
+    admission: Arc<Admission>,
     out: Vec<u8>,
 }
 
 /// Whether the connection goes on after the frames in the buffer were answered.
 #[derive(PartialEq, Eq)]
 enum Next {
-    Read,
+    /// Read on: `needed` bytes make the next frame (or its header), `answered` frames were
+    /// answered.
+    Read {
+        needed: usize,
+        answered: usize,
+    },
     Close,
 }
 
@@ -202,19 +217,36 @@ impl<H: Handler> Connection<H> {
         shutdown: &mut watch::Receiver<bool>,
     ) -> std::io::Result<()> {
         let idle_timeout = self.handler.idle_timeout();
+        let frame_timeout = self.admission.limits().frame_timeout;
         loop {
-            if self.answer_buffered(stream).await? == Next::Close {
+            let Next::Read { needed, answered } = self.answer_buffered(stream).await? else {
+                return Ok(());
+            };
+            self.flush(stream).await?;
+            if answered > 0 {
+                self.inbound.frames_answered(Instant::now(), frame_timeout);
+            }
+            if self.inbound.needs_reservation(needed) && !self.reserve(needed, shutdown).await {
                 return Ok(());
             }
-            self.flush(stream).await?;
+            self.inbound.make_room(needed);
+            let idle_until = Instant::now() + idle_timeout;
+            let wake = self
+                .inbound
+                .deadline()
+                .map_or(idle_until, |d| d.min(idle_until));
             let read = tokio::select! {
-                read = tokio::time::timeout(idle_timeout, stream.read_buf(&mut self.buf)) => read,
+                read = tokio::time::timeout_at(wake.into(), stream.read_buf(&mut self.inbound.buf)) => read,
                 _ = shutdown.changed() => {
                     debug!("closing connection from {} for shutdown", self.peer);
                     return Ok(());
                 }
             };
             match read {
+                Err(_elapsed) if self.inbound.deadline() == Some(wake) => {
+                    self.frame_late(needed);
+                    return Ok(());
+                }
                 Err(_elapsed) => {
                     debug!(
                         "closing connection from {}: idle for {} ms",
@@ -227,32 +259,112 @@ impl<H: Handler> Connection<H> {
                     self.closed_by_peer();
                     return Ok(());
                 }
-                Ok(Ok(_)) => {}
+                Ok(Ok(_)) => self.inbound.received(Instant::now(), frame_timeout),
                 Ok(Err(e)) => return Err(e),
             }
         }
     }
 
+    /// Waits, reading nothing, until the frame of `needed` bytes fits the partial-frame
+    /// budget; false when its deadline or shutdown came first and the connection closes.
+    async fn reserve(&mut self, needed: usize, shutdown: &mut watch::Receiver<bool>) -> bool {
+        let frame_timeout = self.admission.limits().frame_timeout;
+        let deadline = self
+            .inbound
+            .deadline()
+            .unwrap_or_else(|| Instant::now() + frame_timeout);
+        let admission = Arc::clone(&self.admission);
+        tokio::select! {
+            reservation = admission.reserve(needed) => {
+                self.inbound.reserved(reservation);
+                true
+            }
+            () = tokio::time::sleep_until(deadline.into()) => {
+                self.admission.log_fault(Level::Info, format_args!(
+                    "closing connection from {}: its {needed}-byte frame waited {} ms for \
+                     partial-frame memory ({} of partial_frame_bytes_max {} in use)",
+                    self.peer,
+                    frame_timeout.as_millis(),
+                    self.admission.partial_frame_bytes(),
+                    self.admission.limits().partial_frame_bytes_max,
+                ));
+                let message = format!("frame not received within {} ms: the server is \
+                    short of memory for large frames", frame_timeout.as_millis());
+                self.answer_fault(Status::SystemBusy, message);
+                false
+            }
+            _ = shutdown.changed() => {
+                debug!("closing connection from {} for shutdown", self.peer);
+                false
+            }
+        }
+    }
+
+    /// The frame being received (of `needed` bytes, or a header) missed its deadline: close,
+    /// answering its request id when the header is in, so a slow but honest peer learns why.
+    fn frame_late(&mut self, needed: usize) {
+        let ms = self.admission.limits().frame_timeout.as_millis();
+        let received = self.inbound.buf.len();
+        if received == 0 {
+            self.admission.log_fault(
+                Level::Info,
+                format_args!(
+                    "closing connection from {}: no frame within {ms} ms of connecting \
+                     (frame_timeout_ms)",
+                    self.peer
+                ),
+            );
+            return;
+        }
+        self.admission.log_fault(
+            Level::Info,
+            format_args!(
+                "closing connection from {}: frame not complete within {ms} ms \
+                 (frame_timeout_ms): {received} of {needed} bytes received",
+                self.peer
+            ),
+        );
+        let message =
+            format!("frame not complete within {ms} ms: {received} of {needed} bytes received");
+        self.answer_fault(Status::RequestExpired, message);
+    }
+
     /// Answers every complete frame in the buffer.
     async fn answer_buffered(&mut self, stream: &mut TcpStream) -> std::io::Result<Next> {
+        let mut answered = 0;
         loop {
-            let frame = match self.handler.framer().split_frame(&mut self.buf) {
+            let framer = self.handler.framer();
+            // `check` first: unlike `split_frame`, it does not grow the buffer for a partial
+            // frame, which must wait for its reservation.
+            let split = match framer.check(&self.inbound.buf) {
+                Ok(_) => framer.split_frame(&mut self.inbound.buf),
+                Err(e) => Err(e),
+            };
+            let frame = match split {
                 Ok(Some(frame)) => frame,
-                Ok(None) => return Ok(Next::Read),
+                Err(FrameError::Incomplete { needed }) => {
+                    return Ok(Next::Read { needed, answered });
+                }
+                // Not after a successful `check`; reading on is still the right response.
+                Ok(None) => {
+                    let needed = self.inbound.buf.len() + 1;
+                    return Ok(Next::Read { needed, answered });
+                }
                 Err(FrameError::Invalid { offset, reason }) => {
                     let status = reason.status();
-                    info!(
-                        "closing connection from {}: invalid frame at byte {offset}: {reason}",
-                        self.peer
+                    self.admission.log_fault(
+                        Level::Info,
+                        format_args!(
+                            "closing connection from {}: invalid frame at byte {offset}: {reason}",
+                            self.peer
+                        ),
                     );
                     let message = format!("invalid frame at byte {offset}: {reason}");
                     self.answer_fault(status, message);
                     return Ok(Next::Close);
                 }
-                // `split_frame` reports a partial frame as `Ok(None)`; should that change,
-                // waiting for more bytes is still the right response.
-                Err(FrameError::Incomplete { .. }) => return Ok(Next::Read),
             };
+            answered += 1;
             let header = frame.header;
             let answer = match request_command::<H>(&header) {
                 Ok(command) => self.handler.handle(command, &frame.body).await,
@@ -260,9 +372,12 @@ impl<H: Handler> Connection<H> {
             };
             let close = answer.close;
             if close {
-                info!(
-                    "closing connection from {} after request {} (command {:#06x}): {}",
-                    self.peer, header.request_id, header.command, answer.status
+                self.admission.log_fault(
+                    Level::Info,
+                    format_args!(
+                        "closing connection from {} after request {} (command {:#06x}): {}",
+                        self.peer, header.request_id, header.command, answer.status
+                    ),
                 );
             }
             // A oneway request expects no answer, unless it is the reason for closing.
@@ -281,19 +396,22 @@ impl<H: Handler> Connection<H> {
     /// The peer closed its side. A partial frame left in the buffer is answered (the peer
     /// may still read) when its header is intact.
     fn closed_by_peer(&mut self) {
-        if self.buf.is_empty() {
+        if self.inbound.buf.is_empty() {
             debug!("connection from {} closed by the peer", self.peer);
             return;
         }
-        let needed = intact_header(&self.buf).map_or(HEADER_LEN as u64, |h| h.frame_len());
-        info!(
-            "connection from {} closed mid-frame: {} of {needed} bytes received",
-            self.peer,
-            self.buf.len()
+        let needed = intact_header(&self.inbound.buf).map_or(HEADER_LEN as u64, |h| h.frame_len());
+        self.admission.log_fault(
+            Level::Info,
+            format_args!(
+                "connection from {} closed mid-frame: {} of {needed} bytes received",
+                self.peer,
+                self.inbound.buf.len()
+            ),
         );
         let message = format!(
             "connection closed mid-frame: {} of {needed} bytes received",
-            self.buf.len()
+            self.inbound.buf.len()
         );
         self.answer_fault(Status::MalformedFrame, message);
     }
@@ -302,7 +420,7 @@ impl<H: Handler> Connection<H> {
     /// the header is intact, else to request id 0, which no request uses for a reply that
     /// matters, so the peer sees why it is being disconnected.
     fn answer_fault(&mut self, status: Status, message: String) {
-        let meta = match intact_header(&self.buf) {
+        let meta = match intact_header(&self.inbound.buf) {
             Some(header) => FrameMeta::response(&header, status),
             None => FrameMeta {
                 command: 0,
@@ -332,10 +450,28 @@ impl<H: Handler> Connection<H> {
         }
     }
 
+    /// Writes the pending answers. A peer that does not read its answers gets
+    /// `frame_timeout` to start, else the connection closes: it would otherwise hold its
+    /// slot and output buffer for as long as it liked.
     async fn flush(&mut self, stream: &mut TcpStream) -> std::io::Result<()> {
         if !self.out.is_empty() {
-            stream.write_all(&self.out).await?;
+            let frame_timeout = self.admission.limits().frame_timeout;
+            tokio::time::timeout(frame_timeout, stream.write_all(&self.out))
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "answers not taken within {} ms (frame_timeout_ms)",
+                            frame_timeout.as_millis()
+                        ),
+                    )
+                })??;
             self.out.clear();
+            if self.out.capacity() > WRITE_BATCH_MAX {
+                // A large answer's capacity is not kept while the connection idles.
+                self.out = Vec::new();
+            }
         }
         Ok(())
     }

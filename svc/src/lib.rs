@@ -11,14 +11,21 @@
 //! - [`server`]: the accept loop: connection limit, accept-error backoff, shutdown.
 //! - [`config`]: settings from a TOML file and flags, and the frame limits every server checks.
 //! - [`error`]: [`server_error!`], a server's error type as the traits here need it.
+//! - [`limits`]: the limits against hostile clients (frame deadline, partial-frame memory,
+//!   connections per address) and their defaults; [`admission`] enforces them per server,
+//!   [`loglimit`] keeps a flood of bad connections from flooding the log.
 
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod config;
 pub mod connection;
 pub mod error;
 pub mod file;
 pub mod handle;
+mod inbound;
+pub mod limits;
+pub mod loglimit;
 pub mod rpc;
 pub mod server;
 pub mod signal;

@@ -1,6 +1,6 @@
-//! The accept loop of a control server (nameserver, GSL, SGS): the connection limit, the
-//! backoff on accept errors and shutdown. Each connection runs [`crate::connection::serve`]
-//! with the server's [`Handler`].
+//! The accept loop of a control server (nameserver, GSL, SGS): the connection limits (overall
+//! and per peer address, see [`crate::admission`]), the backoff on accept errors and shutdown.
+//! Each connection runs [`crate::connection::serve`] with the server's [`Handler`].
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,52 +9,78 @@ use std::time::Duration;
 
 use log::{error, info, warn};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio::time::MissedTickBehavior;
 
+use crate::admission::Admission;
 use crate::connection::{self, Handler};
+use crate::limits::Limits;
+use crate::loglimit;
 
 /// Pause after an accept error that is not about one connection (out of file descriptors,
 /// out of memory), so the loop does not spin while the condition lasts.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Accepts connections on `listener` (bound to `local_addr`) and serves each with `handler`
-/// until `shutdown` completes; at most `max_connections` are open at once, and one more is
-/// closed at once. The server's [`Handler::NAME`] prefixes the log lines.
+/// until `shutdown` completes, under `limits`: at most `max_connections` open at once and
+/// `connections_per_ip_max` from one address (one more is closed at once), each frame due
+/// within `frame_timeout`, large partial frames within `partial_frame_bytes_max`. The
+/// server's [`Handler::NAME`] prefixes the log lines.
 ///
 /// On shutdown it stops accepting, sends `true` on `stop` (which every connection, and
 /// whatever background task the server started, watches) and waits for every connection to
-/// close once its current answers are written. Faults of single connections are logged and
-/// never end the loop.
+/// close once its current answers are written. Faults of single connections are logged,
+/// a few lines a second at most, and never end the loop.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     local_addr: SocketAddr,
     handler: Arc<H>,
-    max_connections: usize,
+    limits: Limits,
     stop: watch::Sender<bool>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let permits = Arc::new(Semaphore::new(max_connections));
+    let admission = Arc::new(Admission::new(H::NAME, limits));
+    serve_with(listener, local_addr, handler, admission, stop, shutdown).await;
+}
+
+/// [`serve`] with an [`Admission`] the caller keeps, to watch what the limits hold (tests).
+pub async fn serve_with<H: Handler>(
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    handler: Arc<H>,
+    admission: Arc<Admission>,
+    stop: watch::Sender<bool>,
+    shutdown: impl Future<Output = ()>,
+) {
     let mut connections = JoinSet::new();
+    // Summarises the log lines suppressed during a flood once it stops.
+    let mut log_flush = tokio::time::interval(loglimit::WINDOW);
+    log_flush.set_missed_tick_behavior(MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-                        warn!(
-                            "refusing connection from {peer}: {max_connections} connections open (max_connections)"
-                        );
-                        continue;
+                    let admitted = match admission.admit(peer.ip()) {
+                        Ok(admitted) => admitted,
+                        Err(refusal) => {
+                            admission.log_refusal(format_args!(
+                                "{}: refusing connection from {peer}: {refusal}", H::NAME
+                            ));
+                            // Dropping the stream closes it at once.
+                            continue;
+                        }
                     };
                     // Requests are small and answered at once; Nagle would only delay them.
                     let _ = stream.set_nodelay(true);
                     let handler = Arc::clone(&handler);
+                    let admission = Arc::clone(&admission);
                     let stop = stop.subscribe();
                     connections.spawn(async move {
-                        connection::serve(handler, stream, peer, stop).await;
-                        drop(permit);
+                        connection::serve(handler, stream, peer, admission, stop).await;
+                        drop(admitted);
                     });
                 }
                 Err(e) if is_connection_error(&e) => {
@@ -66,6 +92,7 @@ pub async fn serve<H: Handler>(
                 }
             },
             Some(done) = connections.join_next() => log_panic(H::NAME, done),
+            _ = log_flush.tick() => admission.flush_logs(),
         }
     }
     info!("{} on {local_addr} shutting down", H::NAME);
