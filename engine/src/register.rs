@@ -76,10 +76,7 @@ pub(crate) async fn run(shard: Rc<Shard>) {
         })
         .collect();
     let interval = Duration::from_millis(shard.config.register_interval_ms);
-    // The broker publishes every shard's port once all listen; register only then.
-    while shard.ports().is_empty() {
-        crate::rt::sleep(Duration::from_millis(5)).await;
-    }
+    ports_published(&shard).await;
     loop {
         // Taken before the round: a request made during it starts the next one at once.
         let rounds = &shard.registration;
@@ -110,18 +107,10 @@ pub(crate) async fn run(shard: Rc<Shard>) {
 /// registration task's to report; here they are only retried.
 pub(crate) async fn heartbeat(shard: Rc<Shard>, address: String) {
     let interval = Duration::from_millis(shard.config.controller_heartbeat_interval_ms);
-    let body = match control::encode(&BrokerId {
-        broker_id: shard.config.broker_id.clone(),
-    }) {
-        Ok(body) => body,
-        Err(e) => {
-            log::error!("cannot encode the broker id: {e}");
-            return;
-        }
+    let Some(body) = broker_id_body(&shard) else {
+        return;
     };
-    while shard.ports().is_empty() {
-        crate::rt::sleep(Duration::from_millis(5)).await;
-    }
+    ports_published(&shard).await;
     let mut ns = Nameserver {
         address,
         peer: None,
@@ -164,14 +153,8 @@ pub(crate) async fn register_now(shard: &Shard) {
 
 /// Tells every reachable nameserver the broker is leaving.
 pub(crate) async fn unregister(shard: &Shard) {
-    let body = match control::encode(&BrokerId {
-        broker_id: shard.config.broker_id.clone(),
-    }) {
-        Ok(body) => body,
-        Err(e) => {
-            log::error!("cannot encode the broker id: {e}");
-            return;
-        }
+    let Some(body) = broker_id_body(shard) else {
+        return;
     };
     for address in &shard.config.nameservers {
         let mut ns = Nameserver {
@@ -185,6 +168,23 @@ pub(crate) async fn unregister(shard: &Shard) {
             // The error names the nameserver.
             Err(e) => log::info!("could not unregister: {e}"),
         }
+    }
+}
+
+/// The body of `BrokerUnregister` and `BrokerHeartbeat`: this broker's id.
+fn broker_id_body(shard: &Shard) -> Option<Vec<u8>> {
+    control::encode(&BrokerId {
+        broker_id: shard.config.broker_id.clone(),
+    })
+    .inspect_err(|e| log::error!("cannot encode the broker id: {e}"))
+    .ok()
+}
+
+/// Waits until every shard listens: the broker publishes their ports then, and registrations
+/// and heartbeats name them.
+async fn ports_published(shard: &Shard) {
+    while shard.ports().is_empty() {
+        crate::rt::sleep(Duration::from_millis(5)).await;
     }
 }
 
