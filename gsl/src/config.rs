@@ -10,7 +10,7 @@ use std::time::Duration;
 use protocol::frame::{FRAME_LEN_MAX_DEFAULT, FrameLimits};
 use serde::{Deserialize, Serialize};
 pub use svc::config::FRAME_LEN_MIN;
-use svc::config::{Settings, check_at_least_one, check_frame_len_max};
+use svc::config::{Settings, check_at_least_one};
 
 use crate::directory::Limits;
 use crate::error::GslError;
@@ -122,7 +122,6 @@ impl GslConfig {
             ("max_connections", self.max_connections as u64),
             ("idle_timeout_ms", self.idle_timeout_ms),
         ])?;
-        check_frame_len_max(self.frame_len_max)?;
         svc::limits::check_limits(
             self.frame_len_max,
             self.frame_timeout_ms,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use protocol::frame::{FRAME_LEN_MAX_DEFAULT, FrameLimits};
 use serde::{Deserialize, Serialize};
 pub use svc::config::FRAME_LEN_MIN;
-use svc::config::{Settings, check_at_least_one, check_frame_len_max};
+use svc::config::{Settings, check_at_least_one};
 pub use svc::limits::{
     CONNECTIONS_PER_IP_MAX_DEFAULT, FRAME_TIMEOUT_MS_DEFAULT, PARTIAL_FRAME_BYTES_MAX_DEFAULT,
 };
@@ -244,7 +244,6 @@ impl NameserverConfig {
                 ),
             ])?;
         }
-        check_frame_len_max(self.frame_len_max)?;
         check_limits(
             self.frame_len_max,
             self.frame_timeout_ms,

@@ -13,7 +13,7 @@ use protocol::frame::{FRAME_LEN_MAX_DEFAULT, FrameLimits};
 use protocol::names::Area;
 use serde::{Deserialize, Serialize};
 pub use svc::config::FRAME_LEN_MIN;
-use svc::config::{Settings, check_at_least_one, check_frame_len_max};
+use svc::config::{Settings, check_at_least_one};
 
 use crate::error::SgsError;
 
@@ -189,7 +189,6 @@ impl SgsConfig {
                 format!("below retry_backoff_min_ms ({})", self.retry_backoff_min_ms),
             );
         }
-        check_frame_len_max(self.frame_len_max)?;
         svc::limits::check_limits(
             self.frame_len_max,
             self.frame_timeout_ms,

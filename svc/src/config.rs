@@ -107,11 +107,12 @@ pub fn example_settings(example: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
+    /// A `ConfigError` that is only the key it names: what the checks' tests compare.
     #[derive(Debug, PartialEq)]
-    struct Invalid(&'static str);
+    pub(crate) struct Invalid(pub &'static str);
 
     impl ConfigError for Invalid {
         fn read(_: &Path, _: std::io::Error) -> Self {

@@ -55,14 +55,16 @@ impl Limits {
 /// The budget's largest value: what the semaphore behind it can count.
 pub const PARTIAL_FRAME_BYTES_MAX_LIMIT: usize = tokio::sync::Semaphore::MAX_PERMITS;
 
-/// Checks the settings behind [`Limits`] by their keys: each at least 1, and a budget that
-/// holds at least one largest frame (`frame_len_max`), else such a frame could never arrive.
+/// Checks a server's frame and connection settings by their keys: `frame_len_max` in its
+/// range ([`crate::config::check_frame_len_max`]), the others at least 1, and a budget that
+/// holds at least one largest frame, else such a frame could never arrive.
 pub fn check_limits<E: ConfigError>(
     frame_len_max: usize,
     frame_timeout_ms: u64,
     partial_frame_bytes_max: usize,
     connections_per_ip_max: usize,
 ) -> Result<(), E> {
+    crate::config::check_frame_len_max(frame_len_max)?;
     crate::config::check_at_least_one(&[
         ("frame_timeout_ms", frame_timeout_ms),
         ("connections_per_ip_max", connections_per_ip_max as u64),
@@ -81,25 +83,8 @@ pub fn check_limits<E: ConfigError>(
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
-    use crate::config::TomlError;
-
-    #[derive(Debug, PartialEq)]
-    struct Invalid(&'static str);
-
-    impl ConfigError for Invalid {
-        fn read(_: &Path, _: std::io::Error) -> Self {
-            Self("read")
-        }
-        fn parse(_: &Path, _: TomlError) -> Self {
-            Self("parse")
-        }
-        fn invalid(key: &'static str, _: String) -> Self {
-            Self(key)
-        }
-    }
+    use crate::config::tests::Invalid;
 
     #[test]
     fn limits_are_refused_by_key() {
