@@ -116,33 +116,20 @@ impl Net {
     /// Cuts nodes `a` and `b` off from each other (both directions); each still reaches
     /// everyone else.
     pub fn partition(&self, a: u8, b: u8) {
-        for (from, to) in [(a, b), (b, a)] {
-            let route = format!("{}/32", self.address(to));
-            ip(&[
-                "-n",
-                &self.node_ns(from),
-                "route",
-                "add",
-                "blackhole",
-                &route,
-            ])
-            .expect("add the partition's blackhole route");
-        }
+        self.blackhole(a, b, "add");
     }
 
     /// Undoes [`Self::partition`].
     pub fn heal(&self, a: u8, b: u8) {
+        self.blackhole(a, b, "del");
+    }
+
+    /// Adds or deletes (`op`) the blackhole routes between `a` and `b`, one in each.
+    fn blackhole(&self, a: u8, b: u8, op: &str) {
         for (from, to) in [(a, b), (b, a)] {
             let route = format!("{}/32", self.address(to));
-            ip(&[
-                "-n",
-                &self.node_ns(from),
-                "route",
-                "del",
-                "blackhole",
-                &route,
-            ])
-            .expect("remove the partition's blackhole route");
+            ip(&["-n", &self.node_ns(from), "route", op, "blackhole", &route])
+                .unwrap_or_else(|e| panic!("{op} the partition's blackhole route: {e}"));
         }
     }
 

@@ -21,7 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -65,10 +65,26 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Creates the test topic (one queue, three replicas on `ids`, acks=all, sync) on every
-/// broker, then proposes it to the controller until it takes it (it must know the brokers
-/// from their registrations first).
-fn create_replicated_topic(admin: &Admin, endpoints: &[String], ids: &[&str]) {
+/// The settings of a controller that is its own only voter, on a free loopback port, with
+/// its data under `root`.
+fn single_voter(
+    root: &Path,
+    broker_timeout_ms: u64,
+    reconcile_interval_ms: u64,
+) -> ControllerSettings {
+    let port = free_port();
+    ControllerSettings {
+        node_id: 1,
+        listen_addr: format!("127.0.0.1:{port}").parse().unwrap(),
+        voters: vec![format!("1=127.0.0.1:{port}")],
+        data_dir: root.join("controller"),
+        broker_timeout_ms,
+        reconcile_interval_ms,
+    }
+}
+
+/// The test topic: one queue, three replicas, acks=all, sync flush.
+fn replicated_topic() -> TopicConfig {
     let mut topic = TopicConfig::new(&TOPIC.parse().unwrap());
     topic.queue_count = 1;
     topic.read_queue_count = 1;
@@ -76,6 +92,14 @@ fn create_replicated_topic(admin: &Admin, endpoints: &[String], ids: &[&str]) {
     topic.flush_mode = FlushMode::Sync;
     topic.replicas = 3;
     topic.acks = Acks::All;
+    topic
+}
+
+/// Creates the test topic ([`replicated_topic`], replicas on `ids`) on every broker, then
+/// proposes it to the controller until it takes it (it must know the brokers from their
+/// registrations first).
+fn create_replicated_topic(admin: &Admin, endpoints: &[String], ids: &[&str]) {
+    let topic = replicated_topic();
     for endpoint in endpoints {
         admin.create_topic(endpoint, &topic).unwrap();
     }
@@ -119,16 +143,12 @@ fn leaders(admin: &Admin, endpoints: &[String]) -> BTreeMap<u32, (String, u64)> 
 #[test]
 fn the_controller_fails_a_killed_leader_over_by_itself() {
     let root = tempfile::tempdir().unwrap();
-    let port = free_port();
     let nameserver = start_nameserver(|c| {
-        c.controller = Some(ControllerSettings {
-            node_id: 1,
-            listen_addr: format!("127.0.0.1:{port}").parse().unwrap(),
-            voters: vec![format!("1=127.0.0.1:{port}")],
-            data_dir: root.path().join("controller"),
-            broker_timeout_ms: nameserver::config::CONTROLLER_BROKER_TIMEOUT_MS_DEFAULT,
-            reconcile_interval_ms: nameserver::config::RECONCILE_INTERVAL_MS_DEFAULT,
-        });
+        c.controller = Some(single_voter(
+            root.path(),
+            nameserver::config::CONTROLLER_BROKER_TIMEOUT_MS_DEFAULT,
+            nameserver::config::RECONCILE_INTERVAL_MS_DEFAULT,
+        ));
     });
     // The brokers' default timings: heartbeats every 500 ms, registrations every 3 s.
     let default_timings = |id: &str| {
@@ -532,16 +552,8 @@ fn a_leader_cut_off_from_the_controller_is_replaced_and_commits_nothing_after() 
 #[test]
 fn a_follower_whose_disk_was_wiped_catches_up_and_rejoins_the_in_sync_set() {
     let root = tempfile::tempdir().unwrap();
-    let port = free_port();
     let nameserver = start_nameserver(|c| {
-        c.controller = Some(ControllerSettings {
-            node_id: 1,
-            listen_addr: format!("127.0.0.1:{port}").parse().unwrap(),
-            voters: vec![format!("1=127.0.0.1:{port}")],
-            data_dir: root.path().join("controller"),
-            broker_timeout_ms: 1_000,
-            reconcile_interval_ms: 100,
-        });
+        c.controller = Some(single_voter(root.path(), 1_000, 100));
     });
     let ids = ["wipe-a", "wipe-b", "wipe-c"];
     let config = |id: &str| broker_config(id, 1, &root.path().join(id), &nameserver);
@@ -600,14 +612,9 @@ fn a_follower_whose_disk_was_wiped_catches_up_and_rejoins_the_in_sync_set() {
     // `admin topic create` does on every broker lacking it) and the controller does the rest.
     std::fs::create_dir_all(&wiped).unwrap();
     brokers.push(ChildBroker::spawn(CHILD_ENTRY, &config(ids[2])));
-    let mut topic = TopicConfig::new(&TOPIC.parse().unwrap());
-    topic.queue_count = 1;
-    topic.read_queue_count = 1;
-    topic.write_queue_count = 1;
-    topic.flush_mode = FlushMode::Sync;
-    topic.replicas = 3;
-    topic.acks = Acks::All;
-    admin.create_topic(&endpoint(&brokers[2]), &topic).unwrap();
+    admin
+        .create_topic(&endpoint(&brokers[2]), &replicated_topic())
+        .unwrap();
     let caught_up = Instant::now();
     wait_until("wipe-c back in the in-sync set", WAIT, || {
         in_sync(&mut leader) == ids.map(String::from).to_vec()
