@@ -54,9 +54,7 @@ pub(crate) fn on_register(ctl: &Arc<Controller>, registration: &BrokerRegistrati
                 debug!("recording broker {broker} with the controller: {e}");
             }
         }
-        if let Err(e) = ctl.broker_heartbeat(&broker).await {
-            debug!("heartbeat of broker {broker} to the controller: {e}");
-        }
+        heartbeat(&ctl, &broker).await;
     });
 }
 
@@ -64,10 +62,15 @@ pub(crate) fn on_register(ctl: &Arc<Controller>, registration: &BrokerRegistrati
 pub(crate) fn on_heartbeat(ctl: &Arc<Controller>, broker: String) {
     let ctl = Arc::clone(ctl);
     tokio::spawn(async move {
-        if let Err(e) = ctl.broker_heartbeat(&broker).await {
-            debug!("heartbeat of broker {broker} to the controller: {e}");
-        }
+        heartbeat(&ctl, &broker).await;
     });
+}
+
+/// Tells the controller `broker` is alive (a follower node forwards it to the leader).
+async fn heartbeat(ctl: &Controller, broker: &str) {
+    if let Err(e) = ctl.broker_heartbeat(broker).await {
+        debug!("heartbeat of broker {broker} to the controller: {e}");
+    }
 }
 
 /// Reconciles every `interval`, and whenever the controller's state changes, while this node
