@@ -173,6 +173,18 @@ code_enum! {
         ControllerState = 0x0511,
         /// Broker → controller leader: the broker is alive.
         ControllerHeartbeat = 0x0512,
+
+        // ---- 0x070x: security, served by every server ----
+        /// Any → any server: present a token (`Authenticate`) for this connection; the first
+        /// frame of a connection when the server requires authentication and the transport
+        /// did not already name the caller (mutual TLS). Answered with `Authenticated`.
+        Authenticate = 0x0701,
+        /// Any → nameserver: the security policy (tokens, hashed, and grants) when newer than
+        /// the caller's copy (`PolicyGet` → `PolicyDocument`).
+        PolicyGet = 0x0702,
+        /// Admin → nameserver: replace the security policy when its version is the one the
+        /// caller read (`PolicyPut` → `PolicyDocument`); needs the `admin_acl` grant.
+        PolicyPut = 0x0703,
     }
 }
 
@@ -245,8 +257,10 @@ code_enum! {
         TopicExists = 203,
         /// The queue is not on this broker or shard; the client's route is stale.
         NotOwner = 204,
-        /// The caller may not do this.
-        Unauthorized = 205,
+        /// The authenticated caller (principal) has no grant for this action on this resource;
+        /// the message names the principal, the action and the resource. Not retryable: an
+        /// operator must grant the permission (`defibus admin acl grant`).
+        PermissionDenied = 205,
         /// This broker holds the queue but does not lead it (a follower, or a leader whose
         /// epoch ended); the route is stale: refresh it and send to the current leader.
         /// A controller node answers it too when it is not the controller's Raft leader; its
@@ -255,6 +269,9 @@ code_enum! {
         /// A replication request names an epoch other than the queue's current one: the
         /// sender is behind (it learns the new epoch from the controller) or deposed.
         StaleEpoch = 207,
+        /// The server requires authentication and the connection has none, or presented a
+        /// token that is unknown, expired or revoked. Not retryable with the same credentials.
+        Unauthenticated = 208,
 
         /// The server is overloaded; back off and retry.
         SystemBusy = 300,
@@ -325,7 +342,8 @@ impl Status {
             Status::UnknownTopic => "unknown topic",
             Status::TopicExists => "topic already exists",
             Status::NotOwner => "queue not owned by this broker or shard (stale route)",
-            Status::Unauthorized => "unauthorized",
+            Status::PermissionDenied => "permission denied",
+            Status::Unauthenticated => "not authenticated",
             Status::NotLeader => "this broker does not lead the queue (stale route)",
             Status::StaleEpoch => "the request's leader epoch is not the queue's current one",
             Status::SystemBusy => "system busy, retry later",

@@ -28,6 +28,7 @@ mod admin;
 mod broker;
 mod data;
 mod replica;
+mod security;
 mod service;
 
 pub use admin::{
@@ -49,6 +50,7 @@ pub use replica::{
     QueueReplication, REPLICAS_MAX, ReplicaEpochEnd, ReplicaEpochEndReply, ReplicaFetch,
     ReplicaFetchReply, ReplicaRole,
 };
+pub use security::{Authenticate, Authenticated, PolicyDocument, PolicyGet};
 pub use service::{
     Deployment, GslResolveReply, GslResolveRequest, GslUpdate, ServiceIdRequest, ServiceList,
     ServiceRecord, ServiceState,
