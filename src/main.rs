@@ -96,6 +96,13 @@ enum Command {
     /// Prints each request handled and its reply. A stand-in service for demos and tests.
     #[command(after_long_help = cmd::shared::EXIT_CODES_HELP)]
     Respond(cmd::respond::RespondArgs),
+    /// Set up security: a first policy (grants) and one token per principal.
+    ///
+    /// Writes DIR/policy.json (give it to each nameserver as [security] policy_file) and
+    /// DIR/<principal>.token (mode 0600) for admin, broker, nameserver, sgs, gsl, proxy and
+    /// app, or the --principal names given. See docs/ARCHITECTURE.md §4.4.
+    #[command(subcommand, after_long_help = cmd::shared::EXIT_CODES_HELP)]
+    Security(cmd::security::SecurityCommand),
     /// Benchmark the bus: the `defibus-bench` workloads, run in this process.
     ///
     /// Same flags and output as the `defibus-bench` binary: an embedded nameserver + broker
@@ -162,6 +169,7 @@ fn main() -> std::process::ExitCode {
         Command::Consume(args) => cmd::consume::run(args),
         Command::Request(args) => cmd::request::run(args),
         Command::Respond(args) => cmd::respond::run(args),
+        Command::Security(command) => cmd::security::run(command),
         Command::Bench(args) => bench::run(args),
     };
     match result {

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `admin` | everything (`*` on `*`) |
 //! | `broker` | `broker` on every broker id (register, heartbeat, replicate) |
+//! | `nameserver` | `broker` on every broker id (its controller sends brokers their queue roles) |
 //! | `sgs` | `admin_topic` and `admin_service` on every topic |
 //! | `gsl` | none beyond reading the policy (every authenticated principal may) |
 //! | `proxy` | `produce`, `consume`, `request`, `respond` on every topic: it acts for its callers and checks their own grants first |
@@ -17,7 +18,15 @@ use crate::pattern::Pattern;
 use crate::policy::{Action, Actions, Grant, Policy};
 
 /// Default principals `security init` makes tokens for.
-pub const PRINCIPALS_DEFAULT: [&str; 6] = ["admin", "broker", "sgs", "gsl", "proxy", "app"];
+pub const PRINCIPALS_DEFAULT: [&str; 7] = [
+    "admin",
+    "broker",
+    "nameserver",
+    "sgs",
+    "gsl",
+    "proxy",
+    "app",
+];
 
 /// What `init` wrote.
 #[derive(Debug)]
@@ -64,7 +73,7 @@ pub fn grants_for(principal: &str) -> Vec<Grant> {
     ];
     match principal {
         "admin" => vec![grant(Actions::All, "*")],
-        "broker" => vec![grant(Actions::One(Action::Broker), "*")],
+        "broker" | "nameserver" => vec![grant(Actions::One(Action::Broker), "*")],
         "sgs" => vec![
             grant(Actions::One(Action::AdminTopic), "*"),
             grant(Actions::One(Action::AdminService), "*"),

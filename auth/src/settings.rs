@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::audit::Audit;
 use crate::authority::Authority;
@@ -17,7 +17,7 @@ pub const POLICY_REFRESH_MS_DEFAULT: u64 = 1_000;
 pub const PREAUTH_FRAME_BYTES_MAX_DEFAULT: u32 = 4 << 10;
 
 /// The `[security]` table.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct SecuritySettings {
     /// Require every connection to authenticate and every action to be granted. Default

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use protocol::codes::Command;
 use protocol::control::{
-    self, BrokerStats, ClusterInfo, QueueAssignment, ScrubReply, ScrubRequest, TopicConfig,
-    TopicInfo, TopicList, TopicName, TopicRoute,
+    self, BrokerStats, ClusterInfo, PolicyDocument, PolicyGet, QueueAssignment, ScrubReply,
+    ScrubRequest, TopicConfig, TopicInfo, TopicList, TopicName, TopicRoute,
 };
 use protocol::names::Topic;
 
@@ -214,6 +214,63 @@ impl Admin {
         Err(last_error.unwrap_or(ClientError::NoRoute {
             topic: "(controller)".into(),
         }))
+    }
+
+    /// The security policy of every nameserver: `(nameserver, Ok((version, json)))`, or why
+    /// it could not be read.
+    pub fn policies(&self) -> Vec<(String, Result<(u64, String)>)> {
+        let request = PolicyGet { known_version: 0 };
+        self.client
+            .config
+            .nameservers
+            .iter()
+            .map(|nameserver| {
+                let answer = control::encode(&request)
+                    .map_err(|e| ClientError::control(nameserver, e))
+                    .and_then(|body| self.control_call(nameserver, Command::PolicyGet, &body))
+                    .and_then(|frame| {
+                        control::decode::<PolicyDocument>(&frame.body)
+                            .map(|d| (d.version, d.json))
+                            .map_err(|e| ClientError::control(nameserver, e))
+                    });
+                (nameserver.clone(), answer)
+            })
+            .collect()
+    }
+
+    /// Stores `json` as the policy after version `read` on every nameserver:
+    /// `(nameserver, Ok(new version))`, or why that one refused.
+    pub fn put_policy(&self, read: u64, json: &str) -> Vec<(String, Result<u64>)> {
+        let request = PolicyDocument {
+            version: read,
+            json: json.to_owned(),
+        };
+        self.client
+            .config
+            .nameservers
+            .iter()
+            .map(|nameserver| {
+                let answer = control::encode(&request)
+                    .map_err(|e| ClientError::control(nameserver, e))
+                    .and_then(|body| self.control_call(nameserver, Command::PolicyPut, &body))
+                    .and_then(|frame| {
+                        control::decode::<PolicyDocument>(&frame.body)
+                            .map(|d| d.version)
+                            .map_err(|e| ClientError::control(nameserver, e))
+                    });
+                (nameserver.clone(), answer)
+            })
+            .collect()
+    }
+
+    fn control_call(
+        &self,
+        endpoint: &str,
+        command: Command,
+        body: &[u8],
+    ) -> Result<protocol::frame::FrameBytes> {
+        let conn = self.client.pool.get(endpoint, PeerKind::Control)?;
+        conn.call(command, &[], body, self.client.config.request_timeout)
     }
 
     fn broker_call(

@@ -87,6 +87,7 @@ impl Client {
             connect_timeout: config.connect_timeout,
             backoff_min: config.reconnect_backoff_min,
             backoff_max: config.reconnect_backoff_max,
+            token: config.token.clone(),
         });
         let (task_tx, task_rx) = mpsc::sync_channel::<Task>(TASKS_MAX);
         let (stop_tx, stop_rx) = mpsc::sync_channel::<()>(1);

@@ -142,6 +142,9 @@ pub struct ClientConfig {
     pub reconnect_backoff_min: Duration,
     /// Longest delay between reconnect attempts.
     pub reconnect_backoff_max: Duration,
+    /// The token (`dfb.<id>.<secret>`) every connection presents first, to brokers,
+    /// nameservers, GSL and SGS that require authentication. Default none.
+    pub token: Option<String>,
 }
 
 impl ClientConfig {
@@ -173,7 +176,14 @@ impl ClientConfig {
             service_refresh_interval: SERVICE_REFRESH_INTERVAL_DEFAULT,
             reconnect_backoff_min: RECONNECT_BACKOFF_MIN_DEFAULT,
             reconnect_backoff_max: RECONNECT_BACKOFF_MAX_DEFAULT,
+            token: None,
         })
+    }
+
+    /// Sets [`Self::token`]: the client authenticates every connection with it.
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into().trim().to_owned());
+        self
     }
 
     /// Sets the client id instead of the generated default.

@@ -81,12 +81,30 @@ pub enum ClientError {
     /// The client, producer or consumer was closed.
     #[error("closed")]
     Closed,
+    /// The server requires authentication and the client presented no token, or one that
+    /// is unknown, expired or revoked (status `Unauthenticated`). Not retryable: the
+    /// credentials must change.
+    #[error("not authenticated: {message}")]
+    Unauthenticated {
+        /// The server's detail.
+        message: String,
+    },
+    /// The client's principal has no grant for what it asked (status `PermissionDenied`);
+    /// the message names the principal, the action and the resource. Not retryable: an
+    /// operator must grant the permission.
+    #[error("permission denied: {message}")]
+    Denied {
+        /// The server's detail.
+        message: String,
+    },
 }
 
 impl ClientError {
     /// The error a server's status and `ErrorReply` message stand for.
     pub(crate) fn from_status(code: u16, message: String) -> Self {
         match Status::try_from(code) {
+            Ok(Status::PermissionDenied) => Self::Denied { message },
+            Ok(Status::Unauthenticated) => Self::Unauthenticated { message },
             Ok(status) => Self::Status { status, message },
             Err(unknown) => Self::Status {
                 status: Status::Internal,
@@ -109,6 +127,8 @@ impl ClientError {
     pub fn status(&self) -> Option<Status> {
         match self {
             Self::Status { status, .. } => Some(*status),
+            Self::Denied { .. } => Some(Status::PermissionDenied),
+            Self::Unauthenticated { .. } => Some(Status::Unauthenticated),
             _ => None,
         }
     }
@@ -158,6 +178,12 @@ impl ClientError {
             },
             Self::InvalidArgument(s) => Self::InvalidArgument(s.clone()),
             Self::Closed => Self::Closed,
+            Self::Unauthenticated { message } => Self::Unauthenticated {
+                message: message.clone(),
+            },
+            Self::Denied { message } => Self::Denied {
+                message: message.clone(),
+            },
         }
     }
 }

@@ -121,7 +121,12 @@ impl Handler for Service {
         IDLE_TIMEOUT
     }
 
-    fn handle(self: &Arc<Self>, code: Code, body: &[u8]) -> impl Future<Output = Answer> + Send {
+    fn handle(
+        self: &Arc<Self>,
+        _caller: &svc::connection::Caller,
+        code: Code,
+        body: &[u8],
+    ) -> impl Future<Output = Answer> + Send {
         let service = Arc::clone(self);
         let body = body.to_vec();
         async move { service.answer(code, &body).await }

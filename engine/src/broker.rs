@@ -31,6 +31,7 @@ impl Broker {
                 source,
             })?;
         crate::topic::empty_trash(&config.data_dir);
+        let security = Arc::new(open_security(&config)?);
         let count = config.shard_count();
         let io_memory = io_memory_per_shard(&config, count);
         let config = Arc::new(config);
@@ -50,6 +51,7 @@ impl Broker {
                 stop: stop.clone(),
                 ports: ports_cell.clone(),
                 ready: ready_tx.clone(),
+                security: security.clone(),
             };
             let spec = ExecutorSpec {
                 name: &format!("defibus-shard-{id}"),
@@ -204,4 +206,24 @@ fn io_memory_per_shard(config: &BrokerConfig, shards: usize) -> usize {
         std::io::Error::last_os_error()
     );
     fitted
+}
+
+/// The policy and the broker's own token, from `[security]`.
+fn open_security(config: &BrokerConfig) -> Result<crate::security::Security, BrokerError> {
+    let settings = &config.security;
+    let error = |e: auth::settings::SettingsError| BrokerError::Config {
+        reason: e.to_string(),
+    };
+    let authority = settings
+        .authority(&format!("broker {}", config.broker_id))
+        .map_err(error)?;
+    let token = settings.token().map_err(error)?;
+    if authority.is_enabled() {
+        log::info!(
+            "security on: connections must authenticate; the policy comes from the \
+             nameservers every {} ms",
+            settings.policy_refresh_ms
+        );
+    }
+    Ok(crate::security::Security::new(authority, token))
 }

@@ -27,7 +27,8 @@ pub struct BrokerArgs {
     /// Area code (three uppercase letters or digits).
     #[arg(long)]
     pub area: Option<String>,
-    /// Address to listen on.
+    /// Address to listen on [default: 127.0.0.1]. Any other than a loopback address needs
+    /// [security] (or --insecure).
     #[arg(long)]
     pub listen: Option<String>,
     /// First port; shard n listens on port_base + n (0: ephemeral ports).
@@ -47,6 +48,22 @@ pub struct BrokerArgs {
     /// (storage.min_free_percent; default 5, 0 turns the check off).
     #[arg(long)]
     pub min_free_percent: Option<u8>,
+    /// Require authentication and grants ([security] enabled = true); the policy comes from
+    /// the nameservers.
+    #[arg(long)]
+    pub secure: bool,
+    /// This broker's own token, for its registrations and replication ([security]
+    /// token_file).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Append admin actions and denials here, as JSON lines ([security] audit_log)
+    /// [default: the process log].
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
+    /// Listen on a non-loopback address without TLS and authentication: anyone who can reach
+    /// the ports may then read, write and delete every topic.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 impl BrokerArgs {
@@ -67,6 +84,14 @@ impl BrokerArgs {
 /// left to the caller.
 pub fn cli_main(args: &BrokerArgs) -> Result<(), BrokerError> {
     let config = args.to_config()?;
+    // TLS for the broker's listeners is not built yet: a non-loopback broker runs only with
+    // --insecure (docs/ARCHITECTURE.md §4.4).
+    config
+        .security
+        .check_exposure("the broker", &config.listen_address, false, args.insecure)
+        .map_err(|e| BrokerError::Config {
+            reason: e.to_string(),
+        })?;
     let mut signals = Signals::new([SIGTERM, SIGINT]).map_err(|source| BrokerError::Io {
         op: "installing signal handlers",
         path: PathBuf::new(),
@@ -109,5 +134,12 @@ fn apply_overrides(config: &mut BrokerConfig, args: BrokerArgs) {
     }
     if !args.nameservers.is_empty() {
         config.nameservers = args.nameservers;
+    }
+    config.security.enabled |= args.secure;
+    if let Some(v) = args.token_file {
+        config.security.token_file = Some(v);
+    }
+    if let Some(v) = args.audit_log {
+        config.security.audit_log = Some(v);
     }
 }

@@ -116,7 +116,8 @@ pub struct BrokerConfig {
     pub cluster: String,
     /// Area code of the broker's data centre. Default `A10`.
     pub area: String,
-    /// Address every shard listens on. Default `0.0.0.0`.
+    /// Address every shard listens on. Default `127.0.0.1`: another address must be asked
+    /// for, and then needs `[security]` (or `--insecure`).
     pub listen_address: String,
     /// Address advertised to nameservers; default: `listen_address`, or `127.0.0.1` when that
     /// is the unspecified address.
@@ -161,6 +162,12 @@ pub struct BrokerConfig {
     pub limits: Limits,
     /// Storage settings every queue log is opened with.
     pub storage: StorageConfig,
+    /// Authentication, the ACL and the audit log (`[security]`, docs/ARCHITECTURE.md §4.4):
+    /// with `enabled`, every connection authenticates first and every action is checked
+    /// against the policy the nameservers serve; `token_file` is the broker's own token
+    /// (principal with the `broker` grant) for its connections to nameservers and leaders.
+    /// Default: off.
+    pub security: auth::SecuritySettings,
 }
 
 /// Bounds on everything a peer can make the broker hold.
@@ -232,7 +239,7 @@ impl Default for BrokerConfig {
             broker_id: "broker-a".into(),
             cluster: "DefaultCluster".into(),
             area: "A10".into(),
-            listen_address: "0.0.0.0".into(),
+            listen_address: "127.0.0.1".into(),
             advertise_address: None,
             port_base: PORT_BASE_DEFAULT,
             shards: 0,
@@ -250,6 +257,7 @@ impl Default for BrokerConfig {
             io_memory_bytes: IO_MEMORY_BYTES_DEFAULT,
             limits: Limits::default(),
             storage: StorageConfig::default(),
+            security: auth::SecuritySettings::default(),
         }
     }
 }
@@ -376,6 +384,12 @@ impl BrokerConfig {
                 "port_base {} leaves no port for every shard",
                 self.port_base
             ));
+        }
+        if let Err(e) = self.security.validate() {
+            return fail(e.to_string());
+        }
+        if self.security.enabled && self.nameservers.is_empty() {
+            return fail("security.enabled needs nameservers: the policy comes from them".into());
         }
         let l = &self.limits;
         if l.batch_len_max == 0 || l.batch_len_max > log_config::BATCH_LEN_MAX_LIMIT {

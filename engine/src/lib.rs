@@ -37,6 +37,7 @@ mod retention;
 mod rr;
 mod rt;
 mod scrub;
+mod security;
 mod shard;
 pub mod testing;
 pub mod topic;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use protocol::codes::{Command, Status};
-use protocol::control::{self, ErrorReply};
+use protocol::control::{self, Authenticate, ErrorReply};
 use protocol::frame::{FrameBytes, FrameLimits, FrameMeta, Framer, encode_frame};
 
 use crate::rt::TcpStream;
@@ -61,6 +61,7 @@ impl Peer {
         endpoint: &str,
         timeout: Duration,
         limits: FrameLimits,
+        token: Option<&str>,
     ) -> Result<Self, PeerError> {
         let io = |reason: String| PeerError::Io {
             endpoint: endpoint.to_owned(),
@@ -74,13 +75,21 @@ impl Peer {
             .and_then(|()| stream.set_write_timeout(Some(timeout)))
             .map_err(|e| io(format!("set timeouts: {e}")))?;
         let _ = stream.set_nodelay(true);
-        Ok(Self {
+        let mut peer = Self {
             endpoint: endpoint.to_owned(),
             stream,
             framer: Framer::new(limits),
             buf: BytesMut::with_capacity(READ_CHUNK),
             request_id: 0,
-        })
+        };
+        if let Some(token) = token {
+            let body = control::encode(&Authenticate {
+                token: token.to_owned(),
+            })
+            .map_err(|e| peer.io(format!("encode: {e}")))?;
+            peer.call(Command::Authenticate, &body).await?;
+        }
+        Ok(peer)
     }
 
     /// Sends `command` with `body` and returns the response frame when its status is `Ok`.

@@ -86,7 +86,14 @@ pub(crate) async fn run(shard: Rc<Shard>) {
             Ok(body) => {
                 for ns in &mut nameservers {
                     let limits = shard.config.frame_limits();
-                    let result = call(ns, limits, Command::BrokerRegister, &body).await;
+                    let result = call(
+                        ns,
+                        limits,
+                        shard.security.token(),
+                        Command::BrokerRegister,
+                        &body,
+                    )
+                    .await;
                     track(ns, result);
                 }
             }
@@ -118,7 +125,15 @@ pub(crate) async fn heartbeat(shard: Rc<Shard>, address: String) {
     };
     loop {
         let limits = shard.config.frame_limits();
-        if let Err(e) = call(&mut ns, limits, Command::BrokerHeartbeat, &body).await {
+        if let Err(e) = call(
+            &mut ns,
+            limits,
+            shard.security.token(),
+            Command::BrokerHeartbeat,
+            &body,
+        )
+        .await
+        {
             ns.peer = None;
             log::debug!("heartbeat not delivered: {e}");
         }
@@ -163,7 +178,15 @@ pub(crate) async fn unregister(shard: &Shard) {
             down: false,
         };
         let limits = shard.config.frame_limits();
-        match call(&mut ns, limits, Command::BrokerUnregister, &body).await {
+        match call(
+            &mut ns,
+            limits,
+            shard.security.token(),
+            Command::BrokerUnregister,
+            &body,
+        )
+        .await
+        {
             Ok(()) => log::info!("unregistered from nameserver {address}"),
             // The error names the nameserver.
             Err(e) => log::info!("could not unregister: {e}"),
@@ -224,11 +247,12 @@ async fn registration(shard: &Rc<Shard>) -> BrokerRegistration {
 async fn call(
     ns: &mut Nameserver,
     limits: FrameLimits,
+    token: Option<&str>,
     command: Command,
     body: &[u8],
 ) -> Result<(), PeerError> {
     if ns.peer.is_none() {
-        ns.peer = Some(Peer::connect(&ns.address, NAMESERVER_TIMEOUT, limits).await?);
+        ns.peer = Some(Peer::connect(&ns.address, NAMESERVER_TIMEOUT, limits, token).await?);
     }
     let Some(peer) = ns.peer.as_mut() else {
         unreachable!("connected above")

@@ -56,6 +56,7 @@ impl Handler for Shared {
     /// A GSL answer needs no waiting: it is computed before the future is returned.
     fn handle(
         self: &Arc<Self>,
+        _caller: &svc::connection::Caller,
         command: Command,
         body: &[u8],
     ) -> impl Future<Output = Answer> + Send {

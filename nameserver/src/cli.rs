@@ -16,7 +16,8 @@ pub struct NameserverArgs {
     /// its default. Without it, the defaults apply. Flags below override the file.
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Address to listen on [default: 0.0.0.0:9876]; port 0 picks a free port.
+    /// Address to listen on [default: 127.0.0.1:9876]; port 0 picks a free port. Any other
+    /// than a loopback address needs [security] (or --insecure).
     #[arg(long, value_name = "ADDR")]
     pub listen_addr: Option<SocketAddr>,
     /// Drop a broker whose last registration is older than this, in ms [default: 9000,
@@ -64,6 +65,21 @@ pub struct NameserverArgs {
     /// least three of the brokers' controller_heartbeat_interval_ms].
     #[arg(long, value_name = "MS")]
     pub controller_broker_timeout_ms: Option<u64>,
+    /// Require authentication and grants ([security] enabled = true); needs --policy-file.
+    #[arg(long)]
+    pub secure: bool,
+    /// The security policy this nameserver keeps and serves ([security] policy_file;
+    /// `defibus security init` writes the first one).
+    #[arg(long, value_name = "FILE")]
+    pub policy_file: Option<PathBuf>,
+    /// Append admin actions and denials here, as JSON lines ([security] audit_log)
+    /// [default: the process log].
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
+    /// Listen on a non-loopback address without TLS and authentication: anyone who can reach
+    /// the port may then change what brokers are routed to.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 impl NameserverArgs {
@@ -87,6 +103,10 @@ impl NameserverArgs {
             controller_voters,
             controller_data_dir,
             controller_broker_timeout_ms,
+            secure,
+            policy_file,
+            audit_log,
+            insecure: _,
         } = self.clone();
         svc::config::load(file.as_deref(), |config: &mut NameserverConfig| {
             set(&mut config.listen_addr, listen_addr);
@@ -98,6 +118,13 @@ impl NameserverArgs {
             set(&mut config.frame_timeout_ms, frame_timeout_ms);
             set(&mut config.partial_frame_bytes_max, partial_frame_bytes_max);
             set(&mut config.connections_per_ip_max, connections_per_ip_max);
+            config.security.enabled |= secure;
+            if policy_file.is_some() {
+                config.security.policy_file = policy_file;
+            }
+            if audit_log.is_some() {
+                config.security.audit_log = audit_log;
+            }
             let any = controller_id.is_some()
                 || controller_listen.is_some()
                 || !controller_voters.is_empty()
@@ -132,6 +159,17 @@ impl NameserverArgs {
 /// Logging is the caller's to set up.
 pub fn cli_main(args: &NameserverArgs) -> Result<(), NameserverError> {
     let config = args.to_config()?;
+    // TLS for the control servers is not built yet: a non-loopback nameserver runs only with
+    // --insecure (docs/ARCHITECTURE.md §4.4).
+    config
+        .security
+        .check_exposure(
+            "the nameserver",
+            &config.listen_addr.ip().to_string(),
+            false,
+            args.insecure,
+        )
+        .map_err(NameserverError::Security)?;
     svc::signal::run_until_terminated(config.listen_addr, move |listener, shutdown| {
         run(listener, config, shutdown)
     })

@@ -7,11 +7,15 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use log::{debug, info};
+use auth::{Action, Authority, Outcome, Policy};
+use log::{debug, info, warn};
 use protocol::codes::{Command, Status};
-use protocol::control::{self, BrokerId, BrokerRegistration, ControlError, RegisterAck, TopicName};
+use protocol::control::{
+    self, BrokerId, BrokerRegistration, ControlError, PolicyDocument, PolicyGet, RegisterAck,
+    TopicName,
+};
 use protocol::frame::Framer;
-use svc::connection::{Answer, Handler};
+use svc::connection::{Answer, Caller, Handler};
 
 use crate::config::NameserverConfig;
 use crate::registry::{Registered, Registry, Timestamp};
@@ -23,6 +27,13 @@ pub(crate) struct Shared {
     pub(crate) framer: Framer,
     /// The replication controller this nameserver runs, if configured.
     pub(crate) controller: Option<Arc<controller::Controller>>,
+    /// The security policy this nameserver keeps and serves.
+    authority: Authority,
+    /// Held while a `PolicyPut` compares, stores and installs, so two writers are ordered.
+    policy_write: Mutex<()>,
+    /// This nameserver's own token (`security.token_file`), for the `QueueRole`s its
+    /// controller sends to brokers.
+    token: Option<String>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -38,13 +49,23 @@ impl Shared {
     pub(crate) fn new(
         config: NameserverConfig,
         controller: Option<Arc<controller::Controller>>,
+        authority: Authority,
+        token: Option<String>,
     ) -> Arc<Self> {
         Arc::new(Self {
             registry: Mutex::new(Registry::new(config.broker_expiry())),
             framer: Framer::new(config.frame_limits()),
             config,
             controller,
+            authority,
+            policy_write: Mutex::new(()),
+            token,
         })
+    }
+
+    /// This nameserver's own token, if it has one.
+    pub(crate) fn token(&self) -> Option<String> {
+        self.token.clone()
     }
 
     /// The registry. A panic while it was held cannot leave it half-updated (every update is
@@ -66,15 +87,32 @@ impl Handler for Shared {
         self.config.idle_timeout()
     }
 
+    fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    fn preauth_frame_bytes_max(&self) -> usize {
+        self.config.security.preauth_frame_bytes_max as usize
+    }
+
     /// A nameserver answer needs no waiting (it is computed before the future is returned),
     /// except a proposal to the controller, which waits for the Raft group.
     fn handle(
         self: &Arc<Self>,
+        caller: &Caller,
         command: Command,
         body: &[u8],
     ) -> impl Future<Output = Answer> + Send {
-        let proposal = (command == Command::ControllerPropose).then(|| body.to_vec());
-        let ready = proposal.is_none().then(|| handle(self, command, body));
+        let proposal = (command == Command::ControllerPropose).then(|| {
+            caller
+                .check(&self.authority, Action::AdminTopic, "*", None)
+                .map(|()| body.to_vec())
+        });
+        let (ready, proposal) = match proposal {
+            None => (Some(handle(self, caller, command, body)), None),
+            Some(Err(denied)) => (Some(denied), None),
+            Some(Ok(body)) => (None, Some(body)),
+        };
         let shared = Arc::clone(self);
         async move {
             match (ready, proposal) {
@@ -86,21 +124,34 @@ impl Handler for Shared {
     }
 }
 
-/// Answers one request.
-pub(crate) fn handle(shared: &Shared, command: Command, body: &[u8]) -> Answer {
+/// Answers one request of `caller` (authenticated when security is on). Routes and the
+/// cluster view are for every authenticated caller; registering, heartbeating and
+/// unregistering a broker id need the `broker` grant on that id; changing the policy needs
+/// `admin_acl`.
+pub(crate) fn handle(shared: &Shared, caller: &Caller, command: Command, body: &[u8]) -> Answer {
     let result = match command {
-        Command::BrokerRegister => register(shared, body),
-        Command::BrokerUnregister => unregister(shared, body),
-        Command::BrokerHeartbeat => heartbeat(shared, body),
+        Command::BrokerRegister => register(shared, caller, body),
+        Command::BrokerUnregister => unregister(shared, caller, body),
+        Command::BrokerHeartbeat => heartbeat(shared, caller, body),
         Command::TopicRoute => topic_route(shared, body),
         Command::ClusterInfo => cluster_info(shared),
+        Command::PolicyGet => policy_get(shared, body),
+        Command::PolicyPut => policy_put(shared, caller, body),
         other => return Answer::not_served::<Shared>(other),
     };
     result.unwrap_or_else(|e| Answer::from_control_error(&e))
 }
 
-fn register(shared: &Shared, body: &[u8]) -> Result<Answer, ControlError> {
+/// Checks `caller` may act as broker `broker_id`.
+fn as_broker(shared: &Shared, caller: &Caller, broker_id: &str) -> Result<(), Answer> {
+    caller.check(&shared.authority, Action::Broker, broker_id, None)
+}
+
+fn register(shared: &Shared, caller: &Caller, body: &[u8]) -> Result<Answer, ControlError> {
     let registration: BrokerRegistration = control::decode(body)?;
+    if let Err(denied) = as_broker(shared, caller, &registration.broker_id) {
+        return Ok(denied);
+    }
     if let Some(ctl) = &shared.controller {
         registration.validate()?;
         crate::replication::on_register(ctl, &registration);
@@ -164,16 +215,22 @@ async fn propose(shared: &Shared, body: &[u8]) -> Answer {
 /// `BrokerHeartbeat`: passed on to the controller's failure detector (a follower node
 /// forwards it to the Raft leader), without waiting. A nameserver without a controller has
 /// no use for it and says all is well: heartbeats go to every nameserver a broker knows.
-fn heartbeat(shared: &Shared, body: &[u8]) -> Result<Answer, ControlError> {
+fn heartbeat(shared: &Shared, caller: &Caller, body: &[u8]) -> Result<Answer, ControlError> {
     let BrokerId { broker_id } = control::decode(body)?;
+    if let Err(denied) = as_broker(shared, caller, &broker_id) {
+        return Ok(denied);
+    }
     if let Some(ctl) = &shared.controller {
         crate::replication::on_heartbeat(ctl, broker_id);
     }
     Ok(Answer::ok(Vec::new()))
 }
 
-fn unregister(shared: &Shared, body: &[u8]) -> Result<Answer, ControlError> {
+fn unregister(shared: &Shared, caller: &Caller, body: &[u8]) -> Result<Answer, ControlError> {
     let BrokerId { broker_id } = control::decode(body)?;
+    if let Err(denied) = as_broker(shared, caller, &broker_id) {
+        return Ok(denied);
+    }
     if shared.registry().unregister(&broker_id) {
         info!("broker {broker_id} unregistered");
     } else {
@@ -202,4 +259,104 @@ fn topic_route(shared: &Shared, body: &[u8]) -> Result<Answer, ControlError> {
 fn cluster_info(shared: &Shared) -> Result<Answer, ControlError> {
     let info = shared.registry().cluster_info(Instant::now());
     Ok(Answer::ok(control::encode(&info)?))
+}
+
+/// `PolicyGet`: the policy, when newer than the caller's. Every authenticated caller may read
+/// it: tokens are stored as hashes of 256-bit secrets, which cannot be turned back into
+/// tokens, and every process needs the grants to enforce them.
+fn policy_get(shared: &Shared, body: &[u8]) -> Result<Answer, ControlError> {
+    let request: PolicyGet = control::decode(body)?;
+    if !shared.authority.is_enabled() {
+        return Ok(Answer::refused(
+            Status::InvalidArgument,
+            "security is off on this nameserver: there is no policy ([security] enabled)",
+        ));
+    }
+    let policy = shared.authority.policy();
+    let json = if policy.version > request.known_version {
+        policy.to_json()
+    } else {
+        String::new()
+    };
+    let reply = PolicyDocument {
+        version: policy.version,
+        json,
+    };
+    Ok(Answer::ok(control::encode(&reply)?))
+}
+
+/// `PolicyPut`: stores a new policy when the caller read the current version, as that
+/// version + 1: written to `policy_file` atomically (and synced) before it is in force, so
+/// a change acknowledged is never lost to a crash.
+fn policy_put(shared: &Shared, caller: &Caller, body: &[u8]) -> Result<Answer, ControlError> {
+    let request: PolicyDocument = control::decode(body)?;
+    let authority = &shared.authority;
+    if !authority.is_enabled() {
+        return Ok(Answer::refused(
+            Status::InvalidArgument,
+            "security is off on this nameserver: there is no policy ([security] enabled)",
+        ));
+    }
+    if let Err(denied) = caller.check(authority, Action::AdminAcl, "*", None) {
+        return Ok(denied);
+    }
+    let _write = shared
+        .policy_write
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    // `request.version` is the newest version the writer read (from any nameserver): a
+    // nameserver that missed changes (it was down) is behind it and catches up here, so
+    // every nameserver ends at the same version; one that moved past it since was changed by
+    // another writer, whose change this one must not undo.
+    let held = authority.policy().version;
+    if held > request.version {
+        return Ok(Answer::refused(
+            Status::InvalidArgument,
+            format!(
+                "the policy changed since it was read (version {} read, {held} now): read it \
+                 again and reapply the change",
+                request.version
+            ),
+        ));
+    }
+    let mut policy = match Policy::from_json(&request.json) {
+        Ok(policy) => policy,
+        Err(e) => return Ok(Answer::refused(Status::InvalidArgument, e.to_string())),
+    };
+    policy.version = request.version + 1;
+    let json = policy.to_json();
+    let Some(path) = &shared.config.security.policy_file else {
+        return Ok(Answer::refused(Status::Internal, "no security.policy_file"));
+    };
+    if let Err(e) = svc::file::write_atomically(path, json.as_bytes()) {
+        warn!(
+            "cannot store policy version {}: {}: {e}",
+            policy.version,
+            path.display()
+        );
+        caller.audit(
+            authority,
+            "policy_put",
+            "policy",
+            Outcome::Failed,
+            &e.to_string(),
+        );
+        return Ok(Answer::refused(
+            Status::StorageError,
+            format!("cannot store the policy in {}: {e}", path.display()),
+        ));
+    }
+    let version = policy.version;
+    let summary = format!(
+        "version {version}: {} tokens, {} grants",
+        policy.tokens.len(),
+        policy.grants.len()
+    );
+    authority.install(policy);
+    caller.audit(authority, "policy_put", "policy", Outcome::Ok, &summary);
+    let reply = PolicyDocument {
+        version,
+        json: String::new(),
+    };
+    Ok(Answer::ok(control::encode(&reply)?))
 }

@@ -22,9 +22,10 @@ use crate::error::NameserverError;
 /// Default port: the one RocketMQ and DeFiBus nameservers have always used, so existing
 /// firewall rules and habits carry over.
 pub const LISTEN_PORT_DEFAULT: u16 = 9876;
-/// Default listen address: every interface, port [`LISTEN_PORT_DEFAULT`].
+/// Default listen address: loopback, port [`LISTEN_PORT_DEFAULT`] (another address must be
+/// asked for, and then needs `[security]` or `--insecure`).
 pub const LISTEN_ADDR_DEFAULT: SocketAddr =
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), LISTEN_PORT_DEFAULT);
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), LISTEN_PORT_DEFAULT);
 /// How often brokers register (their `register_interval_ms` default); registration is the
 /// heartbeat.
 pub const BROKER_REGISTER_INTERVAL_MS_DEFAULT: u64 = 3_000;
@@ -60,7 +61,7 @@ const _: () = {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NameserverConfig {
-    /// Address to listen on. Default `0.0.0.0:9876` ([`LISTEN_ADDR_DEFAULT`]); port 0 picks a
+    /// Address to listen on. Default `127.0.0.1:9876` ([`LISTEN_ADDR_DEFAULT`]); port 0 picks a
     /// free port (tests, `defibus standalone`).
     pub listen_addr: SocketAddr,
     /// A broker whose last registration is older than this is no longer routed to and is
@@ -96,6 +97,10 @@ pub struct NameserverConfig {
     /// The replication controller this nameserver runs, one voter of its Raft group
     /// (docs/ARCHITECTURE.md §8.6). Default none: no replicated queue fails over by itself.
     pub controller: Option<ControllerSettings>,
+    /// Authentication, the ACL and the audit log (the `[security]` table,
+    /// docs/ARCHITECTURE.md §4.4). The nameserver keeps the policy (`policy_file`) and serves
+    /// it to every other process. Default: off.
+    pub security: auth::SecuritySettings,
 }
 
 /// Default interval of the controller's reconciliation (roles sent, elections, in-sync
@@ -203,6 +208,7 @@ impl Default for NameserverConfig {
             partial_frame_bytes_max: PARTIAL_FRAME_BYTES_MAX_DEFAULT,
             connections_per_ip_max: CONNECTIONS_PER_IP_MAX_DEFAULT,
             controller: None,
+            security: auth::SecuritySettings::default(),
         }
     }
 }
@@ -243,6 +249,17 @@ impl NameserverConfig {
                     controller.reconcile_interval_ms,
                 ),
             ])?;
+        }
+        self.security
+            .validate()
+            .map_err(NameserverError::Security)?;
+        if self.security.enabled && self.security.policy_file.is_none() {
+            return Err(NameserverError::ConfigInvalid {
+                key: "security.policy_file",
+                reason: "required with security on: the nameserver keeps the policy \
+                         (defibus security init writes the first one)"
+                    .into(),
+            });
         }
         check_limits(
             self.frame_len_max,
@@ -303,7 +320,7 @@ mod tests {
             NameserverConfig::from_toml_str("", Path::new("x")).unwrap(),
             config
         );
-        assert_eq!(config.listen_addr.to_string(), "0.0.0.0:9876");
+        assert_eq!(config.listen_addr.to_string(), "127.0.0.1:9876");
     }
 
     #[test]

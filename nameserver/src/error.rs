@@ -73,6 +73,9 @@ pub enum NameserverError {
     /// The server thread panicked; the panic message was printed by the panic hook.
     #[error("the nameserver thread panicked")]
     Panicked,
+    /// The `[security]` settings cannot be used, or the server would be exposed.
+    #[error(transparent)]
+    Security(auth::settings::SettingsError),
 }
 
 svc::server_error!(NameserverError);

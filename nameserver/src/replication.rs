@@ -153,7 +153,7 @@ async fn round(shared: &Shared, ctl: &Controller) {
         let Some(target) = endpoint(&broker, &assignment.topic, assignment.queue_id) else {
             continue;
         };
-        send(target, broker, assignment).await;
+        send(target, broker, assignment, shared.token()).await;
     }
     for (topic, queue) in plan.elect {
         let Some(q) = state.queue(&topic, queue) else {
@@ -206,7 +206,7 @@ async fn round(shared: &Shared, ctl: &Controller) {
 }
 
 /// Sends one `QueueRole` (blocking socket on the blocking pool; the answer is logged).
-async fn send(target: String, broker: String, assignment: QueueAssignment) {
+async fn send(target: String, broker: String, assignment: QueueAssignment, token: Option<String>) {
     let body = match control::encode(&assignment) {
         Ok(body) => body,
         Err(e) => {
@@ -219,7 +219,8 @@ async fn send(target: String, broker: String, assignment: QueueAssignment) {
         assignment.queue_id, assignment.topic, assignment.epoch
     );
     let sent = tokio::task::spawn_blocking(move || {
-        let mut connection = svc::rpc::Connection::connect(&target, SEND_TIMEOUT)?;
+        let mut connection =
+            svc::rpc::Connection::connect_as(&target, token.as_deref(), SEND_TIMEOUT)?;
         connection
             .call(Wire::QueueRole, &body, SEND_TIMEOUT)
             .map(drop)

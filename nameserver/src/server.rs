@@ -57,7 +57,23 @@ pub async fn run(
         }
         None => None,
     };
-    let shared = Shared::new(config, controller.clone());
+    let authority = config
+        .security
+        .authority("nameserver")
+        .map_err(NameserverError::Security)?;
+    if authority.is_enabled() {
+        info!(
+            "security on: policy version {} from {}",
+            authority.version(),
+            config
+                .security
+                .policy_file
+                .as_ref()
+                .map_or_else(|| "-".into(), |p| p.display().to_string())
+        );
+    }
+    let token = config.security.token().map_err(NameserverError::Security)?;
+    let shared = Shared::new(config, controller.clone(), authority, token);
     let (stop_tx, stop_rx) = watch::channel(false);
     let sweeper = tokio::spawn(sweep(Arc::clone(&shared), stop_rx.clone()));
     let reconciler = controller

@@ -149,6 +149,17 @@ impl ApiError {
         )
     }
 
+    /// 403: the caller's principal has no grant for this (the message names principal,
+    /// action and resource).
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "permission_denied", message)
+    }
+
+    /// 401: no credentials, or credentials the proxy does not accept.
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
+    }
+
     /// 500: a bug or an unexpected failure inside the proxy.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
@@ -183,6 +194,11 @@ impl ApiError {
                 ..
             } => Self::new(StatusCode::NOT_FOUND, "no_requester", message),
             ClientError::Timeout { after } => Self::timeout(*after),
+            ClientError::Denied { .. } => Self::forbidden(message),
+            // The proxy's own credentials were refused by the bus: its configuration is wrong.
+            ClientError::Unauthenticated { .. } => Self::internal(format!(
+                "the proxy cannot authenticate to the bus (its [security] token_file): {message}"
+            )),
             ClientError::InvalidName(_)
             | ClientError::InvalidArgument(_)
             | ClientError::Encode(_) => Self::bad_request(message),

@@ -73,6 +73,7 @@ impl Handler for Shared {
     /// too, so an operation is never cut off half-way by a clean stop.
     fn handle(
         self: &Arc<Self>,
+        _caller: &svc::connection::Caller,
         command: Command,
         body: &[u8],
     ) -> impl Future<Output = Answer> + Send {

@@ -37,6 +37,13 @@ enum AdminCommand {
     /// Brokers: list the live brokers the nameservers know.
     #[command(subcommand)]
     Broker(BrokerCommand),
+    /// The access control list: which principal may do what, where (needs admin_acl).
+    #[command(subcommand)]
+    Acl(super::acl::AclCommand),
+    /// Tokens: issue, revoke and list the bearer tokens principals authenticate with
+    /// (needs admin_acl).
+    #[command(subcommand)]
+    Token(super::acl::TokenCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -290,8 +297,13 @@ pub(super) struct Broker {
 pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
     let client = args.bus.connect()?;
     let admin = Admin::new(&client);
-    let brokers = brokers(&admin, args.broker.as_deref())?;
     let command = match args.command {
+        AdminCommand::Acl(command) => return super::acl::acl(&admin, command),
+        AdminCommand::Token(command) => return super::acl::token(&admin, command),
+        command => command,
+    };
+    let brokers = brokers(&admin, args.broker.as_deref())?;
+    let command = match command {
         AdminCommand::Topic(command) => command,
         AdminCommand::Broker(BrokerCommand::List) => {
             list_brokers(&admin)?;
@@ -301,6 +313,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
             super::replicas::drain(&admin, &brokers, &broker_id)?;
             return Ok(ExitCode::SUCCESS);
         }
+        AdminCommand::Acl(_) | AdminCommand::Token(_) => unreachable!("answered above"),
         AdminCommand::Queue(QueueCommand::Elect {
             topic,
             queue,

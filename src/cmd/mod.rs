@@ -1,3 +1,4 @@
+pub mod acl;
 pub mod admin;
 pub mod consume;
 pub mod log;
@@ -6,6 +7,7 @@ pub mod produce;
 mod replicas;
 pub mod request;
 pub mod respond;
+pub mod security;
 pub mod sgs;
 pub mod shared;
 pub mod standalone;

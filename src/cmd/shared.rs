@@ -50,15 +50,50 @@ pub struct BusArgs {
         global = true
     )]
     pub gsl: Vec<String>,
+    /// A file holding the token to authenticate with, where the bus requires it
+    /// (`defibus security init` and `defibus admin token create` write them).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "DEFIBUS_TOKEN_FILE",
+        global = true,
+        conflicts_with = "token"
+    )]
+    pub token_file: Option<std::path::PathBuf>,
+    /// The token itself (prefer --token-file: a command line is visible to other users).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "DEFIBUS_TOKEN",
+        global = true,
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
 }
 
 impl BusArgs {
     /// A client for these nameservers, GSLs and area; connections open on first use.
     pub fn connect(&self) -> anyhow::Result<Client> {
-        let config = ClientConfig::new(self.nameservers.iter().cloned(), self.area.as_str())
+        let mut config = ClientConfig::new(self.nameservers.iter().cloned(), self.area.as_str())
             .context("client configuration")?
             .with_gsl(self.gsl.iter().cloned());
+        if let Some(token) = self.token()? {
+            config = config.with_token(token);
+        }
         Client::new(config).context("starting the client")
+    }
+
+    /// The token given with --token or --token-file, if any.
+    pub fn token(&self) -> anyhow::Result<Option<String>> {
+        if let Some(token) = &self.token {
+            return Ok(Some(token.trim().to_owned()));
+        }
+        let Some(path) = &self.token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the token file {}", path.display()))?;
+        Ok(Some(text.trim().to_owned()))
     }
 }
 

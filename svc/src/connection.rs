@@ -24,15 +24,23 @@
 //!
 //! A request is answered when [`Handler::handle`] resolves: the connection reads its next
 //! request only then, and shutdown waits for it too.
+//!
+//! When the server's [`Handler::authority`] has security on, a connection must present a
+//! token (`Authenticate`) before anything else: any other first request is answered with
+//! `Unauthenticated` and the connection closed, and until it authenticates a frame may be at
+//! most `preauth_frame_bytes_max` long, so an anonymous peer holds almost no memory. What an
+//! authenticated caller may do is each handler's to check, with [`Caller::check`], where the
+//! action happens.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use auth::{Action, Authority, Outcome};
 use log::{Level, debug, error, warn};
 use protocol::codes::{Command, Status};
-use protocol::control::{self, ControlError, ErrorReply};
+use protocol::control::{self, Authenticate, Authenticated, ControlError, ErrorReply};
 use protocol::frame::{
     FrameError, FrameHeader, FrameMeta, Framer, HEADER_LEN, MAGIC, encode_frame, flag,
 };
@@ -46,6 +54,89 @@ use crate::inbound::Inbound;
 /// pipelining requests without reading cannot grow the write buffer without bound.
 const WRITE_BATCH_MAX: usize = 256 << 10;
 
+/// Security off: what [`Handler::authority`] returns unless a server has a policy.
+static OPEN: Authority = Authority::open();
+
+/// Who is on the other end of a connection.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    peer: SocketAddr,
+    principal: Option<String>,
+}
+
+impl Caller {
+    /// A caller from `peer`, not authenticated (yet).
+    pub fn anonymous(peer: SocketAddr) -> Self {
+        Self {
+            peer,
+            principal: None,
+        }
+    }
+
+    /// A caller from `peer` authenticated as `principal`.
+    pub fn authenticated(peer: SocketAddr, principal: impl Into<String>) -> Self {
+        Self {
+            peer,
+            principal: Some(principal.into()),
+        }
+    }
+
+    /// The peer's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The authenticated principal, if any.
+    pub fn principal(&self) -> Option<&str> {
+        self.principal.as_deref()
+    }
+
+    /// May this caller do `action` on `resource` (in `group`, for `consume`)? The refusal is
+    /// the `PermissionDenied` answer naming principal, action and resource (and is audited).
+    /// Always yes when `authority` has security off.
+    pub fn check(
+        &self,
+        authority: &Authority,
+        action: Action,
+        resource: &str,
+        group: Option<&str>,
+    ) -> Result<(), Answer> {
+        if !authority.is_enabled() {
+            return Ok(());
+        }
+        let Some(principal) = self.principal() else {
+            return Err(Answer::fatal(
+                Status::Unauthenticated,
+                auth::AuthError::Missing.to_string(),
+            ));
+        };
+        authority
+            .check(principal, &self.peer.to_string(), action, resource, group)
+            .map_err(|denial| Answer::refused(Status::PermissionDenied, denial.to_string()))
+    }
+
+    /// Records an admin action this caller made, with its outcome, in the audit log.
+    pub fn audit(
+        &self,
+        authority: &Authority,
+        action: &str,
+        resource: &str,
+        outcome: Outcome,
+        detail: &str,
+    ) {
+        if let Some(audit) = authority.audit() {
+            audit.record(
+                self.principal(),
+                &self.peer.to_string(),
+                action,
+                resource,
+                outcome,
+                detail,
+            );
+        }
+    }
+}
+
 /// What a server supplies to the frame loop: its name, its limits and its answer to each
 /// request.
 pub trait Handler: Send + Sync + 'static {
@@ -58,11 +149,24 @@ pub trait Handler: Send + Sync + 'static {
     /// How long a connection may stay silent before it is closed.
     fn idle_timeout(&self) -> Duration;
 
-    /// Answers one request, `command` with `body`; a command the server does not serve is
-    /// answered with [`Answer::not_served`]. The connection reads nothing more until it
-    /// resolves.
+    /// The server's security policy: connections must authenticate when it is on. Default:
+    /// security off.
+    fn authority(&self) -> &Authority {
+        &OPEN
+    }
+
+    /// Largest frame accepted before the connection authenticated (security on only).
+    fn preauth_frame_bytes_max(&self) -> usize {
+        auth::settings::PREAUTH_FRAME_BYTES_MAX_DEFAULT as usize
+    }
+
+    /// Answers one request of `caller`, `command` with `body`; a command the server does not
+    /// serve is answered with [`Answer::not_served`]. The connection reads nothing more until
+    /// it resolves. With security on, `caller` is authenticated; what it may do is the
+    /// handler's to check ([`Caller::check`]).
     fn handle(
         self: &Arc<Self>,
+        caller: &Caller,
         command: Command,
         body: &[u8],
     ) -> impl Future<Output = Answer> + Send;
@@ -173,6 +277,7 @@ pub async fn serve<H: Handler>(
     let mut connection = Connection {
         handler,
         peer,
+        caller: Caller::anonymous(peer),
         inbound: Inbound::new(Instant::now() + frame_timeout),
         admission,
         out: Vec::new(),
@@ -193,6 +298,7 @@ pub async fn serve<H: Handler>(
 struct Connection<H> {
     handler: Arc<H>,
     peer: SocketAddr,
+    caller: Caller,
     inbound: Inbound,
     admission: Arc<Admission>,
     out: Vec<u8>,
@@ -343,6 +449,9 @@ impl<H: Handler> Connection<H> {
             let frame = match split {
                 Ok(Some(frame)) => frame,
                 Err(FrameError::Incomplete { needed }) => {
+                    if !self.preauth_fits(needed) {
+                        return Ok(Next::Close);
+                    }
                     return Ok(Next::Read { needed, answered });
                 }
                 // Not after a successful `check`; reading on is still the right response.
@@ -366,8 +475,29 @@ impl<H: Handler> Connection<H> {
             };
             answered += 1;
             let header = frame.header;
+            if !self.preauth_fits(header.frame_len().try_into().unwrap_or(usize::MAX)) {
+                return Ok(Next::Close);
+            }
             let answer = match request_command::<H>(&header) {
-                Ok(command) => self.handler.handle(command, &frame.body).await,
+                Ok(Command::Authenticate) => self.authenticate(&frame.body),
+                Ok(command) if self.needs_authentication() => {
+                    self.handler
+                        .authority()
+                        .refuse_unauthenticated(&self.peer.to_string(), command.name());
+                    Answer::fatal(
+                        Status::Unauthenticated,
+                        format!(
+                            "the {} requires authentication: {}",
+                            H::NAME,
+                            auth::AuthError::Missing
+                        ),
+                    )
+                }
+                Ok(command) => {
+                    self.handler
+                        .handle(&self.caller, command, &frame.body)
+                        .await
+                }
                 Err(refusal) => refusal,
             };
             let close = answer.close;
@@ -390,6 +520,64 @@ impl<H: Handler> Connection<H> {
             if self.out.len() >= WRITE_BATCH_MAX {
                 self.flush(stream).await?;
             }
+        }
+    }
+
+    /// True when security is on and the connection has not authenticated.
+    fn needs_authentication(&self) -> bool {
+        self.handler.authority().is_enabled() && self.caller.principal().is_none()
+    }
+
+    /// False (after answering) when an unauthenticated connection's frame of `frame_len`
+    /// bytes is past `preauth_frame_bytes_max`: an anonymous peer may not make the server
+    /// hold large frames.
+    fn preauth_fits(&mut self, frame_len: usize) -> bool {
+        let max = self.handler.preauth_frame_bytes_max();
+        if !self.needs_authentication() || frame_len <= max {
+            return true;
+        }
+        self.admission.log_fault(
+            Level::Info,
+            format_args!(
+                "closing connection from {}: a {frame_len}-byte frame before authenticating                  (preauth_frame_bytes_max {max})",
+                self.peer
+            ),
+        );
+        self.answer_fault(
+            Status::Unauthenticated,
+            format!(
+                "a {frame_len}-byte frame before authenticating: authenticate first                  (frames up to {max} bytes until then)"
+            ),
+        );
+        false
+    }
+
+    /// `Authenticate`: takes the token's principal for the rest of the connection, or closes
+    /// it. With security off any token is taken (as `anonymous`), so a client configured
+    /// with a token also works against an open server.
+    fn authenticate(&mut self, body: &[u8]) -> Answer {
+        let request: Authenticate = match control::decode(body) {
+            Ok(request) => request,
+            Err(e) => return Answer::from_control_error(&e),
+        };
+        let authority = self.handler.authority();
+        match authority.authenticate(&request.token, &self.peer.to_string()) {
+            Ok(session) => {
+                debug!(
+                    "connection from {} authenticated as {}",
+                    self.peer, session.principal
+                );
+                let reply = Authenticated {
+                    principal: session.principal.clone(),
+                    expires_at_ms: session.expires_at_ms,
+                };
+                self.caller = Caller::authenticated(self.peer, session.principal);
+                match control::encode(&reply) {
+                    Ok(body) => Answer::ok(body),
+                    Err(e) => Answer::from_control_error(&e),
+                }
+            }
+            Err(e) => Answer::fatal(Status::Unauthenticated, e.to_string()),
         }
     }
 
@@ -503,6 +691,7 @@ mod tests {
 
         fn handle(
             self: &Arc<Self>,
+            _caller: &Caller,
             command: Command,
             _body: &[u8],
         ) -> impl Future<Output = Answer> + Send {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use protocol::codes::{Command, Status};
-use protocol::control::{self, ErrorReply};
+use protocol::control::{self, Authenticate, Authenticated, ErrorReply};
 use protocol::frame::{FrameBytes, FrameLimits, FrameMeta, Framer, encode_frame, flag};
 
 /// Bytes read per `read` call.
@@ -93,6 +93,33 @@ impl Connection {
             }
         }
         Err(io(last))
+    }
+
+    /// Connects to `endpoint` and, when `token` is given, authenticates with it; the
+    /// connection then acts as the token's principal.
+    pub fn connect_as(
+        endpoint: &str,
+        token: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Self, RpcError> {
+        let mut connection = Self::connect(endpoint, timeout)?;
+        if let Some(token) = token {
+            connection.authenticate(token, timeout)?;
+        }
+        Ok(connection)
+    }
+
+    /// Presents `token` (`Authenticate`); returns the principal the server took it for.
+    pub fn authenticate(&mut self, token: &str, timeout: Duration) -> Result<String, RpcError> {
+        let request = Authenticate {
+            token: token.to_owned(),
+        };
+        let body = control::encode(&request)
+            .map_err(|e| self.protocol(format!("cannot encode Authenticate: {e}")))?;
+        let frame = self.call(Command::Authenticate, &body, timeout)?;
+        let reply: Authenticated = control::decode(&frame.body)
+            .map_err(|e| self.protocol(format!("bad Authenticated reply: {e}")))?;
+        Ok(reply.principal)
     }
 
     /// The peer, `host:port`.

@@ -42,6 +42,7 @@ impl Handler for Echo {
 
     fn handle(
         self: &Arc<Self>,
+        _caller: &svc::connection::Caller,
         _command: Command,
         body: &[u8],
     ) -> impl Future<Output = Answer> + Send {

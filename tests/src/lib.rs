@@ -524,6 +524,11 @@ pub fn child_broker_main() {
         data_dir: None,
         nameservers: Vec::new(),
         min_free_percent: None,
+        secure: false,
+        token_file: None,
+        audit_log: None,
+        // Children in a test's network namespace listen on its private 10.77.x addresses.
+        insecure: true,
     };
     engine::cli::cli_main(&args).expect("the child broker runs");
 }

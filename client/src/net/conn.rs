@@ -111,12 +111,14 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
-    /// Connects to `endpoint` (`host:port`), starts the reader thread and, for a broker
-    /// (`handshake` given), sends the first heartbeat and waits for its ack.
+    /// Connects to `endpoint` (`host:port`), starts the reader thread, authenticates with
+    /// `token` when given and, for a broker (`handshake` given), sends the first heartbeat and
+    /// waits for its ack.
     pub(crate) fn open(
         endpoint: &str,
         handshake: Option<Handshake>,
         replies: Option<Arc<dyn ReplySink>>,
+        token: Option<&str>,
         connect_timeout: Duration,
     ) -> Result<Arc<Self>> {
         let io = |source| ClientError::Io {
@@ -161,6 +163,12 @@ impl Connection {
             .name(format!("defibus-read-{endpoint}"))
             .spawn(move || run.read_loop(reader))
             .map_err(io)?;
+        if let Some(token) = token {
+            let principal = conn
+                .authenticate(token, connect_timeout)
+                .inspect_err(|_| conn.close())?;
+            log::debug!("authenticated to {endpoint} as {principal}");
+        }
         if conn.heartbeat.is_some() {
             let ack = conn
                 .heartbeat_call(connect_timeout)
@@ -406,6 +414,19 @@ impl Connection {
             }),
         )
         .map(drop)
+    }
+
+    /// `Authenticate` with `token`; the principal the peer took it for.
+    fn authenticate(&self, token: &str, timeout: Duration) -> Result<String> {
+        let request = control::Authenticate {
+            token: token.to_owned(),
+        };
+        let body =
+            control::encode(&request).map_err(|e| ClientError::control(&self.endpoint, e))?;
+        let frame = self.call(Command::Authenticate, &[], &body, timeout)?;
+        control::decode::<control::Authenticated>(&frame.body)
+            .map(|reply| reply.principal)
+            .map_err(|e| ClientError::control(&self.endpoint, e))
     }
 
     fn heartbeat_call(&self, timeout: Duration) -> Result<HeartbeatAck> {
@@ -722,8 +743,14 @@ mod tests {
                 area: "A10".into(),
             },
         };
-        let conn =
-            Connection::open(&endpoint, Some(handshake), None, Duration::from_secs(10)).unwrap();
+        let conn = Connection::open(
+            &endpoint,
+            Some(handshake),
+            None,
+            None,
+            Duration::from_secs(10),
+        )
+        .unwrap();
         assert_eq!(conn.ack.get().unwrap().broker_id, "b");
         let (pushes, pushed) = mpsc::channel();
         conn.add_subscription(9, Arc::new(Pushes(pushes)));
@@ -768,7 +795,7 @@ mod tests {
     fn a_silent_peer_is_a_timeout_and_a_dead_port_an_io_error() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let endpoint = listener.local_addr().unwrap().to_string();
-        let conn = Connection::open(&endpoint, None, None, Duration::from_secs(10)).unwrap();
+        let conn = Connection::open(&endpoint, None, None, None, Duration::from_secs(10)).unwrap();
         let err = conn
             .call(Command::TopicRoute, &[], &[], Duration::from_millis(20))
             .unwrap_err();
@@ -794,7 +821,8 @@ mod tests {
         assert!(!conn.is_closed(), "expiry leaves the connection up");
         conn.close();
         drop(listener);
-        let err = Connection::open(&endpoint, None, None, Duration::from_secs(1)).unwrap_err();
+        let err =
+            Connection::open(&endpoint, None, None, None, Duration::from_secs(1)).unwrap_err();
         assert!(matches!(err, ClientError::Io { .. }), "{err}");
     }
 }

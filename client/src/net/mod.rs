@@ -40,6 +40,8 @@ pub(crate) struct PoolConfig {
     pub(crate) connect_timeout: Duration,
     pub(crate) backoff_min: Duration,
     pub(crate) backoff_max: Duration,
+    /// Presented first on every connection, when set.
+    pub(crate) token: Option<String>,
 }
 
 /// Live connections keyed by endpoint, shared by every producer, consumer and requester of a
@@ -92,6 +94,7 @@ impl Pool {
             endpoint,
             is_broker.then(|| self.config.handshake.clone()),
             is_broker.then(|| self.config.replies.clone()),
+            self.config.token.as_deref(),
             self.config.connect_timeout,
         );
         match opened {

@@ -45,9 +45,51 @@ pub(crate) struct Conn {
     stream: Rc<RefCell<TcpStream>>,
     /// Frames with a command code the broker does not know, so far.
     unknown_commands: Cell<u32>,
+    /// The peer's address, for logs and the audit log.
+    peer: String,
+    /// Who the connection authenticated as (security on); `None` until it did.
+    principal: RefCell<Option<Rc<str>>>,
+    /// Actions the policy allowed this connection, valid for one policy version.
+    verdicts: RefCell<auth::authority::Verdicts>,
 }
 
 impl Conn {
+    /// The peer's address.
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    /// Who the connection authenticated as, if it did.
+    pub fn principal(&self) -> Option<Rc<str>> {
+        self.principal.borrow().clone()
+    }
+
+    /// Takes `principal` for the rest of the connection.
+    pub fn set_principal(&self, principal: Rc<str>) {
+        *self.principal.borrow_mut() = Some(principal);
+        *self.verdicts.borrow_mut() = auth::authority::Verdicts::default();
+    }
+
+    /// May this connection's `principal` do `action` on `resource` (in `group`)? Through the
+    /// connection's cache of allowed verdicts.
+    pub fn check(
+        &self,
+        authority: &auth::Authority,
+        principal: &str,
+        action: auth::Action,
+        resource: &str,
+        group: Option<&str>,
+    ) -> Result<(), auth::Denial> {
+        authority.check_cached(
+            &mut self.verdicts.borrow_mut(),
+            principal,
+            &self.peer,
+            action,
+            resource,
+            group,
+        )
+    }
+
     /// Counts a frame with an unknown command; returns how many there were.
     pub fn count_unknown_command(&self) -> u32 {
         let n = self.unknown_commands.get() + 1;
@@ -151,6 +193,9 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         subs: RefCell::new(Vec::new()),
         stream: stream.clone(),
         unknown_commands: Cell::new(0),
+        peer: peer.clone(),
+        principal: RefCell::new(None),
+        verdicts: RefCell::default(),
     });
     shard.clients.add(conn.clone());
     log::debug!("shard {}: connection {} from {peer}", shard.id, conn.id);
@@ -221,6 +266,12 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut reader: Half) -> Resu
             // budget: reserve its length before reading more of it.
             if reserved.is_none() && buf.len() >= HEADER_LEN {
                 let frame_len = FrameHeader::decode(&buf).map_or(0, |h| h.frame_len());
+                if !super::access::frame_allowed(shard, conn, frame_len) {
+                    let header = FrameHeader::decode(&buf).unwrap_or_default();
+                    let message = preauth_too_large(shard, frame_len);
+                    refuse(shard, conn, &header, Status::Unauthenticated, &message).await;
+                    return Err(message);
+                }
                 let frame_len = usize::try_from(frame_len).unwrap_or(usize::MAX);
                 if frame_len > read_buffer_bytes {
                     let budget = &shard.frame_budget;
@@ -299,6 +350,15 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut reader: Half) -> Resu
             return Err(message);
         }
     }
+}
+
+/// Why a frame was refused before the connection authenticated.
+pub(crate) fn preauth_too_large(shard: &Shard, frame_len: u64) -> String {
+    format!(
+        "a {frame_len}-byte frame before authenticating: authenticate first (frames up to {} \
+         bytes until then; security.preauth_frame_bytes_max)",
+        shard.config.security.preauth_frame_bytes_max
+    )
 }
 
 /// Why a connection whose frame did not complete in time is closed.

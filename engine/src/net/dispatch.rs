@@ -98,6 +98,32 @@ pub(crate) async fn dispatch(
             return;
         }
     };
+    if command == Command::Authenticate {
+        let result = super::access::authenticate(shard, conn, &frame);
+        refuse_or_answer(conn, &header, quiet, result.map(Some)).await;
+        return;
+    }
+    if !super::access::frame_allowed(shard, conn, header.frame_len()) {
+        let reject = Reject::new(
+            Status::Unauthenticated,
+            super::conn::preauth_too_large(shard, header.frame_len()),
+        );
+        refuse_or_answer(
+            conn,
+            &header,
+            quiet,
+            Err(super::access::Refusal {
+                reject,
+                close: true,
+            }),
+        )
+        .await;
+        return;
+    }
+    if let Err(refusal) = super::access::authorize(shard, conn, command, &frame) {
+        refuse_or_answer(conn, &header, quiet, Err(refusal)).await;
+        return;
+    }
     if is_inline(command) {
         let result = serve_inline(shard, conn, command, &frame.freeze()).await;
         answer(conn, &header, quiet, result).await;
@@ -248,6 +274,25 @@ async fn answer(
         }
     };
     let _ = conn.outbox.send(Outbound::Frame(out)).await;
+}
+
+/// Answers a request that may close the connection: a refusal to authenticate closes it
+/// after the answer (which is sent even to a oneway request: the peer must learn why).
+async fn refuse_or_answer(
+    conn: &Conn,
+    header: &FrameHeader,
+    quiet: Quiet,
+    result: Result<Option<Vec<u8>>, super::access::Refusal>,
+) {
+    match result {
+        Ok(body) => answer(conn, header, quiet, Ok(body)).await,
+        Err(refusal) if refusal.close => {
+            let out = error_response(header, refusal.reject.status, &refusal.reject.message);
+            let _ = conn.outbox.send(Outbound::Frame(out)).await;
+            conn.outbox.close();
+        }
+        Err(refusal) => answer(conn, header, quiet, Err(refusal.reject)).await,
+    }
 }
 
 /// Serves a request forwarded by another shard; returns the encoded response, or `None` when

@@ -5,6 +5,7 @@
 //! - [`dispatch`]: what each command does;
 //! - [`clients`]: the shard's connections and where every client is connected.
 
+pub(crate) mod access;
 pub(crate) mod clients;
 pub(crate) mod conn;
 pub(crate) mod dispatch;
@@ -21,6 +22,7 @@ use crate::shard::Shard;
 pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     let max = shard.config.limits.connections_per_shard_max;
     let mut refused_logged = false;
+    crate::security::wait_for_policy(&shard).await;
     loop {
         match listener.accept().await {
             Ok(stream) => {

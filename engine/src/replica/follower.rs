@@ -121,7 +121,12 @@ async fn session(
     let offsets = shard.consumption.offsets();
     // The leader's offset generation last applied; none yet on this connection.
     let mut offsets_seen = u64::MAX;
-    let connect = Peer::connect(endpoint, PEER_TIMEOUT, config.frame_limits());
+    let connect = Peer::connect(
+        endpoint,
+        PEER_TIMEOUT,
+        config.frame_limits(),
+        shard.security.token(),
+    );
     let Some(mut peer) = unless_stopped(stop, connect).await? else {
         return Ok(());
     };

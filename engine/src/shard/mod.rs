@@ -69,6 +69,8 @@ pub(crate) struct Shard {
     pub frame_budget: Rc<crate::net::guard::FrameBudget>,
     /// Rate-limited log of connections closed for bad input.
     pub closing_log: crate::net::guard::ClosingLog,
+    /// The policy connections are checked against, and the broker's own token.
+    pub security: Arc<crate::security::Security>,
     /// Free space of the data directory: produces are refused below it.
     pub watermark: crate::disk::Watermark,
     /// Every task that holds the shard (connections, requests, pushes, mesh work, timers),
@@ -120,6 +122,7 @@ pub(crate) struct ShardStart {
     pub stop: Arc<StopSignal>,
     pub ports: Arc<OnceLock<Vec<u16>>>,
     pub ready: mpsc::Sender<(usize, Result<u16, BrokerError>)>,
+    pub security: Arc<crate::security::Security>,
 }
 
 /// The body of a shard's executor: runs until the stop flag is set.
@@ -132,6 +135,7 @@ pub(crate) async fn run(start: ShardStart) -> Result<(), BrokerError> {
         stop,
         ports,
         ready,
+        security,
     } = start;
     let shard_error = |reason: String| BrokerError::Shard { shard: id, reason };
     // Before any queue opens: the shard's logs share one tail-cache budget.
@@ -139,7 +143,7 @@ pub(crate) async fn run(start: ShardStart) -> Result<(), BrokerError> {
     let (senders, receivers) = crate::rt::join_mesh(mesh)
         .await
         .map_err(|e| shard_error(format!("cannot join the shard mesh: {e}")))?;
-    let opened = open(id, count, config.clone(), senders, ports).await;
+    let opened = open(id, count, config.clone(), senders, ports, security).await;
     let shard = match opened {
         Ok(shard) => Rc::new(shard),
         Err(e) => {
@@ -182,6 +186,8 @@ pub(crate) async fn run(start: ShardStart) -> Result<(), BrokerError> {
     let scrub = tasks.spawn(crate::scrub::run(shard.clone()));
     let register = (id == 0).then(|| tasks.spawn(crate::register::run(shard.clone())));
     let dynamic = (id == 0).then(|| tasks.spawn(crate::dynamic::run(shard.clone())));
+    let policy = (id == 0 && shard.security.is_enabled())
+        .then(|| tasks.spawn(crate::security::refresh(shard.clone())));
     let heartbeats: Vec<_> = if id == 0 && shard.config.controller_heartbeat_interval_ms > 0 {
         (shard.config.nameservers.iter())
             .map(|address| tasks.spawn(crate::register::heartbeat(shard.clone(), address.clone())))
@@ -200,6 +206,7 @@ pub(crate) async fn run(start: ShardStart) -> Result<(), BrokerError> {
     drop(retention);
     drop(scrub);
     drop(dynamic);
+    drop(policy);
     drop(heartbeats);
     if let Some(register) = register {
         drop(register);
@@ -240,6 +247,7 @@ async fn open(
     config: Arc<BrokerConfig>,
     mesh: MeshSenders<MeshMsg>,
     ports: Arc<OnceLock<Vec<u16>>>,
+    security: Arc<crate::security::Security>,
 ) -> Result<Shard, BrokerError> {
     let log_error = |what: String| {
         move |source| BrokerError::Log {
@@ -299,6 +307,7 @@ async fn open(
         counters: Counters::default(),
         frame_budget,
         closing_log: Default::default(),
+        security,
         watermark,
         tasks: Tasks::default(),
         stopping: Cell::new(false),

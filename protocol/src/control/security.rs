@@ -47,9 +47,10 @@ pub struct PolicyGet {
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
 pub struct PolicyDocument {
-    /// The policy's version. In `PolicyPut`, the version the writer read: the server takes
-    /// the document only if it still holds that version (so two writers cannot undo each
-    /// other's change), and stores it as that version + 1.
+    /// The policy's version. In `PolicyPut`, the newest version the writer read: the server
+    /// takes the document only if it holds no newer one (so two writers cannot undo each
+    /// other's change, and a nameserver that missed a change catches up), and stores it as
+    /// that version + 1.
     pub version: u64,
     /// The policy as JSON (the `auth` crate's `Policy`); empty in an answer to `PolicyGet`
     /// when the caller's copy is current.

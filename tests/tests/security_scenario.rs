@@ -1,0 +1,358 @@
+//! A secured nameserver and broker (`[security] enabled`): connections without a valid token
+//! are refused at connect, principals without a grant are denied with a message naming
+//! principal, action and resource, a grant made at runtime lets the next call through, a
+//! rogue broker cannot register, and every denial reaches the audit log.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use auth::{Grant, Pattern, Policy};
+use client::{Admin, Client, ClientConfig, ClientError, ConsumeMode, Consumer, Message, Producer};
+use defibus_tests::{AREA, RawConnection, WAIT, broker_config, start_broker, start_nameserver};
+use engine::Broker;
+use nameserver::NameserverHandle;
+use protocol::codes::{Command, Status};
+use protocol::control::FlushMode;
+use protocol::frame::{FrameMeta, encode_frame};
+use testkit::{retry_until, wait_until};
+
+const TOPIC: &str = "A10-3701";
+
+/// Tokens of the scenario's principals.
+struct Tokens {
+    admin: String,
+    app: String,
+    carol: String,
+    expired: String,
+}
+
+/// The first policy: `admin` may do everything, `broker` may act as a broker, `app` may
+/// produce to `A10-*` and consume it as groups `app-*`, `carol` may do nothing.
+fn policy() -> (Policy, Tokens, String) {
+    let now = auth::now_ms();
+    let day = 86_400_000;
+    let mut policy = Policy {
+        version: 1,
+        ..Policy::default()
+    };
+    let grant = |principal: &str, action: &str, resource: &str, group: &str| Grant {
+        principal: Pattern::new(principal).unwrap(),
+        action: action.parse().unwrap(),
+        resource: Pattern::new(resource).unwrap(),
+        group: Pattern::new(group).unwrap(),
+    };
+    policy.grant(grant("admin", "*", "*", "*"));
+    policy.grant(grant("broker", "broker", "*", "*"));
+    policy.grant(grant("app", "produce", "A10-*", "*"));
+    policy.grant(grant("app", "consume", "A10-*", "app-*"));
+    let mut issue = |principal: &str, created: u64, ttl: u64| {
+        policy
+            .issue_token(principal, created, ttl)
+            .unwrap()
+            .reveal()
+    };
+    let tokens = Tokens {
+        admin: issue("admin", now, day),
+        app: issue("app", now, day),
+        carol: issue("carol", now, day),
+        expired: issue("app", now - day, 1_000),
+    };
+    let broker = issue("broker", now, day);
+    (policy, tokens, broker)
+}
+
+struct Secured {
+    _dir: tempfile::TempDir,
+    nameserver: NameserverHandle,
+    broker: Option<Broker>,
+    tokens: Tokens,
+    audit_log: PathBuf,
+}
+
+impl Secured {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (policy, tokens, broker_token) = policy();
+        let policy_file = dir.path().join("policy.json");
+        std::fs::write(&policy_file, policy.to_json()).unwrap();
+        let broker_token_file = dir.path().join("broker.token");
+        std::fs::write(&broker_token_file, &broker_token).unwrap();
+        let audit_log = dir.path().join("audit.log");
+        let nameserver = start_nameserver(|c| {
+            c.security.enabled = true;
+            c.security.policy_file = Some(policy_file.clone());
+            c.security.audit_log = Some(audit_log.clone());
+        });
+        let mut config = broker_config("broker-a", 2, &dir.path().join("broker"), &nameserver);
+        config.security.enabled = true;
+        config.security.token_file = Some(broker_token_file);
+        config.security.audit_log = Some(dir.path().join("broker-audit.log"));
+        config.security.policy_refresh_ms = 100;
+        let broker = start_broker(config);
+        let secured = Self {
+            _dir: dir,
+            nameserver,
+            broker: Some(broker),
+            tokens,
+            audit_log,
+        };
+        let admin = secured.client(Some(&secured.tokens.admin));
+        let mut topic = defibus_tests::topic_config(TOPIC, 2, FlushMode::Async);
+        topic.max_queue_depth = 100_000;
+        retry_until("the admin creates the topic", WAIT, || {
+            Admin::new(&admin).create_topic(&secured.broker_endpoint(), &topic)
+        });
+        wait_until("the topic is routed", WAIT, || {
+            Admin::new(&admin).topic_route(TOPIC).is_ok()
+        });
+        secured
+    }
+
+    fn client(&self, token: Option<&str>) -> Client {
+        let mut config = ClientConfig::new([self.nameserver.local_addr().to_string()], AREA)
+            .unwrap()
+            .with_request_timeout(Duration::from_secs(2));
+        if let Some(token) = token {
+            config = config.with_token(token);
+        }
+        Client::new(config).unwrap()
+    }
+
+    fn broker_port(&self) -> u16 {
+        self.broker.as_ref().unwrap().shard_ports()[0]
+    }
+
+    fn broker_endpoint(&self) -> String {
+        defibus_tests::endpoint(self.broker_port())
+    }
+
+    /// Replaces the policy on the nameserver as `admin` would, with `edit` applied.
+    fn change_policy(&self, edit: impl FnOnce(&mut Policy)) {
+        let admin_client = self.client(Some(&self.tokens.admin));
+        let admin = Admin::new(&admin_client);
+        let (_, answer) = admin.policies().remove(0);
+        let (version, json) = answer.unwrap();
+        let mut policy = Policy::from_json(&json).unwrap();
+        edit(&mut policy);
+        let (_, stored) = admin.put_policy(version, &policy.to_json()).remove(0);
+        assert_eq!(stored.unwrap(), version + 1);
+    }
+
+    fn audit_lines(&self, path: &Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Secured {
+    fn drop(&mut self) {
+        if let Some(broker) = self.broker.take() {
+            broker.shutdown().unwrap();
+        }
+    }
+}
+
+fn send(client: &Client, value: &str) -> Result<(), ClientError> {
+    let producer = Producer::new(client)?;
+    producer.send(Message::new(TOPIC, value)).map(drop)
+}
+
+#[track_caller]
+fn assert_denied(result: Result<(), ClientError>, principal: &str, action: &str, resource: &str) {
+    match result {
+        Err(ClientError::Denied { message }) => {
+            for part in [principal, action, resource] {
+                assert!(message.contains(part), "denial {message:?} names {part}");
+            }
+        }
+        other => panic!("expected a denial of {action} on {resource}, got {other:?}"),
+    }
+}
+
+#[test]
+fn connections_without_a_valid_token_are_refused_at_connect() {
+    let bus = Secured::start();
+
+    // No token: the nameserver refuses the route lookup, the broker the first frame.
+    let anonymous = bus.client(None);
+    let err = Admin::new(&anonymous).cluster_info().unwrap_err();
+    assert!(
+        matches!(err, ClientError::Unauthenticated { .. }),
+        "anonymous cluster info: {err:?}"
+    );
+    let mut raw = RawConnection::connect(bus.broker_port());
+    let mut frame = Vec::new();
+    encode_frame(
+        &FrameMeta::request(Command::ListTopics, 5),
+        &[],
+        &[],
+        &mut frame,
+    )
+    .unwrap();
+    raw.send_raw(&frame);
+    let (status, request_id, reply) = raw.expect_error_then_close("anonymous ListTopics");
+    assert_eq!(
+        (status, request_id),
+        (Status::Unauthenticated.code(), 5),
+        "{reply:?}"
+    );
+
+    // An anonymous peer may not make the broker hold a large frame.
+    let mut big = RawConnection::connect(bus.broker_port());
+    let mut frame = Vec::new();
+    encode_frame(
+        &FrameMeta::request(Command::Produce, 6),
+        &[],
+        &vec![0u8; 64 << 10],
+        &mut frame,
+    )
+    .unwrap();
+    big.send_raw(&frame[..32 << 10]);
+    let (status, _, reply) = big.expect_error_then_close("anonymous 64 KiB frame");
+    assert_eq!(status, Status::Unauthenticated.code(), "{reply:?}");
+    assert!(
+        reply.message.contains("preauth_frame_bytes_max"),
+        "{}",
+        reply.message
+    );
+
+    // Unknown, expired and malformed tokens.
+    let unknown = auth::Token::generate().reveal();
+    for (what, token) in [
+        ("unknown", unknown.as_str()),
+        ("expired", bus.tokens.expired.as_str()),
+        ("malformed", "dfb.not-a-token"),
+    ] {
+        let client = bus.client(Some(token));
+        let err = send(&client, "x").unwrap_err();
+        assert!(
+            matches!(err, ClientError::Unauthenticated { .. }),
+            "{what} token: {err:?}"
+        );
+        assert!(!err.is_retryable(), "{what}: {err}");
+    }
+
+    // A valid token works; once revoked, new connections with it are refused.
+    let app = bus.client(Some(&bus.tokens.app));
+    send(&app, "hello").unwrap();
+    let app_id = bus.tokens.app.split('.').nth(1).unwrap().to_owned();
+    bus.change_policy(|p| assert!(p.revoke_token(&app_id)));
+    wait_until("the broker refuses the revoked token", WAIT, || {
+        let client = bus.client(Some(&bus.tokens.app));
+        matches!(send(&client, "x"), Err(ClientError::Unauthenticated { .. }))
+    });
+
+    let audit = bus.audit_lines(&bus.audit_log);
+    assert!(
+        audit
+            .iter()
+            .any(|r| r["action"] == "authenticate" && r["outcome"] == "denied"),
+        "the nameserver audits failed authentications: {audit:?}"
+    );
+}
+
+#[test]
+fn a_principal_without_a_grant_is_denied_until_granted_at_runtime() {
+    let bus = Secured::start();
+    let carol = bus.client(Some(&bus.tokens.carol));
+    assert_denied(send(&carol, "x"), "carol", "produce", TOPIC);
+    let carol_admin = Admin::new(&carol);
+    assert_denied(
+        carol_admin.delete_topic(&bus.broker_endpoint(), TOPIC),
+        "carol",
+        "admin_topic",
+        TOPIC,
+    );
+    let app = bus.client(Some(&bus.tokens.app));
+    assert_denied(
+        Admin::new(&app).delete_topic(&bus.broker_endpoint(), TOPIC),
+        "app",
+        "admin_topic",
+        TOPIC,
+    );
+
+    bus.change_policy(|p| {
+        p.grant(Grant {
+            principal: Pattern::new("carol").unwrap(),
+            action: "produce".parse().unwrap(),
+            resource: Pattern::new(TOPIC).unwrap(),
+            group: Pattern::any(),
+        });
+    });
+    // The broker fetches the policy every 100 ms; the same connection is let through.
+    retry_until("carol's produce after the grant", WAIT, || {
+        send(&carol, "granted")
+    });
+
+    let audit = bus.audit_lines(&bus.audit_log);
+    assert!(
+        audit.iter().any(|r| r["action"] == "policy_put"
+            && r["outcome"] == "ok"
+            && r["principal"] == "admin"),
+        "the policy change is audited: {audit:?}"
+    );
+}
+
+#[test]
+fn a_consumer_never_sees_messages_of_a_group_it_has_no_grant_for() {
+    let bus = Secured::start();
+    let app = bus.client(Some(&bus.tokens.app));
+    for i in 0..10 {
+        send(&app, &format!("m{i}")).unwrap();
+    }
+    let granted = Consumer::subscribe(&app, TOPIC, "app-1", ConsumeMode::Clustering).unwrap();
+    let mut received = 0;
+    while received < 10 {
+        let message = granted.recv(WAIT).unwrap();
+        assert!(message.is_some(), "app-1 received {received} of 10");
+        received += 1;
+    }
+    match Consumer::subscribe(&app, TOPIC, "audit", ConsumeMode::Clustering) {
+        Err(ClientError::Denied { message }) => {
+            assert!(
+                message.contains("audit") && message.contains("consume"),
+                "{message}"
+            )
+        }
+        Err(other) => panic!("subscribing as group audit: {other:?}"),
+        Ok(consumer) => {
+            // Subscriptions are made per queue in the background: each is refused.
+            assert!(consumer.recv(Duration::from_secs(2)).unwrap().is_none());
+            let broker_audit = bus._dir.path().join("broker-audit.log");
+            wait_until("the broker audits the refused subscription", WAIT, || {
+                bus.audit_lines(&broker_audit).iter().any(|r| {
+                    r["action"] == "consume" && r["outcome"] == "denied" && r["principal"] == "app"
+                })
+            });
+        }
+    }
+}
+
+#[test]
+fn a_broker_without_the_broker_grant_cannot_register() {
+    let bus = Secured::start();
+    let dir = tempfile::tempdir().unwrap();
+    let app_token = dir.path().join("app.token");
+    std::fs::write(&app_token, &bus.tokens.app).unwrap();
+    // A rogue broker claiming the legitimate broker's id, with a token that is valid but
+    // holds no `broker` grant.
+    let mut rogue = broker_config("broker-a", 1, &dir.path().join("rogue"), &bus.nameserver);
+    rogue.security.token_file = Some(app_token);
+    let rogue = start_broker(rogue);
+    wait_until("the nameserver audits the rogue registration", WAIT, || {
+        bus.audit_lines(&bus.audit_log)
+            .iter()
+            .any(|r| r["action"] == "broker" && r["outcome"] == "denied" && r["principal"] == "app")
+    });
+    let admin = bus.client(Some(&bus.tokens.admin));
+    let route = Admin::new(&admin).topic_route(TOPIC).unwrap();
+    let rogue_port = rogue.shard_ports()[0];
+    assert!(
+        route.queues.iter().all(|q| q.shard_port != rogue_port),
+        "the rogue broker is not routed to: {route:?}"
+    );
+    rogue.shutdown().unwrap();
+}
