@@ -35,6 +35,9 @@ pub struct SecuritySettings {
     /// Append-only audit log (JSON lines) of admin actions and denials. Default: none, the
     /// records go to the process log under target `defibus::audit`.
     pub audit_log: Option<PathBuf>,
+    /// Nameservers (`host:port`) the policy is fetched from. Default: none, which means the
+    /// process's own nameservers (broker, SGS, proxy); the GSL, which knows none, needs it.
+    pub policy_nameservers: Vec<String>,
     /// How often a process other than the nameserver asks a nameserver for a newer policy,
     /// ms. Default 1000: a grant or revoke is in force everywhere within about a second.
     pub policy_refresh_ms: u64,
@@ -49,6 +52,7 @@ impl Default for SecuritySettings {
             token_file: None,
             policy_file: None,
             audit_log: None,
+            policy_nameservers: Vec::new(),
             policy_refresh_ms: POLICY_REFRESH_MS_DEFAULT,
             preauth_frame_bytes_max: PREAUTH_FRAME_BYTES_MAX_DEFAULT,
         }
@@ -119,6 +123,16 @@ impl SecuritySettings {
             });
         }
         Ok(())
+    }
+
+    /// The nameservers to fetch the policy from: `policy_nameservers`, or `own` (the
+    /// process's own nameservers) when that is empty.
+    pub fn policy_sources<'a>(&'a self, own: &'a [String]) -> &'a [String] {
+        if self.policy_nameservers.is_empty() {
+            own
+        } else {
+            &self.policy_nameservers
+        }
     }
 
     /// This process's token, when `token_file` is set.

@@ -55,11 +55,15 @@ impl Security {
 pub(crate) async fn refresh(shard: Rc<Shard>) {
     let security = &shard.security;
     let interval = Duration::from_millis(shard.config.security.policy_refresh_ms);
-    let mut peers: Vec<Option<Peer>> = shard.config.nameservers.iter().map(|_| None).collect();
+    let sources = shard
+        .config
+        .security
+        .policy_sources(&shard.config.nameservers);
+    let mut peers: Vec<Option<Peer>> = sources.iter().map(|_| None).collect();
     let mut failing = false;
     loop {
         let mut fetched = false;
-        for (address, peer) in shard.config.nameservers.iter().zip(&mut peers) {
+        for (address, peer) in sources.iter().zip(&mut peers) {
             match fetch(&shard, address, peer).await {
                 Ok(policy) => {
                     if let Some(policy) = policy {

@@ -26,6 +26,7 @@ pub mod handle;
 mod inbound;
 pub mod limits;
 pub mod loglimit;
+pub mod policy;
 pub mod rpc;
 pub mod server;
 pub mod signal;
