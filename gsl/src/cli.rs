@@ -16,12 +16,16 @@ pub struct GslArgs {
     /// Without it, the defaults apply. Flags below override the file.
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Address to listen on [default: 0.0.0.0:9877]; port 0 picks a free port.
+    /// Address to listen on [default: 127.0.0.1:9877]; port 0 picks a free port. Any other
+    /// than a loopback address needs [security] (or --insecure).
     #[arg(long, value_name = "ADDR")]
     pub listen_addr: Option<SocketAddr>,
     /// Directory of the durable service directory [default: ./gsl-data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Authentication, grants and exposure.
+    #[command(flatten)]
+    pub security: svc::security::SecurityArgs,
 }
 
 impl GslArgs {
@@ -31,6 +35,7 @@ impl GslArgs {
         svc::config::load(self.config.as_deref(), |config: &mut GslConfig| {
             set(&mut config.listen_addr, self.listen_addr);
             set(&mut config.data_dir, self.data_dir.clone());
+            self.security.apply(&mut config.security);
         })
     }
 }
@@ -39,6 +44,13 @@ impl GslArgs {
 /// Logging is the caller's to set up.
 pub fn cli_main(args: &GslArgs) -> Result<(), GslError> {
     let config = args.to_config()?;
+    args.security
+        .check_exposure(
+            &config.security,
+            "the GSL",
+            &config.listen_addr.ip().to_string(),
+        )
+        .map_err(GslError::Security)?;
     svc::signal::run_until_terminated(config.listen_addr, move |listener, shutdown| {
         run(listener, config, shutdown)
     })

@@ -9,11 +9,12 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use auth::{Action, Authority};
 use log::{debug, info};
 use protocol::codes::Command;
 use protocol::control::{self, ControlError, GslResolveReply, GslResolveRequest, GslUpdate};
 use protocol::frame::Framer;
-use svc::connection::{Answer, Handler};
+use svc::connection::{Answer, Caller, Handler};
 
 use crate::config::GslConfig;
 use crate::store::{Store, Updated};
@@ -24,11 +25,13 @@ pub(crate) struct Shared {
     store: Mutex<Store>,
     pub(crate) config: GslConfig,
     pub(crate) framer: Framer,
+    authority: Authority,
 }
 
 impl Shared {
-    pub(crate) fn new(config: GslConfig, store: Store) -> Arc<Self> {
+    pub(crate) fn new(config: GslConfig, store: Store, authority: Authority) -> Arc<Self> {
         Arc::new(Self {
+            authority,
             store: Mutex::new(store),
             framer: Framer::new(config.frame_limits()),
             config,
@@ -53,22 +56,32 @@ impl Handler for Shared {
         self.config.idle_timeout()
     }
 
+    fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    fn preauth_frame_bytes_max(&self) -> usize {
+        self.config.security.preauth_frame_bytes_max as usize
+    }
+
     /// A GSL answer needs no waiting: it is computed before the future is returned.
     fn handle(
         self: &Arc<Self>,
-        _caller: &svc::connection::Caller,
+        caller: &Caller,
         command: Command,
         body: &[u8],
     ) -> impl Future<Output = Answer> + Send {
-        std::future::ready(handle(self, command, body))
+        std::future::ready(handle(self, caller, command, body))
     }
 }
 
 /// Answers one request.
-pub(crate) fn handle(shared: &Shared, command: Command, body: &[u8]) -> Answer {
+/// Resolving is for every authenticated caller; an update needs `admin_service` on the
+/// service id.
+pub(crate) fn handle(shared: &Shared, caller: &Caller, command: Command, body: &[u8]) -> Answer {
     let result = match command {
         Command::GslResolve => resolve(shared, body),
-        Command::GslUpdate => update(shared, body),
+        Command::GslUpdate => update(shared, caller, body),
         other => return Answer::not_served::<Shared>(other),
     };
     result.unwrap_or_else(|e| Answer::from_control_error(&e))
@@ -87,8 +100,16 @@ fn resolve(shared: &Shared, body: &[u8]) -> Result<Answer, ControlError> {
     })?))
 }
 
-fn update(shared: &Shared, body: &[u8]) -> Result<Answer, ControlError> {
+fn update(shared: &Shared, caller: &Caller, body: &[u8]) -> Result<Answer, ControlError> {
     let update: GslUpdate = control::decode(body)?;
+    if let Err(denied) = caller.check(
+        &shared.authority,
+        Action::AdminService,
+        &update.service_id,
+        None,
+    ) {
+        return Ok(denied);
+    }
     let service = update.service_id.clone();
     let areas: Vec<String> = update.deployments.iter().map(|d| d.area.clone()).collect();
     match shared.store().update(update) {

@@ -18,9 +18,10 @@ use crate::error::GslError;
 /// Default port: the one after the nameserver's 9876, so a bus's control ports sit together
 /// (nameserver 9876, GSL 9877, SGS 9878).
 pub const LISTEN_PORT_DEFAULT: u16 = 9877;
-/// Default listen address: every interface, port [`LISTEN_PORT_DEFAULT`].
+/// Default listen address: loopback, port [`LISTEN_PORT_DEFAULT`]; another address needs
+/// `[security]` (or `--insecure`).
 pub const LISTEN_ADDR_DEFAULT: SocketAddr =
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), LISTEN_PORT_DEFAULT);
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), LISTEN_PORT_DEFAULT);
 /// Default data directory, relative to the working directory.
 pub const DATA_DIR_DEFAULT: &str = "./gsl-data";
 /// Default bound on services held: 100,000, far above any bus we know (DeFiBus installations
@@ -44,7 +45,7 @@ const _: () = {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GslConfig {
-    /// Address to listen on. Default `0.0.0.0:9877` ([`LISTEN_ADDR_DEFAULT`]); port 0 picks a
+    /// Address to listen on. Default `127.0.0.1:9877` ([`LISTEN_ADDR_DEFAULT`]); port 0 picks a
     /// free port (tests, `defibus standalone`).
     pub listen_addr: SocketAddr,
     /// Directory of the durable directory (`services.gsl`) and its `LOCK`. Default
@@ -75,6 +76,11 @@ pub struct GslConfig {
     /// Most connections open at once from one peer address; further ones are closed at once.
     /// Default 128.
     pub connections_per_ip_max: usize,
+    /// Authentication, the ACL and the audit log (`[security]`, docs/ARCHITECTURE.md §4.4):
+    /// with `enabled`, callers authenticate and updates need `admin_service`; the policy
+    /// comes from `policy_nameservers` (required then: the GSL knows no nameserver of its
+    /// own). Default: off.
+    pub security: auth::SecuritySettings,
 }
 
 impl Default for GslConfig {
@@ -90,6 +96,7 @@ impl Default for GslConfig {
             frame_timeout_ms: svc::limits::FRAME_TIMEOUT_MS_DEFAULT,
             partial_frame_bytes_max: svc::limits::PARTIAL_FRAME_BYTES_MAX_DEFAULT,
             connections_per_ip_max: svc::limits::CONNECTIONS_PER_IP_MAX_DEFAULT,
+            security: auth::SecuritySettings::default(),
         }
     }
 }
@@ -107,6 +114,13 @@ impl GslConfig {
 
     /// Checks that every setting is usable.
     pub fn validate(&self) -> Result<(), GslError> {
+        self.security.validate().map_err(GslError::Security)?;
+        if self.security.enabled && self.security.policy_nameservers.is_empty() {
+            return Err(GslError::ConfigInvalid {
+                key: "security.policy_nameservers",
+                reason: "required with security on: the GSL fetches the policy from them".into(),
+            });
+        }
         if self.data_dir.as_os_str().is_empty() {
             return Err(GslError::ConfigInvalid {
                 key: "data_dir",
@@ -179,7 +193,7 @@ mod tests {
             GslConfig::from_toml_str("", Path::new("x")).unwrap(),
             config
         );
-        assert_eq!(config.listen_addr.to_string(), "0.0.0.0:9877");
+        assert_eq!(config.listen_addr.to_string(), "127.0.0.1:9877");
     }
 
     #[test]
@@ -188,7 +202,7 @@ mod tests {
         let parsed = GslConfig::from_toml_str(&uncommented, Path::new("example")).unwrap();
         assert_eq!(parsed, GslConfig::default());
         assert_eq!(
-            uncommented.lines().count(),
+            uncommented.lines().filter(|l| !l.starts_with('#')).count(),
             10,
             "one line per setting:\n{uncommented}"
         );

@@ -46,7 +46,20 @@ pub(crate) async fn serve(
         config.data_dir.display(),
         config.max_connections
     );
-    let shared = Shared::new(config, store);
+    let authority = config
+        .security
+        .authority("gsl")
+        .map_err(GslError::Security)?;
+    let token = config.security.token().map_err(GslError::Security)?;
+    let _policy = svc::policy::PolicyFollower::start(
+        &authority,
+        svc::policy::PolicySource {
+            nameservers: config.security.policy_nameservers.clone(),
+            token,
+            refresh: std::time::Duration::from_millis(config.security.policy_refresh_ms),
+        },
+    );
+    let shared = Shared::new(config, store, authority);
     let (stop_tx, _) = watch::channel(false);
     let limits = shared.config.server_limits();
     svc::server::serve(listener, local_addr, shared, limits, stop_tx, shutdown).await;

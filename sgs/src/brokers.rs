@@ -38,9 +38,13 @@ impl<'a> AreaBrokers<'a> {
         area_config: &'a AreaConfig,
         config: &'a SgsConfig,
     ) -> Result<Self, String> {
-        let client_config = ClientConfig::new(area_config.nameservers.iter().cloned(), area)
+        let mut client_config = ClientConfig::new(area_config.nameservers.iter().cloned(), area)
             .map_err(|e| e.to_string())?
             .with_request_timeout(config.request_timeout());
+        // Read at each connect, so a replaced token file takes effect without a restart.
+        if let Some(token) = config.security.token().map_err(|e| e.to_string())? {
+            client_config = client_config.with_token(token);
+        }
         let client = Client::new(client_config).map_err(|e| format!("area {area}: {e}"))?;
         Ok(Self {
             area,

@@ -16,12 +16,16 @@ pub struct SgsArgs {
     /// Without it, the defaults apply. Flags below override the file.
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Address to listen on [default: 0.0.0.0:9878]; port 0 picks a free port.
+    /// Address to listen on [default: 127.0.0.1:9878]; port 0 picks a free port. Any other
+    /// than a loopback address needs [security] (or --insecure).
     #[arg(long, value_name = "ADDR")]
     pub listen_addr: Option<SocketAddr>,
     /// Directory of the durable service registry [default: ./sgs-data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Authentication, grants and exposure.
+    #[command(flatten)]
+    pub security: svc::security::SecurityArgs,
     /// GSL endpoint to push services to, `host:port`; repeat for several [default:
     /// 127.0.0.1:9877]. Replaces the file's list.
     #[arg(long = "gsl", value_name = "ADDR")]
@@ -35,6 +39,7 @@ impl SgsArgs {
         svc::config::load(self.config.as_deref(), |config: &mut SgsConfig| {
             set(&mut config.listen_addr, self.listen_addr);
             set(&mut config.data_dir, self.data_dir.clone());
+            self.security.apply(&mut config.security);
             if !self.gsl_endpoints.is_empty() {
                 config.gsl_endpoints = self.gsl_endpoints.clone();
             }
@@ -46,6 +51,13 @@ impl SgsArgs {
 /// Logging is the caller's to set up.
 pub fn cli_main(args: &SgsArgs) -> Result<(), SgsError> {
     let config = args.to_config()?;
+    args.security
+        .check_exposure(
+            &config.security,
+            "the SGS",
+            &config.listen_addr.ip().to_string(),
+        )
+        .map_err(SgsError::Security)?;
     svc::signal::run_until_terminated(config.listen_addr, move |listener, shutdown| {
         run(listener, config, shutdown)
     })

@@ -25,10 +25,11 @@ pub struct SgsClient {
 }
 
 impl SgsClient {
-    /// Connects to the SGS at `endpoint` (`host:port`).
-    pub fn connect(endpoint: &str) -> Result<Self, RpcError> {
+    /// Connects to the SGS at `endpoint` (`host:port`), authenticating with `token` when
+    /// given.
+    pub fn connect(endpoint: &str, token: Option<&str>) -> Result<Self, RpcError> {
         Ok(Self {
-            connection: Connection::connect(endpoint, REQUEST_TIMEOUT_DEFAULT)?,
+            connection: Connection::connect_as(endpoint, token, REQUEST_TIMEOUT_DEFAULT)?,
             request_timeout: REQUEST_TIMEOUT_DEFAULT,
             operation_timeout: OPERATION_TIMEOUT_DEFAULT,
         })

@@ -14,6 +14,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use auth::{Action, Authority, Outcome};
 use log::info;
 use protocol::codes::{Command, Status};
 use protocol::control::{
@@ -21,7 +22,7 @@ use protocol::control::{
 };
 use protocol::frame::Framer;
 use protocol::names::{ServiceId, Topic};
-use svc::connection::{Answer, Handler};
+use svc::connection::{Answer, Caller, Handler};
 
 use crate::brokers::AreaBrokers;
 use crate::config::{QUEUE_COUNT_MAX, SgsConfig};
@@ -39,11 +40,13 @@ pub(crate) struct Shared {
     pub(crate) operations: tokio::sync::Mutex<()>,
     pub(crate) config: Arc<SgsConfig>,
     pub(crate) framer: Framer,
+    authority: Authority,
 }
 
 impl Shared {
-    pub(crate) fn new(config: SgsConfig, store: Store) -> Arc<Self> {
+    pub(crate) fn new(config: SgsConfig, store: Store, authority: Authority) -> Arc<Self> {
         Arc::new(Self {
+            authority,
             store: Mutex::new(store),
             operations: tokio::sync::Mutex::new(()),
             framer: Framer::new(config.frame_limits()),
@@ -71,13 +74,31 @@ impl Handler for Shared {
     /// A deploy or offline is answered when it is done (broker round trips, retries,
     /// draining): the connection reads its next request only then. Shutdown waits for it
     /// too, so an operation is never cut off half-way by a clean stop.
+    fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    fn preauth_frame_bytes_max(&self) -> usize {
+        self.config.security.preauth_frame_bytes_max as usize
+    }
+
     fn handle(
         self: &Arc<Self>,
-        _caller: &svc::connection::Caller,
+        caller: &Caller,
         command: Command,
         body: &[u8],
     ) -> impl Future<Output = Answer> + Send {
-        handle(self, command, body)
+        let caller = caller.clone();
+        let shared = Arc::clone(self);
+        let body = body.to_vec();
+        async move {
+            if let Err(denied) = authorize(&shared, &caller, command, &body) {
+                return denied;
+            }
+            let answer = handle(&shared, command, &body).await;
+            audit(&shared, &caller, command, &body, &answer);
+            answer
+        }
     }
 }
 
@@ -350,4 +371,54 @@ fn show(shared: &Shared, body: &[u8]) -> Handled {
         Ok(record) => Ok(Answer::ok(control::encode(&record)?)),
         Err(answer) => Ok(answer),
     }
+}
+
+/// The service a lifecycle command acts on, if `command` is one (apply, deploy, offline).
+fn service_of(command: Command, body: &[u8]) -> Option<String> {
+    match command {
+        Command::ServiceApply => control::decode::<ServiceRecord>(body)
+            .ok()
+            .map(|r| r.service_id),
+        Command::ServiceDeploy | Command::ServiceOffline => {
+            control::decode::<ServiceIdRequest>(body)
+                .ok()
+                .map(|r| r.service_id)
+        }
+        _ => None,
+    }
+}
+
+/// Lifecycle commands need `admin_service` on the service id; listing and showing are for
+/// every authenticated caller. A body that does not decode is left to the handler to refuse.
+fn authorize(
+    shared: &Shared,
+    caller: &Caller,
+    command: Command,
+    body: &[u8],
+) -> Result<(), Answer> {
+    match service_of(command, body) {
+        Some(service) => caller.check(&shared.authority, Action::AdminService, &service, None),
+        None => Ok(()),
+    }
+}
+
+/// Records a lifecycle command and how it ended in the audit log.
+fn audit(shared: &Shared, caller: &Caller, command: Command, body: &[u8], answer: &Answer) {
+    let Some(service) = service_of(command, body) else {
+        return;
+    };
+    let (outcome, detail) = if answer.status.is_ok() {
+        (Outcome::Ok, String::new())
+    } else {
+        let detail = control::decode::<protocol::control::ErrorReply>(&answer.body)
+            .map(|e| e.message)
+            .unwrap_or_else(|_| answer.status.to_string());
+        (Outcome::Failed, detail)
+    };
+    let action = match command {
+        Command::ServiceApply => "service_apply",
+        Command::ServiceDeploy => "service_deploy",
+        _ => "service_offline",
+    };
+    caller.audit(&shared.authority, action, &service, outcome, &detail);
 }

@@ -19,9 +19,10 @@ use crate::error::SgsError;
 
 /// Default port: after the nameserver's 9876 and GSL's 9877.
 pub const LISTEN_PORT_DEFAULT: u16 = 9878;
-/// Default listen address: every interface, port [`LISTEN_PORT_DEFAULT`].
+/// Default listen address: loopback, port [`LISTEN_PORT_DEFAULT`]; another address needs
+/// `[security]` (or `--insecure`).
 pub const LISTEN_ADDR_DEFAULT: SocketAddr =
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), LISTEN_PORT_DEFAULT);
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), LISTEN_PORT_DEFAULT);
 /// Default data directory, relative to the working directory.
 pub const DATA_DIR_DEFAULT: &str = "./sgs-data";
 /// Default GSL endpoint: a GSL on this host at its default port.
@@ -79,7 +80,7 @@ pub struct AreaConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SgsConfig {
-    /// Address to listen on. Default `0.0.0.0:9878`; port 0 picks a free port.
+    /// Address to listen on. Default `127.0.0.1:9878`; port 0 picks a free port.
     pub listen_addr: SocketAddr,
     /// Directory of the registry (`services.sgs`) and its `LOCK`. Default `./sgs-data`.
     pub data_dir: PathBuf,
@@ -124,6 +125,12 @@ pub struct SgsConfig {
     pub connections_per_ip_max: usize,
     /// The areas services may be deployed to, by area code. Default none.
     pub areas: BTreeMap<String, AreaConfig>,
+    /// Authentication, the ACL and the audit log (`[security]`, docs/ARCHITECTURE.md §4.4):
+    /// with `enabled`, callers authenticate and apply, deploy and offline need
+    /// `admin_service` on the service id; `token_file` is the SGS's own token (topic admin on
+    /// the brokers, updates to GSL). The policy comes from `policy_nameservers`, else every
+    /// area's nameservers. Default: off.
+    pub security: auth::SecuritySettings,
 }
 
 impl Default for SgsConfig {
@@ -148,6 +155,7 @@ impl Default for SgsConfig {
             partial_frame_bytes_max: svc::limits::PARTIAL_FRAME_BYTES_MAX_DEFAULT,
             connections_per_ip_max: svc::limits::CONNECTIONS_PER_IP_MAX_DEFAULT,
             areas: BTreeMap::new(),
+            security: auth::SecuritySettings::default(),
         }
     }
 }
@@ -263,7 +271,7 @@ mod tests {
             SgsConfig::from_toml_str("", Path::new("x")).unwrap(),
             config
         );
-        assert_eq!(config.listen_addr.to_string(), "0.0.0.0:9878");
+        assert_eq!(config.listen_addr.to_string(), "127.0.0.1:9878");
     }
 
     #[test]
@@ -274,7 +282,7 @@ mod tests {
         let parsed = SgsConfig::from_toml_str(&uncommented, Path::new("example")).unwrap();
         assert_eq!(parsed, SgsConfig::default());
         assert_eq!(
-            uncommented.lines().count(),
+            uncommented.lines().filter(|l| !l.starts_with('#')).count(),
             18,
             "one line per setting:\n{uncommented}"
         );

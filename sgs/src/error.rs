@@ -91,6 +91,9 @@ pub enum SgsError {
     /// The server thread panicked; the panic message was printed by the panic hook.
     #[error("the SGS thread panicked")]
     Panicked,
+    /// The `[security]` settings cannot be used, or the server would be exposed.
+    #[error(transparent)]
+    Security(auth::settings::SettingsError),
 }
 
 svc::server_error!(SgsError);

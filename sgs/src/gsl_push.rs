@@ -85,8 +85,12 @@ pub(crate) fn push(config: &SgsConfig, updates: &[GslUpdate], attempts: u32) -> 
 
 fn push_one(config: &SgsConfig, endpoint: &str, bodies: &[Vec<u8>]) -> Result<(), (String, bool)> {
     let timeout = config.request_timeout();
-    let mut connection =
-        Connection::connect(endpoint, timeout).map_err(|e| (e.to_string(), true))?;
+    let token = config
+        .security
+        .token()
+        .map_err(|e| (e.to_string(), false))?;
+    let mut connection = Connection::connect_as(endpoint, token.as_deref(), timeout)
+        .map_err(|e| (e.to_string(), true))?;
     for body in bodies {
         connection
             .call(Command::GslUpdate, body, timeout)

@@ -49,7 +49,25 @@ pub(crate) async fn serve(
         config.data_dir.display(),
         config.max_connections
     );
-    let shared = Shared::new(config, store);
+    let authority = config
+        .security
+        .authority("sgs")
+        .map_err(SgsError::Security)?;
+    let token = config.security.token().map_err(SgsError::Security)?;
+    let own: Vec<String> = config
+        .areas
+        .values()
+        .flat_map(|area| area.nameservers.iter().cloned())
+        .collect();
+    let _policy = svc::policy::PolicyFollower::start(
+        &authority,
+        svc::policy::PolicySource {
+            nameservers: config.security.policy_sources(&own).to_vec(),
+            token,
+            refresh: std::time::Duration::from_millis(config.security.policy_refresh_ms),
+        },
+    );
+    let shared = Shared::new(config, store, authority);
     let (stop_tx, stop_rx) = watch::channel(false);
     let syncer = tokio::spawn(sync_gsl(Arc::clone(&shared), stop_rx.clone()));
     let limits = shared.config.server_limits();

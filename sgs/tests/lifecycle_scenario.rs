@@ -132,7 +132,7 @@ fn start_sgs(dir: &Path, gsl: &GslHandle, areas: &[&Area]) -> SgsHandle {
 }
 
 fn sgs_client(sgs: &SgsHandle) -> SgsClient {
-    SgsClient::connect(&sgs.local_addr().to_string()).unwrap()
+    SgsClient::connect(&sgs.local_addr().to_string(), None).unwrap()
 }
 
 fn record(id: &str, areas: &[&str]) -> ServiceRecord {

@@ -47,6 +47,9 @@ struct SgsAddr {
     /// The SGS, host:port.
     #[arg(long = "sgs", default_value = "127.0.0.1:9878", env = "DEFIBUS_SGS")]
     endpoint: String,
+    /// A file holding the token to authenticate with, where the SGS requires it.
+    #[arg(long, value_name = "FILE", env = "DEFIBUS_TOKEN_FILE")]
+    token_file: Option<std::path::PathBuf>,
     /// How long to wait for the answer (deploy and offline wait for brokers and draining),
     /// in ms.
     #[arg(long, default_value_t = 120_000)]
@@ -150,7 +153,16 @@ pub fn run(args: SgsCliArgs) -> anyhow::Result<()> {
 }
 
 fn connect(sgs: &SgsAddr) -> anyhow::Result<SgsClient> {
-    let mut client = SgsClient::connect(&sgs.endpoint)?;
+    let token = match &sgs.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the token file {}", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let mut client = SgsClient::connect(&sgs.endpoint, token.as_deref())?;
     client.request_timeout = Duration::from_millis(sgs.timeout_ms);
     client.operation_timeout = Duration::from_millis(sgs.timeout_ms);
     Ok(client)

@@ -28,5 +28,6 @@ pub mod limits;
 pub mod loglimit;
 pub mod policy;
 pub mod rpc;
+pub mod security;
 pub mod server;
 pub mod signal;

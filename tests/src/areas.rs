@@ -312,7 +312,7 @@ impl ServicePlane {
     /// A connection to the SGS.
     pub fn sgs(&self) -> SgsClient {
         let endpoint = self.sgs.as_ref().expect("running").local_addr().to_string();
-        SgsClient::connect(&endpoint).expect("connect to the SGS")
+        SgsClient::connect(&endpoint, None).expect("connect to the SGS")
     }
 
     /// Applies service `service_id` for `areas` with `queues` queues per topic, deploys it,
