@@ -24,6 +24,8 @@ struct Tokens {
     app: String,
     carol: String,
     expired: String,
+    sgs: String,
+    ops: String,
 }
 
 /// The first policy: `admin` may do everything, `broker` may act as a broker, `app` may
@@ -45,6 +47,9 @@ fn policy() -> (Policy, Tokens, String) {
     policy.grant(grant("broker", "broker", "*", "*"));
     policy.grant(grant("app", "produce", "A10-*", "*"));
     policy.grant(grant("app", "consume", "A10-*", "app-*"));
+    policy.grant(grant("sgs", "admin_topic", "*", "*"));
+    policy.grant(grant("sgs", "admin_service", "*", "*"));
+    policy.grant(grant("ops", "admin_service", "3702", "*"));
     let mut issue = |principal: &str, created: u64, ttl: u64| {
         policy
             .issue_token(principal, created, ttl)
@@ -56,6 +61,8 @@ fn policy() -> (Policy, Tokens, String) {
         app: issue("app", now, day),
         carol: issue("carol", now, day),
         expired: issue("app", now - day, 1_000),
+        sgs: issue("sgs", now, day),
+        ops: issue("ops", now, day),
     };
     let broker = issue("broker", now, day);
     (policy, tokens, broker)
@@ -355,4 +362,113 @@ fn a_broker_without_the_broker_grant_cannot_register() {
         "the rogue broker is not routed to: {route:?}"
     );
     rogue.shutdown().unwrap();
+}
+
+#[test]
+fn service_lifecycle_needs_admin_service_on_the_service() {
+    let bus = Secured::start();
+    let dir = tempfile::tempdir().unwrap();
+    let sgs_token = dir.path().join("sgs.token");
+    std::fs::write(&sgs_token, &bus.tokens.sgs).unwrap();
+    let nameserver = bus.nameserver.local_addr().to_string();
+    let mut security = auth::SecuritySettings {
+        enabled: true,
+        token_file: Some(sgs_token),
+        policy_nameservers: vec![nameserver.clone()],
+        policy_refresh_ms: 100,
+        ..auth::SecuritySettings::default()
+    };
+    let gsl = gsl::start(gsl::GslConfig {
+        listen_addr: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().join("gsl"),
+        security: security.clone(),
+        ..gsl::GslConfig::default()
+    })
+    .unwrap();
+    security.policy_nameservers.clear();
+    let sgs_audit = dir.path().join("sgs-audit.log");
+    security.audit_log = Some(sgs_audit.clone());
+    let areas = [(
+        AREA.to_owned(),
+        sgs::config::AreaConfig {
+            cluster: "itests".into(),
+            nameservers: vec![nameserver],
+        },
+    )];
+    let sgs = sgs::start(sgs::SgsConfig {
+        listen_addr: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().join("sgs"),
+        gsl_endpoints: vec![gsl.local_addr().to_string()],
+        retry_backoff_min_ms: 50,
+        retry_backoff_max_ms: 500,
+        areas: areas.into_iter().collect(),
+        security,
+        ..sgs::SgsConfig::default()
+    })
+    .unwrap();
+    let endpoint = sgs.local_addr().to_string();
+    let record = |service_id: &str| protocol::control::ServiceRecord {
+        service_id: service_id.into(),
+        name: format!("service {service_id}"),
+        owner: "itests".into(),
+        deployed_areas: vec![AREA.to_owned()],
+        queue_count: 1,
+        max_queue_depth: 1_000,
+        flush_mode: FlushMode::Async,
+        state: protocol::control::ServiceState::Applied,
+    };
+
+    // Without a token the SGS refuses at connect; app has no admin_service.
+    let mut anonymous = sgs::client::SgsClient::connect(&endpoint, None).unwrap();
+    let err = anonymous.list().unwrap_err();
+    assert_eq!(err.status(), Some(Status::Unauthenticated), "{err}");
+    let mut app = sgs::client::SgsClient::connect(&endpoint, Some(&bus.tokens.app)).unwrap();
+    let err = app.apply(&record("3702")).unwrap_err();
+    assert_eq!(err.status(), Some(Status::PermissionDenied), "{err}");
+    assert!(
+        err.to_string().contains("\"app\" may not admin_service"),
+        "{err}"
+    );
+
+    // ops may run service 3702, and only it: the SGS creates the topic with its own token.
+    let mut ops = sgs::client::SgsClient::connect(&endpoint, Some(&bus.tokens.ops)).unwrap();
+    ops.apply(&record("3702")).unwrap();
+    ops.deploy("3702").unwrap();
+    let err = ops.apply(&record("3703")).unwrap_err();
+    assert_eq!(err.status(), Some(Status::PermissionDenied), "{err}");
+    let err = app.offline("3702").unwrap_err();
+    assert_eq!(err.status(), Some(Status::PermissionDenied), "{err}");
+
+    // GSL takes updates only from admin_service holders.
+    let mut to_gsl = svc::rpc::Connection::connect_as(
+        &gsl.local_addr().to_string(),
+        Some(&bus.tokens.app),
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    let update = protocol::control::GslUpdate {
+        service_id: "3702".into(),
+        deployments: Vec::new(),
+    };
+    let body = protocol::control::encode(&update).unwrap();
+    let err = to_gsl
+        .call(Command::GslUpdate, &body, Duration::from_secs(2))
+        .unwrap_err();
+    assert_eq!(err.status(), Some(Status::PermissionDenied), "{err}");
+
+    ops.offline("3702").unwrap();
+    wait_until("the SGS audit log has the lifecycle", WAIT, || {
+        let audit = bus.audit_lines(&sgs_audit);
+        let has = |principal: &str, action: &str, outcome: &str| {
+            audit.iter().any(|r| {
+                r["principal"] == principal && r["action"] == action && r["outcome"] == outcome
+            })
+        };
+        has("ops", "service_deploy", "ok")
+            && has("ops", "service_offline", "ok")
+            && has("app", "admin_service", "denied")
+    });
+    drop((ops, app, anonymous, to_gsl));
+    sgs.shutdown().unwrap();
+    gsl.shutdown().unwrap();
 }
