@@ -87,6 +87,19 @@ pub struct Authority {
     inner: Option<Arc<Inner>>,
 }
 
+/// Two authorities are equal when they are the same one (clones of each other), or both off.
+impl PartialEq for Authority {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.inner, &other.inner) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Authority {}
+
 impl fmt::Debug for Authority {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.inner {

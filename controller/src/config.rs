@@ -50,6 +50,11 @@ pub struct ControllerConfig {
     pub request_timeout: Duration,
     /// Log entries applied between two snapshots; older entries are then purged.
     pub snapshot_logs: u64,
+    /// Who may call this node: with security on, every caller authenticates and needs the
+    /// `broker` grant on `controller` (the nameservers' own principal has it). Default off.
+    pub authority: auth::Authority,
+    /// This node's token, presented to the other voters. Default none.
+    pub token: Option<String>,
 }
 
 impl ControllerConfig {
@@ -72,6 +77,8 @@ impl ControllerConfig {
             broker_timeout: Duration::from_millis(1500),
             request_timeout: Duration::from_secs(5),
             snapshot_logs: 1000,
+            authority: auth::Authority::open(),
+            token: None,
         }
     }
 

@@ -73,7 +73,8 @@ impl Controller {
         let log = LogStore::open(&dir)?;
         let machine = StateMachineStore::open(&dir)?;
         let state = machine.subscribe();
-        let raft = Raft::new(config.node_id, raft_config, Network, log, machine)
+        let network = Network::new(config.token.clone());
+        let raft = Raft::new(config.node_id, raft_config, network, log, machine)
             .await
             .map_err(raft_stopped)?;
         let node = Arc::new(Node::new(config, raft, state));

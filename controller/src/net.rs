@@ -36,7 +36,16 @@ type RpcResult<T, E = openraft::error::Infallible> =
 
 /// Makes a [`PeerNetwork`] per target.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Network;
+pub(crate) struct Network {
+    /// This node's token, presented on every connection to a peer.
+    token: Option<String>,
+}
+
+impl Network {
+    pub(crate) fn new(token: Option<String>) -> Self {
+        Self { token }
+    }
+}
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerNetwork;
@@ -44,7 +53,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerNetwork {
         PeerNetwork {
             target,
-            peer: Peer::new(node.addr.clone()),
+            peer: Peer::new(node.addr.clone(), self.token.clone()),
         }
     }
 }

@@ -294,7 +294,10 @@ impl Node {
             .map_err(|_| timed_out())?;
         let peer = match &mut *cached {
             Some((id, peer)) if *id == leader => peer,
-            slot => &mut slot.insert((leader, Peer::new(endpoint.clone()))).1,
+            slot => {
+                let peer = Peer::new(endpoint.clone(), self.config.token.clone());
+                &mut slot.insert((leader, peer)).1
+            }
         };
         let left = deadline.saturating_duration_since(Instant::now());
         peer.call(code, body, left).await

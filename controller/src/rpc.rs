@@ -86,12 +86,16 @@ pub(crate) struct Peer {
     buf: BytesMut,
     framer: Framer,
     next_request_id: u64,
+    /// Presented first on every connection, when set.
+    token: Option<String>,
 }
 
 impl Peer {
-    /// A peer at `endpoint` (`host:port`); nothing is connected yet.
-    pub(crate) fn new(endpoint: String) -> Self {
+    /// A peer at `endpoint` (`host:port`), authenticated with `token` when given; nothing is
+    /// connected yet.
+    pub(crate) fn new(endpoint: String, token: Option<String>) -> Self {
         Self {
+            token,
             endpoint,
             stream: None,
             buf: BytesMut::new(),
@@ -123,7 +127,37 @@ impl Peer {
         result
     }
 
+    /// Connects if needed (authenticating first), then makes one request.
     async fn exchange(&mut self, command: Command, body: &[u8]) -> Result<Vec<u8>, RpcError> {
+        if self.stream.is_none() {
+            self.connect().await?;
+            if let Some(token) = self.token.clone() {
+                let request = control::encode(&control::Authenticate { token })
+                    .map_err(|e| protocol_error(&self.endpoint, e.to_string()))?;
+                self.round_trip(Command::Authenticate, &request).await?;
+            }
+        }
+        self.round_trip(command, body).await
+    }
+
+    async fn connect(&mut self) -> Result<(), RpcError> {
+        let stream =
+            TcpStream::connect(&self.endpoint)
+                .await
+                .map_err(|source| RpcError::Connect {
+                    endpoint: self.endpoint.clone(),
+                    source,
+                })?;
+        // One small request at a time: Nagle would only delay it.
+        stream
+            .set_nodelay(true)
+            .map_err(|e| io_error(&self.endpoint, e))?;
+        self.buf.reserve(READ_BUF_INITIAL);
+        self.stream = Some(stream);
+        Ok(())
+    }
+
+    async fn round_trip(&mut self, command: Command, body: &[u8]) -> Result<Vec<u8>, RpcError> {
         let request_id = self.next_request_id;
         self.next_request_id += 1;
         let mut out = Vec::new();
@@ -134,21 +168,6 @@ impl Peer {
             &mut out,
         )
         .map_err(|e| protocol_error(&self.endpoint, format!("cannot frame the request: {e}")))?;
-        if self.stream.is_none() {
-            let stream =
-                TcpStream::connect(&self.endpoint)
-                    .await
-                    .map_err(|source| RpcError::Connect {
-                        endpoint: self.endpoint.clone(),
-                        source,
-                    })?;
-            // One small request at a time: Nagle would only delay it.
-            stream
-                .set_nodelay(true)
-                .map_err(|e| io_error(&self.endpoint, e))?;
-            self.buf.reserve(READ_BUF_INITIAL);
-            self.stream = Some(stream);
-        }
         let endpoint = &self.endpoint;
         let stream = self
             .stream

@@ -121,15 +121,31 @@ impl Handler for Service {
         IDLE_TIMEOUT
     }
 
+    fn authority(&self) -> &auth::Authority {
+        &self.node.config.authority
+    }
+
     fn handle(
         self: &Arc<Self>,
-        _caller: &svc::connection::Caller,
+        caller: &svc::connection::Caller,
         code: Code,
         body: &[u8],
     ) -> impl Future<Output = Answer> + Send {
+        // Raft traffic and the controller API are for the nameservers (and admins) only.
+        let allowed = caller.check(
+            &self.node.config.authority,
+            auth::Action::Broker,
+            "controller",
+            None,
+        );
         let service = Arc::clone(self);
         let body = body.to_vec();
-        async move { service.answer(code, &body).await }
+        async move {
+            match allowed {
+                Ok(()) => service.answer(code, &body).await,
+                Err(denied) => denied,
+            }
+        }
     }
 }
 

@@ -40,23 +40,6 @@ pub async fn run(
         config.frame_timeout_ms,
         config.partial_frame_bytes_max
     );
-    let controller = match &config.controller {
-        Some(settings) => {
-            let ctl = controller::Controller::start(settings.controller_config()?)
-                .await
-                .map_err(|e| NameserverError::ConfigInvalid {
-                    key: "controller",
-                    reason: format!("the controller does not start: {e}"),
-                })?;
-            info!(
-                "controller node {} listening on {} for Raft",
-                ctl.node_id(),
-                ctl.local_addr()
-            );
-            Some(Arc::new(ctl))
-        }
-        None => None,
-    };
     let authority = config
         .security
         .authority("nameserver")
@@ -73,6 +56,28 @@ pub async fn run(
         );
     }
     let token = config.security.token().map_err(NameserverError::Security)?;
+    let controller = match &config.controller {
+        Some(settings) => {
+            let mut controller_config = settings.controller_config()?;
+            // Raft peers and the controller API are held to the nameserver's policy, and
+            // this node presents the nameserver's token to the other voters.
+            controller_config.authority = authority.clone();
+            controller_config.token = token.clone();
+            let ctl = controller::Controller::start(controller_config)
+                .await
+                .map_err(|e| NameserverError::ConfigInvalid {
+                    key: "controller",
+                    reason: format!("the controller does not start: {e}"),
+                })?;
+            info!(
+                "controller node {} listening on {} for Raft",
+                ctl.node_id(),
+                ctl.local_addr()
+            );
+            Some(Arc::new(ctl))
+        }
+        None => None,
+    };
     let shared = Shared::new(config, controller.clone(), authority, token);
     let (stop_tx, stop_rx) = watch::channel(false);
     let sweeper = tokio::spawn(sweep(Arc::clone(&shared), stop_rx.clone()));

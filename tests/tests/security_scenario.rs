@@ -20,6 +20,7 @@ const TOPIC: &str = "A10-3701";
 
 /// Tokens of the scenario's principals.
 struct Tokens {
+    nameserver: String,
     admin: String,
     app: String,
     carol: String,
@@ -45,6 +46,7 @@ fn policy() -> (Policy, Tokens, String) {
     };
     policy.grant(grant("admin", "*", "*", "*"));
     policy.grant(grant("broker", "broker", "*", "*"));
+    policy.grant(grant("nameserver", "broker", "*", "*"));
     policy.grant(grant("app", "produce", "A10-*", "*"));
     policy.grant(grant("app", "consume", "A10-*", "app-*"));
     policy.grant(grant("sgs", "admin_topic", "*", "*"));
@@ -57,6 +59,7 @@ fn policy() -> (Policy, Tokens, String) {
             .reveal()
     };
     let tokens = Tokens {
+        nameserver: issue("nameserver", now, day),
         admin: issue("admin", now, day),
         app: issue("app", now, day),
         carol: issue("carol", now, day),
@@ -471,4 +474,119 @@ fn service_lifecycle_needs_admin_service_on_the_service() {
     drop((ops, app, anonymous, to_gsl));
     sgs.shutdown().unwrap();
     gsl.shutdown().unwrap();
+}
+
+/// A replicated topic (two brokers, acks=all) on a secured bus: the controller's Raft port
+/// refuses anonymous callers, the nameserver's controller sends roles with its token, and
+/// the follower fetches from the leader with the broker token.
+#[test]
+fn replication_and_the_controller_work_with_security_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (policy, tokens, broker_token) = policy();
+    let policy_file = dir.path().join("policy.json");
+    std::fs::write(&policy_file, policy.to_json()).unwrap();
+    let write = |name: &str, token: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, token).unwrap();
+        path
+    };
+    let broker_token_file = write("broker.token", &broker_token);
+    let nameserver_token_file = write("nameserver.token", &tokens.nameserver);
+    let raft_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let nameserver = start_nameserver(|c| {
+        c.security.enabled = true;
+        c.security.policy_file = Some(policy_file.clone());
+        c.security.token_file = Some(nameserver_token_file.clone());
+        c.controller = Some(nameserver::config::ControllerSettings {
+            node_id: 1,
+            listen_addr: format!("127.0.0.1:{raft_port}").parse().unwrap(),
+            voters: vec![format!("1=127.0.0.1:{raft_port}")],
+            data_dir: dir.path().join("controller"),
+            broker_timeout_ms: 1_500,
+            reconcile_interval_ms: 100,
+        });
+    });
+    let brokers: Vec<Broker> = ["broker-a", "broker-b"]
+        .iter()
+        .map(|id| {
+            let mut config = broker_config(id, 1, &dir.path().join(id), &nameserver);
+            config.security.enabled = true;
+            config.security.token_file = Some(broker_token_file.clone());
+            config.security.policy_refresh_ms = 100;
+            start_broker(config)
+        })
+        .collect();
+    let endpoints: Vec<String> = brokers
+        .iter()
+        .map(|b| defibus_tests::endpoint(b.shard_ports()[0]))
+        .collect();
+
+    // The Raft port takes nothing from an anonymous peer.
+    let mut raw = RawConnection::connect(raft_port);
+    let mut frame = Vec::new();
+    encode_frame(
+        &FrameMeta::request(Command::ControllerState, 9),
+        &[],
+        &[],
+        &mut frame,
+    )
+    .unwrap();
+    raw.send_raw(&frame);
+    let (status, _, reply) = raw.expect_error_then_close("anonymous ControllerState");
+    assert_eq!(status, Status::Unauthenticated.code(), "{reply:?}");
+
+    let admin_client = {
+        let config = ClientConfig::new([nameserver.local_addr().to_string()], AREA)
+            .unwrap()
+            .with_token(&tokens.admin);
+        Client::new(config).unwrap()
+    };
+    let admin = Admin::new(&admin_client);
+    let mut topic = defibus_tests::topic_config(TOPIC, 1, FlushMode::Sync);
+    topic.replicas = 2;
+    topic.acks = protocol::control::Acks::All;
+    for endpoint in &endpoints {
+        retry_until("create the replicated topic", WAIT, || {
+            admin.create_topic(endpoint, &topic)
+        });
+    }
+    let proposal = controller::Command::CreateTopic {
+        topic: TOPIC.into(),
+        replicas: 2,
+        acks: controller::Acks::All,
+        assignment: vec![vec!["broker-a".into(), "broker-b".into()]],
+    };
+    retry_until("the controller takes the topic", WAIT, || {
+        admin.controller_propose(&serde_json::to_vec(&proposal).unwrap())
+    });
+    let app = {
+        let config = ClientConfig::new([nameserver.local_addr().to_string()], AREA)
+            .unwrap()
+            .with_token(&tokens.app)
+            .with_request_timeout(Duration::from_secs(5));
+        Client::new(config).unwrap()
+    };
+    let producer = Producer::new(&app).unwrap();
+    for i in 0..20 {
+        retry_until("an acks=all produce", WAIT, || {
+            producer.send(Message::new(TOPIC, format!("r{i}")))
+        });
+    }
+    // Both replicas hold all 20 records: the follower fetched them with its token.
+    wait_until("both replicas hold the 20 records", WAIT, || {
+        endpoints.iter().all(|endpoint| {
+            admin.stats(endpoint).is_ok_and(|stats| {
+                stats.queues.iter().any(|q| {
+                    q.topic == TOPIC && q.replication.as_ref().is_some_and(|r| r.log_end >= 20)
+                })
+            })
+        })
+    });
+    for broker in brokers {
+        broker.shutdown().unwrap();
+    }
 }
