@@ -100,7 +100,7 @@ enum Command {
     ///
     /// Writes DIR/policy.json (give it to each nameserver as [security] policy_file) and
     /// DIR/<principal>.token (mode 0600) for admin, broker, nameserver, sgs, gsl, proxy and
-    /// app, or the --principal names given. See docs/ARCHITECTURE.md §4.4.
+    /// app, or the --principal names given. See docs/ARCHITECTURE.md §9.
     #[command(subcommand, after_long_help = cmd::shared::EXIT_CODES_HELP)]
     Security(cmd::security::SecurityCommand),
     /// Benchmark the bus: the `defibus-bench` workloads, run in this process.

@@ -1,4 +1,4 @@
-//! The security model every DeFiBus process shares (`docs/ARCHITECTURE.md` §4.4).
+//! The security model every DeFiBus process shares (`docs/ARCHITECTURE.md` §9).
 //!
 //! - [`token`]: bearer tokens, `dfb.<id>.<secret>`, stored only as a SHA-256 of the secret;
 //! - [`pattern`]: topic and group patterns (`A10-*`, `*-20190001`);

@@ -54,7 +54,7 @@ pub enum AuthError {
         expired: String,
     },
     /// The connection presented nothing, and the server requires authentication.
-    #[error("authentication required: present a token (--token-file) or a client certificate")]
+    #[error("no token was presented (give one with --token-file or DEFIBUS_TOKEN_FILE)")]
     Missing,
 }
 

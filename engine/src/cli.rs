@@ -85,7 +85,7 @@ impl BrokerArgs {
 pub fn cli_main(args: &BrokerArgs) -> Result<(), BrokerError> {
     let config = args.to_config()?;
     // TLS for the broker's listeners is not built yet: a non-loopback broker runs only with
-    // --insecure (docs/ARCHITECTURE.md §4.4).
+    // --insecure (docs/ARCHITECTURE.md §9).
     config
         .security
         .check_exposure("the broker", &config.listen_address, false, args.insecure)

@@ -162,7 +162,7 @@ pub struct BrokerConfig {
     pub limits: Limits,
     /// Storage settings every queue log is opened with.
     pub storage: StorageConfig,
-    /// Authentication, the ACL and the audit log (`[security]`, docs/ARCHITECTURE.md §4.4):
+    /// Authentication, the ACL and the audit log (`[security]`, docs/ARCHITECTURE.md §9):
     /// with `enabled`, every connection authenticates first and every action is checked
     /// against the policy the nameservers serve; `token_file` is the broker's own token
     /// (principal with the `broker` grant) for its connections to nameservers and leaders.

@@ -1,4 +1,4 @@
-//! The broker's side of security (`docs/ARCHITECTURE.md` §4.4): the policy every shard
+//! The broker's side of security (`docs/ARCHITECTURE.md` §9): the policy every shard
 //! checks connections against, and the broker's own token for the connections it opens
 //! (to nameservers, and to leaders as a follower).
 //!

@@ -76,7 +76,7 @@ pub struct GslConfig {
     /// Most connections open at once from one peer address; further ones are closed at once.
     /// Default 128.
     pub connections_per_ip_max: usize,
-    /// Authentication, the ACL and the audit log (`[security]`, docs/ARCHITECTURE.md §4.4):
+    /// Authentication, the ACL and the audit log (`[security]`, docs/ARCHITECTURE.md §9):
     /// with `enabled`, callers authenticate and updates need `admin_service`; the policy
     /// comes from `policy_nameservers` (required then: the GSL knows no nameserver of its
     /// own). Default: off.

@@ -160,7 +160,7 @@ impl NameserverArgs {
 pub fn cli_main(args: &NameserverArgs) -> Result<(), NameserverError> {
     let config = args.to_config()?;
     // TLS for the control servers is not built yet: a non-loopback nameserver runs only with
-    // --insecure (docs/ARCHITECTURE.md §4.4).
+    // --insecure (docs/ARCHITECTURE.md §9).
     config
         .security
         .check_exposure(

@@ -348,9 +348,8 @@ fn policy_put(shared: &Shared, caller: &Caller, body: &[u8]) -> Result<Answer, C
     }
     let version = policy.version;
     let summary = format!(
-        "version {version}: {} tokens, {} grants",
-        policy.tokens.len(),
-        policy.grants.len()
+        "version {version}: {}",
+        changes(&authority.policy(), &policy)
     );
     authority.install(policy);
     caller.audit(authority, "policy_put", "policy", Outcome::Ok, &summary);
@@ -359,4 +358,28 @@ fn policy_put(shared: &Shared, caller: &Caller, body: &[u8]) -> Result<Answer, C
         json: String::new(),
     };
     Ok(Answer::ok(control::encode(&reply)?))
+}
+
+/// What a new policy changes, for the audit log: grants and tokens added and removed (tokens
+/// by id and principal; never a secret or its hash).
+fn changes(old: &Policy, new: &Policy) -> String {
+    let mut parts = Vec::new();
+    for grant in new.grants.iter().filter(|g| !old.grants.contains(g)) {
+        parts.push(format!("+grant {grant}"));
+    }
+    for grant in old.grants.iter().filter(|g| !new.grants.contains(g)) {
+        parts.push(format!("-grant {grant}"));
+    }
+    let has = |policy: &Policy, id: &str| policy.tokens.iter().any(|t| t.id == id);
+    for token in new.tokens.iter().filter(|t| !has(old, &t.id)) {
+        parts.push(format!("+token {} of {}", token.id, token.principal));
+    }
+    for token in old.tokens.iter().filter(|t| !has(new, &t.id)) {
+        parts.push(format!("-token {} of {}", token.id, token.principal));
+    }
+    if parts.is_empty() {
+        "no change".to_owned()
+    } else {
+        parts.join(", ")
+    }
 }

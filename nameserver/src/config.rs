@@ -98,7 +98,7 @@ pub struct NameserverConfig {
     /// (docs/ARCHITECTURE.md §8.6). Default none: no replicated queue fails over by itself.
     pub controller: Option<ControllerSettings>,
     /// Authentication, the ACL and the audit log (the `[security]` table,
-    /// docs/ARCHITECTURE.md §4.4). The nameserver keeps the policy (`policy_file`) and serves
+    /// docs/ARCHITECTURE.md §9). The nameserver keeps the policy (`policy_file`) and serves
     /// it to every other process. Default: off.
     pub security: auth::SecuritySettings,
 }

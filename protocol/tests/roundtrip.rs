@@ -591,7 +591,7 @@ proptest! {
                 shard_id, connections, bad_frames, replies, partial_frame_bytes,
             })
             .collect();
-        round_trip(&BrokerStats { broker_id: broker_id.clone(), shards, queues })?;
+        round_trip(&BrokerStats { broker_id: broker_id.clone(), shards, queues, policy_version: expiry_ms })?;
         round_trip(&RegisterAck { expiry_ms })?;
         round_trip(&BrokerId { broker_id })?;
     }

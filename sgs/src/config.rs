@@ -125,7 +125,7 @@ pub struct SgsConfig {
     pub connections_per_ip_max: usize,
     /// The areas services may be deployed to, by area code. Default none.
     pub areas: BTreeMap<String, AreaConfig>,
-    /// Authentication, the ACL and the audit log (`[security]`, docs/ARCHITECTURE.md §4.4):
+    /// Authentication, the ACL and the audit log (`[security]`, docs/ARCHITECTURE.md §9):
     /// with `enabled`, callers authenticate and apply, deploy and offline need
     /// `admin_service` on the service id; `token_file` is the SGS's own token (topic admin on
     /// the brokers, updates to GSL). The policy comes from `policy_nameservers`, else every

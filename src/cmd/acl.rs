@@ -1,5 +1,5 @@
 //! `defibus admin acl …` and `defibus admin token …`: read the policy from the nameservers,
-//! change it, and store it on every one of them (docs/ARCHITECTURE.md §4.4).
+//! change it, and store it on every one of them (docs/ARCHITECTURE.md §9).
 //!
 //! A change reads every nameserver's policy, applies itself to the newest, and stores the
 //! result on each with the version it was based on: a nameserver that missed an earlier
@@ -115,9 +115,9 @@ pub fn acl(admin: &Admin, command: AclCommand) -> anyhow::Result<ExitCode> {
             let grant = args.grant()?;
             change(admin, |policy| {
                 Ok(if policy.grant(grant.clone()) {
-                    format!("granted: {grant}")
+                    Edit::Changed(format!("granted: {grant}"))
                 } else {
-                    format!("already granted: {grant}")
+                    Edit::Unchanged(format!("already granted: {grant}"))
                 })
             })
         }
@@ -127,7 +127,7 @@ pub fn acl(admin: &Admin, command: AclCommand) -> anyhow::Result<ExitCode> {
                 if policy.revoke(&grant) == 0 {
                     bail!("no such grant: {grant} (see `defibus admin acl list`)");
                 }
-                Ok(format!("revoked: {grant}"))
+                Ok(Edit::Changed(format!("revoked: {grant}")))
             })
         }
     }
@@ -161,7 +161,7 @@ pub fn token(admin: &Admin, command: TokenCommand) -> anyhow::Result<ExitCode> {
             if !policy.revoke_token(&id) {
                 bail!("no token with id {id} (see `defibus admin token list`)");
             }
-            Ok(format!("revoked token {id}"))
+            Ok(Edit::Changed(format!("revoked token {id}")))
         }),
         TokenCommand::Create {
             principal,
@@ -178,7 +178,7 @@ pub fn token(admin: &Admin, command: TokenCommand) -> anyhow::Result<ExitCode> {
                     humantime::format_duration(ttl)
                 );
                 issued = Some(token);
-                Ok(summary)
+                Ok(Edit::Changed(summary))
             })?;
             let Some(token) = issued else {
                 bail!("no token was issued");
@@ -223,18 +223,39 @@ fn newest(admin: &Admin) -> anyhow::Result<(u64, Policy)> {
     Ok((version, policy))
 }
 
+/// What an edit of the policy did.
+enum Edit {
+    /// It changed the policy; says how.
+    Changed(String),
+    /// There was nothing to change; says why.
+    Unchanged(String),
+}
+
 /// Applies `edit` to the newest policy and stores the result on every nameserver; prints
 /// what `edit` says it did and each nameserver's outcome.
 fn change(
     admin: &Admin,
-    edit: impl FnOnce(&mut Policy) -> anyhow::Result<String>,
+    edit: impl FnOnce(&mut Policy) -> anyhow::Result<Edit>,
 ) -> anyhow::Result<ExitCode> {
     let (version, mut policy) = newest(admin)?;
-    let summary = edit(&mut policy)?;
+    let summary = match edit(&mut policy)? {
+        Edit::Changed(summary) => summary,
+        Edit::Unchanged(summary) => {
+            eprintln!("{summary}: nothing to change");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let mut failed = Vec::new();
     for (nameserver, outcome) in admin.put_policy(version, &policy.to_json()) {
         match outcome {
             Ok(stored) => eprintln!("{nameserver}: policy version {stored} stored"),
+            // Not allowed to change the policy: that is the whole answer.
+            Err(
+                e @ (client::ClientError::Denied { .. }
+                | client::ClientError::Unauthenticated { .. }),
+            ) => {
+                return Err(e).context("changing the policy");
+            }
             Err(e) => failed.push(format!("{nameserver}: {e}")),
         }
     }
@@ -246,7 +267,62 @@ fn change(
         );
     }
     eprintln!("{summary}");
+    wait_for_brokers(admin, version + 1);
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long a change waits for every live broker to enforce it: a few of the brokers'
+/// default `policy_refresh_ms` (1000).
+const ENFORCED_WAIT_MAX: Duration = Duration::from_secs(5);
+
+/// Waits until every live broker enforces policy `version` (they fetch it every
+/// `policy_refresh_ms`), and says so, or says which do not yet. Never fails: the change is
+/// stored, and the brokers that are behind will take it.
+fn wait_for_brokers(admin: &Admin, version: u64) {
+    let started = std::time::Instant::now();
+    let brokers = match admin.cluster_info() {
+        Ok(info) => info.brokers,
+        Err(e) => {
+            eprintln!("cannot list the brokers to see the change in force: {e}");
+            return;
+        }
+    };
+    let mut behind: Vec<String> = Vec::new();
+    let mut pause = Duration::from_millis(20);
+    loop {
+        behind.clear();
+        for broker in &brokers {
+            let Some(port) = broker.shard_ports.first() else {
+                continue;
+            };
+            let endpoint = format!("{}:{port}", broker.address);
+            let enforced = admin
+                .stats(&endpoint)
+                .is_ok_and(|stats| stats.policy_version >= version);
+            if !enforced {
+                behind.push(broker.broker_id.clone());
+            }
+        }
+        if behind.is_empty() {
+            let n = brokers.len();
+            eprintln!(
+                "in force on {n} broker{} ({} ms)",
+                if n == 1 { "" } else { "s" },
+                started.elapsed().as_millis()
+            );
+            return;
+        }
+        if started.elapsed() >= ENFORCED_WAIT_MAX {
+            eprintln!(
+                "not yet in force on {} after {} ms: they apply it at their next policy fetch",
+                behind.join(", "),
+                started.elapsed().as_millis()
+            );
+            return;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
 }
 
 /// Writes a secret to a new file only its owner may read.

@@ -1,5 +1,5 @@
 //! `defibus security init`: a first policy and one token per principal, so a newcomer can
-//! run a secured bus in two commands (docs/ARCHITECTURE.md §4.4).
+//! run a secured bus in two commands (docs/ARCHITECTURE.md §9).
 
 use std::path::PathBuf;
 use std::process::ExitCode;

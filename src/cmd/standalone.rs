@@ -53,9 +53,60 @@ pub struct StandaloneArgs {
     /// Do not start the proxy.
     #[arg(long)]
     no_proxy: bool,
+    /// Run secured: every connection authenticates and every action needs a grant, with the
+    /// policy and tokens `defibus security init --out DIR` wrote (the nameserver keeps
+    /// DIR/policy.json; each part uses its own DIR/<part>.token; the audit log goes to
+    /// <data-dir>/audit.log).
+    #[arg(long, value_name = "DIR")]
+    security: Option<PathBuf>,
+    /// Listen on non-loopback addresses without TLS and authentication, accepting that
+    /// anyone who can reach the ports may read, write and delete every topic.
+    #[arg(long)]
+    insecure: bool,
+}
+
+/// The `[security]` settings of one part of a secured standalone bus.
+fn security_for(args: &StandaloneArgs, part: &str) -> auth::SecuritySettings {
+    let Some(dir) = &args.security else {
+        return auth::SecuritySettings::default();
+    };
+    auth::SecuritySettings {
+        enabled: true,
+        token_file: Some(dir.join(format!("{part}.token"))),
+        policy_file: (part == "nameserver").then(|| dir.join("policy.json")),
+        audit_log: Some(args.data_dir.join("audit.log")),
+        ..auth::SecuritySettings::default()
+    }
+}
+
+/// Refuses non-loopback addresses unless secured (with TLS, which standalone cannot run
+/// yet) or `--insecure`.
+fn check_exposure(args: &StandaloneArgs) -> anyhow::Result<()> {
+    let settings = security_for(args, "standalone");
+    let addresses = [
+        ("the nameserver", args.nameserver_addr.ip().to_string()),
+        ("the broker", args.broker_listen.clone()),
+        ("the GSL", args.gsl_addr.ip().to_string()),
+        ("the SGS", args.sgs_addr.ip().to_string()),
+        ("the proxy", args.proxy_addr.ip().to_string()),
+    ];
+    for (part, address) in addresses {
+        settings.check_exposure(part, &address, false, args.insecure)?;
+    }
+    Ok(())
 }
 
 pub fn run(args: StandaloneArgs) -> anyhow::Result<()> {
+    check_exposure(&args)?;
+    if let Some(dir) = &args.security {
+        let policy = dir.join("policy.json");
+        anyhow::ensure!(
+            policy.exists(),
+            "{} does not exist: make it with `defibus security init --out {}`",
+            policy.display(),
+            dir.display()
+        );
+    }
     let mut signals = Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
     // A local cluster gets a controller (one voter), so its replicated queues fail over by
     // themselves; its Raft address is a free loopback port, named up front to the voter set.
@@ -78,6 +129,7 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let nameserver_config = nameserver::NameserverConfig {
         listen_addr: args.nameserver_addr,
         controller,
+        security: security_for(&args, "nameserver"),
         ..nameserver::NameserverConfig::default()
     };
     let nameserver = nameserver::start(nameserver_config).context("starting the nameserver")?;
@@ -107,6 +159,7 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<()> {
             area: args.area.clone(),
             data_dir,
             nameservers: vec![nameserver_addr.to_string()],
+            security: security_for(&args, "broker"),
             ..engine::BrokerConfig::default()
         };
         let broker = engine::Broker::start(broker_config)
@@ -117,6 +170,10 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let gsl = gsl::start(gsl::GslConfig {
         listen_addr: args.gsl_addr,
         data_dir: args.data_dir.join("gsl"),
+        security: auth::SecuritySettings {
+            policy_nameservers: vec![nameserver_addr.to_string()],
+            ..security_for(&args, "gsl")
+        },
         ..gsl::GslConfig::default()
     })
     .context("starting the GSL")?;
@@ -129,6 +186,7 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir.join("sgs"),
         gsl_endpoints: vec![gsl.local_addr().to_string()],
         areas: [(args.area.clone(), local_area)].into_iter().collect(),
+        security: security_for(&args, "sgs"),
         ..sgs::SgsConfig::default()
     })
     .context("starting the SGS")?;
@@ -145,7 +203,14 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         };
         Some(proxy::start(proxy_config).context("starting the proxy")?)
     };
-    println!("DeFiBus standalone is running (area {}):", args.area);
+    match &args.security {
+        Some(dir) => println!(
+            "DeFiBus standalone is running secured (area {}; tokens in {}):",
+            args.area,
+            dir.display()
+        ),
+        None => println!("DeFiBus standalone is running (area {}):", args.area),
+    }
     println!("  nameserver  {nameserver_addr}");
     for broker in &brokers {
         let ports: Vec<String> = broker.shard_ports().iter().map(u16::to_string).collect();

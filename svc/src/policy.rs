@@ -1,6 +1,6 @@
 //! Keeping a process's copy of the security policy current: a thread that asks the
 //! nameservers for a newer policy every `security.policy_refresh_ms` and installs it
-//! (docs/ARCHITECTURE.md §4.4). Used by the processes other than the nameserver that run on
+//! (docs/ARCHITECTURE.md §9). Used by the processes other than the nameserver that run on
 //! threads or tokio (GSL, SGS, proxy); the broker's shard 0 does the same on its executor.
 
 use std::sync::Arc;

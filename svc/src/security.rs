@@ -1,5 +1,5 @@
 //! The security flags every server's command line shares, and the check made before a
-//! server binds (docs/ARCHITECTURE.md §4.4).
+//! server binds (docs/ARCHITECTURE.md §9).
 
 use std::path::PathBuf;
 

@@ -1,6 +1,6 @@
 //! Who a connection is and what it may do: authentication by token (`Authenticate`) and the
 //! check of every request against the policy, before the request is served or forwarded to
-//! another shard (`docs/ARCHITECTURE.md` §4.4).
+//! another shard (`docs/ARCHITECTURE.md` §9).
 //!
 //! | command | action | resource |
 //! |---|---|---|

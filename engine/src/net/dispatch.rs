@@ -386,6 +386,7 @@ async fn serve(shard: &Rc<Shard>, frame: &FrameBytes, forwarded: bool) -> Result
                 broker_id: shard.config.broker_id.clone(),
                 shards,
                 queues,
+                policy_version: shard.security.authority().version(),
             };
             Ok(Served::Body(control::encode(&stats)?))
         }

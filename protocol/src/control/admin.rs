@@ -159,6 +159,9 @@ pub struct BrokerStats {
     pub shards: Vec<ShardStats>,
     /// Per queue, sorted by topic then queue id.
     pub queues: Vec<QueueStats>,
+    /// The version of the security policy the broker enforces (0: security off, or no policy
+    /// fetched yet): `admin acl` waits until every broker reports its change.
+    pub policy_version: u64,
 }
 
 /// Nameserver → broker: the registration was recorded.

@@ -1,5 +1,5 @@
 //! Security payloads: a connection's authentication and the security policy's distribution
-//! (`docs/ARCHITECTURE.md` §4.4).
+//! (`docs/ARCHITECTURE.md` §9).
 //!
 //! The policy itself (tokens, stored hashed, and grants) travels as a JSON document the
 //! `auth` crate owns: the protocol carries it without knowing its shape, so the policy can
