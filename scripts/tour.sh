@@ -263,4 +263,80 @@ standalone_pid=
 if grep -E ' (WARN|ERROR) ' "$work/standalone.err" | grep -v 'RLIMIT_MEMLOCK'; then
     fail "the bus logged warnings or errors during the tour"
 fi
+
+# Security: the same data directory, secured. Files the README writes to ./ go to $work.
+cd "$work"
+step 0 'cargo run --release -- security init --out ./secrets' <<'EOF'
+policy: ./secrets/policy.json
+token of admin: ./secrets/admin.token
+token of broker: ./secrets/broker.token
+token of nameserver: ./secrets/nameserver.token
+token of sgs: ./secrets/sgs.token
+token of gsl: ./secrets/gsl.token
+token of proxy: ./secrets/proxy.token
+token of app: ./secrets/app.token
+
+nameserver.toml:*
+broker.toml:*
+clients:*
+EOF
+grep -qxF 'cargo run --release -- standalone --security ./secrets' "$readme" ||
+    fail "README.md lost the secured run command"
+"$DEFIBUS" standalone --security ./secrets --data-dir "$work/data" --nameserver-addr 127.0.0.1:0 \
+    --port-base 0 --proxy-addr 127.0.0.1:0 --gsl-addr 127.0.0.1:0 --sgs-addr 127.0.0.1:0 \
+    >"$work/secured.out" 2>"$work/secured.err" &
+standalone_pid=$!
+for _ in $(seq 100); do
+    grep -q '^Stop with Ctrl-C' "$work/secured.out" && break
+    kill -0 "$standalone_pid" 2>/dev/null || fail "secured standalone exited: $(cat "$work/secured.err")"
+    sleep 0.1
+done
+DEFIBUS_NAMESERVER=$(awk '$1 == "nameserver" { print $2 }' "$work/secured.out")
+[[ -n $DEFIBUS_NAMESERVER ]] || fail "the secured standalone printed no nameserver address"
+for _ in $(seq 100); do
+    "$DEFIBUS" admin broker list --token-file ./secrets/admin.token 2>/dev/null | grep -q '^broker-a ' && break
+    sleep 0.1
+done
+step 0 'cargo run --release -- admin topic list; echo "exit code $?"' \
+    '*ERROR defibus] asking the nameservers for the brokers: not authenticated: the nameserver requires authentication: no token was presented (give one with --token-file or DEFIBUS_TOKEN_FILE)' <<'EOF'
+exit code 1
+EOF
+step 0 'export DEFIBUS_TOKEN_FILE=./secrets/app.token' <<'EOF'
+EOF
+step 0 'cargo run --release -- admin topic create --topic A10-20190007 --queues 1; echo "exit code $?"' \
+    '*ERROR defibus] creating A10-20190007 on broker-a: permission denied: principal "app" may not admin_topic on topic "A10-20190007": no grant allows it (defibus admin acl grant app admin_topic A10-20190007)' <<'EOF'
+exit code 1
+EOF
+step 0 'cargo run --release -- admin topic create --topic A10-20190007 --queues 1 --token-file ./secrets/admin.token' <<'EOF'
+created A10-20190007 on broker-a: 1 queues, flush async, max depth 500
+A10-20190007 is routable (* ms)
+EOF
+step 0 "cargo run --release -- admin acl revoke app produce '*' --token-file ./secrets/admin.token" \
+    "$DEFIBUS_NAMESERVER: policy version 2 stored
+revoked: app produce [*]
+in force on 1 broker (* ms)" <<'EOF'
+EOF
+step 0 'cargo run --release -- admin acl grant app produce A10-20190007 --token-file ./secrets/admin.token' \
+    "$DEFIBUS_NAMESERVER: policy version 3 stored
+granted: app produce A10-20190007
+in force on 1 broker (* ms)" <<'EOF'
+EOF
+step 0 'cargo run --release -- produce --topic A10-20190007 "payment 1"' <<'EOF'
+queue=0 offset=0 broker=broker-a
+EOF
+step 0 'cargo run --release -- produce --topic A10-20190001 "elsewhere"; echo "exit code $?"' \
+    '*ERROR defibus] sending to A10-20190001: permission denied: principal "app" may not produce on topic "A10-20190001": no grant allows it (defibus admin acl grant app produce A10-20190001)' <<'EOF'
+exit code 1
+EOF
+grep -qF '"detail":"version 3: +grant app produce A10-20190007"' "$work/data/audit.log" ||
+    fail "the audit log lacks the grant: $(cat "$work/data/audit.log")"
+grep -q '"principal":"app".*"action":"produce","resource":"A10-20190001","outcome":"denied"' \
+    "$work/data/audit.log" || fail "the audit log lacks the denial: $(cat "$work/data/audit.log")"
+unset DEFIBUS_TOKEN_FILE
+kill -INT "$standalone_pid"
+code=0
+wait "$standalone_pid" || code=$?
+standalone_pid=
+[[ $code == 0 ]] || fail "the secured standalone exited with $code: $(cat "$work/secured.err")"
+cd "$root"
 echo "tour.sh: the README tour ran as written"
