@@ -66,6 +66,29 @@ pub struct Session {
     /// Until when the credentials hold, ms since the Unix epoch (`u64::MAX`: a certificate's
     /// own validity was checked at the handshake).
     pub expires_at_ms: u64,
+    /// The token's id, when a token authenticated the caller: a connection ends when its
+    /// token leaves the policy (revoked).
+    pub token_id: Option<String>,
+}
+
+impl Session {
+    /// Why the session no longer holds under `authority`'s policy at `now_ms`, if it does not:
+    /// its token expired or was revoked. Checked by servers at each request (expiry) and at
+    /// each policy change (revocation).
+    pub fn lapsed(&self, authority: &Authority, now_ms: u64) -> Option<String> {
+        if now_ms >= self.expires_at_ms {
+            return Some(format!(
+                "the token of {} expired at {}",
+                self.principal,
+                crate::audit::rfc3339(self.expires_at_ms)
+            ));
+        }
+        let id = self.token_id.as_deref()?;
+        if authority.is_enabled() && !authority.policy().tokens.iter().any(|t| t.id == id) {
+            return Some(format!("token {id} of {} was revoked", self.principal));
+        }
+        None
+    }
 }
 
 /// Allowed verdicts of one caller (a connection), valid for one policy version.
@@ -179,6 +202,7 @@ impl Authority {
             return Ok(Session {
                 principal: "anonymous".to_owned(),
                 expires_at_ms: u64::MAX,
+                token_id: None,
             });
         };
         let result = token.parse::<Token>().and_then(|token| {
@@ -187,6 +211,7 @@ impl Authority {
                 .map(|(principal, expires_at_ms)| Session {
                     principal,
                     expires_at_ms,
+                    token_id: Some(token.id().to_owned()),
                 })
         });
         if let Err(e) = &result {

@@ -21,7 +21,7 @@ pub mod settings;
 pub mod token;
 
 pub use audit::{Audit, AuditRecord, Outcome};
-pub use authority::{Authority, Denial};
+pub use authority::{Authority, Denial, Session};
 pub use pattern::Pattern;
 pub use policy::{Action, Grant, Policy, PolicyError, TokenRecord};
 pub use settings::SecuritySettings;

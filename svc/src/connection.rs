@@ -62,6 +62,7 @@ static OPEN: Authority = Authority::open();
 pub struct Caller {
     peer: SocketAddr,
     principal: Option<String>,
+    session: Option<auth::Session>,
 }
 
 impl Caller {
@@ -70,6 +71,7 @@ impl Caller {
         Self {
             peer,
             principal: None,
+            session: None,
         }
     }
 
@@ -78,7 +80,24 @@ impl Caller {
         Self {
             peer,
             principal: Some(principal.into()),
+            session: None,
         }
+    }
+
+    /// A caller from `peer` authenticated with `session`.
+    fn with_session(peer: SocketAddr, session: auth::Session) -> Self {
+        Self {
+            peer,
+            principal: Some(session.principal.clone()),
+            session: Some(session),
+        }
+    }
+
+    /// Why the caller's credentials no longer hold under `authority`, if they do not.
+    fn lapsed(&self, authority: &Authority) -> Option<String> {
+        self.session
+            .as_ref()
+            .and_then(|s| s.lapsed(authority, auth::now_ms()))
     }
 
     /// The peer's address.
@@ -493,11 +512,17 @@ impl<H: Handler> Connection<H> {
                         ),
                     )
                 }
-                Ok(command) => {
-                    self.handler
-                        .handle(&self.caller, command, &frame.body)
-                        .await
-                }
+                Ok(command) => match self.caller.lapsed(self.handler.authority()) {
+                    Some(reason) => Answer::fatal(
+                        Status::Unauthenticated,
+                        format!("{reason}: authenticate again"),
+                    ),
+                    None => {
+                        self.handler
+                            .handle(&self.caller, command, &frame.body)
+                            .await
+                    }
+                },
                 Err(refusal) => refusal,
             };
             let close = answer.close;
@@ -571,7 +596,7 @@ impl<H: Handler> Connection<H> {
                     principal: session.principal.clone(),
                     expires_at_ms: session.expires_at_ms,
                 };
-                self.caller = Caller::authenticated(self.peer, session.principal);
+                self.caller = Caller::with_session(self.peer, session);
                 match control::encode(&reply) {
                     Ok(body) => Answer::ok(body),
                     Err(e) => Answer::from_control_error(&e),

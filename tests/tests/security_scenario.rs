@@ -136,7 +136,8 @@ impl Secured {
         defibus_tests::endpoint(self.broker_port())
     }
 
-    /// Replaces the policy on the nameserver as `admin` would, with `edit` applied.
+    /// Replaces the policy on the nameserver as `admin` would, with `edit` applied, and
+    /// waits until the broker enforces it (as `defibus admin acl` does).
     fn change_policy(&self, edit: impl FnOnce(&mut Policy)) {
         let admin_client = self.client(Some(&self.tokens.admin));
         let admin = Admin::new(&admin_client);
@@ -146,6 +147,11 @@ impl Secured {
         edit(&mut policy);
         let (_, stored) = admin.put_policy(version, &policy.to_json()).remove(0);
         assert_eq!(stored.unwrap(), version + 1);
+        wait_until("the broker enforces the new policy", WAIT, || {
+            admin
+                .stats(&self.broker_endpoint())
+                .is_ok_and(|stats| stats.policy_version > version)
+        });
     }
 
     fn audit_lines(&self, path: &Path) -> Vec<serde_json::Value> {
@@ -248,12 +254,57 @@ fn connections_without_a_valid_token_are_refused_at_connect() {
     // A valid token works; once revoked, new connections with it are refused.
     let app = bus.client(Some(&bus.tokens.app));
     send(&app, "hello").unwrap();
+    // A raw connection authenticated with the same token, to see it closed once revoked.
+    let mut open = RawConnection::connect(bus.broker_port());
+    let body = protocol::control::encode(&protocol::control::Authenticate {
+        token: bus.tokens.app.clone(),
+    })
+    .unwrap();
+    let mut frame = Vec::new();
+    encode_frame(
+        &FrameMeta::request(Command::Authenticate, 1),
+        &[],
+        &body,
+        &mut frame,
+    )
+    .unwrap();
+    open.send_raw(&frame);
+    let answer = open.read_frame().expect("an answer to Authenticate");
+    assert_eq!(answer.header.status, Status::Ok.code());
     let app_id = bus.tokens.app.split('.').nth(1).unwrap().to_owned();
     bus.change_policy(|p| assert!(p.revoke_token(&app_id)));
     wait_until("the broker refuses the revoked token", WAIT, || {
         let client = bus.client(Some(&bus.tokens.app));
         matches!(send(&client, "x"), Err(ClientError::Unauthenticated { .. }))
     });
+    // The connections opened with it before are closed at their next request.
+    let mut frame = Vec::new();
+    encode_frame(
+        &FrameMeta::request(Command::ListTopics, 2),
+        &[],
+        &[],
+        &mut frame,
+    )
+    .unwrap();
+    open.send_raw(&frame);
+    let (status, request_id, reply) = open.expect_error_then_close("a request after revocation");
+    assert_eq!(
+        (status, request_id),
+        (Status::Unauthenticated.code(), 2),
+        "{reply:?}"
+    );
+    assert!(reply.message.contains("revoked"), "{}", reply.message);
+    let producer = Producer::new(&app).unwrap();
+    wait_until(
+        "the open connection is refused after the revocation",
+        WAIT,
+        || {
+            matches!(
+                producer.send(Message::new(TOPIC, "after revoke")),
+                Err(ClientError::Unauthenticated { .. })
+            )
+        },
+    );
 
     let audit = bus.audit_lines(&bus.audit_log);
     assert!(

@@ -17,8 +17,6 @@
 //! was checked when it was made. Frames forwarded between shards were checked where they
 //! arrived.
 
-use std::rc::Rc;
-
 use auth::Action;
 use protocol::codes::{Command, Status};
 use protocol::control::{
@@ -56,9 +54,8 @@ pub(crate) fn authenticate(
     frame: &FrameMut,
 ) -> Result<Vec<u8>, Refusal> {
     let request: Authenticate = control::decode(&frame.body).map_err(Reject::from)?;
-    let session = shard
-        .security
-        .authority()
+    let authority = shard.security.authority();
+    let session = authority
         .authenticate(&request.token, conn.peer())
         .map_err(|e| Refusal {
             reject: Reject::new(Status::Unauthenticated, e.to_string()),
@@ -75,7 +72,7 @@ pub(crate) fn authenticate(
         principal: session.principal.clone(),
         expires_at_ms: session.expires_at_ms,
     };
-    conn.set_principal(Rc::from(session.principal));
+    conn.authenticated(session, authority.version());
     Ok(control::encode(&reply).map_err(Reject::from)?)
 }
 
@@ -106,6 +103,18 @@ pub(crate) fn authorize(
             close: true,
         });
     };
+    if let Some(reason) = conn.lapsed(security.authority()) {
+        security
+            .authority()
+            .refuse_unauthenticated(conn.peer(), command.name());
+        return Err(Refusal {
+            reject: Reject::new(
+                Status::Unauthenticated,
+                format!("{reason}: authenticate again"),
+            ),
+            close: true,
+        });
+    }
     let Some((action, resource, group)) = what(shard, command, frame)? else {
         return Ok(());
     };

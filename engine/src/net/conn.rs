@@ -49,6 +49,10 @@ pub(crate) struct Conn {
     peer: String,
     /// Who the connection authenticated as (security on); `None` until it did.
     principal: RefCell<Option<Rc<str>>>,
+    /// The credentials it authenticated with, re-checked as the policy changes.
+    session: RefCell<Option<auth::Session>>,
+    /// The policy version the session was last checked against.
+    policy_seen: Cell<u64>,
     /// Actions the policy allowed this connection, valid for one policy version.
     verdicts: RefCell<auth::authority::Verdicts>,
 }
@@ -64,10 +68,29 @@ impl Conn {
         self.principal.borrow().clone()
     }
 
-    /// Takes `principal` for the rest of the connection.
-    pub fn set_principal(&self, principal: Rc<str>) {
-        *self.principal.borrow_mut() = Some(principal);
+    /// Takes `session`'s principal for the rest of the connection (or until its token
+    /// lapses: see [`Self::lapsed`]).
+    pub fn authenticated(&self, session: auth::Session, policy_version: u64) {
+        *self.principal.borrow_mut() = Some(Rc::from(session.principal.as_str()));
+        *self.session.borrow_mut() = Some(session);
+        self.policy_seen.set(policy_version);
         *self.verdicts.borrow_mut() = auth::authority::Verdicts::default();
+    }
+
+    /// Why the connection's credentials no longer hold, if they do not: the token expired
+    /// (checked at every request), or was revoked (checked when the policy version moves).
+    pub fn lapsed(&self, authority: &auth::Authority) -> Option<String> {
+        let session = self.session.borrow();
+        let session = session.as_ref()?;
+        let version = authority.version();
+        let now = auth::now_ms();
+        if version == self.policy_seen.get() {
+            return (now >= session.expires_at_ms)
+                .then(|| session.lapsed(authority, now))
+                .flatten();
+        }
+        self.policy_seen.set(version);
+        session.lapsed(authority, now)
     }
 
     /// May this connection's `principal` do `action` on `resource` (in `group`)? Through the
@@ -195,6 +218,8 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         unknown_commands: Cell::new(0),
         peer: peer.clone(),
         principal: RefCell::new(None),
+        session: RefCell::new(None),
+        policy_seen: Cell::new(0),
         verdicts: RefCell::default(),
     });
     shard.clients.add(conn.clone());

@@ -28,9 +28,8 @@ impl std::fmt::Debug for Authenticate {
 pub struct Authenticated {
     /// The principal the token belongs to.
     pub principal: String,
-    /// When the token expires, ms since the Unix epoch; the connection stays authenticated
-    /// until then (a revoked or expired token closes nothing already open before the next
-    /// policy change is applied, which re-checks every open connection).
+    /// When the token expires, ms since the Unix epoch: the connection is closed at its first
+    /// request after then, or after the token is revoked.
     pub expires_at_ms: u64,
 }
 
