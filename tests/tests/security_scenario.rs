@@ -235,6 +235,20 @@ fn connections_without_a_valid_token_are_refused_at_connect() {
         reply.message
     );
 
+    // The nameserver holds no large frame for an anonymous peer either.
+    let mut big = RawConnection::connect(bus.nameserver.local_addr().port());
+    let mut frame = Vec::new();
+    encode_frame(
+        &FrameMeta::request(Command::TopicRoute, 7),
+        &[],
+        &vec![0u8; 64 << 10],
+        &mut frame,
+    )
+    .unwrap();
+    big.send_raw(&frame[..32 << 10]);
+    let (status, _, reply) = big.expect_error_then_close("anonymous 64 KiB nameserver frame");
+    assert_eq!(status, Status::Unauthenticated.code(), "{reply:?}");
+
     // Unknown, expired and malformed tokens.
     let unknown = auth::Token::generate().reveal();
     for (what, token) in [
