@@ -9,7 +9,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use auth::{Action, Authority};
+use auth::{Action, Authority, Outcome};
 use log::{debug, info};
 use protocol::codes::Command;
 use protocol::control::{self, ControlError, GslResolveReply, GslResolveRequest, GslUpdate};
@@ -112,14 +112,23 @@ fn update(shared: &Shared, caller: &Caller, body: &[u8]) -> Result<Answer, Contr
     }
     let service = update.service_id.clone();
     let areas: Vec<String> = update.deployments.iter().map(|d| d.area.clone()).collect();
+    // Changes are audited; the SGS's periodic re-push of what GSL already holds is not.
+    let audit = |outcome, detail: &str| {
+        caller.audit(&shared.authority, "gsl_update", &service, outcome, detail);
+    };
     match shared.store().update(update) {
         Ok(Updated::Changed) if areas.is_empty() => {
             info!("service {service} no longer resolves");
+            audit(Outcome::Ok, "no areas");
         }
-        Ok(Updated::Changed) => info!("service {service} resolves to areas {areas:?}"),
+        Ok(Updated::Changed) => {
+            info!("service {service} resolves to areas {areas:?}");
+            audit(Outcome::Ok, &format!("areas {}", areas.join(",")));
+        }
         Ok(Updated::Unchanged) => debug!("service {service} unchanged"),
         Err(refusal) => {
             info!("update of service {service:?} refused: {refusal}");
+            audit(Outcome::Failed, &refusal.message);
             return Ok(Answer::refused(refusal.status, refusal.message));
         }
     }

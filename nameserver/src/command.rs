@@ -114,10 +114,21 @@ impl Handler for Shared {
             Some(Ok(body)) => (None, Some(body)),
         };
         let shared = Arc::clone(self);
+        let caller = caller.clone();
         async move {
             match (ready, proposal) {
                 (Some(answer), _) => answer,
-                (None, Some(body)) => propose(&shared, &body).await,
+                (None, Some(body)) => {
+                    let answer = propose(&shared, &body).await;
+                    audit_answer(
+                        &shared.authority,
+                        &caller,
+                        "controller_propose",
+                        "*",
+                        &answer,
+                    );
+                    answer
+                }
                 (None, None) => Answer::refused(Status::Internal, "no answer"),
             }
         }
@@ -382,4 +393,23 @@ fn changes(old: &Policy, new: &Policy) -> String {
     } else {
         parts.join(", ")
     }
+}
+
+/// Records an admin request's outcome in the audit log (security on).
+fn audit_answer(
+    authority: &Authority,
+    caller: &Caller,
+    action: &str,
+    resource: &str,
+    answer: &Answer,
+) {
+    let (outcome, detail) = if answer.status.is_ok() {
+        (Outcome::Ok, String::new())
+    } else {
+        let detail = control::decode::<protocol::control::ErrorReply>(&answer.body)
+            .map(|e| e.message)
+            .unwrap_or_else(|_| answer.status.to_string());
+        (Outcome::Failed, detail)
+    };
+    caller.audit(authority, action, resource, outcome, &detail);
 }

@@ -171,6 +171,7 @@ fn receive(shard: &Rc<Shard>, msg: MeshMsg) {
         MeshMsg::Response { conn_id, frame } => {
             let conn = shard.clients.get(conn_id);
             if let Some(conn) = conn {
+                crate::net::access::audit_answer(shard, &conn, &frame);
                 if conn.outbox.try_send(Outbound::Frame(frame)).is_err() {
                     log::debug!(
                         "shard {}: connection {conn_id} cannot take a relayed response",

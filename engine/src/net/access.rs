@@ -24,7 +24,7 @@ use protocol::control::{
     TopicConfig, TopicName,
 };
 use protocol::data::BatchAddress;
-use protocol::frame::FrameMut;
+use protocol::frame::{FrameHeader, FrameMut};
 
 use super::conn::Conn;
 use crate::error::Reject;
@@ -125,7 +125,71 @@ pub(crate) fn authorize(
         &resource,
         group.as_deref(),
     )
-    .map_err(|denial| Reject::new(Status::PermissionDenied, denial.to_string()).into())
+    .map_err(|denial| Reject::new(Status::PermissionDenied, denial.to_string()))?;
+    if action == Action::AdminTopic {
+        conn.admin_requested(frame.header.request_id, action, resource);
+    }
+    Ok(())
+}
+
+/// Audits the answer to an admin request of `conn` relayed from the shard that served it
+/// (`response`, encoded), if it answers one (security on).
+pub(crate) fn audit_answer(shard: &Shard, conn: &Conn, response: &[u8]) {
+    if !shard.security.is_enabled() {
+        return;
+    }
+    let Ok(header) = FrameHeader::decode(response) else {
+        return;
+    };
+    let outcome = if header.status == Status::Ok.code() {
+        Ok(())
+    } else {
+        let body_at = protocol::frame::HEADER_LEN + header.ext_len as usize;
+        Err(response
+            .get(body_at..)
+            .and_then(|body| control::decode::<control::ErrorReply>(body).ok())
+            .map_or_else(|| format!("status {}", header.status), |e| e.message))
+    };
+    audit_admin(shard, conn, &header, outcome);
+}
+
+/// Audits the answer to an admin request of `conn` served on this shard, if `header` is
+/// one (security on).
+pub(crate) fn audit_result<T>(
+    shard: &Shard,
+    conn: &Conn,
+    header: &FrameHeader,
+    result: &Result<T, Reject>,
+) {
+    if !shard.security.is_enabled() {
+        return;
+    }
+    let outcome = result.as_ref().map(drop).map_err(|r| r.message.clone());
+    audit_admin(shard, conn, header, outcome);
+}
+
+/// One audit record: who ran which admin command on which topic, and how it ended.
+fn audit_admin(shard: &Shard, conn: &Conn, header: &FrameHeader, outcome: Result<(), String>) {
+    let Some((_, resource)) = conn.admin_answered(header.request_id) else {
+        return;
+    };
+    let Some(audit) = shard.security.authority().audit() else {
+        return;
+    };
+    let command = header.command().map_or("admin", Command::name);
+    let (outcome, detail) = match outcome {
+        Ok(()) => (auth::Outcome::Ok, String::new()),
+        Err(detail) => (auth::Outcome::Failed, detail),
+    };
+    let principal = conn.principal();
+    audit.record(
+        principal.as_deref(),
+        conn.peer(),
+        command,
+        &resource,
+        outcome,
+        &detail,
+    );
 }
 
 /// The action a request is, on which resource (and group); `None` for requests any

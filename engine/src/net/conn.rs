@@ -29,6 +29,8 @@ use crate::shard::Shard;
 /// zero-filled first, so a small exchange is offered little and a bulk stream up to the most.
 const READ_CHUNK_MIN: usize = 4 << 10;
 const READ_CHUNK_MAX: usize = 256 << 10;
+/// Admin requests a connection may have awaiting their audited answer.
+const ADMIN_PENDING_MAX: usize = 64;
 /// Most bytes gathered from the outbox into one socket write.
 const WRITE_BATCH_BYTES: usize = 256 << 10;
 
@@ -55,6 +57,9 @@ pub(crate) struct Conn {
     policy_seen: Cell<u64>,
     /// Actions the policy allowed this connection, valid for one policy version.
     verdicts: RefCell<auth::authority::Verdicts>,
+    /// Admin requests allowed and not yet answered, by request id: their answer is audited
+    /// with its outcome (security on).
+    admin_pending: RefCell<Vec<(u64, auth::Action, String)>>,
 }
 
 impl Conn {
@@ -75,6 +80,24 @@ impl Conn {
         *self.session.borrow_mut() = Some(session);
         self.policy_seen.set(policy_version);
         *self.verdicts.borrow_mut() = auth::authority::Verdicts::default();
+    }
+
+    /// Remembers that admin request `request_id` (`action` on `resource`) awaits its answer.
+    pub fn admin_requested(&self, request_id: u64, action: auth::Action, resource: String) {
+        let mut pending = self.admin_pending.borrow_mut();
+        // A request answered only on failure (or never) leaves its entry: keep the newest.
+        if pending.len() >= ADMIN_PENDING_MAX {
+            pending.remove(0);
+        }
+        pending.push((request_id, action, resource));
+    }
+
+    /// The admin request answered by a response to `request_id`, if one was pending.
+    pub fn admin_answered(&self, request_id: u64) -> Option<(auth::Action, String)> {
+        let mut pending = self.admin_pending.borrow_mut();
+        let at = pending.iter().position(|(id, _, _)| *id == request_id)?;
+        let (_, action, resource) = pending.swap_remove(at);
+        Some((action, resource))
     }
 
     /// Why the connection's credentials no longer hold, if they do not: the token expired
@@ -221,6 +244,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         session: RefCell::new(None),
         policy_seen: Cell::new(0),
         verdicts: RefCell::default(),
+        admin_pending: RefCell::default(),
     });
     shard.clients.add(conn.clone());
     log::debug!("shard {}: connection {} from {peer}", shard.id, conn.id);

@@ -193,7 +193,10 @@ pub(crate) async fn dispatch(
                         answer(&conn, &header, quiet, Err(reject)).await;
                     }
                 }
-                Err(answered) => answer(&conn, &header, quiet, answered).await,
+                Err(answered) => {
+                    super::access::audit_result(&shard, &conn, &header, &answered);
+                    answer(&conn, &header, quiet, answered).await;
+                }
             }
             drop(permit);
         })
