@@ -96,6 +96,10 @@ enum Command {
     /// Prints each request handled and its reply. A stand-in service for demos and tests.
     #[command(after_long_help = cmd::shared::EXIT_CODES_HELP)]
     Respond(cmd::respond::RespondArgs),
+    /// Make certificates for TLS: `certs dev` writes a development CA, a server certificate
+    /// and client certificates (mutual TLS).
+    #[command(subcommand)]
+    Certs(cmd::certs::CertsCommand),
     /// Benchmark the bus: the `defibus-bench` workloads, run in this process.
     ///
     /// Same flags and output as the `defibus-bench` binary: an embedded nameserver + broker
@@ -162,6 +166,7 @@ fn main() -> std::process::ExitCode {
         Command::Consume(args) => cmd::consume::run(args),
         Command::Request(args) => cmd::request::run(args),
         Command::Respond(args) => cmd::respond::run(args),
+        Command::Certs(command) => cmd::certs::run(command),
         Command::Bench(args) => bench::run(args),
     };
     match result {
@@ -372,6 +377,16 @@ mod tests {
             &["produce", "--service", "20190001", "--key", "k", "x"],
             &["consume", "--service", "20190001", "--group", "g"],
             &["respond", "--service", "20190001", "--group", "g", "--echo"],
+            &[
+                "certs",
+                "dev",
+                "--out",
+                "certs",
+                "--principal",
+                "a",
+                "--principal",
+                "b",
+            ],
         ];
         for args in accepted {
             if let Err(e) = parse(args) {
@@ -387,6 +402,7 @@ mod tests {
             &["request", "--topic", "A10-1", "--service", "20190001", "hi"],
             &["consume", "--group", "g"],
             &["request", "--service", "2019-0001", "hi"],
+            &["certs", "dev"],
         ];
         for args in refused {
             assert!(parse(args).is_err(), "{args:?} was accepted");

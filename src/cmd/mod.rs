@@ -1,4 +1,5 @@
 pub mod admin;
+pub mod certs;
 pub mod consume;
 pub mod log;
 pub mod log_repair;
