@@ -47,6 +47,18 @@ pub struct BrokerArgs {
     /// (storage.min_free_percent; default 5, 0 turns the check off).
     #[arg(long)]
     pub min_free_percent: Option<u8>,
+    /// TLS: this broker's certificate chain, PEM ([tls] cert). With --tls-key and --tls-ca
+    /// every shard speaks TLS and demands client certificates signed by the CA; e.g. the
+    /// files of `defibus certs dev --out certs`: --tls-cert certs/server.pem --tls-key
+    /// certs/server.key --tls-ca certs/ca.pem.
+    #[arg(long, value_name = "PEM", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS: the private key of --tls-cert, PEM ([tls] key).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// TLS: the CA bundle whose client certificates are accepted, PEM ([tls] ca).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl BrokerArgs {
@@ -109,5 +121,12 @@ fn apply_overrides(config: &mut BrokerConfig, args: BrokerArgs) {
     }
     if !args.nameservers.is_empty() {
         config.nameservers = args.nameservers;
+    }
+    if let (Some(cert), Some(key), Some(ca)) = (args.tls_cert, args.tls_key, args.tls_ca) {
+        // Other [tls] settings of the file (client_auth, tls12) stay as they are.
+        let tls = config.tls.get_or_insert_with(tls::TlsSettings::default);
+        tls.cert = Some(cert);
+        tls.key = Some(key);
+        tls.ca = Some(ca);
     }
 }

@@ -161,6 +161,11 @@ pub struct BrokerConfig {
     pub limits: Limits,
     /// Storage settings every queue log is opened with.
     pub storage: StorageConfig,
+    /// TLS on every shard's listener (table `[tls]`, see [`tls::TlsSettings`]): the server
+    /// certificate and key, and the CA whose client certificates are accepted
+    /// (`client_auth`, default `"required"`: mutual TLS). A connection completes its
+    /// handshake within `frame_timeout_ms` or is closed. Unset (the default): plaintext.
+    pub tls: Option<tls::TlsSettings>,
 }
 
 /// Bounds on everything a peer can make the broker hold.
@@ -250,6 +255,7 @@ impl Default for BrokerConfig {
             io_memory_bytes: IO_MEMORY_BYTES_DEFAULT,
             limits: Limits::default(),
             storage: StorageConfig::default(),
+            tls: None,
         }
     }
 }
@@ -471,6 +477,14 @@ mod tests {
         assert_eq!(config.broker_id, "b1");
         assert_eq!(config.limits.inflight_requests_max, 8);
         assert_eq!(config.idle_timeout_ms, IDLE_TIMEOUT_MS_DEFAULT);
+        let config =
+            BrokerConfig::from_toml("[tls]\ncert = \"s.pem\"\nkey = \"s.key\"\nca = \"ca.pem\"\n")
+                .unwrap();
+        let tls = config.tls.unwrap();
+        assert_eq!(tls.ca, Some(PathBuf::from("ca.pem")));
+        assert_eq!(tls.client_auth, tls::ClientAuth::Required);
+        let err = BrokerConfig::from_toml("[tls]\ncertificate = \"x\"\n").unwrap_err();
+        assert!(err.to_string().contains("certificate"), "{err}");
         let err = BrokerConfig::from_toml("nope = 1").unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
         let bad = BrokerConfig {

@@ -524,6 +524,9 @@ pub fn child_broker_main() {
         data_dir: None,
         nameservers: Vec::new(),
         min_free_percent: None,
+        tls_cert: None,
+        tls_key: None,
+        tls_ca: None,
     };
     engine::cli::cli_main(&args).expect("the child broker runs");
 }
