@@ -142,6 +142,11 @@ pub struct ClientConfig {
     pub reconnect_backoff_min: Duration,
     /// Longest delay between reconnect attempts.
     pub reconnect_backoff_max: Duration,
+    /// TLS to brokers (see [`tls::TlsSettings`]): `ca` to verify them, and `cert`/`key` to
+    /// present for mutual TLS. The handshake is part of connecting, within
+    /// `connect_timeout`. Nameservers and GSL are reached in plaintext. Default none
+    /// (plaintext).
+    pub tls: Option<tls::TlsSettings>,
 }
 
 impl ClientConfig {
@@ -173,6 +178,7 @@ impl ClientConfig {
             service_refresh_interval: SERVICE_REFRESH_INTERVAL_DEFAULT,
             reconnect_backoff_min: RECONNECT_BACKOFF_MIN_DEFAULT,
             reconnect_backoff_max: RECONNECT_BACKOFF_MAX_DEFAULT,
+            tls: None,
         })
     }
 
@@ -258,6 +264,12 @@ impl ClientConfig {
     /// Sets [`Self::credit_window`] (at least 2).
     pub fn with_credit_window(mut self, window: u32) -> Self {
         self.credit_window = window.max(2);
+        self
+    }
+
+    /// Speaks TLS to brokers with `settings` ([`Self::tls`]).
+    pub fn with_tls(mut self, settings: tls::TlsSettings) -> Self {
+        self.tls = Some(settings);
         self
     }
 
