@@ -103,6 +103,10 @@ enum Command {
     /// app, or the --principal names given. See docs/ARCHITECTURE.md §9.
     #[command(subcommand, after_long_help = cmd::shared::EXIT_CODES_HELP)]
     Security(cmd::security::SecurityCommand),
+    /// Make certificates for TLS: `certs dev` writes a development CA, a server certificate
+    /// and client certificates (mutual TLS).
+    #[command(subcommand)]
+    Certs(cmd::certs::CertsCommand),
     /// Benchmark the bus: the `defibus-bench` workloads, run in this process.
     ///
     /// Same flags and output as the `defibus-bench` binary: an embedded nameserver + broker
@@ -170,6 +174,7 @@ fn main() -> std::process::ExitCode {
         Command::Request(args) => cmd::request::run(args),
         Command::Respond(args) => cmd::respond::run(args),
         Command::Security(command) => cmd::security::run(command),
+        Command::Certs(command) => cmd::certs::run(command),
         Command::Bench(args) => bench::run(args),
     };
     match result {
@@ -380,6 +385,16 @@ mod tests {
             &["produce", "--service", "20190001", "--key", "k", "x"],
             &["consume", "--service", "20190001", "--group", "g"],
             &["respond", "--service", "20190001", "--group", "g", "--echo"],
+            &[
+                "certs",
+                "dev",
+                "--out",
+                "certs",
+                "--principal",
+                "a",
+                "--principal",
+                "b",
+            ],
         ];
         for args in accepted {
             if let Err(e) = parse(args) {
@@ -395,6 +410,7 @@ mod tests {
             &["request", "--topic", "A10-1", "--service", "20190001", "hi"],
             &["consume", "--group", "g"],
             &["request", "--service", "2019-0001", "hi"],
+            &["certs", "dev"],
         ];
         for args in refused {
             assert!(parse(args).is_err(), "{args:?} was accepted");

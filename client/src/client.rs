@@ -14,7 +14,7 @@ use crate::config::{ClientConfig, default_client_id};
 use crate::error::{ClientError, Result};
 use crate::isolation::{Cause, QueueIsolation, StalledBrokers};
 use crate::locator::{ServiceCache, ServiceLocator};
-use crate::net::{Handshake, PeerKind, Pool, PoolConfig};
+use crate::net::{Handshake, PeerKind, Pool, PoolConfig, TlsConnector};
 use crate::route::{CachedRoute, QueueTarget, RouteCache};
 use crate::rr::replies::ReplyRegistry;
 use crate::timer::Timer;
@@ -76,6 +76,7 @@ impl Client {
             endpoint: "(local)".into(),
             source,
         };
+        let tls = config.tls.as_ref().map(TlsConnector::new).transpose()?;
         let pool = Pool::new(PoolConfig {
             handshake: Handshake {
                 heartbeat: ClientHeartbeat {
@@ -88,6 +89,7 @@ impl Client {
             backoff_min: config.reconnect_backoff_min,
             backoff_max: config.reconnect_backoff_max,
             token: config.token.clone(),
+            tls,
         });
         let (task_tx, task_rx) = mpsc::sync_channel::<Task>(TASKS_MAX);
         let (stop_tx, stop_rx) = mpsc::sync_channel::<()>(1);
@@ -173,6 +175,13 @@ impl Client {
     /// stalled.
     pub fn stalled_endpoints(&self) -> Vec<String> {
         self.inner.stalled.snapshot()
+    }
+
+    /// The TLS cipher suite of a live broker connection (e.g. `TLS13_AES_256_GCM_SHA384`):
+    /// `None` without TLS, or before the first broker connection. Every connection shares
+    /// the client's settings, so one speaks for all (benchmarks report it).
+    pub fn tls_cipher_suite(&self) -> Option<String> {
+        (self.inner.pool.connections().iter()).find_map(|conn| conn.tls_cipher_suite())
     }
 
     /// Closes every connection and stops the background threads; calls in flight fail with

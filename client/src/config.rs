@@ -145,6 +145,11 @@ pub struct ClientConfig {
     /// The token (`dfb.<id>.<secret>`) every connection presents first, to brokers,
     /// nameservers, GSL and SGS that require authentication. Default none.
     pub token: Option<String>,
+    /// TLS to brokers (see [`tls::TlsSettings`]): `ca` to verify them, and `cert`/`key` to
+    /// present for mutual TLS. The handshake is part of connecting, within
+    /// `connect_timeout`. Nameservers and GSL are reached in plaintext. Default none
+    /// (plaintext).
+    pub tls: Option<tls::TlsSettings>,
 }
 
 impl ClientConfig {
@@ -177,6 +182,7 @@ impl ClientConfig {
             reconnect_backoff_min: RECONNECT_BACKOFF_MIN_DEFAULT,
             reconnect_backoff_max: RECONNECT_BACKOFF_MAX_DEFAULT,
             token: None,
+            tls: None,
         })
     }
 
@@ -268,6 +274,12 @@ impl ClientConfig {
     /// Sets [`Self::credit_window`] (at least 2).
     pub fn with_credit_window(mut self, window: u32) -> Self {
         self.credit_window = window.max(2);
+        self
+    }
+
+    /// Speaks TLS to brokers with `settings` ([`Self::tls`]).
+    pub fn with_tls(mut self, settings: tls::TlsSettings) -> Self {
+        self.tls = Some(settings);
         self
     }
 

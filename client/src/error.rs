@@ -75,6 +75,24 @@ pub enum ClientError {
         /// What was wrong.
         reason: String,
     },
+    /// TLS with a broker failed: it refused this client's certificate (or its absence), its
+    /// own certificate is not signed by the trusted CA, or it does not speak TLS. Not
+    /// retryable: the same certificates fail the same way.
+    #[error("{endpoint}: TLS failed{hint}")]
+    Tls {
+        /// The peer, `host:port`.
+        endpoint: String,
+        /// What the cause suggests, when it suggests something (e.g. a plaintext peer).
+        hint: &'static str,
+        /// rustls's reason, e.g. `received fatal alert: UnknownCA` (boxed: it is large, and
+        /// every `Result` of the SDK carries this enum).
+        #[source]
+        source: Box<tls::rustls::Error>,
+    },
+    /// The client's TLS settings cannot be used (a file missing, a key not matching its
+    /// certificate, a bad server name).
+    #[error("TLS settings")]
+    TlsConfig(#[source] std::sync::Arc<tls::TlsError>),
     /// An argument is out of range.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -176,6 +194,16 @@ impl ClientError {
                 endpoint: endpoint.clone(),
                 reason: reason.clone(),
             },
+            Self::Tls {
+                endpoint,
+                hint,
+                source,
+            } => Self::Tls {
+                endpoint: endpoint.clone(),
+                hint,
+                source: source.clone(),
+            },
+            Self::TlsConfig(e) => Self::TlsConfig(e.clone()),
             Self::InvalidArgument(s) => Self::InvalidArgument(s.clone()),
             Self::Closed => Self::Closed,
             Self::Unauthenticated { message } => Self::Unauthenticated {

@@ -30,6 +30,14 @@ impl Broker {
                 path: config.data_dir.clone(),
                 source,
             })?;
+        // Built once, before any shard starts, so a bad certificate or key stops the start
+        // with the file named; every shard shares the one configuration.
+        let tls = match &config.tls {
+            Some(settings) => {
+                Some(tls::server_config(settings).map_err(|source| BrokerError::Tls { source })?)
+            }
+            None => None,
+        };
         crate::topic::empty_trash(&config.data_dir);
         let security = Arc::new(open_security(&config)?);
         let count = config.shard_count();
@@ -52,6 +60,7 @@ impl Broker {
                 ports: ports_cell.clone(),
                 ready: ready_tx.clone(),
                 security: security.clone(),
+                tls: tls.clone(),
             };
             let spec = ExecutorSpec {
                 name: &format!("defibus-shard-{id}"),

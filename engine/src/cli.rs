@@ -64,6 +64,18 @@ pub struct BrokerArgs {
     /// the ports may then read, write and delete every topic.
     #[arg(long)]
     pub insecure: bool,
+    /// TLS: this broker's certificate chain, PEM ([tls] cert). With --tls-key and --tls-ca
+    /// every shard speaks TLS and demands client certificates signed by the CA; e.g. the
+    /// files of `defibus certs dev --out certs`: --tls-cert certs/server.pem --tls-key
+    /// certs/server.key --tls-ca certs/ca.pem.
+    #[arg(long, value_name = "PEM", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS: the private key of --tls-cert, PEM ([tls] key).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// TLS: the CA bundle whose client certificates are accepted, PEM ([tls] ca).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl BrokerArgs {
@@ -84,11 +96,14 @@ impl BrokerArgs {
 /// left to the caller.
 pub fn cli_main(args: &BrokerArgs) -> Result<(), BrokerError> {
     let config = args.to_config()?;
-    // TLS for the broker's listeners is not built yet: a non-loopback broker runs only with
-    // --insecure (docs/ARCHITECTURE.md §9).
     config
         .security
-        .check_exposure("the broker", &config.listen_address, false, args.insecure)
+        .check_exposure(
+            "the broker",
+            &config.listen_address,
+            config.tls.is_some(),
+            args.insecure,
+        )
         .map_err(|e| BrokerError::Config {
             reason: e.to_string(),
         })?;
@@ -141,5 +156,12 @@ fn apply_overrides(config: &mut BrokerConfig, args: BrokerArgs) {
     }
     if let Some(v) = args.audit_log {
         config.security.audit_log = Some(v);
+    }
+    if let (Some(cert), Some(key), Some(ca)) = (args.tls_cert, args.tls_key, args.tls_ca) {
+        // Other [tls] settings of the file (client_auth, tls12) stay as they are.
+        let tls = config.tls.get_or_insert_with(tls::TlsSettings::default);
+        tls.cert = Some(cert);
+        tls.key = Some(key);
+        tls.ca = Some(ca);
     }
 }

@@ -168,6 +168,11 @@ pub struct BrokerConfig {
     /// (principal with the `broker` grant) for its connections to nameservers and leaders.
     /// Default: off.
     pub security: auth::SecuritySettings,
+    /// TLS on every shard's listener (table `[tls]`, see [`tls::TlsSettings`]): the server
+    /// certificate and key, and the CA whose client certificates are accepted
+    /// (`client_auth`, default `"required"`: mutual TLS). A connection completes its
+    /// handshake within `frame_timeout_ms` or is closed. Unset (the default): plaintext.
+    pub tls: Option<tls::TlsSettings>,
 }
 
 /// Bounds on everything a peer can make the broker hold.
@@ -258,6 +263,7 @@ impl Default for BrokerConfig {
             limits: Limits::default(),
             storage: StorageConfig::default(),
             security: auth::SecuritySettings::default(),
+            tls: None,
         }
     }
 }
@@ -485,6 +491,14 @@ mod tests {
         assert_eq!(config.broker_id, "b1");
         assert_eq!(config.limits.inflight_requests_max, 8);
         assert_eq!(config.idle_timeout_ms, IDLE_TIMEOUT_MS_DEFAULT);
+        let config =
+            BrokerConfig::from_toml("[tls]\ncert = \"s.pem\"\nkey = \"s.key\"\nca = \"ca.pem\"\n")
+                .unwrap();
+        let tls = config.tls.unwrap();
+        assert_eq!(tls.ca, Some(PathBuf::from("ca.pem")));
+        assert_eq!(tls.client_auth, tls::ClientAuth::Required);
+        let err = BrokerConfig::from_toml("[tls]\ncertificate = \"x\"\n").unwrap_err();
+        assert!(err.to_string().contains("certificate"), "{err}");
         let err = BrokerConfig::from_toml("nope = 1").unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
         let bad = BrokerConfig {

@@ -37,6 +37,14 @@ pub enum BrokerError {
         /// What went wrong.
         reason: String,
     },
+    /// The `[tls]` settings cannot be used (a file missing or unreadable, a key that does not
+    /// match its certificate).
+    #[error("[tls] settings")]
+    Tls {
+        /// Which file or setting, and why.
+        #[source]
+        source: tls::TlsError,
+    },
     /// A queue, offset or reply log failed to open or close.
     #[error("shard {shard}: {what}: {source}")]
     Log {

@@ -19,6 +19,9 @@ use std::time::Duration;
 
 use crate::notify::Notify;
 
+/// Runs the server side of TLS handshakes over a [`TcpStream`] (futures-rustls, which works
+/// on any `AsyncRead + AsyncWrite`); cloning it shares the configuration.
+pub(crate) use futures_rustls::TlsAcceptor;
 /// A spawned task: awaiting it yields its output; dropping it cancels it (the runtime drops
 /// its future the next time it would run); [`Task::detach`] lets it run on its own.
 pub(crate) use glommio::Task;
@@ -26,6 +29,8 @@ pub(crate) use glommio::Task;
 pub(crate) use glommio::net::TcpListener;
 /// A TCP stream of the current executor (`AsyncRead + AsyncWrite`).
 pub(crate) use glommio::net::TcpStream;
+/// A server-side TLS stream over a [`TcpStream`], after its handshake.
+pub(crate) type TlsStream = futures_rustls::server::TlsStream<TcpStream>;
 /// A counting semaphore of the current executor; `acquire_static_permit` gives an owned
 /// permit.
 pub(crate) use glommio::sync::Semaphore;

@@ -217,6 +217,10 @@ impl ApiError {
             | ClientError::Disconnected { .. }
             | ClientError::Protocol { .. }
             | ClientError::ServiceUnavailable { .. }
+            // The proxy's own TLS to the brokers failed: its operator's problem, not the
+            // HTTP caller's.
+            | ClientError::Tls { .. }
+            | ClientError::TlsConfig(_)
             | ClientError::Closed => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
             }

@@ -1,5 +1,6 @@
 pub mod acl;
 pub mod admin;
+pub mod certs;
 pub mod consume;
 pub mod log;
 pub mod log_repair;

@@ -529,6 +529,9 @@ pub fn child_broker_main() {
         audit_log: None,
         // Children in a test's network namespace listen on its private 10.77.x addresses.
         insecure: true,
+        tls_cert: None,
+        tls_key: None,
+        tls_ca: None,
     };
     engine::cli::cli_main(&args).expect("the child broker runs");
 }

@@ -3,6 +3,9 @@
 //! Writes happen on the caller's thread under a mutex; one reader thread per connection
 //! completes pending requests by request id and hands pushes to their subscription or to the
 //! client's reply registry. So a request costs one wake-up: the reader's.
+//!
+//! Over TLS the same holds, with rustls's state shared between writers and the reader as
+//! [`super::tls`] describes; plaintext connections never touch it.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -21,6 +24,8 @@ use protocol::record::{BATCH_LEN_MAX, BatchView};
 use crate::config::{READ_CHUNK_BYTES, READ_CHUNK_MIN_BYTES, WRITE_COPY_BYTES_MAX};
 use crate::error::{ClientError, Result};
 use crate::slot::slot;
+
+use super::tls::{TlsConnector, TlsReader, TlsState, rustls_cause, tls_error};
 
 /// What a pending request is completed with: the response frame when its status is `Ok`,
 /// else the error the status and `ErrorReply` stand for.
@@ -72,6 +77,29 @@ pub(crate) struct Handshake {
 struct Writer {
     stream: TcpStream,
     buf: Vec<u8>,
+    /// TLS only: the records sealed from `buf` (or a body), before they go to the socket.
+    records: Vec<u8>,
+}
+
+/// The reader thread's stream: the socket, or TLS over it.
+enum Inbound {
+    Plain(TcpStream),
+    Tls(TcpStream, TlsReader),
+}
+
+impl Inbound {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Plain(stream) => stream.read(buf),
+            Self::Tls(stream, tls) => tls.read(stream, buf),
+        }
+    }
+
+    fn socket(&self) -> &TcpStream {
+        match self {
+            Self::Plain(stream) | Self::Tls(stream, _) => stream,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -99,6 +127,11 @@ pub(crate) struct Connection {
     last_read_ms: AtomicU64,
     heartbeat: Option<Handshake>,
     ack: OnceLock<HeartbeatAck>,
+    /// TLS connections: rustls's state, shared by writers and the reader.
+    tls: Option<Arc<TlsState>>,
+    /// Why TLS ended the connection (a fatal alert from the peer, a corrupt record): set by
+    /// the reader before it closes, so a failed first heartbeat reports it.
+    tls_fault: OnceLock<tls::rustls::Error>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -111,15 +144,18 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
-    /// Connects to `endpoint` (`host:port`), starts the reader thread, authenticates with
-    /// `token` when given and, for a broker (`handshake` given), sends the first heartbeat and
-    /// waits for its ack.
+    /// Connects to `endpoint` (`host:port`), runs the TLS handshake with `tls`, starts the
+    /// reader thread, authenticates with `token` when given and, for a broker (`handshake`
+    /// given), sends the first heartbeat and waits for its ack. With TLS 1.3 a server refuses
+    /// a client certificate after the client finished its side, so that refusal arrives as
+    /// an alert in answer to the first request and is reported as [`ClientError::Tls`].
     pub(crate) fn open(
         endpoint: &str,
         handshake: Option<Handshake>,
         replies: Option<Arc<dyn ReplySink>>,
         token: Option<&str>,
         connect_timeout: Duration,
+        tls: Option<&TlsConnector>,
     ) -> Result<Arc<Self>> {
         let io = |source| ClientError::Io {
             endpoint: endpoint.to_owned(),
@@ -137,14 +173,27 @@ impl Connection {
                 Err(e) => last = e,
             }
         }
-        let stream = stream.ok_or_else(|| io(last))?;
+        let mut stream = stream.ok_or_else(|| io(last))?;
         stream.set_nodelay(true).map_err(io)?;
+        let tls = match tls {
+            Some(connector) => Some(Arc::new(connector.handshake(
+                endpoint,
+                &mut stream,
+                connect_timeout,
+            )?)),
+            None => None,
+        };
         let reader = stream.try_clone().map_err(io)?;
+        let reader = match &tls {
+            Some(state) => Inbound::Tls(reader, TlsReader::new(state.clone())),
+            None => Inbound::Plain(reader),
+        };
         let conn = Arc::new(Self {
             endpoint: endpoint.to_owned(),
             writer: Mutex::new(Writer {
                 stream,
                 buf: Vec::with_capacity(WRITE_COPY_BYTES_MAX + HEADER_LEN),
+                records: Vec::new(),
             }),
             pending: Mutex::default(),
             next_request_id: AtomicU64::new(1),
@@ -157,22 +206,44 @@ impl Connection {
             last_read_ms: AtomicU64::new(0),
             heartbeat: handshake,
             ack: OnceLock::new(),
+            tls,
+            tls_fault: OnceLock::new(),
         });
         let run = conn.clone();
+        // Dropped when the reader thread ends: a failed TLS first heartbeat waits for it, so
+        // the alert that explains the failure is read before the failure is reported.
+        let (reader_done_tx, reader_done) = std::sync::mpsc::channel::<()>();
         std::thread::Builder::new()
             .name(format!("defibus-read-{endpoint}"))
-            .spawn(move || run.read_loop(reader))
+            .spawn(move || {
+                let _done = reader_done_tx;
+                run.read_loop(reader);
+            })
             .map_err(io)?;
+        // A refused client certificate comes as an alert after the handshake, in answer to
+        // the first request, whose write may fail (broken pipe) before the reader has read
+        // it: wait for the reader to end, then report the TLS cause. A timeout has nothing
+        // more to learn.
+        let first_failure = |e: ClientError| {
+            if conn.tls.is_some() && !matches!(e, ClientError::Timeout { .. }) {
+                let _ = reader_done.recv_timeout(connect_timeout);
+            }
+            conn.close();
+            match conn.tls_fault.get() {
+                Some(fault) => tls_error(endpoint, fault.clone()),
+                None => e,
+            }
+        };
         if let Some(token) = token {
             let principal = conn
                 .authenticate(token, connect_timeout)
-                .inspect_err(|_| conn.close())?;
+                .map_err(first_failure)?;
             log::debug!("authenticated to {endpoint} as {principal}");
         }
         if conn.heartbeat.is_some() {
             let ack = conn
                 .heartbeat_call(connect_timeout)
-                .inspect_err(|_| conn.close())?;
+                .map_err(first_failure)?;
             log::debug!(
                 "connected to {endpoint}: broker {} shard {} of {}",
                 ack.broker_id,
@@ -189,6 +260,13 @@ impl Connection {
     /// The peer, `host:port`.
     pub(crate) fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// The TLS cipher suite agreed with the peer (e.g. `TLS13_AES_256_GCM_SHA384`); `None`
+    /// for a plaintext connection.
+    pub(crate) fn tls_cipher_suite(&self) -> Option<String> {
+        let suite = self.tls.as_ref()?.cipher_suite()?;
+        Some(format!("{:?}", suite.suite()))
     }
 
     /// True once the socket failed or [`Self::close`] was called.
@@ -455,15 +533,25 @@ impl Connection {
         if self.is_closed() {
             return Err(self.disconnected());
         }
-        let Writer { stream, buf } = &mut *writer;
+        let Writer {
+            stream,
+            buf,
+            records,
+        } = &mut *writer;
         buf.clear();
         buf.extend_from_slice(&header.encode());
         buf.extend_from_slice(ext);
-        let result = if body.len() <= WRITE_COPY_BYTES_MAX {
-            buf.extend_from_slice(body);
-            stream.write_all(buf)
-        } else {
-            stream.write_all(buf).and_then(|()| stream.write_all(body))
+        let result = match &self.tls {
+            None if body.len() <= WRITE_COPY_BYTES_MAX => {
+                buf.extend_from_slice(body);
+                stream.write_all(buf)
+            }
+            None => stream.write_all(buf).and_then(|()| stream.write_all(body)),
+            Some(tls) => {
+                // Sealing copies anyway: no point in a separate write for a large body.
+                tls.write_all(stream, records, buf)
+                    .and_then(|()| tls.write_all(stream, records, body))
+            }
         };
         if let Err(source) = result {
             // A partial write leaves the stream mid-frame: nothing more can go on it.
@@ -506,7 +594,26 @@ impl Connection {
         log::debug!("connection to {} closed", self.endpoint);
     }
 
-    fn read_loop(self: Arc<Self>, mut stream: TcpStream) {
+    /// Sends the records rustls made while reading (a key update, an alert) if no writer
+    /// holds the writer mutex; one that does sends them after its own (see
+    /// [`super::tls`]), so the reader never waits on a writer blocked on the peer.
+    fn send_pending_records(&self, tls: &TlsState) {
+        let Ok(mut writer) = self.writer.try_lock() else {
+            return;
+        };
+        let Writer {
+            stream, records, ..
+        } = &mut *writer;
+        records.clear();
+        let sent = tls
+            .pending_records(records)
+            .and_then(|()| stream.write_all(records));
+        if let Err(e) = sent {
+            log::debug!("{}: sending TLS records: {e}", self.endpoint);
+        }
+    }
+
+    fn read_loop(self: Arc<Self>, mut stream: Inbound) {
         let framer = Framer::default();
         let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
         // Every byte offered to a read is zero-filled first: offer what the stream needs.
@@ -527,12 +634,20 @@ impl Connection {
                 }
                 Err(e) => {
                     buf.truncate(len);
+                    if let Some(fault) = rustls_cause(&e) {
+                        let _ = self.tls_fault.set(fault.clone());
+                    }
                     if !self.is_closed() {
                         log::debug!("{}: read failed: {e}", self.endpoint);
                     }
                     break;
                 }
             };
+            if let (Some(tls), Inbound::Tls(_, reader)) = (&self.tls, &stream) {
+                if reader.wants_write() {
+                    self.send_pending_records(tls);
+                }
+            }
             buf.truncate(len + n);
             sizer.observe(offered, n);
             self.last_read_ms
@@ -548,7 +663,7 @@ impl Connection {
                 }
             }
         }
-        let _ = stream.shutdown(Shutdown::Both);
+        let _ = stream.socket().shutdown(Shutdown::Both);
         self.mark_closed();
     }
 
@@ -749,6 +864,7 @@ mod tests {
             None,
             None,
             Duration::from_secs(10),
+            None,
         )
         .unwrap();
         assert_eq!(conn.ack.get().unwrap().broker_id, "b");
@@ -795,7 +911,8 @@ mod tests {
     fn a_silent_peer_is_a_timeout_and_a_dead_port_an_io_error() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let endpoint = listener.local_addr().unwrap().to_string();
-        let conn = Connection::open(&endpoint, None, None, None, Duration::from_secs(10)).unwrap();
+        let conn =
+            Connection::open(&endpoint, None, None, None, Duration::from_secs(10), None).unwrap();
         let err = conn
             .call(Command::TopicRoute, &[], &[], Duration::from_millis(20))
             .unwrap_err();
@@ -821,8 +938,8 @@ mod tests {
         assert!(!conn.is_closed(), "expiry leaves the connection up");
         conn.close();
         drop(listener);
-        let err =
-            Connection::open(&endpoint, None, None, None, Duration::from_secs(1)).unwrap_err();
+        let err = Connection::open(&endpoint, None, None, None, Duration::from_secs(1), None)
+            .unwrap_err();
         assert!(matches!(err, ClientError::Io { .. }), "{err}");
     }
 }

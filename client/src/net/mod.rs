@@ -2,12 +2,14 @@
 //! bounded, jittered exponential backoff.
 
 mod conn;
+mod tls;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 pub(crate) use conn::{Connection, Handshake, PushSink, ReplySink, pushed_batch};
+pub(crate) use tls::TlsConnector;
 
 use crate::backoff::Backoff;
 use crate::error::{ClientError, Result};
@@ -31,6 +33,10 @@ struct Slot {
     backoff: Backoff,
     /// No new attempt before this instant, after a failed one.
     retry_at: Option<Instant>,
+    /// Why the last attempt failed, when another attempt would fail the same way (TLS: a
+    /// refused certificate, a peer without TLS): answered while backing off, instead of a
+    /// retryable `Disconnected` that would look like a broker down.
+    refused: Option<ClientError>,
 }
 
 /// Everything the pool needs to open connections.
@@ -42,6 +48,8 @@ pub(crate) struct PoolConfig {
     pub(crate) backoff_max: Duration,
     /// Presented first on every connection, when set.
     pub(crate) token: Option<String>,
+    /// TLS for broker connections (the data plane); nameservers and GSL stay plaintext.
+    pub(crate) tls: Option<TlsConnector>,
 }
 
 /// Live connections keyed by endpoint, shared by every producer, consumer and requester of a
@@ -73,6 +81,7 @@ impl Pool {
                         conn: None,
                         backoff: Backoff::new(self.config.backoff_min, self.config.backoff_max),
                         retry_at: None,
+                        refused: None,
                     }))
                 })
                 .clone()
@@ -86,8 +95,11 @@ impl Pool {
         }
         slot.conn = None;
         if slot.retry_at.is_some_and(|at| Instant::now() < at) {
-            return Err(ClientError::Disconnected {
-                endpoint: endpoint.to_owned(),
+            return Err(match &slot.refused {
+                Some(refused) => refused.duplicate(),
+                None => ClientError::Disconnected {
+                    endpoint: endpoint.to_owned(),
+                },
             });
         }
         let opened = Connection::open(
@@ -96,17 +108,20 @@ impl Pool {
             is_broker.then(|| self.config.replies.clone()),
             self.config.token.as_deref(),
             self.config.connect_timeout,
+            self.config.tls.as_ref().filter(|_| is_broker),
         );
         match opened {
             Ok(conn) => {
                 slot.backoff.reset();
                 slot.retry_at = None;
+                slot.refused = None;
                 slot.conn = Some(conn.clone());
                 Ok(conn)
             }
             Err(e) => {
                 let delay = slot.backoff.next_delay();
                 slot.retry_at = Some(Instant::now() + delay);
+                slot.refused = matches!(e, ClientError::Tls { .. }).then(|| e.duplicate());
                 log::debug!("connecting to {endpoint} failed ({e}); next attempt in {delay:?}");
                 Err(e)
             }

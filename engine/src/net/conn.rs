@@ -5,6 +5,10 @@
 //! without copying. A garbage, oversized or cut-off frame is answered with an error response
 //! (carrying the request id when the header could be trusted) and the connection is closed;
 //! other connections are not affected. A connection silent for `idle_timeout_ms` is closed.
+//!
+//! With TLS configured, the handshake runs first, within `frame_timeout_ms`, before the
+//! connection is registered: a client that stalls it holds nothing but its socket for that
+//! long. Reader and writer then share one [`Stream`] (plain or TLS) as before.
 
 use std::cell::{Cell, RefCell};
 use std::os::fd::AsRawFd;
@@ -22,7 +26,7 @@ use protocol::frame::{
 
 use super::guard::Reservation;
 use super::outbox::{Outbound, Outbox, error_response};
-use crate::rt::{Semaphore, TcpStream};
+use crate::rt::{Semaphore, TcpStream, TlsAcceptor, TlsStream};
 use crate::shard::Shard;
 
 /// Fewest and most bytes handed to one socket read (see [`ReadSizer`]): every byte offered is
@@ -44,7 +48,7 @@ pub(crate) struct Conn {
     pub last_seen: Cell<Instant>,
     /// Subscriptions made on this connection.
     pub subs: RefCell<Vec<u64>>,
-    stream: Rc<RefCell<TcpStream>>,
+    stream: Rc<RefCell<Stream>>,
     /// Frames with a command code the broker does not know, so far.
     unknown_commands: Cell<u32>,
     /// The peer's address, for logs and the audit log.
@@ -60,6 +64,8 @@ pub(crate) struct Conn {
     /// Admin requests allowed and not yet answered, by request id: their answer is audited
     /// with its outcome (security on).
     admin_pending: RefCell<Vec<(u64, auth::Action, String)>>,
+    /// Who the client's TLS certificate names (see [`tls::principal_of`]).
+    tls_principal: Option<String>,
 }
 
 impl Conn {
@@ -136,6 +142,13 @@ impl Conn {
         )
     }
 
+    /// The principal the client's verified TLS certificate names (its Common Name, else its
+    /// first DNS or URI name): `None` over plaintext, or when the client presented no
+    /// certificate (`client_auth = "optional"` or `"none"`).
+    pub fn tls_principal(&self) -> Option<&str> {
+        self.tls_principal.as_deref()
+    }
+
     /// Counts a frame with an unknown command; returns how many there were.
     pub fn count_unknown_command(&self) -> u32 {
         let n = self.unknown_commands.get() + 1;
@@ -157,7 +170,7 @@ impl Conn {
     /// Closes the connection: the writer drains and stops, the reader sees end of stream.
     pub fn shutdown(&self) {
         self.outbox.close();
-        let fd = self.stream.borrow().as_raw_fd();
+        let fd = self.stream.borrow().tcp().as_raw_fd();
         #[allow(unsafe_code)]
         // SAFETY: `fd` belongs to the stream `self` holds, so it is open; shutdown(2) only
         // changes the socket's state (the stream's own `shutdown` does the same, but is async
@@ -173,16 +186,88 @@ impl Conn {
     }
 }
 
+/// A connection's byte stream: the TCP stream itself, or TLS over it.
+///
+/// Plaintext costs one match per poll, nothing more: no buffer or copy of its own.
+pub(crate) enum Stream {
+    /// Plaintext.
+    Plain(TcpStream),
+    /// TLS, after the handshake. Boxed: rustls's connection state is a few KiB the
+    /// plaintext variant need not carry.
+    Tls(Box<TlsStream>),
+}
+
+impl Stream {
+    /// The TCP stream underneath, for socket options and its file descriptor.
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Self::Plain(stream) => stream,
+            Self::Tls(stream) => stream.get_ref().0,
+        }
+    }
+
+    /// Whether a write may leave bytes inside the stream rather than on the socket: rustls
+    /// may hold records it encrypted while the socket was full, until a flush.
+    fn holds_writes(&self) -> bool {
+        matches!(self, Self::Tls(_))
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_close(cx),
+            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_close(cx),
+        }
+    }
+}
+
 /// Polls the shared stream; borrows it only for the duration of one poll, so the reader and
 /// the writer task can each hold one.
-struct Half(Rc<RefCell<TcpStream>>);
+struct Half(Rc<RefCell<Stream>>);
 
 impl Half {
     /// How long one read may wait (the socket's, for every read until changed).
     fn set_read_timeout(&self, timeout: Duration) {
-        if let Err(e) = self.0.borrow().set_read_timeout(Some(timeout)) {
+        if let Err(e) = self.0.borrow().tcp().set_read_timeout(Some(timeout)) {
             log::warn!("cannot set a read timeout: {e}");
         }
+    }
+
+    /// See [`Stream::holds_writes`].
+    fn holds_writes(&self) -> bool {
+        self.0.borrow().holds_writes()
     }
 }
 
@@ -214,8 +299,33 @@ impl AsyncWrite for Half {
     }
 }
 
-/// Serves one accepted connection until it closes.
-pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+/// The TLS handshake of a connection, bounded by the frame timeout: the stream to serve and
+/// the client certificate's principal, or why the connection is closed.
+async fn handshake(
+    shard: &Shard,
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+) -> Result<(Stream, Option<String>), String> {
+    let timeout = shard.config.frame_timeout();
+    let stream = match crate::rt::timeout(timeout, acceptor.accept(stream)).await {
+        Some(Ok(stream)) => stream,
+        Some(Err(e)) => return Err(format!("TLS handshake failed: {e}")),
+        None => {
+            // Dropping the handshake's future closed the socket.
+            return Err(format!(
+                "TLS handshake not done within {} ms (frame_timeout_ms)",
+                shard.config.frame_timeout_ms
+            ));
+        }
+    };
+    let principal = (stream.get_ref().1.peer_certificates())
+        .and_then(|chain| chain.first())
+        .and_then(tls::principal_of);
+    Ok((Stream::Tls(Box::new(stream)), principal))
+}
+
+/// Serves one accepted connection until it closes: its TLS handshake first, with `tls`.
+pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, tls: Option<TlsAcceptor>) {
     if shard.is_stopping() {
         // Accepted just before the shard began to close, which has shut down the connections
         // it knew of: this one is not served either.
@@ -229,6 +339,20 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     }
     if let Err(e) = stream.set_read_timeout(Some(shard.config.idle_timeout())) {
         log::warn!("{peer}: cannot set the idle timeout: {e}");
+    }
+    let (stream, tls_principal) = match &tls {
+        None => (Stream::Plain(stream), None),
+        Some(acceptor) => match handshake(&shard, acceptor, stream).await {
+            Ok(done) => done,
+            Err(reason) => {
+                shard.closing_log.closing(shard.id, &peer, &reason);
+                return;
+            }
+        },
+    };
+    if shard.is_stopping() {
+        // The shard began to close during the handshake.
+        return;
     }
     let stream = Rc::new(RefCell::new(stream));
     let conn = Rc::new(Conn {
@@ -245,9 +369,27 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         policy_seen: Cell::new(0),
         verdicts: RefCell::default(),
         admin_pending: RefCell::default(),
+        tls_principal,
     });
+    if let (Some(principal), true) = (conn.tls_principal(), shard.security.is_enabled()) {
+        // Mutual TLS names the caller: it needs no token. The certificate's validity was
+        // checked in the handshake.
+        let session = auth::Session {
+            principal: principal.to_owned(),
+            expires_at_ms: u64::MAX,
+            token_id: None,
+        };
+        conn.authenticated(session, shard.security.authority().version());
+    }
     shard.clients.add(conn.clone());
-    log::debug!("shard {}: connection {} from {peer}", shard.id, conn.id);
+    match conn.tls_principal() {
+        Some(principal) => log::debug!(
+            "shard {}: connection {} from {peer} (TLS, as {principal})",
+            shard.id,
+            conn.id
+        ),
+        None => log::debug!("shard {}: connection {} from {peer}", shard.id, conn.id),
+    }
     let writer = shard
         .tasks
         .spawn(write_loop(conn.clone(), Half(stream.clone())));
@@ -369,6 +511,10 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut reader: Half) -> Resu
         let read = reader.read(&mut buf[len..]).await;
         let n = match read {
             Ok(n) => n,
+            // A TLS peer that closed its socket without a close_notify alert. Frames delimit
+            // themselves, so this is an end of stream like any other: cut mid-frame it is
+            // answered as such below.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
             Err(e) => {
                 buf.truncate(len);
                 return Err(if e.kind() == std::io::ErrorKind::TimedOut {
@@ -459,7 +605,11 @@ async fn write_loop(conn: Rc<Conn>, mut writer: Half) {
             conn.outbox.readable.wait(seen).await;
             continue;
         }
-        if let Err(e) = writer.write_all(&wbuf).await {
+        let mut written = writer.write_all(&wbuf).await;
+        if written.is_ok() && writer.holds_writes() {
+            written = writer.flush().await;
+        }
+        if let Err(e) = written {
             log::debug!("connection {}: write: {e}", conn.id);
             conn.shutdown();
             return;

@@ -15,11 +15,13 @@ pub(crate) mod outbox;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::rt::TcpListener;
+use crate::rt::{TcpListener, TlsAcceptor};
 use crate::shard::Shard;
 
 /// Accepts connections until the task is dropped; refuses (closes) those past the limit.
-pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+/// With `tls`, each connection's handshake runs in its own task ([`conn::serve`]), so a slow
+/// one holds up no other.
+pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, tls: Option<TlsAcceptor>) {
     let max = shard.config.limits.connections_per_shard_max;
     let mut refused_logged = false;
     crate::security::wait_for_policy(&shard).await;
@@ -37,7 +39,7 @@ pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                 refused_logged = false;
                 shard
                     .tasks
-                    .spawn(conn::serve(shard.clone(), stream))
+                    .spawn(conn::serve(shard.clone(), stream, tls.clone()))
                     .detach();
             }
             Err(e) => {

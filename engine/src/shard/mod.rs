@@ -123,6 +123,8 @@ pub(crate) struct ShardStart {
     pub ports: Arc<OnceLock<Vec<u16>>>,
     pub ready: mpsc::Sender<(usize, Result<u16, BrokerError>)>,
     pub security: Arc<crate::security::Security>,
+    /// The listener's TLS configuration, when `[tls]` is set.
+    pub tls: Option<Arc<tls::rustls::ServerConfig>>,
 }
 
 /// The body of a shard's executor: runs until the stop flag is set.
@@ -136,6 +138,7 @@ pub(crate) async fn run(start: ShardStart) -> Result<(), BrokerError> {
         ports,
         ready,
         security,
+        tls,
     } = start;
     let shard_error = |reason: String| BrokerError::Shard { shard: id, reason };
     // Before any queue opens: the shard's logs share one tail-cache budget.
@@ -180,7 +183,8 @@ pub(crate) async fn run(start: ShardStart) -> Result<(), BrokerError> {
 
     let mesh_receivers = crate::mesh::spawn_receivers(&shard, receivers);
     let tasks = &shard.tasks;
-    let accept = tasks.spawn(crate::net::accept_loop(shard.clone(), listener));
+    let acceptor = tls.map(crate::rt::TlsAcceptor::from);
+    let accept = tasks.spawn(crate::net::accept_loop(shard.clone(), listener, acceptor));
     let sweeper = tasks.spawn(crate::net::sweep_loop(shard.clone()));
     let retention = tasks.spawn(crate::retention::run(shard.clone()));
     let scrub = tasks.spawn(crate::scrub::run(shard.clone()));
