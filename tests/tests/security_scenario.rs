@@ -668,3 +668,63 @@ fn replication_and_the_controller_work_with_security_on() {
         broker.shutdown().unwrap();
     }
 }
+
+/// Over mutual TLS the client certificate is the credential: the broker takes its principal
+/// for the ACL without a token, and a certificate whose principal has no grant is denied.
+#[test]
+fn a_client_certificate_names_the_principal_the_acl_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = tls::dev::generate(&dir.path().join("certs"), &["admin", "app", "carol"]).unwrap();
+    let (policy, tokens, broker_token) = policy();
+    let policy_file = dir.path().join("policy.json");
+    std::fs::write(&policy_file, policy.to_json()).unwrap();
+    let broker_token_file = dir.path().join("broker.token");
+    std::fs::write(&broker_token_file, &broker_token).unwrap();
+    let nameserver = start_nameserver(|c| {
+        c.security.enabled = true;
+        c.security.policy_file = Some(policy_file.clone());
+    });
+    let mut config = broker_config("broker-a", 1, &dir.path().join("broker"), &nameserver);
+    config.security.enabled = true;
+    config.security.token_file = Some(broker_token_file);
+    config.security.audit_log = Some(dir.path().join("broker-audit.log"));
+    config.tls = Some(certs.server_settings());
+    let broker = start_broker(config);
+    let endpoint = defibus_tests::endpoint(broker.shard_ports()[0]);
+
+    // Every client presents a certificate to the broker and its token to the nameserver,
+    // which takes no TLS yet.
+    let client_for = |principal: &str, token: &str| {
+        let config = ClientConfig::new([nameserver.local_addr().to_string()], AREA)
+            .unwrap()
+            .with_request_timeout(Duration::from_secs(3))
+            .with_token(token)
+            .with_tls(certs.client_settings(principal));
+        Client::new(config).unwrap()
+    };
+    let admin = client_for("admin", &tokens.admin);
+    let topic = defibus_tests::topic_config(TOPIC, 1, FlushMode::Async);
+    retry_until("the admin creates the topic over TLS", WAIT, || {
+        Admin::new(&admin).create_topic(&endpoint, &topic)
+    });
+    wait_until("the topic is routed", WAIT, || {
+        Admin::new(&admin).topic_route(TOPIC).is_ok()
+    });
+
+    // app's certificate (the nameserver still takes its token) produces: the broker took the
+    // certificate's principal, not a token.
+    let app = client_for("app", &tokens.app);
+    retry_until("app produces over mutual TLS", WAIT, || {
+        send(&app, "by certificate")
+    });
+    assert!(
+        app.tls_cipher_suite()
+            .is_some_and(|suite| suite.starts_with("TLS13_")),
+        "a TLS 1.3 suite: {:?}",
+        app.tls_cipher_suite()
+    );
+    // carol's certificate: authenticated, and denied by name.
+    let carol = client_for("carol", &tokens.carol);
+    assert_denied(send(&carol, "x"), "carol", "produce", TOPIC);
+    broker.shutdown().unwrap();
+}

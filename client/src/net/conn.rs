@@ -175,6 +175,7 @@ impl Connection {
         }
         let mut stream = stream.ok_or_else(|| io(last))?;
         stream.set_nodelay(true).map_err(io)?;
+        let certified = tls.is_some_and(TlsConnector::presents_certificate);
         let tls = match tls {
             Some(connector) => Some(Arc::new(connector.handshake(
                 endpoint,
@@ -234,6 +235,9 @@ impl Connection {
                 None => e,
             }
         };
+        // Over mutual TLS the certificate is the credential: a token would only rename the
+        // caller, so it is not sent.
+        let token = token.filter(|_| !certified);
         if let Some(token) = token {
             let principal = conn
                 .authenticate(token, connect_timeout)

@@ -48,6 +48,12 @@ impl TlsConnector {
         })
     }
 
+    /// True when the client presents a certificate: over mutual TLS the certificate names
+    /// the client, so its token is not sent.
+    pub(crate) fn presents_certificate(&self) -> bool {
+        self.settings.cert.is_some()
+    }
+
     /// Runs the handshake with `endpoint` over `stream`, within `timeout`.
     pub(crate) fn handshake(
         &self,
