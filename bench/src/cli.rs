@@ -182,6 +182,12 @@ pub enum WorkloadCommand {
     /// with the native client's figure as its baseline (ratio = proxy / native). Starts an
     /// embedded proxy in front of the target.
     Proxy(crate::workloads::proxy::ProxyArgs),
+    /// TLS beside plaintext, in one run: request-reply round trips (1 requester, 256 B) and
+    /// produce throughput (1 KiB, async) on an embedded cluster whose brokers speak mutual
+    /// TLS 1.3 (certificates from a fresh development CA), each with the plaintext figure as
+    /// its baseline (ratio = TLS / plaintext), and the cipher suite negotiated. Goals: rr p50
+    /// ≤ 1.15×, produce MB/s ≥ 0.8× plaintext. Embedded only.
+    Tls(crate::workloads::tls::TlsArgs),
     /// The figures of record: every workload at the DESIGN §8 settings with its baselines
     /// and goals (produce async and sync, rr, client overhead, rr open loop, consume, e2e
     /// sweep, fanout, scale, produce sizes).

@@ -45,7 +45,7 @@ pub struct Goal {
 
 /// DESIGN §8: request-reply vs a two-hop relay, produce vs one raw TCP stream, flat cost over
 /// queues and connections, the client against the bare protocol.
-pub const GOALS: [Goal; 7] = [
+pub const GOALS: [Goal; 9] = [
     Goal {
         text: "rr p50 ≤ 3× two-hop TCP relay",
         source: Source::Comparison {
@@ -116,6 +116,26 @@ pub const GOALS: [Goal; 7] = [
             concurrency: Some(1),
         },
         bound: Bound::AtMost(1.2),
+    },
+    Goal {
+        text: "TLS rr p50 ≤ 1.15× plaintext",
+        source: Source::Comparison {
+            workload: "tls-rr",
+            metric: Metric::P50Us,
+            message_bytes: 256,
+            concurrency: Some(1),
+        },
+        bound: Bound::AtMost(1.15),
+    },
+    Goal {
+        text: "TLS produce ≥ 80% of plaintext MB/s",
+        source: Source::Comparison {
+            workload: "tls-produce",
+            metric: Metric::MbPerS,
+            message_bytes: 1024,
+            concurrency: None,
+        },
+        bound: Bound::AtLeast(0.8),
     },
 ];
 

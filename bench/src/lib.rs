@@ -31,7 +31,7 @@ use crate::baselines::{tcp_relay, tcp_stream};
 use crate::cli::{Flush, GlobalArgs, PlotArgs, ProduceArgs, RrArgs, WorkloadCommand};
 use crate::report::{Baseline, LoadAverage, Report, Section};
 use crate::target::Target;
-use crate::workloads::{consume, e2e, fanout, overhead, produce, proxy, rr, scale};
+use crate::workloads::{consume, e2e, fanout, overhead, produce, proxy, rr, scale, tls};
 
 /// Runs one parsed command line: starts the target, runs the workload, prints the table and
 /// writes the JSON and plots asked for. Fails on a broken run; under `--smoke`, the exit
@@ -123,6 +123,10 @@ fn run_workload(
         WorkloadCommand::Fanout(args) => fanout::run(target, global, args),
         WorkloadCommand::Scale(args) => scale::run(target, global, args),
         WorkloadCommand::Overhead(args) => Ok(vec![overhead::run(target, global, args)?.into()]),
+        WorkloadCommand::Tls(args) => Ok(tls::run(target, global, args)?
+            .into_iter()
+            .map(Section::from)
+            .collect()),
         WorkloadCommand::Proxy(args) => Ok(proxy::run(target, global, args)?
             .into_iter()
             .map(Section::from)

@@ -32,6 +32,8 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(180);
 /// Heartbeat period of the admin client: the client closes a connection silent for three
 /// periods, which must not happen while a broker is busy deleting.
 const ADMIN_HEARTBEAT: Duration = Duration::from_secs(ADMIN_TIMEOUT.as_secs() / 3);
+/// The principal of the benchmark clients' certificate in a TLS run.
+pub const TLS_CLIENT_PRINCIPAL: &str = "bench";
 /// Topics created by this process, numbering their names so that topics created within the
 /// same millisecond differ.
 static TOPICS_CREATED: AtomicU64 = AtomicU64::new(0);
@@ -44,6 +46,8 @@ pub enum Target {
         brokers: Vec<engine::Broker>,
         /// Kept so the temporary data directory lives as long as the broker.
         _data: Option<tempfile::TempDir>,
+        /// TLS settings of this cluster's clients, when its brokers speak TLS.
+        client_tls: Option<Box<tls::TlsSettings>>,
     },
     Remote {
         nameserver: String,
@@ -53,6 +57,20 @@ pub enum Target {
 impl Target {
     /// Starts the embedded cluster, or checks that `--target` answers.
     pub fn start(args: &GlobalArgs) -> anyhow::Result<Self> {
+        Self::start_with(args, None)
+    }
+
+    /// An embedded cluster whose brokers speak mutual TLS with `certs` (a `certs dev`
+    /// directory with a client certificate for `bench`), its clients too.
+    pub fn start_tls(args: &GlobalArgs, certs: &tls::dev::DevCerts) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            args.target.is_none(),
+            "the TLS comparison starts its own embedded brokers: drop --target"
+        );
+        Self::start_with(args, Some(certs))
+    }
+
+    fn start_with(args: &GlobalArgs, certs: Option<&tls::dev::DevCerts>) -> anyhow::Result<Self> {
         crate::resources::raise_open_files(OPEN_FILES_WANTED);
         if let Some(nameserver) = &args.target {
             let target = Target::Remote {
@@ -102,6 +120,7 @@ impl Target {
                 nameservers: vec![nameserver.local_addr().to_string()],
                 register_interval_ms: EMBEDDED_REGISTER_INTERVAL_MS,
                 spin_before_park_us: args.spin_before_park_us,
+                tls: certs.map(tls::dev::DevCerts::server_settings),
                 limits: engine::config::Limits {
                     connections_per_shard_max: EMBEDDED_CONNECTIONS_MAX,
                     ..engine::config::Limits::default()
@@ -120,6 +139,7 @@ impl Target {
             nameserver,
             brokers,
             _data: data,
+            client_tls: certs.map(|c| Box::new(c.client_settings(TLS_CLIENT_PRINCIPAL))),
         };
         target.wait_for_brokers(args)?;
         Ok(target)
@@ -172,8 +192,15 @@ impl Target {
         args: &GlobalArgs,
         adjust: impl FnOnce(ClientConfig) -> ClientConfig,
     ) -> anyhow::Result<Client> {
-        let config = ClientConfig::new([self.nameserver()], &args.area)
+        let mut config = ClientConfig::new([self.nameserver()], &args.area)
             .with_context(|| format!("area {:?}", args.area))?;
+        if let Target::Embedded {
+            client_tls: Some(settings),
+            ..
+        } = self
+        {
+            config = config.with_tls((**settings).clone());
+        }
         Client::new(adjust(config)).context("starting a client")
     }
 

@@ -22,3 +22,4 @@ pub mod produce;
 pub mod proxy;
 pub mod rr;
 pub mod scale;
+pub mod tls;
