@@ -8,13 +8,15 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use auth::SecuritySettings;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ProxyError;
 
-/// Default listen address: every interface, port 8080.
-pub const LISTEN_ADDR_DEFAULT: SocketAddr =
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080);
+/// Default listen address: loopback, port 8080. The proxy has no TLS yet, so a bearer token
+/// sent to it crosses the network in the clear: listening elsewhere takes `--insecure` (see
+/// [`crate::cli`]).
+pub const LISTEN_ADDR_DEFAULT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
 /// Default largest HTTP body or WebSocket message accepted: 1 MiB, the client's default batch
 /// bound, so one accepted publish always fits one record batch.
 pub const BODY_BYTES_MAX_DEFAULT: usize = 1 << 20;
@@ -141,6 +143,9 @@ pub struct ProxyConfig {
     /// Messages a caller may send at once after a quiet spell; 0 means one second's worth of
     /// `rate_limit_messages_per_s`. A batch larger than this is refused with 400.
     pub rate_limit_burst_messages: u32,
+    /// The `[security]` table: callers' tokens and grants, the proxy's own token for the bus,
+    /// the audit log (see [`auth::SecuritySettings`]; off by default).
+    pub security: SecuritySettings,
 }
 
 impl Default for ProxyConfig {
@@ -169,6 +174,7 @@ impl Default for ProxyConfig {
             data_dir: PathBuf::from(DATA_DIR_DEFAULT),
             rate_limit_messages_per_s: RATE_LIMIT_MESSAGES_PER_S_DEFAULT,
             rate_limit_burst_messages: RATE_LIMIT_BURST_MESSAGES_DEFAULT,
+            security: SecuritySettings::default(),
         }
     }
 }
@@ -233,6 +239,7 @@ impl ProxyConfig {
                 "0 unless rate_limit_messages_per_s is set",
             );
         }
+        self.security.validate().map_err(ProxyError::Security)?;
         Ok(())
     }
 

@@ -75,6 +75,10 @@ pub enum ProxyError {
     /// The proxy's own bus client could not be created.
     #[error("creating the bus client: {0}")]
     Client(#[source] ClientError),
+    /// The `[security]` settings cannot be used: a file is unreadable, a value out of range,
+    /// or the listen address is exposed without protection.
+    #[error("security: {0}")]
+    Security(#[source] auth::settings::SettingsError),
     /// The server thread panicked.
     #[error("the proxy thread panicked")]
     Panicked,

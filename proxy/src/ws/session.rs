@@ -220,9 +220,14 @@ impl Bus {
     ) -> Result<Self, ApiError> {
         // A session streams publishes: its producer coalesces them like a batch publish
         // (requests and replies do not go through the batcher).
-        let config = client_config(&state.config, &identity.area, Some(&identity.client_id()))
-            .map_err(|e| ApiError::bad_request(e.to_string()))?
-            .with_batch_linger(Duration::from_millis(state.config.publish_batch_linger_ms));
+        let config = client_config(
+            &state.config,
+            state.shared.bus_token.as_deref(),
+            &identity.area,
+            Some(&identity.client_id()),
+        )
+        .map_err(|e| ApiError::bad_request(e.to_string()))?
+        .with_batch_linger(Duration::from_millis(state.config.publish_batch_linger_ms));
         let (client, producer) = tokio::task::spawn_blocking(move || {
             let client = Client::new(config)?;
             let producer = Producer::new(&client)?;
