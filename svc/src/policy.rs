@@ -128,8 +128,9 @@ fn fetch(
     connection: &mut Option<Connection>,
 ) -> Result<Option<Policy>, String> {
     if connection.is_none() {
-        *connection =
-            Some(Connection::connect_as(nameserver, token, CALL_TIMEOUT).map_err(|e| e.to_string())?);
+        *connection = Some(
+            Connection::connect_as(nameserver, token, CALL_TIMEOUT).map_err(|e| e.to_string())?,
+        );
     }
     let Some(conn) = connection.as_mut() else {
         unreachable!("connected above")
