@@ -61,8 +61,9 @@ pub const WS_COMMIT_INTERVAL_MS_DEFAULT: u64 = 1_000;
 /// Default directory of the proxy's durable state (the webhook subscriptions and the `LOCK`
 /// that keeps a second proxy off it). `defibus standalone` uses `<its data dir>/proxy`.
 pub const DATA_DIR_DEFAULT: &str = "./defibus-proxy-data";
-/// Default rate limit of publishes and requests, messages per second per caller (an HTTP
-/// identity, or the peer address of calls without one; a WebSocket session): 0, unlimited.
+/// Default rate limit of publishes and requests, messages per second per caller (its
+/// principal with `[security]` on; else an HTTP peer address, a WebSocket session): 0,
+/// unlimited.
 pub const RATE_LIMIT_MESSAGES_PER_S_DEFAULT: u32 = 0;
 /// Default burst of the rate limit, messages: 0, one second's worth of the rate.
 pub const RATE_LIMIT_BURST_MESSAGES_DEFAULT: u32 = 0;
@@ -185,8 +186,9 @@ pub struct ProxyConfig {
     /// `LOCK` file; created if missing.
     pub data_dir: PathBuf,
     /// Publishes and requests per second one caller may make; 0 is unlimited. A batch counts
-    /// each message. HTTP callers are told apart by `identity` (else by peer address),
-    /// WebSocket callers by session.
+    /// each message. Callers are told apart by authenticated principal with
+    /// `[security]` on (WebSocket sessions included), else HTTP callers by peer address and
+    /// WebSocket callers by session; never by the `identity` they declare.
     pub rate_limit_messages_per_s: u32,
     /// Messages a caller may send at once after a quiet spell; 0 means one second's worth of
     /// `rate_limit_messages_per_s`. A batch larger than this is refused with 400.
