@@ -371,13 +371,28 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
             .await
             .map_err(|rejection| {
                 if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::payload_too_large(limit)
-                } else {
-                    ApiError::bad_request(rejection.body_text())
+                    return ApiError::payload_too_large(limit);
+                }
+                match body_timeout(&rejection) {
+                    Some(after) => ApiError::request_timeout(after),
+                    None => ApiError::bad_request(rejection.body_text()),
                 }
             })?;
         parse_json(&bytes).map(JsonBody)
     }
+}
+
+/// The body timeout, when that is why the body could not be read (the deadline's error sits
+/// somewhere in the rejection's chain of causes).
+fn body_timeout(rejection: &(dyn std::error::Error + 'static)) -> Option<std::time::Duration> {
+    let mut cause = Some(rejection);
+    while let Some(error) = cause {
+        if let Some(crate::conn::BodyError::TimedOut { after }) = error.downcast_ref() {
+            return Some(*after);
+        }
+        cause = error.source();
+    }
+    None
 }
 
 #[cfg(test)]

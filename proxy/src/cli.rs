@@ -17,7 +17,8 @@ pub struct ProxyArgs {
     /// default. Without it, the defaults apply. Flags below override the file.
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// HTTP/WebSocket listen address [default: 0.0.0.0:8080]; port 0 picks a free port.
+    /// HTTP/WebSocket listen address [default: 127.0.0.1:8080]; port 0 picks a free port.
+    /// Any other than a loopback address needs --insecure (the proxy has no TLS yet).
     #[arg(long, value_name = "ADDR")]
     pub listen_addr: Option<SocketAddr>,
     /// A nameserver, host:port; repeat for several [default: 127.0.0.1:9876].
@@ -51,6 +52,22 @@ pub struct ProxyArgs {
     /// Burst of the rate limit, messages; 0 is one second of the rate [default: 0].
     #[arg(long, value_name = "N")]
     pub rate_limit_burst_messages: Option<u32>,
+    /// Require a bearer token of every caller and check each action against its grants
+    /// ([security] enabled = true); the policy comes from the nameservers.
+    #[arg(long)]
+    pub secure: bool,
+    /// The proxy's own token, for its bus clients ([security] token_file).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Append refused tokens and denials here, as JSON lines ([security] audit_log)
+    /// [default: the process log].
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
+    /// Listen on a non-loopback address although the proxy has no TLS: tokens and messages
+    /// then cross the network in the clear, and without --secure anyone who can reach the
+    /// port may read and write every topic.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 impl ProxyArgs {
@@ -74,6 +91,10 @@ impl ProxyArgs {
             data_dir,
             rate_limit_messages_per_s,
             rate_limit_burst_messages,
+            secure,
+            token_file,
+            audit_log,
+            insecure: _,
         } = self.clone();
         if let Some(v) = listen_addr {
             config.listen_addr = v;
@@ -108,6 +129,13 @@ impl ProxyArgs {
         if let Some(v) = rate_limit_burst_messages {
             config.rate_limit_burst_messages = v;
         }
+        config.security.enabled |= secure;
+        if let Some(v) = token_file {
+            config.security.token_file = Some(v);
+        }
+        if let Some(v) = audit_log {
+            config.security.audit_log = Some(v);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -117,6 +145,17 @@ impl ProxyArgs {
 /// Prints `proxy listening on http://ADDR` on stdout once bound. Logging is the caller's.
 pub fn cli_main(args: &ProxyArgs) -> Result<(), ProxyError> {
     let config = args.to_config()?;
+    // No TLS on the proxy yet: a non-loopback proxy runs only with --insecure
+    // (docs/ARCHITECTURE.md §7).
+    config
+        .security
+        .check_exposure(
+            "the proxy",
+            &config.listen_addr.to_string(),
+            false,
+            args.insecure,
+        )
+        .map_err(ProxyError::Security)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -192,6 +231,26 @@ mod tests {
         assert_eq!(config.rate_limit(), Some((50, 50)));
         assert_eq!(config.data_dir, PathBuf::from("/tmp/p"));
         assert_eq!(config.nameservers, ["127.0.0.1:1", "127.0.0.1:2"]);
+        assert!(!config.security.enabled);
+        let cli = Cli::try_parse_from([
+            "proxy",
+            "--secure",
+            "--audit-log",
+            "/tmp/audit.log",
+            "--token-file",
+            "/tmp/proxy.token",
+        ])
+        .unwrap();
+        let config = cli.args.to_config().unwrap();
+        assert!(config.security.enabled);
+        assert_eq!(
+            config.security.audit_log.as_deref(),
+            Some(std::path::Path::new("/tmp/audit.log"))
+        );
+        assert_eq!(
+            config.security.token_file.as_deref(),
+            Some(std::path::Path::new("/tmp/proxy.token"))
+        );
         let cli = Cli::try_parse_from(["proxy", "--area", "bad"]).unwrap();
         assert!(
             cli.args
@@ -200,5 +259,13 @@ mod tests {
                 .to_string()
                 .contains("area")
         );
+    }
+
+    #[test]
+    fn a_non_loopback_proxy_needs_insecure() {
+        let cli = Cli::try_parse_from(["proxy", "--listen-addr", "0.0.0.0:0"]).unwrap();
+        let err = cli_main(&cli.args).unwrap_err();
+        assert!(matches!(err, ProxyError::Security(_)), "{err}");
+        assert!(err.to_string().contains("--insecure"), "{err}");
     }
 }

@@ -8,13 +8,15 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use auth::SecuritySettings;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ProxyError;
 
-/// Default listen address: every interface, port 8080.
-pub const LISTEN_ADDR_DEFAULT: SocketAddr =
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080);
+/// Default listen address: loopback, port 8080. The proxy has no TLS yet, so a bearer token
+/// sent to it crosses the network in the clear: listening elsewhere takes `--insecure` (see
+/// [`crate::cli`]).
+pub const LISTEN_ADDR_DEFAULT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
 /// Default largest HTTP body or WebSocket message accepted: 1 MiB, the client's default batch
 /// bound, so one accepted publish always fits one record batch.
 pub const BODY_BYTES_MAX_DEFAULT: usize = 1 << 20;
@@ -59,14 +61,33 @@ pub const WS_COMMIT_INTERVAL_MS_DEFAULT: u64 = 1_000;
 /// Default directory of the proxy's durable state (the webhook subscriptions and the `LOCK`
 /// that keeps a second proxy off it). `defibus standalone` uses `<its data dir>/proxy`.
 pub const DATA_DIR_DEFAULT: &str = "./defibus-proxy-data";
-/// Default rate limit of publishes and requests, messages per second per caller (an HTTP
-/// identity, or the peer address of calls without one; a WebSocket session): 0, unlimited.
+/// Default rate limit of publishes and requests, messages per second per caller (its
+/// principal with `[security]` on; else an HTTP peer address, a WebSocket session): 0,
+/// unlimited.
 pub const RATE_LIMIT_MESSAGES_PER_S_DEFAULT: u32 = 0;
 /// Default burst of the rate limit, messages: 0, one second's worth of the rate.
 pub const RATE_LIMIT_BURST_MESSAGES_DEFAULT: u32 = 0;
 /// How often idle rate-limit buckets of HTTP callers are dropped, so the table of callers
 /// stays bounded by the callers of the last interval.
 pub const RATE_LIMIT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Default `limits.header_timeout_ms`: a request head must be whole within 10 s of the
+/// connection being ready for one; an idle keep-alive connection is closed after as long.
+pub const HEADER_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// Default `limits.body_timeout_ms`: a request body must be whole within 30 s of its head
+/// (a 1 MiB body at 35 KB/s), so a body trickled a byte a second holds a connection 30 s, not
+/// for as long as the sender likes.
+pub const BODY_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// Default `limits.connections_max`: connections open at once, WebSockets included. Each
+/// costs a descriptor; past this, new connections are closed at accept so descriptors stay
+/// for the bus clients and the connections already served.
+pub const CONNECTIONS_MAX_DEFAULT: usize = 1_024;
+/// Default `limits.connections_per_ip_max`: connections from one peer address at once, so
+/// one address cannot take every connection (as the nameserver's `connections_per_ip_max`).
+pub const CONNECTIONS_PER_IP_MAX_DEFAULT: usize = 128;
+/// How long shutdown waits for HTTP connections to finish their requests before it closes
+/// them anyway.
+pub const SHUTDOWN_DRAIN_WAIT: Duration = Duration::from_secs(10);
 
 /// Subscriptions (message and responder) one WebSocket session may hold at once.
 pub const WS_SESSION_SUBSCRIPTIONS_MAX: usize = 64;
@@ -79,7 +100,37 @@ const _: () = {
     assert!(WEBHOOK_BACKOFF_MIN_MS_DEFAULT <= WEBHOOK_BACKOFF_MAX_MS_DEFAULT);
     assert!(WS_WINDOW_MESSAGES_DEFAULT <= WS_OUTBOX_FRAMES_DEFAULT);
     assert!(BODY_BYTES_MAX_DEFAULT <= 16 << 20);
+    assert!(CONNECTIONS_PER_IP_MAX_DEFAULT <= CONNECTIONS_MAX_DEFAULT);
+    assert!(WS_SESSIONS_MAX_DEFAULT <= CONNECTIONS_MAX_DEFAULT);
 };
+
+/// The `[limits]` table: bounds on connections against hostile or broken clients (see
+/// `crate::conn`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// A request head must arrive whole within this long of the connection being ready for
+    /// one, ms; otherwise the connection is closed. Also closes idle keep-alive connections.
+    pub header_timeout_ms: u64,
+    /// A request body must arrive whole within this long of its head, ms; otherwise it is
+    /// answered 408 `request_timeout` and the connection is closed.
+    pub body_timeout_ms: u64,
+    /// Connections open at once (WebSockets included); more are closed at accept.
+    pub connections_max: usize,
+    /// Connections from one peer address at once; more are closed at accept.
+    pub connections_per_ip_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_timeout_ms: HEADER_TIMEOUT_MS_DEFAULT,
+            body_timeout_ms: BODY_TIMEOUT_MS_DEFAULT,
+            connections_max: CONNECTIONS_MAX_DEFAULT,
+            connections_per_ip_max: CONNECTIONS_PER_IP_MAX_DEFAULT,
+        }
+    }
+}
 
 /// The proxy's settings. Every field has a default, so an empty TOML file is valid.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,12 +186,18 @@ pub struct ProxyConfig {
     /// `LOCK` file; created if missing.
     pub data_dir: PathBuf,
     /// Publishes and requests per second one caller may make; 0 is unlimited. A batch counts
-    /// each message. HTTP callers are told apart by `identity` (else by peer address),
-    /// WebSocket callers by session.
+    /// each message. Callers are told apart by authenticated principal with
+    /// `[security]` on (WebSocket sessions included), else HTTP callers by peer address and
+    /// WebSocket callers by session; never by the `identity` they declare.
     pub rate_limit_messages_per_s: u32,
     /// Messages a caller may send at once after a quiet spell; 0 means one second's worth of
     /// `rate_limit_messages_per_s`. A batch larger than this is refused with 400.
     pub rate_limit_burst_messages: u32,
+    /// The `[security]` table: callers' tokens and grants, the proxy's own token for the bus,
+    /// the audit log (see [`auth::SecuritySettings`]; off by default).
+    pub security: SecuritySettings,
+    /// The `[limits]` table: connection caps and request timeouts.
+    pub limits: Limits,
 }
 
 impl Default for ProxyConfig {
@@ -169,6 +226,8 @@ impl Default for ProxyConfig {
             data_dir: PathBuf::from(DATA_DIR_DEFAULT),
             rate_limit_messages_per_s: RATE_LIMIT_MESSAGES_PER_S_DEFAULT,
             rate_limit_burst_messages: RATE_LIMIT_BURST_MESSAGES_DEFAULT,
+            security: SecuritySettings::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -233,6 +292,24 @@ impl ProxyConfig {
                 "0 unless rate_limit_messages_per_s is set",
             );
         }
+        if self.limits.header_timeout_ms == 0 {
+            return bad("limits.header_timeout_ms", "at least 1");
+        }
+        if self.limits.body_timeout_ms == 0 {
+            return bad("limits.body_timeout_ms", "at least 1");
+        }
+        if self.limits.connections_max == 0 {
+            return bad("limits.connections_max", "at least 1");
+        }
+        if self.limits.connections_per_ip_max == 0
+            || self.limits.connections_per_ip_max > self.limits.connections_max
+        {
+            return bad(
+                "limits.connections_per_ip_max",
+                "between 1 and limits.connections_max",
+            );
+        }
+        self.security.validate().map_err(ProxyError::Security)?;
         Ok(())
     }
 

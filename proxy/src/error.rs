@@ -49,9 +49,6 @@ pub enum ProxyError {
         #[source]
         source: std::io::Error,
     },
-    /// Serving failed (accept loop error).
-    #[error("serving: {0}")]
-    Serve(#[source] std::io::Error),
     /// The tokio runtime or the server thread could not be created.
     #[error("starting the runtime: {0}")]
     Runtime(#[source] std::io::Error),
@@ -75,6 +72,10 @@ pub enum ProxyError {
     /// The proxy's own bus client could not be created.
     #[error("creating the bus client: {0}")]
     Client(#[source] ClientError),
+    /// The `[security]` settings cannot be used: a file is unreadable, a value out of range,
+    /// or the listen address is exposed without protection.
+    #[error("security: {0}")]
+    Security(#[source] auth::settings::SettingsError),
     /// The server thread panicked.
     #[error("the proxy thread panicked")]
     Panicked,
@@ -86,9 +87,10 @@ pub enum ProxyError {
 pub struct ApiError {
     /// The HTTP status of the answer.
     pub status: StatusCode,
-    /// Stable code: `bad_request`, `payload_too_large`, `not_found`, `unknown_topic`,
-    /// `no_requester`, `conflict`, `timeout`, `unavailable`, `too_many`, `rate_limited`,
-    /// `storage`, `data_damaged`, `internal`.
+    /// Stable code: `bad_request`, `unauthenticated`, `permission_denied`,
+    /// `request_timeout`, `payload_too_large`, `not_found`, `unknown_topic`, `no_requester`,
+    /// `conflict`, `timeout`, `unavailable`, `too_many`, `rate_limited`, `storage`,
+    /// `data_damaged`, `internal`.
     pub code: &'static str,
     /// What went wrong, for humans.
     pub message: String,
@@ -138,6 +140,18 @@ impl ApiError {
     /// 503: the durable subscription store failed; changes are refused until a restart.
     pub fn storage(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "storage", message)
+    }
+
+    /// 408: the request body did not arrive whole within `limits.body_timeout_ms`.
+    pub fn request_timeout(after: Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request body did not arrive whole within {} ms",
+                after.as_millis()
+            ),
+        )
     }
 
     /// 504: no reply came before the deadline.

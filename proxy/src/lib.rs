@@ -24,8 +24,10 @@
 #![warn(missing_docs)]
 
 pub mod api;
+mod caller;
 pub mod cli;
 pub mod config;
+mod conn;
 pub mod error;
 mod handle;
 pub mod limit;

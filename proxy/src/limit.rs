@@ -1,12 +1,15 @@
 //! The rate limit of publishes and requests: a token bucket per caller (`governor`'s GCRA,
 //! which is a token bucket kept as one timestamp).
 //!
-//! HTTP callers are keyed by the bus client id of their `identity`, or by their peer IP
-//! address when they send none; each WebSocket session has a bucket of its own. A batch takes
-//! one token per message. A refusal says how long until the tokens asked for are back, which
+//! HTTP callers are keyed by what the proxy knows of them, never by what they declare (a fresh
+//! `identity` per request must not get a fresh bucket): their authenticated principal with
+//! `[security]` on, else their peer IP address (`crate::caller::Caller::rate_key`). A
+//! WebSocket session takes from its principal's bucket with security on, else from a bucket
+//! of its own. A batch takes one token per message. A refusal says how long until the tokens asked for are back, which
 //! HTTP sends as `Retry-After` and the WebSocket as `retry_after_ms`.
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -62,10 +65,11 @@ enum Refused {
     Wait(Duration),
 }
 
-/// The buckets of the HTTP callers, and the limit new WebSocket sessions get.
+/// The buckets of the HTTP callers (and of principals), and the limit new WebSocket sessions
+/// get.
 pub struct RateLimits {
     limit: Option<Limit>,
-    http: Option<DefaultKeyedRateLimiter<String>>,
+    http: Option<Arc<DefaultKeyedRateLimiter<String>>>,
 }
 
 impl RateLimits {
@@ -74,7 +78,7 @@ impl RateLimits {
         let limit = Limit::of(config);
         Self {
             limit,
-            http: limit.map(|l| RateLimiter::keyed(l.quota())),
+            http: limit.map(|l| Arc::new(RateLimiter::keyed(l.quota()))),
         }
     }
 
@@ -83,22 +87,21 @@ impl RateLimits {
         let (Some(limit), Some(buckets)) = (self.limit, &self.http) else {
             return Ok(());
         };
-        let n = clamp(n);
-        let outcome = match buckets.check_key_n(&key.to_owned(), n) {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(not_until)) => {
-                Refused::Wait(not_until.wait_time_from(DefaultClock::default().now()))
-            }
-            Err(_) => Refused::Never,
-        };
-        Err(limit.refusal("caller", n.get(), outcome))
+        check_keyed(limit, buckets, key, n, "caller")
     }
 
-    /// A bucket for a new WebSocket session.
-    pub fn session(&self) -> SessionLimit {
+    /// The bucket of a new WebSocket session: the caller's keyed bucket (`shared_key`, its
+    /// principal's with security on), so sessions opened one after another share it, or a
+    /// bucket of the session's own.
+    pub fn session(&self, shared_key: Option<String>) -> SessionLimit {
+        let bucket = match (self.limit, &self.http, shared_key) {
+            (Some(_), Some(buckets), Some(key)) => Bucket::Shared(buckets.clone(), key),
+            (Some(limit), _, _) => Bucket::Own(RateLimiter::direct(limit.quota())),
+            (None, _, _) => Bucket::Unlimited,
+        };
         SessionLimit {
             limit: self.limit,
-            bucket: self.limit.map(|l| RateLimiter::direct(l.quota())),
+            bucket,
         }
     }
 
@@ -111,17 +114,47 @@ impl RateLimits {
     }
 }
 
+/// Takes `n` tokens from `key`'s bucket in `buckets`, or says why not (naming `who`).
+fn check_keyed(
+    limit: Limit,
+    buckets: &DefaultKeyedRateLimiter<String>,
+    key: &str,
+    n: usize,
+    who: &str,
+) -> Result<(), ApiError> {
+    let n = clamp(n);
+    let outcome = match buckets.check_key_n(&key.to_owned(), n) {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(not_until)) => {
+            Refused::Wait(not_until.wait_time_from(DefaultClock::default().now()))
+        }
+        Err(_) => Refused::Never,
+    };
+    Err(limit.refusal(who, n.get(), outcome))
+}
+
+enum Bucket {
+    Unlimited,
+    Own(DefaultDirectRateLimiter),
+    Shared(Arc<DefaultKeyedRateLimiter<String>>, String),
+}
+
 /// One WebSocket session's bucket.
 pub struct SessionLimit {
     limit: Option<Limit>,
-    bucket: Option<DefaultDirectRateLimiter>,
+    bucket: Bucket,
 }
 
 impl SessionLimit {
     /// Takes `n` tokens, or says why not.
     pub fn check(&self, n: usize) -> Result<(), ApiError> {
-        let (Some(limit), Some(bucket)) = (self.limit, &self.bucket) else {
+        let Some(limit) = self.limit else {
             return Ok(());
+        };
+        let bucket = match &self.bucket {
+            Bucket::Unlimited => return Ok(()),
+            Bucket::Shared(buckets, key) => return check_keyed(limit, buckets, key, n, "caller"),
+            Bucket::Own(bucket) => bucket,
         };
         let n = clamp(n);
         let outcome = match bucket.check_n(n) {
@@ -158,7 +191,7 @@ mod tests {
         for _ in 0..10_000 {
             limits.check_http("a", 1_000).unwrap();
         }
-        limits.session().check(1_000_000).unwrap();
+        limits.session(None).check(1_000_000).unwrap();
     }
 
     #[test]
@@ -188,10 +221,26 @@ mod tests {
     #[test]
     fn sessions_have_buckets_of_their_own() {
         let limits = limits(1, 0);
-        let (one, two) = (limits.session(), limits.session());
+        let (one, two) = (limits.session(None), limits.session(None));
         one.check(1).unwrap();
         assert_eq!(one.check(1).unwrap_err().code, "rate_limited");
         two.check(1).unwrap();
         assert!(one.check(1).unwrap_err().message.contains("per session"));
+    }
+
+    #[test]
+    fn sessions_of_one_principal_share_its_bucket_with_its_http_calls() {
+        let limits = limits(1, 2);
+        let key = || Some("principal app".to_owned());
+        limits.session(key()).check(1).unwrap();
+        limits.check_http("principal app", 1).unwrap();
+        assert_eq!(
+            limits.session(key()).check(1).unwrap_err().code,
+            "rate_limited"
+        );
+        limits
+            .session(Some("principal other".into()))
+            .check(1)
+            .unwrap();
     }
 }

@@ -1,17 +1,25 @@
 //! The accept loop: [`run`] resumes the stored webhook subscriptions, serves the API on a
-//! listener until a shutdown future completes, then closes every WebSocket session
-//! (committing only acked messages), every webhook subscription and the proxy's bus client.
+//! listener until a shutdown future completes (each connection admitted and bounded by
+//! `crate::conn`), then closes every WebSocket session (committing only acked messages),
+//! every webhook subscription and the proxy's bus client.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
+use log::Level;
+use svc::loglimit::LogLimit;
 
-use crate::config::{ProxyConfig, RATE_LIMIT_SWEEP_INTERVAL};
+use crate::config::{ProxyConfig, RATE_LIMIT_SWEEP_INTERVAL, SHUTDOWN_DRAIN_WAIT};
+use crate::conn::{Admission, Admitted, serve_connection};
 use crate::error::ProxyError;
 use crate::routes::router;
 use crate::state::AppState;
+
+/// How long the accept loop pauses after a failed accept (out of descriptors, most often), so
+/// a failing accept does not spin; connections already open go on being served.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// Serves the proxy on `listener` until `shutdown` completes; tests call it in-process on
 /// port 0. Returns once everything is closed.
@@ -34,29 +42,91 @@ pub async fn run(
     };
     if let Ok(addr) = listener.local_addr() {
         log::info!(
-            "proxy listening on {addr} (nameservers {})",
-            config.nameservers.join(", ")
+            "proxy listening on {addr} (nameservers {}; security {})",
+            config.nameservers.join(", "),
+            if state.shared.authority.is_enabled() {
+                "on"
+            } else {
+                "off"
+            }
         );
     }
+    let admission = Arc::new(Admission::new(&config.limits));
     let sweeper = (lease_ms > 0).then(|| tokio::spawn(expire_leases(state.clone(), lease_ms)));
-    let upkeep = tokio::spawn(upkeep(state.clone()));
-    let stopping = state.clone();
-    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    // Replies and pushes are small writes that must not wait for the peer's delayed ACK.
-    let listener = listener.tap_io(|tcp| {
+    let upkeep = tokio::spawn(upkeep(state.clone(), admission.clone()));
+    let app = router(state.clone());
+    // Shutdown: `closing` tells every connection to finish its request and close; each
+    // connection task holds a `drained` sender, so the receiver ends once the last is done.
+    let (closing, closing_rx) = tokio::sync::watch::channel(false);
+    let (drained, mut drained_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let accept_errors = LogLimit::new("proxy accept errors");
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    accept_errors.log(Level::Warn, format_args!("accepting a connection: {e}"));
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
+            },
+        };
+        let slot = match admission.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                // Closed at once: a refused connection holds nothing.
+                drop(tcp);
+                admission.refused(peer, refusal);
+                continue;
+            }
+        };
+        // Replies and pushes are small writes that must not wait for the peer's delayed ACK.
         if let Err(e) = tcp.set_nodelay(true) {
             log::debug!("TCP_NODELAY on an accepted connection: {e}");
         }
-    });
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            log::info!("proxy shutting down");
-            // Upgraded WebSocket connections are not drained by the server; tell them.
-            stopping.shared.sessions.shut_down();
-        })
+        let connection = serve_connection(
+            Admitted::new(tcp, slot),
+            peer,
+            app.clone(),
+            config.limits.clone(),
+            admission.cut_log(),
+        );
+        let admission = admission.clone();
+        let header_timeout_ms = config.limits.header_timeout_ms;
+        let (mut closing, drained) = (closing_rx.clone(), drained.clone());
+        tokio::spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                // Only shutdown changes it (an error: the sender is gone, which is shutdown too).
+                _ = closing.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = ended {
+                log_connection_end(&admission, peer, &e, header_timeout_ms);
+            }
+            drop(drained);
+        });
+    }
+    log::info!("proxy shutting down");
+    drop(listener);
+    // Upgraded WebSocket connections are not drained by the server; tell them.
+    state.shared.sessions.shut_down();
+    closing.send_replace(true);
+    drop(drained);
+    if tokio::time::timeout(SHUTDOWN_DRAIN_WAIT, drained_rx.recv())
         .await
-        .map_err(ProxyError::Serve);
+        .is_err()
+    {
+        log::warn!(
+            "HTTP connections still open after {} s; closing them",
+            SHUTDOWN_DRAIN_WAIT.as_secs()
+        );
+    }
     if let Some(sweeper) = sweeper {
         sweeper.abort();
     }
@@ -67,7 +137,25 @@ pub async fn run(
         .await
         .map_err(|_| ProxyError::Panicked)?;
     log::info!("proxy stopped");
-    served
+    Ok(())
+}
+
+/// A connection that ended with an error: a header timeout is a bound doing its work, logged
+/// rate-limited; a peer that went away is routine.
+fn log_connection_end(
+    admission: &Admission,
+    peer: SocketAddr,
+    error: &hyper::Error,
+    header_timeout_ms: u64,
+) {
+    if error.is_timeout() {
+        admission.cut_off(format_args!(
+            "connection from {peer} closed: no whole request head within {header_timeout_ms} \
+             ms (limits.header_timeout_ms)"
+        ));
+    } else {
+        log::debug!("connection from {peer}: {error}");
+    }
 }
 
 /// Removes webhook subscriptions whose owner stopped sending heartbeats.
@@ -82,13 +170,14 @@ async fn expire_leases(state: AppState, lease_ms: u64) {
 }
 
 /// Periodic chores: restored subscriptions still waiting for a route are retried every
-/// [`RESUME_RETRY_INTERVAL`]; idle rate-limit buckets are dropped every
-/// [`RATE_LIMIT_SWEEP_INTERVAL`].
-async fn upkeep(state: AppState) {
+/// [`RESUME_RETRY_INTERVAL`], and counts of suppressed connection log lines logged; idle
+/// rate-limit buckets are dropped every [`RATE_LIMIT_SWEEP_INTERVAL`].
+async fn upkeep(state: AppState, admission: Arc<Admission>) {
     let mut tick = tokio::time::interval(RESUME_RETRY_INTERVAL);
     let mut last_sweep = tokio::time::Instant::now();
     loop {
         tick.tick().await;
+        admission.flush_logs();
         let shared = state.shared.clone();
         let config = state.config.clone();
         let sweep = last_sweep.elapsed() >= RATE_LIMIT_SWEEP_INTERVAL;

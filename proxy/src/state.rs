@@ -1,11 +1,14 @@
 //! What every route and session shares: the configuration, the proxy's own bus client (HTTP
-//! publish and request), the webhook subscriptions and the WebSocket sessions.
+//! publish and request), the security authority, the webhook subscriptions and the WebSocket
+//! sessions.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use auth::Authority;
 use client::{Client, ClientConfig, Producer, Replier, Requester};
+use svc::policy::{PolicyFollower, PolicySource};
 
 use crate::config::ProxyConfig;
 use crate::error::ProxyError;
@@ -43,15 +46,37 @@ pub struct Shared {
     pub webhooks: Webhooks,
     /// Live WebSocket sessions.
     pub sessions: Sessions,
+    /// Who callers are and what they may do; open (everything allowed) when `[security]` is
+    /// off.
+    pub authority: Authority,
+    /// The proxy's own token, presented by every bus client it creates (the shared ones, each
+    /// WebSocket session's, each webhook's); read once at start.
+    pub bus_token: Option<String>,
+    /// Keeps `authority` current from the nameservers; stops when dropped (at close).
+    policy: std::sync::Mutex<Option<PolicyFollower>>,
     next_id: AtomicU64,
 }
 
 impl AppState {
     /// Creates the shared client, opens the subscription store and returns the stored
-    /// subscriptions, to be resumed. No connection is made yet.
+    /// subscriptions, to be resumed. With `[security]` on, reads the proxy's token and fetches
+    /// the policy (blocking: one round with the nameservers), then follows it on a thread.
     pub fn new(config: ProxyConfig) -> Result<(Self, Vec<HookSpec>), ProxyError> {
-        let (webhooks, stored) = Webhooks::open(&config)?;
-        let client_config = client_config(&config, &config.area, None)?;
+        let authority = config
+            .security
+            .authority("proxy")
+            .map_err(ProxyError::Security)?;
+        let bus_token = config.security.token().map_err(ProxyError::Security)?;
+        let policy = PolicyFollower::start(
+            &authority,
+            PolicySource {
+                nameservers: config.security.policy_sources(&config.nameservers).to_vec(),
+                token: bus_token.clone(),
+                refresh: Duration::from_millis(config.security.policy_refresh_ms),
+            },
+        );
+        let (webhooks, stored) = Webhooks::open(&config, bus_token.clone())?;
+        let client_config = client_config(&config, bus_token.as_deref(), &config.area, None)?;
         let batch_config = client_config
             .clone()
             .with_batch_linger(Duration::from_millis(config.publish_batch_linger_ms));
@@ -72,6 +97,9 @@ impl AppState {
                 limits: RateLimits::new(&config),
                 webhooks,
                 sessions: Sessions::default(),
+                authority,
+                bus_token,
+                policy: std::sync::Mutex::new(Some(policy)),
                 next_id: AtomicU64::new(1),
             }),
             config: Arc::new(config),
@@ -90,12 +118,21 @@ impl AppState {
         self.shared.webhooks.close_all();
         self.shared.client.close();
         self.shared.batch_client.close();
+        let follower = self
+            .shared
+            .policy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        drop(follower);
     }
 }
 
-/// The client configuration for `area` (and `client_id`, else the generated default).
+/// The client configuration for `area` (and `client_id`, else the generated default),
+/// presenting `token` (the proxy's own, with `[security]` on) to the bus.
 pub fn client_config(
     config: &ProxyConfig,
+    token: Option<&str>,
     area: &str,
     client_id: Option<&str>,
 ) -> Result<ClientConfig, ProxyError> {
@@ -103,9 +140,12 @@ pub fn client_config(
         field,
         reason: "not a valid bus name",
     };
-    let client_config = ClientConfig::new(config.nameservers.iter().cloned(), area)
+    let mut client_config = ClientConfig::new(config.nameservers.iter().cloned(), area)
         .map_err(|_| invalid("area"))?
         .with_gsl(config.gsl_endpoints.iter().cloned());
+    if let Some(token) = token {
+        client_config = client_config.with_token(token);
+    }
     match client_id {
         Some(id) => client_config
             .with_client_id(id)

@@ -8,13 +8,10 @@ mod reply;
 mod request;
 mod subscriptions;
 
-use std::net::SocketAddr;
-
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
-use crate::api::Identity;
 use crate::state::AppState;
 
 pub use request::{request_reply, request_timeout};
@@ -30,12 +27,15 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/heartbeat"),
     ("get", "/v1/stream"),
     ("get", "/openapi.json"),
+    ("get", "/health"),
 ];
 
-/// The router of the whole API, WebSocket endpoint included.
+/// The router of the whole API, WebSocket endpoint included. Every route but
+/// `/openapi.json` and `/health` sits behind [`crate::caller::authenticate`] (which lets
+/// everyone through with security off).
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.body_bytes_max;
-    Router::new()
+    let authenticated = Router::new()
         .route("/v1/publish", post(publish::publish))
         .route("/v1/request", post(request::request))
         .route("/v1/reply", post(reply::reply))
@@ -46,19 +46,23 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/heartbeat", post(heartbeat::heartbeat))
         .route("/v1/stream", get(crate::ws::upgrade))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::caller::authenticate,
+        ));
+    Router::new()
+        .merge(authenticated)
         .route("/openapi.json", get(openapi::document))
+        .route("/health", get(health))
         .fallback(|| async { crate::error::ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
 
-/// The rate-limit bucket of an HTTP caller: its identity's client id, else its IP address
-/// (the port changes with every connection).
-fn caller_key(identity: Option<&Identity>, peer: SocketAddr) -> String {
-    match identity {
-        Some(identity) => identity.client_id(),
-        None => peer.ip().to_string(),
-    }
+/// `GET /health`: the proxy is serving. Open to all, for load balancers and probes; says
+/// nothing about the bus behind it.
+async fn health() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "status": "ok" }))
 }
 
 #[cfg(test)]

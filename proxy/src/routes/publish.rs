@@ -1,17 +1,17 @@
 //! `POST /v1/publish`: one message (`{"topic", "value", ...}`) or a batch
 //! (`{"messages": [...]}`), each stored before the answer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use std::net::SocketAddr;
-
+use auth::Action;
 use axum::Json;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::api::{Identity, JsonBody, OutgoingMessage, Stored};
+use crate::caller::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -48,7 +48,7 @@ struct Batch {
 
 pub async fn publish(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Caller,
     JsonBody(body): JsonBody<serde_json::Value>,
 ) -> Result<Response, ApiError> {
     let is_batch = body.get("messages").is_some();
@@ -86,8 +86,17 @@ pub async fn publish(
         .iter()
         .map(OutgoingMessage::to_message)
         .collect::<Result<Vec<_>, _>>()?;
-    let caller = super::caller_key(identity.as_ref(), peer);
-    state.shared.limits.check_http(&caller, messages.len())?;
+    // The whole publish is refused when one topic is not granted: a caller learns of the
+    // denial before anything it sent is stored. Checked before the rate limit, so refused
+    // publishes take no tokens.
+    let topics: BTreeSet<&str> = messages.iter().map(client::Message::topic).collect();
+    for topic in topics {
+        caller.check(&state, Action::Produce, topic, None)?;
+    }
+    state
+        .shared
+        .limits
+        .check_http(&caller.rate_key(), messages.len())?;
     let results = send_all(&state, messages, is_batch).await?;
     if !is_batch {
         let result = results.into_iter().next().expect("one message, one result");

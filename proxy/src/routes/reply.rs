@@ -3,12 +3,14 @@
 //! `correlation_id` (base64). 204 once a broker took the reply; 404 `no_requester` when the
 //! requester is gone or its deadline passed (nobody waits for the reply).
 
+use auth::Action;
 use axum::extract::State;
 use axum::http::StatusCode;
 use client::ReplyAddress;
 use serde::Deserialize;
 
 use crate::api::{Identity, JsonBody, payload, unbase64};
+use crate::caller::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -33,6 +35,7 @@ pub struct ReplyBody {
 
 pub async fn reply(
     State(state): State<AppState>,
+    caller: Caller,
     JsonBody(body): JsonBody<ReplyBody>,
 ) -> Result<StatusCode, ApiError> {
     if let Some(identity) = &body.identity {
@@ -44,6 +47,7 @@ pub async fn reply(
     if body.reply_to.is_empty() {
         return Err(ApiError::bad_request("reply_to is empty"));
     }
+    caller.check(&state, Action::Respond, &body.topic, None)?;
     let value = payload(body.value.as_deref(), body.value_b64.as_deref())?;
     let address = ReplyAddress {
         topic: body.topic,

@@ -1,15 +1,16 @@
 //! `POST /v1/request`: sends a request and answers with the reply, or 504 at the deadline.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
+use auth::Action;
 use axum::Json;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use client::Requester;
 use serde::Deserialize;
 
 use crate::api::{DeliveredMessage, Identity, JsonBody, OutgoingMessage};
+use crate::caller::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -39,7 +40,7 @@ pub struct RequestBody {
 
 pub async fn request(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Caller,
     JsonBody(body): JsonBody<RequestBody>,
 ) -> Result<Json<DeliveredMessage>, ApiError> {
     if let Some(identity) = &body.identity {
@@ -57,8 +58,8 @@ pub async fn request(
     }];
     crate::api::resolve_services(&state.shared.client, &mut outgoing).await?;
     let message = outgoing[0].to_message()?;
-    let caller = super::caller_key(body.identity.as_ref(), peer);
-    state.shared.limits.check_http(&caller, 1)?;
+    caller.check(&state, Action::Request, message.topic(), None)?;
+    state.shared.limits.check_http(&caller.rate_key(), 1)?;
     let requester = state.shared.requester.clone();
     let reply = request_reply(requester, message, timeout).await?;
     Ok(Json(DeliveredMessage::from(&reply)))

@@ -1,12 +1,14 @@
 //! `POST /v1/subscriptions` (webhook push), `GET` and `DELETE /v1/subscriptions/{id}`. The
 //! delivery and give-up policy is in [`crate::webhook`].
 
+use auth::Action;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 
 use crate::api::{Identity, JsonBody, Mode, Start};
+use crate::caller::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::webhook::store::HookSpec;
@@ -28,6 +30,7 @@ pub struct CreateBody {
 
 pub async fn create(
     State(state): State<AppState>,
+    caller: Caller,
     JsonBody(body): JsonBody<CreateBody>,
 ) -> Result<(StatusCode, Json<HookInfo>), ApiError> {
     body.identity.validate()?;
@@ -43,6 +46,7 @@ pub async fn create(
             body.url
         )));
     }
+    caller.check(&state, Action::Consume, &body.topic, Some(&body.group))?;
     let spec = HookSpec {
         id: state.shared.webhooks.next_id(),
         identity: body.identity,
@@ -87,20 +91,28 @@ fn hook_error(state: &AppState, error: HookError) -> ApiError {
 
 pub async fn show(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<HookInfo>, ApiError> {
-    state
+    let info = state
         .shared
         .webhooks
         .info(&id)
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("no subscription {id}")))
+        .ok_or_else(|| ApiError::not_found(format!("no subscription {id}")))?;
+    caller.check(&state, Action::Consume, &info.topic, Some(&info.group))?;
+    Ok(Json(info))
 }
 
+/// Only a caller that could have created the subscription (one granted `consume` on its topic
+/// as its group) may remove it.
 pub async fn remove(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    if let Some(info) = state.shared.webhooks.info(&id) {
+        caller.check(&state, Action::Consume, &info.topic, Some(&info.group))?;
+    }
     let shared = state.shared.clone();
     let lookup = id.clone();
     let removed = tokio::task::spawn_blocking(move || shared.webhooks.remove(&lookup))

@@ -129,6 +129,8 @@ pub struct Webhooks {
     /// one order.
     store: Mutex<Store>,
     next_id: AtomicU64,
+    /// The proxy's own token, presented by each subscription's bus client.
+    bus_token: Option<String>,
 }
 
 /// Why a subscription could not be created or removed.
@@ -155,9 +157,13 @@ fn hook_client_id(spec: &HookSpec) -> String {
 impl Webhooks {
     /// Opens the store in `config.data_dir`; returns the registry (empty) and the stored
     /// subscriptions, to be started with [`Self::resume`].
-    pub fn open(config: &ProxyConfig) -> Result<(Self, Vec<HookSpec>), ProxyError> {
+    pub fn open(
+        config: &ProxyConfig,
+        bus_token: Option<String>,
+    ) -> Result<(Self, Vec<HookSpec>), ProxyError> {
         let (store, snapshot) = Store::open(&config.data_dir)?;
         let webhooks = Self {
+            bus_token,
             running: Mutex::default(),
             last_seen: Mutex::default(),
             store: Mutex::new(store),
@@ -178,7 +184,7 @@ impl Webhooks {
             }
             self.last_seen_lock().insert(spec.identity.client_id(), now);
             let counters = Arc::new(Counters::default());
-            let bus = match start_bus(&spec, &counters, config) {
+            let bus = match start_bus(&spec, &counters, config, self.bus_token.as_deref()) {
                 Ok(bus) => {
                     log::info!("webhook subscription {} to {} resumed", spec.id, spec.topic);
                     Some(bus)
@@ -211,7 +217,7 @@ impl Webhooks {
             .map(|r| (r.spec.clone(), r.counters.clone()))
             .collect();
         for (spec, counters) in waiting {
-            let Ok(bus) = start_bus(&spec, &counters, config) else {
+            let Ok(bus) = start_bus(&spec, &counters, config, self.bus_token.as_deref()) else {
                 continue;
             };
             let mut running = self.lock();
@@ -240,7 +246,8 @@ impl Webhooks {
     pub fn create(&self, spec: HookSpec, config: &ProxyConfig) -> Result<HookInfo, HookError> {
         self.admissible(&spec, config)?;
         let counters = Arc::new(Counters::default());
-        let bus = start_bus(&spec, &counters, config).map_err(HookError::Client)?;
+        let bus = start_bus(&spec, &counters, config, self.bus_token.as_deref())
+            .map_err(HookError::Client)?;
         let running = Running {
             spec,
             counters,
@@ -383,10 +390,12 @@ fn start_bus(
     spec: &HookSpec,
     counters: &Arc<Counters>,
     config: &ProxyConfig,
+    token: Option<&str>,
 ) -> Result<(Client, Consumer), client::ClientError> {
     let client_id = hook_client_id(spec);
-    let client_config = crate::state::client_config(config, &spec.identity.area, Some(&client_id))
-        .map_err(|e| client::ClientError::InvalidArgument(e.to_string()))?;
+    let client_config =
+        crate::state::client_config(config, token, &spec.identity.area, Some(&client_id))
+            .map_err(|e| client::ClientError::InvalidArgument(e.to_string()))?;
     let client = Client::new(client_config)?;
     let options =
         client::ConsumerOptions::new(spec.topic.clone(), spec.group.clone(), spec.mode.into())

@@ -21,6 +21,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::watch;
 
+use crate::caller::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -136,8 +137,13 @@ impl Sessions {
     }
 }
 
-/// Upgrades to a WebSocket session, or 429 when `ws_sessions_max` sessions are open.
-pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+/// Upgrades to a WebSocket session for `caller` (authenticated on the upgrade request), or
+/// 429 when `ws_sessions_max` sessions are open.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    caller: Caller,
+    ws: WebSocketUpgrade,
+) -> Response {
     if !state
         .shared
         .sessions
@@ -160,7 +166,7 @@ pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Res
             }
         })
         .on_upgrade(move |socket| async move {
-            session::run(state.clone(), socket).await;
+            session::run(state.clone(), socket, caller).await;
             state.shared.sessions.release();
         })
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use auth::Action;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 use client::{Client, ConsumerOptions, Producer, Requester, Responder};
 use futures_util::{SinkExt, StreamExt};
@@ -15,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 use crate::api::{
     DeliveredMessage, Identity, Mode, OutgoingMessage, Start, Stored, parse_json, payload,
 };
+use crate::caller::Caller;
 use crate::config::{WS_REPLACE_WAIT, WS_SESSION_SUBSCRIPTIONS_MAX};
 use crate::error::ApiError;
 use crate::limit::SessionLimit;
@@ -39,9 +41,11 @@ struct Bus {
     next_subscription: u64,
     /// The session's rate-limit bucket (publishes and requests).
     limit: SessionLimit,
+    /// Who opened the session: each command is checked against its grants.
+    caller: Caller,
 }
 
-pub async fn run(state: AppState, socket: WebSocket) {
+pub async fn run(state: AppState, socket: WebSocket, caller: Caller) {
     let (mut sink, mut stream) = socket.split();
     let (outbox, mut outbox_rx) = mpsc::channel::<ServerFrame>(state.config.ws_outbox_frames);
     let (close_tx, mut close_rx) = mpsc::channel::<(u16, String)>(1);
@@ -129,7 +133,7 @@ pub async fn run(state: AppState, socket: WebSocket) {
         closed: closed.clone(),
         replies: Arc::new(PendingReplies::default()),
     };
-    let mut bus = match Bus::connect(&state, &identity, link).await {
+    let mut bus = match Bus::connect(&state, &identity, link, caller).await {
         Ok(bus) => bus,
         Err(error) => {
             let _ = outbox.send(ServerFrame::error(None, &error)).await;
@@ -217,12 +221,18 @@ impl Bus {
         state: &AppState,
         identity: &Identity,
         link: SessionLink,
+        caller: Caller,
     ) -> Result<Self, ApiError> {
         // A session streams publishes: its producer coalesces them like a batch publish
         // (requests and replies do not go through the batcher).
-        let config = client_config(&state.config, &identity.area, Some(&identity.client_id()))
-            .map_err(|e| ApiError::bad_request(e.to_string()))?
-            .with_batch_linger(Duration::from_millis(state.config.publish_batch_linger_ms));
+        let config = client_config(
+            &state.config,
+            state.shared.bus_token.as_deref(),
+            &identity.area,
+            Some(&identity.client_id()),
+        )
+        .map_err(|e| ApiError::bad_request(e.to_string()))?
+        .with_batch_linger(Duration::from_millis(state.config.publish_batch_linger_ms));
         let (client, producer) = tokio::task::spawn_blocking(move || {
             let client = Client::new(config)?;
             let producer = Producer::new(&client)?;
@@ -239,7 +249,13 @@ impl Bus {
             link,
             subscriptions: HashMap::new(),
             next_subscription: 1,
-            limit: state.shared.limits.session(),
+            // With security on, a session takes from its principal's bucket, so opening a
+            // session per message gains nothing.
+            limit: state
+                .shared
+                .limits
+                .session(caller.principal().map(|_| caller.rate_key())),
+            caller,
         })
     }
 
@@ -310,7 +326,7 @@ impl Bus {
                     tag,
                     properties,
                 };
-                let message = match self.admit(outgoing).await {
+                let message = match self.admit(outgoing, Action::Produce).await {
                     Ok(message) => message,
                     Err(error) => return self.send(ServerFrame::error(reference, &error)).await,
                 };
@@ -351,7 +367,10 @@ impl Bus {
                     properties,
                 };
                 let admitted = match request_timeout(&self.state, timeout_ms) {
-                    Ok(timeout) => self.admit(outgoing).await.map(|m| (timeout, m)),
+                    Ok(timeout) => self
+                        .admit(outgoing, Action::Request)
+                        .await
+                        .map(|m| (timeout, m)),
                     Err(e) => Err(e),
                 };
                 let (timeout, message) = match admitted {
@@ -401,12 +420,14 @@ impl Bus {
         }
     }
 
-    /// The bus message of a `publish` or `request`, once it is valid and the session's rate
-    /// limit lets it through.
-    async fn admit(&self, outgoing: Outgoing) -> Result<client::Message, ApiError> {
+    /// The bus message of a `publish` or `request` (`action`), once it is valid, the caller is
+    /// granted it and the session's rate limit lets it through.
+    async fn admit(&self, outgoing: Outgoing, action: Action) -> Result<client::Message, ApiError> {
         let mut outgoing = [OutgoingMessage::from(outgoing)];
         crate::api::resolve_services(&self.client, &mut outgoing).await?;
         let message = outgoing[0].to_message()?;
+        self.caller
+            .check(&self.state, action, message.topic(), None)?;
         self.limit.check(1)?;
         Ok(message)
     }
@@ -430,6 +451,13 @@ impl Bus {
         group
             .parse::<protocol::names::GroupName>()
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        self.caller
+            .check(&self.state, Action::Consume, &topic, Some(&group))?;
+        // A responder answers what it takes: the caller must be allowed both.
+        if responder {
+            self.caller
+                .check(&self.state, Action::Respond, &topic, None)?;
+        }
         let id = format!("s{}", self.next_subscription);
         self.next_subscription += 1;
         let client = self.client.clone();

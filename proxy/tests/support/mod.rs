@@ -132,6 +132,14 @@ pub struct Stream {
 }
 
 impl Stream {
+    /// A session over an already upgraded socket (read timeout [`WAIT`]).
+    pub fn from_socket(socket: tungstenite::WebSocket<MaybeTlsStream<TcpStream>>) -> Self {
+        if let MaybeTlsStream::Plain(tcp) = socket.get_ref() {
+            tcp.set_read_timeout(Some(WAIT)).unwrap();
+        }
+        Self { socket }
+    }
+
     pub fn send(&mut self, frame: serde_json::Value) {
         self.socket
             .send(tungstenite::Message::text(frame.to_string()))
@@ -237,4 +245,70 @@ pub fn webhook_server(fail_first: usize) -> (String, mpsc::Receiver<serde_json::
             Answer::ok()
         }
     })
+}
+
+/// One HTTP/1.1 exchange on an open connection: writes `request` (whole, headers and body)
+/// and reads one response. Returns (status, body); an error when the connection was closed or
+/// reset before a whole response (a connection the proxy refused).
+pub fn exchange(stream: &mut TcpStream, request: &str) -> std::io::Result<(u16, String)> {
+    stream.set_read_timeout(Some(WAIT))?;
+    stream.write_all(request.as_bytes())?;
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(head_end) = find(&buffer, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buffer[..head_end]).to_string();
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    let lower = l.to_ascii_lowercase();
+                    lower
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            if buffer.len() >= head_end + 4 + length {
+                let status = head
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                let body = String::from_utf8_lossy(&buffer[head_end + 4..head_end + 4 + length]);
+                return Ok((status, body.to_string()));
+            }
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "closed before a whole response",
+            ));
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A `POST` request with a JSON body, as raw HTTP/1.1.
+pub fn post_request(path: &str, body: &str, close: bool) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: proxy\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n{}\r\n{body}",
+        body.len(),
+        if close { "Connection: close\r\n" } else { "" }
+    )
+}
+
+/// A connection to `to` from the loopback address `from` (e.g. 127.0.0.2): another peer
+/// address on the same host.
+pub fn connect_from(from: &str, to: std::net::SocketAddr) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let local: std::net::SocketAddr = format!("{from}:0").parse().unwrap();
+    socket.bind(&local.into()).unwrap();
+    socket.connect(&to.into()).unwrap();
+    socket.into()
 }

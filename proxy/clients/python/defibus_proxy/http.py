@@ -10,12 +10,18 @@ from .values import decoded, put_value
 
 
 class HttpClient:
-    """Calls the proxy's HTTP API at ``base_url`` (e.g. ``http://127.0.0.1:8080``)."""
+    """Calls the proxy's HTTP API at ``base_url`` (e.g. ``http://127.0.0.1:8080``).
 
-    def __init__(self, base_url, identity=None, timeout=30.0):
+    ``token`` (a DeFiBus token, ``dfb.<id>.<secret>``) is sent as ``Authorization: Bearer`` on
+    every call; a proxy with ``[security]`` on answers calls without a valid one with
+    :class:`ProxyError` 401 ``unauthenticated``, and actions the token's principal has no
+    grant for with 403 ``permission_denied``."""
+
+    def __init__(self, base_url, identity=None, timeout=30.0, token=None):
         self.base_url = base_url.rstrip("/")
         self.identity = identity
         self.timeout = timeout
+        self.token = token
 
     def publish(self, topic, value, key=None, tag=None, properties=None):
         """Publishes one message (``value`` str or bytes); returns where it was stored (topic,
@@ -94,13 +100,21 @@ class HttpClient:
     def post_raw(self, path, data, content_type="application/json"):
         """POSTs raw bytes; returns (status, parsed JSON or None). For tests and tools."""
         request = urllib.request.Request(
-            self.base_url + path, data=data, method="POST", headers={"content-type": content_type}
+            self.base_url + path,
+            data=data,
+            method="POST",
+            headers=self._headers({"content-type": content_type}),
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return response.status, _parse(response.read())
         except urllib.error.HTTPError as error:
             return error.code, _parse(error.read())
+
+    def _headers(self, headers):
+        if self.token is not None:
+            headers["authorization"] = f"Bearer {self.token}"
+        return headers
 
     def _with_identity(self, body):
         if self.identity is not None:
@@ -116,7 +130,7 @@ class HttpClient:
         data = None if body is None else json.dumps(body).encode()
         headers = {"content-type": "application/json"} if data is not None else {}
         request = urllib.request.Request(
-            self.base_url + path, data=data, method=method, headers=headers
+            self.base_url + path, data=data, method=method, headers=self._headers(headers)
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:

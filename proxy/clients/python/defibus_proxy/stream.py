@@ -86,7 +86,9 @@ class _Pending:
 
 class StreamClient:
     """A WebSocket session. ``url`` is the proxy's base URL (``http://host:port``) or the
-    stream URL (``ws://host:port/v1/stream``)."""
+    stream URL (``ws://host:port/v1/stream``). ``token`` is sent as ``Authorization: Bearer``
+    on the handshake; a refused handshake raises :class:`ProxyError` with the proxy's status
+    and code (401 ``unauthenticated``)."""
 
     def __init__(
         self,
@@ -97,6 +99,7 @@ class StreamClient:
         backoff_min=0.1,
         backoff_max=2.0,
         timeout=30.0,
+        token=None,
     ):
         if websocket is None:
             raise ImportError("StreamClient needs websocket-client: pip install websocket-client")
@@ -109,6 +112,8 @@ class StreamClient:
         self.backoff_min = backoff_min
         self.backoff_max = backoff_max
         self.timeout = timeout
+        # Sent as `Authorization: Bearer` on the handshake (and on every reconnect).
+        self.token = token
         self.client_id = None
         self.reconnects = 0
         self._ws = None
@@ -249,7 +254,11 @@ class StreamClient:
 
     def _open(self):
         """Connects, says hello and re-subscribes; frames that arrive meanwhile are handled."""
-        ws = websocket.create_connection(self.url, timeout=self.timeout)
+        header = [f"Authorization: Bearer {self.token}"] if self.token is not None else None
+        try:
+            ws = websocket.create_connection(self.url, timeout=self.timeout, header=header)
+        except websocket.WebSocketBadStatusException as error:
+            raise _handshake_error(error) from None
         ws.send(json.dumps({"type": "hello", "identity": self.identity.to_json()}))
         welcome = self._recv_until(ws, lambda f: f.get("type") in ("welcome", "error"))
         if welcome.get("type") != "welcome":
@@ -397,3 +406,16 @@ def _message(kind, topic, value, key, tag, properties, service=None):
     if properties:
         frame["properties"] = dict(properties)
     return frame
+
+
+def _handshake_error(error):
+    """The proxy's error answer to a refused WebSocket handshake, as a :class:`ProxyError`."""
+    status = getattr(error, "status_code", 0)
+    body = getattr(error, "resp_body", None) or b""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+        return error_from(status, parsed["error"])
+    return ProxyError(status, "handshake_refused", str(error))
