@@ -199,6 +199,7 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<()> {
             gsl_endpoints: vec![gsl.local_addr().to_string()],
             area: args.area.clone(),
             data_dir: args.data_dir.join("proxy"),
+            security: security_for(&args, "proxy"),
             ..proxy::ProxyConfig::default()
         };
         Some(proxy::start(proxy_config).context("starting the proxy")?)
