@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// TLS settings of one process, for its servers and its clients alike (TOML table `[tls]`).
 ///
@@ -17,7 +17,7 @@ use serde::Deserialize;
 /// ca = "certs/ca.pem"
 /// client_auth = "required"
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsSettings {
     /// PEM file with this process's certificate chain, leaf first. Required for a server;
@@ -50,7 +50,7 @@ pub struct TlsSettings {
 }
 
 /// Whether a server demands a client certificate.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ClientAuth {
     /// Every client must present a certificate signed by `ca` (mutual TLS); one without is
