@@ -145,10 +145,9 @@ pub struct ClientConfig {
     /// The token (`dfb.<id>.<secret>`) every connection presents first, to brokers,
     /// nameservers, GSL and SGS that require authentication. Default none.
     pub token: Option<String>,
-    /// TLS to brokers (see [`tls::TlsSettings`]): `ca` to verify them, and `cert`/`key` to
-    /// present for mutual TLS. The handshake is part of connecting, within
-    /// `connect_timeout`. Nameservers and GSL are reached in plaintext. Default none
-    /// (plaintext).
+    /// TLS to every server (see [`tls::TlsSettings`]): brokers, nameservers and GSL alike;
+    /// `ca` to verify them, and `cert`/`key` to present for mutual TLS. The handshake is part
+    /// of connecting, within `connect_timeout`. Default none (plaintext).
     pub tls: Option<tls::TlsSettings>,
 }
 
@@ -277,7 +276,7 @@ impl ClientConfig {
         self
     }
 
-    /// Speaks TLS to brokers with `settings` ([`Self::tls`]).
+    /// Speaks TLS to brokers, nameservers and GSL with `settings` ([`Self::tls`]).
     pub fn with_tls(mut self, settings: tls::TlsSettings) -> Self {
         self.tls = Some(settings);
         self

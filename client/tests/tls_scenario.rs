@@ -1,5 +1,6 @@
-//! TLS on the data plane against a real broker: mutual TLS round trips, refused
-//! certificates, TLS/plaintext mismatches, and a stalled handshake that holds nothing.
+//! TLS on the data plane against a real broker (registered over TLS with a TLS nameserver):
+//! mutual TLS round trips, refused certificates, TLS/plaintext mismatches, and a stalled
+//! handshake that holds nothing.
 
 mod support;
 
@@ -16,7 +17,7 @@ use nameserver::NameserverHandle;
 use tls::TlsSettings;
 use tls::dev::{DevCa, DevCerts, Validity};
 
-use support::{client_with, create_topic, start_nameserver};
+use support::{client_with, create_topic};
 
 const WAIT: Duration = Duration::from_secs(30);
 /// The brokers' frame timeout, which also bounds a TLS handshake.
@@ -60,9 +61,20 @@ impl TlsCluster {
     fn start() -> Self {
         let _ = env_logger::builder().is_test(true).try_init();
         let dir = tempfile::tempdir().unwrap();
-        let certs = tls::dev::generate(&dir.path().join("certs"), &["app", "admin"]).unwrap();
-        let nameserver = start_nameserver();
-        let broker = start_broker(&nameserver, dir.path(), Some(certs.server_settings()));
+        let certs =
+            tls::dev::generate(&dir.path().join("certs"), &["app", "admin", "broker"]).unwrap();
+        // The nameserver speaks TLS too: clients with TLS use it for every connection, and
+        // the broker registers over TLS with its own client certificate.
+        let nameserver = nameserver::start(nameserver::NameserverConfig {
+            tls: Some(certs.server_settings()),
+            ..support::nameserver_config()
+        })
+        .expect("nameserver starts");
+        let broker = start_broker(
+            &nameserver,
+            dir.path(),
+            Some(certs.server_settings_as("broker")),
+        );
         Self {
             nameserver,
             broker,

@@ -18,7 +18,7 @@ use protocol::control::{self, BrokerId, BrokerRegistration};
 use protocol::frame::FrameLimits;
 
 use crate::notify::Notify;
-use crate::peer::{Peer, PeerError};
+use crate::peer::{Credentials, Peer, PeerError};
 use crate::shard::Shard;
 
 /// Longest wait to connect to, or hear back from, a nameserver.
@@ -89,7 +89,7 @@ pub(crate) async fn run(shard: Rc<Shard>) {
                     let result = call(
                         ns,
                         limits,
-                        shard.security.token(),
+                        Credentials::of(&shard),
                         Command::BrokerRegister,
                         &body,
                     )
@@ -128,7 +128,7 @@ pub(crate) async fn heartbeat(shard: Rc<Shard>, address: String) {
         if let Err(e) = call(
             &mut ns,
             limits,
-            shard.security.token(),
+            Credentials::of(&shard),
             Command::BrokerHeartbeat,
             &body,
         )
@@ -181,7 +181,7 @@ pub(crate) async fn unregister(shard: &Shard) {
         match call(
             &mut ns,
             limits,
-            shard.security.token(),
+            Credentials::of(shard),
             Command::BrokerUnregister,
             &body,
         )
@@ -247,12 +247,12 @@ async fn registration(shard: &Rc<Shard>) -> BrokerRegistration {
 async fn call(
     ns: &mut Nameserver,
     limits: FrameLimits,
-    token: Option<&str>,
+    credentials: Credentials<'_>,
     command: Command,
     body: &[u8],
 ) -> Result<(), PeerError> {
     if ns.peer.is_none() {
-        ns.peer = Some(Peer::connect(&ns.address, NAMESERVER_TIMEOUT, limits, token).await?);
+        ns.peer = Some(Peer::connect(&ns.address, NAMESERVER_TIMEOUT, limits, credentials).await?);
     }
     let Some(peer) = ns.peer.as_mut() else {
         unreachable!("connected above")

@@ -14,7 +14,7 @@ use auth::{Authority, Policy};
 use protocol::codes::Command;
 use protocol::control::{self, PolicyDocument, PolicyGet};
 
-use crate::peer::Peer;
+use crate::peer::{Credentials, Peer};
 use crate::shard::Shard;
 
 /// Longest wait to connect to, or hear back from, a nameserver for the policy.
@@ -100,7 +100,7 @@ async fn fetch(
     let security = &shard.security;
     if peer.is_none() {
         let limits = shard.config.frame_limits();
-        let connected = Peer::connect(address, POLICY_TIMEOUT, limits, security.token())
+        let connected = Peer::connect(address, POLICY_TIMEOUT, limits, Credentials::of(shard))
             .await
             .map_err(|e| e.to_string())?;
         *peer = Some(connected);

@@ -49,6 +49,7 @@ pub fn cli_main(args: &GslArgs) -> Result<(), GslError> {
             &config.security,
             "the GSL",
             &config.listen_addr.ip().to_string(),
+            config.tls.is_some(),
         )
         .map_err(GslError::Security)?;
     svc::signal::run_until_terminated(config.listen_addr, move |listener, shutdown| {

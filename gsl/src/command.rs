@@ -18,6 +18,7 @@ use svc::connection::{Answer, Caller, Handler};
 
 use crate::config::GslConfig;
 use crate::store::{Store, Updated};
+use svc::stream::TlsServer;
 
 /// State every connection shares.
 #[derive(Debug)]
@@ -26,12 +27,20 @@ pub(crate) struct Shared {
     pub(crate) config: GslConfig,
     pub(crate) framer: Framer,
     authority: Authority,
+    /// TLS on the listener, when `[tls]` is set.
+    tls: Option<TlsServer>,
 }
 
 impl Shared {
-    pub(crate) fn new(config: GslConfig, store: Store, authority: Authority) -> Arc<Self> {
+    pub(crate) fn new(
+        config: GslConfig,
+        store: Store,
+        authority: Authority,
+        tls: Option<TlsServer>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             authority,
+            tls,
             store: Mutex::new(store),
             framer: Framer::new(config.frame_limits()),
             config,
@@ -58,6 +67,10 @@ impl Handler for Shared {
 
     fn authority(&self) -> &Authority {
         &self.authority
+    }
+
+    fn tls(&self) -> Option<&TlsServer> {
+        self.tls.as_ref()
     }
 
     fn preauth_frame_bytes_max(&self) -> usize {

@@ -81,6 +81,10 @@ pub struct GslConfig {
     /// comes from `policy_nameservers` (required then: the GSL knows no nameserver of its
     /// own). Default: off.
     pub security: auth::SecuritySettings,
+    /// TLS on the listener and on the GSL's own connections (the `[tls]` table,
+    /// docs/ARCHITECTURE.md §4.6): a verified client certificate names its caller. Default
+    /// none: plaintext.
+    pub tls: Option<tls::TlsSettings>,
 }
 
 impl Default for GslConfig {
@@ -97,6 +101,7 @@ impl Default for GslConfig {
             partial_frame_bytes_max: svc::limits::PARTIAL_FRAME_BYTES_MAX_DEFAULT,
             connections_per_ip_max: svc::limits::CONNECTIONS_PER_IP_MAX_DEFAULT,
             security: auth::SecuritySettings::default(),
+            tls: None,
         }
     }
 }

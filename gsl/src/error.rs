@@ -94,6 +94,9 @@ pub enum GslError {
     /// The `[security]` settings cannot be used, or the server would be exposed.
     #[error(transparent)]
     Security(auth::settings::SettingsError),
+    /// The `[tls]` settings cannot be used (a missing setting, an unreadable file).
+    #[error("TLS settings ([tls])")]
+    Tls(#[source] tls::TlsError),
 }
 
 svc::server_error!(GslError);

@@ -51,15 +51,30 @@ pub(crate) async fn serve(
         .authority("gsl")
         .map_err(GslError::Security)?;
     let token = config.security.token().map_err(GslError::Security)?;
+    let tls_server = config
+        .tls
+        .as_ref()
+        .map(svc::stream::TlsServer::new)
+        .transpose()
+        .map_err(GslError::Tls)?;
+    // The policy comes from the nameservers over TLS when this GSL has TLS (and asks).
+    let tls_client = config
+        .tls
+        .as_ref()
+        .filter(|_| authority.is_enabled())
+        .map(svc::rpc::TlsClient::new)
+        .transpose()
+        .map_err(GslError::Tls)?;
     let _policy = svc::policy::PolicyFollower::start(
         &authority,
         svc::policy::PolicySource {
             nameservers: config.security.policy_nameservers.clone(),
             token,
+            tls: tls_client,
             refresh: std::time::Duration::from_millis(config.security.policy_refresh_ms),
         },
     );
-    let shared = Shared::new(config, store, authority);
+    let shared = Shared::new(config, store, authority, tls_server);
     let (stop_tx, _) = watch::channel(false);
     let limits = shared.config.server_limits();
     svc::server::serve(listener, local_addr, shared, limits, stop_tx, shutdown).await;

@@ -159,14 +159,14 @@ impl NameserverArgs {
 /// Logging is the caller's to set up.
 pub fn cli_main(args: &NameserverArgs) -> Result<(), NameserverError> {
     let config = args.to_config()?;
-    // TLS for the control servers is not built yet: a non-loopback nameserver runs only with
-    // --insecure (docs/ARCHITECTURE.md §9).
+    // A non-loopback nameserver needs [security] and [tls], or --insecure
+    // (docs/ARCHITECTURE.md §9.5).
     config
         .security
         .check_exposure(
             "the nameserver",
             &config.listen_addr.ip().to_string(),
-            false,
+            config.tls.is_some(),
             args.insecure,
         )
         .map_err(NameserverError::Security)?;

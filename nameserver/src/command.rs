@@ -17,6 +17,9 @@ use protocol::control::{
 use protocol::frame::Framer;
 use svc::connection::{Answer, Caller, Handler};
 
+use svc::rpc::TlsClient;
+use svc::stream::TlsServer;
+
 use crate::config::NameserverConfig;
 use crate::registry::{Registered, Registry, Timestamp};
 
@@ -34,6 +37,16 @@ pub(crate) struct Shared {
     /// This nameserver's own token (`security.token_file`), for the `QueueRole`s its
     /// controller sends to brokers.
     token: Option<String>,
+    tls: Tls,
+}
+
+/// The nameserver's TLS sides, when `[tls]` is set.
+#[derive(Default)]
+pub(crate) struct Tls {
+    /// On the listener.
+    pub(crate) server: Option<TlsServer>,
+    /// On the queue roles the controller sends brokers.
+    pub(crate) client: Option<TlsClient>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -51,6 +64,7 @@ impl Shared {
         controller: Option<Arc<controller::Controller>>,
         authority: Authority,
         token: Option<String>,
+        tls: Tls,
     ) -> Arc<Self> {
         Arc::new(Self {
             registry: Mutex::new(Registry::new(config.broker_expiry())),
@@ -60,7 +74,13 @@ impl Shared {
             authority,
             policy_write: Mutex::new(()),
             token,
+            tls,
         })
+    }
+
+    /// TLS for the nameserver's own connections (to brokers), when `[tls]` is set.
+    pub(crate) fn tls_client(&self) -> Option<TlsClient> {
+        self.tls.client.clone()
     }
 
     /// This nameserver's own token, if it has one.
@@ -89,6 +109,10 @@ impl Handler for Shared {
 
     fn authority(&self) -> &Authority {
         &self.authority
+    }
+
+    fn tls(&self) -> Option<&TlsServer> {
+        self.tls.server.as_ref()
     }
 
     fn preauth_frame_bytes_max(&self) -> usize {

@@ -101,6 +101,10 @@ pub struct NameserverConfig {
     /// docs/ARCHITECTURE.md §9). The nameserver keeps the policy (`policy_file`) and serves
     /// it to every other process. Default: off.
     pub security: auth::SecuritySettings,
+    /// TLS on the listener and on the nameserver's own connections (the queue roles its
+    /// controller sends brokers): the `[tls]` table, docs/ARCHITECTURE.md §4.6. A verified
+    /// client certificate names its caller. Default none: plaintext.
+    pub tls: Option<tls::TlsSettings>,
 }
 
 /// Default interval of the controller's reconciliation (roles sent, elections, in-sync
@@ -209,6 +213,7 @@ impl Default for NameserverConfig {
             connections_per_ip_max: CONNECTIONS_PER_IP_MAX_DEFAULT,
             controller: None,
             security: auth::SecuritySettings::default(),
+            tls: None,
         }
     }
 }

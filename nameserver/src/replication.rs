@@ -153,7 +153,14 @@ async fn round(shared: &Shared, ctl: &Controller) {
         let Some(target) = endpoint(&broker, &assignment.topic, assignment.queue_id) else {
             continue;
         };
-        send(target, broker, assignment, shared.token()).await;
+        send(
+            target,
+            broker,
+            assignment,
+            shared.token(),
+            shared.tls_client(),
+        )
+        .await;
     }
     for (topic, queue) in plan.elect {
         let Some(q) = state.queue(&topic, queue) else {
@@ -206,7 +213,13 @@ async fn round(shared: &Shared, ctl: &Controller) {
 }
 
 /// Sends one `QueueRole` (blocking socket on the blocking pool; the answer is logged).
-async fn send(target: String, broker: String, assignment: QueueAssignment, token: Option<String>) {
+async fn send(
+    target: String,
+    broker: String,
+    assignment: QueueAssignment,
+    token: Option<String>,
+    tls: Option<svc::rpc::TlsClient>,
+) {
     let body = match control::encode(&assignment) {
         Ok(body) => body,
         Err(e) => {
@@ -219,8 +232,12 @@ async fn send(target: String, broker: String, assignment: QueueAssignment, token
         assignment.queue_id, assignment.topic, assignment.epoch
     );
     let sent = tokio::task::spawn_blocking(move || {
-        let mut connection =
-            svc::rpc::Connection::connect_as(&target, token.as_deref(), SEND_TIMEOUT)?;
+        let mut connection = svc::rpc::Connection::connect_with(
+            &target,
+            token.as_deref(),
+            tls.as_ref(),
+            SEND_TIMEOUT,
+        )?;
         connection
             .call(Wire::QueueRole, &body, SEND_TIMEOUT)
             .map(drop)

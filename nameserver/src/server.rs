@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
-use crate::command::Shared;
+use crate::command::{Shared, Tls};
 use crate::config::NameserverConfig;
 use crate::error::NameserverError;
 
@@ -78,7 +78,23 @@ pub async fn run(
         }
         None => None,
     };
-    let shared = Shared::new(config, controller.clone(), authority, token);
+    let tls = Tls {
+        server: config
+            .tls
+            .as_ref()
+            .map(svc::stream::TlsServer::new)
+            .transpose()
+            .map_err(NameserverError::Tls)?,
+        // Only the controller's queue roles go out, to brokers that then speak TLS too.
+        client: config
+            .tls
+            .as_ref()
+            .filter(|_| controller.is_some())
+            .map(svc::rpc::TlsClient::new)
+            .transpose()
+            .map_err(NameserverError::Tls)?,
+    };
+    let shared = Shared::new(config, controller.clone(), authority, token, tls);
     let (stop_tx, stop_rx) = watch::channel(false);
     let sweeper = tokio::spawn(sweep(Arc::clone(&shared), stop_rx.clone()));
     let reconciler = controller

@@ -73,6 +73,8 @@ impl AppState {
                 nameservers: config.security.policy_sources(&config.nameservers).to_vec(),
                 token: bus_token.clone(),
                 refresh: Duration::from_millis(config.security.policy_refresh_ms),
+                // The proxy reaches the bus in plaintext for now (no [tls] on the proxy yet).
+                tls: None,
             },
         );
         let (webhooks, stored) = Webhooks::open(&config, bus_token.clone())?;

@@ -45,6 +45,9 @@ impl<'a> AreaBrokers<'a> {
         if let Some(token) = config.security.token().map_err(|e| e.to_string())? {
             client_config = client_config.with_token(token);
         }
+        if let Some(tls) = &config.tls {
+            client_config = client_config.with_tls(tls.clone());
+        }
         let client = Client::new(client_config).map_err(|e| format!("area {area}: {e}"))?;
         Ok(Self {
             area,

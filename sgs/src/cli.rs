@@ -56,6 +56,7 @@ pub fn cli_main(args: &SgsArgs) -> Result<(), SgsError> {
             &config.security,
             "the SGS",
             &config.listen_addr.ip().to_string(),
+            config.tls.is_some(),
         )
         .map_err(SgsError::Security)?;
     svc::signal::run_until_terminated(config.listen_addr, move |listener, shutdown| {

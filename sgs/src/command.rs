@@ -23,6 +23,7 @@ use protocol::control::{
 use protocol::frame::Framer;
 use protocol::names::{ServiceId, Topic};
 use svc::connection::{Answer, Caller, Handler};
+use svc::stream::TlsServer;
 
 use crate::brokers::AreaBrokers;
 use crate::config::{QUEUE_COUNT_MAX, SgsConfig};
@@ -41,12 +42,20 @@ pub(crate) struct Shared {
     pub(crate) config: Arc<SgsConfig>,
     pub(crate) framer: Framer,
     authority: Authority,
+    /// TLS on the listener, when `[tls]` is set.
+    tls: Option<TlsServer>,
 }
 
 impl Shared {
-    pub(crate) fn new(config: SgsConfig, store: Store, authority: Authority) -> Arc<Self> {
+    pub(crate) fn new(
+        config: SgsConfig,
+        store: Store,
+        authority: Authority,
+        tls: Option<TlsServer>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             authority,
+            tls,
             store: Mutex::new(store),
             operations: tokio::sync::Mutex::new(()),
             framer: Framer::new(config.frame_limits()),
@@ -76,6 +85,10 @@ impl Handler for Shared {
     /// too, so an operation is never cut off half-way by a clean stop.
     fn authority(&self) -> &Authority {
         &self.authority
+    }
+
+    fn tls(&self) -> Option<&TlsServer> {
+        self.tls.as_ref()
     }
 
     fn preauth_frame_bytes_max(&self) -> usize {

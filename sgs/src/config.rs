@@ -131,6 +131,10 @@ pub struct SgsConfig {
     /// the brokers, updates to GSL). The policy comes from `policy_nameservers`, else every
     /// area's nameservers. Default: off.
     pub security: auth::SecuritySettings,
+    /// TLS on the listener and on the SGS's own connections to the GSL, the nameservers and
+    /// the brokers (the `[tls]` table, docs/ARCHITECTURE.md §4.6): a verified client
+    /// certificate names its caller. Default none: plaintext.
+    pub tls: Option<tls::TlsSettings>,
 }
 
 impl Default for SgsConfig {
@@ -156,6 +160,7 @@ impl Default for SgsConfig {
             connections_per_ip_max: svc::limits::CONNECTIONS_PER_IP_MAX_DEFAULT,
             areas: BTreeMap::new(),
             security: auth::SecuritySettings::default(),
+            tls: None,
         }
     }
 }

@@ -89,8 +89,16 @@ fn push_one(config: &SgsConfig, endpoint: &str, bodies: &[Vec<u8>]) -> Result<()
         .security
         .token()
         .map_err(|e| (e.to_string(), false))?;
-    let mut connection = Connection::connect_as(endpoint, token.as_deref(), timeout)
-        .map_err(|e| (e.to_string(), true))?;
+    // Built at each push, like the token, so replaced certificate files take effect.
+    let tls = config
+        .tls
+        .as_ref()
+        .map(svc::rpc::TlsClient::new)
+        .transpose()
+        .map_err(|e| (svc::server::Chain(&e).to_string(), false))?;
+    let mut connection =
+        Connection::connect_with(endpoint, token.as_deref(), tls.as_ref(), timeout)
+            .map_err(|e| (svc::server::Chain(&e).to_string(), true))?;
     for body in bodies {
         connection
             .call(Command::GslUpdate, body, timeout)

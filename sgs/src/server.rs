@@ -59,15 +59,28 @@ pub(crate) async fn serve(
         .values()
         .flat_map(|area| area.nameservers.iter().cloned())
         .collect();
+    let tls_server = config
+        .tls
+        .as_ref()
+        .map(svc::stream::TlsServer::new)
+        .transpose()
+        .map_err(SgsError::Tls)?;
+    let tls_client = config
+        .tls
+        .as_ref()
+        .map(svc::rpc::TlsClient::new)
+        .transpose()
+        .map_err(SgsError::Tls)?;
     let _policy = svc::policy::PolicyFollower::start(
         &authority,
         svc::policy::PolicySource {
             nameservers: config.security.policy_sources(&own).to_vec(),
             token,
+            tls: tls_client,
             refresh: std::time::Duration::from_millis(config.security.policy_refresh_ms),
         },
     );
-    let shared = Shared::new(config, store, authority);
+    let shared = Shared::new(config, store, authority, tls_server);
     let (stop_tx, stop_rx) = watch::channel(false);
     let syncer = tokio::spawn(sync_gsl(Arc::clone(&shared), stop_rx.clone()));
     let limits = shared.config.server_limits();

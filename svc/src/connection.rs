@@ -45,11 +45,12 @@ use protocol::frame::{
     FrameError, FrameHeader, FrameMeta, Framer, HEADER_LEN, MAGIC, encode_frame, flag,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::admission::Admission;
 use crate::inbound::Inbound;
+use crate::stream::{Stream, TlsServer};
+
 /// Answers are written once this many bytes are pending, even mid-batch, so a peer
 /// pipelining requests without reading cannot grow the write buffer without bound.
 const WRITE_BATCH_MAX: usize = 256 << 10;
@@ -174,6 +175,12 @@ pub trait Handler: Send + Sync + 'static {
         &OPEN
     }
 
+    /// The server's TLS side, when its `[tls]` table is set: every connection then runs the
+    /// handshake before its first frame. Default: plaintext.
+    fn tls(&self) -> Option<&TlsServer> {
+        None
+    }
+
     /// Largest frame accepted before the connection authenticated (security on only).
     fn preauth_frame_bytes_max(&self) -> usize {
         auth::settings::PREAUTH_FRAME_BYTES_MAX_DEFAULT as usize
@@ -282,21 +289,26 @@ pub fn error_body(status: Status, message: String) -> Vec<u8> {
     })
 }
 
-/// Serves one connection until the peer closes it, a fault closes it, it idles past the
-/// timeout, a frame misses its deadline, or `shutdown` changes.
+/// Serves one connection of `caller` (anonymous, or named by its TLS certificate) until the
+/// peer closes it, a fault closes it, it idles past the timeout, a frame misses its
+/// deadline, or `shutdown` changes.
 pub async fn serve<H: Handler>(
     handler: Arc<H>,
-    mut stream: TcpStream,
-    peer: SocketAddr,
+    mut stream: Stream,
+    caller: Caller,
     admission: Arc<Admission>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    debug!("connection from {peer}");
+    let peer = caller.peer();
+    match caller.principal() {
+        Some(principal) => debug!("connection from {peer}, certificate of {principal}"),
+        None => debug!("connection from {peer}"),
+    }
     let frame_timeout = admission.limits().frame_timeout;
     let mut connection = Connection {
         handler,
         peer,
-        caller: Caller::anonymous(peer),
+        caller,
         inbound: Inbound::new(Instant::now() + frame_timeout),
         admission,
         out: Vec::new(),
@@ -338,7 +350,7 @@ enum Next {
 impl<H: Handler> Connection<H> {
     async fn run(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut Stream,
         shutdown: &mut watch::Receiver<bool>,
     ) -> std::io::Result<()> {
         let idle_timeout = self.handler.idle_timeout();
@@ -455,7 +467,7 @@ impl<H: Handler> Connection<H> {
     }
 
     /// Answers every complete frame in the buffer.
-    async fn answer_buffered(&mut self, stream: &mut TcpStream) -> std::io::Result<Next> {
+    async fn answer_buffered(&mut self, stream: &mut Stream) -> std::io::Result<Next> {
         let mut answered = 0;
         loop {
             let framer = self.handler.framer();
@@ -666,10 +678,16 @@ impl<H: Handler> Connection<H> {
     /// Writes the pending answers. A peer that does not read its answers gets
     /// `frame_timeout` to start, else the connection closes: it would otherwise hold its
     /// slot and output buffer for as long as it liked.
-    async fn flush(&mut self, stream: &mut TcpStream) -> std::io::Result<()> {
+    async fn flush(&mut self, stream: &mut Stream) -> std::io::Result<()> {
         if !self.out.is_empty() {
             let frame_timeout = self.admission.limits().frame_timeout;
-            tokio::time::timeout(frame_timeout, stream.write_all(&self.out))
+            // Over TLS, rustls may keep sealed records when the socket was full: the flush
+            // sends them (a no-op on plain TCP).
+            let write = async {
+                stream.write_all(&self.out).await?;
+                stream.flush().await
+            };
+            tokio::time::timeout(frame_timeout, write)
                 .await
                 .map_err(|_| {
                     std::io::Error::new(

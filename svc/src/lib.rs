@@ -9,6 +9,7 @@
 //! - [`rpc`]: a blocking request/response connection over `protocol` frames.
 //! - [`signal`]: running a server in the foreground until SIGTERM or SIGINT.
 //! - [`server`]: the accept loop: connection limit, accept-error backoff, shutdown.
+//! - [`stream`]: plain TCP or TLS under the frame loop, and the server's TLS handshake.
 //! - [`config`]: settings from a TOML file and flags, and the frame limits every server checks.
 //! - [`error`]: [`server_error!`], a server's error type as the traits here need it.
 //! - [`limits`]: the limits against hostile clients (frame deadline, partial-frame memory,
@@ -31,3 +32,4 @@ pub mod rpc;
 pub mod security;
 pub mod server;
 pub mod signal;
+pub mod stream;

@@ -13,7 +13,7 @@ use log::{info, warn};
 use protocol::codes::Command;
 use protocol::control::{self, PolicyDocument, PolicyGet};
 
-use crate::rpc::Connection;
+use crate::rpc::{Connection, TlsClient};
 
 /// Longest wait for a nameserver's answer.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
@@ -25,6 +25,8 @@ pub struct PolicySource {
     pub nameservers: Vec<String>,
     /// This process's token.
     pub token: Option<String>,
+    /// TLS to the nameservers, when this process has `[tls]`.
+    pub tls: Option<TlsClient>,
     /// How often to ask.
     pub refresh: Duration,
 }
@@ -106,7 +108,7 @@ fn refresh(
     connections: &mut [Option<Connection>],
 ) -> bool {
     for (nameserver, connection) in source.nameservers.iter().zip(connections) {
-        match fetch(authority, nameserver, source.token.as_deref(), connection) {
+        match fetch(authority, nameserver, source, connection) {
             Ok(Some(policy)) => {
                 authority.install(policy);
                 return true;
@@ -124,13 +126,14 @@ fn refresh(
 fn fetch(
     authority: &Authority,
     nameserver: &str,
-    token: Option<&str>,
+    source: &PolicySource,
     connection: &mut Option<Connection>,
 ) -> Result<Option<Policy>, String> {
     if connection.is_none() {
-        *connection = Some(
-            Connection::connect_as(nameserver, token, CALL_TIMEOUT).map_err(|e| e.to_string())?,
-        );
+        let token = source.token.as_deref();
+        let connected =
+            Connection::connect_with(nameserver, token, source.tls.as_ref(), CALL_TIMEOUT);
+        *connection = Some(connected.map_err(|e| crate::server::Chain(&e).to_string())?);
     }
     let Some(conn) = connection.as_mut() else {
         unreachable!("connected above")

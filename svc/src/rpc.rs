@@ -1,11 +1,17 @@
 //! A blocking request/response connection to a control server (GSL, SGS), over the frames
 //! of `protocol`: one call at a time, each waiting for the response with its request id.
 //!
+//! With a [`TlsClient`] the connection runs the TLS handshake first (rustls's blocking
+//! `StreamOwned`: one call at a time needs no sharing of its state).
+//!
 //! (The client SDK's connection pool is the long-term home of these calls.)
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tls::rustls::{self, ClientConnection, StreamOwned};
 
 use bytes::BytesMut;
 use protocol::codes::{Command, Status};
@@ -37,6 +43,26 @@ pub enum RpcError {
         /// The server's detail, from its `ErrorReply`.
         message: String,
     },
+    /// The TLS handshake failed, or the server refused the certificate, or a record was bad.
+    #[error("{endpoint}: TLS{hint}")]
+    Tls {
+        /// The peer, `host:port`.
+        endpoint: String,
+        /// A hint when the cause is plain (the peer does not speak TLS), else empty.
+        hint: &'static str,
+        /// rustls's reason.
+        #[source]
+        source: rustls::Error,
+    },
+    /// The TLS settings are unusable (a file, a setting, the server name).
+    #[error("TLS settings for {endpoint}")]
+    TlsConfig {
+        /// The peer, `host:port`.
+        endpoint: String,
+        /// What is wrong, naming the setting or the file.
+        #[source]
+        source: tls::TlsError,
+    },
     /// The peer sent something that is not a valid answer.
     #[error("{endpoint}: protocol violation: {reason}")]
     Protocol {
@@ -57,11 +83,151 @@ impl RpcError {
     }
 }
 
+/// What a process needs to open TLS connections to control servers: the rustls client
+/// configuration built once from its `[tls]` table, and the settings (for the server name).
+#[derive(Clone)]
+pub struct TlsClient {
+    config: Arc<rustls::ClientConfig>,
+    settings: tls::TlsSettings,
+}
+
+impl std::fmt::Debug for TlsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsClient")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsClient {
+    /// A client trusting servers signed by `ca` and presenting the process's own
+    /// certificate ([`tls::TlsSettings::client_identity`]); fails naming what is wrong.
+    pub fn new(settings: &tls::TlsSettings) -> Result<Self, tls::TlsError> {
+        Ok(Self {
+            config: tls::client_config(settings)?,
+            settings: settings.clone(),
+        })
+    }
+
+    /// Runs the handshake with `endpoint` over `socket` within `deadline`.
+    fn handshake(
+        &self,
+        endpoint: &str,
+        mut socket: TcpStream,
+        deadline: Instant,
+    ) -> Result<StreamOwned<ClientConnection, TcpStream>, RpcError> {
+        let config_error = |source| RpcError::TlsConfig {
+            endpoint: endpoint.to_owned(),
+            source,
+        };
+        let name = tls::server_name(&self.settings, endpoint).map_err(config_error)?;
+        let mut tls = ClientConnection::new(self.config.clone(), name)
+            .map_err(|source| tls_error(endpoint, source))?;
+        let io = |source| RpcError::Io {
+            endpoint: endpoint.to_owned(),
+            source,
+        };
+        while tls.is_handshaking() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io(std::io::ErrorKind::TimedOut.into()));
+            }
+            socket
+                .set_read_timeout(Some(left))
+                .and_then(|()| socket.set_write_timeout(Some(left)))
+                .map_err(io)?;
+            if let Err(e) = tls.complete_io(&mut socket) {
+                return Err(match rustls_cause(&e) {
+                    Some(cause) => tls_error(endpoint, cause.clone()),
+                    None if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        io(std::io::ErrorKind::TimedOut.into())
+                    }
+                    None => io(e),
+                });
+            }
+        }
+        Ok(StreamOwned::new(tls, socket))
+    }
+}
+
+/// A TLS failure with `endpoint`, with a hint when the peer plainly does not speak TLS.
+fn tls_error(endpoint: &str, source: rustls::Error) -> RpcError {
+    let hint = match source {
+        rustls::Error::InvalidMessage(_) => " (the server does not speak TLS: is its [tls] set?)",
+        _ => "",
+    };
+    RpcError::Tls {
+        endpoint: endpoint.to_owned(),
+        hint,
+        source,
+    }
+}
+
+/// The rustls error an IO error from a rustls stream carries, if any.
+fn rustls_cause(e: &std::io::Error) -> Option<&rustls::Error> {
+    e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>())
+}
+
+/// The connection's bytes: plain TCP or TLS over it.
+enum Transport {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Plain(_) => "Plain",
+            Self::Tls(_) => "Tls",
+        })
+    }
+}
+
+impl Transport {
+    fn socket(&self) -> &TcpStream {
+        match self {
+            Self::Plain(socket) => socket,
+            Self::Tls(tls) => tls.get_ref(),
+        }
+    }
+
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        self.socket().set_read_timeout(timeout)
+    }
+
+    fn set_write_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        self.socket().set_write_timeout(timeout)
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Plain(socket) => socket.read(buf),
+            Self::Tls(tls) => match tls.read(buf) {
+                // The server closed without close_notify: frames delimit themselves, so the
+                // framer judges what came; either way the stream ended.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(0),
+                other => other,
+            },
+        }
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Self::Plain(socket) => socket.write_all(bytes),
+            Self::Tls(tls) => tls.write_all(bytes).and_then(|()| tls.flush()),
+        }
+    }
+}
+
+/// The first bytes of a TLS alert record (content type 21, version 3.x): what a TLS server
+/// answers a plaintext request with.
+const TLS_ALERT_PREFIX: [u8; 2] = [0x15, 0x03];
+
 /// One connection to a control server.
 #[derive(Debug)]
 pub struct Connection {
     endpoint: String,
-    stream: TcpStream,
+    stream: Transport,
     framer: Framer,
     buf: BytesMut,
     next_request_id: u64,
@@ -71,6 +237,16 @@ impl Connection {
     /// Connects to `endpoint` (`host:port`), trying each address it resolves to within
     /// `timeout`.
     pub fn connect(endpoint: &str, timeout: Duration) -> Result<Self, RpcError> {
+        Self::connect_tls(endpoint, None, timeout)
+    }
+
+    /// Connects to `endpoint` and, with `tls`, runs the TLS handshake, all within `timeout`.
+    pub fn connect_tls(
+        endpoint: &str,
+        tls: Option<&TlsClient>,
+        timeout: Duration,
+    ) -> Result<Self, RpcError> {
+        let deadline = Instant::now() + timeout;
         let io = |source| RpcError::Io {
             endpoint: endpoint.to_owned(),
             source,
@@ -81,6 +257,12 @@ impl Connection {
                 Ok(stream) => {
                     // One small request at a time: Nagle would only delay it.
                     stream.set_nodelay(true).map_err(io)?;
+                    let stream = match tls {
+                        Some(tls) => {
+                            Transport::Tls(Box::new(tls.handshake(endpoint, stream, deadline)?))
+                        }
+                        None => Transport::Plain(stream),
+                    };
                     return Ok(Self {
                         endpoint: endpoint.to_owned(),
                         stream,
@@ -102,7 +284,19 @@ impl Connection {
         token: Option<&str>,
         timeout: Duration,
     ) -> Result<Self, RpcError> {
-        let mut connection = Self::connect(endpoint, timeout)?;
+        Self::connect_with(endpoint, token, None, timeout)
+    }
+
+    /// Connects to `endpoint`, over TLS with `tls` (presenting the process's certificate,
+    /// which names its principal to a server that verifies it), and, when `token` is
+    /// given, authenticates with it.
+    pub fn connect_with(
+        endpoint: &str,
+        token: Option<&str>,
+        tls: Option<&TlsClient>,
+        timeout: Duration,
+    ) -> Result<Self, RpcError> {
+        let mut connection = Self::connect_tls(endpoint, tls, timeout)?;
         if let Some(token) = token {
             connection.authenticate(token, timeout)?;
         }
@@ -184,6 +378,12 @@ impl Connection {
             match self.framer.split_frame(&mut self.buf) {
                 Ok(Some(frame)) => return Ok(frame),
                 Ok(None) => {}
+                Err(e) if self.buf.starts_with(&TLS_ALERT_PREFIX) => {
+                    return Err(self.protocol(format!(
+                        "{e}: the answer is a TLS alert, so the server speaks TLS: set [tls] \
+                         (its ca, and a certificate if it demands one)"
+                    )));
+                }
                 Err(e) => return Err(self.protocol(e.to_string())),
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -206,7 +406,14 @@ impl Connection {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     return Err(self.io(std::io::ErrorKind::TimedOut.into()));
                 }
-                Err(e) => return Err(self.io(e)),
+                Err(e) => {
+                    return Err(match rustls_cause(&e) {
+                        // A refused client certificate arrives as an alert after the client's
+                        // side of a TLS 1.3 handshake finished: in answer to the first call.
+                        Some(cause) => tls_error(&self.endpoint, cause.clone()),
+                        None => self.io(e),
+                    });
+                }
             }
         }
     }

@@ -45,14 +45,15 @@ impl SecurityArgs {
         }
     }
 
-    /// Refuses to let `process` listen on `address` unprotected (TLS is not yet available to
-    /// the control servers, so a non-loopback address needs `--insecure`).
+    /// Refuses to let `process` listen on `address` unprotected: a non-loopback address
+    /// needs authentication and `tls` (the server's `[tls]` is set), or `--insecure`.
     pub fn check_exposure(
         &self,
         settings: &SecuritySettings,
         process: &str,
         address: &str,
+        tls: bool,
     ) -> Result<(), SettingsError> {
-        settings.check_exposure(process, address, false, self.insecure)
+        settings.check_exposure(process, address, tls, self.insecure)
     }
 }

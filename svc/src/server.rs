@@ -1,22 +1,24 @@
 //! The accept loop of a control server (nameserver, GSL, SGS): the connection limits (overall
 //! and per peer address, see [`crate::admission`]), the backoff on accept errors and shutdown.
-//! Each connection runs [`crate::connection::serve`] with the server's [`Handler`].
+//! Each connection runs [`crate::connection::serve`] with the server's [`Handler`], after
+//! the TLS handshake when the server has TLS ([`Handler::tls`], [`crate::stream`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use log::{error, info, warn};
-use tokio::net::TcpListener;
+use log::{Level, error, info, warn};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
 use crate::admission::Admission;
-use crate::connection::{self, Handler};
+use crate::connection::{self, Caller, Handler};
 use crate::limits::Limits;
 use crate::loglimit;
+use crate::stream::Stream;
 
 /// Pause after an accept error that is not about one connection (out of file descriptors,
 /// out of memory), so the loop does not spin while the condition lasts.
@@ -79,7 +81,11 @@ pub async fn serve_with<H: Handler>(
                     let admission = Arc::clone(&admission);
                     let stop = stop.subscribe();
                     connections.spawn(async move {
-                        connection::serve(handler, stream, peer, admission, stop).await;
+                        if let Some((stream, caller)) =
+                            open(&*handler, stream, peer, &admission).await
+                        {
+                            connection::serve(handler, stream, caller, admission, stop).await;
+                        }
                         drop(admitted);
                     });
                 }
@@ -100,6 +106,48 @@ pub async fn serve_with<H: Handler>(
     let _ = stop.send(true);
     while let Some(done) = connections.join_next().await {
         log_panic(H::NAME, done);
+    }
+}
+
+/// The connection's stream and caller: plaintext and anonymous, or after the TLS handshake
+/// (bounded by the frame timeout) with the certificate's principal. `None` when the
+/// handshake failed, which is logged (rate-limited) and closes the connection.
+async fn open<H: Handler>(
+    handler: &H,
+    stream: TcpStream,
+    peer: SocketAddr,
+    admission: &Admission,
+) -> Option<(Stream, Caller)> {
+    let Some(tls) = handler.tls() else {
+        return Some((Stream::Plain(stream), Caller::anonymous(peer)));
+    };
+    match tls
+        .accept(stream, peer, admission.limits().frame_timeout)
+        .await
+    {
+        Ok(opened) => Some(opened),
+        Err(e) => {
+            admission.log_fault(
+                Level::Info,
+                format_args!("{}: closing connection from {peer}: {}", H::NAME, Chain(&e)),
+            );
+            None
+        }
+    }
+}
+
+/// An error and its causes on one line, each once: `a: b: c`.
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
     }
 }
 

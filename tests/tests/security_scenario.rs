@@ -674,7 +674,11 @@ fn replication_and_the_controller_work_with_security_on() {
 #[test]
 fn a_client_certificate_names_the_principal_the_acl_checks() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = tls::dev::generate(&dir.path().join("certs"), &["admin", "app", "carol"]).unwrap();
+    let certs = tls::dev::generate(
+        &dir.path().join("certs"),
+        &["admin", "app", "carol", "broker"],
+    )
+    .unwrap();
     let (policy, tokens, broker_token) = policy();
     let policy_file = dir.path().join("policy.json");
     std::fs::write(&policy_file, policy.to_json()).unwrap();
@@ -683,17 +687,19 @@ fn a_client_certificate_names_the_principal_the_acl_checks() {
     let nameserver = start_nameserver(|c| {
         c.security.enabled = true;
         c.security.policy_file = Some(policy_file.clone());
+        c.tls = Some(certs.server_settings());
     });
     let mut config = broker_config("broker-a", 1, &dir.path().join("broker"), &nameserver);
     config.security.enabled = true;
     config.security.token_file = Some(broker_token_file);
     config.security.audit_log = Some(dir.path().join("broker-audit.log"));
-    config.tls = Some(certs.server_settings());
+    // The broker presents its `broker` certificate to the nameserver.
+    config.tls = Some(certs.server_settings_as("broker"));
     let broker = start_broker(config);
     let endpoint = defibus_tests::endpoint(broker.shard_ports()[0]);
 
-    // Every client presents a certificate to the broker and its token to the nameserver,
-    // which takes no TLS yet.
+    // Every client presents its certificate to the nameserver and the broker; the token it
+    // also holds is not sent where a certificate names it.
     let client_for = |principal: &str, token: &str| {
         let config = ClientConfig::new([nameserver.local_addr().to_string()], AREA)
             .unwrap()
@@ -711,8 +717,7 @@ fn a_client_certificate_names_the_principal_the_acl_checks() {
         Admin::new(&admin).topic_route(TOPIC).is_ok()
     });
 
-    // app's certificate (the nameserver still takes its token) produces: the broker took the
-    // certificate's principal, not a token.
+    // app's certificate produces: the broker took the certificate's principal.
     let app = client_for("app", &tokens.app);
     retry_until("app produces over mutual TLS", WAIT, || {
         send(&app, "by certificate")

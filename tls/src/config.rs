@@ -94,24 +94,38 @@ pub fn client_config(settings: &TlsSettings) -> Result<Arc<ClientConfig>, TlsErr
             source,
         })?
         .with_root_certificates(load_roots(ca)?);
-    let config = match (settings.cert.as_deref(), settings.key.as_deref()) {
+    let identity = settings.client_identity();
+    let (cert_field, key_field) = identity.fields;
+    let config = match (identity.cert, identity.key) {
         (None, None) => builder.with_no_client_auth(),
         (Some(cert), Some(key)) => builder
-            .with_client_auth_cert(load_certs("cert", cert)?, load_key(key)?)
+            .with_client_auth_cert(load_certs(cert_field, cert)?, load_key_as(key_field, key)?)
             .map_err(|source| TlsError::Rustls {
-                what: format!("tls.cert {} with tls.key {}", cert.display(), key.display()),
+                what: format!(
+                    "tls.{cert_field} {} with tls.{key_field} {}",
+                    cert.display(),
+                    key.display()
+                ),
                 source,
             })?,
         (Some(_), None) => {
             return Err(TlsError::Missing {
-                field: "key",
-                why: "when tls.cert is set",
+                field: key_field,
+                why: if key_field == "key" {
+                    "when tls.cert is set"
+                } else {
+                    "when tls.client_cert is set"
+                },
             });
         }
         (None, Some(_)) => {
             return Err(TlsError::Missing {
-                field: "cert",
-                why: "when tls.key is set",
+                field: cert_field,
+                why: if cert_field == "cert" {
+                    "when tls.key is set"
+                } else {
+                    "when tls.client_key is set"
+                },
             });
         }
     };
@@ -186,14 +200,19 @@ fn load_certs(field: &'static str, path: &Path) -> Result<Vec<CertificateDer<'st
 
 /// The first private key of a PEM file.
 fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let pem = read("key", path)?;
+    load_key_as("key", path)
+}
+
+/// The first private key of a PEM file named by setting `field`.
+fn load_key_as(field: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = read(field, path)?;
     PrivateKeyDer::from_pem_slice(&pem).map_err(|source| {
         let (what, source) = match source {
             rustls_pki_types::pem::Error::NoItemsFound => ("no PRIVATE KEY section", None),
             other => ("not valid PEM", Some(other)),
         };
         TlsError::Pem {
-            field: "key",
+            field,
             path: path.to_path_buf(),
             what: what.into(),
             source,
@@ -285,6 +304,34 @@ mod tests {
         assert_eq!(
             principal_of_first(server_cert).as_deref(),
             Some("defibus-server")
+        );
+    }
+
+    #[test]
+    fn a_server_process_connects_out_with_its_client_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dev::generate(dir.path(), &["broker"]).unwrap();
+        let server = server_config(&certs.server_settings()).unwrap();
+        // The broker's own [tls]: it serves with server.pem and presents broker.pem.
+        let broker = certs.server_settings_as("broker");
+        let (_, server) = handshake(client_config(&broker).unwrap(), server.clone()).unwrap();
+        let peer = server.peer_certificates().unwrap();
+        assert_eq!(principal_of_first(peer).as_deref(), Some("broker"));
+        // Without client_cert it presents server.pem, which lacks the client-auth usage.
+        let err = handshake(
+            client_config(&certs.server_settings()).unwrap(),
+            server_config(&certs.server_settings()).unwrap(),
+        )
+        .unwrap_err();
+        assert!(format!("{err:?}").contains("Purpose"), "{err:?}");
+        let half = TlsSettings {
+            client_key: None,
+            ..broker
+        };
+        let err = client_config(&half).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "tls.client_key is required when tls.client_cert is set"
         );
     }
 

@@ -268,6 +268,19 @@ impl DevCerts {
         TlsSettings::server(&self.server_cert, &self.server_key, &self.ca)
     }
 
+    /// Settings for a server process that also connects to other servers as `principal`
+    /// (a broker, the SGS): it serves with the server certificate and presents
+    /// `principal`'s client certificate when it connects out. Without `client_cert` when
+    /// `principal` was not generated.
+    pub fn server_settings_as(&self, principal: &str) -> TlsSettings {
+        let own = self.clients.iter().find(|(name, ..)| name == principal);
+        TlsSettings {
+            client_cert: own.map(|(_, cert, _)| cert.clone()),
+            client_key: own.map(|(_, _, key)| key.clone()),
+            ..self.server_settings()
+        }
+    }
+
     /// Settings for a client presenting `principal`'s certificate; without a certificate
     /// when `principal` was not generated.
     pub fn client_settings(&self, principal: &str) -> TlsSettings {

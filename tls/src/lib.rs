@@ -19,7 +19,7 @@ mod settings;
 pub use config::{client_config, provider, server_config, server_name};
 pub use error::TlsError;
 pub use principal::principal_of;
-pub use settings::{ClientAuth, TlsSettings};
+pub use settings::{ClientAuth, ClientIdentity, TlsSettings};
 
 /// The rustls crate, re-exported so users name the same version as this crate builds with.
 pub use rustls;

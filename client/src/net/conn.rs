@@ -143,6 +143,13 @@ impl std::fmt::Debug for Connection {
     }
 }
 
+/// The first bytes of a TLS alert record (content type 21, version 3.x): what a TLS server
+/// answers a plaintext request with.
+const TLS_ALERT_PREFIX: [u8; 2] = [0x15, 0x03];
+/// How long a failed write on a TLS connection waits for the reader to read the alert that
+/// explains it: the peer closed, so the reader ends at once unless the network stalls.
+const TLS_FAULT_WAIT: Duration = Duration::from_secs(1);
+
 impl Connection {
     /// Connects to `endpoint` (`host:port`), runs the TLS handshake with `tls`, starts the
     /// reader thread, authenticates with `token` when given and, for a broker (`handshake`
@@ -524,9 +531,15 @@ impl Connection {
             .map_err(|e| ClientError::control(&self.endpoint, e))
     }
 
+    /// Why the connection is unusable: the TLS fault that closed it (a refused certificate
+    /// arrives as an alert answering the first request to a nameserver or GSL, which sends
+    /// none before), else a plain disconnect.
     fn disconnected(&self) -> ClientError {
-        ClientError::Disconnected {
-            endpoint: self.endpoint.clone(),
+        match self.tls_fault.get() {
+            Some(fault) => tls_error(&self.endpoint, fault.clone()),
+            None => ClientError::Disconnected {
+                endpoint: self.endpoint.clone(),
+            },
         }
     }
 
@@ -558,10 +571,25 @@ impl Connection {
             }
         };
         if let Err(source) = result {
+            if self.tls.is_some() && self.tls_fault.get().is_none() {
+                // A TLS server that refused our certificate sent an alert and closed, which
+                // a write may see first (broken pipe): give the reader, which ends at that
+                // alert or the close, a moment to read why before reporting.
+                drop(writer);
+                let (ended, end) = std::sync::mpsc::channel();
+                self.on_close(Box::new(move || {
+                    let _ = ended.send(());
+                }));
+                let _ = end.recv_timeout(TLS_FAULT_WAIT);
+                writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            }
             // A partial write leaves the stream mid-frame: nothing more can go on it.
-            let _ = stream.shutdown(Shutdown::Both);
+            let _ = writer.stream.shutdown(Shutdown::Both);
             drop(writer);
             self.mark_closed();
+            if let Some(fault) = self.tls_fault.get() {
+                return Err(tls_error(&self.endpoint, fault.clone()));
+            }
             return Err(ClientError::Io {
                 endpoint: self.endpoint.clone(),
                 source,
@@ -660,6 +688,14 @@ impl Connection {
                 match framer.split_frame(&mut buf) {
                     Ok(Some(frame)) => self.dispatch(frame),
                     Ok(None) => break,
+                    Err(e) if self.tls.is_none() && buf.starts_with(&TLS_ALERT_PREFIX) => {
+                        log::warn!(
+                            "{}: the server answered with a TLS alert, so it speaks TLS: \
+                             configure the client with TLS (ClientConfig::with_tls) ({e})",
+                            self.endpoint
+                        );
+                        break 'read;
+                    }
                     Err(e) => {
                         log::warn!("{}: bad frame, closing: {e}", self.endpoint);
                         break 'read;

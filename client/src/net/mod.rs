@@ -48,7 +48,8 @@ pub(crate) struct PoolConfig {
     pub(crate) backoff_max: Duration,
     /// Presented first on every connection, when set.
     pub(crate) token: Option<String>,
-    /// TLS for broker connections (the data plane); nameservers and GSL stay plaintext.
+    /// TLS for every connection when set: brokers, nameservers and GSL alike (a bus with
+    /// TLS has it on every server).
     pub(crate) tls: Option<TlsConnector>,
 }
 
@@ -108,7 +109,7 @@ impl Pool {
             is_broker.then(|| self.config.replies.clone()),
             self.config.token.as_deref(),
             self.config.connect_timeout,
-            self.config.tls.as_ref().filter(|_| is_broker),
+            self.config.tls.as_ref(),
         );
         match opened {
             Ok(conn) => {

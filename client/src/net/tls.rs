@@ -122,7 +122,7 @@ fn handshake_failure(
 pub(crate) fn tls_error(endpoint: &str, source: rustls::Error) -> ClientError {
     let hint = match source {
         rustls::Error::InvalidMessage(_) => {
-            " (the peer does not speak TLS: is the broker's [tls] set?)"
+            " (the peer does not speak TLS: is the server's [tls] set?)"
         }
         _ => "",
     };

@@ -9,13 +9,17 @@ use nameserver::{NameserverConfig, NameserverHandle};
 
 /// Starts a nameserver on a free loopback port.
 pub fn start_nameserver() -> NameserverHandle {
-    let config = NameserverConfig {
+    nameserver::start(nameserver_config()).expect("nameserver starts")
+}
+
+/// The settings of [`start_nameserver`]: port 0 on loopback, quick expiry.
+pub fn nameserver_config() -> NameserverConfig {
+    NameserverConfig {
         listen_addr: "127.0.0.1:0".parse().unwrap(),
         broker_expiry_ms: 3000,
         sweep_interval_ms: 200,
         ..NameserverConfig::default()
-    };
-    nameserver::start(config).expect("nameserver starts")
+    }
 }
 
 /// A client of the nameserver at `nameserver`, in area A10, with short timeouts.

@@ -26,7 +26,7 @@ use protocol::record::BatchHeader;
 
 use super::role::Stop;
 use crate::log::EpochStart;
-use crate::peer::{Peer, PeerError};
+use crate::peer::{Credentials, Peer, PeerError};
 use crate::queue::Queue;
 use crate::shard::Shard;
 
@@ -125,7 +125,7 @@ async fn session(
         endpoint,
         PEER_TIMEOUT,
         config.frame_limits(),
-        shard.security.token(),
+        Credentials::of(shard),
     );
     let Some(mut peer) = unless_stopped(stop, connect).await? else {
         return Ok(());
