@@ -86,6 +86,7 @@ impl Target {
         let nameserver = nameserver::start(nameserver::NameserverConfig {
             listen_addr: "127.0.0.1:0".parse().expect("constant address"),
             max_connections: EMBEDDED_CONNECTIONS_MAX,
+            tls: certs.map(tls::dev::DevCerts::server_settings),
             ..nameserver::NameserverConfig::default()
         })
         .context("starting the embedded nameserver")?;
@@ -120,7 +121,8 @@ impl Target {
                 nameservers: vec![nameserver.local_addr().to_string()],
                 register_interval_ms: EMBEDDED_REGISTER_INTERVAL_MS,
                 spin_before_park_us: args.spin_before_park_us,
-                tls: certs.map(tls::dev::DevCerts::server_settings),
+                // The broker connects out (to the nameserver) with the bench's certificate.
+                tls: certs.map(|c| c.server_settings_as(TLS_CLIENT_PRINCIPAL)),
                 limits: engine::config::Limits {
                     connections_per_shard_max: EMBEDDED_CONNECTIONS_MAX,
                     ..engine::config::Limits::default()
