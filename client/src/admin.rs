@@ -219,43 +219,41 @@ impl Admin {
     /// The security policy of every nameserver: `(nameserver, Ok((version, json)))`, or why
     /// it could not be read.
     pub fn policies(&self) -> Vec<(String, Result<(u64, String)>)> {
-        let request = PolicyGet { known_version: 0 };
-        self.client
-            .config
-            .nameservers
-            .iter()
-            .map(|nameserver| {
-                let answer = control::encode(&request)
-                    .map_err(|e| ClientError::control(nameserver, e))
-                    .and_then(|body| self.control_call(nameserver, Command::PolicyGet, &body))
-                    .and_then(|frame| {
-                        control::decode::<PolicyDocument>(&frame.body)
-                            .map(|d| (d.version, d.json))
-                            .map_err(|e| ClientError::control(nameserver, e))
-                    });
-                (nameserver.clone(), answer)
-            })
-            .collect()
+        let body = control::encode(&PolicyGet { known_version: 0 }).map_err(local);
+        self.policy_call(Command::PolicyGet, body, |d| (d.version, d.json))
     }
 
     /// Stores `json` as the policy after version `read` on every nameserver:
     /// `(nameserver, Ok(new version))`, or why that one refused.
     pub fn put_policy(&self, read: u64, json: &str) -> Vec<(String, Result<u64>)> {
-        let request = PolicyDocument {
+        let body = control::encode(&PolicyDocument {
             version: read,
             json: json.to_owned(),
-        };
+        })
+        .map_err(local);
+        self.policy_call(Command::PolicyPut, body, |d| d.version)
+    }
+
+    /// Sends `body` (encoded once) with `command` to every nameserver; each answer is a
+    /// `PolicyDocument`, of which `take` keeps what the caller needs.
+    fn policy_call<T>(
+        &self,
+        command: Command,
+        body: Result<Vec<u8>>,
+        take: impl Fn(PolicyDocument) -> T,
+    ) -> Vec<(String, Result<T>)> {
         self.client
             .config
             .nameservers
             .iter()
             .map(|nameserver| {
-                let answer = control::encode(&request)
-                    .map_err(|e| ClientError::control(nameserver, e))
-                    .and_then(|body| self.control_call(nameserver, Command::PolicyPut, &body))
+                let answer = body
+                    .as_ref()
+                    .map_err(ClientError::duplicate)
+                    .and_then(|body| self.control_call(nameserver, command, body))
                     .and_then(|frame| {
                         control::decode::<PolicyDocument>(&frame.body)
-                            .map(|d| d.version)
+                            .map(&take)
                             .map_err(|e| ClientError::control(nameserver, e))
                     });
                 (nameserver.clone(), answer)

@@ -144,13 +144,7 @@ impl Handler for Shared {
                 (Some(answer), _) => answer,
                 (None, Some(body)) => {
                     let answer = propose(&shared, &body).await;
-                    audit_answer(
-                        &shared.authority,
-                        &caller,
-                        "controller_propose",
-                        "*",
-                        &answer,
-                    );
+                    caller.audit_answer(&shared.authority, "controller_propose", "*", &answer);
                     answer
                 }
                 (None, None) => Answer::refused(Status::Internal, "no answer"),
@@ -417,23 +411,4 @@ fn changes(old: &Policy, new: &Policy) -> String {
     } else {
         parts.join(", ")
     }
-}
-
-/// Records an admin request's outcome in the audit log (security on).
-fn audit_answer(
-    authority: &Authority,
-    caller: &Caller,
-    action: &str,
-    resource: &str,
-    answer: &Answer,
-) {
-    let (outcome, detail) = if answer.status.is_ok() {
-        (Outcome::Ok, String::new())
-    } else {
-        let detail = control::decode::<protocol::control::ErrorReply>(&answer.body)
-            .map(|e| e.message)
-            .unwrap_or_else(|_| answer.status.to_string());
-        (Outcome::Failed, detail)
-    };
-    caller.audit(authority, action, resource, outcome, &detail);
 }

@@ -14,7 +14,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use auth::{Action, Authority, Outcome};
+use auth::{Action, Authority};
 use log::info;
 use protocol::codes::{Command, Status};
 use protocol::control::{
@@ -420,18 +420,10 @@ fn audit(shared: &Shared, caller: &Caller, command: Command, body: &[u8], answer
     let Some(service) = service_of(command, body) else {
         return;
     };
-    let (outcome, detail) = if answer.status.is_ok() {
-        (Outcome::Ok, String::new())
-    } else {
-        let detail = control::decode::<protocol::control::ErrorReply>(&answer.body)
-            .map(|e| e.message)
-            .unwrap_or_else(|_| answer.status.to_string());
-        (Outcome::Failed, detail)
-    };
     let action = match command {
         Command::ServiceApply => "service_apply",
         Command::ServiceDeploy => "service_deploy",
         _ => "service_offline",
     };
-    caller.audit(&shared.authority, action, &service, outcome, &detail);
+    caller.audit_answer(&shared.authority, action, &service, answer);
 }

@@ -135,6 +135,26 @@ impl Caller {
             .map_err(|denial| Answer::refused(Status::PermissionDenied, denial.to_string()))
     }
 
+    /// Records an admin action this caller made, and how `answer` says it ended (its
+    /// `ErrorReply` message as the detail of a failure), in the audit log.
+    pub fn audit_answer(
+        &self,
+        authority: &Authority,
+        action: &str,
+        resource: &str,
+        answer: &Answer,
+    ) {
+        let (outcome, detail) = if answer.status.is_ok() {
+            (Outcome::Ok, String::new())
+        } else {
+            let detail = control::decode::<ErrorReply>(&answer.body)
+                .map(|e| e.message)
+                .unwrap_or_else(|_| answer.status.to_string());
+            (Outcome::Failed, detail)
+        };
+        self.audit(authority, action, resource, outcome, &detail);
+    }
+
     /// Records an admin action this caller made, with its outcome, in the audit log.
     pub fn audit(
         &self,
