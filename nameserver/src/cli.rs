@@ -65,21 +65,13 @@ pub struct NameserverArgs {
     /// least three of the brokers' controller_heartbeat_interval_ms].
     #[arg(long, value_name = "MS")]
     pub controller_broker_timeout_ms: Option<u64>,
-    /// Require authentication and grants ([security] enabled = true); needs --policy-file.
-    #[arg(long)]
-    pub secure: bool,
     /// The security policy this nameserver keeps and serves ([security] policy_file;
-    /// `defibus security init` writes the first one).
+    /// `defibus security init` writes the first one); needed with --secure.
     #[arg(long, value_name = "FILE")]
     pub policy_file: Option<PathBuf>,
-    /// Append admin actions and denials here, as JSON lines ([security] audit_log)
-    /// [default: the process log].
-    #[arg(long, value_name = "FILE")]
-    pub audit_log: Option<PathBuf>,
-    /// Listen on a non-loopback address without TLS and authentication: anyone who can reach
-    /// the port may then change what brokers are routed to.
-    #[arg(long)]
-    pub insecure: bool,
+    /// Authentication, grants and exposure, as every server takes them.
+    #[command(flatten)]
+    pub security: svc::security::SecurityArgs,
 }
 
 impl NameserverArgs {
@@ -103,10 +95,8 @@ impl NameserverArgs {
             controller_voters,
             controller_data_dir,
             controller_broker_timeout_ms,
-            secure,
             policy_file,
-            audit_log,
-            insecure: _,
+            security,
         } = self.clone();
         svc::config::load(file.as_deref(), |config: &mut NameserverConfig| {
             set(&mut config.listen_addr, listen_addr);
@@ -118,12 +108,9 @@ impl NameserverArgs {
             set(&mut config.frame_timeout_ms, frame_timeout_ms);
             set(&mut config.partial_frame_bytes_max, partial_frame_bytes_max);
             set(&mut config.connections_per_ip_max, connections_per_ip_max);
-            config.security.enabled |= secure;
+            security.apply(&mut config.security);
             if policy_file.is_some() {
                 config.security.policy_file = policy_file;
-            }
-            if audit_log.is_some() {
-                config.security.audit_log = audit_log;
             }
             let any = controller_id.is_some()
                 || controller_listen.is_some()
@@ -161,13 +148,12 @@ pub fn cli_main(args: &NameserverArgs) -> Result<(), NameserverError> {
     let config = args.to_config()?;
     // A non-loopback nameserver needs [security] and [tls], or --insecure
     // (docs/ARCHITECTURE.md §9.5).
-    config
-        .security
+    args.security
         .check_exposure(
+            &config.security,
             "the nameserver",
             &config.listen_addr.ip().to_string(),
             config.tls.is_some(),
-            args.insecure,
         )
         .map_err(NameserverError::Security)?;
     svc::signal::run_until_terminated(config.listen_addr, move |listener, shutdown| {
