@@ -42,7 +42,7 @@ impl<'a> Credentials<'a> {
 /// A connection's bytes: plain TCP or TLS over it.
 enum Transport {
     Plain(TcpStream),
-    Tls(Box<futures_rustls::client::TlsStream<TcpStream>>),
+    Tls(Box<futures_rustls::client::TlsStream<crate::rt::TlsTcpStream>>),
 }
 
 impl Transport {
@@ -138,7 +138,7 @@ impl Peer {
                 let config: Arc<_> = tls::client_config(settings).map_err(tls_config)?;
                 let name = tls::server_name(settings, endpoint).map_err(tls_config)?;
                 let stream = futures_rustls::TlsConnector::from(config)
-                    .connect(name, stream)
+                    .connect(name, crate::rt::buffered_for_tls(stream))
                     .await
                     .map_err(|e| io(format!("TLS handshake: {}", chain(&e))))?;
                 Transport::Tls(Box::new(stream))

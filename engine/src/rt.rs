@@ -29,8 +29,21 @@ pub(crate) use glommio::Task;
 pub(crate) use glommio::net::TcpListener;
 /// A TCP stream of the current executor (`AsyncRead + AsyncWrite`).
 pub(crate) use glommio::net::TcpStream;
-/// A server-side TLS stream over a [`TcpStream`], after its handshake.
-pub(crate) type TlsStream = futures_rustls::server::TlsStream<TcpStream>;
+/// The TCP stream under TLS: buffered, because rustls reads at most 4 KiB per `read_tls`
+/// and an unbuffered glommio stream makes each of those a `recv(2)`; with the buffer one
+/// syscall takes up to [`TLS_RX_BUFFER_BYTES`] and rustls's reads are copies from it.
+pub(crate) type TlsTcpStream = glommio::net::TcpStream<glommio::net::Preallocated>;
+/// Receive buffer under each TLS stream: one full TLS record (16 KiB of plaintext plus its
+/// header and tag) and the next one's start. Allocated per connection while it lives, so it
+/// is bounded by the connection limits like the rest of a connection's memory.
+pub(crate) const TLS_RX_BUFFER_BYTES: usize = 32 << 10;
+/// A server-side TLS stream over a [`TlsTcpStream`], after its handshake.
+pub(crate) type TlsStream = futures_rustls::server::TlsStream<TlsTcpStream>;
+
+/// `stream`, buffered to sit under TLS (see [`TlsTcpStream`]).
+pub(crate) fn buffered_for_tls(stream: TcpStream) -> TlsTcpStream {
+    stream.buffered_with(glommio::net::Preallocated::new(TLS_RX_BUFFER_BYTES))
+}
 /// A counting semaphore of the current executor; `acquire_static_permit` gives an owned
 /// permit.
 pub(crate) use glommio::sync::Semaphore;

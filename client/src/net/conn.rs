@@ -564,11 +564,8 @@ impl Connection {
                 stream.write_all(buf)
             }
             None => stream.write_all(buf).and_then(|()| stream.write_all(body)),
-            Some(tls) => {
-                // Sealing copies anyway: no point in a separate write for a large body.
-                tls.write_all(stream, records, buf)
-                    .and_then(|()| tls.write_all(stream, records, body))
-            }
+            // Sealing copies anyway: header and body go into the same records.
+            Some(tls) => tls.write_all(stream, records, &[buf, body]),
         };
         if let Err(source) = result {
             if self.tls.is_some() && self.tls_fault.get().is_none() {

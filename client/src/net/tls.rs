@@ -24,9 +24,10 @@ use tls::rustls::{self, ClientConfig, ClientConnection};
 
 use crate::error::{ClientError, Result};
 
-/// Plaintext bytes handed to rustls per seal: its send buffer holds 64 KiB by default, so a
-/// large body is sealed and written in pieces rather than all encrypted in memory at once.
-const SEAL_CHUNK_BYTES: usize = 16 << 10;
+/// Plaintext bytes sealed per socket write: a large body is sealed and written in pieces
+/// rather than all encrypted in memory at once, each piece four full 16 KiB records (the
+/// most rustls's send buffer holds by default) written with one syscall.
+const SEAL_CHUNK_BYTES: usize = 64 << 10;
 /// Raw bytes read from the socket per read by the reader thread.
 const RAW_READ_BYTES: usize = 64 << 10;
 
@@ -144,20 +145,47 @@ impl TlsState {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Encrypts `plaintext` and writes the records to `stream`. The caller holds the
-    /// connection's writer mutex; the rustls lock is held only while sealing.
+    /// Encrypts `parts` (a frame's header and body, in order) and writes the records to
+    /// `stream`. The caller holds the connection's writer mutex; the rustls lock is held only
+    /// while sealing, never across a socket write.
+    ///
+    /// The parts are sealed together, [`SEAL_CHUNK_BYTES`] at a time and written with one
+    /// syscall per round: a header does not cost a record and a write of its own, and records
+    /// are full-sized (rustls cuts at 16 KiB, which divides the chunk).
     pub(crate) fn write_all(
         &self,
         stream: &mut TcpStream,
         records: &mut Vec<u8>,
-        mut plaintext: &[u8],
+        parts: &[&[u8]],
     ) -> std::io::Result<()> {
+        let mut rest = Parts::new(parts);
         loop {
             records.clear();
-            let sealed = self.seal(records, &plaintext[..plaintext.len().min(SEAL_CHUNK_BYTES)])?;
-            plaintext = &plaintext[sealed..];
+            {
+                let mut conn = self.lock();
+                while !rest.is_empty() && records.len() < SEAL_CHUNK_BYTES {
+                    let taken = conn
+                        .writer()
+                        .write_vectored(&rest.slices(SEAL_CHUNK_BYTES))?;
+                    rest.advance(taken);
+                    while conn.wants_write() {
+                        conn.write_tls(records)?;
+                    }
+                    if taken == 0 {
+                        break;
+                    }
+                }
+                // Records the reader left (a key update, an alert) go out with these.
+                while conn.wants_write() {
+                    conn.write_tls(records)?;
+                }
+            }
+            if records.is_empty() && !rest.is_empty() {
+                // rustls took nothing and had nothing to send: the connection is closing.
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
             stream.write_all(records)?;
-            if plaintext.is_empty() {
+            if rest.is_empty() {
                 return Ok(());
             }
         }
@@ -183,6 +211,67 @@ impl TlsState {
     /// The cipher suite agreed in the handshake.
     pub(crate) fn cipher_suite(&self) -> Option<rustls::SupportedCipherSuite> {
         self.lock().negotiated_cipher_suite()
+    }
+}
+
+/// What of a frame's parts is not sealed yet.
+struct Parts<'a> {
+    parts: &'a [&'a [u8]],
+    /// Bytes of `parts[0]` already sealed.
+    offset: usize,
+}
+
+impl<'a> Parts<'a> {
+    fn new(parts: &'a [&'a [u8]]) -> Self {
+        let mut rest = Self { parts, offset: 0 };
+        rest.skip_empty();
+        rest
+    }
+
+    fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    /// The next at most `limit` bytes, as slices.
+    fn slices(&self, limit: usize) -> Vec<std::io::IoSlice<'a>> {
+        let mut slices = Vec::with_capacity(self.parts.len());
+        let mut left = limit;
+        for (i, part) in self.parts.iter().enumerate() {
+            let part = if i == 0 { &part[self.offset..] } else { part };
+            let len = part.len().min(left);
+            slices.push(std::io::IoSlice::new(&part[..len]));
+            left -= len;
+            if left == 0 {
+                break;
+            }
+        }
+        slices
+    }
+
+    /// Marks `taken` more bytes as sealed.
+    fn advance(&mut self, mut taken: usize) {
+        while let Some(part) = self.parts.first() {
+            let left = part.len() - self.offset;
+            if taken < left {
+                self.offset += taken;
+                return;
+            }
+            taken -= left;
+            self.parts = &self.parts[1..];
+            self.offset = 0;
+            self.skip_empty();
+        }
+    }
+
+    fn skip_empty(&mut self) {
+        while self
+            .parts
+            .first()
+            .is_some_and(|part| part.len() == self.offset)
+        {
+            self.parts = &self.parts[1..];
+            self.offset = 0;
+        }
     }
 }
 
@@ -267,4 +356,41 @@ fn invalid_data(e: rustls::Error) -> std::io::Error {
 /// A rustls error carried by an IO error from [`TlsReader::read`].
 pub(crate) fn rustls_cause(e: &std::io::Error) -> Option<&rustls::Error> {
     e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Parts;
+
+    fn concat(slices: &[std::io::IoSlice<'_>]) -> Vec<u8> {
+        slices.iter().flat_map(|s| s.iter().copied()).collect()
+    }
+
+    #[test]
+    fn parts_hand_out_every_byte_once_in_order_across_boundaries() {
+        let header = b"head".as_slice();
+        let empty = b"".as_slice();
+        let body = b"0123456789".as_slice();
+        let all = [header, empty, body];
+        let mut rest = Parts::new(&all);
+        let mut seen = Vec::new();
+        // Takes that end inside a part, exactly at its end, and short of what was offered.
+        for (limit, take) in [(3, 3), (5, 1), (4, 4), (100, 2), (100, 100)] {
+            assert!(!rest.is_empty());
+            let offered = concat(&rest.slices(limit));
+            assert!(offered.len() <= limit);
+            let take = take.min(offered.len());
+            seen.extend_from_slice(&offered[..take]);
+            rest.advance(take);
+        }
+        assert!(rest.is_empty());
+        assert_eq!(seen, b"head0123456789");
+    }
+
+    #[test]
+    fn parts_of_nothing_are_empty_at_once() {
+        let empty = b"".as_slice();
+        assert!(Parts::new(&[]).is_empty());
+        assert!(Parts::new(&[empty, empty]).is_empty());
+    }
 }

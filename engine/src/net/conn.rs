@@ -33,6 +33,10 @@ use crate::shard::Shard;
 /// zero-filled first, so a small exchange is offered little and a bulk stream up to the most.
 const READ_CHUNK_MIN: usize = 4 << 10;
 const READ_CHUNK_MAX: usize = 256 << 10;
+/// Most bytes offered to one read of a TLS stream: rustls hands out the plaintext it has
+/// decrypted, about one 16 KiB record per read, so a larger offer would only zero-fill bytes
+/// the read leaves untouched (once per read, for the whole rest of a large frame).
+const TLS_READ_CHUNK_MAX: usize = 32 << 10;
 /// Admin requests a connection may have awaiting their audited answer.
 const ADMIN_PENDING_MAX: usize = 64;
 /// Most bytes gathered from the outbox into one socket write.
@@ -170,7 +174,7 @@ impl Conn {
     /// Closes the connection: the writer drains and stops, the reader sees end of stream.
     pub fn shutdown(&self) {
         self.outbox.close();
-        let fd = self.stream.borrow().tcp().as_raw_fd();
+        let fd = self.stream.borrow().raw_fd();
         #[allow(unsafe_code)]
         // SAFETY: `fd` belongs to the stream `self` holds, so it is open; shutdown(2) only
         // changes the socket's state (the stream's own `shutdown` does the same, but is async
@@ -198,17 +202,30 @@ pub(crate) enum Stream {
 }
 
 impl Stream {
-    /// The TCP stream underneath, for socket options and its file descriptor.
-    fn tcp(&self) -> &TcpStream {
+    /// The socket's file descriptor.
+    fn raw_fd(&self) -> std::os::fd::RawFd {
         match self {
-            Self::Plain(stream) => stream,
-            Self::Tls(stream) => stream.get_ref().0,
+            Self::Plain(stream) => stream.as_raw_fd(),
+            Self::Tls(stream) => stream.get_ref().0.as_raw_fd(),
         }
+    }
+
+    /// How long one read may wait (the socket's, for every read until changed).
+    fn set_read_timeout(&self, timeout: Duration) -> std::io::Result<()> {
+        let result = match self {
+            Self::Plain(stream) => stream.set_read_timeout(Some(timeout)),
+            Self::Tls(stream) => stream.get_ref().0.set_read_timeout(Some(timeout)),
+        };
+        result.map_err(Into::into)
     }
 
     /// Whether a write may leave bytes inside the stream rather than on the socket: rustls
     /// may hold records it encrypted while the socket was full, until a flush.
     fn holds_writes(&self) -> bool {
+        self.is_tls()
+    }
+
+    fn is_tls(&self) -> bool {
         matches!(self, Self::Tls(_))
     }
 }
@@ -260,7 +277,7 @@ struct Half(Rc<RefCell<Stream>>);
 impl Half {
     /// How long one read may wait (the socket's, for every read until changed).
     fn set_read_timeout(&self, timeout: Duration) {
-        if let Err(e) = self.0.borrow().tcp().set_read_timeout(Some(timeout)) {
+        if let Err(e) = self.0.borrow().set_read_timeout(timeout) {
             log::warn!("cannot set a read timeout: {e}");
         }
     }
@@ -268,6 +285,10 @@ impl Half {
     /// See [`Stream::holds_writes`].
     fn holds_writes(&self) -> bool {
         self.0.borrow().holds_writes()
+    }
+
+    fn is_tls(&self) -> bool {
+        self.0.borrow().is_tls()
     }
 }
 
@@ -307,7 +328,12 @@ async fn handshake(
     stream: TcpStream,
 ) -> Result<(Stream, Option<String>), String> {
     let timeout = shard.config.frame_timeout();
-    let stream = match crate::rt::timeout(timeout, acceptor.accept(stream)).await {
+    let stream = match crate::rt::timeout(
+        timeout,
+        acceptor.accept(crate::rt::buffered_for_tls(stream)),
+    )
+    .await
+    {
         Some(Ok(stream)) => stream,
         Some(Err(e)) => return Err(format!("TLS handshake failed: {e}")),
         None => {
@@ -411,7 +437,12 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut reader: Half) -> Resu
         shard.config.limits.inflight_requests_max as u64,
     ));
     let mut buf = BytesMut::with_capacity(read_buffer_bytes);
-    let mut sizer = ReadSizer::new(READ_CHUNK_MIN, READ_CHUNK_MAX);
+    let read_chunk_max = if reader.is_tls() {
+        TLS_READ_CHUNK_MAX
+    } else {
+        READ_CHUNK_MAX
+    };
+    let mut sizer = ReadSizer::new(READ_CHUNK_MIN, read_chunk_max);
     let unknown_max = shard.config.limits.unknown_commands_per_connection_max;
     let frame_timeout = shard.config.frame_timeout();
     // When the first byte of the frame now arriving came (`None` between frames), and what
