@@ -5,7 +5,7 @@ use std::time::Duration;
 use protocol::codes::Command;
 use protocol::control::{self, ServiceIdRequest, ServiceList, ServiceRecord};
 
-use crate::rpc::{Connection, RpcError};
+use crate::rpc::{Connection, RpcError, TlsClient};
 
 /// Default timeout of apply, list and show.
 pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
@@ -28,8 +28,19 @@ impl SgsClient {
     /// Connects to the SGS at `endpoint` (`host:port`), authenticating with `token` when
     /// given.
     pub fn connect(endpoint: &str, token: Option<&str>) -> Result<Self, RpcError> {
+        Self::connect_with(endpoint, token, None)
+    }
+
+    /// Connects to the SGS at `endpoint`, over TLS with `tls`; a client certificate `tls`
+    /// presents names the caller (mutual TLS), otherwise `token`, when given, does.
+    pub fn connect_with(
+        endpoint: &str,
+        token: Option<&str>,
+        tls: Option<&TlsClient>,
+    ) -> Result<Self, RpcError> {
+        let token = token.filter(|_| !tls.is_some_and(TlsClient::presents_certificate));
         Ok(Self {
-            connection: Connection::connect_as(endpoint, token, REQUEST_TIMEOUT_DEFAULT)?,
+            connection: Connection::connect_with(endpoint, token, tls, REQUEST_TIMEOUT_DEFAULT)?,
             request_timeout: REQUEST_TIMEOUT_DEFAULT,
             operation_timeout: OPERATION_TIMEOUT_DEFAULT,
         })

@@ -42,7 +42,7 @@ pub enum LogCommand {
     /// get a `stored data is damaged` error) until `defibus log repair`, and `admin topic
     /// stats` shows it. Exits 0 when every queue is intact, 1 when any is damaged or could
     /// not be read.
-    Scrub(ScrubArgs),
+    Scrub(Box<ScrubArgs>),
 }
 
 #[derive(Args)]

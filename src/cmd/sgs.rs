@@ -54,6 +54,8 @@ struct SgsAddr {
     /// in ms.
     #[arg(long, default_value_t = 120_000)]
     timeout_ms: u64,
+    #[command(flatten)]
+    tls: super::shared::TlsArgs,
 }
 
 #[derive(Args)]
@@ -162,7 +164,13 @@ fn connect(sgs: &SgsAddr) -> anyhow::Result<SgsClient> {
         ),
         None => None,
     };
-    let mut client = SgsClient::connect(&sgs.endpoint, token.as_deref())?;
+    let tls = match sgs.tls.settings() {
+        Some(settings) => {
+            Some(sgs::rpc::TlsClient::new(&settings).context("the TLS settings (--tls-ca ...)")?)
+        }
+        None => None,
+    };
+    let mut client = SgsClient::connect_with(&sgs.endpoint, token.as_deref(), tls.as_ref())?;
     client.request_timeout = Duration::from_millis(sgs.timeout_ms);
     client.operation_timeout = Duration::from_millis(sgs.timeout_ms);
     Ok(client)

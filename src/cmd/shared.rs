@@ -69,6 +69,53 @@ pub struct BusArgs {
         hide_env_values = true
     )]
     pub token: Option<String>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// How a client command speaks TLS, where the bus's listeners require it.
+#[derive(Args, Debug, Default)]
+pub struct TlsArgs {
+    /// Speak TLS to every nameserver, broker, GSL and SGS, trusting servers whose
+    /// certificates this CA bundle (PEM) signed (`defibus certs dev` writes ca.pem).
+    #[arg(long, value_name = "FILE", env = "DEFIBUS_TLS_CA", global = true)]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// A client certificate (PEM) to present: over mutual TLS it names this client's
+    /// principal, and no token is sent. Needs --tls-ca and --tls-key.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "DEFIBUS_TLS_CERT",
+        global = true,
+        requires_all = ["tls_ca", "tls_key"]
+    )]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "DEFIBUS_TLS_KEY",
+        global = true,
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// The name the servers' certificates must carry [default: the host of each address].
+    #[arg(long, value_name = "NAME", global = true, requires = "tls_ca")]
+    pub tls_server_name: Option<String>,
+}
+
+impl TlsArgs {
+    /// The client's TLS settings, when --tls-ca asks for TLS.
+    pub fn settings(&self) -> Option<tls::TlsSettings> {
+        let ca = self.tls_ca.clone()?;
+        Some(tls::TlsSettings {
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+            ca: Some(ca),
+            server_name: self.tls_server_name.clone(),
+            ..tls::TlsSettings::default()
+        })
+    }
 }
 
 impl BusArgs {
@@ -79,6 +126,9 @@ impl BusArgs {
             .with_gsl(self.gsl.iter().cloned());
         if let Some(token) = self.token()? {
             config = config.with_token(token);
+        }
+        if let Some(settings) = self.tls.settings() {
+            config = config.with_tls(settings);
         }
         Client::new(config).context("starting the client")
     }

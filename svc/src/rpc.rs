@@ -109,6 +109,12 @@ impl TlsClient {
         })
     }
 
+    /// True when the client presents a certificate, which names it to a server that
+    /// verifies it (mutual TLS): a token would only name it again.
+    pub fn presents_certificate(&self) -> bool {
+        self.settings.client_identity().cert.is_some()
+    }
+
     /// Runs the handshake with `endpoint` over `socket` within `deadline`.
     fn handshake(
         &self,
