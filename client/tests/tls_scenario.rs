@@ -234,6 +234,10 @@ fn tls_against_plaintext_and_plaintext_against_tls_fail_fast() {
         "{:?}: {err}",
         started.elapsed()
     );
+    // The cause, not a bare "disconnected": the server speaks TLS, and how to speak it too.
+    assert!(matches!(err, ClientError::Protocol { .. }), "{err}");
+    assert!(err.to_string().contains("speaks TLS"), "{err}");
+    assert!(err.to_string().contains("--tls-ca"), "{err}");
 
     // A TLS client of a plaintext broker: the broker answers the ClientHello with a
     // plaintext error frame, which is no TLS.

@@ -132,6 +132,9 @@ pub(crate) struct Connection {
     /// Why TLS ended the connection (a fatal alert from the peer, a corrupt record): set by
     /// the reader before it closes, so a failed first heartbeat reports it.
     tls_fault: OnceLock<tls::rustls::Error>,
+    /// Set when a plaintext connection met a TLS server: what the caller is told instead of
+    /// a bare "disconnected".
+    speaks_tls: OnceLock<String>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -216,6 +219,7 @@ impl Connection {
             ack: OnceLock::new(),
             tls,
             tls_fault: OnceLock::new(),
+            speaks_tls: OnceLock::new(),
         });
         let run = conn.clone();
         // Dropped when the reader thread ends: a failed TLS first heartbeat waits for it, so
@@ -535,6 +539,12 @@ impl Connection {
     /// arrives as an alert answering the first request to a nameserver or GSL, which sends
     /// none before), else a plain disconnect.
     fn disconnected(&self) -> ClientError {
+        if let Some(reason) = self.speaks_tls.get() {
+            return ClientError::Protocol {
+                endpoint: self.endpoint.clone(),
+                reason: reason.clone(),
+            };
+        }
         match self.tls_fault.get() {
             Some(fault) => tls_error(&self.endpoint, fault.clone()),
             None => ClientError::Disconnected {
@@ -686,11 +696,11 @@ impl Connection {
                     Ok(Some(frame)) => self.dispatch(frame),
                     Ok(None) => break,
                     Err(e) if self.tls.is_none() && buf.starts_with(&TLS_ALERT_PREFIX) => {
-                        log::warn!(
-                            "{}: the server answered with a TLS alert, so it speaks TLS: \
-                             configure the client with TLS (ClientConfig::with_tls) ({e})",
-                            self.endpoint
-                        );
+                        let reason = "the server answered with a TLS alert, so it speaks TLS: \
+                             configure the client with TLS (ClientConfig::with_tls; the \
+                             defibus CLI: --tls-ca FILE or DEFIBUS_TLS_CA)";
+                        log::debug!("{}: {reason} ({e})", self.endpoint);
+                        let _ = self.speaks_tls.set(reason.to_owned());
                         break 'read;
                     }
                     Err(e) => {
