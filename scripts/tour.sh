@@ -280,9 +280,36 @@ nameserver.toml:*
 broker.toml:*
 clients:*
 EOF
-grep -qxF 'cargo run --release -- standalone --security ./secrets' "$readme" ||
+step 0 'cargo run --release -- certs dev --out ./secrets' <<'EOF'
+wrote to ./secrets (valid 365 days):
+  CA          ./secrets/ca.pem (key ./secrets/ca.key)
+  server      ./secrets/server.pem (key ./secrets/server.key) for localhost, 127.0.0.1, ::1
+  admin       ./secrets/admin.pem (key ./secrets/admin.key)
+  broker      ./secrets/broker.pem (key ./secrets/broker.key)
+  nameserver  ./secrets/nameserver.pem (key ./secrets/nameserver.key)
+  sgs         ./secrets/sgs.pem (key ./secrets/sgs.key)
+  gsl         ./secrets/gsl.pem (key ./secrets/gsl.key)
+  proxy       ./secrets/proxy.pem (key ./secrets/proxy.key)
+  app         ./secrets/app.pem (key ./secrets/app.key)
+
+broker.toml:
+  \[tls\]
+  cert = "./secrets/server.pem"
+  key = "./secrets/server.key"
+  ca = "./secrets/ca.pem"
+  client_auth = "required"
+  client_cert = "./secrets/broker.pem"
+  client_key = "./secrets/broker.key"
+
+or: defibus broker --tls-cert ./secrets/server.pem --tls-key ./secrets/server.key --tls-ca ./secrets/ca.pem
+a whole bus on TLS: defibus standalone --tls ./secrets
+
+the defibus CLI: --tls-ca ./secrets/ca.pem (or DEFIBUS_TLS_CA); as "app" by certificate: --tls-cert ./secrets/app.pem --tls-key ./secrets/app.key
+a Rust client as "app": ClientConfig::with_tls(TlsSettings { cert: "./secrets/app.pem", key: "./secrets/app.key", ca: "./secrets/ca.pem", .. })
+EOF
+grep -qxF 'cargo run --release -- standalone --security ./secrets --tls ./secrets' "$readme" ||
     fail "README.md lost the secured run command"
-"$DEFIBUS" standalone --security ./secrets --data-dir "$work/data" --nameserver-addr 127.0.0.1:0 \
+"$DEFIBUS" standalone --security ./secrets --tls ./secrets --data-dir "$work/data" --nameserver-addr 127.0.0.1:0 \
     --port-base 0 --proxy-addr 127.0.0.1:0 --gsl-addr 127.0.0.1:0 --sgs-addr 127.0.0.1:0 \
     >"$work/secured.out" 2>"$work/secured.err" &
 standalone_pid=$!
@@ -294,9 +321,16 @@ done
 DEFIBUS_NAMESERVER=$(awk '$1 == "nameserver" { print $2 }' "$work/secured.out")
 [[ -n $DEFIBUS_NAMESERVER ]] || fail "the secured standalone printed no nameserver address"
 for _ in $(seq 100); do
-    "$DEFIBUS" admin broker list --token-file ./secrets/admin.token 2>/dev/null | grep -q '^broker-a ' && break
+    "$DEFIBUS" admin broker list --token-file ./secrets/admin.token --tls-ca ./secrets/ca.pem 2>/dev/null |
+        grep -q '^broker-a ' && break
     sleep 0.1
 done
+step 0 'cargo run --release -- admin topic list --token-file ./secrets/admin.token; echo "exit code $?"' \
+    "*ERROR defibus] asking the nameservers for the brokers: $DEFIBUS_NAMESERVER: protocol violation: the server answered with a TLS alert, so it speaks TLS: configure the client with TLS (ClientConfig::with_tls; the defibus CLI: --tls-ca FILE or DEFIBUS_TLS_CA)" <<'EOF'
+exit code 1
+EOF
+step 0 'export DEFIBUS_TLS_CA=./secrets/ca.pem' <<'EOF'
+EOF
 step 0 'cargo run --release -- admin topic list; echo "exit code $?"' \
     '*ERROR defibus] asking the nameservers for the brokers: not authenticated: the nameserver requires authentication: no token was presented (give one with --token-file or DEFIBUS_TOKEN_FILE)' <<'EOF'
 exit code 1
@@ -328,11 +362,14 @@ step 0 'cargo run --release -- produce --topic A10-20190001 "elsewhere"; echo "e
     '*ERROR defibus] sending to A10-20190001: permission denied: principal "app" may not produce on topic "A10-20190001": no grant allows it (defibus admin acl grant app produce A10-20190001)' <<'EOF'
 exit code 1
 EOF
+step 0 'cargo run --release -- consume --topic A10-20190007 --group audit --count 1 --tls-cert ./secrets/admin.pem --tls-key ./secrets/admin.key' <<'EOF'
+queue=0 offset=0 key=- tag=- value=payment 1
+EOF
 grep -qF '"detail":"version 3: +grant app produce A10-20190007"' "$work/data/audit.log" ||
     fail "the audit log lacks the grant: $(cat "$work/data/audit.log")"
 grep -q '"principal":"app".*"action":"produce","resource":"A10-20190001","outcome":"denied"' \
     "$work/data/audit.log" || fail "the audit log lacks the denial: $(cat "$work/data/audit.log")"
-unset DEFIBUS_TOKEN_FILE
+unset DEFIBUS_TOKEN_FILE DEFIBUS_TLS_CA
 kill -INT "$standalone_pid"
 code=0
 wait "$standalone_pid" || code=$?

@@ -31,7 +31,7 @@ pub struct DevArgs {
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
     /// A client principal to issue a certificate for; repeat for several [default: admin,
-    /// broker, sgs, gsl, proxy, app].
+    /// broker, nameserver, sgs, gsl, proxy, app].
     #[arg(long = "principal", value_name = "NAME")]
     principals: Vec<String>,
     /// Replace certificates and keys that exist (a new CA: every old certificate stops
@@ -83,24 +83,55 @@ fn summary(certs: &DevCerts) -> String {
             show(key)
         ));
     }
+    let own = |principal: &str| {
+        certs
+            .clients
+            .iter()
+            .find(|(name, ..)| name == principal)
+            .map(|(_, cert, key)| (show(cert), show(key)))
+    };
     out.push_str(&format!(
         "\nbroker.toml:\n  [tls]\n  cert = {:?}\n  key = {:?}\n  ca = {:?}\n  \
-         client_auth = \"required\"\n\nor: defibus broker --tls-cert {} --tls-key {} --tls-ca {}\n",
-        show(&certs.server_cert),
-        show(&certs.server_key),
-        show(&certs.ca),
+         client_auth = \"required\"\n",
         show(&certs.server_cert),
         show(&certs.server_key),
         show(&certs.ca),
     ));
+    if let Some((cert, key)) = own("broker") {
+        // The broker connects to the nameservers and its leaders: as itself, over mutual TLS.
+        out.push_str(&format!(
+            "  client_cert = {cert:?}\n  client_key = {key:?}\n"
+        ));
+    }
+    out.push_str(&format!(
+        "\nor: defibus broker --tls-cert {} --tls-key {} --tls-ca {}\n",
+        show(&certs.server_cert),
+        show(&certs.server_key),
+        show(&certs.ca),
+    ));
+    out.push_str(&format!(
+        "a whole bus on TLS: defibus standalone --tls {}\n",
+        show(&certs.dir)
+    ));
+    out.push_str(&format!(
+        "\nthe defibus CLI: --tls-ca {} (or DEFIBUS_TLS_CA)",
+        show(&certs.ca)
+    ));
     if let Some((principal, cert, key)) = certs.clients.last() {
         out.push_str(&format!(
-            "\na Rust client as {principal:?}: ClientConfig::with_tls(TlsSettings {{ cert: {:?}, \
+            "; as {principal:?} by certificate: --tls-cert {} --tls-key {}\n",
+            show(cert),
+            show(key),
+        ));
+        out.push_str(&format!(
+            "a Rust client as {principal:?}: ClientConfig::with_tls(TlsSettings {{ cert: {:?}, \
              key: {:?}, ca: {:?}, .. }})\n",
             show(cert),
             show(key),
             show(&certs.ca),
         ));
+    } else {
+        out.push('\n');
     }
     out
 }
@@ -123,6 +154,8 @@ mod tests {
         let text = summary(&certs);
         assert!(text.contains("billing.pem"), "{text}");
         assert!(text.contains("[tls]\n  cert = "), "{text}");
+        assert!(text.contains("--tls-ca "), "{text}");
+        assert!(text.contains("standalone --tls "), "{text}");
         let err = dev(&args).unwrap_err();
         assert!(format!("{err:#}").contains("--force"), "{err:#}");
         dev(&DevArgs {

@@ -59,6 +59,13 @@ pub struct StandaloneArgs {
     /// <data-dir>/audit.log).
     #[arg(long, value_name = "DIR")]
     security: Option<PathBuf>,
+    /// Speak TLS 1.3 on every listener, with the certificates `defibus certs dev --out DIR`
+    /// wrote: each server presents DIR/server.pem, trusts DIR/ca.pem, and asks clients for
+    /// a certificate without requiring one (a client with one is its principal, mutual
+    /// TLS; one without authenticates with a token); each part connects to the others with
+    /// its own DIR/<part>.pem. Clients then need `--tls-ca DIR/ca.pem`.
+    #[arg(long, value_name = "DIR")]
+    tls: Option<PathBuf>,
     /// Listen on non-loopback addresses without TLS and authentication, accepting that
     /// anyone who can reach the ports may read, write and delete every topic.
     #[arg(long)]
@@ -79,8 +86,37 @@ fn security_for(args: &StandaloneArgs, part: &str) -> auth::SecuritySettings {
     }
 }
 
-/// Refuses non-loopback addresses unless secured (with TLS, which standalone cannot run
-/// yet) or `--insecure`.
+/// The `[tls]` settings of one part of a standalone bus run with `--tls DIR`: it serves
+/// with the server certificate and connects out with its own client certificate.
+fn tls_for(args: &StandaloneArgs, part: &str) -> Option<tls::TlsSettings> {
+    let certs = tls::dev::DevCerts::plan(args.tls.as_deref()?, &[part]).ok()?;
+    Some(tls::TlsSettings {
+        client_auth: tls::ClientAuth::Optional,
+        ..certs.server_settings_as(part)
+    })
+}
+
+/// The parts of a standalone bus, which each connect out with their own certificate.
+const PARTS: &[&str] = &["nameserver", "broker", "gsl", "sgs", "proxy"];
+
+/// Checks that `--tls DIR` holds every file the parts need, naming the first one missing.
+fn check_tls_files(dir: &std::path::Path) -> anyhow::Result<()> {
+    let certs = tls::dev::DevCerts::plan(dir, PARTS).context("--tls")?;
+    let needed = [&certs.ca, &certs.server_cert, &certs.server_key]
+        .into_iter()
+        .chain(certs.clients.iter().flat_map(|(_, cert, key)| [cert, key]));
+    for file in needed {
+        anyhow::ensure!(
+            file.exists(),
+            "{} does not exist: make the certificates with `defibus certs dev --out {}`",
+            file.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Refuses non-loopback addresses unless secured (TLS and authentication) or `--insecure`.
 fn check_exposure(args: &StandaloneArgs) -> anyhow::Result<()> {
     let settings = security_for(args, "standalone");
     let addresses = [
@@ -91,13 +127,16 @@ fn check_exposure(args: &StandaloneArgs) -> anyhow::Result<()> {
         ("the proxy", args.proxy_addr.ip().to_string()),
     ];
     for (part, address) in addresses {
-        settings.check_exposure(part, &address, false, args.insecure)?;
+        settings.check_exposure(part, &address, args.tls.is_some(), args.insecure)?;
     }
     Ok(())
 }
 
 pub fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     check_exposure(&args)?;
+    if let Some(dir) = &args.tls {
+        check_tls_files(dir)?;
+    }
     if let Some(dir) = &args.security {
         let policy = dir.join("policy.json");
         anyhow::ensure!(
@@ -130,6 +169,7 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         listen_addr: args.nameserver_addr,
         controller,
         security: security_for(&args, "nameserver"),
+        tls: tls_for(&args, "nameserver"),
         ..nameserver::NameserverConfig::default()
     };
     let nameserver = nameserver::start(nameserver_config).context("starting the nameserver")?;
@@ -160,6 +200,7 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<()> {
             data_dir,
             nameservers: vec![nameserver_addr.to_string()],
             security: security_for(&args, "broker"),
+            tls: tls_for(&args, "broker"),
             ..engine::BrokerConfig::default()
         };
         let broker = engine::Broker::start(broker_config)
@@ -174,6 +215,7 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<()> {
             policy_nameservers: vec![nameserver_addr.to_string()],
             ..security_for(&args, "gsl")
         },
+        tls: tls_for(&args, "gsl"),
         ..gsl::GslConfig::default()
     })
     .context("starting the GSL")?;
@@ -187,6 +229,7 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         gsl_endpoints: vec![gsl.local_addr().to_string()],
         areas: [(args.area.clone(), local_area)].into_iter().collect(),
         security: security_for(&args, "sgs"),
+        tls: tls_for(&args, "sgs"),
         ..sgs::SgsConfig::default()
     })
     .context("starting the SGS")?;
@@ -204,13 +247,21 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         };
         Some(proxy::start(proxy_config).context("starting the proxy")?)
     };
-    match &args.security {
-        Some(dir) => println!(
-            "DeFiBus standalone is running secured (area {}; tokens in {}):",
+    let mut how = Vec::new();
+    if let Some(dir) = &args.security {
+        how.push(format!("secured, tokens in {}", dir.display()));
+    }
+    if let Some(dir) = &args.tls {
+        how.push(format!("TLS, certificates in {}", dir.display()));
+    }
+    if how.is_empty() {
+        println!("DeFiBus standalone is running (area {}):", args.area);
+    } else {
+        println!(
+            "DeFiBus standalone is running (area {}; {}):",
             args.area,
-            dir.display()
-        ),
-        None => println!("DeFiBus standalone is running (area {}):", args.area),
+            how.join("; ")
+        );
     }
     println!("  nameserver  {nameserver_addr}");
     for broker in &brokers {
@@ -246,4 +297,65 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         .shutdown()
         .context("shutting down the nameserver")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: StandaloneArgs,
+    }
+
+    fn args(extra: &[&str]) -> StandaloneArgs {
+        use clap::Parser;
+        let argv = std::iter::once("standalone").chain(extra.iter().copied());
+        Cli::try_parse_from(argv).unwrap().args
+    }
+
+    #[test]
+    fn tls_parts_serve_with_the_server_certificate_and_connect_out_as_themselves() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("certs");
+        let err = check_tls_files(&out).unwrap_err();
+        assert!(err.to_string().contains("certs dev --out"), "{err}");
+
+        tls::dev::generate(&out, tls::dev::DEFAULT_PRINCIPALS).unwrap();
+        check_tls_files(&out).unwrap();
+        let args = args(&["--tls", out.to_str().unwrap()]);
+        let broker = tls_for(&args, "broker").unwrap();
+        assert_eq!(
+            broker.cert.as_deref(),
+            Some(out.join("server.pem").as_path())
+        );
+        assert_eq!(broker.ca.as_deref(), Some(out.join("ca.pem").as_path()));
+        assert_eq!(broker.client_auth, tls::ClientAuth::Optional);
+        assert_eq!(
+            broker.client_cert.as_deref(),
+            Some(out.join("broker.pem").as_path())
+        );
+        // Every file a part needs: one missing is named before anything starts.
+        std::fs::remove_file(out.join("sgs.key")).unwrap();
+        let err = check_tls_files(&out).unwrap_err();
+        assert!(err.to_string().contains("sgs.key"), "{err}");
+    }
+
+    #[test]
+    fn without_tls_a_non_loopback_address_needs_insecure_and_with_it_needs_security() {
+        let err = check_exposure(&args(&["--proxy-addr", "0.0.0.0:8080"])).unwrap_err();
+        assert!(err.to_string().contains("--insecure"), "{err}");
+        let tls_only = args(&["--proxy-addr", "0.0.0.0:8080", "--tls", "certs"]);
+        assert!(check_exposure(&tls_only).is_err());
+        let secured = args(&[
+            "--proxy-addr",
+            "0.0.0.0:8080",
+            "--tls",
+            "certs",
+            "--security",
+            "secrets",
+        ]);
+        check_exposure(&secured).unwrap();
+    }
 }

@@ -18,7 +18,15 @@ use crate::settings::TlsSettings;
 
 /// The principals `defibus certs dev` issues client certificates for by default: the admin
 /// tool, the processes of the bus, and one application.
-pub const DEFAULT_PRINCIPALS: &[&str] = &["admin", "broker", "sgs", "gsl", "proxy", "app"];
+pub const DEFAULT_PRINCIPALS: &[&str] = &[
+    "admin",
+    "broker",
+    "nameserver",
+    "sgs",
+    "gsl",
+    "proxy",
+    "app",
+];
 /// How long generated certificates are valid.
 pub const VALIDITY_DAYS: i64 = 365;
 /// The server certificate's Common Name.
