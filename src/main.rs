@@ -25,7 +25,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
         defibus admin topic create --topic A10-20190001\n  \
         defibus produce --topic A10-20190001 hello\n  \
         defibus consume --topic A10-20190001 --group G1 --count 1",
-    after_long_help = cmd::shared::EXIT_CODES_HELP
+    // Every subcommand's --help ends with the exit codes: see `with_exit_codes`.
 )]
 struct Cli {
     /// Log level: error, warn, info, debug or trace [default: info for servers, warn for
@@ -39,8 +39,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a whole bus in one process: nameserver, broker (all cores), GSL and SGS; data in
-    /// ./defibus-data.
+    /// Run a whole bus in one process: nameserver, broker (all cores), GSL, SGS and the proxy
+    /// (HTTP and WebSocket, --no-proxy to leave it out); data in ./defibus-data.
     ///
     /// Prints where each part listens. Stops cleanly on SIGTERM or SIGINT.
     Standalone(cmd::standalone::StandaloneArgs),
@@ -59,7 +59,6 @@ enum Command {
     /// The server keeps the durable registry of services, creates and deletes their topics on
     /// the brokers of each area ([areas.X] in --config) and keeps GSL current. Stops cleanly on
     /// SIGTERM or SIGINT.
-    #[command(after_long_help = cmd::shared::EXIT_CODES_HELP)]
     Sgs(cmd::sgs::SgsCliArgs),
     /// Run the proxy: HTTP/1.1 JSON and WebSocket access to the bus for any language.
     ///
@@ -77,31 +76,26 @@ enum Command {
     #[command(subcommand)]
     Log(cmd::log::LogCommand),
     /// Administer topics on the brokers of a cluster: create, update, delete, list, stats.
-    #[command(after_long_help = cmd::shared::EXIT_CODES_HELP)]
     Admin(cmd::admin::AdminArgs),
     /// Send a message (or each line of stdin) to a topic; prints queue and offset per message.
-    #[command(after_long_help = cmd::shared::EXIT_CODES_HELP)]
     Produce(cmd::produce::ProduceArgs),
     /// Print a topic's messages as a member of a consumer group, committing what was printed.
     ///
     /// Prints one line per message: queue, offset, key, tag and the value as text. Runs until
     /// --count messages, --timeout-ms without one, or Ctrl-C/SIGTERM; commits on the way out.
-    #[command(after_long_help = cmd::shared::EXIT_CODES_HELP)]
     Consume(cmd::consume::ConsumeArgs),
     /// Send a request to a service topic and print the reply's value.
-    #[command(after_long_help = cmd::shared::EXIT_CODES_HELP)]
     Request(cmd::request::RequestArgs),
     /// Answer a service topic's requests (--echo or --upper) until Ctrl-C/SIGTERM.
     ///
     /// Prints each request handled and its reply. A stand-in service for demos and tests.
-    #[command(after_long_help = cmd::shared::EXIT_CODES_HELP)]
     Respond(cmd::respond::RespondArgs),
     /// Set up security: a first policy (grants) and one token per principal.
     ///
     /// Writes DIR/policy.json (give it to each nameserver as [security] policy_file) and
     /// DIR/<principal>.token (mode 0600) for admin, broker, nameserver, sgs, gsl, proxy and
     /// app, or the --principal names given. See docs/ARCHITECTURE.md §9.
-    #[command(subcommand, after_long_help = cmd::shared::EXIT_CODES_HELP)]
+    #[command(subcommand)]
     Security(cmd::security::SecurityCommand),
     /// Make certificates for TLS: `certs dev` writes a development CA, a server certificate
     /// and client certificates (mutual TLS).
@@ -129,8 +123,35 @@ impl Command {
     }
 }
 
+/// `command` with the exit-code table at the end of its `--help`, and of every subcommand's
+/// at every depth (`defibus admin topic create --help` too): clap has no setting that
+/// propagates `after_long_help`. A command's own footer (an example) comes first.
+fn with_exit_codes(command: clap::Command) -> clap::Command {
+    let footer = match command.get_after_long_help() {
+        Some(own) => format!("{own}\n\n{}", cmd::shared::EXIT_CODES_HELP),
+        None => cmd::shared::EXIT_CODES_HELP.to_owned(),
+    };
+    let names: Vec<String> = command
+        .get_subcommands()
+        .map(|sub| sub.get_name().to_owned())
+        .collect();
+    names
+        .into_iter()
+        .fold(command.after_long_help(footer), |command, name| {
+            command.mut_subcommand(name, with_exit_codes)
+        })
+}
+
+/// The command line, parsed with [`with_exit_codes`]' help.
+fn parse() -> Result<Cli, clap::Error> {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut command = with_exit_codes(Cli::command());
+    let matches = command.try_get_matches_from_mut(std::env::args_os())?;
+    Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut command))
+}
+
 fn main() -> std::process::ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match parse() {
         Ok(cli) => cli,
         Err(error) => {
             // --help and --version are "errors" printed on stdout; they succeed.
@@ -180,7 +201,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            log::error!("{error:#}");
+            log::error!("{}", cmd::shared::error_text(&error));
             exit_code(&error)
         }
     }
@@ -205,6 +226,29 @@ fn exit_code(error: &anyhow::Error) -> std::process::ExitCode {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    /// Every command, at every depth, says what its exit codes mean.
+    #[test]
+    fn every_commands_help_ends_with_the_exit_codes() {
+        fn check(command: &mut clap::Command, path: &str) {
+            let help = command.render_long_help().to_string();
+            assert!(
+                help.contains("Exit codes:"),
+                "{path} --help lacks them:\n{help}"
+            );
+            // clap's own `help` subcommand prints others' help, not its own.
+            for sub in command
+                .get_subcommands_mut()
+                .filter(|sub| sub.get_name() != "help")
+            {
+                let path = format!("{path} {}", sub.get_name());
+                check(sub, &path);
+            }
+        }
+        let mut command = with_exit_codes(Cli::command());
+        command.build();
+        check(&mut command, "defibus");
+    }
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("defibus").chain(args.iter().copied()))

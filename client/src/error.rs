@@ -64,9 +64,21 @@ pub enum ClientError {
     /// A topic, group, area or client id is not well formed.
     #[error(transparent)]
     InvalidName(#[from] NameError),
-    /// A message cannot be encoded (key or property too large, batch over its limit).
+    /// A message cannot be encoded (key or property too large).
     #[error("cannot encode message: {0}")]
-    Encode(#[from] BuildError),
+    Encode(BuildError),
+    /// One message is larger than a batch may be: it can never be sent as it is.
+    #[error(
+        "message too large: {len} bytes with its key, properties and record header, over the \
+         {max}-byte limit of one message (ClientConfig::batch_bytes_max, at most the broker's \
+         storage.batch_len_max)"
+    )]
+    MessageTooLarge {
+        /// The message's encoded size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The peer sent something this client cannot read: a bad frame, batch or control body.
     #[error("{endpoint}: protocol violation: {reason}")]
     Protocol {
@@ -190,6 +202,10 @@ impl ClientError {
             },
             Self::InvalidName(e) => Self::InvalidName(e.clone()),
             Self::Encode(e) => Self::Encode(e.clone()),
+            Self::MessageTooLarge { len, max } => Self::MessageTooLarge {
+                len: *len,
+                max: *max,
+            },
             Self::Protocol { endpoint, reason } => Self::Protocol {
                 endpoint: endpoint.clone(),
                 reason: reason.clone(),
@@ -218,6 +234,17 @@ impl ClientError {
 
 /// The result of a client call.
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// A batch over its limit here always holds one message (the producer starts a new batch
+/// before one would overflow), so it is that message that is too large.
+impl From<BuildError> for ClientError {
+    fn from(e: BuildError) -> Self {
+        match e {
+            BuildError::BatchTooLarge { len, max } => Self::MessageTooLarge { len, max },
+            other => Self::Encode(other),
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

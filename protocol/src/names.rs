@@ -20,25 +20,41 @@ pub const CLIENT_ID_LEN_MAX: usize = 128;
 
 /// Why a name was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {kind} {value:?}: {reason}")]
+#[error("invalid {kind} {value:?}{within}: {reason}")]
 pub struct NameError {
     /// What kind of name it was meant to be ("area code", "topic", ...).
     pub kind: &'static str,
     /// The rejected input, lossily decoded and cut to a readable length.
     pub value: String,
+    /// Where the rejected part sat, when it was part of a larger name (` in topic "A1-x"`);
+    /// empty otherwise.
+    pub within: String,
     /// What is wrong with it.
     pub reason: &'static str,
 }
 
 impl NameError {
     fn new(kind: &'static str, value: &[u8], reason: &'static str) -> Self {
-        let shown = &value[..value.len().min(80)];
         Self {
             kind,
-            value: String::from_utf8_lossy(shown).into_owned(),
+            value: shown(value),
+            within: String::new(),
             reason,
         }
     }
+
+    /// The same error, said of the part of `kind` name `whole` it was found in.
+    fn within(self, kind: &str, whole: &str) -> Self {
+        Self {
+            within: format!(" in {kind} {:?}", shown(whole.as_bytes())),
+            ..self
+        }
+    }
+}
+
+/// `value` as an error shows it: lossily decoded and cut to a readable length.
+fn shown(value: &[u8]) -> String {
+    String::from_utf8_lossy(&value[..value.len().min(80)]).into_owned()
 }
 
 /// An area: a data centre or logical zone, three uppercase letters or digits (`A10`, `SZ1`).
@@ -189,12 +205,10 @@ impl FromStr for Topic {
         let (area, rest) = s
             .split_once('-')
             .ok_or_else(|| NameError::new(KIND, s.as_bytes(), "must be [area]-[serviceId]"))?;
-        let area = area
-            .parse::<Area>()
-            .map_err(|e| NameError { kind: KIND, ..e })?;
-        let service = rest
-            .parse::<ServiceId>()
-            .map_err(|e| NameError { kind: KIND, ..e })?;
+        // The part that is wrong, named as what it is: "invalid area code "A1" in topic
+        // "A1-20190001": must be exactly 3 characters".
+        let area = area.parse::<Area>().map_err(|e| e.within(KIND, s))?;
+        let service = rest.parse::<ServiceId>().map_err(|e| e.within(KIND, s))?;
         Ok(Self { area, service })
     }
 }
@@ -284,7 +298,9 @@ mod tests {
     #[test]
     fn bad_names_say_why() {
         let err = "a10-1".parse::<Topic>().unwrap_err();
-        assert_eq!(err.kind, "topic");
+        // The part that is wrong, and the topic it is in.
+        assert_eq!(err.kind, "area code");
+        assert_eq!(err.within, " in topic \"a10-1\"");
         assert!(err.reason.contains("uppercase"), "{err}");
         assert!(
             "A1-1"
@@ -328,6 +344,21 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "invalid area code \"A1\": must be exactly 3 characters"
+        );
+    }
+
+    #[test]
+    fn a_topics_error_names_the_part_that_is_wrong() {
+        let err = "A1-20190001".parse::<Topic>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid area code \"A1\" in topic \"A1-20190001\": must be exactly 3 characters"
+        );
+        let err = "A10-".parse::<Topic>().unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("invalid service id \"\" in topic \"A10-\": "),
+            "{err}"
         );
     }
 }

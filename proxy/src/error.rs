@@ -216,6 +216,9 @@ impl ApiError {
             ClientError::InvalidName(_)
             | ClientError::InvalidArgument(_)
             | ClientError::Encode(_) => Self::bad_request(message),
+            ClientError::MessageTooLarge { .. } => {
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "message_too_large", message)
+            }
             ClientError::Status {
                 status: Status::InvalidName | Status::InvalidArgument | Status::FrameTooLarge,
                 ..

@@ -20,6 +20,8 @@ pub struct ProduceArgs {
     #[arg(long, default_value_t = 1, requires = "value")]
     count: u64,
     /// The message value (text); without it, every line of stdin is sent as one message.
+    /// A message may be at most 1 MiB (1,048,576 bytes) with its key, properties and record
+    /// header; a larger one is refused before it is sent.
     #[arg(value_name = "MESSAGE")]
     value: Option<String>,
 }
@@ -65,4 +67,13 @@ pub fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    /// `--help` states the limit in words: it must stay the client's.
+    #[test]
+    fn the_limit_in_the_help_is_the_clients() {
+        assert_eq!(client::config::BATCH_BYTES_MAX_DEFAULT, 1 << 20);
+    }
 }

@@ -25,6 +25,27 @@ pub const EXIT_CODES_HELP: &str = "Exit codes:\n  \
     2   timed out: no reply, no acknowledgement, or fewer than --count messages in time\n  \
     64  bad command line";
 
+/// `error` and its causes, one after another as `{:#}` writes them, but without a cause its
+/// parent's message already spelled out: many errors name their source in their own message
+/// (`cannot connect to X: Connection refused`) and also return it as `source()`, which
+/// `{:#}` would print again (`...: Connection refused: Connection refused`).
+pub fn error_text(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    let mut parent = String::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if !parent.is_empty() && parent.contains(&message) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&message);
+        parent = message;
+    }
+    text
+}
+
 /// How a client command reaches the bus.
 #[derive(Args, Debug)]
 pub struct BusArgs {
@@ -327,6 +348,49 @@ mod tests {
             "TOPIC         QUEUES  DEPTHS\n\
              A10-1         4       0,0\n\
              A10-20190001  16\n"
+        );
+    }
+}
+
+#[cfg(test)]
+mod error_text_tests {
+    use super::error_text;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot connect to {endpoint}: {source}")]
+    struct Connect {
+        endpoint: &'static str,
+        #[source]
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_already_in_its_parents_message_is_printed_once() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let refused_text = refused.to_string();
+        let error = anyhow::Error::new(Connect {
+            endpoint: "127.0.0.1:9876",
+            source: refused,
+        })
+        .context("asking the nameservers for the brokers");
+        let text = error_text(&error);
+        assert_eq!(
+            text,
+            format!(
+                "asking the nameservers for the brokers: cannot connect to 127.0.0.1:9876: {refused_text}"
+            )
+        );
+        assert_eq!(text.matches(&refused_text).count(), 1, "{text}");
+    }
+
+    #[test]
+    fn causes_not_in_their_parent_are_all_printed() {
+        let error = anyhow::anyhow!("disk full")
+            .context("writing the policy")
+            .context("acl grant");
+        assert_eq!(
+            error_text(&error),
+            "acl grant: writing the policy: disk full"
         );
     }
 }

@@ -33,10 +33,11 @@ struct Slot {
     backoff: Backoff,
     /// No new attempt before this instant, after a failed one.
     retry_at: Option<Instant>,
-    /// Why the last attempt failed, when another attempt would fail the same way (TLS: a
-    /// refused certificate, a peer without TLS): answered while backing off, instead of a
-    /// retryable `Disconnected` that would look like a broker down.
-    refused: Option<ClientError>,
+    /// Why the last attempt failed, answered while backing off instead of a bare
+    /// `Disconnected`: the OS's reason (connection refused, no route), or, when another
+    /// attempt would fail the same way (a refused certificate, TLS against plaintext), the
+    /// TLS or protocol error, which is not retryable and so must not look like a broker down.
+    last_failure: Option<ClientError>,
 }
 
 /// Everything the pool needs to open connections.
@@ -82,7 +83,7 @@ impl Pool {
                         conn: None,
                         backoff: Backoff::new(self.config.backoff_min, self.config.backoff_max),
                         retry_at: None,
-                        refused: None,
+                        last_failure: None,
                     }))
                 })
                 .clone()
@@ -96,8 +97,8 @@ impl Pool {
         }
         slot.conn = None;
         if slot.retry_at.is_some_and(|at| Instant::now() < at) {
-            return Err(match &slot.refused {
-                Some(refused) => refused.duplicate(),
+            return Err(match &slot.last_failure {
+                Some(failure) => failure.duplicate(),
                 None => ClientError::Disconnected {
                     endpoint: endpoint.to_owned(),
                 },
@@ -115,14 +116,19 @@ impl Pool {
             Ok(conn) => {
                 slot.backoff.reset();
                 slot.retry_at = None;
-                slot.refused = None;
+                slot.last_failure = None;
                 slot.conn = Some(conn.clone());
                 Ok(conn)
             }
             Err(e) => {
                 let delay = slot.backoff.next_delay();
                 slot.retry_at = Some(Instant::now() + delay);
-                slot.refused = matches!(e, ClientError::Tls { .. }).then(|| e.duplicate());
+                // A timeout is not kept: answered later, it would read as the caller's own.
+                slot.last_failure = matches!(
+                    e,
+                    ClientError::Io { .. } | ClientError::Tls { .. } | ClientError::Protocol { .. }
+                )
+                .then(|| e.duplicate());
                 log::debug!("connecting to {endpoint} failed ({e}); next attempt in {delay:?}");
                 Err(e)
             }
