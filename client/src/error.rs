@@ -61,9 +61,10 @@ pub enum ClientError {
         /// Why, for each deployment tried.
         reason: String,
     },
-    /// A topic, group, area or client id is not well formed.
+    /// A topic, group, area or client id is not well formed. Boxed: a rare error need not
+    /// make every `Result` of the client larger.
     #[error(transparent)]
-    InvalidName(#[from] NameError),
+    InvalidName(Box<NameError>),
     /// A message cannot be encoded (key or property too large).
     #[error("cannot encode message: {0}")]
     Encode(BuildError),
@@ -234,6 +235,12 @@ impl ClientError {
 
 /// The result of a client call.
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+impl From<NameError> for ClientError {
+    fn from(e: NameError) -> Self {
+        Self::InvalidName(Box::new(e))
+    }
+}
 
 /// A batch over its limit here always holds one message (the producer starts a new batch
 /// before one would overflow), so it is that message that is too large.
