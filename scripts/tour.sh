@@ -178,6 +178,10 @@ step 0 'cargo run --release -- request --topic A10-20190002 --timeout-ms 1000 "a
     '*ERROR defibus] no reply from A10-20190002 (is a responder running?*): timed out after 1s' <<'EOF'
 exit code 2
 EOF
+step 0 'cargo run --release -- admin topic create --topic A10-20190002 --queues 2; echo "exit code $?"' \
+    '*ERROR defibus] A10-20190002 already exists on broker-a with other settings: flush sync (asked async); change them with `defibus admin topic update --topic A10-20190002 ...`' <<'EOF'
+exit code 1
+EOF
 
 # Services: apply, deploy, and call by service id.
 step 0 'cargo run --release -- sgs service apply --id 20190003 --name greeter --owner team-a --areas A10 --queues 2' <<'EOF'

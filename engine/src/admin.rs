@@ -27,9 +27,11 @@ pub(crate) async fn upsert_topic(
     );
     let topic = config.topic.clone();
     broadcast(shard, TopicChange::Upsert(config)).await;
+    // Routes first, then the answer (and for an update the news): the nameservers route a
+    // new topic as soon as its creator hears it exists, rather than at the next interval,
+    // and a subscriber told to refetch gets the new route.
+    crate::register::register_now(shard).await;
     if !create {
-        // Routes first, then the news: a subscriber told to refetch gets the new route.
-        crate::register::register_now(shard).await;
         crate::group::announce_change(shard, &topic);
         shard
             .tell_peers(|| MeshMsg::TopicChanged {

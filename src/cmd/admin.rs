@@ -88,13 +88,16 @@ enum QueueCommand {
 
 #[derive(Subcommand, Debug)]
 enum TopicCommand {
-    /// Create a topic on every broker; a broker that already has it is left unchanged.
+    /// Create a topic on every broker. One that already has it with the same settings (the
+    /// flags given, and the defaults below for the others) is left as it is; one that has it
+    /// with other settings fails the command, naming them (change them with `admin topic
+    /// update`).
     ///
-    /// Brokers tell the nameservers about new topics at their next registration (every 3 s
-    /// by default), so create then waits until the nameservers route the topic to every
-    /// broker it was created on: producers and consumers started afterwards find it. Not
-    /// routed within 10 s exits with code 2 (the topic was created). With --broker it does
-    /// not wait.
+    /// A broker registers a new topic with the nameservers before it answers, and create
+    /// then checks that the nameservers route the topic to every broker it was created on:
+    /// producers and consumers started afterwards find it. Not routed within 10 s (a
+    /// nameserver down or slow) exits with code 2 (the topic was created). With --broker it
+    /// does not wait.
     Create {
         /// The topic, [area]-[serviceId], e.g. A10-20190001.
         #[arg(long)]
@@ -281,6 +284,89 @@ impl TopicSettings {
     }
 }
 
+/// The settings a broker reports for `topic`, as a config to apply flags to.
+fn current_config(topic: &Topic, current: &TopicInfo) -> TopicConfig {
+    TopicConfig {
+        queue_count: current.queue_count,
+        read_queue_count: current.read_queue_count,
+        write_queue_count: current.write_queue_count,
+        flush_mode: current.flush_mode,
+        max_queue_depth: current.max_queue_depth,
+        retention_bytes: current.retention_bytes,
+        retention_age_ms: current.retention_age_ms,
+        redirects: current.redirects.clone(),
+        dynamic_queues: current.dynamic_queues,
+        // A broker that predates replication reports 0: its topics have one copy.
+        replicas: current.replicas.max(1),
+        acks: current.acks,
+        ..TopicConfig::new(topic)
+    }
+}
+
+/// How the topic `current` differs from the one `create` asked for (its flags, and create's
+/// defaults for those not given), one `name existing (asked new)` per setting; empty when
+/// it is the same topic.
+fn differences(current: &TopicConfig, asked: &TopicConfig) -> Vec<String> {
+    let mut differ = Vec::new();
+    let mut check = |name: &str, now: String, wanted: String| {
+        if now != wanted {
+            differ.push(format!("{name} {now} (asked {wanted})"));
+        }
+    };
+    // Queues that follow their consumers have whatever count the consumers made.
+    if !(current.dynamic_queues && asked.dynamic_queues) {
+        check(
+            "queues",
+            current.queue_count.to_string(),
+            asked.queue_count.to_string(),
+        );
+    }
+    check(
+        "flush",
+        flush_name(current.flush_mode).to_owned(),
+        flush_name(asked.flush_mode).to_owned(),
+    );
+    check(
+        "max depth",
+        current.max_queue_depth.to_string(),
+        asked.max_queue_depth.to_string(),
+    );
+    check(
+        "retention age ms",
+        format!("{:?}", current.retention_age_ms),
+        format!("{:?}", asked.retention_age_ms),
+    );
+    check(
+        "retention bytes",
+        format!("{:?}", current.retention_bytes),
+        format!("{:?}", asked.retention_bytes),
+    );
+    check(
+        "dynamic queues",
+        current.dynamic_queues.to_string(),
+        asked.dynamic_queues.to_string(),
+    );
+    check(
+        "replicas",
+        current.replicas.to_string(),
+        asked.replicas.to_string(),
+    );
+    check(
+        "acks",
+        format!("{:?}", current.acks).to_lowercase(),
+        format!("{:?}", asked.acks).to_lowercase(),
+    );
+    check(
+        "redirects",
+        current.redirects.len().to_string(),
+        asked.redirects.len().to_string(),
+    );
+    if current.redirects != asked.redirects && current.redirects.len() == asked.redirects.len() {
+        differ.push("redirect rules differ".to_owned());
+    }
+    differ
+}
+
 /// How long `create` waits for the nameservers to route a new topic: three registrations
 /// at the default `register_interval_ms` (3000), and a margin.
 const ROUTE_WAIT_MAX: Duration = Duration::from_secs(10);
@@ -398,10 +484,33 @@ fn create(
             Err(ClientError::Status {
                 status: Status::TopicExists,
                 ..
-            }) => println!(
-                "{topic} already exists on {}: left unchanged (use `admin topic update`)",
-                broker.id
-            ),
+            }) => {
+                // Idempotent when the topic already is what was asked; an error when it is
+                // not, so a script never goes on believing its settings are in force.
+                let topics = admin
+                    .list_topics(&broker.endpoint)
+                    .with_context(|| format!("listing the topics of {}", broker.id))?;
+                let current = topics
+                    .iter()
+                    .find(|t| t.topic == topic.to_string())
+                    .map(|t| current_config(topic, t));
+                let differ = current
+                    .as_ref()
+                    .map(|current| differences(current, &config))
+                    .unwrap_or_default();
+                if !differ.is_empty() {
+                    bail!(
+                        "{topic} already exists on {} with other settings: {}; change them \
+                         with `defibus admin topic update --topic {topic} ...`",
+                        broker.id,
+                        differ.join(", ")
+                    );
+                }
+                println!(
+                    "{topic} already exists on {} with these settings: unchanged",
+                    broker.id
+                );
+            }
             Err(e) => {
                 return Err(e).with_context(|| format!("creating {topic} on {}", broker.id));
             }
@@ -506,21 +615,7 @@ fn update(
             println!("{topic} does not exist on {}: skipped", broker.id);
             continue;
         };
-        let config = settings.apply(TopicConfig {
-            queue_count: current.queue_count,
-            read_queue_count: current.read_queue_count,
-            write_queue_count: current.write_queue_count,
-            flush_mode: current.flush_mode,
-            max_queue_depth: current.max_queue_depth,
-            retention_bytes: current.retention_bytes,
-            retention_age_ms: current.retention_age_ms,
-            redirects: current.redirects.clone(),
-            dynamic_queues: current.dynamic_queues,
-            // A broker that predates replication reports 0: its topics have one copy.
-            replicas: current.replicas.max(1),
-            acks: current.acks,
-            ..TopicConfig::new(topic)
-        });
+        let config = settings.apply(current_config(topic, current));
         config.validate().context("topic settings")?;
         admin
             .update_topic(&broker.endpoint, &config)
@@ -849,5 +944,56 @@ mod tests {
             ..TopicSettings::default()
         };
         assert!(cleared.apply(config).redirects.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod create_tests {
+    use super::*;
+
+    fn settings(args: &[&str]) -> TopicSettings {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            settings: TopicSettings,
+        }
+        use clap::Parser;
+        Cli::try_parse_from(std::iter::once("create").chain(args.iter().copied()))
+            .unwrap()
+            .settings
+    }
+
+    #[test]
+    fn the_same_topic_differs_in_nothing_and_another_names_each_setting() {
+        let topic: Topic = "A10-20190002".parse().unwrap();
+        let existing =
+            settings(&["--queues", "2", "--flush", "sync"]).apply(TopicConfig::new(&topic));
+        let same = settings(&["--queues", "2", "--flush", "sync"]).apply(TopicConfig::new(&topic));
+        assert!(differences(&existing, &same).is_empty());
+        // An omitted flag asks for create's default, not for whatever the topic has.
+        let defaults = settings(&["--queues", "2"]).apply(TopicConfig::new(&topic));
+        assert_eq!(
+            differences(&existing, &defaults),
+            ["flush sync (asked async)"]
+        );
+        let other =
+            settings(&["--queues", "3", "--max-queue-depth", "9"]).apply(TopicConfig::new(&topic));
+        assert_eq!(
+            differences(&existing, &other),
+            [
+                "queues 2 (asked 3)",
+                "flush sync (asked async)",
+                "max depth 500 (asked 9)"
+            ]
+        );
+    }
+
+    #[test]
+    fn queues_that_follow_their_consumers_are_not_compared_by_count() {
+        let topic: Topic = "A10-20190002".parse().unwrap();
+        let mut existing = settings(&["--dynamic-queues", "true"]).apply(TopicConfig::new(&topic));
+        existing.queue_count = 7;
+        let asked = settings(&["--dynamic-queues", "true"]).apply(TopicConfig::new(&topic));
+        assert!(differences(&existing, &asked).is_empty());
     }
 }
