@@ -156,11 +156,11 @@ EOF
 step 0 'cargo run --release -- consume --topic A10-20190001 --group G1 --timeout-ms 1000' <<'EOF'
 EOF
 step 0 'cargo run --release -- admin topic stats --topic A10-20190001' <<'EOF'
-BROKER    TOPIC         QUEUE  START  NEXT  DATA  EXPIRED  GROUP  DELIVERED  COMMITTED  LAG
-broker-a  A10-20190001  0      0      4     ok    0        -      -          -          -
-broker-a  A10-20190001  1      0      0     ok    0        -      -          -          -
-broker-a  A10-20190001  2      0      0     ok    0        -      -          -          -
-broker-a  A10-20190001  3      0      0     ok    0        -      -          -          -
+BROKER    TOPIC         QUEUE  START  NEXT  DATA  EXPIRED_REQUESTS  GROUP  DELIVERED  COMMITTED  LAG
+broker-a  A10-20190001  0      0      4     ok    0                 -      -          -          -
+broker-a  A10-20190001  1      0      0     ok    0                 -      -          -          -
+broker-a  A10-20190001  2      0      0     ok    0                 -      -          -          -
+broker-a  A10-20190001  3      0      0     ok    0                 -      -          -          -
 EOF
 step 0 'cargo run --release -- admin topic create --topic A10-20190002 --queues 2 --flush sync' <<'EOF'
 created A10-20190002 on broker-a: 2 queues, flush sync, max depth 500

@@ -360,9 +360,11 @@ impl Status {
     }
 }
 
+/// The words only: errors shown to users read "invalid argument: area Z99 not configured",
+/// not "invalid argument (200): ..."; the number is [`Status::code`], and in `Debug`.
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.message(), self.code())
+        f.write_str(self.message())
     }
 }
 
@@ -415,8 +417,9 @@ mod tests {
         assert!(Command::Credit.is_data_plane() && !Command::GslResolve.is_data_plane());
         assert_eq!(
             Status::QueueDepthExceeded.to_string(),
-            "queue depth limit exceeded (301)"
+            "queue depth limit exceeded"
         );
+        assert_eq!(Status::QueueDepthExceeded.code(), 301);
         assert_eq!(Command::Produce.to_string(), "Produce(0x0101)");
     }
 }

@@ -133,8 +133,12 @@ enum TopicCommand {
     },
     /// Print per-queue offsets and, per consumer group, delivered and committed offsets.
     ///
-    /// Brokers report the groups that have a live member; LAG is NEXT minus COMMITTED (or
-    /// minus START before the group's first commit).
+    /// Columns: START, the oldest offset the queue still holds (retention moves it); NEXT, the
+    /// offset the next record gets; DATA, `ok` or `DAMAGED@offset` (the queue serves nothing
+    /// past it until `defibus log repair`); EXPIRED_REQUESTS, requests dropped undelivered
+    /// because their deadline passed first (since the broker started); then one row per
+    /// group with a live member: DELIVERED, the next offset handed to it; COMMITTED, what it
+    /// acknowledged; LAG, NEXT minus COMMITTED (or minus START before its first commit).
     Stats {
         /// Only this topic.
         #[arg(long)]
@@ -780,7 +784,7 @@ fn stats(admin: &Admin, brokers: &[Broker], topic: Option<&Topic>) -> anyhow::Re
                 "START",
                 "NEXT",
                 "DATA",
-                "EXPIRED",
+                "EXPIRED_REQUESTS",
                 "GROUP",
                 "DELIVERED",
                 "COMMITTED",

@@ -48,6 +48,6 @@ pub fn run(args: RequestArgs) -> anyhow::Result<ExitCode> {
         };
         anyhow::Error::new(e).context(context)
     })?;
-    println!("{}", String::from_utf8_lossy(&reply.value));
+    println!("{}", super::shared::printable(&reply.value));
     Ok(ExitCode::SUCCESS)
 }

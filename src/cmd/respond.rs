@@ -47,7 +47,7 @@ pub fn run(args: RespondArgs) -> anyhow::Result<ExitCode> {
         println!(
             "{} -> {}",
             message_line(request),
-            String::from_utf8_lossy(&reply)
+            super::shared::printable(&reply)
         );
         reply
     };

@@ -128,7 +128,10 @@ pub fn run(args: SgsCliArgs) -> anyhow::Result<()> {
                 },
                 state: ServiceState::Applied,
             };
-            let stored = connect(&apply.sgs)?.apply(&record)?;
+            let id = record.service_id.clone();
+            let stored = connect(&apply.sgs)?
+                .apply(&record)
+                .with_context(|| format!("applying service {id}"))?;
             print!("{}", records_table(&[stored]));
         }
         ServiceCommand::Deploy(id) => {

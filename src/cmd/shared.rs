@@ -270,15 +270,35 @@ pub fn message_line(message: &ReceivedMessage) -> String {
     let key = if message.key.is_empty() {
         "-".into()
     } else {
-        String::from_utf8_lossy(&message.key)
+        printable(&message.key)
     };
     format!(
         "queue={} offset={} key={key} tag={} value={}",
         message.queue_id,
         message.offset,
         message.tag.as_deref().unwrap_or("-"),
-        String::from_utf8_lossy(&message.value)
+        printable(&message.value)
     )
+}
+
+/// `bytes` as one line of text that shows every byte and cannot drive the terminal: UTF-8
+/// text as it is, except control characters (`\n`, `\u{1b}`) and backslashes (`\\`), which
+/// are escaped; bytes that are not UTF-8 as `\xNN`.
+pub fn printable(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c.is_control() || c == '\\' {
+                out.extend(c.escape_default());
+            } else {
+                out.push(c);
+            }
+        }
+        for byte in chunk.invalid() {
+            out.push_str(&format!("\\x{byte:02x}"));
+        }
+    }
+    out
 }
 
 /// Rows under a header, each column as wide as its widest cell, two spaces apart.
@@ -349,6 +369,19 @@ mod tests {
              A10-1         4       0,0\n\
              A10-20190001  16\n"
         );
+    }
+}
+
+#[cfg(test)]
+mod printable_tests {
+    use super::printable;
+
+    #[test]
+    fn text_stays_text_and_everything_else_is_escaped() {
+        assert_eq!(printable("hello, bus é".as_bytes()), "hello, bus é");
+        assert_eq!(printable(b"a\nb\x1b[31mc"), "a\\nb\\u{1b}[31mc");
+        assert_eq!(printable(b"\xff\x00BYTES"), "\\xff\\u{0}BYTES");
+        assert_eq!(printable(b"back\\slash"), "back\\\\slash");
     }
 }
 
