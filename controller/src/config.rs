@@ -55,6 +55,11 @@ pub struct ControllerConfig {
     pub authority: auth::Authority,
     /// This node's token, presented to the other voters. Default none.
     pub token: Option<String>,
+    /// The `[tls]` table of the process hosting the node. With it the RPC server speaks only
+    /// TLS (a verified client certificate names its caller), and the node speaks TLS to the
+    /// other voters, presenting `client_cert` (default `cert`): a controller group has TLS
+    /// on every voter or on none. Default none: plaintext.
+    pub tls: Option<tls::TlsSettings>,
 }
 
 impl ControllerConfig {
@@ -79,6 +84,7 @@ impl ControllerConfig {
             snapshot_logs: 1000,
             authority: auth::Authority::open(),
             token: None,
+            tls: None,
         }
     }
 

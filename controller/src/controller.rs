@@ -19,6 +19,7 @@ use crate::error::ControllerError;
 use crate::failover::failover;
 use crate::net::Network;
 use crate::node::{Local, Node, ProposeReply};
+use crate::rpc::Credentials;
 use crate::server::Service;
 use crate::state::{ClusterState, Command, Outcome};
 use crate::store::{LogStore, StateMachineStore, StoreError};
@@ -68,23 +69,32 @@ impl Controller {
                 addr: config.listen,
                 source,
             })?;
+        // TLS files are read before anything starts, so a bad one stops the start.
+        let tls_error = |source| ControllerError::Tls { source };
+        let tls_server = config
+            .tls
+            .as_ref()
+            .map(svc::stream::TlsServer::new)
+            .transpose()
+            .map_err(tls_error)?;
+        let credentials = Credentials::new(&config).map_err(tls_error)?;
         let dir = config.data_dir.clone();
         let lock = svc::file::open_dir(&dir).map_err(StoreError::io(&dir))?;
         let log = LogStore::open(&dir)?;
         let machine = StateMachineStore::open(&dir)?;
         let state = machine.subscribe();
-        let network = Network::new(config.token.clone());
+        let network = Network::new(credentials.clone());
         let raft = Raft::new(config.node_id, raft_config, network, log, machine)
             .await
             .map_err(raft_stopped)?;
-        let node = Arc::new(Node::new(config, raft, state));
+        let node = Arc::new(Node::new(config, raft, state, credentials));
 
         let (stop_server, server_stopped) = oneshot::channel::<()>();
         let (stop_connections, _) = watch::channel(false);
         let server = tokio::spawn(svc::server::serve(
             listener,
             local_addr,
-            Arc::new(Service::new(Arc::clone(&node))),
+            Arc::new(Service::new(Arc::clone(&node), tls_server)),
             // The default limits against hostile clients: the budget for partial frames
             // (64 MiB) holds several of the largest (`FRAME_LEN_MAX`, a snapshot chunk).
             svc::limits::Limits::new(MAX_CONNECTIONS),
@@ -97,8 +107,14 @@ impl Controller {
         let (stop_detector, detector_stopped) = watch::channel(false);
         let detector = tokio::spawn(detect_failures(Arc::clone(&node), detector_stopped));
         info!(
-            "controller node {} listening on {local_addr}, voters {:?}",
-            node.id, node.config.voters
+            "controller node {} listening on {local_addr}{}, voters {:?}",
+            node.id,
+            if node.config.tls.is_some() {
+                " (TLS)"
+            } else {
+                ""
+            },
+            node.config.voters
         );
         let controller = Self {
             node,

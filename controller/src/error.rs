@@ -37,6 +37,13 @@ pub enum ControllerError {
         #[source]
         source: std::io::Error,
     },
+    /// The `[tls]` settings cannot be used (a missing setting, an unreadable file).
+    #[error("controller TLS settings ([tls])")]
+    Tls {
+        /// What is wrong, naming the setting or the file.
+        #[source]
+        source: tls::TlsError,
+    },
     /// The data directory could not be opened (locked by another node, unreadable, damaged).
     #[error("controller storage: {source}")]
     Storage {

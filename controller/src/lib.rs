@@ -40,8 +40,9 @@
 //! - `failover`: liveness and the failover decisions, pure (clock passed in).
 //! - `store`: the durable log, vote and snapshots (openraft `RaftLogStorage`,
 //!   `RaftStateMachine`).
-//! - `net`: Raft RPCs to the peers (openraft `RaftNetwork`); `rpc` the async frame client.
-//! - `server`: the RPC server's dispatch, on `svc`'s accept and frame loops.
+//! - `net`: Raft RPCs to the peers (openraft `RaftNetwork`); `rpc` the async frame client,
+//!   over TLS when the process hosting the node has `[tls]` ([`ControllerConfig::tls`]).
+//! - `server`: the RPC server's dispatch, on `svc`'s accept, TLS and frame loops.
 //! - `node`: handling a request here when leading, else sending it to the leader.
 //! - [`controller`]: [`Controller`], a running node; [`config`] its settings; [`error`].
 

@@ -10,11 +10,15 @@
 //! the heartbeat and election timeouts), and each target has its own connection and its own
 //! openraft task: a dead or hung peer delays only the RPCs addressed to it. A peer that
 //! refuses the connection is reported `Unreachable`, which makes openraft back off before
-//! trying it again; other failures are `Network` errors, retried at once.
+//! trying it again, and so is a TLS failure (a peer without TLS, a certificate it refuses),
+//! which retrying at once would only repeat; other failures are `Network` errors, retried at
+//! once. The first TLS failure of a client is logged as a warning: it needs a human.
 
 use std::error::Error;
+use std::fmt::Write as _;
 use std::time::Duration;
 
+use log::{debug, warn};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -28,7 +32,7 @@ use protocol::codes::Command;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::rpc::{Peer, RpcError};
+use crate::rpc::{Credentials, Peer, RpcError};
 use crate::types::TypeConfig;
 
 type RpcResult<T, E = openraft::error::Infallible> =
@@ -37,13 +41,13 @@ type RpcResult<T, E = openraft::error::Infallible> =
 /// Makes a [`PeerNetwork`] per target.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Network {
-    /// This node's token, presented on every connection to a peer.
-    token: Option<String>,
+    /// What this node presents on every connection to a peer.
+    credentials: Credentials,
 }
 
 impl Network {
-    pub(crate) fn new(token: Option<String>) -> Self {
-        Self { token }
+    pub(crate) fn new(credentials: Credentials) -> Self {
+        Self { credentials }
     }
 }
 
@@ -53,7 +57,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerNetwork {
         PeerNetwork {
             target,
-            peer: Peer::new(node.addr.clone(), self.token.clone()),
+            peer: Peer::new(node.addr.clone(), self.credentials.clone()),
+            tls_failed: false,
         }
     }
 }
@@ -63,6 +68,9 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub(crate) struct PeerNetwork {
     target: u64,
     peer: Peer,
+    /// Whether a TLS failure was logged as a warning already: later ones are debug lines,
+    /// as openraft tries again after every back-off.
+    tls_failed: bool,
 }
 
 impl PeerNetwork {
@@ -85,11 +93,30 @@ impl PeerNetwork {
             .await
             .map_err(|e| match e {
                 RpcError::Connect { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+                RpcError::Tls(_) => {
+                    self.log_tls_failure(&e);
+                    RPCError::Unreachable(Unreachable::new(&e))
+                }
                 _ => RPCError::Network(NetworkError::new(&e)),
             })?;
         let result: Result<Resp, RaftError<u64, E>> =
             serde_json::from_slice(&reply).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    fn log_tls_failure(&mut self, e: &RpcError) {
+        // The cause (rustls's reason) is the useful part: print the chain.
+        let mut chain = e.to_string();
+        let mut source = e.source();
+        while let Some(cause) = source {
+            let _ = write!(chain, ": {cause}");
+            source = cause.source();
+        }
+        if std::mem::replace(&mut self.tls_failed, true) {
+            debug!("controller node {}: {chain}", self.target);
+        } else {
+            warn!("Raft RPCs to controller node {}: {chain}", self.target);
+        }
     }
 }
 

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use crate::config::ControllerConfig;
 use crate::error::ControllerError;
 use crate::failover::Liveness;
-use crate::rpc::{Peer, RpcError};
+use crate::rpc::{Credentials, Peer, RpcError};
 use crate::state::{ClusterState, Command, Outcome, Rejected};
 use crate::types::Raft;
 
@@ -80,6 +80,8 @@ pub(crate) struct Node {
     pub(crate) config: ControllerConfig,
     pub(crate) raft: Raft,
     pub(crate) state: watch::Receiver<Arc<ClusterState>>,
+    /// What this node presents when it forwards to the leader.
+    credentials: Credentials,
     /// The connection to the leader last forwarded to.
     leader_peer: tokio::sync::Mutex<Option<(u64, Peer)>>,
     liveness: Mutex<Liveness>,
@@ -90,9 +92,11 @@ impl Node {
         config: ControllerConfig,
         raft: Raft,
         state: watch::Receiver<Arc<ClusterState>>,
+        credentials: Credentials,
     ) -> Self {
         Self {
             id: config.node_id,
+            credentials,
             liveness: Mutex::new(Liveness::new(config.broker_timeout)),
             config,
             raft,
@@ -232,7 +236,7 @@ impl Node {
                 },
                 Some(leader) => match self.forward(leader, &request, &body, deadline).await {
                     Ok(reply) => return decode_reply(&request, &reply),
-                    Err(e) if e.status().is_none_or(|s| s.is_retryable()) => last = e.to_string(),
+                    Err(e) if e.is_retryable() => last = e.to_string(),
                     Err(source) => return Err(ControllerError::Forward { leader, source }),
                 },
                 None => last = "no leader".into(),
@@ -295,7 +299,7 @@ impl Node {
         let peer = match &mut *cached {
             Some((id, peer)) if *id == leader => peer,
             slot => {
-                let peer = Peer::new(endpoint.clone(), self.config.token.clone());
+                let peer = Peer::new(endpoint.clone(), self.credentials.clone());
                 &mut slot.insert((leader, peer)).1
             }
         };

@@ -1,6 +1,7 @@
 //! The RPC server of a controller node, on [`svc::server::serve`] (the accept loop, the
-//! connection limit, shutdown) and [`svc::connection`] (the frame loop). This module is only
-//! the dispatch: which command goes where.
+//! connection limit, shutdown, the TLS handshake when the process has `[tls]`) and
+//! [`svc::connection`] (the frame loop). This module is only the dispatch: which command
+//! goes where.
 //!
 //! Bodies are `serde_json` (a control plane's messages are small and rare, and JSON keeps
 //! them readable in a capture):
@@ -27,6 +28,7 @@ use protocol::frame::Framer;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use svc::connection::{Answer, Handler};
+use svc::stream::TlsServer;
 use tokio::time::Instant;
 
 use crate::config::{self, IDLE_TIMEOUT};
@@ -37,13 +39,17 @@ use crate::state::Command;
 pub(crate) struct Service {
     node: Arc<Node>,
     framer: Framer,
+    /// With it, every connection is TLS: a voter, a nameserver or a tool without TLS is
+    /// refused at the handshake.
+    tls: Option<TlsServer>,
 }
 
 impl Service {
-    pub(crate) fn new(node: Arc<Node>) -> Self {
+    pub(crate) fn new(node: Arc<Node>, tls: Option<TlsServer>) -> Self {
         Self {
             node,
             framer: Framer::new(config::frame_limits()),
+            tls,
         }
     }
 
@@ -123,6 +129,10 @@ impl Handler for Service {
 
     fn authority(&self) -> &auth::Authority {
         &self.node.config.authority
+    }
+
+    fn tls(&self) -> Option<&TlsServer> {
+        self.tls.as_ref()
     }
 
     fn handle(

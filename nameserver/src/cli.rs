@@ -142,20 +142,28 @@ impl NameserverArgs {
     }
 }
 
+/// A non-loopback nameserver needs [security] and [tls], or --insecure
+/// (docs/ARCHITECTURE.md §9.5); so does its controller's Raft port, which serves callers
+/// with the same rights.
+fn check_exposure(args: &NameserverArgs, config: &NameserverConfig) -> Result<(), NameserverError> {
+    let tls = config.tls.is_some();
+    let mut listeners = vec![("the nameserver", config.listen_addr)];
+    if let Some(controller) = &config.controller {
+        listeners.push(("the nameserver's controller", controller.listen_addr));
+    }
+    for (process, addr) in listeners {
+        args.security
+            .check_exposure(&config.security, process, &addr.ip().to_string(), tls)
+            .map_err(NameserverError::Security)?;
+    }
+    Ok(())
+}
+
 /// Runs a nameserver in the foreground until SIGTERM or SIGINT, then shuts it down cleanly.
 /// Logging is the caller's to set up.
 pub fn cli_main(args: &NameserverArgs) -> Result<(), NameserverError> {
     let config = args.to_config()?;
-    // A non-loopback nameserver needs [security] and [tls], or --insecure
-    // (docs/ARCHITECTURE.md §9.5).
-    args.security
-        .check_exposure(
-            &config.security,
-            "the nameserver",
-            &config.listen_addr.ip().to_string(),
-            config.tls.is_some(),
-        )
-        .map_err(NameserverError::Security)?;
+    check_exposure(args, &config)?;
     svc::signal::run_until_terminated(config.listen_addr, move |listener, shutdown| {
         run(listener, config, shutdown)
     })
@@ -199,6 +207,22 @@ mod tests {
         assert_eq!(config.max_connections, 9);
         assert_eq!(config.listen_addr.to_string(), "127.0.0.1:0");
         assert_eq!(config.idle_timeout_ms, 60_000);
+    }
+
+    #[test]
+    fn a_controller_off_loopback_needs_tls_and_security_like_the_nameserver() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ns.toml");
+        let table = "[controller]\nnode_id = 1\nlisten_addr = \"0.0.0.0:9886\"\n\
+                     voters = [\"1=10.0.0.1:9886\"]\ndata_dir = \"ctl\"\n";
+        std::fs::write(&path, table).unwrap();
+        let cli = Cli::try_parse_from(["ns", "--config", path.to_str().unwrap()]).unwrap();
+        let config = cli.args.to_config().unwrap();
+        let err = check_exposure(&cli.args, &config).unwrap_err();
+        assert!(err.to_string().contains("controller"), "{err}");
+        let cli =
+            Cli::try_parse_from(["ns", "--config", path.to_str().unwrap(), "--insecure"]).unwrap();
+        check_exposure(&cli.args, &config).unwrap();
     }
 
     #[test]

@@ -101,9 +101,10 @@ pub struct NameserverConfig {
     /// docs/ARCHITECTURE.md §9). The nameserver keeps the policy (`policy_file`) and serves
     /// it to every other process. Default: off.
     pub security: auth::SecuritySettings,
-    /// TLS on the listener and on the nameserver's own connections (the queue roles its
-    /// controller sends brokers): the `[tls]` table, docs/ARCHITECTURE.md §4.6. A verified
-    /// client certificate names its caller. Default none: plaintext.
+    /// TLS on the listener, on the controller's Raft port and on the nameserver's own
+    /// connections (the queue roles its controller sends brokers, the Raft RPCs to the other
+    /// voters): the `[tls]` table, docs/ARCHITECTURE.md §4.6. A verified client certificate
+    /// names its caller. Default none: plaintext.
     pub tls: Option<tls::TlsSettings>,
 }
 

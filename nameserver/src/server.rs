@@ -60,9 +60,12 @@ pub async fn run(
         Some(settings) => {
             let mut controller_config = settings.controller_config()?;
             // Raft peers and the controller API are held to the nameserver's policy, and
-            // this node presents the nameserver's token to the other voters.
+            // this node presents the nameserver's token to the other voters. The Raft port
+            // speaks TLS when the nameserver does, with the same [tls] table: its server
+            // certificate, and its client certificate towards the other voters.
             controller_config.authority = authority.clone();
             controller_config.token = token.clone();
+            controller_config.tls = config.tls.clone();
             let ctl = controller::Controller::start(controller_config)
                 .await
                 .map_err(|e| NameserverError::ConfigInvalid {

@@ -2,7 +2,10 @@
 //! of `protocol`: one call at a time, each waiting for the response with its request id.
 //!
 //! With a [`TlsClient`] the connection runs the TLS handshake first (rustls's blocking
-//! `StreamOwned`: one call at a time needs no sharing of its state).
+//! `StreamOwned`: one call at a time needs no sharing of its state). Async clients (the
+//! controller's Raft peers) take the same [`TlsClient`] through
+//! [`TlsClient::handshake_async`] (tokio-rustls), and read their errors through
+//! [`tls_failure`] and [`tls_alert_hint`], so that both kinds of client say the same thing.
 //!
 //! (The client SDK's connection pool is the long-term home of these calls.)
 
@@ -143,8 +146,8 @@ impl TlsClient {
                 .and_then(|()| socket.set_write_timeout(Some(left)))
                 .map_err(io)?;
             if let Err(e) = tls.complete_io(&mut socket) {
-                return Err(match rustls_cause(&e) {
-                    Some(cause) => tls_error(endpoint, cause.clone()),
+                return Err(match tls_failure(endpoint, &e) {
+                    Some(failure) => failure,
                     None if e.kind() == std::io::ErrorKind::WouldBlock => {
                         io(std::io::ErrorKind::TimedOut.into())
                     }
@@ -154,6 +157,46 @@ impl TlsClient {
         }
         Ok(StreamOwned::new(tls, socket))
     }
+
+    /// Runs the handshake with `endpoint` over an async `socket` (tokio-rustls), for clients
+    /// on a tokio runtime; the caller bounds it in time. A refused client certificate is
+    /// not seen here with TLS 1.3 (the server's alert answers the first request): read
+    /// errors go through [`tls_failure`] too.
+    pub async fn handshake_async(
+        &self,
+        endpoint: &str,
+        socket: tokio::net::TcpStream,
+    ) -> Result<crate::stream::Stream, RpcError> {
+        let name =
+            tls::server_name(&self.settings, endpoint).map_err(|source| RpcError::TlsConfig {
+                endpoint: endpoint.to_owned(),
+                source,
+            })?;
+        let connector = tokio_rustls::TlsConnector::from(Arc::clone(&self.config));
+        match connector.connect(name, socket).await {
+            Ok(stream) => Ok(crate::stream::Stream::Tls(Box::new(stream.into()))),
+            Err(e) => Err(tls_failure(endpoint, &e).unwrap_or_else(|| RpcError::Io {
+                endpoint: endpoint.to_owned(),
+                source: e,
+            })),
+        }
+    }
+}
+
+/// The TLS error `e` (from reading, writing or a handshake over TLS) stands for, when rustls
+/// refused something (the peer's certificate, ours in the peer's alert, a peer that does not
+/// speak TLS); `None` for a socket error.
+pub fn tls_failure(endpoint: &str, e: &std::io::Error) -> Option<RpcError> {
+    rustls_cause(e).map(|cause| tls_error(endpoint, cause.clone()))
+}
+
+/// A hint for a plaintext client whose server answered `answer`, when it is a TLS alert:
+/// the server speaks TLS.
+pub fn tls_alert_hint(answer: &[u8]) -> Option<&'static str> {
+    answer.starts_with(&TLS_ALERT_PREFIX).then_some(
+        "the answer is a TLS alert, so the server speaks TLS: set [tls] (its ca, and a \
+         certificate if it demands one)",
+    )
 }
 
 /// A TLS failure with `endpoint`, with a hint when the peer plainly does not speak TLS.
@@ -384,13 +427,12 @@ impl Connection {
             match self.framer.split_frame(&mut self.buf) {
                 Ok(Some(frame)) => return Ok(frame),
                 Ok(None) => {}
-                Err(e) if self.buf.starts_with(&TLS_ALERT_PREFIX) => {
-                    return Err(self.protocol(format!(
-                        "{e}: the answer is a TLS alert, so the server speaks TLS: set [tls] \
-                         (its ca, and a certificate if it demands one)"
-                    )));
+                Err(e) => {
+                    return Err(self.protocol(match tls_alert_hint(&self.buf) {
+                        Some(hint) => format!("{e}: {hint}"),
+                        None => e.to_string(),
+                    }));
                 }
-                Err(e) => return Err(self.protocol(e.to_string())),
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -413,12 +455,9 @@ impl Connection {
                     return Err(self.io(std::io::ErrorKind::TimedOut.into()));
                 }
                 Err(e) => {
-                    return Err(match rustls_cause(&e) {
-                        // A refused client certificate arrives as an alert after the client's
-                        // side of a TLS 1.3 handshake finished: in answer to the first call.
-                        Some(cause) => tls_error(&self.endpoint, cause.clone()),
-                        None => self.io(e),
-                    });
+                    // A refused client certificate arrives as an alert after the client's side
+                    // of a TLS 1.3 handshake finished: in answer to the first call.
+                    return Err(tls_failure(&self.endpoint, &e).unwrap_or_else(|| self.io(e)));
                 }
             }
         }

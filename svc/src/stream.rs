@@ -1,5 +1,7 @@
 //! The byte stream of one control connection: plain TCP, or TLS over it (tokio-rustls, ring
-//! provider only), and the server side of the TLS handshake.
+//! provider only), and the server side of the TLS handshake. Async clients of control
+//! servers (the controller's Raft peers) use the same [`Stream`], made by
+//! [`crate::rpc::TlsClient::handshake_async`].
 //!
 //! The frame loop ([`crate::connection`]) reads and writes a [`Stream`] and never learns
 //! which it has: plaintext pays one `match` per poll. The handshake runs in the connection's
@@ -24,9 +26,9 @@ use crate::connection::Caller;
 pub enum Stream {
     /// Plain TCP.
     Plain(TcpStream),
-    /// TLS over TCP, after a finished handshake. Boxed: rustls's state is about a kilobyte,
-    /// which plaintext connections need not carry.
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// TLS over TCP, after a finished handshake, as the server or as the client. Boxed:
+    /// rustls's state is about a kilobyte, which plaintext connections need not carry.
+    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
 }
 
 impl AsyncRead for Stream {
@@ -119,7 +121,7 @@ impl TlsServer {
             Some(principal) => Caller::authenticated(peer, principal),
             None => Caller::anonymous(peer),
         };
-        Ok((Stream::Tls(Box::new(accepted)), caller))
+        Ok((Stream::Tls(Box::new(accepted.into())), caller))
     }
 }
 
