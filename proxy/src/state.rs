@@ -77,7 +77,7 @@ impl AppState {
                 tls: None,
             },
         );
-        let (webhooks, stored) = Webhooks::open(&config, bus_token.clone())?;
+        let (webhooks, stored) = Webhooks::open(&config, bus_token.clone(), &authority)?;
         let client_config = client_config(&config, bus_token.as_deref(), &config.area, None)?;
         let batch_config = client_config
             .clone()

@@ -384,3 +384,75 @@ fn the_rate_limit_holds_for_a_principal_that_declares_a_fresh_identity_each_time
     let (status, _, body) = publish(&bus.tokens.admin, "fresh-4");
     assert_eq!(status, 200, "{body}");
 }
+
+/// A webhook subscription pushes with the proxy's credentials, so its owner's grant is
+/// checked before each delivery: revoked, nothing more is posted (and nothing is lost);
+/// granted again, the held messages go out.
+#[test]
+fn a_webhook_stops_pushing_when_its_owners_grant_is_revoked_and_resumes_when_granted() {
+    let bus = Secured::start(|_| {});
+    let (url, pushes) = support::webhook_server(0);
+    let (status, _, created) = bus.post(
+        "/v1/subscriptions",
+        Some(&bus.tokens.app),
+        &json!({"identity": identity("hook"), "topic": TOPIC, "group": "app-hook",
+                "start": "latest", "url": url}),
+    );
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let show =
+        |bus: &Secured, token: &str| match ureq::get(&bus.url(&format!("/v1/subscriptions/{id}")))
+            .set("authorization", &format!("Bearer {token}"))
+            .call()
+        {
+            Ok(response) => (200, response.into_json::<serde_json::Value>().unwrap()),
+            Err(ureq::Error::Status(status, response)) => {
+                (status, response.into_json().unwrap_or_default())
+            }
+            Err(e) => panic!("GET failed: {e}"),
+        };
+    let state = |bus: &Secured| {
+        let (status, info) = show(bus, &bus.tokens.admin);
+        assert_eq!(status, 200, "{info}");
+        info["state"].as_str().unwrap_or_default().to_owned()
+    };
+    assert_eq!(bus.publish(Some(&bus.tokens.app), "before").0, 200);
+    let pushed = pushes.recv_timeout(WAIT).expect("pushed while granted");
+    assert_eq!(pushed["message"]["value"], "before");
+
+    bus.change_policy(|policy| {
+        policy.revoke(&grant("app", "consume", "A10-*", "app-*"));
+    });
+    // Once the proxy enforces the revocation (app may no longer even look at it), the next
+    // message finds the owner without the grant: the subscription is suspended.
+    wait_until("the revocation reaches the proxy", WAIT, || {
+        show(&bus, &bus.tokens.app).0 == 403
+    });
+    assert_eq!(bus.publish(Some(&bus.tokens.admin), "while revoked").0, 200);
+    wait_until("the subscription is suspended", WAIT, || {
+        state(&bus) == "suspended"
+    });
+    // A bounded window in which nothing may arrive (the message is held, not posted).
+    assert!(
+        pushes.recv_timeout(Duration::from_millis(500)).is_err(),
+        "a message was pushed for an owner without the grant"
+    );
+    let audit = std::fs::read_to_string(&bus.proxy_audit).unwrap_or_default();
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"app\"") && l.contains("consume") && l.contains("webhook")),
+        "the suspension is audited as app's denial: {audit}"
+    );
+
+    bus.change_policy(|policy| {
+        policy.grant(grant("app", "consume", "A10-*", "app-*"));
+    });
+    let held = pushes
+        .recv_timeout(WAIT)
+        .expect("the held message goes out once granted");
+    assert_eq!(held["message"]["value"], "while revoked");
+    wait_until("the subscription is active again", WAIT, || {
+        state(&bus) == "active"
+    });
+}

@@ -55,6 +55,7 @@ pub async fn create(
         mode: body.mode,
         start: body.start,
         url: body.url,
+        owner: caller.principal().map(str::to_owned),
     };
     let shared = state.shared.clone();
     let config = state.config.clone();

@@ -28,6 +28,7 @@
 //! every restored owner a fresh lease.
 
 mod poster;
+mod standing;
 pub mod store;
 
 use std::collections::HashMap;
@@ -59,7 +60,8 @@ pub struct HookInfo {
     pub mode: Mode,
     /// Where messages are posted.
     pub url: String,
-    /// `active`, or `resuming` while a restored subscription waits for its topic's route.
+    /// `active`; `resuming` while a restored subscription waits for its topic's route;
+    /// `suspended` while its owner's `consume` grant is revoked (nothing is posted).
     pub state: &'static str,
     /// Messages posted with a 2xx answer.
     pub delivered: u64,
@@ -92,10 +94,12 @@ impl Running {
             group: self.spec.group.clone(),
             mode: self.spec.mode,
             url: self.spec.url.clone(),
-            state: if self.bus.is_some() {
-                "active"
-            } else {
+            state: if self.bus.is_none() {
                 "resuming"
+            } else if c.suspended.load(Ordering::Acquire) {
+                "suspended"
+            } else {
+                "active"
             },
             delivered: c.delivered.load(Ordering::Relaxed),
             replied: c.replied.load(Ordering::Relaxed),
@@ -131,6 +135,8 @@ pub struct Webhooks {
     next_id: AtomicU64,
     /// The proxy's own token, presented by each subscription's bus client.
     bus_token: Option<String>,
+    /// Whose grants each subscription's owner must keep ([`standing`]).
+    authority: auth::Authority,
 }
 
 /// Why a subscription could not be created or removed.
@@ -160,10 +166,12 @@ impl Webhooks {
     pub fn open(
         config: &ProxyConfig,
         bus_token: Option<String>,
+        authority: &auth::Authority,
     ) -> Result<(Self, Vec<HookSpec>), ProxyError> {
         let (store, snapshot) = Store::open(&config.data_dir)?;
         let webhooks = Self {
             bus_token,
+            authority: authority.clone(),
             running: Mutex::default(),
             last_seen: Mutex::default(),
             store: Mutex::new(store),
@@ -184,7 +192,13 @@ impl Webhooks {
             }
             self.last_seen_lock().insert(spec.identity.client_id(), now);
             let counters = Arc::new(Counters::default());
-            let bus = match start_bus(&spec, &counters, config, self.bus_token.as_deref()) {
+            let bus = match start_bus(
+                &spec,
+                &counters,
+                config,
+                self.bus_token.as_deref(),
+                &self.authority,
+            ) {
                 Ok(bus) => {
                     log::info!("webhook subscription {} to {} resumed", spec.id, spec.topic);
                     Some(bus)
@@ -217,7 +231,13 @@ impl Webhooks {
             .map(|r| (r.spec.clone(), r.counters.clone()))
             .collect();
         for (spec, counters) in waiting {
-            let Ok(bus) = start_bus(&spec, &counters, config, self.bus_token.as_deref()) else {
+            let Ok(bus) = start_bus(
+                &spec,
+                &counters,
+                config,
+                self.bus_token.as_deref(),
+                &self.authority,
+            ) else {
                 continue;
             };
             let mut running = self.lock();
@@ -246,8 +266,14 @@ impl Webhooks {
     pub fn create(&self, spec: HookSpec, config: &ProxyConfig) -> Result<HookInfo, HookError> {
         self.admissible(&spec, config)?;
         let counters = Arc::new(Counters::default());
-        let bus = start_bus(&spec, &counters, config, self.bus_token.as_deref())
-            .map_err(HookError::Client)?;
+        let bus = start_bus(
+            &spec,
+            &counters,
+            config,
+            self.bus_token.as_deref(),
+            &self.authority,
+        )
+        .map_err(HookError::Client)?;
         let running = Running {
             spec,
             counters,
@@ -391,6 +417,7 @@ fn start_bus(
     counters: &Arc<Counters>,
     config: &ProxyConfig,
     token: Option<&str>,
+    authority: &auth::Authority,
 ) -> Result<(Client, Consumer), client::ClientError> {
     let client_id = hook_client_id(spec);
     let client_config =
@@ -406,6 +433,7 @@ fn start_bus(
         counters.clone(),
         Replier::new(&client),
         config,
+        standing::Standing::new(authority, spec.owner.as_deref(), &spec.topic, &spec.group),
     );
     match Consumer::start_with(&client, options, move |m| poster.deliver(m)) {
         Ok(consumer) => Ok((client, consumer)),

@@ -9,8 +9,13 @@ use std::time::Duration;
 use client::{ReceivedMessage, Replier, ReplyAddress};
 use serde::Deserialize;
 
+use super::standing::Standing;
 use crate::api::{DeliveredMessage, payload};
 use crate::config::ProxyConfig;
+
+/// How often a suspended subscription looks at its owner's grant again: the policy itself
+/// changes at most every `policy_refresh_ms`.
+const STANDING_RECHECK: Duration = Duration::from_millis(250);
 
 /// The counters of one subscription, shared by its poster and the registry.
 #[derive(Default)]
@@ -29,6 +34,8 @@ pub struct Counters {
     pub expired: AtomicU64,
     /// The last failure, for diagnosis.
     pub last_error: Mutex<Option<String>>,
+    /// Set while deliveries wait for the owner's `consume` grant (revoked).
+    pub suspended: AtomicBool,
     /// Wakes a poster waiting out a retry backoff when `closed` is set ([`Counters::close`]).
     close_wait: (Mutex<()>, Condvar),
 }
@@ -80,6 +87,8 @@ pub struct Poster {
     backoff_min: Duration,
     backoff_max: Duration,
     answer_bytes_max: u64,
+    /// The owner's grant, checked before each delivery; `None` with security off.
+    standing: Option<Standing>,
 }
 
 impl Poster {
@@ -89,6 +98,7 @@ impl Poster {
         counters: Arc<Counters>,
         replier: Replier,
         config: &ProxyConfig,
+        standing: Option<Standing>,
     ) -> Self {
         Self {
             counters,
@@ -102,7 +112,28 @@ impl Poster {
             backoff_min: Duration::from_millis(config.webhook_backoff_min_ms),
             backoff_max: Duration::from_millis(config.webhook_backoff_max_ms),
             answer_bytes_max: config.body_bytes_max as u64,
+            standing,
         }
+    }
+
+    /// Waits while the owner may not consume what this subscription pushes; false when the
+    /// subscription closed meanwhile. The message is not posted and not committed while
+    /// it waits: it stays on the bus for when the grant returns or another consumer.
+    fn wait_for_standing(&self) -> bool {
+        let Some(standing) = &self.standing else {
+            return true;
+        };
+        while !standing.allowed(&self.id) {
+            if !self.counters.suspended.swap(true, Ordering::AcqRel) {
+                self.counters.failed(standing.why_suspended());
+            }
+            if self.counters.closed.load(Ordering::Acquire) {
+                return false;
+            }
+            self.sleep(STANDING_RECHECK);
+        }
+        self.counters.suspended.store(false, Ordering::Release);
+        true
     }
 
     /// Delivers one message: POSTs until a 2xx answer, at most `attempts_max` times, then
@@ -115,7 +146,7 @@ impl Poster {
         let reply_address = ReplyAddress::of(message);
         let mut backoff = self.backoff_min;
         for attempt in 1..=self.attempts_max {
-            if self.counters.closed.load(Ordering::Acquire) {
+            if self.counters.closed.load(Ordering::Acquire) || !self.wait_for_standing() {
                 return;
             }
             if reply_address.is_some() && message.is_expired() {

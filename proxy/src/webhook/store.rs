@@ -46,6 +46,11 @@ pub struct HookSpec {
     pub start: Start,
     /// Where each message is POSTed.
     pub url: String,
+    /// The principal that created it, when security was on: it must keep its `consume`
+    /// grant for deliveries to go on ([`super::standing`]). Absent from a subscription made
+    /// with security off (and from files written before owners were kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// The file's body.
@@ -130,7 +135,17 @@ mod tests {
             mode: Mode::Broadcast,
             start: Start::Latest,
             url: "http://127.0.0.1:1/hook".into(),
+            owner: Some("app".into()),
         }
+    }
+
+    #[test]
+    fn a_subscription_stored_before_owners_were_kept_reads_as_ownerless() {
+        let mut json = serde_json::to_value(spec("sub-1")).unwrap();
+        json.as_object_mut().unwrap().remove("owner");
+        let read: HookSpec = serde_json::from_value(json).unwrap();
+        assert_eq!(read.owner, None);
+        assert_eq!(read.url, spec("sub-1").url);
     }
 
     #[test]
