@@ -1,7 +1,9 @@
 //! Who is calling. With `[security]` on, every route but `/openapi.json` and `/health` needs
 //! `Authorization: Bearer <token>` (the WebSocket upgrade also takes `?access_token=`, since a
-//! browser cannot set headers on a WebSocket handshake); [`authenticate`] checks it before
-//! any handler runs and leaves a [`Caller`] for the handlers. The proxy acts for its callers
+//! browser cannot set headers on a WebSocket handshake) or, over TLS, a verified client
+//! certificate, whose principal ([`tls::principal_of`]) stands for a token's (a token
+//! presented beside a certificate is the one that counts); [`authenticate`] checks this
+//! before any handler runs and leaves a [`Caller`] for the handlers. The proxy acts for its callers
 //! with its own bus credentials, so it must never do more than the caller may: before each
 //! bus action a handler asks [`Caller::check`], which answers 403 with the denial (audited by
 //! the authority) when the caller's principal has no grant for it.
@@ -26,6 +28,11 @@ const STREAM_PATH: &str = "/v1/stream";
 /// The query parameter carrying a token on the WebSocket upgrade (RFC 6750 §2.3).
 const ACCESS_TOKEN_PARAM: &str = "access_token";
 
+/// The principal a connection's verified client certificate names (`crate::handshake`),
+/// put on each of its requests.
+#[derive(Clone, Debug)]
+pub struct CertificatePrincipal(pub Arc<str>);
+
 /// The authenticated caller of one HTTP request or WebSocket session.
 #[derive(Clone, Debug)]
 pub struct Caller {
@@ -34,7 +41,8 @@ pub struct Caller {
     /// The peer address, for the audit log and the rate limit with security off.
     peer: SocketAddr,
     /// Until when the token holds, ms since the Unix epoch: a WebSocket session outlives the
-    /// upgrade, so each check looks again.
+    /// upgrade, so each check looks again. `u64::MAX` for a certificate, whose validity the
+    /// handshake checked.
     expires_at_ms: u64,
 }
 
@@ -122,8 +130,20 @@ pub async fn authenticate(
         return next.run(request).await;
     }
     let peer_text = peer.to_string();
+    let certificate = request
+        .extensions()
+        .get::<CertificatePrincipal>()
+        .map(|c| c.0.clone());
     let token = match presented_token(&request) {
         Ok(Some(token)) => token,
+        Ok(None) if certificate.is_some() => {
+            request.extensions_mut().insert(Caller {
+                principal: certificate,
+                peer,
+                expires_at_ms: u64::MAX,
+            });
+            return next.run(request).await;
+        }
         Ok(None) => {
             authority.refuse_unauthenticated(&peer_text, request.uri().path());
             return unauthenticated(

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use tokio::signal::unix::{SignalKind, signal};
 
+use svc::config::set;
+
 use crate::config::ProxyConfig;
 use crate::error::ProxyError;
 use crate::server::run;
@@ -18,7 +20,7 @@ pub struct ProxyArgs {
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// HTTP/WebSocket listen address [default: 127.0.0.1:8080]; port 0 picks a free port.
-    /// Any other than a loopback address needs --insecure (the proxy has no TLS yet).
+    /// Any other than a loopback address needs --secure and TLS, or --insecure.
     #[arg(long, value_name = "ADDR")]
     pub listen_addr: Option<SocketAddr>,
     /// A nameserver, host:port; repeat for several [default: 127.0.0.1:9876].
@@ -63,11 +65,46 @@ pub struct ProxyArgs {
     /// [default: the process log].
     #[arg(long, value_name = "FILE")]
     pub audit_log: Option<PathBuf>,
-    /// Listen on a non-loopback address although the proxy has no TLS: tokens and messages
-    /// then cross the network in the clear, and without --secure anyone who can reach the
-    /// port may read and write every topic.
+    /// Listen on a non-loopback address without TLS and authentication: tokens and messages
+    /// may then cross the network in the clear, and without --secure anyone who can reach
+    /// the port may read and write every topic.
     #[arg(long)]
     pub insecure: bool,
+    /// TLS: the proxy's certificate chain, PEM ([tls] cert). With --tls-key and --tls-ca the
+    /// proxy serves HTTPS and WSS only, and speaks TLS to the bus; e.g. the files of
+    /// `defibus certs dev --out certs`: --tls-cert certs/server.pem --tls-key
+    /// certs/server.key --tls-ca certs/ca.pem --tls-client-cert certs/proxy.pem
+    /// --tls-client-key certs/proxy.key.
+    #[arg(long, value_name = "PEM", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS: the private key of --tls-cert, PEM ([tls] key).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// TLS: the CA bundle that signs the bus's servers' certificates and the client
+    /// certificates callers may present, PEM ([tls] ca).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_ca: Option<PathBuf>,
+    /// TLS: whether callers must present a client certificate ([tls] client_auth)
+    /// [default: required]; with "optional" or "none" they may authenticate with a token.
+    #[arg(long, value_name = "MODE", value_parser = parse_client_auth)]
+    pub tls_client_auth: Option<tls::ClientAuth>,
+    /// TLS: the certificate the proxy presents to the bus ([tls] client_cert) [default:
+    /// --tls-cert, which then needs the client-auth usage].
+    #[arg(long, value_name = "PEM", requires = "tls_client_key")]
+    pub tls_client_cert: Option<PathBuf>,
+    /// TLS: the private key of --tls-client-cert ([tls] client_key).
+    #[arg(long, value_name = "PEM", requires = "tls_client_cert")]
+    pub tls_client_key: Option<PathBuf>,
+}
+
+/// `required`, `optional` or `none`, as `[tls] client_auth` is written.
+fn parse_client_auth(text: &str) -> Result<tls::ClientAuth, String> {
+    match text {
+        "required" => Ok(tls::ClientAuth::Required),
+        "optional" => Ok(tls::ClientAuth::Optional),
+        "none" => Ok(tls::ClientAuth::None),
+        other => Err(format!("{other:?} is not one of required, optional, none")),
+    }
 }
 
 impl ProxyArgs {
@@ -95,6 +132,12 @@ impl ProxyArgs {
             token_file,
             audit_log,
             insecure: _,
+            tls_cert,
+            tls_key,
+            tls_ca,
+            tls_client_auth,
+            tls_client_cert,
+            tls_client_key,
         } = self.clone();
         if let Some(v) = listen_addr {
             config.listen_addr = v;
@@ -136,26 +179,43 @@ impl ProxyArgs {
         if let Some(v) = audit_log {
             config.security.audit_log = Some(v);
         }
+        if let (Some(cert), Some(key), Some(ca)) = (tls_cert, tls_key, tls_ca) {
+            // Other [tls] settings of the file (client_auth, tls12, ...) stay as they are.
+            let tls = config.tls.get_or_insert_with(tls::TlsSettings::default);
+            tls.cert = Some(cert);
+            tls.key = Some(key);
+            tls.ca = Some(ca);
+        }
+        let tls_flag = tls_client_auth.is_some() || tls_client_cert.is_some();
+        if let Some(tls) = config.tls.as_mut() {
+            set(&mut tls.client_auth, tls_client_auth);
+            if tls_client_cert.is_some() {
+                tls.client_cert = tls_client_cert;
+                tls.client_key = tls_client_key;
+            }
+        } else if tls_flag {
+            return Err(ProxyError::InvalidConfig {
+                field: "tls",
+                reason: "--tls-client-auth and --tls-client-cert need --tls-cert or a [tls] table",
+            });
+        }
         config.validate()?;
         Ok(config)
     }
 }
 
 /// Runs a proxy in the foreground until SIGTERM or SIGINT, then shuts it down cleanly.
-/// Prints `proxy listening on http://ADDR` on stdout once bound. Logging is the caller's.
+/// Prints `proxy listening on http://ADDR` (`https://` with TLS) on stdout once bound. Logging is the caller's.
 pub fn cli_main(args: &ProxyArgs) -> Result<(), ProxyError> {
     let config = args.to_config()?;
-    // No TLS on the proxy yet: a non-loopback proxy runs only with --insecure
-    // (docs/ARCHITECTURE.md §7).
-    config
-        .security
-        .check_exposure(
-            "the proxy",
-            &config.listen_addr.to_string(),
-            false,
-            args.insecure,
-        )
-        .map_err(ProxyError::Security)?;
+    check_exposure(&config, args.insecure)?;
+    // A bad [tls] file stops the start before anything is bound.
+    crate::handshake::ListenerTls::new(config.tls.as_ref())?;
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -168,10 +228,25 @@ pub fn cli_main(args: &ProxyArgs) -> Result<(), ProxyError> {
         let local = listener
             .local_addr()
             .map_err(|source| ProxyError::Bind { addr, source })?;
-        println!("proxy listening on http://{local}");
+        println!("proxy listening on {scheme}://{local}");
         let shutdown = termination_signal()?;
         run(listener, config, shutdown).await
     })
+}
+
+/// Refuses a non-loopback listen address without both `[security]` and `[tls]`, unless
+/// `insecure` (docs/ARCHITECTURE.md §9.5): a bearer token must not cross the network in the
+/// clear, nor an open proxy be reachable from it.
+fn check_exposure(config: &ProxyConfig, insecure: bool) -> Result<(), ProxyError> {
+    config
+        .security
+        .check_exposure(
+            "the proxy",
+            &config.listen_addr.to_string(),
+            config.tls.is_some(),
+            insecure,
+        )
+        .map_err(ProxyError::Security)
 }
 
 /// Completes on the first SIGTERM or SIGINT; the handlers are installed before it returns.
@@ -267,5 +342,61 @@ mod tests {
         let err = cli_main(&cli.args).unwrap_err();
         assert!(matches!(err, ProxyError::Security(_)), "{err}");
         assert!(err.to_string().contains("--insecure"), "{err}");
+    }
+
+    #[test]
+    fn tls_flags_fill_the_tls_table_and_with_security_allow_a_non_loopback_address() {
+        let tls_flags = [
+            "--tls-cert",
+            "s.pem",
+            "--tls-key",
+            "s.key",
+            "--tls-ca",
+            "ca.pem",
+            "--tls-client-auth",
+            "optional",
+            "--tls-client-cert",
+            "proxy.pem",
+            "--tls-client-key",
+            "proxy.key",
+        ];
+        let cli = Cli::try_parse_from(
+            ["proxy", "--listen-addr", "0.0.0.0:0", "--secure"]
+                .into_iter()
+                .chain(tls_flags),
+        )
+        .unwrap();
+        let config = cli.args.to_config().unwrap();
+        let tls = config.tls.clone().expect("[tls] from the flags");
+        assert_eq!(tls.cert, Some(PathBuf::from("s.pem")));
+        assert_eq!(tls.key, Some(PathBuf::from("s.key")));
+        assert_eq!(tls.ca, Some(PathBuf::from("ca.pem")));
+        assert_eq!(tls.client_auth, tls::ClientAuth::Optional);
+        assert_eq!(tls.client_cert, Some(PathBuf::from("proxy.pem")));
+        assert_eq!(tls.client_key, Some(PathBuf::from("proxy.key")));
+        check_exposure(&config, false).expect("TLS and authentication: no --insecure needed");
+
+        // TLS without authentication, or authentication without TLS, is not enough.
+        let without_security = ProxyConfig {
+            security: auth::SecuritySettings::default(),
+            ..config.clone()
+        };
+        let err = check_exposure(&without_security, false).unwrap_err();
+        assert!(err.to_string().contains("authentication"), "{err}");
+        let without_tls = ProxyConfig {
+            tls: None,
+            ..config
+        };
+        let err = check_exposure(&without_tls, false).unwrap_err();
+        assert!(err.to_string().contains("TLS"), "{err}");
+        check_exposure(&without_tls, true).expect("--insecure");
+
+        let err = Cli::try_parse_from(["proxy", "--tls-client-auth", "maybe"])
+            .err()
+            .expect("an unknown client_auth is refused");
+        assert!(err.to_string().contains("maybe"), "{err}");
+        let cli = Cli::try_parse_from(["proxy", "--tls-client-auth", "none"]).unwrap();
+        let err = cli.args.to_config().unwrap_err();
+        assert!(err.to_string().contains("--tls-cert"), "{err}");
     }
 }

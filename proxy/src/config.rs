@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ProxyError;
 
-/// Default listen address: loopback, port 8080. The proxy has no TLS yet, so a bearer token
-/// sent to it crosses the network in the clear: listening elsewhere takes `--insecure` (see
+/// Default listen address: loopback, port 8080. Listening elsewhere takes `[security]` and
+/// `[tls]` (else a bearer token would cross the network in the clear), or `--insecure` (see
 /// [`crate::cli`]).
 pub const LISTEN_ADDR_DEFAULT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
 /// Default largest HTTP body or WebSocket message accepted: 1 MiB, the client's default batch
@@ -198,6 +198,12 @@ pub struct ProxyConfig {
     pub security: SecuritySettings,
     /// The `[limits]` table: connection caps and request timeouts.
     pub limits: Limits,
+    /// The `[tls]` table (docs/ARCHITECTURE.md §4.6, §7): HTTPS and WSS on `listen_addr`,
+    /// each handshake within `limits.header_timeout_ms`, a verified client certificate
+    /// naming its caller; and TLS on the proxy's bus connections (nameservers, brokers,
+    /// GSL), trusting `ca` and presenting `client_cert`/`client_key` (default `cert`/`key`).
+    /// Default none: plaintext both ways.
+    pub tls: Option<tls::TlsSettings>,
 }
 
 impl Default for ProxyConfig {
@@ -228,6 +234,7 @@ impl Default for ProxyConfig {
             rate_limit_burst_messages: RATE_LIMIT_BURST_MESSAGES_DEFAULT,
             security: SecuritySettings::default(),
             limits: Limits::default(),
+            tls: None,
         }
     }
 }

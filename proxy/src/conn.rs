@@ -9,7 +9,9 @@
 //!    cannot lock everyone else out. A refused connection is closed at once; refusals are
 //!    logged a few lines a second at most ([`svc::loglimit`]). A connection's slot is held by
 //!    its socket ([`Admitted`]), so an upgraded WebSocket keeps counting until it closes.
-//! 2. A request head must arrive whole within `limits.header_timeout_ms` of the connection
+//! 2. With `[tls]`, the TLS handshake must finish within `limits.header_timeout_ms` of the
+//!    accept (`crate::handshake`), while the connection already holds its slot. Then a
+//!    request head must arrive whole within `limits.header_timeout_ms` of the connection
 //!    being ready for one (hyper's header read timeout, which also closes keep-alive
 //!    connections that stay idle that long).
 //! 3. A request body must arrive whole within `limits.body_timeout_ms` of its head
@@ -33,11 +35,12 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use log::Level;
 use svc::loglimit::LogLimit;
+use svc::stream::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
+use crate::caller::CertificatePrincipal;
 use crate::config::Limits;
 
 /// Why a connection was refused at accept.
@@ -160,17 +163,21 @@ impl Drop for Slot {
     }
 }
 
-/// An admitted socket: it carries its [`Slot`], so the slot is held as long as the socket is,
-/// through an upgrade to a WebSocket too.
+/// An admitted connection: it carries its [`Slot`], so the slot is held as long as the
+/// connection is, through an upgrade to a WebSocket too. Its stream is plain TCP or TLS
+/// (`crate::handshake`).
 pub struct Admitted {
-    tcp: TcpStream,
+    stream: Stream,
     _slot: Slot,
 }
 
 impl Admitted {
-    /// `tcp` holding `slot`.
-    pub fn new(tcp: TcpStream, slot: Slot) -> Self {
-        Self { tcp, _slot: slot }
+    /// `stream` holding `slot`.
+    pub fn new(stream: Stream, slot: Slot) -> Self {
+        Self {
+            stream,
+            _slot: slot,
+        }
     }
 }
 
@@ -180,7 +187,7 @@ impl AsyncRead for Admitted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_read(cx, buf)
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
     }
 }
 
@@ -190,27 +197,35 @@ impl AsyncWrite for Admitted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 
+    // Plain TCP keeps its vectored writes (hyper then writes head and body without copying
+    // them together); rustls seals one buffer at a time, so TLS takes the default.
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().tcp).poll_write_vectored(cx, bufs)
+        match &mut self.get_mut().stream {
+            Stream::Plain(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
+            tls => Pin::new(tls).poll_write_vectored(cx, bufs),
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.tcp.is_write_vectored()
+        match &self.stream {
+            Stream::Plain(tcp) => tcp.is_write_vectored(),
+            Stream::Tls(_) => false,
+        }
     }
 }
 
@@ -300,12 +315,13 @@ impl HttpBody for DeadlineBody {
 }
 
 /// Serves one admitted connection with `router`: HTTP/1.1 with upgrades, the header read
-/// timeout, each request's body under its deadline, and the peer address as
-/// [`ConnectInfo`]; body timeouts are logged on `cut_log`. Resolves when the connection ends
-/// (or is upgraded).
+/// timeout, each request's body under its deadline, the peer address as [`ConnectInfo`] and
+/// the client certificate's `principal` (TLS only) as a [`CertificatePrincipal`]; body
+/// timeouts are logged on `cut_log`. Resolves when the connection ends (or is upgraded).
 pub fn serve_connection(
-    tcp: Admitted,
+    connection: Admitted,
     peer: SocketAddr,
+    principal: Option<Arc<str>>,
     router: Router,
     limits: Limits,
     cut_log: Arc<LogLimit>,
@@ -324,6 +340,11 @@ pub fn serve_connection(
         let mut request = request
             .map(|body| axum::body::Body::new(DeadlineBody::new(body, body_timeout, peer, log)));
         request.extensions_mut().insert(ConnectInfo(peer));
+        if let Some(principal) = &principal {
+            request
+                .extensions_mut()
+                .insert(CertificatePrincipal(principal.clone()));
+        }
         let mut router = router.clone();
         // A `Router` is always ready (its `poll_ready` returns `Ready` at once).
         async move { router.call(request).await }
@@ -333,7 +354,7 @@ pub fn serve_connection(
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(Duration::from_millis(limits.header_timeout_ms));
     builder
-        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+        .serve_connection(hyper_util::rt::TokioIo::new(connection), service)
         .with_upgrades()
 }
 

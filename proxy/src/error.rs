@@ -76,6 +76,10 @@ pub enum ProxyError {
     /// or the listen address is exposed without protection.
     #[error("security: {0}")]
     Security(#[source] auth::settings::SettingsError),
+    /// The `[tls]` settings cannot be used: a file is missing or unreadable, a certificate
+    /// or key is invalid, or a setting the listener or the bus connections need is unset.
+    #[error("tls: {0}")]
+    Tls(#[source] tls::TlsError),
     /// The server thread panicked.
     #[error("the proxy thread panicked")]
     Panicked,

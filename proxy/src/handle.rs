@@ -56,6 +56,9 @@ impl Drop for ProxyHandle {
 /// is bound, so clients can connect at once.
 pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
     config.validate()?;
+    // A bad [tls] file stops the start here, not later on the server thread ([`run`] builds
+    // its own from the same settings).
+    crate::handshake::ListenerTls::new(config.tls.as_ref())?;
     let addr = config.listen_addr;
     let listener =
         std::net::TcpListener::bind(addr).map_err(|source| ProxyError::Bind { addr, source })?;

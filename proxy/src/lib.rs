@@ -19,7 +19,7 @@
 //! Module map: [`config`] settings, [`error`] errors, [`api`] shared JSON shapes, [`limit`]
 //! the rate limit, `routes` the HTTP handlers, [`ws`] the WebSocket sessions, [`webhook`]
 //! webhook delivery and its store, `state` what they share, `server` and `handle` the two
-//! ways to run it.
+//! ways to run it, `conn` the bounds on connections and `handshake` TLS on them.
 
 #![warn(missing_docs)]
 
@@ -30,6 +30,7 @@ pub mod config;
 mod conn;
 pub mod error;
 mod handle;
+mod handshake;
 pub mod limit;
 mod routes;
 mod server;

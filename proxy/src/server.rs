@@ -1,6 +1,6 @@
 //! The accept loop: [`run`] resumes the stored webhook subscriptions, serves the API on a
 //! listener until a shutdown future completes (each connection admitted and bounded by
-//! `crate::conn`), then closes every WebSocket session (committing only acked messages),
+//! `crate::conn`, then opened, over TLS with `[tls]`, by `crate::handshake`), then closes every WebSocket session (committing only acked messages),
 //! every webhook subscription and the proxy's bus client.
 
 use std::future::Future;
@@ -14,6 +14,7 @@ use svc::loglimit::LogLimit;
 use crate::config::{ProxyConfig, RATE_LIMIT_SWEEP_INTERVAL, SHUTDOWN_DRAIN_WAIT};
 use crate::conn::{Admission, Admitted, serve_connection};
 use crate::error::ProxyError;
+use crate::handshake::{self, ListenerTls};
 use crate::routes::router;
 use crate::state::AppState;
 
@@ -29,6 +30,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ProxyError> {
     config.validate()?;
+    let tls = ListenerTls::new(config.tls.as_ref())?;
     let lease_ms = config.subscription_lease_ms;
     let state = {
         let config = config.clone();
@@ -42,7 +44,8 @@ pub async fn run(
     };
     if let Ok(addr) = listener.local_addr() {
         log::info!(
-            "proxy listening on {addr} (nameservers {}; security {})",
+            "proxy listening on {addr} ({}; nameservers {}; security {})",
+            if tls.is_some() { "TLS" } else { "plaintext" },
             config.nameservers.join(", "),
             if state.shared.authority.is_enabled() {
                 "on"
@@ -86,17 +89,35 @@ pub async fn run(
         if let Err(e) = tcp.set_nodelay(true) {
             log::debug!("TCP_NODELAY on an accepted connection: {e}");
         }
-        let connection = serve_connection(
-            Admitted::new(tcp, slot),
-            peer,
-            app.clone(),
-            config.limits.clone(),
-            admission.cut_log(),
-        );
+        let (tls, app, limits) = (tls.clone(), app.clone(), config.limits.clone());
         let admission = admission.clone();
-        let header_timeout_ms = config.limits.header_timeout_ms;
         let (mut closing, drained) = (closing_rx.clone(), drained.clone());
         tokio::spawn(async move {
+            let header_timeout = Duration::from_millis(limits.header_timeout_ms);
+            // The handshake runs while the connection holds its slot, within the header
+            // timeout; shutdown does not wait for it.
+            let opened = tokio::select! {
+                opened = handshake::open(tls.as_ref(), tcp, peer, header_timeout) => opened,
+                _ = closing.changed() => return,
+            };
+            let opened = match opened {
+                Ok(opened) => opened,
+                Err(e) => {
+                    admission.cut_off(format_args!(
+                        "connection from {peer} closed: {}",
+                        svc::server::Chain(&e)
+                    ));
+                    return;
+                }
+            };
+            let connection = serve_connection(
+                Admitted::new(opened.stream, slot),
+                peer,
+                opened.principal,
+                app,
+                limits.clone(),
+                admission.cut_log(),
+            );
             let mut connection = std::pin::pin!(connection);
             let ended = tokio::select! {
                 ended = connection.as_mut() => ended,
@@ -107,7 +128,7 @@ pub async fn run(
                 }
             };
             if let Err(e) = ended {
-                log_connection_end(&admission, peer, &e, header_timeout_ms);
+                log_connection_end(&admission, peer, &e, limits.header_timeout_ms);
             }
             drop(drained);
         });

@@ -9,6 +9,7 @@ use std::time::Duration;
 use auth::Authority;
 use client::{Client, ClientConfig, Producer, Replier, Requester};
 use svc::policy::{PolicyFollower, PolicySource};
+use svc::rpc::TlsClient;
 
 use crate::config::ProxyConfig;
 use crate::error::ProxyError;
@@ -67,14 +68,21 @@ impl AppState {
             .authority("proxy")
             .map_err(ProxyError::Security)?;
         let bus_token = config.security.token().map_err(ProxyError::Security)?;
+        // With [tls] the policy comes from the nameservers over TLS, as every bus connection.
+        let policy_tls = config
+            .tls
+            .as_ref()
+            .filter(|_| authority.is_enabled())
+            .map(TlsClient::new)
+            .transpose()
+            .map_err(ProxyError::Tls)?;
         let policy = PolicyFollower::start(
             &authority,
             PolicySource {
                 nameservers: config.security.policy_sources(&config.nameservers).to_vec(),
                 token: bus_token.clone(),
                 refresh: Duration::from_millis(config.security.policy_refresh_ms),
-                // The proxy reaches the bus in plaintext for now (no [tls] on the proxy yet).
-                tls: None,
+                tls: policy_tls,
             },
         );
         let (webhooks, stored) = Webhooks::open(&config, bus_token.clone(), &authority)?;
@@ -131,7 +139,8 @@ impl AppState {
 }
 
 /// The client configuration for `area` (and `client_id`, else the generated default),
-/// presenting `token` (the proxy's own, with `[security]` on) to the bus.
+/// presenting `token` (the proxy's own, with `[security]` on) to the bus, over TLS with the
+/// proxy's `[tls]`: trusting `ca`, presenting `client_cert` (default `cert`).
 pub fn client_config(
     config: &ProxyConfig,
     token: Option<&str>,
@@ -147,6 +156,9 @@ pub fn client_config(
         .with_gsl(config.gsl_endpoints.iter().cloned());
     if let Some(token) = token {
         client_config = client_config.with_token(token);
+    }
+    if let Some(tls) = &config.tls {
+        client_config = client_config.with_tls(tls.clone());
     }
     match client_id {
         Some(id) => client_config

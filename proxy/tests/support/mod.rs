@@ -126,9 +126,10 @@ pub fn identity(instance: &str) -> serde_json::Value {
 
 pub const SHORT: Duration = Duration::from_millis(300);
 
-/// A WebSocket session of the scenarios.
-pub struct Stream {
-    socket: tungstenite::WebSocket<MaybeTlsStream<TcpStream>>,
+/// A WebSocket session of the scenarios, over plain TCP by default (or TLS, see
+/// [`Stream::over`]).
+pub struct Stream<S: Read + Write = MaybeTlsStream<TcpStream>> {
+    socket: tungstenite::WebSocket<S>,
 }
 
 impl Stream {
@@ -137,6 +138,13 @@ impl Stream {
         if let MaybeTlsStream::Plain(tcp) = socket.get_ref() {
             tcp.set_read_timeout(Some(WAIT)).unwrap();
         }
+        Self { socket }
+    }
+}
+
+impl<S: Read + Write> Stream<S> {
+    /// A session over an already upgraded socket whose reads time out by themselves.
+    pub fn over(socket: tungstenite::WebSocket<S>) -> Self {
         Self { socket }
     }
 
@@ -252,6 +260,14 @@ pub fn webhook_server(fail_first: usize) -> (String, mpsc::Receiver<serde_json::
 /// reset before a whole response (a connection the proxy refused).
 pub fn exchange(stream: &mut TcpStream, request: &str) -> std::io::Result<(u16, String)> {
     stream.set_read_timeout(Some(WAIT))?;
+    exchange_on(stream, request)
+}
+
+/// [`exchange`] on any stream (TLS over TCP, say) whose reads time out by themselves.
+pub fn exchange_on(
+    stream: &mut (impl Read + Write),
+    request: &str,
+) -> std::io::Result<(u16, String)> {
     stream.write_all(request.as_bytes())?;
     let mut buffer = Vec::new();
     let mut chunk = [0u8; 4096];

@@ -10,9 +10,14 @@ Two transports, one package (standard library plus ``websocket-client``):
   re-subscribes, and the proxy redelivers every message that was not acked.
 
 Values are ``str`` or ``bytes`` both ways: text travels as ``value``, bytes as ``value_b64``.
+
+Security: ``token=`` is sent as ``Authorization: Bearer``. A proxy with ``[tls]`` is reached
+at ``https://`` (the stream at ``wss://``) with ``ca_file=`` (the bus's CA) or
+``ssl_context=``, and ``cert_file=``/``key_file=`` for mutual TLS; certificate failures raise
+:class:`TlsError`.
 """
 
-from .errors import ProxyError, ProxyTimeout, RateLimited
+from .errors import ProxyError, ProxyTimeout, RateLimited, TlsError
 from .identity import Identity
 from .http import HttpClient
 from .stream import Delivery, StreamClient, Subscription
@@ -27,6 +32,7 @@ __all__ = [
     "RateLimited",
     "StreamClient",
     "Subscription",
+    "TlsError",
     "parse_push",
     "reply_body",
 ]

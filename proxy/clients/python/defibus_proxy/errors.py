@@ -1,4 +1,7 @@
-"""Errors raised by the client: the proxy's ``{"error": {"code", "message"}}`` answers."""
+"""Errors raised by the client: the proxy's ``{"error": {"code", "message"}}`` answers, and
+TLS failures."""
+
+import ssl
 
 
 class ProxyError(Exception):
@@ -22,6 +25,25 @@ class RateLimited(ProxyError):
     def __init__(self, status, code, message, retry_after):
         super().__init__(status, code, message)
         self.retry_after = retry_after
+
+
+class TlsError(ssl.SSLError):
+    """TLS with the proxy failed: its certificate is not trusted, it refused this client's
+    certificate, or the address does not speak TLS. The message says which and what to change;
+    ``url`` is the address, ``reason`` what the TLS library said, and ``__cause__`` the
+    original :class:`ssl.SSLError`. Not retried: the same settings fail the same way."""
+
+    def __init__(self, url, reason, hint=None):
+        message = f"TLS with {url} failed: {reason}"
+        if hint:
+            message += f" ({hint})"
+        super().__init__(message)
+        self.url = url
+        self.reason = reason
+        self.hint = hint
+
+    def __str__(self):
+        return self.args[0]
 
 
 def error_from(status, error):

@@ -2,26 +2,38 @@
 ``bytes`` both ways (see :mod:`defibus_proxy.values`)."""
 
 import json
+import ssl
 import urllib.error
 import urllib.request
 
 from .errors import error_from
+from .tls import context_for, tls_error
 from .values import decoded, put_value
 
 
 class HttpClient:
-    """Calls the proxy's HTTP API at ``base_url`` (e.g. ``http://127.0.0.1:8080``).
+    """Calls the proxy's HTTP API at ``base_url`` (e.g. ``http://127.0.0.1:8080``, or
+    ``https://...`` for a proxy with ``[tls]``).
 
     ``token`` (a DeFiBus token, ``dfb.<id>.<secret>``) is sent as ``Authorization: Bearer`` on
     every call; a proxy with ``[security]`` on answers calls without a valid one with
     :class:`ProxyError` 401 ``unauthenticated``, and actions the token's principal has no
-    grant for with 403 ``permission_denied``."""
+    grant for with 403 ``permission_denied``.
 
-    def __init__(self, base_url, identity=None, timeout=30.0, token=None):
+    TLS (``https://`` only): ``ca_file`` is the CA that signed the proxy's certificate (the
+    bus's CA; default: the system's CAs), ``cert_file``/``key_file`` a client certificate for
+    mutual TLS (its principal then stands for a token), or ``ssl_context`` a ready
+    :class:`ssl.SSLContext` instead of all three. A certificate failure raises
+    :class:`TlsError`; plain ``http://`` to a TLS port is answered :class:`ProxyError` 400
+    ``tls_required``."""
+
+    def __init__(self, base_url, identity=None, timeout=30.0, token=None, ca_file=None,
+                 cert_file=None, key_file=None, ssl_context=None):
         self.base_url = base_url.rstrip("/")
         self.identity = identity
         self.timeout = timeout
         self.token = token
+        self.ssl_context = context_for(self.base_url, ca_file, cert_file, key_file, ssl_context)
 
     def publish(self, topic, value, key=None, tag=None, properties=None):
         """Publishes one message (``value`` str or bytes); returns where it was stored (topic,
@@ -106,7 +118,7 @@ class HttpClient:
             headers=self._headers({"content-type": content_type}),
         )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with self._open(request) as response:
                 return response.status, _parse(response.read())
         except urllib.error.HTTPError as error:
             return error.code, _parse(error.read())
@@ -133,10 +145,25 @@ class HttpClient:
             self.base_url + path, data=data, method=method, headers=self._headers(headers)
         )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with self._open(request) as response:
                 return _parse(response.read())
         except urllib.error.HTTPError as error:
             raise _error(error.code, _parse(error.read())) from None
+
+    def _open(self, request):
+        """Sends ``request``; TLS failures become :class:`TlsError`. urllib wraps those met
+        while connecting in URLError, and raises those met reading the answer (a client
+        certificate refused after a TLS 1.3 handshake) as they are."""
+        try:
+            return urllib.request.urlopen(request, timeout=self.timeout, context=self.ssl_context)
+        except urllib.error.HTTPError:
+            raise
+        except urllib.error.URLError as error:
+            if isinstance(error.reason, ssl.SSLError):
+                raise tls_error(self.base_url, error.reason) from error.reason
+            raise
+        except ssl.SSLError as error:
+            raise tls_error(self.base_url, error) from error
 
 
 def _message(topic, value, key, tag, properties, service=None):

@@ -12,6 +12,7 @@ import itertools
 import json
 import logging
 import queue
+import ssl
 import threading
 import time
 
@@ -20,7 +21,8 @@ try:
 except ImportError:  # HttpClient works without it; StreamClient says what to install.
     websocket = None
 
-from .errors import ProxyError, ProxyTimeout, error_from
+from .errors import ProxyError, ProxyTimeout, TlsError, error_from
+from .tls import context_for, tls_error
 from .values import decoded, put_value
 
 log = logging.getLogger("defibus_proxy")
@@ -85,10 +87,15 @@ class _Pending:
 
 
 class StreamClient:
-    """A WebSocket session. ``url`` is the proxy's base URL (``http://host:port``) or the
-    stream URL (``ws://host:port/v1/stream``). ``token`` is sent as ``Authorization: Bearer``
-    on the handshake; a refused handshake raises :class:`ProxyError` with the proxy's status
-    and code (401 ``unauthenticated``)."""
+    """A WebSocket session. ``url`` is the proxy's base URL (``http://host:port``, or
+    ``https://`` for a proxy with ``[tls]``) or the stream URL (``ws://host:port/v1/stream``,
+    ``wss://``). ``token`` is sent as ``Authorization: Bearer`` on the handshake; a refused
+    handshake raises :class:`ProxyError` with the proxy's status and code (401
+    ``unauthenticated``).
+
+    TLS (``wss://`` only): ``ca_file``, ``cert_file``/``key_file`` and ``ssl_context`` as for
+    :class:`HttpClient`. A certificate failure raises :class:`TlsError` from :meth:`connect`;
+    after a connection was lost, reconnects go on trying (and logging) whatever the error."""
 
     def __init__(
         self,
@@ -100,12 +107,17 @@ class StreamClient:
         backoff_max=2.0,
         timeout=30.0,
         token=None,
+        ca_file=None,
+        cert_file=None,
+        key_file=None,
+        ssl_context=None,
     ):
         if websocket is None:
             raise ImportError("StreamClient needs websocket-client: pip install websocket-client")
         if url.startswith("http"):
             url = "ws" + url[len("http"):].rstrip("/") + "/v1/stream"
         self.url = url
+        self.ssl_context = context_for(url, ca_file, cert_file, key_file, ssl_context)
         self.identity = identity
         self.reconnect = reconnect
         self.heartbeat_interval = heartbeat_interval
@@ -255,10 +267,17 @@ class StreamClient:
     def _open(self):
         """Connects, says hello and re-subscribes; frames that arrive meanwhile are handled."""
         header = [f"Authorization: Bearer {self.token}"] if self.token is not None else None
+        sslopt = {"context": self.ssl_context} if self.ssl_context is not None else None
         try:
-            ws = websocket.create_connection(self.url, timeout=self.timeout, header=header)
+            ws = websocket.create_connection(
+                self.url, timeout=self.timeout, header=header, sslopt=sslopt
+            )
         except websocket.WebSocketBadStatusException as error:
             raise _handshake_error(error) from None
+        except ssl.SSLError as error:
+            if isinstance(error, TlsError):
+                raise
+            raise tls_error(self.url, error) from error
         ws.send(json.dumps({"type": "hello", "identity": self.identity.to_json()}))
         welcome = self._recv_until(ws, lambda f: f.get("type") in ("welcome", "error"))
         if welcome.get("type") != "welcome":

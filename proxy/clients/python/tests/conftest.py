@@ -27,23 +27,26 @@ WAIT = 30.0
 
 
 class Process:
-    """A child process whose stdout is read line by line on a thread."""
+    """A child process whose stdout (and, with ``log_ready``, its log on stderr too) is read
+    line by line on a thread."""
 
-    def __init__(self, args, ready):
+    def __init__(self, args, ready, log_ready=False):
         self.args = [str(a) for a in args]
         self.proc = subprocess.Popen(
             self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         self.lines = queue.Queue()
         self.stderr = []
+        err_sinks = (self.stderr.append, self.lines.put) if log_ready else (self.stderr.append,)
         threading.Thread(target=self._read, args=(self.proc.stdout, self.lines.put), daemon=True).start()
-        threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr.append), daemon=True).start()
+        threading.Thread(target=self._read, args=(self.proc.stderr, *err_sinks), daemon=True).start()
         self.match = self.wait_for(ready)
 
     @staticmethod
-    def _read(stream, sink):
+    def _read(stream, *sinks):
         for line in stream:
-            sink(line)
+            for sink in sinks:
+                sink(line)
 
     def wait_for(self, pattern, timeout=WAIT):
         deadline = time.monotonic() + timeout
@@ -125,10 +128,10 @@ class Proxy:
         self.process = Process(
             [DEFIBUS, "proxy", "--listen-addr", listen, "--nameserver", self.nameserver,
              "--data-dir", self.data_dir, *self.args],
-            r"proxy listening on (http://\S+)",
+            r"proxy listening on (https?://\S+)",
         )
         self.url = self.process.match.group(1)
-        self.addr = self.url[len("http://"):]
+        self.addr = self.url.split("://", 1)[1]
 
     def kill(self):
         self.process.stop(signal.SIGKILL)
