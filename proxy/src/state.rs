@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use auth::Authority;
-use client::{Client, ClientConfig, Producer, Replier, Requester};
+use client::{Client, ClientConfig, Producer, QueueSelector, Replier, Requester};
 use svc::policy::{PolicyFollower, PolicySource};
 use svc::rpc::TlsClient;
 
@@ -91,9 +91,9 @@ impl AppState {
             .clone()
             .with_batch_linger(Duration::from_millis(config.publish_batch_linger_ms));
         let client = Client::new(client_config).map_err(ProxyError::Client)?;
-        let producer = Producer::new(&client).map_err(ProxyError::Client)?;
+        let producer = keyed_producer(&client).map_err(ProxyError::Client)?;
         let batch_client = Client::new(batch_config).map_err(ProxyError::Client)?;
-        let batch_producer = Producer::new(&batch_client).map_err(ProxyError::Client)?;
+        let batch_producer = keyed_producer(&batch_client).map_err(ProxyError::Client)?;
         let requester = Requester::new(&client);
         let replier = Replier::new(&client);
         let state = Self {
@@ -166,4 +166,10 @@ pub fn client_config(
             .map_err(|_| invalid("client_id")),
         None => Ok(client_config),
     }
+}
+
+/// A producer as the API promises it: messages with a key go to the queue the key hashes
+/// to, so equal keys stay in order (those without one go round robin).
+pub(crate) fn keyed_producer(client: &Client) -> Result<Producer, client::ClientError> {
+    Producer::with_selector(client, QueueSelector::KeyHash)
 }

@@ -50,6 +50,38 @@ fn publish_single_and_batch_store_messages_a_consumer_reads() {
     assert_eq!(values, ["one", "three", "two"]);
 }
 
+/// The API promises that equal keys go to one queue, in order: single and batch publishes.
+#[test]
+fn messages_with_one_key_go_to_one_queue_in_order() {
+    let bus = Bus::start(&["A10-7002"], |_| {});
+    let mut queues = Vec::new();
+    let mut offsets = Vec::new();
+    for i in 0..8 {
+        let body = json!({"topic": "A10-7002", "key": "order-42", "value": format!("v{i}")});
+        let (status, stored) = bus.post("/v1/publish", &body.to_string());
+        assert_eq!(status, 200, "{stored}");
+        queues.push(stored["queue_id"].as_u64().unwrap());
+        offsets.push(stored["offset"].as_u64().unwrap());
+    }
+    let batch = json!({"messages": (0..8)
+        .map(|i| json!({"topic": "A10-7002", "key": "order-42", "value": format!("b{i}")}))
+        .collect::<Vec<_>>()});
+    let (status, body) = bus.post("/v1/publish", &batch.to_string());
+    assert_eq!(status, 200, "{body}");
+    for result in body["results"].as_array().unwrap() {
+        queues.push(result["queue_id"].as_u64().unwrap());
+        offsets.push(result["offset"].as_u64().unwrap());
+    }
+    assert!(
+        queues.iter().all(|q| *q == queues[0]),
+        "one queue: {queues:?}"
+    );
+    assert!(
+        offsets.windows(2).all(|w| w[0] < w[1]),
+        "in order: {offsets:?}"
+    );
+}
+
 #[test]
 fn request_carries_the_reply_or_times_out_with_504() {
     let bus = Bus::start(&["A10-7002"], |_| {});

@@ -243,6 +243,7 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<()> {
             area: args.area.clone(),
             data_dir: args.data_dir.join("proxy"),
             security: security_for(&args, "proxy"),
+            tls: tls_for(&args, "proxy"),
             ..proxy::ProxyConfig::default()
         };
         Some(proxy::start(proxy_config).context("starting the proxy")?)
@@ -275,7 +276,8 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     println!("  gsl         {}", gsl.local_addr());
     println!("  sgs         {} (area {})", sgs.local_addr(), args.area);
     if let Some(proxy) = &proxy {
-        println!("  proxy       http://{}", proxy.local_addr());
+        let scheme = if args.tls.is_some() { "https" } else { "http" };
+        println!("  proxy       {scheme}://{}", proxy.local_addr());
     }
     println!("  data        {}", args.data_dir.display());
     println!("Stop with Ctrl-C or SIGTERM.");

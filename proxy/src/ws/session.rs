@@ -235,7 +235,7 @@ impl Bus {
         .with_batch_linger(Duration::from_millis(state.config.publish_batch_linger_ms));
         let (client, producer) = tokio::task::spawn_blocking(move || {
             let client = Client::new(config)?;
-            let producer = Producer::new(&client)?;
+            let producer = crate::state::keyed_producer(&client)?;
             Ok::<_, client::ClientError>((client, producer))
         })
         .await

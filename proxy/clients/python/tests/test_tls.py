@@ -77,19 +77,6 @@ def tls_bus(tmp_path_factory):
     defibus("security", "init", "--out", bus.secrets)
     broker_data = os.path.join(root, "broker")
     try:
-        # The admin CLI has no TLS yet: the topic is made on the broker alone, in plaintext,
-        # before the bus starts on TLS with the same data directory.
-        alone = Process(
-            [DEFIBUS, "broker", "--data-dir", broker_data, "--port-base", 0, "--shards", 1,
-             "--nameserver", "127.0.0.1:9"],
-            r"shard 0 port (\d+)",
-        )
-        try:
-            defibus("admin", "topic", "create", "--broker", f"127.0.0.1:{alone.match.group(1)}",
-                    "--topic", TOPIC, "--queues", 2)
-        finally:
-            alone.stop()
-
         nameserver_toml = _write(
             os.path.join(root, "nameserver.toml"),
             'listen_addr = "127.0.0.1:0"\n\n[security]\nenabled = true\n'
@@ -110,6 +97,16 @@ def tls_bus(tmp_path_factory):
             ["broker", "-c", broker_toml, "--data-dir", broker_data, "--port-base", 0,
              "--shards", 1, "--nameserver", nameserver],
             r"shard 0 port (\d+)",
+        )
+        # The topic, made by admin over TLS, authenticated by its client certificate.
+        wait_until(
+            "admin creates the topic over TLS",
+            lambda: defibus(
+                "admin", "topic", "create", "--topic", TOPIC, "--queues", 2,
+                "--nameserver", nameserver, "--tls-ca", bus.ca,
+                "--tls-cert", bus.cert("admin.pem"), "--tls-key", bus.cert("admin.key"),
+                check=False,
+            ).returncode == 0,
         )
         proxy = bus.start(
             ["proxy", "--listen-addr", "127.0.0.1:0", "--nameserver", nameserver,
