@@ -311,9 +311,9 @@ a whole bus on TLS: defibus standalone --tls ./secrets
 the defibus CLI: --tls-ca ./secrets/ca.pem (or DEFIBUS_TLS_CA); as "app" by certificate: --tls-cert ./secrets/app.pem --tls-key ./secrets/app.key
 a Rust client as "app": ClientConfig::with_tls(TlsSettings { cert: "./secrets/app.pem", key: "./secrets/app.key", ca: "./secrets/ca.pem", .. })
 EOF
-grep -qxF 'cargo run --release -- standalone --security ./secrets --tls ./secrets' "$readme" ||
+grep -qxF 'cargo run --release -- standalone --brokers 2 --security ./secrets --tls ./secrets' "$readme" ||
     fail "README.md lost the secured run command"
-"$DEFIBUS" standalone --security ./secrets --tls ./secrets --data-dir "$work/data" --nameserver-addr 127.0.0.1:0 \
+"$DEFIBUS" standalone --brokers 2 --security ./secrets --tls ./secrets --data-dir "$work/data" --nameserver-addr 127.0.0.1:0 \
     --port-base 0 --proxy-addr 127.0.0.1:0 --gsl-addr 127.0.0.1:0 --sgs-addr 127.0.0.1:0 \
     >"$work/secured.out" 2>"$work/secured.err" &
 standalone_pid=$!
@@ -325,8 +325,8 @@ done
 DEFIBUS_NAMESERVER=$(awk '$1 == "nameserver" { print $2 }' "$work/secured.out")
 [[ -n $DEFIBUS_NAMESERVER ]] || fail "the secured standalone printed no nameserver address"
 for _ in $(seq 100); do
-    "$DEFIBUS" admin broker list --token-file ./secrets/admin.token --tls-ca ./secrets/ca.pem 2>/dev/null |
-        grep -q '^broker-a ' && break
+    [[ $("$DEFIBUS" admin broker list --token-file ./secrets/admin.token --tls-ca ./secrets/ca.pem \
+        2>/dev/null | grep -c '^broker-[ab] ') == 2 ]] && break
     sleep 0.1
 done
 step 0 'cargo run --release -- admin topic list --token-file ./secrets/admin.token; echo "exit code $?"' \
@@ -347,20 +347,21 @@ exit code 1
 EOF
 step 0 'cargo run --release -- admin topic create --topic A10-20190007 --queues 1 --token-file ./secrets/admin.token' <<'EOF'
 created A10-20190007 on broker-a: 1 queues, flush async, max depth 500
+created A10-20190007 on broker-b: 1 queues, flush async, max depth 500
 A10-20190007 is routable (* ms)
 EOF
 step 0 "cargo run --release -- admin acl revoke app produce '*' --token-file ./secrets/admin.token" \
     "$DEFIBUS_NAMESERVER: policy version 2 stored
 revoked: app produce [*]
-in force on 1 broker (* ms)" <<'EOF'
+in force on 2 brokers (* ms)" <<'EOF'
 EOF
 step 0 'cargo run --release -- admin acl grant app produce A10-20190007 --token-file ./secrets/admin.token' \
     "$DEFIBUS_NAMESERVER: policy version 3 stored
 granted: app produce A10-20190007
-in force on 1 broker (* ms)" <<'EOF'
+in force on 2 brokers (* ms)" <<'EOF'
 EOF
 step 0 'cargo run --release -- produce --topic A10-20190007 "payment 1"' <<'EOF'
-queue=0 offset=0 broker=broker-a
+queue=0 offset=0 broker=broker-[ab]
 EOF
 step 0 'cargo run --release -- produce --topic A10-20190001 "elsewhere"; echo "exit code $?"' \
     '*ERROR defibus] sending to A10-20190001: permission denied: principal "app" may not produce on topic "A10-20190001": no grant allows it (defibus admin acl grant app produce A10-20190001)' <<'EOF'
