@@ -82,6 +82,19 @@ fn messages_with_one_key_go_to_one_queue_in_order() {
     );
 }
 
+/// Errors are JSON, a wrong method's too (it was an empty 405).
+#[test]
+fn a_wrong_method_is_a_json_405() {
+    let bus = Bus::start(&["A10-7003"], |_| {});
+    let (status, body) = bus.get("/v1/publish");
+    assert_eq!(status, 405, "{body}");
+    assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("GET"),
+        "{body}"
+    );
+}
+
 #[test]
 fn request_carries_the_reply_or_times_out_with_504() {
     let bus = Bus::start(&["A10-7002"], |_| {});

@@ -54,9 +54,19 @@ pub fn router(state: AppState) -> Router {
         .merge(authenticated)
         .route("/openapi.json", get(openapi::document))
         .route("/health", get(health))
+        // After every route: errors are JSON (the API's promise), a wrong method too.
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(|| async { crate::error::ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
+}
+
+/// 405 for a route that exists with another method, as the API's JSON error.
+async fn method_not_allowed(
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> crate::error::ApiError {
+    crate::error::ApiError::method_not_allowed(format!("{method} is not allowed on {}", uri.path()))
 }
 
 /// `GET /health`: the proxy is serving. Open to all, for load balancers and probes; says
