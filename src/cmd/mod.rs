@@ -12,3 +12,4 @@ pub mod security;
 pub mod sgs;
 pub mod shared;
 pub mod standalone;
+mod standalone_config;

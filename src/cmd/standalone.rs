@@ -16,6 +16,13 @@ use signal_hook::iterator::Signals;
 
 #[derive(Args)]
 pub struct StandaloneArgs {
+    /// Settings for the parts, as the servers take them one by one: a TOML file with
+    /// [nameserver], [broker], [gsl], [sgs] and [proxy] tables (e.g. [broker.storage]
+    /// segment_bytes_max, [broker.limits], [proxy] rate limits). Addresses, data
+    /// directories, ids, area, [security] and [tls] come from the flags here; a file that
+    /// sets them is refused, naming the flag.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Where the broker keeps its queues, offsets and topic registry (`broker/`), and the GSL,
     /// SGS and proxy their state (`gsl/`, `sgs/`, `proxy/`).
     #[arg(long, default_value = "./defibus-data")]
@@ -134,6 +141,10 @@ fn check_exposure(args: &StandaloneArgs) -> anyhow::Result<()> {
 
 pub fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     check_exposure(&args)?;
+    let parts = match &args.config {
+        Some(path) => super::standalone_config::PartsConfig::load(path)?,
+        None => super::standalone_config::PartsConfig::default(),
+    };
     if let Some(dir) = &args.tls {
         check_tls_files(dir)?;
     }
@@ -170,7 +181,7 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         controller,
         security: security_for(&args, "nameserver"),
         tls: tls_for(&args, "nameserver"),
-        ..nameserver::NameserverConfig::default()
+        ..parts.nameserver.clone()
     };
     let nameserver = nameserver::start(nameserver_config).context("starting the nameserver")?;
     let nameserver_addr = nameserver.local_addr();
@@ -201,13 +212,13 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<()> {
             nameservers: vec![nameserver_addr.to_string()],
             security: security_for(&args, "broker"),
             tls: tls_for(&args, "broker"),
-            ..engine::BrokerConfig::default()
+            ..parts.broker.clone()
         };
         let broker = engine::Broker::start(broker_config)
             .with_context(|| format!("starting the broker {broker_id}"))?;
         brokers.push(broker);
     }
-    let cluster = engine::BrokerConfig::default().cluster;
+    let cluster = parts.broker.cluster.clone();
     let gsl = gsl::start(gsl::GslConfig {
         listen_addr: args.gsl_addr,
         data_dir: args.data_dir.join("gsl"),
@@ -216,7 +227,7 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<()> {
             ..security_for(&args, "gsl")
         },
         tls: tls_for(&args, "gsl"),
-        ..gsl::GslConfig::default()
+        ..parts.gsl.clone()
     })
     .context("starting the GSL")?;
     let local_area = sgs::config::AreaConfig {
@@ -230,7 +241,7 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         areas: [(args.area.clone(), local_area)].into_iter().collect(),
         security: security_for(&args, "sgs"),
         tls: tls_for(&args, "sgs"),
-        ..sgs::SgsConfig::default()
+        ..parts.sgs.clone()
     })
     .context("starting the SGS")?;
     let proxy = if args.no_proxy {
@@ -244,7 +255,7 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<()> {
             data_dir: args.data_dir.join("proxy"),
             security: security_for(&args, "proxy"),
             tls: tls_for(&args, "proxy"),
-            ..proxy::ProxyConfig::default()
+            ..parts.proxy.clone()
         };
         Some(proxy::start(proxy_config).context("starting the proxy")?)
     };
