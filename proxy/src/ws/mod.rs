@@ -18,6 +18,7 @@ use std::sync::{Mutex, PoisonError};
 
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::watch;
 
@@ -142,8 +143,19 @@ impl Sessions {
 pub async fn upgrade(
     State(state): State<AppState>,
     caller: Caller,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    // A request that is no WebSocket upgrade gets the API's JSON error, not axum's text.
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            return ApiError::bad_request(format!(
+                "/v1/stream is a WebSocket endpoint: {}",
+                rejection.body_text()
+            ))
+            .into_response();
+        }
+    };
     if !state
         .shared
         .sessions
