@@ -43,5 +43,7 @@ proxy=$(awk '$1 == "proxy" { print $2 }' "$work/out")
 DEFIBUS_NAMESERVER=$(awk '$1 == "nameserver" { print $2 }' "$work/out") \
     "$DEFIBUS" admin topic create --topic A10-20190001 --queues 2 >/dev/null
 
+# From the scratch directory: schemathesis keeps a cache (.schemathesis/) where it runs.
+cd "$work"
 "$venv/bin/schemathesis" run "$proxy/openapi.json" \
     --max-examples "${SCHEMATHESIS_EXAMPLES:-30}" --exclude-path /v1/stream

@@ -23,7 +23,7 @@ pub mod token;
 pub use audit::{Audit, AuditRecord, Outcome};
 pub use authority::{Authority, Denial, Session};
 pub use pattern::Pattern;
-pub use policy::{Action, Grant, Policy, PolicyError, TokenRecord};
+pub use policy::{Action, Grant, GrantError, Policy, PolicyError, TokenRecord};
 pub use settings::SecuritySettings;
 pub use token::{AuthError, Token};
 

@@ -163,7 +163,39 @@ pub struct Grant {
     pub group: Pattern,
 }
 
+/// Why a grant's text does not parse: which part, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{part}: {reason}")]
+pub struct GrantError {
+    /// `principal`, `action`, `resource` or `group`.
+    pub part: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
 impl Grant {
+    /// A grant from its four parts as text, as `defibus admin acl grant` takes them:
+    /// principal pattern, action (or `*`), resource pattern, group pattern.
+    pub fn parse(
+        principal: &str,
+        action: &str,
+        resource: &str,
+        group: &str,
+    ) -> Result<Self, GrantError> {
+        let pattern = |part: &'static str, text: &str| {
+            Pattern::new(text).map_err(|reason| GrantError { part, reason })
+        };
+        Ok(Self {
+            principal: pattern("principal", principal)?,
+            action: action.parse().map_err(|reason| GrantError {
+                part: "action",
+                reason,
+            })?,
+            resource: pattern("resource", resource)?,
+            group: pattern("group", group)?,
+        })
+    }
+
     /// True when the grant allows `principal` to do `action` on `resource` in `group`.
     pub fn allows(&self, principal: &str, action: Action, resource: &str, group: &str) -> bool {
         self.action.covers(action)
@@ -352,12 +384,16 @@ mod tests {
     use super::*;
 
     fn grant(principal: &str, action: &str, resource: &str, group: &str) -> Grant {
-        Grant {
-            principal: Pattern::new(principal).unwrap(),
-            action: action.parse().unwrap(),
-            resource: Pattern::new(resource).unwrap(),
-            group: Pattern::new(group).unwrap(),
-        }
+        Grant::parse(principal, action, resource, group).unwrap()
+    }
+
+    #[test]
+    fn a_grant_that_does_not_parse_names_the_part() {
+        let err = Grant::parse("app", "fly", "A10-*", "*").unwrap_err();
+        assert_eq!(err.part, "action");
+        let err = Grant::parse("app", "produce", "", "*").unwrap_err();
+        assert_eq!(err.part, "resource");
+        assert!(err.to_string().starts_with("resource: "), "{err}");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::error::Error;
 use std::time::Duration;
 
-use auth::{Audit, Grant, Pattern, Policy};
+use auth::{Audit, Grant, Policy};
 use controller::{Acks, ClusterState, Command, Controller, ControllerConfig, Outcome, place};
 use protocol::codes::{Command as Code, Status};
 use svc::rpc::{Connection, RpcError, TlsClient};
@@ -26,12 +26,7 @@ fn authority() -> auth::Authority {
         version: 1,
         ..Policy::default()
     };
-    let grant = |principal: &str, action: &str| Grant {
-        principal: Pattern::new(principal).unwrap(),
-        action: action.parse().unwrap(),
-        resource: Pattern::new("*").unwrap(),
-        group: Pattern::new("*").unwrap(),
-    };
+    let grant = |principal: &str, action: &str| Grant::parse(principal, action, "*", "*").unwrap();
     policy.grant(grant("nameserver", "broker"));
     policy.grant(grant("admin", "*"));
     auth::Authority::new(policy, Audit::open("controller", None).unwrap())

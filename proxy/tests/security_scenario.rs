@@ -8,7 +8,7 @@ mod support;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use auth::{Grant, Pattern, Policy};
+use auth::{Grant, Policy};
 use client::{Admin, Client, ClientConfig};
 use defibus_tests::{AREA, WAIT, broker_config, start_broker, start_nameserver};
 use engine::Broker;
@@ -31,12 +31,7 @@ struct Tokens {
 }
 
 fn grant(principal: &str, action: &str, resource: &str, group: &str) -> Grant {
-    Grant {
-        principal: Pattern::new(principal).unwrap(),
-        action: action.parse().unwrap(),
-        resource: Pattern::new(resource).unwrap(),
-        group: Pattern::new(group).unwrap(),
-    }
+    Grant::parse(principal, action, resource, group).unwrap()
 }
 
 /// `admin` and the proxy may do everything, `broker` act as a broker; `app` may produce to

@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use auth::{Grant, Pattern, Policy};
+use auth::{Grant, Policy};
 use client::{Admin, Client, ClientConfig};
 use defibus_tests::{AREA, WAIT, broker_config, start_broker, start_nameserver};
 use engine::Broker;
@@ -41,11 +41,8 @@ fn policy() -> (Policy, String) {
         version: 1,
         ..Policy::default()
     };
-    let grant = |principal: &str, action: &str, resource: &str, group: &str| Grant {
-        principal: Pattern::new(principal).unwrap(),
-        action: action.parse().unwrap(),
-        resource: Pattern::new(resource).unwrap(),
-        group: Pattern::new(group).unwrap(),
+    let grant = |principal: &str, action: &str, resource: &str, group: &str| {
+        Grant::parse(principal, action, resource, group).unwrap()
     };
     policy.grant(grant("admin", "*", "*", "*"));
     policy.grant(grant("proxy", "*", "*", "*"));

@@ -11,8 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use auth::policy::Actions;
-use auth::{Grant, Pattern, Policy};
+use auth::{Grant, Policy};
 use clap::{Args, Subcommand};
 use client::Admin;
 
@@ -50,17 +49,12 @@ pub struct GrantArgs {
 
 impl GrantArgs {
     fn grant(&self) -> anyhow::Result<Grant> {
-        let pattern =
-            |what: &str, text: &str| Pattern::new(text).map_err(|e| anyhow::anyhow!("{what}: {e}"));
-        Ok(Grant {
-            principal: pattern("principal", &self.principal)?,
-            action: self
-                .action
-                .parse::<Actions>()
-                .map_err(|e| anyhow::anyhow!(e))?,
-            resource: pattern("resource", &self.resource)?,
-            group: pattern("group", &self.group)?,
-        })
+        Ok(Grant::parse(
+            &self.principal,
+            &self.action,
+            &self.resource,
+            &self.group,
+        )?)
     }
 }
 

@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use auth::{Grant, Pattern, Policy};
+use auth::{Grant, Policy};
 use controller::{Acks, ClusterState, Command, place};
 use defibus_tests::{WAIT, start_nameserver};
 use nameserver::NameserverHandle;
@@ -28,12 +28,7 @@ fn policy() -> Policy {
         version: 1,
         ..Policy::default()
     };
-    let grant = |principal: &str, action: &str| Grant {
-        principal: Pattern::new(principal).unwrap(),
-        action: action.parse().unwrap(),
-        resource: Pattern::new("*").unwrap(),
-        group: Pattern::new("*").unwrap(),
-    };
+    let grant = |principal: &str, action: &str| Grant::parse(principal, action, "*", "*").unwrap();
     policy.grant(grant("admin", "*"));
     policy.grant(grant("nameserver", "broker"));
     policy

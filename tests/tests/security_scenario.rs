@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use auth::{Grant, Pattern, Policy};
+use auth::{Grant, Policy};
 use client::{Admin, Client, ClientConfig, ClientError, ConsumeMode, Consumer, Message, Producer};
 use defibus_tests::{AREA, RawConnection, WAIT, broker_config, start_broker, start_nameserver};
 use engine::Broker;
@@ -38,11 +38,8 @@ fn policy() -> (Policy, Tokens, String) {
         version: 1,
         ..Policy::default()
     };
-    let grant = |principal: &str, action: &str, resource: &str, group: &str| Grant {
-        principal: Pattern::new(principal).unwrap(),
-        action: action.parse().unwrap(),
-        resource: Pattern::new(resource).unwrap(),
-        group: Pattern::new(group).unwrap(),
+    let grant = |principal: &str, action: &str, resource: &str, group: &str| {
+        Grant::parse(principal, action, resource, group).unwrap()
     };
     policy.grant(grant("admin", "*", "*", "*"));
     policy.grant(grant("broker", "broker", "*", "*"));
@@ -350,12 +347,7 @@ fn a_principal_without_a_grant_is_denied_until_granted_at_runtime() {
     );
 
     bus.change_policy(|p| {
-        p.grant(Grant {
-            principal: Pattern::new("carol").unwrap(),
-            action: "produce".parse().unwrap(),
-            resource: Pattern::new(TOPIC).unwrap(),
-            group: Pattern::any(),
-        });
+        p.grant(Grant::parse("carol", "produce", TOPIC, "*").unwrap());
     });
     // The same connection is let through as soon as the broker enforces the grant.
     send(&carol, "granted").unwrap();

@@ -9,7 +9,7 @@ use std::io::Read;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use auth::{Grant, Pattern, Policy};
+use auth::{Grant, Policy};
 use client::{Admin, Client, ClientConfig, ClientError, ConsumeMode, Consumer, Message, Producer};
 use defibus_tests::{AREA, WAIT, broker_config, start_broker, start_nameserver};
 use engine::Broker;
@@ -31,11 +31,8 @@ fn policy() -> Policy {
         version: 1,
         ..Policy::default()
     };
-    let grant = |principal: &str, action: &str, resource: &str, group: &str| Grant {
-        principal: Pattern::new(principal).unwrap(),
-        action: action.parse().unwrap(),
-        resource: Pattern::new(resource).unwrap(),
-        group: Pattern::new(group).unwrap(),
+    let grant = |principal: &str, action: &str, resource: &str, group: &str| {
+        Grant::parse(principal, action, resource, group).unwrap()
     };
     policy.grant(grant("admin", "*", "*", "*"));
     policy.grant(grant("broker", "broker", "*", "*"));
