@@ -1,0 +1,147 @@
+//! The `/metrics` HTTP endpoint: one std thread serving scrapes one at a time.
+//!
+//! A scrape every few seconds needs no async runtime and no HTTP framework: the thread reads
+//! one request head (bounded in size and time), answers `GET /metrics` with the text its
+//! callback renders and anything else with 404, and closes the connection. It runs beside the
+//! process's runtime, never on it, so a slow scraper holds only this thread.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::CONTENT_TYPE;
+
+/// Longest request head read; a scraper's is a few hundred bytes.
+const REQUEST_HEAD_BYTES_MAX: usize = 8 << 10;
+/// How long a connection may take to send its request head or take the answer.
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Renders one scrape's text, or `None` when the process cannot answer now (503).
+pub type Render = Box<dyn Fn() -> Option<String> + Send>;
+
+/// A running endpoint; dropping it stops the thread.
+pub struct Endpoint {
+    address: SocketAddr,
+    stopping: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Endpoint {
+    /// Listens on `address` (port 0: an ephemeral port) and serves scrapes from `render`.
+    pub fn start(address: &str, render: Render) -> io::Result<Endpoint> {
+        let listener = TcpListener::bind(address)?;
+        let address = listener.local_addr()?;
+        let stopping = Arc::new(AtomicBool::new(false));
+        let stop = stopping.clone();
+        let thread = std::thread::Builder::new()
+            .name("defibus-metrics".into())
+            .spawn(move || serve(listener, render, &stop))?;
+        Ok(Endpoint {
+            address,
+            stopping,
+            thread: Some(thread),
+        })
+    }
+
+    /// The address it listens on (the real port when started on port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.address
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        self.stopping.store(true, Ordering::Release);
+        // Wakes the blocked accept; the thread sees the flag and ends.
+        let _ = TcpStream::connect_timeout(&self.address, IO_TIMEOUT);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn serve(listener: TcpListener, render: Render, stopping: &AtomicBool) {
+    for stream in listener.incoming() {
+        if stopping.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(stream) = stream else {
+            continue;
+        };
+        if let Err(e) = answer(stream, &render) {
+            log::debug!("metrics endpoint: a scrape failed: {e}");
+        }
+    }
+}
+
+fn answer(mut stream: TcpStream, render: &Render) -> io::Result<()> {
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        if head.len() >= REQUEST_HEAD_BYTES_MAX {
+            return respond(&mut stream, "431 Request Header Fields Too Large", "text/plain", "");
+        }
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = head.split(|b| *b == b'\r').next().unwrap_or_default();
+    let mut parts = line.split(|b| *b == b' ');
+    let (method, path) = (parts.next(), parts.next());
+    // A query string (`?name[]=…`) is allowed and ignored: every scrape returns everything.
+    let path = path.map(|p| p.split(|b| *b == b'?').next().unwrap_or_default());
+    match (method, path) {
+        (Some(b"GET"), Some(b"/metrics")) => match render() {
+            Some(text) => respond(&mut stream, "200 OK", CONTENT_TYPE, &text),
+            None => respond(&mut stream, "503 Service Unavailable", "text/plain", ""),
+        },
+        (Some(b"GET"), _) => respond(&mut stream, "404 Not Found", "text/plain", ""),
+        _ => respond(&mut stream, "405 Method Not Allowed", "text/plain", ""),
+    }
+}
+
+fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body: &str) -> io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body.as_bytes())?;
+    stream.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(address: SocketAddr, path: &str) -> String {
+        let mut stream = TcpStream::connect(address).unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    }
+
+    #[test]
+    fn metrics_is_served_and_other_paths_are_not_found() {
+        let endpoint =
+            Endpoint::start("127.0.0.1:0", Box::new(|| Some("m 1\n".into()))).unwrap();
+        let answer = get(endpoint.local_addr(), "/metrics");
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        assert!(answer.ends_with("\r\n\r\nm 1\n"), "{answer}");
+        assert!(get(endpoint.local_addr(), "/").starts_with("HTTP/1.1 404"));
+    }
+
+    #[test]
+    fn a_process_that_cannot_answer_says_unavailable() {
+        let endpoint = Endpoint::start("127.0.0.1:0", Box::new(|| None)).unwrap();
+        assert!(get(endpoint.local_addr(), "/metrics").starts_with("HTTP/1.1 503"));
+    }
+}
