@@ -155,23 +155,32 @@ pub(crate) fn snapshot(shard: &Shard) -> ShardSnapshot {
             replies: shard.counters.replies.get(),
         },
         queues,
+        // Built in the same turn as `queues`, so the two list the same queues in one order.
+        metrics: crate::metrics::snapshot(shard),
     }
+}
+
+/// Every shard's snapshot, this shard's first.
+pub(crate) async fn collect_snapshots(shard: &Rc<Shard>) -> Vec<ShardSnapshot> {
+    let origin = shard.id;
+    let replies = mesh::call_all(shard, |token| MeshMsg::Collect { origin, token }).await;
+    let local = snapshot(shard);
+    std::iter::once(local)
+        .chain(replies.into_iter().filter_map(|r| match r {
+            MeshReply::Stats(s) => Some(s),
+            MeshReply::Done
+            | MeshReply::RedirectTargets { .. }
+            | MeshReply::Dynamic(_)
+            | MeshReply::Scrubbed(_) => None,
+        }))
+        .collect()
 }
 
 /// Every shard's statistics, merged and sorted.
 pub(crate) async fn collect(shard: &Rc<Shard>) -> (Vec<ShardStats>, Vec<QueueStats>) {
-    let origin = shard.id;
-    let replies = mesh::call_all(shard, |token| MeshMsg::Collect { origin, token }).await;
     let mut shards = Vec::with_capacity(shard.count);
     let mut queues = Vec::new();
-    let local = snapshot(shard);
-    for snapshot in std::iter::once(local).chain(replies.into_iter().filter_map(|r| match r {
-        MeshReply::Stats(s) => Some(s),
-        MeshReply::Done
-        | MeshReply::RedirectTargets { .. }
-        | MeshReply::Dynamic(_)
-        | MeshReply::Scrubbed(_) => None,
-    })) {
+    for snapshot in collect_snapshots(shard).await {
         shards.push(snapshot.shard);
         queues.extend(snapshot.queues);
     }

@@ -15,6 +15,8 @@ pub struct Broker {
     spin_before_park: Duration,
     stop: Arc<StopSignal>,
     handles: Vec<Executor<Result<(), BrokerError>>>,
+    /// The `/metrics` endpoint, when one is configured and could listen.
+    metrics: Option<telemetry::Endpoint>,
 }
 
 impl Broker {
@@ -44,6 +46,7 @@ impl Broker {
         let io_memory = io_memory_per_shard(&config, count);
         let config = Arc::new(config);
         let stop = StopSignal::new();
+        let metrics_door = Arc::new(crate::metrics::Door::default());
         let ports_cell = Arc::new(OnceLock::new());
         let mesh = crate::rt::mesh(count, MESH_CHANNEL_CAPACITY);
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -61,6 +64,7 @@ impl Broker {
                 ready: ready_tx.clone(),
                 security: security.clone(),
                 tls: tls.clone(),
+                metrics_door: metrics_door.clone(),
             };
             let spec = ExecutorSpec {
                 name: &format!("defibus-shard-{id}"),
@@ -110,12 +114,14 @@ impl Broker {
             config.broker_id,
             count
         );
+        let metrics = start_metrics(&config.metrics_address, metrics_door);
         Ok(Broker {
             broker_id: config.broker_id.clone(),
             ports,
             spin_before_park,
             stop,
             handles,
+            metrics,
         })
     }
 
@@ -129,6 +135,11 @@ impl Broker {
         self.spin_before_park
     }
 
+    /// Where the `/metrics` endpoint listens; `None` when none is served.
+    pub fn metrics_address(&self) -> Option<std::net::SocketAddr> {
+        self.metrics.as_ref().map(telemetry::Endpoint::local_addr)
+    }
+
     /// The broker's id.
     pub fn broker_id(&self) -> &str {
         &self.broker_id
@@ -137,6 +148,8 @@ impl Broker {
     /// Stops accepting, closes connections, unregisters from the nameservers, flushes and
     /// closes every log, and joins the shard threads.
     pub fn shutdown(mut self) -> Result<(), BrokerError> {
+        // Scrapes end first: shard 0 stops answering them once it closes.
+        drop(self.metrics.take());
         self.stop.raise();
         let mut first_error = None;
         for (id, handle) in std::mem::take(&mut self.handles).into_iter().enumerate() {
@@ -163,6 +176,28 @@ impl Drop for Broker {
         // Not shut down explicitly (a panicking test): still stop the threads cleanly.
         self.stop.raise();
         join_all(std::mem::take(&mut self.handles));
+    }
+}
+
+/// Longest a scrape waits for shard 0 to gather every shard's figures.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Starts the `/metrics` endpoint on `address` (none when empty). A broker that cannot listen
+/// there still carries messages: the failure is logged, not returned.
+fn start_metrics(address: &str, door: Arc<crate::metrics::Door>) -> Option<telemetry::Endpoint> {
+    if address.is_empty() {
+        return None;
+    }
+    let render = Box::new(move || door.ask(SCRAPE_TIMEOUT));
+    match telemetry::Endpoint::start(address, render) {
+        Ok(endpoint) => {
+            log::info!("metrics on http://{}/metrics", endpoint.local_addr());
+            Some(endpoint)
+        }
+        Err(e) => {
+            log::warn!("no metrics endpoint: cannot listen on {address}: {e}");
+            None
+        }
     }
 }
 

@@ -34,6 +34,9 @@ pub struct BrokerArgs {
     /// First port; shard n listens on port_base + n (0: ephemeral ports).
     #[arg(long)]
     pub port_base: Option<u16>,
+    /// Address of the Prometheus `/metrics` endpoint (default 127.0.0.1:9110; "" for none).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_address: Option<String>,
     /// Number of shards (0: one per core).
     #[arg(long)]
     pub shards: Option<usize>,
@@ -137,6 +140,9 @@ fn apply_overrides(config: &mut BrokerConfig, args: BrokerArgs) {
     }
     if let Some(v) = args.port_base {
         config.port_base = v;
+    }
+    if let Some(v) = args.metrics_address {
+        config.metrics_address = v;
     }
     if let Some(v) = args.shards {
         config.shards = v;

@@ -25,6 +25,8 @@ pub const SPIN_BEFORE_PARK_US_AUTO: u64 = 50;
 pub const SPIN_CORES_MIN: usize = 4;
 /// Most shards a broker runs; the client directory keeps one bit per shard in a `u64`.
 pub const SHARDS_MAX: usize = 64;
+/// Default address of the `/metrics` endpoint: loopback, beside Prometheus exporters' ports.
+pub const METRICS_ADDRESS_DEFAULT: &str = "127.0.0.1:9110";
 /// Default first port: shard `n` listens on `port_base + n`. RocketMQ's broker port.
 pub const PORT_BASE_DEFAULT: u16 = 10911;
 /// Default interval of registrations with every nameserver, ms.
@@ -125,6 +127,10 @@ pub struct BrokerConfig {
     /// Shard `n` listens on `port_base + n`; 0 gives every shard an ephemeral port (tests).
     /// Default 10911.
     pub port_base: u16,
+    /// `host:port` of the Prometheus `/metrics` endpoint (port 0: ephemeral); empty: none.
+    /// Default `127.0.0.1:9110`. A broker that cannot listen there runs without it and says
+    /// so (WARN): metrics are not worth refusing to carry messages.
+    pub metrics_address: String,
     /// Shards (executors, one per core); 0 means one per available core. Default 0.
     pub shards: usize,
     /// Where queues, offsets, replies and the topic registry live. Default `./defibus-data/broker`.
@@ -247,6 +253,7 @@ impl Default for BrokerConfig {
             listen_address: "127.0.0.1".into(),
             advertise_address: None,
             port_base: PORT_BASE_DEFAULT,
+            metrics_address: METRICS_ADDRESS_DEFAULT.into(),
             shards: 0,
             data_dir: PathBuf::from("./defibus-data/broker"),
             nameservers: Vec::new(),

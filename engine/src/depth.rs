@@ -45,6 +45,7 @@ pub(crate) fn admit(shard: &Shard, queue: &Queue, max_depth: u64) -> Result<(), 
         );
     }
     if depth >= max_depth {
+        queue.traffic.refused_at_depth();
         return Err(Reject::new(
             Status::QueueDepthExceeded,
             format!(

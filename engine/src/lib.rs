@@ -23,6 +23,7 @@ pub mod file;
 mod group;
 pub mod log;
 mod mesh;
+mod metrics;
 mod net;
 mod notify;
 mod offsets;

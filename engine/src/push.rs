@@ -119,6 +119,7 @@ pub(crate) async fn run(
                 position.set(next_offset);
                 continue;
             }
+            let bytes = batch.len() as u64;
             let push = Outbound::Push {
                 topic: queue.topic.clone(),
                 queue_id: queue.id,
@@ -128,6 +129,7 @@ pub(crate) async fn run(
             if sub.conn.outbox.send(push).await.is_err() {
                 return;
             }
+            queue.traffic.pushed(u64::from(records), bytes);
             position.set(next_offset);
             let credit = sub.credit.get().saturating_sub(u64::from(records));
             sub.credit.set(credit);

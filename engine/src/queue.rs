@@ -23,6 +23,8 @@ pub(crate) struct Queue {
     pub appended: Notify,
     /// Request records skipped at push time because their deadline had passed.
     pub expired_requests: Cell<u64>,
+    /// Records and bytes in and out, for metrics.
+    pub traffic: crate::metrics::Traffic,
     /// Whether the depth warning was logged since the queue last fell below its threshold.
     pub depth_warned: Cell<bool>,
     /// Sync-flush topic: consumers are pushed only what is durable.
@@ -48,6 +50,7 @@ impl Queue {
             log,
             appended: Notify::new(),
             expired_requests: Cell::new(0),
+            traffic: Default::default(),
             depth_warned: Cell::new(false),
             sync: topic.flush_mode == TopicFlushMode::Sync,
             // A restarted replica knows the last epoch it took part in from its journal, so an
@@ -108,8 +111,13 @@ impl Queue {
     /// Appends one batch (stamping it) and wakes tailing readers once the append resolved,
     /// which in sync mode means once it is durable: consumers never see what a crash may lose.
     pub async fn append(&self, batch: BytesMut) -> Result<Appended, LogError> {
+        let bytes = batch.len() as u64;
         let appended = self.log.append(batch).await;
         self.appended.notify();
+        if let Ok(a) = &appended {
+            self.traffic
+                .appended(a.next_offset.saturating_sub(a.base_offset), bytes);
+        }
         appended
     }
 }

@@ -12,15 +12,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::CONTENT_TYPE;
+use crate::{CONTENT_TYPE, CONTENT_TYPE_CLASSIC, Scrape};
 
 /// Longest request head read; a scraper's is a few hundred bytes.
 const REQUEST_HEAD_BYTES_MAX: usize = 8 << 10;
 /// How long a connection may take to send its request head or take the answer.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Renders one scrape's text, or `None` when the process cannot answer now (503).
-pub type Render = Box<dyn Fn() -> Option<String> + Send>;
+/// Gathers one scrape, or `None` when the process cannot answer now (503).
+pub type Render = Box<dyn Fn() -> Option<Scrape> + Send>;
 
 /// A running endpoint; dropping it stops the thread.
 pub struct Endpoint {
@@ -84,7 +84,12 @@ fn answer(mut stream: TcpStream, render: &Render) -> io::Result<()> {
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
         if head.len() >= REQUEST_HEAD_BYTES_MAX {
-            return respond(&mut stream, "431 Request Header Fields Too Large", "text/plain", "");
+            return respond(
+                &mut stream,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                "",
+            );
         }
         let n = stream.read(&mut buf)?;
         if n == 0 {
@@ -99,12 +104,28 @@ fn answer(mut stream: TcpStream, render: &Render) -> io::Result<()> {
     let path = path.map(|p| p.split(|b| *b == b'?').next().unwrap_or_default());
     match (method, path) {
         (Some(b"GET"), Some(b"/metrics")) => match render() {
-            Some(text) => respond(&mut stream, "200 OK", CONTENT_TYPE, &text),
+            Some(scrape) if wants_openmetrics(&head) => {
+                respond(&mut stream, "200 OK", CONTENT_TYPE, &scrape.render())
+            }
+            Some(scrape) => respond(
+                &mut stream,
+                "200 OK",
+                CONTENT_TYPE_CLASSIC,
+                &scrape.render_classic(),
+            ),
             None => respond(&mut stream, "503 Service Unavailable", "text/plain", ""),
         },
         (Some(b"GET"), _) => respond(&mut stream, "404 Not Found", "text/plain", ""),
         _ => respond(&mut stream, "405 Method Not Allowed", "text/plain", ""),
     }
+}
+
+/// Whether the request's `Accept` header names OpenMetrics (Prometheus's does).
+fn wants_openmetrics(head: &[u8]) -> bool {
+    String::from_utf8_lossy(head).lines().any(|line| {
+        let line = line.to_ascii_lowercase();
+        line.starts_with("accept:") && line.contains("application/openmetrics-text")
+    })
 }
 
 fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body: &str) -> io::Result<()> {
@@ -122,20 +143,43 @@ mod tests {
     use super::*;
 
     fn get(address: SocketAddr, path: &str) -> String {
+        get_accepting(address, path, "*/*")
+    }
+
+    fn get_accepting(address: SocketAddr, path: &str, accept: &str) -> String {
         let mut stream = TcpStream::connect(address).unwrap();
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nAccept: {accept}\r\n\r\n"
+        )
+        .unwrap();
         let mut answer = String::new();
         stream.read_to_string(&mut answer).unwrap();
         answer
     }
 
     #[test]
-    fn metrics_is_served_and_other_paths_are_not_found() {
-        let endpoint =
-            Endpoint::start("127.0.0.1:0", Box::new(|| Some("m 1\n".into()))).unwrap();
-        let answer = get(endpoint.local_addr(), "/metrics");
-        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
-        assert!(answer.ends_with("\r\n\r\nm 1\n"), "{answer}");
+    fn metrics_is_served_in_the_format_asked_and_other_paths_are_not_found() {
+        let render = || {
+            let mut scrape = Scrape::default();
+            scrape.counter("m", "M.", &[], 1);
+            Some(scrape)
+        };
+        let endpoint = Endpoint::start("127.0.0.1:0", Box::new(render)).unwrap();
+        let classic = get(endpoint.local_addr(), "/metrics");
+        assert!(classic.starts_with("HTTP/1.1 200 OK\r\n"), "{classic}");
+        assert!(classic.contains(CONTENT_TYPE_CLASSIC), "{classic}");
+        assert!(
+            classic.ends_with("\n# TYPE m_total counter\nm_total 1\n"),
+            "{classic}"
+        );
+        let open = get_accepting(
+            endpoint.local_addr(),
+            "/metrics",
+            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+        );
+        assert!(open.contains(CONTENT_TYPE), "{open}");
+        assert!(open.ends_with("m_total 1\n# EOF\n"), "{open}");
         assert!(get(endpoint.local_addr(), "/").starts_with("HTTP/1.1 404"));
     }
 

@@ -4,13 +4,15 @@
 //! Recording and serving are split on purpose. A process records into state it owns
 //! (a shard's `Cell`s, a server's atomics) and builds a [`Scrape`] only when asked; the
 //! [`Endpoint`] runs on its own thread and calls back for that text, so nothing on a hot path
-//! waits on HTTP. The text is encoded by `prometheus-client` (OpenMetrics text, which
-//! Prometheus scrapes natively and `promtool check metrics` accepts).
+//! waits on HTTP. The text is encoded by `prometheus-client` as OpenMetrics, served to a
+//! scraper that asks for it (Prometheus does), and as the classic text format otherwise
+//! (`curl`, `promtool check metrics`).
 
 mod endpoint;
 mod histogram;
+pub mod parse;
 mod scrape;
 
 pub use endpoint::Endpoint;
 pub use histogram::Histogram;
-pub use scrape::{CONTENT_TYPE, Scrape};
+pub use scrape::{CONTENT_TYPE, CONTENT_TYPE_CLASSIC, Scrape};

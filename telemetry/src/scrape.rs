@@ -6,7 +6,7 @@
 //! `Cell`s on each shard, which no other thread may touch, so the shard copies them into a
 //! snapshot and the endpoint thread only ever sees values.
 
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _, NoLabelSet};
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
@@ -14,6 +14,8 @@ use crate::Histogram;
 
 /// The `Content-Type` of [`Scrape::render`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The `Content-Type` of [`Scrape::render_classic`]'s text.
+pub const CONTENT_TYPE_CLASSIC: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The metrics of one scrape, grouped into families by name, in the order first added.
 #[derive(Debug, Default)]
@@ -34,14 +36,24 @@ type Labels = Vec<(String, String)>;
 #[derive(Debug)]
 enum Value {
     Number(u64),
-    Histogram { histogram: Histogram, scale: f64 },
+    // Boxed: a histogram is 33 words, a number one, and most samples are numbers.
+    Histogram {
+        histogram: Box<Histogram>,
+        scale: f64,
+    },
 }
 
 impl Scrape {
     /// Adds one counter sample. `name` is the family's name without `_total`, which the
     /// encoder appends (OpenMetrics names the family without it).
     pub fn counter(&mut self, name: &str, help: &str, labels: &[(&str, &str)], value: u64) {
-        self.add(name, help, MetricType::Counter, labels, Value::Number(value));
+        self.add(
+            name,
+            help,
+            MetricType::Counter,
+            labels,
+            Value::Number(value),
+        );
     }
 
     /// Adds one gauge sample.
@@ -60,7 +72,7 @@ impl Scrape {
         scale: f64,
     ) {
         let value = Value::Histogram {
-            histogram: histogram.clone(),
+            histogram: Box::new(histogram.clone()),
             scale,
         };
         self.add(name, help, MetricType::Histogram, labels, value);
@@ -91,6 +103,44 @@ impl Scrape {
             }
         };
         self.families[at].samples.push((labels, value));
+    }
+
+    /// The classic Prometheus text (format 0.0.4) of every family added: what scrapers and
+    /// tools that do not ask for OpenMetrics read, `promtool check metrics` among them. It is
+    /// the OpenMetrics text with a counter's family named like its samples (`…_total`) and
+    /// without `# EOF`: OpenMetrics names a counter family without the suffix, which the
+    /// classic format would read as a family with no samples beside an undocumented one.
+    pub fn render_classic(self) -> String {
+        let counters: Vec<String> = (self.families.iter())
+            .filter(|f| matches!(f.kind, MetricType::Counter))
+            .map(|f| f.name.clone())
+            .collect();
+        let open = self.render();
+        let mut text = String::with_capacity(open.len());
+        for line in open.lines() {
+            if line == "# EOF" {
+                continue;
+            }
+            let descriptor = ["# HELP ", "# TYPE "]
+                .into_iter()
+                .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+            match descriptor {
+                Some((prefix, rest)) => {
+                    let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                    let suffix = if counters.iter().any(|c| c == name) {
+                        "_total"
+                    } else {
+                        ""
+                    };
+                    text.push_str(&format!("{prefix}{name}{suffix} {tail}\n"));
+                }
+                None => {
+                    text.push_str(line);
+                    text.push('\n');
+                }
+            }
+        }
+        text
     }
 
     /// The OpenMetrics text of every family added, ending with `# EOF`.
@@ -185,11 +235,36 @@ mod tests {
         scrape.histogram("x_fsync_seconds", "Fsync time.", &[], &h, 1e-6);
         let text = scrape.render();
         assert!(text.contains("# TYPE x_in_bytes counter\n"), "{text}");
-        assert!(text.contains("x_in_bytes_total{topic=\"a\\\"b\"} 7\n"), "{text}");
+        assert!(
+            text.contains("x_in_bytes_total{topic=\"a\\\"b\"} 7\n"),
+            "{text}"
+        );
         assert!(text.contains("x_in_bytes_total{topic=\"c\"} 8\n"), "{text}");
         assert!(text.contains("x_connections 3\n"), "{text}");
         assert!(text.contains("x_fsync_seconds_count 1\n"), "{text}");
-        assert!(text.contains("x_fsync_seconds_bucket{le=\"+Inf\"} 1\n"), "{text}");
+        assert!(
+            text.contains("x_fsync_seconds_bucket{le=\"+Inf\"} 1\n"),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn the_classic_text_names_a_counter_family_like_its_samples() {
+        let mut scrape = Scrape::default();
+        scrape.counter("x_in_bytes", "Bytes in.", &[], 7);
+        scrape.gauge("x_connections", "Open connections.", &[], 3);
+        let text = scrape.render_classic();
+        assert!(
+            text.contains("# HELP x_in_bytes_total Bytes in.\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE x_in_bytes_total counter\nx_in_bytes_total 7\n"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE x_connections gauge\n"), "{text}");
+        assert!(!text.contains("# EOF"), "{text}");
+        crate::parse::parse(&text).unwrap();
     }
 }

@@ -271,14 +271,17 @@ impl Commit {
         self.synced_offset.set(offset);
         self.synced_bytes.set(bytes.max(self.synced_bytes.get()));
         let mut waiters = self.waiters.borrow_mut();
+        let mut released = 0;
         while let Some((target, _)) = waiters.front() {
             if *target > offset {
                 break;
             }
             if let Some((_, waiter)) = waiters.pop_front() {
                 waiter.finish(Ok(()));
+                released += 1;
             }
         }
+        super::stats::record_group_commit(released);
     }
 
     pub(crate) fn poison(&self, error: LogError) {
@@ -742,10 +745,10 @@ async fn fdatasync<S: Storage>(
     file: &S::File,
     path: &std::path::Path,
 ) -> Result<(), LogError> {
-    storage
-        .fdatasync(file)
-        .await
-        .map_err(|e| LogError::io("fdatasync", path, e))
+    let started = Instant::now();
+    let synced = storage.fdatasync(file).await;
+    super::stats::record_fdatasync(started.elapsed());
+    synced.map_err(|e| LogError::io("fdatasync", path, e))
 }
 
 /// Creates a segment's `.log` and `.idx` files and fsyncs the directory.

@@ -33,6 +33,7 @@ mod retention;
 pub mod scrub;
 mod segment;
 pub mod skipped;
+pub mod stats;
 pub mod storage;
 mod truncate;
 

@@ -117,6 +117,8 @@ pub(crate) enum MeshReply {
 pub(crate) struct ShardSnapshot {
     pub shard: ShardStats,
     pub queues: Vec<QueueStats>,
+    /// What a metrics scrape adds, queue for queue in the order of `queues`.
+    pub metrics: crate::metrics::ShardMetrics,
 }
 
 /// Starts one receiver task per peer; dropping the returned tasks stops them.

@@ -125,6 +125,8 @@ pub(crate) struct ShardStart {
     pub security: Arc<crate::security::Security>,
     /// The listener's TLS configuration, when `[tls]` is set.
     pub tls: Option<Arc<tls::rustls::ServerConfig>>,
+    /// Where the metrics endpoint leaves scrapes; shard 0 answers them.
+    pub metrics_door: Arc<crate::metrics::Door>,
 }
 
 /// The body of a shard's executor: runs until the stop flag is set.
@@ -139,6 +141,7 @@ pub(crate) async fn run(start: ShardStart) -> Result<(), BrokerError> {
         ready,
         security,
         tls,
+        metrics_door,
     } = start;
     let shard_error = |reason: String| BrokerError::Shard { shard: id, reason };
     // Before any queue opens: the shard's logs share one tail-cache budget.
@@ -189,6 +192,8 @@ pub(crate) async fn run(start: ShardStart) -> Result<(), BrokerError> {
     let retention = tasks.spawn(crate::retention::run(shard.clone()));
     let scrub = tasks.spawn(crate::scrub::run(shard.clone()));
     let register = (id == 0).then(|| tasks.spawn(crate::register::run(shard.clone())));
+    let metrics =
+        (id == 0).then(|| tasks.spawn(crate::metrics::serve(shard.clone(), metrics_door.clone())));
     let dynamic = (id == 0).then(|| tasks.spawn(crate::dynamic::run(shard.clone())));
     let policy = (id == 0 && shard.security.is_enabled())
         .then(|| tasks.spawn(crate::security::refresh(shard.clone())));
@@ -210,6 +215,8 @@ pub(crate) async fn run(start: ShardStart) -> Result<(), BrokerError> {
     drop(retention);
     drop(scrub);
     drop(dynamic);
+    drop(metrics);
+    metrics_door.close();
     drop(policy);
     drop(heartbeats);
     if let Some(register) = register {

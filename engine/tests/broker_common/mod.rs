@@ -31,6 +31,8 @@ pub fn config(dir: &Path, shards: usize) -> BrokerConfig {
         broker_id: "test-broker".into(),
         listen_address: "127.0.0.1".into(),
         port_base: 0,
+        // An ephemeral port: tests run side by side, and every test broker can be scraped.
+        metrics_address: "127.0.0.1:0".into(),
         shards,
         data_dir: dir.to_path_buf(),
         revoke_timeout_ms: 500,

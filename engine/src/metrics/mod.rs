@@ -1,0 +1,80 @@
+//! Prometheus metrics of the broker (ARCHITECTURE §10).
+//!
+//! Recording costs a shard nothing shared: each queue counts its traffic in `Cell`s
+//! ([`traffic`]), each shard's logs count fdatasync latency and group commits in thread-local
+//! histograms ([`crate::log::stats`]), and the figures `Stats` already reports (offsets,
+//! expired requests, connections, bad frames) are read where they are kept. Nothing is
+//! counted twice.
+//!
+//! Serving happens off the shards: the `/metrics` endpoint is a thread of its own
+//! ([`telemetry::Endpoint`]). Per scrape it leaves a request at shard 0's [`door`]; shard 0
+//! gathers every shard's snapshot over the mesh, the same call `Stats` makes, turns them
+//! into a [`telemetry::Scrape`] ([`render`]) and hands it back; the endpoint thread encodes it.
+
+pub(crate) mod door;
+mod render;
+mod traffic;
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+pub(crate) use door::Door;
+pub(crate) use traffic::{Traffic, TrafficCounts};
+
+use crate::log::stats::SyncStats;
+use crate::shard::Shard;
+
+/// What one shard adds to `Stats` for a scrape.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ShardMetrics {
+    /// Boxed: two histograms, which would make every mesh message as large.
+    pub sync: Box<SyncStats>,
+    pub queues: Vec<QueueMetrics>,
+}
+
+/// One queue's figures that `Stats` does not carry.
+#[derive(Clone, Debug)]
+pub(crate) struct QueueMetrics {
+    pub topic: String,
+    pub queue_id: u32,
+    pub traffic: TrafficCounts,
+    /// Records not yet pushed to the most advanced online clustering group; `None` while no
+    /// such group consumes the queue ([`crate::depth`]).
+    pub depth: Option<u64>,
+    /// The topic's `max_queue_depth`.
+    pub depth_limit: u64,
+}
+
+/// This shard's metrics; built on the shard, inside `admin::snapshot`.
+pub(crate) fn snapshot(shard: &Shard) -> ShardMetrics {
+    let queues = shard
+        .topics
+        .queues()
+        .iter()
+        .map(|queue| QueueMetrics {
+            topic: queue.topic.to_string(),
+            queue_id: queue.id,
+            traffic: queue.traffic.counts(),
+            depth: crate::depth::depth(shard, queue),
+            depth_limit: shard
+                .topics
+                .with_config(&queue.topic, |c| c.max_queue_depth)
+                .unwrap_or(u64::MAX),
+        })
+        .collect();
+    ShardMetrics {
+        sync: Box::new(crate::log::stats::snapshot()),
+        queues,
+    }
+}
+
+/// Shard 0's task: answers each scrape left at `door` with every shard's metrics, until the
+/// task is dropped at close.
+pub(crate) async fn serve(shard: Rc<Shard>, door: Arc<Door>) {
+    loop {
+        let answer = door.next().await;
+        let snapshots = crate::admin::collect_snapshots(&shard).await;
+        // One answer fits the channel, so this never blocks; a scraper gone is no error.
+        let _ = answer.try_send(render::render(&snapshots));
+    }
+}

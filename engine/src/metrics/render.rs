@@ -1,0 +1,141 @@
+//! The broker's metric names and labels, rendered from every shard's snapshot.
+//!
+//! Labels are bounded by what an operator configured: `topic`, `queue` (its id), `group` and
+//! `shard`. No client id appears: a broadcast group's offsets are kept per client
+//! (`group/client`), so its lag is left out rather than labelled by client.
+
+use telemetry::Scrape;
+
+use crate::mesh::ShardSnapshot;
+
+/// One scrape of every shard's figures.
+pub(super) fn render(snapshots: &[ShardSnapshot]) -> Scrape {
+    let mut scrape = Scrape::default();
+    for snapshot in snapshots {
+        shard_metrics(&mut scrape, snapshot);
+    }
+    for snapshot in snapshots {
+        queue_metrics(&mut scrape, snapshot);
+    }
+    scrape
+}
+
+fn shard_metrics(scrape: &mut Scrape, snapshot: &ShardSnapshot) {
+    let shard = snapshot.shard.shard_id.to_string();
+    let labels = [("shard", shard.as_str())];
+    let stats = &snapshot.shard;
+    scrape.gauge(
+        "defibus_broker_connections",
+        "Open client connections.",
+        &labels,
+        stats.connections,
+    );
+    scrape.counter(
+        "defibus_broker_bad_frames",
+        "Frames refused as malformed.",
+        &labels,
+        stats.bad_frames,
+    );
+    scrape.counter(
+        "defibus_broker_replies",
+        "Replies stored in the reply queue.",
+        &labels,
+        stats.replies,
+    );
+    let sync = &snapshot.metrics.sync;
+    scrape.histogram(
+        "defibus_broker_fdatasync_seconds",
+        "Latency of each fdatasync of a queue, offset journal or reply queue.",
+        &labels,
+        &sync.fdatasync_us,
+        1e-6,
+    );
+    scrape.histogram(
+        "defibus_broker_group_commit_appends",
+        "Appends acknowledged by one fdatasync (sync topics, offset commits, replies).",
+        &labels,
+        &sync.appends_per_sync,
+        1.0,
+    );
+}
+
+fn queue_metrics(scrape: &mut Scrape, snapshot: &ShardSnapshot) {
+    for (stats, metrics) in snapshot.queues.iter().zip(&snapshot.metrics.queues) {
+        debug_assert_eq!(
+            (&stats.topic, stats.queue_id),
+            (&metrics.topic, metrics.queue_id)
+        );
+        let queue = stats.queue_id.to_string();
+        let labels = [("topic", stats.topic.as_str()), ("queue", queue.as_str())];
+        let traffic = &metrics.traffic;
+        scrape.counter(
+            "defibus_queue_in_records",
+            "Records appended.",
+            &labels,
+            traffic.records_in,
+        );
+        scrape.counter(
+            "defibus_queue_in_bytes",
+            "Bytes of record batches appended.",
+            &labels,
+            traffic.bytes_in,
+        );
+        scrape.counter(
+            "defibus_queue_out_records",
+            "Records pushed to consumers, once per subscription reached.",
+            &labels,
+            traffic.records_out,
+        );
+        scrape.counter(
+            "defibus_queue_out_bytes",
+            "Bytes of record batches pushed to consumers, once per subscription reached.",
+            &labels,
+            traffic.bytes_out,
+        );
+        scrape.gauge(
+            "defibus_queue_end_offset",
+            "Offset the next appended record will get.",
+            &labels,
+            stats.next_offset,
+        );
+        scrape.gauge(
+            "defibus_queue_depth_records",
+            "Records not yet pushed to the most advanced online clustering group (0: none consumes).",
+            &labels,
+            metrics.depth.unwrap_or(0),
+        );
+        scrape.gauge(
+            "defibus_queue_depth_limit_records",
+            "The topic's max_queue_depth: produces are refused at it.",
+            &labels,
+            metrics.depth_limit,
+        );
+        scrape.counter(
+            "defibus_queue_depth_refusals",
+            "Produces and requests refused because the queue was at its depth limit.",
+            &labels,
+            traffic.depth_refusals,
+        );
+        scrape.counter(
+            "defibus_queue_expired_requests",
+            "Request records skipped at push because their deadline had passed.",
+            &labels,
+            stats.expired_requests,
+        );
+        for group in stats.groups.iter().filter(|g| !g.group.contains('/')) {
+            let lag = stats
+                .next_offset
+                .saturating_sub(group.committed_offset.unwrap_or(stats.start_offset));
+            scrape.gauge(
+                "defibus_group_lag_records",
+                "Records of the queue after the group's committed offset.",
+                &[
+                    ("topic", stats.topic.as_str()),
+                    ("queue", queue.as_str()),
+                    ("group", group.group.as_str()),
+                ],
+                lag,
+            );
+        }
+    }
+}
