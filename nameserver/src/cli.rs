@@ -20,6 +20,9 @@ pub struct NameserverArgs {
     /// than a loopback address needs [security] (or --insecure).
     #[arg(long, value_name = "ADDR")]
     pub listen_addr: Option<SocketAddr>,
+    /// Address of the Prometheus `/metrics` endpoint [default: 127.0.0.1:9111]; "" for none.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
     /// Drop a broker whose last registration is older than this, in ms [default: 9000,
     /// three missed registrations at the brokers' 3000 ms interval].
     #[arg(long, value_name = "MS")]
@@ -82,6 +85,7 @@ impl NameserverArgs {
         let Self {
             config: file,
             listen_addr,
+            metrics_addr,
             broker_expiry_ms,
             sweep_interval_ms,
             max_connections,
@@ -100,6 +104,7 @@ impl NameserverArgs {
         } = self.clone();
         svc::config::load(file.as_deref(), |config: &mut NameserverConfig| {
             set(&mut config.listen_addr, listen_addr);
+            set(&mut config.metrics_addr, metrics_addr);
             set(&mut config.broker_expiry_ms, broker_expiry_ms);
             set(&mut config.sweep_interval_ms, sweep_interval_ms);
             set(&mut config.max_connections, max_connections);

@@ -38,6 +38,8 @@ pub(crate) struct Shared {
     /// controller sends to brokers.
     token: Option<String>,
     tls: Tls,
+    /// Registry events, for metrics.
+    pub(crate) counters: crate::metrics::Counters,
 }
 
 /// The nameserver's TLS sides, when `[tls]` is set.
@@ -75,6 +77,7 @@ impl Shared {
             policy_write: Mutex::new(()),
             token,
             tls,
+            counters: Default::default(),
         })
     }
 
@@ -193,7 +196,11 @@ fn register(shared: &Shared, caller: &Caller, body: &[u8]) -> Result<Answer, Con
     let outcome = shared
         .registry()
         .register(registration, Timestamp::now())
-        .inspect_err(|e| info!("registration of broker {broker_id:?} refused: {e}"))?;
+        .inspect_err(|e| {
+            shared.counters.refused();
+            info!("registration of broker {broker_id:?} refused: {e}")
+        })?;
+    shared.counters.registered(&outcome);
     match outcome {
         Registered::New => info!(
             "broker {broker_id} registered: cluster {cluster}, {address}, \
@@ -261,6 +268,7 @@ fn unregister(shared: &Shared, caller: &Caller, body: &[u8]) -> Result<Answer, C
         return Ok(denied);
     }
     if shared.registry().unregister(&broker_id) {
+        shared.counters.unregistered();
         info!("broker {broker_id} unregistered");
     } else {
         // Unregistering is idempotent: a broker retrying after a lost response, or one that

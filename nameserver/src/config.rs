@@ -22,6 +22,8 @@ use crate::error::NameserverError;
 /// Default port: the one RocketMQ and DeFiBus nameservers have always used, so existing
 /// firewall rules and habits carry over.
 pub const LISTEN_PORT_DEFAULT: u16 = 9876;
+/// Default address of the `/metrics` endpoint: loopback, beside the broker's 9110.
+pub const METRICS_ADDR_DEFAULT: &str = "127.0.0.1:9111";
 /// Default listen address: loopback, port [`LISTEN_PORT_DEFAULT`] (another address must be
 /// asked for, and then needs `[security]` or `--insecure`).
 pub const LISTEN_ADDR_DEFAULT: SocketAddr =
@@ -64,6 +66,10 @@ pub struct NameserverConfig {
     /// Address to listen on. Default `127.0.0.1:9876` ([`LISTEN_ADDR_DEFAULT`]); port 0 picks a
     /// free port (tests, `defibus standalone`).
     pub listen_addr: SocketAddr,
+    /// `host:port` of the Prometheus `/metrics` endpoint (port 0: ephemeral); empty: none.
+    /// Default `127.0.0.1:9111` ([`METRICS_ADDR_DEFAULT`]). A nameserver that cannot listen
+    /// there runs without it and says so (WARN).
+    pub metrics_addr: String,
     /// A broker whose last registration is older than this is no longer routed to and is
     /// dropped by the next sweep; sent to brokers in `RegisterAck`. Default 9000 ms: three
     /// missed registrations at the brokers' default 3000 ms interval
@@ -204,6 +210,7 @@ impl Default for NameserverConfig {
     fn default() -> Self {
         Self {
             listen_addr: LISTEN_ADDR_DEFAULT,
+            metrics_addr: METRICS_ADDR_DEFAULT.into(),
             broker_expiry_ms: BROKER_EXPIRY_MS_DEFAULT,
             sweep_interval_ms: SWEEP_INTERVAL_MS_DEFAULT,
             max_connections: MAX_CONNECTIONS_DEFAULT,

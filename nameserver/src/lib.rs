@@ -23,6 +23,7 @@
 mod command;
 mod error;
 mod handle;
+mod metrics;
 mod replication;
 mod server;
 

@@ -112,7 +112,14 @@ pub async fn run(
             ))
         });
     let limits = shared.config.server_limits();
-    svc::server::serve(listener, local_addr, shared, limits, stop_tx, shutdown).await;
+    let admission = Arc::new(svc::admission::Admission::new("nameserver", limits));
+    // Dropped when `run` returns, which stops the endpoint's thread.
+    let _metrics = crate::metrics::start(
+        &shared.config.metrics_addr,
+        Arc::clone(&shared),
+        Arc::clone(&admission),
+    );
+    svc::server::serve_with(listener, local_addr, shared, admission, stop_tx, shutdown).await;
     svc::server::log_panic("nameserver", sweeper.await);
     if let Some(reconciler) = reconciler {
         svc::server::log_panic("controller reconciliation", reconciler.await);
@@ -136,6 +143,7 @@ async fn sweep(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         }
         let expired = shared.registry().sweep(Instant::now());
+        shared.counters.expired(expired.len());
         for broker in expired {
             warn!(
                 "broker {} (cluster {}, {}) expired: no registration for {} ms (expiry {} ms)",

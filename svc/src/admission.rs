@@ -135,6 +135,13 @@ impl Admission {
         })
     }
 
+    /// Connections open now.
+    pub fn connections(&self) -> usize {
+        self.limits
+            .max_connections
+            .saturating_sub(self.connections.available_permits())
+    }
+
     /// Connections open from `ip`.
     pub fn connections_from(&self, ip: IpAddr) -> usize {
         self.per_ip().get(&ip.to_canonical()).copied().unwrap_or(0)

@@ -105,6 +105,37 @@ pub fn parse(text: &str) -> Result<Exposition, String> {
     Ok(exposition)
 }
 
+/// `promtool check metrics` on `text`: `None` when promtool is not installed (CI installs
+/// Debian's `prometheus` package), else its verdict with what it printed.
+pub fn promtool_check(text: &str) -> Option<Result<(), String>> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    let written = child.stdin.take()?.write_all(text.as_bytes());
+    let verdict = child
+        .wait_with_output()
+        .map_err(|e| e.to_string())
+        .and_then(|out| {
+            let said = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            match (out.status.success(), written) {
+                (true, Ok(())) => Ok(()),
+                (_, Err(e)) => Err(format!("writing to promtool: {e}; {said}")),
+                (false, _) => Err(said),
+            }
+        });
+    Some(verdict)
+}
+
 fn check_histograms(
     exposition: &Exposition,
     types: &HashMap<String, String>,

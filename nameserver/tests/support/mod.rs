@@ -23,6 +23,8 @@ pub fn start_nameserver(tweak: impl FnOnce(&mut NameserverConfig)) -> Nameserver
     let _ = env_logger::builder().is_test(true).try_init();
     let mut config = NameserverConfig {
         listen_addr: "127.0.0.1:0".parse().unwrap(),
+        // Tests run side by side: none serves metrics unless it asks for an address.
+        metrics_addr: String::new(),
         ..NameserverConfig::default()
     };
     tweak(&mut config);
