@@ -342,7 +342,7 @@ mod tests {
         let parsed = NameserverConfig::from_toml_str(&uncommented, Path::new("example")).unwrap();
         assert_eq!(parsed, NameserverConfig::default());
         let keys = uncommented.lines().filter(|l| !l.starts_with('#')).count();
-        assert_eq!(keys, 9, "one line per setting:\n{uncommented}");
+        assert_eq!(keys, 10, "one line per setting:\n{uncommented}");
         // The controller example, uncommented, is a valid table with the defaults.
         let table: Vec<&str> = include_str!("../nameserver.toml")
             .lines()
