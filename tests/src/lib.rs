@@ -520,6 +520,7 @@ pub fn child_broker_main() {
         area: None,
         listen: None,
         port_base: None,
+        metrics_address: None,
         shards: None,
         data_dir: None,
         nameservers: Vec::new(),
