@@ -56,7 +56,7 @@ pub use admin::Admin;
 pub use backoff::Backoff;
 pub use client::Client;
 pub use config::ClientConfig;
-pub use consumer::{CommitMode, ConsumeMode, Consumer, ConsumerOptions, StartFrom};
+pub use consumer::{CommitMode, ConsumeMode, Consumer, ConsumerOptions, Member, StartFrom};
 pub use error::{ClientError, Result};
 pub use locator::ServiceLocator;
 pub use message::{Message, ReceivedMessage, Reply};

@@ -6,7 +6,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use client::{ConsumeMode, Consumer, ConsumerOptions, Message, Producer, QueueSelector, StartFrom};
+use client::{
+    ConsumeMode, Consumer, ConsumerOptions, Member, Message, Producer, QueueSelector, StartFrom,
+};
 
 use support::{Cluster, client, client_with};
 use testkit::wait_until;
@@ -161,6 +163,60 @@ fn broadcast_reaches_every_consumer() {
             .unwrap();
     }
     for seen in [&seen_1, &seen_2] {
+        wait_until("every message at each broadcast member", WAIT, || {
+            seen.lock().unwrap().iter().collect::<BTreeSet<_>>().len() == sent.len()
+        });
+    }
+}
+
+/// A gateway (the proxy) carries many callers over one client: each consumer subscribes as
+/// its own member, so a clustering group balances over them and a broadcast group feeds each.
+#[test]
+fn members_of_one_client_are_balanced_and_broadcast_to_as_distinct_members() {
+    let cluster = Cluster::start("A10-1007", 4);
+    let client = client(&cluster.nameserver);
+    let member = |id: &str| Member {
+        client_id: id.parse().unwrap(),
+        area: "A10".parse().unwrap(),
+    };
+    let clustering = |id: &str| {
+        ConsumerOptions::new("A10-1007", "shared", ConsumeMode::Clustering)
+            .start_from(StartFrom::Earliest)
+            .as_member(member(id))
+    };
+    let broadcast = |id: &str| {
+        ConsumerOptions::new("A10-1007", "everyone", ConsumeMode::Broadcast)
+            .start_from(StartFrom::Earliest)
+            .as_member(member(id))
+    };
+    let (seen_1, handler_1) = collector();
+    let (seen_2, handler_2) = collector();
+    let (all_1, all_handler_1) = collector();
+    let (all_2, all_handler_2) = collector();
+    let _c1 = Consumer::start_with(&client, clustering("gw/a/1#A10"), handler_1).unwrap();
+    let _c2 = Consumer::start_with(&client, clustering("gw/a/2#A10"), handler_2).unwrap();
+    let _b1 = Consumer::start_with(&client, broadcast("gw/b/1#A10"), all_handler_1).unwrap();
+    let _b2 = Consumer::start_with(&client, broadcast("gw/b/2#A10"), all_handler_2).unwrap();
+    let producer = Producer::new(&client).unwrap();
+    let sent = values(200, "member");
+    for value in &sent {
+        producer
+            .send(Message::new("A10-1007", value.clone()))
+            .unwrap();
+    }
+    wait_until("every message once in the clustering group", WAIT, || {
+        seen_1.lock().unwrap().len() + seen_2.lock().unwrap().len() >= sent.len()
+    });
+    let (one, two) = (seen_1.lock().unwrap(), seen_2.lock().unwrap());
+    assert!(
+        !one.is_empty() && !two.is_empty(),
+        "both members take a share of the queues: {} and {}",
+        one.len(),
+        two.len()
+    );
+    let union: BTreeSet<&String> = one.iter().chain(two.iter()).collect();
+    assert_eq!(union.len(), sent.len(), "each message once");
+    for seen in [&all_1, &all_2] {
         wait_until("every message at each broadcast member", WAIT, || {
             seen.lock().unwrap().iter().collect::<BTreeSet<_>>().len() == sent.len()
         });

@@ -92,7 +92,7 @@ pub const SHUTDOWN_DRAIN_WAIT: Duration = Duration::from_secs(10);
 /// Subscriptions (message and responder) one WebSocket session may hold at once.
 pub const WS_SESSION_SUBSCRIPTIONS_MAX: usize = 64;
 /// How long a new session with an identity already connected waits for the old session to
-/// close (its consumers unsubscribed, its client closed) before going on anyway.
+/// close (its consumers and responders unsubscribed) before going on anyway.
 pub const WS_REPLACE_WAIT: Duration = Duration::from_secs(10);
 
 const _: () = {

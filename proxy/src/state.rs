@@ -16,7 +16,7 @@ use crate::error::ProxyError;
 use crate::limit::RateLimits;
 use crate::webhook::Webhooks;
 use crate::webhook::store::HookSpec;
-use crate::ws::Sessions;
+use crate::ws::{AreaBuses, Sessions};
 
 /// The router's state; cheap to clone.
 #[derive(Clone)]
@@ -47,6 +47,8 @@ pub struct Shared {
     pub webhooks: Webhooks,
     /// Live WebSocket sessions.
     pub sessions: Sessions,
+    /// The bus clients WebSocket sessions share, one per area.
+    pub session_buses: AreaBuses,
     /// Who callers are and what they may do; open (everything allowed) when `[security]` is
     /// off.
     pub authority: Authority,
@@ -107,6 +109,7 @@ impl AppState {
                 limits: RateLimits::new(&config),
                 webhooks,
                 sessions: Sessions::default(),
+                session_buses: AreaBuses::default(),
                 authority,
                 bus_token,
                 policy: std::sync::Mutex::new(Some(policy)),
@@ -126,6 +129,7 @@ impl AppState {
     /// before, by `Sessions::close_all`.
     pub fn close(&self) {
         self.shared.webhooks.close_all();
+        self.shared.session_buses.close_all();
         self.shared.client.close();
         self.shared.batch_client.close();
         let follower = self

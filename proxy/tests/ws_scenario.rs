@@ -77,3 +77,87 @@ fn binary_values_are_pushed_and_answered_as_base64() {
     let reply = pending.join().unwrap().expect("the binary reply");
     assert_eq!(reply.value, [0xFF]);
 }
+
+/// Threads of this process (the proxy runs in it).
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+/// Sessions share their area's bus client (one client per session cost 5 threads each: 1,280
+/// at the default 256 sessions), yet each is its own member of a group.
+#[test]
+fn sessions_of_one_area_share_a_bus_client_and_are_distinct_group_members() {
+    let bus = Bus::start(&["A10-7204"], |_| {});
+    let mut first = bus.stream("share-0");
+    let before = threads();
+    let mut others: Vec<_> = (1..24).map(|i| bus.stream(&format!("share-{i}"))).collect();
+    let grown = threads().saturating_sub(before);
+    assert!(
+        grown < others.len(),
+        "{} more sessions of one area added {grown} threads",
+        others.len()
+    );
+    let second = &mut others[0];
+    for (reference, stream) in [(1, &mut first), (2, &mut *second)] {
+        stream.send(json!({
+            "type": "subscribe", "ref": reference, "topic": "A10-7204", "group": "shared",
+            "start": "earliest",
+        }));
+        assert_eq!(stream.recv_type("subscribed")["ref"], reference);
+    }
+    // Keys that land on both queues; each member owns one queue and gets exactly its messages.
+    let mut per_queue = [0usize; 2];
+    for i in 0..40 {
+        let body = json!({"topic": "A10-7204", "key": format!("k{i}"), "value": format!("v{i}")});
+        let (status, stored) = bus.post("/v1/publish", &body.to_string());
+        assert_eq!(status, 200, "{stored}");
+        per_queue[stored["queue_id"].as_u64().unwrap() as usize] += 1;
+    }
+    assert!(per_queue.iter().all(|n| *n > 0), "{per_queue:?}");
+    let take = |stream: &mut support::Stream| {
+        let push = stream.recv_type("message");
+        let queue = push["message"]["queue_id"].as_u64().unwrap();
+        stream.send(json!({"type": "ack", "delivery": push["delivery"]}));
+        for _ in 1..per_queue[queue as usize] {
+            let push = stream.recv_type("message");
+            assert_eq!(push["message"]["queue_id"], queue, "{push}");
+            stream.send(json!({"type": "ack", "delivery": push["delivery"]}));
+        }
+        queue
+    };
+    let (a, b) = (take(&mut first), take(second));
+    assert_ne!(a, b, "each member is given its own queue");
+}
+
+/// Each area a session names costs a bus client, so the areas served at once are bounded:
+/// one past the bound is refused with the reason, and the sessions already open go on.
+#[test]
+fn sessions_of_more_areas_than_the_bound_are_refused_naming_it() {
+    let bus = Bus::start(&["A10-7205"], |_| {});
+    let url = format!("ws://{}/v1/stream", bus.proxy().local_addr());
+    let hello = |area: String| {
+        let (socket, _) = tungstenite::connect(&url).expect("WebSocket connects");
+        let mut stream = support::Stream::from_socket(socket);
+        let identity = json!({"system": "it", "area": area, "group": "g", "instance": "1"});
+        stream.send(json!({"type": "hello", "identity": identity}));
+        (stream.recv(), stream)
+    };
+    let max = proxy::ws::buses::WS_AREAS_MAX;
+    let open: Vec<_> = (0..max)
+        .map(|i| {
+            let (welcome, stream) = hello(format!("A{}", 30 + i));
+            assert_eq!(welcome["type"], "welcome", "{welcome}");
+            stream
+        })
+        .collect();
+    let (refused, _) = hello("A99".into());
+    assert_eq!(refused["type"], "error", "{refused}");
+    let message = refused["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("at most {max} areas")) && message.contains("A99"),
+        "{message}"
+    );
+    let mut first = open.into_iter().next().unwrap();
+    first.send(json!({"type": "publish", "ref": 1, "topic": "A10-7205", "value": "x"}));
+    assert_eq!(first.recv()["type"], "published");
+}

@@ -35,7 +35,7 @@ use crate::message::ReceivedMessage;
 
 pub(crate) use delivery::Delivery;
 use delivery::{InlineHandler, Received};
-pub use options::{CommitMode, ConsumeMode, ConsumerOptions, StartFrom};
+pub use options::{CommitMode, ConsumeMode, ConsumerOptions, Member, StartFrom};
 use progress::{CommitFailures, Position};
 use subscriptions::Session;
 

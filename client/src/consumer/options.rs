@@ -1,5 +1,7 @@
 //! What a consumer consumes and how: topic and group, unicast or broadcast, where to start,
-//! when to commit.
+//! when to commit, and as which member of the group.
+
+use protocol::names::{Area, ClientId};
 
 /// How a group shares a topic's messages.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -46,6 +48,18 @@ pub struct ConsumerOptions {
     pub start: StartFrom,
     /// When to commit.
     pub commit: CommitMode,
+    /// Who the broker sees as the group's member; the client's own id and area when `None`.
+    member: Option<Member>,
+}
+
+/// The identity one consumer subscribes as ([`ConsumerOptions::as_member`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// The member id: the group's queues are balanced over distinct ids, and a broadcast
+    /// member's offsets are kept under it.
+    pub client_id: ClientId,
+    /// The member's area: nearby consume gives a broker's queues to its own area's members.
+    pub area: Area,
 }
 
 impl ConsumerOptions {
@@ -58,6 +72,7 @@ impl ConsumerOptions {
             mode,
             start: StartFrom::Committed,
             commit: CommitMode::Auto,
+            member: None,
         }
     }
 
@@ -71,5 +86,19 @@ impl ConsumerOptions {
     pub fn manual_commit(mut self) -> Self {
         self.commit = CommitMode::Manual;
         self
+    }
+
+    /// Subscribes as `member` rather than as the client itself, so one client
+    /// can carry many members of one group (a gateway such as the proxy, which serves many
+    /// callers over one set of broker connections): each is balanced, and for broadcast
+    /// tracked, as its own member.
+    pub fn as_member(mut self, member: Member) -> Self {
+        self.member = Some(member);
+        self
+    }
+
+    /// The member this consumer subscribes as, if not the client itself.
+    pub fn member(&self) -> Option<&Member> {
+        self.member.as_ref()
     }
 }

@@ -137,8 +137,16 @@ impl ConsumerInner {
         let request = Subscribe {
             topic: self.options.topic.clone(),
             group: self.options.group.clone(),
-            client_id: client.client_id.to_string(),
-            area: client.config.area.to_string(),
+            client_id: self
+                .options
+                .member()
+                .map_or(client.client_id.as_str(), |m| m.client_id.as_str())
+                .to_string(),
+            area: self
+                .options
+                .member()
+                .map_or(client.config.area, |m| m.area)
+                .to_string(),
             mode: match self.options.mode {
                 ConsumeMode::Clustering => SubscriptionMode::Clustering,
                 ConsumeMode::Broadcast => SubscriptionMode::Broadcast,

@@ -9,7 +9,7 @@ use protocol::record::MessageType;
 
 use super::replier::ReplyAddress;
 use crate::client::{Client, ClientInner};
-use crate::consumer::{ConsumeMode, Consumer, ConsumerOptions, Delivery, StartFrom};
+use crate::consumer::{ConsumeMode, Consumer, ConsumerOptions, Delivery, Member, StartFrom};
 use crate::error::{ClientError, Result};
 use crate::message::ReceivedMessage;
 use crate::send::address_ext;
@@ -35,6 +35,8 @@ pub struct ResponderOptions {
     pub group: String,
     /// Whether the handler runs on the connections' reader threads; see [`Self::inline`].
     pub inline: bool,
+    /// Who the broker sees as the group's member; see [`Self::as_member`].
+    member: Option<Member>,
 }
 
 impl ResponderOptions {
@@ -45,7 +47,15 @@ impl ResponderOptions {
             topic: topic.into(),
             group: group.into(),
             inline: false,
+            member: None,
         }
+    }
+
+    /// Answers as `member` rather than as the client itself
+    /// ([`ConsumerOptions::as_member`]): one client can carry many responders of a group.
+    pub fn as_member(mut self, member: Member) -> Self {
+        self.member = Some(member);
+        self
     }
 
     /// Runs the handler on the reader thread of the broker connection the request arrived
@@ -89,9 +99,12 @@ impl Responder {
     ) -> Result<Self> {
         // Requests waiting from before the start are answered too while their deadline lasts;
         // older ones are skipped as expired.
-        let consumer_options =
+        let mut consumer_options =
             ConsumerOptions::new(options.topic, options.group, ConsumeMode::Clustering)
                 .start_from(StartFrom::Committed);
+        if let Some(member) = options.member {
+            consumer_options = consumer_options.as_member(member);
+        }
         let inner = client.inner.clone();
         let mut handler = handler;
         let answer = move |delivery: &Delivery| {

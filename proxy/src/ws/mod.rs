@@ -1,17 +1,21 @@
 //! `GET /v1/stream`: the WebSocket endpoint (protocol in [`protocol`]).
 //!
-//! Each session owns a bus client whose id derives from the identity in `hello`, so a
-//! client reconnecting with the same identity resumes where it left: its subscriptions'
-//! groups restart at their committed offsets, which cover only acked messages. A `hello` with
-//! an identity already connected replaces the older session (closed first).
+//! Sessions share one bus client per area ([`buses`]); each subscribes as a group member
+//! whose id derives from the identity in `hello`, so a client reconnecting with the same
+//! identity resumes where it left: its subscriptions' groups restart at their committed
+//! offsets, which cover only acked messages. A `hello` with an identity already connected
+//! replaces the older session (closed first).
 //!
 //! Module map: [`protocol`] the JSON frames, `session` one connection's life and commands,
-//! `pump` the blocking threads that move messages from a consumer to the socket under the
-//! unacked window, and the responder bridge.
+//! [`buses`] the shared bus clients, `pump` the blocking threads that move messages from a
+//! consumer to the socket under the unacked window, and the responder bridge.
 
+pub mod buses;
 pub mod protocol;
 mod pump;
 mod session;
+
+pub use buses::AreaBuses;
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};

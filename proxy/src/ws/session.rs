@@ -1,6 +1,6 @@
 //! One WebSocket connection: `hello`, then commands until `goodbye`, silence, a replacing
 //! session, a socket error or proxy shutdown; then every subscription is closed (committing
-//! only acked messages) and the session's bus client with them.
+//! only acked messages). The bus client is its area's, shared ([`super::buses`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use auth::Action;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
-use client::{Client, ConsumerOptions, Producer, Requester, Responder};
+use client::{ConsumerOptions, Member, Responder, ResponderOptions};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 
@@ -21,7 +21,8 @@ use crate::config::{WS_REPLACE_WAIT, WS_SESSION_SUBSCRIPTIONS_MAX};
 use crate::error::ApiError;
 use crate::limit::SessionLimit;
 use crate::routes::{request_reply, request_timeout};
-use crate::state::{AppState, client_config};
+use crate::state::AppState;
+use crate::ws::buses::AreaBus;
 use crate::ws::protocol::{ClientFrame, Outgoing, ServerFrame};
 use crate::ws::pump::{Gate, PendingReplies, SessionLink, Subscription, Window, responder_handler};
 
@@ -33,9 +34,10 @@ const CLOSE_POLICY: u16 = 1008;
 /// The bus side of an identified session.
 struct Bus {
     state: AppState,
-    client: Client,
-    producer: Producer,
-    requester: Requester,
+    /// The area's shared client and roles.
+    bus: Arc<AreaBus>,
+    /// Who the session's consumers and responders subscribe as.
+    member: Member,
     link: SessionLink,
     subscriptions: HashMap<String, Subscription>,
     next_subscription: u64,
@@ -216,36 +218,34 @@ async fn next_frame(
 }
 
 impl Bus {
-    /// Creates the session's bus client (id from the identity) and its roles.
+    /// Joins the identity's area bus (created with the area's first session) as the member
+    /// the identity names.
     async fn connect(
         state: &AppState,
         identity: &Identity,
         link: SessionLink,
         caller: Caller,
     ) -> Result<Self, ApiError> {
-        // A session streams publishes: its producer coalesces them like a batch publish
-        // (requests and replies do not go through the batcher).
-        let config = client_config(
-            &state.config,
-            state.shared.bus_token.as_deref(),
-            &identity.area,
-            Some(&identity.client_id()),
-        )
-        .map_err(|e| ApiError::bad_request(e.to_string()))?
-        .with_batch_linger(Duration::from_millis(state.config.publish_batch_linger_ms));
-        let (client, producer) = tokio::task::spawn_blocking(move || {
-            let client = Client::new(config)?;
-            let producer = crate::state::keyed_producer(&client)?;
-            Ok::<_, client::ClientError>((client, producer))
-        })
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))??;
-        let requester = Requester::new(&client);
+        let invalid = |what: &str, e: &dyn std::fmt::Display| {
+            ApiError::bad_request(format!("identity: {what}: {e}"))
+        };
+        let member = Member {
+            client_id: identity
+                .client_id()
+                .parse()
+                .map_err(|e| invalid("client id", &e))?,
+            area: identity.area.parse().map_err(|e| invalid("area", &e))?,
+        };
+        let shared = state.clone();
+        let area = identity.area.clone();
+        let bus =
+            tokio::task::spawn_blocking(move || shared.shared.session_buses.get(&shared, &area))
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))??;
         Ok(Self {
             state: state.clone(),
-            client,
-            producer,
-            requester,
+            bus,
+            member,
             link,
             subscriptions: HashMap::new(),
             next_subscription: 1,
@@ -334,7 +334,7 @@ impl Bus {
                 // Publishes run concurrently; each answer goes out when its ack comes. With
                 // the batcher on, submitting only queues the message: no blocking thread is
                 // held per publish, and the future ends at the send timeout at the latest.
-                let sent = self.producer.send_async(message);
+                let sent = self.bus.producer().send_async(message);
                 tokio::spawn(async move {
                     let frame = match sent.await {
                         Ok(result) => ServerFrame::Published {
@@ -377,7 +377,7 @@ impl Bus {
                     Ok(admitted) => admitted,
                     Err(error) => return self.send(ServerFrame::error(reference, &error)).await,
                 };
-                let requester = self.requester.clone();
+                let requester = self.bus.requester().clone();
                 let outbox = self.link.outbox.clone();
                 tokio::spawn(async move {
                     let frame = match request_reply(requester, message, timeout).await {
@@ -424,7 +424,7 @@ impl Bus {
     /// granted it and the session's rate limit lets it through.
     async fn admit(&self, outgoing: Outgoing, action: Action) -> Result<client::Message, ApiError> {
         let mut outgoing = [OutgoingMessage::from(outgoing)];
-        crate::api::resolve_services(&self.client, &mut outgoing).await?;
+        crate::api::resolve_services(self.bus.client(), &mut outgoing).await?;
         let message = outgoing[0].to_message()?;
         self.caller
             .check(&self.state, action, message.topic(), None)?;
@@ -460,7 +460,8 @@ impl Bus {
         }
         let id = format!("s{}", self.next_subscription);
         self.next_subscription += 1;
-        let client = self.client.clone();
+        let bus = self.bus.clone();
+        let member = self.member.clone();
         let link = self.link.clone();
         let commit_interval = Duration::from_millis(self.state.config.ws_commit_interval_ms);
         let subscription_id = id.clone();
@@ -468,13 +469,15 @@ impl Bus {
             if responder {
                 let gate = Gate::default();
                 let handler = responder_handler(subscription_id, link, gate.clone());
-                let responder = Responder::start(&client, &topic, &group, handler)?;
+                let options = ResponderOptions::new(topic, group).as_member(member);
+                let responder = Responder::start_with(bus.client(), options, handler)?;
                 return Ok(Subscription::requests(responder, gate));
             }
             let options = ConsumerOptions::new(topic, group, mode.into())
                 .start_from(start.into())
-                .manual_commit();
-            let consumer = client::Consumer::subscribe_with(&client, options)?;
+                .manual_commit()
+                .as_member(member);
+            let consumer = client::Consumer::subscribe_with(bus.client(), options)?;
             Subscription::messages(subscription_id, consumer, link, commit_interval).map_err(
                 |source| client::ClientError::Io {
                     endpoint: "(local)".into(),
@@ -492,17 +495,14 @@ impl Bus {
         let _ = self.link.outbox.send(frame).await;
     }
 
-    /// Closes every subscription, then the client (blocking work, off the runtime).
+    /// Closes every subscription (blocking work, off the runtime); the area's client stays
+    /// for the area's other sessions.
     async fn close(self) {
         let subscriptions: Vec<Subscription> = self.subscriptions.into_values().collect();
-        let client = self.client;
-        let producer = self.producer;
         let closed = tokio::task::spawn_blocking(move || {
             for subscription in subscriptions {
                 subscription.close();
             }
-            drop(producer);
-            client.close();
         })
         .await;
         if let Err(e) = closed {
