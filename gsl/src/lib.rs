@@ -25,6 +25,7 @@
 mod command;
 mod error;
 mod handle;
+mod metrics;
 mod server;
 
 pub mod cli;

@@ -47,6 +47,8 @@ pub struct Shared {
     pub webhooks: Webhooks,
     /// Live WebSocket sessions.
     pub sessions: Sessions,
+    /// Requests and connections counted for `/metrics`.
+    pub metrics: crate::metrics::ProxyMetrics,
     /// Who callers are and what they may do; open (everything allowed) when `[security]` is
     /// off.
     pub authority: Authority,
@@ -107,6 +109,7 @@ impl AppState {
                 limits: RateLimits::new(&config),
                 webhooks,
                 sessions: Sessions::default(),
+                metrics: Default::default(),
                 authority,
                 bus_token,
                 policy: std::sync::Mutex::new(Some(policy)),

@@ -34,6 +34,7 @@ mod command;
 mod error;
 mod gsl_push;
 mod handle;
+mod metrics;
 mod server;
 
 pub mod cli;
