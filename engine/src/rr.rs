@@ -79,7 +79,7 @@ pub(crate) async fn handle_reply(shard: &Rc<Shard>, frame: &FrameBytes) -> Resul
         .append(BytesMut::from(&frame.body[..]))
         .await?;
     shard.counters.replies.set(shard.counters.replies.get() + 1);
-    answered(shard, &address, &view, std::time::Instant::now()).await;
+    let stored_at = Instant::now();
     let batch = frame.body.clone();
     match location {
         Location::Local(_) => {
@@ -101,6 +101,8 @@ pub(crate) async fn handle_reply(shard: &Rc<Shard>, frame: &FrameBytes) -> Resul
             shard.send_to(to, msg).await;
         }
     }
+    // After the reply is on its way: metrics never delay it.
+    answered(shard, &address, &view, stored_at).await;
     let ack = ProduceAck {
         queue_id: shard.id as u32,
         base_offset: appended.base_offset,
