@@ -17,8 +17,9 @@
 //!
 //! Module map: [`config`], [`directory`] (pure: services, checks, nearby order), [`store`]
 //! (the directory made durable through [`svc::file`]), `command` (the answer to each request:
-//! the [`svc::connection`] handler), `server` (accept loop), `handle` (threaded form), [`rpc`]
-//! (a blocking frame connection, [`svc::rpc`] re-exported).
+//! the [`svc::connection`] handler), `metrics` (what `/metrics` serves), `server` (accept
+//! loop), `handle` (threaded form), [`rpc`] (a blocking frame connection, [`svc::rpc`]
+//! re-exported).
 
 #![warn(missing_docs)]
 
