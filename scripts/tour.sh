@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs the README's five-minute tour and its Services section end to end, and fails on any
-# unexpected output.
+# Runs the README's five-minute tour, its Services, Replicated queues and Security sections
+# and the Operations section's metrics end to end, and fails on any unexpected output.
 #
 # It starts `defibus standalone` on ephemeral ports with a temporary data directory (so it
 # runs beside anything else, in CI too), points every command at it through
@@ -20,9 +20,11 @@ if [[ -z ${DEFIBUS:-} ]]; then
     DEFIBUS="$root/target/release/defibus"
 fi
 export DEFIBUS
+command -v curl >/dev/null 2>&1 || { echo "tour.sh: the Operations section needs curl" >&2; exit 1; }
 
 work=$(mktemp -d)
 standalone_pid=
+broker_metrics=
 broker_pids=()
 responder_pid=
 responder_line=
@@ -93,6 +95,10 @@ step() {
     grep -qxF -- "$line" "$readme" || fail "not in README.md: $line"
     echo "\$ $line"
     local command=${line//cargo run --release --/\"\$DEFIBUS\"}
+    # The README scrapes the default metrics address; this bus's broker serves on a free port.
+    if [[ -n ${broker_metrics:-} ]]; then
+        command=${command//http:\/\/127.0.0.1:9110\/metrics/$broker_metrics}
+    fi
     local got=0
     eval "$command" >"$work/out" 2>"$work/err" || got=$?
     cat "$work/out"
@@ -111,7 +117,8 @@ step() {
 # Terminal 1: the bus.
 grep -qxF 'cargo run --release -- standalone' "$readme" || fail "README.md lost the run command"
 "$DEFIBUS" standalone --data-dir "$work/data" --nameserver-addr 127.0.0.1:0 --port-base 0 --proxy-addr 127.0.0.1:0 \
-    --gsl-addr 127.0.0.1:0 --sgs-addr 127.0.0.1:0 >"$work/standalone.out" 2>"$work/standalone.err" &
+    --gsl-addr 127.0.0.1:0 --sgs-addr 127.0.0.1:0 --metrics-port-base 0 \
+    >"$work/standalone.out" 2>"$work/standalone.err" &
 standalone_pid=$!
 for _ in $(seq 100); do
     grep -q '^Stop with Ctrl-C' "$work/standalone.out" && break
@@ -124,6 +131,12 @@ DEFIBUS_GSL=$(awk '$1 == "gsl" { print $2 }' "$work/standalone.out")
 DEFIBUS_SGS=$(awk '$1 == "sgs" { print $2 }' "$work/standalone.out")
 [[ -n $DEFIBUS_GSL && -n $DEFIBUS_SGS ]] || fail "standalone printed no GSL or SGS address"
 export DEFIBUS_NAMESERVER DEFIBUS_GSL DEFIBUS_SGS
+broker_metrics=$(awk '$1 == "metrics" && $2 == "broker-a" { print $3 }' "$work/standalone.out")
+[[ $broker_metrics == http://127.0.0.1:*/metrics ]] || fail "standalone printed no broker metrics address"
+for part in nameserver gsl sgs proxy; do
+    grep -qE "^  metrics     $part +http://127\.0\.0\.1:[0-9]+/metrics\$" "$work/standalone.out" ||
+        fail "standalone printed no metrics address for $part"
+done
 # The broker registers with the nameserver just after it starts listening.
 for _ in $(seq 100); do
     "$DEFIBUS" admin topic list >/dev/null 2>&1 && break
@@ -208,12 +221,12 @@ EOF
 
 # Replicated queues: three brokers beside the bus (the README's loop, with this run's
 # nameserver and data directory), a leader killed with kill -9, a manual election.
-brokers_line='for i in 0 1 2; do cargo run --release -- broker --broker-id broker-$i --listen 127.0.0.1 --port-base 0 --shards 1 --data-dir ./defibus-data/broker-$i --nameserver 127.0.0.1:9876 & done'
+brokers_line='for i in 0 1 2; do cargo run --release -- broker --broker-id broker-$i --listen 127.0.0.1 --port-base 0 --shards 1 --data-dir ./defibus-data/broker-$i --nameserver 127.0.0.1:9876 --metrics-address 127.0.0.1:912$i & done'
 grep -qxF -- "$brokers_line" "$readme" || fail "not in README.md: $brokers_line"
 echo "\$ $brokers_line"
 for i in 0 1 2; do
     "$DEFIBUS" broker --broker-id "broker-$i" --listen 127.0.0.1 --port-base 0 --shards 1 \
-        --data-dir "$work/data/broker-$i" --nameserver "$DEFIBUS_NAMESERVER" \
+        --data-dir "$work/data/broker-$i" --nameserver "$DEFIBUS_NAMESERVER" --metrics-address 127.0.0.1:0 \
         >"$work/broker-$i.out" 2>"$work/broker-$i.err" &
     broker_pids+=($!)
 done
@@ -257,6 +270,26 @@ for pid in "${broker_pids[@]:1}"; do
     wait "$pid" || fail "a replica broker did not stop cleanly"
 done
 broker_pids=()
+
+# Operations: the broker's metrics after all of the above (the README's Metrics section).
+step 0 "curl -s http://127.0.0.1:9110/metrics | grep '^defibus_queue_in_records_total{topic=\"A10-20190001\"' | sort" <<'EOF'
+defibus_queue_in_records_total{topic="A10-20190001",queue="0"} 4
+defibus_queue_in_records_total{topic="A10-20190001",queue="1"} 0
+defibus_queue_in_records_total{topic="A10-20190001",queue="2"} 0
+defibus_queue_in_records_total{topic="A10-20190001",queue="3"} 0
+EOF
+# The unanswered request's timeout is counted by a sweep within a second of its deadline.
+for _ in $(seq 100); do
+    curl -s "$broker_metrics" | grep -qxF 'defibus_request_timeouts_total{topic="A10-20190002"} 1' && break
+    sleep 0.1
+done
+step 0 "curl -s http://127.0.0.1:9110/metrics | grep -E '^defibus_request_(reply_seconds_count|timeouts_total)' | sort" <<'EOF'
+defibus_request_reply_seconds_count{topic="A10-20190002"} 1
+defibus_request_reply_seconds_count{topic="A10-20190003"} 1
+defibus_request_timeouts_total{topic="A10-20190002"} 1
+defibus_request_timeouts_total{topic="A10-20190003"} 0
+EOF
+broker_metrics=
 
 # Terminal 1 again: Ctrl-C stops the bus cleanly.
 kill -INT "$standalone_pid"

@@ -185,20 +185,8 @@ const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Starts the `/metrics` endpoint on `address` (none when empty). A broker that cannot listen
 /// there still carries messages: the failure is logged, not returned.
 fn start_metrics(address: &str, door: Arc<crate::metrics::Door>) -> Option<telemetry::Endpoint> {
-    if address.is_empty() {
-        return None;
-    }
     let render = Box::new(move || door.ask(SCRAPE_TIMEOUT));
-    match telemetry::Endpoint::start(address, render) {
-        Ok(endpoint) => {
-            log::info!("metrics on http://{}/metrics", endpoint.local_addr());
-            Some(endpoint)
-        }
-        Err(e) => {
-            log::warn!("no metrics endpoint: cannot listen on {address}: {e}");
-            None
-        }
-    }
+    telemetry::serve_or_warn(telemetry::bind_or_warn(address), render)
 }
 
 fn join_all(handles: Vec<Executor<Result<(), BrokerError>>>) {

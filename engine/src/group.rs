@@ -335,6 +335,9 @@ pub(crate) fn rebalance(shard: &Rc<Shard>, key: &GroupKey) {
         let handover = (previous_alive && delivered > started_at).then_some(delivered);
         let position = slot.position.clone();
         let started = slot.started_at.clone();
+        // Broadcast instances are keyed per client: redeliveries are counted per clustering
+        // group only (crate::metrics::deliveries).
+        let delivered = group.clustering.then(|| queue.deliveries.of(&key.group));
         let pusher = shard.clone();
         slot.task = Some(shard.tasks.spawn(async move {
             let shard = pusher;
@@ -353,7 +356,7 @@ pub(crate) fn rebalance(shard: &Rc<Shard>, key: &GroupKey) {
             );
             let read_bytes = shard.config.limits.push_read_bytes;
             drop(shard);
-            crate::push::run(sub, queue, position, read_bytes).await;
+            crate::push::run(sub, queue, position, read_bytes, delivered).await;
         }));
     }
     if group.members.is_empty() {

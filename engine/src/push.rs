@@ -16,15 +16,18 @@ use protocol::record::{
 
 use crate::group::Subscription;
 use crate::log::LogError;
+use crate::metrics::Delivered;
 use crate::net::outbox::Outbound;
 use crate::queue::Queue;
 
-/// Pushes `queue` to `sub` from `position` until the subscription ends or the task is dropped.
+/// Pushes `queue` to `sub` from `position` until the subscription ends or the task is dropped;
+/// what a clustering group is pushed is recorded in `delivered`, to count redeliveries.
 pub(crate) async fn run(
     sub: Rc<Subscription>,
     queue: Rc<Queue>,
     position: Rc<Cell<u64>>,
     read_bytes: usize,
+    delivered: Option<Rc<Delivered>>,
 ) {
     // The damage already reported to this subscriber, by offset: said once, not per wake-up.
     let mut damage_reported = None;
@@ -130,6 +133,10 @@ pub(crate) async fn run(
                 return;
             }
             queue.traffic.pushed(u64::from(records), bytes);
+            if let Some(delivered) = &delivered {
+                let base = next_offset - u64::from(records);
+                delivered.pushed(position.get(), base, next_offset);
+            }
             position.set(next_offset);
             let credit = sub.credit.get().saturating_sub(u64::from(records));
             sub.credit.set(credit);

@@ -25,6 +25,10 @@ pub(crate) struct Queue {
     pub expired_requests: Cell<u64>,
     /// Records and bytes in and out, for metrics.
     pub traffic: crate::metrics::Traffic,
+    /// Request-reply latency and timeouts of the requests stored here, for metrics.
+    pub requests: Rc<crate::metrics::RequestStats>,
+    /// What each clustering group was pushed, to count redeliveries, for metrics.
+    pub deliveries: crate::metrics::Deliveries,
     /// Whether the depth warning was logged since the queue last fell below its threshold.
     pub depth_warned: Cell<bool>,
     /// Sync-flush topic: consumers are pushed only what is durable.
@@ -51,6 +55,8 @@ impl Queue {
             appended: Notify::new(),
             expired_requests: Cell::new(0),
             traffic: Default::default(),
+            requests: Default::default(),
+            deliveries: Default::default(),
             depth_warned: Cell::new(false),
             sync: topic.flush_mode == TopicFlushMode::Sync,
             // A restarted replica knows the last epoch it took part in from its journal, so an

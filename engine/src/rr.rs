@@ -7,9 +7,14 @@
 //! it to the shard holding the requester's connection, which writes a `ReplyPush`.
 //!
 //! The shard's [`crate::net::clients::Clients`] says where each requester is connected.
+//!
+//! Once a reply is stored, the shard that stored its request is told (itself, normally:
+//! replies come back on the connection the request was pushed on, to the queue's owner), which
+//! observes the request-reply latency ([`crate::metrics::requests`]).
 
 use std::path::Path;
 use std::rc::Rc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use protocol::codes::Status;
@@ -59,7 +64,9 @@ impl ReplyLog {
 /// Serves `Reply`: route check, append to the reply queue, hand over for `ReplyPush`.
 pub(crate) async fn handle_reply(shard: &Rc<Shard>, frame: &FrameBytes) -> Result<Vec<u8>, Reject> {
     let address = BatchAddress::decode(&frame.ext)?;
-    let client_id = reply_target(&frame.body, shard.config.limits.batch_len_max)?;
+    let view = BatchView::parse(&frame.body, shard.config.limits.batch_len_max)
+        .map_err(|e| Reject::new(Status::InvalidArgument, format!("reply batch: {e}")))?;
+    let client_id = reply_target(&view)?;
     let Some(location) = shard.clients.locate(&client_id) else {
         return Err(Reject::new(
             Status::NoResponder,
@@ -72,6 +79,7 @@ pub(crate) async fn handle_reply(shard: &Rc<Shard>, frame: &FrameBytes) -> Resul
         .append(BytesMut::from(&frame.body[..]))
         .await?;
     shard.counters.replies.set(shard.counters.replies.get() + 1);
+    let stored_at = Instant::now();
     let batch = frame.body.clone();
     match location {
         Location::Local(_) => {
@@ -93,6 +101,8 @@ pub(crate) async fn handle_reply(shard: &Rc<Shard>, frame: &FrameBytes) -> Resul
             shard.send_to(to, msg).await;
         }
     }
+    // After the reply is on its way: metrics never delay it.
+    answered(shard, &address, &view, stored_at).await;
     let ack = ProduceAck {
         queue_id: shard.id as u32,
         base_offset: appended.base_offset,
@@ -101,11 +111,35 @@ pub(crate) async fn handle_reply(shard: &Rc<Shard>, frame: &FrameBytes) -> Resul
     Ok(protocol::control::encode(&ack)?)
 }
 
+/// Tells the shard that stored the requests of `reply` (a validated reply batch for the
+/// queue at `address`, stored at `at`) that they are answered: here at once, elsewhere over
+/// the mesh.
+async fn answered(shard: &Shard, address: &BatchAddress<'_>, reply: &BatchView<'_>, at: Instant) {
+    let owner = crate::topic::owner_shard(address.topic, address.queue_id, shard.count);
+    let answers = reply
+        .records()
+        .filter_map(|r| Some((r.reply_to()?, r.correlation_id()?)));
+    if owner == shard.id {
+        let now_ms = crate::metrics::requests::now_ms();
+        for (reply_to, correlation_id) in answers {
+            shard
+                .pending_requests
+                .answered(reply_to, correlation_id, at, now_ms);
+        }
+        return;
+    }
+    let replies = answers
+        .map(|(reply_to, correlation_id)| (reply_to.to_owned(), correlation_id.to_vec()))
+        .collect();
+    // One way: the owner records what it can; a closing owner's figures no longer matter.
+    shard
+        .send_to(owner, MeshMsg::RepliesStored { replies, at })
+        .await;
+}
+
 /// The requester every record of a reply batch is addressed to.
-fn reply_target(body: &[u8], batch_len_max: usize) -> Result<String, Reject> {
+fn reply_target(view: &BatchView<'_>) -> Result<String, Reject> {
     let invalid = |message: String| Reject::new(Status::InvalidArgument, message);
-    let view =
-        BatchView::parse(body, batch_len_max).map_err(|e| invalid(format!("reply batch: {e}")))?;
     let mut target: Option<&str> = None;
     for record in view.records() {
         if record.message_type() != MessageType::Reply {

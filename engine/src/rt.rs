@@ -57,6 +57,41 @@ pub(crate) use glommio::channels::local_channel::LocalReceiver;
 /// The sending side of a bounded channel within one executor.
 pub(crate) use glommio::channels::local_channel::LocalSender;
 
+/// Time the current thread's executor spent since it started: running tasks, and in all
+/// (tasks, polling io_uring and timers, the scheduler; not spinning or parked).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ExecutorTime {
+    pub tasks: Duration,
+    pub total: Duration,
+    pub tasks_run: u64,
+}
+
+thread_local! {
+    /// What [`executor_time`] added up so far on this thread.
+    static EXECUTOR_TIME: Cell<ExecutorTime> = const {
+        Cell::new(ExecutorTime {
+            tasks: Duration::ZERO,
+            total: Duration::ZERO,
+            tasks_run: 0,
+        })
+    };
+}
+
+/// The current executor's [`ExecutorTime`]. glommio measures it itself (two clock reads per
+/// task queue run, not per task) and hands out what accrued since the previous read, so the
+/// sum is kept here; nothing else in the engine reads glommio's executor stats.
+pub(crate) fn executor_time() -> ExecutorTime {
+    let accrued = glommio::executor().executor_stats();
+    EXECUTOR_TIME.with(|time| {
+        let mut sum = time.get();
+        sum.tasks += accrued.executor_runtime();
+        sum.total += accrued.total_runtime();
+        sum.tasks_run += accrued.tasks_executed();
+        time.set(sum);
+        sum
+    })
+}
+
 /// A full mesh of `count` shards, each joining it from its own executor.
 pub(crate) type Mesh<T> =
     glommio::channels::channel_mesh::MeshBuilder<T, glommio::channels::channel_mesh::Full>;

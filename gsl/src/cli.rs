@@ -20,6 +20,10 @@ pub struct GslArgs {
     /// than a loopback address needs [security] (or --insecure).
     #[arg(long, value_name = "ADDR")]
     pub listen_addr: Option<SocketAddr>,
+    /// Address of the Prometheus `/metrics` endpoint [default: 127.0.0.1:9112]; "" for none.
+    /// An address that cannot be bound is logged and the GSL runs without metrics.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
     /// Directory of the durable service directory [default: ./gsl-data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -34,6 +38,7 @@ impl GslArgs {
     pub fn to_config(&self) -> Result<GslConfig, GslError> {
         svc::config::load(self.config.as_deref(), |config: &mut GslConfig| {
             set(&mut config.listen_addr, self.listen_addr);
+            set(&mut config.metrics_addr, self.metrics_addr.clone());
             set(&mut config.data_dir, self.data_dir.clone());
             self.security.apply(&mut config.security);
         })
@@ -79,9 +84,12 @@ mod tests {
             path.to_str().unwrap(),
             "--data-dir",
             "/tmp/g",
+            "--metrics-addr",
+            "",
         ])
         .unwrap();
         let config = cli.args.to_config().unwrap();
+        assert_eq!(config.metrics_addr, "");
         assert_eq!(config.services_max, 7);
         assert_eq!(config.data_dir, PathBuf::from("/tmp/g"));
         let cli = Cli::try_parse_from(["gsl", "--config", "/nonexistent/gsl.toml"]).unwrap();

@@ -17,6 +17,7 @@ use protocol::frame::Framer;
 use svc::connection::{Answer, Caller, Handler};
 
 use crate::config::GslConfig;
+use crate::metrics::{ResolveOutcome, UpdateOutcome};
 use crate::store::{Store, Updated};
 use svc::stream::TlsServer;
 
@@ -29,6 +30,8 @@ pub(crate) struct Shared {
     authority: Authority,
     /// TLS on the listener, when `[tls]` is set.
     tls: Option<TlsServer>,
+    /// Requests counted for metrics.
+    pub(crate) counters: crate::metrics::Counters,
 }
 
 impl Shared {
@@ -44,7 +47,13 @@ impl Shared {
             store: Mutex::new(store),
             framer: Framer::new(config.frame_limits()),
             config,
+            counters: Default::default(),
         })
+    }
+
+    /// Services the directory holds now (read at scrape).
+    pub(crate) fn services(&self) -> usize {
+        self.store().directory().len()
     }
 
     /// The store. A panic while it was held cannot leave the directory half-updated (an
@@ -101,9 +110,18 @@ pub(crate) fn handle(shared: &Shared, caller: &Caller, command: Command, body: &
 }
 
 fn resolve(shared: &Shared, body: &[u8]) -> Result<Answer, ControlError> {
-    let request: GslResolveRequest = control::decode(body)?;
-    let (service, caller) = request.parse()?;
+    let parsed = control::decode::<GslResolveRequest>(body).and_then(|request| {
+        let (service, caller) = request.parse()?;
+        Ok((service, caller))
+    });
+    let (service, caller) =
+        parsed.inspect_err(|_| shared.counters.resolved(ResolveOutcome::Invalid))?;
     let deployments = shared.store().directory().resolve(&service, caller);
+    shared.counters.resolved(if deployments.is_empty() {
+        ResolveOutcome::None
+    } else {
+        ResolveOutcome::Found
+    });
     debug!(
         "resolve {service} from {caller}: {} deployments",
         deployments.len()
@@ -114,13 +132,15 @@ fn resolve(shared: &Shared, body: &[u8]) -> Result<Answer, ControlError> {
 }
 
 fn update(shared: &Shared, caller: &Caller, body: &[u8]) -> Result<Answer, ControlError> {
-    let update: GslUpdate = control::decode(body)?;
+    let update: GslUpdate =
+        control::decode(body).inspect_err(|_| shared.counters.updated(UpdateOutcome::Refused))?;
     if let Err(denied) = caller.check(
         &shared.authority,
         Action::AdminService,
         &update.service_id,
         None,
     ) {
+        shared.counters.updated(UpdateOutcome::Denied);
         return Ok(denied);
     }
     let service = update.service_id.clone();
@@ -131,15 +151,21 @@ fn update(shared: &Shared, caller: &Caller, body: &[u8]) -> Result<Answer, Contr
     };
     match shared.store().update(update) {
         Ok(Updated::Changed) if areas.is_empty() => {
+            shared.counters.updated(UpdateOutcome::Changed);
             info!("service {service} no longer resolves");
             audit(Outcome::Ok, "no areas");
         }
         Ok(Updated::Changed) => {
+            shared.counters.updated(UpdateOutcome::Changed);
             info!("service {service} resolves to areas {areas:?}");
             audit(Outcome::Ok, &format!("areas {}", areas.join(",")));
         }
-        Ok(Updated::Unchanged) => debug!("service {service} unchanged"),
+        Ok(Updated::Unchanged) => {
+            shared.counters.updated(UpdateOutcome::Unchanged);
+            debug!("service {service} unchanged");
+        }
         Err(refusal) => {
+            shared.counters.updated(UpdateOutcome::Refused);
             info!("update of service {service:?} refused: {refusal}");
             audit(Outcome::Failed, &refusal.message);
             return Ok(Answer::refused(refusal.status, refusal.message));

@@ -22,6 +22,9 @@ pub const LISTEN_PORT_DEFAULT: u16 = 9877;
 /// `[security]` (or `--insecure`).
 pub const LISTEN_ADDR_DEFAULT: SocketAddr =
     SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), LISTEN_PORT_DEFAULT);
+/// Default address of the `/metrics` endpoint: loopback, after the broker's 9110 and the
+/// nameserver's 9111.
+pub const METRICS_ADDR_DEFAULT: &str = "127.0.0.1:9112";
 /// Default data directory, relative to the working directory.
 pub const DATA_DIR_DEFAULT: &str = "./gsl-data";
 /// Default bound on services held: 100,000, far above any bus we know (DeFiBus installations
@@ -48,6 +51,10 @@ pub struct GslConfig {
     /// Address to listen on. Default `127.0.0.1:9877` ([`LISTEN_ADDR_DEFAULT`]); port 0 picks a
     /// free port (tests, `defibus standalone`).
     pub listen_addr: SocketAddr,
+    /// `host:port` of the Prometheus `/metrics` endpoint (port 0: ephemeral); empty: none.
+    /// Default `127.0.0.1:9112` ([`METRICS_ADDR_DEFAULT`]). A GSL that cannot listen there
+    /// runs without it and says so (WARN).
+    pub metrics_addr: String,
     /// Directory of the durable directory (`services.gsl`) and its `LOCK`. Default
     /// `./gsl-data` ([`DATA_DIR_DEFAULT`]).
     pub data_dir: PathBuf,
@@ -91,6 +98,7 @@ impl Default for GslConfig {
     fn default() -> Self {
         Self {
             listen_addr: LISTEN_ADDR_DEFAULT,
+            metrics_addr: METRICS_ADDR_DEFAULT.into(),
             data_dir: PathBuf::from(DATA_DIR_DEFAULT),
             services_max: SERVICES_MAX_DEFAULT,
             deployments_per_service_max: DEPLOYMENTS_PER_SERVICE_MAX_DEFAULT,
@@ -208,7 +216,7 @@ mod tests {
         assert_eq!(parsed, GslConfig::default());
         assert_eq!(
             uncommented.lines().filter(|l| !l.starts_with('#')).count(),
-            10,
+            11,
             "one line per setting:\n{uncommented}"
         );
     }

@@ -17,14 +17,16 @@
 //!
 //! Module map: [`config`], [`directory`] (pure: services, checks, nearby order), [`store`]
 //! (the directory made durable through [`svc::file`]), `command` (the answer to each request:
-//! the [`svc::connection`] handler), `server` (accept loop), `handle` (threaded form), [`rpc`]
-//! (a blocking frame connection, [`svc::rpc`] re-exported).
+//! the [`svc::connection`] handler), `metrics` (what `/metrics` serves), `server` (accept
+//! loop), `handle` (threaded form), [`rpc`] (a blocking frame connection, [`svc::rpc`]
+//! re-exported).
 
 #![warn(missing_docs)]
 
 mod command;
 mod error;
 mod handle;
+mod metrics;
 mod server;
 
 pub mod cli;

@@ -2,6 +2,7 @@
 //! loop with the connection limit and shutdown.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use log::info;
 use tokio::net::TcpListener;
@@ -25,15 +26,18 @@ pub async fn run(
 ) -> Result<(), GslError> {
     config.validate()?;
     let store = Store::open(&config.data_dir, config.limits())?;
-    serve(listener, config, store, shutdown).await
+    let metrics = telemetry::bind_or_warn(&config.metrics_addr);
+    serve(listener, config, store, metrics, shutdown).await
 }
 
-/// [`run`] with the store already open (so [`crate::start`] reports a locked or damaged
-/// state directory before it returns).
+/// [`run`] with the store already open and the metrics listener bound (`None`: none
+/// served), so [`crate::start`] reports a locked or damaged state directory before it
+/// returns, and where metrics are served.
 pub(crate) async fn serve(
     listener: TcpListener,
     config: GslConfig,
     store: Store,
+    metrics: Option<std::net::TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), GslError> {
     let local_addr = listener.local_addr().map_err(|source| GslError::Listener {
@@ -76,8 +80,13 @@ pub(crate) async fn serve(
     );
     let shared = Shared::new(config, store, authority, tls_server);
     let (stop_tx, _) = watch::channel(false);
-    let limits = shared.config.server_limits();
-    svc::server::serve(listener, local_addr, shared, limits, stop_tx, shutdown).await;
+    let admission = Arc::new(svc::admission::Admission::new(
+        "GSL",
+        shared.config.server_limits(),
+    ));
+    // Dropped when `serve` returns, which stops the endpoint's thread.
+    let _metrics = crate::metrics::start(metrics, Arc::clone(&shared), Arc::clone(&admission));
+    svc::server::serve_with(listener, local_addr, shared, admission, stop_tx, shutdown).await;
     info!("GSL on {local_addr} stopped");
     Ok(())
 }

@@ -54,27 +54,16 @@ impl Counters {
     }
 }
 
-/// Starts the `/metrics` endpoint on `address` (none when empty). A nameserver that cannot
-/// listen there still serves routes: the failure is logged, not returned.
+/// Starts the `/metrics` endpoint on `listener` (none when `None`: metrics off, or the
+/// address could not be bound, which [`telemetry::bind_or_warn`] logged). A nameserver without
+/// one still serves routes.
 pub(crate) fn start(
-    address: &str,
+    listener: Option<std::net::TcpListener>,
     shared: Arc<Shared>,
     admission: Arc<Admission>,
 ) -> Option<telemetry::Endpoint> {
-    if address.is_empty() {
-        return None;
-    }
     let render = Box::new(move || Some(scrape(&shared, &admission)));
-    match telemetry::Endpoint::start(address, render) {
-        Ok(endpoint) => {
-            log::info!("metrics on http://{}/metrics", endpoint.local_addr());
-            Some(endpoint)
-        }
-        Err(e) => {
-            log::warn!("no metrics endpoint: cannot listen on {address}: {e}");
-            None
-        }
-    }
+    telemetry::serve_or_warn(listener, render)
 }
 
 fn scrape(shared: &Shared, admission: &Admission) -> Scrape {

@@ -24,6 +24,18 @@ pub async fn run(
     config: NameserverConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NameserverError> {
+    let metrics = telemetry::bind_or_warn(&config.metrics_addr);
+    serve(listener, config, metrics, shutdown).await
+}
+
+/// [`run`] with the metrics listener already bound (or `None`: none served), so
+/// [`crate::start`] can report its address.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    config: NameserverConfig,
+    metrics: Option<std::net::TcpListener>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NameserverError> {
     config.validate()?;
     let local_addr = listener
         .local_addr()
@@ -114,11 +126,7 @@ pub async fn run(
     let limits = shared.config.server_limits();
     let admission = Arc::new(svc::admission::Admission::new("nameserver", limits));
     // Dropped when `run` returns, which stops the endpoint's thread.
-    let _metrics = crate::metrics::start(
-        &shared.config.metrics_addr,
-        Arc::clone(&shared),
-        Arc::clone(&admission),
-    );
+    let _metrics = crate::metrics::start(metrics, Arc::clone(&shared), Arc::clone(&admission));
     svc::server::serve_with(listener, local_addr, shared, admission, stop_tx, shutdown).await;
     svc::server::log_panic("nameserver", sweeper.await);
     if let Some(reconciler) = reconciler {

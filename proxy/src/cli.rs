@@ -23,6 +23,10 @@ pub struct ProxyArgs {
     /// Any other than a loopback address needs --secure and TLS, or --insecure.
     #[arg(long, value_name = "ADDR")]
     pub listen_addr: Option<SocketAddr>,
+    /// Address of the Prometheus `/metrics` endpoint [default: 127.0.0.1:9114]; "" for none.
+    /// An address that cannot be bound is logged and the proxy runs without metrics.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
     /// A nameserver, host:port; repeat for several [default: 127.0.0.1:9876].
     #[arg(long = "nameserver", value_name = "ADDR")]
     pub nameservers: Vec<String>,
@@ -118,6 +122,7 @@ impl ProxyArgs {
         let Self {
             config: _,
             listen_addr,
+            metrics_addr,
             nameservers,
             gsl_endpoints,
             area,
@@ -141,6 +146,9 @@ impl ProxyArgs {
         } = self.clone();
         if let Some(v) = listen_addr {
             config.listen_addr = v;
+        }
+        if let Some(v) = metrics_addr {
+            config.metrics_addr = v;
         }
         if !nameservers.is_empty() {
             config.nameservers = nameservers;
@@ -298,9 +306,12 @@ mod tests {
             "127.0.0.1:1",
             "--nameserver",
             "127.0.0.1:2",
+            "--metrics-addr",
+            "",
         ])
         .unwrap();
         let config = cli.args.to_config().unwrap();
+        assert_eq!(config.metrics_addr, "");
         assert_eq!(config.area, "B20");
         assert_eq!(config.ws_window_messages, 9);
         assert_eq!(config.rate_limit(), Some((50, 50)));

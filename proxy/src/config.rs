@@ -17,6 +17,9 @@ use crate::error::ProxyError;
 /// `[tls]` (else a bearer token would cross the network in the clear), or `--insecure` (see
 /// [`crate::cli`]).
 pub const LISTEN_ADDR_DEFAULT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
+/// Default address of the `/metrics` endpoint: loopback, after the broker's 9110, the
+/// nameserver's 9111, the GSL's 9112 and the SGS's 9113.
+pub const METRICS_ADDR_DEFAULT: &str = "127.0.0.1:9114";
 /// Default largest HTTP body or WebSocket message accepted: 1 MiB, the client's default batch
 /// bound, so one accepted publish always fits one record batch.
 pub const BODY_BYTES_MAX_DEFAULT: usize = 1 << 20;
@@ -138,6 +141,10 @@ impl Default for Limits {
 pub struct ProxyConfig {
     /// HTTP and WebSocket listen address; port 0 picks a free port.
     pub listen_addr: SocketAddr,
+    /// `host:port` of the Prometheus `/metrics` endpoint, apart from the API (port 0:
+    /// ephemeral); empty: none. Default `127.0.0.1:9114` ([`METRICS_ADDR_DEFAULT`]). A proxy
+    /// that cannot listen there runs without it and says so (WARN).
+    pub metrics_addr: String,
     /// Nameservers (`host:port`) the proxy's bus clients find brokers through.
     pub nameservers: Vec<String>,
     /// GSL endpoints (`host:port`) through which a `service` id in a publish or request is
@@ -210,6 +217,7 @@ impl Default for ProxyConfig {
     fn default() -> Self {
         Self {
             listen_addr: LISTEN_ADDR_DEFAULT,
+            metrics_addr: METRICS_ADDR_DEFAULT.into(),
             nameservers: vec!["127.0.0.1:9876".to_owned()],
             gsl_endpoints: Vec::new(),
             area: "A10".to_owned(),

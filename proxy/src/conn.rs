@@ -112,6 +112,11 @@ impl Admission {
         );
     }
 
+    /// Connections open now (read by a scrape).
+    pub fn open(&self) -> usize {
+        self.lock().total
+    }
+
     /// The rate-limited log of requests cut off, for [`serve_connection`].
     pub fn cut_log(&self) -> Arc<LogLimit> {
         self.cut_log.clone()

@@ -7,7 +7,7 @@ use tokio::sync::oneshot;
 
 use crate::config::ProxyConfig;
 use crate::error::ProxyError;
-use crate::server::run;
+use crate::server::serve;
 
 /// Worker threads of an embedded proxy's runtime: bus calls run on the blocking pool, so
 /// two workers keep up with the JSON and socket work.
@@ -18,6 +18,7 @@ const WORKER_THREADS: usize = 2;
 #[derive(Debug)]
 pub struct ProxyHandle {
     local_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<Result<(), ProxyError>>>,
 }
@@ -26,6 +27,11 @@ impl ProxyHandle {
     /// The address the proxy listens on (the real port when the config asked for 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where the `/metrics` endpoint listens, when one is served.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Stops accepting, closes every session and subscription, and waits for the thread.
@@ -52,8 +58,8 @@ impl Drop for ProxyHandle {
     }
 }
 
-/// Binds `config.listen_addr` and runs the proxy on a new thread; returns once the address
-/// is bound, so clients can connect at once.
+/// Binds `config.listen_addr` (and `config.metrics_addr`) and runs the proxy on a new thread;
+/// returns once the address is bound, so clients can connect at once.
 pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
     config.validate()?;
     // A bad [tls] file stops the start here, not later on the server thread ([`run`] builds
@@ -68,6 +74,8 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
     let local_addr = listener
         .local_addr()
         .map_err(|source| ProxyError::Bind { addr, source })?;
+    let metrics = telemetry::bind_or_warn(&config.metrics_addr);
+    let metrics_addr = metrics.as_ref().and_then(|l| l.local_addr().ok());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKER_THREADS)
         .thread_name("proxy-worker")
@@ -84,12 +92,13 @@ pub fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
                 let shutdown = async {
                     let _ = stopped.await;
                 };
-                run(listener, config, shutdown).await
+                serve(listener, config, metrics, shutdown).await
             })
         })
         .map_err(ProxyError::Runtime)?;
     Ok(ProxyHandle {
         local_addr,
+        metrics_addr,
         stop: Some(stop),
         thread: Some(thread),
     })

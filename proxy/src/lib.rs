@@ -18,7 +18,8 @@
 //!
 //! Module map: [`config`] settings, [`error`] errors, [`api`] shared JSON shapes, [`limit`]
 //! the rate limit, `routes` the HTTP handlers, [`ws`] the WebSocket sessions, [`webhook`]
-//! webhook delivery and its store, `state` what they share, `server` and `handle` the two
+//! webhook delivery and its store, `metrics` what the `/metrics` endpoint serves, `state`
+//! what they share, `server` and `handle` the two
 //! ways to run it, `conn` the bounds on connections and `handshake` TLS on them.
 
 #![warn(missing_docs)]
@@ -32,6 +33,7 @@ pub mod error;
 mod handle;
 mod handshake;
 pub mod limit;
+mod metrics;
 mod routes;
 mod server;
 mod state;

@@ -29,6 +29,18 @@ pub async fn run(
     config: ProxyConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ProxyError> {
+    let metrics = telemetry::bind_or_warn(&config.metrics_addr);
+    serve(listener, config, metrics, shutdown).await
+}
+
+/// [`run`] with the metrics listener already bound (`None`: none served), so
+/// [`crate::start`] can say where metrics are served.
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    config: ProxyConfig,
+    metrics: Option<std::net::TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ProxyError> {
     config.validate()?;
     let tls = ListenerTls::new(config.tls.as_ref())?;
     let lease_ms = config.subscription_lease_ms;
@@ -55,6 +67,8 @@ pub async fn run(
         );
     }
     let admission = Arc::new(Admission::new(&config.limits));
+    // Dropped when `serve` returns, which stops the endpoint's thread.
+    let _metrics = crate::metrics::start(metrics, state.clone(), admission.clone());
     let sweeper = (lease_ms > 0).then(|| tokio::spawn(expire_leases(state.clone(), lease_ms)));
     let upkeep = tokio::spawn(upkeep(state.clone(), admission.clone()));
     let app = router(state.clone());
@@ -82,6 +96,7 @@ pub async fn run(
                 // Closed at once: a refused connection holds nothing.
                 drop(tcp);
                 admission.refused(peer, refusal);
+                state.shared.metrics.connection_refused();
                 continue;
             }
         };

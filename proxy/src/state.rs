@@ -49,11 +49,13 @@ pub struct Shared {
     pub sessions: Sessions,
     /// The bus clients WebSocket sessions share, one per area.
     pub session_buses: AreaBuses,
+    /// Requests and connections counted for `/metrics`.
+    pub metrics: crate::metrics::ProxyMetrics,
     /// Who callers are and what they may do; open (everything allowed) when `[security]` is
     /// off.
     pub authority: Authority,
-    /// The proxy's own token, presented by every bus client it creates (the shared ones, each
-    /// WebSocket session's, each webhook's); read once at start.
+    /// The proxy's own token, presented by every bus client it creates (the shared ones, the
+    /// WebSocket sessions' per area, each webhook's); read once at start.
     pub bus_token: Option<String>,
     /// Keeps `authority` current from the nameservers; stops when dropped (at close).
     policy: std::sync::Mutex<Option<PolicyFollower>>,
@@ -110,6 +112,7 @@ impl AppState {
                 webhooks,
                 sessions: Sessions::default(),
                 session_buses: AreaBuses::default(),
+                metrics: Default::default(),
                 authority,
                 bus_token,
                 policy: std::sync::Mutex::new(Some(policy)),

@@ -20,6 +20,10 @@ pub struct SgsArgs {
     /// than a loopback address needs [security] (or --insecure).
     #[arg(long, value_name = "ADDR")]
     pub listen_addr: Option<SocketAddr>,
+    /// Address of the Prometheus `/metrics` endpoint [default: 127.0.0.1:9113]; "" for none.
+    /// An address that cannot be bound is logged and the SGS runs without metrics.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
     /// Directory of the durable service registry [default: ./sgs-data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -38,6 +42,7 @@ impl SgsArgs {
     pub fn to_config(&self) -> Result<SgsConfig, SgsError> {
         svc::config::load(self.config.as_deref(), |config: &mut SgsConfig| {
             set(&mut config.listen_addr, self.listen_addr);
+            set(&mut config.metrics_addr, self.metrics_addr.clone());
             set(&mut config.data_dir, self.data_dir.clone());
             self.security.apply(&mut config.security);
             if !self.gsl_endpoints.is_empty() {
@@ -91,9 +96,12 @@ mod tests {
             "g1:9877",
             "--gsl",
             "g2:9877",
+            "--metrics-addr",
+            "127.0.0.1:0",
         ])
         .unwrap();
         let config = cli.args.to_config().unwrap();
+        assert_eq!(config.metrics_addr, "127.0.0.1:0");
         assert_eq!(config.attempts, 7);
         assert_eq!(config.data_dir, PathBuf::from("/tmp/s"));
         assert_eq!(config.gsl_endpoints, ["g1:9877", "g2:9877"]);

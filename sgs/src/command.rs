@@ -44,6 +44,8 @@ pub(crate) struct Shared {
     authority: Authority,
     /// TLS on the listener, when `[tls]` is set.
     tls: Option<TlsServer>,
+    /// Actions and syncs counted for metrics.
+    pub(crate) counters: crate::metrics::Counters,
 }
 
 impl Shared {
@@ -60,6 +62,7 @@ impl Shared {
             operations: tokio::sync::Mutex::new(()),
             framer: Framer::new(config.frame_limits()),
             config: Arc::new(config),
+            counters: Default::default(),
         })
     }
 
@@ -106,10 +109,12 @@ impl Handler for Shared {
         let body = body.to_vec();
         async move {
             if let Err(denied) = authorize(&shared, &caller, command, &body) {
+                shared.counters.acted(command, denied.status);
                 return denied;
             }
             let answer = handle(&shared, command, &body).await;
             audit(&shared, &caller, command, &body, &answer);
+            shared.counters.acted(command, answer.status);
             answer
         }
     }

@@ -23,6 +23,9 @@ pub const LISTEN_PORT_DEFAULT: u16 = 9878;
 /// `[security]` (or `--insecure`).
 pub const LISTEN_ADDR_DEFAULT: SocketAddr =
     SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), LISTEN_PORT_DEFAULT);
+/// Default address of the `/metrics` endpoint: loopback, after the broker's 9110, the
+/// nameserver's 9111 and the GSL's 9112.
+pub const METRICS_ADDR_DEFAULT: &str = "127.0.0.1:9113";
 /// Default data directory, relative to the working directory.
 pub const DATA_DIR_DEFAULT: &str = "./sgs-data";
 /// Default GSL endpoint: a GSL on this host at its default port.
@@ -82,6 +85,10 @@ pub struct AreaConfig {
 pub struct SgsConfig {
     /// Address to listen on. Default `127.0.0.1:9878`; port 0 picks a free port.
     pub listen_addr: SocketAddr,
+    /// `host:port` of the Prometheus `/metrics` endpoint (port 0: ephemeral); empty: none.
+    /// Default `127.0.0.1:9113` ([`METRICS_ADDR_DEFAULT`]). An SGS that cannot listen there
+    /// runs without it and says so (WARN).
+    pub metrics_addr: String,
     /// Directory of the registry (`services.sgs`) and its `LOCK`. Default `./sgs-data`.
     pub data_dir: PathBuf,
     /// GSL endpoints, `host:port`; every change is pushed to each. Default
@@ -141,6 +148,7 @@ impl Default for SgsConfig {
     fn default() -> Self {
         Self {
             listen_addr: LISTEN_ADDR_DEFAULT,
+            metrics_addr: METRICS_ADDR_DEFAULT.into(),
             data_dir: PathBuf::from(DATA_DIR_DEFAULT),
             gsl_endpoints: vec![GSL_ENDPOINT_DEFAULT.to_owned()],
             services_max: SERVICES_MAX_DEFAULT,
@@ -288,7 +296,7 @@ mod tests {
         assert_eq!(parsed, SgsConfig::default());
         assert_eq!(
             uncommented.lines().filter(|l| !l.starts_with('#')).count(),
-            18,
+            19,
             "one line per setting:\n{uncommented}"
         );
         let with_areas = format!("[areas.{areas}");

@@ -24,8 +24,8 @@
 //! Module map: [`config`], [`store`] (the registry made durable through [`svc::file`]),
 //! `command` (the answer to each request, the [`svc::connection`] handler, and the order of
 //! each operation's steps), `brokers` (topics on an area's brokers), `gsl_push` (updates to
-//! GSL), `server` (accept loop and GSL sync), `handle`, [`rpc`] ([`svc::rpc`] re-exported),
-//! [`client`].
+//! GSL), `metrics` (what `/metrics` serves), `server` (accept loop and GSL sync), `handle`,
+//! [`rpc`] ([`svc::rpc`] re-exported), [`client`].
 
 #![warn(missing_docs)]
 
@@ -34,6 +34,7 @@ mod command;
 mod error;
 mod gsl_push;
 mod handle;
+mod metrics;
 mod server;
 
 pub mod cli;

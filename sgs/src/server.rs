@@ -28,15 +28,18 @@ pub async fn run(
 ) -> Result<(), SgsError> {
     config.validate()?;
     let store = Store::open(&config.data_dir)?;
-    serve(listener, config, store, shutdown).await
+    let metrics = telemetry::bind_or_warn(&config.metrics_addr);
+    serve(listener, config, store, metrics, shutdown).await
 }
 
-/// [`run`] with the store already open (so [`crate::start`] reports a locked or damaged
-/// registry before it returns).
+/// [`run`] with the store already open and the metrics listener bound (`None`: none
+/// served), so [`crate::start`] reports a locked or damaged registry before it returns, and
+/// where metrics are served.
 pub(crate) async fn serve(
     listener: TcpListener,
     config: SgsConfig,
     store: Store,
+    metrics: Option<std::net::TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), SgsError> {
     let local_addr = listener.local_addr().map_err(|source| SgsError::Listener {
@@ -83,8 +86,13 @@ pub(crate) async fn serve(
     let shared = Shared::new(config, store, authority, tls_server);
     let (stop_tx, stop_rx) = watch::channel(false);
     let syncer = tokio::spawn(sync_gsl(Arc::clone(&shared), stop_rx.clone()));
-    let limits = shared.config.server_limits();
-    svc::server::serve(listener, local_addr, shared, limits, stop_tx, shutdown).await;
+    let admission = Arc::new(svc::admission::Admission::new(
+        "SGS",
+        shared.config.server_limits(),
+    ));
+    // Dropped when `serve` returns, which stops the endpoint's thread.
+    let _metrics = crate::metrics::start(metrics, Arc::clone(&shared), Arc::clone(&admission));
+    svc::server::serve_with(listener, local_addr, shared, admission, stop_tx, shutdown).await;
     svc::server::log_panic("SGS", syncer.await);
     info!("SGS on {local_addr} stopped");
     Ok(())
@@ -116,6 +124,7 @@ async fn sync_gsl(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         let count = updates.len();
         let pushed =
             tokio::task::spawn_blocking(move || gsl_push::push(&config, &updates, 1)).await;
+        shared.counters.synced(matches!(pushed, Ok(Ok(()))));
         match pushed {
             Ok(Ok(())) => debug!("pushed {count} services to GSL"),
             Ok(Err(e)) => warn!(

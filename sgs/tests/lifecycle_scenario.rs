@@ -17,6 +17,7 @@ use protocol::control::{FlushMode, ServiceRecord, ServiceState};
 use sgs::client::SgsClient;
 use sgs::config::AreaConfig;
 use sgs::{SgsConfig, SgsHandle};
+use telemetry::parse::Exposition;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -117,6 +118,7 @@ fn start_sgs(dir: &Path, gsl: &GslHandle, areas: &[&Area]) -> SgsHandle {
         .collect();
     sgs::start(SgsConfig {
         listen_addr: "127.0.0.1:0".parse().unwrap(),
+        metrics_addr: "127.0.0.1:0".into(),
         data_dir: dir.to_path_buf(),
         gsl_endpoints: vec![gsl.local_addr().to_string()],
         attempts: 3,
@@ -287,6 +289,57 @@ fn apply_deploy_resolve_and_offline_across_two_areas_with_restarts() {
     assert_eq!(reapplied.state, ServiceState::Applied);
     client.deploy("20190001").unwrap();
     assert_eq!(resolved_areas(&gsl, "A10", "20190001"), ["B20"]);
+    sgs.shutdown().unwrap();
+    gsl.shutdown().unwrap();
+}
+
+/// Scrapes `sgs`'s `/metrics` until `check` holds of a scrape, each checked for format (and
+/// by promtool where installed).
+fn scrape_until(sgs: &SgsHandle, what: &str, check: impl Fn(&Exposition) -> bool) {
+    let address = sgs.metrics_addr().expect("metrics served");
+    testkit::wait_for(what, WAIT, || {
+        let (status, text) = testkit::http_get(address, "/metrics").ok()?;
+        assert_eq!(status, 200, "{text}");
+        let parsed = telemetry::parse::checked(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        check(&parsed).then_some(())
+    });
+}
+
+#[test]
+fn metrics_count_services_by_state_and_actions_by_outcome() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let a10 = Area::start("A10");
+    let (gsl_dir, sgs_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let gsl = start_gsl(gsl_dir.path());
+    let sgs = start_sgs(sgs_dir.path(), &gsl, &[&a10]);
+    let mut client = sgs_client(&sgs);
+    client.apply(&record("20190011", &["A10"])).unwrap();
+    client.deploy("20190011").unwrap();
+    client.apply(&record("20190012", &["A10"])).unwrap();
+    client.offline("20190012").unwrap();
+    client.apply(&record("20190013", &["C30"])).unwrap_err();
+    client.deploy("20190099").unwrap_err();
+    scrape_until(&sgs, "every action counted by outcome", |m| {
+        let action = |a, o| {
+            m.value(
+                "defibus_sgs_actions_total",
+                &[("action", a), ("outcome", o)],
+            )
+        };
+        let state = |s| m.value("defibus_sgs_services", &[("state", s)]);
+        action("apply", "ok") == Some(2.0)
+            && action("apply", "refused") == Some(1.0)
+            && action("deploy", "ok") == Some(1.0)
+            && action("deploy", "refused") == Some(1.0)
+            && action("offline", "ok") == Some(1.0)
+            && action("offline", "failed") == Some(0.0)
+            && state("applied") == Some(0.0)
+            && state("deployed") == Some(1.0)
+            && state("offline") == Some(1.0)
+            && m.value("defibus_sgs_gsl_syncs_total", &[("outcome", "ok")]) >= Some(1.0)
+            && m.value("defibus_sgs_connections", &[]) == Some(1.0)
+    });
+    drop(client);
     sgs.shutdown().unwrap();
     gsl.shutdown().unwrap();
 }

@@ -13,3 +13,5 @@ pub mod sgs;
 pub mod shared;
 pub mod standalone;
 mod standalone_config;
+#[cfg(test)]
+mod standalone_metrics;

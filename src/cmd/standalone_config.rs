@@ -2,9 +2,9 @@
 //! part (`[nameserver]`, `[broker]`, `[gsl]`, `[sgs]`, `[proxy]`), so segment sizes, limits
 //! and storage settings can be set for a whole bus in one process.
 //!
-//! What ties the parts together stays standalone's: listen addresses, data directories,
-//! broker ids, area, the addresses the parts give each other, `[security]` and `[tls]` come
-//! from its flags. A file that sets one of them is refused, naming the key and the flag, so
+//! What ties the parts together stays standalone's: listen and metrics addresses, data
+//! directories, broker ids, area, the addresses the parts give each other, `[security]` and
+//! `[tls]` come from its flags. A file that sets one of them is refused, naming the key and the flag, so
 //! no setting is silently ignored.
 
 use std::path::Path;
@@ -18,6 +18,7 @@ const OWNED: &[(&str, &[(&str, &str)])] = &[
         "nameserver",
         &[
             ("listen_addr", "--nameserver-addr"),
+            ("metrics_addr", "--metrics-port-base"),
             ("controller", "--brokers"),
             ("security", "--security"),
             ("tls", "--tls"),
@@ -30,6 +31,7 @@ const OWNED: &[(&str, &[(&str, &str)])] = &[
             ("area", "--area"),
             ("listen_address", "--broker-listen"),
             ("port_base", "--port-base"),
+            ("metrics_address", "--metrics-port-base"),
             ("shards", "--shards"),
             ("data_dir", "--data-dir"),
             ("nameservers", "--nameserver-addr"),
@@ -41,6 +43,7 @@ const OWNED: &[(&str, &[(&str, &str)])] = &[
         "gsl",
         &[
             ("listen_addr", "--gsl-addr"),
+            ("metrics_addr", "--metrics-port-base"),
             ("data_dir", "--data-dir"),
             ("security", "--security"),
             ("tls", "--tls"),
@@ -50,6 +53,7 @@ const OWNED: &[(&str, &[(&str, &str)])] = &[
         "sgs",
         &[
             ("listen_addr", "--sgs-addr"),
+            ("metrics_addr", "--metrics-port-base"),
             ("data_dir", "--data-dir"),
             ("gsl_endpoints", "--gsl-addr"),
             ("areas", "--area"),
@@ -61,6 +65,7 @@ const OWNED: &[(&str, &[(&str, &str)])] = &[
         "proxy",
         &[
             ("listen_addr", "--proxy-addr"),
+            ("metrics_addr", "--metrics-port-base"),
             ("nameservers", "--nameserver-addr"),
             ("gsl_endpoints", "--gsl-addr"),
             ("area", "--area"),
@@ -164,6 +169,8 @@ mod tests {
         assert!(err.to_string().contains("--port-base"), "{err}");
         let err = PartsConfig::parse("[proxy]\n[proxy.tls]\ncert = \"x\"\n").unwrap_err();
         assert!(err.to_string().contains("--tls"), "{err}");
+        let err = PartsConfig::parse("[gsl]\nmetrics_addr = \"\"\n").unwrap_err();
+        assert!(err.to_string().contains("--metrics-port-base"), "{err}");
         let err = PartsConfig::parse("[brokers]\n").unwrap_err();
         assert!(err.to_string().contains("unknown table"), "{err}");
     }

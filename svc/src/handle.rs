@@ -44,6 +44,7 @@ impl Future for Shutdown {
 pub struct ServerHandle<E: ServerError> {
     name: &'static str,
     local_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<Result<(), E>>>,
 }
@@ -53,6 +54,7 @@ impl<E: ServerError> fmt::Debug for ServerHandle<E> {
         f.debug_struct("ServerHandle")
             .field("name", &self.name)
             .field("local_addr", &self.local_addr)
+            .field("metrics_addr", &self.metrics_addr)
             .field("stop", &self.stop)
             .field("thread", &self.thread)
             .finish()
@@ -63,6 +65,17 @@ impl<E: ServerError> ServerHandle<E> {
     /// The address the server listens on (the real port when the config asked for 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where the server's Prometheus `/metrics` endpoint listens, when it serves one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The handle, saying that the server serves metrics on `addr` (its starter bound it).
+    pub fn with_metrics_addr(mut self, addr: Option<SocketAddr>) -> Self {
+        self.metrics_addr = addr;
+        self
     }
 
     /// Stops accepting, closes every connection and waits for the server thread.
@@ -124,6 +137,7 @@ where
     Ok(ServerHandle {
         name,
         local_addr,
+        metrics_addr: None,
         stop: Some(stop),
         thread: Some(thread),
     })

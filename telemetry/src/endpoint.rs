@@ -29,10 +29,47 @@ pub struct Endpoint {
     thread: Option<JoinHandle<()>>,
 }
 
+/// Binds a process's metrics address as its settings name it: `None` when the address is
+/// empty (metrics off) or cannot be bound, which is logged as a warning: a server runs on
+/// without metrics rather than refuse to start. Binding apart from [`Endpoint::serve`] lets
+/// a server's starter learn the real address (port 0: ephemeral) before the state the
+/// scrapes read exists.
+pub fn bind_or_warn(address: &str) -> Option<TcpListener> {
+    if address.is_empty() {
+        return None;
+    }
+    match TcpListener::bind(address) {
+        Ok(listener) => Some(listener),
+        Err(e) => {
+            log::warn!("no metrics endpoint: cannot listen on {address}: {e}");
+            None
+        }
+    }
+}
+
+/// Serves scrapes on `listener` (from [`bind_or_warn`]) with `render`; `None` when there is
+/// no listener or its thread cannot start (logged as a warning).
+pub fn serve_or_warn(listener: Option<TcpListener>, render: Render) -> Option<Endpoint> {
+    match Endpoint::serve(listener?, render) {
+        Ok(endpoint) => {
+            log::info!("metrics on http://{}/metrics", endpoint.local_addr());
+            Some(endpoint)
+        }
+        Err(e) => {
+            log::warn!("no metrics endpoint: {e}");
+            None
+        }
+    }
+}
+
 impl Endpoint {
     /// Listens on `address` (port 0: an ephemeral port) and serves scrapes from `render`.
     pub fn start(address: &str, render: Render) -> io::Result<Endpoint> {
-        let listener = TcpListener::bind(address)?;
+        Self::serve(TcpListener::bind(address)?, render)
+    }
+
+    /// Serves scrapes from `render` on a bound `listener`.
+    pub fn serve(listener: TcpListener, render: Render) -> io::Result<Endpoint> {
         let address = listener.local_addr()?;
         let stopping = Arc::new(AtomicBool::new(false));
         let stop = stopping.clone();
@@ -181,6 +218,18 @@ mod tests {
         assert!(open.contains(CONTENT_TYPE), "{open}");
         assert!(open.ends_with("m_total 1\n# EOF\n"), "{open}");
         assert!(get(endpoint.local_addr(), "/").starts_with("HTTP/1.1 404"));
+    }
+
+    #[test]
+    fn an_empty_or_taken_address_serves_nothing_and_the_process_runs_on() {
+        assert!(bind_or_warn("").is_none());
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = taken.local_addr().unwrap().to_string();
+        assert!(bind_or_warn(&address).is_none());
+        assert!(serve_or_warn(None, Box::new(|| None)).is_none());
+        let listener = bind_or_warn("127.0.0.1:0").unwrap();
+        let endpoint = serve_or_warn(Some(listener), Box::new(|| None)).unwrap();
+        assert!(get(endpoint.local_addr(), "/metrics").starts_with("HTTP/1.1 503"));
     }
 
     #[test]

@@ -2,6 +2,12 @@
 //!
 //! Fixed bounds make recording one `leading_zeros` and two additions, with no allocation and
 //! no search, and let histograms of several shards be merged bucket by bucket at scrape time.
+//!
+//! [`Histogram`] is for one thread (a broker shard's `Cell`-owned state); [`AtomicHistogram`]
+//! is the same buckets as relaxed atomics, for servers whose requests run on several threads
+//! (the proxy's workers), read at scrape without a lock.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Buckets: bound `2^i` for `i` in `0..BUCKETS`, the last one open (`+Inf`).
 const BUCKETS: usize = 32;
@@ -26,9 +32,7 @@ impl Default for Histogram {
 impl Histogram {
     /// Counts one observation of `value`.
     pub fn observe(&mut self, value: u64) {
-        // The smallest i with value <= 2^i: 0 and 1 land in bucket 0.
-        let bucket = (u64::BITS - value.saturating_sub(1).leading_zeros()) as usize;
-        self.buckets[bucket.min(BUCKETS - 1)] += 1;
+        self.buckets[bucket_of(value)] += 1;
         self.sum = self.sum.saturating_add(value);
     }
 
@@ -67,6 +71,47 @@ impl Histogram {
     }
 }
 
+/// The smallest `i` with `value <= 2^i` (0 and 1 land in bucket 0), the last bucket open.
+fn bucket_of(value: u64) -> usize {
+    let bucket = (u64::BITS - value.saturating_sub(1).leading_zeros()) as usize;
+    bucket.min(BUCKETS - 1)
+}
+
+/// A [`Histogram`] that any thread may record into: each observation is two relaxed
+/// `fetch_add`s, no lock; a scrape copies it with [`AtomicHistogram::snapshot`]. A snapshot
+/// taken while observations land may count one in a bucket before its sum, which a scrape
+/// every few seconds cannot tell apart from one a moment later.
+#[derive(Debug)]
+pub struct AtomicHistogram {
+    buckets: [AtomicU64; BUCKETS],
+    sum: AtomicU64,
+}
+
+impl Default for AtomicHistogram {
+    fn default() -> Self {
+        Self {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum: AtomicU64::new(0),
+        }
+    }
+}
+
+impl AtomicHistogram {
+    /// Counts one observation of `value`.
+    pub fn observe(&self, value: u64) {
+        self.buckets[bucket_of(value)].fetch_add(1, Ordering::Relaxed);
+        self.sum.fetch_add(value, Ordering::Relaxed);
+    }
+
+    /// The observations so far, as a plain histogram to render.
+    pub fn snapshot(&self) -> Histogram {
+        Histogram {
+            buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
+            sum: self.sum.load(Ordering::Relaxed),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,6 +129,31 @@ mod tests {
         assert_eq!(b[3], (8.0, 1)); // 5
         assert_eq!(b[BUCKETS - 1], (f64::MAX, 1));
         assert_eq!(h.count(), 7);
+    }
+
+    #[test]
+    fn an_atomic_histogram_counts_like_a_plain_one_from_many_threads() {
+        let shared = std::sync::Arc::new(AtomicHistogram::default());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let shared = shared.clone();
+                std::thread::spawn(move || {
+                    for v in [0, 3, 1000] {
+                        shared.observe(v);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let mut plain = Histogram::default();
+        for _ in 0..4 {
+            for v in [0, 3, 1000] {
+                plain.observe(v);
+            }
+        }
+        assert_eq!(shared.snapshot(), plain);
     }
 
     #[test]

@@ -13,6 +13,6 @@ mod histogram;
 pub mod parse;
 mod scrape;
 
-pub use endpoint::Endpoint;
-pub use histogram::Histogram;
+pub use endpoint::{Endpoint, Render, bind_or_warn, serve_or_warn};
+pub use histogram::{AtomicHistogram, Histogram};
 pub use scrape::{CONTENT_TYPE, CONTENT_TYPE_CLASSIC, Scrape};

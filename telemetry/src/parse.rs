@@ -105,6 +105,16 @@ pub fn parse(text: &str) -> Result<Exposition, String> {
     Ok(exposition)
 }
 
+/// [`parse`], and `promtool check metrics` where promtool is installed: what every test
+/// scrape of our endpoints must pass.
+pub fn checked(text: &str) -> Result<Exposition, String> {
+    let exposition = parse(text)?;
+    match promtool_check(text) {
+        Some(Err(e)) => Err(format!("promtool check metrics: {e}")),
+        Some(Ok(())) | None => Ok(exposition),
+    }
+}
+
 /// `promtool check metrics` on `text`: `None` when promtool is not installed (CI installs
 /// Debian's `prometheus` package), else its verdict with what it printed.
 pub fn promtool_check(text: &str) -> Option<Result<(), String>> {

@@ -36,6 +36,8 @@ type Labels = Vec<(String, String)>;
 #[derive(Debug)]
 enum Value {
     Number(u64),
+    /// A counter in a unit with fractions (seconds of busy time).
+    Float(f64),
     // Boxed: a histogram is 33 words, a number one, and most samples are numbers.
     Histogram {
         histogram: Box<Histogram>,
@@ -54,6 +56,11 @@ impl Scrape {
             labels,
             Value::Number(value),
         );
+    }
+
+    /// Adds one counter sample with a fractional value (seconds); see [`Scrape::counter`].
+    pub fn counter_f64(&mut self, name: &str, help: &str, labels: &[(&str, &str)], value: f64) {
+        self.add(name, help, MetricType::Counter, labels, Value::Float(value));
     }
 
     /// Adds one gauge sample.
@@ -207,6 +214,12 @@ fn encode_value(
             }
             _ => encoder.encode_gauge(n)?,
         },
+        Value::Float(x) => match kind {
+            MetricType::Counter => {
+                encoder.encode_counter::<NoLabelSet, f64, u64>(x, None)?;
+            }
+            _ => encoder.encode_gauge(x)?,
+        },
         Value::Histogram { histogram, scale } => {
             let buckets = histogram.scaled_buckets(*scale);
             encoder.encode_histogram::<NoLabelSet>(
@@ -247,6 +260,18 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn a_fractional_counter_keeps_its_fraction() {
+        let mut scrape = Scrape::default();
+        scrape.counter_f64("x_busy_seconds", "Busy.", &[("shard", "0")], 1.25);
+        let text = scrape.render_classic();
+        assert!(
+            text.contains("x_busy_seconds_total{shard=\"0\"} 1.25\n"),
+            "{text}"
+        );
+        crate::parse::parse(&text).unwrap();
     }
 
     #[test]

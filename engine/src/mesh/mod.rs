@@ -89,6 +89,12 @@ pub(crate) enum MeshMsg {
         queue_id: u32,
         batch: Bytes,
     },
+    /// Replies to requests the receiving shard stored were stored at `at` on another shard:
+    /// each `(reply_to, correlation_id)` (request-reply metrics).
+    RepliesStored {
+        replies: Vec<(String, Vec<u8>)>,
+        at: std::time::Instant,
+    },
 }
 
 /// A registry change broadcast by shard 0.
@@ -266,6 +272,14 @@ fn receive(shard: &Rc<Shard>, msg: MeshMsg) {
             queue_id,
             batch,
         } => crate::rr::deliver_local(shard, &client_id, Rc::from(topic), queue_id, batch),
+        MeshMsg::RepliesStored { replies, at } => {
+            let now_ms = crate::metrics::requests::now_ms();
+            for (reply_to, correlation_id) in &replies {
+                shard
+                    .pending_requests
+                    .answered(reply_to, correlation_id, at, now_ms);
+            }
+        }
     }
 }
 

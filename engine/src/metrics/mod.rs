@@ -1,28 +1,36 @@
 //! Prometheus metrics of the broker (ARCHITECTURE §10).
 //!
 //! Recording costs a shard nothing shared: each queue counts its traffic in `Cell`s
-//! ([`traffic`]), each shard's logs count fdatasync latency and group commits in thread-local
-//! histograms ([`crate::log::stats`]), and the figures `Stats` already reports (offsets,
-//! expired requests, connections, bad frames) are read where they are kept. Nothing is
-//! counted twice.
+//! ([`traffic`]), its request-reply latency and timeouts ([`requests`]) and what each group
+//! was pushed again ([`deliveries`]); each shard's logs count fdatasync latency and group
+//! commits in thread-local histograms ([`crate::log::stats`]); the executor's busy time is
+//! the runtime's own ([`crate::rt::executor_time`]); and the figures `Stats` already reports
+//! (offsets, expired requests, connections, bad frames) are read where they are kept.
+//! Nothing is counted twice.
 //!
 //! Serving happens off the shards: the `/metrics` endpoint is a thread of its own
 //! ([`telemetry::Endpoint`]). Per scrape it leaves a request at shard 0's [`door`]; shard 0
 //! gathers every shard's snapshot over the mesh, the same call `Stats` makes, turns them
 //! into a [`telemetry::Scrape`] ([`render`]) and hands it back; the endpoint thread encodes it.
 
+mod deliveries;
 pub(crate) mod door;
 mod render;
+pub(crate) mod requests;
 mod traffic;
 
 use std::rc::Rc;
 use std::sync::Arc;
 
+pub(crate) use deliveries::{Delivered, Deliveries};
 pub(crate) use door::Door;
+pub(crate) use requests::{PendingRequests, RequestStats};
 pub(crate) use traffic::{Traffic, TrafficCounts};
 
 use crate::log::stats::SyncStats;
+use crate::rt::ExecutorTime;
 use crate::shard::Shard;
+use telemetry::Histogram;
 
 /// What one shard adds to `Stats` for a scrape.
 #[derive(Clone, Debug, Default)]
@@ -30,6 +38,10 @@ pub(crate) struct ShardMetrics {
     /// Boxed: two histograms, which would make every mesh message as large.
     pub sync: Box<SyncStats>,
     pub queues: Vec<QueueMetrics>,
+    /// The shard's executor: time in tasks and in all.
+    pub executor: ExecutorTime,
+    /// Requests not tracked for latency and timeouts (too many waited at once).
+    pub untracked_requests: u64,
 }
 
 /// One queue's figures that `Stats` does not carry.
@@ -43,6 +55,11 @@ pub(crate) struct QueueMetrics {
     pub depth: Option<u64>,
     /// The topic's `max_queue_depth`.
     pub depth_limit: u64,
+    /// Request-reply latency (µs) and timeouts of requests stored here; `None` while there
+    /// were none (most queues carry events only: no histogram crosses the mesh for them).
+    pub requests: Option<Box<(Histogram, u64)>>,
+    /// Records pushed again, by clustering group.
+    pub redelivered: Vec<(String, u64)>,
 }
 
 /// This shard's metrics; built on the shard, inside `admin::snapshot`.
@@ -60,11 +77,18 @@ pub(crate) fn snapshot(shard: &Shard) -> ShardMetrics {
                 .topics
                 .with_config(&queue.topic, |c| c.max_queue_depth)
                 .unwrap_or(u64::MAX),
+            requests: {
+                let (latency, timeouts) = queue.requests.snapshot();
+                (latency.count() > 0 || timeouts > 0).then(|| Box::new((latency, timeouts)))
+            },
+            redelivered: queue.deliveries.redelivered(),
         })
         .collect();
     ShardMetrics {
         sync: Box::new(crate::log::stats::snapshot()),
         queues,
+        executor: crate::rt::executor_time(),
+        untracked_requests: shard.pending_requests.untracked(),
     }
 }
 

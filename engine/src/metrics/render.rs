@@ -4,7 +4,9 @@
 //! `shard`. No client id appears: a broadcast group's offsets are kept per client
 //! (`group/client`), so its lag is left out rather than labelled by client.
 
-use telemetry::Scrape;
+use std::collections::BTreeMap;
+
+use telemetry::{Histogram, Scrape};
 
 use crate::mesh::ShardSnapshot;
 
@@ -17,7 +19,39 @@ pub(super) fn render(snapshots: &[ShardSnapshot]) -> Scrape {
     for snapshot in snapshots {
         queue_metrics(&mut scrape, snapshot);
     }
+    request_metrics(&mut scrape, snapshots);
     scrape
+}
+
+/// Request-reply figures per topic (the service), merged over its queues on every shard.
+fn request_metrics(scrape: &mut Scrape, snapshots: &[ShardSnapshot]) {
+    let mut topics: BTreeMap<&str, (Histogram, u64)> = BTreeMap::new();
+    for queue in snapshots.iter().flat_map(|s| &s.metrics.queues) {
+        if let Some(requests) = &queue.requests {
+            let (latency, timeouts) = topics.entry(&queue.topic).or_default();
+            latency.merge(&requests.0);
+            *timeouts += requests.1;
+        }
+    }
+    for (topic, (latency, _)) in &topics {
+        scrape.histogram(
+            "defibus_request_reply_seconds",
+            "Time from a request stored to its reply stored, for replies stored before the \
+             request's deadline.",
+            &[("topic", topic)],
+            latency,
+            1e-6,
+        );
+    }
+    for (topic, (_, timeouts)) in &topics {
+        scrape.counter(
+            "defibus_request_timeouts",
+            "Requests whose deadline passed with no reply stored (expired before delivery, \
+             unanswered, or answered late).",
+            &[("topic", topic)],
+            *timeouts,
+        );
+    }
 }
 
 fn shard_metrics(scrape: &mut Scrape, snapshot: &ShardSnapshot) {
@@ -41,6 +75,33 @@ fn shard_metrics(scrape: &mut Scrape, snapshot: &ShardSnapshot) {
         "Replies stored in the reply queue.",
         &labels,
         stats.replies,
+    );
+    let executor = &snapshot.metrics.executor;
+    scrape.counter_f64(
+        "defibus_broker_shard_busy_seconds",
+        "Time the shard's executor spent running tasks.",
+        &labels,
+        executor.tasks.as_secs_f64(),
+    );
+    scrape.counter_f64(
+        "defibus_broker_shard_active_seconds",
+        "Time the shard's executor was not idle: tasks, io_uring polling, timers (not \
+         spinning or parked).",
+        &labels,
+        executor.total.as_secs_f64(),
+    );
+    scrape.counter(
+        "defibus_broker_shard_tasks",
+        "Task polls the shard's executor ran.",
+        &labels,
+        executor.tasks_run,
+    );
+    scrape.counter(
+        "defibus_request_untracked",
+        "Requests stored while the shard already tracked its most (65536) for latency and \
+         timeouts: they are in neither figure.",
+        &labels,
+        snapshot.metrics.untracked_requests,
     );
     let sync = &snapshot.metrics.sync;
     scrape.histogram(
@@ -122,6 +183,19 @@ fn queue_metrics(scrape: &mut Scrape, snapshot: &ShardSnapshot) {
             &labels,
             stats.expired_requests,
         );
+        for (group, redelivered) in &metrics.redelivered {
+            scrape.counter(
+                "defibus_group_redelivered_records",
+                "Records pushed to the group again after a push had reached them (its consumer \
+                 reconnected, rejoined or the queue moved to another member before a commit).",
+                &[
+                    ("topic", stats.topic.as_str()),
+                    ("queue", queue.as_str()),
+                    ("group", group.as_str()),
+                ],
+                *redelivered,
+            );
+        }
         for group in stats.groups.iter().filter(|g| !g.group.contains('/')) {
             let lag = stats
                 .next_offset

@@ -566,7 +566,24 @@ async fn produce(
     };
     crate::depth::admit(shard, &queue, max_depth)?;
     shard.watermark.admit(body.as_slice().len() as u64)?;
-    let appended = queue.append(body.into_mut()).await?;
+    // Requests are tracked before the append, so a reply can never arrive untracked, and
+    // stamped again when it resolves: latency counts from the request stored.
+    let requests = matches!(header.command(), Ok(Command::Request)).then(|| {
+        let now = std::time::Instant::now();
+        shard
+            .pending_requests
+            .storing(body.as_slice(), &queue.requests, now)
+    });
+    let appended = queue.append(body.into_mut()).await;
+    if let Some(keys) = requests.filter(|keys| !keys.is_empty()) {
+        match &appended {
+            Ok(_) => shard
+                .pending_requests
+                .stored(&keys, std::time::Instant::now()),
+            Err(_) => shard.pending_requests.not_stored(&keys),
+        }
+    }
+    let appended = appended?;
     if let Some(leading) = leading {
         if leading.on_leader_durable(queue.durable_end()) {
             queue.appended.notify();

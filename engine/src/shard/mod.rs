@@ -65,6 +65,8 @@ pub(crate) struct Shard {
     /// The mesh: channels to the other shards and the calls outstanding on them.
     pub peers: Peers,
     pub counters: Counters,
+    /// Requests stored here that wait for their replies (request-reply metrics).
+    pub pending_requests: crate::metrics::PendingRequests,
     /// Memory of frames still arriving, shared by the shard's connections.
     pub frame_budget: Rc<crate::net::guard::FrameBudget>,
     /// Rate-limited log of connections closed for bad input.
@@ -189,6 +191,7 @@ pub(crate) async fn run(start: ShardStart) -> Result<(), BrokerError> {
     let acceptor = tls.map(crate::rt::TlsAcceptor::from);
     let accept = tasks.spawn(crate::net::accept_loop(shard.clone(), listener, acceptor));
     let sweeper = tasks.spawn(crate::net::sweep_loop(shard.clone()));
+    let request_sweeper = tasks.spawn(crate::metrics::requests::sweep_loop(shard.clone()));
     let retention = tasks.spawn(crate::retention::run(shard.clone()));
     let scrub = tasks.spawn(crate::scrub::run(shard.clone()));
     let register = (id == 0).then(|| tasks.spawn(crate::register::run(shard.clone())));
@@ -212,6 +215,7 @@ pub(crate) async fn run(start: ShardStart) -> Result<(), BrokerError> {
     shard.stopping.set(true);
     drop(accept);
     drop(sweeper);
+    drop(request_sweeper);
     drop(retention);
     drop(scrub);
     drop(dynamic);
@@ -316,6 +320,7 @@ async fn open(
         replies,
         peers: Peers::new(id, count, mesh),
         counters: Counters::default(),
+        pending_requests: Default::default(),
         frame_budget,
         closing_log: Default::default(),
         security,

@@ -58,6 +58,11 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(|| async { crate::error::ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(body_limit))
+        // Outermost, after routing: sees each request's route template and final status.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::record,
+        ))
         .with_state(state)
 }
 

@@ -42,6 +42,7 @@ use serde::Serialize;
 use crate::api::{Mode, Start};
 use crate::config::ProxyConfig;
 use crate::error::ProxyError;
+pub use poster::WebhookTotals;
 use poster::{Counters, Poster};
 use store::{HookSpec, Snapshot, Store};
 
@@ -137,6 +138,8 @@ pub struct Webhooks {
     bus_token: Option<String>,
     /// Whose grants each subscription's owner must keep ([`standing`]).
     authority: auth::Authority,
+    /// Deliveries of every subscription, for metrics.
+    totals: Arc<WebhookTotals>,
 }
 
 /// Why a subscription could not be created or removed.
@@ -176,6 +179,7 @@ impl Webhooks {
             last_seen: Mutex::default(),
             store: Mutex::new(store),
             next_id: AtomicU64::new(snapshot.next_id.max(1)),
+            totals: Arc::default(),
         };
         Ok((webhooks, snapshot.subscriptions))
     }
@@ -191,7 +195,7 @@ impl Webhooks {
                 spec.start = Start::Committed;
             }
             self.last_seen_lock().insert(spec.identity.client_id(), now);
-            let counters = Arc::new(Counters::default());
+            let counters = Arc::new(Counters::new(self.totals.clone()));
             let bus = match start_bus(
                 &spec,
                 &counters,
@@ -265,7 +269,7 @@ impl Webhooks {
     /// stores the subscription before it is acknowledged.
     pub fn create(&self, spec: HookSpec, config: &ProxyConfig) -> Result<HookInfo, HookError> {
         self.admissible(&spec, config)?;
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(Counters::new(self.totals.clone()));
         let bus = start_bus(
             &spec,
             &counters,
@@ -313,6 +317,16 @@ impl Webhooks {
             return Err(HookError::Duplicate(existing.spec.id.clone()));
         }
         Ok(())
+    }
+
+    /// Subscriptions held (active, resuming or suspended).
+    pub fn count(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Deliveries of every subscription since the proxy started.
+    pub fn totals(&self) -> &WebhookTotals {
+        &self.totals
     }
 
     /// The subscription's description and counters.

@@ -17,6 +17,31 @@ use crate::config::ProxyConfig;
 /// changes at most every `policy_refresh_ms`.
 const STANDING_RECHECK: Duration = Duration::from_millis(250);
 
+/// Deliveries of every subscription the proxy has run, for metrics: what [`Counters`] counts
+/// for one, summed as it happens, so a removed subscription's deliveries stay counted.
+#[derive(Debug, Default)]
+pub struct WebhookTotals {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    given_up: AtomicU64,
+    expired: AtomicU64,
+    replied: AtomicU64,
+}
+
+impl WebhookTotals {
+    /// Each outcome's label and count.
+    pub fn counts(&self) -> [(&'static str, u64); 5] {
+        [
+            ("delivered", &self.delivered),
+            ("failed", &self.failed),
+            ("given_up", &self.given_up),
+            ("expired", &self.expired),
+            ("replied", &self.replied),
+        ]
+        .map(|(label, count)| (label, count.load(Ordering::Relaxed)))
+    }
+}
+
 /// The counters of one subscription, shared by its poster and the registry.
 #[derive(Default)]
 pub struct Counters {
@@ -38,9 +63,25 @@ pub struct Counters {
     pub suspended: AtomicBool,
     /// Wakes a poster waiting out a retry backoff when `closed` is set ([`Counters::close`]).
     close_wait: (Mutex<()>, Condvar),
+    /// The proxy's totals, counted with this subscription's.
+    totals: Arc<WebhookTotals>,
+}
+
+/// Adds one to a subscription's counter and to its proxy-wide total.
+fn count(mine: &AtomicU64, total: &AtomicU64) {
+    mine.fetch_add(1, Ordering::Relaxed);
+    total.fetch_add(1, Ordering::Relaxed);
 }
 
 impl Counters {
+    /// Fresh counters of a subscription that also count into `totals`.
+    pub fn new(totals: Arc<WebhookTotals>) -> Self {
+        Self {
+            totals,
+            ..Self::default()
+        }
+    }
+
     /// Sets `closed` and wakes a poster waiting between retries, so it stops at once.
     pub fn close(&self) {
         let (lock, woken) = &self.close_wait;
@@ -150,7 +191,7 @@ impl Poster {
                 return;
             }
             if reply_address.is_some() && message.is_expired() {
-                self.counters.expired.fetch_add(1, Ordering::Relaxed);
+                count(&self.counters.expired, &self.counters.totals.expired);
                 log::debug!(
                     "webhook {}: request {} queue {} offset {} expired before delivery",
                     self.id,
@@ -162,7 +203,7 @@ impl Poster {
             }
             let error = match self.agent.post(&self.url).send_json(&body) {
                 Ok(response) if (200..300).contains(&response.status()) => {
-                    self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                    count(&self.counters.delivered, &self.counters.totals.delivered);
                     if let Some(address) = &reply_address {
                         self.reply_from(response, address);
                     }
@@ -172,9 +213,7 @@ impl Poster {
                 Err(ureq::Error::Status(status, _)) => format!("status {status}"),
                 Err(e) => e.to_string(),
             };
-            self.counters
-                .failed_attempts
-                .fetch_add(1, Ordering::Relaxed);
+            count(&self.counters.failed_attempts, &self.counters.totals.failed);
             log::debug!(
                 "webhook {} attempt {attempt}/{}: {error}",
                 self.id,
@@ -186,7 +225,7 @@ impl Poster {
                 backoff = (backoff * 2).min(self.backoff_max);
             }
         }
-        self.counters.given_up.fetch_add(1, Ordering::Relaxed);
+        count(&self.counters.given_up, &self.counters.totals.given_up);
         log::warn!(
             "webhook {}: gave up on {} queue {} offset {} after {} attempts to {}",
             self.id,
@@ -226,7 +265,7 @@ impl Poster {
             });
         match sent {
             Ok(()) => {
-                self.counters.replied.fetch_add(1, Ordering::Relaxed);
+                count(&self.counters.replied, &self.counters.totals.replied);
             }
             Err(e) => {
                 log::debug!("webhook {}: reply not sent: {e}", self.id);
