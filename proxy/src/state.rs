@@ -47,6 +47,8 @@ pub struct Shared {
     pub webhooks: Webhooks,
     /// Live WebSocket sessions.
     pub sessions: Sessions,
+    /// The read API and service actions of the console (bounded reads through `client`).
+    pub console: crate::console::Console,
     /// Who callers are and what they may do; open (everything allowed) when `[security]` is
     /// off.
     pub authority: Authority,
@@ -94,6 +96,7 @@ impl AppState {
         let producer = keyed_producer(&client).map_err(ProxyError::Client)?;
         let batch_client = Client::new(batch_config).map_err(ProxyError::Client)?;
         let batch_producer = keyed_producer(&batch_client).map_err(ProxyError::Client)?;
+        let console = crate::console::Console::new(&config, &client, bus_token.clone())?;
         let requester = Requester::new(&client);
         let replier = Replier::new(&client);
         let state = Self {
@@ -107,6 +110,7 @@ impl AppState {
                 limits: RateLimits::new(&config),
                 webhooks,
                 sessions: Sessions::default(),
+                console,
                 authority,
                 bus_token,
                 policy: std::sync::Mutex::new(Some(policy)),

@@ -251,6 +251,7 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<()> {
             listen_addr: args.proxy_addr,
             nameservers: vec![nameserver_addr.to_string()],
             gsl_endpoints: vec![gsl.local_addr().to_string()],
+            sgs_endpoint: Some(sgs.local_addr().to_string()),
             area: args.area.clone(),
             data_dir: args.data_dir.join("proxy"),
             security: security_for(&args, "proxy"),
@@ -289,6 +290,7 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     if let Some(proxy) = &proxy {
         let scheme = if args.tls.is_some() { "https" } else { "http" };
         println!("  proxy       {scheme}://{}", proxy.local_addr());
+        println!("  console     {scheme}://{}/console", proxy.local_addr());
     }
     println!("  data        {}", args.data_dir.display());
     println!("Stop with Ctrl-C or SIGTERM.");

@@ -63,6 +63,7 @@ const OWNED: &[(&str, &[(&str, &str)])] = &[
             ("listen_addr", "--proxy-addr"),
             ("nameservers", "--nameserver-addr"),
             ("gsl_endpoints", "--gsl-addr"),
+            ("sgs_endpoint", "--sgs-addr"),
             ("area", "--area"),
             ("data_dir", "--data-dir"),
             ("security", "--security"),
