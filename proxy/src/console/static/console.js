@@ -130,7 +130,7 @@
     }
     for (const b of data.brokers) {
       const shardRows = b.shards.map((s) => el("tr", { "data-shard": s.shard_id }, [
-        el("th", { scope: "row" }, [String(s.shard_id)]), tdNum(s.port),
+        el("th", { scope: "row" }, [String(s.shard_id)]), td(s.port === null ? "–" : String(s.port), "num"),
         tdNum(s.connections), tdNum(s.bad_frames), tdNum(s.replies),
       ]));
       nodes.push(table(["Shards of " + b.broker_id],
@@ -320,13 +320,26 @@
   }
 
   // ---- refresh ----
+  // The page drawn last; `document.body.dataset.loaded` names it once its data is shown.
+  let drawn = null;
+  let again = false;
+
   async function refresh() {
-    if (loading) return;
     const name = currentPage();
-    showPage(name);
+    if (name !== drawn) {
+      // Another page: show it at once, and say that its data is on the way.
+      drawn = name;
+      delete document.body.dataset.loaded;
+      showPage(name);
+      $("updated").textContent = READERS[name] ? "Loading…" : "Nothing to refresh on this page";
+    }
+    if (loading) {
+      again = true; // read again once the read in flight ends
+      return;
+    }
     const reader = READERS[name];
     if (!reader) {
-      $("updated").textContent = "Nothing to refresh on this page";
+      document.body.dataset.loaded = name;
       return;
     }
     loading = true;
@@ -334,11 +347,14 @@
       const data = await api("GET", reader[0]);
       if (currentPage() !== name) return; // the user moved on meanwhile
       $("login").hidden = true;
+      showPage(name);
       reader[1](data);
       problem(null);
       $("updated").textContent = "Updated at " + new Date(data.read_at_ms).toLocaleTimeString("en-GB");
+      document.body.dataset.loaded = name;
     } catch (error) {
       if (error.status === 401) {
+        drawn = null;
         askForToken(token() ? "The token was refused: " + error.message : "Sign in to continue.");
       } else {
         problem(describe(error));
@@ -346,6 +362,10 @@
       }
     } finally {
       loading = false;
+      if (again) {
+        again = false;
+        refresh();
+      }
     }
   }
 
