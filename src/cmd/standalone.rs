@@ -3,7 +3,8 @@
 //! It runs a nameserver, a broker (all cores; `--brokers N` for a local cluster of N), a GSL
 //! and an SGS with data under `./defibus-data`, registers the brokers with the nameserver,
 //! configures the SGS with the local area (this cluster and this nameserver) as its one area
-//! and GSL, and runs the proxy (HTTP and WebSocket access) unless `--no-proxy`; it prints
+//! and GSL, and runs the proxy (HTTP and WebSocket access, the web console at `/console`,
+//! which lists this SGS's services) unless `--no-proxy`; it prints
 //! where everything listens, and stops cleanly on SIGTERM or SIGINT.
 
 use std::net::SocketAddr;
@@ -54,7 +55,8 @@ pub struct StandaloneArgs {
     /// SGS (service governance) listen address.
     #[arg(long, default_value = "127.0.0.1:9878")]
     sgs_addr: SocketAddr,
-    /// Proxy (HTTP and WebSocket) listen address; port 0 picks a free port.
+    /// Proxy listen address: HTTP and WebSocket access, and the web console at /console;
+    /// port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:8080")]
     proxy_addr: SocketAddr,
     /// Do not start the proxy.
