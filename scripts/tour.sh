@@ -175,6 +175,24 @@ broker-a  A10-20190001  1      0      0     ok    0                 -      -    
 broker-a  A10-20190001  2      0      0     ok    0                 -      -          -          -
 broker-a  A10-20190001  3      0      0     ok    0                 -      -          -          -
 EOF
+# Operations > Console: the page and its JSON, from the proxy standalone started (the README
+# names the default address, 127.0.0.1:8080; the tour's proxy is on an ephemeral port).
+proxy_url=$(awk '$1 == "proxy" { print $2 }' "$work/standalone.out")
+console_url=$(awk '$1 == "console" { print $2 }' "$work/standalone.out")
+[[ $console_url == "$proxy_url/console" ]] || fail "standalone printed no console line: $(cat "$work/standalone.out")"
+console_line='curl -s http://127.0.0.1:8080/v1/topics?topic=A10-20190001 | head -c 200; echo'
+grep -qxF -- "$console_line" "$readme" || fail "not in README.md: $console_line"
+echo "\$ $console_line"
+got=$(eval "${console_line//http:\/\/127.0.0.1:8080/$proxy_url}")
+echo "$got"
+# shellcheck disable=SC2053
+[[ $got == '{"read_at_ms":'*',"topics":[{"topic":"A10-20190001","flush":"async","max_queue_depth":500,"replicas":1,"depth":'* ]] ||
+    fail "unexpected /v1/topics answer: $got"
+page=$(curl -s -D "$work/console.headers" "$console_url")
+[[ $page == *'<title>DeFiBus console</title>'* ]] || fail "GET /console is not the console page"
+grep -qi "^content-security-policy: default-src 'none'" "$work/console.headers" ||
+    fail "GET /console has no strict Content-Security-Policy: $(cat "$work/console.headers")"
+
 step 0 'cargo run --release -- admin topic create --topic A10-20190002 --queues 2 --flush sync' <<'EOF'
 created A10-20190002 on broker-a: 2 queues, flush sync, max depth 500
 A10-20190002 is routable (* ms)

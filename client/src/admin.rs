@@ -116,29 +116,25 @@ impl Admin {
     pub fn cluster_info(&self) -> Result<ClusterInfo> {
         let mut last_error = None;
         for nameserver in &self.client.config.nameservers {
-            let answer = self
-                .client
-                .pool
-                .get(nameserver, PeerKind::Control)
-                .and_then(|conn| {
-                    conn.call(
-                        Command::ClusterInfo,
-                        &[],
-                        &[],
-                        self.client.config.request_timeout,
-                    )
-                })
-                .and_then(|frame| {
-                    control::decode::<ClusterInfo>(&frame.body)
-                        .map_err(|e| ClientError::control(nameserver, e))
-                });
-            match answer {
+            match self.cluster_info_from(nameserver) {
                 Ok(info) => return Ok(info),
                 Err(e) => last_error = Some(e),
             }
         }
         Err(last_error
             .unwrap_or_else(|| ClientError::InvalidArgument("no nameserver configured".into())))
+    }
+
+    /// The live brokers as one nameserver (`host:port`) knows them: a console shows each
+    /// nameserver's view, so one that lost its brokers (or cannot be reached) stands out.
+    pub fn cluster_info_from(&self, nameserver: &str) -> Result<ClusterInfo> {
+        let frame = self.control_call(nameserver, Command::ClusterInfo, &[])?;
+        control::decode::<ClusterInfo>(&frame.body).map_err(|e| ClientError::control(nameserver, e))
+    }
+
+    /// The nameservers this client was configured with, in order.
+    pub fn nameservers(&self) -> &[String] {
+        &self.client.config.nameservers
     }
 
     /// The route of `topic`, fetched now from the nameservers (and cached for producers).

@@ -34,6 +34,11 @@ pub struct ProxyArgs {
     /// [default: none].
     #[arg(long = "gsl", value_name = "ADDR")]
     pub gsl_endpoints: Vec<String>,
+    /// The SGS, host:port, whose services the console lists and whose lifecycle actions
+    /// (apply, deploy, offline) it offers; without it those routes answer 503
+    /// [default: none].
+    #[arg(long = "sgs", value_name = "ADDR")]
+    pub sgs_endpoint: Option<String>,
     /// Area of the proxy's own client [default: A10].
     #[arg(long, value_name = "AREA")]
     pub area: Option<String>,
@@ -125,6 +130,7 @@ impl ProxyArgs {
             metrics_addr,
             nameservers,
             gsl_endpoints,
+            sgs_endpoint,
             area,
             body_bytes_max,
             request_timeout_ms,
@@ -155,6 +161,9 @@ impl ProxyArgs {
         }
         if !gsl_endpoints.is_empty() {
             config.gsl_endpoints = gsl_endpoints;
+        }
+        if sgs_endpoint.is_some() {
+            config.sgs_endpoint = sgs_endpoint;
         }
         if let Some(v) = area {
             config.area = v;

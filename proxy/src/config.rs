@@ -98,7 +98,33 @@ pub const WS_SESSION_SUBSCRIPTIONS_MAX: usize = 64;
 /// close (its consumers and responders unsubscribed) before going on anyway.
 pub const WS_REPLACE_WAIT: Duration = Duration::from_secs(10);
 
+/// Console and read API (`GET /v1/cluster|topics|groups|services`): bus reads in flight at
+/// once, across every caller. Each read asks every broker (and the SGS) in turn on a blocking
+/// thread; a few at once keep a room full of open consoles from loading the bus.
+pub const CONSOLE_READS_MAX: usize = 4;
+/// Longest a read waits for its turn and its answers together; past it 504. The blocking
+/// work goes on to its own per-call timeouts, still holding its turn, so the bound holds.
+pub const CONSOLE_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Service lifecycle actions (`POST /v1/services/{id}/deploy|offline`) in flight at once;
+/// more are answered 429. SGS runs one operation at a time anyway.
+pub const CONSOLE_ACTIONS_MAX: usize = 2;
+/// Longest wait for a lifecycle action: `defibus sgs service`'s default, above the SGS's
+/// drain timeout (offline waits for the queues to drain).
+pub const CONSOLE_ACTION_TIMEOUT: Duration = Duration::from_secs(120);
+/// Brokers a read asks at most (the nameservers' list, by id); the answer says `truncated`.
+pub const CONSOLE_BROKERS_MAX: usize = 256;
+/// Queue rows a topics or groups answer holds at most: whole topics (groups) are left out
+/// past it, and the answer says `truncated`. About 2 MB of JSON.
+pub const CONSOLE_QUEUE_ROWS_MAX: usize = 10_000;
+/// Services a services answer lists at most, by id.
+pub const CONSOLE_SERVICES_MAX: usize = 1_000;
+/// Deployed services whose GSL resolution one services answer shows at most (each may cost
+/// a GSL call when the client's cache of it is stale).
+pub const CONSOLE_GSL_LOOKUPS_MAX: usize = 100;
+
 const _: () = {
+    assert!(CONSOLE_READS_MAX > 0 && CONSOLE_ACTIONS_MAX > 0);
+    assert!(CONSOLE_GSL_LOOKUPS_MAX <= CONSOLE_SERVICES_MAX);
     assert!(REQUEST_TIMEOUT_MS_DEFAULT <= REQUEST_TIMEOUT_MS_MAX_DEFAULT);
     assert!(WEBHOOK_BACKOFF_MIN_MS_DEFAULT <= WEBHOOK_BACKOFF_MAX_MS_DEFAULT);
     assert!(WS_WINDOW_MESSAGES_DEFAULT <= WS_OUTBOX_FRAMES_DEFAULT);
@@ -150,6 +176,10 @@ pub struct ProxyConfig {
     /// GSL endpoints (`host:port`) through which a `service` id in a publish or request is
     /// resolved to its nearest deployment's topic; none: only topics are accepted.
     pub gsl_endpoints: Vec<String>,
+    /// The SGS (`host:port`) whose services the console and `GET /v1/services` list, and
+    /// which the service lifecycle routes (`POST /v1/services/{id}/...`) ask; none: those
+    /// routes answer 503.
+    pub sgs_endpoint: Option<String>,
     /// Area of the proxy's shared client (HTTP publish and request); WebSocket sessions use
     /// their identity's area.
     pub area: String,
@@ -220,6 +250,7 @@ impl Default for ProxyConfig {
             metrics_addr: METRICS_ADDR_DEFAULT.into(),
             nameservers: vec!["127.0.0.1:9876".to_owned()],
             gsl_endpoints: Vec::new(),
+            sgs_endpoint: None,
             area: "A10".to_owned(),
             body_bytes_max: BODY_BYTES_MAX_DEFAULT,
             publish_batch_max: PUBLISH_BATCH_MAX_DEFAULT,
@@ -267,6 +298,13 @@ impl ProxyConfig {
         };
         if self.nameservers.is_empty() {
             return bad("nameservers", "at least one nameserver is needed");
+        }
+        if self
+            .sgs_endpoint
+            .as_deref()
+            .is_some_and(|e| e.rsplit_once(':').is_none_or(|(host, _)| host.is_empty()))
+        {
+            return bad("sgs_endpoint", "host:port");
         }
         if self.area.parse::<protocol::names::Area>().is_err() {
             return bad("area", "three uppercase ASCII letters or digits");

@@ -5,6 +5,9 @@
 //!   reply, 504 at the deadline), `POST /v1/reply` (answer a request by its address),
 //!   `POST /v1/subscriptions` (durable webhook push, see [`webhook`]),
 //!   `GET`/`DELETE /v1/subscriptions/{id}`, `POST /v1/heartbeat`, `GET /openapi.json`.
+//! - Reading the bus, for the web console and other tools ([`console`]): `GET /v1/cluster`,
+//!   `/v1/topics`, `/v1/groups`, `/v1/services`, and `POST /v1/services/{id}/deploy|offline`;
+//!   the console itself at `GET /console`.
 //! - WebSocket `GET /v1/stream`: push delivery with acks, request-reply both ways, see
 //!   [`ws::protocol`].
 //! - Values are text (`value`) or base64 bytes (`value_b64`), see [`api`].
@@ -29,6 +32,7 @@ mod caller;
 pub mod cli;
 pub mod config;
 mod conn;
+pub mod console;
 pub mod error;
 mod handle;
 mod handshake;

@@ -51,6 +51,8 @@ pub struct Shared {
     pub session_buses: AreaBuses,
     /// Requests and connections counted for `/metrics`.
     pub metrics: crate::metrics::ProxyMetrics,
+    /// The read API and service actions of the console (bounded reads through `client`).
+    pub console: crate::console::Console,
     /// Who callers are and what they may do; open (everything allowed) when `[security]` is
     /// off.
     pub authority: Authority,
@@ -98,6 +100,7 @@ impl AppState {
         let producer = keyed_producer(&client).map_err(ProxyError::Client)?;
         let batch_client = Client::new(batch_config).map_err(ProxyError::Client)?;
         let batch_producer = keyed_producer(&batch_client).map_err(ProxyError::Client)?;
+        let console = crate::console::Console::new(&config, &client, bus_token.clone())?;
         let requester = Requester::new(&client);
         let replier = Replier::new(&client);
         let state = Self {
@@ -113,6 +116,7 @@ impl AppState {
                 sessions: Sessions::default(),
                 session_buses: AreaBuses::default(),
                 metrics: Default::default(),
+                console,
                 authority,
                 bus_token,
                 policy: std::sync::Mutex::new(Some(policy)),

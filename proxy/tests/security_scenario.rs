@@ -451,3 +451,51 @@ fn a_webhook_stops_pushing_when_its_owners_grant_is_revoked_and_resumes_when_gra
         state(&bus) == "active"
     });
 }
+
+#[test]
+fn the_read_api_needs_a_token_and_service_actions_need_admin_service() {
+    let bus = Secured::start(|_| {});
+    let get = |path: &str, token: Option<&str>| {
+        let mut request = ureq::get(&bus.url(path));
+        if let Some(token) = token {
+            request = request.set("authorization", &format!("Bearer {token}"));
+        }
+        let response = match request.call() {
+            Ok(response) | Err(ureq::Error::Status(_, response)) => response,
+            Err(e) => panic!("GET {path}: {e}"),
+        };
+        let status = response.status();
+        let challenge = response.header("www-authenticate").map(str::to_owned);
+        let body = serde_json::from_str(&response.into_string().unwrap()).unwrap_or_default();
+        (status, challenge, body)
+    };
+    for path in ["/v1/cluster", "/v1/topics", "/v1/groups", "/v1/services"] {
+        assert_unauthenticated(get(path, None));
+    }
+    // Reading needs no grant, as the CLI's reads of the brokers and nameservers: carol, who
+    // may do nothing, sees the topics.
+    let (status, _, topics) = get("/v1/topics", Some(&bus.tokens.carol));
+    assert_eq!(status, 200, "{topics}");
+    assert_eq!(topics["topics"][0]["topic"], TOPIC);
+    // A lifecycle action needs admin_service on the service, checked before the SGS is asked.
+    let (status, _, body) = bus.post(
+        "/v1/services/7401/deploy",
+        Some(&bus.tokens.carol),
+        &json!({}),
+    );
+    assert_eq!(status, 403, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    for part in ["carol", "admin_service", "7401"] {
+        assert!(message.contains(part), "{message} names {part}");
+    }
+    assert_unauthenticated(bus.post("/v1/services/7401/deploy", None, &json!({})));
+    let (status, _, body) = bus.post(
+        "/v1/services/7401/deploy",
+        Some(&bus.tokens.admin),
+        &json!({}),
+    );
+    assert_eq!(status, 503, "granted, but this proxy has no SGS: {body}");
+    // The console's page itself is open: it asks for the token.
+    let response = ureq::get(&bus.url("/console")).call().unwrap();
+    assert_eq!(response.status(), 200);
+}

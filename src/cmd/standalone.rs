@@ -3,10 +3,11 @@
 //! It runs a nameserver, a broker (all cores; `--brokers N` for a local cluster of N), a GSL
 //! and an SGS with data under `./defibus-data`, registers the brokers with the nameserver,
 //! configures the SGS with the local area (this cluster and this nameserver) as its one area
-//! and GSL, and runs the proxy (HTTP and WebSocket access) unless `--no-proxy`; each part
-//! serves Prometheus `/metrics` on its own loopback port (`--metrics-port-base`, or none with
-//! `--no-metrics`); it prints where everything listens, and stops cleanly on SIGTERM or
-//! SIGINT. [`Bus`] is the same bus without the signals, for tests.
+//! and GSL, and runs the proxy (HTTP and WebSocket access, the web console at `/console`,
+//! which lists this SGS's services) unless `--no-proxy`; each part serves Prometheus
+//! `/metrics` on its own loopback port (`--metrics-port-base`, or none with `--no-metrics`);
+//! it prints where everything listens, and stops cleanly on SIGTERM or SIGINT. [`Bus`] is the
+//! same bus without the signals, for tests.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -56,7 +57,8 @@ pub struct StandaloneArgs {
     /// SGS (service governance) listen address.
     #[arg(long, default_value = "127.0.0.1:9878")]
     sgs_addr: SocketAddr,
-    /// Proxy (HTTP and WebSocket) listen address; port 0 picks a free port.
+    /// Proxy listen address: HTTP and WebSocket access, and the web console at /console;
+    /// port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:8080")]
     proxy_addr: SocketAddr,
     /// Do not start the proxy.
@@ -345,6 +347,7 @@ impl Bus {
                 metrics_addr: metrics_address(args, MetricsSlot::Proxy)?,
                 nameservers: vec![nameserver_addr.to_string()],
                 gsl_endpoints: vec![gsl.local_addr().to_string()],
+                sgs_endpoint: Some(sgs.local_addr().to_string()),
                 area: args.area.clone(),
                 data_dir: args.data_dir.join("proxy"),
                 security: security_for(args, "proxy"),
@@ -433,6 +436,7 @@ impl Bus {
         if let Some(proxy) = self.proxy_addr() {
             let scheme = if self.tls { "https" } else { "http" };
             lines.push(format!("  proxy       {scheme}://{proxy}"));
+            lines.push(format!("  console     {scheme}://{proxy}/console"));
         }
         if self.metrics_off {
             lines.push("  metrics     off (--no-metrics)".to_owned());

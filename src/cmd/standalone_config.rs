@@ -68,6 +68,7 @@ const OWNED: &[(&str, &[(&str, &str)])] = &[
             ("metrics_addr", "--metrics-port-base"),
             ("nameservers", "--nameserver-addr"),
             ("gsl_endpoints", "--gsl-addr"),
+            ("sgs_endpoint", "--sgs-addr"),
             ("area", "--area"),
             ("data_dir", "--data-dir"),
             ("security", "--security"),

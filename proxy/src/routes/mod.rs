@@ -1,6 +1,7 @@
 //! The HTTP API: one module per resource. [`ROUTES`] lists every (method, path) the router
 //! serves; a test checks that the OpenAPI document describes each of them.
 
+mod console;
 mod heartbeat;
 mod openapi;
 mod publish;
@@ -28,10 +29,17 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/stream"),
     ("get", "/openapi.json"),
     ("get", "/health"),
+    ("get", "/v1/cluster"),
+    ("get", "/v1/topics"),
+    ("get", "/v1/groups"),
+    ("get", "/v1/services"),
+    ("post", "/v1/services/{id}/{action}"),
+    ("get", "/console"),
+    ("get", "/console/{file}"),
 ];
 
 /// The router of the whole API, WebSocket endpoint included. Every route but
-/// `/openapi.json` and `/health` sits behind [`crate::caller::authenticate`] (which lets
+/// `/openapi.json`, `/health` and the console's files sits behind [`crate::caller::authenticate`] (which lets
 /// everyone through with security off).
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.body_bytes_max;
@@ -46,6 +54,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/heartbeat", post(heartbeat::heartbeat))
         .route("/v1/stream", get(crate::ws::upgrade))
+        .route("/v1/cluster", get(console::cluster))
+        .route("/v1/topics", get(console::topics))
+        .route("/v1/groups", get(console::groups))
+        .route("/v1/services", get(console::services))
+        .route("/v1/services/{id}/{action}", post(console::act))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::caller::authenticate,
@@ -54,6 +67,10 @@ pub fn router(state: AppState) -> Router {
         .merge(authenticated)
         .route("/openapi.json", get(openapi::document))
         .route("/health", get(health))
+        // The console's files are open to all (they hold no data; the page asks for a
+        // token when the API answers 401).
+        .route("/console", get(crate::console::assets::page))
+        .route("/console/{file}", get(crate::console::assets::file))
         // After every route: errors are JSON (the API's promise), a wrong method too.
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(|| async { crate::error::ApiError::not_found("no such endpoint") })
