@@ -22,7 +22,9 @@ fi
 
 work=$(mktemp -d)
 pid=
+responder=
 cleanup() {
+    [[ -n $responder ]] && kill -TERM "$responder" 2>/dev/null && wait "$responder" 2>/dev/null
     [[ -n $pid ]] && kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
     rm -rf "$work"
 }
@@ -40,10 +42,15 @@ done
 proxy=$(awk '$1 == "proxy" { print $2 }' "$work/out")
 [[ -n $proxy ]] || { echo "standalone printed no proxy address" >&2; exit 1; }
 # A topic to publish to, so generated requests also reach the bus, not only the validation.
-DEFIBUS_NAMESERVER=$(awk '$1 == "nameserver" { print $2 }' "$work/out") \
-    "$DEFIBUS" admin topic create --topic A10-20190001 --queues 2 >/dev/null
+nameserver=$(awk '$1 == "nameserver" { print $2 }' "$work/out")
+DEFIBUS_NAMESERVER=$nameserver "$DEFIBUS" admin topic create --topic A10-20190001 --queues 2 >/dev/null
+# And a service answering it, so a generated request is replied at once rather than waiting
+# out its timeout (up to a minute) with nobody there. Stopped with the bus.
+DEFIBUS_NAMESERVER=$nameserver "$DEFIBUS" respond --topic A10-20190001 --group conformance \
+    --echo >/dev/null 2>"$work/respond.err" &
+responder=$!
 
 # From the scratch directory: schemathesis keeps a cache (.schemathesis/) where it runs.
 cd "$work"
-"$venv/bin/schemathesis" run "$proxy/openapi.json" \
+"$venv/bin/schemathesis" --config-file "$root/proxy/schemathesis.toml" run "$proxy/openapi.json" \
     --max-examples "${SCHEMATHESIS_EXAMPLES:-30}" --exclude-path /v1/stream
