@@ -4,6 +4,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use protocol::names::Area;
 use protocol::record::{BatchBuilder, MessageType, Property, Record, RecordView};
+use protocol::trace::{TraceContext, TraceParent, TraceState};
 
 use crate::error::Result;
 
@@ -23,6 +24,7 @@ pub struct Message {
     value: Vec<u8>,
     tag: Option<String>,
     properties: Vec<(String, Vec<u8>)>,
+    trace: Option<TraceContext>,
 }
 
 impl Message {
@@ -65,6 +67,37 @@ impl Message {
         self
     }
 
+    /// Sets the W3C trace context (`traceparent` and optional `tracestate`), carried unchanged
+    /// to every consumer of the message and, for a request, to its responder. Parse header
+    /// values with [`TraceContext::parse`], which refuses invalid ones with the rule they
+    /// break.
+    ///
+    /// ```
+    /// let context = client::TraceContext::parse(
+    ///     Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+    ///     Some("rojo=00f067aa0ba902b7"),
+    /// )?
+    /// .expect("a traceparent was given");
+    /// let message = client::Message::new("A10-20190001", b"hello".to_vec()).with_trace(context);
+    /// assert!(message.trace().is_some());
+    /// # Ok::<(), client::ClientError>(())
+    /// ```
+    pub fn with_trace(mut self, context: TraceContext) -> Self {
+        self.trace = Some(context);
+        self
+    }
+
+    /// Starts a new trace with this message: a random trace id and span id, sampled
+    /// ([`crate::trace::new_trace`]). Messages get no context unless asked.
+    pub fn with_new_trace(self) -> Self {
+        self.with_trace(crate::trace::new_trace())
+    }
+
+    /// The trace context, if set.
+    pub fn trace(&self) -> Option<&TraceContext> {
+        self.trace.as_ref()
+    }
+
     /// The topic.
     pub fn topic(&self) -> &str {
         &self.topic
@@ -99,9 +132,12 @@ impl Message {
         area: Area,
         extra: &[Property<'_>],
     ) -> Result<()> {
-        let count = extra.len() + 2 + self.properties.len();
+        let trace = self.trace.as_ref();
+        let count = extra.len() + 2 + self.properties.len() + 2 * usize::from(trace.is_some());
         let own = std::iter::once(Property::Area(area))
             .chain(self.tag.as_deref().map(Property::Tag))
+            .chain(trace.map(|t| Property::TraceParent(t.parent)))
+            .chain(trace.and_then(|t| t.tracestate()).map(Property::TraceState))
             .chain(
                 self.properties
                     .iter()
@@ -135,7 +171,7 @@ impl Message {
 }
 
 /// Properties a record lists without allocating when it is encoded: the request-reply trio,
-/// the area, a tag and a few user properties.
+/// the area, a tag, a trace context and a user property.
 const INLINE_PROPERTIES: usize = 8;
 
 /// A message as a consumer, responder or requester receives it: an owned copy of one record
@@ -170,6 +206,8 @@ pub struct ReceivedMessage {
     pub deadline_ms: Option<u64>,
     /// User properties, in the order they were added.
     pub properties: Vec<(String, Vec<u8>)>,
+    /// The W3C trace context, as the sender gave it.
+    pub trace: Option<TraceContext>,
 }
 
 impl ReceivedMessage {
@@ -195,7 +233,10 @@ impl ReceivedMessage {
             correlation_id: None,
             deadline_ms: None,
             properties: Vec::new(),
+            trace: None,
         };
+        let mut trace_parent: Option<TraceParent> = None;
+        let mut trace_state: Option<&str> = None;
         // The batch was validated when parsed, so property errors cannot occur here.
         for property in record.properties().flatten() {
             match property {
@@ -204,12 +245,20 @@ impl ReceivedMessage {
                 Property::DeadlineMs(v) => message.deadline_ms = Some(v),
                 Property::Area(v) => message.area = Some(v),
                 Property::Tag(v) => message.tag = Some(v.to_owned()),
+                Property::TraceParent(v) => trace_parent = Some(v),
+                Property::TraceState(v) => trace_state = Some(v),
                 Property::User { key, value } => {
                     message.properties.push((key.to_owned(), value.to_vec()))
                 }
                 Property::Unknown { .. } => {}
             }
         }
+        // A stored tracestate passed its checks at parse; one without a traceparent beside
+        // it (a hand-built record) is dropped, as W3C asks of a tracestate on its own.
+        message.trace = trace_parent.map(|parent| TraceContext {
+            parent,
+            state: trace_state.and_then(|s| TraceState::parse(s).ok()),
+        });
         message
     }
 
