@@ -56,7 +56,7 @@ mod spin;
 mod timer;
 pub mod trace;
 
-pub use admin::Admin;
+pub use admin::{Admin, TraceLookup};
 pub use backoff::Backoff;
 pub use client::Client;
 pub use config::ClientConfig;
@@ -66,13 +66,12 @@ pub use locator::ServiceLocator;
 pub use message::{Message, ReceivedMessage, Reply};
 pub use producer::{Producer, QueueSelector, SendFuture, SendResult};
 pub use route::QueueTarget;
-pub use rr::{
-    Answer, Replier, ReplyAddress, ReplyFuture, Requester, Responder, ResponderOptions,
-};
+pub use rr::{Answer, Replier, ReplyAddress, ReplyFuture, Requester, Responder, ResponderOptions};
 pub use trace::{TraceContext, TraceParent, TraceState};
 
 /// Protocol types that appear in this crate's API (topic configs, routes, statistics).
 pub use protocol::control::{
-    BrokerStats, ClusterInfo, Deployment, TopicConfig, TopicInfo, TopicRoute,
+    BrokerStats, ClusterInfo, CommitTime, Deployment, GroupLife, MessageLife, PushLife, ReplyLife,
+    ReplySearch, RequestLife, TopicConfig, TopicInfo, TopicRoute, TraceReply, TraceTarget,
 };
 pub use protocol::record::MessageType;

@@ -195,10 +195,10 @@ impl Consumption {
 }
 
 /// The groups of `topic`: a range of the ordered map, not a scan of every group.
-pub(crate) fn of_topic<'g>(
-    groups: &'g BTreeMap<GroupKey, Group>,
+pub(crate) fn of_topic<'g, V>(
+    groups: &'g BTreeMap<GroupKey, V>,
     topic: &str,
-) -> impl Iterator<Item = (&'g GroupKey, &'g Group)> {
+) -> impl Iterator<Item = (&'g GroupKey, &'g V)> {
     let from = GroupKey {
         topic: topic.to_owned(),
         group: String::new(),
@@ -286,8 +286,9 @@ pub(crate) fn close_all(shard: &Shard) {
     drop(groups);
 }
 
-/// Stops every group of a deleted topic.
+/// Stops every group of a deleted topic, and forgets what was pushed of it.
 pub(crate) fn drop_topic(shard: &Rc<Shard>, topic: &str) {
+    shard.pushes.drop_topic(topic);
     shard
         .consumption
         .groups
@@ -335,6 +336,7 @@ pub(crate) fn rebalance(shard: &Rc<Shard>, key: &GroupKey) {
         let handover = (previous_alive && delivered > started_at).then_some(delivered);
         let position = slot.position.clone();
         let started = slot.started_at.clone();
+        let pushes = shard.pushes.ring(key, queue_id);
         let pusher = shard.clone();
         slot.task = Some(shard.tasks.spawn(async move {
             let shard = pusher;
@@ -353,7 +355,7 @@ pub(crate) fn rebalance(shard: &Rc<Shard>, key: &GroupKey) {
             );
             let read_bytes = shard.config.limits.push_read_bytes;
             drop(shard);
-            crate::push::run(sub, queue, position, read_bytes).await;
+            crate::push::run(sub, queue, position, read_bytes, pushes).await;
         }));
     }
     if group.members.is_empty() {

@@ -673,7 +673,10 @@ fn trace_payloads_round_trip() -> Result<(), TestCaseError> {
             }),
         ),
         life(CommitTime::Unknown("damaged".into()), ReplySearch::After(9)),
-        life(CommitTime::NotCommitted, ReplySearch::Unknown("gone".into())),
+        life(
+            CommitTime::NotCommitted,
+            ReplySearch::Unknown("gone".into()),
+        ),
     ];
     round_trip(&TraceReply {
         broker_id: "broker-a".into(),

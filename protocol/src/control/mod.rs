@@ -52,14 +52,14 @@ pub use replica::{
     ReplicaFetchReply, ReplicaRole,
 };
 pub use security::{Authenticate, Authenticated, PolicyDocument, PolicyGet};
+pub use service::{
+    Deployment, GslResolveReply, GslResolveRequest, GslUpdate, ServiceIdRequest, ServiceList,
+    ServiceRecord, ServiceState,
+};
 pub use trace::{
     CommitTime, GroupLife, MessageLife, PushLife, ReplyLife, ReplySearch, RequestLife,
     TRACE_KEY_LEN_MAX, TRACE_MATCHES_MAX, TRACE_SEARCH_RECORDS_MAX, TraceReply, TraceRequest,
     TraceTarget,
-};
-pub use service::{
-    Deployment, GslResolveReply, GslResolveRequest, GslUpdate, ServiceIdRequest, ServiceList,
-    ServiceRecord, ServiceState,
 };
 
 /// The alignment every control archive needs in memory: the largest field is a `u64`.
