@@ -115,11 +115,12 @@ impl Admin {
 
     /// One message's life (`defibus trace`): when and where it was stored, which groups were
     /// pushed it and when, when each committed past it, and for a request its deadline and
-    /// reply. `lookup` names the message by offset or key; each queue of `topic` it selects
-    /// (every queue of the route unless it names a queue id or a broker) is asked at the
-    /// broker shard owning it, and its answer returned, sorted by broker and queue: an answer
-    /// with no message says the queue has none there (see its offsets). Needs `consume` on the
-    /// topic for every group (a grant with group `*`) where the bus checks grants.
+    /// reply. `lookup` names the message by offset, by key or as the newest; each queue of
+    /// `topic` it selects (every queue of the route unless it names a queue id or a broker)
+    /// is asked at the broker shard owning it, and its answer returned, sorted by broker and
+    /// queue: none when the route has no such queue, and an answer with no message when the
+    /// queue has none there (see its offsets). Needs `consume` on the topic for every group (a
+    /// grant with group `*`) where the bus checks grants.
     pub fn trace(&self, topic: &str, lookup: &TraceLookup) -> Result<Vec<TraceReply>> {
         topic.parse::<Topic>()?;
         let route = self.client.routes.refresh(&self.client.pool, topic)?;
@@ -139,17 +140,6 @@ impl Admin {
             .collect();
         queues.sort();
         queues.dedup_by(|a, b| (&a.0, a.1) == (&b.0, b.1));
-        if queues.is_empty() {
-            return Err(ClientError::InvalidArgument(format!(
-                "{topic} has no queue{}{} in its route",
-                lookup.queue_id.map(|q| format!(" {q}")).unwrap_or_default(),
-                lookup
-                    .broker_id
-                    .as_deref()
-                    .map(|b| format!(" on broker {b}"))
-                    .unwrap_or_default()
-            )));
-        }
         let mut replies = Vec::with_capacity(queues.len());
         for (_, queue_id, endpoint) in queues {
             let request = TraceRequest {
@@ -360,6 +350,16 @@ impl TraceLookup {
     pub fn offset(offset: u64) -> Self {
         Self {
             target: TraceTarget::Offset(offset),
+            queue_id: None,
+            broker_id: None,
+            timeout: Self::TIMEOUT_DEFAULT,
+        }
+    }
+
+    /// The newest message of each queue.
+    pub fn newest() -> Self {
+        Self {
+            target: TraceTarget::Newest,
             queue_id: None,
             broker_id: None,
             timeout: Self::TIMEOUT_DEFAULT,

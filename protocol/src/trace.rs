@@ -8,7 +8,8 @@
 //! - `traceparent` is `version-trace_id-parent_id-flags` in lowercase hex:
 //!   `00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01`. Version `00` must be exactly
 //!   55 characters; version `ff` is invalid; a higher version is read by the version-00 rules
-//!   (at least 55 characters, a `-` after the flags when longer) and written back as `00`,
+//!   (at least 55 characters, a `-` and visible ASCII after the flags when longer) and
+//!   written back as `00`,
 //!   as the specification asks of a reader that does not know that version. A trace id of 32
 //!   zeros or a parent id of 16 zeros is invalid. The flags are kept as given (bit 0:
 //!   sampled).

@@ -616,6 +616,7 @@ fn trace_payloads_round_trip() -> Result<(), TestCaseError> {
     };
     for target in [
         TraceTarget::Offset(7),
+        TraceTarget::Newest,
         TraceTarget::Key {
             key: b"order-1".to_vec(),
             search_records: 10_000,

@@ -52,6 +52,11 @@ pub(crate) async fn answer(
     let (start_offset, next_offset) = (queue.log.start_offset(), queue.log.next_offset());
     let (found, searched_from, searched_to) = match &request.target {
         TraceTarget::Offset(offset) => (at_offset(queue, *offset).await?, *offset, *offset),
+        TraceTarget::Newest if next_offset > start_offset => {
+            let newest = next_offset - 1;
+            (at_offset(queue, newest).await?, newest, newest)
+        }
+        TraceTarget::Newest => (Vec::new(), next_offset, next_offset),
         TraceTarget::Key {
             key,
             search_records,

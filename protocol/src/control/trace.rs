@@ -24,6 +24,8 @@ pub const TRACE_KEY_LEN_MAX: usize = u16::MAX as usize;
 pub enum TraceTarget {
     /// The record at this offset (it may sit inside a batch).
     Offset(u64),
+    /// The newest record of the queue (at its next offset − 1), if it holds any.
+    Newest,
     /// The records with this key among the newest `search_records` of the queue, newest
     /// `matches_max` kept.
     Key {

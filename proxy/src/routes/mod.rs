@@ -7,6 +7,7 @@ mod publish;
 mod reply;
 mod request;
 mod subscriptions;
+mod trace;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -25,6 +26,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/subscriptions/{id}"),
     ("delete", "/v1/subscriptions/{id}"),
     ("post", "/v1/heartbeat"),
+    ("get", "/v1/trace"),
     ("get", "/v1/stream"),
     ("get", "/openapi.json"),
     ("get", "/health"),
@@ -45,6 +47,7 @@ pub fn router(state: AppState) -> Router {
             get(subscriptions::show).delete(subscriptions::remove),
         )
         .route("/v1/heartbeat", post(heartbeat::heartbeat))
+        .route("/v1/trace", get(trace::trace))
         .route("/v1/stream", get(crate::ws::upgrade))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
