@@ -13,3 +13,4 @@ pub mod sgs;
 pub mod shared;
 pub mod standalone;
 mod standalone_config;
+pub mod trace;

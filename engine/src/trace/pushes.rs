@@ -145,9 +145,14 @@ impl Pushes {
             .collect()
     }
 
-    /// From when a group with no ring on a queue has its pushes remembered: the shard's start.
+    /// From when a group with no ring on a queue has its pushes remembered: the shard's
+    /// start; `i64::MAX` (never) when the shard remembers no pushes.
     pub fn started_ms(&self) -> i64 {
-        self.started_ms
+        if self.capacity == 0 {
+            i64::MAX
+        } else {
+            self.started_ms
+        }
     }
 
     /// Forgets a deleted topic's rings.

@@ -187,7 +187,8 @@ pub struct GroupLife {
     pub pushes: Vec<PushLife>,
     /// Every push of this group on this queue from this time on is remembered: a message
     /// pushed before it may show no push. The shard's start, or the time of the latest push
-    /// the bounded memory (`trace.pushes_remembered`) let go.
+    /// the bounded memory (`trace.pushes_remembered`) let go; `i64::MAX` when the broker
+    /// remembers no pushes (`trace.pushes_remembered = 0`).
     pub pushes_since_ms: i64,
     /// The group's committed offset now (the next offset it will consume).
     pub committed_offset: Option<u64>,
