@@ -500,6 +500,9 @@ impl BrokerConfig {
         if let Some((name, _)) = intervals.iter().find(|(_, v)| *v == 0) {
             return fail(format!("{name} must be at least 1"));
         }
+        if self.trace.scan_bytes_max == 0 {
+            return fail("trace.scan_bytes_max must be at least 1".into());
+        }
         if self.storage.min_free_percent >= 100 {
             return fail(format!(
                 "storage.min_free_percent {} must be below 100",
