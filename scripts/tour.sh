@@ -237,6 +237,50 @@ step 0 'cargo run --release -- request --service 20190009 "anyone there?"; echo 
 exit code 1
 EOF
 
+# Operations: trace a message and a request.
+step 0 'cargo run --release -- admin topic create --topic A10-20190008 --queues 1' <<'EOF'
+created A10-20190008 on broker-a: 1 queues, flush async, max depth 500
+A10-20190008 is routable (* ms)
+EOF
+step 0 'cargo run --release -- produce --topic A10-20190008 --key order-8 --traceparent 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01 "order 8"' <<'EOF'
+queue=0 offset=0 broker=broker-a traceparent=00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01
+EOF
+step 0 'cargo run --release -- consume --topic A10-20190008 --group billing --count 1' <<'EOF'
+queue=0 offset=0 key=order-8 tag=- traceparent=00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01 value=order 8
+EOF
+step 0 'cargo run --release -- trace --topic A10-20190008 --queue 0 --offset 0' <<'EOF'
+A10-20190008 queue 0 offset 0 on broker-a shard *
+  stored       20*Z  in the batch at offset 0 (1 record)
+  created      * ms  event  key=order-8  7 bytes
+  traceparent  00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01
+  group billing
+    pushed     +* to *#A10 (offsets 0..1)
+    committed  +* (committed offset now 1)
+EOF
+start_responder 'cargo run --release -- respond --topic A10-20190008 --group orders-svc --upper &'
+step 0 'cargo run --release -- request --topic A10-20190008 --key order-9 --new-trace "check order 9"' <<'EOF'
+CHECK ORDER 9
+EOF
+stop_responder "responding to A10-20190008 as group orders-svc; stop with Ctrl-C
+queue=0 offset=1 key=order-9 tag=- traceparent=00-*-01 value=check order 9 -> CHECK ORDER 9"
+# The request's own traceparent, made by --new-trace, as its responder printed it.
+traceparent=$(sed -n 's/.* traceparent=\([^ ]*\) .*/\1/p' "$work/respond.out")
+[[ -n $traceparent ]] || fail "the responder printed no traceparent"
+step 0 'cargo run --release -- trace --topic A10-20190008 --key order-9' <<EOF
+A10-20190008 queue 0 offset 1 on broker-a shard *
+  stored       20*Z  in the batch at offset 1 (1 record)
+  created      * ms  request  key=order-9  13 bytes
+  traceparent  $traceparent
+  group billing
+    pushed     not yet
+    committed  no (committed offset now 1)
+  group orders-svc
+    pushed     +* to *#A10 (offsets *..2)
+    committed  +* (committed offset now 2)
+  request      deadline +* (20*Z), reply to *#A10
+    reply      stored +* in the reply queue of shard * at offset *, traceparent $traceparent
+EOF
+
 # Replicated queues: three brokers beside the bus (the README's loop, with this run's
 # nameserver and data directory), a leader killed with kill -9, a manual election.
 brokers_line='for i in 0 1 2; do cargo run --release -- broker --broker-id broker-$i --listen 127.0.0.1 --port-base 0 --shards 1 --data-dir ./defibus-data/broker-$i --nameserver 127.0.0.1:9876 --metrics-address 127.0.0.1:912$i & done'
@@ -301,7 +345,7 @@ for _ in $(seq 100); do
     curl -s "$broker_metrics" | grep -qxF 'defibus_request_timeouts_total{topic="A10-20190002"} 1' && break
     sleep 0.1
 done
-step 0 "curl -s http://127.0.0.1:9110/metrics | grep -E '^defibus_request_(reply_seconds_count|timeouts_total)' | sort" <<'EOF'
+step 0 "curl -s http://127.0.0.1:9110/metrics | grep -E '^defibus_request_(reply_seconds_count|timeouts_total)\{topic=\"A10-2019000[23]\"' | sort" <<'EOF'
 defibus_request_reply_seconds_count{topic="A10-20190002"} 1
 defibus_request_reply_seconds_count{topic="A10-20190003"} 1
 defibus_request_timeouts_total{topic="A10-20190002"} 1

@@ -86,6 +86,13 @@ enum Command {
     Consume(cmd::consume::ConsumeArgs),
     /// Send a request to a service topic and print the reply's value.
     Request(cmd::request::RequestArgs),
+    /// Print one message's life: when and where it was stored, which groups were pushed it
+    /// and when each committed it, and for a request its deadline and reply.
+    ///
+    /// By --offset (with --queue) or --key, asked of the brokers holding the topic; --json
+    /// prints the document the proxy's GET /v1/trace answers. Exits 1 when no such message
+    /// is found.
+    Trace(cmd::trace::TraceArgs),
     /// Answer a service topic's requests (--echo or --upper) until Ctrl-C/SIGTERM.
     ///
     /// Prints each request handled and its reply. A stand-in service for demos and tests.
@@ -194,6 +201,7 @@ fn main() -> std::process::ExitCode {
         Command::Consume(args) => cmd::consume::run(args),
         Command::Request(args) => cmd::request::run(args),
         Command::Respond(args) => cmd::respond::run(args),
+        Command::Trace(args) => cmd::trace::run(args),
         Command::Security(command) => cmd::security::run(command),
         Command::Certs(command) => cmd::certs::run(command),
         Command::Bench(args) => bench::run(args),

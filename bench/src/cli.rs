@@ -275,6 +275,10 @@ pub struct ProduceArgs {
     /// every in-sync replica.
     #[arg(long, value_enum, default_value_t = AcksArg::All)]
     pub acks: AcksArg,
+    /// Carry this W3C traceparent on every message (e.g.
+    /// 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01): what tracing costs.
+    #[arg(long, value_name = "TRACEPARENT")]
+    pub traceparent: Option<client::TraceParent>,
 }
 
 /// `--acks`.

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use protocol::codes::Command;
 use protocol::control::{
     self, BrokerStats, ClusterInfo, PolicyDocument, PolicyGet, QueueAssignment, ScrubReply,
-    ScrubRequest, TopicConfig, TopicInfo, TopicList, TopicName, TopicRoute,
+    ScrubRequest, TopicConfig, TopicInfo, TopicList, TopicName, TopicRoute, TraceReply,
+    TraceRequest, TraceTarget,
 };
 use protocol::names::Topic;
 
@@ -110,6 +111,52 @@ impl Admin {
         let conn = self.client.broker(broker)?;
         let frame = conn.call(Command::ScrubLogs, &[], &body, timeout)?;
         control::decode::<ScrubReply>(&frame.body).map_err(|e| ClientError::control(broker, e))
+    }
+
+    /// One message's life (`defibus trace`): when and where it was stored, which groups were
+    /// pushed it and when, when each committed past it, and for a request its deadline and
+    /// reply. `lookup` names the message by offset, by key or as the newest; each queue of
+    /// `topic` it selects (every queue of the route unless it names a queue id or a broker)
+    /// is asked at the broker shard owning it, and its answer returned, sorted by broker and
+    /// queue: none when the route has no such queue, and an answer with no message when the
+    /// queue has none there (see its offsets). Needs `consume` on the topic for every group (a
+    /// grant with group `*`) where the bus checks grants.
+    pub fn trace(&self, topic: &str, lookup: &TraceLookup) -> Result<Vec<TraceReply>> {
+        topic.parse::<Topic>()?;
+        let route = self.client.routes.refresh(&self.client.pool, topic)?;
+        let mut queues: Vec<(String, u32, String)> = route
+            .route
+            .queues
+            .iter()
+            .filter(|q| lookup.queue_id.is_none_or(|id| id == q.queue_id))
+            .filter(|q| lookup.broker_id.as_deref().is_none_or(|b| b == q.broker_id))
+            .map(|q| {
+                (
+                    q.broker_id.clone(),
+                    q.queue_id,
+                    crate::route::endpoint_of(q),
+                )
+            })
+            .collect();
+        queues.sort();
+        queues.dedup_by(|a, b| (&a.0, a.1) == (&b.0, b.1));
+        let mut replies = Vec::with_capacity(queues.len());
+        for (_, queue_id, endpoint) in queues {
+            let request = TraceRequest {
+                topic: topic.to_owned(),
+                queue_id,
+                target: lookup.target.clone(),
+            };
+            request.validate().map_err(local)?;
+            let body = control::encode(&request).map_err(local)?;
+            let conn = self.client.broker(&endpoint)?;
+            let frame = conn.call(Command::TraceMessage, &[], &body, lookup.timeout)?;
+            replies.push(
+                control::decode::<TraceReply>(&frame.body)
+                    .map_err(|e| ClientError::control(&endpoint, e))?,
+            );
+        }
+        Ok(replies)
     }
 
     /// The live brokers, from the first nameserver that answers.
@@ -275,6 +322,72 @@ impl Admin {
     ) -> Result<protocol::frame::FrameBytes> {
         let conn = self.client.broker(broker)?;
         conn.call(command, &[], body, self.client.config.request_timeout)
+    }
+}
+
+/// Which message [`Admin::trace`] looks for, and where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceLookup {
+    /// By offset, or by key among the newest records of each queue.
+    pub target: TraceTarget,
+    /// Only this queue id (on every broker holding the topic, unless `broker_id` says).
+    pub queue_id: Option<u32>,
+    /// Only the queues of this broker.
+    pub broker_id: Option<String>,
+    /// How long each broker may take to answer (a trace reads stored data).
+    pub timeout: std::time::Duration,
+}
+
+impl TraceLookup {
+    /// How long a trace waits for each broker by default.
+    pub const TIMEOUT_DEFAULT: std::time::Duration = std::time::Duration::from_secs(30);
+
+    /// The message at `offset` of each queue (narrow with [`Self::queue`]).
+    pub fn offset(offset: u64) -> Self {
+        Self {
+            target: TraceTarget::Offset(offset),
+            queue_id: None,
+            broker_id: None,
+            timeout: Self::TIMEOUT_DEFAULT,
+        }
+    }
+
+    /// The newest message of each queue.
+    pub fn newest() -> Self {
+        Self {
+            target: TraceTarget::Newest,
+            queue_id: None,
+            broker_id: None,
+            timeout: Self::TIMEOUT_DEFAULT,
+        }
+    }
+
+    /// The newest `matches_max` messages with `key` among the newest `search_records` of each
+    /// queue (bounds: [`protocol::control::TRACE_SEARCH_RECORDS_MAX`],
+    /// [`protocol::control::TRACE_MATCHES_MAX`]).
+    pub fn key(key: impl Into<Vec<u8>>, search_records: u64, matches_max: u32) -> Self {
+        Self {
+            target: TraceTarget::Key {
+                key: key.into(),
+                search_records,
+                matches_max,
+            },
+            queue_id: None,
+            broker_id: None,
+            timeout: Self::TIMEOUT_DEFAULT,
+        }
+    }
+
+    /// Only queue `queue_id`.
+    pub fn queue(mut self, queue_id: u32) -> Self {
+        self.queue_id = Some(queue_id);
+        self
+    }
+
+    /// Only broker `broker_id`'s queues.
+    pub fn broker(mut self, broker_id: impl Into<String>) -> Self {
+        self.broker_id = Some(broker_id.into());
+        self
     }
 }
 

@@ -236,6 +236,12 @@ impl ClientError {
 /// The result of a client call.
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 
+impl From<protocol::trace::TraceContextError> for ClientError {
+    fn from(e: protocol::trace::TraceContextError) -> Self {
+        Self::InvalidArgument(e.to_string())
+    }
+}
+
 impl From<NameError> for ClientError {
     fn from(e: NameError) -> Self {
         Self::InvalidName(Box::new(e))

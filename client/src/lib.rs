@@ -16,7 +16,10 @@
 //!   responder's handler runs on a thread of its own, or on the connections' reader threads
 //!   ([`ResponderOptions::inline`], for quick handlers); [`Replier`] answers a request later,
 //!   by its [`ReplyAddress`];
-//! - [`Admin`]: topics, routes, cluster info and statistics;
+//! - [`Admin`]: topics, routes, cluster info and statistics; one message's life
+//!   ([`Admin::trace`]);
+//! - [`trace`]: W3C trace context carried by messages ([`Message::with_trace`],
+//!   [`Message::with_new_trace`], [`ReceivedMessage::trace`]), from requests to replies;
 //! - [`ServiceLocator`] ([`Client::locator`], with [`ClientConfig::with_gsl`]): services by
 //!   id through GSL, nearest deployment first; every role above has a by-service-id form
 //!   ([`Producer::send_to_service`], [`Requester::request_service`],
@@ -51,8 +54,9 @@ mod send;
 mod slot;
 mod spin;
 mod timer;
+pub mod trace;
 
-pub use admin::Admin;
+pub use admin::{Admin, TraceLookup};
 pub use backoff::Backoff;
 pub use client::Client;
 pub use config::ClientConfig;
@@ -62,10 +66,12 @@ pub use locator::ServiceLocator;
 pub use message::{Message, ReceivedMessage, Reply};
 pub use producer::{Producer, QueueSelector, SendFuture, SendResult};
 pub use route::QueueTarget;
-pub use rr::{Replier, ReplyAddress, ReplyFuture, Requester, Responder, ResponderOptions};
+pub use rr::{Answer, Replier, ReplyAddress, ReplyFuture, Requester, Responder, ResponderOptions};
+pub use trace::{TraceContext, TraceParent, TraceState};
 
 /// Protocol types that appear in this crate's API (topic configs, routes, statistics).
 pub use protocol::control::{
-    BrokerStats, ClusterInfo, Deployment, TopicConfig, TopicInfo, TopicRoute,
+    BrokerStats, ClusterInfo, CommitTime, Deployment, GroupLife, MessageLife, PushLife, ReplyLife,
+    ReplySearch, RequestLife, TopicConfig, TopicInfo, TopicRoute, TraceReply, TraceTarget,
 };
 pub use protocol::record::MessageType;

@@ -4,6 +4,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use protocol::names::Area;
 use protocol::record::{BatchBuilder, MessageType, Property, Record, RecordView};
+use protocol::trace::{TraceContext, TraceParent, TraceState};
 
 use crate::error::Result;
 
@@ -23,6 +24,7 @@ pub struct Message {
     value: Vec<u8>,
     tag: Option<String>,
     properties: Vec<(String, Vec<u8>)>,
+    trace: Option<TraceContext>,
 }
 
 impl Message {
@@ -65,6 +67,37 @@ impl Message {
         self
     }
 
+    /// Sets the W3C trace context (`traceparent` and optional `tracestate`), carried unchanged
+    /// to every consumer of the message and, for a request, to its responder. Parse header
+    /// values with [`TraceContext::parse`], which refuses invalid ones with the rule they
+    /// break.
+    ///
+    /// ```
+    /// let context = client::TraceContext::parse(
+    ///     Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+    ///     Some("rojo=00f067aa0ba902b7"),
+    /// )?
+    /// .expect("a traceparent was given");
+    /// let message = client::Message::new("A10-20190001", b"hello".to_vec()).with_trace(context);
+    /// assert!(message.trace().is_some());
+    /// # Ok::<(), client::ClientError>(())
+    /// ```
+    pub fn with_trace(mut self, context: TraceContext) -> Self {
+        self.trace = Some(context);
+        self
+    }
+
+    /// Starts a new trace with this message: a random trace id and span id, sampled
+    /// ([`crate::trace::new_trace`]). Messages get no context unless asked.
+    pub fn with_new_trace(self) -> Self {
+        self.with_trace(crate::trace::new_trace())
+    }
+
+    /// The trace context, if set.
+    pub fn trace(&self) -> Option<&TraceContext> {
+        self.trace.as_ref()
+    }
+
     /// The topic.
     pub fn topic(&self) -> &str {
         &self.topic
@@ -99,43 +132,77 @@ impl Message {
         area: Area,
         extra: &[Property<'_>],
     ) -> Result<()> {
-        let count = extra.len() + 2 + self.properties.len();
-        let own = std::iter::once(Property::Area(area))
-            .chain(self.tag.as_deref().map(Property::Tag))
-            .chain(
-                self.properties
-                    .iter()
-                    .map(|(key, value)| Property::User { key, value }),
-            );
-        let all = extra.iter().copied().chain(own);
-        let mut push = |properties: &[Property<'_>]| {
-            builder.push(&Record {
-                timestamp_ms: now_ms() as i64,
-                message_type,
-                key: &self.key,
-                properties,
-                value: &self.value,
-            })
-        };
-        // The usual message (area, maybe a tag and the request-reply trio) lists its
-        // properties on the stack: no allocation per send.
-        if count <= INLINE_PROPERTIES {
-            let mut inline = [Property::Area(area); INLINE_PROPERTIES];
-            let mut len = 0;
-            for (slot, property) in inline.iter_mut().zip(all) {
-                *slot = property;
-                len += 1;
-            }
-            push(&inline[..len])?;
-        } else {
-            push(&all.collect::<Vec<_>>())?;
+        // Listed straight, not through a chain of iterator adapters: this runs per message,
+        // and an adapter per optional property cost ~10% of a 100 B send.
+        let mut list = PropertyList::new(Property::Area(area));
+        for property in extra {
+            list.push(*property);
         }
+        list.push(Property::Area(area));
+        if let Some(tag) = &self.tag {
+            list.push(Property::Tag(tag));
+        }
+        if let Some(trace) = &self.trace {
+            list.push(Property::TraceParent(trace.parent));
+            if let Some(state) = trace.tracestate() {
+                list.push(Property::TraceState(state));
+            }
+        }
+        for (key, value) in &self.properties {
+            list.push(Property::User { key, value });
+        }
+        builder.push(&Record {
+            timestamp_ms: now_ms() as i64,
+            message_type,
+            key: &self.key,
+            properties: list.as_slice(),
+            value: &self.value,
+        })?;
         Ok(())
     }
 }
 
-/// Properties a record lists without allocating when it is encoded: the request-reply trio,
-/// the area, a tag and a few user properties.
+/// A record's properties as they are listed for encoding: on the stack while they fit (the
+/// usual message: the request-reply trio, the area, a tag, a trace context and a user
+/// property; no allocation per send), on the heap past that.
+struct PropertyList<'a> {
+    inline: [Property<'a>; INLINE_PROPERTIES],
+    len: usize,
+    heap: Vec<Property<'a>>,
+}
+
+impl<'a> PropertyList<'a> {
+    /// An empty list; `filler` only initialises the unused slots.
+    fn new(filler: Property<'a>) -> Self {
+        Self {
+            inline: [filler; INLINE_PROPERTIES],
+            len: 0,
+            heap: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, property: Property<'a>) {
+        if self.heap.is_empty() && self.len < INLINE_PROPERTIES {
+            self.inline[self.len] = property;
+            self.len += 1;
+            return;
+        }
+        if self.heap.is_empty() {
+            self.heap.extend_from_slice(&self.inline[..self.len]);
+        }
+        self.heap.push(property);
+    }
+
+    fn as_slice(&self) -> &[Property<'a>] {
+        if self.heap.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.heap
+        }
+    }
+}
+
+/// Properties a record lists without allocating when it is encoded.
 const INLINE_PROPERTIES: usize = 8;
 
 /// A message as a consumer, responder or requester receives it: an owned copy of one record
@@ -170,6 +237,8 @@ pub struct ReceivedMessage {
     pub deadline_ms: Option<u64>,
     /// User properties, in the order they were added.
     pub properties: Vec<(String, Vec<u8>)>,
+    /// The W3C trace context, as the sender gave it.
+    pub trace: Option<TraceContext>,
 }
 
 impl ReceivedMessage {
@@ -195,7 +264,10 @@ impl ReceivedMessage {
             correlation_id: None,
             deadline_ms: None,
             properties: Vec::new(),
+            trace: None,
         };
+        let mut trace_parent: Option<TraceParent> = None;
+        let mut trace_state: Option<&str> = None;
         // The batch was validated when parsed, so property errors cannot occur here.
         for property in record.properties().flatten() {
             match property {
@@ -204,12 +276,20 @@ impl ReceivedMessage {
                 Property::DeadlineMs(v) => message.deadline_ms = Some(v),
                 Property::Area(v) => message.area = Some(v),
                 Property::Tag(v) => message.tag = Some(v.to_owned()),
+                Property::TraceParent(v) => trace_parent = Some(v),
+                Property::TraceState(v) => trace_state = Some(v),
                 Property::User { key, value } => {
                     message.properties.push((key.to_owned(), value.to_vec()))
                 }
                 Property::Unknown { .. } => {}
             }
         }
+        // A stored tracestate passed its checks at parse; one without a traceparent beside
+        // it (a hand-built record) is dropped, as W3C asks of a tracestate on its own.
+        message.trace = trace_parent.map(|parent| TraceContext {
+            parent,
+            state: trace_state.and_then(|s| TraceState::parse(s).ok()),
+        });
         message
     }
 
@@ -281,5 +361,35 @@ mod tests {
         assert_eq!(got[1].reply_to.as_deref(), Some("me@1#A10"));
         assert!(got[1].is_expired());
         assert!(!got[0].is_expired());
+    }
+
+    #[test]
+    fn trace_contexts_and_many_properties_survive_encoding() {
+        let area: Area = "A10".parse().unwrap();
+        let context = crate::trace::new_trace();
+        let mut message = Message::new("A10-1", b"v".to_vec())
+            .with_tag("t")
+            .with_trace(TraceContext {
+                state: Some(TraceState::parse("rojo=1").unwrap()),
+                ..context.clone()
+            });
+        // Past the inline list: ten user properties spill onto the heap, in order.
+        for i in 0..10 {
+            message = message.with_property(format!("p{i}"), vec![i]);
+        }
+        let mut builder = BatchBuilder::new(BATCH_LEN_MAX);
+        message
+            .append_to(&mut builder, MessageType::Event, area, &[])
+            .unwrap();
+        let bytes = builder.finish().unwrap();
+        let batch = BatchView::parse(&bytes, BATCH_LEN_MAX).unwrap();
+        let got = ReceivedMessage::from_record(&batch.records().next().unwrap(), "A10-1", 0, "h:1");
+        let trace = got.trace.expect("the context");
+        assert_eq!(trace.parent, context.parent);
+        assert_eq!(trace.tracestate(), Some("rojo=1"));
+        assert_eq!(got.tag.as_deref(), Some("t"));
+        let keys: Vec<&str> = got.properties.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, (0..10).map(|i| format!("p{i}")).collect::<Vec<_>>());
+        assert_eq!(message.trace().map(|t| t.parent), Some(context.parent));
     }
 }

@@ -51,6 +51,14 @@ pub struct BrokerArgs {
     /// (storage.min_free_percent; default 5, 0 turns the check off).
     #[arg(long)]
     pub min_free_percent: Option<u8>,
+    /// Pushes remembered per group and queue for `defibus trace` ([trace]
+    /// pushes_remembered; default 64, 0: none).
+    #[arg(long, value_name = "N")]
+    pub trace_pushes_remembered: Option<usize>,
+    /// Stored bytes one `defibus trace` lookup may read ([trace] scan_bytes_max; default
+    /// 67108864, 64 MiB).
+    #[arg(long, value_name = "BYTES")]
+    pub trace_scan_bytes_max: Option<u64>,
     /// Require authentication and grants ([security] enabled = true); the policy comes from
     /// the nameservers.
     #[arg(long)]
@@ -152,6 +160,12 @@ fn apply_overrides(config: &mut BrokerConfig, args: BrokerArgs) {
     }
     if let Some(v) = args.data_dir {
         config.data_dir = v;
+    }
+    if let Some(v) = args.trace_pushes_remembered {
+        config.trace.pushes_remembered = v;
+    }
+    if let Some(v) = args.trace_scan_bytes_max {
+        config.trace.scan_bytes_max = v;
     }
     if !args.nameservers.is_empty() {
         config.nameservers = args.nameservers;

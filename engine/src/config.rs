@@ -91,6 +91,12 @@ pub const SUBSCRIPTIONS_PER_CONNECTION_MAX_DEFAULT: usize = 1024;
 pub const MIN_FREE_PERCENT_DEFAULT: u8 = 5;
 /// Default wait after a failed write before a poisoned log is reopened by the next write, ms.
 pub const REOPEN_AFTER_POISON_MS_DEFAULT: u64 = 1000;
+/// Default pushes remembered per group and queue for `defibus trace` (each a range of
+/// offsets pushed to one member in one millisecond; 40 bytes at most).
+pub const TRACE_PUSHES_REMEMBERED_DEFAULT: usize = 64;
+/// Default stored bytes one `defibus trace` lookup may read (key search, commit times in the
+/// offset journal, replies in the reply queue).
+pub const TRACE_SCAN_BYTES_MAX_DEFAULT: u64 = 64 << 20;
 /// The free-space check is refreshed at most this often, ms (it is a `statvfs` call).
 pub const FREE_SPACE_CHECK_INTERVAL_MS: u64 = 100;
 /// ... or once this many bytes were appended by the shard since the last check.
@@ -168,6 +174,8 @@ pub struct BrokerConfig {
     pub limits: Limits,
     /// Storage settings every queue log is opened with.
     pub storage: StorageConfig,
+    /// What `defibus trace` remembers and may read (`[trace]`).
+    pub trace: TraceConfig,
     /// Authentication, the ACL and the audit log (`[security]`, docs/ARCHITECTURE.md §9):
     /// with `enabled`, every connection authenticates first and every action is checked
     /// against the policy the nameservers serve; `token_file` is the broker's own token
@@ -269,6 +277,7 @@ impl Default for BrokerConfig {
             io_memory_bytes: IO_MEMORY_BYTES_DEFAULT,
             limits: Limits::default(),
             storage: StorageConfig::default(),
+            trace: TraceConfig::default(),
             security: auth::SecuritySettings::default(),
             tls: None,
         }
@@ -288,6 +297,30 @@ impl Default for Limits {
             subscriptions_per_connection_max: SUBSCRIPTIONS_PER_CONNECTION_MAX_DEFAULT,
             partial_frame_bytes_shard_max: PARTIAL_FRAME_BYTES_SHARD_MAX_DEFAULT,
             unknown_commands_per_connection_max: UNKNOWN_COMMANDS_PER_CONNECTION_MAX_DEFAULT,
+        }
+    }
+}
+
+/// `[trace]`: the bounded memory and reads behind `TraceMessage` (`defibus trace`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TraceConfig {
+    /// Pushes remembered per (group, queue): each entry is a range of offsets pushed to one
+    /// member within one millisecond, at most 40 bytes; the oldest is let go when full, and a
+    /// trace says from when its memory is complete. 0 remembers none (a trace then shows no
+    /// pushes). Default 64.
+    pub pushes_remembered: usize,
+    /// Stored bytes one trace lookup may read in all: the key search, the offset journal
+    /// (when each group committed) and the reply queue (a request's reply). Where it runs out
+    /// the answer says how far it got. Default 64 MiB.
+    pub scan_bytes_max: u64,
+}
+
+impl Default for TraceConfig {
+    fn default() -> Self {
+        Self {
+            pushes_remembered: TRACE_PUSHES_REMEMBERED_DEFAULT,
+            scan_bytes_max: TRACE_SCAN_BYTES_MAX_DEFAULT,
         }
     }
 }
@@ -466,6 +499,9 @@ impl BrokerConfig {
         ];
         if let Some((name, _)) = intervals.iter().find(|(_, v)| *v == 0) {
             return fail(format!("{name} must be at least 1"));
+        }
+        if self.trace.scan_bytes_max == 0 {
+            return fail("trace.scan_bytes_max must be at least 1".into());
         }
         if self.storage.min_free_percent >= 100 {
             return fail(format!(

@@ -195,10 +195,10 @@ impl Consumption {
 }
 
 /// The groups of `topic`: a range of the ordered map, not a scan of every group.
-pub(crate) fn of_topic<'g>(
-    groups: &'g BTreeMap<GroupKey, Group>,
+pub(crate) fn of_topic<'g, V>(
+    groups: &'g BTreeMap<GroupKey, V>,
     topic: &str,
-) -> impl Iterator<Item = (&'g GroupKey, &'g Group)> {
+) -> impl Iterator<Item = (&'g GroupKey, &'g V)> {
     let from = GroupKey {
         topic: topic.to_owned(),
         group: String::new(),
@@ -286,8 +286,9 @@ pub(crate) fn close_all(shard: &Shard) {
     drop(groups);
 }
 
-/// Stops every group of a deleted topic.
+/// Stops every group of a deleted topic, and forgets what was pushed of it.
 pub(crate) fn drop_topic(shard: &Rc<Shard>, topic: &str) {
+    shard.pushes.drop_topic(topic);
     shard
         .consumption
         .groups
@@ -338,6 +339,7 @@ pub(crate) fn rebalance(shard: &Rc<Shard>, key: &GroupKey) {
         // Broadcast instances are keyed per client: redeliveries are counted per clustering
         // group only (crate::metrics::deliveries).
         let delivered = group.clustering.then(|| queue.deliveries.of(&key.group));
+        let pushes = shard.pushes.ring(key, queue_id);
         let pusher = shard.clone();
         slot.task = Some(shard.tasks.spawn(async move {
             let shard = pusher;
@@ -356,7 +358,7 @@ pub(crate) fn rebalance(shard: &Rc<Shard>, key: &GroupKey) {
             );
             let read_bytes = shard.config.limits.push_read_bytes;
             drop(shard);
-            crate::push::run(sub, queue, position, read_bytes, delivered).await;
+            crate::push::run(sub, queue, position, read_bytes, delivered, pushes).await;
         }));
     }
     if group.members.is_empty() {

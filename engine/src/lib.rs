@@ -7,7 +7,8 @@
 //! - internally, the data path: `shard` (one executor per core) → `net` (connections,
 //!   dispatch) → `topic` / `queue` (owned queues) → `group` / `push` (consumption) →
 //!   `offsets`, `rr` (request-reply), `mesh` (between shards), `admin`, `register`,
-//!   `retention` and `scrub` (background passes over the stored data).
+//!   `retention` and `scrub` (background passes over the stored data), `trace` (one
+//!   message's life, for `defibus trace`).
 
 #![deny(unsafe_code)]
 
@@ -42,6 +43,7 @@ mod security;
 mod shard;
 pub mod testing;
 pub mod topic;
+mod trace;
 
 pub use crate::broker::Broker;
 pub use crate::config::BrokerConfig;

@@ -113,6 +113,39 @@ impl Offsets {
         self.changed.generation()
     }
 
+    /// When group `group` first committed past `offset` of queue `queue_id`, looking at the
+    /// commits stored from `since_ms` on (when the message was stored): each journal record is
+    /// stamped with the time the broker appended it. See [`crate::trace`].
+    pub async fn first_commit_past(
+        &self,
+        topic: &str,
+        group: &str,
+        queue_id: u32,
+        offset: u64,
+        since_ms: i64,
+        budget: &crate::trace::scan::Budget,
+    ) -> protocol::control::CommitTime {
+        use crate::trace::scan::{self, Step};
+        let key = key(topic, group, queue_id);
+        let scanned = async {
+            let from = scan::first_at_or_after(&self.journal, since_ms, budget).await?;
+            scan::forward(&self.journal, from, budget, |view| {
+                let passes = view.records().any(|record| {
+                    record.key() == key.as_bytes()
+                        && <[u8; 8]>::try_from(record.value())
+                            .is_ok_and(|v| u64::from_le_bytes(v) > offset)
+                });
+                if passes {
+                    Step::Found(view.header().append_time_ms)
+                } else {
+                    Step::Next
+                }
+            })
+            .await
+        };
+        crate::trace::commit_time(scanned.await)
+    }
+
     /// Records a commit; resolves once it is durable.
     pub async fn commit(
         &self,

@@ -21,14 +21,18 @@ use crate::net::outbox::Outbound;
 use crate::queue::Queue;
 
 /// Pushes `queue` to `sub` from `position` until the subscription ends or the task is dropped;
-/// what a clustering group is pushed is recorded in `delivered`, to count redeliveries.
+/// what a clustering group is pushed is recorded in `delivered`, to count redeliveries, and
+/// each push in `pushes` (the group's ring on this queue, for traces) when there is one.
 pub(crate) async fn run(
     sub: Rc<Subscription>,
     queue: Rc<Queue>,
     position: Rc<Cell<u64>>,
     read_bytes: usize,
     delivered: Option<Rc<Delivered>>,
+    pushes: Option<crate::trace::PushLog>,
 ) {
+    // One shared name per push task: a ring entry holds a reference, not a copy.
+    let client: Rc<str> = Rc::from(sub.client_id.as_str());
     // The damage already reported to this subscriber, by offset: said once, not per wake-up.
     let mut damage_reported = None;
     loop {
@@ -102,7 +106,7 @@ pub(crate) async fn run(
             if sub.closed.get() {
                 return;
             }
-            let Some((next_offset, records, expired)) = inspect(&batch) else {
+            let Some((next_offset, records, expired, now_ms)) = inspect(&batch) else {
                 log::error!(
                     "push of {}/{}: unreadable batch at offset {offset}",
                     queue.topic,
@@ -137,6 +141,11 @@ pub(crate) async fn run(
                 let base = next_offset - u64::from(records);
                 delivered.pushed(position.get(), base, next_offset);
             }
+            if let Some(pushes) = &pushes {
+                pushes
+                    .borrow_mut()
+                    .record(position.get(), next_offset, now_ms as i64, &client);
+            }
             position.set(next_offset);
             let credit = sub.credit.get().saturating_sub(u64::from(records));
             sub.credit.set(credit);
@@ -150,13 +159,14 @@ pub(crate) async fn run(
     }
 }
 
-/// The batch's next offset, record count, and whether every record is an expired request.
+/// The batch's next offset, record count, whether every record is an expired request, and
+/// the time it was looked at (Unix ms).
 ///
 /// Reads only the header and, while the records are requests, each record's header and
 /// properties: no checksum pass. Every batch in the log was fully validated (checksums
 /// included) when it was appended or recovered, and the consumer checks them again; a push
 /// verifying them once more per delivery cost two passes over every byte it sends.
-fn inspect(batch: &Bytes) -> Option<(u64, u32, bool)> {
+fn inspect(batch: &Bytes) -> Option<(u64, u32, bool, u64)> {
     let header = BatchHeader::decode(batch).ok()?;
     header.validate(BATCH_LEN_MAX).ok()?;
     let len = header.batch_len as usize;
@@ -165,7 +175,7 @@ fn inspect(batch: &Bytes) -> Option<(u64, u32, bool)> {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let expired = all_expired_requests(bytes, now_ms)?;
-    Some((header.next_offset(), header.record_count, expired))
+    Some((header.next_offset(), header.record_count, expired, now_ms))
 }
 
 /// Whether every record of `batch` (a whole batch, header included) is a request whose
@@ -250,7 +260,10 @@ mod tests {
             let bytes = batch(records);
             let view = BatchView::parse(&bytes, BATCH_LEN_MAX).unwrap();
             let got = inspect(&bytes).unwrap();
-            assert_eq!(got, (view.next_offset(), view.record_count(), expired));
+            assert_eq!(
+                (got.0, got.1, got.2),
+                (view.next_offset(), view.record_count(), expired)
+            );
         }
         assert!(inspect(&Bytes::from_static(b"short")).is_none());
         let whole = batch(&[(MessageType::Event, None)]);

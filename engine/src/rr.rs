@@ -31,6 +31,10 @@ use crate::net::clients::Location;
 use crate::net::outbox::Outbound;
 use crate::shard::Shard;
 
+/// How long after a request's deadline a trace still looks for its reply: the deadline is
+/// the requester's clock, the reply's time the broker's.
+pub(crate) const REPLY_CLOCK_SLACK_MS: i64 = 1000;
+
 /// The shard's reply queue.
 pub(crate) struct ReplyLog {
     log: Log,
@@ -53,6 +57,46 @@ impl ReplyLog {
         Ok(Self {
             log: Log::open(log).await?,
         })
+    }
+
+    /// The reply to the request `(reply_to, correlation_id)` stored from `since_ms` (when the
+    /// request was) until its deadline plus [`REPLY_CLOCK_SLACK_MS`]. See [`crate::trace`].
+    pub async fn find(
+        &self,
+        shard_id: u32,
+        reply_to: &str,
+        correlation_id: &[u8],
+        since_ms: i64,
+        deadline_ms: u64,
+        budget: &crate::trace::scan::Budget,
+    ) -> protocol::control::ReplySearch {
+        use crate::trace::scan::{self, Step};
+        let until_ms = i64::try_from(deadline_ms)
+            .unwrap_or(i64::MAX)
+            .saturating_add(REPLY_CLOCK_SLACK_MS);
+        let scanned = async {
+            let from = scan::first_at_or_after(&self.log, since_ms, budget).await?;
+            scan::forward(&self.log, from, budget, |view| {
+                let stored_ms = view.header().append_time_ms;
+                if stored_ms > until_ms {
+                    return Step::Stop;
+                }
+                let reply = view.records().find(|r| {
+                    r.reply_to() == Some(reply_to) && r.correlation_id() == Some(correlation_id)
+                });
+                match reply {
+                    Some(reply) => Step::Found(protocol::control::ReplyLife {
+                        stored_ms,
+                        shard_id,
+                        offset: reply.offset(),
+                        traceparent: reply.trace_parent().map(|p| p.to_string()),
+                    }),
+                    None => Step::Next,
+                }
+            })
+            .await
+        };
+        crate::trace::reply_search(scanned.await)
     }
 
     /// Flushes and closes the reply queue.

@@ -132,6 +132,12 @@ pub(crate) async fn sleep(duration: Duration) {
     glommio::timer::sleep(duration).await;
 }
 
+/// Lets the shard's other tasks run if this one has held the executor past its time slice:
+/// for long loops that may never wait (a scan served from a tail cache).
+pub(crate) async fn yield_if_needed() {
+    glommio::yield_if_needed().await;
+}
+
 /// `future`'s output, or `None` if `duration` passes first.
 pub(crate) async fn timeout<T>(duration: Duration, future: impl Future<Output = T>) -> Option<T> {
     futures_lite::future::or(async { Some(future.await) }, async {

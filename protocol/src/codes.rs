@@ -113,6 +113,9 @@ code_enum! {
         Stats = 0x0205,
         /// Admin → broker: scrub (read and verify) the stored data of its queues now.
         ScrubLogs = 0x0206,
+        /// Admin → broker: one message's life (stored, pushed, committed, replied), by offset
+        /// or key in one queue (`TraceRequest` → `TraceReply`).
+        TraceMessage = 0x0207,
 
         // ---- 0x03xx: nameserver ----
         /// Client → nameserver: the queues of a topic and where they live.

@@ -7,7 +7,9 @@
 //!   without being re-encoded;
 //! - [`names`]: area codes, service ids, topics (`[area]-[serviceId]`), group and client ids;
 //! - [`control`]: control-plane payloads as rkyv archives, validated on access;
-//! - [`data`]: data-plane addressing of record batch frames (header-extension fields).
+//! - [`data`]: data-plane addressing of record batch frames (header-extension fields);
+//! - [`trace`]: W3C Trace Context (`traceparent`, `tracestate`), checked at the edge and
+//!   carried as record properties.
 //!
 //! Every decoder here takes untrusted bytes: it never panics, never allocates past a caller's
 //! limit, and says why input was rejected.
@@ -22,3 +24,4 @@ pub mod frame;
 pub mod names;
 pub mod record;
 pub mod routing;
+pub mod trace;

@@ -200,3 +200,79 @@ fn golden_batch_decodes_to_the_expected_record() {
     assert_eq!(record.reply_to(), Some("c1"));
     assert_eq!(record.deadline_ms(), Some(0x0102_0304_0506_0708));
 }
+
+/// The trace context properties of a record (issue 14): `traceparent` as 25 bytes, then
+/// `tracestate` as its text.
+#[rustfmt::skip]
+const GOLDEN_TRACE_PROPERTIES: &[u8] = &[
+    // TraceParent (6) len 25; trace id 4bf92f3577b34da6a3ce929d0e0e4736 ...
+    0x06, 0x19, 0x00, 0x4b, 0xf9, 0x2f, 0x35, 0x77,
+    0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e,
+    // ... parent id 00f067aa0ba902b7, flags 01
+    0x0e, 0x47, 0x36, 0x00, 0xf0, 0x67, 0xaa, 0x0b,
+    0xa9, 0x02, 0xb7, 0x01,
+    // TraceState (7) len 6 "rojo=1"
+    0x07, 0x06, 0x00, 0x72, 0x6f, 0x6a, 0x6f, 0x3d, 0x31,
+];
+
+#[test]
+fn trace_context_properties_encode_to_the_golden_bytes() {
+    let parent: protocol::trace::TraceParent =
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            .parse()
+            .unwrap();
+    let properties = [
+        Property::TraceParent(parent),
+        Property::TraceState("rojo=1"),
+    ];
+    let mut builder = BatchBuilder::new(BATCH_LEN_MAX);
+    builder
+        .push(&Record {
+            timestamp_ms: TIMESTAMP_MS,
+            message_type: MessageType::Event,
+            key: b"",
+            properties: &properties,
+            value: b"v",
+        })
+        .unwrap();
+    let batch = builder.finish().unwrap();
+    let view = BatchView::parse(&batch, BATCH_LEN_MAX).unwrap();
+    let record = view.records().next().unwrap();
+    assert_eq!(record.properties_bytes(), GOLDEN_TRACE_PROPERTIES);
+    assert_eq!(record.trace_parent(), Some(parent));
+    assert_eq!(record.trace_state(), Some("rojo=1"));
+}
+
+#[test]
+fn a_stored_trace_context_that_breaks_the_rules_fails_the_batch() {
+    // A hand-built batch, not our encoder, is the only way to store these: the parse that
+    // every append runs refuses them, naming the property.
+    for (tag, value) in [
+        (6u8, &[0u8; 25][..]),
+        (6, &[1; 24][..]),
+        (7, b"Bad=1"),
+        (7, b"a=1, b=2"),
+    ] {
+        let properties = [Property::Unknown { tag, value }];
+        let mut builder = BatchBuilder::new(BATCH_LEN_MAX);
+        builder
+            .push(&Record {
+                timestamp_ms: TIMESTAMP_MS,
+                message_type: MessageType::Event,
+                key: b"",
+                properties: &properties,
+                value: b"v",
+            })
+            .unwrap();
+        let batch = builder.finish().unwrap();
+        let error = BatchView::parse(&batch, BATCH_LEN_MAX)
+            .unwrap_err()
+            .to_string();
+        let name = if tag == 6 {
+            "traceparent"
+        } else {
+            "tracestate"
+        };
+        assert!(error.contains(name), "{error}");
+    }
+}

@@ -199,6 +199,8 @@ enum OwnedProperty {
     DeadlineMs(u64),
     Area(Area),
     Tag(String),
+    TraceParent(protocol::trace::TraceParent),
+    TraceState(String),
     User { key: String, value: Vec<u8> },
     Unknown { tag: u8, value: Vec<u8> },
 }
@@ -211,6 +213,8 @@ impl OwnedProperty {
             Self::DeadlineMs(ms) => Property::DeadlineMs(*ms),
             Self::Area(a) => Property::Area(*a),
             Self::Tag(s) => Property::Tag(s),
+            Self::TraceParent(p) => Property::TraceParent(*p),
+            Self::TraceState(s) => Property::TraceState(s),
             Self::User { key, value } => Property::User { key, value },
             Self::Unknown { tag, value } => Property::Unknown { tag: *tag, value },
         }
@@ -225,9 +229,16 @@ fn any_property() -> impl Strategy<Value = OwnedProperty> {
         any::<u64>().prop_map(OwnedProperty::DeadlineMs),
         AREA.prop_map(|a| OwnedProperty::Area(a.parse().unwrap())),
         ".{0,24}".prop_map(OwnedProperty::Tag),
+        (any::<[u8; 16]>(), any::<[u8; 8]>(), any::<u8>()).prop_filter_map(
+            "ids of zeros are no traceparent",
+            |(trace, parent, flags)| protocol::trace::TraceParent::new(trace, parent, flags)
+                .ok()
+                .map(OwnedProperty::TraceParent)
+        ),
+        r"[a-z][a-z0-9]{0,8}=[!-+\x2d-<>-~]{1,16}".prop_map(OwnedProperty::TraceState),
         (".{0,40}", bytes()).prop_map(|(key, value)| OwnedProperty::User { key, value }),
         // Tags no reader of this version knows: skipped and forwarded, never misread.
-        (prop_oneof![6..0x80u8, 0x81..=u8::MAX], bytes())
+        (prop_oneof![8..0x80u8, 0x81..=u8::MAX], bytes())
             .prop_map(|(tag, value)| OwnedProperty::Unknown { tag, value }),
     ]
 }
@@ -595,4 +606,108 @@ proptest! {
         round_trip(&RegisterAck { expiry_ms })?;
         round_trip(&BrokerId { broker_id })?;
     }
+}
+
+#[test]
+fn trace_payloads_round_trip() -> Result<(), TestCaseError> {
+    use protocol::control::{
+        CommitTime, GroupLife, MessageLife, PushLife, ReplyLife, ReplySearch, RequestLife,
+        TraceReply, TraceRequest, TraceTarget,
+    };
+    for target in [
+        TraceTarget::Offset(7),
+        TraceTarget::Newest,
+        TraceTarget::Key {
+            key: b"order-1".to_vec(),
+            search_records: 10_000,
+            matches_max: 4,
+        },
+    ] {
+        let request = TraceRequest {
+            topic: "A10-1".into(),
+            queue_id: 3,
+            target,
+        };
+        request.validate().unwrap();
+        round_trip(&request)?;
+    }
+    let life = |committed, reply| MessageLife {
+        offset: 7,
+        batch_base_offset: 5,
+        batch_records: 4,
+        stored_ms: 1_700_000_000_000,
+        created_ms: 1_699_999_999_999,
+        message_type: 1,
+        key: b"k".to_vec(),
+        value_bytes: 12,
+        traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+        tracestate: None,
+        groups: vec![GroupLife {
+            group: "g".into(),
+            client_id: "c#A10".into(),
+            pushes: vec![PushLife {
+                client_id: "c#A10".into(),
+                at_ms: 1,
+                from_offset: 5,
+                to_offset: 9,
+            }],
+            pushes_since_ms: 0,
+            committed_offset: Some(9),
+            committed,
+        }],
+        request: Some(RequestLife {
+            reply_to: "r#A10".into(),
+            correlation_id: vec![1, 2],
+            deadline_ms: 5,
+            reply,
+        }),
+    };
+    let messages = vec![
+        life(CommitTime::At(3), ReplySearch::NotFound),
+        life(
+            CommitTime::After(4),
+            ReplySearch::Found(ReplyLife {
+                stored_ms: 2,
+                shard_id: 1,
+                offset: 0,
+                traceparent: None,
+            }),
+        ),
+        life(CommitTime::Unknown("damaged".into()), ReplySearch::After(9)),
+        life(
+            CommitTime::NotCommitted,
+            ReplySearch::Unknown("gone".into()),
+        ),
+    ];
+    round_trip(&TraceReply {
+        broker_id: "broker-a".into(),
+        shard_id: 1,
+        topic: "A10-1".into(),
+        queue_id: 3,
+        start_offset: 0,
+        next_offset: 10,
+        now_ms: 9,
+        searched_from: 0,
+        searched_to: 10,
+        messages,
+    })
+}
+
+#[test]
+fn key_searches_outside_their_bounds_are_refused() {
+    use protocol::control::{TraceRequest, TraceTarget};
+    let search = |key: &[u8], search_records, matches_max| TraceRequest {
+        topic: "A10-1".into(),
+        queue_id: 0,
+        target: TraceTarget::Key {
+            key: key.to_vec(),
+            search_records,
+            matches_max,
+        },
+    };
+    assert!(search(b"", 10, 1).validate().is_err());
+    assert!(search(b"k", 0, 1).validate().is_err());
+    assert!(search(b"k", 2_000_000, 1).validate().is_err());
+    assert!(search(b"k", 10, 17).validate().is_err());
+    assert!(search(b"k", 10, 16).validate().is_ok());
 }

@@ -1,8 +1,10 @@
 """The web console in headless Chromium against a live `defibus standalone`: every page loads
 without a JavaScript error; the Topics and Groups pages show the figures `defibus admin topic
 stats` and `admin topic list` print; a deploy clicked in the console is what `defibus sgs
-service list` then shows; with security on, no token brings the sign-in prompt and a token
+service list` then shows; a message looked up shows what `defibus trace` prints; with security on, no token brings the sign-in prompt and a token
 without grants the 403 message."""
+
+import json
 
 import pytest
 from selenium.webdriver.common.by import By
@@ -81,9 +83,6 @@ def test_every_page_loads_without_a_javascript_error(browser, bus):
     # Every table header cell is a real header, for screen readers.
     assert browser.find_elements(By.CSS_SELECTOR, "#brokers th[scope='col']")
     screenshot(browser, "cluster")
-    open_page(browser, bus, "lookup")
-    screenshot(browser, "lookup")
-    assert severe_logs(browser) == []
 
 
 def test_the_topics_page_shows_what_admin_topic_stats_prints(browser, bus):
@@ -124,6 +123,31 @@ def test_the_groups_page_shows_the_lag_admin_topic_stats_prints(browser, bus):
     eventually("the Groups page to show the CLI's lag", shown, want)
     assert sum(want.values()) > 0, "a member that started at the end leaves the stored messages as lag"
     screenshot(browser, "groups")
+
+
+def test_a_message_looked_up_shows_what_defibus_trace_prints(browser, bus):
+    trace = json.loads(bus.cli("trace", "--topic", TOPIC, "--key", "order-42", "--json").stdout)
+    [queue] = [q for q in trace["queues"] if q["messages"]]
+    first = queue["messages"][0]
+    want = {g["group"]: g["committed"]["state"] for g in first["groups"]}
+    assert want.get("G1") == "committed", want
+    open_page(browser, bus, "lookup")
+    browser.find_element(By.ID, "lookup-topic").send_keys(TOPIC)
+    browser.find_element(By.ID, "lookup-offset").send_keys(str(first["offset"]))
+    browser.find_element(By.ID, "lookup-queue").send_keys(str(queue["queue_id"]))
+    browser.find_element(By.CSS_SELECTOR, "#lookup-form button[type='submit']").click()
+    wait_for("the lookup to be drawn",
+             lambda: browser.execute_script("return document.body.dataset.loaded") == "lookup"
+             and browser.find_elements(By.CSS_SELECTOR, "#page-lookup article.message"))
+    heading = browser.find_element(By.CSS_SELECTOR, "#page-lookup article.message h4").text
+    assert heading == f"event at offset {first['offset']}", heading
+    shown = browser.execute_script("""
+        return Object.fromEntries([...document.querySelectorAll("#page-lookup tr[data-group]")]
+          .map((row) => [row.dataset.group, row.querySelector(".committed").textContent]));""")
+    assert set(shown) == set(want), shown
+    assert shown["G1"].startswith("committed at "), shown
+    assert severe_logs(browser) == []
+    screenshot(browser, "lookup")
 
 
 def test_a_deploy_clicked_in_the_console_shows_in_sgs_service_list(browser, bus):

@@ -101,13 +101,25 @@ pub struct OutgoingMessage {
     /// User properties.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// The W3C trace context; wins over the HTTP headers' (see [`crate::trace`]).
+    #[serde(default)]
+    pub trace: Option<crate::trace::TraceFields>,
 }
 
 impl OutgoingMessage {
-    /// The client message; 400 for a topic that is not a bus topic name or a payload that is
-    /// not exactly one of `value` and `value_b64`, before any bus call.
-    /// Call [`resolve_services`] first: a `service` must have become its topic.
+    /// The client message; 400 for a topic that is not a bus topic name, a payload that is
+    /// not exactly one of `value` and `value_b64`, or an invalid `traceparent`, before any bus
+    /// call. Call [`resolve_services`] first: a `service` must have become its topic.
     pub fn to_message(&self) -> Result<Message, ApiError> {
+        self.to_traced_message(None)
+    }
+
+    /// Like [`Self::to_message`], with the trace context of the call's headers for a message
+    /// that carries none of its own.
+    pub fn to_traced_message(
+        &self,
+        headers: Option<&client::TraceContext>,
+    ) -> Result<Message, ApiError> {
         self.topic
             .parse::<protocol::names::Topic>()
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -121,6 +133,9 @@ impl OutgoingMessage {
         }
         for (k, v) in &self.properties {
             message = message.with_property(k.clone(), v.as_bytes().to_vec());
+        }
+        if let Some(trace) = crate::trace::of_message(self.trace.as_ref(), headers)? {
+            message = message.with_trace(trace);
         }
         Ok(message)
     }
@@ -261,6 +276,9 @@ pub struct DeliveredMessage {
     pub timestamp_ms: i64,
     /// User properties (lossy UTF-8 values).
     pub properties: BTreeMap<String, String>,
+    /// The W3C trace context the sender gave, when it gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<crate::trace::TraceFields>,
 }
 
 impl From<&ReceivedMessage> for DeliveredMessage {
@@ -282,6 +300,7 @@ impl From<&ReceivedMessage> for DeliveredMessage {
                 .iter()
                 .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
                 .collect(),
+            trace: m.trace.as_ref().map(crate::trace::TraceFields::of),
         }
     }
 }

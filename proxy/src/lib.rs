@@ -10,6 +10,8 @@
 //!   the console itself at `GET /console`.
 //! - WebSocket `GET /v1/stream`: push delivery with acks, request-reply both ways, see
 //!   [`ws::protocol`].
+//! - `GET /v1/trace`: one message's life (stored, pushed, committed, replied), see
+//!   [`trace`], which also carries W3C trace context in and out (headers and `trace` fields).
 //! - Values are text (`value`) or base64 bytes (`value_b64`), see [`api`].
 //! - Errors are `{"error": {"code", "message"}}`: malformed JSON 400, unknown topic 404,
 //!   body over `body_bytes_max` 413, a bound reached or the rate limit ([`limit`]) 429,
@@ -41,6 +43,7 @@ mod metrics;
 mod routes;
 mod server;
 mod state;
+pub mod trace;
 pub mod webhook;
 pub mod ws;
 

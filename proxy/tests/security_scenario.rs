@@ -499,3 +499,47 @@ fn the_read_api_needs_a_token_and_service_actions_need_admin_service() {
     let response = ureq::get(&bus.url("/console")).call().unwrap();
     assert_eq!(response.status(), 200);
 }
+
+/// A trace shows every group's progress: it needs `consume` on the topic for every group,
+/// at the proxy (the caller's grant) and at the broker (a bus client's own).
+#[test]
+fn a_trace_needs_consume_on_the_topic_for_every_group() {
+    let bus = Secured::start(|_| {});
+    let (status, _, body) = bus.publish(Some(&bus.tokens.admin), "traced");
+    assert_eq!(status, 200, "{body}");
+    let get = |token: &str| {
+        let path = format!("/v1/trace?topic={TOPIC}&queue={}", body["queue_id"]);
+        match ureq::get(&bus.url(&path))
+            .set("authorization", &format!("Bearer {token}"))
+            .call()
+        {
+            Ok(response) => (
+                response.status(),
+                response.into_json::<serde_json::Value>().unwrap(),
+            ),
+            Err(ureq::Error::Status(status, response)) => {
+                (status, response.into_json::<serde_json::Value>().unwrap())
+            }
+            Err(e) => panic!("HTTP call failed: {e}"),
+        }
+    };
+    // `app` may consume A10-* only as groups app-*: not every group.
+    let (status, denied) = get(&bus.tokens.app);
+    assert_eq!(status, 403, "{denied}");
+    let message = denied["error"]["message"].as_str().unwrap();
+    for part in ["app", "consume", TOPIC] {
+        assert!(message.contains(part), "{message} names {part}");
+    }
+    let (status, answer) = get(&bus.tokens.admin);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["queues"][0]["messages"][0]["offset"], body["offset"]);
+    // The broker checks the same for a client calling it directly.
+    let app = client(&bus.nameserver, &bus.tokens.app);
+    let refused = Admin::new(&app)
+        .trace(TOPIC, &client::TraceLookup::newest())
+        .unwrap_err();
+    assert!(
+        matches!(refused, client::ClientError::Denied { .. }),
+        "{refused}"
+    );
+}

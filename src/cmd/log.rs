@@ -480,6 +480,8 @@ fn show_property(property: Property<'_>) -> String {
         Property::DeadlineMs(v) => format!("deadline_ms={v}"),
         Property::Area(v) => format!("area={v}"),
         Property::Tag(v) => format!("tag={v}"),
+        Property::TraceParent(v) => format!("traceparent={v}"),
+        Property::TraceState(v) => format!("tracestate={v}"),
         Property::User { key, value } => format!("{key}={}", String::from_utf8_lossy(value)),
         Property::Unknown { tag, value } => format!("tag{tag}={}", hex(value)),
     }

@@ -15,3 +15,4 @@ pub mod standalone;
 mod standalone_config;
 #[cfg(test)]
 mod standalone_metrics;
+pub mod trace;

@@ -38,6 +38,10 @@ pub fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
     let target = &args.message.target;
     let send = |value: String| -> anyhow::Result<()> {
         let message = args.message.message(value);
+        let trace = message
+            .trace()
+            .map(|t| format!(" traceparent={}", t.traceparent()))
+            .unwrap_or_default();
         let sent = match &target.service {
             None => producer.send(message),
             Some(service) => producer.send_to_service(service.as_str(), message),
@@ -49,7 +53,7 @@ pub fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
             None => String::new(),
         };
         println!(
-            "{topic}queue={} offset={} broker={}",
+            "{topic}queue={} offset={} broker={}{trace}",
             sent.queue_id, sent.offset, sent.broker_id
         );
         Ok(())

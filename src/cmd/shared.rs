@@ -222,6 +222,18 @@ pub struct MessageArgs {
     /// A user property, key=value; repeat the flag for several.
     #[arg(long = "property", value_name = "KEY=VALUE")]
     pub properties: Vec<Property>,
+    /// W3C trace context to carry to every consumer (and, for a request, to the responder
+    /// and back on the reply): 00-<32 hex trace id>-<16 hex span id>-<2 hex flags>. Checked
+    /// by the W3C rules; see `defibus trace` for where a message went.
+    #[arg(long, value_name = "TRACEPARENT", conflicts_with = "new_trace")]
+    pub traceparent: Option<client::TraceParent>,
+    /// W3C tracestate beside --traceparent: up to 32 key=value members, 512 bytes.
+    #[arg(long, value_name = "TRACESTATE", requires = "traceparent")]
+    pub tracestate: Option<client::TraceState>,
+    /// Start a new trace with each message (random trace and span ids, sampled); produce
+    /// prints each message's traceparent.
+    #[arg(long)]
+    pub new_trace: bool,
 }
 
 impl MessageArgs {
@@ -238,6 +250,14 @@ impl MessageArgs {
         }
         for Property { key, value } in &self.properties {
             message = message.with_property(key.as_str(), value.as_bytes().to_vec());
+        }
+        if let Some(parent) = self.traceparent {
+            message = message.with_trace(client::TraceContext {
+                parent,
+                state: self.tracestate.clone(),
+            });
+        } else if self.new_trace {
+            message = message.with_new_trace();
         }
         message
     }
@@ -265,15 +285,21 @@ impl FromStr for Property {
 }
 
 /// One received message as a line: `queue=Q offset=O key=K tag=G value=V`, key and tag `-`
-/// when absent, the value last as (lossy) UTF-8 text since it may hold spaces.
+/// when absent, `traceparent=T` before the value when the message carries one, the value
+/// last as (lossy) UTF-8 text since it may hold spaces.
 pub fn message_line(message: &ReceivedMessage) -> String {
     let key = if message.key.is_empty() {
         "-".into()
     } else {
         printable(&message.key)
     };
+    let trace = message
+        .trace
+        .as_ref()
+        .map(|t| format!("traceparent={} ", t.traceparent()))
+        .unwrap_or_default();
     format!(
-        "queue={} offset={} key={key} tag={} value={}",
+        "queue={} offset={} key={key} tag={} {trace}value={}",
         message.queue_id,
         message.offset,
         message.tag.as_deref().unwrap_or("-"),

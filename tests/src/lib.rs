@@ -525,6 +525,8 @@ pub fn child_broker_main() {
         data_dir: None,
         nameservers: Vec::new(),
         min_free_percent: None,
+        trace_pushes_remembered: None,
+        trace_scan_bytes_max: None,
         secure: false,
         token_file: None,
         audit_log: None,

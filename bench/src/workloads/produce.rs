@@ -207,13 +207,18 @@ pub fn run_sizes(
 fn setup(args: &ProduceArgs, records: &str) -> String {
     format!(
         "{} producer(s), {records}, batch ≤ {} B, linger {:?}, in-flight ≤ {}, {} queue(s), \
-         {} flush",
+         {} flush{}",
         args.producers,
         args.batch_bytes,
         args.linger,
         args.in_flight,
         args.queues,
-        args.flush.name()
+        args.flush.name(),
+        if args.traceparent.is_some() {
+            ", a traceparent on every message"
+        } else {
+            ""
+        }
     )
 }
 
@@ -240,7 +245,14 @@ fn measure_size(
                     .with_request_timeout(REQUEST_TIMEOUT)
             })?;
             let producer = Producer::new(&client).context("starting a producer")?;
-            send_until_stopped(shared, &producer, topic, &vec![0xA5u8; message_bytes])?;
+            let trace = args.traceparent.map(client::TraceContext::new);
+            send_until_stopped(
+                shared,
+                &producer,
+                topic,
+                &vec![0xA5u8; message_bytes],
+                trace.as_ref(),
+            )?;
             client.close();
             Ok(())
         },
@@ -248,20 +260,23 @@ fn measure_size(
     Ok(throughput)
 }
 
-/// Sends `value` to `topic` as fast as the producer takes it until the window stops,
-/// counting each acknowledged message, then waits for the last acknowledgements.
+/// Sends `value` to `topic` (with `trace` on every message, when given) as fast as the
+/// producer takes it until the window stops, counting each acknowledged message, then waits
+/// for the last acknowledgements.
 pub(crate) fn send_until_stopped(
     shared: &measure::Shared,
     producer: &Producer,
     topic: &str,
     value: &[u8],
+    trace: Option<&client::TraceContext>,
 ) -> anyhow::Result<()> {
     let meter = shared.meter.child();
     while !shared.stopped() {
-        producer.send_with_callback(
-            Message::new(topic, value),
-            meter.on_send(value.len() as u64),
-        );
+        let mut message = Message::new(topic, value);
+        if let Some(trace) = trace {
+            message = message.with_trace(trace.clone());
+        }
+        producer.send_with_callback(message, meter.on_send(value.len() as u64));
     }
     producer
         .flush(DRAIN_TIMEOUT)

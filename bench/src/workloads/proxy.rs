@@ -170,7 +170,7 @@ fn native_produce(
         |_, shared| {
             let client = target.client(global, |c| c.with_batch_linger(NATIVE_LINGER))?;
             let producer = Producer::new(&client).context("starting a producer")?;
-            produce::send_until_stopped(shared, &producer, topic, &vec![b'x'; size])?;
+            produce::send_until_stopped(shared, &producer, topic, &vec![b'x'; size], None)?;
             client.close();
             Ok(())
         },

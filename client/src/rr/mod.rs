@@ -13,6 +13,6 @@ pub(crate) mod replies;
 mod requester;
 mod responder;
 
-pub use replier::{Replier, ReplyAddress};
+pub use replier::{Answer, Replier, ReplyAddress};
 pub use requester::{ReplyFuture, Requester};
 pub use responder::{Responder, ResponderOptions};

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use protocol::codes::Command;
 use protocol::record::{BatchBuilder, MessageType, Property};
+use protocol::trace::TraceContext;
 
 use crate::client::{Client, ClientInner};
 use crate::error::{ClientError, Result};
@@ -23,6 +24,42 @@ pub struct ReplyAddress {
     pub reply_to: String,
     /// The request's correlation id.
     pub correlation_id: Vec<u8>,
+    /// The request's trace context: the reply carries it when the answer gives none.
+    pub trace: Option<TraceContext>,
+}
+
+/// What a responder answers a request with: the reply's value and, optionally, its trace
+/// context. A plain `Vec<u8>` is an answer without one, so the reply carries the request's
+/// context unchanged (see [`crate::trace`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Answer {
+    /// The reply's value.
+    pub value: Vec<u8>,
+    /// The reply's trace context: typically the request's trace with the responder's own
+    /// span id ([`crate::trace::child_of`]). `None`: the request's context, unchanged.
+    pub trace: Option<TraceContext>,
+}
+
+impl Answer {
+    /// An answer carrying `value`.
+    pub fn new(value: impl Into<Vec<u8>>) -> Self {
+        Self {
+            value: value.into(),
+            trace: None,
+        }
+    }
+
+    /// Sets the reply's trace context.
+    pub fn with_trace(mut self, context: TraceContext) -> Self {
+        self.trace = Some(context);
+        self
+    }
+}
+
+impl From<Vec<u8>> for Answer {
+    fn from(value: Vec<u8>) -> Self {
+        Self::new(value)
+    }
 }
 
 impl ReplyAddress {
@@ -36,12 +73,17 @@ impl ReplyAddress {
             queue_id: request.queue_id,
             reply_to: request.reply_to.clone()?,
             correlation_id: request.correlation_id.clone()?,
+            trace: request.trace.clone(),
         })
     }
 
-    pub(super) fn batch(&self, client: &ClientInner, value: Vec<u8>) -> Result<bytes::Bytes> {
+    pub(super) fn batch(&self, client: &ClientInner, answer: Answer) -> Result<bytes::Bytes> {
         let mut builder = BatchBuilder::new(client.config.batch_bytes_max);
-        Message::new(self.topic.clone(), value).append_to(
+        let mut reply = Message::new(self.topic.clone(), answer.value);
+        if let Some(trace) = answer.trace.or_else(|| self.trace.clone()) {
+            reply = reply.with_trace(trace);
+        }
+        reply.append_to(
             &mut builder,
             MessageType::Reply,
             client.config.area,
@@ -84,12 +126,13 @@ impl Replier {
         }
     }
 
-    /// Sends `value` as the reply to the request at `address` and waits for a broker to take
-    /// it. [`ClientError::Status`] with `NoResponder` means no broker has the requester
-    /// (gone, or closed after its deadline): nobody waits for this reply.
-    pub fn reply(&self, address: &ReplyAddress, value: Vec<u8>) -> Result<()> {
+    /// Sends `answer` (a value, or an [`Answer`] with a trace context) as the reply to the
+    /// request at `address` and waits for a broker to take it. [`ClientError::Status`] with
+    /// `NoResponder` means no broker has the requester (gone, or closed after its deadline):
+    /// nobody waits for this reply.
+    pub fn reply(&self, address: &ReplyAddress, answer: impl Into<Answer>) -> Result<()> {
         let client = &self.client;
-        let bytes = address.batch(client, value)?;
+        let bytes = address.batch(client, answer.into())?;
         let ext = address_ext(&address.topic, address.queue_id)?;
         let route = client.route(&address.topic)?;
         let mut endpoints: Vec<String> = route

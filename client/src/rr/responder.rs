@@ -7,7 +7,7 @@ use std::panic::{self, AssertUnwindSafe};
 use protocol::codes::Command;
 use protocol::record::MessageType;
 
-use super::replier::ReplyAddress;
+use super::replier::{Answer, ReplyAddress};
 use crate::client::{Client, ClientInner};
 use crate::consumer::{ConsumeMode, Consumer, ConsumerOptions, Delivery, Member, StartFrom};
 use crate::error::{ClientError, Result};
@@ -79,23 +79,25 @@ impl ResponderOptions {
 }
 
 impl Responder {
-    /// Consumes requests of `topic` in `group` and replies with `handler`'s return value
-    /// (the reply's value). Requests already past their deadline are skipped: nobody waits for
-    /// them. Replies go to the broker connection that pushed the request.
-    pub fn start(
+    /// Consumes requests of `topic` in `group` and replies with `handler`'s return value: the
+    /// reply's value (`Vec<u8>`), or an [`Answer`] that also sets the reply's trace context
+    /// (without one the reply carries the request's context unchanged). Requests already past
+    /// their deadline are skipped: nobody waits for them. Replies go to the broker connection
+    /// that pushed the request.
+    pub fn start<A: Into<Answer>>(
         client: &Client,
         topic: &str,
         group: &str,
-        handler: impl FnMut(&ReceivedMessage) -> Vec<u8> + Send + 'static,
+        handler: impl FnMut(&ReceivedMessage) -> A + Send + 'static,
     ) -> Result<Self> {
         Self::start_with(client, ResponderOptions::new(topic, group), handler)
     }
 
     /// Like [`Self::start`], with full options (an inline handler, say).
-    pub fn start_with(
+    pub fn start_with<A: Into<Answer>>(
         client: &Client,
         options: ResponderOptions,
-        handler: impl FnMut(&ReceivedMessage) -> Vec<u8> + Send + 'static,
+        handler: impl FnMut(&ReceivedMessage) -> A + Send + 'static,
     ) -> Result<Self> {
         // Requests waiting from before the start are answered too while their deadline lasts;
         // older ones are skipped as expired.
@@ -122,8 +124,8 @@ impl Responder {
             }
             // Caught so that one bad request costs its reply, not the responder: an inline
             // handler would otherwise take the connection's reader thread down with it.
-            let value = match panic::catch_unwind(AssertUnwindSafe(|| handler(request))) {
-                Ok(value) => value,
+            let answer = match panic::catch_unwind(AssertUnwindSafe(|| handler(request).into())) {
+                Ok(answer) => answer,
                 Err(_) => {
                     log::warn!(
                         "responder handler panicked on the request at offset {} of queue {}; \
@@ -138,7 +140,7 @@ impl Responder {
                 log::debug!("request at offset {} expired while handled", request.offset);
                 return;
             }
-            if let Err(e) = reply(&inner, delivery, value) {
+            if let Err(e) = reply(&inner, delivery, answer) {
                 log::warn!("reply to {:?} not sent: {e}", request.reply_to);
             }
         };
@@ -153,11 +155,11 @@ impl Responder {
     /// Answers requests to service `service_id`: consumes the topic of its nearest routable
     /// deployment (the client's own area's when there is one), located through GSL at this
     /// call; otherwise as [`Self::start`].
-    pub fn start_service(
+    pub fn start_service<A: Into<Answer>>(
         client: &Client,
         service_id: &str,
         group: &str,
-        handler: impl FnMut(&ReceivedMessage) -> Vec<u8> + Send + 'static,
+        handler: impl FnMut(&ReceivedMessage) -> A + Send + 'static,
     ) -> Result<Self> {
         let topic = crate::consumer::service_topic(client, service_id)?;
         Self::start(client, &topic, group, handler)
@@ -175,13 +177,13 @@ impl Responder {
     }
 }
 
-/// Sends `value` as the reply to the request in `delivery`, on the connection it came on.
-fn reply(client: &ClientInner, delivery: &Delivery, value: Vec<u8>) -> Result<()> {
+/// Sends `answer` as the reply to the request in `delivery`, on the connection it came on.
+fn reply(client: &ClientInner, delivery: &Delivery, answer: Answer) -> Result<()> {
     let request = &delivery.message;
     let address = ReplyAddress::of(request).ok_or_else(|| {
         ClientError::InvalidArgument("request without reply_to or correlation id".into())
     })?;
-    let bytes = address.batch(client, value)?;
+    let bytes = address.batch(client, answer)?;
     let ext = address_ext(&request.topic, request.queue_id)?;
     // Nobody waits for the broker's word on a reply (the requester's ReplyPush is the news):
     // it answers only a refusal, which the reader thread logs. One frame and one wake-up of

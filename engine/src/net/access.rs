@@ -8,6 +8,7 @@
 //! | `Request` | `request` | the batch's topic |
 //! | `Reply` | `respond` | the batch's topic (the request's) |
 //! | `Subscribe`, `FetchOffset` | `consume` | topic, with the group |
+//! | `TraceMessage` | `consume` | topic, with group `*`: a trace shows every group, so the grant must cover them all |
 //! | `CreateTopic`, `UpdateTopic`, `DeleteTopic`, `ScrubLogs` | `admin_topic` | the topic (`*` for a scrub of every queue) |
 //! | `ReplicaFetch` | `broker` | the follower's broker id |
 //! | `ReplicaEpochEnd`, `QueueRole` | `broker` | this broker's id |
@@ -215,6 +216,11 @@ fn what(
         Command::FetchOffset => {
             let request: FetchOffset = control::decode(&frame.body)?;
             Some((Action::Consume, request.topic, Some(request.group)))
+        }
+        Command::TraceMessage => {
+            let request: control::TraceRequest = control::decode(&frame.body)?;
+            let group = crate::trace::TRACE_GROUP.to_owned();
+            Some((Action::Consume, request.topic, Some(group)))
         }
         Command::CreateTopic | Command::UpdateTopic => {
             let config: TopicConfig = control::decode(&frame.body)?;

@@ -411,6 +411,17 @@ async fn serve(shard: &Rc<Shard>, frame: &FrameBytes, forwarded: bool) -> Result
             };
             Ok(Served::Body(control::encode(&reply)?))
         }
+        Command::TraceMessage => {
+            let request: control::TraceRequest = control::decode(&frame.body)?;
+            request.validate()?;
+            match owned_queue(shard, &request.topic, request.queue_id)? {
+                Ok(queue) => {
+                    let reply = crate::trace::answer(shard, &queue, &request).await?;
+                    Ok(Served::Body(control::encode(&reply)?))
+                }
+                Err(owner) => Ok(Served::Forward(owner)),
+            }
+        }
         Command::QueueRole => {
             let assignment: control::QueueAssignment = control::decode(&frame.body)?;
             assignment.validate()?;

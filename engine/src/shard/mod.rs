@@ -60,6 +60,8 @@ pub(crate) struct Shard {
     pub clients: Clients,
     /// Consumer groups, subscriptions and committed offsets.
     pub consumption: Consumption,
+    /// What was pushed lately, per group and queue, for traces.
+    pub pushes: crate::trace::Pushes,
     /// The reply queue (request-reply's audit trail).
     pub replies: ReplyLog,
     /// The mesh: channels to the other shards and the calls outstanding on them.
@@ -308,6 +310,7 @@ async fn open(
     let watermark = crate::disk::Watermark::new(&config.data_dir, config.storage.min_free_percent);
     let frame_budget =
         crate::net::guard::FrameBudget::new(config.limits.partial_frame_bytes_shard_max);
+    let pushes = crate::trace::Pushes::new(config.trace.pushes_remembered, crate::log::now_ms());
     Ok(Shard {
         id,
         count,
@@ -317,6 +320,7 @@ async fn open(
         registration: Registration::default(),
         clients: Clients::default(),
         consumption: Consumption::new(offsets),
+        pushes,
         replies,
         peers: Peers::new(id, count, mesh),
         counters: Counters::default(),

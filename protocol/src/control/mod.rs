@@ -30,6 +30,7 @@ mod data;
 mod replica;
 mod security;
 mod service;
+mod trace;
 
 pub use admin::{
     BrokerId, BrokerStats, GroupQueueStats, QueueDamage, QueueScrub, QueueStats, RegisterAck,
@@ -54,6 +55,11 @@ pub use security::{Authenticate, Authenticated, PolicyDocument, PolicyGet};
 pub use service::{
     Deployment, GslResolveReply, GslResolveRequest, GslUpdate, ServiceIdRequest, ServiceList,
     ServiceRecord, ServiceState,
+};
+pub use trace::{
+    CommitTime, GroupLife, MessageLife, PushLife, ReplyLife, ReplySearch, RequestLife,
+    TRACE_KEY_LEN_MAX, TRACE_MATCHES_MAX, TRACE_SEARCH_RECORDS_MAX, TraceReply, TraceRequest,
+    TraceTarget,
 };
 
 /// The alignment every control archive needs in memory: the largest field is a `u64`.

@@ -355,6 +355,20 @@ pub enum MessageType {
 const MESSAGE_TYPE_MASK: u16 = 0b11;
 
 impl MessageType {
+    /// The type of code `code` (`MessageType as u8`), as control payloads carry it.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Self::from_attributes(u16::from(code))
+    }
+
+    /// `event`, `request` or `reply`, for people and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Event => "event",
+            Self::Request => "request",
+            Self::Reply => "reply",
+        }
+    }
+
     pub(crate) fn from_attributes(attributes: u16) -> Option<Self> {
         if attributes & !MESSAGE_TYPE_MASK != 0 {
             return None;

@@ -2,6 +2,7 @@
 
 use super::BuildError;
 use crate::names::{AREA_LEN, Area};
+use crate::trace::{TRACEPARENT_BYTES, TraceParent};
 
 /// Why a record's properties section was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -15,7 +16,7 @@ pub enum PropertyError {
         at: usize,
     },
     /// A well-known property has the wrong size or encoding.
-    #[error("property with tag {tag} at byte {at} is malformed")]
+    #[error("property with tag {tag} ({}) at byte {at} is malformed", tag::name(*tag))]
     Malformed {
         /// The property's tag.
         tag: u8,
@@ -37,8 +38,29 @@ pub mod tag {
     pub const AREA: u8 = 4;
     /// Dark-launch and filtering tag. UTF-8.
     pub const TAG: u8 = 5;
+    /// W3C `traceparent`: trace id (16 bytes), parent id (8), flags (1); version 00 implied.
+    /// Neither id may be all zeros (see [`crate::trace`]).
+    pub const TRACEPARENT: u8 = 6;
+    /// W3C `tracestate`, normalised text (see [`crate::trace::TraceState`]); only beside a
+    /// [`TRACEPARENT`].
+    pub const TRACESTATE: u8 = 7;
     /// A user key/value: `[key_len: u8][key: UTF-8][value]`.
     pub const USER: u8 = 0x80;
+
+    /// The property a tag stands for, for error messages.
+    pub fn name(tag: u8) -> &'static str {
+        match tag {
+            REPLY_TO => "reply_to",
+            CORRELATION_ID => "correlation id",
+            DEADLINE_MS => "deadline",
+            AREA => "area",
+            TAG => "tag",
+            TRACEPARENT => "traceparent",
+            TRACESTATE => "tracestate",
+            USER => "user property",
+            _ => "unknown",
+        }
+    }
 }
 
 /// Largest encoded property value.
@@ -57,6 +79,10 @@ pub enum Property<'a> {
     Area(Area),
     /// Dark-launch or filtering tag.
     Tag(&'a str),
+    /// The W3C `traceparent`.
+    TraceParent(TraceParent),
+    /// The W3C `tracestate`, normalised.
+    TraceState(&'a str),
     /// An application key/value.
     User {
         /// The key, UTF-8, at most 255 bytes.
@@ -81,6 +107,8 @@ impl Property<'_> {
             Self::DeadlineMs(_) => tag::DEADLINE_MS,
             Self::Area(_) => tag::AREA,
             Self::Tag(_) => tag::TAG,
+            Self::TraceParent(_) => tag::TRACEPARENT,
+            Self::TraceState(_) => tag::TRACESTATE,
             Self::User { .. } => tag::USER,
             Self::Unknown { tag, .. } => *tag,
         }
@@ -89,10 +117,11 @@ impl Property<'_> {
     /// Bytes this property takes in a record, tag and length included.
     pub fn encoded_len(&self) -> usize {
         3 + match self {
-            Self::ReplyTo(s) | Self::Tag(s) => s.len(),
+            Self::ReplyTo(s) | Self::Tag(s) | Self::TraceState(s) => s.len(),
             Self::CorrelationId(b) | Self::Unknown { value: b, .. } => b.len(),
             Self::DeadlineMs(_) => 8,
             Self::Area(_) => AREA_LEN,
+            Self::TraceParent(_) => TRACEPARENT_BYTES,
             Self::User { key, value } => 1 + key.len() + value.len(),
         }
     }
@@ -108,7 +137,10 @@ impl Property<'_> {
         out.push(self.tag());
         out.extend_from_slice(&(len as u16).to_le_bytes());
         match self {
-            Self::ReplyTo(s) | Self::Tag(s) => out.extend_from_slice(s.as_bytes()),
+            Self::ReplyTo(s) | Self::Tag(s) | Self::TraceState(s) => {
+                out.extend_from_slice(s.as_bytes())
+            }
+            Self::TraceParent(parent) => out.extend_from_slice(&parent.to_bytes()),
             Self::CorrelationId(b) | Self::Unknown { value: b, .. } => out.extend_from_slice(b),
             Self::DeadlineMs(ms) => out.extend_from_slice(&ms.to_le_bytes()),
             Self::Area(area) => out.extend_from_slice(area.as_bytes()),
@@ -138,6 +170,18 @@ impl Property<'_> {
             }
             tag::AREA => Property::Area(Area::from_bytes_checked(value).ok_or(malformed)?),
             tag::TAG => Property::Tag(utf8(value)?),
+            // Checked like the client and the proxy check them, so a batch built by hand
+            // cannot store a context no reader could pass on.
+            tag::TRACEPARENT => {
+                Property::TraceParent(TraceParent::from_bytes(value).ok_or(malformed)?)
+            }
+            tag::TRACESTATE => {
+                let text = utf8(value)?;
+                if !crate::trace::is_stored_tracestate(text) {
+                    return Err(malformed);
+                }
+                Property::TraceState(text)
+            }
             tag::USER => {
                 let (&key_len, rest) = value.split_first().ok_or_else(|| malformed.clone())?;
                 if rest.len() < key_len as usize {

@@ -110,6 +110,28 @@ impl<'a> RecordView<'a> {
         })
     }
 
+    /// The W3C `traceparent`, when the producer gave one.
+    pub fn trace_parent(&self) -> Option<crate::trace::TraceParent> {
+        self.find(|p| {
+            if let Property::TraceParent(v) = p {
+                Some(v)
+            } else {
+                None
+            }
+        })
+    }
+
+    /// The W3C `tracestate` beside the `traceparent`, when there is one.
+    pub fn trace_state(&self) -> Option<&'a str> {
+        self.find(|p| {
+            if let Property::TraceState(v) = p {
+                Some(v)
+            } else {
+                None
+            }
+        })
+    }
+
     /// The dark-launch or filtering tag.
     pub fn tag(&self) -> Option<&'a str> {
         self.find(|p| {

@@ -8,6 +8,7 @@ mod publish;
 mod reply;
 mod request;
 mod subscriptions;
+mod trace;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -26,6 +27,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/subscriptions/{id}"),
     ("delete", "/v1/subscriptions/{id}"),
     ("post", "/v1/heartbeat"),
+    ("get", "/v1/trace"),
     ("get", "/v1/stream"),
     ("get", "/openapi.json"),
     ("get", "/health"),
@@ -53,6 +55,7 @@ pub fn router(state: AppState) -> Router {
             get(subscriptions::show).delete(subscriptions::remove),
         )
         .route("/v1/heartbeat", post(heartbeat::heartbeat))
+        .route("/v1/trace", get(trace::trace))
         .route("/v1/stream", get(crate::ws::upgrade))
         .route("/v1/cluster", get(console::cluster))
         .route("/v1/topics", get(console::topics))

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use auth::Action;
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
@@ -35,6 +35,8 @@ struct Single {
     tag: Option<String>,
     #[serde(default)]
     properties: BTreeMap<String, String>,
+    #[serde(default)]
+    trace: Option<crate::trace::TraceFields>,
 }
 
 /// A batch publish.
@@ -49,8 +51,10 @@ struct Batch {
 pub async fn publish(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<serde_json::Value>,
 ) -> Result<Response, ApiError> {
+    let trace = crate::trace::from_headers(&headers)?;
     let is_batch = body.get("messages").is_some();
     let (identity, mut messages) = if is_batch {
         let batch: Batch = from_value(body)?;
@@ -65,6 +69,7 @@ pub async fn publish(
             key: single.key,
             tag: single.tag,
             properties: single.properties,
+            trace: single.trace,
         };
         (single.identity, vec![message])
     };
@@ -84,7 +89,7 @@ pub async fn publish(
     crate::api::resolve_services(&state.shared.client, &mut messages).await?;
     let messages = messages
         .iter()
-        .map(OutgoingMessage::to_message)
+        .map(|m| m.to_traced_message(trace.as_ref()))
         .collect::<Result<Vec<_>, _>>()?;
     // The whole publish is refused when one topic is not granted: a caller learns of the
     // denial before anything it sent is stored. Checked before the rate limit, so refused

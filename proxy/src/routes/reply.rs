@@ -5,7 +5,7 @@
 
 use auth::Action;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use client::ReplyAddress;
 use serde::Deserialize;
 
@@ -31,13 +31,21 @@ pub struct ReplyBody {
     value: Option<String>,
     #[serde(default)]
     value_b64: Option<String>,
+    /// The reply's trace context; wins over the headers'.
+    #[serde(default)]
+    trace: Option<crate::trace::TraceFields>,
 }
 
+/// The reply carries the trace context the caller gives (its `trace` object, else the
+/// `traceparent` and `tracestate` headers), none otherwise: the proxy keeps nothing of the
+/// requests it pushed, so a responder passes on the context the request came with.
 pub async fn reply(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<ReplyBody>,
 ) -> Result<StatusCode, ApiError> {
+    let headers_trace = crate::trace::from_headers(&headers)?;
     if let Some(identity) = &body.identity {
         identity.validate()?;
     }
@@ -54,6 +62,7 @@ pub async fn reply(
         queue_id: body.queue_id,
         reply_to: body.reply_to,
         correlation_id: unbase64("correlation_id", &body.correlation_id)?,
+        trace: crate::trace::of_message(body.trace.as_ref(), headers_trace.as_ref())?,
     };
     let replier = state.shared.replier.clone();
     tokio::task::spawn_blocking(move || replier.reply(&address, value))

@@ -6,6 +6,7 @@ use std::time::Duration;
 use auth::Action;
 use axum::Json;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use client::Requester;
 use serde::Deserialize;
 
@@ -36,13 +37,19 @@ pub struct RequestBody {
     /// How long to wait for the reply; also the request's deadline on the bus.
     #[serde(default)]
     timeout_ms: Option<u64>,
+    #[serde(default)]
+    trace: Option<crate::trace::TraceFields>,
 }
 
+/// Answers with the reply; its trace context also goes out as the `traceparent` and
+/// `tracestate` headers.
 pub async fn request(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<RequestBody>,
-) -> Result<Json<DeliveredMessage>, ApiError> {
+) -> Result<(HeaderMap, Json<DeliveredMessage>), ApiError> {
+    let trace = crate::trace::from_headers(&headers)?;
     if let Some(identity) = &body.identity {
         identity.validate()?;
     }
@@ -55,14 +62,19 @@ pub async fn request(
         key: body.key,
         tag: body.tag,
         properties: body.properties,
+        trace: body.trace,
     }];
     crate::api::resolve_services(&state.shared.client, &mut outgoing).await?;
-    let message = outgoing[0].to_message()?;
+    let message = outgoing[0].to_traced_message(trace.as_ref())?;
     caller.check(&state, Action::Request, message.topic(), None)?;
     state.shared.limits.check_http(&caller.rate_key(), 1)?;
     let requester = state.shared.requester.clone();
     let reply = request_reply(requester, message, timeout).await?;
-    Ok(Json(DeliveredMessage::from(&reply)))
+    let mut out = HeaderMap::new();
+    if let Some(trace) = &reply.trace {
+        crate::trace::insert_headers(&mut out, trace);
+    }
+    Ok((out, Json(DeliveredMessage::from(&reply))))
 }
 
 /// The reply wait a caller asked for, within the configured bounds.

@@ -108,13 +108,17 @@ impl Counters {
     }
 }
 
-/// A reply in a webhook's answer: `{"value": ...}` or `{"value_b64": ...}`.
+/// A reply in a webhook's answer: `{"value": ...}` or `{"value_b64": ...}`, and optionally
+/// the reply's `trace` (else the answer's `traceparent` and `tracestate` headers; else the
+/// request's context).
 #[derive(Deserialize)]
 struct AnswerBody {
     #[serde(default)]
     value: Option<String>,
     #[serde(default)]
     value_b64: Option<String>,
+    #[serde(default)]
+    trace: Option<crate::trace::TraceFields>,
 }
 
 /// Posts messages to one subscriber URL with the retry and give-up policy.
@@ -179,6 +183,7 @@ impl Poster {
 
     /// Delivers one message: POSTs until a 2xx answer, at most `attempts_max` times, then
     /// gives it up. A request is not posted past its deadline (nobody waits for the answer).
+    /// The message's trace context goes as the `traceparent` and `tracestate` headers too.
     pub fn deliver(&self, message: &ReceivedMessage) {
         let body = serde_json::json!({
             "subscription": self.id,
@@ -201,7 +206,14 @@ impl Poster {
                 );
                 return;
             }
-            let error = match self.agent.post(&self.url).send_json(&body) {
+            let mut post = self.agent.post(&self.url);
+            if let Some(trace) = &message.trace {
+                post = post.set(crate::trace::TRACEPARENT, &trace.traceparent());
+                if let Some(state) = trace.tracestate() {
+                    post = post.set(crate::trace::TRACESTATE, state);
+                }
+            }
+            let error = match post.send_json(&body) {
                 Ok(response) if (200..300).contains(&response.status()) => {
                     count(&self.counters.delivered, &self.counters.totals.delivered);
                     if let Some(address) = &reply_address {
@@ -241,6 +253,13 @@ impl Poster {
     /// object with `value` or `value_b64`. Any other answer (empty, or not such an object)
     /// means the subscriber replies later with `POST /v1/reply`, or not at all.
     fn reply_from(&self, response: ureq::Response, address: &ReplyAddress) {
+        let headers_trace =
+            response
+                .header(crate::trace::TRACEPARENT)
+                .map(|parent| crate::trace::TraceFields {
+                    traceparent: parent.to_owned(),
+                    tracestate: response.header(crate::trace::TRACESTATE).map(str::to_owned),
+                });
         let mut text = Vec::new();
         let read = response
             .into_reader()
@@ -257,10 +276,17 @@ impl Poster {
             return;
         }
         let sent = payload(answer.value.as_deref(), answer.value_b64.as_deref())
-            .map_err(|e| e.message)
             .and_then(|value| {
+                let reply = client::Answer::new(value);
+                match answer.trace.as_ref().or(headers_trace.as_ref()) {
+                    Some(fields) => Ok(reply.with_trace(fields.to_context()?)),
+                    None => Ok(reply),
+                }
+            })
+            .map_err(|e| e.message)
+            .and_then(|reply| {
                 self.replier
-                    .reply(address, value)
+                    .reply(address, reply)
                     .map_err(|e| e.to_string())
             });
         match sent {

@@ -7,7 +7,9 @@
 //! subscription is acked, so an unacked message is delivered again after a reconnect or a
 //! proxy restart (at least once: a message acked shortly before a crash may come again).
 //!
-//! Payloads are `value` (text) or `value_b64` (base64 bytes) both ways, as over HTTP. Each
+//! Payloads are `value` (text) or `value_b64` (base64 bytes) both ways, as over HTTP; a W3C
+//! trace context travels as a `trace` object (`{"traceparent", "tracestate"}`) on `publish`,
+//! `request` and `reply`, and on every delivered message (see [`crate::trace`]). Each
 //! `publish` and `request` takes a token from the session's rate-limit bucket; past it the
 //! command is answered `error` with code `rate_limited`, a message naming the limit and
 //! `retry_after_ms`, and not sent.
@@ -17,6 +19,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{DeliveredMessage, Identity, Mode, OutgoingMessage, Start, Stored};
+use crate::trace::TraceFields;
 
 /// What a client sends.
 #[derive(Debug, Deserialize)]
@@ -86,6 +89,9 @@ pub enum ClientFrame {
         /// User properties.
         #[serde(default)]
         properties: BTreeMap<String, String>,
+        /// W3C trace context.
+        #[serde(default)]
+        trace: Option<TraceFields>,
     },
     /// Sends a request; answered with `reply` (same `ref`) or `error` (`timeout`).
     Request {
@@ -116,6 +122,9 @@ pub enum ClientFrame {
         /// Reply wait; default `request_timeout_ms`.
         #[serde(default)]
         timeout_ms: Option<u64>,
+        /// W3C trace context.
+        #[serde(default)]
+        trace: Option<TraceFields>,
     },
     /// Answers a pushed `request`.
     Reply {
@@ -127,6 +136,9 @@ pub enum ClientFrame {
         /// The reply payload as base64 bytes; or else `value`.
         #[serde(default)]
         value_b64: Option<String>,
+        /// The reply's W3C trace context; without one the reply carries the request's.
+        #[serde(default)]
+        trace: Option<TraceFields>,
     },
     /// Acknowledges pushed messages: `delivery`, or several in `deliveries`.
     Ack {
@@ -256,6 +268,8 @@ pub struct Outgoing {
     pub tag: Option<String>,
     /// User properties.
     pub properties: BTreeMap<String, String>,
+    /// W3C trace context.
+    pub trace: Option<TraceFields>,
 }
 
 impl From<Outgoing> for OutgoingMessage {
@@ -268,6 +282,7 @@ impl From<Outgoing> for OutgoingMessage {
             key: o.key,
             tag: o.tag,
             properties: o.properties,
+            trace: o.trace,
         }
     }
 }

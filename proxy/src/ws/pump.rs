@@ -13,7 +13,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use client::{Consumer, ReceivedMessage, Responder};
+use client::{Answer, Consumer, ReceivedMessage, Responder};
 use tokio::sync::mpsc::Sender;
 
 use crate::api::DeliveredMessage;
@@ -299,14 +299,14 @@ fn pump(
 
 /// Replies awaited from the client, by delivery id.
 #[derive(Default)]
-pub struct PendingReplies(Mutex<HashMap<u64, mpsc::Sender<Vec<u8>>>>);
+pub struct PendingReplies(Mutex<HashMap<u64, mpsc::Sender<Answer>>>);
 
 impl PendingReplies {
     /// Hands a client's reply to the waiting responder; false when none waits (expired,
     /// already answered, or unknown).
-    pub fn complete(&self, delivery: u64, value: Vec<u8>) -> bool {
+    pub fn complete(&self, delivery: u64, answer: Answer) -> bool {
         let waiting = self.lock().remove(&delivery);
-        waiting.is_some_and(|tx| tx.send(value).is_ok())
+        waiting.is_some_and(|tx| tx.send(answer).is_ok())
     }
 
     /// Drops every wait (session end): each waiting responder gives up on its request.
@@ -314,7 +314,7 @@ impl PendingReplies {
         self.lock().clear();
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, mpsc::Sender<Vec<u8>>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, mpsc::Sender<Answer>>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -330,7 +330,7 @@ pub fn responder_handler(
     id: String,
     link: SessionLink,
     gate: Gate,
-) -> impl FnMut(&ReceivedMessage) -> Vec<u8> + Send + 'static {
+) -> impl FnMut(&ReceivedMessage) -> Answer + Send + 'static {
     move |request: &ReceivedMessage| {
         gate.wait(|| link.closed.load(Ordering::Acquire));
         let deadline = request
@@ -347,9 +347,9 @@ pub fn responder_handler(
         };
         let started = Instant::now();
         if link.send(frame)
-            && let Ok(value) = rx.recv_timeout(deadline)
+            && let Ok(answer) = rx.recv_timeout(deadline)
         {
-            return value;
+            return answer;
         }
         link.replies.lock().remove(&delivery);
         // No answer: outlive the deadline so the client drops the request unanswered.
@@ -357,7 +357,7 @@ pub fn responder_handler(
         if waited < deadline {
             std::thread::sleep(deadline - waited + Duration::from_millis(2));
         }
-        Vec::new()
+        Answer::default()
     }
 }
 
@@ -390,8 +390,8 @@ mod tests {
         let pending = PendingReplies::default();
         let (tx, rx) = mpsc::channel();
         pending.lock().insert(7, tx);
-        assert!(pending.complete(7, b"ok".to_vec()));
-        assert_eq!(rx.recv().unwrap(), b"ok");
-        assert!(!pending.complete(7, b"again".to_vec()));
+        assert!(pending.complete(7, Answer::new(b"ok".to_vec())));
+        assert_eq!(rx.recv().unwrap().value, b"ok");
+        assert!(!pending.complete(7, Answer::new(b"again".to_vec())));
     }
 }

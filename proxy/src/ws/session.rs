@@ -316,6 +316,7 @@ impl Bus {
                 key,
                 tag,
                 properties,
+                trace,
             } => {
                 let outgoing = Outgoing {
                     topic,
@@ -325,6 +326,7 @@ impl Bus {
                     key,
                     tag,
                     properties,
+                    trace,
                 };
                 let message = match self.admit(outgoing, Action::Produce).await {
                     Ok(message) => message,
@@ -356,6 +358,7 @@ impl Bus {
                 tag,
                 properties,
                 timeout_ms,
+                trace,
             } => {
                 let outgoing = Outgoing {
                     topic,
@@ -365,6 +368,7 @@ impl Bus {
                     key,
                     tag,
                     properties,
+                    trace,
                 };
                 let admitted = match request_timeout(&self.state, timeout_ms) {
                     Ok(timeout) => self
@@ -394,12 +398,20 @@ impl Bus {
                 delivery,
                 value,
                 value_b64,
+                trace,
             } => {
-                let value = match payload(value.as_deref(), value_b64.as_deref()) {
-                    Ok(value) => value,
+                let answer = payload(value.as_deref(), value_b64.as_deref()).and_then(|value| {
+                    let answer = client::Answer::new(value);
+                    match trace.as_ref().map(crate::trace::TraceFields::to_context) {
+                        Some(context) => Ok(answer.with_trace(context?)),
+                        None => Ok(answer),
+                    }
+                });
+                let answer = match answer {
+                    Ok(answer) => answer,
                     Err(error) => return self.send(ServerFrame::error(None, &error)).await,
                 };
-                if !self.link.replies.complete(delivery, value) {
+                if !self.link.replies.complete(delivery, answer) {
                     let error = ApiError::not_found(format!(
                         "no request awaits a reply with delivery {delivery} (expired or answered)"
                     ));

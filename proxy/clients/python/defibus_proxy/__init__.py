@@ -11,6 +11,10 @@ Two transports, one package (standard library plus ``websocket-client``):
 
 Values are ``str`` or ``bytes`` both ways: text travels as ``value``, bytes as ``value_b64``.
 
+Tracing: every publish, request and reply takes ``traceparent=``/``tracestate=`` (W3C trace
+context, :mod:`defibus_proxy.trace`); delivered messages carry theirs as ``message["trace"]``;
+:meth:`HttpClient.trace` tells one message's life (stored, pushed, committed, replied).
+
 Security: ``token=`` is sent as ``Authorization: Bearer``. A proxy with ``[tls]`` is reached
 at ``https://`` (the stream at ``wss://``) with ``ca_file=`` (the bus's CA) or
 ``ssl_context=``, and ``cert_file=``/``key_file=`` for mutual TLS; certificate failures raise
@@ -21,6 +25,7 @@ from .errors import ProxyError, ProxyTimeout, RateLimited, TlsError
 from .identity import Identity
 from .http import HttpClient
 from .stream import Delivery, StreamClient, Subscription
+from .trace import child_of, new_traceparent, trace_of
 from .values import parse_push, reply_body
 
 __all__ = [
@@ -33,6 +38,9 @@ __all__ = [
     "StreamClient",
     "Subscription",
     "TlsError",
+    "child_of",
+    "new_traceparent",
     "parse_push",
     "reply_body",
+    "trace_of",
 ]

@@ -4,10 +4,12 @@
 import json
 import ssl
 import urllib.error
+import urllib.parse
 import urllib.request
 
 from .errors import error_from
 from .tls import context_for, tls_error
+from .trace import trace_headers, trace_of
 from .values import decoded, put_value
 
 
@@ -35,52 +37,81 @@ class HttpClient:
         self.token = token
         self.ssl_context = context_for(self.base_url, ca_file, cert_file, key_file, ssl_context)
 
-    def publish(self, topic, value, key=None, tag=None, properties=None):
+    def publish(self, topic, value, key=None, tag=None, properties=None, traceparent=None,
+                tracestate=None):
         """Publishes one message (``value`` str or bytes); returns where it was stored (topic,
-        broker_id, queue_id, offset). Raises :class:`RateLimited` past the rate limit."""
+        broker_id, queue_id, offset). ``traceparent``/``tracestate`` (W3C trace context) go
+        as headers and reach every consumer. Raises :class:`RateLimited` past the rate
+        limit."""
         body = _message(topic, value, key, tag, properties)
-        return self._call("POST", "/v1/publish", self._with_identity(body))
+        return self._call("POST", "/v1/publish", self._with_identity(body),
+                          trace_headers(traceparent, tracestate))
 
-    def publish_service(self, service, value, key=None, tag=None, properties=None):
+    def publish_service(self, service, value, key=None, tag=None, properties=None,
+                        traceparent=None, tracestate=None):
         """Publishes one message to service id ``service``: the proxy sends it to the topic of
         the service's nearest deployment (it needs a GSL, ``defibus proxy --gsl``). Raises
         :class:`ProxyError` with code ``unknown_service`` when it is not deployed."""
         body = _message(None, value, key, tag, properties, service=service)
-        return self._call("POST", "/v1/publish", self._with_identity(body))
+        return self._call("POST", "/v1/publish", self._with_identity(body),
+                          trace_headers(traceparent, tracestate))
 
-    def publish_batch(self, messages):
+    def publish_batch(self, messages, traceparent=None, tracestate=None):
         """Publishes several messages (dicts with topic, value (str or bytes), key?, tag?,
-        properties?); returns one result per message."""
+        properties?, trace?); returns one result per message. ``traceparent``/``tracestate``
+        apply to every message without a ``trace`` of its own."""
         batch = []
         for message in messages:
             message = dict(message)
             batch.append(put_value(message, message.pop("value")))
         body = self._with_identity({"messages": batch})
-        return self._call("POST", "/v1/publish", body)["results"]
+        return self._call("POST", "/v1/publish", body,
+                          trace_headers(traceparent, tracestate))["results"]
 
-    def request(self, topic, value, timeout_ms=None, key=None, tag=None, properties=None):
-        """Sends a request and returns the reply message (dict with ``value``, str or bytes);
-        raises :class:`ProxyTimeout` when no reply comes before ``timeout_ms``."""
+    def request(self, topic, value, timeout_ms=None, key=None, tag=None, properties=None,
+                traceparent=None, tracestate=None):
+        """Sends a request and returns the reply message (dict with ``value``, str or bytes,
+        and ``trace`` when the reply carries a context: the responder's, or the request's as
+        it went); raises :class:`ProxyTimeout` when no reply comes before ``timeout_ms``."""
         body = _message(topic, value, key, tag, properties)
         if timeout_ms is not None:
             body["timeout_ms"] = timeout_ms
-        return decoded(self._call("POST", "/v1/request", self._with_identity(body)))
+        return decoded(self._call("POST", "/v1/request", self._with_identity(body),
+                                  trace_headers(traceparent, tracestate)))
 
     def request_service(self, service, value, timeout_ms=None, key=None, tag=None,
-                        properties=None):
+                        properties=None, traceparent=None, tracestate=None):
         """:meth:`request` to service id ``service`` (its nearest deployment's topic)."""
         body = _message(None, value, key, tag, properties, service=service)
         if timeout_ms is not None:
             body["timeout_ms"] = timeout_ms
-        return decoded(self._call("POST", "/v1/request", self._with_identity(body)))
+        return decoded(self._call("POST", "/v1/request", self._with_identity(body),
+                                  trace_headers(traceparent, tracestate)))
 
-    def reply(self, request, value):
+    def reply(self, request, value, traceparent=None, tracestate=None):
         """Answers ``request`` -- a request message as delivered to a webhook (dict with
         ``topic``, ``queue_id``, ``reply_to``, ``correlation_id``) -- with ``value`` (str or
-        bytes). Raises :class:`ProxyError` with code ``no_requester`` when nobody waits any
-        more."""
+        bytes). The reply carries ``traceparent``/``tracestate`` when given (the responder's
+        own span, say :func:`defibus_proxy.trace.child_of`), else the request's context as it
+        was delivered. Raises :class:`ProxyError` with code ``no_requester`` when nobody waits
+        any more."""
         body = {key: request[key] for key in ("topic", "queue_id", "reply_to", "correlation_id")}
-        self._call("POST", "/v1/reply", self._with_identity(put_value(body, value)))
+        if traceparent is None:
+            traceparent, tracestate = trace_of(request)
+        self._call("POST", "/v1/reply", self._with_identity(put_value(body, value)),
+                   trace_headers(traceparent, tracestate))
+
+    def trace(self, topic, offset=None, key=None, queue=None, broker=None, search=None,
+              matches=None):
+        """One message's life (``GET /v1/trace``): when and where it was stored, which groups
+        were pushed it and when each committed it, and for a request its deadline and reply.
+        ``offset`` (of ``queue``, else of every queue), ``key`` (the newest ``matches`` among
+        the newest ``search`` records), both (the message at ``offset`` if its key is
+        ``key``) or neither (the newest message). Returns ``{"topic", "queues": [...]}``."""
+        query = {"topic": topic, "offset": offset, "key": key, "queue": queue,
+                 "broker": broker, "search": search, "matches": matches}
+        params = urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
+        return self._call("GET", f"/v1/trace?{params}")
 
     def subscribe_webhook(self, topic, group, url, mode="clustering", start="committed"):
         """Asks the proxy to POST every message of ``topic`` to ``url`` (parse each body with
@@ -138,9 +169,10 @@ class HttpClient:
             raise ValueError("this call needs an identity: HttpClient(url, identity=...)")
         return self.identity.to_json()
 
-    def _call(self, method, path, body=None):
+    def _call(self, method, path, body=None, extra_headers=None):
         data = None if body is None else json.dumps(body).encode()
         headers = {"content-type": "application/json"} if data is not None else {}
+        headers.update(extra_headers or {})
         request = urllib.request.Request(
             self.base_url + path, data=data, method=method, headers=self._headers(headers)
         )

@@ -23,6 +23,7 @@ except ImportError:  # HttpClient works without it; StreamClient says what to in
 
 from .errors import ProxyError, ProxyTimeout, TlsError, error_from
 from .tls import context_for, tls_error
+from .trace import trace_object
 from .values import decoded, put_value
 
 log = logging.getLogger("defibus_proxy")
@@ -178,22 +179,30 @@ class StreamClient:
 
     # -- calls -----------------------------------------------------------------------------
 
-    def publish(self, topic, value, key=None, tag=None, properties=None):
-        """Publishes one message (``value`` str or bytes); returns where it was stored. Raises
-        :class:`RateLimited` past the session's rate limit."""
-        frame = _message("publish", topic, value, key, tag, properties)
+    def publish(self, topic, value, key=None, tag=None, properties=None, traceparent=None,
+                tracestate=None):
+        """Publishes one message (``value`` str or bytes, with a W3C trace context when
+        ``traceparent`` is given); returns where it was stored. Raises :class:`RateLimited`
+        past the session's rate limit."""
+        frame = _message("publish", topic, value, key, tag, properties,
+                         trace=trace_object(traceparent, tracestate))
         return self._call(frame)
 
-    def publish_service(self, service, value, key=None, tag=None, properties=None):
+    def publish_service(self, service, value, key=None, tag=None, properties=None,
+                        traceparent=None, tracestate=None):
         """:meth:`publish` to service id ``service`` (its nearest deployment's topic; the proxy
         needs a GSL)."""
-        frame = _message("publish", None, value, key, tag, properties, service=service)
+        frame = _message("publish", None, value, key, tag, properties, service=service,
+                         trace=trace_object(traceparent, tracestate))
         return self._call(frame)
 
-    def request(self, topic, value, timeout_ms=3000, key=None, tag=None, properties=None):
-        """Sends a request and returns the reply message (dict with ``value``, str or bytes);
-        raises :class:`ProxyTimeout` at the deadline."""
-        frame = _message("request", topic, value, key, tag, properties)
+    def request(self, topic, value, timeout_ms=3000, key=None, tag=None, properties=None,
+                traceparent=None, tracestate=None):
+        """Sends a request and returns the reply message (dict with ``value``, str or bytes,
+        and ``trace`` when the reply carries a context); raises :class:`ProxyTimeout` at the
+        deadline."""
+        frame = _message("request", topic, value, key, tag, properties,
+                         trace=trace_object(traceparent, tracestate))
         frame["timeout_ms"] = timeout_ms
         reply = self._call(frame, timeout=timeout_ms / 1000 + self.timeout)["message"]
         return decoded(reply)
@@ -206,7 +215,9 @@ class StreamClient:
 
     def respond(self, topic, group, handler):
         """Answers requests of ``topic`` as a member of ``group``: ``handler(message)``
-        returns the reply value (str or bytes; anything else is sent as its ``str``)."""
+        returns the reply value (str or bytes; anything else is sent as its ``str``), or a
+        ``(value, traceparent)`` pair to give the reply a trace context of its own (without
+        one the reply carries the request's, ``message["trace"]``)."""
         return self._add(Subscription(topic, group, "clustering", "committed", True, handler, False))
 
     def unsubscribe(self, subscription):
@@ -398,9 +409,12 @@ class StreamClient:
             try:
                 if kind == "request":
                     value = subscription.callback(delivery.message)
+                    reply = {"type": "reply", "delivery": delivery.delivery_id}
+                    if isinstance(value, tuple) and len(value) == 2:
+                        value, traceparent = value
+                        reply["trace"] = trace_object(traceparent)
                     if not isinstance(value, (str, bytes, bytearray)):
                         value = str(value)
-                    reply = {"type": "reply", "delivery": delivery.delivery_id}
                     self._send_in_epoch(delivery._epoch, put_value(reply, value))
                 else:
                     subscription.callback(delivery)
@@ -415,9 +429,11 @@ class StreamClient:
                 self._send_in_epoch(self._epoch, {"type": "heartbeat"})
 
 
-def _message(kind, topic, value, key, tag, properties, service=None):
+def _message(kind, topic, value, key, tag, properties, service=None, trace=None):
     target = {"service": service} if service is not None else {"topic": topic}
     frame = put_value({"type": kind, **target}, value)
+    if trace is not None:
+        frame["trace"] = trace
     if key is not None:
         frame["key"] = key
     if tag is not None:

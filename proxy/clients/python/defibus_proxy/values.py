@@ -33,7 +33,13 @@ def parse_push(raw):
     return push
 
 
-def reply_body(value):
+def reply_body(value, traceparent=None, tracestate=None):
     """The body a webhook answers a request with to reply ``value`` (str or bytes), as bytes
-    ready to send with ``content-type: application/json``."""
-    return json.dumps(put_value({}, value)).encode()
+    ready to send with ``content-type: application/json``; the reply carries
+    ``traceparent``/``tracestate`` when given, else the request's context."""
+    body = put_value({}, value)
+    if traceparent is not None:
+        body["trace"] = {"traceparent": traceparent}
+        if tracestate is not None:
+            body["trace"]["tracestate"] = tracestate
+    return json.dumps(body).encode()

@@ -1,5 +1,5 @@
 // The DeFiBus console: reads the proxy's JSON API (GET /v1/cluster, /v1/topics, /v1/groups,
-// /v1/services; POST /v1/services/{id}/{action}) and draws one page at a time. Plain DOM calls
+// /v1/services, /v1/trace; POST /v1/services/{id}/{action}) and draws one page at a time. Plain DOM calls
 // and textContent only: names from the bus are never parsed as markup. No build step.
 "use strict";
 
@@ -419,6 +419,110 @@
     }
   }
 
+  // ---- message lookup (GET /v1/trace): asked on submit, never refreshed ----
+  const when = (ms) => (ms === null || ms === undefined ? "–" : new Date(ms).toISOString());
+
+  function facts(pairs) {
+    const nodes = [];
+    for (const [term, value] of pairs) {
+      nodes.push(el("dt", { text: term }), el("dd", {}, [value]));
+    }
+    return el("dl", { class: "facts" }, nodes);
+  }
+
+  function commitText(c) {
+    switch (c.state) {
+      case "committed": return "committed at " + when(c.at_ms);
+      case "not_committed": return "not committed";
+      case "after": return "committed after " + when(c.at_ms) + " (search budget reached)";
+      default: return "unknown: " + (c.reason || "");
+    }
+  }
+
+  function replyText(r) {
+    switch (r.state) {
+      case "found": return "stored at " + when(r.at_ms) + ", shard " + r.shard_id +
+        " reply queue offset " + r.offset;
+      case "not_found": return "none found";
+      case "after": return "after " + when(r.at_ms) + " (search budget reached)";
+      default: return "unknown: " + (r.reason || "");
+    }
+  }
+
+  function drawMessage(m) {
+    const trace = m.trace ? m.trace.traceparent + (m.trace.tracestate ? " (" + m.trace.tracestate + ")" : "") : "–";
+    const nodes = [
+      el("h4", { text: m.type + " at offset " + num(m.offset) }),
+      facts([
+        ["stored", when(m.stored_ms)],
+        ["created", when(m.created_ms)],
+        ["batch", "offsets " + num(m.batch_base_offset) + "…, " + num(m.batch_records) + " records"],
+        ["key", m.key === null ? "–" : m.key],
+        ["value", num(m.value_bytes) + " bytes"],
+        ["traceparent", trace],
+      ]),
+    ];
+    if (m.request) {
+      nodes.push(facts([
+        ["deadline", when(m.request.deadline_ms) + (m.request.expired ? " (expired)" : "")],
+        ["reply to", m.request.reply_to],
+        ["reply", replyText(m.request.reply)],
+      ]));
+    }
+    const rows = m.groups.map((g) => el("tr", { "data-group": g.group }, [
+      el("th", { scope: "row", text: g.group }),
+      td(g.assigned_to || "–"),
+      td(g.pushes.length
+        ? g.pushes.map((p) => when(p.at_ms) + " → " + p.client_id).join("; ")
+        : "none since " + when(g.pushes_remembered_since_ms)),
+      tdNum(g.committed_offset),
+      td(commitText(g.committed), "committed"),
+    ]));
+    nodes.push(rows.length
+      ? table("Groups", ["Group", "Member now", "Pushed", ["Committed offset", "num"], "Committed past it"], rows)
+      : empty("No group consumes this queue."));
+    return el("article", { class: "message" }, nodes);
+  }
+
+  function drawTrace(data) {
+    const nodes = [];
+    for (const q of data.queues) {
+      nodes.push(el("h3", {
+        text: data.topic + " queue " + q.queue_id + " on " + q.broker_id + " shard " + q.shard_id +
+          " (offsets " + num(q.start_offset) + " to " + num(q.next_offset) + ")",
+      }));
+      if (q.messages.length === 0) nodes.push(empty("No such message in this queue."));
+      for (const m of q.messages) nodes.push(drawMessage(m));
+    }
+    if (nodes.length === 0) nodes.push(empty("No queue of " + data.topic + " matches."));
+    fill("lookup", nodes);
+  }
+
+  async function lookup() {
+    const params = new URLSearchParams({ topic: $("lookup-topic").value.trim() });
+    const offset = $("lookup-offset").value.trim();
+    const key = $("lookup-key").value;
+    const queue = $("lookup-queue").value.trim();
+    if ((offset === "") === (key === "")) {
+      problem("Give an offset or a key (one of them).");
+      return;
+    }
+    if (offset !== "") params.set("offset", offset);
+    else params.set("key", key);
+    if (queue !== "") params.set("queue", queue);
+    delete document.body.dataset.loaded;
+    try {
+      const data = await api("GET", "/v1/trace?" + params.toString());
+      problem(null);
+      drawTrace(data);
+      $("updated").textContent = "Looked up at " + new Date().toLocaleTimeString("en-GB");
+      document.body.dataset.loaded = "lookup";
+    } catch (error) {
+      if (error.status === 401) askForToken("Sign in to continue.");
+      else problem("Lookup failed. " + describe(error));
+    }
+  }
+
   // ---- start ----
   document.addEventListener("DOMContentLoaded", () => {
     $("login-form").addEventListener("submit", (event) => {
@@ -439,6 +543,10 @@
     $("page-services").addEventListener("click", (event) => {
       const button = event.target.closest("button[data-action]");
       if (button) runAction(button);
+    });
+    $("lookup-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      lookup();
     });
     $("auto-refresh").addEventListener("change", schedule);
     window.addEventListener("hashchange", () => {
