@@ -327,8 +327,8 @@ fn differences(current: &TopicConfig, asked: &TopicConfig) -> Vec<String> {
     }
     check(
         "flush",
-        flush_name(current.flush_mode).to_owned(),
-        flush_name(asked.flush_mode).to_owned(),
+        current.flush_mode.as_str().to_owned(),
+        asked.flush_mode.as_str().to_owned(),
     );
     check(
         "max depth",
@@ -482,7 +482,7 @@ fn create(
                 "created {topic} on {}: {} queues, flush {}, max depth {}",
                 broker.id,
                 config.queue_count,
-                flush_name(config.flush_mode),
+                config.flush_mode.as_str(),
                 config.max_queue_depth
             ),
             Err(ClientError::Status {
@@ -628,7 +628,7 @@ fn update(
             "updated {topic} on {}: {} queues, flush {}, max depth {}, {} redirect rule(s)",
             broker.id,
             config.queue_count,
-            flush_name(config.flush_mode),
+            config.flush_mode.as_str(),
             config.max_queue_depth,
             config.redirects.len()
         );
@@ -696,7 +696,7 @@ fn topic_row(broker: &str, topic: &TopicInfo) -> Vec<String> {
         topic.topic.clone(),
         topic.queue_count.to_string(),
         format!("{}/{}", topic.read_queue_count, topic.write_queue_count),
-        flush_name(topic.flush_mode).to_owned(),
+        topic.flush_mode.as_str().to_owned(),
         topic.max_queue_depth.to_string(),
         depths.join(","),
     ]
@@ -843,13 +843,6 @@ fn describe_replication(r: &protocol::control::QueueReplication) -> String {
         line.push_str(&format!("; {} {state} at {}", f.broker_id, f.durable_end));
     }
     line
-}
-
-fn flush_name(mode: FlushMode) -> &'static str {
-    match mode {
-        FlushMode::Async => "async",
-        FlushMode::Sync => "sync",
-    }
 }
 
 #[cfg(test)]

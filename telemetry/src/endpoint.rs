@@ -1,23 +1,33 @@
-//! The `/metrics` HTTP endpoint: one std thread serving scrapes one at a time.
+//! The `/metrics` HTTP endpoint: a std thread accepting scrapes, each answered on a thread of
+//! its own, at most [`ANSWERING_MAX`] at once.
 //!
-//! A scrape every few seconds needs no async runtime and no HTTP framework: the thread reads
-//! one request head (bounded in size and time), answers `GET /metrics` with the text its
-//! callback renders and anything else with 404, and closes the connection. It runs beside the
-//! process's runtime, never on it, so a slow scraper holds only this thread.
+//! A scrape every few seconds needs no async runtime and no HTTP framework: a connection's
+//! thread reads one request head (bounded in size, and in time as a whole, not per read),
+//! answers `GET /metrics` with the text its callback renders and anything else with 404, and
+//! closes the connection. It runs beside the process's runtime, never on it. A client that
+//! opens connections and sends nothing holds one answering thread each for at most
+//! [`HEAD_TIMEOUT`]; past [`ANSWERING_MAX`] of them a new connection is answered 503 at once
+//! by the accepting thread, so such a client costs bounded threads and memory and a scraper's
+//! next try gets through as soon as one of them times out, instead of queueing behind them
+//! all.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::{CONTENT_TYPE, CONTENT_TYPE_CLASSIC, Scrape};
 
 /// Longest request head read; a scraper's is a few hundred bytes.
 const REQUEST_HEAD_BYTES_MAX: usize = 8 << 10;
-/// How long a connection may take to send its request head or take the answer.
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a connection may take to send its whole request head: a scraper sends it at once.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a connection may take to take the answer.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections answered at once; more are refused with 503 until one ends.
+pub const ANSWERING_MAX: usize = 8;
 
 /// Gathers one scrape, or `None` when the process cannot answer now (503).
 pub type Render = Box<dyn Fn() -> Option<Scrape> + Send>;
@@ -92,8 +102,9 @@ impl Endpoint {
 impl Drop for Endpoint {
     fn drop(&mut self) {
         self.stopping.store(true, Ordering::Release);
-        // Wakes the blocked accept; the thread sees the flag and ends.
-        let _ = TcpStream::connect_timeout(&self.address, IO_TIMEOUT);
+        // Wakes the blocked accept; the thread sees the flag and ends. Answering threads end
+        // on their own within their timeouts.
+        let _ = TcpStream::connect_timeout(&self.address, HEAD_TIMEOUT);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -101,6 +112,9 @@ impl Drop for Endpoint {
 }
 
 fn serve(listener: TcpListener, render: Render, stopping: &AtomicBool) {
+    // Renders are quick and rare; one at a time keeps `Render` free of a `Sync` bound.
+    let render = Arc::new(Mutex::new(render));
+    let answering = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
         if stopping.load(Ordering::Acquire) {
             return;
@@ -108,19 +122,69 @@ fn serve(listener: TcpListener, render: Render, stopping: &AtomicBool) {
         let Ok(stream) = stream else {
             continue;
         };
-        if let Err(e) = answer(stream, &render) {
-            log::debug!("metrics endpoint: a scrape failed: {e}");
+        if answering.fetch_add(1, Ordering::AcqRel) >= ANSWERING_MAX {
+            answering.fetch_sub(1, Ordering::AcqRel);
+            refuse(stream);
+            continue;
+        }
+        let (render, done) = (render.clone(), answering.clone());
+        let spawned = std::thread::Builder::new()
+            .name("defibus-metrics-answer".into())
+            .spawn(move || {
+                if let Err(e) = answer(stream, &render) {
+                    log::debug!("metrics endpoint: a scrape failed: {e}");
+                }
+                done.fetch_sub(1, Ordering::AcqRel);
+            });
+        if let Err(e) = spawned {
+            answering.fetch_sub(1, Ordering::AcqRel);
+            log::warn!("metrics endpoint: cannot start a thread to answer a scrape: {e}");
         }
     }
 }
 
-fn answer(mut stream: TcpStream, render: &Render) -> io::Result<()> {
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+/// Answers 503 without waiting on the peer: a fresh socket's send buffer takes the short
+/// answer at once. Whatever part of the request has arrived is read first, without blocking,
+/// so that closing with it unread does not reset the connection before the answer is read.
+fn refuse(mut stream: TcpStream) {
+    let mut buf = [0u8; 1024];
+    if stream.set_nonblocking(true).is_ok() {
+        let _ = stream.read(&mut buf);
+        let _ = stream.set_nonblocking(false);
+    }
+    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    let _ = respond(&mut stream, "503 Service Unavailable", "text/plain", "");
+}
+
+/// Reads a request head within [`HEAD_TIMEOUT`] in all; `None` when the peer closed first.
+fn read_head(stream: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
+    let deadline = Instant::now() + HEAD_TIMEOUT;
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
         if head.len() >= REQUEST_HEAD_BYTES_MAX {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "head too large"));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        stream.set_read_timeout(Some(left))?;
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    Ok(Some(head))
+}
+
+fn answer(mut stream: TcpStream, render: &Mutex<Render>) -> io::Result<()> {
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    let head = match read_head(&mut stream) {
+        Ok(Some(head)) => head,
+        Ok(None) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
             return respond(
                 &mut stream,
                 "431 Request Header Fields Too Large",
@@ -128,30 +192,29 @@ fn answer(mut stream: TcpStream, render: &Render) -> io::Result<()> {
                 "",
             );
         }
-        let n = stream.read(&mut buf)?;
-        if n == 0 {
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
+        Err(e) => return Err(e),
+    };
     let line = head.split(|b| *b == b'\r').next().unwrap_or_default();
     let mut parts = line.split(|b| *b == b' ');
     let (method, path) = (parts.next(), parts.next());
     // A query string (`?name[]=…`) is allowed and ignored: every scrape returns everything.
     let path = path.map(|p| p.split(|b| *b == b'?').next().unwrap_or_default());
     match (method, path) {
-        (Some(b"GET"), Some(b"/metrics")) => match render() {
-            Some(scrape) if wants_openmetrics(&head) => {
-                respond(&mut stream, "200 OK", CONTENT_TYPE, &scrape.render())
+        (Some(b"GET"), Some(b"/metrics")) => {
+            let scrape = (render.lock().unwrap_or_else(PoisonError::into_inner))();
+            match scrape {
+                Some(scrape) if wants_openmetrics(&head) => {
+                    respond(&mut stream, "200 OK", CONTENT_TYPE, &scrape.render())
+                }
+                Some(scrape) => respond(
+                    &mut stream,
+                    "200 OK",
+                    CONTENT_TYPE_CLASSIC,
+                    &scrape.render_classic(),
+                ),
+                None => respond(&mut stream, "503 Service Unavailable", "text/plain", ""),
             }
-            Some(scrape) => respond(
-                &mut stream,
-                "200 OK",
-                CONTENT_TYPE_CLASSIC,
-                &scrape.render_classic(),
-            ),
-            None => respond(&mut stream, "503 Service Unavailable", "text/plain", ""),
-        },
+        }
         (Some(b"GET"), _) => respond(&mut stream, "404 Not Found", "text/plain", ""),
         _ => respond(&mut stream, "405 Method Not Allowed", "text/plain", ""),
     }
@@ -236,5 +299,39 @@ mod tests {
     fn a_process_that_cannot_answer_says_unavailable() {
         let endpoint = Endpoint::start("127.0.0.1:0", Box::new(|| None)).unwrap();
         assert!(get(endpoint.local_addr(), "/metrics").starts_with("HTTP/1.1 503"));
+    }
+
+    #[test]
+    fn silent_connections_do_not_keep_a_scrape_waiting() {
+        let render = || {
+            let mut scrape = Scrape::default();
+            scrape.counter("m", "M.", &[], 1);
+            Some(scrape)
+        };
+        let endpoint = Endpoint::start("127.0.0.1:0", Box::new(render)).unwrap();
+        let address = endpoint.local_addr();
+        // Connections that never send a head: one fewer than the bound, so a scrape still
+        // finds an answering thread free and is served at once, not after their timeouts.
+        let silent: Vec<TcpStream> = (0..ANSWERING_MAX - 1)
+            .map(|_| TcpStream::connect(address).unwrap())
+            .collect();
+        let started = Instant::now();
+        assert!(get(address, "/metrics").starts_with("HTTP/1.1 200 OK"));
+        assert!(started.elapsed() < HEAD_TIMEOUT, "{:?}", started.elapsed());
+        // Past the bound a connection is answered 503 at once rather than queued: the
+        // accepting thread takes connections in order, so `more`'s hold the last slot first.
+        let more: Vec<TcpStream> = (0..2)
+            .map(|_| TcpStream::connect(address).unwrap())
+            .collect();
+        // The answer is 503, or a reset when the refusal closed before the request arrived.
+        let mut refused = TcpStream::connect(address).unwrap();
+        let _ = refused.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut answer = String::new();
+        match refused.read_to_string(&mut answer) {
+            Ok(_) => assert!(answer.starts_with("HTTP/1.1 503"), "{answer}"),
+            Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}"),
+        }
+        assert!(started.elapsed() < HEAD_TIMEOUT, "{:?}", started.elapsed());
+        drop((silent, more));
     }
 }

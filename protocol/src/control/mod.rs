@@ -195,6 +195,16 @@ pub enum FlushMode {
     Sync,
 }
 
+impl FlushMode {
+    /// The mode as configuration and listings spell it: `async` or `sync`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FlushMode::Async => "async",
+            FlushMode::Sync => "sync",
+        }
+    }
+}
+
 /// The body of an error response: the status again, plus what a human needs to fix it.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[rkyv(derive(Debug))]

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use protocol::control::{
-    BrokerStats, BrokerSummary, ClusterInfo, FlushMode, ServiceRecord, ServiceState, TopicInfo,
+    BrokerStats, BrokerSummary, ClusterInfo, ServiceRecord, ServiceState, TopicInfo,
 };
 use serde::Serialize;
 
@@ -235,7 +235,7 @@ pub fn topics(read_at_ms: u64, reads: &BrokerReads, only: Option<&str>) -> Topic
                 .entry(info.topic.as_str())
                 .or_insert_with(|| TopicView {
                     topic: info.topic.clone(),
-                    flush: flush_name(info.flush_mode),
+                    flush: info.flush_mode.as_str(),
                     max_queue_depth: info.max_queue_depth,
                     replicas: info.replicas.max(1),
                     depth: 0,
@@ -461,7 +461,7 @@ pub fn service(record: &ServiceRecord, resolution: Option<Resolution>) -> Servic
             .collect(),
         queue_count: record.queue_count,
         max_queue_depth: record.max_queue_depth,
-        flush: flush_name(record.flush_mode),
+        flush: record.flush_mode.as_str(),
         resolved_areas,
         resolve_error,
         actions: match record.state {
@@ -481,17 +481,10 @@ pub fn state_name(state: ServiceState) -> &'static str {
     }
 }
 
-fn flush_name(mode: FlushMode) -> &'static str {
-    match mode {
-        FlushMode::Async => "async",
-        FlushMode::Sync => "sync",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use protocol::control::{GroupQueueStats, QueueDamage, QueueStats, ShardStats};
+    use protocol::control::{FlushMode, GroupQueueStats, QueueDamage, QueueStats, ShardStats};
 
     fn info(topic: &str, depths: Vec<u64>) -> TopicInfo {
         TopicInfo {
