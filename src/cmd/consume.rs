@@ -110,7 +110,7 @@ pub fn run(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
                             println!("  nacked: dead-lettered to {}", nacked.topic)
                         }
                         Ok(nacked) => println!(
-                            "  nacked: redelivery {} from queue {} of {}",
+                            "  nacked: redelivery {} waits in queue {} of {}",
                             nacked.attempt, nacked.queue_id, nacked.topic
                         ),
                         Err(e) => break Err(anyhow::Error::new(e).context("nacking")),
