@@ -238,7 +238,8 @@ fn any_property() -> impl Strategy<Value = OwnedProperty> {
         r"[a-z][a-z0-9]{0,8}=[!-+\x2d-<>-~]{1,16}".prop_map(OwnedProperty::TraceState),
         (".{0,40}", bytes()).prop_map(|(key, value)| OwnedProperty::User { key, value }),
         // Tags no reader of this version knows: skipped and forwarded, never misread.
-        (prop_oneof![8..0x80u8, 0x81..=u8::MAX], bytes())
+        // Tag 12 is the retry mark (§13.2), checked when read.
+        (prop_oneof![8..12u8, 13..0x80u8, 0x81..=u8::MAX], bytes())
             .prop_map(|(tag, value)| OwnedProperty::Unknown { tag, value }),
     ]
 }

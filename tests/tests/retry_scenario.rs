@@ -490,3 +490,47 @@ fn events_past_their_time_to_live_are_not_delivered_and_are_counted() {
     });
     consumer.close().unwrap();
 }
+
+#[test]
+fn a_consumer_whose_nacks_are_refused_retries_in_place_instead() {
+    // Broadcast members have no retry topic: the broker refuses their nacks for good.
+    let bus = Bus::start(Vec::new());
+    let calls: Calls = Arc::default();
+    let sink = calls.clone();
+    let policy = RetryPolicy {
+        schedule: vec![Duration::from_millis(100)],
+        max_redeliveries: 3,
+    };
+    let consumer = Consumer::start_with_result(
+        &bus.client,
+        ConsumerOptions::new(TOPIC, "everyone", ConsumeMode::Broadcast).retry_policy(policy),
+        move |m: &ReceivedMessage| {
+            let seen = record(&sink, m);
+            if m.value == b"once" && seen == 1 {
+                Err("first time")
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .unwrap();
+    let producer = Producer::new(&bus.client).unwrap();
+    bus.send(&producer, Message::new(TOPIC, "once"));
+    bus.send(&producer, Message::new(TOPIC, "next"));
+    wait_until("next handled", WAIT, || {
+        !calls_of(&calls, "next").is_empty()
+    });
+    let order: Vec<String> = calls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| c.value.clone())
+        .collect();
+    assert_eq!(
+        order,
+        ["once", "once", "next"],
+        "retried in place after the refusal"
+    );
+    assert!(consumer.take_error().is_none());
+    consumer.close().unwrap();
+}

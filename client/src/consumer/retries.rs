@@ -29,6 +29,16 @@ pub(super) const ROUTE_RETRY_INTERVAL: Duration = Duration::from_secs(30);
 /// Longest wait between attempts to nack while the broker cannot take it.
 const NACK_RETRY_MAX: Duration = Duration::from_secs(5);
 
+/// How a nack that is tried until it succeeds ended.
+enum Nacking {
+    /// The broker stored the copy.
+    Stored,
+    /// The broker refused it for good (`RetryUnavailable`), saying why.
+    Refused(String),
+    /// The consumer closed first.
+    Closed,
+}
+
 /// Where the broker stored a nacked message's copy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Nacked {
@@ -207,20 +217,39 @@ impl ConsumerInner {
     /// Runs `handler` on `delivery`; on error, nacks it, or for an ordered consumer retries
     /// in place and dead-letters it past the policy's redeliveries. True once the message
     /// is consumed (handled, or its copy stored); false if the consumer closed first.
+    ///
+    /// A broker that refuses the nack for good (`RetryUnavailable`: a broadcast group, or a
+    /// group whose retry topic cannot be named) makes the consumer retry in place instead;
+    /// when even the dead letter is refused, the message is given up as a fault the
+    /// application sees (`take_error`, `close`), never dropped silently.
     pub(super) fn handle_or_retry<E: std::fmt::Display>(
         &self,
         delivery: &Delivery,
         handler: &mut impl FnMut(&ReceivedMessage) -> std::result::Result<(), E>,
     ) -> bool {
         let message = &delivery.message;
+        let mut in_place = self.options.ordered;
         let mut attempt = 0;
         loop {
             let error = match handler(message) {
                 Ok(()) => return true,
                 Err(error) => error.to_string(),
             };
-            if !self.options.ordered {
-                return self.nack_until_stored(message, &error, false);
+            if !in_place {
+                match self.nack_until_stored(message, &error, false) {
+                    Nacking::Stored => return true,
+                    Nacking::Closed => return false,
+                    Nacking::Refused(refusal) => {
+                        log::warn!(
+                            "{}: nack of offset {} of queue {} refused ({refusal}); retrying \
+                             it in place",
+                            message.topic,
+                            message.offset,
+                            message.queue_id
+                        );
+                        in_place = true;
+                    }
+                }
             }
             attempt += 1;
             if attempt > self.options.retry_policy.max_redeliveries {
@@ -230,7 +259,21 @@ impl ConsumerInner {
                     message.offset,
                     message.queue_id
                 );
-                return self.nack_until_stored(message, &error, true);
+                return match self.nack_until_stored(message, &error, true) {
+                    Nacking::Stored => true,
+                    Nacking::Closed => false,
+                    Nacking::Refused(refusal) => {
+                        self.fault(
+                            protocol::codes::Status::RetryUnavailable,
+                            format!(
+                                "gave up on offset {} of queue {} of {} at {} after {attempt} \
+                                 failures ({error}); it could not be dead-lettered: {refusal}",
+                                message.offset, message.queue_id, message.topic, message.endpoint
+                            ),
+                        );
+                        true
+                    }
+                };
             }
             if !self.sleep_unless_closed(self.options.retry_policy.delay(attempt)) {
                 return false;
@@ -239,18 +282,23 @@ impl ConsumerInner {
     }
 
     /// Nacks `message` until the broker stored its copy (a broker restarting, a lost
-    /// connection: waits and tries again, so a rejected message is never just dropped);
-    /// false if the consumer closed first, leaving the message unconsumed.
+    /// connection: waits and tries again, so a rejected message is never just dropped), the
+    /// broker refused it for good, or the consumer closed (the message is then unconsumed).
     fn nack_until_stored(
         &self,
         message: &ReceivedMessage,
         reason: &str,
         dead_letter: bool,
-    ) -> bool {
+    ) -> Nacking {
         let mut wait = Duration::from_millis(100);
         loop {
             match self.nack(message, reason, dead_letter) {
-                Ok(_) => return true,
+                Ok(_) => return Nacking::Stored,
+                Err(ClientError::Status { status, message })
+                    if status == protocol::codes::Status::RetryUnavailable =>
+                {
+                    return Nacking::Refused(format!("{status}: {message}"));
+                }
                 Err(e) => log::warn!(
                     "{}: nack of offset {} of queue {} failed, trying again in {wait:?}: {e}",
                     message.topic,
@@ -259,7 +307,7 @@ impl ConsumerInner {
                 ),
             }
             if !self.sleep_unless_closed(wait) {
-                return false;
+                return Nacking::Closed;
             }
             wait = (wait * 2).min(NACK_RETRY_MAX);
         }
