@@ -93,6 +93,12 @@ enum Command {
     /// prints the document the proxy's GET /v1/trace answers. Exits 1 when no such message
     /// is found.
     Trace(cmd::trace::TraceArgs),
+    /// Dead-letter topics of consumer groups: list, show, resend to the original topic,
+    /// purge.
+    ///
+    /// A message a group rejects more than [retry] max_redeliveries times lands in
+    /// <topic>.DLQ.<group>; see --help of each subcommand and docs/ARCHITECTURE.md §13.2.
+    Dlq(cmd::dlq::DlqArgs),
     /// Answer a service topic's requests (--echo or --upper) until Ctrl-C/SIGTERM.
     ///
     /// Prints each request handled and its reply. A stand-in service for demos and tests.
@@ -202,6 +208,7 @@ fn main() -> std::process::ExitCode {
         Command::Request(args) => cmd::request::run(args),
         Command::Respond(args) => cmd::respond::run(args),
         Command::Trace(args) => cmd::trace::run(args),
+        Command::Dlq(args) => cmd::dlq::run(args),
         Command::Security(command) => cmd::security::run(command),
         Command::Certs(command) => cmd::certs::run(command),
         Command::Bench(args) => bench::run(args),

@@ -141,6 +141,10 @@ pub enum WorkloadCommand {
     /// read (or at --duration). Redeliveries after the group's first rebalance are counted
     /// and printed.
     Consume(ConsumeArgs),
+    /// The cost of a nack: a pre-filled backlog (--messages, at most 20,000) read one
+    /// message at a time by a pull consumer that nacks each (the broker copies it to the
+    /// group's retry topic), beside the same read without nacks (ratio = nack / plain).
+    Retry(ConsumeArgs),
     /// Publish → consume latency at fixed offered rates, open loop, for a sweep of rates up to
     /// saturation.
     ///

@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use protocol::codes::Command;
 use protocol::control::{
-    self, BrokerStats, ClusterInfo, PolicyDocument, PolicyGet, QueueAssignment, ScrubReply,
-    ScrubRequest, TopicConfig, TopicInfo, TopicList, TopicName, TopicRoute, TraceReply,
-    TraceRequest, TraceTarget,
+    self, BrokerStats, ClusterInfo, DeadLetterReply, DeadLetterRequest, PolicyDocument, PolicyGet,
+    QueueAssignment, ScrubReply, ScrubRequest, TopicConfig, TopicInfo, TopicList, TopicName,
+    TopicRoute, TraceReply, TraceRequest, TraceTarget,
 };
 use protocol::names::Topic;
 
@@ -87,6 +87,70 @@ impl Admin {
         Ok(control::decode::<TopicList>(&frame.body)
             .map_err(|e| ClientError::control(broker, e))?
             .topics)
+    }
+
+    /// Shows, resends or purges the pending messages of one queue of a dead-letter topic
+    /// (`command`: `DeadLetterShow`, `DeadLetterResend` or `DeadLetterPurge`; ARCHITECTURE
+    /// §13.2), at `broker` (any shard: the owner answers). Every queue of the topic:
+    /// [`Self::dead_letters_everywhere`].
+    pub fn dead_letters(
+        &self,
+        broker: &str,
+        command: Command,
+        request: &DeadLetterRequest,
+    ) -> Result<DeadLetterReply> {
+        if !matches!(
+            command,
+            Command::DeadLetterShow | Command::DeadLetterResend | Command::DeadLetterPurge
+        ) {
+            return Err(ClientError::InvalidArgument(format!(
+                "{command} is not a dead-letter command"
+            )));
+        }
+        let body = control::encode(request).map_err(local)?;
+        let frame = self.broker_call(broker, command, &body)?;
+        control::decode::<DeadLetterReply>(&frame.body).map_err(|e| ClientError::control(broker, e))
+    }
+
+    /// [`Self::dead_letters`] on every queue of dead-letter topic `topic`, as the route
+    /// lists them: (broker endpoint, queue id, answer), sorted. `limit` and `offset` as in
+    /// [`DeadLetterRequest`]; an `offset` needs `queue` (and a single broker's route) to
+    /// say which queue it is in.
+    pub fn dead_letters_everywhere(
+        &self,
+        topic: &str,
+        command: Command,
+        queue: Option<u32>,
+        limit: u32,
+        offset: Option<u64>,
+    ) -> Result<Vec<(String, u32, DeadLetterReply)>> {
+        let route = self.topic_route(topic)?;
+        let mut queues: Vec<(String, u32)> = route
+            .queues
+            .iter()
+            .filter(|q| queue.is_none_or(|id| id == q.queue_id))
+            .map(|q| (format!("{}:{}", q.address, q.shard_port), q.queue_id))
+            .collect();
+        queues.sort();
+        queues.dedup();
+        if offset.is_some() && queues.len() != 1 {
+            return Err(ClientError::InvalidArgument(format!(
+                "an offset names one queue, and {topic} has {} here: say which with a queue id",
+                queues.len()
+            )));
+        }
+        let mut answers = Vec::new();
+        for (endpoint, queue_id) in queues {
+            let request = DeadLetterRequest {
+                topic: topic.to_owned(),
+                queue_id,
+                limit,
+                offset,
+            };
+            let reply = self.dead_letters(&endpoint, command, &request)?;
+            answers.push((endpoint, queue_id, reply));
+        }
+        Ok(answers)
     }
 
     /// One broker's runtime statistics.

@@ -60,10 +60,12 @@ pub use admin::{Admin, TraceLookup};
 pub use backoff::Backoff;
 pub use client::Client;
 pub use config::ClientConfig;
-pub use consumer::{CommitMode, ConsumeMode, Consumer, ConsumerOptions, Member, StartFrom};
+pub use consumer::{
+    CommitMode, ConsumeMode, Consumer, ConsumerOptions, Member, Nacked, RetryPolicy, StartFrom,
+};
 pub use error::{ClientError, Result};
 pub use locator::ServiceLocator;
-pub use message::{Message, ReceivedMessage, Reply};
+pub use message::{Message, ReceivedMessage, Redelivery, Reply};
 pub use producer::{Producer, QueueSelector, SendFuture, SendResult};
 pub use route::QueueTarget;
 pub use rr::{Answer, Replier, ReplyAddress, ReplyFuture, Requester, Responder, ResponderOptions};

@@ -25,6 +25,7 @@ pub struct Message {
     tag: Option<String>,
     properties: Vec<(String, Vec<u8>)>,
     trace: Option<TraceContext>,
+    ttl: Option<std::time::Duration>,
 }
 
 impl Message {
@@ -93,6 +94,20 @@ impl Message {
         self.with_trace(crate::trace::new_trace())
     }
 
+    /// Sets a time-to-live on an event (ARCHITECTURE §13.5): a message still undelivered
+    /// `ttl` after it is sent is never delivered, and is counted
+    /// (`defibus_queue_expired_events`). Stored as the record's deadline, the one requests
+    /// carry; a request's own timeout sets its deadline, so this applies to events only.
+    pub fn with_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// The time-to-live, if set.
+    pub fn ttl(&self) -> Option<std::time::Duration> {
+        self.ttl
+    }
+
     /// The trace context, if set.
     pub fn trace(&self) -> Option<&TraceContext> {
         self.trace.as_ref()
@@ -138,6 +153,11 @@ impl Message {
         for property in extra {
             list.push(*property);
         }
+        let now = now_ms();
+        if let (Some(ttl), MessageType::Event) = (self.ttl, message_type) {
+            let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+            list.push(Property::DeadlineMs(now.saturating_add(ttl_ms)));
+        }
         list.push(Property::Area(area));
         if let Some(tag) = &self.tag {
             list.push(Property::Tag(tag));
@@ -152,7 +172,7 @@ impl Message {
             list.push(Property::User { key, value });
         }
         builder.push(&Record {
-            timestamp_ms: now_ms() as i64,
+            timestamp_ms: now as i64,
             message_type,
             key: &self.key,
             properties: list.as_slice(),
@@ -233,12 +253,35 @@ pub struct ReceivedMessage {
     pub reply_to: Option<String>,
     /// On requests and replies: the id pairing them.
     pub correlation_id: Option<Vec<u8>>,
-    /// On requests: the absolute deadline, Unix milliseconds.
+    /// On requests, and events with a time-to-live: the absolute deadline, Unix ms.
     pub deadline_ms: Option<u64>,
     /// User properties, in the order they were added.
     pub properties: Vec<(String, Vec<u8>)>,
     /// The W3C trace context, as the sender gave it.
     pub trace: Option<TraceContext>,
+    /// Set when this is a redelivery of a message the group rejected before (§13.2): which
+    /// one, and where the original is.
+    pub redelivery: Option<Redelivery>,
+}
+
+/// What a redelivered message says of its past (its retry mark): it came from the group's
+/// retry topic (or, read by `defibus dlq`, its dead-letter topic).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Redelivery {
+    /// Which redelivery this is: 1 for the first.
+    pub attempt: u32,
+    /// The topic the message was first delivered from.
+    pub origin_topic: String,
+    /// Its queue there.
+    pub origin_queue_id: u32,
+    /// Its offset there.
+    pub origin_offset: u64,
+    /// The group that rejected it.
+    pub group: String,
+    /// Why the last delivery was rejected, as the consumer said (may be empty).
+    pub reason: String,
+    /// When it was due for redelivery, Unix ms (0 in a dead-letter topic).
+    pub due_ms: u64,
 }
 
 impl ReceivedMessage {
@@ -265,6 +308,7 @@ impl ReceivedMessage {
             deadline_ms: None,
             properties: Vec::new(),
             trace: None,
+            redelivery: None,
         };
         let mut trace_parent: Option<TraceParent> = None;
         let mut trace_state: Option<&str> = None;
@@ -280,6 +324,17 @@ impl ReceivedMessage {
                 Property::TraceState(v) => trace_state = Some(v),
                 Property::User { key, value } => {
                     message.properties.push((key.to_owned(), value.to_vec()))
+                }
+                Property::Retry(mark) => {
+                    message.redelivery = Some(Redelivery {
+                        attempt: u32::from(mark.attempt),
+                        origin_topic: mark.origin_topic.to_owned(),
+                        origin_queue_id: mark.origin_queue,
+                        origin_offset: mark.origin_offset,
+                        group: mark.group.to_owned(),
+                        reason: mark.reason.to_owned(),
+                        due_ms: mark.due_ms,
+                    })
                 }
                 Property::Unknown { .. } => {}
             }
@@ -301,7 +356,22 @@ impl ReceivedMessage {
             .map(|(_, v)| v.as_slice())
     }
 
-    /// True for a request whose deadline has passed: nobody waits for its reply any more.
+    /// How many times this message was delivered before and rejected: 0 for a first
+    /// delivery.
+    pub fn redelivery_count(&self) -> u32 {
+        self.redelivery.as_ref().map_or(0, |r| r.attempt)
+    }
+
+    /// The topic the message was produced to: its origin for a redelivery (which arrives
+    /// from the group's retry topic, [`Self::topic`]), else its own topic.
+    pub fn origin_topic(&self) -> &str {
+        self.redelivery
+            .as_ref()
+            .map_or(&self.topic, |r| &r.origin_topic)
+    }
+
+    /// True for a request whose deadline has passed (nobody waits for its reply any more),
+    /// or an event whose time-to-live has.
     pub fn is_expired(&self) -> bool {
         self.deadline_ms.is_some_and(|deadline| deadline < now_ms())
     }

@@ -126,6 +126,7 @@ pub(crate) fn snapshot(shard: &Shard) -> ShardSnapshot {
             start_offset: queue.log.start_offset(),
             next_offset: queue.log.next_offset(),
             expired_requests: queue.expired_requests.get(),
+            expired_events: queue.expired_events.get(),
             damage: queue.log.damage().map(|d| protocol::control::QueueDamage {
                 offset: d.offset,
                 detail: d.to_string(),
@@ -153,6 +154,8 @@ pub(crate) fn snapshot(shard: &Shard) -> ShardSnapshot {
             bad_frames: shard.counters.bad_frames.get(),
             partial_frame_bytes: shard.frame_budget.reserved() as u64,
             replies: shard.counters.replies.get(),
+            retries_by_level: shard.counters.retries_by_level.borrow().clone(),
+            dead_letters: shard.counters.dead_letters.get(),
         },
         queues,
         // Built in the same turn as `queues`, so the two list the same queues in one order.
@@ -171,7 +174,8 @@ pub(crate) async fn collect_snapshots(shard: &Rc<Shard>) -> Vec<ShardSnapshot> {
             MeshReply::Done
             | MeshReply::RedirectTargets { .. }
             | MeshReply::Dynamic(_)
-            | MeshReply::Scrubbed(_) => None,
+            | MeshReply::Scrubbed(_)
+            | MeshReply::Served(_) => None,
         }))
         .collect()
 }

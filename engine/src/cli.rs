@@ -59,6 +59,15 @@ pub struct BrokerArgs {
     /// 67108864, 64 MiB).
     #[arg(long, value_name = "BYTES")]
     pub trace_scan_bytes_max: Option<u64>,
+    /// Backoff before each redelivery of a nacked message, ms, comma separated ([retry]
+    /// schedule_ms; default 1000,5000,10000,30000,60000,120000,...,3600000,7200000, RocketMQ's
+    /// 18 levels).
+    #[arg(long, value_name = "MS,MS,...", value_delimiter = ',')]
+    pub retry_schedule_ms: Option<Vec<u64>>,
+    /// Redeliveries of a nacked message before it goes to its group's dead-letter topic
+    /// ([retry] max_redeliveries; default 16).
+    #[arg(long, value_name = "N")]
+    pub max_redeliveries: Option<u32>,
     /// Require authentication and grants ([security] enabled = true); the policy comes from
     /// the nameservers.
     #[arg(long)]
@@ -166,6 +175,12 @@ fn apply_overrides(config: &mut BrokerConfig, args: BrokerArgs) {
     }
     if let Some(v) = args.trace_scan_bytes_max {
         config.trace.scan_bytes_max = v;
+    }
+    if let Some(v) = args.retry_schedule_ms {
+        config.retry.schedule_ms = v;
+    }
+    if let Some(v) = args.max_redeliveries {
+        config.retry.max_redeliveries = v;
     }
     if !args.nameservers.is_empty() {
         config.nameservers = args.nameservers;

@@ -176,6 +176,9 @@ pub struct BrokerConfig {
     pub storage: StorageConfig,
     /// What `defibus trace` remembers and may read (`[trace]`).
     pub trace: TraceConfig,
+    /// Redelivery of nacked messages (`[retry]`, docs/ARCHITECTURE.md §13.2): the backoff
+    /// schedule, how many redeliveries before the dead-letter topic, per-group overrides.
+    pub retry: RetryConfig,
     /// Authentication, the ACL and the audit log (`[security]`, docs/ARCHITECTURE.md §9):
     /// with `enabled`, every connection authenticates first and every action is checked
     /// against the policy the nameservers serve; `token_file` is the broker's own token
@@ -278,6 +281,7 @@ impl Default for BrokerConfig {
             limits: Limits::default(),
             storage: StorageConfig::default(),
             trace: TraceConfig::default(),
+            retry: RetryConfig::default(),
             security: auth::SecuritySettings::default(),
             tls: None,
         }
@@ -321,6 +325,91 @@ impl Default for TraceConfig {
         Self {
             pushes_remembered: TRACE_PUSHES_REMEMBERED_DEFAULT,
             scan_bytes_max: TRACE_SCAN_BYTES_MAX_DEFAULT,
+        }
+    }
+}
+
+/// `[retry]`: how nacked messages come back (docs/ARCHITECTURE.md §13.2).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Delay before redelivery `k` is entry `k - 1` (the last entry for later ones), ms; one
+    /// queue of a group's retry topic per entry (at most 64). Default RocketMQ's: 1 s 5 s
+    /// 10 s 30 s 1 m 2 m 3 m 4 m 5 m 6 m 7 m 8 m 9 m 10 m 20 m 30 m 1 h 2 h.
+    pub schedule_ms: Vec<u64>,
+    /// Redeliveries before a nacked message goes to the group's dead-letter topic instead.
+    /// Default 16.
+    pub max_redeliveries: u32,
+    /// Per-group overrides (`[[retry.groups]]`). Default none.
+    pub groups: Vec<GroupRetryConfig>,
+}
+
+/// `[[retry.groups]]`: one group's own schedule or redelivery count.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupRetryConfig {
+    /// The consumer group.
+    pub group: String,
+    /// Its schedule, ms; the broker-wide one when absent.
+    pub schedule_ms: Option<Vec<u64>>,
+    /// Its redeliveries before the dead-letter topic; the broker-wide count when absent.
+    pub max_redeliveries: Option<u32>,
+}
+
+/// The retry policy one group gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy<'a> {
+    /// Delays by level, ms.
+    pub schedule_ms: &'a [u64],
+    /// Redeliveries before the dead-letter topic.
+    pub max_redeliveries: u32,
+}
+
+impl RetryConfig {
+    /// The policy of `group`: its override where there is one.
+    pub fn policy(&self, group: &str) -> RetryPolicy<'_> {
+        let own = self.groups.iter().find(|g| g.group == group);
+        RetryPolicy {
+            schedule_ms: own
+                .and_then(|g| g.schedule_ms.as_deref())
+                .unwrap_or(&self.schedule_ms),
+            max_redeliveries: own
+                .and_then(|g| g.max_redeliveries)
+                .unwrap_or(self.max_redeliveries),
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let schedules = std::iter::once(("retry.schedule_ms".to_owned(), &self.schedule_ms)).chain(
+            self.groups.iter().filter_map(|g| {
+                g.schedule_ms
+                    .as_ref()
+                    .map(|s| (format!("retry.groups {:?} schedule_ms", g.group), s))
+            }),
+        );
+        for (name, schedule) in schedules {
+            if schedule.is_empty() || schedule.len() > protocol::retry::SCHEDULE_LEVELS_MAX {
+                return Err(format!(
+                    "{name} must have 1 to {} entries",
+                    protocol::retry::SCHEDULE_LEVELS_MAX
+                ));
+            }
+        }
+        for group in &self.groups {
+            if let Err(e) = group.group.parse::<protocol::names::GroupName>() {
+                return Err(format!("retry.groups: {e}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            schedule_ms: protocol::retry::SCHEDULE_MS_DEFAULT.to_vec(),
+            max_redeliveries: protocol::retry::MAX_REDELIVERIES_DEFAULT,
+            groups: Vec::new(),
         }
     }
 }
@@ -499,6 +588,9 @@ impl BrokerConfig {
         ];
         if let Some((name, _)) = intervals.iter().find(|(_, v)| *v == 0) {
             return fail(format!("{name} must be at least 1"));
+        }
+        if let Err(reason) = self.retry.validate() {
+            return fail(reason);
         }
         if self.trace.scan_bytes_max == 0 {
             return fail("trace.scan_bytes_max must be at least 1".into());

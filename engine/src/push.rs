@@ -2,11 +2,13 @@
 //! batches while the subscription has credit, wait for appends at the tail.
 //!
 //! Waits are sequential (credit, then data), never a select over many futures. A batch made
-//! only of request records past their deadline is skipped and counted instead of pushed.
+//! only of records past their deadline (requests, or events with a time-to-live, §13.5) is
+//! skipped and counted instead of pushed. A queue of a retry topic (§13.2) holds one backoff
+//! level, so its records are in due-time order: the loop waits until its next batch is due.
 
 use std::cell::Cell;
 use std::rc::Rc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use protocol::record::{
@@ -35,6 +37,7 @@ pub(crate) async fn run(
     let client: Rc<str> = Rc::from(sub.client_id.as_str());
     // The damage already reported to this subscriber, by offset: said once, not per wake-up.
     let mut damage_reported = None;
+    let retry_queue = protocol::retry::kind(&queue.topic) == protocol::retry::TopicKind::Retry;
     loop {
         // Credit first: a subscription without credit costs nothing but this wait.
         loop {
@@ -106,7 +109,16 @@ pub(crate) async fn run(
             if sub.closed.get() {
                 return;
             }
-            let Some((next_offset, records, expired, now_ms)) = inspect(&batch) else {
+            if retry_queue && !wait_until_due(&sub, &batch).await {
+                return;
+            }
+            let Some(Inspected {
+                next_offset,
+                records,
+                expired,
+                now_ms,
+            }) = inspect(&batch)
+            else {
                 log::error!(
                     "push of {}/{}: unreadable batch at offset {offset}",
                     queue.topic,
@@ -119,10 +131,15 @@ pub(crate) async fn run(
                 not_durable = true;
                 break;
             }
-            if expired {
+            if let Some(expired) = expired {
+                let requests = u64::from(expired.requests);
+                let events = u64::from(records) - requests;
                 queue
                     .expired_requests
-                    .set(queue.expired_requests.get() + u64::from(records));
+                    .set(queue.expired_requests.get() + requests);
+                queue
+                    .expired_events
+                    .set(queue.expired_events.get() + events);
                 position.set(next_offset);
                 continue;
             }
@@ -159,14 +176,46 @@ pub(crate) async fn run(
     }
 }
 
-/// The batch's next offset, record count, whether every record is an expired request, and
-/// the time it was looked at (Unix ms).
-///
-/// Reads only the header and, while the records are requests, each record's header and
+/// Waits until the retry copies in `batch` are due; false if the subscription ended
+/// meanwhile. Sleeps at most a second at a time, so a closed subscription stops it soon
+/// (its task is also dropped when its queue is reassigned).
+async fn wait_until_due(sub: &Subscription, batch: &Bytes) -> bool {
+    let Some(due_ms) = crate::retry::due_ms(batch) else {
+        return true;
+    };
+    loop {
+        if sub.closed.get() {
+            return false;
+        }
+        let now_ms = crate::retry::now_ms();
+        if now_ms >= due_ms {
+            return true;
+        }
+        crate::rt::sleep(Duration::from_millis((due_ms - now_ms).min(1000))).await;
+    }
+}
+
+/// What the push loop needs of a batch.
+struct Inspected {
+    next_offset: u64,
+    records: u32,
+    /// Set when every record is past its deadline: the batch is skipped.
+    expired: Option<Expired>,
+    /// When it was looked at, Unix ms.
+    now_ms: u64,
+}
+
+/// A batch whose every record is past its deadline.
+struct Expired {
+    /// How many of them are requests (the rest are events with a time-to-live).
+    requests: u32,
+}
+
+/// Reads only the header and, while the records carry deadlines, each record's header and
 /// properties: no checksum pass. Every batch in the log was fully validated (checksums
 /// included) when it was appended or recovered, and the consumer checks them again; a push
 /// verifying them once more per delivery cost two passes over every byte it sends.
-fn inspect(batch: &Bytes) -> Option<(u64, u32, bool, u64)> {
+fn inspect(batch: &Bytes) -> Option<Inspected> {
     let header = BatchHeader::decode(batch).ok()?;
     header.validate(BATCH_LEN_MAX).ok()?;
     let len = header.batch_len as usize;
@@ -174,20 +223,26 @@ fn inspect(batch: &Bytes) -> Option<(u64, u32, bool, u64)> {
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    let expired = all_expired_requests(bytes, now_ms)?;
-    Some((header.next_offset(), header.record_count, expired, now_ms))
+    let expired = all_expired(bytes, now_ms)?;
+    Some(Inspected {
+        next_offset: header.next_offset(),
+        records: header.record_count,
+        expired,
+        now_ms,
+    })
 }
 
-/// Whether every record of `batch` (a whole batch, header included) is a request whose
-/// deadline is at or before `now_ms`; stops at the first record that is not. `None` when the
-/// record layout does not add up.
-fn all_expired_requests(batch: &[u8], now_ms: u64) -> Option<bool> {
+/// `Some(Expired)` when every record of `batch` (a whole batch, header included) has a
+/// deadline at or before `now_ms`, with how many are requests; stops at the first record
+/// that has none or a later one. `None` when the record layout does not add up.
+fn all_expired(batch: &[u8], now_ms: u64) -> Option<Option<Expired>> {
     let u16_at = |b: &[u8], at: usize| -> Option<u16> {
         Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
     };
     let u32_at = |b: &[u8], at: usize| -> Option<usize> {
         Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?) as usize)
     };
+    let mut requests = 0;
     let mut at = BATCH_HEADER_LEN;
     while at < batch.len() {
         let record = batch.get(at..)?;
@@ -196,12 +251,11 @@ fn all_expired_requests(batch: &[u8], now_ms: u64) -> Option<bool> {
         if record_len < RECORD_HEADER_LEN {
             return None;
         }
-        // Attributes hold the message type alone (validated at append).
-        if u16_at(record, 12)? != MessageType::Request as u16 {
-            return Some(false);
-        }
         let key_len = usize::from(u16_at(record, 14)?);
         let properties_len = u32_at(record, 24)?;
+        if properties_len == 0 {
+            return Some(None);
+        }
         let start = RECORD_HEADER_LEN + key_len;
         let properties = record.get(start..start + properties_len)?;
         let deadline = Properties::new(properties)
@@ -211,11 +265,15 @@ fn all_expired_requests(batch: &[u8], now_ms: u64) -> Option<bool> {
                 _ => None,
             });
         if deadline.is_none_or(|d| d > now_ms) {
-            return Some(false);
+            return Some(None);
+        }
+        // Attributes hold the message type alone (validated at append).
+        if u16_at(record, 12)? == MessageType::Request as u16 {
+            requests += 1;
         }
         at += record_len;
     }
-    Some(true)
+    Some(Some(Expired { requests }))
 }
 
 #[cfg(test)]
@@ -254,14 +312,24 @@ mod tests {
             vec![(MessageType::Request, Some(5)), (MessageType::Event, None)],
             vec![(MessageType::Request, Some(u64::MAX))],
             vec![(MessageType::Request, None)],
+            vec![(MessageType::Event, Some(5)), (MessageType::Event, Some(6))],
+            vec![(MessageType::Event, Some(5)), (MessageType::Event, None)],
+            vec![
+                (MessageType::Event, Some(5)),
+                (MessageType::Request, Some(6)),
+            ],
         ];
-        let expected = [false, true, false, false, false];
+        let expected = [None, Some(2), None, None, None, Some(0), None, Some(1)];
         for (records, expired) in cases.iter().zip(expected) {
             let bytes = batch(records);
             let view = BatchView::parse(&bytes, BATCH_LEN_MAX).unwrap();
             let got = inspect(&bytes).unwrap();
             assert_eq!(
-                (got.0, got.1, got.2),
+                (
+                    got.next_offset,
+                    got.records,
+                    got.expired.map(|e| e.requests)
+                ),
                 (view.next_offset(), view.record_count(), expired)
             );
         }

@@ -23,6 +23,8 @@ pub(crate) struct Queue {
     pub appended: Notify,
     /// Request records skipped at push time because their deadline had passed.
     pub expired_requests: Cell<u64>,
+    /// Event records skipped at push time because their time-to-live had passed (§13.5).
+    pub expired_events: Cell<u64>,
     /// Records and bytes in and out, for metrics.
     pub traffic: crate::metrics::Traffic,
     /// Request-reply latency and timeouts of the requests stored here, for metrics.
@@ -54,6 +56,7 @@ impl Queue {
             log,
             appended: Notify::new(),
             expired_requests: Cell::new(0),
+            expired_events: Cell::new(0),
             traffic: Default::default(),
             requests: Default::default(),
             deliveries: Default::default(),

@@ -99,6 +99,10 @@ code_enum! {
         /// Broker → consumer: a subscribed queue cannot be served (its stored data is
         /// damaged); the extension addresses it like a push, the body is an `ErrorReply`.
         PushFault = 0x010C,
+        /// Consumer → broker shard that pushed the message: the message was rejected;
+        /// redeliver it after the group's backoff, or dead-letter it (`Nack` → `NackAck`,
+        /// ARCHITECTURE §13.2).
+        Nack = 0x010D,
 
         // ---- 0x02xx: broker admin ----
         /// Admin → broker: create a topic with the configuration in the body.
@@ -116,6 +120,14 @@ code_enum! {
         /// Admin → broker: one message's life (stored, pushed, committed, replied), by offset
         /// or key in one queue (`TraceRequest` → `TraceReply`).
         TraceMessage = 0x0207,
+        /// Admin → broker (forwarded to the queue's owner): the pending messages of one queue
+        /// of a dead-letter topic (`DeadLetterRequest` → `DeadLetterReply`, §13.2).
+        DeadLetterShow = 0x0208,
+        /// Admin → broker: re-produce pending dead letters to their original topic and queue,
+        /// then mark them done, so a second resend does not duplicate them.
+        DeadLetterResend = 0x0209,
+        /// Admin → broker: mark a dead-letter queue's pending messages done without resending.
+        DeadLetterPurge = 0x020A,
 
         // ---- 0x03xx: nameserver ----
         /// Client → nameserver: the queues of a topic and where they live.
@@ -275,6 +287,12 @@ code_enum! {
         /// The server requires authentication and the connection has none, or presented a
         /// token that is unknown, expired or revoked. Not retryable with the same credentials.
         Unauthenticated = 208,
+        /// A nack cannot be served: the group consumes in broadcast mode, the message is not
+        /// an event, or its retry or dead-letter topic name does not fit the topic rules.
+        RetryUnavailable = 213,
+        /// The nacked offset is not in the queue (retention removed it, or it was never
+        /// written): there is nothing to redeliver.
+        MessageGone = 214,
 
         /// The server is overloaded; back off and retry.
         SystemBusy = 300,
@@ -347,6 +365,8 @@ impl Status {
             Status::NotOwner => "queue not owned by this broker or shard (stale route)",
             Status::PermissionDenied => "permission denied",
             Status::Unauthenticated => "not authenticated",
+            Status::RetryUnavailable => "the message cannot be retried or dead-lettered",
+            Status::MessageGone => "the message is no longer in its queue",
             Status::NotLeader => "this broker does not lead the queue (stale route)",
             Status::StaleEpoch => "the request's leader epoch is not the queue's current one",
             Status::SystemBusy => "system busy, retry later",

@@ -8,6 +8,7 @@
 //! - [`names`]: area codes, service ids, topics (`[area]-[serviceId]`), group and client ids;
 //! - [`control`]: control-plane payloads as rkyv archives, validated on access;
 //! - [`data`]: data-plane addressing of record batch frames (header-extension fields);
+//! - [`retry`]: retry and dead-letter topic names and the default backoff schedule;
 //! - [`trace`]: W3C Trace Context (`traceparent`, `tracestate`), checked at the edge and
 //!   carried as record properties.
 //!
@@ -23,5 +24,6 @@ pub mod data;
 pub mod frame;
 pub mod names;
 pub mod record;
+pub mod retry;
 pub mod routing;
 pub mod trace;

@@ -238,7 +238,8 @@ fn any_property() -> impl Strategy<Value = OwnedProperty> {
         r"[a-z][a-z0-9]{0,8}=[!-+\x2d-<>-~]{1,16}".prop_map(OwnedProperty::TraceState),
         (".{0,40}", bytes()).prop_map(|(key, value)| OwnedProperty::User { key, value }),
         // Tags no reader of this version knows: skipped and forwarded, never misread.
-        (prop_oneof![8..0x80u8, 0x81..=u8::MAX], bytes())
+        // Tag 12 is the retry mark (§13.2), checked when read.
+        (prop_oneof![8..12u8, 13..0x80u8, 0x81..=u8::MAX], bytes())
             .prop_map(|(tag, value)| OwnedProperty::Unknown { tag, value }),
     ]
 }
@@ -558,8 +559,8 @@ prop_compose! {
             replicas: vec![topic.clone()],
         });
         QueueStats {
-            topic, queue_id, shard_id, start_offset, next_offset, expired_requests, damage,
-            skipped, groups, replication,
+            topic, queue_id, shard_id, start_offset, next_offset, expired_requests,
+            expired_events: expired_requests / 2, damage, skipped, groups, replication,
         }
     }
 }
@@ -586,6 +587,14 @@ proptest! {
         round_trip(&CommitOffset { subscription_id, queue_id, offset: base_offset })?;
         round_trip(&OffsetReply { offset })?;
         round_trip(&Unsubscribe { subscription_id })?;
+        round_trip(&protocol::control::Nack {
+            subscription_id, queue_id, offset: base_offset, dead_letter: messages % 2 == 0,
+            reason: subscribe.group.clone(),
+        })?;
+        round_trip(&protocol::control::NackAck {
+            topic: subscribe.topic.clone(), queue_id, offset: next_offset,
+            attempt: messages, dead_lettered: messages % 3 == 0,
+        })?;
     }
 
     #[test]
@@ -600,6 +609,7 @@ proptest! {
             .into_iter()
             .map(|(shard_id, connections, bad_frames, replies, partial_frame_bytes)| ShardStats {
                 shard_id, connections, bad_frames, replies, partial_frame_bytes,
+                retries_by_level: vec![replies, bad_frames], dead_letters: connections,
             })
             .collect();
         round_trip(&BrokerStats { broker_id: broker_id.clone(), shards, queues, policy_version: expiry_ms })?;

@@ -40,6 +40,11 @@ pub struct ConsumeArgs {
     /// Stop after this long without a message; with --count, fewer messages exit with code 2.
     #[arg(long, value_name = "MS")]
     timeout_ms: Option<u64>,
+    /// Reject (nack) every message received: each comes back after the group's backoff
+    /// (the broker's [retry] schedule_ms), and past its max_redeliveries lands in the group's
+    /// dead-letter topic (`defibus dlq`). Printed lines say which redelivery each is.
+    #[arg(long, conflicts_with = "broadcast")]
+    nack: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -99,6 +104,18 @@ pub fn run(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
         match consumer.recv(STOP_POLL) {
             Ok(Some(message)) => {
                 println!("{}", message_line(&message));
+                if args.nack {
+                    match consumer.nack(&message, "rejected by defibus consume --nack") {
+                        Ok(nacked) if nacked.dead_lettered => {
+                            println!("  nacked: dead-lettered to {}", nacked.topic)
+                        }
+                        Ok(nacked) => println!(
+                            "  nacked: redelivery {} waits in queue {} of {}",
+                            nacked.attempt, nacked.queue_id, nacked.topic
+                        ),
+                        Err(e) => break Err(anyhow::Error::new(e).context("nacking")),
+                    }
+                }
                 received += 1;
                 last = Instant::now();
             }

@@ -483,6 +483,10 @@ fn show_property(property: Property<'_>) -> String {
         Property::TraceParent(v) => format!("traceparent={v}"),
         Property::TraceState(v) => format!("tracestate={v}"),
         Property::User { key, value } => format!("{key}={}", String::from_utf8_lossy(value)),
+        Property::Retry(m) => format!(
+            "retry=attempt {} of {}/{}/{} by {} due_ms {} reason {:?}",
+            m.attempt, m.origin_topic, m.origin_queue, m.origin_offset, m.group, m.due_ms, m.reason
+        ),
         Property::Unknown { tag, value } => format!("tag{tag}={}", hex(value)),
     }
 }

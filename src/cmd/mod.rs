@@ -2,6 +2,7 @@ pub mod acl;
 pub mod admin;
 pub mod certs;
 pub mod consume;
+pub mod dlq;
 pub mod log;
 pub mod log_repair;
 pub mod produce;

@@ -19,6 +19,10 @@ pub struct ProduceArgs {
     /// Send MESSAGE this many times.
     #[arg(long, default_value_t = 1, requires = "value")]
     count: u64,
+    /// Time-to-live: a message not delivered within this many milliseconds of its sending
+    /// is never delivered (and is counted: `defibus_queue_expired_events`).
+    #[arg(long, value_name = "MS")]
+    ttl_ms: Option<u64>,
     /// The message value (text); without it, every line of stdin is sent as one message.
     /// A message may be at most 1 MiB (1,048,576 bytes) with its key, properties and record
     /// header; a larger one is refused before it is sent.
@@ -37,7 +41,10 @@ pub fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
     let producer = Producer::with_selector(&client, selector).context("starting the producer")?;
     let target = &args.message.target;
     let send = |value: String| -> anyhow::Result<()> {
-        let message = args.message.message(value);
+        let mut message = args.message.message(value);
+        if let Some(ttl_ms) = args.ttl_ms {
+            message = message.with_ttl(std::time::Duration::from_millis(ttl_ms));
+        }
         let trace = message
             .trace()
             .map(|t| format!(" traceparent={}", t.traceparent()))

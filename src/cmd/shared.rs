@@ -298,8 +298,18 @@ pub fn message_line(message: &ReceivedMessage) -> String {
         .as_ref()
         .map(|t| format!("traceparent={} ", t.traceparent()))
         .unwrap_or_default();
+    let redelivery = message
+        .redelivery
+        .as_ref()
+        .map(|r| {
+            format!(
+                "redelivery={} of {}/{}/{} ",
+                r.attempt, r.origin_topic, r.origin_queue_id, r.origin_offset
+            )
+        })
+        .unwrap_or_default();
     format!(
-        "queue={} offset={} key={key} tag={} {trace}value={}",
+        "queue={} offset={} key={key} tag={} {trace}{redelivery}value={}",
         message.queue_id,
         message.offset,
         message.tag.as_deref().unwrap_or("-"),

@@ -212,7 +212,13 @@ fn encode_value(
             MetricType::Counter => {
                 encoder.encode_counter::<NoLabelSet, u64, u64>(n, None)?;
             }
-            _ => encoder.encode_gauge(n)?,
+            // The encoder writes integer gauges as i64 and fails past it, which cut the
+            // whole scrape short (a topic without a depth limit has u64::MAX): larger ones
+            // go as floats.
+            _ => match i64::try_from(*n) {
+                Ok(n) => encoder.encode_gauge(&n)?,
+                Err(_) => encoder.encode_gauge(&(*n as f64))?,
+            },
         },
         Value::Float(x) => match kind {
             MetricType::Counter => {
@@ -260,6 +266,20 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn a_gauge_past_i64_does_not_cut_the_scrape_short() {
+        let mut scrape = Scrape::default();
+        scrape.gauge("x_limit", "A limit.", &[("topic", "a")], u64::MAX);
+        scrape.gauge("x_after", "After it.", &[], 1);
+        let text = scrape.render_classic();
+        assert!(
+            text.contains("x_limit{topic=\"a\"} 18446744073709553000.0\n"),
+            "{text}"
+        );
+        assert!(text.contains("x_after 1\n"), "{text}");
+        crate::parse::parse(&text).unwrap();
     }
 
     #[test]

@@ -527,6 +527,8 @@ pub fn child_broker_main() {
         min_free_percent: None,
         trace_pushes_remembered: None,
         trace_scan_bytes_max: None,
+        retry_schedule_ms: None,
+        max_redeliveries: None,
         secure: false,
         token_file: None,
         audit_log: None,

@@ -127,7 +127,7 @@ pub fn run(target: &Target, global: &GlobalArgs, args: &ConsumeArgs) -> anyhow::
 }
 
 /// Produces the backlog, batched, and waits until every record is acknowledged.
-fn fill(
+pub(crate) fn fill(
     target: &Target,
     global: &GlobalArgs,
     args: &ConsumeArgs,

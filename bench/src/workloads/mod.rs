@@ -11,6 +11,7 @@
 //! - [`overhead`]: the client's request-reply beside the same exchange in raw frames;
 //! - [`proxy`]: publish throughput and request-reply through the HTTP/WebSocket proxy, beside
 //!   the native client;
+//! - [`retry`]: the cost of a nack beside a plain delivery;
 //! - [`delivery`]: the open-loop publish → consume measurement `e2e` and `fanout` share.
 
 pub mod consume;
@@ -20,6 +21,7 @@ pub mod fanout;
 pub mod overhead;
 pub mod produce;
 pub mod proxy;
+pub mod retry;
 pub mod rr;
 pub mod scale;
 pub mod tls;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use protocol::codes::Status;
 use protocol::frame::FrameBytes;
+use protocol::record::MessageType;
 
 use super::ConsumerInner;
 use crate::error::{ClientError, Result};
@@ -46,11 +47,12 @@ impl Received {
 
 impl ConsumerInner {
     /// Starts the thread that calls `handler` for each delivery, in order; a delivery counts
-    /// as consumed once the handler returns. Positions and credit are updated once per
-    /// batch, after its last handled record.
+    /// as consumed once the handler returns true (false: the consumer closed before it was
+    /// done, so it is neither consumed nor committed). Positions and credit are updated once
+    /// per batch, after its last handled record.
     pub(super) fn spawn_handler_thread(
         inner: &Arc<Self>,
-        mut handler: impl FnMut(&Delivery) + Send + 'static,
+        mut handler: impl FnMut(&Delivery) -> bool + Send + 'static,
     ) -> Result<JoinHandle<()>> {
         let inner = inner.clone();
         std::thread::Builder::new()
@@ -60,10 +62,9 @@ impl ConsumerInner {
                     let mut handled = 0;
                     for delivery in &batch {
                         // Nothing is handled once the consumer is closed.
-                        if inner.closed.load(Ordering::Acquire) {
+                        if inner.closed.load(Ordering::Acquire) || !handler(delivery) {
                             break;
                         }
-                        handler(delivery);
                         handled += 1;
                     }
                     inner.processed_all(&batch[..handled]);
@@ -160,6 +161,8 @@ impl ConsumerInner {
         };
         let mut fresh = Vec::with_capacity(batch.record_count() as usize);
         let mut skipped = 0u32;
+        let mut expired = 0u64;
+        let now_ms = crate::message::now_ms();
         {
             let mut positions = self
                 .positions
@@ -174,6 +177,15 @@ impl ConsumerInner {
                     continue;
                 }
                 position.expected = record.offset() + 1;
+                // An event past its time-to-live in a batch the broker pushed for its live
+                // records: dropped here, never delivered (ARCHITECTURE §13.5).
+                if record.message_type() == MessageType::Event
+                    && record.deadline_ms().is_some_and(|d| d <= now_ms)
+                {
+                    skipped += 1;
+                    expired += 1;
+                    continue;
+                }
                 fresh.push(ReceivedMessage::from_record(
                     &record,
                     address.topic,
@@ -181,6 +193,13 @@ impl ConsumerInner {
                     endpoint,
                 ));
             }
+        }
+        if expired > 0 {
+            self.expired.fetch_add(expired, Ordering::AcqRel);
+            log::debug!(
+                "{endpoint}: dropped {expired} events of queue {} past their time-to-live",
+                address.queue_id
+            );
         }
         if skipped > 0 {
             log::debug!(

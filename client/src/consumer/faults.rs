@@ -53,7 +53,11 @@ impl ConsumerInner {
     /// The oldest fault not yet taken, as the error the application sees.
     pub(super) fn take_fault(&self) -> Option<ClientError> {
         let mut faults = self.faults.lock().unwrap_or_else(PoisonError::into_inner);
-        let (status, mut message) = faults.pending.pop_front()?;
+        let Some((status, mut message)) = faults.pending.pop_front() else {
+            drop(faults);
+            // The retry topic's consumer reports through its parent.
+            return self.retry.as_ref().and_then(|retry| retry.take_fault());
+        };
         if faults.dropped > 0 {
             message.push_str(&format!(" ({} older faults were dropped)", faults.dropped));
             faults.dropped = 0;

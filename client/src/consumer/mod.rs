@@ -17,6 +17,7 @@ mod delivery;
 mod faults;
 mod options;
 mod progress;
+mod retries;
 mod subscriptions;
 mod supervisor;
 
@@ -35,8 +36,9 @@ use crate::message::ReceivedMessage;
 
 pub(crate) use delivery::Delivery;
 use delivery::{InlineHandler, Received};
-pub use options::{CommitMode, ConsumeMode, ConsumerOptions, Member, StartFrom};
+pub use options::{CommitMode, ConsumeMode, ConsumerOptions, Member, RetryPolicy, StartFrom};
 use progress::{CommitFailures, Position};
+pub use retries::Nacked;
 use subscriptions::Session;
 
 /// What a consumer's threads share: the public handle, the supervisor, the handler thread
@@ -61,6 +63,17 @@ pub(crate) struct ConsumerInner {
     faults: Mutex<faults::Faults>,
     /// Offset commits that failed.
     commit_failures: CommitFailures,
+    /// The consumer of the group's retry topic, whose deliveries share this one's channel
+    /// (ARCHITECTURE §13.2); `None` for broadcast, ordered or inline consumers, and for the
+    /// retry consumer itself.
+    retry: Option<Arc<ConsumerInner>>,
+    /// For a retry topic's consumer: when its route was last found missing. The topic appears
+    /// at the group's first nack; until then the route is asked for rarely
+    /// ([`retries::ROUTE_RETRY_INTERVAL`]), and at once when a nack or a topic change says it
+    /// may exist.
+    route_missing_at: Mutex<Option<Instant>>,
+    /// Events dropped on arrival because their time-to-live had passed.
+    expired: std::sync::atomic::AtomicU64,
 }
 
 /// A consumer; see the module docs. Pull-style ([`Consumer::subscribe`], then
@@ -101,11 +114,11 @@ impl Consumer {
     /// Subscribes pull-style with full options.
     pub fn subscribe_with(client: &Client, options: ConsumerOptions) -> Result<Self> {
         let inner = ConsumerInner::new(client, options, None)?;
-        let supervisor = ConsumerInner::spawn_supervisor(&inner)?;
-        Ok(Self {
-            inner,
-            threads: vec![supervisor],
-        })
+        let mut threads = vec![ConsumerInner::spawn_supervisor(&inner)?];
+        if let Some(retry) = &inner.retry {
+            threads.push(ConsumerInner::spawn_supervisor(retry)?);
+        }
+        Ok(Self { inner, threads })
     }
 
     /// Subscribes and calls `handler` for each message, in order, on a dedicated thread. A
@@ -129,14 +142,37 @@ impl Consumer {
         Self::start_deliveries(client, options, move |d: &Delivery| handler(&d.message))
     }
 
+    /// Like [`Self::start_with`], with a handler that may reject a message: on `Err` the
+    /// message is nacked (ARCHITECTURE §13.2) and comes back after the group's backoff,
+    /// without holding up the messages behind it; past the group's `max_redeliveries` it goes
+    /// to the group's dead-letter topic. An [ordered](ConsumerOptions::ordered) consumer
+    /// retries in place instead. Either way the message counts as consumed once handled or
+    /// stored for redelivery. The error's text is kept with the copy as the reason.
+    pub fn start_with_result<E: std::fmt::Display>(
+        client: &Client,
+        options: ConsumerOptions,
+        mut handler: impl FnMut(&ReceivedMessage) -> std::result::Result<(), E> + Send + 'static,
+    ) -> Result<Self> {
+        let mut consumer = Self::subscribe_with(client, options)?;
+        let inner = consumer.inner.clone();
+        let worker = ConsumerInner::spawn_handler_thread(&consumer.inner, move |d: &Delivery| {
+            inner.handle_or_retry(d, &mut handler)
+        })?;
+        consumer.threads.push(worker);
+        Ok(consumer)
+    }
+
     /// Like [`Self::start_with`], with the handler seeing each delivery's connection.
     pub(crate) fn start_deliveries(
         client: &Client,
         options: ConsumerOptions,
-        handler: impl FnMut(&Delivery) + Send + 'static,
+        mut handler: impl FnMut(&Delivery) + Send + 'static,
     ) -> Result<Self> {
         let mut consumer = Self::subscribe_with(client, options)?;
-        let worker = ConsumerInner::spawn_handler_thread(&consumer.inner, handler)?;
+        let worker = ConsumerInner::spawn_handler_thread(&consumer.inner, move |d: &Delivery| {
+            handler(d);
+            true
+        })?;
         consumer.threads.push(worker);
         Ok(consumer)
     }
@@ -220,7 +256,39 @@ impl Consumer {
     /// Commits the offsets of everything consumed so far and waits for the brokers' acks;
     /// the first commit a broker refused (e.g. its disk is full) is the error.
     pub fn commit(&self) -> Result<()> {
-        self.inner.commit(true)
+        let own = self.inner.commit(true);
+        let retries = self.inner.retry.as_ref().map_or(Ok(()), |r| r.commit(true));
+        own.and(retries)
+    }
+
+    /// Rejects `message` (one this consumer received): the broker stores a copy in the
+    /// group's retry topic, redelivered after the group's backoff, or past its
+    /// `max_redeliveries` in the group's dead-letter topic; then the message counts as
+    /// consumed, so the ones behind it are not held up. `reason` is kept with the copy (at
+    /// most 512 bytes are). Only clustering consumers nack; an
+    /// [ordered](ConsumerOptions::ordered) one retries in place, or gives up with
+    /// [`Self::dead_letter`].
+    pub fn nack(&self, message: &ReceivedMessage, reason: &str) -> Result<Nacked> {
+        if self.inner.options.ordered {
+            return Err(ClientError::InvalidArgument(
+                "an ordered consumer retries in place: handle the message again, or give it up \
+                 with dead_letter"
+                    .into(),
+            ));
+        }
+        self.inner.nack(message, reason, false)
+    }
+
+    /// Gives up on `message`: the broker stores it in the group's dead-letter topic at once
+    /// (`defibus dlq` lists, shows and resends it); then it counts as consumed.
+    pub fn dead_letter(&self, message: &ReceivedMessage, reason: &str) -> Result<Nacked> {
+        self.inner.nack(message, reason, true)
+    }
+
+    /// Events dropped on arrival because their time-to-live had passed (the broker drops
+    /// the ones whose whole batch expired before pushing, and counts those).
+    pub fn expired_on_arrival(&self) -> u64 {
+        self.inner.expired.load(Ordering::Acquire)
     }
 
     /// Offset commits that failed since the consumer started, auto commits included (each
@@ -258,6 +326,10 @@ impl Consumer {
             return Ok(());
         }
         self.inner.wake_supervisor();
+        if let Some(retry) = &self.inner.retry {
+            retry.closed.store(true, Ordering::Release);
+            retry.wake_supervisor();
+        }
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
@@ -267,11 +339,16 @@ impl Consumer {
             drop(handler.lock().unwrap_or_else(PoisonError::into_inner));
         }
         let committed = if self.inner.options.commit == CommitMode::Auto {
-            self.inner.commit(true)
+            let own = self.inner.commit(true);
+            let retries = self.inner.retry.as_ref().map_or(Ok(()), |r| r.commit(true));
+            own.and(retries)
         } else {
             Ok(())
         };
         self.inner.unsubscribe_all();
+        if let Some(retry) = &self.inner.retry {
+            retry.unsubscribe_all();
+        }
         committed?;
         // An error nobody took is not dropped with the consumer.
         self.inner.take_fault().map_or(Ok(()), Err)
@@ -295,6 +372,11 @@ impl ConsumerInner {
         options.topic.parse::<Topic>()?;
         options.group.parse::<GroupName>()?;
         let (tx, rx) = mpsc::channel();
+        let retry = if inline.is_none() {
+            retries::companion(client, &options, &tx)?
+        } else {
+            None
+        };
         let inner = Arc::new(Self {
             client: client.inner.clone(),
             options,
@@ -308,6 +390,9 @@ impl ConsumerInner {
             route_invalidated: Mutex::new(None),
             faults: Mutex::default(),
             commit_failures: CommitFailures::default(),
+            retry,
+            route_missing_at: Mutex::new(None),
+            expired: Default::default(),
         });
         // The first pass reports a topic nobody routes; brokers that do not answer yet are
         // retried by the supervisor.

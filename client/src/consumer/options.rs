@@ -1,6 +1,8 @@
 //! What a consumer consumes and how: topic and group, unicast or broadcast, where to start,
 //! when to commit, and as which member of the group.
 
+use std::time::Duration;
+
 use protocol::names::{Area, ClientId};
 
 /// How a group shares a topic's messages.
@@ -50,6 +52,50 @@ pub struct ConsumerOptions {
     pub commit: CommitMode,
     /// Who the broker sees as the group's member; the client's own id and area when `None`.
     member: Option<Member>,
+    /// Handler errors are retried in place, the queue's later messages waiting, instead of
+    /// being nacked to the group's retry topic (ARCHITECTURE §13.2).
+    pub ordered: bool,
+    /// Whether a clustering consumer also consumes its group's retry topic, where nacked
+    /// messages come back. Default true.
+    pub retries: bool,
+    /// The backoff of an ordered consumer's in-place retries; the broker's `[retry]` settings
+    /// govern nacked messages.
+    pub retry_policy: RetryPolicy,
+}
+
+/// How an ordered consumer retries a failing message in place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Wait before retry `k` is entry `k - 1` (the last for later ones).
+    pub schedule: Vec<Duration>,
+    /// Retries before the message goes to the group's dead-letter topic.
+    pub max_redeliveries: u32,
+}
+
+impl Default for RetryPolicy {
+    /// The broker's defaults: RocketMQ's schedule (1 s, 5 s, 10 s, 30 s, 1 m, 2 m, ... 2 h)
+    /// and 16 redeliveries.
+    fn default() -> Self {
+        Self {
+            schedule: protocol::retry::SCHEDULE_MS_DEFAULT
+                .iter()
+                .map(|&ms| Duration::from_millis(ms))
+                .collect(),
+            max_redeliveries: protocol::retry::MAX_REDELIVERIES_DEFAULT,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before retry `attempt` (1-based).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let level = attempt.saturating_sub(1) as usize;
+        self.schedule
+            .get(level)
+            .or(self.schedule.last())
+            .copied()
+            .unwrap_or_default()
+    }
 }
 
 /// The identity one consumer subscribes as ([`ConsumerOptions::as_member`]).
@@ -73,7 +119,32 @@ impl ConsumerOptions {
             start: StartFrom::Committed,
             commit: CommitMode::Auto,
             member: None,
+            ordered: false,
+            retries: true,
+            retry_policy: RetryPolicy::default(),
         }
+    }
+
+    /// Retries a failing handler in place ([`Consumer::start_with_result`]): the same
+    /// message again after the policy's backoff, the messages behind it waiting, so order
+    /// holds; past `max_redeliveries` it goes to the group's dead-letter topic and the
+    /// consumer moves on. An ordered consumer does not consume the retry topic.
+    pub fn ordered(mut self) -> Self {
+        self.ordered = true;
+        self
+    }
+
+    /// Sets the backoff of in-place retries (see [`Self::ordered`]).
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry_policy = policy;
+        self
+    }
+
+    /// Does not consume the group's retry topic (a consumer that never nacks, or one that
+    /// leaves retries to other members).
+    pub fn without_retries(mut self) -> Self {
+        self.retries = false;
+        self
     }
 
     /// Sets where to start.

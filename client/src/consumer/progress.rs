@@ -81,6 +81,31 @@ impl ConsumerInner {
     /// one position update and one credit count per run of records of one queue and
     /// subscription (a push's batch is one run).
     pub(super) fn processed_all(&self, deliveries: &[Delivery]) {
+        // Deliveries of the retry topic share the channel; their positions are its
+        // consumer's. A push's batch is of one topic, so they come in runs.
+        if let Some(retry) = &self.retry {
+            let mut rest = deliveries;
+            while let Some(first) = rest.first() {
+                let ours = first.message.topic == self.options.topic;
+                let len = rest
+                    .iter()
+                    .take_while(|d| (d.message.topic == self.options.topic) == ours)
+                    .count();
+                let (run, tail) = rest.split_at(len);
+                if ours {
+                    self.processed_own(run);
+                } else {
+                    retry.processed_own(run);
+                }
+                rest = tail;
+            }
+            return;
+        }
+        self.processed_own(deliveries);
+    }
+
+    /// [`Self::processed_all`] for deliveries of this consumer's own topic.
+    fn processed_own(&self, deliveries: &[Delivery]) {
         let mut runs: Vec<(&str, u64, u32)> = Vec::new();
         {
             let mut positions = self

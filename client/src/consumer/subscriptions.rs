@@ -31,11 +31,18 @@ impl ConsumerInner {
     /// Subscribes on every shard of the route that has no live subscription. With
     /// `report_route_errors`, a route failure is returned; otherwise it is logged.
     pub(super) fn ensure_sessions(self: &Arc<Self>, report_route_errors: bool) -> Result<()> {
+        if self.route_recently_missing() {
+            return Ok(());
+        }
         let route = match self.client.route(&self.options.topic) {
-            Ok(route) => route,
+            Ok(route) => {
+                self.route_found();
+                route
+            }
             Err(e) if report_route_errors => return Err(e),
             Err(e) => {
                 log::debug!("route of {}: {e}", self.options.topic);
+                self.route_missing(&e);
                 return Ok(());
             }
         };
@@ -283,6 +290,10 @@ impl PushSink for SubscriptionSink {
             // subscribes where queues appeared.
             consumer.client.routes.invalidate(&consumer.options.topic);
             consumer.wake_supervisor();
+            // The group's retry topic may just have been created (its first nack).
+            if let Some(retry) = &consumer.retry {
+                retry.route_may_exist();
+            }
         }
     }
 }

@@ -101,9 +101,11 @@ impl Responder {
     ) -> Result<Self> {
         // Requests waiting from before the start are answered too while their deadline lasts;
         // older ones are skipped as expired.
+        // Requests are not retried (their requester waits for a reply, not a redelivery).
         let mut consumer_options =
             ConsumerOptions::new(options.topic, options.group, ConsumeMode::Clustering)
-                .start_from(StartFrom::Committed);
+                .start_from(StartFrom::Committed)
+                .without_retries();
         if let Some(member) = options.member {
             consumer_options = consumer_options.as_member(member);
         }

@@ -28,7 +28,7 @@ use crate::rt::MeshReceivers;
 mod peers;
 
 use crate::shard::Shard;
-pub(crate) use peers::{Peers, call_all, call_all_within, close};
+pub(crate) use peers::{Peers, call_all, call_all_within, call_one, close};
 
 /// A message from one shard to another.
 pub(crate) enum MeshMsg {
@@ -74,6 +74,14 @@ pub(crate) enum MeshMsg {
         topic: String,
         rule: RedirectRule,
     },
+    /// Serve a request this shard owns on behalf of shard `origin` itself (not one of its
+    /// clients: a nack's copy to a retry queue, or the retry topic's creation on shard 0),
+    /// and answer [`MeshReply::Served`] to `token`.
+    Serve {
+        origin: usize,
+        token: u64,
+        frame: FrameBytes,
+    },
     /// The answer to a call.
     Reply { token: u64, reply: MeshReply },
     /// Shard `origin` is closing and will originate nothing more (see the module docs).
@@ -117,6 +125,8 @@ pub(crate) enum MeshReply {
     RedirectTargets { shard: usize, queues: Vec<u32> },
     /// What an on-demand scrub of one shard's queues found.
     Scrubbed(Vec<protocol::control::QueueScrub>),
+    /// The outcome of a [`MeshMsg::Serve`]: the response body, or the refusal.
+    Served(Result<Vec<u8>, crate::error::Reject>),
 }
 
 /// What one shard reports for `Stats`, `ListTopics` and registration.
@@ -251,6 +261,21 @@ fn receive(shard: &Rc<Shard>, msg: MeshMsg) {
                 queues: crate::redirect::local_targets(shard, &topic, &rule),
             };
             answer_call(shard, origin, token, reply);
+        }
+        MeshMsg::Serve {
+            origin,
+            token,
+            frame,
+        } => {
+            let tasks = &shard.tasks;
+            let shard = shard.clone();
+            tasks
+                .spawn(async move {
+                    let served = crate::net::dispatch::serve_here(&shard, &frame).await;
+                    let reply = MeshReply::Served(served);
+                    shard.send_to(origin, MeshMsg::Reply { token, reply }).await;
+                })
+                .detach();
         }
         MeshMsg::Reply { token, reply } => shard.peers.answered(token, reply),
         MeshMsg::Quiet { origin } => shard.peers.went_quiet(origin),

@@ -148,3 +148,24 @@ pub(crate) async fn call_all_within(
     peers.calls.borrow_mut().remove(&token);
     replies
 }
+
+/// Sends `make(token)` to shard `to` and waits up to `within` for its one reply; `None` when
+/// that shard is gone or did not answer in time.
+pub(crate) async fn call_one(
+    shard: &Shard,
+    to: usize,
+    within: Duration,
+    make: impl FnOnce(u64) -> MeshMsg,
+) -> Option<MeshReply> {
+    let peers = &shard.peers;
+    let token = shard.next_id();
+    let (sender, receiver) = crate::rt::local_channel(1);
+    peers.calls.borrow_mut().insert(token, Rc::new(sender));
+    let reply = if peers.send_to(to, make(token)).await {
+        crate::rt::timeout(within, receiver.recv()).await.flatten()
+    } else {
+        None
+    };
+    peers.calls.borrow_mut().remove(&token);
+    reply
+}

@@ -76,6 +76,23 @@ fn shard_metrics(scrape: &mut Scrape, snapshot: &ShardSnapshot) {
         &labels,
         stats.replies,
     );
+    for (level, retries) in stats.retries_by_level.iter().enumerate() {
+        let level = level.to_string();
+        scrape.counter(
+            "defibus_broker_retries",
+            "Nacked messages appended to a retry topic, by backoff level (the retry topic's \
+             queue).",
+            &[("shard", shard.as_str()), ("level", level.as_str())],
+            *retries,
+        );
+    }
+    scrape.counter(
+        "defibus_broker_dead_letters",
+        "Nacked messages appended to a dead-letter topic (past max_redeliveries, or given up \
+         by an ordered consumer).",
+        &labels,
+        stats.dead_letters,
+    );
     let executor = &snapshot.metrics.executor;
     scrape.counter_f64(
         "defibus_broker_shard_busy_seconds",
@@ -182,6 +199,12 @@ fn queue_metrics(scrape: &mut Scrape, snapshot: &ShardSnapshot) {
             "Request records skipped at push because their deadline had passed.",
             &labels,
             stats.expired_requests,
+        );
+        scrape.counter(
+            "defibus_queue_expired_events",
+            "Event records skipped at push because their time-to-live had passed.",
+            &labels,
+            stats.expired_events,
         );
         for (group, redelivered) in &metrics.redelivered {
             scrape.counter(

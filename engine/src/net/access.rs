@@ -230,6 +230,10 @@ fn what(
             let request: TopicName = control::decode(&frame.body)?;
             Some((Action::AdminTopic, request.topic, None))
         }
+        Command::DeadLetterShow | Command::DeadLetterResend | Command::DeadLetterPurge => {
+            let request: control::DeadLetterRequest = control::decode(&frame.body)?;
+            Some((Action::AdminTopic, request.topic, None))
+        }
         Command::ScrubLogs => {
             let request: ScrubRequest = control::decode(&frame.body)?;
             let topic = request.topic.unwrap_or_else(|| "*".to_owned());

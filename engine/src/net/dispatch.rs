@@ -149,6 +149,11 @@ pub(crate) async fn dispatch(
                     let result = commit(&shard, &conn, &frame).await.map(Served::Body);
                     (result, Some(frame))
                 }
+                Command::Nack => {
+                    let frame = frame.freeze();
+                    let result = nack(&shard, &conn, &frame).await.map(Served::Body);
+                    (result, Some(frame))
+                }
                 _ => {
                     let frame = frame.freeze();
                     (serve(&shard, &frame, false).await, Some(frame))
@@ -326,6 +331,57 @@ pub(crate) async fn serve_forwarded(shard: &Rc<Shard>, frame: &FrameBytes) -> Op
     })
 }
 
+/// Serves a request the shard itself makes of another (a [`MeshMsg::Serve`]): the response
+/// body, or the refusal.
+pub(crate) async fn serve_here(shard: &Rc<Shard>, frame: &FrameBytes) -> Result<Vec<u8>, Reject> {
+    match serve(shard, frame, true).await? {
+        Served::Body(body) => Ok(body),
+        Served::Batches { .. } => Err(Reject::new(
+            Status::Internal,
+            "an internal request was answered with batches",
+        )),
+        Served::Forward(owner) | Served::ForwardFrame(owner, _) => Err(Reject::new(
+            Status::Internal,
+            format!("shard {} and shard {owner} disagree on ownership", shard.id),
+        )),
+    }
+}
+
+/// Serves a request the shard itself makes, here or on the shard that owns what it
+/// addresses: a nack's copy appended to a retry queue, a retry topic created on shard 0.
+pub(crate) async fn serve_anywhere(
+    shard: &Rc<Shard>,
+    frame: FrameBytes,
+) -> Result<Vec<u8>, Reject> {
+    let (owner, frame) = match serve(shard, &frame, true).await? {
+        Served::Body(body) => return Ok(body),
+        Served::Forward(owner) => (owner, frame),
+        Served::ForwardFrame(owner, readdressed) => (owner, readdressed),
+        Served::Batches { .. } => {
+            return Err(Reject::new(
+                Status::Internal,
+                "an internal request was answered with batches",
+            ));
+        }
+    };
+    let origin = shard.id;
+    let within = std::time::Duration::from_millis(shard.config.idle_timeout_ms);
+    match crate::mesh::call_one(shard, owner, within, |token| MeshMsg::Serve {
+        origin,
+        token,
+        frame,
+    })
+    .await
+    {
+        Some(crate::mesh::MeshReply::Served(served)) => served,
+        Some(_) => Err(Reject::new(Status::Internal, "a mismatched mesh reply")),
+        None => Err(Reject::new(
+            Status::ShuttingDown,
+            format!("shard {owner} did not answer"),
+        )),
+    }
+}
+
 /// Commands that need no connection state: produce, request, reply, offsets, admin.
 /// `forwarded`: the frame came from another shard, which already looked for a better one.
 async fn serve(shard: &Rc<Shard>, frame: &FrameBytes, forwarded: bool) -> Result<Served, Reject> {
@@ -417,6 +473,20 @@ async fn serve(shard: &Rc<Shard>, frame: &FrameBytes, forwarded: bool) -> Result
             match owned_queue(shard, &request.topic, request.queue_id)? {
                 Ok(queue) => {
                     let reply = crate::trace::answer(shard, &queue, &request).await?;
+                    Ok(Served::Body(control::encode(&reply)?))
+                }
+                Err(owner) => Ok(Served::Forward(owner)),
+            }
+        }
+        Command::DeadLetterShow | Command::DeadLetterResend | Command::DeadLetterPurge => {
+            let request: control::DeadLetterRequest = control::decode(&frame.body)?;
+            request.validate()?;
+            match owned_queue(shard, &request.topic, request.queue_id)? {
+                Ok(queue) => {
+                    // Boxed: a resend serves produces, through this function.
+                    let reply =
+                        Box::pin(crate::dead_letter::serve(shard, &queue, command, &request))
+                            .await?;
                     Ok(Served::Body(control::encode(&reply)?))
                 }
                 Err(owner) => Ok(Served::Forward(owner)),
@@ -778,6 +848,15 @@ fn unsubscribe(shard: &Rc<Shard>, conn: &Conn, frame: &FrameBytes) -> Result<(),
     conn.subs.borrow_mut().retain(|&s| s != id);
     group::leave(shard, id);
     Ok(())
+}
+
+/// `Nack`: the subscription's message goes to its group's retry or dead-letter topic.
+async fn nack(shard: &Rc<Shard>, conn: &Conn, frame: &FrameBytes) -> Result<Vec<u8>, Reject> {
+    let request = control::decode::<control::Nack>(&frame.body)?;
+    request.validate()?;
+    let sub = own_subscription(shard, conn, request.subscription_id)?;
+    let ack = crate::retry::nack(shard, &sub, &request).await?;
+    Ok(control::encode(&ack)?)
 }
 
 async fn commit(shard: &Rc<Shard>, conn: &Conn, frame: &FrameBytes) -> Result<Vec<u8>, Reject> {

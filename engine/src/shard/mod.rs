@@ -42,6 +42,10 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) struct Counters {
     pub bad_frames: Cell<u64>,
     pub replies: Cell<u64>,
+    /// Nacked messages appended to a retry topic by this shard, by backoff level (§13.2).
+    pub retries_by_level: std::cell::RefCell<Vec<u64>>,
+    /// Nacked messages appended to a dead-letter topic by this shard.
+    pub dead_letters: Cell<u64>,
 }
 
 /// Everything one shard owns. Lives in its executor as `Rc<Shard>`.

@@ -123,6 +123,8 @@ pub struct QueueStats {
     pub next_offset: u64,
     /// Request records dropped because their deadline passed before delivery.
     pub expired_requests: u64,
+    /// Event records dropped because their time-to-live passed before delivery (§13.5).
+    pub expired_events: u64,
     /// Damage in the stored data, if any was found.
     pub damage: Option<QueueDamage>,
     /// Every recorded gap in the queue's offsets, oldest record first.
@@ -147,6 +149,10 @@ pub struct ShardStats {
     pub replies: u64,
     /// Bytes that frames still arriving hold of the shard's partial-frame budget.
     pub partial_frame_bytes: u64,
+    /// Nacked messages this shard appended to a retry topic, by backoff level (§13.2).
+    pub retries_by_level: Vec<u64>,
+    /// Nacked messages this shard appended to a dead-letter topic.
+    pub dead_letters: u64,
 }
 
 /// Runtime statistics of a broker: the answer to `Stats`.

@@ -28,6 +28,7 @@ mod admin;
 mod broker;
 mod data;
 mod replica;
+mod retry;
 mod security;
 mod service;
 mod trace;
@@ -50,6 +51,10 @@ pub use replica::{
     Acks, EpochStart, FETCH_REPLY_EXT_TAG, FollowerStatus, GroupOffset, QueueAssignment,
     QueueReplication, REPLICAS_MAX, ReplicaEpochEnd, ReplicaEpochEndReply, ReplicaFetch,
     ReplicaFetchReply, ReplicaRole,
+};
+pub use retry::{
+    DEAD_LETTER_GROUP, DEAD_LETTER_PREVIEW_BYTES, DEAD_LETTERS_SHOWN_MAX, DeadLetter,
+    DeadLetterReply, DeadLetterRequest, Nack, NackAck,
 };
 pub use security::{Authenticate, Authenticated, PolicyDocument, PolicyGet};
 pub use service::{

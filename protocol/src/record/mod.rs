@@ -52,10 +52,12 @@
 
 mod builder;
 mod property;
+mod retry;
 mod view;
 
 pub use builder::{BatchBuilder, BuildError, Record, stamp, stamp_parsed};
 pub use property::{PROPERTY_LEN_MAX, Properties, Property, PropertyError, tag};
+pub use retry::{RETRY_MARK_VERSION, RETRY_REASON_LEN_MAX, RetryMark, truncate_reason};
 pub use view::{BatchView, RecordView, Records};
 
 /// Size of the batch header in bytes.

@@ -4,6 +4,8 @@ use super::BuildError;
 use crate::names::{AREA_LEN, Area};
 use crate::trace::{TRACEPARENT_BYTES, TraceParent};
 
+use super::retry::RetryMark;
+
 /// Why a record's properties section was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PropertyError {
@@ -44,6 +46,10 @@ pub mod tag {
     /// W3C `tracestate`, normalised text (see [`crate::trace::TraceState`]); only beside a
     /// [`TRACEPARENT`].
     pub const TRACESTATE: u8 = 7;
+    // ---- retries and dead letters (ARCHITECTURE §13.2) ----
+    /// The retry mark of a copy the broker appended to a retry or dead-letter topic: attempt,
+    /// due time, origin and rejecting group ([`crate::record::RetryMark`]).
+    pub const RETRY: u8 = 12;
     /// A user key/value: `[key_len: u8][key: UTF-8][value]`.
     pub const USER: u8 = 0x80;
 
@@ -57,6 +63,7 @@ pub mod tag {
             TAG => "tag",
             TRACEPARENT => "traceparent",
             TRACESTATE => "tracestate",
+            RETRY => "retry mark",
             USER => "user property",
             _ => "unknown",
         }
@@ -90,6 +97,8 @@ pub enum Property<'a> {
         /// The value.
         value: &'a [u8],
     },
+    /// The retry mark of a redelivered copy (tag 12).
+    Retry(RetryMark<'a>),
     /// A property from a newer writer; kept so it can be forwarded untouched.
     Unknown {
         /// Its tag.
@@ -110,6 +119,7 @@ impl Property<'_> {
             Self::TraceParent(_) => tag::TRACEPARENT,
             Self::TraceState(_) => tag::TRACESTATE,
             Self::User { .. } => tag::USER,
+            Self::Retry(_) => tag::RETRY,
             Self::Unknown { tag, .. } => *tag,
         }
     }
@@ -123,6 +133,7 @@ impl Property<'_> {
             Self::Area(_) => AREA_LEN,
             Self::TraceParent(_) => TRACEPARENT_BYTES,
             Self::User { key, value } => 1 + key.len() + value.len(),
+            Self::Retry(mark) => mark.encoded_len(),
         }
     }
 
@@ -153,6 +164,12 @@ impl Property<'_> {
                 out.push(key_len);
                 out.extend_from_slice(key.as_bytes());
                 out.extend_from_slice(value);
+            }
+            Self::Retry(mark) => {
+                mark.encode(out).ok_or(BuildError::PropertyTooLarge {
+                    tag: tag::RETRY,
+                    len,
+                })?;
             }
         }
         Ok(())
@@ -193,6 +210,7 @@ impl Property<'_> {
                     value,
                 }
             }
+            tag::RETRY => Property::Retry(RetryMark::decode(value).ok_or(malformed)?),
             _ => Property::Unknown { tag, value },
         })
     }
