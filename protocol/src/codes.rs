@@ -99,6 +99,17 @@ code_enum! {
         /// Broker → consumer: a subscribed queue cannot be served (its stored data is
         /// damaged); the extension addresses it like a push, the body is an `ErrorReply`.
         PushFault = 0x010C,
+        // ---- held messages (ARCHITECTURE §13.3-§13.4) ----
+        /// Producer → broker: cancel a delayed message before it fires (`HeldRef` → empty).
+        CancelHeld = 0x010F,
+        /// Producer → broker: commit or roll back a transactional half message
+        /// (`EndTransaction` → empty).
+        EndTransaction = 0x0110,
+        /// Broker → producer (push, `TransactionCheck`): what became of this half message's
+        /// local transaction? Answered with `EndTransaction`. Producer → broker (request,
+        /// `CheckRegistration` → empty): this connection answers check-backs for a group.
+        TransactionCheck = 0x0111,
+        // ---- end of held messages ----
 
         // ---- 0x02xx: broker admin ----
         /// Admin → broker: create a topic with the configuration in the body.
@@ -116,6 +127,11 @@ code_enum! {
         /// Admin → broker: one message's life (stored, pushed, committed, replied), by offset
         /// or key in one queue (`TraceRequest` → `TraceReply`).
         TraceMessage = 0x0207,
+        // ---- held messages ----
+        /// Admin → broker: the held (delayed and half) messages of one queue
+        /// (`HeldStatsRequest` → `HeldStats`).
+        HeldStats = 0x020B,
+        // ---- end of held messages ----
 
         // ---- 0x03xx: nameserver ----
         /// Client → nameserver: the queues of a topic and where they live.
@@ -275,6 +291,13 @@ code_enum! {
         /// The server requires authentication and the connection has none, or presented a
         /// token that is unknown, expired or revoked. Not retryable with the same credentials.
         Unauthenticated = 208,
+        // ---- held messages ----
+        /// The held message already has its outcome (fired, cancelled, committed or rolled
+        /// back); the message says which when the broker still knows.
+        HeldSettled = 211,
+        /// No held message has this id in this queue (never produced, or its entry is gone).
+        NotHeld = 212,
+        // ---- end of held messages ----
 
         /// The server is overloaded; back off and retry.
         SystemBusy = 300,
@@ -347,6 +370,8 @@ impl Status {
             Status::NotOwner => "queue not owned by this broker or shard (stale route)",
             Status::PermissionDenied => "permission denied",
             Status::Unauthenticated => "not authenticated",
+            Status::HeldSettled => "the held message already has its outcome",
+            Status::NotHeld => "no such held message",
             Status::NotLeader => "this broker does not lead the queue (stale route)",
             Status::StaleEpoch => "the request's leader epoch is not the queue's current one",
             Status::SystemBusy => "system busy, retry later",
