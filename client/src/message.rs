@@ -125,7 +125,7 @@ impl Message {
     }
 
     /// Makes the message a transactional half of `group`.
-    pub(crate) fn as_half(mut self, group: &str) -> Self {
+    pub(crate) fn into_half(mut self, group: &str) -> Self {
         self.txn_group = Some(group.to_owned());
         self
     }

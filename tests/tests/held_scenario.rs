@@ -95,7 +95,7 @@ fn a_half_of_a_crashed_producer_is_decided_by_another_member_of_its_group() {
     rolled_back.rollback().unwrap();
     committed.commit().unwrap();
     committed.commit().unwrap(); // twice is done, not an error
-    wait_until("the messages to arrive", WAIT, || values(&seen).len() >= 1);
+    wait_until("the messages to arrive", WAIT, || !values(&seen).is_empty());
     // The producer dies before deciding the orphan.
     crashing_client.close();
     drop(crashing);

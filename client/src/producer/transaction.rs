@@ -208,7 +208,7 @@ impl TransactionalProducer {
 
     /// Sends `message` as a half: stored, invisible until [`Half::commit`].
     pub fn send_half(&self, message: Message) -> Result<Half> {
-        let sent: SendResult = self.producer.send(message.as_half(&self.group))?;
+        let sent: SendResult = self.producer.send(message.into_half(&self.group))?;
         let id = sent.held_id().ok_or_else(|| {
             ClientError::InvalidArgument("the broker did not hold the half".into())
         })?;

@@ -237,7 +237,7 @@ pub(crate) async fn of(shard: &Rc<Shard>, queue: &Rc<Queue>) -> Result<Rc<Held>,
     let recovered = recover::recover(shard, queue, &held).await;
     if let Err(e) = recovered {
         let _ = held.close().await;
-        return Err(e.into());
+        return Err(e);
     }
     let task = shard
         .tasks
