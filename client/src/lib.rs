@@ -66,7 +66,10 @@ pub use consumer::{
 pub use error::{ClientError, Result};
 pub use locator::ServiceLocator;
 pub use message::{Message, ReceivedMessage, Redelivery, Reply};
-pub use producer::{Producer, QueueSelector, SendFuture, SendResult};
+pub use producer::{
+    Half, HalfMessage, HeldId, Producer, QueueSelector, SendFuture, SendResult, TransactionOutcome,
+    TransactionalProducer,
+};
 pub use route::QueueTarget;
 pub use rr::{Answer, Replier, ReplyAddress, ReplyFuture, Requester, Responder, ResponderOptions};
 pub use trace::{TraceContext, TraceParent, TraceState};

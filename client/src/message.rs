@@ -26,6 +26,10 @@ pub struct Message {
     properties: Vec<(String, Vec<u8>)>,
     trace: Option<TraceContext>,
     ttl: Option<std::time::Duration>,
+    /// Delayed: when the broker delivers it, Unix ms (ARCHITECTURE §13.3).
+    deliver_at_ms: Option<u64>,
+    /// A transactional half: its producer group (set by `TransactionalProducer`).
+    txn_group: Option<String>,
 }
 
 impl Message {
@@ -108,6 +112,45 @@ impl Message {
         self.ttl
     }
 
+    /// Delays the message: the broker holds it durably and delivers it at `at` (its clock),
+    /// not before. A producer can cancel it until then ([`crate::Producer::cancel`]).
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// let at = SystemTime::now() + Duration::from_secs(30);
+    /// let message = client::Message::new("A10-20190001", b"later".to_vec()).deliver_at(at);
+    /// assert!(message.deliver_at_ms().is_some());
+    /// ```
+    pub fn deliver_at(mut self, at: SystemTime) -> Self {
+        let ms = at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.deliver_at_ms = Some(ms);
+        self
+    }
+
+    /// Delays the message by `delay` from now ([`Self::deliver_at`]).
+    pub fn with_delay(self, delay: std::time::Duration) -> Self {
+        self.deliver_at(SystemTime::now() + delay)
+    }
+
+    /// When a delayed message is due, Unix ms.
+    pub fn deliver_at_ms(&self) -> Option<u64> {
+        self.deliver_at_ms
+    }
+
+    /// Makes the message a transactional half of `group`.
+    pub(crate) fn into_half(mut self, group: &str) -> Self {
+        self.txn_group = Some(group.to_owned());
+        self
+    }
+
+    /// True for delayed and half messages: the broker holds them, so they travel in batches
+    /// of their own.
+    pub(crate) fn is_held(&self) -> bool {
+        self.deliver_at_ms.is_some() || self.txn_group.is_some()
+    }
+
     /// The trace context, if set.
     pub fn trace(&self) -> Option<&TraceContext> {
         self.trace.as_ref()
@@ -167,6 +210,12 @@ impl Message {
             if let Some(state) = trace.tracestate() {
                 list.push(Property::TraceState(state));
             }
+        }
+        if let Some(at) = self.deliver_at_ms {
+            list.push(Property::DeliverAtMs(at));
+        }
+        if let Some(group) = &self.txn_group {
+            list.push(Property::TxnGroup(group));
         }
         for (key, value) in &self.properties {
             list.push(Property::User { key, value });
@@ -259,6 +308,8 @@ pub struct ReceivedMessage {
     pub properties: Vec<(String, Vec<u8>)>,
     /// The W3C trace context, as the sender gave it.
     pub trace: Option<TraceContext>,
+    /// On a delayed message: when it was due, Unix milliseconds.
+    pub deliver_at_ms: Option<u64>,
     /// Set when this is a redelivery of a message the group rejected before (§13.2): which
     /// one, and where the original is.
     pub redelivery: Option<Redelivery>,
@@ -309,6 +360,7 @@ impl ReceivedMessage {
             properties: Vec::new(),
             trace: None,
             redelivery: None,
+            deliver_at_ms: None,
         };
         let mut trace_parent: Option<TraceParent> = None;
         let mut trace_state: Option<&str> = None;
@@ -336,7 +388,8 @@ impl ReceivedMessage {
                         due_ms: mark.due_ms,
                     })
                 }
-                Property::Unknown { .. } => {}
+                Property::DeliverAtMs(v) => message.deliver_at_ms = Some(v),
+                Property::HeldOrigin(_) | Property::TxnGroup(_) | Property::Unknown { .. } => {}
             }
         }
         // A stored tracestate passed its checks at parse; one without a traceparent beside

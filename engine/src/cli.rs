@@ -68,6 +68,14 @@ pub struct BrokerArgs {
     /// ([retry] max_redeliveries; default 16).
     #[arg(long, value_name = "N")]
     pub max_redeliveries: Option<u32>,
+    /// A half message with no outcome this long is checked back with its producer group,
+    /// and again every this long, ms ([held] check_interval_ms; default 6000).
+    #[arg(long, value_name = "MS")]
+    pub held_check_interval_ms: Option<u64>,
+    /// Check-backs of one half message before the default outcome applies ([held]
+    /// checks_max; default 15).
+    #[arg(long, value_name = "N")]
+    pub held_checks_max: Option<u32>,
     /// Require authentication and grants ([security] enabled = true); the policy comes from
     /// the nameservers.
     #[arg(long)]
@@ -181,6 +189,11 @@ fn apply_overrides(config: &mut BrokerConfig, args: BrokerArgs) {
     }
     if let Some(v) = args.max_redeliveries {
         config.retry.max_redeliveries = v;
+    if let Some(v) = args.held_check_interval_ms {
+        config.held.check_interval_ms = v;
+    }
+    if let Some(v) = args.held_checks_max {
+        config.held.checks_max = v;
     }
     if !args.nameservers.is_empty() {
         config.nameservers = args.nameservers;

@@ -97,6 +97,13 @@ pub const TRACE_PUSHES_REMEMBERED_DEFAULT: usize = 64;
 /// Default stored bytes one `defibus trace` lookup may read (key search, commit times in the
 /// offset journal, replies in the reply queue).
 pub const TRACE_SCAN_BYTES_MAX_DEFAULT: u64 = 64 << 20;
+/// Default longest delay a delayed message may ask for, ms: 40 days.
+pub const HELD_DELAY_MAX_MS_DEFAULT: u64 = 40 * 24 * 3600 * 1000;
+/// Default wait for a half message's outcome before the broker asks its producer group, and
+/// between checks, ms.
+pub const HELD_CHECK_INTERVAL_MS_DEFAULT: u64 = 6000;
+/// Default check-backs of one half message before the default outcome applies.
+pub const HELD_CHECKS_MAX_DEFAULT: u32 = 15;
 /// The free-space check is refreshed at most this often, ms (it is a `statvfs` call).
 pub const FREE_SPACE_CHECK_INTERVAL_MS: u64 = 100;
 /// ... or once this many bytes were appended by the shard since the last check.
@@ -179,6 +186,8 @@ pub struct BrokerConfig {
     /// Redelivery of nacked messages (`[retry]`, docs/ARCHITECTURE.md §13.2): the backoff
     /// schedule, how many redeliveries before the dead-letter topic, per-group overrides.
     pub retry: RetryConfig,
+    /// Delayed and transactional (half) messages (`[held]`).
+    pub held: HeldConfig,
     /// Authentication, the ACL and the audit log (`[security]`, docs/ARCHITECTURE.md §9):
     /// with `enabled`, every connection authenticates first and every action is checked
     /// against the policy the nameservers serve; `token_file` is the broker's own token
@@ -282,6 +291,7 @@ impl Default for BrokerConfig {
             storage: StorageConfig::default(),
             trace: TraceConfig::default(),
             retry: RetryConfig::default(),
+            held: HeldConfig::default(),
             security: auth::SecuritySettings::default(),
             tls: None,
         }
@@ -301,6 +311,43 @@ impl Default for Limits {
             subscriptions_per_connection_max: SUBSCRIPTIONS_PER_CONNECTION_MAX_DEFAULT,
             partial_frame_bytes_shard_max: PARTIAL_FRAME_BYTES_SHARD_MAX_DEFAULT,
             unknown_commands_per_connection_max: UNKNOWN_COMMANDS_PER_CONNECTION_MAX_DEFAULT,
+        }
+    }
+}
+
+/// `[held]`: delayed and transactional (half) messages (ARCHITECTURE §13.3-§13.4).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeldConfig {
+    /// Longest delay a delayed message may ask for, ms; a later `deliver_at` is refused.
+    /// Default 40 days.
+    pub delay_max_ms: u64,
+    /// A half message with no outcome this long after it was stored is checked back with its
+    /// producer group, and again every this long. Default 6000.
+    pub check_interval_ms: u64,
+    /// Check-backs of one half message before `default_outcome` applies. Default 15.
+    pub checks_max: u32,
+    /// What becomes of a half message nobody decided: `rollback` (default) or `commit`.
+    pub default_outcome: HeldOutcome,
+}
+
+/// The outcome a half message takes when its checks ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeldOutcome {
+    /// Deliver it.
+    Commit,
+    /// Never deliver it.
+    Rollback,
+}
+
+impl Default for HeldConfig {
+    fn default() -> Self {
+        Self {
+            delay_max_ms: HELD_DELAY_MAX_MS_DEFAULT,
+            check_interval_ms: HELD_CHECK_INTERVAL_MS_DEFAULT,
+            checks_max: HELD_CHECKS_MAX_DEFAULT,
+            default_outcome: HeldOutcome::Rollback,
         }
     }
 }
@@ -585,6 +632,7 @@ impl BrokerConfig {
                 self.storage.retention_check_interval_ms,
             ),
             ("storage.scrub_interval_ms", self.storage.scrub_interval_ms),
+            ("held.check_interval_ms", self.held.check_interval_ms),
         ];
         if let Some((name, _)) = intervals.iter().find(|(_, v)| *v == 0) {
             return fail(format!("{name} must be at least 1"));

@@ -23,6 +23,7 @@ mod dynamic;
 pub mod error;
 pub mod file;
 mod group;
+mod held;
 pub mod log;
 mod mesh;
 mod metrics;

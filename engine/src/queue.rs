@@ -1,6 +1,6 @@
 //! An owned queue: its log, and the wake-up of consumers tailing it.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use bytes::BytesMut;
@@ -37,6 +37,10 @@ pub(crate) struct Queue {
     sync: bool,
     /// The queue's role, when its topic has more than one replica.
     replication: Option<Replication>,
+    /// Its delayed and half messages, once its held log is open ([`crate::held`]).
+    held: RefCell<Option<Rc<crate::held::Held>>>,
+    /// Held by whoever opens the held log, so it opens once.
+    pub held_opening: crate::rt::Semaphore,
 }
 
 impl Queue {
@@ -65,7 +69,29 @@ impl Queue {
             // A restarted replica knows the last epoch it took part in from its journal, so an
             // assignment for an older one is refused as stale.
             replication: (topic.replicas > 1).then(|| Replication::new(topic.acks, last_epoch)),
+            held: RefCell::new(None),
+            held_opening: crate::rt::Semaphore::new(1),
         })
+    }
+
+    /// The queue's held messages, if its held log is open.
+    pub fn held(&self) -> Option<Rc<crate::held::Held>> {
+        self.held.borrow().clone()
+    }
+
+    /// Keeps the opened held log.
+    pub fn set_held(&self, held: Rc<crate::held::Held>) {
+        *self.held.borrow_mut() = Some(held);
+    }
+
+    /// Stops the held messages' timer and closes the held log, before the queue closes.
+    pub async fn close_held(&self) {
+        let held = self.held.borrow_mut().take();
+        if let Some(held) = held {
+            if let Err(e) = held.close().await {
+                log::error!("{}/{}: closing the held log: {e}", self.topic, self.id);
+            }
+        }
     }
 
     /// The replication state, when the topic has more than one replica.
@@ -129,6 +155,19 @@ impl Queue {
         }
         appended
     }
+}
+
+/// The configuration of a queue's held log (`<queue dir>/held/`): the queue's storage and
+/// flush mode, so a held produce is as durable as a plain one when acknowledged; no
+/// retention (a held record stays until its outcome).
+pub(crate) fn held_log_config(config: &BrokerConfig, topic: &TopicConfig, id: u32) -> LogConfig {
+    let mut log = log_config(config, topic, id);
+    log.dir = log.dir.join(crate::held::HELD_DIR);
+    log.retention_bytes_max = None;
+    log.retention_age_ms = None;
+    log.offset_reservation = true;
+    log.tail_cache_bytes = log.tail_cache_bytes.min(1 << 20);
+    log
 }
 
 /// The log configuration of one queue: the broker's storage settings and the topic's

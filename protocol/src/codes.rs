@@ -103,6 +103,17 @@ code_enum! {
         /// redeliver it after the group's backoff, or dead-letter it (`Nack` → `NackAck`,
         /// ARCHITECTURE §13.2).
         Nack = 0x010D,
+        // ---- held messages (ARCHITECTURE §13.3-§13.4) ----
+        /// Producer → broker: cancel a delayed message before it fires (`HeldRef` → empty).
+        CancelHeld = 0x010F,
+        /// Producer → broker: commit or roll back a transactional half message
+        /// (`EndTransaction` → empty).
+        EndTransaction = 0x0110,
+        /// Broker → producer (push, `TransactionCheck`): what became of this half message's
+        /// local transaction? Answered with `EndTransaction`. Producer → broker (request,
+        /// `CheckRegistration` → empty): this connection answers check-backs for a group.
+        TransactionCheck = 0x0111,
+        // ---- end of held messages ----
 
         // ---- 0x02xx: broker admin ----
         /// Admin → broker: create a topic with the configuration in the body.
@@ -128,6 +139,11 @@ code_enum! {
         DeadLetterResend = 0x0209,
         /// Admin → broker: mark a dead-letter queue's pending messages done without resending.
         DeadLetterPurge = 0x020A,
+        // ---- held messages ----
+        /// Admin → broker: the held (delayed and half) messages of one queue
+        /// (`HeldStatsRequest` → `HeldStats`).
+        HeldStats = 0x020B,
+        // ---- end of held messages ----
 
         // ---- 0x03xx: nameserver ----
         /// Client → nameserver: the queues of a topic and where they live.
@@ -287,6 +303,13 @@ code_enum! {
         /// The server requires authentication and the connection has none, or presented a
         /// token that is unknown, expired or revoked. Not retryable with the same credentials.
         Unauthenticated = 208,
+        // ---- held messages ----
+        /// The held message already has its outcome (fired, cancelled, committed or rolled
+        /// back); the message says which when the broker still knows.
+        HeldSettled = 211,
+        /// No held message has this id in this queue (never produced, or its entry is gone).
+        NotHeld = 212,
+        // ---- end of held messages ----
         /// A nack cannot be served: the group consumes in broadcast mode, the message is not
         /// an event, or its retry or dead-letter topic name does not fit the topic rules.
         RetryUnavailable = 213,
@@ -365,6 +388,8 @@ impl Status {
             Status::NotOwner => "queue not owned by this broker or shard (stale route)",
             Status::PermissionDenied => "permission denied",
             Status::Unauthenticated => "not authenticated",
+            Status::HeldSettled => "the held message already has its outcome",
+            Status::NotHeld => "no such held message",
             Status::RetryUnavailable => "the message cannot be retried or dead-lettered",
             Status::MessageGone => "the message is no longer in its queue",
             Status::NotLeader => "this broker does not lead the queue (stale route)",

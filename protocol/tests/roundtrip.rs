@@ -201,6 +201,9 @@ enum OwnedProperty {
     Tag(String),
     TraceParent(protocol::trace::TraceParent),
     TraceState(String),
+    DeliverAtMs(u64),
+    HeldOrigin(u64),
+    TxnGroup(String),
     User { key: String, value: Vec<u8> },
     Unknown { tag: u8, value: Vec<u8> },
 }
@@ -215,6 +218,9 @@ impl OwnedProperty {
             Self::Tag(s) => Property::Tag(s),
             Self::TraceParent(p) => Property::TraceParent(*p),
             Self::TraceState(s) => Property::TraceState(s),
+            Self::DeliverAtMs(ms) => Property::DeliverAtMs(*ms),
+            Self::HeldOrigin(o) => Property::HeldOrigin(*o),
+            Self::TxnGroup(s) => Property::TxnGroup(s),
             Self::User { key, value } => Property::User { key, value },
             Self::Unknown { tag, value } => Property::Unknown { tag: *tag, value },
         }
@@ -237,9 +243,13 @@ fn any_property() -> impl Strategy<Value = OwnedProperty> {
         ),
         r"[a-z][a-z0-9]{0,8}=[!-+\x2d-<>-~]{1,16}".prop_map(OwnedProperty::TraceState),
         (".{0,40}", bytes()).prop_map(|(key, value)| OwnedProperty::User { key, value }),
+        any::<u64>().prop_map(OwnedProperty::DeliverAtMs),
+        any::<u64>().prop_map(OwnedProperty::HeldOrigin),
+        "[a-z][a-z0-9_-]{0,20}".prop_map(OwnedProperty::TxnGroup),
         // Tags no reader of this version knows: skipped and forwarded, never misread.
-        // Tag 12 is the retry mark (§13.2), checked when read.
-        (prop_oneof![8..12u8, 13..0x80u8, 0x81..=u8::MAX], bytes())
+        // Tags 9-11 are held messages' (§13.3-§13.4) and 12 the retry mark (§13.2), checked
+        // when read.
+        (prop_oneof![8..9u8, 13..0x80u8, 0x81..=u8::MAX], bytes())
             .prop_map(|(tag, value)| OwnedProperty::Unknown { tag, value }),
     ]
 }

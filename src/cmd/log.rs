@@ -482,6 +482,9 @@ fn show_property(property: Property<'_>) -> String {
         Property::Tag(v) => format!("tag={v}"),
         Property::TraceParent(v) => format!("traceparent={v}"),
         Property::TraceState(v) => format!("tracestate={v}"),
+        Property::DeliverAtMs(v) => format!("deliver_at_ms={v}"),
+        Property::HeldOrigin(v) => format!("held_origin={v}"),
+        Property::TxnGroup(v) => format!("txn_group={v}"),
         Property::User { key, value } => format!("{key}={}", String::from_utf8_lossy(value)),
         Property::Retry(m) => format!(
             "retry=attempt {} of {}/{}/{} by {} due_ms {} reason {:?}",

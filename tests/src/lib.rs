@@ -192,17 +192,19 @@ pub struct Cluster {
 impl Cluster {
     /// Starts a nameserver and `brokers` brokers of `shards` shards each.
     pub fn start(brokers: usize, shards: usize) -> Self {
+        Self::start_with(brokers, shards, |_| {})
+    }
+
+    /// Like [`Self::start`], with `adjust` applied to each broker's configuration.
+    pub fn start_with(brokers: usize, shards: usize, adjust: impl Fn(&mut BrokerConfig)) -> Self {
         let nameserver = start_nameserver(|_| {});
         let dir = tempfile::tempdir().expect("a temporary directory");
         let brokers = (0..brokers)
             .map(|i| {
                 let id = format!("broker-{i}");
-                start_broker(broker_config(
-                    &id,
-                    shards,
-                    &dir.path().join(&id),
-                    &nameserver,
-                ))
+                let mut config = broker_config(&id, shards, &dir.path().join(&id), &nameserver);
+                adjust(&mut config);
+                start_broker(config)
             })
             .collect();
         let admin_client = client(&nameserver);
@@ -529,6 +531,8 @@ pub fn child_broker_main() {
         trace_scan_bytes_max: None,
         retry_schedule_ms: None,
         max_redeliveries: None,
+        held_check_interval_ms: None,
+        held_checks_max: None,
         secure: false,
         token_file: None,
         audit_log: None,

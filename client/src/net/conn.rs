@@ -49,6 +49,9 @@ pub(crate) trait PushSink: Send + Sync {
 pub(crate) trait ReplySink: Send + Sync {
     /// One reply batch frame; must not block for long.
     fn on_reply_push(&self, endpoint: &str, frame: FrameBytes);
+
+    /// A transaction check-back (`TransactionCheck` push); must not block for long.
+    fn on_transaction_check(&self, _endpoint: &str, _frame: FrameBytes) {}
 }
 
 /// The address and the batch a pushed frame (`Push`, `ReplyPush`) carries, or why either is
@@ -782,6 +785,10 @@ impl Connection {
             Ok(Command::ReplyPush) => match &self.replies {
                 Some(replies) => replies.on_reply_push(&self.endpoint, frame),
                 None => log::debug!("{}: unexpected reply push dropped", self.endpoint),
+            },
+            Ok(Command::TransactionCheck) => match &self.replies {
+                Some(replies) => replies.on_transaction_check(&self.endpoint, frame),
+                None => log::debug!("{}: unexpected transaction check dropped", self.endpoint),
             },
             Ok(Command::Heartbeat) if header.flags & flag::ONEWAY == 0 => {
                 // A broker probing us: answer with an empty ack so it sees us alive.

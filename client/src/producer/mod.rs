@@ -2,6 +2,10 @@
 
 mod batcher;
 mod permits;
+mod transaction;
+
+pub(crate) use transaction::CheckHandler;
+pub use transaction::{Half, HalfMessage, HeldId, TransactionOutcome, TransactionalProducer};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -33,8 +37,23 @@ pub struct SendResult {
     pub broker_id: String,
     /// The queue id on that broker.
     pub queue_id: u32,
-    /// The message's offset in the queue.
+    /// The message's offset in the queue; for a delayed or half message, in the queue's
+    /// held log (see [`Self::held_id`]).
     pub offset: u64,
+    /// True for a delayed or half message: held by the broker until its time or commit.
+    pub held: bool,
+}
+
+impl SendResult {
+    /// The id a delayed or half message is cancelled, committed or rolled back by.
+    pub fn held_id(&self) -> Option<HeldId> {
+        self.held.then(|| HeldId {
+            broker_id: self.broker_id.clone(),
+            topic: self.topic.clone(),
+            queue_id: self.queue_id,
+            offset: self.offset,
+        })
+    }
 }
 
 /// How a producer picks a queue for a message.
@@ -196,6 +215,18 @@ impl Producer {
         self.inner.in_flight.wait_idle(timeout)
     }
 
+    /// Cancels a delayed message before its time. A message already delivered (or cancelled)
+    /// is refused with status `HeldSettled` (211).
+    pub fn cancel(&self, id: &HeldId) -> Result<()> {
+        transaction::call_held(
+            &self.inner.client,
+            id,
+            Command::CancelHeld,
+            &protocol::control::encode(&id.held_ref())
+                .map_err(|e| ClientError::control(&id.broker_id, e))?,
+        )
+    }
+
     fn send_timeout(&self) -> Duration {
         let config = &self.inner.client.config;
         config.request_timeout * (config.retries + 1) + config.batch_linger
@@ -219,7 +250,9 @@ impl ProducerInner {
     fn submit(inner: &Arc<Self>, message: Message, acker: Acker) {
         let key = (inner.selector == QueueSelector::KeyHash && !message.key().is_empty())
             .then(|| message.key().to_vec());
-        if let Some(batcher) = &inner.batcher {
+        // Held messages travel alone: a batch must not mix them with plain ones.
+        let held = message.is_held();
+        if let (Some(batcher), false) = (&inner.batcher, held) {
             return batcher.submit(inner, &message, key, acker);
         }
         let client = &inner.client;
@@ -234,13 +267,20 @@ impl ProducerInner {
                 Err(ClientError::InvalidArgument("empty batch".into())),
             );
         };
-        Self::dispatch(
-            inner.clone(),
+        let client = inner.client.clone();
+        let acks = Acks {
+            producer: inner.clone(),
+            ackers: vec![acker],
+            held,
+        };
+        let job = Job::new(
+            Command::Produce,
             message.topic().to_owned(),
             Bytes::from(bytes),
             key,
-            vec![acker],
+            acks,
         );
+        send::dispatch(&client, job);
     }
 
     /// Sends a batch of `topic` through the send pipeline; its acknowledgement (or failure,
@@ -253,7 +293,11 @@ impl ProducerInner {
         ackers: Vec<Acker>,
     ) {
         let client = producer.client.clone();
-        let acks = Acks { producer, ackers };
+        let acks = Acks {
+            producer,
+            ackers,
+            held: false,
+        };
         send::dispatch(&client, Job::new(Command::Produce, topic, bytes, key, acks));
     }
 }
@@ -264,6 +308,8 @@ struct Acks {
     producer: Arc<ProducerInner>,
     /// One per record, in record order.
     ackers: Vec<Acker>,
+    /// The records are held: the acknowledgement names held-log offsets.
+    held: bool,
 }
 
 impl Outcome for Acks {
@@ -275,6 +321,7 @@ impl Outcome for Acks {
                 broker_id: target.broker_id.clone(),
                 queue_id: ack.queue_id,
                 offset: ack.base_offset + i as u64,
+                held: self.held,
             }));
         }
         // One wake-up of a waiting sender per batch, not per message.

@@ -24,9 +24,18 @@ pub(crate) type ReplyCallback = Box<dyn FnOnce(Result<Reply>) + Send>;
 pub(crate) struct ReplyRegistry {
     waiting: Mutex<HashMap<u64, ReplyCallback>>,
     next: AtomicU64,
+    /// Transaction check-back handlers by producer group (`TransactionalProducer`): the
+    /// other client-wide push a broker sends.
+    checks: Mutex<HashMap<String, crate::producer::CheckHandler>>,
 }
 
 impl ReplyRegistry {
+    /// Routes the check-backs of `group` to `handler` from now on.
+    pub(crate) fn set_check_handler(&self, group: &str, handler: crate::producer::CheckHandler) {
+        let mut checks = self.checks.lock().unwrap_or_else(PoisonError::into_inner);
+        checks.insert(group.to_owned(), handler);
+    }
+
     /// Registers a wait and returns its correlation id.
     pub(crate) fn register(&self, callback: ReplyCallback) -> Result<u64> {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
@@ -92,6 +101,28 @@ fn decode_correlation(bytes: &[u8]) -> Option<u64> {
 }
 
 impl ReplySink for ReplyRegistry {
+    fn on_transaction_check(&self, endpoint: &str, frame: FrameBytes) {
+        let Ok(check) =
+            protocol::control::decode::<protocol::control::TransactionCheck>(&frame.body)
+        else {
+            log::warn!("{endpoint}: malformed transaction check dropped");
+            return;
+        };
+        let handler = self
+            .checks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&check.producer_group)
+            .cloned();
+        match handler {
+            Some(handler) => handler(endpoint, check),
+            None => log::debug!(
+                "{endpoint}: check for producer group {} we do not answer for",
+                check.producer_group
+            ),
+        }
+    }
+
     fn on_reply_push(&self, endpoint: &str, frame: FrameBytes) {
         let Ok((address, batch)) = pushed_batch(endpoint, &frame)
             .map_err(|e| log::error!("reply push dropped, its requests will time out: {e}"))

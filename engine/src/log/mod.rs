@@ -491,6 +491,15 @@ impl<S: Storage + 'static> Log<S> {
         }
     }
 
+    /// Resolves once offsets below `offset` are written and fdatasynced, whatever the flush
+    /// mode (an async log syncs within its interval). Held messages are released only once
+    /// durable, and their outcome is recorded only once the released copy is.
+    pub async fn wait_synced(&self, offset: u64) -> Result<(), LogError> {
+        let shared = self.shared();
+        shared.commit.wait_synced(offset).await?;
+        shared.commit.check_poisoned()
+    }
+
     /// The leader epochs recorded in this log, oldest first (empty for a queue never
     /// replicated).
     pub fn epochs(&self) -> EpochHistory {

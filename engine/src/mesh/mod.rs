@@ -97,6 +97,9 @@ pub(crate) enum MeshMsg {
         queue_id: u32,
         batch: Bytes,
     },
+    /// A transaction check-back for a producer group, to one of its connections on the
+    /// receiving shard if it has one (`crate::held::checks`).
+    HeldCheck { group: String, frame: Vec<u8> },
     /// Replies to requests the receiving shard stored were stored at `at` on another shard:
     /// each `(reply_to, correlation_id)` (request-reply metrics).
     RepliesStored {
@@ -297,6 +300,9 @@ fn receive(shard: &Rc<Shard>, msg: MeshMsg) {
             queue_id,
             batch,
         } => crate::rr::deliver_local(shard, &client_id, Rc::from(topic), queue_id, batch),
+        MeshMsg::HeldCheck { group, frame } => {
+            crate::held::checks::deliver_local(shard, &group, frame);
+        }
         MeshMsg::RepliesStored { replies, at } => {
             let now_ms = crate::metrics::requests::now_ms();
             for (reply_to, correlation_id) in &replies {

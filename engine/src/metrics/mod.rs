@@ -60,6 +60,23 @@ pub(crate) struct QueueMetrics {
     pub requests: Option<Box<(Histogram, u64)>>,
     /// Records pushed again, by clustering group.
     pub redelivered: Vec<(String, u64)>,
+    /// Delayed and half messages, when the queue's held log is open.
+    pub held: Option<HeldMetrics>,
+}
+
+/// One queue's held (delayed and half) messages ([`crate::held`]).
+#[derive(Clone, Debug)]
+pub(crate) struct HeldMetrics {
+    pub pending_delayed: u64,
+    pub pending_half: u64,
+    pub timer_bytes: u64,
+    pub fired: u64,
+    pub cancelled: u64,
+    pub committed: u64,
+    pub rolled_back: u64,
+    pub checks_sent: u64,
+    /// How late delayed messages were released, µs.
+    pub lateness: Box<Histogram>,
 }
 
 /// This shard's metrics; built on the shard, inside `admin::snapshot`.
@@ -82,6 +99,7 @@ pub(crate) fn snapshot(shard: &Shard) -> ShardMetrics {
                 (latency.count() > 0 || timeouts > 0).then(|| Box::new((latency, timeouts)))
             },
             redelivered: queue.deliveries.redelivered(),
+            held: queue.held().map(|held| held.metrics()),
         })
         .collect();
     ShardMetrics {

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use telemetry::{Histogram, Scrape};
 
 use crate::mesh::ShardSnapshot;
+use crate::metrics::HeldMetrics;
 
 /// One scrape of every shard's figures.
 pub(super) fn render(snapshots: &[ShardSnapshot]) -> Scrape {
@@ -137,6 +138,56 @@ fn shard_metrics(scrape: &mut Scrape, snapshot: &ShardSnapshot) {
     );
 }
 
+/// One queue's delayed and half messages (ARCHITECTURE §13.3-§13.4).
+fn held_metrics(scrape: &mut Scrape, labels: &[(&str, &str)], held: &HeldMetrics) {
+    scrape.gauge(
+        "defibus_held_pending_delayed",
+        "Delayed messages waiting for their time.",
+        labels,
+        held.pending_delayed,
+    );
+    scrape.gauge(
+        "defibus_held_pending_half",
+        "Transactional half messages waiting for commit or rollback.",
+        labels,
+        held.pending_half,
+    );
+    scrape.gauge(
+        "defibus_held_timer_bytes",
+        "Memory of the queue's timer index and pending set.",
+        labels,
+        held.timer_bytes,
+    );
+    for (outcome, value) in [
+        ("fired", held.fired),
+        ("cancelled", held.cancelled),
+        ("committed", held.committed),
+        ("rolled_back", held.rolled_back),
+    ] {
+        let mut with_outcome = labels.to_vec();
+        with_outcome.push(("outcome", outcome));
+        scrape.counter(
+            "defibus_held_outcomes",
+            "Held messages settled, by outcome.",
+            &with_outcome,
+            value,
+        );
+    }
+    scrape.counter(
+        "defibus_held_checks_sent",
+        "Transaction check-backs sent to producer groups.",
+        labels,
+        held.checks_sent,
+    );
+    scrape.histogram(
+        "defibus_held_fire_lateness_seconds",
+        "How long after its time a delayed message was released into its queue.",
+        labels,
+        &held.lateness,
+        1e-6,
+    );
+}
+
 fn queue_metrics(scrape: &mut Scrape, snapshot: &ShardSnapshot) {
     for (stats, metrics) in snapshot.queues.iter().zip(&snapshot.metrics.queues) {
         debug_assert_eq!(
@@ -206,6 +257,9 @@ fn queue_metrics(scrape: &mut Scrape, snapshot: &ShardSnapshot) {
             &labels,
             stats.expired_events,
         );
+        if let Some(held) = &metrics.held {
+            held_metrics(scrape, &labels, held);
+        }
         for (group, redelivered) in &metrics.redelivered {
             scrape.counter(
                 "defibus_group_redelivered_records",

@@ -222,6 +222,19 @@ fn what(
             let group = crate::trace::TRACE_GROUP.to_owned();
             Some((Action::Consume, request.topic, Some(group)))
         }
+        // Held messages: cancelling or deciding one is the producer's act on its topic.
+        Command::CancelHeld => {
+            let id: control::HeldRef = control::decode(&frame.body)?;
+            Some((Action::Produce, id.topic, None))
+        }
+        Command::EndTransaction => {
+            let end: control::EndTransaction = control::decode(&frame.body)?;
+            Some((Action::Produce, end.id.topic, None))
+        }
+        Command::HeldStats => {
+            let request: control::HeldStatsRequest = control::decode(&frame.body)?;
+            Some((Action::AdminTopic, request.topic, None))
+        }
         Command::CreateTopic | Command::UpdateTopic => {
             let config: TopicConfig = control::decode(&frame.body)?;
             Some((Action::AdminTopic, config.topic, None))

@@ -212,7 +212,11 @@ pub(crate) async fn dispatch(
 fn is_inline(command: Command) -> bool {
     matches!(
         command,
-        Command::Heartbeat | Command::Credit | Command::Subscribe | Command::Unsubscribe
+        Command::Heartbeat
+            | Command::Credit
+            | Command::Subscribe
+            | Command::Unsubscribe
+            | Command::TransactionCheck
     )
 }
 
@@ -228,6 +232,9 @@ async fn serve_inline(
         Command::Credit => credit(shard, conn, frame).map(|()| Some(Vec::new())),
         Command::Subscribe => subscribe(shard, conn, frame).await.map(|()| None),
         Command::Unsubscribe => unsubscribe(shard, conn, frame).map(|()| Some(Vec::new())),
+        Command::TransactionCheck => {
+            crate::held::register_checker(shard, conn, frame).map(|()| Some(Vec::new()))
+        }
         other => Err(Reject::new(
             Status::Internal,
             format!("{other} is not served inline"),
@@ -537,6 +544,14 @@ async fn serve(shard: &Rc<Shard>, frame: &FrameBytes, forwarded: bool) -> Result
                 Err(owner) => Ok(Served::Forward(owner)),
             }
         }
+        Command::CancelHeld | Command::EndTransaction | Command::HeldStats => {
+            crate::held::serve(shard, command, frame)
+                .await
+                .map(|r| match r {
+                    Ok(body) => Served::Body(body),
+                    Err(owner) => Served::Forward(owner),
+                })
+        }
         Command::Push | Command::ReplyPush | Command::PushFault => Err(Reject::new(
             Status::InvalidArgument,
             format!("{command} is sent by brokers, not to them"),
@@ -549,7 +564,7 @@ async fn serve(shard: &Rc<Shard>, frame: &FrameBytes, forwarded: bool) -> Result
 }
 
 /// The queue `queue_id` of `topic` when this shard owns it, else the shard that does.
-fn owned_queue(
+pub(crate) fn owned_queue(
     shard: &Shard,
     topic: &str,
     queue_id: u32,
@@ -647,6 +662,18 @@ async fn produce(
     };
     crate::depth::admit(shard, &queue, max_depth)?;
     shard.watermark.admit(body.as_slice().len() as u64)?;
+    // Delayed and half records go to the queue's held log (ARCHITECTURE §13.3-§13.4).
+    let held = protocol::record::held_kind(body.as_slice());
+    if held != protocol::record::HeldKind::Plain {
+        if matches!(header.command(), Ok(Command::Request)) {
+            return Err(Reject::new(
+                Status::InvalidArgument,
+                "a request cannot be delayed or transactional",
+            ));
+        }
+        let ack = crate::held::produce(shard, &queue, held, body.into_mut()).await?;
+        return Ok(Served::Body(control::encode(&ack)?));
+    }
     // Requests are tracked before the append, so a reply can never arrive untracked, and
     // stamped again when it resolves: latency counts from the request stored.
     let requests = matches!(header.command(), Ok(Command::Request)).then(|| {
@@ -751,6 +778,7 @@ pub(crate) async fn disconnected(shard: &Rc<Shard>, conn: &Rc<Conn>) {
         group::leave(shard, id);
     }
     shard.clients.remove(conn.id);
+    shard.held_checkers.forget(conn.id);
     let client_id = conn.client_id.borrow_mut().take();
     if let Some(client_id) = client_id {
         forget_client(shard, conn, &client_id).await;

@@ -81,6 +81,8 @@ pub(crate) struct Shard {
     pub security: Arc<crate::security::Security>,
     /// Free space of the data directory: produces are refused below it.
     pub watermark: crate::disk::Watermark,
+    /// Connections that answer transaction check-backs, per producer group.
+    pub held_checkers: crate::held::checks::Checkers,
     /// Every task that holds the shard (connections, requests, pushes, mesh work, timers),
     /// except the mesh receivers, so close can wait until the last one ends.
     pub tasks: Tasks,
@@ -193,6 +195,9 @@ pub(crate) async fn run(start: ShardStart) -> Result<(), BrokerError> {
     );
 
     let mesh_receivers = crate::mesh::spawn_receivers(&shard, receivers);
+    // Held messages waiting on disk are recovered before the shard serves, so a restarted
+    // broker answers for them (and fires them) at once.
+    crate::held::start_all(&shard).await;
     let tasks = &shard.tasks;
     let acceptor = tls.map(crate::rt::TlsAcceptor::from);
     let accept = tasks.spawn(crate::net::accept_loop(shard.clone(), listener, acceptor));
@@ -236,6 +241,7 @@ pub(crate) async fn run(start: ShardStart) -> Result<(), BrokerError> {
     }
     crate::net::close_all(&shard);
     crate::group::close_all(&shard);
+    crate::held::stop_all(&shard);
     // Drain: what was started ends, then the mesh.
     drain_tasks(&shard, "closing").await;
     log::debug!("shard {id}: its tasks ended; closing the mesh");
@@ -333,6 +339,7 @@ async fn open(
         closing_log: Default::default(),
         security,
         watermark,
+        held_checkers: Default::default(),
         tasks: Tasks::default(),
         stopping: Cell::new(false),
         ports,

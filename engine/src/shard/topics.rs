@@ -158,6 +158,7 @@ pub(crate) async fn close_queue(shard_id: usize, queue: Rc<Queue>) {
     let name = format!("{}/{}", queue.topic, queue.id);
     // A follower's task holds the queue; it lets go once stopped.
     queue.stop_replication().await;
+    queue.close_held().await;
     let result = match Rc::try_unwrap(queue) {
         Ok(queue) => queue.log.close().await,
         Err(queue) => queue.log.flush().await,

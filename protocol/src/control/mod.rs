@@ -27,6 +27,7 @@ use crate::names::NameError;
 mod admin;
 mod broker;
 mod data;
+mod held;
 mod replica;
 mod retry;
 mod security;
@@ -46,6 +47,9 @@ pub use data::{
     ClientHeartbeat, CommitOffset, Credit, FetchOffset, HEARTBEAT_INTERVAL_MS_DEFAULT,
     HeartbeatAck, OffsetReply, ProduceAck, StartPosition, Subscribe, SubscribeAck,
     SubscriptionMode, Unsubscribe,
+};
+pub use held::{
+    CheckRegistration, EndTransaction, HeldRef, HeldStats, HeldStatsRequest, TransactionCheck,
 };
 pub use replica::{
     Acks, EpochStart, FETCH_REPLY_EXT_TAG, FollowerStatus, GroupOffset, QueueAssignment,

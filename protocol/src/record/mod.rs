@@ -51,11 +51,13 @@
 //! Properties are a sequence of `[tag: u8][len: u16][len bytes]`; see [`Property`].
 
 mod builder;
+mod held;
 mod property;
 mod retry;
 mod view;
 
 pub use builder::{BatchBuilder, BuildError, Record, stamp, stamp_parsed};
+pub use held::{HeldKind, held_kind};
 pub use property::{PROPERTY_LEN_MAX, Properties, Property, PropertyError, tag};
 pub use retry::{RETRY_MARK_VERSION, RETRY_REASON_LEN_MAX, RetryMark, truncate_reason};
 pub use view::{BatchView, RecordView, Records};

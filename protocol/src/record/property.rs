@@ -46,6 +46,17 @@ pub mod tag {
     /// W3C `tracestate`, normalised text (see [`crate::trace::TraceState`]); only beside a
     /// [`TRACEPARENT`].
     pub const TRACESTATE: u8 = 7;
+    // ---- held messages (delayed and transactional, ARCHITECTURE §13.3-§13.4) ----
+    /// When a delayed message is due, Unix ms, `u64` little-endian: the broker holds the record
+    /// in its queue's held log until then.
+    pub const DELIVER_AT_MS: u8 = 9;
+    /// The held-log offset a record came from, `u64` little-endian. Set only by the broker: on
+    /// the copy it releases into the queue, and on the outcome markers of its held log.
+    pub const HELD_ORIGIN: u8 = 10;
+    /// A transactional half message: the producer group (UTF-8) whose members answer its
+    /// check-back. Held invisible until committed.
+    pub const TXN_GROUP: u8 = 11;
+    // ---- end of held messages ----
     // ---- retries and dead letters (ARCHITECTURE §13.2) ----
     /// The retry mark of a copy the broker appended to a retry or dead-letter topic: attempt,
     /// due time, origin and rejecting group ([`crate::record::RetryMark`]).
@@ -63,6 +74,9 @@ pub mod tag {
             TAG => "tag",
             TRACEPARENT => "traceparent",
             TRACESTATE => "tracestate",
+            DELIVER_AT_MS => "deliver_at",
+            HELD_ORIGIN => "held origin",
+            TXN_GROUP => "transaction group",
             RETRY => "retry mark",
             USER => "user property",
             _ => "unknown",
@@ -90,6 +104,12 @@ pub enum Property<'a> {
     TraceParent(TraceParent),
     /// The W3C `tracestate`, normalised.
     TraceState(&'a str),
+    /// When a delayed message is due, Unix milliseconds.
+    DeliverAtMs(u64),
+    /// The held-log offset a released record (or an outcome marker) refers to.
+    HeldOrigin(u64),
+    /// The producer group of a transactional half message.
+    TxnGroup(&'a str),
     /// An application key/value.
     User {
         /// The key, UTF-8, at most 255 bytes.
@@ -118,6 +138,9 @@ impl Property<'_> {
             Self::Tag(_) => tag::TAG,
             Self::TraceParent(_) => tag::TRACEPARENT,
             Self::TraceState(_) => tag::TRACESTATE,
+            Self::DeliverAtMs(_) => tag::DELIVER_AT_MS,
+            Self::HeldOrigin(_) => tag::HELD_ORIGIN,
+            Self::TxnGroup(_) => tag::TXN_GROUP,
             Self::User { .. } => tag::USER,
             Self::Retry(_) => tag::RETRY,
             Self::Unknown { tag, .. } => *tag,
@@ -127,9 +150,9 @@ impl Property<'_> {
     /// Bytes this property takes in a record, tag and length included.
     pub fn encoded_len(&self) -> usize {
         3 + match self {
-            Self::ReplyTo(s) | Self::Tag(s) | Self::TraceState(s) => s.len(),
+            Self::ReplyTo(s) | Self::Tag(s) | Self::TraceState(s) | Self::TxnGroup(s) => s.len(),
             Self::CorrelationId(b) | Self::Unknown { value: b, .. } => b.len(),
-            Self::DeadlineMs(_) => 8,
+            Self::DeadlineMs(_) | Self::DeliverAtMs(_) | Self::HeldOrigin(_) => 8,
             Self::Area(_) => AREA_LEN,
             Self::TraceParent(_) => TRACEPARENT_BYTES,
             Self::User { key, value } => 1 + key.len() + value.len(),
@@ -148,12 +171,14 @@ impl Property<'_> {
         out.push(self.tag());
         out.extend_from_slice(&(len as u16).to_le_bytes());
         match self {
-            Self::ReplyTo(s) | Self::Tag(s) | Self::TraceState(s) => {
+            Self::ReplyTo(s) | Self::Tag(s) | Self::TraceState(s) | Self::TxnGroup(s) => {
                 out.extend_from_slice(s.as_bytes())
             }
             Self::TraceParent(parent) => out.extend_from_slice(&parent.to_bytes()),
             Self::CorrelationId(b) | Self::Unknown { value: b, .. } => out.extend_from_slice(b),
-            Self::DeadlineMs(ms) => out.extend_from_slice(&ms.to_le_bytes()),
+            Self::DeadlineMs(ms) | Self::DeliverAtMs(ms) | Self::HeldOrigin(ms) => {
+                out.extend_from_slice(&ms.to_le_bytes())
+            }
             Self::Area(area) => out.extend_from_slice(area.as_bytes()),
             Self::User { key, value } => {
                 let key_len =
@@ -184,6 +209,23 @@ impl Property<'_> {
             tag::DEADLINE_MS => {
                 let ms: [u8; 8] = value.try_into().map_err(|_| malformed.clone())?;
                 Property::DeadlineMs(u64::from_le_bytes(ms))
+            }
+            tag::DELIVER_AT_MS | tag::HELD_ORIGIN => {
+                let raw: [u8; 8] = value.try_into().map_err(|_| malformed.clone())?;
+                let raw = u64::from_le_bytes(raw);
+                if tag == tag::DELIVER_AT_MS {
+                    Property::DeliverAtMs(raw)
+                } else {
+                    Property::HeldOrigin(raw)
+                }
+            }
+            // A group name, checked like every name, so a check-back can always address it.
+            tag::TXN_GROUP => {
+                let text = utf8(value)?;
+                if text.parse::<crate::names::GroupName>().is_err() {
+                    return Err(malformed);
+                }
+                Property::TxnGroup(text)
             }
             tag::AREA => Property::Area(Area::from_bytes_checked(value).ok_or(malformed)?),
             tag::TAG => Property::Tag(utf8(value)?),

@@ -132,6 +132,30 @@ impl<'a> RecordView<'a> {
         })
     }
 
+    /// When a delayed message is due, Unix milliseconds.
+    pub fn deliver_at_ms(&self) -> Option<u64> {
+        self.find(|p| match p {
+            Property::DeliverAtMs(v) => Some(v),
+            _ => None,
+        })
+    }
+
+    /// The held-log offset this record was released from (or, on an outcome marker, settles).
+    pub fn held_origin(&self) -> Option<u64> {
+        self.find(|p| match p {
+            Property::HeldOrigin(v) => Some(v),
+            _ => None,
+        })
+    }
+
+    /// The producer group of a transactional half message.
+    pub fn txn_group(&self) -> Option<&'a str> {
+        self.find(|p| match p {
+            Property::TxnGroup(v) => Some(v),
+            _ => None,
+        })
+    }
+
     /// The dark-launch or filtering tag.
     pub fn tag(&self) -> Option<&'a str> {
         self.find(|p| {
