@@ -27,6 +27,7 @@ use crate::names::NameError;
 mod admin;
 mod broker;
 mod data;
+mod producer;
 mod replica;
 mod security;
 mod service;
@@ -46,6 +47,7 @@ pub use data::{
     HeartbeatAck, OffsetReply, ProduceAck, StartPosition, Subscribe, SubscribeAck,
     SubscriptionMode, Unsubscribe,
 };
+pub use producer::InitProducerReply;
 pub use replica::{
     Acks, EpochStart, FETCH_REPLY_EXT_TAG, FollowerStatus, GroupOffset, QueueAssignment,
     QueueReplication, REPLICAS_MAX, ReplicaEpochEnd, ReplicaEpochEndReply, ReplicaFetch,
@@ -275,6 +277,7 @@ mod tests {
             align_of::<data::ArchivedClientHeartbeat>(),
             align_of::<data::ArchivedHeartbeatAck>(),
             align_of::<data::ArchivedProduceAck>(),
+            align_of::<producer::ArchivedInitProducerReply>(),
             align_of::<data::ArchivedSubscribe>(),
             align_of::<data::ArchivedSubscribeAck>(),
             align_of::<data::ArchivedCredit>(),
