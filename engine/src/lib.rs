@@ -29,6 +29,7 @@ mod net;
 mod notify;
 mod offsets;
 mod peer;
+pub mod producers;
 mod push;
 mod queue;
 mod redirect;
