@@ -9,6 +9,11 @@
 //! batches still in flight are parked and dispatched again when it settles: no batch of an
 //! old epoch is ever sent after the first of a new one, so a copy of an old batch can only
 //! meet a window that still knows its epoch.
+//!
+//! At most [`IN_FLIGHT_PER_QUEUE_MAX`] batches of a stream are in flight; more are parked
+//! too. So while a batch is unsettled at most that many newer ones can be stored after it,
+//! and a copy of it finds it among the broker window's last `producers.window_batches`
+//! (default the same number): it is answered with its offsets, never refused as too old.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -21,6 +26,10 @@ use protocol::record::ProducerFields;
 use crate::error::{ClientError, Result};
 use crate::net::Connection;
 use crate::route::QueueTarget;
+
+/// Batches of one stream in flight at once: at most the brokers' default duplicate window
+/// (`producers.window_batches`), so a copy of any batch in flight is still in it.
+pub(crate) const IN_FLIGHT_PER_QUEUE_MAX: u32 = 8;
 
 /// A queue of a topic, as a numbering stream.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -113,14 +122,31 @@ impl Sequencer {
 
     /// The next numbers of stream `key` for a batch of producer `producer_id`; or, when the
     /// stream is broken with batches in flight, parks `park` (the send) until it settles.
+    ///
+    /// `woken`: the send was parked before and comes back in its turn, ahead of sends that
+    /// were not (parked sends keep their order, so keyed messages stay in order).
     pub(crate) fn number(
         &self,
         key: StreamKey,
         producer_id: u64,
+        woken: bool,
         park: impl FnOnce() -> Box<dyn FnOnce() + Send>,
     ) -> Numbered {
         let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
         let stream = streams.entry(key.clone()).or_default();
+        if stream.in_flight >= IN_FLIGHT_PER_QUEUE_MAX {
+            if woken {
+                stream.parked.insert(0, park());
+            } else {
+                stream.parked.push(park());
+            }
+            return Numbered::Parked;
+        }
+        if !woken && !stream.parked.is_empty() {
+            // Others wait before this send: it waits its turn.
+            stream.parked.push(park());
+            return Numbered::Parked;
+        }
         if stream.broken || stream.next == u32::MAX {
             if stream.in_flight > 0 {
                 stream.parked.push(park());
@@ -165,11 +191,18 @@ impl Sequencer {
         if hole && ticket.fields.epoch == stream.epoch {
             stream.broken = true;
         }
-        if stream.in_flight == 0 {
-            std::mem::take(&mut stream.parked)
+        // A broken stream renumbers only once settled; a sound one takes sends as room frees.
+        let room = if stream.broken {
+            if stream.in_flight == 0 {
+                IN_FLIGHT_PER_QUEUE_MAX
+            } else {
+                0
+            }
         } else {
-            Vec::new()
-        }
+            IN_FLIGHT_PER_QUEUE_MAX - stream.in_flight.min(IN_FLIGHT_PER_QUEUE_MAX)
+        };
+        let woken = (room as usize).min(stream.parked.len());
+        stream.parked.drain(..woken).collect()
     }
 }
 
@@ -207,7 +240,7 @@ mod tests {
     }
 
     fn ticket(s: &Sequencer) -> Ticket {
-        match s.number(key(), 9, || Box::new(|| {})) {
+        match s.number(key(), 9, false, || Box::new(|| {})) {
             Numbered::Ticket(t) => t,
             Numbered::Parked => panic!("parked"),
         }
@@ -223,7 +256,7 @@ mod tests {
         // Broken with `b` in flight: a new send waits.
         let parked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = parked.clone();
-        let numbered = s.number(key(), 9, || {
+        let numbered = s.number(key(), 9, false, || {
             Box::new(move || flag.store(true, std::sync::atomic::Ordering::SeqCst))
         });
         assert!(matches!(numbered, Numbered::Parked));

@@ -51,6 +51,8 @@ pub(crate) struct Job<O> {
     records_crc: Option<u32>,
     /// The queue and numbers the batch carries, once numbered (ARCHITECTURE §13.1).
     ticket: Option<Ticket>,
+    /// The job waited for its queue's numbering and comes back in its turn.
+    woken: bool,
 }
 
 impl<O: Outcome> Job<O> {
@@ -72,6 +74,7 @@ impl<O: Outcome> Job<O> {
             outcome,
             records_crc: None,
             ticket: None,
+            woken: false,
         }
     }
 
@@ -229,9 +232,11 @@ fn number<O: Outcome>(
     let slot = Arc::new(Mutex::new(Some(job)));
     let parked = slot.clone();
     let retry = client.clone();
-    let numbered = client.sequencer.number(key, producer_id, || {
+    let woken = job_woken(&slot);
+    let numbered = client.sequencer.number(key, producer_id, woken, || {
         Box::new(move || {
-            if let Some(job) = take(&parked) {
+            if let Some(mut job) = take(&parked) {
+                job.woken = true;
                 dispatch(&retry, job);
             }
         })
@@ -243,6 +248,7 @@ fn number<O: Outcome>(
     let Some(mut job) = take(&slot) else {
         return Ok(None);
     };
+    job.woken = false;
     let records_crc = job.records_crc.unwrap_or_default();
     let mut bytes = std::mem::take(&mut job.bytes)
         .try_into_mut()
@@ -257,6 +263,13 @@ fn number<O: Outcome>(
     job.bytes = bytes.freeze();
     job.ticket = Some(ticket);
     Ok(Some(job))
+}
+
+fn job_woken<O>(slot: &Mutex<Option<Job<O>>>) -> bool {
+    slot.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_ref()
+        .is_some_and(|job| job.woken)
 }
 
 /// Dispatches again the sends parked on a stream that settled.

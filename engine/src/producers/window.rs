@@ -116,9 +116,23 @@ impl Table {
     /// Judges a batch of producer `fields.producer_id` against what it stored last.
     pub fn check(&self, fields: ProducerFields) -> Verdict {
         let Some(producer) = self.producers.get(&fields.producer_id) else {
-            // New here, forgotten to make room, or last seen before the rebuilt tail: its
-            // numbering starts where it is (ARCHITECTURE §13.1 says what that allows).
-            return Verdict::Append;
+            // New here, forgotten to make room, or last seen before the rebuilt tail: only
+            // the start of an epoch is taken. A later sequence may follow a batch that never
+            // arrived (retries of a broker restart arrive in any order), so it is refused and
+            // the producer renumbers in a new epoch.
+            return if fields.sequence == 0 {
+                Verdict::Append
+            } else {
+                Verdict::Refuse(
+                    Status::OutOfOrderSequence,
+                    format!(
+                        "producer {} is not known to this queue (new, forgotten or last seen \
+                         before the tail the window was rebuilt from): its numbering must \
+                         start at sequence 0, this batch has {}: not stored",
+                        fields.producer_id, fields.sequence
+                    ),
+                )
+            };
         };
         if let Some(entry) = producer
             .entries
@@ -312,8 +326,9 @@ mod tests {
         t.record(fields(1, 0, 1), at(2));
         t.record(fields(3, 0, 0), at(3));
         assert_eq!((t.producer_count(), t.evicted()), (2, 1));
-        // Producer 2 is unknown again: whatever it sends starts its numbering.
-        assert!(matches!(t.check(fields(2, 0, 9)), Verdict::Append));
+        // Producer 2 is unknown again: only the start of an epoch is taken.
+        assert_eq!(refused(t.check(fields(2, 0, 9))), Status::OutOfOrderSequence);
+        assert!(matches!(t.check(fields(2, 4, 0)), Verdict::Append));
         assert!(matches!(t.check(fields(1, 0, 1)), Verdict::Duplicate(_)));
     }
 
