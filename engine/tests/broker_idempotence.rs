@@ -86,7 +86,12 @@ fn copies_are_answered_with_their_offsets_gaps_refused_and_the_window_survives_a
     // Ids are not handed out again after the restart.
     assert!(producer_id(&mut client) > id + 1);
 
-    client.subscribe(TOPIC, "g", protocol::control::SubscriptionMode::Clustering, 100);
+    client.subscribe(
+        TOPIC,
+        "g",
+        protocol::control::SubscriptionMode::Clustering,
+        100,
+    );
     let values: Vec<Vec<u8>> = client.collect(6).into_iter().map(|(_, _, v)| v).collect();
     let expected: Vec<&[u8]> = vec![b"plain", b"a", b"b", b"plain", b"c", b"e"];
     assert_eq!(values, expected, "each batch stored once, in order");

@@ -327,7 +327,10 @@ mod tests {
         t.record(fields(3, 0, 0), at(3));
         assert_eq!((t.producer_count(), t.evicted()), (2, 1));
         // Producer 2 is unknown again: only the start of an epoch is taken.
-        assert_eq!(refused(t.check(fields(2, 0, 9))), Status::OutOfOrderSequence);
+        assert_eq!(
+            refused(t.check(fields(2, 0, 9))),
+            Status::OutOfOrderSequence
+        );
         assert!(matches!(t.check(fields(2, 4, 0)), Verdict::Append));
         assert!(matches!(t.check(fields(1, 0, 1)), Verdict::Duplicate(_)));
     }
