@@ -168,9 +168,9 @@ pub(crate) fn dispatch<O: Outcome>(client: &Arc<ClientInner>, mut job: Job<O>) {
     };
     if job.ticket.is_none() && job.records_crc.is_some() && client.config.idempotence {
         job = match number(client, job, &conn, &queue) {
-            Ok(Some(job)) => job,
-            Ok(None) => return,
-            Err((job, e)) => return retry_or_fail(client, job, e, Some(&queue)),
+            Numbering::Ready(job) => job,
+            Numbering::Parked => return,
+            Numbering::Failed(job, e) => return retry_or_fail(client, job, e, Some(&queue)),
         };
     }
     let command = job.command;
@@ -210,23 +210,32 @@ pub(crate) fn dispatch<O: Outcome>(client: &Arc<ClientInner>, mut job: Job<O>) {
     }
 }
 
+/// What [`number`] did with a job.
+enum Numbering<O> {
+    /// Numbered (or left unnumbered for an older broker): send it.
+    Ready(Job<O>),
+    /// Parked until its stream settles.
+    Parked,
+    /// Numbering failed (the producer id could not be had).
+    Failed(Job<O>, ClientError),
+}
+
 /// Numbers an idempotent job for `queue` (asking for the producer id first if needed) and
-/// writes the numbers into its batch. `Ok(None)`: the job was parked until its stream
-/// settles.
+/// writes the numbers into its batch.
 fn number<O: Outcome>(
     client: &Arc<ClientInner>,
     job: Job<O>,
     conn: &Connection,
     queue: &QueueTarget,
-) -> std::result::Result<Option<Job<O>>, (Job<O>, ClientError)> {
+) -> Numbering<O> {
     let producer_id = match client
         .sequencer
         .producer_id(conn, client.config.request_timeout)
     {
         Ok(Some(id)) => id,
         // A broker that predates idempotence: the batch goes unnumbered.
-        Ok(None) => return Ok(Some(job)),
-        Err(e) => return Err((job, e)),
+        Ok(None) => return Numbering::Ready(job),
+        Err(e) => return Numbering::Failed(job, e),
     };
     let key = StreamKey::new(&job.topic, queue);
     let slot = Arc::new(Mutex::new(Some(job)));
@@ -243,10 +252,10 @@ fn number<O: Outcome>(
     });
     let ticket = match numbered {
         Numbered::Ticket(ticket) => ticket,
-        Numbered::Parked => return Ok(None),
+        Numbered::Parked => return Numbering::Parked,
     };
     let Some(mut job) = take(&slot) else {
-        return Ok(None);
+        return Numbering::Parked;
     };
     job.woken = false;
     let records_crc = job.records_crc.unwrap_or_default();
@@ -258,11 +267,11 @@ fn number<O: Outcome>(
         resume(client, client.sequencer.released(&ticket));
         job.bytes = bytes.freeze();
         let e = ClientError::InvalidArgument(format!("cannot number the batch: {e}"));
-        return Err((job, e));
+        return Numbering::Failed(job, e);
     }
     job.bytes = bytes.freeze();
     job.ticket = Some(ticket);
-    Ok(Some(job))
+    Numbering::Ready(job)
 }
 
 fn job_woken<O>(slot: &Mutex<Option<Job<O>>>) -> bool {

@@ -549,6 +549,17 @@ impl<S: Storage + 'static> Log<S> {
         self.shared.borrow().epochs.borrow().history().clone()
     }
 
+    /// The latest leader epoch the log recorded, without copying the history.
+    pub fn latest_epoch(&self) -> Option<u64> {
+        self.shared
+            .borrow()
+            .epochs
+            .borrow()
+            .history()
+            .latest()
+            .map(|e| e.epoch)
+    }
+
     /// Records durably that `start.epoch` began at `start.start_offset`, at or below the log's
     /// end: a new leader records its epoch at its end before it appends in it, a follower the
     /// leader's epochs as it copies their batches. False when already recorded; an error when

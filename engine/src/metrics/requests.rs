@@ -320,8 +320,9 @@ mod tests {
         for_each_request(&batch[..batch.len() - 1], |_, _, _| seen += 1);
         // The event record at the end is cut; both requests before it are whole.
         assert_eq!(seen, 2);
-        for_each_request(&batch[..BATCH_HEADER_LEN_V3 + 3], |_, _, _| {
-            panic!("no record")
-        });
+        for_each_request(
+            &batch[..protocol::record::BATCH_HEADER_LEN_V3 + 3],
+            |_, _, _| panic!("no record"),
+        );
     }
 }

@@ -128,8 +128,8 @@ impl Producers {
     ) -> Result<(), LogError> {
         loop {
             let seen = self.rebuilt.generation();
-            let latest_epoch = log.epochs().latest().map(|e| e.epoch);
-            {
+            let latest_epoch = log.latest_epoch();
+            let building = {
                 let mut state = self.state.borrow_mut();
                 match &*state {
                     State::Built { end, epoch, .. }
@@ -137,13 +137,17 @@ impl Producers {
                     {
                         return Ok(());
                     }
-                    State::Building => {
-                        drop(state);
-                        self.rebuilt.wait(seen).await;
-                        continue;
+                    State::Building => true,
+                    _ => {
+                        *state = State::Building;
+                        false
                     }
-                    _ => *state = State::Building,
                 }
+            };
+            if building {
+                // Another task reads the tail: wait for its table.
+                self.rebuilt.wait(seen).await;
+                continue;
             }
             let built = self.scan(log).await;
             match built {
