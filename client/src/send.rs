@@ -53,6 +53,12 @@ pub(crate) struct Job<O> {
     ticket: Option<Ticket>,
     /// The job waited for its queue's numbering and comes back in its turn.
     woken: bool,
+    /// When the job was made: a batch in doubt is retried on its queue until
+    /// `request_timeout × (retries + 1)` after it.
+    created: std::time::Instant,
+    /// Times the broker's window refused the batch's numbers (209) and it was renumbered:
+    /// not failed attempts, but bounded.
+    renumbered: u32,
 }
 
 impl<O: Outcome> Job<O> {
@@ -75,6 +81,8 @@ impl<O: Outcome> Job<O> {
             records_crc: None,
             ticket: None,
             woken: false,
+            created: std::time::Instant::now(),
+            renumbered: 0,
         }
     }
 
@@ -303,9 +311,14 @@ fn retry_or_fail<O: Outcome>(
     error: ClientError,
     queue: Option<&QueueTarget>,
 ) {
+    let mut renumbering = false;
     if let Some(mut ticket) = job.ticket.take() {
         if not_stored(&error, ticket.ambiguous) {
             resume(client, client.sequencer.released(&ticket));
+            // Refused by the window (a restarted broker, a broken stream): the batch was not
+            // stored and is numbered again, which is no failed delivery.
+            renumbering = error.status() == Some(Status::OutOfOrderSequence)
+                && job.renumbered < RENUMBERS_MAX;
         } else {
             ticket.ambiguous = true;
             job.ticket = Some(ticket);
@@ -314,7 +327,7 @@ fn retry_or_fail<O: Outcome>(
     if job.ticket.is_some() {
         return retry_pinned(client, job, error, queue);
     }
-    if let Some(queue) = queue {
+    if let Some(queue) = queue.filter(|_| !renumbering) {
         client.isolate_after(queue, &error);
         job.avoid_broker = Some(queue.broker_id.clone());
     }
@@ -322,10 +335,17 @@ fn retry_or_fail<O: Outcome>(
         // The broker may have moved (restarted on other ports) or lost the queue.
         client.routes.invalidate(&job.topic);
     }
-    if !(send_retryable(&error) && job.attempt < client.config.retries && !client.is_closed()) {
+    if renumbering && !client.is_closed() {
+        job.renumbered += 1;
+        job.avoid_broker = None;
+    } else if !(send_retryable(&error)
+        && job.attempt < client.config.retries
+        && !client.is_closed())
+    {
         return job.outcome.failed(client, error);
+    } else {
+        job.attempt += 1;
     }
-    job.attempt += 1;
     log::debug!(
         "send to {} failed ({error}); retry {} of {}",
         job.topic,
@@ -362,8 +382,11 @@ fn retry_pinned<O: Outcome>(
     if error.is_retryable() {
         client.routes.invalidate(&job.topic);
     }
-    let give_up =
-        !(send_retryable(&error) && job.attempt < client.config.retries) || client.is_closed();
+    let deadline = client.config.request_timeout * (client.config.retries + 1);
+    let give_up = !send_retryable(&error)
+        || job.created.elapsed() >= deadline
+        || job.attempt >= PINNED_ATTEMPTS_MAX
+        || client.is_closed();
     if give_up {
         let ticket = job.ticket.take();
         if let Some(ticket) = &ticket {
@@ -377,10 +400,9 @@ fn retry_pinned<O: Outcome>(
     }
     job.attempt += 1;
     log::debug!(
-        "send to {} may or may not have been stored ({error}); retry {} of {} on the same queue",
+        "send to {} may or may not have been stored ({error}); retry {} on the same queue",
         job.topic,
         job.attempt,
-        client.config.retries
     );
     let pause = PINNED_RETRY_PAUSE_MIN
         .saturating_mul(1 << job.attempt.min(6))
@@ -412,6 +434,11 @@ fn retry_pinned<O: Outcome>(
         }),
     );
 }
+
+/// Renumberings of one batch refused by the broker's window before it fails.
+const RENUMBERS_MAX: u32 = 16;
+/// Attempts of a job bound to its queue, whatever its deadline.
+const PINNED_ATTEMPTS_MAX: u32 = 1024;
 
 /// First pause before a job bound to its queue is sent again; it doubles per attempt.
 const PINNED_RETRY_PAUSE_MIN: std::time::Duration = std::time::Duration::from_millis(25);

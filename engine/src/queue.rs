@@ -191,8 +191,24 @@ impl Queue {
                 Err(e) => {
                     if let Some(pending) = pending {
                         pending.resolve(None);
+                        self.producers.append_failed();
+                        return Err(e.into());
                     }
-                    self.producers.append_failed();
+                    // Refused before the window judged it (a poisoned log): nothing changed.
+                    // A batch the log does not hold is then known not stored, and its producer
+                    // may send it elsewhere; one it holds stays in doubt.
+                    let absent = matches!(e, LogError::Poisoned { .. })
+                        && self.producers.would_append(fields, self.log.next_offset());
+                    if absent {
+                        return Err(Reject::new(
+                            Status::OutOfOrderSequence,
+                            format!(
+                                "queue {} of {} cannot store now ({e}) and does not hold this \
+                                 batch: not stored",
+                                self.id, self.topic
+                            ),
+                        ));
+                    }
                     return Err(e.into());
                 }
                 Ok(Err((Admission::Stale, returned))) => batch = returned,

@@ -279,8 +279,9 @@ code_enum! {
         /// token that is unknown, expired or revoked. Not retryable with the same credentials.
         Unauthenticated = 208,
         /// The batch was not stored: its producer sequence does not follow the last one the
-        /// queue stored for the producer (a gap, or an epoch the queue moved past). The
-        /// producer sends it again under a new numbering (§13.1).
+        /// queue stored for the producer (a gap, or an epoch the queue moved past), or the
+        /// queue cannot store now (a poisoned log) and does not hold it. The producer sends it
+        /// again under a new numbering (§13.1).
         OutOfOrderSequence = 209,
         /// The batch was stored earlier (a retry of it); it is past the broker's duplicate
         /// window, so its offsets are no longer known. Not stored again.

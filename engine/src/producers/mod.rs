@@ -16,6 +16,7 @@ pub(crate) mod window;
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use protocol::codes::Status;
 use protocol::record::{BatchHeader, ProducerFields};
 
 use crate::log::{Appended, Log, LogError};
@@ -91,6 +92,20 @@ impl Producers {
         let mut state = self.state.borrow_mut();
         if matches!(*state, State::Built { .. }) {
             *state = State::Unbuilt;
+        }
+    }
+
+    /// Whether the window, valid for a log ending at `log_end`, would take batch `fields` as
+    /// its producer's next: the log does not hold it.
+    pub fn would_append(&self, fields: ProducerFields, log_end: u64) -> bool {
+        match &*self.state.borrow() {
+            State::Built { table, end, .. } if *end == log_end => {
+                matches!(
+                    table.check(fields),
+                    Verdict::Append | Verdict::Refuse(Status::OutOfOrderSequence, _)
+                )
+            }
+            _ => false,
         }
     }
 
@@ -179,7 +194,22 @@ impl Producers {
             .tail_start_offset(self.rebuild_scan_bytes)
             .max(log.start_offset());
         while offset < log.next_offset() {
-            let batches = log.read(offset, REBUILD_READ_BYTES).await?;
+            let batches = match log.read(offset, REBUILD_READ_BYTES).await {
+                Ok(batches) => batches,
+                Err(LogError::Damaged { damage }) => {
+                    // Nothing past damage is served until a repair: the window starts empty,
+                    // so every producer renumbers (ARCHITECTURE §13.1), and the queue keeps
+                    // taking writes as it does without idempotence.
+                    ::log::warn!(
+                        "{}: the idempotent producer window starts empty: its tail is damaged at \
+                         offset {}",
+                        damage.path.display(),
+                        damage.offset
+                    );
+                    return Ok((Table::new(self.limits), log.next_offset()));
+                }
+                Err(e) => return Err(e),
+            };
             let Some(last) = batches.last() else {
                 break;
             };
