@@ -283,6 +283,10 @@ pub struct ProduceArgs {
     /// 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01): what tracing costs.
     #[arg(long, value_name = "TRACEPARENT")]
     pub traceparent: Option<client::TraceParent>,
+    /// Produce without the idempotent producer (on by default, ARCHITECTURE §13.1): what
+    /// idempotence costs, run beside a run without this flag.
+    #[arg(long)]
+    pub no_idempotence: bool,
 }
 
 /// `--acks`.

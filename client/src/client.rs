@@ -55,6 +55,8 @@ pub(crate) struct ClientInner {
     pub(crate) stalled: StalledBrokers,
     pub(crate) replies: Arc<ReplyRegistry>,
     pub(crate) timer: Timer,
+    /// The idempotent producer's id and per-queue numbering.
+    pub(crate) sequencer: crate::idempotence::Sequencer,
     tasks: Mutex<Option<SyncSender<Task>>>,
     closed: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -112,6 +114,7 @@ impl Client {
             stalled: StalledBrokers::default(),
             replies,
             timer: Timer::start("defibus-timer").map_err(io)?,
+            sequencer: Default::default(),
             tasks: Mutex::new(Some(task_tx)),
             closed: AtomicBool::new(false),
             threads: Mutex::default(),

@@ -107,8 +107,13 @@ pub struct ClientConfig {
     pub heartbeat_interval: Duration,
     /// Period of topic route refreshes.
     pub route_refresh_interval: Duration,
-    /// Extra attempts of a failed send, each on another queue.
+    /// Extra attempts of a failed send: on another queue, or for an idempotent send whose
+    /// attempt may have stored the batch, on the same queue (ARCHITECTURE §13.1).
     pub retries: u32,
+    /// Idempotent produce (default on): batches carry a broker-assigned producer id and a
+    /// per-queue sequence, so a retry after a timeout, a lost connection or a broker restart
+    /// stores a batch once. Off: a retry may store it twice.
+    pub idempotence: bool,
     /// How long the producer batcher waits for more sends before sending a batch; zero sends
     /// each message at once from the caller's thread.
     pub batch_linger: Duration,
@@ -167,6 +172,7 @@ impl ClientConfig {
             heartbeat_interval: HEARTBEAT_INTERVAL_DEFAULT,
             route_refresh_interval: ROUTE_REFRESH_INTERVAL_DEFAULT,
             retries: RETRIES_DEFAULT,
+            idempotence: true,
             batch_linger: BATCH_LINGER_DEFAULT,
             batch_bytes_max: BATCH_BYTES_MAX_DEFAULT,
             in_flight_sends_max: IN_FLIGHT_SENDS_MAX_DEFAULT,
@@ -267,6 +273,12 @@ impl ClientConfig {
     /// Sets [`Self::retries`].
     pub fn with_retries(mut self, retries: u32) -> Self {
         self.retries = retries;
+        self
+    }
+
+    /// Sets [`Self::idempotence`].
+    pub fn with_idempotence(mut self, on: bool) -> Self {
+        self.idempotence = on;
         self
     }
 

@@ -80,6 +80,20 @@ pub enum ClientError {
         /// The limit.
         max: usize,
     },
+    /// An idempotent send gave up while its last attempts failed without an answer (a
+    /// timeout, a lost connection, a broker restarting): the batch may or may not have been
+    /// stored, exactly once if it was. Not retryable: sending the message again could store
+    /// it twice.
+    #[error(
+        "the batch may or may not have been stored (gave up after {attempts} attempts on its \
+         queue): {last}"
+    )]
+    MaybeStored {
+        /// Attempts made.
+        attempts: u32,
+        /// The last attempt's error.
+        last: Box<ClientError>,
+    },
     /// The peer sent something this client cannot read: a bad frame, batch or control body.
     #[error("{endpoint}: protocol violation: {reason}")]
     Protocol {
@@ -180,6 +194,10 @@ impl ClientError {
     pub(crate) fn duplicate(&self) -> Self {
         match self {
             Self::Timeout { after } => Self::Timeout { after: *after },
+            Self::MaybeStored { attempts, last } => Self::MaybeStored {
+                attempts: *attempts,
+                last: Box::new(last.duplicate()),
+            },
             Self::Status { status, message } => Self::Status {
                 status: *status,
                 message: message.clone(),

@@ -43,6 +43,7 @@ mod client;
 pub mod config;
 mod consumer;
 mod error;
+mod idempotence;
 mod isolation;
 mod locator;
 mod message;

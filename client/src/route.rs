@@ -122,6 +122,15 @@ impl CachedRoute {
         .map(QueueTarget::of)
     }
 
+    /// Every writable queue, as a send target.
+    pub(crate) fn queues(&self) -> impl Iterator<Item = QueueTarget> + '_ {
+        self.route
+            .queues
+            .iter()
+            .filter(|q| q.writable)
+            .map(QueueTarget::of)
+    }
+
     /// True when some writable queue is not isolated: a service deployment worth calling.
     pub(crate) fn has_healthy_writable(&self, isolation: &QueueIsolation) -> bool {
         let view = isolation.view();

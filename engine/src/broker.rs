@@ -42,6 +42,11 @@ impl Broker {
         };
         crate::topic::empty_trash(&config.data_dir);
         let security = Arc::new(open_security(&config)?);
+        let producer_ids = Arc::new(crate::producers::ids::ProducerIds::new(
+            &config.cluster,
+            &config.broker_id,
+            &config.data_dir,
+        ));
         let count = config.shard_count();
         let io_memory = io_memory_per_shard(&config, count);
         let config = Arc::new(config);
@@ -63,6 +68,7 @@ impl Broker {
                 ports: ports_cell.clone(),
                 ready: ready_tx.clone(),
                 security: security.clone(),
+                producer_ids: producer_ids.clone(),
                 tls: tls.clone(),
                 metrics_door: metrics_door.clone(),
             };

@@ -188,6 +188,9 @@ pub struct BrokerConfig {
     pub retry: RetryConfig,
     /// Delayed and transactional (half) messages (`[held]`).
     pub held: HeldConfig,
+    /// The idempotent producer's duplicate window per queue (`[producers]`, ARCHITECTURE
+    /// §13.1).
+    pub producers: ProducersConfig,
     /// Authentication, the ACL and the audit log (`[security]`, docs/ARCHITECTURE.md §9):
     /// with `enabled`, every connection authenticates first and every action is checked
     /// against the policy the nameservers serve; `token_file` is the broker's own token
@@ -292,6 +295,7 @@ impl Default for BrokerConfig {
             trace: TraceConfig::default(),
             retry: RetryConfig::default(),
             held: HeldConfig::default(),
+            producers: ProducersConfig::default(),
             security: auth::SecuritySettings::default(),
             tls: None,
         }
@@ -365,6 +369,40 @@ pub struct TraceConfig {
     /// (when each group committed) and the reply queue (a request's reply). Where it runs out
     /// the answer says how far it got. Default 64 MiB.
     pub scan_bytes_max: u64,
+}
+
+/// `[producers]`: what each queue remembers of its idempotent producers (ARCHITECTURE §13.1).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProducersConfig {
+    /// Batches remembered per producer and queue, with their offsets: a retry of one of them
+    /// is answered with its offsets; an older one with `DuplicateSequence`. Default 8.
+    pub window_batches: usize,
+    /// Producers remembered per queue; past it the least recently used is forgotten, and its
+    /// next batch starts its numbering afresh (a retry of its older batches is then not
+    /// recognised). Default 256.
+    pub per_queue_max: usize,
+    /// Bytes of a queue's tail read to rebuild its window after a restart or a failover,
+    /// once, before its first idempotent batch: producers whose last batch is older are
+    /// unknown (as if forgotten). Default 16 MiB.
+    pub rebuild_scan_bytes: u64,
+}
+
+/// Default of [`ProducersConfig::window_batches`].
+pub const PRODUCER_WINDOW_BATCHES_DEFAULT: usize = 8;
+/// Default of [`ProducersConfig::per_queue_max`].
+pub const PRODUCERS_PER_QUEUE_MAX_DEFAULT: usize = 256;
+/// Default of [`ProducersConfig::rebuild_scan_bytes`].
+pub const PRODUCER_REBUILD_SCAN_BYTES_DEFAULT: u64 = 16 << 20;
+
+impl Default for ProducersConfig {
+    fn default() -> Self {
+        Self {
+            window_batches: PRODUCER_WINDOW_BATCHES_DEFAULT,
+            per_queue_max: PRODUCERS_PER_QUEUE_MAX_DEFAULT,
+            rebuild_scan_bytes: PRODUCER_REBUILD_SCAN_BYTES_DEFAULT,
+        }
+    }
 }
 
 impl Default for TraceConfig {
@@ -554,6 +592,11 @@ impl BrokerConfig {
         let fail = |reason: String| Err(BrokerError::Config { reason });
         if self.broker_id.is_empty() || self.cluster.is_empty() {
             return fail("broker_id and cluster must not be empty".into());
+        }
+        if self.producers.window_batches == 0 || self.producers.per_queue_max == 0 {
+            return fail(
+                "producers.window_batches and producers.per_queue_max must be at least 1".into(),
+            );
         }
         if let Err(e) = self.area.parse::<protocol::names::Area>() {
             return fail(format!("area: {e}"));

@@ -34,6 +34,9 @@ pub const IOPOLL_PROBE_PREFIX: &str = ".defibus-iopoll-probe";
 /// Name of the file in the data directory that keeps space back for metadata writes on a full
 /// disk (`engine::reserve`).
 pub const RESERVE_FILE_NAME: &str = "reserve";
+/// Name of the file in the data directory holding the end of the last block of producer ids
+/// leased (`engine::producers::ids`).
+pub const PRODUCER_IDS_FILE_NAME: &str = "PRODUCER_IDS";
 /// Digits of a base offset in a file name: enough for `u64::MAX`.
 pub const BASE_OFFSET_DIGITS: usize = 20;
 

@@ -31,6 +31,7 @@ mod net;
 mod notify;
 mod offsets;
 mod peer;
+pub mod producers;
 mod push;
 mod queue;
 mod redirect;

@@ -12,8 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use protocol::record::{
-    BATCH_HEADER_LEN, BATCH_LEN_MAX, BatchHeader, MessageType, Properties, Property,
-    RECORD_HEADER_LEN,
+    BATCH_LEN_MAX, BatchHeader, MessageType, Properties, Property, RECORD_HEADER_LEN,
 };
 
 use crate::group::Subscription;
@@ -243,7 +242,7 @@ fn all_expired(batch: &[u8], now_ms: u64) -> Option<Option<Expired>> {
         Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?) as usize)
     };
     let mut requests = 0;
-    let mut at = BATCH_HEADER_LEN;
+    let mut at = protocol::record::records_start(*batch.get(28)?);
     while at < batch.len() {
         let record = batch.get(at..)?;
         let record_len = u32_at(record, 0)?;

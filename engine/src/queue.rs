@@ -6,10 +6,15 @@ use std::rc::Rc;
 use bytes::BytesMut;
 
 use crate::config::BrokerConfig;
+use crate::error::Reject;
 use crate::log::{Appended, FlushMode, Log, LogConfig, LogError};
 use crate::notify::Notify;
+use crate::producers::window::Landing;
+use crate::producers::{Admission, Producers};
 use crate::replica::role::Replication;
+use protocol::codes::Status;
 use protocol::control::{FlushMode as TopicFlushMode, TopicConfig};
+use protocol::record::ProducerFields;
 
 /// One queue of a topic, owned by this shard.
 pub(crate) struct Queue {
@@ -41,6 +46,8 @@ pub(crate) struct Queue {
     held: RefCell<Option<Rc<crate::held::Held>>>,
     /// Held by whoever opens the held log, so it opens once.
     pub held_opening: crate::rt::Semaphore,
+    /// The idempotent producers' duplicate window (ARCHITECTURE §13.1).
+    producers: Producers,
 }
 
 impl Queue {
@@ -71,6 +78,7 @@ impl Queue {
             replication: (topic.replicas > 1).then(|| Replication::new(topic.acks, last_epoch)),
             held: RefCell::new(None),
             held_opening: crate::rt::Semaphore::new(1),
+            producers: Producers::new(&config.producers),
         })
     }
 
@@ -145,15 +153,150 @@ impl Queue {
 
     /// Appends one batch (stamping it) and wakes tailing readers once the append resolved,
     /// which in sync mode means once it is durable: consumers never see what a crash may lose.
-    pub async fn append(&self, batch: BytesMut) -> Result<Appended, LogError> {
+    ///
+    /// A batch of an idempotent producer goes through the queue's duplicate window: a copy
+    /// of a batch stored (or being stored) is answered with the original's offsets once they
+    /// are durable, and stores nothing; a batch out of its producer's order is refused.
+    pub async fn append(&self, batch: BytesMut) -> Result<Appended, Reject> {
         let bytes = batch.len() as u64;
-        let appended = self.log.append(batch).await;
-        self.appended.notify();
-        if let Ok(a) = &appended {
+        let appended = match ProducerFields::of(&batch) {
+            None => self.append_plain(batch).await,
+            Some(fields) => self.append_idempotent(batch, fields).await,
+        };
+        if let Ok(Stored::Appended(a)) = &appended {
+            self.appended.notify();
             self.traffic
                 .appended(a.next_offset.saturating_sub(a.base_offset), bytes);
+        } else if appended.is_err() {
+            // A failed append may still have woken nothing that waits for it.
+            self.appended.notify();
         }
-        appended
+        appended.map(Stored::landing)
+    }
+
+    async fn append_plain(&self, batch: BytesMut) -> Result<Stored, Reject> {
+        let appended = self
+            .log
+            .append_admitted(batch, |_, landing| {
+                self.producers.on_plain_append(landing);
+                Ok::<(), std::convert::Infallible>(())
+            })
+            .await;
+        match appended {
+            Ok(Ok(a)) => Ok(Stored::Appended(a)),
+            Ok(Err((never, _))) => match never {},
+            Err(e) => {
+                self.producers.append_failed();
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn append_idempotent(
+        &self,
+        mut batch: BytesMut,
+        fields: ProducerFields,
+    ) -> Result<Stored, Reject> {
+        // Each round awaits a rebuild or an append: the window goes stale only when the log
+        // changed under it meanwhile, which a reopen or a follower's copy does, rarely.
+        for _ in 0..STALE_ROUNDS_MAX {
+            self.producers.ensure_built(&self.log).await?;
+            let admitted = std::cell::Cell::new(None);
+            let appended = self
+                .log
+                .append_admitted(batch, |_, landing| {
+                    admitted.set(Some(self.producers.admit(fields, landing)?));
+                    Ok(())
+                })
+                .await;
+            let pending = admitted.take();
+            match appended {
+                Ok(Ok(a)) => {
+                    if let Some(pending) = pending {
+                        pending.resolve(Some(a));
+                    }
+                    return Ok(Stored::Appended(a));
+                }
+                Err(e) => {
+                    if let Some(pending) = pending {
+                        pending.resolve(None);
+                        self.producers.append_failed();
+                        return Err(e.into());
+                    }
+                    // Refused before the window judged it (a poisoned log): nothing changed.
+                    // A batch the log does not hold is then known not stored, and its producer
+                    // may send it elsewhere; one it holds stays in doubt.
+                    let absent = matches!(e, LogError::Poisoned { .. })
+                        && self.producers.would_append(fields, self.log.next_offset());
+                    if absent {
+                        return Err(Reject::new(
+                            Status::OutOfOrderSequence,
+                            format!(
+                                "queue {} of {} cannot store now ({e}) and does not hold this \
+                                 batch: not stored",
+                                self.id, self.topic
+                            ),
+                        ));
+                    }
+                    return Err(e.into());
+                }
+                Ok(Err((Admission::Stale, returned))) => batch = returned,
+                Ok(Err((Admission::Refuse(status, reason), _))) => {
+                    return Err(Reject::new(
+                        status,
+                        format!("queue {} of {}: {reason}", self.id, self.topic),
+                    ));
+                }
+                Ok(Err((Admission::Duplicate(landing), _))) => {
+                    return self.original(landing).await.map(Stored::Duplicate);
+                }
+            }
+        }
+        Err(Reject::new(
+            Status::StorageError,
+            format!(
+                "queue {} of {}: the log kept changing while its producer window was rebuilt; \
+                 the batch was not stored, retry",
+                self.id, self.topic
+            ),
+        ))
+    }
+
+    /// Where the original of a duplicate landed, once durable as an append would be.
+    async fn original(&self, landing: Landing) -> Result<Appended, Reject> {
+        let stored = match landing {
+            Landing::Stored(a) => Some(a),
+            Landing::Pending(pending) => pending.outcome().await,
+        };
+        let Some(stored) = stored else {
+            return Err(Reject::new(
+                Status::StorageError,
+                format!(
+                    "queue {} of {}: the first copy of this batch failed to store and may or \
+                     may not have reached the disk; retry it unchanged",
+                    self.id, self.topic
+                ),
+            ));
+        };
+        self.log.wait_durable(stored.next_offset).await?;
+        Ok(stored)
+    }
+}
+
+/// Rebuilds of a stale window one append tries before it gives up.
+const STALE_ROUNDS_MAX: usize = 8;
+
+/// What an append did: stored the batch, or found it stored already.
+enum Stored {
+    Appended(Appended),
+    Duplicate(Appended),
+}
+
+impl Stored {
+    fn landing(self) -> Appended {
+        match self {
+            Stored::Appended(a) | Stored::Duplicate(a) => a,
+        }
     }
 }
 

@@ -64,7 +64,7 @@ fn a_stored_trace_context_is_pushed_back_unchanged_and_a_malformed_one_is_refuse
     let sub = client.subscribe(TOPIC, "g", SubscriptionMode::Clustering, 10);
     let push = client.next_push(WAIT).expect("pushed");
     // The records are the bytes produced; only the header was stamped.
-    let header = protocol::record::BATCH_HEADER_LEN;
+    let header = protocol::record::BATCH_HEADER_LEN_V3;
     assert_eq!(&push.body[header..], &traced[header..]);
     let view = BatchView::parse(&push.body, BATCH_LEN_MAX).unwrap();
     let record = view.records().next().unwrap();

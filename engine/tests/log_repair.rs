@@ -303,7 +303,8 @@ fn damage_in_the_tail_segment_keeps_what_follows_and_the_log_goes_on() {
         let mut expected = make_log(dir.path()).await;
         // Small batches, so the tail segment holds several.
         let log = Log::open(config(dir.path())).await.unwrap();
-        for i in 0..12u32 {
+        // Enough that the tail segment holds several, wherever the last roll fell.
+        for i in 0..30u32 {
             append(&log, batch(1, 20, 0x30 + i as u8), &mut expected).await;
         }
         log.close().await.unwrap();

@@ -114,6 +114,9 @@ code_enum! {
         /// `CheckRegistration` → empty): this connection answers check-backs for a group.
         TransactionCheck = 0x0111,
         // ---- end of held messages ----
+        /// Producer → broker: assign an idempotent producer id (empty body; the answer is an
+        /// `InitProducerReply`). Ids are unique in the cluster and never reused (§13.1).
+        InitProducer = 0x010E,
 
         // ---- 0x02xx: broker admin ----
         /// Admin → broker: create a topic with the configuration in the body.
@@ -303,6 +306,14 @@ code_enum! {
         /// The server requires authentication and the connection has none, or presented a
         /// token that is unknown, expired or revoked. Not retryable with the same credentials.
         Unauthenticated = 208,
+        /// The batch was not stored: its producer sequence does not follow the last one the
+        /// queue stored for the producer (a gap, or an epoch the queue moved past), or the
+        /// queue cannot store now (a poisoned log) and does not hold it. The producer sends it
+        /// again under a new numbering (§13.1).
+        OutOfOrderSequence = 209,
+        /// The batch was stored earlier (a retry of it); it is past the broker's duplicate
+        /// window, so its offsets are no longer known. Not stored again.
+        DuplicateSequence = 210,
         // ---- held messages ----
         /// The held message already has its outcome (fired, cancelled, committed or rolled
         /// back); the message says which when the broker still knows.
@@ -394,6 +405,12 @@ impl Status {
             Status::MessageGone => "the message is no longer in its queue",
             Status::NotLeader => "this broker does not lead the queue (stale route)",
             Status::StaleEpoch => "the request's leader epoch is not the queue's current one",
+            Status::OutOfOrderSequence => {
+                "not stored: the producer sequence does not follow the queue's last one"
+            }
+            Status::DuplicateSequence => {
+                "already stored earlier; its offsets are past the duplicate window"
+            }
             Status::SystemBusy => "system busy, retry later",
             Status::QueueDepthExceeded => "queue depth limit exceeded",
             Status::RequestExpired => "request expired before delivery",

@@ -10,8 +10,8 @@ use protocol::frame::{
     flag,
 };
 use protocol::record::{
-    BATCH_LEN_MAX, BATCH_VERSION, BatchBuilder, BatchHeader, BatchView, MessageType, Property,
-    Record, stamp,
+    BATCH_LEN_MAX, BATCH_VERSION_V2, BatchBuilder, BatchHeader, BatchView, MessageType,
+    ProducerFields, Property, Record, set_producer, stamp,
 };
 
 /// A `CreateTopic` request, id `0x0102030405060708`, with one extension field (tag 1, `"tr"`)
@@ -89,9 +89,10 @@ fn golden_frame_decodes_to_the_expected_fields() {
     );
 }
 
-/// One request record carrying every property kind, stamped at offset 1000.
+/// One request record carrying every property kind, stamped at offset 1000, in a version-2
+/// batch as brokers before issue 15 stored it: still read, never built.
 #[rustfmt::skip]
-const GOLDEN_BATCH: &[u8] = &[
+const GOLDEN_BATCH_V2: &[u8] = &[
     // batch_len 132, batch CRC32C of bytes [24, 48), then the record head [48, 56), then the
     // stamped fields [8, 24) (0x49058135, cross-checked with an independent bitwise CRC32C in
     // Python)
@@ -130,6 +131,42 @@ const GOLDEN_BATCH: &[u8] = &[
     0x65, 0x6c, 0x6c, 0x6f,
 ];
 
+/// The same record in a version-3 batch of producer `0x0102030405060708`, epoch 3, sequence 7
+/// (issue 15), stamped at offset 1000.
+#[rustfmt::skip]
+const GOLDEN_BATCH_V3: &[u8] = &[
+    // batch_len 148, batch CRC32C of bytes [24, 48), the record head [64, 72), the producer
+    // fields [48, 64), then the stamped fields [8, 24) (0x8344de7f, cross-checked with an
+    // independent bitwise CRC32C in Python)
+    0x94, 0x00, 0x00, 0x00, 0x7f, 0xde, 0x44, 0x83,
+    // base_offset 1000 (stamped)
+    0xe8, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    // append_time_ms (stamped)
+    0xe7, 0x6b, 0xe5, 0xcf, 0x8b, 0x01, 0x00, 0x00,
+    // record_count 1, version 3, attributes 0, reserved 0
+    0x01, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00,
+    // first_timestamp_ms
+    0x00, 0x68, 0xe5, 0xcf, 0x8b, 0x01, 0x00, 0x00,
+    // max_timestamp_ms
+    0x00, 0x68, 0xe5, 0xcf, 0x8b, 0x01, 0x00, 0x00,
+    // producer_id 0x0102030405060708
+    0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01,
+    // producer_epoch 3, sequence 7
+    0x03, 0x00, 0x00, 0x00, 0x07, 0x00, 0x00, 0x00,
+    // the record, as in GOLDEN_BATCH_V2
+    0x54, 0x00, 0x00, 0x00, 0x30, 0x0e, 0xb3, 0x43,
+    0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x03, 0x00,
+    0x00, 0x68, 0xe5, 0xcf, 0x8b, 0x01, 0x00, 0x00,
+    0x2c, 0x00, 0x00, 0x00, 0x05, 0x00, 0x00, 0x00,
+    0x6b, 0x65, 0x79, 0x01, 0x02, 0x00, 0x63, 0x31,
+    0x02, 0x02, 0x00, 0x69, 0x64, 0x03, 0x08, 0x00,
+    0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01,
+    0x04, 0x03, 0x00, 0x41, 0x31, 0x30, 0x05, 0x04,
+    0x00, 0x67, 0x72, 0x61, 0x79, 0x80, 0x03, 0x00,
+    0x01, 0x6b, 0x76, 0x42, 0x01, 0x00, 0x3f, 0x68,
+    0x65, 0x6c, 0x6c, 0x6f,
+];
+
 const TIMESTAMP_MS: i64 = 1_700_000_000_000;
 const APPEND_TIME_MS: i64 = 1_700_000_000_999;
 
@@ -164,14 +201,25 @@ fn batch_encodes_to_the_golden_bytes() {
             value: b"hello",
         })
         .unwrap();
-    let mut batch = builder.finish().unwrap();
+    let sealed = builder.seal().unwrap();
+    let mut batch = sealed.bytes;
+    let producer = ProducerFields {
+        producer_id: 0x0102_0304_0506_0708,
+        epoch: 3,
+        sequence: 7,
+    };
+    set_producer(&mut batch, sealed.records_crc, producer).unwrap();
     stamp(&mut batch, 1000, APPEND_TIME_MS).unwrap();
-    assert_eq!(batch, GOLDEN_BATCH);
+    assert_eq!(batch, GOLDEN_BATCH_V3);
+    let view = BatchView::parse(GOLDEN_BATCH_V3, BATCH_LEN_MAX).unwrap();
+    assert_eq!(view.producer(), Some(producer));
+    assert_eq!(view.records().next().unwrap().value(), b"hello");
 }
 
 #[test]
 fn golden_batch_decodes_to_the_expected_record() {
-    let batch = BatchView::parse(GOLDEN_BATCH, BATCH_LEN_MAX).unwrap();
+    let batch = BatchView::parse(GOLDEN_BATCH_V2, BATCH_LEN_MAX).unwrap();
+    assert_eq!(batch.producer(), None);
     assert_eq!(
         *batch.header(),
         BatchHeader {
@@ -180,7 +228,7 @@ fn golden_batch_decodes_to_the_expected_record() {
             base_offset: 1000,
             append_time_ms: APPEND_TIME_MS,
             record_count: 1,
-            version: BATCH_VERSION,
+            version: BATCH_VERSION_V2,
             attributes: 0,
             reserved: 0,
             first_timestamp_ms: TIMESTAMP_MS,

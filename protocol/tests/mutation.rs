@@ -23,8 +23,8 @@ use protocol::frame::{
     HeaderError, encode_ext, encode_frame, offset,
 };
 use protocol::record::{
-    BATCH_HEADER_LEN, BatchBuilder, BatchError, BatchView, CRC_START, MessageType, Property,
-    Record, STAMP, stamp,
+    BATCH_HEADER_LEN, BATCH_HEADER_LEN_V3, BatchBuilder, BatchError, BatchView, CRC_START,
+    MessageType, PRODUCER_FIELDS, Property, Record, STAMP, stamp,
 };
 
 struct CountingAlloc;
@@ -211,7 +211,7 @@ fn batch_verdict(bytes: &[u8], seed: u64) -> Result<usize, BatchError> {
 /// (possibly forged) lengths allow: what a forger who knows the format can do.
 fn reseal(batch: &mut [u8]) {
     let mut crc = crc32c::crc32c(&batch[CRC_START..BATCH_HEADER_LEN]);
-    let mut at = BATCH_HEADER_LEN;
+    let mut at = BATCH_HEADER_LEN_V3;
     while at + 8 <= batch.len() {
         crc = crc32c::crc32c_append(crc, &batch[at..at + 8]);
         let len = u32::from_le_bytes(batch[at..at + 4].try_into().unwrap()) as usize;
@@ -220,6 +220,7 @@ fn reseal(batch: &mut [u8]) {
         }
         at = at.saturating_add(len);
     }
+    crc = crc32c::crc32c_append(crc, &batch[PRODUCER_FIELDS]);
     crc = crc32c::crc32c_append(crc, &batch[STAMP]);
     batch[4..8].copy_from_slice(&crc.to_le_bytes());
 }
@@ -392,7 +393,7 @@ fn batches_survive_mutation() {
 
         // Corrupt a record field and re-checksum the batch: the record checks must catch it.
         let mut forged = batch.clone();
-        let at = rng.random_range(BATCH_HEADER_LEN..len - 3);
+        let at = rng.random_range(BATCH_HEADER_LEN_V3..len - 3);
         let value: u32 = if rng.random_bool(0.5) {
             u32::MAX - rng.random_range(0..16)
         } else {

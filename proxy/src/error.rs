@@ -232,6 +232,11 @@ impl ApiError {
                 ..
             } => Self::new(StatusCode::NOT_FOUND, "no_requester", message),
             ClientError::Timeout { after } => Self::timeout(*after),
+            // An idempotent send given up in doubt: like a timeout, the outcome is unknown
+            // (stored once, or not at all); sending it again could store it twice.
+            ClientError::MaybeStored { .. } => {
+                Self::new(StatusCode::GATEWAY_TIMEOUT, "maybe_stored", message)
+            }
             ClientError::Denied { .. } => Self::forbidden(message),
             // The proxy's own credentials were refused by the bus: its configuration is wrong.
             ClientError::Unauthenticated { .. } => Self::internal(format!(

@@ -51,10 +51,13 @@ fn config_on(disk: &SmallDisk, nameserver: &NameserverHandle) -> BrokerConfig {
 }
 
 /// A client that retries a refused send on up to 8 other queues, avoiding each failed one
-/// for half a second.
+/// for half a second. Idempotence off: a batch whose write failed is in doubt, and an
+/// idempotent producer keeps it on its queue until its deadline rather than moving it
+/// (ARCHITECTURE §13.1); these tests are about the storage errors and moving on.
 fn retrying_client(nameserver: &NameserverHandle) -> Client {
     client_with(nameserver, |c| {
-        c.with_retries(8)
+        c.with_idempotence(false)
+            .with_retries(8)
             .with_queue_isolation(Duration::from_millis(500))
     })
 }

@@ -128,6 +128,7 @@ fn measure_send_latency(
         |_, shared| {
             let client = target.client(global, |config| {
                 config
+                    .with_idempotence(!args.no_idempotence)
                     .with_batch_linger(Duration::ZERO)
                     .with_request_timeout(REQUEST_TIMEOUT)
             })?;
@@ -207,7 +208,7 @@ pub fn run_sizes(
 fn setup(args: &ProduceArgs, records: &str) -> String {
     format!(
         "{} producer(s), {records}, batch ≤ {} B, linger {:?}, in-flight ≤ {}, {} queue(s), \
-         {} flush{}",
+         {} flush{}{}",
         args.producers,
         args.batch_bytes,
         args.linger,
@@ -216,6 +217,11 @@ fn setup(args: &ProduceArgs, records: &str) -> String {
         args.flush.name(),
         if args.traceparent.is_some() {
             ", a traceparent on every message"
+        } else {
+            ""
+        },
+        if args.no_idempotence {
+            ", idempotence off"
         } else {
             ""
         }
@@ -241,6 +247,7 @@ fn measure_size(
                 config.batch_bytes_max = args.batch_bytes;
                 config.in_flight_sends_max = args.in_flight;
                 config
+                    .with_idempotence(!args.no_idempotence)
                     .with_batch_linger(args.linger)
                     .with_request_timeout(REQUEST_TIMEOUT)
             })?;

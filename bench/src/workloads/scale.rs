@@ -22,7 +22,7 @@ use std::time::Duration;
 use anyhow::Context;
 use client::{Client, Message, Producer};
 use protocol::record::{
-    BATCH_HEADER_LEN, BATCH_LEN_MAX, BatchBuilder, MessageType, Property, Record,
+    BATCH_HEADER_LEN_V3, BATCH_LEN_MAX, BatchBuilder, MessageType, Property, Record,
 };
 
 use crate::cli::{GlobalArgs, ScaleArgs, ScaleAxis};
@@ -372,8 +372,8 @@ fn batch_bytes_for(burst: usize, message_bytes: usize, area: &str) -> anyhow::Re
         properties: &[Property::Area(area)],
         value: &value,
     })?;
-    let record = builder.len_bytes() - BATCH_HEADER_LEN;
-    let full = BATCH_HEADER_LEN + burst * record;
+    let record = builder.len_bytes() - BATCH_HEADER_LEN_V3;
+    let full = BATCH_HEADER_LEN_V3 + burst * record;
     let bound = full * 10 / 9;
     anyhow::ensure!(
         bound <= BATCH_LEN_MAX,

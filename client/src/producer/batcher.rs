@@ -16,7 +16,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use protocol::names::Area;
 use protocol::record::{BatchBuilder, MessageType};
 
@@ -398,10 +397,10 @@ fn send(topic: String, batch: OpenBatch) {
         producer,
         ..
     } = batch;
-    let Some(bytes) = builder.finish() else {
+    let Some(sealed) = builder.seal() else {
         return;
     };
-    ProducerInner::dispatch(producer, topic, Bytes::from(bytes), key, ackers);
+    ProducerInner::dispatch(producer, topic, sealed, key, ackers);
 }
 
 #[cfg(test)]

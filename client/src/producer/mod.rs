@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use protocol::codes::Command;
 use protocol::control::ProduceAck;
-use protocol::record::{BatchBuilder, MessageType};
+use protocol::record::{BatchBuilder, MessageType, SealedBatch};
 
 use crate::client::{Client, ClientInner};
 use crate::error::{ClientError, Result};
@@ -206,6 +206,12 @@ impl Producer {
         conn.send_oneway(Command::Produce, &ext, &bytes)
     }
 
+    /// The idempotent producer id the client was assigned, once its first numbered batch
+    /// went out (`None` before, and with [`crate::config::ClientConfig::idempotence`] off).
+    pub fn producer_id(&self) -> Option<u64> {
+        self.inner.client.sequencer.known_producer_id()
+    }
+
     /// Waits until every send accepted so far is acknowledged or failed, for at most
     /// `timeout`; the batcher sends what it holds at once.
     pub fn flush(&self, timeout: Duration) -> Result<()> {
@@ -261,7 +267,7 @@ impl ProducerInner {
         {
             return inner.ack(acker, Err(e));
         }
-        let Some(bytes) = builder.finish() else {
+        let Some(sealed) = builder.seal() else {
             return inner.ack(
                 acker,
                 Err(ClientError::InvalidArgument("empty batch".into())),
@@ -273,22 +279,26 @@ impl ProducerInner {
             ackers: vec![acker],
             held,
         };
-        let job = Job::new(
-            Command::Produce,
-            message.topic().to_owned(),
-            Bytes::from(bytes),
-            key,
-            acks,
-        );
+        let topic = message.topic().to_owned();
+        let bytes = Bytes::from(sealed.bytes);
+        // A held batch goes to the queue's held log, which keeps no producer window
+        // (ARCHITECTURE §13.1): it is sent unnumbered, so a retry in doubt may hold it twice.
+        let job = Job::new(Command::Produce, topic, bytes, key, acks);
+        let job = if held {
+            job
+        } else {
+            job.idempotent(sealed.records_crc)
+        };
         send::dispatch(&client, job);
     }
 
-    /// Sends a batch of `topic` through the send pipeline; its acknowledgement (or failure,
-    /// after retries) reaches every acker, in record order.
+    /// Sends a batch of `topic` through the send pipeline, numbered for its queue when the
+    /// client is idempotent; its acknowledgement (or failure, after retries) reaches every
+    /// acker, in record order.
     pub(crate) fn dispatch(
         producer: Arc<Self>,
         topic: String,
-        bytes: Bytes,
+        sealed: SealedBatch,
         key: Option<Vec<u8>>,
         ackers: Vec<Acker>,
     ) {
@@ -298,7 +308,10 @@ impl ProducerInner {
             ackers,
             held: false,
         };
-        send::dispatch(&client, Job::new(Command::Produce, topic, bytes, key, acks));
+        let bytes = Bytes::from(sealed.bytes);
+        let job =
+            Job::new(Command::Produce, topic, bytes, key, acks).idempotent(sealed.records_crc);
+        send::dispatch(&client, job);
     }
 }
 

@@ -331,7 +331,26 @@ impl<S: Storage + 'static> Log<S> {
     /// once writes brought the unwritten bytes below [`config::ASYNC_UNWRITTEN_BYTES_MAX`]).
     ///
     /// On a poisoned log whose `reopen_after_poison_ms` passed, reopens it first.
-    pub async fn append(&self, mut batch: BytesMut) -> Result<Appended, LogError> {
+    pub async fn append(&self, batch: BytesMut) -> Result<Appended, LogError> {
+        match self
+            .append_admitted(batch, |_, _| Ok::<(), std::convert::Infallible>(()))
+            .await?
+        {
+            Ok(appended) => Ok(appended),
+            Err((never, _)) => match never {},
+        }
+    }
+
+    /// Like [`Self::append`], with `admit` deciding, once the batch is validated and its
+    /// offsets known, whether it is appended: called with the validated bytes and where they
+    /// would land, with no await between that call and the stamp, so a decision `admit` takes
+    /// from state it keeps beside the log (the idempotent producer's window) holds for the
+    /// append. `Ok(Err((refusal, batch)))` when it refused: nothing was appended.
+    pub async fn append_admitted<R>(
+        &self,
+        mut batch: BytesMut,
+        admit: impl FnOnce(&[u8], Appended) -> Result<(), R>,
+    ) -> Result<Result<Appended, (R, BytesMut)>, LogError> {
         self.reopen_before_write().await;
         let shared = &*self.shared();
         shared.commit.check_poisoned()?;
@@ -346,6 +365,14 @@ impl<S: Storage + 'static> Log<S> {
                 .ok_or(LogError::InvalidBatch {
                     source: protocol::record::BatchError::OffsetOverflow { base_offset },
                 })?;
+            let landing = Appended {
+                base_offset,
+                next_offset,
+            };
+            if let Err(refused) = admit(&batch, landing) {
+                drop(state);
+                return Ok(Err((refused, batch)));
+            }
             protocol::record::stamp_parsed(&mut batch, body_crc, base_offset, append_time_ms)
                 .map_err(|source| LogError::InvalidBatch { source })?;
             let bytes = batch.freeze();
@@ -393,7 +420,32 @@ impl<S: Storage + 'static> Log<S> {
                 }
             }
         }
-        Ok(appended)
+        Ok(Ok(appended))
+    }
+
+    /// The offset from which the last `bytes` of the log (at least) start, to within one
+    /// index interval: where a scan of the log's tail begins. The log's start when it holds
+    /// less.
+    pub fn tail_start_offset(&self, bytes: u64) -> u64 {
+        let shared = self.shared();
+        let state = shared.state.borrow();
+        let mut left = bytes;
+        for segment in state.segments.values().rev() {
+            let size = segment.size_bytes();
+            if size >= left {
+                // The last index entry at or before the position `left` bytes from the end.
+                let position = size - left;
+                let entry = segment
+                    .index
+                    .entries()
+                    .iter()
+                    .take_while(|e| u64::from(e.position) <= position)
+                    .last();
+                return segment.base_offset + entry.map_or(0, |e| u64::from(e.relative_offset));
+            }
+            left -= size;
+        }
+        state.start_offset()
     }
 
     /// On a poisoned log whose `reopen_after_poison_ms` passed, reopens it (a failure is
@@ -504,6 +556,17 @@ impl<S: Storage + 'static> Log<S> {
     /// replicated).
     pub fn epochs(&self) -> EpochHistory {
         self.shared.borrow().epochs.borrow().history().clone()
+    }
+
+    /// The latest leader epoch the log recorded, without copying the history.
+    pub fn latest_epoch(&self) -> Option<u64> {
+        self.shared
+            .borrow()
+            .epochs
+            .borrow()
+            .history()
+            .latest()
+            .map(|e| e.epoch)
     }
 
     /// Records durably that `start.epoch` began at `start.start_offset`, at or below the log's

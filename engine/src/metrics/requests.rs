@@ -25,7 +25,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use protocol::record::{BATCH_HEADER_LEN, MessageType, Properties, Property, RECORD_HEADER_LEN};
+use protocol::record::{MessageType, Properties, Property, RECORD_HEADER_LEN};
 use telemetry::Histogram;
 
 use crate::shard::Shard;
@@ -204,7 +204,11 @@ fn for_each_request(batch: &[u8], mut f: impl FnMut(&str, &[u8], u64)) {
     let u32_at = |b: &[u8], at: usize| -> Option<usize> {
         Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?) as usize)
     };
-    let mut at = BATCH_HEADER_LEN;
+    // Records start after the header of the batch's version (unvalidated: bounds-checked).
+    let Some(&version) = batch.get(28) else {
+        return;
+    };
+    let mut at = protocol::record::records_start(version);
     while at < batch.len() {
         let Some(record_len) = batch.get(at..).and_then(|r| u32_at(r, 0)) else {
             return;
@@ -316,8 +320,9 @@ mod tests {
         for_each_request(&batch[..batch.len() - 1], |_, _, _| seen += 1);
         // The event record at the end is cut; both requests before it are whole.
         assert_eq!(seen, 2);
-        for_each_request(&batch[..BATCH_HEADER_LEN + 3], |_, _, _| {
-            panic!("no record")
-        });
+        for_each_request(
+            &batch[..protocol::record::BATCH_HEADER_LEN_V3 + 3],
+            |_, _, _| panic!("no record"),
+        );
     }
 }

@@ -404,6 +404,7 @@ async fn serve(shard: &Rc<Shard>, frame: &FrameBytes, forwarded: bool) -> Result
         Command::Reply => crate::rr::handle_reply(shard, frame)
             .await
             .map(Served::Body),
+        Command::InitProducer => init_producer(shard).map(Served::Body),
         Command::FetchOffset => {
             let request: FetchOffset = control::decode(&frame.body)?;
             request.validate()?;
@@ -636,10 +637,21 @@ async fn produce(
         .with_config(address.topic, |c| (c.max_queue_depth, redirects_of(c)))
         .unwrap_or((u64::MAX, None));
     let mut queue_id = address.queue_id;
+    let mut body = body;
     if let Some(rule) = redirects.as_deref().and_then(|rules| {
         crate::redirect::matching_rule(rules, body.as_slice(), shard.config.limits.batch_len_max)
     }) {
-        match crate::redirect::target(shard, address.topic, queue_id, rule, forwarded).await? {
+        let target =
+            crate::redirect::target(shard, address.topic, queue_id, rule, forwarded).await?;
+        // A moved batch leaves its producer's numbering, which is per queue addressed.
+        let moved = match target {
+            crate::redirect::Target::Here(id) => id != queue_id,
+            crate::redirect::Target::Elsewhere(..) => true,
+        };
+        if moved {
+            body = without_producer(body, shard.config.limits.batch_len_max)?;
+        }
+        match target {
             crate::redirect::Target::Here(id) => queue_id = id,
             crate::redirect::Target::Elsewhere(owner, id) => {
                 let readdressed =
@@ -719,6 +731,46 @@ async fn produce(
         next_offset: appended.next_offset,
     };
     Ok(Served::Body(control::encode(&ack)?))
+}
+
+/// The batch with its idempotent producer's fields cleared: a dark-launch redirect moves it
+/// to another queue than its producer numbered it for, where its sequence means nothing, so
+/// it is stored there without the duplicate check (ARCHITECTURE §13.1).
+fn without_producer(body: Body, batch_len_max: usize) -> Result<Body, Reject> {
+    if protocol::record::ProducerFields::of(body.as_slice()).is_none() {
+        return Ok(body);
+    }
+    let records_crc = protocol::record::BatchView::parse(body.as_slice(), batch_len_max)
+        .map_err(|e| {
+            Reject::new(
+                Status::InvalidArgument,
+                format!("invalid record batch: {e}"),
+            )
+        })?
+        .records_crc();
+    let mut bytes = body.into_mut();
+    protocol::record::set_producer(&mut bytes, records_crc, Default::default()).map_err(|e| {
+        Reject::new(
+            Status::InvalidArgument,
+            format!("invalid record batch: {e}"),
+        )
+    })?;
+    Ok(Body::Owned(bytes))
+}
+
+/// Assigns a producer id (ARCHITECTURE §13.1); a lease of a new block writes and fsyncs the
+/// broker's id file first.
+fn init_producer(shard: &Shard) -> Result<Vec<u8>, Reject> {
+    let producer_id = shard.producer_ids.next().map_err(|e| {
+        ::log::error!("cannot assign a producer id: {e}");
+        Reject::new(
+            Status::StorageError,
+            format!("cannot assign a producer id: {e}"),
+        )
+    })?;
+    Ok(control::encode(&control::InitProducerReply {
+        producer_id,
+    })?)
 }
 
 async fn heartbeat(

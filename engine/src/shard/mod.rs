@@ -79,6 +79,8 @@ pub(crate) struct Shard {
     pub closing_log: crate::net::guard::ClosingLog,
     /// The policy connections are checked against, and the broker's own token.
     pub security: Arc<crate::security::Security>,
+    /// The broker's producer id source (ARCHITECTURE §13.1), shared by its shards.
+    pub producer_ids: Arc<crate::producers::ids::ProducerIds>,
     /// Free space of the data directory: produces are refused below it.
     pub watermark: crate::disk::Watermark,
     /// Connections that answer transaction check-backs, per producer group.
@@ -133,6 +135,8 @@ pub(crate) struct ShardStart {
     pub ports: Arc<OnceLock<Vec<u16>>>,
     pub ready: mpsc::Sender<(usize, Result<u16, BrokerError>)>,
     pub security: Arc<crate::security::Security>,
+    /// The broker's producer id source, shared by its shards.
+    pub producer_ids: Arc<crate::producers::ids::ProducerIds>,
     /// The listener's TLS configuration, when `[tls]` is set.
     pub tls: Option<Arc<tls::rustls::ServerConfig>>,
     /// Where the metrics endpoint leaves scrapes; shard 0 answers them.
@@ -150,6 +154,7 @@ pub(crate) async fn run(start: ShardStart) -> Result<(), BrokerError> {
         ports,
         ready,
         security,
+        producer_ids,
         tls,
         metrics_door,
     } = start;
@@ -159,7 +164,16 @@ pub(crate) async fn run(start: ShardStart) -> Result<(), BrokerError> {
     let (senders, receivers) = crate::rt::join_mesh(mesh)
         .await
         .map_err(|e| shard_error(format!("cannot join the shard mesh: {e}")))?;
-    let opened = open(id, count, config.clone(), senders, ports, security).await;
+    let opened = open(
+        id,
+        count,
+        config.clone(),
+        senders,
+        ports,
+        security,
+        producer_ids,
+    )
+    .await;
     let shard = match opened {
         Ok(shard) => Rc::new(shard),
         Err(e) => {
@@ -275,6 +289,7 @@ async fn open(
     mesh: MeshSenders<MeshMsg>,
     ports: Arc<OnceLock<Vec<u16>>>,
     security: Arc<crate::security::Security>,
+    producer_ids: Arc<crate::producers::ids::ProducerIds>,
 ) -> Result<Shard, BrokerError> {
     let log_error = |what: String| {
         move |source| BrokerError::Log {
@@ -338,6 +353,7 @@ async fn open(
         frame_budget,
         closing_log: Default::default(),
         security,
+        producer_ids,
         watermark,
         held_checkers: Default::default(),
         tasks: Tasks::default(),

@@ -28,6 +28,7 @@ mod admin;
 mod broker;
 mod data;
 mod held;
+mod producer;
 mod replica;
 mod retry;
 mod security;
@@ -51,6 +52,7 @@ pub use data::{
 pub use held::{
     CheckRegistration, EndTransaction, HeldRef, HeldStats, HeldStatsRequest, TransactionCheck,
 };
+pub use producer::InitProducerReply;
 pub use replica::{
     Acks, EpochStart, FETCH_REPLY_EXT_TAG, FollowerStatus, GroupOffset, QueueAssignment,
     QueueReplication, REPLICAS_MAX, ReplicaEpochEnd, ReplicaEpochEndReply, ReplicaFetch,
@@ -294,6 +296,7 @@ mod tests {
             align_of::<data::ArchivedClientHeartbeat>(),
             align_of::<data::ArchivedHeartbeatAck>(),
             align_of::<data::ArchivedProduceAck>(),
+            align_of::<producer::ArchivedInitProducerReply>(),
             align_of::<data::ArchivedSubscribe>(),
             align_of::<data::ArchivedSubscribeAck>(),
             align_of::<data::ArchivedCredit>(),

@@ -4,7 +4,8 @@ use super::*;
 
 /// Writes the broker's fields into a batch in place, the base offset and append time, and
 /// completes its checksum with them, given the checksum of the rest from [`BatchView::body_crc`]
-/// of the same bytes: no pass over the records. Writes version-2 batches only.
+/// of the same bytes: no pass over the records. Stamps versions 2 and 3, whose checksums
+/// cover the stamp.
 pub fn stamp_parsed(
     batch: &mut [u8],
     body_crc: u32,
@@ -17,7 +18,7 @@ pub fn stamp_parsed(
             available: batch.len(),
         });
     }
-    if batch[28] != BATCH_VERSION {
+    if batch[28] != BATCH_VERSION && batch[28] != BATCH_VERSION_V2 {
         return Err(BatchError::Version(batch[28]));
     }
     batch[8..16].copy_from_slice(&base_offset.to_le_bytes());
@@ -31,6 +32,40 @@ pub fn stamp_parsed(
 pub fn stamp(batch: &mut [u8], base_offset: u64, append_time_ms: i64) -> Result<(), BatchError> {
     let body_crc = BatchView::parse(batch, BATCH_LEN_MAX)?.body_crc();
     stamp_parsed(batch, body_crc, base_offset, append_time_ms)
+}
+
+/// Writes the producer fields of a version-3 batch in place and completes its checksum, given
+/// the checksum of what precedes them ([`SealedBatch::records_crc`] or
+/// [`BatchView::records_crc`] of the same bytes): a producer numbers a batch for the queue it
+/// chose, and a broker clears the fields of a batch it moves, without reading the records.
+pub fn set_producer(
+    batch: &mut [u8],
+    records_crc: u32,
+    fields: ProducerFields,
+) -> Result<(), BatchError> {
+    if batch.len() < BATCH_HEADER_LEN_V3 {
+        return Err(BatchError::Incomplete {
+            needed: BATCH_HEADER_LEN_V3,
+            available: batch.len(),
+        });
+    }
+    if batch[28] != BATCH_VERSION {
+        return Err(BatchError::Version(batch[28]));
+    }
+    batch[PRODUCER_FIELDS].copy_from_slice(&fields.encode());
+    let crc = crc32c::crc32c_append(records_crc, &batch[PRODUCER_FIELDS]);
+    let crc = fold_stamp(crc, batch);
+    batch[4..8].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
+}
+
+/// A finished batch with the checksum [`set_producer`] continues from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedBatch {
+    /// The encoded batch, producer fields zero (no producer).
+    pub bytes: Vec<u8>,
+    /// The checksum of what precedes the producer fields.
+    pub records_crc: u32,
 }
 
 /// Why a batch could not be built.
@@ -90,8 +125,8 @@ impl BatchBuilder {
 
     /// Like [`Self::new`], reserving `capacity` bytes up front.
     pub fn with_capacity(batch_len_max: usize, capacity: usize) -> Self {
-        let mut buf = Vec::with_capacity(capacity.max(BATCH_HEADER_LEN));
-        buf.resize(BATCH_HEADER_LEN, 0);
+        let mut buf = Vec::with_capacity(capacity.max(BATCH_HEADER_LEN_V3));
+        buf.resize(BATCH_HEADER_LEN_V3, 0);
         Self {
             buf,
             record_count: 0,
@@ -158,8 +193,14 @@ impl BatchBuilder {
     }
 
     /// Finishes the batch: writes the header and checksum. Base offset and append time are
-    /// zero until the broker stamps them. Returns `None` when no record was added.
-    pub fn finish(mut self) -> Option<Vec<u8>> {
+    /// zero until the broker stamps them, the producer fields zero (no producer). Returns
+    /// `None` when no record was added.
+    pub fn finish(self) -> Option<Vec<u8>> {
+        self.seal().map(|sealed| sealed.bytes)
+    }
+
+    /// Like [`Self::finish`], keeping the checksum [`set_producer`] needs.
+    pub fn seal(mut self) -> Option<SealedBatch> {
         if self.record_count == 0 {
             return None;
         }
@@ -177,14 +218,19 @@ impl BatchBuilder {
         };
         header.encode(&mut self.buf);
         let mut crc = crc32c::crc32c(&self.buf[CRC_START..BATCH_HEADER_LEN]);
-        let mut at = BATCH_HEADER_LEN;
+        let mut at = BATCH_HEADER_LEN_V3;
         while at < self.buf.len() {
             crc = super::fold_record_head(crc, &self.buf[at..]);
             at += u32::from_le_bytes(self.buf[at..at + 4].try_into().expect("4 bytes")) as usize;
         }
-        // The stamped fields are zero until the broker stamps them, and summed last.
+        let records_crc = crc;
+        // The producer fields, then the stamped fields: zero until set, and summed last.
+        let crc = crc32c::crc32c_append(crc, &self.buf[PRODUCER_FIELDS]);
         let crc = fold_stamp(crc, &self.buf);
         self.buf[4..8].copy_from_slice(&crc.to_le_bytes());
-        Some(self.buf)
+        Some(SealedBatch {
+            bytes: self.buf,
+            records_crc,
+        })
     }
 }

@@ -7,7 +7,7 @@
 //! cannot walk is reported [`HeldKind::Plain`] and the append's full check refuses it. It costs
 //! a few loads per record, not a pass over the payload.
 
-use super::{BATCH_HEADER_LEN, RECORD_HEADER_LEN, tag, u16_at, u32_at};
+use super::{RECORD_HEADER_LEN, records_start, tag, u16_at, u32_at};
 
 /// What the records of a batch ask of the broker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,7 +28,11 @@ pub enum HeldKind {
 
 /// Walks the record heads of `batch` (see the module docs).
 pub fn held_kind(batch: &[u8]) -> HeldKind {
-    let mut at = BATCH_HEADER_LEN;
+    // Version 3 batches (an idempotent producer's fields) start their records further in.
+    let Some(&version) = batch.get(28) else {
+        return HeldKind::Plain;
+    };
+    let mut at = records_start(version);
     let (mut delayed, mut half, mut records) = (0usize, 0usize, 0usize);
     while at + RECORD_HEADER_LEN <= batch.len() {
         let record_len = u32_at(batch, at) as usize;
@@ -109,11 +113,12 @@ mod tests {
         for cut in 0..good.len() {
             let _ = held_kind(&good[..cut]);
         }
+        let first = records_start(good[28]);
         let mut bad = good.clone();
-        bad[BATCH_HEADER_LEN..BATCH_HEADER_LEN + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        bad[first..first + 4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(held_kind(&bad), HeldKind::Plain);
         let mut bad = good;
-        bad[BATCH_HEADER_LEN + 24..BATCH_HEADER_LEN + 28].copy_from_slice(&9999u32.to_le_bytes());
+        bad[first + 24..first + 28].copy_from_slice(&9999u32.to_le_bytes());
         assert_eq!(held_kind(&bad), HeldKind::Plain);
     }
 }

@@ -21,6 +21,23 @@
 //! | 32 | 8 | `first_timestamp_ms`: create time of the first record | producer |
 //! | 40 | 8 | `max_timestamp_ms`: latest create time in the batch | producer |
 //!
+//! Version 3 (issue 15, the idempotent producer) adds [`PRODUCER_FIELDS_LEN`] bytes, so its
+//! header is [`BATCH_HEADER_LEN_V3`] bytes and its records start there:
+//!
+//! | offset | size | field | set by |
+//! |---|---|---|---|
+//! | 48 | 8 | `producer_id`: broker-assigned id, 0 for a batch without one | producer |
+//! | 56 | 4 | `producer_epoch`: the producer's numbering epoch on this queue | producer |
+//! | 60 | 4 | `sequence`: the batch's number in that epoch, 0, 1, 2, ... | producer |
+//!
+//! The producer fields live in the stored batch so that a broker rebuilds its duplicate window
+//! from the log after a restart or a failover (`docs/ARCHITECTURE.md` §13.1). The version-3
+//! checksum sums them after the record heads and before the stamped fields: header bytes
+//! `[CRC_START, 48)`, the record heads, the producer fields `[48, 64)`, then the stamp. A
+//! client builds a batch before it knows its queue, and so its sequence; it keeps the sum of
+//! what precedes the producer fields ([`SealedBatch::records_crc`]) and numbers the batch for
+//! its queue with [`set_producer`] without reading the records again.
+//!
 //! The batch checksum (version 2) is the CRC32C of header bytes `[CRC_START, BATCH_HEADER_LEN)`,
 //! then the first 8 bytes (`record_len` and `crc32c`) of every record in order, then the
 //! stamped fields, header bytes `[8, CRC_START)`. Each record's own checksum covers the rest of
@@ -56,14 +73,22 @@ mod property;
 mod retry;
 mod view;
 
-pub use builder::{BatchBuilder, BuildError, Record, stamp, stamp_parsed};
+pub use builder::{
+    BatchBuilder, BuildError, Record, SealedBatch, set_producer, stamp, stamp_parsed,
+};
 pub use held::{HeldKind, held_kind};
 pub use property::{PROPERTY_LEN_MAX, Properties, Property, PropertyError, tag};
 pub use retry::{RETRY_MARK_VERSION, RETRY_REASON_LEN_MAX, RetryMark, truncate_reason};
 pub use view::{BatchView, RecordView, Records};
 
-/// Size of the batch header in bytes.
+/// Size of the batch header of versions 1 and 2, and of the part every version starts with.
 pub const BATCH_HEADER_LEN: usize = 48;
+/// Size of the version-3 header: the common part and the producer fields.
+pub const BATCH_HEADER_LEN_V3: usize = BATCH_HEADER_LEN + PRODUCER_FIELDS_LEN;
+/// Bytes of the version-3 producer fields: `producer_id`, `producer_epoch`, `sequence`.
+pub const PRODUCER_FIELDS_LEN: usize = 16;
+/// Where the producer fields sit in a version-3 header.
+pub const PRODUCER_FIELDS: std::ops::Range<usize> = BATCH_HEADER_LEN..BATCH_HEADER_LEN_V3;
 /// Size of a record header in bytes.
 pub const RECORD_HEADER_LEN: usize = 32;
 /// First byte of the producer's part of the header; the checksum sums `[CRC_START, ..)` first and
@@ -78,10 +103,58 @@ const RECORD_HEAD_CHECKED: usize = 8;
 fn fold_record_head(crc: u32, record: &[u8]) -> u32 {
     crc32c::crc32c_append(crc, &record[..RECORD_HEAD_CHECKED])
 }
-/// The batch format version this crate writes; it reads this one and [`BATCH_VERSION_V1`].
-pub const BATCH_VERSION: u8 = 2;
+/// The batch format version this crate writes; it reads this one, [`BATCH_VERSION_V2`] and
+/// [`BATCH_VERSION_V1`].
+pub const BATCH_VERSION: u8 = 3;
+/// The format before the producer fields: a 48-byte header; read and stamped, not built.
+pub const BATCH_VERSION_V2: u8 = 2;
 /// The first format, whose checksum leaves the stamped fields out; read, never written.
 pub const BATCH_VERSION_V1: u8 = 1;
+
+/// Where the records of a batch of format `version` start: after its header.
+pub const fn records_start(version: u8) -> usize {
+    if version >= BATCH_VERSION {
+        BATCH_HEADER_LEN_V3
+    } else {
+        BATCH_HEADER_LEN
+    }
+}
+
+/// The idempotent producer's fields of a version-3 batch (`docs/ARCHITECTURE.md` §13.1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ProducerFields {
+    /// The broker-assigned producer id; 0 marks a batch without idempotence.
+    pub producer_id: u64,
+    /// The producer's numbering epoch on the batch's queue: a new epoch restarts the sequence.
+    pub epoch: u32,
+    /// The batch's number within the epoch.
+    pub sequence: u32,
+}
+
+impl ProducerFields {
+    /// Reads the fields of a batch; `None` for an older version, a short buffer, or a batch
+    /// without a producer id.
+    pub fn of(batch: &[u8]) -> Option<Self> {
+        if batch.len() < BATCH_HEADER_LEN_V3 || batch[28] < BATCH_VERSION {
+            return None;
+        }
+        let fields = Self {
+            producer_id: u64_at(batch, 48),
+            epoch: u32_at(batch, 56),
+            sequence: u32_at(batch, 60),
+        };
+        (fields.producer_id != 0).then_some(fields)
+    }
+
+    /// The fields as they are stored, little-endian.
+    pub fn encode(&self) -> [u8; PRODUCER_FIELDS_LEN] {
+        let mut out = [0u8; PRODUCER_FIELDS_LEN];
+        out[0..8].copy_from_slice(&self.producer_id.to_le_bytes());
+        out[8..12].copy_from_slice(&self.epoch.to_le_bytes());
+        out[12..16].copy_from_slice(&self.sequence.to_le_bytes());
+        out
+    }
+}
 
 /// Folds the stamped fields into the checksum of everything before them (version 2).
 pub(crate) fn fold_stamp(body_crc: u32, batch: &[u8]) -> u32 {
@@ -200,8 +273,14 @@ impl BatchHeader {
                 max: batch_len_max,
             });
         }
-        if self.version != BATCH_VERSION && self.version != BATCH_VERSION_V1 {
+        if !(BATCH_VERSION_V1..=BATCH_VERSION).contains(&self.version) {
             return Err(BatchError::Version(self.version));
+        }
+        let records_at = records_start(self.version);
+        if len < records_at + RECORD_HEADER_LEN {
+            return Err(BatchError::LengthTooSmall {
+                len: self.batch_len,
+            });
         }
         if self.attributes != 0 || self.reserved != 0 {
             return Err(BatchError::Reserved);
@@ -210,7 +289,7 @@ impl BatchHeader {
             return Err(BatchError::Empty);
         }
         // Each record needs at least its header: a count the length cannot hold is a lie.
-        if self.record_count as usize > (len - BATCH_HEADER_LEN) / RECORD_HEADER_LEN {
+        if self.record_count as usize > (len - records_at) / RECORD_HEADER_LEN {
             return Err(BatchError::RecordCount {
                 declared: self.record_count,
                 found: 0,
@@ -226,6 +305,11 @@ impl BatchHeader {
             });
         }
         Ok(())
+    }
+
+    /// Where the records start: after the header of this version.
+    pub fn records_start(&self) -> usize {
+        records_start(self.version)
     }
 
     /// The offset one past the last record of the batch.
@@ -262,7 +346,7 @@ pub enum BatchError {
     },
     /// A batch version this build does not read.
     #[error(
-        "unsupported batch version {0} (this build reads versions {BATCH_VERSION_V1} and {BATCH_VERSION})"
+        "unsupported batch version {0} (this build reads versions {BATCH_VERSION_V1} to {BATCH_VERSION})"
     )]
     Version(u8),
     /// Reserved header bytes are not zero.
@@ -427,12 +511,14 @@ mod tests {
     fn every_byte_after_the_checksum_is_checked_once() {
         let mut good = sample();
         stamp(&mut good, 1000, 99).unwrap();
-        // The stored checksum is the header part, each record's head, then the stamped
-        // fields: nothing more.
+        // The stored checksum is the header part, each record's head, the producer fields,
+        // then the stamped fields: nothing more.
         let mut expected = crc32c::crc32c(&good[CRC_START..BATCH_HEADER_LEN]);
-        let first_len = u32::from_le_bytes(good[48..52].try_into().unwrap()) as usize;
-        expected = crc32c::crc32c_append(expected, &good[48..56]);
-        expected = crc32c::crc32c_append(expected, &good[48 + first_len..48 + first_len + 8]);
+        let first = BATCH_HEADER_LEN_V3;
+        let first_len = u32_at(&good, first) as usize;
+        expected = crc32c::crc32c_append(expected, &good[first..first + 8]);
+        expected = crc32c::crc32c_append(expected, &good[first + first_len..first + first_len + 8]);
+        expected = crc32c::crc32c_append(expected, &good[PRODUCER_FIELDS]);
         let body_crc = expected;
         expected = crc32c::crc32c_append(expected, &good[STAMP]);
         let view = BatchView::parse(&good, BATCH_LEN_MAX).unwrap();
@@ -450,13 +536,18 @@ mod tests {
                 "stamped byte {at}"
             );
         }
-        // A header field only the batch checksum covers.
-        let mut bytes = good.clone();
-        bytes[33] ^= 1; // first_timestamp_ms
-        assert!(matches!(
-            BatchView::parse(&bytes, BATCH_LEN_MAX),
-            Err(BatchError::Checksum { .. })
-        ));
+        // Header fields only the batch checksum covers: first_timestamp_ms, the producer's.
+        for at in [33, 48, 56, 63] {
+            let mut bytes = good.clone();
+            bytes[at] ^= 1;
+            assert!(
+                matches!(
+                    BatchView::parse(&bytes, BATCH_LEN_MAX),
+                    Err(BatchError::Checksum { .. })
+                ),
+                "header byte {at}"
+            );
+        }
         // A payload byte only its record's checksum covers.
         let mut bytes = good.clone();
         let last = bytes.len() - 1;
@@ -471,26 +562,90 @@ mod tests {
         ));
         // A record's checksum field: its record disagrees before the batch is summed.
         let mut bytes = good;
-        bytes[52] ^= 1;
+        bytes[BATCH_HEADER_LEN_V3 + 4] ^= 1;
         assert!(BatchView::parse(&bytes, BATCH_LEN_MAX).is_err());
+    }
+
+    /// `sample()` in an older format: the 48-byte header, version `version`, checksum of
+    /// `[CRC_START, 48)` and the record heads (the stamped fields added for version 2).
+    fn sample_in(version: u8) -> Vec<u8> {
+        let v3 = sample();
+        let mut old = v3[..BATCH_HEADER_LEN].to_vec();
+        old.extend_from_slice(&v3[BATCH_HEADER_LEN_V3..]);
+        let len = old.len() as u32;
+        old[0..4].copy_from_slice(&len.to_le_bytes());
+        old[28] = version;
+        let mut crc = crc32c::crc32c(&old[CRC_START..BATCH_HEADER_LEN]);
+        let mut at = BATCH_HEADER_LEN;
+        while at < old.len() {
+            crc = fold_record_head(crc, &old[at..]);
+            at += u32_at(&old, at) as usize;
+        }
+        if version == BATCH_VERSION_V2 {
+            crc = fold_stamp(crc, &old);
+        }
+        old[4..8].copy_from_slice(&crc.to_le_bytes());
+        old
+    }
+
+    #[test]
+    fn version_2_batches_are_still_read_and_stamped() {
+        let mut v2 = sample_in(BATCH_VERSION_V2);
+        stamp(&mut v2, 40, 9).unwrap();
+        let view = BatchView::parse(&v2, BATCH_LEN_MAX).unwrap();
+        assert_eq!((view.base_offset(), view.next_offset()), (40, 42));
+        assert_eq!(view.producer(), None);
+        let values: Vec<_> = view.records().map(|r| r.value()).collect();
+        assert_eq!(values, [&b"hello"[..], &b"world"[..]]);
+        // A v2 batch has no producer fields to set.
+        let crc = view.records_crc();
+        let fields = ProducerFields {
+            producer_id: 1,
+            ..ProducerFields::default()
+        };
+        assert_eq!(
+            set_producer(&mut v2, crc, fields),
+            Err(BatchError::Version(BATCH_VERSION_V2))
+        );
+    }
+
+    #[test]
+    fn setting_the_producer_fields_keeps_the_batch_valid_without_reading_it() {
+        let mut builder = BatchBuilder::new(BATCH_LEN_MAX);
+        builder
+            .push(&Record {
+                value: b"x",
+                ..Record::default()
+            })
+            .unwrap();
+        let sealed = builder.seal().unwrap();
+        let unset = BatchView::parse(&sealed.bytes, BATCH_LEN_MAX).unwrap();
+        assert_eq!(unset.producer(), None);
+        assert_eq!(unset.records_crc(), sealed.records_crc);
+        let mut bytes = sealed.bytes.clone();
+        for (epoch, sequence) in [(0, 0), (0, 1), (7, u32::MAX)] {
+            let fields = ProducerFields {
+                producer_id: u64::MAX,
+                epoch,
+                sequence,
+            };
+            set_producer(&mut bytes, sealed.records_crc, fields).unwrap();
+            let view = BatchView::parse(&bytes, BATCH_LEN_MAX).unwrap();
+            assert_eq!(view.producer(), Some(fields));
+        }
+        // Clearing them (a broker moving a batch) gives back the batch as built.
+        set_producer(&mut bytes, sealed.records_crc, ProducerFields::default()).unwrap();
+        assert_eq!(bytes, sealed.bytes);
     }
 
     #[test]
     fn version_1_batches_are_still_read_with_their_stamp_unchecked() {
         // A version-1 batch as older brokers stored it: checksum without the stamped fields.
-        let mut v1 = sample();
-        v1[28] = BATCH_VERSION_V1;
-        let mut crc = crc32c::crc32c(&v1[CRC_START..BATCH_HEADER_LEN]);
-        let mut at = BATCH_HEADER_LEN;
-        while at < v1.len() {
-            crc = fold_record_head(crc, &v1[at..]);
-            at += u32_at(&v1, at) as usize;
-        }
-        v1[4..8].copy_from_slice(&crc.to_le_bytes());
+        let mut v1 = sample_in(BATCH_VERSION_V1);
         v1[8..16].copy_from_slice(&7u64.to_le_bytes());
         let view = BatchView::parse(&v1, BATCH_LEN_MAX).unwrap();
         assert_eq!(view.base_offset(), 7);
-        // The broker writes version 2 only: it does not stamp what it would store unchecked.
+        // The broker stamps versions 2 and 3 only: not what it would store unchecked.
         assert_eq!(
             stamp(&mut v1, 9, 9),
             Err(BatchError::Version(BATCH_VERSION_V1))

@@ -217,6 +217,8 @@ pub struct BatchView<'a> {
     bytes: &'a [u8],
     /// The checksum of everything before the stamped fields (see the module docs).
     body_crc: u32,
+    /// The checksum of everything before the producer fields (version 3).
+    records_crc: u32,
 }
 
 impl<'a> BatchView<'a> {
@@ -234,7 +236,8 @@ impl<'a> BatchView<'a> {
             available: bytes.len(),
         })?;
         let mut computed = crc32c::crc32c(&bytes[CRC_START..BATCH_HEADER_LEN]);
-        let mut at = BATCH_HEADER_LEN;
+        let records_at = header.records_start();
+        let mut at = records_at;
         let mut index = 0u32;
         while at < len {
             if index == header.record_count {
@@ -248,6 +251,10 @@ impl<'a> BatchView<'a> {
             computed = super::fold_record_head(computed, &bytes[at..]);
             at += record_len;
             index += 1;
+        }
+        let records_crc = computed;
+        if records_at > BATCH_HEADER_LEN {
+            computed = crc32c::crc32c_append(computed, &bytes[PRODUCER_FIELDS]);
         }
         let body_crc = computed;
         if header.version != BATCH_VERSION_V1 {
@@ -269,7 +276,19 @@ impl<'a> BatchView<'a> {
             header,
             bytes,
             body_crc,
+            records_crc,
         })
+    }
+
+    /// The checksum of what precedes the producer fields, which [`set_producer`] continues.
+    pub fn records_crc(&self) -> u32 {
+        self.records_crc
+    }
+
+    /// The idempotent producer's fields; `None` for an older version or a batch without a
+    /// producer id.
+    pub fn producer(&self) -> Option<ProducerFields> {
+        ProducerFields::of(self.bytes)
     }
 
     /// The checksum of the batch without its stamped fields, which [`stamp_parsed`] completes
@@ -317,7 +336,7 @@ impl<'a> BatchView<'a> {
     pub fn records(&self) -> Records<'a> {
         Records {
             bytes: self.bytes,
-            at: BATCH_HEADER_LEN,
+            at: self.header.records_start(),
             offset: self.header.base_offset,
         }
     }
