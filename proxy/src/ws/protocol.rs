@@ -92,6 +92,15 @@ pub enum ClientFrame {
         /// W3C trace context.
         #[serde(default)]
         trace: Option<TraceFields>,
+        /// Time-to-live, ms (events only).
+        #[serde(default)]
+        ttl_ms: Option<u64>,
+        /// Deliver this many ms from now; or else `deliver_at_ms`.
+        #[serde(default)]
+        delay_ms: Option<u64>,
+        /// Deliver at this Unix time, ms; or else `delay_ms`.
+        #[serde(default)]
+        deliver_at_ms: Option<u64>,
     },
     /// Sends a request; answered with `reply` (same `ref`) or `error` (`timeout`).
     Request {
@@ -270,6 +279,12 @@ pub struct Outgoing {
     pub properties: BTreeMap<String, String>,
     /// W3C trace context.
     pub trace: Option<TraceFields>,
+    /// `publish` only: time-to-live, delay or delivery time, ms.
+    pub ttl_ms: Option<u64>,
+    /// See `ttl_ms`.
+    pub delay_ms: Option<u64>,
+    /// See `ttl_ms`.
+    pub deliver_at_ms: Option<u64>,
 }
 
 impl From<Outgoing> for OutgoingMessage {
@@ -283,6 +298,9 @@ impl From<Outgoing> for OutgoingMessage {
             tag: o.tag,
             properties: o.properties,
             trace: o.trace,
+            ttl_ms: o.ttl_ms,
+            delay_ms: o.delay_ms,
+            deliver_at_ms: o.deliver_at_ms,
         }
     }
 }
