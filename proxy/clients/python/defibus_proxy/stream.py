@@ -180,12 +180,17 @@ class StreamClient:
     # -- calls -----------------------------------------------------------------------------
 
     def publish(self, topic, value, key=None, tag=None, properties=None, traceparent=None,
-                tracestate=None):
+                tracestate=None, ttl_ms=None, delay_ms=None, deliver_at_ms=None):
         """Publishes one message (``value`` str or bytes, with a W3C trace context when
         ``traceparent`` is given); returns where it was stored. Raises :class:`RateLimited`
-        past the session's rate limit."""
+        past the session's rate limit. ``ttl_ms``, ``delay_ms`` and ``deliver_at_ms`` as in
+        :meth:`HttpClient.publish` (a delayed message's answer carries its ``held_id``)."""
         frame = _message("publish", topic, value, key, tag, properties,
                          trace=trace_object(traceparent, tracestate))
+        for name, ms in (("ttl_ms", ttl_ms), ("delay_ms", delay_ms),
+                         ("deliver_at_ms", deliver_at_ms)):
+            if ms is not None:
+                frame[name] = ms
         return self._call(frame)
 
     def publish_service(self, service, value, key=None, tag=None, properties=None,
