@@ -273,3 +273,35 @@ fn a_websocket_publish_takes_a_delay_and_answers_the_held_id() {
     let error = stream.recv_type("error");
     assert!(error.to_string().contains("ttl_ms"), "{error}");
 }
+
+/// A WebSocket subscriber nacks a push: the broker stores a retry copy and redelivers it
+/// after the group's backoff; the nacked push counts as consumed.
+#[test]
+fn a_websocket_nack_is_redelivered_after_the_backoff() {
+    let cluster = Cluster::start_with(1, 1, |c| {
+        c.retry.schedule_ms = vec![100];
+    });
+    let bus = Bus::start_on(cluster, &["A10-7107"], |_| {});
+    let (status, _) = bus.post("/v1/publish", r#"{"topic":"A10-7107","value":"bad"}"#);
+    assert_eq!(status, 200);
+    let mut stream = bus.stream("kinds-nack");
+    stream.send(
+        json!({"type":"subscribe","ref":1,"topic":"A10-7107","group":"nackers","start":"earliest"}),
+    );
+    stream.recv_type("subscribed");
+    let first = stream.recv_type("message");
+    assert_eq!(first["message"]["value"], "bad");
+    let delivery = first["delivery"].as_u64().unwrap();
+    stream.send(json!({"type":"nack","ref":"n","delivery":delivery,"reason":"cannot parse"}));
+    let nacked = stream.recv_type("nacked");
+    assert_eq!(
+        nacked,
+        json!({"type":"nacked","ref":"n","delivery":delivery})
+    );
+    let again = stream.recv_type("message");
+    assert_eq!(again["message"]["value"], "bad", "{again}");
+    assert_ne!(again["delivery"].as_u64().unwrap(), delivery);
+    stream.send(json!({"type":"nack","ref":"x","delivery":delivery,"reason":"twice"}));
+    let error = stream.recv_type("error");
+    assert_eq!(error["code"], "not_found", "{error}");
+}

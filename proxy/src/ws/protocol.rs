@@ -158,6 +158,19 @@ pub enum ClientFrame {
         #[serde(default)]
         deliveries: Vec<u64>,
     },
+    /// Rejects a pushed message: the broker redelivers it after the group's backoff (past
+    /// its `max_redeliveries`, dead-letters it), and it counts as consumed; answered `nacked`
+    /// or `error` (then it is still unacked). Clustering subscriptions only.
+    Nack {
+        /// Echoed.
+        #[serde(default, rename = "ref")]
+        reference: Option<serde_json::Value>,
+        /// The push's delivery id.
+        delivery: u64,
+        /// Why (kept with the retry copy, at most 512 bytes).
+        #[serde(default)]
+        reason: String,
+    },
     /// Ends the session cleanly.
     Goodbye {},
 }
@@ -231,6 +244,14 @@ pub enum ServerFrame {
         delivery: u64,
         /// The request (its `deadline_ms` says until when a reply is awaited).
         message: DeliveredMessage,
+    },
+    /// Answers `nack`: the broker stored the retry (or dead-letter) copy.
+    Nacked {
+        /// Echoed.
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<serde_json::Value>,
+        /// The push.
+        delivery: u64,
     },
     /// A command failed, or the session is ending for a reason.
     Error {

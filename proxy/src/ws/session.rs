@@ -437,6 +437,22 @@ impl Bus {
                     }
                 }
             }
+            ClientFrame::Nack {
+                reference,
+                delivery,
+                reason,
+            } => {
+                let nack = super::pump::Nack {
+                    delivery,
+                    reason,
+                    reference: reference.clone(),
+                };
+                if !self.link.window.nack(nack) {
+                    let error =
+                        ApiError::not_found(format!("no unacked message with delivery {delivery}"));
+                    self.send(ServerFrame::error(reference, &error)).await;
+                }
+            }
             ClientFrame::Goodbye {} => {}
         }
     }
