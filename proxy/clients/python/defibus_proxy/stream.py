@@ -53,6 +53,20 @@ class Delivery:
             self.acked = True
             self._client._send_in_epoch(self._epoch, {"type": "ack", "delivery": self.delivery_id})
 
+    def nack(self, reason=""):
+        """Rejects the message: the broker redelivers it after the group's backoff (past its
+        ``max_redeliveries`` it dead-letters it) and it counts as consumed. Waits for the
+        proxy's answer; raises :class:`ProxyError` when the nack is refused (the message is
+        then still unacked). False when the session it came on is gone (it will come again).
+        Clustering subscriptions only."""
+        if self.acked:
+            return True
+        if self._epoch != self._client._epoch:
+            return False
+        self._client._call({"type": "nack", "delivery": self.delivery_id, "reason": reason})
+        self.acked = True
+        return True
+
 
 class Subscription:
     """A subscription kept across reconnects."""

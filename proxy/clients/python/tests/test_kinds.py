@@ -87,3 +87,23 @@ def test_transactions_commit_and_roll_back(bus, http, stream_factory):
     with pytest.raises(ProxyError) as refused:
         http.begin_transaction("not a group", "A10-8605", "x")
     assert refused.value.status == 400
+
+
+def test_a_nacked_message_is_redelivered(bus, http, stream_factory):
+    bus.create_topic("A10-8606")
+    seen = queue.Queue()
+
+    def handle(delivery):
+        first = seen.empty()
+        seen.put(delivery.message)
+        if first:
+            assert delivery.nack("cannot handle it yet")
+
+    reader = stream_factory("kinds-nack")
+    reader.subscribe("A10-8606", "py-nackers", handle, start="earliest")
+    http.publish("A10-8606", "retry me")
+    first = seen.get(timeout=WAIT)
+    # The default backoff's first level is 1 s; the redelivery comes from the retry topic.
+    again = seen.get(timeout=WAIT)
+    assert first["value"] == again["value"] == "retry me"
+    assert again["topic"] != first["topic"] or again["offset"] != first["offset"]
