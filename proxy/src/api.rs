@@ -9,6 +9,7 @@
 //! U+FFFD in their place.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -104,7 +105,22 @@ pub struct OutgoingMessage {
     /// The W3C trace context; wins over the HTTP headers' (see [`crate::trace`]).
     #[serde(default)]
     pub trace: Option<crate::trace::TraceFields>,
+    /// Events only: the message is never delivered once this many ms passed since it was sent
+    /// (ARCHITECTURE §13.5).
+    #[serde(default)]
+    pub ttl_ms: Option<u64>,
+    /// Deliver this many ms from now (a delayed message, ARCHITECTURE §13.3); or else
+    /// `deliver_at_ms`.
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
+    /// Deliver at this time, ms since the Unix epoch (the broker's clock); or else `delay_ms`.
+    #[serde(default)]
+    pub deliver_at_ms: Option<u64>,
 }
+
+/// The longest `ttl_ms` or `delay_ms` the proxy takes (10 years): past it a time would
+/// overflow the clock's arithmetic. The broker bounds delays further (`held.delay_max_ms`).
+pub const KIND_MS_MAX: u64 = 10 * 365 * 24 * 3600 * 1000;
 
 impl OutgoingMessage {
     /// The client message; 400 for a topic that is not a bus topic name, a payload that is
@@ -136,6 +152,43 @@ impl OutgoingMessage {
         }
         if let Some(trace) = crate::trace::of_message(self.trace.as_ref(), headers)? {
             message = message.with_trace(trace);
+        }
+        self.with_kind(message)
+    }
+
+    /// `message` with the TTL and delay asked for; 400 for a zero or out-of-range time, or
+    /// both `delay_ms` and `deliver_at_ms`.
+    fn with_kind(&self, mut message: Message) -> Result<Message, ApiError> {
+        let in_range = |field: &str, ms: u64| {
+            if ms == 0 || ms > KIND_MS_MAX {
+                return Err(ApiError::bad_request(format!(
+                    "{field} {ms}: 1 to {KIND_MS_MAX} ms"
+                )));
+            }
+            Ok(Duration::from_millis(ms))
+        };
+        if let Some(ttl) = self.ttl_ms {
+            message = message.with_ttl(in_range("ttl_ms", ttl)?);
+        }
+        match (self.delay_ms, self.deliver_at_ms) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad_request(
+                    "give delay_ms or deliver_at_ms, not both",
+                ));
+            }
+            (Some(delay), None) => message = message.with_delay(in_range("delay_ms", delay)?),
+            (None, Some(at)) => {
+                let at = UNIX_EPOCH
+                    .checked_add(Duration::from_millis(at))
+                    .filter(|_| at > 0)
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "deliver_at_ms {at}: not a time (ms since the Unix epoch)"
+                        ))
+                    })?;
+                message = message.deliver_at(at);
+            }
+            (None, None) => {}
         }
         Ok(message)
     }
@@ -314,13 +367,17 @@ pub struct Stored {
     pub broker_id: String,
     /// The queue.
     pub queue_id: u32,
-    /// The offset in the queue.
+    /// The offset in the queue; for a delayed message, in the queue's held log.
     pub offset: u64,
+    /// A delayed message's id (`topic/queue/offset@broker`), to cancel it by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_id: Option<String>,
 }
 
 impl From<client::SendResult> for Stored {
     fn from(r: client::SendResult) -> Self {
         Self {
+            held_id: r.held_id().map(|id| id.to_string()),
             topic: r.topic,
             broker_id: r.broker_id,
             queue_id: r.queue_id,

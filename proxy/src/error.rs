@@ -93,7 +93,7 @@ pub struct ApiError {
     pub status: StatusCode,
     /// Stable code: `bad_request`, `unauthenticated`, `permission_denied`,
     /// `request_timeout`, `payload_too_large`, `not_found`, `unknown_topic`, `no_requester`,
-    /// `conflict`, `timeout`, `unavailable`, `too_many`, `rate_limited`, `storage`,
+    /// `conflict`, `held_settled`, `not_held`, `timeout`, `unavailable`, `too_many`, `rate_limited`, `storage`,
     /// `data_damaged`, `internal`.
     pub code: &'static str,
     /// What went wrong, for humans.
@@ -257,6 +257,16 @@ impl ApiError {
                 status: Status::DataDamaged,
                 ..
             } => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "data_damaged", message),
+            // A delayed message already delivered or cancelled, a half already committed or
+            // rolled back: the caller's request conflicts with the message's state.
+            ClientError::Status {
+                status: Status::HeldSettled,
+                ..
+            } => Self::new(StatusCode::CONFLICT, "held_settled", message),
+            ClientError::Status {
+                status: Status::NotHeld,
+                ..
+            } => Self::new(StatusCode::NOT_FOUND, "not_held", message),
             ClientError::Status { status, .. } if !status.is_retryable() => Self::internal(message),
             ClientError::Status { .. }
             | ClientError::Io { .. }

@@ -44,6 +44,7 @@ mod routes;
 mod server;
 mod state;
 pub mod trace;
+mod transactions;
 pub mod webhook;
 pub mod ws;
 

@@ -49,6 +49,8 @@ pub struct Shared {
     pub sessions: Sessions,
     /// The bus clients WebSocket sessions share, one per area.
     pub session_buses: AreaBuses,
+    /// The transactional producers of `POST /v1/transactions`, by producer group.
+    pub transactions: crate::transactions::TxProducers,
     /// Requests and connections counted for `/metrics`.
     pub metrics: crate::metrics::ProxyMetrics,
     /// The read API and service actions of the console (bounded reads through `client`).
@@ -115,6 +117,7 @@ impl AppState {
                 webhooks,
                 sessions: Sessions::default(),
                 session_buses: AreaBuses::default(),
+                transactions: Default::default(),
                 metrics: Default::default(),
                 console,
                 authority,

@@ -292,6 +292,15 @@ impl fmt::Debug for Half {
 }
 
 impl Half {
+    /// The half `id` sent earlier, by this process or another member of its group, to give
+    /// its outcome by id alone (what the HTTP proxy does for its callers).
+    pub fn of(client: &Client, id: HeldId) -> Self {
+        Self {
+            id,
+            client: client.inner.clone(),
+        }
+    }
+
     /// Its id.
     pub fn id(&self) -> &HeldId {
         &self.id

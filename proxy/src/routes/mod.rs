@@ -3,6 +3,7 @@
 
 mod console;
 mod heartbeat;
+mod held;
 mod openapi;
 mod publish;
 mod reply;
@@ -23,6 +24,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/publish"),
     ("post", "/v1/request"),
     ("post", "/v1/reply"),
+    ("post", "/v1/delayed/cancel"),
+    ("post", "/v1/transactions"),
+    ("post", "/v1/transactions/commit"),
+    ("post", "/v1/transactions/rollback"),
     ("post", "/v1/subscriptions"),
     ("get", "/v1/subscriptions/{id}"),
     ("delete", "/v1/subscriptions/{id}"),
@@ -49,6 +54,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/publish", post(publish::publish))
         .route("/v1/request", post(request::request))
         .route("/v1/reply", post(reply::reply))
+        .route("/v1/delayed/cancel", post(held::cancel))
+        .route("/v1/transactions", post(held::begin))
+        .route("/v1/transactions/commit", post(held::commit))
+        .route("/v1/transactions/rollback", post(held::rollback))
         .route("/v1/subscriptions", post(subscriptions::create))
         .route(
             "/v1/subscriptions/{id}",

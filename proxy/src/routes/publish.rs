@@ -37,6 +37,12 @@ struct Single {
     properties: BTreeMap<String, String>,
     #[serde(default)]
     trace: Option<crate::trace::TraceFields>,
+    #[serde(default)]
+    ttl_ms: Option<u64>,
+    #[serde(default)]
+    delay_ms: Option<u64>,
+    #[serde(default)]
+    deliver_at_ms: Option<u64>,
 }
 
 /// A batch publish.
@@ -70,6 +76,9 @@ pub async fn publish(
             tag: single.tag,
             properties: single.properties,
             trace: single.trace,
+            ttl_ms: single.ttl_ms,
+            delay_ms: single.delay_ms,
+            deliver_at_ms: single.deliver_at_ms,
         };
         (single.identity, vec![message])
     };

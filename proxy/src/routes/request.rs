@@ -63,6 +63,7 @@ pub async fn request(
         tag: body.tag,
         properties: body.properties,
         trace: body.trace,
+        ..OutgoingMessage::default()
     }];
     crate::api::resolve_services(&state.shared.client, &mut outgoing).await?;
     let message = outgoing[0].to_traced_message(trace.as_ref())?;

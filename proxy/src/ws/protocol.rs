@@ -92,6 +92,15 @@ pub enum ClientFrame {
         /// W3C trace context.
         #[serde(default)]
         trace: Option<TraceFields>,
+        /// Time-to-live, ms (events only).
+        #[serde(default)]
+        ttl_ms: Option<u64>,
+        /// Deliver this many ms from now; or else `deliver_at_ms`.
+        #[serde(default)]
+        delay_ms: Option<u64>,
+        /// Deliver at this Unix time, ms; or else `delay_ms`.
+        #[serde(default)]
+        deliver_at_ms: Option<u64>,
     },
     /// Sends a request; answered with `reply` (same `ref`) or `error` (`timeout`).
     Request {
@@ -148,6 +157,19 @@ pub enum ClientFrame {
         /// Several delivery ids.
         #[serde(default)]
         deliveries: Vec<u64>,
+    },
+    /// Rejects a pushed message: the broker redelivers it after the group's backoff (past
+    /// its `max_redeliveries`, dead-letters it), and it counts as consumed; answered `nacked`
+    /// or `error` (then it is still unacked). Clustering subscriptions only.
+    Nack {
+        /// Echoed.
+        #[serde(default, rename = "ref")]
+        reference: Option<serde_json::Value>,
+        /// The push's delivery id.
+        delivery: u64,
+        /// Why (kept with the retry copy, at most 512 bytes).
+        #[serde(default)]
+        reason: String,
     },
     /// Ends the session cleanly.
     Goodbye {},
@@ -223,6 +245,14 @@ pub enum ServerFrame {
         /// The request (its `deadline_ms` says until when a reply is awaited).
         message: DeliveredMessage,
     },
+    /// Answers `nack`: the broker stored the retry (or dead-letter) copy.
+    Nacked {
+        /// Echoed.
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<serde_json::Value>,
+        /// The push.
+        delivery: u64,
+    },
     /// A command failed, or the session is ending for a reason.
     Error {
         /// Echoed from the failed command.
@@ -270,6 +300,12 @@ pub struct Outgoing {
     pub properties: BTreeMap<String, String>,
     /// W3C trace context.
     pub trace: Option<TraceFields>,
+    /// `publish` only: time-to-live, delay or delivery time, ms.
+    pub ttl_ms: Option<u64>,
+    /// See `ttl_ms`.
+    pub delay_ms: Option<u64>,
+    /// See `ttl_ms`.
+    pub deliver_at_ms: Option<u64>,
 }
 
 impl From<Outgoing> for OutgoingMessage {
@@ -283,6 +319,9 @@ impl From<Outgoing> for OutgoingMessage {
             tag: o.tag,
             properties: o.properties,
             trace: o.trace,
+            ttl_ms: o.ttl_ms,
+            delay_ms: o.delay_ms,
+            deliver_at_ms: o.deliver_at_ms,
         }
     }
 }

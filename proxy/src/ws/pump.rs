@@ -31,8 +31,22 @@ pub struct Window {
 
 #[derive(Default)]
 struct WindowState {
-    unacked: HashMap<u64, String>,
+    /// Each unacked push: its subscription and where its message is (topic, queue, offset,
+    /// broker; payload dropped), for a nack.
+    unacked: HashMap<u64, (String, ReceivedMessage)>,
     per_subscription: HashMap<String, usize>,
+    /// Nacks the client sent, for the subscription's pump to make (it owns the consumer).
+    nacks: HashMap<String, Vec<Nack>>,
+}
+
+/// A client's `nack` of one push.
+pub struct Nack {
+    /// The push.
+    pub delivery: u64,
+    /// Why, kept with the retry copy.
+    pub reason: String,
+    /// Echoed in the answer.
+    pub reference: Option<serde_json::Value>,
 }
 
 impl Window {
@@ -48,7 +62,7 @@ impl Window {
     /// session: its message comes again under a new id).
     pub fn ack(&self, delivery: u64) -> bool {
         let mut state = self.lock();
-        let Some(subscription) = state.unacked.remove(&delivery) else {
+        let Some((subscription, _)) = state.unacked.remove(&delivery) else {
             return false;
         };
         if let Some(n) = state.per_subscription.get_mut(&subscription) {
@@ -59,9 +73,40 @@ impl Window {
         true
     }
 
-    fn add(&self, delivery: u64, subscription: &str) {
+    /// Queues a nack for the pump of the push's subscription; false when the delivery is
+    /// unknown. The push stays unacked until the broker stored the nack, so the offset commit
+    /// never passes a message whose nack was lost.
+    pub fn nack(&self, nack: Nack) -> bool {
         let mut state = self.lock();
-        state.unacked.insert(delivery, subscription.to_owned());
+        let Some((subscription, _)) = state.unacked.get(&nack.delivery) else {
+            return false;
+        };
+        let subscription = subscription.clone();
+        state.nacks.entry(subscription).or_default().push(nack);
+        drop(state);
+        self.changed.notify_all();
+        true
+    }
+
+    /// The nacks waiting for `subscription`'s pump, each with its message (those acked in
+    /// the meantime are dropped: an ack wins).
+    fn take_nacks(&self, subscription: &str) -> Vec<(Nack, ReceivedMessage)> {
+        let mut state = self.lock();
+        let nacks = state.nacks.remove(subscription).unwrap_or_default();
+        nacks
+            .into_iter()
+            .filter_map(|n| {
+                let message = state.unacked.get(&n.delivery)?.1.clone();
+                Some((n, message))
+            })
+            .collect()
+    }
+
+    fn add(&self, delivery: u64, subscription: &str, message: ReceivedMessage) {
+        let mut state = self.lock();
+        state
+            .unacked
+            .insert(delivery, (subscription.to_owned(), message));
         *state
             .per_subscription
             .entry(subscription.to_owned())
@@ -238,6 +283,22 @@ fn pump(
     let mut dirty = false;
     let mut last_commit = Instant::now();
     while !stopped() {
+        for (nack, message) in link.window.take_nacks(id) {
+            let frame = match consumer.nack(&message, &nack.reason) {
+                Ok(_) => {
+                    link.window.ack(nack.delivery);
+                    ServerFrame::Nacked {
+                        reference: nack.reference,
+                        delivery: nack.delivery,
+                    }
+                }
+                // Still unacked: the client may ack it, nack it again, or have it redelivered.
+                Err(e) => ServerFrame::error(nack.reference, &crate::error::ApiError::from(e)),
+            };
+            if !link.send(frame) {
+                break;
+            }
+        }
         let outstanding = link.window.outstanding(id);
         if dirty && outstanding == 0 {
             match consumer.commit() {
@@ -278,12 +339,18 @@ fn pump(
             }
         };
         let delivery = link.next_delivery();
-        link.window.add(delivery, id);
+        let delivered = DeliveredMessage::from(&message);
+        // Only where the message is stays in the window (a nack needs no payload).
+        let mut message = message;
+        message.value = Vec::new();
+        message.key = Vec::new();
+        message.properties = Vec::new();
+        link.window.add(delivery, id, message);
         dirty = true;
         let frame = ServerFrame::Message {
             subscription: id.to_owned(),
             delivery,
-            message: DeliveredMessage::from(&message),
+            message: delivered,
         };
         if !link.send(frame) {
             break;
@@ -371,18 +438,62 @@ fn now_ms() -> u64 {
 mod tests {
     use super::*;
 
+    fn at(offset: u64) -> ReceivedMessage {
+        ReceivedMessage {
+            topic: "A10-1".into(),
+            queue_id: 0,
+            offset,
+            endpoint: "127.0.0.1:1".into(),
+            timestamp_ms: 0,
+            message_type: client::MessageType::Event,
+            key: Vec::new(),
+            value: Vec::new(),
+            tag: None,
+            area: None,
+            reply_to: None,
+            correlation_id: None,
+            deadline_ms: None,
+            properties: Vec::new(),
+            trace: None,
+            deliver_at_ms: None,
+            redelivery: None,
+        }
+    }
+
     #[test]
     fn the_window_counts_per_subscription_and_bounds_the_session() {
         let window = Window::new(2);
-        window.add(1, "s1");
+        window.add(1, "s1", at(1));
         assert!(window.wait_for_room(Duration::ZERO));
-        window.add(2, "s2");
+        window.add(2, "s2", at(2));
         assert!(!window.wait_for_room(Duration::from_millis(1)));
         assert_eq!(window.outstanding("s1"), 1);
         assert!(window.ack(1));
         assert!(!window.ack(1), "a second ack is unknown");
         assert_eq!(window.outstanding("s1"), 0);
         assert!(window.wait_for_room(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_nack_goes_to_its_subscriptions_pump_and_an_ack_wins_over_it() {
+        let window = Window::new(4);
+        window.add(1, "s1", at(10));
+        window.add(2, "s1", at(11));
+        let nack = |delivery| Nack {
+            delivery,
+            reason: "bad".into(),
+            reference: None,
+        };
+        assert!(window.nack(nack(1)));
+        assert!(window.nack(nack(2)));
+        assert!(!window.nack(nack(9)), "an unknown delivery");
+        assert!(window.take_nacks("s2").is_empty());
+        assert!(window.ack(2));
+        let taken = window.take_nacks("s1");
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].1.offset, 10);
+        // Still unacked until the pump stored the nack.
+        assert_eq!(window.outstanding("s1"), 1);
     }
 
     #[test]

@@ -317,6 +317,9 @@ impl Bus {
                 tag,
                 properties,
                 trace,
+                ttl_ms,
+                delay_ms,
+                deliver_at_ms,
             } => {
                 let outgoing = Outgoing {
                     topic,
@@ -327,6 +330,9 @@ impl Bus {
                     tag,
                     properties,
                     trace,
+                    ttl_ms,
+                    delay_ms,
+                    deliver_at_ms,
                 };
                 let message = match self.admit(outgoing, Action::Produce).await {
                     Ok(message) => message,
@@ -369,6 +375,9 @@ impl Bus {
                     tag,
                     properties,
                     trace,
+                    ttl_ms: None,
+                    delay_ms: None,
+                    deliver_at_ms: None,
                 };
                 let admitted = match request_timeout(&self.state, timeout_ms) {
                     Ok(timeout) => self
@@ -426,6 +435,22 @@ impl Bus {
                     if !self.link.window.ack(delivery) {
                         log::debug!("ack of unknown delivery {delivery}");
                     }
+                }
+            }
+            ClientFrame::Nack {
+                reference,
+                delivery,
+                reason,
+            } => {
+                let nack = super::pump::Nack {
+                    delivery,
+                    reason,
+                    reference: reference.clone(),
+                };
+                if !self.link.window.nack(nack) {
+                    let error =
+                        ApiError::not_found(format!("no unacked message with delivery {delivery}"));
+                    self.send(ServerFrame::error(reference, &error)).await;
                 }
             }
             ClientFrame::Goodbye {} => {}

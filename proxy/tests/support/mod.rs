@@ -26,7 +26,15 @@ impl Bus {
     /// A one-broker, one-shard cluster with `topics` created, and a proxy on port 0 with its
     /// own data directory.
     pub fn start(topics: &[&str], adjust: impl FnOnce(&mut ProxyConfig)) -> Self {
-        let cluster = Cluster::start(1, 1);
+        Self::start_on(Cluster::start(1, 1), topics, adjust)
+    }
+
+    /// Like [`Bus::start`], on a cluster the caller started (brokers configured its way).
+    pub fn start_on(
+        cluster: Cluster,
+        topics: &[&str],
+        adjust: impl FnOnce(&mut ProxyConfig),
+    ) -> Self {
         for topic in topics {
             cluster.create_topic(topic, 2, FlushMode::Async);
         }

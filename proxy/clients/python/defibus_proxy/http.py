@@ -38,12 +38,17 @@ class HttpClient:
         self.ssl_context = context_for(self.base_url, ca_file, cert_file, key_file, ssl_context)
 
     def publish(self, topic, value, key=None, tag=None, properties=None, traceparent=None,
-                tracestate=None):
+                tracestate=None, ttl_ms=None, delay_ms=None, deliver_at_ms=None):
         """Publishes one message (``value`` str or bytes); returns where it was stored (topic,
         broker_id, queue_id, offset). ``traceparent``/``tracestate`` (W3C trace context) go
         as headers and reach every consumer. Raises :class:`RateLimited` past the rate
-        limit."""
-        body = _message(topic, value, key, tag, properties)
+        limit.
+
+        ``ttl_ms``: the message is never delivered once that long passed. ``delay_ms`` or
+        ``deliver_at_ms`` (Unix ms): a delayed message, held by the broker until then; the
+        answer's ``held_id`` cancels it (:meth:`cancel_delayed`)."""
+        body = _with_kind(_message(topic, value, key, tag, properties), ttl_ms, delay_ms,
+                          deliver_at_ms)
         return self._call("POST", "/v1/publish", self._with_identity(body),
                           trace_headers(traceparent, tracestate))
 
@@ -67,6 +72,33 @@ class HttpClient:
         body = self._with_identity({"messages": batch})
         return self._call("POST", "/v1/publish", body,
                           trace_headers(traceparent, tracestate))["results"]
+
+    def cancel_delayed(self, held_id):
+        """Cancels a delayed message by the ``held_id`` its publish answered. Raises
+        :class:`ProxyError` with code ``held_settled`` (409) once it was delivered or
+        cancelled, ``not_held`` (404) for an id that names none."""
+        return self._call("POST", "/v1/delayed/cancel", {"id": held_id})
+
+    def begin_transaction(self, producer_group, topic, value, key=None, tag=None,
+                          properties=None, traceparent=None, tracestate=None):
+        """Sends a transactional half: stored, invisible until :meth:`commit_transaction`.
+        Returns ``{"id", "producer_group", "topic", "broker_id", "queue_id", "offset"}``. A
+        half left without an outcome gets the broker's default (rollback) after its checks:
+        the proxy cannot ask an HTTP caller, so it answers them "unknown"."""
+        body = _message(topic, value, key, tag, properties)
+        body["producer_group"] = producer_group
+        return self._call("POST", "/v1/transactions", body,
+                          trace_headers(traceparent, tracestate))
+
+    def commit_transaction(self, half_id):
+        """Delivers the half ``half_id`` (twice is no error; after a rollback raises
+        :class:`ProxyError` ``held_settled``)."""
+        return self._call("POST", "/v1/transactions/commit", {"id": half_id})
+
+    def rollback_transaction(self, half_id):
+        """Discards the half ``half_id``: it is never delivered (after a commit raises
+        :class:`ProxyError` ``held_settled``)."""
+        return self._call("POST", "/v1/transactions/rollback", {"id": half_id})
 
     def request(self, topic, value, timeout_ms=None, key=None, tag=None, properties=None,
                 traceparent=None, tracestate=None):
@@ -206,6 +238,14 @@ def _message(topic, value, key, tag, properties, service=None):
         body["tag"] = tag
     if properties:
         body["properties"] = dict(properties)
+    return body
+
+
+def _with_kind(body, ttl_ms, delay_ms, deliver_at_ms):
+    """``body`` with the message-kind fields that are set."""
+    for name, ms in (("ttl_ms", ttl_ms), ("delay_ms", delay_ms), ("deliver_at_ms", deliver_at_ms)):
+        if ms is not None:
+            body[name] = ms
     return body
 
 

@@ -53,6 +53,20 @@ class Delivery:
             self.acked = True
             self._client._send_in_epoch(self._epoch, {"type": "ack", "delivery": self.delivery_id})
 
+    def nack(self, reason=""):
+        """Rejects the message: the broker redelivers it after the group's backoff (past its
+        ``max_redeliveries`` it dead-letters it) and it counts as consumed. Waits for the
+        proxy's answer; raises :class:`ProxyError` when the nack is refused (the message is
+        then still unacked). False when the session it came on is gone (it will come again).
+        Clustering subscriptions only."""
+        if self.acked:
+            return True
+        if self._epoch != self._client._epoch:
+            return False
+        self._client._call({"type": "nack", "delivery": self.delivery_id, "reason": reason})
+        self.acked = True
+        return True
+
 
 class Subscription:
     """A subscription kept across reconnects."""
@@ -180,12 +194,17 @@ class StreamClient:
     # -- calls -----------------------------------------------------------------------------
 
     def publish(self, topic, value, key=None, tag=None, properties=None, traceparent=None,
-                tracestate=None):
+                tracestate=None, ttl_ms=None, delay_ms=None, deliver_at_ms=None):
         """Publishes one message (``value`` str or bytes, with a W3C trace context when
         ``traceparent`` is given); returns where it was stored. Raises :class:`RateLimited`
-        past the session's rate limit."""
+        past the session's rate limit. ``ttl_ms``, ``delay_ms`` and ``deliver_at_ms`` as in
+        :meth:`HttpClient.publish` (a delayed message's answer carries its ``held_id``)."""
         frame = _message("publish", topic, value, key, tag, properties,
                          trace=trace_object(traceparent, tracestate))
+        for name, ms in (("ttl_ms", ttl_ms), ("delay_ms", delay_ms),
+                         ("deliver_at_ms", deliver_at_ms)):
+            if ms is not None:
+                frame[name] = ms
         return self._call(frame)
 
     def publish_service(self, service, value, key=None, tag=None, properties=None,
