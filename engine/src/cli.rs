@@ -189,6 +189,7 @@ fn apply_overrides(config: &mut BrokerConfig, args: BrokerArgs) {
     }
     if let Some(v) = args.max_redeliveries {
         config.retry.max_redeliveries = v;
+    }
     if let Some(v) = args.held_check_interval_ms {
         config.held.check_interval_ms = v;
     }
