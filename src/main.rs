@@ -99,6 +99,9 @@ enum Command {
     /// A message a group rejects more than [retry] max_redeliveries times lands in
     /// <topic>.DLQ.<group>; see --help of each subcommand and docs/ARCHITECTURE.md §13.2.
     Dlq(cmd::dlq::DlqArgs),
+    /// Delayed and half (transactional) messages held per queue: `held stats --topic T`
+    /// (docs/ARCHITECTURE.md §13.3-§13.4).
+    Held(cmd::held::HeldArgs),
     /// Answer a service topic's requests (--echo or --upper) until Ctrl-C/SIGTERM.
     ///
     /// Prints each request handled and its reply. A stand-in service for demos and tests.
@@ -209,6 +212,7 @@ fn main() -> std::process::ExitCode {
         Command::Respond(args) => cmd::respond::run(args),
         Command::Trace(args) => cmd::trace::run(args),
         Command::Dlq(args) => cmd::dlq::run(args),
+        Command::Held(args) => cmd::held::run(args),
         Command::Security(command) => cmd::security::run(command),
         Command::Certs(command) => cmd::certs::run(command),
         Command::Bench(args) => bench::run(args),

@@ -145,6 +145,15 @@ pub enum WorkloadCommand {
     /// message at a time by a pull consumer that nacks each (the broker copies it to the
     /// group's retry topic), beside the same read without nacks (ratio = nack / plain).
     Retry(ConsumeArgs),
+    /// Delayed messages: lateness and produce cost. A consumer subscribes, --messages records
+    /// are produced due evenly over --spread starting --lead from now on an otherwise idle
+    /// broker, and each is timed on arrival against its deliver_at (p50 ... max; the issue's
+    /// goal is p99 ≤ 10 ms in a release build). Then delayed produce throughput (due in an
+    /// hour: held and indexed, not fired) beside plain produce, same settings (ratio).
+    Delayed(DelayedArgs),
+    /// Transactional (half) messages: one producer, closed loop, each message sent as a half
+    /// and committed, beside plain single sends in the same run (ratio = half+commit / plain).
+    Transactional(TransactionalArgs),
     /// Publish → consume latency at fixed offered rates, open loop, for a sweep of rates up to
     /// saturation.
     ///
@@ -305,6 +314,53 @@ impl From<AcksArg> for protocol::control::Acks {
             AcksArg::All => protocol::control::Acks::All,
         }
     }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DelayedArgs {
+    /// Records of the lateness run (a `--smoke` run keeps at most 1,000, due over 0.5 s
+    /// from 0.5 s ahead).
+    #[arg(long, default_value_t = 10_000)]
+    pub messages: u64,
+    /// How far ahead of the run's start the first record is due: longer than producing them
+    /// takes, or the first ones are late because of the producer.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub lead: Duration,
+    /// The records' due times are spread evenly over this long (the release rate is
+    /// --messages / --spread).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub spread: Duration,
+    /// Payload bytes per record.
+    #[arg(long, default_value_t = 256)]
+    pub message_bytes: usize,
+    /// Queues of the benchmark topics.
+    #[arg(long, default_value_t = 4)]
+    pub queues: u32,
+    /// Flush mode of the benchmark topics.
+    #[arg(long, value_enum, default_value_t = Flush::Async)]
+    pub flush: Flush,
+    /// How long the batcher waits for more sends.
+    #[arg(long, default_value = "1ms", value_parser = parse_duration)]
+    pub linger: Duration,
+    /// Measured time of each produce-throughput run, after the warm-up.
+    #[arg(long, default_value = DURATION_DEFAULT, value_parser = parse_duration)]
+    pub duration: Duration,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TransactionalArgs {
+    /// Payload bytes per record.
+    #[arg(long, default_value_t = 256)]
+    pub message_bytes: usize,
+    /// Queues of the benchmark topics.
+    #[arg(long, default_value_t = 4)]
+    pub queues: u32,
+    /// Flush mode of the benchmark topics.
+    #[arg(long, value_enum, default_value_t = Flush::Async)]
+    pub flush: Flush,
+    /// Measured time of each run, after the warm-up.
+    #[arg(long, default_value = DURATION_DEFAULT, value_parser = parse_duration)]
+    pub duration: Duration,
 }
 
 #[derive(Args, Debug, Clone)]

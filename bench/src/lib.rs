@@ -31,7 +31,9 @@ use crate::baselines::{tcp_relay, tcp_stream};
 use crate::cli::{Flush, GlobalArgs, PlotArgs, ProduceArgs, RrArgs, WorkloadCommand};
 use crate::report::{Baseline, LoadAverage, Report, Section};
 use crate::target::Target;
-use crate::workloads::{consume, e2e, fanout, overhead, produce, proxy, retry, rr, scale, tls};
+use crate::workloads::{
+    consume, delayed, e2e, fanout, overhead, produce, proxy, retry, rr, scale, tls, transactional,
+};
 
 /// Runs one parsed command line: starts the target, runs the workload, prints the table and
 /// writes the JSON and plots asked for. Fails on a broken run; under `--smoke`, the exit
@@ -120,6 +122,13 @@ fn run_workload(
         }
         WorkloadCommand::Consume(args) => Ok(vec![consume::run(target, global, args)?.into()]),
         WorkloadCommand::Retry(args) => Ok(vec![retry::run(target, global, args)?.into()]),
+        WorkloadCommand::Delayed(args) => Ok(delayed::run(target, global, args)?
+            .into_iter()
+            .map(Section::from)
+            .collect()),
+        WorkloadCommand::Transactional(args) => {
+            Ok(vec![transactional::run(target, global, args)?.into()])
+        }
         WorkloadCommand::E2e(args) => Ok(vec![e2e::run(target, global, args)?.into()]),
         WorkloadCommand::Fanout(args) => fanout::run(target, global, args),
         WorkloadCommand::Scale(args) => scale::run(target, global, args),

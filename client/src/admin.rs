@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use protocol::codes::Command;
 use protocol::control::{
-    self, BrokerStats, ClusterInfo, DeadLetterReply, DeadLetterRequest, PolicyDocument, PolicyGet,
-    QueueAssignment, ScrubReply, ScrubRequest, TopicConfig, TopicInfo, TopicList, TopicName,
-    TopicRoute, TraceReply, TraceRequest, TraceTarget,
+    self, BrokerStats, ClusterInfo, DeadLetterReply, DeadLetterRequest, HeldStats,
+    HeldStatsRequest, PolicyDocument, PolicyGet, QueueAssignment, ScrubReply, ScrubRequest,
+    TopicConfig, TopicInfo, TopicList, TopicName, TopicRoute, TraceReply, TraceRequest,
+    TraceTarget,
 };
 use protocol::names::Topic;
 
@@ -149,6 +150,33 @@ impl Admin {
             };
             let reply = self.dead_letters(&endpoint, command, &request)?;
             answers.push((endpoint, queue_id, reply));
+        }
+        Ok(answers)
+    }
+
+    /// The held (delayed and half) messages of every queue of `topic` (ARCHITECTURE §13.3):
+    /// (broker endpoint, queue id, figures), sorted. A queue that never held anything
+    /// answers zeros.
+    pub fn held_stats(&self, topic: &str) -> Result<Vec<(String, u32, HeldStats)>> {
+        let route = self.topic_route(topic)?;
+        let mut queues: Vec<(String, u32)> = route
+            .queues
+            .iter()
+            .map(|q| (format!("{}:{}", q.address, q.shard_port), q.queue_id))
+            .collect();
+        queues.sort();
+        queues.dedup();
+        let mut answers = Vec::with_capacity(queues.len());
+        for (endpoint, queue_id) in queues {
+            let body = control::encode(&HeldStatsRequest {
+                topic: topic.to_owned(),
+                queue_id,
+            })
+            .map_err(local)?;
+            let frame = self.broker_call(&endpoint, Command::HeldStats, &body)?;
+            let stats = control::decode::<HeldStats>(&frame.body)
+                .map_err(|e| ClientError::control(&endpoint, e))?;
+            answers.push((endpoint, queue_id, stats));
         }
         Ok(answers)
     }

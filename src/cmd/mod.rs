@@ -3,6 +3,7 @@ pub mod admin;
 pub mod certs;
 pub mod consume;
 pub mod dlq;
+pub mod held;
 pub mod log;
 pub mod log_repair;
 pub mod produce;

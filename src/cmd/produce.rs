@@ -3,6 +3,7 @@
 
 use std::io::BufRead;
 use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::Args;
@@ -23,6 +24,14 @@ pub struct ProduceArgs {
     /// is never delivered (and is counted: `defibus_queue_expired_events`).
     #[arg(long, value_name = "MS")]
     ttl_ms: Option<u64>,
+    /// Deliver the message this many milliseconds from now (a delayed message, held by the
+    /// broker until then; its id, `held=topic/queue/offset@broker`, is printed).
+    #[arg(long, value_name = "MS", conflicts_with = "deliver_at")]
+    delay_ms: Option<u64>,
+    /// Deliver the message at this time: Unix milliseconds (`1767225600000`) or RFC 3339
+    /// (`2026-01-01T00:00:00Z`, `2026-01-01 00:00:00.5Z`).
+    #[arg(long, value_name = "TIME", value_parser = parse_deliver_at)]
+    deliver_at: Option<SystemTime>,
     /// The message value (text); without it, every line of stdin is sent as one message.
     /// A message may be at most 1 MiB (1,048,576 bytes) with its key, properties and record
     /// header; a larger one is refused before it is sent.
@@ -43,7 +52,13 @@ pub fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
     let send = |value: String| -> anyhow::Result<()> {
         let mut message = args.message.message(value);
         if let Some(ttl_ms) = args.ttl_ms {
-            message = message.with_ttl(std::time::Duration::from_millis(ttl_ms));
+            message = message.with_ttl(Duration::from_millis(ttl_ms));
+        }
+        if let Some(delay_ms) = args.delay_ms {
+            message = message.with_delay(Duration::from_millis(delay_ms));
+        }
+        if let Some(at) = args.deliver_at {
+            message = message.deliver_at(at);
         }
         let trace = message
             .trace()
@@ -59,8 +74,13 @@ pub fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
             Some(_) => format!("topic={} ", sent.topic),
             None => String::new(),
         };
+        // A held message's offset is in the queue's held log, not the queue: say so.
+        let held = sent
+            .held_id()
+            .map(|id| format!(" held={id}"))
+            .unwrap_or_default();
         println!(
-            "{topic}queue={} offset={} broker={}{trace}",
+            "{topic}queue={} offset={} broker={}{trace}{held}",
             sent.queue_id, sent.offset, sent.broker_id
         );
         Ok(())
@@ -80,8 +100,40 @@ pub fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--deliver-at`: Unix milliseconds, or an RFC 3339 time.
+fn parse_deliver_at(text: &str) -> Result<SystemTime, String> {
+    let text = text.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        let ms: u64 = text
+            .parse()
+            .map_err(|e| format!("{text}: not Unix milliseconds: {e}"))?;
+        return Ok(UNIX_EPOCH + Duration::from_millis(ms));
+    }
+    humantime::parse_rfc3339_weak(text).map_err(|e| {
+        format!(
+            "{text}: neither Unix milliseconds nor an RFC 3339 time (2026-01-01T00:00:00Z): {e}"
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn deliver_at_takes_unix_ms_and_rfc3339() {
+        let at = UNIX_EPOCH + Duration::from_millis(1_767_225_600_000);
+        assert_eq!(parse_deliver_at("1767225600000"), Ok(at));
+        assert_eq!(parse_deliver_at("2026-01-01T00:00:00Z"), Ok(at));
+        assert_eq!(
+            parse_deliver_at("2026-01-01T00:00:00.250Z"),
+            Ok(at + Duration::from_millis(250))
+        );
+        assert!(parse_deliver_at("tomorrow").is_err());
+        assert!(parse_deliver_at("").is_err());
+        assert!(parse_deliver_at("99999999999999999999999").is_err());
+    }
+
     /// `--help` states the limit in words: it must stay the client's.
     #[test]
     fn the_limit_in_the_help_is_the_clients() {

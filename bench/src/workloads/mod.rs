@@ -12,9 +12,12 @@
 //! - [`proxy`]: publish throughput and request-reply through the HTTP/WebSocket proxy, beside
 //!   the native client;
 //! - [`retry`]: the cost of a nack beside a plain delivery;
+//! - [`delayed`]: delayed messages' lateness on arrival, and their produce cost;
+//! - [`transactional`]: a half + commit per message beside a plain send;
 //! - [`delivery`]: the open-loop publish → consume measurement `e2e` and `fanout` share.
 
 pub mod consume;
+pub mod delayed;
 pub mod delivery;
 pub mod e2e;
 pub mod fanout;
@@ -25,3 +28,4 @@ pub mod retry;
 pub mod rr;
 pub mod scale;
 pub mod tls;
+pub mod transactional;
