@@ -206,8 +206,11 @@ fn a_consumer_isolates_a_stalled_broker_and_subscribes_again_after_the_period() 
         })
         .unwrap()
     };
+    // At-least-once failover: with idempotence on (the default), a batch in doubt on the
+    // stalled broker waits for it instead of moving (ARCHITECTURE §13.1).
     let producer_client = client_with(&nameserver, |c| {
         c.with_heartbeat_interval(Duration::from_millis(200))
+            .with_idempotence(false)
     });
     let producer = Producer::new(&producer_client).unwrap();
     let send = |value: String| {
