@@ -110,6 +110,15 @@ fn pinned_target(
             };
             (e, None)
         })?;
+    connect(client, topic, queue)
+}
+
+/// Connects to the broker shard of `queue`, chosen for a send to `topic`.
+fn connect(
+    client: &ClientInner,
+    topic: &str,
+    queue: QueueTarget,
+) -> std::result::Result<Target, TargetError> {
     let connected = client.broker(&queue.endpoint).and_then(|conn| {
         let ext = address_ext(topic, queue.queue_id)?;
         Ok((conn, ext))
@@ -149,14 +158,7 @@ pub(crate) fn target(
             };
             (e, None)
         })?;
-    let connected = client.broker(&queue.endpoint).and_then(|conn| {
-        let ext = address_ext(topic, queue.queue_id)?;
-        Ok((conn, ext))
-    });
-    match connected {
-        Ok((conn, ext)) => Ok(Target { queue, conn, ext }),
-        Err(e) => Err((e, Some(queue))),
-    }
+    connect(client, topic, queue)
 }
 
 /// Sends `job` to a queue; its outcome learns whether the batch was stored (after retries).
