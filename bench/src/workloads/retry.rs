@@ -10,6 +10,7 @@ use anyhow::Context;
 use client::{ConsumeMode, Consumer, ConsumerOptions, StartFrom};
 
 use crate::cli::{ConsumeArgs, GlobalArgs};
+use crate::cpu::CpuSample;
 use crate::measure::{Throughput, thousands};
 use crate::report::{Baseline, Comparison, Measured};
 use crate::target::Target;
@@ -71,13 +72,18 @@ fn read(
         .start_from(StartFrom::Earliest)
         .without_retries();
     let consumer = Consumer::subscribe_with(&client, options).context("subscribing")?;
+    // Timed, and CPU counted (client and embedded broker), from the first record on.
     let mut started = None;
+    let mut cpu_start = None;
     let mut bytes = 0;
     for read in 0..messages {
         let message = consumer
             .recv(RECV_TIMEOUT)?
             .with_context(|| format!("{group}: only {read} of {messages} records arrived"))?;
-        started.get_or_insert_with(Instant::now);
+        if started.is_none() {
+            started = Some(Instant::now());
+            cpu_start = CpuSample::now();
+        }
         bytes += message.value.len() as u64;
         if nack {
             consumer
@@ -86,7 +92,10 @@ fn read(
         }
     }
     let seconds = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    let used = cpu_start
+        .zip(CpuSample::now())
+        .map(|(start, end)| start.until(end));
     consumer.close().context("closing the consumer")?;
     client.close();
-    Ok(Throughput::new(messages, bytes, 0, seconds.max(1e-9)))
+    Ok(Throughput::new(messages, bytes, 0, seconds.max(1e-9)).with_cpu(used))
 }
